@@ -1,0 +1,196 @@
+"""Charger inventory and the remote command path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.problems import Problem
+from evota.api.schemas import (
+    ChargerDetail,
+    ChargerIn,
+    ChargerOut,
+    ChargerPatch,
+    CommandOut,
+    ConnectorOut,
+    EventOut,
+    Page,
+    ResetIn,
+)
+from evota.control import commands
+from evota.fleet.events import Registration
+from evota.gateway import auth
+from evota.runtime import Runtime
+from evota.store.models import Charger, ChargerEvent, Connector, Site
+
+router = APIRouter(prefix="/api/v1/chargers", tags=["chargers"])
+
+_PUBLIC_COLUMNS = [c for c in Charger.__table__.c if c.name not in ("auth_salt", "auth_hash")]
+
+
+def _out(rt: Runtime, row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    data.pop("security_profile", None)
+    data.pop("iccid", None)
+    data.pop("imsi", None)
+    data.pop("meter_type", None)
+    data.pop("meter_serial_number", None)
+    # The gateway knows the truth about live connections; the database may lag by a flush.
+    data["connected"] = rt.gateway.is_connected(data["id"])
+    return data
+
+
+async def _site_must_exist(rt: Runtime, site_id: str | None) -> None:
+    if site_id is None:
+        return
+    async with rt.engine.connect() as conn:
+        if (await conn.execute(select(Site.id).where(Site.id == site_id))).first() is None:
+            raise Problem(422, "Unknown site", f"no site with id {site_id!r}", "site_id")
+
+
+@router.post("", status_code=201, response_model=ChargerOut)
+async def create_charger(body: ChargerIn, rt: RuntimeDep, _who: PrincipalDep) -> dict[str, Any]:
+    """Register a charger and its AuthorizationKey (stored as a salted HMAC, never in clear)."""
+    await _site_must_exist(rt, body.site_id)
+    salt, digest = auth.hash_key(body.auth_key)
+    values = {
+        "id": body.id,
+        "auth_salt": salt,
+        "auth_hash": digest,
+        "security_profile": 1,
+        "registration": body.registration,
+        "site_id": body.site_id,
+        "tags": body.tags,
+        "connected": False,
+        "created_at": rt.clock.now(),
+    }
+    try:
+        async with rt.engine.begin() as conn:
+            await conn.execute(insert(Charger).values(**values))
+    except IntegrityError:
+        raise Problem(
+            409, "Charger exists", f"a charger with id {body.id!r} exists", "id"
+        ) from None
+    return await _load(rt, body.id)
+
+
+async def _load(rt: Runtime, charger_id: str) -> dict[str, Any]:
+    async with rt.engine.connect() as conn:
+        row = (await conn.execute(select(*_PUBLIC_COLUMNS).where(Charger.id == charger_id))).first()
+    if row is None:
+        raise Problem(404, "Unknown charger", f"no charger with id {charger_id!r}", "id")
+    return _out(rt, row)
+
+
+@router.get("", response_model=Page[ChargerOut])
+async def list_chargers(
+    rt: RuntimeDep,
+    _who: PrincipalDep,
+    site: str | None = Query(None, description="site id"),
+    vendor: str | None = None,
+    model: str | None = None,
+    firmware_version: str | None = None,
+    connected: bool | None = None,
+    registration: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    query = select(*_PUBLIC_COLUMNS)
+    for column, value in (
+        (Charger.site_id, site),
+        (Charger.vendor, vendor),
+        (Charger.model, model),
+        (Charger.firmware_version, firmware_version),
+        (Charger.registration, registration),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if connected is not None:
+        live = list(rt.gateway.connections)
+        query = query.where(Charger.id.in_(live) if connected else Charger.id.not_in(live))
+    async with rt.engine.connect() as conn:
+        total = (
+            await conn.execute(select(func.count()).select_from(query.subquery()))
+        ).scalar_one()
+        rows = (await conn.execute(query.order_by(Charger.id).limit(limit).offset(offset))).all()
+    return {"items": [_out(rt, r) for r in rows], "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{charger_id}", response_model=ChargerDetail)
+async def show_charger(charger_id: str, rt: RuntimeDep, _who: PrincipalDep) -> dict[str, Any]:
+    data = await _load(rt, charger_id)
+    async with rt.engine.connect() as conn:
+        connectors = (
+            await conn.execute(
+                select(Connector)
+                .where(Connector.charger_id == charger_id)
+                .order_by(Connector.connector_id)
+            )
+        ).all()
+        events = (
+            await conn.execute(
+                select(ChargerEvent)
+                .where(ChargerEvent.charger_id == charger_id)
+                .order_by(ChargerEvent.id.desc())
+                .limit(25)
+            )
+        ).all()
+    data["connectors"] = [ConnectorOut.model_validate(r._mapping) for r in connectors]
+    data["recent_events"] = [EventOut.model_validate(r._mapping) for r in events]
+    return data
+
+
+@router.patch("/{charger_id}", response_model=ChargerOut)
+async def update_charger(
+    charger_id: str, body: ChargerPatch, rt: RuntimeDep, _who: PrincipalDep
+) -> dict[str, Any]:
+    """Accept or reject a charger, move it to a site, retag it or rotate its key."""
+    await _load(rt, charger_id)
+    changes = body.model_dump(exclude_unset=True)
+    if "site_id" in changes:
+        await _site_must_exist(rt, changes["site_id"])
+    key = changes.pop("auth_key", None)
+    if key is not None:
+        changes["auth_salt"], changes["auth_hash"] = auth.hash_key(key)
+    if changes:
+        async with rt.engine.begin() as conn:
+            await conn.execute(update(Charger).where(Charger.id == charger_id).values(**changes))
+    live = rt.gateway.connections.get(charger_id)
+    if live is not None and live.state is not None:
+        if "registration" in changes:
+            live.state.registration = Registration(changes["registration"])
+        if "site_id" in changes:
+            live.state.site_id = changes["site_id"]
+    return await _load(rt, charger_id)
+
+
+_COMMAND_ERRORS = {
+    commands.ChargerOffline: (409, "Charger offline"),
+    commands.CommandTimeout: (504, "Charger did not answer"),
+    commands.CommandRejected: (502, "Charger answered with an error"),
+}
+
+
+async def run_command(rt: Runtime, charger_id: str, command: commands.Command) -> CommandOut:
+    await _load(rt, charger_id)
+    try:
+        result = await rt.gateway.send(charger_id, command)
+    except commands.CommandError as exc:
+        status, title = _COMMAND_ERRORS.get(type(exc), (502, "Command failed"))
+        extra: dict[str, Any] = {"reason": exc.reason}
+        if isinstance(exc, commands.CommandRejected):
+            extra["ocpp_error_code"] = exc.code
+        raise Problem(status, title, exc.message, None, **extra) from None
+    return CommandOut(
+        charger_id=charger_id, command=command.name, status=result.status, details=result.details
+    )
+
+
+@router.post("/{charger_id}/commands/reset", response_model=CommandOut)
+async def reset(charger_id: str, body: ResetIn, rt: RuntimeDep, _who: PrincipalDep) -> CommandOut:
+    """Soft or hard reset. Answers with the charger's status (Accepted or Rejected)."""
+    return await run_command(rt, charger_id, commands.Reset(type=body.type))

@@ -1,0 +1,165 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from evota.gateway import auth
+
+Identity = Annotated[
+    str, StringConstraints(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9._\-*@+|]+$")
+]
+SiteId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
+]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+RegistrationStatus = Literal["Accepted", "Pending", "Rejected"]
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class SiteIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "berlin-hbf",
+                    "name": "Berlin Hbf garage",
+                    "timezone": "Europe/Berlin",
+                    "region": "DE-East",
+                    "tags": ["garage"],
+                }
+            ]
+        },
+    )
+    id: SiteId | None = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    timezone: str = "UTC"
+    region: Annotated[str, StringConstraints(max_length=100)] | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r}") from None
+        return value
+
+
+class SiteOut(BaseModel):
+    id: str
+    name: str
+    timezone: str
+    region: str | None
+    tags: list[str]
+    created_at: datetime
+
+
+class ChargerIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "CP-0001",
+                    "auth_key": "k3y-0f-at-least-16-chars",
+                    "site_id": "berlin-hbf",
+                    "tags": ["dc"],
+                }
+            ]
+        },
+    )
+    id: Identity
+    auth_key: str = Field(description="The charger's AuthorizationKey (16-40 printable ASCII)")
+    site_id: SiteId | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    registration: RegistrationStatus = "Accepted"
+
+    @field_validator("auth_key")
+    @classmethod
+    def _key_policy(cls, value: str) -> str:
+        problem = auth.key_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class ChargerPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    registration: RegistrationStatus | None = None
+    site_id: SiteId | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=50)
+    auth_key: str | None = None
+
+    @field_validator("auth_key")
+    @classmethod
+    def _key_policy(cls, value: str | None) -> str | None:
+        if value is not None and (problem := auth.key_problem(value)):
+            raise ValueError(problem)
+        return value
+
+
+class ConnectorOut(BaseModel):
+    connector_id: int
+    status: str
+    error_code: str
+    info: str | None
+    updated_at: datetime
+
+
+class EventOut(BaseModel):
+    kind: str
+    status: str | None
+    request_id: int | None
+    data: dict[str, Any]
+    charger_timestamp: datetime | None
+    received_at: datetime
+
+
+class ChargerOut(BaseModel):
+    id: str
+    registration: str
+    site_id: str | None
+    tags: list[str]
+    vendor: str | None
+    model: str | None
+    serial_number: str | None
+    box_serial_number: str | None
+    hardware_revision: str | None
+    firmware_version: str | None
+    protocol: str | None
+    connected: bool
+    last_seen: datetime | None
+    last_boot_at: datetime | None
+    created_at: datetime
+
+
+class ChargerDetail(ChargerOut):
+    connectors: list[ConnectorOut]
+    recent_events: list[EventOut]
+
+
+class ResetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"type": "Soft"}]})
+    type: Literal["Soft", "Hard"] = "Soft"
+
+
+class CommandOut(BaseModel):
+    charger_id: str
+    command: str
+    status: str
+    details: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,335 @@
+"""The ``evota`` command line: run the server, the demo, the simulator, and talk to the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from evota.client import ApiError, Client
+
+app = typer.Typer(
+    help="evota: OTA firmware lifecycle and control for EV charger fleets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+charger_app = typer.Typer(help="Chargers: list, show, register, command.", no_args_is_help=True)
+site_app = typer.Typer(help="Sites: add and list.", no_args_is_help=True)
+app.add_typer(charger_app, name="charger")
+app.add_typer(site_app, name="site")
+
+out = Console()
+err = Console(stderr=True)
+
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar="EVOTA_URL", help="evota HTTP URL")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="EVOTA_TOKEN", help="API token")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(1)
+
+
+def _settings(**overrides: Any) -> Any:
+    from evota.config import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+async def _serve_until_stopped(settings: Any, on_started: Any = None) -> None:
+    from evota.logging import configure
+    from evota.runtime import Runtime
+
+    configure(settings.log_level, settings.log_json)
+    runtime = Runtime(settings)
+    await runtime.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    if runtime.generated_admin_token:
+        err.print(
+            "[bold yellow]Generated the bootstrap admin API token (shown only this once):[/]\n"
+            f"  {runtime.generated_admin_token}"
+        )
+    err.print(
+        f"evota listening: http://{settings.host}:{runtime.http_port}  "
+        f"ocpp ws://{settings.host}:{runtime.ocpp_port}/ocpp/{{chargerId}}"
+    )
+    try:
+        if on_started is not None:
+            await on_started(runtime, stop)
+        await stop.wait()
+    finally:
+        await runtime.stop()
+
+
+@app.command()
+def serve(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="data directory [env EVOTA_DATA_DIR]")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="bind address [env EVOTA_HOST]")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port [env EVOTA_HTTP_PORT]")] = None,
+    ocpp_port: Annotated[int | None, typer.Option(help="OCPP port [env EVOTA_OCPP_PORT]")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL [env EVOTA_DATABASE_URL]")
+    ] = None,
+    registration: Annotated[
+        str | None, typer.Option(help="known-only | open [env EVOTA_REGISTRATION]")
+    ] = None,
+) -> None:
+    """Run the CSMS: OCPP gateway, REST API and console."""
+    settings = _settings(
+        data_dir=data_dir,
+        host=host,
+        http_port=http_port,
+        ocpp_port=ocpp_port,
+        database_url=database_url,
+        registration=registration,
+    )
+    try:
+        asyncio.run(_serve_until_stopped(settings))
+    except OSError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="data directory")] = Path("./evota-demo"),
+    chargers: Annotated[int, typer.Option(min=1, help="simulated chargers")] = 200,
+    http_port: Annotated[int, typer.Option()] = 8000,
+    ocpp_port: Annotated[int, typer.Option()] = 9000,
+) -> None:
+    """Start evota on SQLite with 3 sites and a simulated fleet; runs until Ctrl-C."""
+    from evota.demo import run_demo
+
+    try:
+        asyncio.run(
+            run_demo(data_dir, chargers, http_port, ocpp_port, _settings, _serve_until_stopped)
+        )
+    except OSError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _client(url: str | None, token: str | None) -> Client:
+    try:
+        return Client(url, token)
+    except ApiError as exc:
+        raise fail(str(exc)) from None
+
+
+def _call(client: Client, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        return client.request(method, path, **kwargs)
+    except ApiError as exc:
+        raise fail(str(exc)) from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@charger_app.command("list")
+def charger_list(
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+    site: Annotated[str | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option()] = None,
+    firmware_version: Annotated[str | None, typer.Option("--firmware")] = None,
+    connected: Annotated[bool | None, typer.Option("--connected/--disconnected")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """List chargers, filtered."""
+    params = {
+        k: v
+        for k, v in {
+            "site": site,
+            "model": model,
+            "firmware_version": firmware_version,
+            "connected": connected,
+            "limit": limit,
+            "offset": offset,
+        }.items()
+        if v is not None
+    }
+    page = _call(_client(url, token), "GET", "/api/v1/chargers", params=params)
+    if as_json:
+        return _print_json(page)
+    table = Table(title=f"Chargers ({len(page['items'])} of {page['total']})")
+    for col in (
+        "id",
+        "site",
+        "vendor",
+        "model",
+        "firmware",
+        "registration",
+        "connected",
+        "last seen",
+    ):
+        table.add_column(col)
+    for c in page["items"]:
+        table.add_row(
+            c["id"],
+            c["site_id"] or "",
+            c["vendor"] or "",
+            c["model"] or "",
+            c["firmware_version"] or "",
+            c["registration"],
+            "yes" if c["connected"] else "no",
+            str(c["last_seen"] or ""),
+        )
+    out.print(table)
+
+
+@charger_app.command("show")
+def charger_show(
+    charger_id: str, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Show one charger with its connectors and recent events."""
+    from urllib.parse import quote
+
+    c = _call(_client(url, token), "GET", f"/api/v1/chargers/{quote(charger_id, safe='')}")
+    if as_json:
+        return _print_json(c)
+    table = Table(show_header=False, title=f"Charger {c['id']}")
+    for key in (
+        "registration",
+        "connected",
+        "site_id",
+        "vendor",
+        "model",
+        "serial_number",
+        "firmware_version",
+        "protocol",
+        "last_seen",
+        "last_boot_at",
+    ):
+        table.add_row(key, str(c[key]))
+    out.print(table)
+    conns = Table(title="Connectors")
+    for col in ("connector", "status", "error", "updated"):
+        conns.add_column(col)
+    for k in c["connectors"]:
+        conns.add_row(str(k["connector_id"]), k["status"], k["error_code"], str(k["updated_at"]))
+    out.print(conns)
+    events = Table(title="Recent events")
+    for col in ("received", "kind", "status"):
+        events.add_column(col)
+    for e in c["recent_events"]:
+        events.add_row(str(e["received_at"]), e["kind"], e["status"] or "")
+    out.print(events)
+
+
+@charger_app.command("add")
+def charger_add(
+    charger_id: str,
+    auth_key: Annotated[
+        str,
+        typer.Option(
+            "--auth-key", prompt=True, hide_input=True, help="the charger's AuthorizationKey"
+        ),
+    ],
+    site: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="repeatable")] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a charger and its AuthorizationKey."""
+    body = {"id": charger_id, "auth_key": auth_key, "site_id": site, "tags": tag or []}
+    c = _call(_client(url, token), "POST", "/api/v1/chargers", json=body)
+    if as_json:
+        return _print_json(c)
+    out.print(f"registered charger {c['id']}")
+
+
+@charger_app.command("reset")
+def charger_reset(
+    charger_id: str,
+    hard: Annotated[bool, typer.Option("--hard", help="hard reset instead of soft")] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reset a charger (soft unless --hard) and print its answer."""
+    from urllib.parse import quote
+
+    r = _call(
+        _client(url, token),
+        "POST",
+        f"/api/v1/chargers/{quote(charger_id, safe='')}/commands/reset",
+        json={"type": "Hard" if hard else "Soft"},
+    )
+    if as_json:
+        return _print_json(r)
+    out.print(f"{charger_id}: reset {r['status']}")
+
+
+@site_app.command("add")
+def site_add(
+    name: str,
+    timezone: Annotated[str, typer.Option(help="IANA timezone, e.g. Europe/Berlin")] = "UTC",
+    site_id: Annotated[str | None, typer.Option("--id")] = None,
+    region: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="repeatable")] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a site."""
+    body = {"id": site_id, "name": name, "timezone": timezone, "region": region, "tags": tag or []}
+    s = _call(_client(url, token), "POST", "/api/v1/sites", json=body)
+    if as_json:
+        return _print_json(s)
+    out.print(f"added site {s['id']} ({s['timezone']})")
+
+
+@site_app.command("list")
+def site_list(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """List sites."""
+    page = _call(_client(url, token), "GET", "/api/v1/sites", params={"limit": 1000})
+    if as_json:
+        return _print_json(page)
+    table = Table(title=f"Sites ({page['total']})")
+    for col in ("id", "name", "timezone", "region", "tags"):
+        table.add_column(col)
+    for s in page["items"]:
+        table.add_row(s["id"], s["name"], s["timezone"], s["region"] or "", ", ".join(s["tags"]))
+    out.print(table)
+
+
+def _register_sim() -> None:
+    try:
+        from evota.sim.cli import sim_command
+    except ImportError:  # pragma: no cover - the simulator ships with evota
+        return
+    app.command("sim", help="Run a simulated OCPP 1.6J charger fleet against a CSMS.")(sim_command)
+
+
+_register_sim()
+
+
+def main() -> None:
+    app()

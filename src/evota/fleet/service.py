@@ -1,0 +1,283 @@
+"""Turns charger events into stored facts and replies.
+
+Fast events (heartbeat, status, meter values, notifications) are answered at once and written
+behind by :class:`FleetWriter`; only StartTransaction waits for the database, because the
+charger needs the transactionId the database assigns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from evota.clock import Clock
+from evota.fleet import events as ev
+from evota.fleet.charger import ChargerState
+from evota.fleet.sessions import session_outcome
+from evota.fleet.writer import FleetWriter
+from evota.gateway import auth
+from evota.store.models import Charger as ChargerRow
+from evota.store.models import ChargingSession
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthOutcome:
+    """``state`` when admitted; otherwise ``status`` is the HTTP status to answer (401/404)."""
+
+    state: ChargerState | None
+    status: int = 101
+    reason: str = ""
+
+
+class FleetService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        *,
+        open_registration: bool = False,
+        heartbeat_interval: int = 300,
+        pending_interval: int = 60,
+        last_seen_interval: float = 5.0,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self.open_registration = open_registration
+        self.heartbeat_interval = heartbeat_interval
+        self.pending_interval = pending_interval
+        self.writer = FleetWriter(engine, clock, last_seen_interval=last_seen_interval)
+
+    # -- connection lifecycle --------------------------------------------------------------
+    async def authenticate(self, identity: str, password: str) -> AuthOutcome:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        ChargerRow.auth_salt,
+                        ChargerRow.auth_hash,
+                        ChargerRow.registration,
+                        ChargerRow.last_boot_at,
+                        ChargerRow.site_id,
+                    ).where(ChargerRow.id == identity)
+                )
+            ).first()
+        if row is None:
+            if not self.open_registration:
+                return AuthOutcome(None, 404, "unknown charger")
+            return await self._admit_unknown(identity, password)
+        if not auth.verify_key(password, row.auth_salt, row.auth_hash):
+            return AuthOutcome(None, 401, "wrong authorization key")
+        state = ChargerState(
+            id=identity,
+            registration=ev.Registration(row.registration),
+            booted=row.last_boot_at is not None,
+            site_id=row.site_id,
+        )
+        return AuthOutcome(state)
+
+    async def _admit_unknown(self, identity: str, password: str) -> AuthOutcome:
+        """Open registration: remember the presented key (trust on first use), as Pending."""
+        if auth.key_problem(password):
+            return AuthOutcome(None, 401, "authorization key does not meet the key policy")
+        salt, digest = auth.hash_key(password)
+        now = self._clock.now()
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(ChargerRow).values(
+                        id=identity,
+                        auth_salt=salt,
+                        auth_hash=digest,
+                        registration=ev.Registration.PENDING.value,
+                        tags=[],
+                        connected=False,
+                        created_at=now,
+                    )
+                )
+        except Exception:  # a concurrent first connection won the insert: authenticate again
+            return await self.authenticate(identity, password)
+        log.info("charger admitted as pending", charger_id=identity)
+        return AuthOutcome(ChargerState(identity, ev.Registration.PENDING, booted=False))
+
+    def connected(self, state: ChargerState, protocol: str) -> None:
+        now = self._clock.now()
+        state.protocol = protocol
+        self.writer.charger(state.id, connected=True, last_seen=now, protocol=protocol)
+        self._event(state, "connected", now, data={"protocol": protocol})
+
+    def disconnected(self, state: ChargerState, reason: str) -> None:
+        now = self._clock.now()
+        self.writer.charger(state.id, connected=False, last_seen=now)
+        self._event(state, "disconnected", now, data={"reason": reason})
+
+    def seen(self, state: ChargerState) -> None:
+        self.writer.seen(state.id, self._clock.now())
+
+    # -- events ----------------------------------------------------------------------------
+    def handle(self, state: ChargerState, event: ev.ChargerEvent) -> ev.Reply | Awaitable[ev.Reply]:
+        now = self._clock.now()
+        match event:
+            case ev.HeartbeatReceived():
+                return ev.TimeReply(now)
+            case ev.StatusReported():
+                self._status(state, event, now)
+                return ev.Ack()
+            case ev.MeterSampled():
+                if event.transaction_id is not None and event.energy_wh is not None:
+                    self.writer.session(event.transaction_id, meter_last_wh=event.energy_wh)
+                return ev.Ack()
+            case ev.Booted():
+                return self._boot(state, event, now)
+            case ev.AuthorizeRequested():
+                return ev.IdTagReply("Accepted")
+            case ev.SessionStarted():
+                return self._start_session(state, event, now)
+            case ev.SessionStopped():
+                self.writer.session(
+                    event.transaction_id,
+                    meter_stop_wh=event.meter_stop_wh,
+                    meter_last_wh=event.meter_stop_wh,
+                    stopped_at=event.timestamp or now,
+                    stop_reason=event.reason or "Local",
+                    outcome=session_outcome(event.reason),
+                )
+                return ev.IdTagReply("Accepted") if event.id_tag else ev.Ack()
+            case ev.FirmwareStatusReported():
+                self._event(state, "firmware_status", now, event.status, event.request_id)
+                return ev.Ack()
+            case ev.DiagnosticsStatusReported():
+                self._event(state, "diagnostics_status", now, event.status)
+                return ev.Ack()
+            case ev.LogStatusReported():
+                self._event(state, "log_status", now, event.status, event.request_id)
+                return ev.Ack()
+            case ev.SecurityEventReported():
+                self._event(
+                    state,
+                    "security_event",
+                    now,
+                    event.type,
+                    None,
+                    {"tech_info": event.tech_info},
+                    event.timestamp,
+                )
+                return ev.Ack()
+            case ev.DataTransferReceived():
+                self._event(
+                    state,
+                    "data_transfer",
+                    now,
+                    event.vendor_id,
+                    None,
+                    {"message_id": event.message_id, "data": event.data},
+                )
+                # No vendor extensions are registered yet: the spec's answer is UnknownVendorId.
+                return ev.StatusReply("UnknownVendorId")
+            case ev.CertificateSigningRequested():
+                self._event(state, "sign_certificate", now, "Rejected", None, {"csr": event.csr})
+                return ev.StatusReply("Rejected")  # no CA is configured to sign charger CSRs yet
+        raise TypeError(f"unhandled event {event!r}")
+
+    def _boot(self, state: ChargerState, event: ev.Booted, now: Any) -> ev.BootReply:
+        registration = state.registration
+        fields: dict[str, Any] = {
+            "vendor": event.vendor,
+            "model": event.model,
+            "serial_number": event.serial_number,
+            "box_serial_number": event.box_serial_number,
+            "iccid": event.iccid,
+            "imsi": event.imsi,
+            "meter_type": event.meter_type,
+            "meter_serial_number": event.meter_serial_number,
+            "last_boot_at": now,
+        }
+        if event.firmware_version is not None:
+            fields["firmware_version"] = event.firmware_version
+        self.writer.charger(state.id, **fields)
+        state.booted = True
+        self._event(
+            state,
+            "boot",
+            now,
+            registration.value,
+            None,
+            {
+                "vendor": event.vendor,
+                "model": event.model,
+                "firmware_version": event.firmware_version,
+                "reason": event.reason,
+            },
+        )
+        interval = (
+            self.heartbeat_interval
+            if registration is ev.Registration.ACCEPTED
+            else self.pending_interval
+        )
+        return ev.BootReply(registration, interval, now)
+
+    def _status(self, state: ChargerState, event: ev.StatusReported, now: Any) -> None:
+        current = (event.status, event.error_code)
+        if state.connectors.get(event.connector_id) == current:
+            return
+        state.connectors[event.connector_id] = current
+        self.writer.status(
+            {
+                "charger_id": state.id,
+                "connector_id": event.connector_id,
+                "status": event.status,
+                "error_code": event.error_code,
+                "info": event.info,
+                "vendor_error_code": event.vendor_error_code,
+                "charger_timestamp": event.timestamp,
+                "received_at": now,
+            }
+        )
+
+    async def _start_session(
+        self, state: ChargerState, event: ev.SessionStarted, now: Any
+    ) -> ev.IdTagReply:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                insert(ChargingSession)
+                .values(
+                    charger_id=state.id,
+                    connector_id=event.connector_id,
+                    id_tag=event.id_tag,
+                    meter_start_wh=event.meter_start_wh,
+                    meter_last_wh=event.meter_start_wh,
+                    started_at=event.timestamp or now,
+                    outcome="active",
+                )
+                .returning(ChargingSession.id)
+            )
+            transaction_id = int(result.scalar_one())
+        return ev.IdTagReply("Accepted", transaction_id)
+
+    def _event(
+        self,
+        state: ChargerState,
+        kind: str,
+        now: Any,
+        status: str | None = None,
+        request_id: int | None = None,
+        data: dict[str, Any] | None = None,
+        charger_timestamp: Any = None,
+    ) -> None:
+        self.writer.event(
+            {
+                "charger_id": state.id,
+                "kind": kind,
+                "status": status,
+                "request_id": request_id,
+                "data": data or {},
+                "charger_timestamp": charger_timestamp,
+                "received_at": now,
+            }
+        )

@@ -1,0 +1,168 @@
+"""Write-behind batching of what chargers report.
+
+The gateway's per-message hot path must not wait for the database (DESIGN principle 4): status,
+meter and event writes are queued here and flushed together every ``interval`` seconds in one
+transaction, and ``last_seen`` is coalesced to one write per charger per flush period. A failed
+flush is retried, so a database hiccup delays data but does not drop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from evota.clock import Clock
+from evota.store.models import Charger as ChargerRow
+from evota.store.models import ChargerEvent, ChargingSession, Connector, ConnectorStatus
+
+log = structlog.get_logger(__name__)
+
+
+class FleetWriter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        interval: float = 0.1,
+        last_seen_interval: float = 5.0,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._interval = interval
+        self._last_seen_interval = last_seen_interval
+        self._history: list[dict[str, Any]] = []
+        self._connectors: dict[tuple[str, int], dict[str, Any]] = {}
+        self._events: list[dict[str, Any]] = []
+        self._chargers: dict[str, dict[str, Any]] = {}
+        self._sessions: dict[int, dict[str, Any]] = {}
+        self._last_seen: dict[str, datetime] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._last_seen_flushed = clock.monotonic()
+        self.failures = 0
+
+    # -- queueing (sync, O(1)) -------------------------------------------------------------
+    def status(self, row: dict[str, Any]) -> None:
+        self._history.append(row)
+        key = (row["charger_id"], row["connector_id"])
+        self._connectors[key] = {
+            "charger_id": row["charger_id"],
+            "connector_id": row["connector_id"],
+            "status": row["status"],
+            "error_code": row["error_code"],
+            "info": row["info"],
+            "vendor_error_code": row["vendor_error_code"],
+            "updated_at": row["received_at"],
+        }
+
+    def event(self, row: dict[str, Any]) -> None:
+        self._events.append(row)
+
+    def charger(self, charger_id: str, **fields: Any) -> None:
+        self._chargers.setdefault(charger_id, {}).update(fields)
+
+    def session(self, transaction_id: int, **fields: Any) -> None:
+        self._sessions.setdefault(transaction_id, {}).update(fields)
+
+    def seen(self, charger_id: str, at: datetime) -> None:
+        self._last_seen[charger_id] = at
+
+    @property
+    def backlog(self) -> int:
+        return len(self._history) + len(self._events) + len(self._chargers) + len(self._sessions)
+
+    # -- flushing ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="fleet-writer")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush(include_last_seen=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            due = self._clock.monotonic() - self._last_seen_flushed >= self._last_seen_interval
+            try:
+                await self.flush(include_last_seen=due)
+            except Exception:
+                self.failures += 1
+                log.exception("fleet write failed; will retry", backlog=self.backlog)
+                await asyncio.sleep(min(5.0, self._interval * 10))
+
+    async def flush(self, include_last_seen: bool = True) -> None:
+        async with self._flush_lock:
+            await self._flush(include_last_seen)
+
+    async def _flush(self, include_last_seen: bool) -> None:
+        history, self._history = self._history, []
+        connectors, self._connectors = self._connectors, {}
+        events, self._events = self._events, []
+        chargers, self._chargers = self._chargers, {}
+        sessions, self._sessions = self._sessions, {}
+        last_seen: dict[str, datetime] = {}
+        if include_last_seen:
+            last_seen, self._last_seen = self._last_seen, {}
+            self._last_seen_flushed = self._clock.monotonic()
+        if not (history or connectors or events or chargers or sessions or last_seen):
+            return
+        try:
+            async with self._engine.begin() as conn:
+                for charger_id, fields in chargers.items():
+                    await conn.execute(
+                        update(ChargerRow).where(ChargerRow.id == charger_id).values(**fields)
+                    )
+                if last_seen:
+                    await conn.execute(
+                        update(ChargerRow)
+                        .where(ChargerRow.id == bindparam("cid"))
+                        .values(last_seen=bindparam("ts")),
+                        [{"cid": c, "ts": t} for c, t in last_seen.items()],
+                    )
+                if connectors:
+                    await conn.execute(
+                        self._upsert_connectors(conn.dialect.name), list(connectors.values())
+                    )
+                if history:
+                    await conn.execute(insert(ConnectorStatus), history)
+                if events:
+                    await conn.execute(insert(ChargerEvent), events)
+                for txn, fields in sessions.items():
+                    await conn.execute(
+                        update(ChargingSession).where(ChargingSession.id == txn).values(**fields)
+                    )
+        except BaseException:
+            # Put everything back in front of newer data so nothing is lost; retried later.
+            self._history[:0] = history
+            for k, v in connectors.items():
+                self._connectors.setdefault(k, v)
+            self._events[:0] = events
+            for cid, fields in chargers.items():
+                self._chargers[cid] = {**fields, **self._chargers.get(cid, {})}
+            for txn, fields in sessions.items():
+                self._sessions[txn] = {**fields, **self._sessions.get(txn, {})}
+            for cid, ts in last_seen.items():
+                self._last_seen.setdefault(cid, ts)
+            raise
+
+    @staticmethod
+    def _upsert_connectors(dialect: str) -> Any:
+        mod = postgresql if dialect == "postgresql" else sqlite
+        stmt = mod.insert(Connector)
+        cols = ("status", "error_code", "info", "vendor_error_code", "updated_at")
+        return stmt.on_conflict_do_update(
+            index_elements=["charger_id", "connector_id"],
+            set_={c: stmt.excluded[c] for c in cols},
+        )

@@ -1,0 +1,381 @@
+"""One charger's WebSocket connection: the websockets sans-I/O protocol driven by an
+asyncio ``Protocol``, with no task per connection, so 10,000 idle chargers cost little memory.
+
+Inbound text frames are decoded, checked and answered here; the answer to every bad frame is
+the CALLERROR the spec asks for, and the connection stays open. Outbound CALLs go through
+:meth:`ChargerConnection.call`, one at a time, each with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import time
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import structlog
+from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+
+from evota import metrics
+from evota.control.commands import ChargerOffline, CommandError, CommandRejected, CommandTimeout
+from evota.fleet.charger import ChargerState
+from evota.gateway import auth
+from evota.ocpp import rpc
+from evota.ocpp.dialect import Dialect, choose
+from evota.ocpp.errors import ErrorKind, RpcError
+
+if TYPE_CHECKING:
+    from evota.gateway.server import Gateway
+
+log = structlog.get_logger("evota.gateway")
+
+MAX_IDENTITY_LENGTH = 48
+_ids = itertools.count(1)
+
+
+def _select_none(protocol: ServerProtocol, offered: Any) -> None:
+    return None  # evota negotiates the subprotocol itself, see ChargerConnection._handshake
+
+
+class ChargerConnection(asyncio.Protocol):
+    __slots__ = (
+        "_fragments",
+        "_pending",
+        "_send_lock",
+        "dialect",
+        "gateway",
+        "last_rx",
+        "peer",
+        "state",
+        "transport",
+        "ws",
+    )
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.ws = ServerProtocol(
+            extensions=None,  # no permessage-deflate: it costs ~100 KiB of zlib state per socket
+            select_subprotocol=_select_none,
+            max_size=gateway.max_message_size,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.state: ChargerState | None = None
+        self.dialect: Dialect | None = None
+        self.last_rx = time.monotonic()
+        self.peer = ""
+        self._fragments: list[bytes] | None = None
+        self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
+        self._send_lock: asyncio.Lock | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.gateway.sockets.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        self.ws.receive_data(data)
+        self._process_events()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self._process_events()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gateway.sockets.discard(self)
+        if self._pending is not None:
+            _, _, fut = self._pending
+            if not fut.done():
+                fut.set_exception(
+                    ChargerOffline(self.charger_id, "connection closed before the charger answered")
+                )
+        if self.state is not None:
+            self.gateway.detach(self, reason=str(exc) if exc else "closed")
+
+    # -- helpers -----------------------------------------------------------------------------
+    @property
+    def charger_id(self) -> str:
+        return self.state.id if self.state else "?"
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                transport.write(chunk)
+            elif transport.can_write_eof():
+                transport.write_eof()
+        if self.ws.close_expected():
+            transport.close()
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        with contextlib.suppress(Exception):  # already closing
+            self.ws.send_close(code, reason)
+        self._flush()
+        loop = asyncio.get_running_loop()
+        transport = self.transport
+        loop.call_later(2.0, transport.close)  # if the peer never answers the close frame
+
+    def _send(self, data: bytes) -> None:
+        self.ws.send_text(data)
+        self._flush()
+
+    def _process_events(self) -> None:
+        for event in self.ws.events_received():
+            if isinstance(event, Request):
+                asyncio.get_running_loop().create_task(self._handshake(event))
+            elif isinstance(event, Frame):
+                self._on_frame(event)
+        self._flush()
+
+    # -- handshake ---------------------------------------------------------------------------
+    async def _handshake(self, request: Request) -> None:
+        response, identity, password, dialect = self._check_request(request)
+        if response is None:
+            try:
+                outcome = await self.gateway.fleet.authenticate(identity, password)
+            except Exception:
+                log.exception("charger authentication failed", charger_id=identity)
+                outcome = None
+            if outcome is None:
+                response = self._reject(HTTPStatus.SERVICE_UNAVAILABLE, "try again later")
+            elif outcome.state is None:
+                response = self._reject(HTTPStatus(outcome.status), outcome.reason)
+                log.info(
+                    "charger refused",
+                    charger_id=identity,
+                    status=outcome.status,
+                    reason=outcome.reason,
+                    peer=self.peer,
+                )
+            else:
+                response = self.ws.accept(request)
+                if dialect is not None:
+                    response.headers["Sec-WebSocket-Protocol"] = dialect.subprotocol
+                self.state = outcome.state
+                self.dialect = dialect
+        if self.transport is None or self.transport.is_closing():
+            return
+        metrics.HANDSHAKES.labels(str(response.status_code)).inc()
+        self.ws.send_response(response)
+        self._flush()
+        if response.status_code != 101:
+            return
+        if self.dialect is None:
+            # No acceptable subprotocol: complete the handshake without one, then close.
+            self.state = None
+            self.close(CloseCode.PROTOCOL_ERROR, "no supported OCPP subprotocol offered")
+            return
+        assert self.state is not None
+        self.gateway.attach(self)
+
+    def _check_request(self, request: Request) -> tuple[Response | None, str, str, Dialect | None]:
+        path = request.path.split("?", 1)[0]
+        prefix = self.gateway.path_prefix
+        if not path.startswith(prefix) or len(path) <= len(prefix):
+            return self._reject(HTTPStatus.NOT_FOUND, "no such endpoint"), "", "", None
+        identity = unquote(path[len(prefix) :])
+        if "/" in identity or ":" in identity or len(identity) > MAX_IDENTITY_LENGTH:
+            return self._reject(HTTPStatus.NOT_FOUND, "invalid charger identity"), "", "", None
+        offered = [
+            p.strip()
+            for value in request.headers.get_all("Sec-WebSocket-Protocol")
+            for p in value.split(",")
+        ]
+        dialect = choose(offered)
+        credentials = auth.parse_basic(request.headers.get("Authorization"))
+        if credentials is None or credentials[0] != identity:
+            response = self._reject(HTTPStatus.UNAUTHORIZED, "HTTP Basic authentication required")
+            return response, "", "", None
+        return None, identity, credentials[1], dialect
+
+    def _reject(self, status: HTTPStatus, text: str) -> Response:
+        response = self.ws.reject(status, text)
+        if status == HTTPStatus.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = 'Basic realm="evota", charset="UTF-8"'
+        return response
+
+    # -- frames ------------------------------------------------------------------------------
+    def _on_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._on_message(frame.data)
+            else:
+                self._fragments = [frame.data]
+        elif opcode is Opcode.CONT and self._fragments is not None:
+            self._fragments.append(frame.data)
+            if frame.fin:
+                data, self._fragments = b"".join(self._fragments), None
+                self._on_message(data)
+        elif opcode is Opcode.CLOSE:
+            close = Close.parse(frame.data) if frame.data else None
+            log.debug("charger closed", charger_id=self.charger_id, close=str(close))
+
+    def _on_message(self, data: bytes) -> None:
+        if self.state is None or self.dialect is None:
+            return
+        started = time.perf_counter()
+        try:
+            message = rpc.decode(data)
+        except RpcError as exc:
+            self._send_error(exc, "(unparsable)")
+            return
+        if type(message) is rpc.Call:
+            self._on_call(message, started)
+        elif type(message) is rpc.CallResult or type(message) is rpc.CallError:
+            self._on_answer(message)
+
+    def _send_error(self, exc: RpcError, action: str) -> None:
+        assert self.dialect is not None
+        code = self.dialect.code(exc.kind)
+        metrics.callerror(code, "out").inc()
+        log.info(
+            "callerror sent",
+            charger_id=self.charger_id,
+            action=action,
+            code=code,
+            description=exc.description,
+            message_id=exc.message_id,
+        )
+        self._send(rpc.encode_error(exc.message_id, code, exc.description, exc.details))
+
+    def _on_call(self, call: rpc.Call, started: float) -> None:
+        dialect = self.dialect
+        state = self.state
+        assert dialect is not None and state is not None
+        action = call.action
+        known = action in dialect.charger_actions
+        metrics.message(action if known else "(other)", "in", "call").inc()
+        self.gateway.fleet.seen(state)
+        try:
+            if not known:
+                if action in dialect.schemas.actions:
+                    raise RpcError(
+                        ErrorKind.NOT_SUPPORTED,
+                        f"{action} is not sent by a charger to a CSMS",
+                        call.message_id,
+                    )
+                raise RpcError(
+                    ErrorKind.NOT_IMPLEMENTED, f"unknown action {action[:64]!r}", call.message_id
+                )
+            if not state.accepted and action not in dialect.pre_accept_actions:
+                raise RpcError(
+                    ErrorKind.SECURITY,
+                    f"{action} before the charger is Accepted by a BootNotification",
+                    call.message_id,
+                )
+            dialect.schemas.validate_request(action, call.payload, call.message_id)
+            event = dialect.decode_event(action, call.payload)
+            reply = self.gateway.fleet.handle(state, event)
+        except RpcError as exc:
+            self._send_error(exc, action if known else "(other)")
+            return
+        except Exception:
+            log.exception("handler failed", charger_id=state.id, action=action)
+            self._send_error(
+                RpcError(ErrorKind.INTERNAL, "internal error", call.message_id), action
+            )
+            return
+        if inspect.isawaitable(reply):
+            asyncio.get_running_loop().create_task(self._answer_later(call, reply, started))
+        else:
+            self._answer(call, reply, started)
+
+    async def _answer_later(self, call: rpc.Call, reply: Any, started: float) -> None:
+        try:
+            result = await reply
+        except Exception:
+            log.exception("handler failed", charger_id=self.charger_id, action=call.action)
+            self._send_error(
+                RpcError(ErrorKind.INTERNAL, "internal error", call.message_id), call.action
+            )
+            return
+        self._answer(call, result, started)
+
+    def _answer(self, call: rpc.Call, reply: Any, started: float) -> None:
+        dialect = self.dialect
+        assert dialect is not None
+        if self.transport is None or self.transport.is_closing():
+            return
+        payload = dialect.encode_reply(call.action, reply)
+        try:
+            dialect.schemas.validate_response(call.action, payload, call.message_id)
+        except RpcError as exc:
+            log.error("evota built an invalid answer", action=call.action, error=exc.description)
+            self._send_error(
+                RpcError(ErrorKind.INTERNAL, "internal error", call.message_id), call.action
+            )
+            return
+        self._send(rpc.encode_result(call.message_id, payload))
+        metrics.handler_seconds(call.action).observe(time.perf_counter() - started)
+
+    # -- outbound CALLs ----------------------------------------------------------------------
+    def _on_answer(self, message: rpc.CallResult | rpc.CallError) -> None:
+        pending = self._pending
+        if pending is None or pending[0] != message.message_id:
+            log.warning(
+                "late or unknown answer dropped",
+                charger_id=self.charger_id,
+                message_id=message.message_id,
+            )
+            return
+        _, action, fut = pending
+        if fut.done():
+            return
+        if type(message) is rpc.CallError:
+            metrics.callerror(message.code, "in").inc()
+            fut.set_exception(CommandRejected(self.charger_id, message.code, message.description))
+            return
+        assert self.dialect is not None
+        metrics.message(action, "in", "result").inc()
+        try:
+            self.dialect.schemas.validate_response(action, message.payload, message.message_id)
+        except RpcError as exc:
+            fut.set_exception(
+                CommandError(self.charger_id, f"charger sent an invalid answer: {exc.description}")
+            )
+            return
+        fut.set_result(message.payload)
+
+    async def call(self, action: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one CALL and return the charger's CALLRESULT payload.
+
+        CALLs to one charger are serialised (one outstanding per direction, as OCPP-J asks).
+        """
+        assert self.dialect is not None
+        try:
+            self.dialect.schemas.validate_request(action, payload, "-")
+        except RpcError as exc:
+            raise CommandError(self.charger_id, f"invalid {action}: {exc.description}") from None
+        if self._send_lock is None:
+            self._send_lock = asyncio.Lock()
+        async with self._send_lock:
+            if self.transport is None or self.transport.is_closing():
+                raise ChargerOffline(self.charger_id, "charger is not connected")
+            message_id = f"evota-{next(_ids)}"
+            fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._pending = (message_id, action, fut)
+            try:
+                self._send(rpc.encode_call(message_id, action, payload))
+                metrics.message(action, "out", "call").inc()
+                return await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise CommandTimeout(
+                    self.charger_id, f"no answer to {action} within {timeout:g} s"
+                ) from None
+            finally:
+                self._pending = None

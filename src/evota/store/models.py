@@ -1,0 +1,171 @@
+"""Database tables. One module so migrations and queries share a single source of truth."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BigInteger ids that are still SQLite rowid aliases (autoincrement) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are stored and returned as aware UTC; SQLite would otherwise drop the zone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+TS = UTCDateTime()
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Site(Base):
+    __tablename__ = "sites"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    region: Mapped[str | None] = mapped_column(String(100))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class Charger(Base):
+    __tablename__ = "chargers"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)  # OCPP identity
+    auth_salt: Mapped[str] = mapped_column(String(64))
+    auth_hash: Mapped[str] = mapped_column(String(64))
+    security_profile: Mapped[int] = mapped_column(Integer, default=1)
+    registration: Mapped[str] = mapped_column(String(16), index=True)
+    site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.id"), index=True)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    vendor: Mapped[str | None] = mapped_column(String(50), index=True)
+    model: Mapped[str | None] = mapped_column(String(50), index=True)
+    serial_number: Mapped[str | None] = mapped_column(String(50))
+    box_serial_number: Mapped[str | None] = mapped_column(String(50))
+    hardware_revision: Mapped[str | None] = mapped_column(String(50))
+    firmware_version: Mapped[str | None] = mapped_column(String(50), index=True)
+    iccid: Mapped[str | None] = mapped_column(String(20))
+    imsi: Mapped[str | None] = mapped_column(String(20))
+    meter_type: Mapped[str | None] = mapped_column(String(25))
+    meter_serial_number: Mapped[str | None] = mapped_column(String(25))
+    protocol: Mapped[str | None] = mapped_column(String(16))
+    connected: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    last_seen: Mapped[datetime | None] = mapped_column(TS)
+    last_boot_at: Mapped[datetime | None] = mapped_column(TS)
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class Connector(Base):
+    """Latest known status of each connector (connector 0 is the charger as a whole)."""
+
+    __tablename__ = "connectors"
+    charger_id: Mapped[str] = mapped_column(
+        ForeignKey("chargers.id", ondelete="CASCADE"), primary_key=True
+    )
+    connector_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    status: Mapped[str] = mapped_column(String(32))
+    error_code: Mapped[str] = mapped_column(String(32))
+    info: Mapped[str | None] = mapped_column(String(50))
+    vendor_error_code: Mapped[str | None] = mapped_column(String(50))
+    updated_at: Mapped[datetime] = mapped_column(TS)
+
+
+class ConnectorStatus(Base):
+    """Connector status changes, as received (repeats of the same status are not rows)."""
+
+    __tablename__ = "connector_status_history"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(48))
+    connector_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))
+    error_code: Mapped[str] = mapped_column(String(32))
+    info: Mapped[str | None] = mapped_column(String(50))
+    vendor_error_code: Mapped[str | None] = mapped_column(String(50))
+    charger_timestamp: Mapped[datetime | None] = mapped_column(TS)
+    received_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (Index("ix_status_history_charger_time", "charger_id", "received_at"),)
+
+
+class ChargingSession(Base):
+    """One OCPP transaction; ``id`` is the transactionId given to the charger."""
+
+    __tablename__ = "sessions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(48), index=True)
+    connector_id: Mapped[int] = mapped_column(Integer)
+    id_tag: Mapped[str] = mapped_column(String(20))
+    meter_start_wh: Mapped[int] = mapped_column(BigInteger)
+    meter_last_wh: Mapped[float | None]
+    meter_stop_wh: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(TS)
+    stopped_at: Mapped[datetime | None] = mapped_column(TS)
+    stop_reason: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(16), default="active", index=True)
+
+
+class ChargerEvent(Base):
+    """What a charger reported, as received: firmware, diagnostics and log status, security
+    events, boots, data transfers, connects and disconnects."""
+
+    __tablename__ = "charger_events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(48))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[int | None] = mapped_column(BigInteger)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    charger_timestamp: Mapped[datetime | None] = mapped_column(TS)
+    received_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (
+        Index("ix_charger_events_charger_time", "charger_id", "received_at"),
+        Index("ix_charger_events_kind_time", "kind", "received_at"),
+    )
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    expires_at: Mapped[datetime | None] = mapped_column(TS)
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)

@@ -1,0 +1,134 @@
+"""Shared fixtures: a real evota (real sockets on loopback, a real SQLite file or PostgreSQL).
+
+Set ``EVOTA_TEST_POSTGRES_URL`` (``scripts/test`` does) to run database tests on PostgreSQL too;
+with ``EVOTA_REQUIRE_POSTGRES=1`` a missing PostgreSQL fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from evota.config import Settings
+from evota.runtime import Runtime
+
+TOKEN = "test-admin-token-0123456789"
+PG_URL = os.environ.get("EVOTA_TEST_POSTGRES_URL")
+
+
+def _backends() -> list[Any]:
+    marks = []
+    if not PG_URL:
+        if os.environ.get("EVOTA_REQUIRE_POSTGRES") == "1":
+            raise RuntimeError("EVOTA_REQUIRE_POSTGRES=1 but EVOTA_TEST_POSTGRES_URL is unset")
+        marks = [pytest.mark.skip(reason="EVOTA_TEST_POSTGRES_URL not set")]
+    return ["sqlite", pytest.param("postgresql", marks=marks)]
+
+
+@pytest.fixture(params=_backends())
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database for each test."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'evota.db'}"
+        return
+    import asyncpg  # type: ignore[import-untyped]
+
+    assert PG_URL
+    admin = PG_URL.replace("postgresql+asyncpg://", "postgresql://")
+    name = "evota_test_" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield PG_URL.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'evota.db'}"
+
+
+def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "http_port": 0,
+        "ocpp_port": 0,
+        "database_url": database_url,
+        "admin_token": TOKEN,
+        "last_seen_flush_seconds": 0.2,
+        "heartbeat_interval": 60,
+        "call_timeout": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def start_runtime(tmp_path: Path, database_url: str, **overrides: Any) -> Runtime:
+    runtime = Runtime(make_settings(tmp_path, database_url, **overrides))
+    await runtime.start()
+    return runtime
+
+
+@pytest.fixture
+async def evota(tmp_path: Path, database_url: str) -> AsyncIterator[Runtime]:
+    """evota on every configured database backend."""
+    runtime = await start_runtime(tmp_path, database_url)
+    yield runtime
+    await runtime.stop()
+
+
+@pytest.fixture
+async def evota_sqlite(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Runtime]:
+    """evota on SQLite only, for protocol tests where the database backend does not matter."""
+    runtime = await start_runtime(tmp_path, sqlite_url)
+    yield runtime
+    await runtime.stop()
+
+
+def api_client(runtime: Runtime, token: str | None = TOKEN) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{runtime.http_port}", headers=headers, timeout=15
+    )
+
+
+async def provision(runtime: Runtime, charger_id: str, key: str, **extra: Any) -> dict[str, Any]:
+    async with api_client(runtime) as api:
+        r = await api.post("/api/v1/chargers", json={"id": charger_id, "auth_key": key, **extra})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def connect(
+    runtime: Runtime,
+    identity: str,
+    key: str | None,
+    subprotocols: list[str] | None = None,
+) -> ClientConnection:
+    headers = {"Authorization": basic(identity, key)} if key is not None else {}
+    return await websockets.connect(
+        f"ws://127.0.0.1:{runtime.ocpp_port}/ocpp/{identity}",
+        subprotocols=subprotocols if subprotocols is not None else ["ocpp1.6"],  # type: ignore[arg-type]
+        additional_headers=headers,
+        compression=None,
+        open_timeout=5,
+    )
