@@ -77,7 +77,8 @@ class FleetService:
         state = ChargerState(
             id=identity,
             registration=ev.Registration(row.registration),
-            booted=row.last_boot_at is not None,
+            booted=row.last_boot_at is not None
+            or "last_boot_at" in self.writer.pending_charger_fields(identity),
             site_id=row.site_id,
         )
         return AuthOutcome(state)

@@ -43,6 +43,7 @@ class FleetWriter:
         self._chargers: dict[str, dict[str, Any]] = {}
         self._sessions: dict[int, dict[str, Any]] = {}
         self._last_seen: dict[str, datetime] = {}
+        self._inflight_chargers: dict[str, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
@@ -74,6 +75,13 @@ class FleetWriter:
 
     def seen(self, charger_id: str, at: datetime) -> None:
         self._last_seen[charger_id] = at
+
+    def pending_charger_fields(self, charger_id: str) -> dict[str, Any]:
+        """Charger fields queued or being written: lets a reconnect see its own recent boot."""
+        return {
+            **self._inflight_chargers.get(charger_id, {}),
+            **self._chargers.get(charger_id, {}),
+        }
 
     @property
     def backlog(self) -> int:
@@ -111,6 +119,7 @@ class FleetWriter:
         connectors, self._connectors = self._connectors, {}
         events, self._events = self._events, []
         chargers, self._chargers = self._chargers, {}
+        self._inflight_chargers = chargers
         sessions, self._sessions = self._sessions, {}
         last_seen: dict[str, datetime] = {}
         if include_last_seen:
@@ -144,6 +153,7 @@ class FleetWriter:
                         update(ChargingSession).where(ChargingSession.id == txn).values(**fields)
                     )
         except BaseException:
+            self._inflight_chargers = {}
             # Put everything back in front of newer data so nothing is lost; retried later.
             self._history[:0] = history
             for k, v in connectors.items():
@@ -156,6 +166,7 @@ class FleetWriter:
             for cid, ts in last_seen.items():
                 self._last_seen.setdefault(cid, ts)
             raise
+        self._inflight_chargers = {}
 
     @staticmethod
     def _upsert_connectors(dialect: str) -> Any:
