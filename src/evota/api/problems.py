@@ -62,7 +62,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _field_name(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
+            {
+                "field": _field_name(tuple(e.get("loc", ()))),
+                "message": str(e.get("msg", "invalid")).removeprefix("Value error, "),
+            }
             for e in exc.errors()
         ]
         first = errors[0] if errors else {"field": "(body)", "message": "invalid request"}
