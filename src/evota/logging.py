@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -11,7 +12,9 @@ import structlog
 _SECRET_WORDS = ("password", "token", "secret", "auth_key", "authorization", "key_hash")
 
 
-def _mask_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _mask_secrets(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in event:
         if any(word in key.lower() for word in _SECRET_WORDS):
             event[key] = "***"

@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 import uvicorn
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.clock import Clock, SystemClock
@@ -121,14 +121,14 @@ class Runtime:
                     )
                 else:
                     await conn.execute(
-                        ApiToken.__table__.insert().values(
+                        insert(ApiToken).values(
                             name=BOOTSTRAP_TOKEN_NAME, created_at=self.clock.now(), **values
                         )
                     )
             elif not existing:
                 token = "evota_" + secrets.token_urlsafe(32)
                 await conn.execute(
-                    ApiToken.__table__.insert().values(
+                    insert(ApiToken).values(
                         name=BOOTSTRAP_TOKEN_NAME,
                         token_hash=token_hash(token),
                         role="admin",

@@ -69,7 +69,7 @@ class ChargerConnection(asyncio.Protocol):
         self.dialect: Dialect | None = None
         self.last_rx = time.monotonic()
         self.peer = ""
-        self._fragments: list[bytes] | None = None
+        self._fragments: list[bytes | bytearray | memoryview] | None = None
         self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
         self._send_lock: asyncio.Lock | None = None
 
@@ -225,7 +225,7 @@ class ChargerConnection(asyncio.Protocol):
             close = Close.parse(frame.data) if frame.data else None
             log.debug("charger closed", charger_id=self.charger_id, close=str(close))
 
-    def _on_message(self, data: bytes) -> None:
+    def _on_message(self, data: bytes | bytearray | memoryview) -> None:
         if self.state is None or self.dialect is None:
             return
         started = time.perf_counter()
@@ -336,7 +336,7 @@ class ChargerConnection(asyncio.Protocol):
         _, action, fut = pending
         if fut.done():
             return
-        if type(message) is rpc.CallError:
+        if isinstance(message, rpc.CallError):
             metrics.callerror(message.code, "in").inc()
             fut.set_exception(CommandRejected(self.charger_id, message.code, message.description))
             return

@@ -52,7 +52,7 @@ def _read_id(frame: list[Any]) -> str:
     return message_id
 
 
-def decode(text: str | bytes) -> Message:
+def decode(text: str | bytes | bytearray | memoryview) -> Message:
     """Parse one OCPP-J frame. Payload shape is checked later, against the action's schema."""
     try:
         frame = orjson.loads(text)

@@ -97,7 +97,7 @@ def v16() -> SchemaSet:
 
 def _field_of(exc: fastjsonschema.JsonSchemaValueException) -> str:
     """Name the offending field the way an integrator reads it: ``idTagInfo.status``."""
-    base = exc.name.removeprefix("data").lstrip(".")
+    base = (exc.name or "data").removeprefix("data").lstrip(".")
     culprit = ""
     if exc.rule == "required" and isinstance(exc.value, dict):
         culprit = next((f for f in exc.rule_definition or () if f not in exc.value), "")
