@@ -45,7 +45,7 @@ class FleetWriter:
         self._last_seen: dict[str, datetime] = {}
         self._inflight_chargers: dict[str, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._last_seen_flushed = clock.monotonic()
         self.failures = 0
@@ -92,23 +92,26 @@ class FleetWriter:
         self._task = asyncio.create_task(self._run(), name="fleet-writer")
 
     async def stop(self) -> None:
+        """Write everything still queued. The loop is asked to finish rather than cancelled,
+        because cancelling a write mid-transaction can leave SQLite locked."""
+        self._stopping.set()
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         await self.flush(include_last_seen=True)
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
             due = self._clock.monotonic() - self._last_seen_flushed >= self._last_seen_interval
             try:
                 await self.flush(include_last_seen=due)
             except Exception:
                 self.failures += 1
                 log.exception("fleet write failed; will retry", backlog=self.backlog)
-                await asyncio.sleep(min(5.0, self._interval * 10))
+                if not self._stopping.is_set():
+                    await asyncio.sleep(min(5.0, self._interval * 10))
 
     async def flush(self, include_last_seen: bool = True) -> None:
         async with self._flush_lock:

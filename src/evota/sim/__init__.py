@@ -1,0 +1,42 @@
+"""The charger fleet simulator: strict OCPP 1.6J chargers, thousands per process.
+
+``fleet`` turns a fleet file or flags into charger specs, ``charger`` is one simulated
+charger, ``runner`` runs and provisions a fleet, ``cli`` is ``evota sim``.
+"""
+
+from evota.sim.charger import HANDLERS, ChargerStats, Reply, SimConfig, SimulatedCharger, handles
+from evota.sim.fleet import (
+    ChargerSpec,
+    FleetError,
+    FleetFileError,
+    FleetSpec,
+    SiteSpec,
+    derive_key,
+    fleet_from_flags,
+    load_fleet,
+    parse_fleet,
+)
+from evota.sim.runner import Fleet, FleetSummary, ProvisionError, ProvisionReport, wait_until
+
+__all__ = [
+    "HANDLERS",
+    "ChargerSpec",
+    "ChargerStats",
+    "Fleet",
+    "FleetError",
+    "FleetFileError",
+    "FleetSpec",
+    "FleetSummary",
+    "ProvisionError",
+    "ProvisionReport",
+    "Reply",
+    "SimConfig",
+    "SimulatedCharger",
+    "SiteSpec",
+    "derive_key",
+    "fleet_from_flags",
+    "handles",
+    "load_fleet",
+    "parse_fleet",
+    "wait_until",
+]

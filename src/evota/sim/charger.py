@@ -1,0 +1,709 @@
+"""One simulated OCPP 1.6J charger: a strict client that behaves like a well-made station.
+
+Everything a charger does runs as a few asyncio tasks (no threads), so thousands share one
+event loop. The charger validates every message it sends and every answer and CALL it
+receives against the official schemas, because a simulator that tolerates sloppy messages
+hides the CSMS bugs it exists to find.
+
+Time: intervals the charger chooses (heartbeats, meter values, session lengths, reboots) are
+*simulated seconds*, divided by ``SimConfig.speed`` before sleeping; network limits (call
+timeout, reconnect backoff) are real seconds, because they protect the CSMS, not the story.
+
+Inbound CALLs go through a dispatch table (:data:`HANDLERS`, extended with :func:`handles`),
+so firmware updates, diagnostics, remote commands and fault profiles add entries instead of
+touching the connection code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import random
+import urllib.parse
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.typing import Subprotocol
+
+from evota.clock import Clock, SystemClock
+from evota.ocpp import rpc
+from evota.ocpp.errors import V16_SPELLING, ErrorKind, RpcError
+from evota.ocpp.schemas import SchemaSet, v16
+from evota.sim.fleet import ChargerSpec
+
+log = structlog.get_logger("evota.sim")
+
+SUBPROTOCOL = "ocpp1.6"
+USER_AGENT = "evota-sim/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Behaviour and timing shared by a fleet. ``sim`` seconds are divided by ``speed``."""
+
+    speed: float = 1.0  # simulated seconds per real second
+    session_rate: float = 0.0  # sessions per charger per simulated hour (Poisson arrivals)
+    session_duration: tuple[float, float] = (900.0, 3600.0)  # sim s, uniform
+    meter_interval: float = 60.0  # sim s between MeterValues during a session
+    power_kw: float = 11.0  # charging power, drives Energy.Active.Import.Register
+    heartbeat_default: float = 300.0  # sim s, when the CSMS answers interval 0
+    boot_retry_default: float = 60.0  # sim s, for Pending/Rejected with interval 0 or a failed Boot
+    reboot_delay: float = 1.0  # sim s offline during a Reset
+    call_timeout: float = 30.0  # real s to wait for a CALLRESULT
+    open_timeout: float = 10.0  # real s for the WebSocket handshake
+    close_timeout: float = 2.0  # real s for the closing handshake
+    backoff_initial: float = 1.0  # real s before the first reconnect
+    backoff_max: float = 60.0  # real s cap of the exponential reconnect backoff
+    ping_interval: float | None = 30.0  # real s between WebSocket pings (None: off)
+
+    def __post_init__(self) -> None:
+        if self.speed <= 0:
+            raise ValueError("speed must be positive")
+        if self.session_rate < 0:
+            raise ValueError("session_rate must not be negative")
+
+
+@dataclass(slots=True)
+class ChargerStats:
+    """Counters for tests and the live summary; plain ints, cheap to keep for 20,000 chargers."""
+
+    connects: int = 0  # WebSocket handshakes that succeeded
+    connect_failures: int = 0  # handshakes refused or failed
+    disconnects: int = 0  # established connections that ended (reboots included)
+    last_http_status: int | None = None  # of the last refused handshake (401, 404, ...)
+    last_error: str | None = None
+    boots_sent: int = 0
+    boots_accepted: int = 0
+    reboots: int = 0
+    messages_sent: int = 0  # every frame: CALLs, CALLRESULTs, CALLERRORs
+    messages_received: int = 0
+    calls_sent: Counter[str] = field(default_factory=Counter)  # by action
+    calls_received: Counter[str] = field(default_factory=Counter)  # by action
+    # codes of the last CALLERRORs received / sent (bounded, so a chatty CSMS cannot grow them)
+    callerrors: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
+    errors_sent: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
+    invalid_results: int = 0  # schema-invalid or malformed CALLRESULTs/CALLERRORs
+    unexpected_results: int = 0  # answers to no outstanding CALL (e.g. after a timeout)
+    call_timeouts: int = 0
+    authorize_rejected: int = 0
+    transactions_started: int = 0
+    transactions_completed: int = 0
+    energy_wh: int = 0  # delivered in completed transactions
+
+
+# -- errors raised by SimulatedCharger.call -------------------------------------------------------
+
+
+class CallFailed(Exception):
+    """Our CALL got no usable answer."""
+
+
+class NotConnected(CallFailed):
+    pass
+
+
+class CallTimeout(CallFailed):
+    pass
+
+
+class CallErrorReceived(CallFailed):
+    def __init__(self, action: str, code: str, description: str) -> None:
+        super().__init__(f"{action}: CALLERROR {code}: {description}")
+        self.code = code
+        self.description = description
+
+
+class InvalidResult(CallFailed):
+    pass
+
+
+class _Refused(Exception):
+    """The CSMS completed the handshake on terms we cannot use."""
+
+
+# -- inbound CALL dispatch ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Reply:
+    """A handler's answer; ``then`` runs after the CALLRESULT is on the wire (e.g. reboot)."""
+
+    payload: dict[str, Any]
+    then: Callable[[], Awaitable[None]] | None = None
+
+
+Handler = Callable[["SimulatedCharger", rpc.Call], Awaitable[Reply]]
+
+#: Inbound action -> handler. Payloads arrive schema-validated; replies are validated too.
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(action: str, table: dict[str, Handler] | None = None) -> Callable[[Handler], Handler]:
+    """Register a handler for a CSMS-initiated action (in :data:`HANDLERS` by default)."""
+
+    def register(handler: Handler) -> Handler:
+        (HANDLERS if table is None else table)[action] = handler
+        return handler
+
+    return register
+
+
+@handles("Reset")
+async def _on_reset(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+    kind = call.payload["type"]
+    return Reply({"status": "Accepted"}, then=lambda: charger.reboot(hard=kind == "Hard"))
+
+
+# -- the charger ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Transaction:
+    connector_id: int
+    id_tag: str
+    meter_start: int
+    transaction_id: int | None = None  # set once StartTransaction is answered
+    stop_reason: str = "PowerLoss"  # used if the charger loses the connection mid-session
+
+
+def basic_auth(identity: str, key: str) -> str:
+    return "Basic " + base64.b64encode(f"{identity}:{key}".encode()).decode()
+
+
+def charger_url(base_url: str, identity: str) -> str:
+    return f"{base_url.rstrip('/')}/{urllib.parse.quote(identity, safe='')}"
+
+
+class SimulatedCharger:
+    """An independent OCPP 1.6J client; :meth:`start` runs it until :meth:`stop`."""
+
+    def __init__(
+        self,
+        spec: ChargerSpec,
+        base_url: str,
+        config: SimConfig | None = None,
+        *,
+        initial_delay: float = 0.0,
+        rng: random.Random | None = None,
+        clock: Clock | None = None,
+        schemas: SchemaSet | None = None,
+        handlers: dict[str, Handler] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.url = charger_url(base_url, spec.identity)
+        self.config = config or SimConfig()
+        self.initial_delay = initial_delay
+        self.rng = rng or random.Random(spec.identity)
+        self.clock: Clock = clock or SystemClock()
+        self.schemas = schemas or v16()
+        self.handlers = HANDLERS if handlers is None else handlers
+        self.stats = ChargerStats()
+        self.connected = False
+        self.boot_status: str | None = None  # of the current connection's BootNotification
+        self.heartbeat_interval = self.config.heartbeat_default
+        self.connector_status: dict[int, str] = dict.fromkeys(range(spec.connectors + 1), "")
+        self.meter_wh: dict[int, float] = {
+            c: float(self.rng.randrange(0, 5_000_000)) for c in range(1, spec.connectors + 1)
+        }
+        self.transactions: dict[int, Transaction] = {}  # open, by connector
+        self.last_call: rpc.Call | None = None  # last CALL received from the CSMS
+        self._ids = itertools.count(1)
+        self._ws: ClientConnection | None = None
+        self._call_lock = asyncio.Lock()
+        self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
+        self._hangup: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # tasks of the current connection
+        self._sessions: dict[int, asyncio.Task[bool]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._rebooting = False
+        self._opened = False
+        self._failures = 0
+
+    # -- observable state ---------------------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        return self.spec.identity
+
+    @property
+    def accepted(self) -> bool:
+        return self.connected and self.boot_status == "Accepted"
+
+    @property
+    def transactions_completed(self) -> int:
+        return self.stats.transactions_completed
+
+    @property
+    def sessions_active(self) -> int:
+        return len(self.transactions)
+
+    def __repr__(self) -> str:
+        return (
+            f"<SimulatedCharger {self.identity} connected={self.connected} "
+            f"boot={self.boot_status} txns={self.stats.transactions_completed}>"
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> asyncio.Task[None]:
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._task = asyncio.create_task(self.run(), name=f"sim-{self.identity}")
+        return self._task
+
+    async def stop(self) -> None:
+        """Disconnect (closing handshake included) and end every task of this charger."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with capped exponential backoff plus jitter."""
+        if self.initial_delay > 0:
+            await asyncio.sleep(self.initial_delay)
+        while not self._stopping:
+            self._opened = False
+            try:
+                async with connect(
+                    self.url,
+                    subprotocols=[Subprotocol(SUBPROTOCOL)],
+                    additional_headers={
+                        "Authorization": basic_auth(self.identity, self.spec.auth_key)
+                    },
+                    compression=None,
+                    proxy=None,
+                    user_agent_header=USER_AGENT,
+                    open_timeout=self.config.open_timeout,
+                    close_timeout=self.config.close_timeout,
+                    ping_interval=self.config.ping_interval,
+                    ping_timeout=self.config.ping_interval,
+                ) as ws:
+                    if ws.subprotocol != SUBPROTOCOL:
+                        raise _Refused(f"CSMS selected subprotocol {ws.subprotocol!r}")
+                    self._opened = True
+                    await self._serve(ws)
+            except InvalidURI:
+                raise
+            except InvalidStatus as exc:
+                self._disconnected(f"HTTP {exc.response.status_code}", exc.response.status_code)
+            except (OSError, TimeoutError, ConnectionClosed, _Refused) as exc:
+                self._disconnected(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a charger must survive anything the CSMS does
+                log.warning("simulated charger error", charger_id=self.identity, error=repr(exc))
+                self._disconnected(repr(exc))
+            else:
+                self._disconnected(None)
+            if self._stopping:
+                break
+            if self._rebooting:
+                self._rebooting = False
+                self.stats.reboots += 1
+                await self._sleep(self.config.reboot_delay)
+                continue
+            await asyncio.sleep(self._backoff())
+
+    def _disconnected(self, error: str | None, http_status: int | None = None) -> None:
+        if self._opened:
+            self.stats.disconnects += 1
+        else:
+            self.stats.connect_failures += 1
+        if error is not None:
+            self.stats.last_error = error
+        if http_status is not None:
+            self.stats.last_http_status = http_status
+        log.debug("simulated charger offline", charger_id=self.identity, error=error)
+
+    def _backoff(self) -> float:
+        """Equal jitter: uniform in [d/2, d], d doubling per failure up to ``backoff_max``."""
+        cap = self.config.backoff_max
+        delay = min(cap, self.config.backoff_initial * 2 ** min(self._failures, 30))
+        self._failures += 1
+        return self.rng.uniform(delay / 2, delay)
+
+    async def _sleep(self, sim_seconds: float) -> None:
+        await asyncio.sleep(max(0.0, sim_seconds) / self.config.speed)
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        """One connection: boot, report, heartbeat, charge, until the socket or a reboot ends."""
+        self._ws = ws
+        self.connected = True
+        self.boot_status = None
+        self.stats.connects += 1
+        hangup = self._hangup = asyncio.Event()
+        try:
+            receiver = self._spawn(self._receive(ws))
+            receiver.add_done_callback(lambda _: hangup.set())
+            self._spawn(self._boot_and_operate())
+            await hangup.wait()
+        finally:
+            self.connected = False
+            self._ws = None
+            self._hangup = None
+            if self._pending is not None and not self._pending[2].done():
+                self._pending[2].set_exception(NotConnected("connection closed"))
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._sessions.clear()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task that lives as long as the current connection."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("simulated charger task failed", charger_id=self.identity, error=repr(exc))
+            if self._hangup is not None:
+                self._hangup.set()  # a broken charger drops the connection and starts over
+
+    async def reboot(self, *, hard: bool = False) -> None:
+        """Reset: a soft reset ends sessions cleanly first; a hard one reports them after boot."""
+        reason = "HardReset" if hard else "SoftReset"
+        for task in list(self._sessions.values()):
+            task.cancel()
+        await asyncio.gather(*self._sessions.values(), return_exceptions=True)
+        for txn in self.transactions.values():
+            txn.stop_reason = reason
+        if not hard:
+            for txn in list(self.transactions.values()):
+                await self._end_interrupted(txn)
+        self._rebooting = True
+        if self._hangup is not None:
+            self._hangup.set()
+
+    # -- after connecting ---------------------------------------------------------------------
+    async def _boot_and_operate(self) -> None:
+        spec = self.spec
+        boot = {
+            "chargePointVendor": spec.vendor,
+            "chargePointModel": spec.model,
+            "chargePointSerialNumber": spec.serial_number,
+            "firmwareVersion": spec.firmware_version,
+        }
+        while True:
+            self.stats.boots_sent += 1
+            try:
+                answer = await self.call("BootNotification", boot)
+            except CallFailed:
+                await self._sleep(self.config.boot_retry_default)
+                continue
+            self.boot_status = answer["status"]
+            interval = answer["interval"]
+            if self.boot_status == "Accepted":
+                break
+            log.info("boot not accepted", charger_id=self.identity, status=self.boot_status)
+            await self._sleep(interval if interval > 0 else self.config.boot_retry_default)
+        self.stats.boots_accepted += 1
+        self._failures = 0
+        self.heartbeat_interval = interval if interval > 0 else self.config.heartbeat_default
+        # Sessions cut off by a lost connection or a hard reset end now, as real chargers do.
+        for txn in list(self.transactions.values()):
+            await self._end_interrupted(txn)
+        for connector in self.connector_status:
+            with contextlib.suppress(CallErrorReceived, InvalidResult, CallTimeout):
+                await self.send_status(connector, "Available")
+        self._spawn(self._heartbeats())
+        if self.config.session_rate > 0:
+            self._spawn(self._session_arrivals())
+
+    async def _end_interrupted(self, txn: Transaction) -> None:
+        """Report the end of a session whose task was cut off; keep it only if we went offline."""
+        if txn.transaction_id is None:  # StartTransaction never answered: nothing to stop
+            self.transactions.pop(txn.connector_id, None)
+            return
+        try:
+            await self._stop_transaction(txn, txn.stop_reason)
+        except (CallErrorReceived, InvalidResult, CallTimeout) as exc:
+            log.info("could not stop transaction", charger_id=self.identity, error=str(exc))
+            self.transactions.pop(txn.connector_id, None)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await self._sleep(self.heartbeat_interval)
+            with contextlib.suppress(CallFailed):
+                await self.call("Heartbeat", {})
+
+    async def _session_arrivals(self) -> None:
+        rate_per_sim_second = self.config.session_rate / 3600.0
+        while True:
+            await self._sleep(self.rng.expovariate(rate_per_sim_second))
+            free = [
+                c
+                for c, status in self.connector_status.items()
+                if c > 0 and status == "Available" and c not in self.transactions
+            ]
+            if free:
+                self.begin_session(self.rng.choice(free))
+
+    def begin_session(
+        self, connector_id: int, id_tag: str | None = None, duration: float | None = None
+    ) -> asyncio.Task[bool]:
+        """Start a charging session now (for tests and demos); the task says if it completed."""
+        if not self.accepted:
+            raise NotConnected(f"{self.identity} is not connected and accepted")
+        if connector_id in self.transactions:
+            raise ValueError(f"connector {connector_id} already has a session")
+        if id_tag is None:
+            id_tag = f"SIM{self.rng.randrange(10**8):08d}"
+        if duration is None:
+            duration = self.rng.uniform(*self.config.session_duration)
+        task = self._spawn(self._session(connector_id, id_tag, duration))
+        self._sessions[connector_id] = task
+        task.add_done_callback(lambda _: self._sessions.pop(connector_id, None))
+        return task
+
+    async def _session(self, connector: int, id_tag: str, duration: float) -> bool:
+        txn = Transaction(connector, id_tag, int(self.meter_wh[connector]))
+        self.transactions[connector] = txn
+        try:
+            await self.send_status(connector, "Preparing")
+            auth = await self.call("Authorize", {"idTag": id_tag})
+            if auth["idTagInfo"]["status"] != "Accepted":
+                self.stats.authorize_rejected += 1
+                del self.transactions[connector]
+                await self.send_status(connector, "Available")
+                return False
+            started = await self.call(
+                "StartTransaction",
+                {
+                    "connectorId": connector,
+                    "idTag": id_tag,
+                    "meterStart": txn.meter_start,
+                    "timestamp": self._now(),
+                },
+            )
+            txn.transaction_id = started["transactionId"]
+            self.stats.transactions_started += 1
+            if started["idTagInfo"]["status"] != "Accepted":
+                await self._stop_transaction(txn, "DeAuthorized")
+                await self.send_status(connector, "Finishing")
+                await self.send_status(connector, "Available")
+                return False
+            await self.send_status(connector, "Charging")
+            elapsed = 0.0
+            while elapsed < duration:
+                step = min(self.config.meter_interval, duration - elapsed)
+                await self._sleep(step)
+                elapsed += step
+                self.meter_wh[connector] += self.config.power_kw * 1000.0 * step / 3600.0
+                if elapsed < duration:
+                    with contextlib.suppress(CallErrorReceived, InvalidResult, CallTimeout):
+                        await self._meter_values(txn)
+            await self._stop_transaction(txn, "EVDisconnected")
+            await self.send_status(connector, "Finishing")
+            await self.send_status(connector, "Available")
+            return True
+        except NotConnected:
+            return False  # the open transaction is stopped after the next boot
+        except (CallErrorReceived, InvalidResult, CallTimeout) as exc:
+            # The CSMS refused or ignored part of the session: drop it, keep the charger usable.
+            log.info("session aborted", charger_id=self.identity, error=str(exc))
+            self.transactions.pop(connector, None)
+            with contextlib.suppress(CallFailed):
+                await self.send_status(connector, "Available")
+            return False
+
+    async def _meter_values(self, txn: Transaction) -> None:
+        assert txn.transaction_id is not None
+        await self.call(
+            "MeterValues",
+            {
+                "connectorId": txn.connector_id,
+                "transactionId": txn.transaction_id,
+                "meterValue": [
+                    {
+                        "timestamp": self._now(),
+                        "sampledValue": [
+                            {
+                                "value": str(int(self.meter_wh[txn.connector_id])),
+                                "context": "Sample.Periodic",
+                                "measurand": "Energy.Active.Import.Register",
+                                "location": "Outlet",
+                                "unit": "Wh",
+                            }
+                        ],
+                    }
+                ],
+            },
+        )
+
+    async def _stop_transaction(self, txn: Transaction, reason: str) -> None:
+        assert txn.transaction_id is not None
+        meter_stop = int(self.meter_wh[txn.connector_id])
+        await self.call(
+            "StopTransaction",
+            {
+                "transactionId": txn.transaction_id,
+                "idTag": txn.id_tag,
+                "meterStop": meter_stop,
+                "timestamp": self._now(),
+                "reason": reason,
+            },
+        )
+        self.transactions.pop(txn.connector_id, None)
+        self.stats.transactions_completed += 1
+        self.stats.energy_wh += meter_stop - txn.meter_start
+
+    async def send_status(self, connector: int, status: str, error_code: str = "NoError") -> None:
+        self.connector_status[connector] = status
+        await self.call(
+            "StatusNotification",
+            {
+                "connectorId": connector,
+                "errorCode": error_code,
+                "status": status,
+                "timestamp": self._now(),
+            },
+        )
+
+    def _now(self) -> str:
+        return self.clock.now().isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    # -- RPC ------------------------------------------------------------------------------------
+    async def call(
+        self,
+        action: str,
+        payload: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        validate: bool = True,
+    ) -> dict[str, Any]:
+        """Send one CALL and return its validated CALLRESULT payload.
+
+        At most one CALL is outstanding: callers queue on a lock. Raises a :class:`CallFailed`
+        subclass when no usable answer arrives; ``validate=False`` lets fault profiles send
+        invalid requests on purpose (their answers are still validated).
+        """
+        if validate:
+            self.schemas.validate_request(action, payload, "-")  # our bug if this raises
+        async with self._call_lock:
+            ws = self._ws
+            if ws is None:
+                raise NotConnected(f"{self.identity} is not connected")
+            message_id = str(next(self._ids))
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._pending = (message_id, action, future)
+            try:
+                await ws.send(rpc.encode_call(message_id, action, payload).decode())
+                self.stats.messages_sent += 1
+                self.stats.calls_sent[action] += 1
+                async with asyncio.timeout(timeout or self.config.call_timeout):
+                    return await future
+            except TimeoutError:
+                self.stats.call_timeouts += 1
+                log.info("call timed out", charger_id=self.identity, action=action)
+                raise CallTimeout(f"{action}: no answer in time") from None
+            except ConnectionClosed:
+                raise NotConnected(f"{self.identity}: connection closed") from None
+            finally:
+                self._pending = None
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved: no "never retrieved" noise after a send error
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for frame in ws:
+                self.stats.messages_received += 1
+                await self._on_frame(frame)
+
+    async def _on_frame(self, frame: str | bytes) -> None:
+        try:
+            message = rpc.decode(frame)
+        except RpcError as err:
+            await self._on_malformed(frame, err)
+            return
+        if isinstance(message, rpc.Call):
+            self.stats.calls_received[message.action] += 1
+            self.last_call = message
+            self._spawn(self._on_call(message))
+            return
+        pending = self._pending
+        if pending is None or pending[0] != message.message_id or pending[2].done():
+            self.stats.unexpected_results += 1
+            log.info("stray answer", charger_id=self.identity, id=message.message_id)
+            return
+        _, action, future = pending
+        if isinstance(message, rpc.CallError):
+            self.stats.callerrors.append(message.code)
+            log.info("CALLERROR", charger_id=self.identity, action=action, code=message.code)
+            future.set_exception(CallErrorReceived(action, message.code, message.description))
+            return
+        try:
+            self.schemas.validate_response(action, message.payload, message.message_id)
+        except RpcError as err:
+            self.stats.invalid_results += 1
+            log.warning(
+                "invalid CALLRESULT", charger_id=self.identity, action=action, error=err.description
+            )
+            future.set_exception(InvalidResult(f"{action}: {err.description}"))
+            return
+        future.set_result(message.payload)
+
+    async def _on_malformed(self, frame: str | bytes, err: RpcError) -> None:
+        """Answer a broken CALL with a CALLERROR; count a broken answer and fail its CALL."""
+        try:
+            parsed = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list) and parsed and parsed[0] == rpc.CALL:
+            self.stats.errors_sent.append(V16_SPELLING[err.kind])
+            await self._send(
+                rpc.encode_error(err.message_id, V16_SPELLING[err.kind], err.description)
+            )
+            return
+        self.stats.invalid_results += 1
+        log.warning("malformed frame from CSMS", charger_id=self.identity, error=err.description)
+        pending = self._pending
+        if pending is not None and pending[0] == err.message_id and not pending[2].done():
+            pending[2].set_exception(InvalidResult(f"{pending[1]}: {err.description}"))
+
+    async def _on_call(self, call: rpc.Call) -> None:
+        """Dispatch one CSMS CALL; runs in its own task so CALLs may cross ours."""
+        try:
+            if call.action not in self.schemas.actions:
+                raise RpcError(ErrorKind.NOT_IMPLEMENTED, f"unknown action {call.action!r}")
+            self.schemas.validate_request(call.action, call.payload, call.message_id)
+            handler = self.handlers.get(call.action)
+            if handler is None:
+                raise RpcError(ErrorKind.NOT_SUPPORTED, f"{call.action} is not supported")
+            reply = await handler(self, call)
+            try:
+                self.schemas.validate_response(call.action, reply.payload, call.message_id)
+            except RpcError as err:
+                log.error("simulator built an invalid reply", action=call.action, error=str(err))
+                raise RpcError(ErrorKind.INTERNAL, "internal error building the reply") from None
+        except RpcError as err:
+            code = V16_SPELLING[err.kind]
+            self.stats.errors_sent.append(code)
+            await self._send(rpc.encode_error(call.message_id, code, err.description, err.details))
+            return
+        except Exception as exc:
+            log.error("inbound call handler failed", action=call.action, error=repr(exc))
+            self.stats.errors_sent.append("InternalError")
+            await self._send(rpc.encode_error(call.message_id, "InternalError", "handler failed"))
+            return
+        await self._send(rpc.encode_result(call.message_id, reply.payload))
+        if reply.then is not None:
+            await reply.then()
+
+    async def _send(self, data: bytes) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(data.decode())
+            self.stats.messages_sent += 1

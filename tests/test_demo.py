@@ -1,0 +1,70 @@
+"""`evota demo` as a user runs it: a real process, real ports, stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
+    http, ocpp = free_port(), free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "evota",
+        "demo",
+        "--data-dir",
+        str(tmp_path / "demo"),
+        "--chargers",
+        "24",
+        "--http-port",
+        str(http),
+        "--ocpp-port",
+        str(ocpp),
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.stderr is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while not any("Press Ctrl-C" in line for line in seen):
+                line = (await proc.stderr.readline()).decode()
+                assert line, "demo exited early:\n" + "".join(seen)
+                seen.append(line)
+        output = "".join(seen)
+        token = next(w for w in output.split() if w.startswith("evota_demo_"))
+        assert f"http://127.0.0.1:{http}/" in output
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{http}", headers={"Authorization": f"Bearer {token}"}
+        ) as api:
+            for _ in range(100):
+                health = (await api.get("/healthz")).json()
+                if health["connected_chargers"] == 24:
+                    break
+                await asyncio.sleep(0.2)
+            assert health["connected_chargers"] == 24
+            sites = (await api.get("/api/v1/sites")).json()
+            assert {s["timezone"] for s in sites["items"]} == {
+                "Europe/Berlin",
+                "America/New_York",
+                "Asia/Tokyo",
+            }
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = await asyncio.wait_for(proc.stderr.read(), 30)
+        code = await proc.wait()
+    assert code == 0, rest.decode()
+    assert b"Traceback" not in rest

@@ -1,0 +1,85 @@
+"""End to end: simulated fleet -> gateway -> database -> REST API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from evota.demo import demo_fleet
+from evota.sim import Fleet
+from evota.sim.charger import SimConfig
+from evota.store.models import ChargingSession, ConnectorStatus
+from tests.conftest import TOKEN, api_client
+
+FAST = SimConfig(
+    speed=600.0,
+    session_rate=120.0,  # sessions per charger per simulated hour
+    session_duration=(60.0, 120.0),
+    meter_interval=20.0,
+    call_timeout=5.0,
+    backoff_initial=0.05,
+    backoff_max=0.2,
+    ping_interval=None,
+    close_timeout=0.5,
+)
+
+
+async def test_demo_fleet_reaches_the_api(evota):
+    spec = demo_fleet(12)
+    assert len({c.vendor for c in spec.chargers}) == 2
+    assert len({c.model for c in spec.chargers}) == 3
+    assert len({s.timezone for s in spec.sites}) == 3
+    fleet = Fleet.from_spec(
+        spec, f"ws://127.0.0.1:{evota.ocpp_port}/ocpp", config=FAST, ramp_up=0.2
+    )
+    report = await fleet.provision(f"http://127.0.0.1:{evota.http_port}", TOKEN)
+    assert report.failed == []
+    async with fleet:
+        await fleet.wait_for_all(lambda c: c.accepted, 15)
+        await fleet.wait_until(lambda f: f.summary().sessions_completed >= 3, 20)
+        await evota.fleet.writer.flush()
+
+        async with api_client(evota) as api:
+            page = (await api.get("/api/v1/chargers", params={"limit": 100})).json()
+            assert page["total"] == 12
+            by_id = {c["id"]: c for c in page["items"]}
+            for sim in spec.chargers:
+                got = by_id[sim.identity]
+                assert got["connected"] is True
+                assert (got["vendor"], got["model"], got["firmware_version"], got["site_id"]) == (
+                    sim.vendor,
+                    sim.model,
+                    sim.firmware_version,
+                    sim.site_id,
+                )
+                assert got["last_seen"] is not None
+            dc = (await api.get("/api/v1/chargers", params={"model": "DC150"})).json()
+            assert dc["total"] == sum(1 for c in spec.chargers if c.model == "DC150")
+            one = spec.chargers[0]
+            detail = (await api.get(f"/api/v1/chargers/{one.identity}")).json()
+            assert {k["connector_id"] for k in detail["connectors"]} >= set(
+                range(0, one.connectors + 1)
+            )
+            assert any(e["kind"] == "boot" for e in detail["recent_events"])
+
+            # Reset through the REST API: the simulated charger accepts, reboots and boots again.
+            sim = fleet[one.identity]
+            r = await api.post(
+                f"/api/v1/chargers/{one.identity}/commands/reset", json={"type": "Hard"}
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "Accepted"
+            await fleet.wait_until(lambda f: sim.stats.boots_accepted >= 2 and sim.accepted, 15)
+
+        async with evota.engine.connect() as conn:
+            completed = (
+                await conn.execute(
+                    select(func.count()).where(ChargingSession.outcome == "completed")
+                )
+            ).scalar_one()
+            history = (
+                await conn.execute(select(func.count()).select_from(ConnectorStatus))
+            ).scalar_one()
+        assert completed >= 3
+        assert history >= 12 * 2  # connector 0 and at least one connector per charger
+    summary = fleet.summary()
+    assert summary.callerrors == 0 and summary.invalid_results == 0
