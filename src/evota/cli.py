@@ -131,9 +131,7 @@ def demo(
     from evota.demo import run_demo
 
     try:
-        _run(
-            run_demo(data_dir, chargers, http_port, ocpp_port, _settings, _serve_until_stopped)
-        )
+        _run(run_demo(data_dir, chargers, http_port, ocpp_port, _settings, _serve_until_stopped))
     except OSError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
