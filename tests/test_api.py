@@ -18,12 +18,28 @@ async def test_api_requires_a_valid_bearer_token(evota_sqlite):
         assert (await api.get("/healthz")).json()["status"] == "ok"
 
 
-async def test_metrics_are_prometheus_text(evota_sqlite):
+async def test_metrics_count_messages_errors_and_latency(evota_sqlite):
+    import json
+
+    from tests.conftest import connect
+
+    await provision(evota_sqlite, "CP-metrics", "0123456789abcdef")
+    ws = await connect(evota_sqlite, "CP-metrics", "0123456789abcdef")
+    boot = {"chargePointVendor": "A", "chargePointModel": "B"}
+    await ws.send(json.dumps([2, "1", "BootNotification", boot]))
+    await ws.recv()
+    await ws.send("garbage")
+    await ws.recv()
     async with api_client(evota_sqlite) as api:
         r = await api.get("/metrics")
+    await ws.close()
     assert r.status_code == 200
-    assert "evota_connected_chargers" in r.text
-    assert "evota_ocpp_handler_seconds" in r.text
+    text = r.text
+    assert "evota_connected_chargers 1.0" in text
+    assert 'evota_ocpp_messages_total{action="BootNotification",direction="in",type="call"}' in text
+    assert 'evota_ocpp_callerrors_total{code="FormationViolation",direction="out"}' in text
+    assert 'evota_ocpp_handler_seconds_bucket{action="BootNotification",le="+Inf"}' in text
+    assert 'evota_ocpp_handshakes_total{status="101"}' in text
 
 
 @pytest.mark.parametrize(

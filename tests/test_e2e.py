@@ -83,3 +83,37 @@ async def test_demo_fleet_reaches_the_api(evota):
         assert history >= 12 * 2  # connector 0 and at least one connector per charger
     summary = fleet.summary()
     assert summary.callerrors == 0 and summary.invalid_results == 0
+
+
+async def test_status_history_round_trips_through_the_fast_insert(evota):
+    """Rows written by the driver-level insert read back as aware UTC datetimes."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from evota.fleet.charger import ChargerState
+    from evota.fleet.events import Registration, StatusReported
+
+    state = ChargerState("CP-hist", Registration.ACCEPTED, booted=True)
+    from tests.conftest import provision
+
+    await provision(evota, "CP-hist", "0123456789abcdef")
+    plus2 = timezone(timedelta(hours=2))
+    charger_ts = datetime(2026, 3, 29, 3, 30, 0, tzinfo=plus2)
+    evota.fleet.handle(state, StatusReported(1, "Charging", "NoError", "hi", "V1", charger_ts))
+    evota.fleet.handle(state, StatusReported(2, "Faulted", "GroundFailure", None, None, None))
+    await evota.fleet.writer.flush()
+    async with evota.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(ConnectorStatus)
+                .where(ConnectorStatus.charger_id == "CP-hist")
+                .order_by(ConnectorStatus.connector_id)
+            )
+        ).all()
+    assert [(r.connector_id, r.status, r.error_code, r.info) for r in rows] == [
+        (1, "Charging", "NoError", "hi"),
+        (2, "Faulted", "GroundFailure", None),
+    ]
+    assert rows[0].charger_timestamp == charger_ts.astimezone(UTC)
+    assert rows[0].received_at.tzinfo is not None
+    assert abs(rows[0].received_at - datetime.now(UTC)) < timedelta(minutes=1)
+    assert rows[1].charger_timestamp is None

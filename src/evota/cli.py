@@ -42,10 +42,27 @@ def fail(message: str) -> typer.Exit:
 
 
 def _run(coro: Any) -> None:
-    """Run on uvloop: its C transports cut the gateway's per-message cost (docs/performance.md)."""
+    """Run on uvloop: its C transports cut the gateway's per-message cost (docs/performance.md).
+
+    ``EVOTA_PROFILE=FILE`` writes a cProfile of the whole run to FILE (for bench/ work).
+    """
+    import os
+
     import uvloop
 
-    uvloop.run(coro)
+    profile_to = os.environ.get("EVOTA_PROFILE")
+    if not profile_to:
+        uvloop.run(coro)
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        uvloop.run(coro)
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
 
 
 def _settings(**overrides: Any) -> Any:

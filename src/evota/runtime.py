@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -65,6 +66,10 @@ class Runtime:
         self.ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
         if serve_http:
             await self._start_http()
+        # Everything allocated so far (modules, FastAPI app, schemas) lives for the whole run:
+        # keep it out of the cyclic GC's full collections, which otherwise stall the gateway.
+        gc.collect()
+        gc.freeze()
 
     async def _start_http(self) -> None:
         from evota.api.app import create_app

@@ -162,3 +162,5 @@ class Ack:
 
 
 Reply = BootReply | TimeReply | IdTagReply | StatusReply | Ack
+
+REPLY_TYPES = frozenset({BootReply, TimeReply, IdTagReply, StatusReply, Ack})

@@ -124,6 +124,7 @@ class FleetService:
     # -- events ----------------------------------------------------------------------------
     def handle(self, state: ChargerState, event: ev.ChargerEvent) -> ev.Reply | Awaitable[ev.Reply]:
         now = self._clock.now()
+        self.writer.seen(state.id, now)
         match event:
             case ev.HeartbeatReceived():
                 return ev.TimeReply(now)
@@ -229,16 +230,16 @@ class FleetService:
             return
         state.connectors[event.connector_id] = current
         self.writer.status(
-            {
-                "charger_id": state.id,
-                "connector_id": event.connector_id,
-                "status": event.status,
-                "error_code": event.error_code,
-                "info": event.info,
-                "vendor_error_code": event.vendor_error_code,
-                "charger_timestamp": event.timestamp,
-                "received_at": now,
-            }
+            (
+                state.id,
+                event.connector_id,
+                event.status,
+                event.error_code,
+                event.info,
+                event.vendor_error_code,
+                event.timestamp,
+                now,
+            )
         )
 
     async def _start_session(

@@ -10,19 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from evota.clock import Clock
 from evota.store.models import Charger as ChargerRow
 from evota.store.models import ChargerEvent, ChargingSession, Connector, ConnectorStatus
 
 log = structlog.get_logger(__name__)
+
+#: A connector status change, in the column order of ConnectorStatus.
+StatusRow = tuple[str, int, str, str, str | None, str | None, datetime | None, datetime]
+_STATUS_FIELDS = (
+    "charger_id",
+    "connector_id",
+    "status",
+    "error_code",
+    "info",
+    "vendor_error_code",
+    "charger_timestamp",
+    "received_at",
+)
 
 
 class FleetWriter:
@@ -37,8 +50,7 @@ class FleetWriter:
         self._clock = clock
         self._interval = interval
         self._last_seen_interval = last_seen_interval
-        self._history: list[dict[str, Any]] = []
-        self._connectors: dict[tuple[str, int], dict[str, Any]] = {}
+        self._history: list[StatusRow] = []
         self._events: list[dict[str, Any]] = []
         self._chargers: dict[str, dict[str, Any]] = {}
         self._sessions: dict[int, dict[str, Any]] = {}
@@ -51,18 +63,9 @@ class FleetWriter:
         self.failures = 0
 
     # -- queueing (sync, O(1)) -------------------------------------------------------------
-    def status(self, row: dict[str, Any]) -> None:
+    def status(self, row: StatusRow) -> None:
+        """Queue a connector status change; the latest per connector is derived at flush."""
         self._history.append(row)
-        key = (row["charger_id"], row["connector_id"])
-        self._connectors[key] = {
-            "charger_id": row["charger_id"],
-            "connector_id": row["connector_id"],
-            "status": row["status"],
-            "error_code": row["error_code"],
-            "info": row["info"],
-            "vendor_error_code": row["vendor_error_code"],
-            "updated_at": row["received_at"],
-        }
 
     def event(self, row: dict[str, Any]) -> None:
         self._events.append(row)
@@ -119,7 +122,6 @@ class FleetWriter:
 
     async def _flush(self, include_last_seen: bool) -> None:
         history, self._history = self._history, []
-        connectors, self._connectors = self._connectors, {}
         events, self._events = self._events, []
         chargers, self._chargers = self._chargers, {}
         self._inflight_chargers = chargers
@@ -128,8 +130,21 @@ class FleetWriter:
         if include_last_seen:
             last_seen, self._last_seen = self._last_seen, {}
             self._last_seen_flushed = self._clock.monotonic()
-        if not (history or connectors or events or chargers or sessions or last_seen):
+        if not (history or events or chargers or sessions or last_seen):
             return
+        latest = {(row[0], row[1]): row for row in history}  # the last change wins
+        connectors = [
+            {
+                "charger_id": row[0],
+                "connector_id": row[1],
+                "status": row[2],
+                "error_code": row[3],
+                "info": row[4],
+                "vendor_error_code": row[5],
+                "updated_at": row[7],
+            }
+            for row in latest.values()
+        ]
         try:
             async with self._engine.begin() as conn:
                 for charger_id, fields in chargers.items():
@@ -144,11 +159,9 @@ class FleetWriter:
                         [{"cid": c, "ts": t} for c, t in last_seen.items()],
                     )
                 if connectors:
-                    await conn.execute(
-                        self._upsert_connectors(conn.dialect.name), list(connectors.values())
-                    )
+                    await conn.execute(self._upsert_connectors(conn.dialect.name), connectors)
                 if history:
-                    await conn.execute(insert(ConnectorStatus), history)
+                    await _insert_history(conn, history)
                 if events:
                     await conn.execute(insert(ChargerEvent), events)
                 for txn, fields in sessions.items():
@@ -159,8 +172,6 @@ class FleetWriter:
             self._inflight_chargers = {}
             # Put everything back in front of newer data so nothing is lost; retried later.
             self._history[:0] = history
-            for k, v in connectors.items():
-                self._connectors.setdefault(k, v)
             self._events[:0] = events
             for cid, fields in chargers.items():
                 self._chargers[cid] = {**fields, **self._chargers.get(cid, {})}
@@ -180,3 +191,39 @@ class FleetWriter:
             index_elements=["charger_id", "connector_id"],
             set_={c: stmt.excluded[c] for c in cols},
         )
+
+
+_HISTORY_SQL = "INSERT INTO {table} ({columns}) VALUES ({values})"
+
+
+def _sqlite_ts(value: datetime | None) -> str | None:
+    """The text form SQLAlchemy's SQLite DateTime stores (naive UTC, microseconds)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(sep=" ", timespec="microseconds")
+
+
+async def _insert_history(conn: AsyncConnection, history: list[StatusRow]) -> None:
+    """Insert status history with one driver-level executemany.
+
+    This is the largest write of a busy gateway (one row per status change); SQLAlchemy's
+    per-row parameter processing cost about a fifth of the gateway's CPU at 18k msg/s, so the
+    rows go to the driver as prepared tuples (docs/performance.md).
+    """
+    dialect = conn.dialect
+    if dialect.paramstyle == "qmark":
+        marks = ", ".join("?" * len(_STATUS_FIELDS))
+    else:  # numeric_dollar (asyncpg)
+        marks = ", ".join(f"${i + 1}" for i in range(len(_STATUS_FIELDS)))
+    sql = _HISTORY_SQL.format(
+        table=ConnectorStatus.__tablename__, columns=", ".join(_STATUS_FIELDS), values=marks
+    )
+    if dialect.name == "sqlite":
+        params: list[tuple[Any, ...]] = [
+            (*row[:6], _sqlite_ts(row[6]), _sqlite_ts(row[7])) for row in history
+        ]
+    else:
+        params = list(history)
+    await conn.exec_driver_sql(sql, params)

@@ -9,8 +9,6 @@ the CALLERROR the spec asks for, and the connection stays open. Outbound CALLs g
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import itertools
 import time
 from http import HTTPStatus
@@ -18,17 +16,19 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import structlog
-from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from evota import metrics
 from evota.control.commands import ChargerOffline, CommandError, CommandRejected, CommandTimeout
 from evota.fleet.charger import ChargerState
-from evota.gateway import auth
+from evota.fleet.events import REPLY_TYPES
+from evota.gateway import auth, frames
+from evota.gateway.frames import FrameError, FrameReader
 from evota.ocpp import rpc
 from evota.ocpp.dialect import Dialect, choose
-from evota.ocpp.errors import ErrorKind, RpcError
+from evota.ocpp.errors import V16_SPELLING, V201_SPELLING, ErrorKind, RpcError
 
 if TYPE_CHECKING:
     from evota.gateway.server import Gateway
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("evota.gateway")
 
 MAX_IDENTITY_LENGTH = 48
+KNOWN_CODES = frozenset(V16_SPELLING.values()) | frozenset(V201_SPELLING.values())
 _ids = itertools.count(1)
 
 
@@ -45,13 +46,14 @@ def _select_none(protocol: ServerProtocol, offered: Any) -> None:
 
 class ChargerConnection(asyncio.Protocol):
     __slots__ = (
-        "_fragments",
+        "_closing",
         "_pending",
         "_send_lock",
         "dialect",
         "gateway",
         "last_rx",
         "peer",
+        "reader",
         "state",
         "transport",
         "ws",
@@ -59,7 +61,7 @@ class ChargerConnection(asyncio.Protocol):
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.ws = ServerProtocol(
+        self.ws: ServerProtocol | None = ServerProtocol(
             extensions=None,  # no permessage-deflate: it costs ~100 KiB of zlib state per socket
             select_subprotocol=_select_none,
             max_size=gateway.max_message_size,
@@ -69,7 +71,8 @@ class ChargerConnection(asyncio.Protocol):
         self.dialect: Dialect | None = None
         self.last_rx = time.monotonic()
         self.peer = ""
-        self._fragments: list[bytes | bytearray | memoryview] | None = None
+        self.reader: FrameReader | None = None  # set once the upgrade succeeded
+        self._closing = False
         self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
         self._send_lock: asyncio.Lock | None = None
 
@@ -82,12 +85,32 @@ class ChargerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
-        self.ws.receive_data(data)
-        self._process_events()
+        reader = self.reader
+        if reader is None:
+            if self.ws is not None:
+                self.ws.receive_data(data)
+                self._process_events()
+            return
+        try:
+            received = reader.feed(data)
+        except FrameError as exc:
+            log.info("websocket protocol error", charger_id=self.charger_id, reason=exc.reason)
+            self.close(exc.code, exc.reason)
+            return
+        for item in received:
+            opcode = item.opcode
+            if opcode == frames.OP_TEXT or opcode == frames.OP_BINARY:
+                if not self._closing:
+                    self._on_message(item.data)
+            elif opcode == frames.OP_PING:
+                self._write(frames.encode(frames.OP_PONG, item.data))
+            elif opcode == frames.OP_CLOSE:
+                self._on_close_frame(item.data)
 
     def eof_received(self) -> bool | None:
-        self.ws.receive_eof()
-        self._process_events()
+        if self.reader is None and self.ws is not None:
+            self.ws.receive_eof()
+            self._process_events()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -107,8 +130,9 @@ class ChargerConnection(asyncio.Protocol):
         return self.state.id if self.state else "?"
 
     def _flush(self) -> None:
+        """Send what websockets produced during the handshake."""
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self.ws is None:
             return
         for chunk in self.ws.data_to_send():
             if chunk:
@@ -118,30 +142,47 @@ class ChargerConnection(asyncio.Protocol):
         if self.ws.close_expected():
             transport.close()
 
-    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        with contextlib.suppress(Exception):  # already closing
-            self.ws.send_close(code, reason)
-        self._flush()
-        loop = asyncio.get_running_loop()
+    def _write(self, frame: bytes) -> None:
         transport = self.transport
-        loop.call_later(2.0, transport.close)  # if the peer never answers the close frame
+        if transport is not None and not transport.is_closing():
+            transport.write(frame)
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake; the socket is dropped if the peer does not answer."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.reader is None:
+            transport.close()
+            return
+        if not self._closing:
+            self._closing = True
+            transport.write(frames.encode_close(code, reason))
+            asyncio.get_running_loop().call_later(2.0, transport.close)
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        code, reason = frames.parse_close(payload)
+        log.debug("charger closed", charger_id=self.charger_id, code=code, reason=reason)
+        if not self._closing:
+            self._closing = True
+            self._write(frames.encode_close(CloseCode.NORMAL_CLOSURE if code == 1005 else code))
+        if self.transport is not None:
+            self.transport.close()
 
     def _send(self, data: bytes) -> None:
-        self.ws.send_text(data)
-        self._flush()
+        if not self._closing:
+            self._write(frames.encode(frames.OP_TEXT, data))
 
     def _process_events(self) -> None:
+        assert self.ws is not None
         for event in self.ws.events_received():
             if isinstance(event, Request):
                 asyncio.get_running_loop().create_task(self._handshake(event))
-            elif isinstance(event, Frame):
-                self._on_frame(event)
         self._flush()
 
     # -- handshake ---------------------------------------------------------------------------
     async def _handshake(self, request: Request) -> None:
+        assert self.ws is not None
         response, identity, password, dialect = self._check_request(request)
         if response is None:
             try:
@@ -173,6 +214,9 @@ class ChargerConnection(asyncio.Protocol):
         self._flush()
         if response.status_code != 101:
             return
+        # Upgraded: from here on frames.FrameReader parses, and websockets' state is freed.
+        self.reader = FrameReader(self.gateway.max_message_size)
+        self.ws = None
         if self.dialect is None:
             # No acceptable subprotocol: complete the handshake without one, then close.
             self.state = None
@@ -202,28 +246,13 @@ class ChargerConnection(asyncio.Protocol):
         return None, identity, credentials[1], dialect
 
     def _reject(self, status: HTTPStatus, text: str) -> Response:
+        assert self.ws is not None
         response = self.ws.reject(status, text)
         if status == HTTPStatus.UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = 'Basic realm="evota", charset="UTF-8"'
         return response
 
-    # -- frames ------------------------------------------------------------------------------
-    def _on_frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if frame.fin:
-                self._on_message(frame.data)
-            else:
-                self._fragments = [frame.data]
-        elif opcode is Opcode.CONT and self._fragments is not None:
-            self._fragments.append(frame.data)
-            if frame.fin:
-                data, self._fragments = b"".join(self._fragments), None
-                self._on_message(data)
-        elif opcode is Opcode.CLOSE:
-            close = Close.parse(frame.data) if frame.data else None
-            log.debug("charger closed", charger_id=self.charger_id, close=str(close))
-
+    # -- messages ----------------------------------------------------------------------------
     def _on_message(self, data: bytes | bytearray | memoryview) -> None:
         if self.state is None or self.dialect is None:
             return
@@ -241,7 +270,7 @@ class ChargerConnection(asyncio.Protocol):
     def _send_error(self, exc: RpcError, action: str) -> None:
         assert self.dialect is not None
         code = self.dialect.code(exc.kind)
-        metrics.callerror(code, "out").inc()
+        metrics.callerrors[code, "out"] += 1
         log.info(
             "callerror sent",
             charger_id=self.charger_id,
@@ -258,8 +287,7 @@ class ChargerConnection(asyncio.Protocol):
         assert dialect is not None and state is not None
         action = call.action
         known = action in dialect.charger_actions
-        metrics.message(action if known else "(other)", "in", "call").inc()
-        self.gateway.fleet.seen(state)
+        metrics.messages[action if known else "(other)", "in", "call"] += 1
         try:
             if not known:
                 if action in dialect.schemas.actions:
@@ -281,6 +309,7 @@ class ChargerConnection(asyncio.Protocol):
             event = dialect.decode_event(action, call.payload)
             reply = self.gateway.fleet.handle(state, event)
         except RpcError as exc:
+            self.gateway.fleet.seen(state)
             self._send_error(exc, action if known else "(other)")
             return
         except Exception:
@@ -289,7 +318,7 @@ class ChargerConnection(asyncio.Protocol):
                 RpcError(ErrorKind.INTERNAL, "internal error", call.message_id), action
             )
             return
-        if inspect.isawaitable(reply):
+        if type(reply) not in REPLY_TYPES:  # a coroutine: the answer needs the database
             asyncio.get_running_loop().create_task(self._answer_later(call, reply, started))
         else:
             self._answer(call, reply, started)
@@ -320,7 +349,7 @@ class ChargerConnection(asyncio.Protocol):
             )
             return
         self._send(rpc.encode_result(call.message_id, payload))
-        metrics.handler_seconds(call.action).observe(time.perf_counter() - started)
+        metrics.observe_handler(call.action, time.perf_counter() - started)
 
     # -- outbound CALLs ----------------------------------------------------------------------
     def _on_answer(self, message: rpc.CallResult | rpc.CallError) -> None:
@@ -336,11 +365,12 @@ class ChargerConnection(asyncio.Protocol):
         if fut.done():
             return
         if isinstance(message, rpc.CallError):
-            metrics.callerror(message.code, "in").inc()
+            code = message.code if message.code in KNOWN_CODES else "(other)"
+            metrics.callerrors[code, "in"] += 1
             fut.set_exception(CommandRejected(self.charger_id, message.code, message.description))
             return
         assert self.dialect is not None
-        metrics.message(action, "in", "result").inc()
+        metrics.messages[action, "in", "result"] += 1
         try:
             self.dialect.schemas.validate_response(action, message.payload, message.message_id)
         except RpcError as exc:
@@ -370,7 +400,7 @@ class ChargerConnection(asyncio.Protocol):
             self._pending = (message_id, action, fut)
             try:
                 self._send(rpc.encode_call(message_id, action, payload))
-                metrics.message(action, "out", "call").inc()
+                metrics.messages[action, "out", "call"] += 1
                 return await asyncio.wait_for(fut, timeout)
             except TimeoutError:
                 raise CommandTimeout(

@@ -1,0 +1,152 @@
+"""WebSocket framing after the handshake (RFC 6455 §5), server side, sans I/O.
+
+websockets does evota's HTTP upgrade (request parsing, ``Sec-WebSocket-Accept``, 401/404
+answers). Once a charger is connected, every message passes through here instead of
+websockets' generator-based parser: OCPP traffic is small, unfragmented text frames, and
+parsing them with a few slices and the C ``apply_mask`` from websockets roughly halves the
+per-message framing cost (docs/performance.md). Everything unusual — fragments, control
+frames, a frame split over several reads — still goes through the same, complete parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from struct import Struct
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets ships the C extension on common platforms
+    from websockets.utils import apply_mask
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_INVALID_DATA = 1007
+CLOSE_TOO_BIG = 1009
+
+_U16 = Struct("!H")
+_U64 = Struct("!Q")
+
+
+class FrameError(Exception):
+    """The peer broke RFC 6455; the connection must be closed with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A complete data message (``OP_TEXT``/``OP_BINARY``) or one control frame."""
+
+    opcode: int
+    data: bytes
+
+
+class FrameReader:
+    """Incremental parser of client frames: feed bytes as they arrive, get whole messages."""
+
+    __slots__ = ("_buffer", "_fragment_opcode", "_fragments", "_fragments_size", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buffer = b""
+        self._fragments: list[bytes] | None = None
+        self._fragment_opcode = OP_TEXT
+        self._fragments_size = 0
+
+    def feed(self, data: bytes) -> list[Received]:
+        buffer = self._buffer + data if self._buffer else data
+        out: list[Received] = []
+        pos = 0
+        end = len(buffer)
+        while end - pos >= 2:
+            b0 = buffer[pos]
+            b1 = buffer[pos + 1]
+            if b0 & 0x70:
+                raise FrameError(CLOSE_PROTOCOL_ERROR, "reserved bits set (no extension agreed)")
+            if not b1 & 0x80:
+                raise FrameError(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+            length = b1 & 0x7F
+            head = pos + 2
+            if length == 126:
+                if end - head < 2:
+                    break
+                length = _U16.unpack_from(buffer, head)[0]
+                head += 2
+            elif length == 127:
+                if end - head < 8:
+                    break
+                length = _U64.unpack_from(buffer, head)[0]
+                head += 8
+            if length > self.max_size:
+                raise FrameError(CLOSE_TOO_BIG, f"frame of {length} bytes exceeds the limit")
+            if end - head < 4 + length:
+                break
+            mask = buffer[head : head + 4]
+            payload = apply_mask(buffer[head + 4 : head + 4 + length], mask)
+            pos = head + 4 + length
+            self._frame(b0 & 0x80, b0 & 0x0F, payload, out)
+        self._buffer = buffer[pos:] if pos < end else b""
+        return out
+
+    def _frame(self, fin: int, opcode: int, payload: bytes, out: list[Received]) -> None:
+        if opcode >= 0x8:
+            if not fin or len(payload) > 125:
+                raise FrameError(CLOSE_PROTOCOL_ERROR, "fragmented or oversized control frame")
+            if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
+                raise FrameError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
+            out.append(Received(opcode, payload))
+            return
+        if opcode == OP_CONT:
+            if self._fragments is None:
+                raise FrameError(CLOSE_PROTOCOL_ERROR, "continuation without a first fragment")
+            self._fragments_size += len(payload)
+            if self._fragments_size > self.max_size:
+                raise FrameError(CLOSE_TOO_BIG, "message exceeds the size limit")
+            self._fragments.append(payload)
+            if fin:
+                data = b"".join(self._fragments)
+                self._fragments = None
+                out.append(Received(self._fragment_opcode, data))
+            return
+        if opcode not in (OP_TEXT, OP_BINARY):
+            raise FrameError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
+        if self._fragments is not None:
+            raise FrameError(CLOSE_PROTOCOL_ERROR, "new message before the last one ended")
+        if fin:
+            out.append(Received(opcode, payload))
+        else:
+            self._fragments = [payload]
+            self._fragment_opcode = opcode
+            self._fragments_size = len(payload)
+
+
+def encode(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final server frame."""
+    length = len(payload)
+    if length < 126:
+        return bytes((0x80 | opcode, length)) + payload
+    if length < 1 << 16:
+        return bytes((0x80 | opcode, 126)) + _U16.pack(length) + payload
+    return bytes((0x80 | opcode, 127)) + _U64.pack(length) + payload
+
+
+def encode_close(code: int, reason: str = "") -> bytes:
+    return encode(OP_CLOSE, _U16.pack(code) + reason.encode()[:123])
+
+
+def parse_close(payload: bytes) -> tuple[int, str]:
+    """The code and reason of a close frame; 1005 (no status) when empty."""
+    if len(payload) < 2:
+        return 1005, ""
+    return _U16.unpack_from(payload)[0], payload[2:].decode("utf-8", "replace")
