@@ -64,8 +64,8 @@ class _HotPathCollector(Collector):
             "CALLERRORs by code and direction",
             labels=["code", "direction"],
         )
-        for labels, value in list(callerrors.items()):
-            family.add_metric(list(labels), value)
+        for code_labels, value in list(callerrors.items()):
+            family.add_metric(list(code_labels), value)
         yield family
         hist = HistogramMetricFamily(
             "evota_ocpp_handler_seconds",
