@@ -33,12 +33,12 @@ class Booted:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HeartbeatReceived:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every StatusNotification, frozen costs more
 class StatusReported:
     connector_id: int
     status: str
@@ -139,7 +139,7 @@ class BootReply:
     current_time: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TimeReply:
     current_time: datetime
 

@@ -26,6 +26,8 @@ from evota.store.models import ChargingSession
 
 log = structlog.get_logger(__name__)
 
+ACK = ev.Ack()
+
 
 @dataclass(frozen=True, slots=True)
 class AuthOutcome:
@@ -130,7 +132,7 @@ class FleetService:
                 return ev.TimeReply(now)
             case ev.StatusReported():
                 self._status(state, event, now)
-                return ev.Ack()
+                return ACK
             case ev.MeterSampled():
                 if event.transaction_id is not None and event.energy_wh is not None:
                     self.writer.session(event.transaction_id, meter_last_wh=event.energy_wh)

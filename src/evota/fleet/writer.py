@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from evota.clock import Clock
@@ -23,6 +25,45 @@ from evota.store.models import Charger as ChargerRow
 from evota.store.models import ChargerEvent, ChargingSession, Connector, ConnectorStatus
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Batch:
+    """Queued writes taken out of the queue together."""
+
+    history: list[StatusRow]
+    events: list[dict[str, Any]]
+    chargers: dict[str, dict[str, Any]]
+    sessions: dict[int, dict[str, Any]]
+    last_seen: dict[str, datetime]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.history or self.events or self.chargers or self.sessions or self.last_seen)
+
+    def split(self) -> list[_Batch]:
+        """One batch per item, in queue order."""
+        return (
+            [_Batch([row], [], {}, {}, {}) for row in self.history]
+            + [_Batch([], [row], {}, {}, {}) for row in self.events]
+            + [_Batch([], [], {cid: f}, {}, {}) for cid, f in self.chargers.items()]
+            + [_Batch([], [], {}, {txn: f}, {}) for txn, f in self.sessions.items()]
+            + [_Batch([], [], {}, {}, {cid: ts}) for cid, ts in self.last_seen.items()]
+        )
+
+    def remove(self, single: _Batch) -> None:
+        """Forget an item of :meth:`split` once it is written or dropped."""
+        if single.history:
+            self.history.remove(single.history[0])
+        if single.events:
+            self.events.remove(single.events[0])
+        for cid in single.chargers:
+            self.chargers.pop(cid, None)
+        for txn in single.sessions:
+            self.sessions.pop(txn, None)
+        for cid in single.last_seen:
+            self.last_seen.pop(cid, None)
+
 
 #: A connector status change, in the column order of ConnectorStatus.
 StatusRow = tuple[str, int, str, str, str | None, str | None, datetime | None, datetime]
@@ -61,6 +102,9 @@ class FleetWriter:
         self._flush_lock = asyncio.Lock()
         self._last_seen_flushed = clock.monotonic()
         self.failures = 0
+        self.dropped = 0
+        self._consecutive_failures = 0
+        self._retry_in = 0.0
 
     # -- queueing (sync, O(1)) -------------------------------------------------------------
     def status(self, row: StatusRow) -> None:
@@ -110,29 +154,87 @@ class FleetWriter:
             due = self._clock.monotonic() - self._last_seen_flushed >= self._last_seen_interval
             try:
                 await self.flush(include_last_seen=due)
+                self._consecutive_failures = 0
+            except OperationalError:
+                # The database is unreachable or busy: keep everything and try again.
+                self._failed(retry_in=min(5.0, self._interval * 10))
             except Exception:
-                self.failures += 1
-                log.exception("fleet write failed; will retry", backlog=self.backlog)
-                if not self._stopping.is_set():
-                    await asyncio.sleep(min(5.0, self._interval * 10))
+                # Some queued item cannot be written (e.g. it references a deleted charger):
+                # write item by item so one bad item does not hold the rest back.
+                self._failed(retry_in=0.0)
+                async with self._flush_lock:
+                    await self._flush_isolating()
+            if self._retry_in and not self._stopping.is_set():
+                await asyncio.sleep(self._retry_in)
+                self._retry_in = 0.0
+
+    def _failed(self, retry_in: float) -> None:
+        self.failures += 1
+        self._consecutive_failures += 1
+        self._retry_in = retry_in
+        log.exception("fleet write failed", backlog=self.backlog, retry_in=retry_in)
 
     async def flush(self, include_last_seen: bool = True) -> None:
         async with self._flush_lock:
             await self._flush(include_last_seen)
 
-    async def _flush(self, include_last_seen: bool) -> None:
-        history, self._history = self._history, []
-        events, self._events = self._events, []
-        chargers, self._chargers = self._chargers, {}
-        self._inflight_chargers = chargers
-        sessions, self._sessions = self._sessions, {}
-        last_seen: dict[str, datetime] = {}
+    def _take(self, include_last_seen: bool) -> _Batch:
+        batch = _Batch(self._history, self._events, self._chargers, self._sessions, {})
+        self._history, self._events, self._chargers, self._sessions = [], [], {}, {}
         if include_last_seen:
-            last_seen, self._last_seen = self._last_seen, {}
+            batch.last_seen, self._last_seen = self._last_seen, {}
             self._last_seen_flushed = self._clock.monotonic()
-        if not (history or events or chargers or sessions or last_seen):
+        self._inflight_chargers = batch.chargers
+        return batch
+
+    def _restore(self, batch: _Batch) -> None:
+        """Put a batch back in front of newer data, so a retry keeps the order."""
+        self._history[:0] = batch.history
+        self._events[:0] = batch.events
+        for cid, fields in batch.chargers.items():
+            self._chargers[cid] = {**fields, **self._chargers.get(cid, {})}
+        for txn, fields in batch.sessions.items():
+            self._sessions[txn] = {**fields, **self._sessions.get(txn, {})}
+        for cid, ts in batch.last_seen.items():
+            self._last_seen.setdefault(cid, ts)
+
+    async def _flush(self, include_last_seen: bool) -> None:
+        batch = self._take(include_last_seen)
+        try:
+            await self._write(batch)
+        except BaseException:
+            self._restore(batch)
+            raise
+        finally:
+            self._inflight_chargers = {}
+
+    async def _flush_isolating(self) -> None:
+        """Write each queued item in its own transaction; log and drop the ones that fail."""
+        batch = self._take(include_last_seen=True)
+        try:
+            for single in batch.split():
+                try:
+                    await self._write(single)
+                except OperationalError:
+                    raise
+                except Exception as exc:
+                    self.dropped += 1
+                    log.error(
+                        "dropping a charger report the database refuses",
+                        item=repr(single)[:500],
+                        error=str(exc)[:300],
+                    )
+                batch.remove(single)
+        except BaseException:
+            self._restore(batch)
+            raise
+        finally:
+            self._inflight_chargers = {}
+
+    async def _write(self, batch: _Batch) -> None:
+        if batch.empty:
             return
-        latest = {(row[0], row[1]): row for row in history}  # the last change wins
+        latest = {(row[0], row[1]): row for row in batch.history}  # the last change wins
         connectors = [
             {
                 "charger_id": row[0],
@@ -145,42 +247,28 @@ class FleetWriter:
             }
             for row in latest.values()
         ]
-        try:
-            async with self._engine.begin() as conn:
-                for charger_id, fields in chargers.items():
-                    await conn.execute(
-                        update(ChargerRow).where(ChargerRow.id == charger_id).values(**fields)
-                    )
-                if last_seen:
-                    await conn.execute(
-                        update(ChargerRow)
-                        .where(ChargerRow.id == bindparam("cid"))
-                        .values(last_seen=bindparam("ts")),
-                        [{"cid": c, "ts": t} for c, t in last_seen.items()],
-                    )
-                if connectors:
-                    await conn.execute(self._upsert_connectors(conn.dialect.name), connectors)
-                if history:
-                    await _insert_history(conn, history)
-                if events:
-                    await conn.execute(insert(ChargerEvent), events)
-                for txn, fields in sessions.items():
-                    await conn.execute(
-                        update(ChargingSession).where(ChargingSession.id == txn).values(**fields)
-                    )
-        except BaseException:
-            self._inflight_chargers = {}
-            # Put everything back in front of newer data so nothing is lost; retried later.
-            self._history[:0] = history
-            self._events[:0] = events
-            for cid, fields in chargers.items():
-                self._chargers[cid] = {**fields, **self._chargers.get(cid, {})}
-            for txn, fields in sessions.items():
-                self._sessions[txn] = {**fields, **self._sessions.get(txn, {})}
-            for cid, ts in last_seen.items():
-                self._last_seen.setdefault(cid, ts)
-            raise
-        self._inflight_chargers = {}
+        async with self._engine.begin() as conn:
+            for charger_id, fields in batch.chargers.items():
+                await conn.execute(
+                    update(ChargerRow).where(ChargerRow.id == charger_id).values(**fields)
+                )
+            if batch.last_seen:
+                await conn.execute(
+                    update(ChargerRow)
+                    .where(ChargerRow.id == bindparam("cid"))
+                    .values(last_seen=bindparam("ts")),
+                    [{"cid": c, "ts": t} for c, t in batch.last_seen.items()],
+                )
+            if connectors:
+                await conn.execute(self._upsert_connectors(conn.dialect.name), connectors)
+            if batch.history:
+                await _insert_history(conn, batch.history)
+            if batch.events:
+                await conn.execute(insert(ChargerEvent), batch.events)
+            for txn, fields in batch.sessions.items():
+                await conn.execute(
+                    update(ChargingSession).where(ChargingSession.id == txn).values(**fields)
+                )
 
     @staticmethod
     def _upsert_connectors(dialect: str) -> Any:

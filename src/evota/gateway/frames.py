@@ -44,7 +44,7 @@ class FrameError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Received:
     """A complete data message (``OP_TEXT``/``OP_BINARY``) or one control frame."""
 
@@ -65,6 +65,16 @@ class FrameReader:
         self._fragments_size = 0
 
     def feed(self, data: bytes) -> list[Received]:
+        if (
+            not self._buffer
+            and self._fragments is None
+            and len(data) >= 6
+            and data[0] == 0x81  # FIN + text, no reserved bits
+            and data[1] & 0x80  # masked
+            and (data[1] & 0x7F) < 126  # 7-bit length
+            and (data[1] & 0x7F) + 6 == len(data)  # exactly one whole frame: the usual case
+        ):
+            return [Received(OP_TEXT, apply_mask(data[6:], data[2:6]))]
         buffer = self._buffer + data if self._buffer else data
         out: list[Received] = []
         pos = 0

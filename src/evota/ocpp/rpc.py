@@ -19,7 +19,8 @@ CALLERROR = 4
 MAX_ID_LENGTH = 36
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays object.__setattr__ per field, on every message.
+@dataclass(slots=True)
 class Call:
     message_id: str
     action: str

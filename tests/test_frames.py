@@ -1,0 +1,135 @@
+"""The post-handshake WebSocket frame parser: properties and every protocol violation."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from evota.gateway import frames
+from evota.gateway.frames import FrameError, FrameReader, Received
+
+
+def client_frame(
+    opcode: int, payload: bytes, fin: bool = True, mask: bool = True, rsv: int = 0
+) -> bytes:
+    """An independent encoder of client frames (RFC 6455 §5.2)."""
+    b0 = (0x80 if fin else 0) | rsv | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes((b0, (0x80 if mask else 0) | n))
+    elif n < 1 << 16:
+        head = bytes((b0, (0x80 if mask else 0) | 126)) + struct.pack("!H", n)
+    else:
+        head = bytes((b0, (0x80 if mask else 0) | 127)) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks, last = [], 0
+    for p in points:
+        chunks.append(data[last:p])
+        last = p
+    chunks.append(data[last:])
+    return [c for c in chunks if c]
+
+
+messages = st.lists(
+    st.tuples(
+        st.sampled_from([frames.OP_TEXT, frames.OP_BINARY]),
+        st.binary(max_size=70_000),
+        st.integers(1, 4),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(messages, st.lists(st.integers(0, 10**6), max_size=12), st.booleans())
+def test_any_fragmentation_and_chunking_yields_the_same_messages(msgs, cuts, with_pings):
+    wire = b""
+    expected: list[Received] = []
+    for opcode, payload, parts in msgs:
+        size = max(1, len(payload) // parts)
+        pieces = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
+        for i, piece in enumerate(pieces):
+            wire += client_frame(
+                opcode if i == 0 else frames.OP_CONT, piece, fin=i == len(pieces) - 1
+            )
+            if with_pings and i == 0:
+                wire += client_frame(frames.OP_PING, b"p")  # control frames may interleave
+                expected.append(Received(frames.OP_PING, b"p"))
+        expected.append(Received(opcode, payload))
+    reader = FrameReader(max_size=1 << 20)
+    got: list[Received] = []
+    for chunk in split(wire, cuts):
+        got.extend(reader.feed(chunk))
+    data_only = [r for r in got if r.opcode != frames.OP_PING]
+    assert data_only == [r for r in expected if r.opcode != frames.OP_PING]
+    assert len(got) == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("wire", "code"),
+    [
+        (client_frame(frames.OP_TEXT, b"x", mask=False), frames.CLOSE_PROTOCOL_ERROR),
+        (client_frame(frames.OP_TEXT, b"x", rsv=0x40), frames.CLOSE_PROTOCOL_ERROR),
+        (client_frame(frames.OP_CONT, b"x"), frames.CLOSE_PROTOCOL_ERROR),
+        (client_frame(frames.OP_PING, b"x" * 126), frames.CLOSE_PROTOCOL_ERROR),
+        (client_frame(frames.OP_PING, b"x", fin=False), frames.CLOSE_PROTOCOL_ERROR),
+        (client_frame(0x3, b"x"), frames.CLOSE_PROTOCOL_ERROR),
+        (client_frame(0xB, b"x"), frames.CLOSE_PROTOCOL_ERROR),
+        (
+            client_frame(frames.OP_TEXT, b"a", fin=False) + client_frame(frames.OP_TEXT, b"b"),
+            frames.CLOSE_PROTOCOL_ERROR,
+        ),
+        (client_frame(frames.OP_TEXT, b"x" * 2000), frames.CLOSE_TOO_BIG),
+        (
+            client_frame(frames.OP_TEXT, b"x" * 600, fin=False)
+            + client_frame(frames.OP_CONT, b"x" * 600),
+            frames.CLOSE_TOO_BIG,
+        ),
+    ],
+)
+def test_protocol_violations_close_with_the_right_code(wire, code):
+    with pytest.raises(FrameError) as info:
+        FrameReader(max_size=1000).feed(wire)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_server_frames_parse_with_websockets(size):
+    """websockets' own parser (an independent implementation) reads what we encode."""
+    payload = bytes(range(256)) * (size // 256 + 1)
+    payload = payload[:size]
+    reader = StreamReader()
+    reader.feed_data(frames.encode(frames.OP_TEXT, payload))
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame = done.value
+    assert frame.opcode is Opcode.TEXT and frame.fin and frame.data == payload
+
+
+def test_close_frames():
+    assert frames.parse_close(frames.encode_close(1001, "bye")[2:]) == (1001, "bye")
+    assert frames.parse_close(b"") == (1005, "")
+
+
+def test_non_minimal_length_encoding_is_not_misread_by_the_fast_path():
+    payload = b"x" * 124
+    key = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    wire = bytes((0x81, 0x80 | 126)) + struct.pack("!H", 124) + key + masked  # 132 bytes
+    assert FrameReader(1000).feed(wire) == [Received(frames.OP_TEXT, payload)]
