@@ -133,3 +133,26 @@ def test_non_minimal_length_encoding_is_not_misread_by_the_fast_path():
     masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
     wire = bytes((0x81, 0x80 | 126)) + struct.pack("!H", 124) + key + masked  # 132 bytes
     assert FrameReader(1000).feed(wire) == [Received(frames.OP_TEXT, payload)]
+
+
+@pytest.mark.parametrize("size", [125, 126, 300, 65535])
+def test_single_frames_of_every_length_class(size):
+    payload = bytes(i % 251 for i in range(size))
+    assert FrameReader(1 << 20).feed(client_frame(frames.OP_TEXT, payload)) == [
+        Received(frames.OP_TEXT, payload)
+    ]
+
+
+def test_sqlite_timestamps_match_sqlalchemy():
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy.dialects.sqlite import DATETIME
+
+    from evota.fleet.writer import _sqlite_ts
+
+    process = DATETIME().bind_processor(None)
+    for value in (
+        datetime(2026, 3, 29, 1, 2, 3, 0, tzinfo=UTC),
+        datetime(2026, 3, 29, 1, 2, 3, 456, tzinfo=timezone(timedelta(hours=-5))),
+    ):
+        assert _sqlite_ts(value) == process(value.astimezone(UTC).replace(tzinfo=None))

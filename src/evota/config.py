@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     call_timeout: float = Field(30.0, gt=0, description="seconds to wait for a CALL's answer")
     max_message_size: int = Field(256 * 1024, ge=1024)
     last_seen_flush_seconds: float = Field(5.0, gt=0)
+    write_interval: float = Field(
+        0.25, gt=0, le=5, description="seconds between batched writes of charger reports"
+    )
     log_level: str = "info"
     log_json: bool = False
 

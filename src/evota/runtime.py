@@ -58,6 +58,7 @@ class Runtime:
             heartbeat_interval=s.heartbeat_interval,
             pending_interval=s.pending_interval,
             last_seen_interval=s.last_seen_flush_seconds,
+            write_interval=s.write_interval,
         )
         self.fleet.writer.start()
         self.gateway = Gateway(

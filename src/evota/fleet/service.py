@@ -48,13 +48,16 @@ class FleetService:
         heartbeat_interval: int = 300,
         pending_interval: int = 60,
         last_seen_interval: float = 5.0,
+        write_interval: float = 0.25,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self.open_registration = open_registration
         self.heartbeat_interval = heartbeat_interval
         self.pending_interval = pending_interval
-        self.writer = FleetWriter(engine, clock, last_seen_interval=last_seen_interval)
+        self.writer = FleetWriter(
+            engine, clock, interval=write_interval, last_seen_interval=last_seen_interval
+        )
 
     # -- connection lifecycle --------------------------------------------------------------
     async def authenticate(self, identity: str, password: str) -> AuthOutcome:

@@ -84,7 +84,7 @@ class FleetWriter:
         self,
         engine: AsyncEngine,
         clock: Clock,
-        interval: float = 0.1,
+        interval: float = 0.25,
         last_seen_interval: float = 5.0,
     ) -> None:
         self._engine = engine
@@ -288,9 +288,11 @@ def _sqlite_ts(value: datetime | None) -> str | None:
     """The text form SQLAlchemy's SQLite DateTime stores (naive UTC, microseconds)."""
     if value is None:
         return None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(sep=" ", timespec="microseconds")
+    if value.tzinfo is None:
+        return value.isoformat(sep=" ", timespec="microseconds")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(sep=" ", timespec="microseconds")[:26]
 
 
 async def _insert_history(conn: AsyncConnection, history: list[StatusRow]) -> None:

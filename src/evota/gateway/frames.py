@@ -65,16 +65,18 @@ class FrameReader:
         self._fragments_size = 0
 
     def feed(self, data: bytes) -> list[Received]:
-        if (
-            not self._buffer
-            and self._fragments is None
-            and len(data) >= 6
-            and data[0] == 0x81  # FIN + text, no reserved bits
-            and data[1] & 0x80  # masked
-            and (data[1] & 0x7F) < 126  # 7-bit length
-            and (data[1] & 0x7F) + 6 == len(data)  # exactly one whole frame: the usual case
-        ):
-            return [Received(OP_TEXT, apply_mask(data[6:], data[2:6]))]
+        if not self._buffer and self._fragments is None and len(data) >= 6 and data[0] == 0x81:
+            # One whole masked text frame in one read, FIN and no reserved bits: the usual
+            # OCPP message. Minimal length encodings only; anything else takes the full path.
+            b1 = data[1]
+            if b1 & 0x80:
+                length = b1 & 0x7F
+                if length < 126 and length + 6 == len(data):
+                    return [Received(OP_TEXT, apply_mask(data[6:], data[2:6]))]
+                if length == 126 and len(data) >= 8:
+                    length = (data[2] << 8) | data[3]
+                    if 126 <= length <= self.max_size and length + 8 == len(data):
+                        return [Received(OP_TEXT, apply_mask(data[8:], data[4:8]))]
         buffer = self._buffer + data if self._buffer else data
         out: list[Received] = []
         pos = 0
