@@ -120,3 +120,11 @@ def test_keyword_to_error_kind(payload, kind, field):
     assert info.value.kind is kind
     assert info.value.details["field"] == field
     assert info.value.message_id == "m1"
+
+
+def test_empty_payload_verdicts_are_cached_per_schema():
+    s = schemas.v16()
+    for _ in range(2):  # the second call takes the cached verdict
+        s.validate_response("StatusNotification", {}, "m")
+        with pytest.raises(RpcError):
+            s.validate_response("BootNotification", {}, "m")  # required fields missing

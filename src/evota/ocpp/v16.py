@@ -125,6 +125,8 @@ def _id_tag_info(reply: ev.IdTagReply) -> dict[str, Any]:
 
 def encode_reply(action: str, reply: ev.Reply) -> dict[str, Any]:
     """The CALLRESULT payload for ``action``; the caller validates it against the schema."""
+    if type(reply) is ev.Ack:  # most answers: StatusNotification, MeterValues, notifications
+        return {}
     if isinstance(reply, ev.BootReply):
         return {
             "status": reply.registration.value,
