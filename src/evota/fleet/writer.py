@@ -17,10 +17,12 @@ from typing import Any
 import structlog
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.clock import Clock
+from evota.store.db import sqlite_writer_engine
 from evota.store.models import Charger as ChargerRow
 from evota.store.models import ChargerEvent, ChargingSession, Connector, ConnectorStatus
 
@@ -88,6 +90,7 @@ class FleetWriter:
         last_seen_interval: float = 5.0,
     ) -> None:
         self._engine = engine
+        self._sync_engine = sqlite_writer_engine(engine)
         self._clock = clock
         self._interval = interval
         self._last_seen_interval = last_seen_interval
@@ -146,6 +149,8 @@ class FleetWriter:
             await self._task
             self._task = None
         await self.flush(include_last_seen=True)
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -234,6 +239,19 @@ class FleetWriter:
     async def _write(self, batch: _Batch) -> None:
         if batch.empty:
             return
+        if self._sync_engine is not None:
+            await asyncio.to_thread(self._write_in_thread, batch)
+        else:
+            async with self._engine.begin() as conn:
+                await conn.run_sync(self._write_batch, batch)
+
+    def _write_in_thread(self, batch: _Batch) -> None:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as conn:
+            self._write_batch(conn, batch)
+
+    def _write_batch(self, conn: Connection, batch: _Batch) -> None:
+        """All of a batch in one transaction, with as few statements as possible."""
         latest = {(row[0], row[1]): row for row in batch.history}  # the last change wins
         connectors = [
             {
@@ -247,28 +265,23 @@ class FleetWriter:
             }
             for row in latest.values()
         ]
-        async with self._engine.begin() as conn:
-            for charger_id, fields in batch.chargers.items():
-                await conn.execute(
-                    update(ChargerRow).where(ChargerRow.id == charger_id).values(**fields)
-                )
-            if batch.last_seen:
-                await conn.execute(
-                    update(ChargerRow)
-                    .where(ChargerRow.id == bindparam("cid"))
-                    .values(last_seen=bindparam("ts")),
-                    [{"cid": c, "ts": t} for c, t in batch.last_seen.items()],
-                )
-            if connectors:
-                await conn.execute(self._upsert_connectors(conn.dialect.name), connectors)
-            if batch.history:
-                await _insert_history(conn, batch.history)
-            if batch.events:
-                await conn.execute(insert(ChargerEvent), batch.events)
-            for txn, fields in batch.sessions.items():
-                await conn.execute(
-                    update(ChargingSession).where(ChargingSession.id == txn).values(**fields)
-                )
+        for charger_id, fields in batch.chargers.items():
+            conn.execute(update(ChargerRow).where(ChargerRow.id == charger_id).values(**fields))
+        if batch.last_seen:
+            conn.execute(
+                update(ChargerRow)
+                .where(ChargerRow.id == bindparam("cid"))
+                .values(last_seen=bindparam("ts")),
+                [{"cid": c, "ts": t} for c, t in batch.last_seen.items()],
+            )
+        if connectors:
+            conn.execute(self._upsert_connectors(conn.dialect.name), connectors)
+        if batch.history:
+            _insert_history(conn, batch.history)
+        if batch.events:
+            conn.execute(insert(ChargerEvent), batch.events)
+        for txn, fields in batch.sessions.items():
+            conn.execute(update(ChargingSession).where(ChargingSession.id == txn).values(**fields))
 
     @staticmethod
     def _upsert_connectors(dialect: str) -> Any:
@@ -295,7 +308,7 @@ def _sqlite_ts(value: datetime | None) -> str | None:
     return value.isoformat(sep=" ", timespec="microseconds")[:26]
 
 
-async def _insert_history(conn: AsyncConnection, history: list[StatusRow]) -> None:
+def _insert_history(conn: Connection, history: list[StatusRow]) -> None:
     """Insert status history with one driver-level executemany.
 
     This is the largest write of a busy gateway (one row per status change); SQLAlchemy's
@@ -316,4 +329,4 @@ async def _insert_history(conn: AsyncConnection, history: list[StatusRow]) -> No
         ]
     else:
         params = list(history)
-    await conn.exec_driver_sql(sql, params)
+    conn.exec_driver_sql(sql, params)
