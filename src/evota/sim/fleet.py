@@ -567,12 +567,13 @@ def dump_fleet(fleet: FleetSpec) -> str:
     """
     doc: dict[str, Any] = {"seed": fleet.seed}
     if fleet.sites:
-        doc["sites"] = [_site_doc(s) for s in fleet.sites]
+        doc["sites"] = [site_document(s) for s in fleet.sites]
     doc["chargers"] = [_charger_doc(fleet.seed, c) for c in fleet.chargers]
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=1000)
 
 
-def _site_doc(site: SiteSpec) -> dict[str, Any]:
+def site_document(site: SiteSpec) -> dict[str, Any]:
+    """A site as the fleet file and the REST API both spell it."""
     out: dict[str, Any] = {"id": site.id, "name": site.name, "timezone": site.timezone}
     if site.region is not None:
         out["region"] = site.region

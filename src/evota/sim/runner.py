@@ -20,7 +20,7 @@ import structlog
 
 from evota.clock import Clock
 from evota.sim.charger import SimConfig, SimulatedCharger
-from evota.sim.fleet import ChargerSpec, FleetSpec, SiteSpec
+from evota.sim.fleet import ChargerSpec, FleetSpec, SiteSpec, site_document
 
 log = structlog.get_logger("evota.sim")
 
@@ -278,7 +278,7 @@ class Fleet:
                     report.failed.append(f"{kind} {key}: HTTP {status} {text[:200]}")
 
             for kind, path, items in (
-                ("site", "/sites", [(s.id, _site_body(s)) for s in self.sites]),
+                ("site", "/sites", [(s.id, site_document(s)) for s in self.sites]),
                 ("charger", "/chargers", [(c.identity, _charger_body(c)) for c in self.specs]),
             ):
                 await asyncio.gather(*(post(kind, key, path, body) for key, body in items))
@@ -289,15 +289,6 @@ class Fleet:
             raise ProvisionError(f"provisioning failed: {report.failed[0]}{more}")
         log.info("fleet provisioned", created=report.created, existing=report.existing)
         return report
-
-
-def _site_body(site: SiteSpec) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": site.id, "name": site.name, "timezone": site.timezone}
-    if site.region is not None:
-        body["region"] = site.region
-    if site.tags:
-        body["tags"] = list(site.tags)
-    return body
 
 
 def _charger_body(spec: ChargerSpec) -> dict[str, Any]:
