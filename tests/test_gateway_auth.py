@@ -111,3 +111,22 @@ async def test_keys_are_not_stored_in_clear(evota_sqlite):
         row = (await conn.execute(select(Charger).where(Charger.id == "CP-hash"))).one()
     assert KEY not in (row.auth_hash, row.auth_salt)
     assert len(row.auth_hash) == 64
+
+
+async def test_silent_charger_and_stalled_handshake_are_closed(evota_sqlite):
+    import asyncio as aio
+
+    gateway = evota_sqlite.gateway
+    gateway.idle_timeout, gateway.handshake_timeout, gateway.sweep_interval = 0.5, 0.5, 0.1
+    gateway._sweeper.cancel()
+    gateway._sweeper = aio.create_task(gateway._sweep())
+    await provision(evota_sqlite, "CP-silent", KEY)
+    ws = await connect(evota_sqlite, "CP-silent", KEY)
+    reader, writer = await aio.open_connection("127.0.0.1", evota_sqlite.ocpp_port)  # no upgrade
+    await aio.sleep(0.05)
+    assert gateway.is_connected("CP-silent")
+    with pytest.raises(ConnectionClosed):
+        await aio.wait_for(ws.recv(), 5)
+    assert await aio.wait_for(reader.read(), 5) == b""  # the stalled socket was closed too
+    assert not gateway.is_connected("CP-silent")
+    writer.close()

@@ -27,6 +27,7 @@ class Gateway:
         max_message_size: int = 256 * 1024,
         idle_timeout: float | None = None,
         handshake_timeout: float = 10.0,
+        sweep_interval: float = 10.0,
     ) -> None:
         self.fleet = fleet
         self.path_prefix = path_prefix
@@ -35,6 +36,7 @@ class Gateway:
         # A charger that says nothing for this long is gone (missed heartbeats + slack).
         self.idle_timeout = idle_timeout or fleet.heartbeat_interval * 2 + 60
         self.handshake_timeout = handshake_timeout
+        self.sweep_interval = sweep_interval
         self.connections: dict[str, ChargerConnection] = {}
         self.sockets: set[ChargerConnection] = set()
         self._server: asyncio.Server | None = None
@@ -121,7 +123,7 @@ class Gateway:
     async def _sweep(self) -> None:
         """Close silent sockets and stalled handshakes; one pass for all, no per-socket timer."""
         while True:
-            await asyncio.sleep(min(10.0, self.handshake_timeout))
+            await asyncio.sleep(self.sweep_interval)
             now = time.monotonic()
             for conn in list(self.sockets):
                 limit = self.idle_timeout if conn.state else self.handshake_timeout
