@@ -28,6 +28,15 @@ site_app = typer.Typer(help="Sites: add and list.", no_args_is_help=True)
 app.add_typer(charger_app, name="charger")
 app.add_typer(site_app, name="site")
 
+
+def _register_firmware() -> None:
+    from evota.firmware.cli import app as firmware_app
+
+    app.add_typer(firmware_app, name="firmware", help="Firmware signing: keygen, sign, verify.")
+
+
+_register_firmware()
+
 out = Console()
 err = Console(stderr=True)
 
