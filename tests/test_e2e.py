@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import func, select
 
 from evota.demo import demo_fleet
@@ -117,3 +119,26 @@ async def test_status_history_round_trips_through_the_fast_insert(evota):
     assert rows[0].received_at.tzinfo is not None
     assert abs(rows[0].received_at - datetime.now(UTC)) < timedelta(minutes=1)
     assert rows[1].charger_timestamp is None
+
+
+async def test_connected_filter_follows_the_fleet(evota):
+    spec = demo_fleet(6)
+    fleet = Fleet.from_spec(
+        spec, f"ws://127.0.0.1:{evota.ocpp_port}/ocpp", config=FAST, ramp_up=0.1
+    )
+    await fleet.provision(f"http://127.0.0.1:{evota.http_port}", TOKEN)
+    async with fleet:
+        await fleet.wait_for_all(lambda c: c.accepted, 15)
+        await evota.fleet.writer.flush()
+        async with api_client(evota) as api:
+            online = (await api.get("/api/v1/chargers", params={"connected": "true"})).json()
+            assert online["total"] == 6
+    for _ in range(250):  # the server sees the sockets close a moment after the fleet stops
+        if not evota.gateway.connections:
+            break
+        await asyncio.sleep(0.02)
+    await evota.fleet.writer.flush()
+    async with api_client(evota) as api:
+        online = (await api.get("/api/v1/chargers", params={"connected": "true"})).json()
+        offline = (await api.get("/api/v1/chargers", params={"connected": "false"})).json()
+    assert (online["total"], offline["total"]) == (0, 6)

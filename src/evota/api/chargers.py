@@ -110,8 +110,9 @@ async def list_chargers(
         if value is not None:
             query = query.where(column == value)
     if connected is not None:
-        live = list(rt.gateway.connections)
-        query = query.where(Charger.id.in_(live) if connected else Charger.id.not_in(live))
+        # The stored flag (written behind within EVOTA_WRITE_INTERVAL) scales to any fleet;
+        # an IN list of every live identity would not.
+        query = query.where(Charger.connected.is_(connected))
     async with rt.engine.connect() as conn:
         total = (
             await conn.execute(select(func.count()).select_from(query.subquery()))
