@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import structlog
 from websockets.frames import CloseCode
@@ -97,14 +96,6 @@ class Gateway:
         return charger_id in self.connections
 
     # -- command path ------------------------------------------------------------------------
-    async def call(
-        self, charger_id: str, action: str, payload: dict[str, Any], timeout: float | None = None
-    ) -> dict[str, Any]:
-        conn = self.connections.get(charger_id)
-        if conn is None:
-            raise ChargerOffline(charger_id, "charger is not connected")
-        return await conn.call(action, payload, timeout or self.call_timeout)
-
     async def send(
         self, charger_id: str, command: Command, timeout: float | None = None
     ) -> CommandResult:

@@ -12,7 +12,7 @@ from typing import Any
 
 from evota.control import commands
 from evota.fleet import events as ev
-from evota.ocpp.errors import V16_SPELLING, ErrorKind
+from evota.ocpp.errors import V16_SPELLING
 
 SUBPROTOCOL = "ocpp1.6"
 ERROR_SPELLING = V16_SPELLING
@@ -153,7 +153,3 @@ def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
 def decode_result(command: commands.Command, payload: dict[str, Any]) -> commands.CommandResult:
     rest = {k: v for k, v in payload.items() if k != "status"}
     return commands.CommandResult(status=str(payload.get("status", "Accepted")), details=rest)
-
-
-def error_code(kind: ErrorKind) -> str:
-    return ERROR_SPELLING[kind]
