@@ -19,7 +19,6 @@ class Settings(BaseSettings):
     database_url: str | None = None
     registration: Literal["known-only", "open"] = "known-only"
     admin_token: SecretStr | None = None
-    public_url: str | None = None
 
     heartbeat_interval: int = Field(300, ge=10, description="seconds, returned in BootNotification")
     pending_interval: int = Field(60, ge=5, description="seconds before a Pending charger retries")

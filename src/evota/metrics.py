@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -49,24 +50,29 @@ def observe_handler(action: str, seconds: float) -> None:
     _latency_sum[action] += seconds
 
 
+def _counter(
+    name: str, doc: str, labels: list[str], values: Mapping[Any, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for label_values, value in list(values.items()):
+        family.add_metric(list(label_values), value)
+    return family
+
+
 class _HotPathCollector(Collector):
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
+        yield _counter(
             "evota_ocpp_messages",
             "OCPP messages by action, direction (in/out) and message type",
-            labels=["action", "direction", "type"],
+            ["action", "direction", "type"],
+            messages,
         )
-        for labels, value in list(messages.items()):
-            family.add_metric(list(labels), value)
-        yield family
-        family = CounterMetricFamily(
+        yield _counter(
             "evota_ocpp_callerrors",
             "CALLERRORs by code and direction",
-            labels=["code", "direction"],
+            ["code", "direction"],
+            callerrors,
         )
-        for code_labels, value in list(callerrors.items()):
-            family.add_metric(list(code_labels), value)
-        yield family
         hist = HistogramMetricFamily(
             "evota_ocpp_handler_seconds",
             "Time from receiving a charger's CALL to sending the answer",

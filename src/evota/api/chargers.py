@@ -29,16 +29,21 @@ from evota.store.models import Charger, ChargerEvent, Connector, Site
 
 router = APIRouter(prefix="/api/v1/chargers", tags=["chargers"])
 
-_PUBLIC_COLUMNS = [c for c in Charger.__table__.c if c.name not in ("auth_salt", "auth_hash")]
+# Secrets never leave the database; the other omitted columns are not part of the API yet.
+_OMITTED = {
+    "auth_salt",
+    "auth_hash",
+    "security_profile",
+    "iccid",
+    "imsi",
+    "meter_type",
+    "meter_serial_number",
+}
+_PUBLIC_COLUMNS = [c for c in Charger.__table__.c if c.name not in _OMITTED]
 
 
 def _out(rt: Runtime, row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
-    data.pop("security_profile", None)
-    data.pop("iccid", None)
-    data.pop("imsi", None)
-    data.pop("meter_type", None)
-    data.pop("meter_serial_number", None)
     # The gateway knows the truth about live connections; the database may lag by a flush.
     data["connected"] = rt.gateway.is_connected(data["id"])
     return data

@@ -106,8 +106,6 @@ class FleetWriter:
         self._last_seen_flushed = clock.monotonic()
         self.failures = 0
         self.dropped = 0
-        self._consecutive_failures = 0
-        self._retry_in = 0.0
 
     # -- queueing (sync, O(1)) -------------------------------------------------------------
     def status(self, row: StatusRow) -> None:
@@ -158,26 +156,25 @@ class FleetWriter:
                 await asyncio.wait_for(self._stopping.wait(), self._interval)
             due = self._clock.monotonic() - self._last_seen_flushed >= self._last_seen_interval
             try:
-                await self.flush(include_last_seen=due)
-                self._consecutive_failures = 0
+                try:
+                    await self.flush(include_last_seen=due)
+                except OperationalError:
+                    raise
+                except Exception:
+                    # Some queued item cannot be written (e.g. it references a deleted
+                    # charger): write item by item so one bad item does not hold the rest back.
+                    self._failed()
+                    async with self._flush_lock:
+                        await self._flush_isolating()
             except OperationalError:
-                # The database is unreachable or busy: keep everything and try again.
-                self._failed(retry_in=min(5.0, self._interval * 10))
-            except Exception:
-                # Some queued item cannot be written (e.g. it references a deleted charger):
-                # write item by item so one bad item does not hold the rest back.
-                self._failed(retry_in=0.0)
-                async with self._flush_lock:
-                    await self._flush_isolating()
-            if self._retry_in and not self._stopping.is_set():
-                await asyncio.sleep(self._retry_in)
-                self._retry_in = 0.0
+                # The database is unreachable or busy: everything stays queued; try again.
+                self._failed()
+                if not self._stopping.is_set():
+                    await asyncio.sleep(min(5.0, self._interval * 10))
 
-    def _failed(self, retry_in: float) -> None:
+    def _failed(self) -> None:
         self.failures += 1
-        self._consecutive_failures += 1
-        self._retry_in = retry_in
-        log.exception("fleet write failed", backlog=self.backlog, retry_in=retry_in)
+        log.exception("fleet write failed", backlog=self.backlog)
 
     async def flush(self, include_last_seen: bool = True) -> None:
         async with self._flush_lock:
