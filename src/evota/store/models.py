@@ -15,6 +15,8 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -87,6 +89,8 @@ class Charger(Base):
     meter_type: Mapped[str | None] = mapped_column(String(25))
     meter_serial_number: Mapped[str | None] = mapped_column(String(25))
     protocol: Mapped[str | None] = mapped_column(String(16))
+    # How this charger takes firmware ("signed" or "plain"), learned from its answers.
+    firmware_delivery: Mapped[str | None] = mapped_column(String(8))
     connected: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     last_seen: Mapped[datetime | None] = mapped_column(TS)
     last_boot_at: Mapped[datetime | None] = mapped_column(TS)
@@ -172,3 +176,88 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(TS)
     expires_at: Mapped[datetime | None] = mapped_column(TS)
     revoked_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class FirmwareVendor(Base):
+    """Per-vendor firmware policy; a vendor without a row refuses unsigned images."""
+
+    __tablename__ = "firmware_vendors"
+    vendor: Mapped[str] = mapped_column(String(50), primary_key=True)
+    allow_unsigned: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+
+
+class TrustedRoot(Base):
+    """A manufacturer root certificate that firmware signing certificates must chain to."""
+
+    __tablename__ = "firmware_trusted_roots"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    vendor: Mapped[str] = mapped_column(String(50), index=True)
+    certificate: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the DER
+    subject: Mapped[str] = mapped_column(String(500))
+    not_after: Mapped[datetime] = mapped_column(TS)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (UniqueConstraint("vendor", "fingerprint", name="uq_trusted_root"),)
+
+
+class Firmware(Base):
+    """One firmware image: the bytes live in the content-addressed store under ``sha256``."""
+
+    __tablename__ = "firmware"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    vendor: Mapped[str] = mapped_column(String(50), index=True)
+    version: Mapped[str] = mapped_column(String(50))
+    models: Mapped[list[str]] = mapped_column(JSON, default=list)
+    hardware_revisions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    state_reason: Mapped[str | None] = mapped_column(String(500))
+    signature: Mapped[str | None] = mapped_column(Text)
+    signing_certificate: Mapped[str | None] = mapped_column(Text)
+    release_notes: Mapped[str] = mapped_column(Text, default="")
+    min_current_version: Mapped[str | None] = mapped_column(String(50))
+    supersedes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (UniqueConstraint("vendor", "version", name="uq_firmware_vendor_version"),)
+
+
+class Job(Base):
+    """One charger's firmware update. ``id`` is also the OCPP requestId of signed updates."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(48), index=True)
+    firmware_id: Mapped[str] = mapped_column(ForeignKey("firmware.id"), index=True)
+    campaign_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="update")  # update | rollback
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    failure: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    target_version: Mapped[str] = mapped_column(String(50))
+    previous_version: Mapped[str | None] = mapped_column(String(50))
+    method: Mapped[str | None] = mapped_column(String(8))  # signed | plain, once chosen
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retrieve_at: Mapped[datetime | None] = mapped_column(TS)
+    deadline: Mapped[datetime | None] = mapped_column(TS)
+    allow_downgrade: Mapped[bool] = mapped_column(Boolean, default=False)
+    bytes_served: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+    finished_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class JobEvent(Base):
+    """A job's history: every state change, what was sent, and what the charger said."""
+
+    __tablename__ = "job_events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(TS)
+    event: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(24))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
