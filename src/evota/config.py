@@ -28,6 +28,26 @@ class Settings(BaseSettings):
     write_interval: float = Field(
         0.25, gt=0, le=5, description="seconds between batched writes of charger reports"
     )
+    # Firmware repository and delivery
+    public_url: str | None = Field(
+        None, description="base URL chargers use for firmware downloads (NAT, proxies)"
+    )
+    download_port: int = Field(8001, ge=0, le=65535, description="firmware download listener")
+    firmware_max_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="upload size limit")
+    download_token_ttl: int = Field(
+        7 * 24 * 3600, ge=60, description="seconds a download URL stays valid (charger retries)"
+    )
+    download_max_concurrent: int = Field(200, ge=1)
+    download_max_per_site: int = Field(20, ge=1)
+    # Update job phase timeouts (seconds)
+    job_queue_timeout: float = Field(24 * 3600, gt=0, description="waiting for the charger")
+    job_download_start_timeout: float = Field(900, gt=0, description="accepted, no download")
+    job_download_timeout: float = Field(1800, gt=0, description="download stalled")
+    job_install_timeout: float = Field(1800, gt=0, description="install too long")
+    job_reboot_timeout: float = Field(900, gt=0, description="reboot never came back")
+    job_verify_seconds: float = Field(
+        30, ge=0, description="healthy time after booting the target before success"
+    )
     log_level: str = "info"
     log_json: bool = False
 
@@ -35,3 +55,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'evota.db').resolve()}"
+
+    def download_base_url(self, download_port: int) -> str:
+        """Where chargers fetch firmware: EVOTA_PUBLIC_URL, else this host's listener."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{download_port}"

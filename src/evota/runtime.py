@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.clock import Clock, SystemClock
 from evota.config import Settings
+from evota.firmware.storage import LocalFirmwareStore
 from evota.fleet.service import FleetService
 from evota.gateway.server import Gateway
 from evota.store import db
@@ -38,6 +39,7 @@ class Runtime:
     engine: AsyncEngine = field(init=False)
     fleet: FleetService = field(init=False)
     gateway: Gateway = field(init=False)
+    firmware_store: LocalFirmwareStore = field(init=False)
     http_port: int = 0
     ocpp_port: int = 0
     generated_admin_token: str | None = None
@@ -51,6 +53,7 @@ class Runtime:
         await db.migrate(self.engine)
         await self._reset_connected()
         await self._bootstrap_admin_token()
+        self.firmware_store = LocalFirmwareStore(s.data_dir / "firmware")
         self.fleet = FleetService(
             self.engine,
             self.clock,
@@ -103,6 +106,9 @@ class Runtime:
         await self.fleet.writer.stop()
         await self._reset_connected()
         await self.engine.dispose()
+
+    async def on_firmware_revoked(self, firmware_id: str) -> None:
+        """A revoked image must not be downloaded or installed any more: stop its jobs."""
 
     async def _reset_connected(self) -> None:
         """A single node owns every connection: after a restart none are open."""
