@@ -68,6 +68,7 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         "data_dir": tmp_path / "data",
         "http_port": 0,
         "ocpp_port": 0,
+        "download_port": 0,
         "database_url": database_url,
         "admin_token": TOKEN,
         "last_seen_flush_seconds": 0.2,

@@ -25,8 +25,10 @@ app = typer.Typer(
 )
 charger_app = typer.Typer(help="Chargers: list, show, register, command.", no_args_is_help=True)
 site_app = typer.Typer(help="Sites: add and list.", no_args_is_help=True)
+job_app = typer.Typer(help="Firmware update jobs: list, show, cancel.", no_args_is_help=True)
 app.add_typer(charger_app, name="charger")
 app.add_typer(site_app, name="site")
+app.add_typer(job_app, name="job")
 
 
 def _register_firmware() -> None:
@@ -318,6 +320,133 @@ def charger_reset(
     if as_json:
         return _print_json(r)
     out.print(f"{charger_id}: reset {r['status']}")
+
+
+def _resolve_firmware(c: Client, ref: str, vendor: str | None) -> dict[str, Any]:
+    """A firmware id, or a version of the charger's vendor."""
+    from urllib.parse import quote
+
+    try:
+        found: dict[str, Any] = c.request("GET", f"/api/v1/firmware/{quote(ref, safe='')}")
+        return found
+    except ApiError:
+        pass
+    params = {"version": ref, "limit": 2}
+    if vendor:
+        params["vendor"] = vendor
+    page = _call(c, "GET", "/api/v1/firmware", params=params)
+    if not page["items"]:
+        raise fail(f"no firmware with id or version {ref!r}" + (f" for {vendor}" if vendor else ""))
+    if len(page["items"]) > 1:
+        raise fail(f"version {ref!r} is ambiguous: use the firmware id")
+    item: dict[str, Any] = page["items"][0]
+    return item
+
+
+def _when(value: str | None) -> str | None:
+    """ISO 8601 with an offset; a bare time is taken as UTC."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise fail(f"--at: not an ISO 8601 time: {value!r} (e.g. 2026-12-01T02:00+01:00)") from None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
+
+
+@charger_app.command("update-firmware")
+def charger_update_firmware(
+    charger_id: str,
+    firmware: Annotated[str, typer.Option("--firmware", help="firmware id or version")],
+    at: Annotated[str | None, typer.Option("--at", help="not before (ISO 8601)")] = None,
+    allow_downgrade: Annotated[bool, typer.Option("--allow-downgrade")] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Update one charger's firmware; prints the job id to follow with `evota job show`."""
+    from urllib.parse import quote
+
+    c = _client(url, token)
+    path = f"/api/v1/chargers/{quote(charger_id, safe='')}"
+    charger = _call(c, "GET", path)
+    fw = _resolve_firmware(c, firmware, charger.get("vendor"))
+    body = {"firmware_id": fw["id"], "retrieve_at": _when(at), "allow_downgrade": allow_downgrade}
+    r = _call(c, "POST", f"{path}/firmware-update", json=body)
+    if as_json:
+        return _print_json(r)
+    out.print(f"{charger_id}: job {r['job_id']} {r['state']} (firmware {fw['version']})")
+
+
+@job_app.command("list")
+def job_list(
+    charger: Annotated[str | None, typer.Option("--charger")] = None,
+    state: Annotated[str | None, typer.Option("--state")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List update jobs, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if charger:
+        params["charger_id"] = charger
+    if state:
+        params["state"] = state
+    page = _call(_client(url, token), "GET", "/api/v1/jobs", params=params)
+    if as_json:
+        return _print_json(page)
+    table = Table(title=f"Jobs ({page['total']})")
+    for col in ("id", "charger", "from", "to", "state", "failure", "bytes", "updated"):
+        table.add_column(col)
+    for j in page["items"]:
+        table.add_row(
+            str(j["id"]),
+            j["charger_id"],
+            j["previous_version"] or "",
+            j["target_version"],
+            j["state"],
+            j["failure"] or "",
+            str(j["bytes_served"]),
+            j["updated_at"],
+        )
+    out.print(table)
+
+
+@job_app.command("show")
+def job_show(
+    job_id: int, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """A job with its history."""
+    j = _call(_client(url, token), "GET", f"/api/v1/jobs/{job_id}")
+    if as_json:
+        return _print_json(j)
+    outcome = j["state"] + (f" ({j['failure']})" if j["failure"] else "")
+    out.print(
+        f"job {j['id']}: {j['charger_id']} {j['previous_version']} -> {j['target_version']}: "
+        f"{escape(outcome)}" + (f" - {escape(j['detail'])}" if j["detail"] else "")
+    )
+    table = Table()
+    for col in ("at", "event", "state", "detail"):
+        table.add_column(col)
+    for e in j["history"]:
+        detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items() if v is not None)
+        table.add_row(e["at"], e["event"], e["state"], escape(detail))
+    out.print(table)
+
+
+@job_app.command("cancel")
+def job_cancel(
+    job_id: int,
+    reason: Annotated[str, typer.Option(help="why")] = "cancelled by operator",
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Cancel a job that has not reached the charger yet."""
+    j = _call(_client(url, token), "POST", f"/api/v1/jobs/{job_id}/cancel", json={"reason": reason})
+    out.print(f"job {j['id']}: {j['state']}")
 
 
 @site_app.command("add")

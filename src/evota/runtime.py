@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,11 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.clock import Clock, SystemClock
 from evota.config import Settings
+from evota.firmware import tokens
+from evota.firmware.delivery import DeliveryServer, ServedImage
 from evota.firmware.storage import LocalFirmwareStore
 from evota.fleet.service import FleetService
 from evota.gateway.server import Gateway
+from evota.rollout.runner import JobRunner, job_timeouts
 from evota.store import db
-from evota.store.models import ApiToken, Charger
+from evota.store.models import ApiToken, Charger, Firmware
 
 log = structlog.get_logger("evota")
 
@@ -40,6 +44,10 @@ class Runtime:
     fleet: FleetService = field(init=False)
     gateway: Gateway = field(init=False)
     firmware_store: LocalFirmwareStore = field(init=False)
+    delivery: DeliveryServer = field(init=False)
+    jobs: JobRunner = field(init=False)
+    download_port: int = 0
+    _revoked_sha256: frozenset[str] = frozenset()
     http_port: int = 0
     ocpp_port: int = 0
     generated_admin_token: str | None = None
@@ -68,12 +76,67 @@ class Runtime:
             self.fleet, call_timeout=s.call_timeout, max_message_size=s.max_message_size
         )
         self.ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
+        await self._start_firmware()
         if serve_http:
             await self._start_http()
         # Everything allocated so far (modules, FastAPI app, schemas) lives for the whole run:
         # keep it out of the cyclic GC's full collections, which otherwise stall the gateway.
         gc.collect()
         gc.freeze()
+
+    async def _start_firmware(self) -> None:
+        s = self.settings
+        swept = self.firmware_store.sweep_temp()
+        if swept:
+            log.info("removed unfinished uploads", count=swept)
+        await self._load_revoked()
+        key = _token_key(s.data_dir / "download-token.key")
+        self.delivery = DeliveryServer(
+            keys=[key],
+            lookup=self._served_image,
+            site_of=self._site_of,
+            max_concurrent=s.download_max_concurrent,
+            max_per_site=s.download_max_per_site,
+        )
+        self.download_port = await asyncio.to_thread(self.delivery.start, s.host, s.download_port)
+        gateway = self.gateway
+        self.jobs = JobRunner(
+            self.engine,
+            self.clock,
+            send=gateway.send,
+            ready=self._ready,
+            timeouts=job_timeouts(s),
+            token_keys=[key],
+            token_ttl=s.download_token_ttl,
+            base_url=lambda: s.download_base_url(self.download_port),
+            take_bytes=self.delivery.take_bytes,
+        )
+        await self.jobs.start()
+        self.fleet.jobs = self.jobs
+        log.info("firmware downloads listening", host=s.host, port=self.download_port)
+
+    def _ready(self, charger_id: str) -> bool:
+        conn = self.gateway.connections.get(charger_id)
+        return conn is not None and conn.state is not None and conn.state.accepted
+
+    def _site_of(self, charger_id: str) -> str | None:
+        conn = self.gateway.connections.get(charger_id)
+        return conn.state.site_id if conn is not None and conn.state is not None else None
+
+    def _served_image(self, sha256: str) -> ServedImage | None:
+        """Called from download threads: filesystem and an immutable set only."""
+        path = self.firmware_store.path_of(sha256)
+        if path is None:
+            return None
+        size = self.firmware_store.size_of(sha256)
+        return ServedImage(path, size or 0, revoked=sha256 in self._revoked_sha256)
+
+    async def _load_revoked(self) -> None:
+        """Blobs whose every image is revoked (identical bytes may back a live image too)."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(Firmware.sha256, Firmware.state))).all()
+        live = {r.sha256 for r in rows if r.state != "revoked"}
+        self._revoked_sha256 = frozenset(r.sha256 for r in rows if r.sha256 not in live)
 
     async def _start_http(self) -> None:
         from evota.api.app import create_app
@@ -102,6 +165,8 @@ class Runtime:
             self._uvicorn.should_exit = True
             if self._http_task:
                 await self._http_task
+        await self.jobs.stop()
+        await asyncio.to_thread(self.delivery.stop)
         await self.gateway.stop()
         await self.fleet.writer.stop()
         await self._reset_connected()
@@ -109,6 +174,9 @@ class Runtime:
 
     async def on_firmware_revoked(self, firmware_id: str) -> None:
         """A revoked image must not be downloaded or installed any more: stop its jobs."""
+        await self._load_revoked()
+        cancelled = await self.jobs.firmware_revoked(firmware_id)
+        log.info("firmware revoked", firmware_id=firmware_id, jobs_cancelled=len(cancelled))
 
     async def _reset_connected(self) -> None:
         """A single node owns every connection: after a restart none are open."""
@@ -148,3 +216,19 @@ class Runtime:
                     )
                 )
                 self.generated_admin_token = token
+
+
+def _token_key(path: os.PathLike[str]) -> bytes:
+    """The download-token HMAC key, created on first start and kept private to the server."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read()
+        if len(key) >= tokens.MIN_KEY_BYTES:
+            return key
+    except FileNotFoundError:
+        pass
+    key = tokens.new_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key

@@ -223,6 +223,17 @@ def test_retrieve_at_schedules_then_queues():
     assert step(job, Dispatch(), later, T).send
 
 
+def test_status_overtaking_the_answer_counts_as_accepted():
+    job = run(sent(), StatusReported("Downloading"), Answered("Accepted"))
+    assert job.state is JobState.DOWNLOADING
+
+
+def test_cannot_cancel_an_update_the_charger_holds():
+    job = run(sent(), Answered())
+    s = step(job, Cancel(), T0, T)
+    assert not s.changed and s.job.state is JobState.ACCEPTED
+
+
 def test_cancel_and_terminal_absorb():
     job = run(new_job(), Created(), Cancel())
     assert job.state is JobState.CANCELLED

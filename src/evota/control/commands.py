@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 
@@ -12,7 +13,34 @@ class Reset:
     name = "reset"
 
 
-Command = Reset
+@dataclass(frozen=True, slots=True)
+class UpdateFirmware:
+    """Plain (unsigned) delivery: the charger learns only where and when to download."""
+
+    location: str
+    retrieve_at: datetime
+    retries: int | None = None
+    retry_interval: int | None = None
+    name = "update_firmware"
+
+
+@dataclass(frozen=True, slots=True)
+class SignedUpdateFirmware:
+    """Signed delivery (1.6 security extension, 2.0.1 UpdateFirmware): the charger verifies
+    ``signature`` over the whole file with ``signing_certificate`` before installing."""
+
+    request_id: int
+    location: str
+    retrieve_at: datetime
+    signing_certificate: str
+    signature: str
+    install_at: datetime | None = None
+    retries: int | None = None
+    retry_interval: int | None = None
+    name = "signed_update_firmware"
+
+
+Command = Reset | UpdateFirmware | SignedUpdateFirmware
 
 
 @dataclass(frozen=True, slots=True)

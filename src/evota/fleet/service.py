@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import insert, select
@@ -27,6 +27,18 @@ from evota.store.models import ChargingSession
 log = structlog.get_logger(__name__)
 
 ACK = ev.Ack()
+
+
+class FirmwareObserver(Protocol):
+    """What firmware jobs need to hear from the fleet (implemented by the job runner)."""
+
+    active: dict[str, Any]  # charger id -> unfinished job; checked before every call
+
+    def booted(self, charger_id: str, firmware_version: str | None) -> None: ...
+    def ready(self, charger_id: str) -> None: ...
+    def firmware_status(self, charger_id: str, status: str, request_id: int | None) -> None: ...
+    def faulted(self, charger_id: str, connector_id: int) -> None: ...
+    def disconnected(self, charger_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +70,7 @@ class FleetService:
         self.writer = FleetWriter(
             engine, clock, interval=write_interval, last_seen_interval=last_seen_interval
         )
+        self.jobs: FirmwareObserver | None = None
 
     # -- connection lifecycle --------------------------------------------------------------
     async def authenticate(self, identity: str, password: str) -> AuthOutcome:
@@ -122,6 +135,8 @@ class FleetService:
         now = self._clock.now()
         self.writer.charger(state.id, connected=False, last_seen=now)
         self._event(state, "disconnected", now, data={"reason": reason})
+        if self.jobs is not None and state.id in self.jobs.active:
+            self.jobs.disconnected(state.id)
 
     def seen(self, state: ChargerState) -> None:
         self.writer.seen(state.id, self._clock.now())
@@ -158,6 +173,8 @@ class FleetService:
                 return ev.IdTagReply("Accepted") if event.id_tag else ev.Ack()
             case ev.FirmwareStatusReported():
                 self._event(state, "firmware_status", now, event.status, event.request_id)
+                if self.jobs is not None and state.id in self.jobs.active:
+                    self.jobs.firmware_status(state.id, event.status, event.request_id)
                 return ev.Ack()
             case ev.DiagnosticsStatusReported():
                 self._event(state, "diagnostics_status", now, event.status)
@@ -222,6 +239,10 @@ class FleetService:
                 "reason": event.reason,
             },
         )
+        if self.jobs is not None and state.id in self.jobs.active:
+            self.jobs.booted(state.id, event.firmware_version)
+            if registration is ev.Registration.ACCEPTED:
+                self.jobs.ready(state.id)
         interval = (
             self.heartbeat_interval
             if registration is ev.Registration.ACCEPTED
@@ -234,6 +255,8 @@ class FleetService:
         if state.connectors.get(event.connector_id) == current:
             return
         state.connectors[event.connector_id] = current
+        if event.status == "Faulted" and self.jobs is not None and state.id in self.jobs.active:
+            self.jobs.faulted(state.id, event.connector_id)
         self.writer.status(
             (
                 state.id,

@@ -144,9 +144,35 @@ def encode_reply(action: str, reply: ev.Reply) -> dict[str, Any]:
     return {}
 
 
+def _retries(payload: dict[str, Any], retries: int | None, interval: int | None) -> None:
+    if retries is not None:
+        payload["retries"] = retries
+    if interval is not None:
+        payload["retryInterval"] = interval
+
+
 def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
     if isinstance(command, commands.Reset):
         return "Reset", {"type": command.type}
+    if isinstance(command, commands.UpdateFirmware):
+        payload: dict[str, Any] = {
+            "location": command.location,
+            "retrieveDate": _iso(command.retrieve_at),
+        }
+        _retries(payload, command.retries, command.retry_interval)
+        return "UpdateFirmware", payload
+    if isinstance(command, commands.SignedUpdateFirmware):
+        firmware: dict[str, Any] = {
+            "location": command.location,
+            "retrieveDateTime": _iso(command.retrieve_at),
+            "signingCertificate": command.signing_certificate,
+            "signature": command.signature,
+        }
+        if command.install_at is not None:
+            firmware["installDateTime"] = _iso(command.install_at)
+        payload = {"requestId": command.request_id, "firmware": firmware}
+        _retries(payload, command.retries, command.retry_interval)
+        return "SignedUpdateFirmware", payload
     raise commands.CommandNotSupported("", f"{type(command).__name__} has no OCPP 1.6 mapping")
 
 

@@ -239,9 +239,10 @@ def step(job: Job, event: Input, now: datetime, t: Timeouts) -> Step:
         return _unchanged(job, f"job is {job.state}")
     match event:
         case Cancel(reason):
-            return Step(
-                replace(job, state=JobState.CANCELLED, detail=reason, deadline=None), True
-            )
+            if job.state not in WAITING and job.state is not JobState.SENDING:
+                # OCPP 1.6 cannot recall an update the charger holds; let it finish or fail.
+                return _unchanged(job, f"cannot cancel: the charger already holds it ({job.state})")
+            return Step(replace(job, state=JobState.CANCELLED, detail=reason, deadline=None), True)
         case Created():
             if job.state is not JobState.QUEUED or job.deadline is not None:
                 return _unchanged(job, "already created")
@@ -329,9 +330,7 @@ def _answered(job: Job, status: str, now: datetime, t: Timeouts) -> Step:
         start = max(now, job.retrieve_at) if job.retrieve_at else now
         deadline = _at(start, t.download_start)
         return Step(replace(job, state=JobState.ACCEPTED, deadline=deadline), True)
-    failure, detail = _ANSWER_FAILURES.get(
-        status, (Failure.REJECTED, f"charger answered {status}")
-    )
+    failure, detail = _ANSWER_FAILURES.get(status, (Failure.REJECTED, f"charger answered {status}"))
     return Step(_fail(job, failure, detail), True)
 
 
@@ -380,6 +379,9 @@ _FAILURES: dict[str, tuple[Failure, str]] = {
 
 
 def _status(job: Job, event: StatusReported, now: datetime, t: Timeouts) -> Step:
+    if job.state is JobState.SENDING and (event.request_id is None or event.request_id == job.id):
+        # The report overtook the CALLRESULT on its way to us: the charger took the job.
+        job = _answered(job, "Accepted", now, t).job
     if job.state not in ON_CHARGER:
         return _unchanged(job, f"{event.status} while {job.state}")
     if event.request_id is not None and event.request_id != job.id:

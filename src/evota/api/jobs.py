@@ -1,0 +1,210 @@
+"""Single-charger firmware updates and the jobs that track them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+
+from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.problems import Problem
+from evota.firmware.updates import ChargerFacts, ImageFacts, update_refusal
+from evota.rollout.runner import JobConflict
+from evota.store.models import Charger, Firmware, Job, JobEvent
+
+router = APIRouter(tags=["jobs"])
+
+
+class FirmwareUpdateIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"firmware_id": "3f0c2c1e-5d0b-4a51-9d0e-6f1f0b9f2a10"}],
+        },
+    )
+    firmware_id: str = Field(min_length=1, max_length=36)
+    retrieve_at: AwareDatetime | None = Field(
+        None, description="not before this time (UTC offset required); default now"
+    )
+    allow_downgrade: bool = False
+
+
+class JobCreated(BaseModel):
+    job_id: int
+    state: str
+
+
+class JobEventOut(BaseModel):
+    at: datetime
+    event: str
+    state: str
+    detail: dict[str, Any]
+
+
+class JobOut(BaseModel):
+    id: int
+    charger_id: str
+    firmware_id: str
+    campaign_id: str | None
+    kind: str
+    state: str
+    failure: str | None
+    detail: str | None
+    target_version: str
+    previous_version: str | None
+    method: str | None
+    attempts: int
+    retrieve_at: datetime | None
+    deadline: datetime | None
+    allow_downgrade: bool
+    bytes_served: int
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class JobDetail(JobOut):
+    history: list[JobEventOut]
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("cancelled by operator", max_length=500)
+
+
+def _image_facts(fw: Firmware) -> ImageFacts:
+    return ImageFacts(
+        id=fw.id,
+        vendor=fw.vendor,
+        version=fw.version,
+        state=fw.state,
+        models=fw.models or (),
+        hardware_revisions=fw.hardware_revisions or (),
+        min_current_version=fw.min_current_version,
+        supersedes=fw.supersedes or (),
+    )
+
+
+@router.post(
+    "/api/v1/chargers/{charger_id}/firmware-update", status_code=202, response_model=JobCreated
+)
+async def update_firmware(
+    charger_id: str, body: FirmwareUpdateIn, rt: RuntimeDep, who: PrincipalDep
+) -> dict[str, Any]:
+    """Start a firmware update of one charger. Refusals name the reason (``reason``)."""
+    async with rt.engine.connect() as conn:
+        charger = (await conn.execute(select(Charger).where(Charger.id == charger_id))).scalar()
+        fw = (await conn.execute(select(Firmware).where(Firmware.id == body.firmware_id))).scalar()
+    if charger is None:
+        raise Problem(404, "Unknown charger", f"no charger with id {charger_id!r}", "charger_id")
+    if fw is None:
+        raise Problem(
+            422, "Unknown firmware", f"no firmware with id {body.firmware_id!r}", "firmware_id"
+        )
+    facts = ChargerFacts(
+        id=charger.id,
+        vendor=charger.vendor,
+        model=charger.model,
+        hardware_revision=charger.hardware_revision,
+        firmware_version=charger.firmware_version,
+    )
+    refusal = update_refusal(_image_facts(fw), facts, allow_downgrade=body.allow_downgrade)
+    if refusal is not None:
+        raise Problem(
+            409,
+            "Update refused",
+            refusal.detail,
+            "allow_downgrade" if refusal.reason == "downgrade" else "firmware_id",
+            reason=refusal.reason,
+        )
+    try:
+        job = await rt.jobs.create(
+            charger_id=charger.id,
+            firmware=fw,
+            previous_version=charger.firmware_version,
+            learned_method=charger.firmware_delivery,
+            retrieve_at=body.retrieve_at,
+            allow_downgrade=body.allow_downgrade,
+            created_by=who.name,
+        )
+    except JobConflict as exc:
+        raise Problem(
+            409,
+            "Update in progress",
+            str(exc),
+            "charger_id",
+            reason="in_progress",
+            job_id=exc.job_id,
+        ) from None
+    return {"job_id": job.id, "state": job.state.value}
+
+
+@router.get("/api/v1/jobs", response_model=JobPage)
+async def list_jobs(
+    rt: RuntimeDep,
+    _who: PrincipalDep,
+    charger_id: str | None = None,
+    firmware_id: str | None = None,
+    state: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    query = select(Job)
+    if charger_id is not None:
+        query = query.where(Job.charger_id == charger_id)
+    if firmware_id is not None:
+        query = query.where(Job.firmware_id == firmware_id)
+    if state is not None:
+        query = query.where(Job.state == state)
+    async with rt.engine.connect() as conn:
+        total = (await conn.execute(select(func.count()).select_from(query.subquery()))).scalar()
+        rows = (await conn.execute(query.order_by(Job.id.desc()).limit(limit).offset(offset))).all()
+    items = [dict(r._mapping) for r in rows]
+    return {"items": items, "total": total or 0, "limit": limit, "offset": offset}
+
+
+async def _job_detail(rt: Any, job_id: int) -> dict[str, Any]:
+    async with rt.engine.connect() as conn:
+        row = (await conn.execute(select(Job).where(Job.id == job_id))).first()
+        if row is None:
+            raise Problem(404, "Unknown job", f"no job with id {job_id}", "job_id")
+        events = (
+            await conn.execute(
+                select(JobEvent.at, JobEvent.event, JobEvent.state, JobEvent.detail)
+                .where(JobEvent.job_id == job_id)
+                .order_by(JobEvent.id)
+            )
+        ).all()
+    data = dict(row._mapping)
+    data["history"] = [dict(e._mapping) for e in events]
+    return data
+
+
+@router.get("/api/v1/jobs/{job_id}", response_model=JobDetail)
+async def get_job(job_id: int, rt: RuntimeDep, _who: PrincipalDep) -> dict[str, Any]:
+    return await _job_detail(rt, job_id)
+
+
+@router.post("/api/v1/jobs/{job_id}/cancel", response_model=JobDetail)
+async def cancel_job(
+    job_id: int, rt: RuntimeDep, _who: PrincipalDep, body: CancelIn | None = None
+) -> dict[str, Any]:
+    """Cancel a job that has not reached the charger (OCPP 1.6 cannot recall one)."""
+    reason = body.reason if body else "cancelled by operator"
+    current = await _job_detail(rt, job_id)
+    s = await rt.jobs.cancel(job_id, reason)
+    if s is None or not s.changed:
+        why = s.note if s is not None else f"job is {current['state']}"
+        raise Problem(409, "Cannot cancel", why or "", "job_id")
+    return await _job_detail(rt, job_id)

@@ -1,0 +1,88 @@
+"""Whether one firmware image may go to one charger: the pre-checks behind every update.
+
+Pure functions over plain facts, so the single-charger API, campaigns (eligibility and
+exclusion reasons) and the console all refuse for the same reasons with the same words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from evota.firmware import versions
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    id: str
+    vendor: str
+    version: str
+    state: str
+    models: Sequence[str] = ()
+    hardware_revisions: Sequence[str] = ()
+    min_current_version: str | None = None
+    supersedes: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerFacts:
+    id: str
+    vendor: str | None
+    model: str | None
+    hardware_revision: str | None
+    firmware_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an update is refused: ``reason`` is a stable code, ``detail`` a sentence."""
+
+    reason: str
+    detail: str
+
+
+def compatibility_problem(image: ImageFacts, charger: ChargerFacts) -> str | None:
+    """None when the image fits the charger's vendor, model and hardware revision.
+
+    Empty model or hardware-revision lists mean "any". Vendors compare case-insensitively
+    (chargers report them with inconsistent case); models and revisions exactly.
+    """
+    if charger.vendor is None or charger.vendor.casefold() != image.vendor.casefold():
+        return f"image is for vendor {image.vendor}, charger reports {charger.vendor or 'none'}"
+    if image.models and charger.model not in image.models:
+        return f"model {charger.model or 'unknown'} is not among {', '.join(image.models)}"
+    if image.hardware_revisions and charger.hardware_revision not in image.hardware_revisions:
+        return (
+            f"hardware revision {charger.hardware_revision or 'unknown'} is not among "
+            f"{', '.join(image.hardware_revisions)}"
+        )
+    return None
+
+
+def update_refusal(
+    image: ImageFacts, charger: ChargerFacts, *, allow_downgrade: bool = False
+) -> Refusal | None:
+    """The first reason the update must not be sent, or None."""
+    if image.state == "revoked":
+        return Refusal("revoked", f"firmware {image.version} is revoked")
+    problem = compatibility_problem(image, charger)
+    if problem:
+        return Refusal("incompatible", problem)
+    current = charger.firmware_version or None
+    if current is not None and versions.compare(current, image.version) == 0:
+        return Refusal("already_on_target", f"charger already runs {image.version}")
+    if current is not None and not allow_downgrade:
+        supersedes = {image.version: list(image.supersedes)} if image.supersedes else None
+        if not versions.is_newer(image.version, current, supersedes=supersedes):
+            return Refusal(
+                "downgrade",
+                f"{image.version} is older than the installed {current}; "
+                "set allow_downgrade to install it anyway",
+            )
+    minimum = image.min_current_version
+    if minimum and current is not None and versions.compare(current, minimum) < 0:
+        return Refusal(
+            "needs_intermediate",
+            f"charger runs {current}; this release requires at least {minimum} first",
+        )
+    return None
