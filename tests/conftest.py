@@ -10,6 +10,7 @@ import base64
 import os
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from evota.config import Settings
+from evota.firmware import signing
 from evota.runtime import Runtime
 
 TOKEN = "test-admin-token-0123456789"
@@ -133,3 +135,20 @@ async def connect(
         compression=None,
         open_timeout=5,
     )
+
+
+@dataclass
+class Keys:
+    ca_key: bytes
+    ca_cert: bytes
+    key: bytes
+    cert: bytes
+
+
+@pytest.fixture(scope="session")
+def keys() -> Keys:
+    ca_key, ca_cert = signing.generate_ca("Evota Test Root", "Evota")
+    key, cert = signing.generate_signing_key(
+        "Evota Release", "Evota", ca_key=ca_key, ca_cert=ca_cert
+    )
+    return Keys(ca_key, ca_cert, key, cert)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from evota.sim.charger import SimulatedCharger
 from evota.sim.fleet import ChargerSpec, FaultProfile
 from evota.store.models import Charger
 
-from .conftest import TOKEN, api_client, start_runtime
+from .conftest import TOKEN, Keys, api_client, start_runtime
 from .sim.conftest import fast
 
 VENDOR = "Evota"
@@ -38,23 +38,6 @@ FAST_JOBS: dict[str, Any] = {
     "job_install_timeout": 20,
     "job_reboot_timeout": 3,
 }
-
-
-@dataclass
-class Keys:
-    ca_key: bytes
-    ca_cert: bytes
-    key: bytes
-    cert: bytes
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    ca_key, ca_cert = signing.generate_ca("Evota Test Root", "Evota")
-    key, cert = signing.generate_signing_key(
-        "Evota Release", "Evota", ca_key=ca_key, ca_cert=ca_cert
-    )
-    return Keys(ca_key, ca_cert, key, cert)
 
 
 def image_bytes(version: str, size: int = 256 * 1024) -> bytes:

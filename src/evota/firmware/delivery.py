@@ -1,0 +1,742 @@
+"""The firmware download server: plain HTTP/1.1 with Range, per-charger tokens and caps.
+
+Chargers fetch images from the URL handed to them in UpdateFirmware; they cannot send extra
+headers, so the authorisation is a token in the path (see :mod:`evota.firmware.tokens`).
+Images are tens of MB to GBs and a rollout wave starts hundreds of downloads at once, so this
+is a dedicated server on its own threads rather than part of the asyncio API: every body is
+sent with blocking ``os.sendfile``, which copies page cache to socket inside the kernel and
+releases the GIL, so the event loop running the OCPP gateway is not disturbed and
+throughput is close to nginx's.
+
+One thread per connection (connections are few and long; threads are cheap next to the
+bytes they move). Sockets are blocking with kernel ``SO_RCVTIMEO``/``SO_SNDTIMEO``, so a
+stalled client releases its thread after ``timeout`` seconds, and :meth:`DeliveryServer.stop`
+wakes every blocked thread by shutting its socket down. Request heads are parsed here (not
+by :mod:`http.server`) to keep them small and bounded and to answer every error with a
+problem body; the token (a secret) is never logged.
+
+URL: ``{prefix}{charger_id}/{sha256}/{token}/firmware.bin``; anything after the token is
+ignored (some chargers want a file name). The file path only ever comes from
+``lookup(sha256)`` with a validated 64-hex digest, never from the URL.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import socket
+import socketserver
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote, unquote
+
+import structlog
+
+from evota.firmware import tokens
+
+__all__ = [
+    "MAX_URL_CHARS",
+    "DeliveryServer",
+    "ServedImage",
+    "download_path",
+    "download_url",
+]
+
+log = structlog.get_logger("evota.firmware.delivery")
+
+MAX_URL_CHARS: Final = 512  # OCPP 2.0.1 UpdateFirmware location (string[0..512])
+MAX_LINE: Final = 8192  # request line or one header line; our URLs are < 1 KiB
+MAX_HEAD: Final = 32 * 1024  # whole request head
+MAX_HEADERS: Final = 64
+SEND_CHUNK: Final = 8 * 1024 * 1024  # per sendfile call: bounds how stale take_bytes gets
+RETRY_AFTER: Final = 30  # seconds, on 503 over a cap
+_ALLOW: Final = "GET, HEAD"
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,%d}" % tokens.MAX_TOKEN_CHARS)
+_VERSION = re.compile(r"HTTP/(\d)\.(\d)")
+_HEADER_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_RANGE_SPEC = re.compile(r"(\d*)-(\d*)")
+_SEND_FALLBACK_ERRNOS = frozenset(
+    {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EAFNOSUPPORT}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServedImage:
+    """What ``lookup(sha256)`` returns: where the blob lives and whether it may be served."""
+
+    path: Path
+    size: int
+    revoked: bool = False
+
+
+def _check_prefix(path_prefix: str) -> str:
+    if not path_prefix.startswith("/") or not path_prefix.endswith("/"):
+        raise ValueError("path_prefix must start and end with '/'")
+    return path_prefix
+
+
+def download_path(charger_id: str, sha256: str, token: str, path_prefix: str = "/firmware/") -> str:
+    """The path part of a download URL; the charger id is percent-encoded (it may hold '/')."""
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError("sha256 must be 64 lowercase hex characters")
+    if not _TOKEN.fullmatch(token):
+        raise ValueError("token is not a download token")
+    return (
+        f"{_check_prefix(path_prefix)}{quote(charger_id, safe='')}/{sha256}/{token}/firmware.bin"
+    )
+
+
+def download_url(public_base_url: str, charger_id: str, sha256: str, token: str) -> str:
+    """Full URL for UpdateFirmware; raises ``ValueError`` past OCPP's 512 characters."""
+    url = public_base_url.rstrip("/") + download_path(charger_id, sha256, token)
+    if len(url) > MAX_URL_CHARS:
+        raise ValueError(f"download URL is {len(url)} characters, OCPP allows {MAX_URL_CHARS}")
+    return url
+
+
+class _BadRequest(Exception):
+    """The request head cannot be parsed; answer ``status`` and close the connection."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class _Closed(Exception):
+    """The peer closed, timed out or the server is stopping: drop the connection quietly."""
+
+
+@dataclass(slots=True)
+class _Request:
+    method: str
+    target: str
+    version: tuple[int, int]
+    headers: dict[str, str]
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+class _Reader:
+    """Line reader over a blocking socket with a kernel receive timeout.
+
+    Leftover bytes stay buffered for the next request on a keep-alive connection.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+
+    def readline(self, deadline: float) -> bytes:
+        start = 0
+        while True:
+            end = self._buf.find(b"\n", start)
+            if end >= 0:
+                line = bytes(self._buf[: end + 1])
+                del self._buf[: end + 1]
+                return line
+            if len(self._buf) > MAX_LINE:
+                raise _BadRequest(431, "request line or header line too long")
+            start = len(self._buf)
+            if time.monotonic() > deadline:
+                raise _Closed("request head too slow")
+            try:
+                chunk = self._sock.recv(16384)
+            except OSError as exc:  # EAGAIN = SO_RCVTIMEO expired; EBADF etc. = stopping
+                raise _Closed(str(exc)) from None
+            if not chunk:
+                if self._buf:
+                    raise _BadRequest(400, "incomplete request head")
+                raise _Closed("peer closed")
+            self._buf += chunk
+
+
+def _parse_head(reader: _Reader, timeout: float) -> _Request:
+    deadline = time.monotonic() + timeout
+    line = reader.readline(deadline)
+    for _ in range(2):  # RFC 9112 §2.2: ignore empty lines before the request line
+        if line.strip():
+            break
+        line = reader.readline(deadline)
+    try:
+        text = line.decode("ascii").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise _BadRequest(400, "request line is not ASCII") from None
+    parts = text.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise _BadRequest(400, "malformed request line")
+    method, target, version_text = parts
+    match = _VERSION.fullmatch(version_text)
+    if match is None:
+        raise _BadRequest(400, "malformed HTTP version")
+    version = (int(match[1]), int(match[2]))
+    if version[0] != 1:
+        raise _BadRequest(505, "only HTTP/1.x is supported")
+
+    headers: dict[str, str] = {}
+    total = len(line)
+    for _ in range(MAX_HEADERS + 1):
+        raw = reader.readline(deadline)
+        total += len(raw)
+        if total > MAX_HEAD:
+            raise _BadRequest(431, "request head too large")
+        if raw in (b"\r\n", b"\n"):
+            return _Request(method, target, version, headers)
+        name, sep, value = raw.partition(b":")
+        if not sep or not _HEADER_NAME.fullmatch(name):  # also refuses obsolete line folding
+            raise _BadRequest(400, "malformed header line")
+        key = name.decode("ascii").lower()
+        val = value.strip(b" \t\r\n").decode("latin-1")
+        headers[key] = f"{headers[key]}, {val}" if key in headers else val
+    raise _BadRequest(431, "too many header lines")
+
+
+def _parse_range(value: str, size: int) -> tuple[int, int] | None | bool:
+    """One ``bytes=`` range as ``(start, end_exclusive)``; None = ignore the header (serve
+    the whole file: unknown unit, bad syntax, several ranges); False = unsatisfiable."""
+    unit, sep, spec = value.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    specs = [s.strip() for s in spec.split(",") if s.strip()]
+    if len(specs) != 1:
+        return None  # several ranges: a 200 with the whole file is allowed (RFC 9110 §14.2)
+    match = _RANGE_SPEC.fullmatch(specs[0])
+    if match is None or not (match[1] or match[2]):
+        return None
+    if not match[1]:  # suffix: the last n bytes
+        n = int(match[2])
+        if n == 0 or size == 0:
+            return False
+        return max(0, size - n), size
+    first = int(match[1])
+    last = int(match[2]) if match[2] else size - 1
+    if last < first:
+        return None  # invalid range-spec: ignored like any invalid Range
+    if first >= size:
+        return False
+    return first, min(last, size - 1) + 1
+
+
+def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*":
+            return True
+        if weak and candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate == etag:
+            return True
+    return False
+
+
+class _Caps:
+    """Counting semaphores for the global and per-site download caps (non-blocking)."""
+
+    def __init__(self, max_concurrent: int, max_per_site: int) -> None:
+        self._lock = threading.Lock()
+        self._max = max_concurrent
+        self._max_site = max_per_site
+        self.active = 0
+        self._sites: dict[str, int] = {}
+
+    def acquire(self, site: str | None) -> str | None:
+        """None if a slot was taken, else which cap is full ("global" or "site")."""
+        with self._lock:
+            if self.active >= self._max:
+                return "global"
+            if site is not None:
+                held = self._sites.get(site, 0)
+                if held >= self._max_site:
+                    return "site"
+                self._sites[site] = held + 1
+            self.active += 1
+            return None
+
+    def release(self, site: str | None) -> None:
+        with self._lock:
+            self.active -= 1
+            if site is not None:
+                held = self._sites[site] - 1
+                if held:
+                    self._sites[site] = held
+                else:
+                    del self._sites[site]
+
+
+class _TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 1024  # a wave starts hundreds of downloads at the same instant
+
+    def __init__(self, address: tuple[str, int], owner: DeliveryServer) -> None:
+        self.owner = owner
+        super().__init__(address, _Handler, bind_and_activate=False)
+        if ":" in address[0]:
+            self.socket.close()
+            self.address_family = socket.AF_INET6
+            self.socket = socket.socket(self.address_family, self.socket_type)
+        try:
+            self.server_bind()
+            self.server_activate()
+        except BaseException:
+            self.server_close()
+            raise
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return self.owner._admit(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Never the default traceback dump: it could include the request line (the token).
+        log.exception("firmware delivery handler failed", peer=_peer(client_address))
+
+
+def _peer(address: Any) -> str:
+    try:
+        return f"{address[0]}:{address[1]}"
+    except (TypeError, IndexError):
+        return str(address)
+
+
+class DeliveryServer:
+    """Serves firmware blobs to chargers from background threads; see the module docstring.
+
+    ``lookup`` and ``site_of`` are called from server threads (concurrently), so they must
+    be thread-safe and quick (an in-memory dict read, not a database query on the event
+    loop). ``keys`` are the token keys, newest first.
+    """
+
+    def __init__(
+        self,
+        *,
+        keys: Sequence[bytes],
+        lookup: Callable[[str], ServedImage | None],
+        site_of: Callable[[str], str | None] = lambda charger_id: None,
+        now: Callable[[], float] = time.time,
+        max_concurrent: int = 200,
+        max_per_site: int = 20,
+        path_prefix: str = "/firmware/",
+        timeout: float = 60.0,
+        max_connections: int | None = None,
+    ) -> None:
+        if not keys:
+            raise ValueError("at least one token key is required")
+        if max_concurrent < 1 or max_per_site < 1 or timeout <= 0:
+            raise ValueError("max_concurrent, max_per_site and timeout must be positive")
+        self.keys = tuple(bytes(k) for k in keys)
+        self.lookup = lookup
+        self.site_of = site_of
+        self.now = now
+        self.path_prefix = _check_prefix(path_prefix)
+        self.timeout = timeout
+        # Idle or slow connections each hold a thread; beyond this many, refuse at accept.
+        self.max_connections = max_connections or max(4 * max_concurrent, 256)
+        self._caps = _Caps(max_concurrent, max_per_site)
+        self._bytes_lock = threading.Lock()
+        self._bytes: dict[str, int] = {}
+        self._conns_lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        self._conns_idle = threading.Condition(self._conns_lock)
+        self._server: _TCPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, host: str, port: int) -> int:
+        """Bind and serve in a background daemon thread; return the bound port."""
+        if self._server is not None:
+            raise RuntimeError("DeliveryServer already started")
+        self._stopping = False
+        server = _TCPServer((host, port), self)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="evota-firmware-delivery",
+            daemon=True,
+        )
+        self._thread.start()
+        bound = int(server.server_address[1])
+        log.info("firmware delivery listening", host=host, port=bound)
+        return bound
+
+    def stop(self) -> None:
+        """Close the listener and every open connection (waking blocked threads); idempotent."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._server = self._thread = None
+        self._stopping = True
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        with self._conns_lock:
+            for sock in self._conns:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            # Handler threads notice at once; give them a moment to count their bytes.
+            self._conns_idle.wait_for(lambda: not self._conns, timeout=2.0)
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def take_bytes(self) -> dict[str, int]:
+        """Body bytes sent per job id since the last call (then reset)."""
+        with self._bytes_lock:
+            taken, self._bytes = self._bytes, {}
+        return taken
+
+    @property
+    def active_downloads(self) -> int:
+        """Requests currently sending a body (holding a cap slot)."""
+        return self._caps.active
+
+    def _count(self, job_id: str, n: int) -> None:
+        with self._bytes_lock:
+            self._bytes[job_id] = self._bytes.get(job_id, 0) + n
+
+    # -- connections -------------------------------------------------------------------
+
+    def _admit(self, sock: socket.socket) -> bool:
+        """Register a new connection, or refuse it (on the accept thread, never blocking)."""
+        with self._conns_lock:
+            if not self._stopping and len(self._conns) < self.max_connections:
+                self._conns.add(sock)
+                return True
+        body = _problem_body(503, "Too many connections", "try again later")
+        head = _head(503, [("Content-Type", "application/problem+json")], len(body), close=True)
+        head.append(("Retry-After", str(RETRY_AFTER)))
+        try:
+            sock.send(_render(503, head) + body, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        return False
+
+    def _forget(self, sock: socket.socket) -> None:
+        with self._conns_lock:
+            self._conns.discard(sock)
+            try:
+                sock.close()
+            except OSError:
+                pass
+            if not self._conns:
+                self._conns_idle.notify_all()
+
+
+def _problem_body(status: int, title: str, detail: str) -> bytes:
+    problem = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return json.dumps(problem, separators=(",", ":")).encode()
+
+
+def _head(
+    status: int, headers: list[tuple[str, str]], length: int, *, close: bool
+) -> list[tuple[str, str]]:
+    out = [("Date", formatdate(usegmt=True)), ("Server", "evota"), *headers]
+    if status != 304:
+        out.append(("Content-Length", str(length)))
+    if close:
+        out.append(("Connection", "close"))
+    return out
+
+
+def _render(status: int, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+    lines.extend(f"{k}: {v}" for k, v in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _set_timeouts(sock: socket.socket, seconds: float) -> None:
+    tv = struct.pack("@ll", int(seconds), int((seconds % 1) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    """One connection: request heads parsed here, bodies sent with ``os.sendfile``."""
+
+    server: _TCPServer
+    request: socket.socket
+
+    def setup(self) -> None:
+        self.owner = self.server.owner
+        self.peer = _peer(self.client_address)
+        sock = self.request
+        sock.settimeout(None)  # blocking: sendfile blocks instead of spinning on EAGAIN
+        _set_timeouts(sock, self.owner.timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self.reader = _Reader(sock)
+
+    def finish(self) -> None:
+        self.owner._forget(self.request)
+
+    def handle(self) -> None:
+        while not self.owner._stopping:
+            try:
+                request = _parse_head(self.reader, self.owner.timeout)
+            except _Closed:
+                return
+            except _BadRequest as exc:
+                log.info("bad firmware request", peer=self.peer, status=exc.status, why=exc.detail)
+                self._problem(exc.status, exc.detail, close=True, head_only=False)
+                return
+            try:
+                keep = self._serve(request)
+            except _Closed:
+                return
+            if not keep:
+                return
+
+    # -- responses ---------------------------------------------------------------------
+
+    def _send(self, data: bytes, flags: int = 0) -> None:
+        try:
+            self.request.sendall(data, flags)
+        except OSError as exc:
+            raise _Closed(str(exc)) from None
+
+    def _problem(
+        self,
+        status: int,
+        detail: str,
+        *,
+        close: bool,
+        head_only: bool,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        body = _problem_body(status, HTTPStatus(status).phrase, detail)
+        headers = [("Content-Type", "application/problem+json"), *(extra or [])]
+        head = _render(status, _head(status, headers, len(body), close=close))
+        self._send(head if head_only else head + body)
+
+    def _serve(self, req: _Request) -> bool:
+        """Answer one request; return whether the connection may be kept open."""
+        conn = (req.header("connection") or "").lower()
+        if req.version >= (1, 1):
+            keep = "close" not in conn
+        else:
+            keep = "keep-alive" in conn
+        if req.header("transfer-encoding") is not None or (req.header("content-length") or "0") != "0":
+            keep = False  # a request body we do not read: cannot find the next request
+        head_only = req.method == "HEAD"
+        if req.method not in ("GET", "HEAD"):
+            self._problem(
+                405, "only GET and HEAD", close=not keep, head_only=False, extra=[("Allow", _ALLOW)]
+            )
+            return keep
+
+        parsed = self._parse_target(req.target)
+        if parsed is None:
+            self._problem(404, "no such download", close=not keep, head_only=head_only)
+            return keep
+        charger_id, sha256, token = parsed
+        try:
+            grant = tokens.verify(
+                token,
+                self.owner.keys,
+                now=int(self.owner.now()),
+                charger_id=charger_id,
+                firmware_sha256=sha256,
+            )
+        except tokens.TokenError as exc:
+            who = exc.grant
+            log.warning(
+                "firmware download refused",
+                peer=self.peer,
+                charger=who.charger_id if who else charger_id[:64],
+                job=who.job_id if who else None,
+                status=exc.http_status,
+                why=exc.reason,
+            )
+            self._problem(exc.http_status, exc.reason, close=not keep, head_only=head_only)
+            return keep
+
+        ctx: dict[str, Any] = {"peer": self.peer, "charger": grant.charger_id, "job": grant.job_id}
+        try:
+            image = self.owner.lookup(sha256)
+        except Exception:
+            log.exception("firmware lookup failed", **ctx)
+            self._problem(500, "lookup failed", close=True, head_only=head_only)
+            return False
+        if image is None or image.revoked:
+            status = 404 if image is None else 410
+            log.info("firmware download refused", status=status, **ctx)
+            detail = "unknown image" if image is None else "image revoked"
+            self._problem(status, detail, close=not keep, head_only=head_only)
+            return keep
+        try:
+            fd = os.open(image.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            log.warning("firmware blob missing", status=404, **ctx)
+            self._problem(404, "image not stored", close=not keep, head_only=head_only)
+            return keep
+        try:
+            return self._serve_file(req, fd, sha256, image, keep, head_only, grant, ctx)
+        finally:
+            os.close(fd)
+
+    def _parse_target(self, target: str) -> tuple[str, str, str] | None:
+        if target.startswith(("http://", "https://")):  # absolute-form (RFC 9112 §3.2.2)
+            slash = target.find("/", target.find("//") + 2)
+            target = target[slash:] if slash >= 0 else "/"
+        path = target.partition("?")[0]
+        prefix = self.owner.path_prefix
+        if not path.startswith(prefix):
+            return None
+        parts = path[len(prefix) :].split("/", 3)
+        if len(parts) < 3:
+            return None
+        quoted_id, sha256, token = parts[:3]
+        if not quoted_id or not _SHA256.fullmatch(sha256) or not _TOKEN.fullmatch(token):
+            return None
+        try:
+            charger_id = unquote(quoted_id, errors="strict")
+        except UnicodeDecodeError:
+            return None
+        return charger_id, sha256, token
+
+    def _serve_file(
+        self,
+        req: _Request,
+        fd: int,
+        sha256: str,
+        image: ServedImage,
+        keep: bool,
+        head_only: bool,
+        grant: tokens.DownloadGrant,
+        ctx: dict[str, Any],
+    ) -> bool:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            self._problem(404, "image not stored", close=not keep, head_only=head_only)
+            return keep
+        size = st.st_size
+        if size != image.size:
+            log.error("firmware blob size mismatch", stored=size, expected=image.size, **ctx)
+            self._problem(500, "stored image is damaged", close=True, head_only=head_only)
+            return False
+        etag = f'"{sha256}"'
+        common = [
+            ("ETag", etag),
+            ("Last-Modified", formatdate(st.st_mtime, usegmt=True)),
+            ("Cache-Control", "private, no-store"),
+            ("Accept-Ranges", "bytes"),
+        ]
+        inm = req.header("if-none-match")
+        if inm is not None and _etag_matches(inm, etag, weak=True):
+            self._send(_render(304, _head(304, common, 0, close=not keep)))
+            return keep
+
+        status, start, end = 200, 0, size
+        range_header = req.header("range")
+        if_range = req.header("if-range")
+        if range_header is not None and (if_range is None or if_range.strip() == etag):
+            parsed = _parse_range(range_header, size)
+            if parsed is False:
+                log.info("firmware range not satisfiable", status=416, size=size, **ctx)
+                self._problem(
+                    416,
+                    "range not satisfiable",
+                    close=not keep,
+                    head_only=head_only,
+                    extra=[("Content-Range", f"bytes */{size}"), *common],
+                )
+                return keep
+            if isinstance(parsed, tuple):
+                status, (start, end) = 206, parsed
+
+        headers = [("Content-Type", "application/octet-stream"), *common]
+        if status == 206:
+            headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
+        if head_only:
+            self._send(_render(status, _head(status, headers, end - start, close=not keep)))
+            return keep
+
+        try:
+            site = self.owner.site_of(grant.charger_id)
+        except Exception:
+            log.exception("firmware site lookup failed", **ctx)
+            self._problem(500, "site lookup failed", close=True, head_only=False)
+            return False
+        full = self.owner._caps.acquire(site)
+        if full is not None:
+            log.warning("firmware download deferred", status=503, cap=full, site=site, **ctx)
+            self._problem(
+                503,
+                f"too many concurrent downloads ({full}); retry later",
+                close=not keep,
+                head_only=False,
+                extra=[("Retry-After", str(RETRY_AFTER))],
+            )
+            return keep
+        started = time.monotonic()
+        sent = 0
+        ok = False
+        try:
+            head = _render(status, _head(status, headers, end - start, close=not keep))
+            self._send(head, getattr(socket, "MSG_MORE", 0))
+            sent, ok = self._send_body(fd, start, end, grant.job_id)
+        finally:
+            self.owner._caps.release(site)
+            log.info(
+                "firmware download" if ok else "firmware download interrupted",
+                status=status,
+                offset=start,
+                bytes=sent,
+                of=end - start,
+                seconds=round(time.monotonic() - started, 3),
+                **ctx,
+            )
+        return keep and ok
+
+    def _send_body(self, fd: int, start: int, end: int, job_id: str) -> tuple[int, bool]:
+        """Send ``[start, end)`` of ``fd``; return (bytes sent, completed)."""
+        out = self.request.fileno()
+        offset = start
+        use_sendfile = True
+        try:
+            while offset < end:
+                want = min(SEND_CHUNK, end - offset)
+                if use_sendfile:
+                    try:
+                        n = os.sendfile(out, fd, offset, want)
+                    except OSError as exc:
+                        if exc.errno in _SEND_FALLBACK_ERRNOS and offset == start:
+                            use_sendfile = False  # e.g. a filesystem without sendfile
+                            continue
+                        return offset - start, False  # peer gone, timed out or stopping
+                else:
+                    data = os.pread(fd, min(want, 1024 * 1024), offset)
+                    if not data:
+                        return offset - start, False
+                    try:
+                        self.request.sendall(data)
+                    except OSError:
+                        return offset - start, False
+                    n = len(data)
+                if n == 0:  # file shrank under us: cannot happen for an immutable blob
+                    return offset - start, False
+                offset += n
+                self.owner._count(job_id, n)
+            return offset - start, True
+        except Exception:
+            log.exception("firmware body send failed", job=job_id)
+            return offset - start, False
