@@ -405,8 +405,8 @@ async def test_a_job_survives_a_server_restart(tmp_path: Path, sqlite_url: str, 
         "download_port": rt.download_port,
     }
     try:
-        fw = await upload(api, tmp_path, keys, "2.0.0", size=1024 * 1024)
-        charger = await b.charger(faults=FaultProfile(slow_link_bps=400_000))
+        fw = await upload(api, tmp_path, keys, "2.0.0", size=4 * 1024 * 1024)
+        charger = await b.charger(faults=FaultProfile(slow_link_bps=16_000_000))
         job_id = (await b.update(charger.identity, fw["id"])).json()["job_id"]
         await b.until(lambda: b.job(job_id), lambda j: j["state"] == "downloading")
         await api.aclose()

@@ -57,6 +57,10 @@ async def test_independent_strict_charger_takes_a_signed_update(
         try:
             async with asyncio.timeout(30):
                 assert (await proc.stdout.readline()).strip() == b"READY"
+                for _ in range(100):  # the boot is written behind, within 0.25 s
+                    if (await api.get(f"/api/v1/chargers/{IDENTITY}")).json()["vendor"]:
+                        break
+                    await asyncio.sleep(0.05)
                 r = await api.post(
                     f"/api/v1/chargers/{IDENTITY}/firmware-update", json={"firmware_id": fw["id"]}
                 )

@@ -83,7 +83,7 @@ class CancelIn(BaseModel):
     reason: str = Field("cancelled by operator", max_length=500)
 
 
-def _image_facts(fw: Firmware) -> ImageFacts:
+def _image_facts(fw: Any) -> ImageFacts:
     return ImageFacts(
         id=fw.id,
         vendor=fw.vendor,
@@ -104,8 +104,8 @@ async def update_firmware(
 ) -> dict[str, Any]:
     """Start a firmware update of one charger. Refusals name the reason (``reason``)."""
     async with rt.engine.connect() as conn:
-        charger = (await conn.execute(select(Charger).where(Charger.id == charger_id))).scalar()
-        fw = (await conn.execute(select(Firmware).where(Firmware.id == body.firmware_id))).scalar()
+        charger = (await conn.execute(select(Charger).where(Charger.id == charger_id))).first()
+        fw = (await conn.execute(select(Firmware).where(Firmware.id == body.firmware_id))).first()
     if charger is None:
         raise Problem(404, "Unknown charger", f"no charger with id {charger_id!r}", "charger_id")
     if fw is None:

@@ -141,6 +141,9 @@ class ChargerOut(BaseModel):
     box_serial_number: str | None
     hardware_revision: str | None
     firmware_version: str | None
+    firmware_delivery: str | None = Field(
+        None, description="how the charger takes firmware (signed or plain), learned"
+    )
     protocol: str | None
     connected: bool
     last_seen: datetime | None

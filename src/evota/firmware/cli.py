@@ -1,16 +1,22 @@
-"""``evota firmware``: make signing keys, sign firmware images, verify them like a charger would.
+"""``evota firmware``: the firmware repository on a running server, and offline signing.
 
-A thin shell over ``evota.firmware.signing``: every failure is one line on stderr and exit
-code 1, never a traceback, and private keys only ever go to 0600 files, never to the terminal.
+``add``, ``list``, ``show``, ``release``, ``deprecate``, ``revoke``, ``vendor`` and ``trust``
+talk to the REST API (``--url``/``--token`` or ``EVOTA_URL``/``EVOTA_TOKEN``); ``keygen``,
+``sign`` and ``verify`` are a thin shell over ``evota.firmware.signing`` and work offline.
+Every failure is one line on stderr and exit code 1, never a traceback, and private keys only
+ever go to 0600 files, never to the terminal or the server.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import os
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
@@ -25,10 +31,17 @@ from evota.firmware.signing import (
 )
 
 app = typer.Typer(
-    help="Signed firmware: keygen, sign, verify (OCPP SignedUpdateFirmware / UpdateFirmware).",
+    help="Firmware repository (add, list, show, lifecycle, vendor policy, trusted roots) "
+    "and signing (keygen, sign, verify).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+trust_app = typer.Typer(help="Trusted root certificates per vendor.", no_args_is_help=True)
+app.add_typer(trust_app, name="trust")
+
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar="EVOTA_URL", help="evota HTTP URL")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="EVOTA_TOKEN", help="API token")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -188,3 +201,318 @@ def verify(
         raise _fail(f"cannot read firmware {file}: {exc.strerror or exc}") from None
     chain = " and chains to a trusted root" if roots else " (chain not checked: no --root)"
     typer.echo(f"OK: signature verified{chain}")
+
+
+# --- the repository on a running server ------------------------------------------------------
+
+
+def _api(url: str | None, token: str | None, method: str, path: str, **kwargs: Any) -> Any:
+    from evota.client import ApiError, Client
+
+    try:
+        return Client(url, token).request(method, path, **kwargs)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _summary(fw: dict[str, Any]) -> str:
+    signed = "signed" if fw["signed"] else "unsigned"
+    reason = f" ({fw['state_reason']})" if fw.get("state_reason") else ""
+    return f"{fw['id']}  {fw['vendor']} {fw['version']}  {fw['state']}{reason}  {signed}"
+
+
+def _fw_path(firmware_id: str, suffix: str = "") -> str:
+    return f"/api/v1/firmware/{quote(firmware_id, safe='')}{suffix}"
+
+
+@app.command("add")
+def add(
+    file: Annotated[Path, typer.Argument(help="firmware image")],
+    version: Annotated[str, typer.Option("--version", help="version the charger will report")],
+    vendor: Annotated[
+        str, typer.Option("--vendor", help="charger vendor (as in BootNotification)")
+    ],
+    model: Annotated[list[str], typer.Option("--model", help="compatible model (repeatable)")],
+    hardware_revision: Annotated[
+        list[str] | None,
+        typer.Option("--hardware-revision", help="compatible hardware revision (repeatable)"),
+    ] = None,
+    signature: Annotated[
+        str | None, typer.Option("--signature", help="Base64 signature, or a file (Base64 or DER)")
+    ] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", help="PEM signing certificate")] = None,
+    notes: Annotated[str | None, typer.Option("--notes", help="release notes")] = None,
+    state: Annotated[str, typer.Option("--state", help="draft | pilot | released")] = "draft",
+    min_current_version: Annotated[
+        str | None, typer.Option("--min-current-version", help="must be installed first")
+    ] = None,
+    supersedes: Annotated[
+        list[str] | None, typer.Option("--supersedes", help="version this replaces (repeatable)")
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload an image with its metadata; the server checks the signature and hashes it."""
+    data: dict[str, Any] = {
+        "vendor": vendor,
+        "version": version,
+        "models": model,
+        "hardware_revisions": hardware_revision or [],
+        "state": state,
+        "supersedes": supersedes or [],
+    }
+    if signature is not None:
+        data["signature"] = "".join(_signature_arg(signature).split())
+    if cert is not None:
+        data["signing_certificate"] = _read(cert, "certificate").decode("utf-8", "replace")
+    if notes is not None:
+        data["release_notes"] = notes
+    if min_current_version is not None:
+        data["min_current_version"] = min_current_version
+    try:
+        handle = file.open("rb")
+    except OSError as exc:
+        raise _fail(f"cannot read firmware {file}: {exc.strerror or exc}") from None
+    with handle:  # httpx streams the file part from the open handle
+        fw = _api(
+            url,
+            token,
+            "POST",
+            "/api/v1/firmware",
+            data=data,
+            files={"file": (file.name, handle, "application/octet-stream")},
+        )
+    if as_json:
+        return _print_json(fw)
+    typer.echo(f"added {_summary(fw)}  sha256 {fw['sha256']}")
+
+
+@app.command("list")
+def list_(
+    vendor: Annotated[str | None, typer.Option("--vendor")] = None,
+    state: Annotated[str | None, typer.Option("--state")] = None,
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List images, newest first."""
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    for key, value in (("vendor", vendor), ("state", state), ("model", model)):
+        if value is not None:
+            params[key] = value
+    page = _api(url, token, "GET", "/api/v1/firmware", params=params)
+    if as_json:
+        return _print_json(page)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Firmware ({len(page['items'])} of {page['total']})")
+    for col in ("id", "vendor", "version", "state", "models", "signed", "size", "created"):
+        table.add_column(col)
+    for fw in page["items"]:
+        table.add_row(
+            fw["id"],
+            fw["vendor"],
+            fw["version"],
+            fw["state"],
+            ", ".join(fw["models"]) or "any",
+            "yes" if fw["signed"] else "no",
+            str(fw["size"]),
+            str(fw["created_at"]),
+        )
+    Console().print(table)
+
+
+@app.command("show")
+def show(
+    firmware_id: Annotated[str, typer.Argument(help="firmware id")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One image with its metadata and how many chargers run it."""
+    fw = _api(url, token, "GET", _fw_path(firmware_id))
+    if as_json:
+        return _print_json(fw)
+    for key in (
+        "id",
+        "vendor",
+        "version",
+        "state",
+        "state_reason",
+        "models",
+        "hardware_revisions",
+        "sha256",
+        "size",
+        "filename",
+        "signed",
+        "min_current_version",
+        "supersedes",
+        "chargers_running",
+        "created_at",
+        "updated_at",
+    ):
+        value = fw[key]
+        if isinstance(value, list):
+            value = ", ".join(value) or ("" if key == "supersedes" else "any")
+        typer.echo(f"{key + ':':21}{'' if value is None else value}")
+    if fw["release_notes"]:
+        typer.echo("release notes:\n" + fw["release_notes"])
+
+
+def _transition(
+    url: str | None,
+    token: str | None,
+    firmware_id: str,
+    state: str,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    body: dict[str, Any] = {"state": state}
+    if reason is not None:
+        body["reason"] = reason
+    fw = _api(url, token, "POST", _fw_path(firmware_id, "/state"), json=body)
+    if as_json:
+        return _print_json(fw)
+    typer.echo(_summary(fw))
+
+
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="why (kept with the image)")]
+
+
+@app.command("release")
+def release(
+    firmware_id: str,
+    reason: ReasonOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark an image released (from draft, pilot or deprecated)."""
+    _transition(url, token, firmware_id, "released", reason, as_json)
+
+
+@app.command("pilot")
+def pilot(
+    firmware_id: str,
+    reason: ReasonOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark a draft image as in pilot."""
+    _transition(url, token, firmware_id, "pilot", reason, as_json)
+
+
+@app.command("deprecate")
+def deprecate(
+    firmware_id: str,
+    reason: ReasonOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deprecate a released image (no longer offered for new updates)."""
+    _transition(url, token, firmware_id, "deprecated", reason, as_json)
+
+
+@app.command("revoke")
+def revoke(
+    firmware_id: str,
+    reason: Annotated[str, typer.Option("--reason", help="why (required)")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke an image for good: downloads stop and pending update jobs are cancelled."""
+    _transition(url, token, firmware_id, "revoked", reason, as_json)
+
+
+@app.command("vendor")
+def vendor_policy(
+    vendor: Annotated[str, typer.Argument(help="vendor name")],
+    allow_unsigned: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-unsigned/--require-signed",
+            help="accept unsigned images of this vendor, or require signatures again",
+        ),
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show or set a vendor's signing policy (unsigned images are refused by default)."""
+    if allow_unsigned is None:
+        page = _api(url, token, "GET", "/api/v1/firmware/vendors")
+        found = [p for p in page["items"] if p["vendor"].casefold() == vendor.casefold()]
+        policy = found[0] if found else {"vendor": vendor, "allow_unsigned": False}
+    else:
+        path = f"/api/v1/firmware/vendors/{quote(vendor, safe='')}"
+        policy = _api(url, token, "PUT", path, json={"allow_unsigned": allow_unsigned})
+    if as_json:
+        return _print_json(policy)
+    rule = "accepts unsigned images" if policy["allow_unsigned"] else "requires signed images"
+    typer.echo(f"{policy['vendor']}: {rule}")
+
+
+@trust_app.command("add")
+def trust_add(
+    cert: Annotated[Path, typer.Argument(help="PEM CA certificate")],
+    vendor: Annotated[str, typer.Option("--vendor", help="vendor whose images it vouches for")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Trust a root CA to issue a vendor's firmware signing certificates."""
+    pem = _read(cert, "certificate").decode("utf-8", "replace")
+    root = _api(
+        url,
+        token,
+        "POST",
+        "/api/v1/firmware/trusted-roots",
+        json={"vendor": vendor, "certificate": pem},
+    )
+    if as_json:
+        return _print_json(root)
+    typer.echo(f"trusted root {root['id']} for {root['vendor']}: {root['subject']}")
+
+
+@trust_app.command("list")
+def trust_list(
+    vendor: Annotated[str | None, typer.Option("--vendor")] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List trusted roots."""
+    params = {"vendor": vendor} if vendor else {}
+    page = _api(url, token, "GET", "/api/v1/firmware/trusted-roots", params=params)
+    if as_json:
+        return _print_json(page)
+    for r in page["items"]:
+        typer.echo(
+            f"{r['id']}  {r['vendor']}  {r['subject']}  until {r['not_after']}  "
+            f"sha256:{r['fingerprint']}"
+        )
+    if not page["items"]:
+        typer.echo("no trusted roots")
+
+
+@trust_app.command("remove")
+def trust_remove(
+    root_id: Annotated[int, typer.Argument(help="trusted root id (see trust list)")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Stop trusting a root (images already accepted stay)."""
+    _api(url, token, "DELETE", f"/api/v1/firmware/trusted-roots/{root_id}")
+    typer.echo(f"removed trusted root {root_id}")

@@ -22,6 +22,7 @@ ignored (some chargers want a file name). The file path only ever comes from
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -63,7 +64,7 @@ RETRY_AFTER: Final = 30  # seconds, on 503 over a cap
 _ALLOW: Final = "GET, HEAD"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,%d}" % tokens.MAX_TOKEN_CHARS)
+_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{tokens.MAX_TOKEN_CHARS}}}")
 _VERSION = re.compile(r"HTTP/(\d)\.(\d)")
 _HEADER_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _RANGE_SPEC = re.compile(r"(\d*)-(\d*)")
@@ -93,9 +94,7 @@ def download_path(charger_id: str, sha256: str, token: str, path_prefix: str = "
         raise ValueError("sha256 must be 64 lowercase hex characters")
     if not _TOKEN.fullmatch(token):
         raise ValueError("token is not a download token")
-    return (
-        f"{_check_prefix(path_prefix)}{quote(charger_id, safe='')}/{sha256}/{token}/firmware.bin"
-    )
+    return f"{_check_prefix(path_prefix)}{quote(charger_id, safe='')}/{sha256}/{token}/firmware.bin"
 
 
 def download_url(public_base_url: str, charger_id: str, sha256: str, token: str) -> str:
@@ -204,7 +203,7 @@ def _parse_head(reader: _Reader, timeout: float) -> _Request:
     raise _BadRequest(431, "too many header lines")
 
 
-def _parse_range(value: str, size: int) -> tuple[int, int] | None | bool:
+def _parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
     """One ``bytes=`` range as ``(start, end_exclusive)``; None = ignore the header (serve
     the whole file: unknown unit, bad syntax, several ranges); False = unsatisfiable."""
     unit, sep, spec = value.partition("=")
@@ -222,11 +221,11 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None | bool:
             return False
         return max(0, size - n), size
     first = int(match[1])
-    last = int(match[2]) if match[2] else size - 1
-    if last < first:
+    if match[2] and int(match[2]) < first:
         return None  # invalid range-spec: ignored like any invalid Range
     if first >= size:
         return False
+    last = int(match[2]) if match[2] else size - 1
     return first, min(last, size - 1) + 1
 
 
@@ -284,24 +283,18 @@ class _TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     def __init__(self, address: tuple[str, int], owner: DeliveryServer) -> None:
         self.owner = owner
-        super().__init__(address, _Handler, bind_and_activate=False)
         if ":" in address[0]:
-            self.socket.close()
             self.address_family = socket.AF_INET6
-            self.socket = socket.socket(self.address_family, self.socket_type)
-        try:
-            self.server_bind()
-            self.server_activate()
-        except BaseException:
-            self.server_close()
-            raise
-
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        return self.owner._admit(request)
+        super().__init__(address, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Never the default traceback dump: it could include the request line (the token).
         log.exception("firmware delivery handler failed", peer=_peer(client_address))
+
+
+def _printable(text: str) -> str:
+    """An untrusted string made safe for a log line (no control characters)."""
+    return text if text.isprintable() else ascii(text)
 
 
 def _peer(address: Any) -> str:
@@ -332,8 +325,10 @@ class DeliveryServer:
         timeout: float = 60.0,
         max_connections: int | None = None,
     ) -> None:
-        if not keys:
-            raise ValueError("at least one token key is required")
+        if not keys or any(len(k) < tokens.MIN_KEY_BYTES for k in keys):
+            raise ValueError(
+                f"at least one token key of >= {tokens.MIN_KEY_BYTES} bytes is required"
+            )
         if max_concurrent < 1 or max_per_site < 1 or timeout <= 0:
             raise ValueError("max_concurrent, max_per_site and timeout must be positive")
         self.keys = tuple(bytes(k) for k in keys)
@@ -364,15 +359,36 @@ class DeliveryServer:
         server = _TCPServer((host, port), self)
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="evota-firmware-delivery",
-            daemon=True,
+            target=self._accept_loop, args=(server,), name="evota-firmware-delivery", daemon=True
         )
         self._thread.start()
         bound = int(server.server_address[1])
         log.info("firmware delivery listening", host=host, port=bound)
         return bound
+
+    def _accept_loop(self, server: _TCPServer) -> None:
+        """Blocking accept (no poll interval), so stop() is immediate and idle costs nothing."""
+        while not self._stopping:
+            try:
+                sock, address = server.socket.accept()
+            except OSError as exc:
+                if self._stopping:
+                    return
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("firmware delivery cannot accept", error=exc.strerror)
+                    time.sleep(0.1)  # out of descriptors: back off instead of spinning
+                continue
+            if self._stopping:
+                sock.close()
+                return
+            if not self._admit(sock):
+                sock.close()
+                continue
+            try:
+                server.process_request(sock, address)  # starts the connection's thread
+            except Exception:
+                log.exception("firmware delivery cannot start a connection thread")
+                self._forget(sock)
 
     def stop(self) -> None:
         """Close the listener and every open connection (waking blocked threads); idempotent."""
@@ -381,16 +397,20 @@ class DeliveryServer:
             return
         self._server = self._thread = None
         self._stopping = True
-        server.shutdown()
-        server.server_close()
+        with contextlib.suppress(OSError):
+            server.socket.shutdown(socket.SHUT_RDWR)  # Linux: wakes the blocked accept()
         if thread is not None:
-            thread.join(timeout=5)
+            thread.join(timeout=0.5)
+            if thread.is_alive():  # elsewhere: wake accept() with a connection
+                with contextlib.suppress(OSError):
+                    host, port = str(server.server_address[0]), int(server.server_address[1])
+                    socket.create_connection((host, port), timeout=0.5).close()
+                thread.join(timeout=2)
+        server.server_close()
         with self._conns_lock:
             for sock in self._conns:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             # Handler threads notice at once; give them a moment to count their bytes.
             self._conns_idle.wait_for(lambda: not self._conns, timeout=2.0)
 
@@ -422,19 +442,15 @@ class DeliveryServer:
         body = _problem_body(503, "Too many connections", "try again later")
         head = _head(503, [("Content-Type", "application/problem+json")], len(body), close=True)
         head.append(("Retry-After", str(RETRY_AFTER)))
-        try:
+        with contextlib.suppress(OSError):
             sock.send(_render(503, head) + body, socket.MSG_DONTWAIT)
-        except OSError:
-            pass
         return False
 
     def _forget(self, sock: socket.socket) -> None:
         with self._conns_lock:
             self._conns.discard(sock)
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
             if not self._conns:
                 self._conns_idle.notify_all()
 
@@ -474,21 +490,23 @@ class _Handler(socketserver.BaseRequestHandler):
     request: socket.socket
 
     def setup(self) -> None:
+        # Nothing that can raise here: finish() (which unregisters the socket) only runs
+        # if setup() returned.
         self.owner = self.server.owner
         self.peer = _peer(self.client_address)
-        sock = self.request
-        sock.settimeout(None)  # blocking: sendfile blocks instead of spinning on EAGAIN
-        _set_timeouts(sock, self.owner.timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        self.reader = _Reader(sock)
+        self.reader = _Reader(self.request)
 
     def finish(self) -> None:
         self.owner._forget(self.request)
 
     def handle(self) -> None:
+        sock = self.request
+        try:
+            sock.settimeout(None)  # blocking: sendfile blocks instead of spinning on EAGAIN
+            _set_timeouts(sock, self.owner.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            return
         while not self.owner._stopping:
             try:
                 request = _parse_head(self.reader, self.owner.timeout)
@@ -496,14 +514,35 @@ class _Handler(socketserver.BaseRequestHandler):
                 return
             except _BadRequest as exc:
                 log.info("bad firmware request", peer=self.peer, status=exc.status, why=exc.detail)
-                self._problem(exc.status, exc.detail, close=True, head_only=False)
+                with contextlib.suppress(_Closed):
+                    self._problem(exc.status, exc.detail, close=True, head_only=False)
+                    self._lingering_close()
                 return
             try:
                 keep = self._serve(request)
             except _Closed:
                 return
             if not keep:
+                self._lingering_close()
                 return
+
+    def _lingering_close(self) -> None:
+        """Half-close and drain what the client still sends, briefly, before closing.
+
+        Closing a socket with unread input makes the kernel send a reset, which can destroy
+        our error response before the client has read it (RFC 9112 §9.6).
+        """
+        sock = self.request
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+            _set_timeouts(sock, 0.5)
+            deadline = time.monotonic() + 1.0
+            left = 256 * 1024
+            while left > 0 and time.monotonic() < deadline:
+                chunk = sock.recv(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
 
     # -- responses ---------------------------------------------------------------------
 
@@ -530,11 +569,11 @@ class _Handler(socketserver.BaseRequestHandler):
     def _serve(self, req: _Request) -> bool:
         """Answer one request; return whether the connection may be kept open."""
         conn = (req.header("connection") or "").lower()
-        if req.version >= (1, 1):
-            keep = "close" not in conn
-        else:
-            keep = "keep-alive" in conn
-        if req.header("transfer-encoding") is not None or (req.header("content-length") or "0") != "0":
+        keep = "close" not in conn if req.version >= (1, 1) else "keep-alive" in conn
+        if (
+            req.header("transfer-encoding") is not None
+            or (req.header("content-length") or "0") != "0"
+        ):
             keep = False  # a request body we do not read: cannot find the next request
         head_only = req.method == "HEAD"
         if req.method not in ("GET", "HEAD"):
@@ -561,7 +600,7 @@ class _Handler(socketserver.BaseRequestHandler):
             log.warning(
                 "firmware download refused",
                 peer=self.peer,
-                charger=who.charger_id if who else charger_id[:64],
+                charger=who.charger_id if who else _printable(charger_id[:64]),
                 job=who.job_id if who else None,
                 status=exc.http_status,
                 why=exc.reason,
@@ -705,7 +744,9 @@ class _Handler(socketserver.BaseRequestHandler):
                 seconds=round(time.monotonic() - started, 3),
                 **ctx,
             )
-        return keep and ok
+        if not ok:
+            raise _Closed("body not completed")
+        return keep
 
     def _send_body(self, fd: int, start: int, end: int, job_id: str) -> tuple[int, bool]:
         """Send ``[start, end)`` of ``fd``; return (bytes sent, completed)."""

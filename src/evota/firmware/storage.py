@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,6 +280,32 @@ class LocalFirmwareStore:
         self.root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
         _make_dirs(self.tmp_dir, self.root)
         _make_dirs(self.blob_dir, self.root)
+
+    def sweep_temp(self, older_than_seconds: float = 0) -> int:
+        """Remove temp files a crash left in ``tmp/``; return how many were removed.
+
+        A process that dies mid-upload never reaches its cleanup, and nothing else would ever
+        delete the partial file. Call this at start-up, before uploads are accepted (the
+        default age of 0 removes everything); a positive ``older_than_seconds`` spares
+        files modified more recently, for sweeping while uploads may be in progress.
+        """
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        try:
+            entries = list(os.scandir(self.tmp_dir))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if older_than_seconds > 0 and entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                    continue
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            removed += 1
+        return removed
 
     def _path_for(self, sha256: str) -> Path:
         validate_sha256(sha256)

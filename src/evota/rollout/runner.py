@@ -96,16 +96,29 @@ class JobRunner:
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(JobRow, Firmware, Charger.firmware_version.label("reported"))
+                    select(
+                        *JobRow.__table__.c,
+                        Firmware.sha256,
+                        Firmware.version,
+                        Firmware.signature,
+                        Firmware.signing_certificate,
+                        Charger.firmware_version.label("reported"),
+                    )
                     .join(Firmware, Firmware.id == JobRow.firmware_id)
                     .join(Charger, Charger.id == JobRow.charger_id, isouter=True)
                     .where(JobRow.state.not_in([s.value for s in jm.TERMINAL]))
                 )
             ).all()
         for row in rows:
-            job = _job_from_row(row.Job, row.Firmware)
+            job = _job_from_row(row)
             self.active[job.charger_id] = job
-            self._images[job.id] = _image(row.Firmware)
+            self._images[job.id] = Image(
+                firmware_id=row.firmware_id,
+                sha256=row.sha256,
+                version=row.version,
+                signature=row.signature,
+                signing_certificate=row.signing_certificate,
+            )
             s = jm.reconcile(job, row.reported, now, self.timeouts)
             if s.changed:
                 await self._persist(s.job, "reconciled", {"reported_version": row.reported})
@@ -423,7 +436,7 @@ def _image(fw: Any) -> Image:
     )
 
 
-def _job_from_row(row: JobRow, fw: Firmware) -> jm.Job:
+def _job_from_row(row: Any) -> jm.Job:
     return jm.Job(
         id=row.id,
         charger_id=row.charger_id,
@@ -436,7 +449,7 @@ def _job_from_row(row: JobRow, fw: Firmware) -> jm.Job:
         attempts=row.attempts,
         retrieve_at=row.retrieve_at,
         deadline=row.deadline,
-        signed_available=fw.signature is not None,
+        signed_available=row.signature is not None,
     )
 
 

@@ -1,12 +1,15 @@
 """The charger fleet simulator: strict OCPP 1.6J chargers, thousands per process.
 
 ``fleet`` turns a fleet file or flags into charger specs, ``charger`` is one simulated
-charger, ``runner`` runs and provisions a fleet, ``cli`` is ``evota sim``.
+charger, ``firmware`` its firmware updates (registered into the charger's dispatch table on
+import), ``runner`` runs and provisions a fleet, ``cli`` is ``evota sim``.
 """
 
 from evota.sim.charger import HANDLERS, ChargerStats, Reply, SimConfig, SimulatedCharger, handles
+from evota.sim.firmware import FirmwareAgent
 from evota.sim.fleet import (
     ChargerSpec,
+    FaultProfile,
     FleetError,
     FleetFileError,
     FleetSpec,
@@ -22,6 +25,8 @@ __all__ = [
     "HANDLERS",
     "ChargerSpec",
     "ChargerStats",
+    "FaultProfile",
+    "FirmwareAgent",
     "Fleet",
     "FleetError",
     "FleetFileError",

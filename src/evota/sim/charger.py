@@ -11,7 +11,8 @@ timeout, reconnect backoff) are real seconds, because they protect the CSMS, not
 
 Inbound CALLs go through a dispatch table (:data:`HANDLERS`, extended with :func:`handles`),
 so firmware updates, diagnostics, remote commands and fault profiles add entries instead of
-touching the connection code.
+touching the connection code; :data:`AFTER_BOOT` hooks run after every accepted boot (e.g. to
+report a firmware update's result). Firmware updates live in :mod:`evota.sim.firmware`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import urllib.parse
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -38,6 +39,9 @@ from evota.ocpp import rpc
 from evota.ocpp.errors import V16_SPELLING, ErrorKind, RpcError
 from evota.ocpp.schemas import SchemaSet, v16
 from evota.sim.fleet import ChargerSpec
+
+if TYPE_CHECKING:
+    from evota.sim.firmware import FirmwareAgent
 
 log = structlog.get_logger("evota.sim")
 
@@ -63,6 +67,9 @@ class SimConfig:
     backoff_initial: float = 1.0  # real s before the first reconnect
     backoff_max: float = 60.0  # real s cap of the exponential reconnect backoff
     ping_interval: float | None = 30.0  # real s between WebSocket pings (None: off)
+    install_duration: float = 5.0  # sim s a firmware install takes (between Installing and reboot)
+    download_retry_interval: float = 30.0  # sim s between download attempts without retryInterval
+    download_timeout: float = 30.0  # real s of HTTP silence before a download attempt fails
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -145,6 +152,9 @@ Handler = Callable[["SimulatedCharger", rpc.Call], Awaitable[Reply]]
 #: Inbound action -> handler. Payloads arrive schema-validated; replies are validated too.
 HANDLERS: dict[str, Handler] = {}
 
+#: Run (as a connection task) after every accepted boot, once the connectors are reported.
+AFTER_BOOT: list[Callable[[SimulatedCharger], Coroutine[Any, Any, None]]] = []
+
 
 def handles(action: str, table: dict[str, Handler] | None = None) -> Callable[[Handler], Handler]:
     """Register a handler for a CSMS-initiated action (in :data:`HANDLERS` by default)."""
@@ -215,12 +225,19 @@ class SimulatedCharger:
         }
         self.transactions: dict[int, Transaction] = {}  # open, by connector
         self.last_call: rpc.Call | None = None  # last CALL received from the CSMS
+        self.firmware_version = spec.firmware_version  # reported at boot; changed by updates
+        self.firmware_state: str | None = None  # last firmware status reported
+        self.firmware_history: list[str] = []  # every firmware status reported, in order
+        self.firmware_agent: FirmwareAgent | None = None  # created by the first update request
+        # While an update waits for sessions to end, idle connectors report Unavailable.
+        self.hold_idle_connectors = False
         self._ids = itertools.count(1)
         self._ws: ClientConnection | None = None
         self._call_lock = asyncio.Lock()
         self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
         self._hangup: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # tasks of the current connection
+        self._background: set[asyncio.Task[Any]] = set()  # survive reconnects, end with stop()
         self._sessions: dict[int, asyncio.Task[bool]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -245,6 +262,19 @@ class SimulatedCharger:
     def sessions_active(self) -> int:
         return len(self.transactions)
 
+    @property
+    def faulted(self) -> bool:
+        """Booted into a firmware listed in ``spec.faults.bad_versions``: nothing works."""
+        return self.firmware_version in self.spec.faults.bad_versions
+
+    def idle_status(self, connector: int) -> tuple[str, str]:
+        """(status, errorCode) of an idle connector, given faults and pending updates."""
+        if self.faulted:
+            return "Faulted", "OtherError"
+        if self.hold_idle_connectors and connector > 0:
+            return "Unavailable", "NoError"
+        return "Available", "NoError"
+
     def __repr__(self) -> str:
         return (
             f"<SimulatedCharger {self.identity} connected={self.connected} "
@@ -261,6 +291,10 @@ class SimulatedCharger:
     async def stop(self) -> None:
         """Disconnect (closing handshake included) and end every task of this charger."""
         self._stopping = True
+        background = list(self._background)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -363,6 +397,23 @@ class SimulatedCharger:
         task.add_done_callback(self._task_done)
         return task
 
+    def spawn_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task that survives disconnects and reboots (a firmware update); stop() ends it."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("simulated charger task failed", charger_id=self.identity, error=repr(exc))
+
+    def drop_connection(self) -> None:
+        """Lose the network (not a reboot): the socket closes and the charger reconnects."""
+        if self._hangup is not None:
+            self._hangup.set()
+
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
@@ -392,7 +443,7 @@ class SimulatedCharger:
             "chargePointVendor": spec.vendor,
             "chargePointModel": spec.model,
             "chargePointSerialNumber": spec.serial_number,
-            "firmwareVersion": spec.firmware_version,
+            "firmwareVersion": self.firmware_version,
         }
         while True:
             self.stats.boots_sent += 1
@@ -415,7 +466,9 @@ class SimulatedCharger:
             await self._end_interrupted(txn)
         for connector in self.connector_status:
             with contextlib.suppress(CallErrorReceived, InvalidResult, CallTimeout):
-                await self.send_status(connector, "Available")
+                await self.send_status(connector, *self.idle_status(connector))
+        for hook in AFTER_BOOT:
+            self._spawn(hook(self))
         self._spawn(self._heartbeats())
         if self.config.session_rate > 0:
             self._spawn(self._session_arrivals())
@@ -444,7 +497,10 @@ class SimulatedCharger:
             free = [
                 c
                 for c, status in self.connector_status.items()
-                if c > 0 and status == "Available" and c not in self.transactions
+                if c > 0
+                and status == "Available"
+                and c not in self.transactions
+                and not self.hold_idle_connectors  # a firmware install is pending
             ]
             if free:
                 self.begin_session(self.rng.choice(free))
@@ -475,7 +531,7 @@ class SimulatedCharger:
             if auth["idTagInfo"]["status"] != "Accepted":
                 self.stats.authorize_rejected += 1
                 del self.transactions[connector]
-                await self.send_status(connector, "Available")
+                await self.send_status(connector, *self.idle_status(connector))
                 return False
             started = await self.call(
                 "StartTransaction",
@@ -491,7 +547,11 @@ class SimulatedCharger:
             if started["idTagInfo"]["status"] != "Accepted":
                 await self._stop_transaction(txn, "DeAuthorized")
                 await self.send_status(connector, "Finishing")
-                await self.send_status(connector, "Available")
+                await self.send_status(connector, *self.idle_status(connector))
+                return False
+            if self.faulted:  # broken firmware: the session ends at once, without energy
+                await self._stop_transaction(txn, "Other")
+                await self.send_status(connector, *self.idle_status(connector))
                 return False
             await self.send_status(connector, "Charging")
             elapsed = 0.0
@@ -505,7 +565,7 @@ class SimulatedCharger:
                         await self._meter_values(txn)
             await self._stop_transaction(txn, "EVDisconnected")
             await self.send_status(connector, "Finishing")
-            await self.send_status(connector, "Available")
+            await self.send_status(connector, *self.idle_status(connector))
             return True
         except NotConnected:
             return False  # the open transaction is stopped after the next boot
@@ -514,7 +574,7 @@ class SimulatedCharger:
             log.info("session aborted", charger_id=self.identity, error=str(exc))
             self.transactions.pop(connector, None)
             with contextlib.suppress(CallFailed):
-                await self.send_status(connector, "Available")
+                await self.send_status(connector, *self.idle_status(connector))
             return False
 
     async def _meter_values(self, txn: Transaction) -> None:

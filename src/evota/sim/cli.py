@@ -63,6 +63,28 @@ def sim_command(
     seed: Annotated[
         str | None, typer.Option(help=f"Key derivation seed for flag fleets [{DEFAULT_SEED}].")
     ] = None,
+    firmware_update: Annotated[
+        str | None,
+        typer.Option(
+            help="Firmware updates the chargers take: plain (UpdateFirmware), signed "
+            "(SignedUpdateFirmware) or both [both]."
+        ),
+    ] = None,
+    firmware_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--firmware-root",
+            help="PEM file of a trusted firmware signing root (repeatable).",
+        ),
+    ] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            help="Firmware update fault NAME=VALUE (repeatable), e.g. link_drop=0.5, "
+            "slow_link_bps=200000, bad_versions=2.0.1,2.0.2; see docs/simulator.md.",
+        ),
+    ] = None,
     session_rate: Annotated[
         float, typer.Option(help="Charging sessions per charger per (simulated) hour.")
     ] = 1.0,
@@ -89,9 +111,12 @@ def sim_command(
         str, typer.Option(help="debug, info, warning or error (per-charger events are info).")
     ] = "warning",
 ) -> None:
-    """Simulate OCPP 1.6J chargers: boot, heartbeat, charging sessions, resets."""
+    """Simulate OCPP 1.6J chargers: boot, heartbeat, charging sessions, resets, firmware updates."""
     try:
-        spec = _fleet_spec(fleet, count, prefix, vendor, model, firmware, connectors, seed)
+        spec = _fleet_spec(
+            fleet, count, prefix, vendor, model, firmware, connectors, seed,
+            firmware_update, firmware_root, fault,
+        )  # fmt: skip
         if not url.startswith(("ws://", "wss://")):
             raise _UsageError(f"--url must start with ws:// or wss:// (got {url!r})")
         if provision and not token:
@@ -133,6 +158,9 @@ def _fleet_spec(
     firmware: str | None,
     connectors: int | None,
     seed: str | None,
+    firmware_update: str | None = None,
+    firmware_roots: list[Path] | None = None,
+    faults: list[str] | None = None,
 ) -> FleetSpec:
     if fleet is not None:
         flags = {
@@ -143,6 +171,9 @@ def _fleet_spec(
             "--firmware": firmware,
             "--connectors": connectors,
             "--seed": seed,
+            "--firmware-update": firmware_update,
+            "--firmware-root": firmware_roots or None,
+            "--fault": faults or None,
         }
         clash = [name for name, value in flags.items() if value is not None]
         if clash:
@@ -156,6 +187,9 @@ def _fleet_spec(
         firmware_version=firmware or DEFAULT_FIRMWARE,
         connectors=DEFAULT_CONNECTORS if connectors is None else connectors,
         seed=DEFAULT_SEED if seed is None else seed,
+        firmware_update="both" if firmware_update is None else firmware_update,
+        firmware_roots=firmware_roots or (),
+        faults=faults or (),
     )
 
 

@@ -34,6 +34,12 @@ are optional)::
         auth_key: an-explicit-key-of-16-to-40-chars
         serial_number: SN-LAB-1
         site: berlin-hbf
+
+Firmware update behaviour (``defaults``, groups and chargers; each replaces what it inherits)::
+
+      firmware_update: both    # plain (UpdateFirmware), signed (SignedUpdateFirmware) or both
+      firmware_roots: [roots/acme-root.pem]   # trusted manufacturer roots, relative to the file
+      faults: {link_drop: 0.5, power_loss: 0.1, bad_versions: ["2.0.1"]}
 """
 
 from __future__ import annotations
@@ -75,6 +81,21 @@ MAX_NAME = 200
 _MAX_NODES = 1_000_000
 _MAX_DEPTH = 32
 
+FIRMWARE_UPDATE_MODES = ("plain", "signed", "both")
+#: Per-update probabilities (0..1), drawn with the charger's rng when a request arrives.
+FAULT_RATES = (
+    "download_fails",
+    "link_drop",
+    "power_loss",
+    "install_fails",
+    "invalid_signature",
+    "silent",
+    "reject",
+)
+FAULT_NAMES = (*FAULT_RATES, "slow_link_bps", "bad_versions")
+MAX_SLOW_LINK_BPS = 10**12
+_PEM_START = "-----BEGIN"
+
 
 class FleetError(ValueError):
     """A fleet description (file or flags) that cannot be simulated."""
@@ -105,6 +126,122 @@ class SiteSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class FaultProfile:
+    """How a charger misbehaves during firmware updates; rates are drawn once per update.
+
+    ``slow_link_bps`` (bits per second) throttles every download; a charger that boots into
+    one of ``bad_versions`` reports Faulted and its sessions fail.
+    """
+
+    download_fails: float = 0.0  # every download attempt fails -> DownloadFailed
+    link_drop: float = 0.0  # the link drops once mid-download; the download resumes (Range)
+    slow_link_bps: int | None = None
+    power_loss: float = 0.0  # power lost while installing: back on the previous version
+    install_fails: float = 0.0  # the install fails cleanly: InstallationFailed, old version
+    bad_versions: tuple[str, ...] = ()
+    invalid_signature: float = 0.0  # the signature check fails even for a valid signature
+    silent: float = 0.0  # accepts the request, then never reports and never updates
+    reject: float = 0.0  # answers Rejected (signed) / {} and does nothing (plain)
+
+    def __post_init__(self) -> None:
+        for name in FAULT_NAMES:
+            problem = fault_problem(name, getattr(self, name))
+            if problem:
+                raise ValueError(f"{name}: {problem}")
+
+    def active(self) -> dict[str, Any]:
+        """The fields that differ from the defaults (for fleet files and summaries)."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name in FAULT_NAMES
+            if (value := getattr(self, name)) != getattr(NO_FAULTS, name)
+        }
+
+
+def fault_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be fault ``name`` (None if it can)."""
+    if name in FAULT_RATES:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            return f"must be a number from 0 to 1 (got {value!r})"
+    elif name == "slow_link_bps":
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= MAX_SLOW_LINK_BPS
+        ):
+            return f"must be a whole number of bits per second, 1-{MAX_SLOW_LINK_BPS}, or null"
+    elif name == "bad_versions":
+        if not isinstance(value, tuple):
+            return "must be a list of firmware versions"
+        for version in value:
+            if not isinstance(version, str):
+                return f"versions must be text (got {version!r})"
+            if problem := _text_problem(version, MAX_FIRMWARE):
+                return f"version {version!r} {problem}"
+    else:
+        return f"unknown fault {name!r} (known: {', '.join(FAULT_NAMES)})"
+    return None
+
+
+def parse_fault_flag(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` from ``--fault`` as a typed value; raises ValueError with the problem."""
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip(), raw.strip()
+    if not sep:
+        raise ValueError(f"expected NAME=VALUE (got {text!r})")
+    value: Any = raw
+    if name in FAULT_RATES:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{name}: must be a number from 0 to 1 (got {raw!r})") from None
+    elif name == "slow_link_bps":
+        if raw.lower() in ("", "none", "null"):
+            value = None
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                value = raw
+    elif name == "bad_versions":
+        value = tuple(v.strip() for v in raw.split(",") if v.strip())
+    problem = fault_problem(name, value)
+    if problem:
+        raise ValueError(problem if problem.startswith("unknown") else f"{name}: {problem}")
+    return name, value
+
+
+NO_FAULTS = FaultProfile()
+
+
+def read_root(entry: str, base_dir: Path | None = None) -> str:
+    """A trusted root's PEM text: ``entry`` is PEM text itself or a path (relative to base_dir).
+
+    Raises ValueError naming the problem; the certificate is parsed, so junk fails early.
+    """
+    from cryptography import x509  # imported here: only fleets with roots pay for it
+
+    if entry.lstrip().startswith(_PEM_START):
+        text, what = entry, "the inline root"
+    else:
+        path = Path(entry)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        what = repr(entry)
+        try:
+            text = path.read_text(encoding="ascii")
+        except OSError as exc:
+            raise ValueError(f"cannot read {what}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{what} is not a PEM X.509 certificate") from None
+    try:
+        x509.load_pem_x509_certificate(text.encode())
+    except ValueError:
+        raise ValueError(f"{what} is not a PEM X.509 certificate") from None
+    return text
+
+
+@dataclass(frozen=True, slots=True)
 class ChargerSpec:
     identity: str
     auth_key: str = field(repr=False)
@@ -116,6 +253,9 @@ class ChargerSpec:
     connectors: int = DEFAULT_CONNECTORS
     tags: tuple[str, ...] = ()
     protocol: str = "ocpp1.6"
+    firmware_update: str = "both"  # plain, signed or both (see FIRMWARE_UPDATE_MODES)
+    firmware_roots: tuple[str, ...] = field(default=(), repr=False)  # trusted roots, PEM text
+    faults: FaultProfile = NO_FAULTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,12 +354,40 @@ def fleet_from_flags(
     site_id: str | None = None,
     sites: Sequence[SiteSpec] = (),
     tags: Sequence[str] = (),
+    firmware_update: str = "both",
+    firmware_roots: Sequence[str | Path] = (),
+    faults: FaultProfile | Sequence[str] = NO_FAULTS,
 ) -> FleetSpec:
     """``count`` identical chargers ``{prefix}0001..``; raises :class:`FleetError` on bad values.
 
     ``site_id`` puts them all at one site; ``sites`` spreads them round-robin (demo fleets).
+    ``firmware_roots`` are paths or PEM texts; ``faults`` a profile or ``NAME=VALUE`` strings.
     """
     problems: list[str] = []
+    if firmware_update not in FIRMWARE_UPDATE_MODES:
+        problems.append(
+            f"--firmware-update: must be plain, signed or both (got {firmware_update!r})"
+        )
+    roots: list[str] = []
+    for entry in firmware_roots:
+        try:
+            roots.append(read_root(str(entry)))
+        except ValueError as exc:
+            problems.append(f"--firmware-root: {exc}")
+    profile = NO_FAULTS
+    if isinstance(faults, FaultProfile):
+        profile = faults
+    else:
+        values: dict[str, Any] = {}
+        for text in faults:
+            try:
+                name, value = parse_fault_flag(text)
+            except ValueError as exc:
+                problems.append(f"--fault: {exc}")
+            else:
+                values[name] = value
+        if not problems:
+            profile = FaultProfile(**values)
     if site_id is not None and sites:
         problems.append("give site_id or sites, not both")
     if not 1 <= count <= MAX_CHARGERS:
@@ -257,6 +425,9 @@ def fleet_from_flags(
             site_id=spread[i % len(spread)],
             connectors=connectors,
             tags=tuple(tags),
+            firmware_update=firmware_update,
+            firmware_roots=tuple(roots),
+            faults=profile,
         )
         for i, identity in enumerate(group_identities(prefix, count))
     )
@@ -352,14 +523,25 @@ def _parse_yaml(text: str, source: str) -> _Val:
 
 _TOP_KEYS = {"seed", "protocol", "defaults", "sites", "groups", "chargers"}
 _SITE_KEYS = {"id", "name", "timezone", "region", "tags"}
-_COMMON_KEYS = {"vendor", "model", "firmware_version", "connectors", "tags", "protocol"}
+_COMMON_KEYS = {
+    "vendor",
+    "model",
+    "firmware_version",
+    "connectors",
+    "tags",
+    "protocol",
+    "firmware_update",
+    "firmware_roots",
+    "faults",
+}
 _GROUP_KEYS = _COMMON_KEYS | {"prefix", "count", "start", "digits", "site", "sites"}
 _CHARGER_KEYS = _COMMON_KEYS | {"identity", "auth_key", "serial_number", "site"}
 
 
 class _Builder:
-    def __init__(self, reader_source: str) -> None:
+    def __init__(self, reader_source: str, base_dir: Path | None = None) -> None:
         self.source = reader_source
+        self.base_dir = base_dir
 
     def error(self, problem: str, val: _Val) -> FleetFileError:
         return FleetFileError(problem, line=val.line, field=val.path, source=self.source)
@@ -427,7 +609,40 @@ class _Builder:
             out["tags"] = self.tags(fields["tags"])
         if "protocol" in fields:
             out["protocol"] = self.protocol(fields["protocol"])
+        if "firmware_update" in fields:
+            val = fields["firmware_update"]
+            mode = self.text(val, 20)
+            if mode not in FIRMWARE_UPDATE_MODES:
+                raise self.error(f"must be plain, signed or both (got {mode!r})", val)
+            out["firmware_update"] = mode
+        if "firmware_roots" in fields:
+            out["firmware_roots"] = tuple(
+                self.root(v) for v in self.seq(fields["firmware_roots"], "firmware_roots")
+            )
+        if "faults" in fields:
+            out["faults"] = self.faults(fields["faults"])
         return out
+
+    def root(self, val: _Val) -> str:
+        entry = val.value
+        if not isinstance(entry, str) or not entry.strip():
+            raise self.error("must be a path to a PEM file (or PEM text)", val)
+        try:
+            return read_root(entry, self.base_dir)
+        except ValueError as exc:
+            raise self.error(str(exc), val) from None
+
+    def faults(self, val: _Val) -> FaultProfile:
+        values: dict[str, Any] = {}
+        for name, item in self.mapping(val, set(FAULT_NAMES), "faults").items():
+            value = item.value
+            if name == "bad_versions":
+                value = tuple(self.text(v, MAX_FIRMWARE) for v in self.seq(item, name))
+            problem = fault_problem(name, value)
+            if problem:
+                raise self.error(problem, item)
+            values[name] = value
+        return FaultProfile(**values)
 
     def site_ref(self, val: _Val, sites: dict[str, SiteSpec]) -> str:
         site_id = self.text(val, MAX_SITE_ID)
@@ -442,10 +657,13 @@ class _Builder:
         return identity
 
 
-def parse_fleet(text: str, *, source: str = "") -> FleetSpec:
-    """Parse a fleet file's text; raises :class:`FleetFileError` and nothing else on bad input."""
+def parse_fleet(text: str, *, source: str = "", base_dir: str | Path | None = None) -> FleetSpec:
+    """Parse a fleet file's text; raises :class:`FleetFileError` and nothing else on bad input.
+
+    ``base_dir`` anchors relative ``firmware_roots`` paths (the fleet file's directory).
+    """
     root = _parse_yaml(text, source)
-    b = _Builder(source)
+    b = _Builder(source, Path(base_dir) if base_dir is not None else None)
     top = b.mapping(root, _TOP_KEYS, "a fleet file")
     seed = b.text(top["seed"], 1000) if "seed" in top else DEFAULT_SEED
     base: dict[str, Any] = {
@@ -557,7 +775,7 @@ def load_fleet(path: str | Path) -> FleetSpec:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FleetFileError(f"not UTF-8 text (byte {exc.start})", source=name) from None
-    return parse_fleet(text, source=name)
+    return parse_fleet(text, source=name, base_dir=Path(path).parent)
 
 
 def dump_fleet(fleet: FleetSpec) -> str:
@@ -597,6 +815,12 @@ def _charger_doc(seed: str, c: ChargerSpec) -> dict[str, Any]:
     if c.site_id is not None:
         out["site"] = c.site_id
     out["tags"] = list(c.tags)
+    if c.firmware_update != "both":
+        out["firmware_update"] = c.firmware_update
+    if c.firmware_roots:
+        out["firmware_roots"] = list(c.firmware_roots)  # inline PEM: the file stands alone
+    if faults := c.faults.active():
+        out["faults"] = faults
     return out
 
 

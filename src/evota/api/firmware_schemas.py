@@ -1,0 +1,168 @@
+"""Bodies of the firmware repository API (kept apart from api/schemas.py, which others edit)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from evota.firmware import signing, versions
+
+UploadState = Literal["draft", "pilot", "released"]
+State = Literal["draft", "pilot", "released", "deprecated", "revoked"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str) -> str:
+    value = value.strip()
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+# Strings stored in String(50) columns: vendor, model, hardware revision, version.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class UploadFields(BaseModel):
+    """The text fields of ``POST /api/v1/firmware``, validated after the file has streamed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vendor: Name
+    version: Name
+    models: list[Name] = Field(min_length=1, max_length=100)
+    hardware_revisions: list[Name] = Field(default_factory=list, max_length=100)
+    signature: str | None = Field(None, max_length=signing.MAX_SIGNATURE_B64_CHARS + 100)
+    signing_certificate: str | None = Field(None, max_length=signing.MAX_CERTIFICATE_PEM_CHARS)
+    release_notes: str = Field("", max_length=64 * 1024)
+    state: UploadState = "draft"
+    min_current_version: Annotated[str, StringConstraints(max_length=50)] | None = None
+    supersedes: list[Name] = Field(default_factory=list, max_length=100)
+
+    @field_validator("vendor", "version")
+    @classmethod
+    def _no_controls(cls, value: str) -> str:
+        return _printable(value)
+
+    @field_validator("models", "hardware_revisions", "supersedes")
+    @classmethod
+    def _no_controls_in_list(cls, values: list[str]) -> list[str]:
+        return [_printable(v) for v in values]
+
+    @field_validator("min_current_version")
+    @classmethod
+    def _a_version(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = _printable(value)
+        versions.version_key(value)  # total over str, but keeps the contract explicit
+        return value
+
+    @field_validator("signature", "signing_certificate")
+    @classmethod
+    def _blank_is_absent(cls, value: str | None) -> str | None:
+        return value if value is not None and value.strip() else None
+
+
+class FirmwareOut(BaseModel):
+    id: str
+    vendor: str
+    version: str
+    models: list[str]
+    hardware_revisions: list[str]
+    sha256: str
+    size: int
+    filename: str | None
+    state: State
+    state_reason: str | None
+    signed: bool
+    signature: str | None
+    signing_certificate: str | None
+    release_notes: str
+    min_current_version: str | None
+    supersedes: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class FirmwareDetail(FirmwareOut):
+    chargers_running: int = Field(
+        description="chargers of this vendor that report exactly this version"
+    )
+
+
+class FirmwarePage(BaseModel):
+    items: list[FirmwareOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class StateIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"state": "released", "reason": "pilot passed"}]},
+    )
+    state: State
+    reason: Reason | None = None
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "CVE-2026-1234"}]}
+    )
+    reason: Reason
+
+
+class OptionalReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Reason | None = None
+
+
+class VendorPolicyIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"allow_unsigned": True}]}
+    )
+    allow_unsigned: bool
+
+
+class VendorPolicyOut(BaseModel):
+    vendor: str
+    allow_unsigned: bool
+    updated_at: datetime
+
+
+class VendorPolicyPage(BaseModel):
+    items: list[VendorPolicyOut]
+    total: int
+
+
+class TrustedRootIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vendor: Name
+    certificate: str = Field(min_length=1, description="PEM CA certificate")
+
+    @field_validator("vendor")
+    @classmethod
+    def _no_controls(cls, value: str) -> str:
+        return _printable(value)
+
+
+class TrustedRootOut(BaseModel):
+    id: int
+    vendor: str
+    fingerprint: str = Field(description="SHA-256 of the DER certificate, hex")
+    subject: str
+    not_after: datetime
+    created_at: datetime
+    certificate: str
+
+
+class TrustedRootPage(BaseModel):
+    items: list[TrustedRootOut]
+    total: int

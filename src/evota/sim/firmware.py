@@ -1,0 +1,590 @@
+"""Firmware updates on a simulated charger: OCPP 1.6 ``UpdateFirmware`` and the Security
+Whitepaper's ``SignedUpdateFirmware``, with the faults of :class:`~evota.sim.fleet.FaultProfile`.
+
+An update runs as a background task of the charger (it survives reconnects and the reboot it
+causes): wait for the retrieve time, download the real image over HTTP (resuming with
+``Range``/``If-Range``), verify the signature, wait for sessions to end, install, reboot into the
+new version, report the result. Status notifications that find the charger offline wait in an
+outbox and are sent after the next accepted boot, the way real chargers queue them.
+
+The new version comes from the image: an image that starts with the ASCII line
+``EVOTA-SIM-FIRMWARE <version>\\n`` installs ``<version>``; any other image installs
+``<old version>+<first 8 hex digits of its SHA-256>``. The image is hashed while it streams and
+then discarded, so a thousand chargers updating at once hold no images in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import time
+import urllib.parse
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from evota.firmware.signing import (
+    CertificateError,
+    SignatureError,
+    decode_signature,
+    verify_certificate,
+)
+from evota.ocpp import rpc
+from evota.ocpp.errors import ErrorKind, RpcError
+from evota.sim.charger import (
+    AFTER_BOOT,
+    USER_AGENT,
+    CallFailed,
+    NotConnected,
+    Reply,
+    SimulatedCharger,
+    handles,
+)
+from evota.sim.fleet import FAULT_RATES, MAX_FIRMWARE
+
+log = structlog.get_logger("evota.sim")
+
+IMAGE_HEADER = b"EVOTA-SIM-FIRMWARE "
+_HEADER_BYTES = len(IMAGE_HEADER) + MAX_FIRMWARE + 2  # enough to read the header line
+OUTBOX_LIMIT = 100  # notifications kept while offline; the oldest are dropped beyond this
+_SESSION_POLL = 0.05  # real s between checks whether sessions have ended
+_MAX_TECH_INFO = 255
+
+
+@dataclass(frozen=True, slots=True)
+class DrawnFaults:
+    """The faults that hit one update, drawn from the charger's profile when it arrives."""
+
+    download_fails: bool = False
+    link_drop: bool = False
+    power_loss: bool = False
+    install_fails: bool = False
+    invalid_signature: bool = False
+    silent: bool = False
+    reject: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One accepted update request (plain when ``request_id`` is None)."""
+
+    location: str
+    retrieve_at: dt.datetime
+    retries: int
+    retry_interval: float | None  # sim s; None: SimConfig.download_retry_interval
+    faults: DrawnFaults
+    request_id: int | None = None
+    install_at: dt.datetime | None = None
+    certificate: str = ""
+    signature: str = ""
+
+    @property
+    def signed(self) -> bool:
+        return self.request_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """What a finished download left behind: its hash and size, never the bytes."""
+
+    sha256: bytes
+    size: int
+    version: str | None  # from the image header, if it has one
+    resumed: int  # Range requests answered 206
+    restarts: int  # Range requests answered 200 (download started over)
+
+
+class _DownloadError(Exception):
+    pass
+
+
+class _LinkDropped(Exception):
+    pass
+
+
+class _Partial:
+    """A download in progress: bytes hashed so far and what is needed to resume it."""
+
+    def __init__(self) -> None:
+        self.resumed = 0
+        self.restarts = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.hasher = hashlib.sha256()
+        self.have = 0
+        self.head = bytearray()
+        self.total: int | None = None
+        self.validator: str | None = None  # ETag (or Last-Modified) for If-Range
+
+    def feed(self, chunk: bytes) -> None:
+        self.hasher.update(chunk)
+        self.have += len(chunk)
+        if len(self.head) < _HEADER_BYTES:
+            self.head += chunk[: _HEADER_BYTES - len(self.head)]
+
+    def result(self) -> Download:
+        return Download(
+            self.hasher.digest(), self.have, image_version(bytes(self.head)), self.resumed,
+            self.restarts,
+        )  # fmt: skip
+
+
+def image_version(head: bytes) -> str | None:
+    """The version in an ``EVOTA-SIM-FIRMWARE <version>\\n`` header line, if the image has one."""
+    if not head.startswith(IMAGE_HEADER):
+        return None
+    line, newline, _ = head[len(IMAGE_HEADER) :].partition(b"\n")
+    if not newline:
+        return None
+    try:
+        version = line.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    if not 1 <= len(version) <= MAX_FIRMWARE or any(not 32 < ord(c) < 127 for c in version):
+        return None
+    return version
+
+
+def derived_version(old: str, sha256: bytes) -> str:
+    """The version of an image without a header: ``<old>+<8 hex of its SHA-256>``."""
+    return f"{old[: MAX_FIRMWARE - 9]}+{sha256.hex()[:8]}"
+
+
+def signature_problem(sha256: bytes, signature_b64: str, certificate_pem: str) -> str | None:
+    """Why ``signature_b64`` is not the certificate key's signature over the image digest.
+
+    The same check as :func:`evota.firmware.signing.verify_file`, but over the digest computed
+    while streaming, because the simulator keeps no copy of the image.
+    """
+    try:
+        raw = decode_signature(signature_b64)
+        public_key = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
+    except SignatureError as exc:
+        return exc.reason
+    except (ValueError, UnsupportedAlgorithm):
+        return "signing certificate is unreadable"
+    prehashed = Prehashed(hashes.SHA256())
+    try:
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(raw, sha256, ec.ECDSA(prehashed))
+        elif isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(raw, sha256, padding.PKCS1v15(), prehashed)
+        else:
+            return f"unsupported key type {type(public_key).__name__}"
+    except InvalidSignature:
+        return "signature does not match the image"
+    return None
+
+
+class FirmwareAgent:
+    """One charger's firmware machinery: the running update, the outbox, the boot signal."""
+
+    def __init__(self, charger: SimulatedCharger) -> None:
+        self.charger = charger
+        self.task: asyncio.Task[None] | None = None
+        self.installing = False  # past the point where an update can be cancelled
+        self.outbox: deque[tuple[str, dict[str, Any]]] = deque(maxlen=OUTBOX_LIMIT)
+        self.booted = asyncio.Event()  # set after each accepted boot, once the outbox is sent
+        self.last_download: Download | None = None
+        self._holding = False
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def cancel(self) -> None:
+        """Stop the running update; it reports nothing more."""
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def start(self, update: Update) -> None:
+        self.cancel()
+        self.task = self.charger.spawn_background(self._run(update))
+
+    async def later(self, action: str, payload: dict[str, Any]) -> None:
+        """Send a notification from a task of its own (so a CALL's reply is never held up)."""
+        self.charger.spawn_background(self.notify(action, payload))
+
+    # -- notifications --------------------------------------------------------------------------
+    async def notify(self, action: str, payload: dict[str, Any]) -> None:
+        """Send now if the charger is accepted and nothing is queued; queue it otherwise."""
+        c = self.charger
+        c.schemas.validate_request(action, payload, "-")  # our bug if this raises
+        if self.outbox or not c.accepted:
+            self.outbox.append((action, payload))
+            return
+        try:
+            await c.call(action, payload)
+        except NotConnected:
+            self.outbox.append((action, payload))
+        except CallFailed as exc:  # refused or unanswered: a charger does not resend these
+            log.info("firmware notification lost", charger_id=c.identity, error=str(exc))
+
+    async def flush(self) -> None:
+        """Send what was queued while offline, in order (after an accepted boot)."""
+        c = self.charger
+        while self.outbox and c.accepted:
+            action, payload = self.outbox[0]
+            try:
+                await c.call(action, payload)
+            except NotConnected:
+                return
+            except CallFailed as exc:
+                log.info("firmware notification lost", charger_id=c.identity, error=str(exc))
+            if self.outbox and self.outbox[0][1] is payload:
+                self.outbox.popleft()
+
+    async def report(self, update: Update, status: str) -> None:
+        c = self.charger
+        c.firmware_state = status
+        c.firmware_history.append(status)
+        if update.signed:
+            payload = {"status": status, "requestId": update.request_id}
+            await self.notify("SignedFirmwareStatusNotification", payload)
+        else:
+            await self.notify("FirmwareStatusNotification", {"status": status})
+
+    async def security_event(self, kind: str, tech_info: str) -> None:
+        c = self.charger
+        if c.spec.firmware_update == "plain":
+            return  # a plain 1.6 charger has no security extension
+        payload = {"type": kind, "timestamp": c._now(), "techInfo": tech_info[:_MAX_TECH_INFO]}
+        await self.notify("SecurityEventNotification", payload)
+
+    # -- the update -----------------------------------------------------------------------------
+    async def _run(self, u: Update) -> None:
+        c = self.charger
+        try:
+            await _sleep_until(c, u.retrieve_at)
+            await self.report(u, "Downloading")
+            try:
+                download = await self._download(u)
+            except _DownloadError as exc:
+                log.info("firmware download failed", charger_id=c.identity, error=str(exc))
+                await self.report(u, "DownloadFailed")
+                return
+            self.last_download = download
+            await self.report(u, "Downloaded")
+            if u.signed:
+                problem = (
+                    "signature check failed (fault profile)"
+                    if u.faults.invalid_signature
+                    else signature_problem(download.sha256, u.signature, u.certificate)
+                )
+                if problem is not None:
+                    await self.report(u, "InvalidSignature")
+                    await self.security_event("InvalidFirmwareSignature", problem)
+                    return
+                await self.report(u, "SignatureVerified")
+            await self._wait_for_install(u)
+            self.installing = True
+            c.hold_idle_connectors = True  # no new sessions while installing
+            await self.report(u, "Installing")
+            duration = c.config.install_duration
+            if u.faults.power_loss:  # the power fails part-way: back on the old image
+                await c._sleep(c.rng.uniform(0.0, duration))
+                self._release(report=False)
+                await self._restart(hard=True, wait=False)
+                return
+            await c._sleep(duration)
+            if u.faults.install_fails:  # a clean failure: the old image keeps running
+                await self.report(u, "InstallationFailed")
+                return
+            if u.signed:
+                await self.report(u, "InstallRebooting")
+            old = c.firmware_version
+            c.firmware_version = download.version or derived_version(old, download.sha256)
+            self._release(report=False)
+            await self._restart(hard=False, wait=True)
+            await self.report(u, "Installed")
+            await self.security_event("FirmwareUpdated", f"{old} -> {c.firmware_version}")
+        finally:
+            self.installing = False
+            self._release(report=True)
+
+    async def _wait_for_install(self, u: Update) -> None:
+        """Honour installDateTime and let running sessions finish (connectors Unavailable)."""
+        c = self.charger
+        scheduled = False
+        if u.install_at is not None and u.install_at > c.clock.now():
+            await self.report(u, "InstallScheduled")
+            scheduled = True
+            await _sleep_until(c, u.install_at)
+        if c.transactions:
+            if u.signed and not scheduled:
+                await self.report(u, "InstallScheduled")
+            await self._hold()
+            # Polling: a session ends by its task, a reset, or a stop reported after a reconnect.
+            while c.transactions:  # noqa: ASYNC110
+                await asyncio.sleep(_SESSION_POLL)
+
+    async def _hold(self) -> None:
+        c = self.charger
+        self._holding = c.hold_idle_connectors = True
+        for connector, status in list(c.connector_status.items()):
+            if connector > 0 and status == "Available" and connector not in c.transactions:
+                with contextlib.suppress(CallFailed):
+                    await c.send_status(connector, "Unavailable")
+
+    def _release(self, *, report: bool) -> None:
+        """Let sessions start again; ``report`` says so for connectors we made Unavailable."""
+        c = self.charger
+        c.hold_idle_connectors = False
+        if not self._holding:
+            return
+        self._holding = False
+        if report and not c._stopping:
+            c.spawn_background(_report_idle(c))
+
+    async def _restart(self, *, hard: bool, wait: bool) -> None:
+        """Reboot (offline: the next connection is the reboot) and wait for the next boot."""
+        c = self.charger
+        self.booted.clear()
+        if c.connected:
+            await c.reboot(hard=hard)
+        if wait:
+            await self.booted.wait()
+
+    # -- download ------------------------------------------------------------------------------
+    async def _download(self, u: Update) -> Download:
+        c = self.charger
+        attempts = 1 + max(0, u.retries)
+        interval = (
+            c.config.download_retry_interval if u.retry_interval is None else u.retry_interval
+        )
+        partial = _Partial()
+        drop = u.faults.link_drop
+        error = "no attempt made"
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        async with httpx.AsyncClient(
+            timeout=c.config.download_timeout, follow_redirects=True, headers=headers
+        ) as client:
+            attempt = 0
+            while attempt < attempts:
+                if attempt > 0:
+                    await c._sleep(interval)
+                attempt += 1
+                if u.faults.download_fails:
+                    error = "download failed (fault profile)"
+                    continue
+                try:
+                    await self._fetch(client, u.location, partial, drop=drop)
+                except _LinkDropped:
+                    drop = False
+                    await self._lose_link()
+                    attempt -= 1  # resuming is part of the same attempt
+                    continue
+                except _DownloadError as exc:
+                    error = str(exc)
+                    continue
+                except httpx.HTTPError as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    continue
+                return partial.result()
+        raise _DownloadError(f"{attempts} attempt(s): {error}")
+
+    async def _lose_link(self) -> None:
+        """The uplink fails: the OCPP connection drops too; resume once it is back (booted)."""
+        c = self.charger
+        self.booted.clear()
+        c.drop_connection()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(c.config.backoff_max + c.config.open_timeout):
+                await self.booted.wait()
+
+    async def _fetch(
+        self, client: httpx.AsyncClient, url: str, partial: _Partial, *, drop: bool
+    ) -> None:
+        c = self.charger
+        headers: dict[str, str] = {}
+        if partial.have and partial.validator is not None:
+            headers["Range"] = f"bytes={partial.have}-"
+            headers["If-Range"] = partial.validator
+        elif partial.have:
+            partial.reset()  # nothing to prove the file is unchanged: start over
+        async with client.stream("GET", url, headers=headers) as response:
+            status = response.status_code
+            if status == 206 and "Range" in headers:
+                start, total = _content_range(response.headers.get("Content-Range", ""))
+                if start != partial.have:
+                    partial.reset()
+                    raise _DownloadError(f"resumed at byte {start}, not {partial.have}")
+                partial.resumed += 1
+                partial.total = total
+            elif status == 200:
+                if partial.have:
+                    partial.restarts += 1  # the image changed or Range is not supported
+                partial.reset()
+                partial.validator = response.headers.get("ETag") or response.headers.get(
+                    "Last-Modified"
+                )
+                length = response.headers.get("Content-Length", "")
+                partial.total = int(length) if length.isdigit() else None
+            else:
+                host = urllib.parse.urlsplit(url).netloc
+                raise _DownloadError(f"HTTP {status} from {host}")
+            drop_at: int | None = None
+            if drop and partial.total is not None and partial.total - partial.have > 1:
+                drop_at = c.rng.randrange(partial.have + 1, partial.total)
+            bps = c.spec.faults.slow_link_bps
+            chunk_size = None if bps is None else min(65536, max(1024, bps // 80))
+            started, received = time.monotonic(), 0
+            async for chunk in response.aiter_bytes(chunk_size):
+                if drop_at is not None and partial.have + len(chunk) >= drop_at:
+                    partial.feed(chunk[: drop_at - partial.have])
+                    raise _LinkDropped
+                partial.feed(chunk)
+                if bps is not None:
+                    received += len(chunk)
+                    ahead = received * 8 / bps - (time.monotonic() - started)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+        if partial.total is not None and partial.have != partial.total:
+            raise _DownloadError(f"incomplete: {partial.have} of {partial.total} bytes")
+
+
+def _content_range(value: str) -> tuple[int, int | None]:
+    """``bytes START-END/TOTAL`` -> (START, TOTAL or None)."""
+    unit, _, spec = value.partition(" ")
+    span, _, total = spec.partition("/")
+    first, _, _ = span.partition("-")
+    if unit != "bytes" or not first.isdigit():
+        raise _DownloadError(f"unusable Content-Range {value!r}")
+    return int(first), int(total) if total.isdigit() else None
+
+
+async def _sleep_until(charger: SimulatedCharger, when: dt.datetime) -> None:
+    """Absolute times from the CSMS are real time: they are not scaled by the speed."""
+    delay = (when - charger.clock.now()).total_seconds()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _report_idle(charger: SimulatedCharger) -> None:
+    for connector, status in list(charger.connector_status.items()):
+        if status == "Unavailable" and connector not in charger.transactions:
+            with contextlib.suppress(CallFailed):
+                await charger.send_status(connector, *charger.idle_status(connector))
+
+
+def _parse_time(text: str, charger: SimulatedCharger) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return charger.clock.now()
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
+
+
+def _draw(charger: SimulatedCharger) -> DrawnFaults:
+    """Draw this update's faults; rates of zero draw nothing, so they leave the rng alone."""
+    faults = charger.spec.faults
+    hit: dict[str, bool] = {}
+    for name in FAULT_RATES:
+        rate: float = getattr(faults, name)
+        hit[name] = rate > 0 and charger.rng.random() < rate
+    return DrawnFaults(**hit)
+
+
+def agent(charger: SimulatedCharger) -> FirmwareAgent:
+    """The charger's firmware agent, created on first use."""
+    if charger.firmware_agent is None:
+        charger.firmware_agent = FirmwareAgent(charger)
+    return charger.firmware_agent
+
+
+# -- OCPP handlers ------------------------------------------------------------------------------
+
+
+@handles("UpdateFirmware")
+async def _on_update_firmware(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+    """Plain 1.6: the answer has no status, so refusals (reject, busy installing) are silent."""
+    if charger.spec.firmware_update == "signed":
+        raise RpcError(ErrorKind.NOT_SUPPORTED, "this charger takes SignedUpdateFirmware only")
+    a = agent(charger)
+    faults = _draw(charger)
+    if faults.reject or a.installing:
+        return Reply({})
+    p = call.payload
+    update = Update(
+        location=p["location"],
+        retrieve_at=_parse_time(p["retrieveDate"], charger),
+        retries=p.get("retries", 0),
+        retry_interval=p.get("retryInterval"),
+        faults=faults,
+    )
+    a.cancel()
+    if faults.silent:
+        return Reply({})
+    return Reply({}, then=lambda: a.start(update))
+
+
+@handles("SignedUpdateFirmware")
+async def _on_signed_update_firmware(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+    if charger.spec.firmware_update == "plain":
+        raise RpcError(ErrorKind.NOT_IMPLEMENTED, "unknown action 'SignedUpdateFirmware'")
+    a = agent(charger)
+    faults = _draw(charger)
+    if faults.reject or a.installing:
+        return Reply({"status": "Rejected"})
+    p = call.payload
+    firmware = p["firmware"]
+    certificate: str = firmware["signingCertificate"]
+    roots = [root.encode() for root in charger.spec.firmware_roots]
+    try:
+        verify_certificate(certificate.encode(), roots, charger.clock.now())
+    except CertificateError as exc:
+        reason = exc.reason
+        return Reply(
+            {"status": "InvalidCertificate"},
+            then=lambda: a.later(
+                "SecurityEventNotification",
+                {
+                    "type": "InvalidFirmwareSigningCertificate",
+                    "timestamp": charger._now(),
+                    "techInfo": reason[:_MAX_TECH_INFO],
+                },
+            ),
+        )
+    update = Update(
+        location=firmware["location"],
+        retrieve_at=_parse_time(firmware["retrieveDateTime"], charger),
+        retries=p.get("retries", 0),
+        retry_interval=p.get("retryInterval"),
+        faults=faults,
+        request_id=p["requestId"],
+        install_at=(
+            _parse_time(firmware["installDateTime"], charger)
+            if "installDateTime" in firmware
+            else None
+        ),
+        certificate=certificate,
+        signature=firmware["signature"],
+    )
+    status = "AcceptedCanceled" if a.busy else "Accepted"
+    a.cancel()
+    if faults.silent:
+        return Reply({"status": status})
+    return Reply({"status": status}, then=lambda: a.start(update))
+
+
+async def _after_boot(charger: SimulatedCharger) -> None:
+    a = charger.firmware_agent
+    if a is None:
+        return
+    await a.flush()
+    a.booted.set()
+
+
+AFTER_BOOT.append(_after_boot)
