@@ -2,8 +2,8 @@
 
 Uploads are parsed here, chunk by chunk, rather than with FastAPI's ``UploadFile``/``Form``:
 Starlette spools the whole file to a temp file before the handler runs and the store would
-then copy it a second time. Here the request body goes through a small sans-I/O
-multipart/form-data parser straight into the content-addressed store, which hashes it on the
+then copy it a second time. Here the request body goes through python-multipart's streaming
+parser straight into the content-addressed store, which hashes it on the
 way, so an image of any size costs one write and a bounded amount of memory.
 """
 
@@ -18,8 +18,10 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
+import python_multipart
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
+from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
 from evota.api.deps import PrincipalDep, RuntimeDep
@@ -51,7 +53,6 @@ _MAX_FIELD_BYTES: Final = 64 * 1024  # one text field (release notes are the lon
 _MAX_TEXT_BYTES: Final = 1024 * 1024  # all text fields together
 _MAX_PARTS: Final = 256
 _MAX_HEADER_BYTES: Final = 16 * 1024  # the header block of one part
-_MAX_IGNORED_BYTES: Final = 64 * 1024  # preamble or epilogue around the parts
 _BODY_OVERHEAD: Final = _MAX_TEXT_BYTES + _MAX_PARTS * 1024  # body size beyond the file
 _DRAIN_BYTES: Final = 64 * 1024 * 1024
 """After refusing mid-body, read (and drop) up to this much more of it: a server that closes
@@ -87,148 +88,97 @@ _Event = _PartStart | bytes | _PartEnd
 class MultipartParser:
     """Turns body chunks into events: a part's start, its data in pieces, its end.
 
-    Nothing is buffered beyond a part's header block and the few bytes that could be the
-    start of a boundary, so a part of any size streams through in the chunks it arrived in.
+    A thin adapter over python-multipart's streaming parser (which buffers nothing of a
+    part's data), adding the limits evota wants: parts per body, header bytes per part.
     """
 
     def __init__(self, boundary: bytes, *, max_parts: int = _MAX_PARTS) -> None:
-        self._delimiter = b"\r\n--" + boundary
-        # The first delimiter may open the body without the CRLF that precedes later ones.
-        self._buf = bytearray(b"\r\n")
-        self._state = "preamble"
+        self._events: list[_Event] = []
         self._parts = 0
         self._max_parts = max_parts
-        self._ignored = 0
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._ended = False
+        callbacks: Any = {
+            "on_part_begin": self._begin,
+            "on_part_data": self._data,
+            "on_part_end": lambda: self._events.append(_END),
+            "on_header_field": lambda d, a, b: self._header(self._header_name, d[a:b]),
+            "on_header_value": lambda d, a, b: self._header(self._header_value, d[a:b]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_end": self._end,
+        }
+        self._parser = python_multipart.MultipartParser(
+            boundary, callbacks, max_header_count=16, max_header_size=_MAX_HEADER_BYTES
+        )
 
     def feed(self, data: bytes) -> list[_Event]:
-        self._buf += data
-        events: list[_Event] = []
-        while self._step(events):
-            pass
+        try:
+            self._parser.write(data)
+        except python_multipart.exceptions.MultipartParseError as exc:
+            raise MultipartError(str(exc) or "malformed multipart body") from None
+        events, self._events = self._events, []
         return events
 
     def close(self) -> None:
         """The body has ended: complain unless it ended with the closing boundary."""
-        if self._state != "epilogue":
+        if not self._ended:
             if self._parts == 0:
                 raise MultipartError("the body holds no multipart parts (wrong boundary?)")
             raise MultipartError("the body ended before the closing boundary")
 
-    def _step(self, events: list[_Event]) -> bool:
-        buf = self._buf
-        if self._state == "data":
-            i = buf.find(self._delimiter)
-            if i < 0:
-                keep = len(self._delimiter) - 1  # a delimiter may straddle two chunks
-                if len(buf) > keep:
-                    events.append(bytes(buf[: len(buf) - keep]))
-                    del buf[: len(buf) - keep]
-                return False
-            if i:
-                events.append(bytes(buf[:i]))
-            events.append(_END)
-            del buf[: i + len(self._delimiter)]
-            self._state = "boundary"
-            return True
-        if self._state == "preamble":
-            i = buf.find(self._delimiter)
-            if i < 0:
-                keep = len(self._delimiter) - 1
-                self._ignore(max(0, len(buf) - keep))
-                del buf[: max(0, len(buf) - keep)]
-                return False
-            self._ignore(i)
-            del buf[: i + len(self._delimiter)]
-            self._state = "boundary"
-            return True
-        if self._state == "boundary":
-            if len(buf) < 2:
-                return False
-            if buf[:2] == b"--":
-                del buf[:2]
-                self._state = "epilogue"
-                return True
-            j = 0
-            while j < len(buf) and buf[j] in b" \t":  # transport padding
-                j += 1
-            if j > 64:
-                raise MultipartError("malformed boundary line")
-            if len(buf) - j < 2:
-                return False
-            if buf[j : j + 2] != b"\r\n":
-                raise MultipartError("malformed boundary line")
-            del buf[: j + 2]
-            self._parts += 1
-            if self._parts > self._max_parts:
-                raise MultipartError(f"more than {self._max_parts} parts")
-            self._state = "headers"
-            return True
-        if self._state == "headers":
-            if buf[:2] == b"\r\n":
-                raw = b""
-                del buf[:2]
-            else:
-                i = buf.find(b"\r\n\r\n")
-                if i < 0 or i > _MAX_HEADER_BYTES:
-                    if i > _MAX_HEADER_BYTES or len(buf) > _MAX_HEADER_BYTES + 4:
-                        raise MultipartError("a part's headers are too long")
-                    return False
-                raw = bytes(buf[:i])
-                del buf[: i + 4]
-            events.append(_part_start(raw))
-            self._state = "data"
-            return True
-        # epilogue: ignored
-        self._ignore(len(buf))
-        buf.clear()
-        return False
+    def _begin(self) -> None:
+        self._parts += 1
+        if self._parts > self._max_parts:
+            raise MultipartError(f"more than {self._max_parts} parts")
+        self._headers = {}
+        self._header_bytes = 0
 
-    def _ignore(self, count: int) -> None:
-        self._ignored += count
-        if self._ignored > _MAX_IGNORED_BYTES:
-            raise MultipartError("too much data outside the parts (wrong boundary?)")
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if end > start:
+            self._events.append(bytes(data[start:end]))
+
+    def _header(self, into: bytearray, chunk: bytes) -> None:
+        self._header_bytes += len(chunk)
+        if self._header_bytes > _MAX_HEADER_BYTES:
+            raise MultipartError("a part's headers are too long")
+        into += chunk
+
+    def _header_end(self) -> None:
+        name = self._header_name.decode("latin-1").strip().lower()
+        self._headers[name] = _text(bytes(self._header_value)).strip()
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def _headers_finished(self) -> None:
+        self._events.append(_part_start(self._headers))
+
+    def _end(self) -> None:
+        self._ended = True
 
 
-def _part_start(raw: bytes) -> _PartStart:
+def _text(raw: bytes) -> str:
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    headers: dict[str, str] = {}
-    last: str | None = None
-    for line in text.split("\r\n") if text else ():
-        if line[:1] in (" ", "\t") and last is not None:  # obsolete line folding
-            headers[last] += " " + line.strip()
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name.strip():
-            raise MultipartError("malformed part header")
-        last = name.strip().lower()
-        headers[last] = value.strip()
+        return raw.decode("latin-1")
+
+
+def _part_start(headers: dict[str, str]) -> _PartStart:
     disposition = headers.get("content-disposition")
     if disposition is None:
         raise MultipartError("a part has no Content-Disposition header")
-    kind, _, rest = disposition.partition(";")
-    if kind.strip().lower() != "form-data":
+    kind, raw_params = parse_options_header(disposition.encode("utf-8"))
+    if kind.lower() != b"form-data":
         raise MultipartError("a part is not form-data")
-    params: dict[str, str] = {}
-    for match in _PARAM.finditer(";" + rest):
-        param = match.group(2).strip()
-        if len(param) >= 2 and param[0] == param[-1] == '"':
-            param = param[1:-1].replace('\\"', '"')
-        params[match.group(1).lower()] = param
+    params = {k.decode("latin-1").lower(): _text(v) for k, v in raw_params.items()}
     part_name = params.get("name")
     if not part_name:
         raise MultipartError("a part has no name")
-    filename = params.get("filename")
-    extended = params.get("filename*")  # RFC 5987: UTF-8''%e2%82%ac.bin
-    if extended and "''" in extended:
-        from urllib.parse import unquote
-
-        charset, _, encoded = extended.partition("''")
-        with contextlib.suppress(LookupError):
-            filename = unquote(encoded, encoding=charset or "utf-8", errors="replace")
-    return _PartStart(part_name, filename)
+    return _PartStart(part_name, params.get("filename"))  # the file name is only a label
 
 
 def _safe_filename(raw: str | None) -> str | None:
