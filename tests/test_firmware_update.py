@@ -6,6 +6,7 @@ signature), plus resume, token misuse, revocation, power loss, restart and every
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -478,3 +479,44 @@ async def test_scheduled_job_waits_and_can_be_cancelled(sqlite_bench: Bench):
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
     r = await b.api.post(f"/api/v1/jobs/{job_id}/cancel", json={})
     assert r.status_code == 409
+
+
+# -- CLI and metrics ------------------------------------------------------------------------------
+
+
+async def test_cli_updates_by_version_and_shows_the_job(sqlite_bench: Bench):
+    from .test_cli import invoke
+
+    b = sqlite_bench
+    await upload(b.api, b.tmp_path, b.keys, "2.0.0")
+    charger = await b.charger()
+    r = await invoke(b.rt, "charger", "update-firmware", charger.identity, "--firmware", "9.9.9")
+    assert r.exit_code == 1 and "no firmware with id or version '9.9.9'" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = await invoke(
+        b.rt,
+        "charger",
+        "update-firmware",
+        charger.identity,
+        "--firmware",
+        "2.0.0",
+        "--at",
+        "tomorrow",
+    )
+    assert r.exit_code == 1 and "--at" in r.output
+    r = await invoke(
+        b.rt, "charger", "update-firmware", charger.identity, "--firmware", "2.0.0", "--json"
+    )
+    assert r.exit_code == 0, r.output
+    job_id = json.loads(r.stdout)["job_id"]
+    job = await b.finished(job_id)
+    assert job["state"] == "succeeded"
+    r = await invoke(b.rt, "job", "show", str(job_id))
+    assert r.exit_code == 0 and "succeeded" in r.stdout and "sent" in r.stdout
+    r = await invoke(b.rt, "job", "list", "--charger", charger.identity, "--json")
+    assert [j["id"] for j in json.loads(r.stdout)["items"]] == [job_id]
+    r = await invoke(b.rt, "job", "cancel", str(job_id))
+    assert r.exit_code == 1 and "HTTP 409" in r.output
+    metrics = (await b.api.get("/metrics")).text
+    assert 'evota_firmware_jobs_finished_total{failure="",state="succeeded"}' in metrics
+    assert "evota_firmware_bytes_served_total" in metrics

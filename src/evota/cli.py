@@ -34,7 +34,11 @@ app.add_typer(job_app, name="job")
 def _register_firmware() -> None:
     from evota.firmware.cli import app as firmware_app
 
-    app.add_typer(firmware_app, name="firmware", help="Firmware signing: keygen, sign, verify.")
+    app.add_typer(
+        firmware_app,
+        name="firmware",
+        help="Firmware: add, list, show, lifecycle, vendor policy, trust; keygen, sign, verify.",
+    )
 
 
 _register_firmware()

@@ -30,6 +30,15 @@ HANDSHAKES = Counter(
 WRITE_BACKLOG = Gauge(
     "evota_fleet_write_backlog", "Charger reports waiting to be written", registry=REGISTRY
 )
+JOBS_FINISHED = Counter(
+    "evota_firmware_jobs_finished",
+    "Firmware update jobs that ended, by final state and failure",
+    ["state", "failure"],
+    registry=REGISTRY,
+)
+FIRMWARE_BYTES = Counter(
+    "evota_firmware_bytes_served", "Firmware bytes sent to chargers", registry=REGISTRY
+)
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
 

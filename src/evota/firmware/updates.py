@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from evota.firmware import versions
+from evota.firmware.repository import compatibility_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,31 +42,13 @@ class Refusal:
     detail: str
 
 
-def compatibility_problem(image: ImageFacts, charger: ChargerFacts) -> str | None:
-    """None when the image fits the charger's vendor, model and hardware revision.
-
-    Empty model or hardware-revision lists mean "any". Vendors compare case-insensitively
-    (chargers report them with inconsistent case); models and revisions exactly.
-    """
-    if charger.vendor is None or charger.vendor.casefold() != image.vendor.casefold():
-        return f"image is for vendor {image.vendor}, charger reports {charger.vendor or 'none'}"
-    if image.models and charger.model not in image.models:
-        return f"model {charger.model or 'unknown'} is not among {', '.join(image.models)}"
-    if image.hardware_revisions and charger.hardware_revision not in image.hardware_revisions:
-        return (
-            f"hardware revision {charger.hardware_revision or 'unknown'} is not among "
-            f"{', '.join(image.hardware_revisions)}"
-        )
-    return None
-
-
 def update_refusal(
     image: ImageFacts, charger: ChargerFacts, *, allow_downgrade: bool = False
 ) -> Refusal | None:
     """The first reason the update must not be sent, or None."""
     if image.state == "revoked":
         return Refusal("revoked", f"firmware {image.version} is revoked")
-    problem = compatibility_problem(image, charger)
+    problem = compatibility_problem(image, charger.vendor, charger.model, charger.hardware_revision)
     if problem:
         return Refusal("incompatible", problem)
     current = charger.firmware_version or None

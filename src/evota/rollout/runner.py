@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from evota import metrics
 from evota.clock import Clock
 from evota.control import commands
 from evota.firmware import delivery, tokens
@@ -352,6 +353,7 @@ class JobRunner:
         served = self._take_bytes()
         if not served:
             return
+        metrics.FIRMWARE_BYTES.inc(sum(served.values()))
         async with self._engine.begin() as conn:
             for job_id, count in served.items():
                 if job_id.isdigit():
@@ -385,6 +387,8 @@ class JobRunner:
         if job.terminal:
             self.active.pop(job.charger_id, None)
             self._images.pop(job.id, None)
+            failure = job.failure.value if job.failure else ""
+            metrics.JOBS_FINISHED.labels(job.state.value, failure).inc()
             log.info(
                 "job finished",
                 job_id=job.id,
