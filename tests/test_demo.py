@@ -62,6 +62,22 @@ async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
                 "America/New_York",
                 "Asia/Tokyo",
             }
+            firmware = (await api.get("/api/v1/firmware")).json()
+            assert sorted(f["version"] for f in firmware["items"]) == ["1.9.0", "2.4.0", "4.1.0"]
+            assert all(f["state"] == "released" and f["signed"] for f in firmware["items"])
+            fw = next(f for f in firmware["items"] if f["version"] == "2.4.0")
+            r = await api.post(
+                "/api/v1/chargers/ACME-AC-0001/firmware-update", json={"firmware_id": fw["id"]}
+            )
+            assert r.status_code == 202, r.text
+            job_id = r.json()["job_id"]
+            for _ in range(100):  # the simulated charger downloads and verifies the real image
+                job = (await api.get(f"/api/v1/jobs/{job_id}")).json()
+                if job["state"] in ("signature_verified", "installing", "rebooting"):
+                    break
+                await asyncio.sleep(0.1)
+            assert job["state"] in ("signature_verified", "installing", "rebooting"), job
+            assert job["bytes_served"] > 2 * 1024 * 1024
     finally:
         proc.send_signal(signal.SIGINT)
         rest = await asyncio.wait_for(proc.stderr.read(), 30)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 
+from evota.firmware import signing
 from evota.sim.charger import SimConfig
 from evota.sim.fleet import FleetSpec, parse_fleet
 from evota.sim.runner import Fleet
@@ -29,6 +33,66 @@ GROUPS = [
     ("ACME-DC-", "Acme", "DC150", "4.0.7", 2, 0.25),
     ("VOLT-", "VoltWorks", "VW-11", "1.8.0", 1, 0.30),
 ]
+
+
+# New releases the demo repository offers, one per model: (vendor, model, version)
+RELEASES = [("Acme", "AC22", "2.4.0"), ("Acme", "DC150", "4.1.0"), ("VoltWorks", "VW-11", "1.9.0")]
+
+
+def demo_keys(data_dir: Path) -> tuple[bytes, bytes, bytes]:
+    """A demo manufacturer root and signing key, made once and kept in the data directory
+    (a real manufacturer keeps its keys off the server; evota only needs the root)."""
+    keys = data_dir / "demo-keys"
+    paths = [keys / n for n in ("root.cert.pem", "signing.key.pem", "signing.cert.pem")]
+    if not all(p.exists() for p in paths):
+        keys.mkdir(parents=True, exist_ok=True)
+        ca_key, ca_cert = signing.generate_ca("Demo Firmware Root", "evota demo")
+        key, cert = signing.generate_signing_key(
+            "Demo Release Signing", "evota demo", ca_key=ca_key, ca_cert=ca_cert
+        )
+        for path, data in zip(paths, (ca_cert, key, cert), strict=True):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+    root, key, cert = (p.read_bytes() for p in paths)
+    return root, key, cert
+
+
+async def seed_firmware(api: str, token: str, data_dir: Path) -> int:
+    """Trust the demo root for both vendors and upload one signed release per model.
+
+    Images start with the simulator's header line, so simulated chargers boot the version
+    they installed. Idempotent: a restarted demo finds what it stored before.
+    """
+    root, key, cert = demo_keys(data_dir)
+    added = 0
+    async with httpx.AsyncClient(
+        base_url=api, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
+        for vendor in sorted({v for v, _, _ in RELEASES}):
+            await http.post(
+                "/api/v1/firmware/trusted-roots",
+                json={"vendor": vendor, "certificate": root.decode()},
+            )  # 409 when already trusted
+        for vendor, model, version in RELEASES:
+            path = data_dir / "demo-keys" / f"{model}-{version}.bin"
+            if not path.exists():
+                path.write_bytes(
+                    f"EVOTA-SIM-FIRMWARE {version}\n".encode() + os.urandom(2 * 1024 * 1024)
+                )
+            fields = {
+                "vendor": vendor,
+                "version": version,
+                "models": [model],
+                "state": "released",
+                "release_notes": f"{model} {version}: demo release",
+                "signature": signing.sign_file(path, key),
+                "signing_certificate": cert.decode(),
+            }
+            with path.open("rb") as f:
+                r = await http.post("/api/v1/firmware", data=fields, files={"file": (path.name, f)})
+            added += r.status_code == 201
+    return added
 
 
 def demo_fleet(count: int) -> FleetSpec:
@@ -61,13 +125,29 @@ async def run_demo(
         http_port=http_port,
         ocpp_port=ocpp_port,
         admin_token=token,
+        download_port=0,
         registration="known-only",
         log_level="warning",
     )
-    spec = demo_fleet(chargers)
+    root, _, _ = demo_keys(data_dir)
+    fleet_spec = demo_fleet(chargers)
+    # The chargers trust the demo root; VoltWorks chargers only take plain updates.
+    spec = dataclasses.replace(
+        fleet_spec,
+        chargers=tuple(
+            dataclasses.replace(
+                c,
+                firmware_roots=(root.decode(),),
+                firmware_update="plain" if c.vendor == "VoltWorks" else "both",
+            )
+            for c in fleet_spec.chargers
+        ),
+    )
 
     async def with_fleet(runtime: Any, stop: asyncio.Event) -> None:
         api = f"http://{settings.host}:{runtime.http_port}"
+        added = await seed_firmware(api, token, data_dir)
+        console.print(f"firmware repository: {len(RELEASES)} signed releases ({added} new)")
         fleet = Fleet.from_spec(
             spec,
             f"ws://{settings.host}:{runtime.ocpp_port}/ocpp",
@@ -85,7 +165,11 @@ async def run_demo(
             f"  API docs       {api}/api/docs\n"
             f"  admin token    {token}\n"
             f"  OCPP endpoint  ws://{settings.host}:{runtime.ocpp_port}/ocpp/{{chargerId}}\n"
-            f"  try:           EVOTA_URL={api} EVOTA_TOKEN={token} evota charger list\n"
+            f"  try:           export EVOTA_URL={api} EVOTA_TOKEN={token}\n"
+            "                 evota charger list\n"
+            f"                 evota charger update-firmware {spec.chargers[0].identity}"
+            " --firmware 2.4.0\n"
+            "                 evota job list\n"
             "Press Ctrl-C to stop.\n",
             soft_wrap=True,
         )
