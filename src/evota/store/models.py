@@ -261,3 +261,58 @@ class JobEvent(Base):
     event: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(24))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Campaign(Base):
+    """The rollout of one firmware to a target set, in waves; definitions are kept as JSON
+    exactly as the pure engine reads them (evota.rollout.policy)."""
+
+    __tablename__ = "campaigns"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    firmware_id: Mapped[str] = mapped_column(ForeignKey("firmware.id"), index=True)
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    state_reason: Mapped[str | None] = mapped_column(String(500))
+    target: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    wave_specs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    waves: Mapped[list[list[str]]] = mapped_column(JSON, default=list)  # charger ids per wave
+    excluded: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    current_wave: Mapped[int] = mapped_column(Integer, default=0)
+    wave_started_at: Mapped[datetime | None] = mapped_column(TS)
+    wave_done_at: Mapped[datetime | None] = mapped_column(TS)
+    gate_go: Mapped[bool] = mapped_column(Boolean, default=False)
+    rollback: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+    started_at: Mapped[datetime | None] = mapped_column(TS)
+    finished_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class CampaignEvent(Base):
+    """A campaign's history: every state change with its reason, wave advances, notes."""
+
+    __tablename__ = "campaign_events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(TS)
+    event: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(24))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class GateEvaluation(Base):
+    """Every gate evaluation with the numbers it used (by model and site)."""
+
+    __tablename__ = "gate_evaluations"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    wave: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(TS)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
