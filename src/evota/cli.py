@@ -497,5 +497,14 @@ def _register_sim() -> None:
 _register_sim()
 
 
+def _register_campaigns() -> None:
+    from evota.rollout.cli import app as campaign_app
+
+    app.add_typer(campaign_app, name="campaign")
+
+
+_register_campaigns()
+
+
 def main() -> None:
     app()

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     job_verify_seconds: float = Field(
         30, ge=0, description="healthy time after booting the target before success"
     )
+    campaign_tick_seconds: float = Field(
+        1.0, gt=0, le=60, description="seconds between campaign engine evaluations"
+    )
     log_level: str = "info"
     log_json: bool = False
 

@@ -22,6 +22,7 @@ from evota.firmware.delivery import DeliveryServer, ServedImage
 from evota.firmware.storage import LocalFirmwareStore
 from evota.fleet.service import FleetService
 from evota.gateway.server import Gateway
+from evota.rollout.campaigns import CampaignRunner
 from evota.rollout.runner import JobRunner, job_timeouts
 from evota.store import db
 from evota.store.models import ApiToken, Charger, Firmware
@@ -46,6 +47,7 @@ class Runtime:
     firmware_store: LocalFirmwareStore = field(init=False)
     delivery: DeliveryServer = field(init=False)
     jobs: JobRunner = field(init=False)
+    campaigns: CampaignRunner = field(init=False)
     download_port: int = 0
     _revoked_sha256: frozenset[str] = frozenset()
     http_port: int = 0
@@ -113,6 +115,14 @@ class Runtime:
         )
         await self.jobs.start()
         self.fleet.jobs = self.jobs
+        self.campaigns = CampaignRunner(
+            self.engine,
+            self.clock,
+            self.jobs,
+            connected=self._ready,
+            tick_interval=s.campaign_tick_seconds,
+        )
+        await self.campaigns.start()
         log.info("firmware downloads listening", host=s.host, port=self.download_port)
 
     def _ready(self, charger_id: str) -> bool:
@@ -165,6 +175,7 @@ class Runtime:
             self._uvicorn.should_exit = True
             if self._http_task:
                 await self._http_task
+        await self.campaigns.stop()
         await self.jobs.stop()
         await asyncio.to_thread(self.delivery.stop)
         await self.gateway.stop()
@@ -175,6 +186,9 @@ class Runtime:
     async def on_firmware_revoked(self, firmware_id: str) -> None:
         """A revoked image must not be downloaded or installed any more: stop its jobs."""
         await self._load_revoked()
+        stopped = await self.campaigns.firmware_revoked(firmware_id)
+        if stopped:
+            log.info("campaigns stopped by revocation", campaigns=stopped)
         cancelled = await self.jobs.firmware_revoked(firmware_id)
         log.info("firmware revoked", firmware_id=firmware_id, jobs_cancelled=len(cancelled))
 

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from evota import __version__, metrics
-from evota.api import chargers, firmware, jobs, problems, sites
+from evota.api import campaigns, chargers, firmware, jobs, problems, sites
 
 if TYPE_CHECKING:
     from evota.runtime import Runtime
@@ -30,6 +30,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(chargers.router)
     app.include_router(firmware.router)
     app.include_router(jobs.router)
+    app.include_router(campaigns.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, object]:

@@ -1,0 +1,299 @@
+"""Campaigns: create (with the eligible set and every exclusion's reason), follow, steer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+
+from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.problems import Problem
+from evota.rollout.campaigns import CampaignError
+from evota.rollout.policy import PolicyError
+from evota.runtime import Runtime
+from evota.store.models import Campaign, CampaignEvent, Firmware, GateEvaluation, Job
+
+router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"])
+
+EXAMPLE = {
+    "name": "AC22 to 2.4.0",
+    "firmware_id": "3f0c2c1e-5d0b-4a51-9d0e-6f1f0b9f2a10",
+    "target": {"vendors": ["Acme"], "models": ["AC22"], "older_than_target": True},
+    "waves": [{"count": 4}, {"percent": 50}, {"percent": 100}],
+    "policy": {
+        "success_threshold": 0.5,
+        "soak_seconds": 5,
+        "health_window_seconds": 5,
+        "max_per_site_fraction": 0.25,
+        "windows": [
+            {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "22:00", "end": "05:00"}
+        ],
+        "auto_stop": [
+            {
+                "failures": ["unhealthy", "installation_failed"],
+                "min_executed": 2,
+                "max_failure_percent": 25,
+                "action": "abort_and_rollback",
+            }
+        ],
+    },
+}
+
+
+class CampaignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
+    name: str = Field(min_length=1, max_length=200)
+    firmware_id: str = Field(min_length=1, max_length=36)
+    target: dict[str, Any] = Field(default_factory=dict)
+    waves: list[dict[str, Any]] = Field(default_factory=lambda: [{"percent": 100}])
+    pilot: list[str] = Field(default_factory=list, description="explicit pilot chargers")
+    policy: dict[str, Any] = Field(default_factory=dict)
+
+
+class ActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=500)
+    rollback: bool = Field(False, description="abort only: roll updated chargers back")
+
+
+async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[str, Any]:
+    async with rt.engine.connect() as conn:
+        row = (await conn.execute(select(Campaign).where(Campaign.id == campaign_id))).first()
+        if row is None:
+            raise Problem(404, "Unknown campaign", f"no campaign {campaign_id!r}", "campaign_id")
+        fw = (
+            await conn.execute(
+                select(Firmware.vendor, Firmware.version).where(Firmware.id == row.firmware_id)
+            )
+        ).first()
+        jobs = (
+            await conn.execute(
+                select(Job.charger_id, Job.kind, Job.state, Job.failure)
+                .where(Job.campaign_id == campaign_id)
+                .order_by(Job.id)
+            )
+        ).all()
+        gates = (
+            await conn.execute(
+                select(GateEvaluation)
+                .where(GateEvaluation.campaign_id == campaign_id)
+                .order_by(GateEvaluation.id)
+            )
+        ).all()
+        history = (
+            await conn.execute(
+                select(
+                    CampaignEvent.at, CampaignEvent.event, CampaignEvent.state, CampaignEvent.detail
+                )
+                .where(CampaignEvent.campaign_id == campaign_id)
+                .order_by(CampaignEvent.id.desc())
+                .limit(events)
+            )
+        ).all()
+    latest: dict[str, Any] = {}
+    rollbacks: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    for j in jobs:
+        if j.kind == "rollback":
+            rollbacks[j.state] += 1
+        else:
+            latest[j.charger_id] = j
+            if j.failure:
+                failures[j.failure] += 1
+    waves = []
+    for index, members in enumerate(row.waves):
+        counts: Counter[str] = Counter(
+            latest[c].state if c in latest else "pending" for c in members
+        )
+        wave_gates = [g.result | {"at": g.at.isoformat()} for g in gates if g.wave == index]
+        if index < row.current_wave:
+            state = "done"
+        elif index == row.current_wave and row.state in ("running", "paused"):
+            state = "soaking" if row.wave_done_at else "running"
+        elif index == row.current_wave and row.state == "completed":
+            state = "done"
+        else:
+            state = "pending"
+        waves.append(
+            {
+                "index": index,
+                "size": len(members),
+                "state": state,
+                "jobs": dict(counts),
+                "gates": wave_gates,
+            }
+        )
+    return {
+        "id": row.id,
+        "name": row.name,
+        "firmware_id": row.firmware_id,
+        "target_version": fw.version if fw else None,
+        "vendor": fw.vendor if fw else None,
+        "state": row.state,
+        "state_reason": row.state_reason,
+        "target": row.target,
+        "wave_specs": row.wave_specs,
+        "policy": row.policy,
+        "eligible": sum(len(w) for w in row.waves),
+        "excluded": row.excluded,
+        "current_wave": row.current_wave,
+        "waves": waves,
+        "failures": dict(failures),
+        "rollbacks": dict(rollbacks),
+        "rollback": row.rollback,
+        "notes": list(rt.campaigns.notes.get(row.id, ()))[:50],
+        "created_by": row.created_by,
+        "created_at": row.created_at,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "history": [dict(h._mapping) for h in history],
+    }
+
+
+@router.post("", status_code=201)
+async def create_campaign(body: CampaignIn, rt: RuntimeDep, who: PrincipalDep) -> dict[str, Any]:
+    """Compute the eligible set (and why every other matching charger is excluded) and the
+    waves; the campaign starts in ``draft`` until ``/start``."""
+    async with rt.engine.connect() as conn:
+        fw = (await conn.execute(select(Firmware).where(Firmware.id == body.firmware_id))).first()
+    if fw is None:
+        raise Problem(422, "Unknown firmware", f"no firmware {body.firmware_id!r}", "firmware_id")
+    if fw.state == "revoked":
+        raise Problem(409, "Firmware revoked", f"{fw.version} is revoked", "firmware_id")
+    try:
+        created = await rt.campaigns.create(
+            name=body.name,
+            firmware=fw,
+            target=body.target,
+            waves=body.waves,
+            pilot=body.pilot,
+            policy=body.policy,
+            created_by=who.name,
+        )
+    except PolicyError as exc:
+        raise Problem(422, "Invalid campaign", exc.message, exc.field) from None
+    except CampaignError as exc:
+        raise Problem(422, "Invalid campaign", str(exc), "pilot") from None
+    return await _summary(rt, created["id"])
+
+
+@router.get("")
+async def list_campaigns(
+    rt: RuntimeDep,
+    _who: PrincipalDep,
+    state: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    query = select(
+        Campaign.id,
+        Campaign.name,
+        Campaign.firmware_id,
+        Campaign.state,
+        Campaign.state_reason,
+        Campaign.current_wave,
+        Campaign.created_at,
+        Campaign.started_at,
+        Campaign.finished_at,
+    )
+    if state:
+        query = query.where(Campaign.state == state)
+    async with rt.engine.connect() as conn:
+        total = (await conn.execute(select(func.count()).select_from(query.subquery()))).scalar()
+        rows = (
+            await conn.execute(
+                query.order_by(Campaign.created_at.desc()).limit(limit).offset(offset)
+            )
+        ).all()
+    return {
+        "items": [dict(r._mapping) for r in rows],
+        "total": total or 0,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/{campaign_id}")
+async def get_campaign(campaign_id: str, rt: RuntimeDep, _who: PrincipalDep) -> dict[str, Any]:
+    return await _summary(rt, campaign_id)
+
+
+async def _act(rt: Runtime, campaign_id: str, action: str, body: ActionIn | None) -> dict[str, Any]:
+    body = body or ActionIn()
+    try:
+        await rt.campaigns.act(campaign_id, action, body.reason or action, rollback=body.rollback)
+    except LookupError:
+        raise Problem(
+            404, "Unknown campaign", f"no campaign {campaign_id!r}", "campaign_id"
+        ) from None
+    except CampaignError as exc:
+        raise Problem(409, "Not possible now", str(exc), "state") from None
+    return await _summary(rt, campaign_id)
+
+
+@router.post("/{campaign_id}/start")
+async def start(
+    campaign_id: str, rt: RuntimeDep, _who: PrincipalDep, body: ActionIn | None = None
+) -> dict[str, Any]:
+    """Start a draft campaign (the approval step arrives with the operators issue)."""
+    return await _act(rt, campaign_id, "start", body)
+
+
+@router.post("/{campaign_id}/pause")
+async def pause(
+    campaign_id: str, rt: RuntimeDep, _who: PrincipalDep, body: ActionIn | None = None
+) -> dict[str, Any]:
+    return await _act(rt, campaign_id, "pause", body)
+
+
+@router.post("/{campaign_id}/resume")
+async def resume(
+    campaign_id: str, rt: RuntimeDep, _who: PrincipalDep, body: ActionIn | None = None
+) -> dict[str, Any]:
+    """Resume a paused campaign; at a pause-at-gate this is the operator's go."""
+    return await _act(rt, campaign_id, "go", body)
+
+
+@router.post("/{campaign_id}/abort")
+async def abort(
+    campaign_id: str, rt: RuntimeDep, _who: PrincipalDep, body: ActionIn | None = None
+) -> dict[str, Any]:
+    """Stop for good; with ``rollback`` every charger it updated goes back to its previous
+    version."""
+    return await _act(rt, campaign_id, "abort", body)
+
+
+@router.get("/{campaign_id}/events")
+async def stream(
+    campaign_id: str, request: Request, rt: RuntimeDep, _who: PrincipalDep
+) -> StreamingResponse:
+    """Server-sent events: the campaign summary whenever it changes (checked every second)."""
+    await _summary(rt, campaign_id, events=0)  # 404 before the stream starts
+
+    async def events() -> AsyncIterator[bytes]:
+        last = ""
+        while not await request.is_disconnected():
+            summary = await _summary(rt, campaign_id, events=10)
+            text = json.dumps(summary, default=_json_default)
+            if text != last:
+                last = text
+                yield f"event: campaign\ndata: {text}\n\n".encode()
+                if summary["state"] in ("completed", "aborted") and not summary["rollback"]:
+                    return
+            await asyncio.sleep(1.0)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)

@@ -1,0 +1,622 @@
+"""The imperative shell of campaigns: load views, call the pure engine, apply its decisions.
+
+Everything a campaign decides lives in :func:`evota.rollout.engine.decide`; this module only
+reads the database and the gateway into the engine's views, writes what it decided (state
+changes with reasons, gate evaluations with their numbers, wave advances) and creates jobs
+through the :class:`~evota.rollout.runner.JobRunner`. The engine is called again on every
+tick, so after a crash nothing is lost: jobs, waves and timestamps are all in the database,
+and a charger that already has a job in the campaign is never given a second one unless the
+engine asks for a retry or a rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from evota.clock import Clock
+from evota.firmware.updates import ImageFacts
+from evota.rollout import engine as eng
+from evota.rollout.gate import Health
+from evota.rollout.policy import (
+    policy_from_dict,
+    policy_to_dict,
+    target_from_dict,
+    target_to_dict,
+    waves_from_list,
+    waves_to_list,
+)
+from evota.rollout.runner import JobConflict, JobRunner
+from evota.rollout.target import ChargerSnapshot, plan_eligibility
+from evota.rollout.waves import plan_waves
+from evota.store.models import (
+    Campaign,
+    CampaignEvent,
+    Charger,
+    ChargerEvent,
+    ChargingSession,
+    Connector,
+    ConnectorStatus,
+    Firmware,
+    GateEvaluation,
+    Job,
+    Site,
+)
+
+log = structlog.get_logger("evota.campaigns")
+
+ACTIVE = ("scheduled", "running", "paused", "awaiting_approval")
+_CHUNK = 500  # ids per IN (...) query, well under every driver's parameter limit
+
+
+class CampaignError(Exception):
+    """An operator request that does not fit the campaign's state (HTTP 409)."""
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield ids[i : i + _CHUNK]
+
+
+# Which operator actions are allowed from which state, and where they lead.
+TRANSITIONS: dict[str, dict[str, str]] = {
+    "start": {"draft": "running", "scheduled": "running", "awaiting_approval": "running"},
+    "pause": {"running": "paused"},
+    "resume": {"paused": "running"},
+    "abort": {
+        s: "aborted" for s in ("draft", "scheduled", "running", "paused", "awaiting_approval")
+    },
+}
+
+
+def image_facts(fw: Any) -> ImageFacts:
+    return ImageFacts(
+        id=fw.id,
+        vendor=fw.vendor,
+        version=fw.version,
+        state=fw.state,
+        models=tuple(fw.models or ()),
+        hardware_revisions=tuple(fw.hardware_revisions or ()),
+        min_current_version=fw.min_current_version,
+        supersedes=tuple(fw.supersedes or ()),
+    )
+
+
+class CampaignRunner:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        jobs: JobRunner,
+        *,
+        connected: Callable[[str], bool],
+        tick_interval: float = 1.0,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._jobs = jobs
+        self._connected = connected
+        self._tick_interval = tick_interval
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self.notes: dict[str, tuple[str, ...]] = {}  # campaign id -> why chargers wait
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="campaigns")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # -- creating -----------------------------------------------------------------------------
+    async def snapshots(
+        self, conn: AsyncConnection, ids: Sequence[str] | None = None
+    ) -> dict[str, ChargerSnapshot]:
+        """The engine's view of chargers (all of them when ``ids`` is None)."""
+        query = select(
+            Charger.id,
+            Charger.vendor,
+            Charger.model,
+            Charger.hardware_revision,
+            Charger.firmware_version,
+            Charger.site_id,
+            Charger.tags,
+            Charger.last_seen,
+            Site.region,
+            Site.timezone,
+        ).join(Site, Site.id == Charger.site_id, isouter=True)
+        rows: list[Any] = []
+        if ids is None:
+            rows = list((await conn.execute(query)).all())
+        else:
+            for chunk in _chunks(list(ids)):
+                rows += (await conn.execute(query.where(Charger.id.in_(chunk)))).all()
+        busy: set[str] = set()
+        all_ids = [r.id for r in rows]
+        for chunk in _chunks(all_ids):
+            busy.update(
+                (
+                    await conn.execute(
+                        select(ChargingSession.charger_id).where(
+                            ChargingSession.outcome == "active",
+                            ChargingSession.charger_id.in_(chunk),
+                        )
+                    )
+                ).scalars()
+            )
+        return {
+            r.id: ChargerSnapshot(
+                id=r.id,
+                vendor=r.vendor,
+                model=r.model,
+                hardware_revision=r.hardware_revision,
+                firmware_version=r.firmware_version,
+                site_id=r.site_id,
+                region=r.region,
+                tags=frozenset(r.tags or ()),
+                timezone=r.timezone or "UTC",
+                connected=self._connected(r.id),
+                last_seen=r.last_seen,
+                in_session=r.id in busy,
+            )
+            for r in rows
+        }
+
+    async def create(
+        self,
+        *,
+        name: str,
+        firmware: Any,
+        target: dict[str, Any],
+        waves: list[Any],
+        pilot: Sequence[str],
+        policy: dict[str, Any],
+        created_by: str | None,
+    ) -> dict[str, Any]:
+        """Validate, compute the eligible set with a reason for every exclusion, plan waves."""
+        t = target_from_dict(target)
+        w = waves_from_list(waves)
+        p = policy_from_dict(policy)
+        now = self._clock.now()
+        async with self._engine.connect() as conn:
+            fleet = await self.snapshots(conn)
+            busy = await self._in_other_campaigns(conn)
+        fleet = {
+            cid: _with_campaign(s, busy.get(cid)) if cid in busy else s for cid, s in fleet.items()
+        }
+        eligibility = plan_eligibility(t, image_facts(firmware), list(fleet.values()), now)
+        eligible = [fleet[c] for c in eligibility.eligible]
+        unknown = [c for c in pilot if c not in eligibility.eligible]
+        if unknown:
+            raise CampaignError(f"pilot chargers are not eligible: {', '.join(unknown[:10])}")
+        planned = plan_waves(eligible, w, pilot=pilot, seed=name)
+        campaign_id = str(uuid.uuid4())
+        excluded = [
+            {"charger_id": e.charger_id, "reason": e.reason, "detail": e.detail}
+            for e in eligibility.excluded
+        ]
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(Campaign).values(
+                    id=campaign_id,
+                    name=name,
+                    firmware_id=firmware.id,
+                    state="draft",
+                    target=target_to_dict(t),
+                    wave_specs=waves_to_list(w),
+                    policy=policy_to_dict(p),
+                    waves=[list(wave) for wave in planned],
+                    excluded=excluded,
+                    current_wave=0,
+                    gate_go=False,
+                    rollback=False,
+                    created_by=created_by,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await _event(conn, campaign_id, now, "created", "draft", {"by": created_by})
+        return {"id": campaign_id, "state": "draft"}
+
+    async def _in_other_campaigns(self, conn: AsyncConnection) -> dict[str, str]:
+        rows = (
+            await conn.execute(
+                select(Campaign.id, Campaign.waves).where(Campaign.state.in_(ACTIVE))
+            )
+        ).all()
+        return {cid: r.id for r in rows for wave in r.waves for cid in wave}
+
+    # -- operator actions ---------------------------------------------------------------------
+    async def act(
+        self, campaign_id: str, action: str, reason: str, *, rollback: bool = False
+    ) -> str:
+        async with self._lock:
+            now = self._clock.now()
+            async with self._engine.begin() as conn:
+                row = (
+                    await conn.execute(
+                        select(Campaign.state, Campaign.gate_go).where(Campaign.id == campaign_id)
+                    )
+                ).first()
+                if row is None:
+                    raise LookupError(campaign_id)
+                if action == "go":
+                    if row.state != "paused":
+                        raise CampaignError(f"campaign is {row.state}, not waiting at a gate")
+                    values: dict[str, Any] = {"gate_go": True, "state": "running"}
+                    new = "running"
+                else:
+                    new_state = TRANSITIONS[action].get(row.state)
+                    if new_state is None:
+                        raise CampaignError(f"cannot {action} a campaign that is {row.state}")
+                    new = new_state
+                    values = {"state": new}
+                    if action == "start":
+                        values["started_at"] = now
+                        values["wave_started_at"] = now
+                    if action == "abort":
+                        values["finished_at"] = now
+                        values["rollback"] = rollback
+                values.update(state_reason=reason, updated_at=now)
+                await conn.execute(
+                    update(Campaign).where(Campaign.id == campaign_id).values(**values)
+                )
+                await _event(
+                    conn, campaign_id, now, action, new, {"reason": reason, "rollback": rollback}
+                )
+        self._wake.set()
+        return new
+
+    async def firmware_revoked(self, firmware_id: str) -> list[str]:
+        """Revoking an image stops every campaign rolling it out."""
+        async with self._engine.connect() as conn:
+            ids = (
+                await conn.execute(
+                    select(Campaign.id).where(
+                        Campaign.firmware_id == firmware_id, Campaign.state.in_(ACTIVE)
+                    )
+                )
+            ).scalars()
+            ids = list(ids)
+        for cid in ids:
+            with contextlib.suppress(CampaignError, LookupError):
+                await self.act(cid, "abort", "firmware revoked")
+        return ids
+
+    # -- the loop -----------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._tick_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                async with self._engine.connect() as conn:
+                    ids = list(
+                        (
+                            await conn.execute(
+                                select(Campaign.id)
+                                .where(Campaign.state.in_(("running", "aborted")))
+                                .where(Campaign.finished_at.is_(None) | Campaign.rollback)
+                            )
+                        ).scalars()
+                    )
+                for cid in ids:
+                    async with self._lock:
+                        await self.evaluate(cid)
+            except Exception:  # one bad evaluation must not stop every campaign
+                log.exception("campaign evaluation failed")
+
+    async def evaluate(self, campaign_id: str) -> eng.Decision | None:
+        """One engine call for one campaign, applied."""
+        now = self._clock.now()
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(Campaign).where(Campaign.id == campaign_id))).first()
+            if row is None:
+                return None
+            fw = (
+                await conn.execute(select(Firmware).where(Firmware.id == row.firmware_id))
+            ).first()
+            jobs = await self._job_views(conn, campaign_id)
+            members = [c for wave in row.waves for c in wave]
+            fleet = await self.snapshots(conn, members)
+            view = eng.CampaignView(
+                id=row.id,
+                state="running" if row.state == "aborted" else row.state,
+                waves=tuple(tuple(w) for w in row.waves),
+                current_wave=row.current_wave,
+                policy=policy_from_dict(row.policy),
+                target_version=fw.version,
+                wave_started_at=row.wave_started_at,
+                wave_done_at=row.wave_done_at,
+                gate_go=row.gate_go,
+                rollback=row.rollback,
+            )
+            health: dict[str, Health] = {}
+            if row.wave_done_at is not None and row.current_wave < len(row.waves):
+                wave = row.waves[row.current_wave]
+                health = await self._health(conn, view.policy, wave, jobs, fleet)
+        decision = eng.decide(view, jobs, fleet, health, now)
+        if row.state == "aborted" and not row.rollback:
+            return decision
+        await self._apply(row, fw, fleet, decision, now, aborted=row.state == "aborted")
+        return decision
+
+    async def _job_views(
+        self, conn: AsyncConnection, campaign_id: str
+    ) -> dict[str, list[eng.JobView]]:
+        rows = (
+            await conn.execute(
+                select(
+                    Job.id,
+                    Job.charger_id,
+                    Job.kind,
+                    Job.state,
+                    Job.failure,
+                    Job.previous_version,
+                    Job.target_version,
+                    Job.created_at,
+                    Job.finished_at,
+                )
+                .where(Job.campaign_id == campaign_id)
+                .order_by(Job.id)
+            )
+        ).all()
+        views: dict[str, list[eng.JobView]] = defaultdict(list)
+        for r in rows:
+            views[r.charger_id].append(
+                eng.JobView(
+                    charger_id=r.charger_id,
+                    job_id=r.id,
+                    kind=r.kind,
+                    state=r.state,
+                    failure=r.failure,
+                    previous_version=r.previous_version,
+                    target_version=r.target_version,
+                    created_at=r.created_at,
+                    finished_at=r.finished_at,
+                )
+            )
+        return dict(views)
+
+    async def _health(
+        self,
+        conn: AsyncConnection,
+        policy: Any,
+        wave: Sequence[str],
+        jobs: dict[str, list[eng.JobView]],
+        fleet: dict[str, ChargerSnapshot],
+    ) -> dict[str, Health]:
+        """Each updated charger against its own baseline: the same window before its job."""
+        window = timedelta(seconds=policy.health_window_seconds)
+        spans: dict[str, tuple[datetime, datetime]] = {}
+        for cid in wave:
+            done = [j for j in jobs.get(cid, ()) if j.kind == "update" and j.state == "succeeded"]
+            if done and done[-1].finished_at is not None:
+                spans[cid] = (done[-1].created_at, done[-1].finished_at)
+        if not spans:
+            return {}
+        ids = list(spans)
+        since = min(s for s, _ in spans.values()) - window
+        sessions: list[Any] = []
+        connects: list[Any] = []
+        faults: list[Any] = []
+        faulted_now: set[str] = set()
+        for chunk in _chunks(ids):
+            sessions += (
+                await conn.execute(
+                    select(
+                        ChargingSession.charger_id,
+                        ChargingSession.started_at,
+                        ChargingSession.outcome,
+                    ).where(
+                        ChargingSession.charger_id.in_(chunk),
+                        ChargingSession.started_at >= since,
+                    )
+                )
+            ).all()
+            connects += (
+                await conn.execute(
+                    select(ChargerEvent.charger_id, ChargerEvent.received_at).where(
+                        ChargerEvent.kind == "connected",
+                        ChargerEvent.charger_id.in_(chunk),
+                        ChargerEvent.received_at >= since,
+                    )
+                )
+            ).all()
+            faults += (
+                await conn.execute(
+                    select(ConnectorStatus.charger_id, ConnectorStatus.received_at).where(
+                        ConnectorStatus.status == "Faulted",
+                        ConnectorStatus.charger_id.in_(chunk),
+                        ConnectorStatus.received_at >= since,
+                    )
+                )
+            ).all()
+            faulted_now.update(
+                (
+                    await conn.execute(
+                        select(Connector.charger_id).where(
+                            Connector.status == "Faulted", Connector.charger_id.in_(chunk)
+                        )
+                    )
+                ).scalars()
+            )
+        result: dict[str, Health] = {}
+        for cid, (started, finished) in spans.items():
+            before = (started - window, started)
+            after = (finished, finished + window)
+
+            def inside(at: datetime, span: tuple[datetime, datetime]) -> bool:
+                return span[0] <= at < span[1]
+
+            mine = [s for s in sessions if s.charger_id == cid]
+            result[cid] = Health(
+                sessions_before=sum(inside(s.started_at, before) for s in mine),
+                sessions_failed_before=sum(
+                    inside(s.started_at, before) and s.outcome == "interrupted" for s in mine
+                ),
+                reconnects_before=sum(
+                    c.charger_id == cid and inside(c.received_at, before) for c in connects
+                ),
+                hours_before=window.total_seconds() / 3600,
+                sessions_after=sum(inside(s.started_at, after) for s in mine),
+                sessions_failed_after=sum(
+                    inside(s.started_at, after) and s.outcome == "interrupted" for s in mine
+                ),
+                # the reboot into the new version is one expected reconnect, not a symptom
+                reconnects_after=sum(
+                    c.charger_id == cid and inside(c.received_at, after) for c in connects
+                ),
+                hours_after=window.total_seconds() / 3600,
+                faulted_after=cid in faulted_now
+                or any(f.charger_id == cid and f.received_at >= finished for f in faults),
+                available_after=fleet[cid].connected if cid in fleet else False,
+            )
+        return result
+
+    async def _apply(
+        self,
+        row: Any,
+        fw: Any,
+        fleet: dict[str, ChargerSnapshot],
+        d: eng.Decision,
+        now: datetime,
+        *,
+        aborted: bool,
+    ) -> None:
+        cid = row.id
+        self.notes[cid] = d.notes
+        starts = [s for s in d.start if not aborted or s.kind == "rollback"]
+        for start in starts:
+            await self._start_job(row, fw, fleet, start)
+        values: dict[str, Any] = {}
+        events: list[tuple[str, str, dict[str, Any]]] = []
+        state = row.state
+        if aborted and not starts and not await self._has_active_jobs(cid):
+            values["rollback"] = False  # every rollback has been sent and finished
+            events.append(("rollback_done", state, {}))
+        if d.wave_done_at is not None and row.wave_done_at is None:
+            values["wave_done_at"] = d.wave_done_at
+            events.append(("wave_done", state, {"wave": row.current_wave}))
+        if d.gate is not None:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(GateEvaluation).values(
+                        campaign_id=cid,
+                        wave=d.gate.wave,
+                        at=now,
+                        passed=d.gate.passed,
+                        result=d.gate.to_dict(),
+                    )
+                )
+        if d.advance_to is not None and not aborted:
+            values.update(
+                current_wave=d.advance_to, wave_started_at=now, wave_done_at=None, gate_go=False
+            )
+            events.append(("advanced", state, {"wave": d.advance_to}))
+        if d.state is not None and d.state != state and not aborted:
+            state = d.state
+            values.update(state=state, state_reason=d.reason)
+            if state in ("completed", "aborted"):
+                values["finished_at"] = now
+            if getattr(d, "rollback", False):
+                values["rollback"] = True
+            events.append((state, state, {"reason": d.reason}))
+        if not values:
+            return
+        values["updated_at"] = now
+        async with self._engine.begin() as conn:
+            await conn.execute(update(Campaign).where(Campaign.id == cid).values(**values))
+            for name, st, detail in events:
+                await _event(conn, cid, now, name, st, detail)
+        for name, _, detail in events:
+            log.info("campaign " + name, campaign_id=cid, **detail)
+
+    async def _has_active_jobs(self, campaign_id: str) -> bool:
+        async with self._engine.connect() as conn:
+            active = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(
+                        Job.campaign_id == campaign_id,
+                        Job.state.not_in(("succeeded", "failed", "cancelled")),
+                    )
+                )
+            ).scalar()
+        return bool(active)
+
+    async def _start_job(
+        self, row: Any, fw: Any, fleet: dict[str, ChargerSnapshot], start: eng.StartJob
+    ) -> None:
+        charger = fleet.get(start.charger_id)
+        if charger is None:
+            return
+        image = fw
+        if start.kind == "rollback" or start.to_version != fw.version:
+            async with self._engine.connect() as conn:
+                image = (
+                    await conn.execute(
+                        select(Firmware).where(
+                            func.lower(Firmware.vendor) == fw.vendor.lower(),
+                            Firmware.version == start.to_version,
+                            Firmware.state != "revoked",
+                        )
+                    )
+                ).first()
+            if image is None:
+                log.warning(
+                    "no image to roll back to",
+                    campaign_id=row.id,
+                    charger_id=start.charger_id,
+                    version=start.to_version,
+                )
+                return
+        async with self._engine.connect() as conn:
+            learned = (
+                await conn.execute(
+                    select(Charger.firmware_delivery).where(Charger.id == start.charger_id)
+                )
+            ).scalar()
+        # A job outside the campaign may hold the charger: the engine asks again next time.
+        with contextlib.suppress(JobConflict):
+            await self._jobs.create(
+                charger_id=start.charger_id,
+                firmware=image,
+                previous_version=charger.firmware_version,
+                learned_method=learned,
+                retrieve_at=start.retrieve_at,
+                allow_downgrade=start.kind == "rollback",
+                created_by=f"campaign:{row.id}",
+                kind=start.kind,
+                campaign_id=row.id,
+            )
+
+
+def _with_campaign(s: ChargerSnapshot, campaign_id: str | None) -> ChargerSnapshot:
+    from dataclasses import replace
+
+    return replace(s, other_campaign=campaign_id)
+
+
+async def _event(
+    conn: AsyncConnection, campaign_id: str, at: datetime, event: str, state: str, detail: Any
+) -> None:
+    await conn.execute(
+        insert(CampaignEvent).values(
+            campaign_id=campaign_id, at=at, event=event, state=state, detail=detail
+        )
+    )
