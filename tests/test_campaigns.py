@@ -1,0 +1,328 @@
+"""Campaigns end to end: evota + a simulated fleet on loopback, real downloads and signatures.
+
+Short soak and health windows and a fast simulator keep each campaign to seconds; the policy
+logic itself is covered exhaustively (virtual time, 10,000 chargers) in tests/rollout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from evota.runtime import Runtime
+from evota.sim import Fleet, SiteSpec, fleet_from_flags
+from evota.sim.fleet import FaultProfile, FleetSpec
+from evota.store.models import Job
+
+from .conftest import TOKEN, Keys, api_client, start_runtime
+from .sim.conftest import fast
+from .test_firmware_update import FAST_JOBS, trust, upload
+
+SITES = [SiteSpec(id=f"site-{i}", name=f"Site {i}", timezone="UTC") for i in range(4)]
+POLICY: dict[str, Any] = {
+    "success_threshold": 0.5,
+    "soak_seconds": 0.5,
+    "health_window_seconds": 0.5,
+    "retry_backoff_seconds": 0.2,
+    "retries": {"booted_previous_version": 2, "download_failed": 2, "timed_out": 1},
+    "max_per_site_fraction": 0.5,
+}
+
+
+def fleet_spec(n: int, keys: Keys, prefix: str = "CMP-", **faults: Any) -> FleetSpec:
+    base = fleet_from_flags(n, prefix=prefix, seed="campaign", sites=SITES)
+    profile = FaultProfile(**faults)
+    return replace(
+        base,
+        chargers=tuple(
+            replace(c, firmware_roots=(keys.ca_cert.decode(),), faults=profile)
+            for c in base.chargers
+        ),
+    )
+
+
+class World:
+    def __init__(self, rt: Runtime, api: httpx.AsyncClient, keys: Keys, tmp_path: Path):
+        self.rt, self.api, self.keys, self.tmp_path = rt, api, keys, tmp_path
+        self.fleets: list[Fleet] = []
+
+    async def fleet(self, spec: FleetSpec, **config: Any) -> Fleet:
+        cfg = fast(speed=600.0, install_duration=1.0, download_retry_interval=0.2, **config)
+        fleet = Fleet.from_spec(spec, f"ws://127.0.0.1:{self.rt.ocpp_port}/ocpp", config=cfg)
+        await fleet.provision(f"http://127.0.0.1:{self.rt.http_port}", TOKEN)
+        await fleet.start()
+        self.fleets.append(fleet)
+        await fleet.wait_for_all(lambda c: c.accepted, 30)
+        await asyncio.sleep(0.5)  # boots are written behind
+        return fleet
+
+    async def campaign(self, firmware_id: str, **body: Any) -> dict[str, Any]:
+        payload = {"name": "test", "firmware_id": firmware_id, "policy": POLICY, **body}
+        r = await self.api.post("/api/v1/campaigns", json=payload)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    async def get(self, campaign_id: str) -> dict[str, Any]:
+        r = await self.api.get(f"/api/v1/campaigns/{campaign_id}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    async def until(self, campaign_id: str, done: Any, timeout: float = 60) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            c = await self.get(campaign_id)
+            if done(c):
+                return c
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out: {c['state']} {c['waves']} {c['notes'][:5]}")
+            await asyncio.sleep(0.2)
+
+    async def close(self) -> None:
+        for fleet in self.fleets:
+            await fleet.stop()
+
+
+@pytest.fixture
+async def world(tmp_path: Path, sqlite_url: str, keys: Keys) -> AsyncIterator[World]:
+    rt = await start_runtime(
+        tmp_path, sqlite_url, **FAST_JOBS, campaign_tick_seconds=0.2, call_timeout=5.0
+    )
+    api = api_client(rt)
+    await trust(api, keys)
+    w = World(rt, api, keys, tmp_path)
+    try:
+        yield w
+    finally:
+        await w.close()
+        await api.aclose()
+        await rt.stop()
+
+
+async def jobs_of(rt: Runtime, campaign_id: str) -> list[Any]:
+    async with rt.engine.connect() as conn:
+        return list(
+            (
+                await conn.execute(
+                    select(Job.charger_id, Job.kind, Job.state, Job.failure, Job.target_version)
+                    .where(Job.campaign_id == campaign_id)
+                    .order_by(Job.id)
+                )
+            ).all()
+        )
+
+
+async def test_healthy_fleet_completes_every_wave(world: World):
+    fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=32 * 1024)
+    fleet = await world.fleet(fleet_spec(60, world.keys), session_rate=0.0)
+    c = await world.campaign(fw["id"], waves=[{"count": 4}, {"percent": 25}, {"percent": 100}])
+    assert c["eligible"] == 60 and c["excluded"] == []
+    assert [w["size"] for w in c["waves"]] == [4, 11, 45]
+    r = await world.api.post(f"/api/v1/campaigns/{c['id']}/start", json={"reason": "test"})
+    assert r.status_code == 200 and r.json()["state"] == "running"
+    done = await world.until(c["id"], lambda c: c["state"] in ("completed", "paused", "aborted"))
+    assert done["state"] == "completed", done
+    assert all(g["gates"] and g["gates"][-1]["passed"] for g in done["waves"])
+    gate = done["waves"][0]["gates"][-1]
+    assert gate["executed"] == 4 and gate["succeeded"] == 4 and "by_model" in gate
+    assert all(ch.firmware_version == "2.0.0" for ch in fleet.chargers)
+    jobs = await jobs_of(world.rt, c["id"])
+    assert len(jobs) == 60 and {j.state for j in jobs} == {"succeeded"}
+    # waves ran in order: the history shows each advance after a gate
+    events = [e["event"] for e in reversed(done["history"])]
+    assert events.count("advanced") == 2 and events[-1] == "completed"
+
+
+async def test_bad_image_stops_in_the_pilot_and_rolls_it_back(world: World):
+    good = await upload(world.api, world.tmp_path, world.keys, "1.0.0", size=16 * 1024)
+    bad = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=16 * 1024)
+    assert good["version"] == "1.0.0"
+    fleet = await world.fleet(fleet_spec(24, world.keys, bad_versions=("2.0.0",)))
+    policy = {
+        **POLICY,
+        "auto_stop": [
+            {
+                "failures": ["unhealthy"],
+                "min_executed": 2,
+                "max_failure_percent": 25,
+                "action": "abort_and_rollback",
+            }
+        ],
+    }
+    c = await world.campaign(bad["id"], waves=[{"count": 4}, {"percent": 100}], policy=policy)
+    await world.api.post(f"/api/v1/campaigns/{c['id']}/start", json={})
+    done = await world.until(
+        c["id"], lambda c: c["state"] == "aborted" and not c["rollback"], timeout=60
+    )
+    assert "unhealthy" in (done["state_reason"] or ""), done
+    jobs = await jobs_of(world.rt, c["id"])
+    updated = {j.charger_id for j in jobs if j.kind == "update"}
+    pilot = await wave_members(world.rt, c["id"], 0)
+    assert updated <= pilot  # no charger beyond the pilot got the bad image
+    rollbacks = [j for j in jobs if j.kind == "rollback"]
+    assert rollbacks and {j.state for j in rollbacks} == {"succeeded"}
+    assert {j.target_version for j in rollbacks} == {"1.0.0"}
+    on_bad = [ch.identity for ch in fleet.chargers if ch.firmware_version == "2.0.0"]
+    assert on_bad == [], on_bad
+
+
+async def wave_members(rt: Runtime, campaign_id: str, index: int) -> set[str]:
+    from evota.store.models import Campaign
+
+    async with rt.engine.connect() as conn:
+        waves = (
+            await conn.execute(select(Campaign.waves).where(Campaign.id == campaign_id))
+        ).scalar_one()
+    return set(waves[index])
+
+
+async def test_link_drops_and_power_loss_are_retried_to_completion(world: World):
+    fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=256 * 1024)
+    fleet = await world.fleet(fleet_spec(30, world.keys, link_drop=0.3, power_loss=0.1))
+    c = await world.campaign(fw["id"], waves=[{"count": 5}, {"percent": 100}])
+    await world.api.post(f"/api/v1/campaigns/{c['id']}/start", json={})
+    done = await world.until(c["id"], lambda c: c["state"] != "running", timeout=90)
+    assert done["state"] == "completed", done
+    assert all(ch.firmware_version == "2.0.0" for ch in fleet.chargers)
+    jobs = await jobs_of(world.rt, c["id"])
+    lost = [j for j in jobs if j.failure == "booted_previous_version"]
+    for j in lost:  # detected as its own failure, retried, and then succeeded
+        later = [k for k in jobs if k.charger_id == j.charger_id and k.state == "succeeded"]
+        assert later, j
+    resumed = sum(
+        ch.firmware_agent.last_download.resumed
+        for ch in fleet.chargers
+        if ch.firmware_agent and ch.firmware_agent.last_download
+    )
+    assert resumed > 0  # dropped links resumed with Range instead of starting over
+
+
+async def test_chargers_in_session_are_not_interrupted(world: World):
+    fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=16 * 1024)
+    await world.fleet(
+        fleet_spec(12, world.keys), session_rate=20.0, session_duration=(300.0, 900.0)
+    )
+    c = await world.campaign(fw["id"], waves=[{"percent": 100}])
+    await world.api.post(f"/api/v1/campaigns/{c['id']}/start", json={})
+    done = await world.until(c["id"], lambda c: c["state"] != "running", timeout=90)
+    assert done["state"] == "completed", done
+    async with world.rt.engine.connect() as conn:
+        outcomes = (await conn.execute(select(ChargingSession.outcome))).scalars().all()
+    assert outcomes and "interrupted" not in outcomes
+
+
+def _serve_env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "EVOTA_DATA_DIR": str(data_dir),
+        "EVOTA_ADMIN_TOKEN": TOKEN,
+        "EVOTA_HTTP_PORT": str(ports["http"]),
+        "EVOTA_OCPP_PORT": str(ports["ocpp"]),
+        "EVOTA_DOWNLOAD_PORT": str(ports["download"]),
+        "EVOTA_CAMPAIGN_TICK_SECONDS": "0.2",
+        "EVOTA_LOG_LEVEL": "warning",
+    }
+    for key, value in FAST_JOBS.items():
+        env[f"EVOTA_{key.upper()}"] = str(value)
+    return env
+
+
+async def _start_server(data_dir: Path, ports: dict[str, int]) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "evota",
+        "serve",
+        env=_serve_env(data_dir, ports),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    async with httpx.AsyncClient() as http:
+        for _ in range(200):
+            try:
+                if (await http.get(f"http://127.0.0.1:{ports['http']}/healthz")).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("evota serve did not come up")
+
+
+async def test_campaign_survives_a_hard_kill_of_the_server(tmp_path: Path, keys: Keys):
+    from .test_demo import free_port
+
+    ports = {"http": free_port(), "ocpp": free_port(), "download": free_port()}
+    data_dir = tmp_path / "data"
+    proc = await _start_server(data_dir, ports)
+    api = httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{ports['http']}",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=15,
+    )
+    fleet = Fleet.from_spec(
+        fleet_spec(30, keys),
+        f"ws://127.0.0.1:{ports['ocpp']}/ocpp",
+        config=fast(speed=600.0, install_duration=2.0, download_retry_interval=0.2),
+    )
+    try:
+        await trust(api, keys)
+        fw = await upload(api, tmp_path, keys, "2.0.0", size=64 * 1024)
+        await fleet.provision(f"http://127.0.0.1:{ports['http']}", TOKEN)
+        await fleet.start()
+        await fleet.wait_for_all(lambda c: c.accepted, 30)
+        await asyncio.sleep(0.5)
+        r = await api.post(
+            "/api/v1/campaigns",
+            json={
+                "name": "kill",
+                "firmware_id": fw["id"],
+                "waves": [{"count": 5}, {"percent": 100}],
+                "policy": POLICY,
+            },
+        )
+        campaign_id = r.json()["id"]
+        await api.post(f"/api/v1/campaigns/{campaign_id}/start", json={})
+        for _ in range(300):  # kill while the second wave is in flight
+            c = (await api.get(f"/api/v1/campaigns/{campaign_id}")).json()
+            if c["current_wave"] == 1 and c["waves"][1]["jobs"].get("pending", 0) < 20:
+                break
+            await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        proc = await _start_server(data_dir, ports)
+        for _ in range(600):
+            c = (await api.get(f"/api/v1/campaigns/{campaign_id}")).json()
+            if c["state"] != "running":
+                break
+            await asyncio.sleep(0.2)
+        assert c["state"] == "completed", c
+        assert all(ch.firmware_version == "2.0.0" for ch in fleet.chargers)
+        engine = db.create_engine(f"sqlite+aiosqlite:///{data_dir / 'evota.db'}")
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(Job.charger_id, Job.state, Job.failure).where(
+                        Job.campaign_id == campaign_id
+                    )
+                )
+            ).all()
+        await engine.dispose()
+        succeeded = [r.charger_id for r in rows if r.state == "succeeded"]
+        assert sorted(succeeded) == sorted({r.charger_id for r in rows})  # one success each
+        assert len(succeeded) == len(set(succeeded)) == 30
+        # a second update only where the first one failed (no update sent twice without need)
+        for cid in {r.charger_id for r in rows}:
+            mine = [r for r in rows if r.charger_id == cid]
+            assert all(r.state == "failed" for r in mine[:-1]), mine
+    finally:
+        await fleet.stop()
+        await api.aclose()
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
