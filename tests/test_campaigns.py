@@ -7,6 +7,9 @@ logic itself is covered exhaustively (virtual time, 10,000 chargers) in tests/ro
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +22,8 @@ from sqlalchemy import select
 from evota.runtime import Runtime
 from evota.sim import Fleet, SiteSpec, fleet_from_flags
 from evota.sim.fleet import FaultProfile, FleetSpec
-from evota.store.models import Job
+from evota.store import db
+from evota.store.models import ChargingSession, Job
 
 from .conftest import TOKEN, Keys, api_client, start_runtime
 from .sim.conftest import fast
