@@ -23,7 +23,7 @@ from evota.store.models import Campaign, CampaignEvent, Firmware, GateEvaluation
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"])
 
-EXAMPLE = {
+EXAMPLE: dict[str, Any] = {
     "name": "AC22 to 2.4.0",
     "firmware_id": "3f0c2c1e-5d0b-4a51-9d0e-6f1f0b9f2a10",
     "target": {"vendors": ["Acme"], "models": ["AC22"], "older_than_target": True},
@@ -227,7 +227,7 @@ async def get_campaign(campaign_id: str, rt: RuntimeDep, _who: PrincipalDep) -> 
 
 
 async def _act(rt: Runtime, campaign_id: str, action: str, body: ActionIn | None) -> dict[str, Any]:
-    body = body or ActionIn()
+    body = body or ActionIn(reason="", rollback=False)
     try:
         await rt.campaigns.act(campaign_id, action, body.reason or action, rollback=body.rollback)
     except LookupError:

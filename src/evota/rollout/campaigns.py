@@ -289,11 +289,11 @@ class CampaignRunner:
                     )
                 )
             ).scalars()
-            ids = list(ids)
-        for cid in ids:
+            stopped = list(ids)
+        for cid in stopped:
             with contextlib.suppress(CampaignError, LookupError):
                 await self.act(cid, "abort", "firmware revoked")
-        return ids
+        return stopped
 
     # -- the loop -----------------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -329,6 +329,8 @@ class CampaignRunner:
             fw = (
                 await conn.execute(select(Firmware).where(Firmware.id == row.firmware_id))
             ).first()
+            if fw is None:
+                return None
             jobs = await self._job_views(conn, campaign_id)
             members = [c for wave in row.waves for c in wave]
             fleet = await self.snapshots(conn, members)

@@ -1,0 +1,185 @@
+"""Which chargers a campaign covers, and why every other matching charger is left out.
+
+:func:`matches` is the query alone (who the operator *meant*); :func:`plan_eligibility`
+then applies the per-charger image checks of :func:`evota.firmware.updates.update_refusal`
+(the same words as a single-charger update), the version filters, connectivity and other
+campaigns, so the operator sees a reason for every charger that will not be updated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from evota.firmware import versions
+from evota.firmware.updates import ChargerFacts, ImageFacts, Refusal, update_refusal
+from evota.rollout.policy import Target
+
+__all__ = [
+    "ChargerSnapshot",
+    "Eligibility",
+    "Exclusion",
+    "ImageFacts",
+    "matches",
+    "plan_eligibility",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerSnapshot:
+    """What the engine knows about one charger at one moment."""
+
+    id: str
+    vendor: str | None = None
+    model: str | None = None
+    hardware_revision: str | None = None
+    firmware_version: str | None = None
+    site_id: str | None = None
+    region: str | None = None
+    tags: frozenset[str] = frozenset()
+    timezone: str = "UTC"
+    connected: bool = False
+    last_seen: datetime | None = None
+    in_session: bool = False
+    other_campaign: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    charger_id: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Eligibility:
+    eligible: tuple[str, ...]
+    excluded: tuple[Exclusion, ...]
+
+
+_REASONS = {"downgrade": "would_downgrade"}  # update_refusal's code -> campaign reason
+
+
+def matches(target: Target, charger: ChargerSnapshot) -> bool:
+    """Whether the query (without its version filters) selects this charger."""
+    return _matcher(target)(charger)
+
+
+def _matcher(target: Target) -> Callable[[ChargerSnapshot], bool]:
+    vendors = {v.casefold() for v in target.vendors}
+    models = set(target.models)
+    revisions = set(target.hardware_revisions)
+    sites = set(target.sites)
+    regions = set(target.regions)
+    tags = frozenset(target.tags)
+    ids = set(target.charger_ids)
+    exclude = set(target.exclude_ids)
+
+    def match(c: ChargerSnapshot) -> bool:
+        return not (
+            c.id in exclude
+            or (ids and c.id not in ids)
+            or (vendors and (c.vendor or "").casefold() not in vendors)
+            or (models and c.model not in models)
+            or (revisions and c.hardware_revision not in revisions)
+            or (sites and c.site_id not in sites)
+            or (regions and c.region not in regions)
+            or (tags and tags.isdisjoint(c.tags))
+        )
+
+    return match
+
+
+def _version_problem(target: Target, image: ImageFacts, current: str | None) -> str | None:
+    """Why the current version is outside the target's version filters, or None."""
+    if not (
+        target.firmware_versions
+        or target.version_min
+        or target.version_max
+        or target.older_than_target
+    ):
+        return None
+    if current is None:
+        return "charger has not reported a firmware version"
+    key = versions.version_key(current)
+    if target.firmware_versions and all(
+        versions.version_key(v) != key for v in target.firmware_versions
+    ):
+        return f"runs {current}, not one of {', '.join(target.firmware_versions)}"
+    if target.version_min and key < versions.version_key(target.version_min):
+        return f"runs {current}, below {target.version_min}"
+    if target.version_max and key > versions.version_key(target.version_max):
+        return f"runs {current}, above {target.version_max}"
+    if target.older_than_target and key >= versions.version_key(image.version):
+        return f"runs {current}, not older than {image.version}"
+    return None
+
+
+def plan_eligibility(
+    target: Target,
+    image: ImageFacts,
+    chargers: Iterable[ChargerSnapshot],
+    now: datetime,
+    *,
+    allow_downgrade: bool = False,
+) -> Eligibility:
+    """Split the chargers the query selects into eligible ids and exclusions with reasons.
+
+    Checks run in this order and the first one that applies is the reason: the image checks
+    (``incompatible``, ``already_on_target``, ``would_downgrade``, ``needs_intermediate``;
+    ``revoked`` for a revoked image), ``version_not_targeted``, ``in_other_campaign``,
+    ``offline_too_long`` (not connected and last seen longer ago than ``max_offline_days``,
+    or never seen). Output keeps the input order.
+    """
+    match = _matcher(target)
+    offline_limit = (
+        None if target.max_offline_days is None else timedelta(days=target.max_offline_days)
+    )
+    # Fleets have few distinct (vendor, model, revision, version) combinations: check each once.
+    refusals: dict[tuple[str | None, ...], Refusal | None] = {}
+    version_problems: dict[str | None, str | None] = {}
+    eligible: list[str] = []
+    excluded: list[Exclusion] = []
+    for c in chargers:
+        if not match(c):
+            continue
+        facts = (c.vendor, c.model, c.hardware_revision, c.firmware_version)
+        if facts not in refusals:
+            refusals[facts] = update_refusal(
+                image, ChargerFacts("", *facts), allow_downgrade=allow_downgrade
+            )
+        refusal = refusals[facts]
+        if refusal is not None:
+            reason = _REASONS.get(refusal.reason, refusal.reason)
+            excluded.append(Exclusion(c.id, reason, refusal.detail))
+            continue
+        if c.firmware_version not in version_problems:
+            version_problems[c.firmware_version] = _version_problem(
+                target, image, c.firmware_version
+            )
+        problem = version_problems[c.firmware_version]
+        if problem is not None:
+            excluded.append(Exclusion(c.id, "version_not_targeted", problem))
+            continue
+        if c.other_campaign is not None:
+            excluded.append(
+                Exclusion(c.id, "in_other_campaign", f"in active campaign {c.other_campaign}")
+            )
+            continue
+        if offline_limit is not None and not c.connected:
+            if c.last_seen is None:
+                excluded.append(Exclusion(c.id, "offline_too_long", "never seen online"))
+                continue
+            if now - c.last_seen > offline_limit:
+                days = (now - c.last_seen).total_seconds() / 86400
+                excluded.append(
+                    Exclusion(
+                        c.id,
+                        "offline_too_long",
+                        f"offline for {days:.1f} days (limit {target.max_offline_days:g})",
+                    )
+                )
+                continue
+        eligible.append(c.id)
+    return Eligibility(tuple(eligible), tuple(excluded))
