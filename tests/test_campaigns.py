@@ -124,10 +124,10 @@ async def jobs_of(rt: Runtime, campaign_id: str) -> list[Any]:
 
 async def test_healthy_fleet_completes_every_wave(world: World):
     fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=32 * 1024)
-    fleet = await world.fleet(fleet_spec(60, world.keys), session_rate=0.0)
+    fleet = await world.fleet(fleet_spec(300, world.keys), session_rate=0.0)
     c = await world.campaign(fw["id"], waves=[{"count": 4}, {"percent": 25}, {"percent": 100}])
-    assert c["eligible"] == 60 and c["excluded"] == []
-    assert [w["size"] for w in c["waves"]] == [4, 11, 45]
+    assert c["eligible"] == 300 and c["excluded"] == []
+    assert [w["size"] for w in c["waves"]] == [4, 71, 225]
     r = await world.api.post(f"/api/v1/campaigns/{c['id']}/start", json={"reason": "test"})
     assert r.status_code == 200 and r.json()["state"] == "running"
     done = await world.until(c["id"], lambda c: c["state"] in ("completed", "paused", "aborted"))
@@ -137,7 +137,7 @@ async def test_healthy_fleet_completes_every_wave(world: World):
     assert gate["executed"] == 4 and gate["succeeded"] == 4 and "by_model" in gate
     assert all(ch.firmware_version == "2.0.0" for ch in fleet.chargers)
     jobs = await jobs_of(world.rt, c["id"])
-    assert len(jobs) == 60 and {j.state for j in jobs} == {"succeeded"}
+    assert len(jobs) == 300 and {j.state for j in jobs} == {"succeeded"}, done["waves"]
     # waves ran in order: the history shows each advance after a gate
     events = [e["event"] for e in reversed(done["history"])]
     assert events.count("advanced") == 2 and events[-1] == "completed"
@@ -209,9 +209,7 @@ async def test_link_drops_and_power_loss_are_retried_to_completion(world: World)
 
 async def test_chargers_in_session_are_not_interrupted(world: World):
     fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=16 * 1024)
-    await world.fleet(
-        fleet_spec(12, world.keys), session_rate=20.0, session_duration=(300.0, 900.0)
-    )
+    await world.fleet(fleet_spec(12, world.keys), session_rate=20.0, session_duration=(60.0, 240.0))
     c = await world.campaign(fw["id"], waves=[{"percent": 100}])
     await world.api.post(f"/api/v1/campaigns/{c['id']}/start", json={})
     done = await world.until(c["id"], lambda c: c["state"] != "running", timeout=90)
@@ -330,3 +328,55 @@ async def test_campaign_survives_a_hard_kill_of_the_server(tmp_path: Path, keys:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
+
+
+async def test_pause_at_gate_refusals_and_exclusions(world: World):
+    fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=16 * 1024)
+    spec = fleet_spec(10, world.keys)
+    spec = replace(
+        spec,
+        chargers=(
+            *spec.chargers[:8],
+            replace(spec.chargers[8], firmware_version="2.0.0"),  # already on target
+            replace(spec.chargers[9], model="DC150"),  # incompatible
+        ),
+    )
+    await world.fleet(spec)
+    api = world.api
+    r = await api.post(
+        "/api/v1/campaigns",
+        json={
+            "name": "x",
+            "firmware_id": fw["id"],
+            "policy": {"auto_stop": [{"action": "explode"}]},
+        },
+    )
+    assert r.status_code == 422 and r.json()["field"].startswith("policy.auto_stop[0]")
+    r = await api.post("/api/v1/campaigns", json={"name": "x", "firmware_id": "nope"})
+    assert r.status_code == 422 and r.json()["field"] == "firmware_id"
+    c = await world.campaign(
+        fw["id"], waves=[{"count": 2}, {"percent": 100}], policy={**POLICY, "pause_at_gate": True}
+    )
+    assert c["eligible"] == 8
+    reasons = {e["charger_id"]: e["reason"] for e in c["excluded"]}
+    assert reasons == {"CMP-0009": "already_on_target", "CMP-0010": "incompatible"}
+    r = await api.post(f"/api/v1/campaigns/{c['id']}/pause", json={})
+    assert r.status_code == 409  # a draft cannot be paused
+    assert (await api.get("/api/v1/campaigns/nope")).status_code == 404
+    await api.post(f"/api/v1/campaigns/{c['id']}/start", json={})
+    paused = await world.until(c["id"], lambda c: c["state"] == "paused")
+    assert paused["current_wave"] == 0 and paused["waves"][0]["gates"], paused
+    # 2 of 2 is not enough evidence for a 0.5 threshold: Wilson's lower bound is 0.34
+    assert "Wilson lower bound 0.342 < 0.5" in paused["state_reason"]
+    assert paused["waves"][1]["jobs"] == {"pending": 6}  # nothing beyond the pilot started
+    r = await api.post(f"/api/v1/campaigns/{c['id']}/resume", json={"reason": "pilot looks good"})
+    assert r.status_code == 200 and r.json()["state"] == "running"
+    at_last = await world.until(c["id"], lambda c: c["state"] == "paused", timeout=60)
+    assert at_last["current_wave"] == 1 and "waiting for operator" in at_last["state_reason"]
+    await api.post(f"/api/v1/campaigns/{c['id']}/resume", json={"reason": "done"})
+    done = await world.until(c["id"], lambda c: c["state"] not in ("running",), timeout=60)
+    assert done["state"] == "completed", [(e["event"], e["detail"]) for e in done["history"]]
+    history = [(e["event"], e["detail"].get("reason")) for e in reversed(done["history"])]
+    assert ("go", "pilot looks good") in history
+    listed = (await api.get("/api/v1/campaigns")).json()
+    assert [x["id"] for x in listed["items"]] == [c["id"]]

@@ -254,8 +254,12 @@ class CampaignRunner:
                     raise LookupError(campaign_id)
                 if action == "go":
                     if row.state != "paused":
-                        raise CampaignError(f"campaign is {row.state}, not waiting at a gate")
-                    values: dict[str, Any] = {"gate_go": True, "state": "running"}
+                        raise CampaignError(f"campaign is {row.state}, not paused")
+                    values: dict[str, Any] = {
+                        "gate_go": True,
+                        "state": "running",
+                        "stop_counting_from": now,
+                    }
                     new = "running"
                 else:
                     new_state = TRANSITIONS[action].get(row.state)
@@ -308,7 +312,7 @@ class CampaignRunner:
                         (
                             await conn.execute(
                                 select(Campaign.id)
-                                .where(Campaign.state.in_(("running", "aborted")))
+                                .where(Campaign.state.in_(("running", "paused", "aborted")))
                                 .where(Campaign.finished_at.is_(None) | Campaign.rollback)
                             )
                         ).scalars()
@@ -345,6 +349,7 @@ class CampaignRunner:
                 wave_done_at=row.wave_done_at,
                 gate_go=row.gate_go,
                 rollback=row.rollback,
+                stop_counting_from=row.stop_counting_from,
             )
             health: dict[str, Health] = {}
             if row.wave_done_at is not None and row.current_wave < len(row.waves):
@@ -501,7 +506,9 @@ class CampaignRunner:
     ) -> None:
         cid = row.id
         self.notes[cid] = d.notes
-        starts = [s for s in d.start if not aborted or s.kind == "rollback"]
+        # A stopped campaign only rolls chargers back; it starts no new updates.
+        held = aborted or row.state == "paused"
+        starts = [s for s in d.start if not held or s.kind == "rollback"]
         for start in starts:
             await self._start_job(row, fw, fleet, start)
         values: dict[str, Any] = {}
@@ -524,12 +531,12 @@ class CampaignRunner:
                         result=d.gate.to_dict(),
                     )
                 )
-        if d.advance_to is not None and not aborted:
+        if d.advance_to is not None and not held:
             values.update(
                 current_wave=d.advance_to, wave_started_at=now, wave_done_at=None, gate_go=False
             )
             events.append(("advanced", state, {"wave": d.advance_to}))
-        if d.state is not None and d.state != state and not aborted:
+        if d.state is not None and d.state != state and not held:
             state = d.state
             values.update(state=state, state_reason=d.reason)
             if state in ("completed", "aborted"):
