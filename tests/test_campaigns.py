@@ -7,6 +7,7 @@ logic itself is covered exhaustively (virtual time, 10,000 chargers) in tests/ro
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -380,3 +381,51 @@ async def test_pause_at_gate_refusals_and_exclusions(world: World):
     assert ("go", "pilot looks good") in history
     listed = (await api.get("/api/v1/campaigns")).json()
     assert [x["id"] for x in listed["items"]] == [c["id"]]
+
+
+async def test_scheduled_dynamic_campaign_sse_cli_and_revocation(world: World):
+    from datetime import UTC, datetime, timedelta
+
+    from .test_cli import invoke
+
+    fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=16 * 1024)
+    api = world.api
+    world.rt.campaigns.join_interval = 0.2
+    await world.fleet(fleet_spec(4, world.keys))
+    at = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+    c = await world.campaign(
+        fw["id"], target={"dynamic": True}, waves=[{"percent": 100}], name="dyn"
+    )
+    r = await api.post(f"/api/v1/campaigns/{c['id']}/start", json={"at": at})
+    assert r.json()["state"] == "scheduled"
+    # newcomers join while it runs
+    await world.until(c["id"], lambda c: c["state"] == "running", timeout=10)
+    late = await world.fleet(fleet_spec(2, world.keys, prefix="NEW-"))
+    done = await world.until(c["id"], lambda c: c["state"] != "running", timeout=60)
+    assert done["state"] == "completed", done
+    assert done["eligible"] == 6 and all(ch.firmware_version == "2.0.0" for ch in late.chargers)
+
+    # live stream: the first server-sent event is the campaign document
+    async with api.stream("GET", f"/api/v1/campaigns/{c['id']}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.aiter_lines()
+        assert await anext(lines) == "event: campaign"
+        data = await anext(lines)
+        assert json.loads(data.removeprefix("data: "))["state"] == "completed"
+
+    r = await invoke(world.rt, "campaign", "show", c["id"])
+    assert r.exit_code == 0 and "completed" in r.stdout
+    r = await invoke(world.rt, "campaign", "list", "--json")
+    assert c["id"] in r.stdout
+    r = await invoke(world.rt, "campaign", "pause", c["id"])
+    assert r.exit_code == 1 and "HTTP 409" in r.output
+
+    # revoking an image stops the campaigns that roll it out
+    fw3 = await upload(world.api, world.tmp_path, world.keys, "3.0.0", size=16 * 1024)
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    c3 = await world.campaign(fw3["id"], waves=[{"percent": 100}], name="to-revoke")
+    await api.post(f"/api/v1/campaigns/{c3['id']}/start", json={"at": later})
+    r = await api.post(f"/api/v1/firmware/{fw3['id']}/revoke", json={"reason": "bricks"})
+    assert r.status_code == 200
+    stopped = await world.get(c3["id"])
+    assert stopped["state"] == "aborted" and stopped["state_reason"] == "firmware revoked"

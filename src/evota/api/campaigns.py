@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from evota.api.deps import PrincipalDep, RuntimeDep
@@ -62,6 +62,7 @@ class ActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field("", max_length=500)
     rollback: bool = Field(False, description="abort only: roll updated chargers back")
+    at: AwareDatetime | None = Field(None, description="start only: start at this time")
 
 
 async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[str, Any]:
@@ -227,9 +228,11 @@ async def get_campaign(campaign_id: str, rt: RuntimeDep, _who: PrincipalDep) -> 
 
 
 async def _act(rt: Runtime, campaign_id: str, action: str, body: ActionIn | None) -> dict[str, Any]:
-    body = body or ActionIn(reason="", rollback=False)
+    body = body or ActionIn(reason="", rollback=False, at=None)
     try:
-        await rt.campaigns.act(campaign_id, action, body.reason or action, rollback=body.rollback)
+        await rt.campaigns.act(
+            campaign_id, action, body.reason or action, rollback=body.rollback, at=body.at
+        )
     except LookupError:
         raise Problem(
             404, "Unknown campaign", f"no campaign {campaign_id!r}", "campaign_id"

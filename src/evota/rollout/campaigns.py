@@ -100,6 +100,7 @@ class CampaignRunner:
         *,
         connected: Callable[[str], bool],
         tick_interval: float = 1.0,
+        join_interval: float = 30.0,
     ) -> None:
         self._engine = engine
         self._clock = clock
@@ -110,6 +111,8 @@ class CampaignRunner:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self.notes: dict[str, tuple[str, ...]] = {}  # campaign id -> why chargers wait
+        self.join_interval = join_interval
+        self._joined_at: dict[str, datetime] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="campaigns")
@@ -240,7 +243,13 @@ class CampaignRunner:
 
     # -- operator actions ---------------------------------------------------------------------
     async def act(
-        self, campaign_id: str, action: str, reason: str, *, rollback: bool = False
+        self,
+        campaign_id: str,
+        action: str,
+        reason: str,
+        *,
+        rollback: bool = False,
+        at: datetime | None = None,
     ) -> str:
         async with self._lock:
             now = self._clock.now()
@@ -267,7 +276,10 @@ class CampaignRunner:
                         raise CampaignError(f"cannot {action} a campaign that is {row.state}")
                     new = new_state
                     values = {"state": new}
-                    if action == "start":
+                    if action == "start" and at is not None and at > now:
+                        new = "scheduled"  # the loop starts it at ``at``
+                        values = {"state": new, "start_at": at}
+                    elif action == "start":
                         values["started_at"] = now
                         values["wave_started_at"] = now
                     if action == "abort":
@@ -317,8 +329,21 @@ class CampaignRunner:
                             )
                         ).scalars()
                     )
+                    due = list(
+                        (
+                            await conn.execute(
+                                select(Campaign.id).where(
+                                    Campaign.state == "scheduled",
+                                    Campaign.start_at <= self._clock.now(),
+                                )
+                            )
+                        ).scalars()
+                    )
+                for cid in due:
+                    await self.act(cid, "start", "scheduled start")
                 for cid in ids:
                     async with self._lock:
+                        await self._join_newcomers(cid)
                         await self.evaluate(cid)
             except Exception:  # one bad evaluation must not stop every campaign
                 log.exception("campaign evaluation failed")
@@ -360,6 +385,53 @@ class CampaignRunner:
             return decision
         await self._apply(row, fw, fleet, decision, now, aborted=row.state == "aborted")
         return decision
+
+    async def _join_newcomers(self, campaign_id: str) -> None:
+        """Dynamic targets: chargers that match now (new, or back online) join the last wave.
+
+        Checked every ``join_interval`` seconds per campaign, since it reads the whole fleet.
+        """
+        now = self._clock.now()
+        last = self._joined_at.get(campaign_id)
+        if last is not None and (now - last).total_seconds() < self.join_interval:
+            return
+        self._joined_at[campaign_id] = now
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        Campaign.target, Campaign.waves, Campaign.state, Campaign.firmware_id
+                    ).where(Campaign.id == campaign_id)
+                )
+            ).first()
+            if row is None or row.state != "running" or not row.target.get("dynamic"):
+                return
+            fw = (
+                await conn.execute(select(Firmware).where(Firmware.id == row.firmware_id))
+            ).first()
+            fleet = await self.snapshots(conn)
+            busy = await self._in_other_campaigns(conn)
+        members = {c for wave in row.waves for c in wave}
+        candidates = [
+            s for cid, s in fleet.items() if cid not in members and busy.get(cid) in (None,)
+        ]
+        if fw is None or not candidates:
+            return
+        eligible = plan_eligibility(
+            target_from_dict(row.target), image_facts(fw), candidates, now
+        ).eligible
+        if not eligible:
+            return
+        waves = [list(w) for w in row.waves]
+        waves[-1].extend(eligible)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(Campaign).where(Campaign.id == campaign_id).values(waves=waves)
+            )
+            await _event(
+                conn, campaign_id, now, "joined", "running", {"chargers": list(eligible)[:100]}
+            )
+        log.info("chargers joined campaign", campaign_id=campaign_id, count=len(eligible))
 
     async def _job_views(
         self, conn: AsyncConnection, campaign_id: str

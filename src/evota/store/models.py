@@ -285,6 +285,7 @@ class Campaign(Base):
     rollback: Mapped[bool] = mapped_column(Boolean, default=False)
     # After a resume, auto-stop counts only outcomes from here (the old ones stopped it once).
     stop_counting_from: Mapped[datetime | None] = mapped_column(TS)
+    start_at: Mapped[datetime | None] = mapped_column(TS)  # when a scheduled campaign starts
     created_by: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS)

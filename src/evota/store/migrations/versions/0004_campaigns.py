@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("gate_go", sa.Boolean(), nullable=False),
         sa.Column("rollback", sa.Boolean(), nullable=False),
         sa.Column("stop_counting_from", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("start_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_by", sa.String(length=100), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
