@@ -156,8 +156,24 @@ def _action(action: str) -> Any:
     return command
 
 
-for _name in ("start", "pause", "resume"):
+for _name in ("pause", "resume"):
     app.command(_name)(_action(_name))
+
+
+@app.command("start")
+def start(
+    campaign_id: str,
+    at: Annotated[str | None, typer.Option("--at", help="start later (ISO 8601)")] = None,
+    reason: Annotated[str, typer.Option(help="why (kept in the history)")] = "",
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Start a campaign now, or schedule it with --at."""
+    from evota.cli import _when
+
+    body = {"reason": reason or "start", "at": _when(at)}
+    c = _call(_client(url, token), "POST", f"/api/v1/campaigns/{campaign_id}/start", json=body)
+    out.print(f"campaign {campaign_id}: {c['state']}")
 
 
 @app.command("abort")
