@@ -170,6 +170,9 @@ async def run_demo(
             f"                 evota charger update-firmware {spec.chargers[0].identity}"
             " --firmware 2.4.0\n"
             "                 evota job list\n"
+            "                 evota campaign create --name AC22 --firmware 2.4.0 --vendor Acme"
+            " --model AC22 --wave 5 --wave 25% --wave 100%\n"
+            "                 evota campaign start ID && evota campaign watch ID\n"
             "Press Ctrl-C to stop.\n",
             soft_wrap=True,
         )
