@@ -419,6 +419,36 @@ async def test_scheduled_dynamic_campaign_sse_cli_and_revocation(world: World):
     assert c["id"] in r.stdout
     r = await invoke(world.rt, "campaign", "pause", c["id"])
     assert r.exit_code == 1 and "HTTP 409" in r.output
+    r = await invoke(world.rt, "campaign", "watch", c["id"])
+    assert r.exit_code == 0 and '"state": "completed"' in r.stdout
+    r = await invoke(
+        world.rt,
+        "campaign",
+        "create",
+        "--name",
+        "cli",
+        "--firmware",
+        "2.0.0",
+        "--vendor",
+        "Evota",
+        "--wave",
+        "1",
+        "--wave",
+        "100%",
+        "--json",
+    )
+    assert r.exit_code == 0, r.output
+    created = json.loads(r.stdout)
+    # every charger is already on 2.0.0: nothing eligible, each exclusion has its reason
+    assert created["eligible"] == 0 and {e["reason"] for e in created["excluded"]} == {
+        "already_on_target"
+    }
+    r = await invoke(
+        world.rt, "campaign", "create", "--name", "x", "--firmware", "2.0.0", "--wave", "half"
+    )
+    assert r.exit_code == 1 and "--wave" in r.output
+    r = await invoke(world.rt, "campaign", "abort", created["id"], "--reason", "nothing to do")
+    assert r.exit_code == 0 and "aborted" in r.stdout
 
     # revoking an image stops the campaigns that roll it out
     fw3 = await upload(world.api, world.tmp_path, world.keys, "3.0.0", size=16 * 1024)
