@@ -453,7 +453,17 @@ async def test_scheduled_dynamic_campaign_sse_cli_and_revocation(world: World):
     # revoking an image stops the campaigns that roll it out
     fw3 = await upload(world.api, world.tmp_path, world.keys, "3.0.0", size=16 * 1024)
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    c3 = await world.campaign(fw3["id"], waves=[{"percent": 100}], name="to-revoke")
+    r = await api.get(f"/api/v1/firmware/{fw['id']}/chargers")
+    assert r.json()["total"] == 6 and len(r.json()["items"]) == 6
+    bad = {"exponential": {"first": 0}}
+    r = await api.post(
+        "/api/v1/campaigns", json={"name": "x", "firmware_id": fw3["id"], "waves": bad}
+    )
+    assert r.status_code == 422 and r.json()["field"] == "waves.exponential.first"
+    c3 = await world.campaign(
+        fw3["id"], waves={"exponential": {"first": 1, "factor": 2}}, name="to-revoke"
+    )
+    assert [w["size"] for w in c3["waves"]] == [1, 2, 3]
     await api.post(f"/api/v1/campaigns/{c3['id']}/start", json={"at": later})
     r = await api.post(f"/api/v1/firmware/{fw3['id']}/revoke", json={"reason": "bricks"})
     assert r.status_code == 200

@@ -53,7 +53,11 @@ class CampaignIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     firmware_id: str = Field(min_length=1, max_length=36)
     target: dict[str, Any] = Field(default_factory=dict)
-    waves: list[dict[str, Any]] = Field(default_factory=lambda: [{"percent": 100}])
+    waves: list[dict[str, Any]] | dict[str, Any] = Field(
+        default_factory=lambda: [{"percent": 100}],
+        description='a list of {"count"} / {"percent"} (cumulative), or '
+        '{"exponential": {"first": 5, "factor": 4}}',
+    )
     pilot: list[str] = Field(default_factory=list, description="explicit pilot chargers")
     policy: dict[str, Any] = Field(default_factory=dict)
 

@@ -693,3 +693,18 @@ async def revoke(
 ) -> FirmwareDetail:
     """Withdraw an image for good: downloads stop and its pending jobs are cancelled."""
     return await _transition(rt, firmware_id, "revoked", body.reason)
+
+
+@router.get("/{firmware_id}/chargers")
+async def chargers_running_image(
+    firmware_id: str,
+    rt: RuntimeDep,
+    _who: PrincipalDep,
+    limit: int = Query(1000, ge=1, le=10000),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    """The chargers that report this image's version (e.g. the ones a revocation leaves)."""
+    record = await _get(rt, firmware_id)
+    ids = await repo.charger_ids_running(rt.engine, record, limit=limit, offset=offset)
+    total = await repo.chargers_running(rt.engine, record)
+    return {"items": ids, "total": total, "limit": limit, "offset": offset}

@@ -456,6 +456,26 @@ async def set_state(
     return record
 
 
+async def charger_ids_running(
+    engine: AsyncEngine, firmware: FirmwareRecord, *, limit: int = 1000, offset: int = 0
+) -> list[str]:
+    """Which chargers run the image (after a revocation: the ones to update or watch)."""
+    async with engine.connect() as conn:
+        ids = (
+            await conn.execute(
+                select(Charger.id)
+                .where(
+                    _same_vendor(Charger.vendor, firmware.vendor),
+                    Charger.firmware_version == firmware.version,
+                )
+                .order_by(Charger.id)
+                .limit(limit)
+                .offset(offset)
+            )
+        ).scalars()
+        return list(ids)
+
+
 async def chargers_running(engine: AsyncEngine, firmware: FirmwareRecord) -> int:
     """Chargers of the image's vendor (any case) that report exactly its version."""
     async with engine.connect() as conn:

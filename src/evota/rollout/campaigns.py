@@ -28,6 +28,7 @@ from evota.firmware.updates import ImageFacts
 from evota.rollout import engine as eng
 from evota.rollout.gate import Health
 from evota.rollout.policy import (
+    PolicyError,
     policy_from_dict,
     policy_to_dict,
     target_from_dict,
@@ -37,7 +38,7 @@ from evota.rollout.policy import (
 )
 from evota.rollout.runner import JobConflict, JobRunner
 from evota.rollout.target import ChargerSnapshot, plan_eligibility
-from evota.rollout.waves import plan_waves
+from evota.rollout.waves import exponential, plan_waves
 from evota.store.models import (
     Campaign,
     CampaignEvent,
@@ -183,14 +184,15 @@ class CampaignRunner:
         name: str,
         firmware: Any,
         target: dict[str, Any],
-        waves: list[Any],
+        waves: list[Any] | dict[str, Any],
         pilot: Sequence[str],
         policy: dict[str, Any],
         created_by: str | None,
     ) -> dict[str, Any]:
         """Validate, compute the eligible set with a reason for every exclusion, plan waves."""
         t = target_from_dict(target)
-        w = waves_from_list(waves)
+        ramp = _ramp(waves)
+        w = waves_from_list(waves) if ramp is None and isinstance(waves, list) else ()
         p = policy_from_dict(policy)
         now = self._clock.now()
         async with self._engine.connect() as conn:
@@ -201,6 +203,8 @@ class CampaignRunner:
         }
         eligibility = plan_eligibility(t, image_facts(firmware), list(fleet.values()), now)
         eligible = [fleet[c] for c in eligibility.eligible]
+        if ramp is not None:  # an exponential ramp is sized once the eligible set is known
+            w = exponential(ramp[0], ramp[1], len(eligible)) or waves_from_list([{"percent": 100}])
         unknown = [c for c in pilot if c not in eligibility.eligible]
         if unknown:
             raise CampaignError(f"pilot chargers are not eligible: {', '.join(unknown[:10])}")
@@ -685,6 +689,21 @@ class CampaignRunner:
                 kind=start.kind,
                 campaign_id=row.id,
             )
+
+
+def _ramp(waves: Any) -> tuple[int, float] | None:
+    """``{"exponential": {"first": 5, "factor": 4}}`` instead of a list of waves."""
+    if not isinstance(waves, dict):
+        return None
+    ramp = waves.get("exponential")
+    if set(waves) != {"exponential"} or not isinstance(ramp, dict):
+        raise PolicyError("waves", 'a list of waves or {"exponential": {first, factor}}')
+    first, factor = ramp.get("first"), ramp.get("factor", 2)
+    if not isinstance(first, int) or isinstance(first, bool) or first < 1:
+        raise PolicyError("waves.exponential.first", "must be a whole number >= 1")
+    if not isinstance(factor, int | float) or isinstance(factor, bool) or not 1 < factor <= 100:
+        raise PolicyError("waves.exponential.factor", "must be a number > 1 and <= 100")
+    return first, float(factor)
 
 
 def _with_campaign(s: ChargerSnapshot, campaign_id: str | None) -> ChargerSnapshot:
