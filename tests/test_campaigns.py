@@ -11,8 +11,10 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from evota.sim.fleet import FaultProfile, FleetSpec
 from evota.store import db
 from evota.store.models import ChargingSession, Job
 
-from .conftest import TOKEN, Keys, api_client, start_runtime
+from .conftest import TOKEN, Keys, api_client, make_settings, start_runtime
 from .sim.conftest import fast
 from .test_firmware_update import FAST_JOBS, trust, upload
 
@@ -469,3 +471,74 @@ async def test_scheduled_dynamic_campaign_sse_cli_and_revocation(world: World):
     assert r.status_code == 200
     stopped = await world.get(c3["id"])
     assert stopped["state"] == "aborted" and stopped["state_reason"] == "firmware revoked"
+
+
+class ShiftedClock:
+    """Real time, moved to another instant: the whole server lives at ``start`` + elapsed."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def move_to(self, start: datetime) -> None:
+        self.offset = start - datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+async def test_windows_hold_in_site_local_time_across_the_dst_change(
+    tmp_path: Path, sqlite_url: str, keys: Keys
+):
+    clock = ShiftedClock()
+    settings = make_settings(tmp_path, sqlite_url, **FAST_JOBS, campaign_tick_seconds=0.2)
+    rt = Runtime(settings, clock=clock)
+    await rt.start()
+    api = api_client(rt)
+    sites = [
+        SiteSpec(id="berlin", name="Berlin", timezone="Europe/Berlin"),
+        SiteSpec(id="london", name="London", timezone="Europe/London"),  # 01:00 GMT -> 02:00 BST
+    ]
+    base = fleet_from_flags(4, prefix="DST-", seed="dst", sites=sites)
+    spec = replace(
+        base,
+        chargers=tuple(replace(c, firmware_roots=(keys.ca_cert.decode(),)) for c in base.chargers),
+    )
+    world = World(rt, api, keys, tmp_path)
+    try:
+        await trust(api, keys)
+        fw = await upload(api, tmp_path, keys, "2.0.0", size=16 * 1024)  # certificates: now
+        # 2026-03-29 01:59:53 in Berlin (CET); seconds later clocks jump to 03:00 CEST.
+        clock.move_to(datetime(2026, 3, 29, 0, 59, 53, tzinfo=UTC))
+        await world.fleet(spec)
+        window = {"start": "03:00", "end": "04:00"}  # every day, local time of each site
+        c = await world.campaign(
+            fw["id"], waves=[{"percent": 100}], policy={**POLICY, "windows": [window]}
+        )
+        r = await api.post(f"/api/v1/campaigns/{c['id']}/start", json={})
+        started = datetime.fromisoformat(r.json()["started_at"])
+        assert started < datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # still 01:59 CET: closed
+        berlin = {ch.identity for ch in world.fleets[0].chargers if ch.spec.site_id == "berlin"}
+        for _ in range(200):
+            jobs = await jobs_of(rt, c["id"])
+            if {j.charger_id for j in jobs if j.state == "succeeded"} == berlin:
+                break
+            await asyncio.sleep(0.1)
+        assert {j.charger_id for j in jobs} == berlin, jobs  # London's 03:00 is an hour away
+        async with rt.engine.connect() as conn:
+            created = (
+                (await conn.execute(select(Job.created_at).where(Job.campaign_id == c["id"])))
+                .scalars()
+                .all()
+            )
+        # nothing started before the window opened at 03:00 CEST (01:00 UTC)
+        assert min(created) >= datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+        summary = await world.get(c["id"])
+        assert summary["state"] == "running"
+        assert any("window" in n for n in summary["notes"]), summary["notes"]
+    finally:
+        await world.close()
+        await api.aclose()
+        await rt.stop()

@@ -99,6 +99,7 @@ class Runtime:
             site_of=self._site_of,
             max_concurrent=s.download_max_concurrent,
             max_per_site=s.download_max_per_site,
+            now=lambda: self.clock.now().timestamp(),  # the clock tokens are issued with
         )
         self.download_port = await asyncio.to_thread(self.delivery.start, s.host, s.download_port)
         gateway = self.gateway
