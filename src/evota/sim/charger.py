@@ -259,6 +259,11 @@ class SimulatedCharger:
         return self.stats.transactions_completed
 
     @property
+    def in_session(self) -> bool:
+        """A session is running or starting (its StartTransaction may still be in flight)."""
+        return bool(self.transactions or self._sessions)
+
+    @property
     def sessions_active(self) -> int:
         return len(self.transactions)
 

@@ -322,12 +322,12 @@ class FirmwareAgent:
             await self.report(u, "InstallScheduled")
             scheduled = True
             await _sleep_until(c, u.install_at)
-        if c.transactions:
+        if c.in_session:
             if u.signed and not scheduled:
                 await self.report(u, "InstallScheduled")
             await self._hold()
             # Polling: a session ends by its task, a reset, or a stop reported after a reconnect.
-            while c.transactions:  # noqa: ASYNC110
+            while c.in_session:  # noqa: ASYNC110
                 await asyncio.sleep(_SESSION_POLL)
 
     async def _hold(self) -> None:
