@@ -81,8 +81,11 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
     return Settings(**values)
 
 
-async def start_runtime(tmp_path: Path, database_url: str, **overrides: Any) -> Runtime:
-    runtime = Runtime(make_settings(tmp_path, database_url, **overrides))
+async def start_runtime(
+    tmp_path: Path, database_url: str, clock: Any = None, **overrides: Any
+) -> Runtime:
+    settings = make_settings(tmp_path, database_url, **overrides)
+    runtime = Runtime(settings) if clock is None else Runtime(settings, clock=clock)
     await runtime.start()
     return runtime
 

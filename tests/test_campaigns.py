@@ -28,9 +28,9 @@ from evota.sim.fleet import FaultProfile, FleetSpec
 from evota.store import db
 from evota.store.models import ChargingSession, Job
 
-from .conftest import TOKEN, Keys, api_client, make_settings, start_runtime
+from .conftest import TOKEN, Keys
 from .sim.conftest import fast
-from .test_firmware_update import FAST_JOBS, trust, upload
+from .test_firmware_update import FAST_JOBS, Bench, running, trust, upload
 
 SITES = [SiteSpec(id=f"site-{i}", name=f"Site {i}", timezone="UTC") for i in range(4)]
 POLICY: dict[str, Any] = {
@@ -55,10 +55,8 @@ def fleet_spec(n: int, keys: Keys, prefix: str = "CMP-", **faults: Any) -> Fleet
     )
 
 
-class World:
-    def __init__(self, rt: Runtime, api: httpx.AsyncClient, keys: Keys, tmp_path: Path):
-        self.rt, self.api, self.keys, self.tmp_path = rt, api, keys, tmp_path
-        self.fleets: list[Fleet] = []
+class World(Bench):
+    """A whole provisioned fleet at once, and campaigns over it."""
 
     async def fleet(self, spec: FleetSpec, **config: Any) -> Fleet:
         cfg = fast(speed=600.0, install_duration=1.0, download_retry_interval=0.2, **config)
@@ -91,25 +89,11 @@ class World:
                 raise AssertionError(f"timed out: {c['state']} {c['waves']} {c['notes'][:5]}")
             await asyncio.sleep(0.2)
 
-    async def close(self) -> None:
-        for fleet in self.fleets:
-            await fleet.stop()
-
 
 @pytest.fixture
 async def world(tmp_path: Path, sqlite_url: str, keys: Keys) -> AsyncIterator[World]:
-    rt = await start_runtime(
-        tmp_path, sqlite_url, **FAST_JOBS, campaign_tick_seconds=0.2, call_timeout=5.0
-    )
-    api = api_client(rt)
-    await trust(api, keys)
-    w = World(rt, api, keys, tmp_path)
-    try:
+    async with running(World, tmp_path, sqlite_url, keys, campaign_tick_seconds=0.2) as w:
         yield w
-    finally:
-        await w.close()
-        await api.aclose()
-        await rt.stop()
 
 
 async def jobs_of(rt: Runtime, campaign_id: str) -> list[Any]:
@@ -493,10 +477,6 @@ async def test_windows_hold_in_site_local_time_across_the_dst_change(
     tmp_path: Path, sqlite_url: str, keys: Keys
 ):
     clock = ShiftedClock()
-    settings = make_settings(tmp_path, sqlite_url, **FAST_JOBS, campaign_tick_seconds=0.2)
-    rt = Runtime(settings, clock=clock)
-    await rt.start()
-    api = api_client(rt)
     sites = [
         SiteSpec(id="berlin", name="Berlin", timezone="Europe/Berlin"),
         SiteSpec(id="london", name="London", timezone="Europe/London"),  # 01:00 GMT -> 02:00 BST
@@ -506,9 +486,10 @@ async def test_windows_hold_in_site_local_time_across_the_dst_change(
         base,
         chargers=tuple(replace(c, firmware_roots=(keys.ca_cert.decode(),)) for c in base.chargers),
     )
-    world = World(rt, api, keys, tmp_path)
-    try:
-        await trust(api, keys)
+    async with running(
+        World, tmp_path, sqlite_url, keys, clock=clock, campaign_tick_seconds=0.2
+    ) as world:
+        rt, api = world.rt, world.api
         fw = await upload(api, tmp_path, keys, "2.0.0", size=16 * 1024)  # certificates: now
         # 2026-03-29 01:59:53 in Berlin (CET); seconds later clocks jump to 03:00 CEST.
         clock.move_to(datetime(2026, 3, 29, 0, 59, 53, tzinfo=UTC))
@@ -538,7 +519,3 @@ async def test_windows_hold_in_site_local_time_across_the_dst_change(
         summary = await world.get(c["id"])
         assert summary["state"] == "running"
         assert any("window" in n for n in summary["notes"]), summary["notes"]
-    finally:
-        await world.close()
-        await api.aclose()
-        await rt.stop()

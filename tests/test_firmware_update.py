@@ -6,12 +6,13 @@ signature), plus resume, token misuse, revocation, power loss, restart and every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -122,7 +123,7 @@ class Bench:
         )
         await fleet.provision(f"http://127.0.0.1:{self.rt.http_port}", TOKEN)
         self.fleets.append(fleet)
-        await fleet.__aenter__()
+        await fleet.start()
         charger = fleet[spec.identity]
         if wait:
             await fleet.wait_until(lambda f: charger.accepted, 10)
@@ -164,35 +165,39 @@ class Bench:
 
     async def close(self) -> None:
         for fleet in self.fleets:
-            await fleet.__aexit__(None, None, None)
+            await fleet.stop()
+
+
+B = TypeVar("B", bound="Bench")
+
+
+@contextlib.asynccontextmanager
+async def running(
+    cls: type[B], tmp_path: Path, database_url: str, keys: Keys, **overrides: Any
+) -> AsyncIterator[B]:
+    """evota with fast job phases, the test root trusted, and a ``cls`` around it."""
+    rt = await start_runtime(tmp_path, database_url, **{**FAST_JOBS, **overrides})
+    api = api_client(rt)
+    await trust(api, keys)
+    b = cls(rt, api, keys, tmp_path)
+    try:
+        yield b
+    finally:  # the test may have replaced the runtime (restart tests)
+        await b.close()
+        await b.api.aclose()
+        await b.rt.stop()
 
 
 @pytest.fixture
 async def bench(tmp_path: Path, database_url: str, keys: Keys) -> AsyncIterator[Bench]:
-    rt = await start_runtime(tmp_path, database_url, **FAST_JOBS)
-    api = api_client(rt)
-    await trust(api, keys)
-    b = Bench(rt, api, keys, tmp_path)
-    try:
+    async with running(Bench, tmp_path, database_url, keys) as b:
         yield b
-    finally:
-        await b.close()
-        await api.aclose()
-        await rt.stop()
 
 
 @pytest.fixture
 async def sqlite_bench(tmp_path: Path, sqlite_url: str, keys: Keys) -> AsyncIterator[Bench]:
-    rt = await start_runtime(tmp_path, sqlite_url, **FAST_JOBS)
-    api = api_client(rt)
-    await trust(api, keys)
-    b = Bench(rt, api, keys, tmp_path)
-    try:
+    async with running(Bench, tmp_path, sqlite_url, keys) as b:
         yield b
-    finally:
-        await b.close()
-        await api.aclose()
-        await rt.stop()
 
 
 def events(job: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -396,34 +401,25 @@ async def test_revoking_cancels_queued_jobs_and_stops_downloads(sqlite_bench: Be
 
 
 async def test_a_job_survives_a_server_restart(tmp_path: Path, sqlite_url: str, keys: Keys):
-    rt = await start_runtime(tmp_path, sqlite_url, **FAST_JOBS)
-    api = api_client(rt)
-    await trust(api, keys)
-    b = Bench(rt, api, keys, tmp_path)
-    ports = {
-        "ocpp_port": rt.ocpp_port,
-        "http_port": rt.http_port,
-        "download_port": rt.download_port,
-    }
-    try:
-        fw = await upload(api, tmp_path, keys, "2.0.0", size=4 * 1024 * 1024)
+    async with running(Bench, tmp_path, sqlite_url, keys) as b:
+        ports = {
+            "ocpp_port": b.rt.ocpp_port,
+            "http_port": b.rt.http_port,
+            "download_port": b.rt.download_port,
+        }
+        fw = await upload(b.api, tmp_path, keys, "2.0.0", size=4 * 1024 * 1024)
         charger = await b.charger(faults=FaultProfile(slow_link_bps=16_000_000))
         job_id = (await b.update(charger.identity, fw["id"])).json()["job_id"]
         await b.until(lambda: b.job(job_id), lambda j: j["state"] == "downloading")
-        await api.aclose()
-        await rt.stop()  # mid-download: the charger loses both links
-        rt = await start_runtime(tmp_path, sqlite_url, **FAST_JOBS, **ports)
-        b.rt = rt
-        b.api = api = api_client(rt)
+        await b.api.aclose()
+        await b.rt.stop()  # mid-download: the charger loses both links
+        b.rt = await start_runtime(tmp_path, sqlite_url, **FAST_JOBS, **ports)
+        b.api = api_client(b.rt)
         job = await b.finished(job_id, timeout=30)
         assert job["state"] == "succeeded", job
         assert charger.firmware_version == "2.0.0"
         sends = events(job, "sent")
         assert len(sends) == 1  # resumed, not re-sent
-    finally:
-        await b.close()
-        await api.aclose()
-        await rt.stop()
 
 
 # -- refusals -----------------------------------------------------------------------------------

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from evota.client import ApiError, Client
+from evota.cli_support import (
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    call,
+    client,
+    err,
+    fail,
+    out,
+    print_json,
+    resolve_firmware,
+    when,
+)
 
 app = typer.Typer(
     help="evota: OTA firmware lifecycle and control for EV charger fleets.",
@@ -42,18 +51,6 @@ def _register_firmware() -> None:
 
 
 _register_firmware()
-
-out = Console()
-err = Console(stderr=True)
-
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="EVOTA_URL", help="evota HTTP URL")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="EVOTA_TOKEN", help="API token")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
-
-
-def fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def _run(coro: Any) -> None:
@@ -170,24 +167,6 @@ def demo(
         pass
 
 
-def _client(url: str | None, token: str | None) -> Client:
-    try:
-        return Client(url, token)
-    except ApiError as exc:
-        raise fail(str(exc)) from None
-
-
-def _call(client: Client, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        return client.request(method, path, **kwargs)
-    except ApiError as exc:
-        raise fail(str(exc)) from None
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 @charger_app.command("list")
 def charger_list(
     url: UrlOpt = None,
@@ -213,9 +192,9 @@ def charger_list(
         }.items()
         if v is not None
     }
-    page = _call(_client(url, token), "GET", "/api/v1/chargers", params=params)
+    page = call(client(url, token), "GET", "/api/v1/chargers", params=params)
     if as_json:
-        return _print_json(page)
+        return print_json(page)
     table = Table(title=f"Chargers ({len(page['items'])} of {page['total']})")
     for col in (
         "id",
@@ -249,9 +228,9 @@ def charger_show(
     """Show one charger with its connectors and recent events."""
     from urllib.parse import quote
 
-    c = _call(_client(url, token), "GET", f"/api/v1/chargers/{quote(charger_id, safe='')}")
+    c = call(client(url, token), "GET", f"/api/v1/chargers/{quote(charger_id, safe='')}")
     if as_json:
-        return _print_json(c)
+        return print_json(c)
     table = Table(show_header=False, title=f"Charger {c['id']}")
     for key in (
         "registration",
@@ -298,9 +277,9 @@ def charger_add(
 ) -> None:
     """Register a charger and its AuthorizationKey."""
     body = {"id": charger_id, "auth_key": auth_key, "site_id": site, "tags": tag or []}
-    c = _call(_client(url, token), "POST", "/api/v1/chargers", json=body)
+    c = call(client(url, token), "POST", "/api/v1/chargers", json=body)
     if as_json:
-        return _print_json(c)
+        return print_json(c)
     out.print(f"registered charger {c['id']}")
 
 
@@ -315,49 +294,15 @@ def charger_reset(
     """Reset a charger (soft unless --hard) and print its answer."""
     from urllib.parse import quote
 
-    r = _call(
-        _client(url, token),
+    r = call(
+        client(url, token),
         "POST",
         f"/api/v1/chargers/{quote(charger_id, safe='')}/commands/reset",
         json={"type": "Hard" if hard else "Soft"},
     )
     if as_json:
-        return _print_json(r)
+        return print_json(r)
     out.print(f"{charger_id}: reset {r['status']}")
-
-
-def _resolve_firmware(c: Client, ref: str, vendor: str | None) -> dict[str, Any]:
-    """A firmware id, or a version of the charger's vendor."""
-    from urllib.parse import quote
-
-    try:
-        found: dict[str, Any] = c.request("GET", f"/api/v1/firmware/{quote(ref, safe='')}")
-        return found
-    except ApiError:
-        pass
-    params = {"version": ref, "limit": 2}
-    if vendor:
-        params["vendor"] = vendor
-    page = _call(c, "GET", "/api/v1/firmware", params=params)
-    if not page["items"]:
-        raise fail(f"no firmware with id or version {ref!r}" + (f" for {vendor}" if vendor else ""))
-    if len(page["items"]) > 1:
-        raise fail(f"version {ref!r} is ambiguous: use the firmware id")
-    item: dict[str, Any] = page["items"][0]
-    return item
-
-
-def _when(value: str | None) -> str | None:
-    """ISO 8601 with an offset; a bare time is taken as UTC."""
-    if value is None:
-        return None
-    from datetime import UTC, datetime
-
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise fail(f"--at: not an ISO 8601 time: {value!r} (e.g. 2026-12-01T02:00+01:00)") from None
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
 
 
 @charger_app.command("update-firmware")
@@ -373,14 +318,14 @@ def charger_update_firmware(
     """Update one charger's firmware; prints the job id to follow with `evota job show`."""
     from urllib.parse import quote
 
-    c = _client(url, token)
+    c = client(url, token)
     path = f"/api/v1/chargers/{quote(charger_id, safe='')}"
-    charger = _call(c, "GET", path)
-    fw = _resolve_firmware(c, firmware, charger.get("vendor"))
-    body = {"firmware_id": fw["id"], "retrieve_at": _when(at), "allow_downgrade": allow_downgrade}
-    r = _call(c, "POST", f"{path}/firmware-update", json=body)
+    charger = call(c, "GET", path)
+    fw = resolve_firmware(c, firmware, charger.get("vendor"))
+    body = {"firmware_id": fw["id"], "retrieve_at": when(at), "allow_downgrade": allow_downgrade}
+    r = call(c, "POST", f"{path}/firmware-update", json=body)
     if as_json:
-        return _print_json(r)
+        return print_json(r)
     out.print(f"{charger_id}: job {r['job_id']} {r['state']} (firmware {fw['version']})")
 
 
@@ -399,9 +344,9 @@ def job_list(
         params["charger_id"] = charger
     if state:
         params["state"] = state
-    page = _call(_client(url, token), "GET", "/api/v1/jobs", params=params)
+    page = call(client(url, token), "GET", "/api/v1/jobs", params=params)
     if as_json:
-        return _print_json(page)
+        return print_json(page)
     table = Table(title=f"Jobs ({page['total']})")
     for col in ("id", "charger", "from", "to", "state", "failure", "bytes", "updated"):
         table.add_column(col)
@@ -424,9 +369,9 @@ def job_show(
     job_id: int, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """A job with its history."""
-    j = _call(_client(url, token), "GET", f"/api/v1/jobs/{job_id}")
+    j = call(client(url, token), "GET", f"/api/v1/jobs/{job_id}")
     if as_json:
-        return _print_json(j)
+        return print_json(j)
     outcome = j["state"] + (f" ({j['failure']})" if j["failure"] else "")
     out.print(
         f"job {j['id']}: {j['charger_id']} {j['previous_version']} -> {j['target_version']}: "
@@ -449,7 +394,7 @@ def job_cancel(
     token: TokenOpt = None,
 ) -> None:
     """Cancel a job that has not reached the charger yet."""
-    j = _call(_client(url, token), "POST", f"/api/v1/jobs/{job_id}/cancel", json={"reason": reason})
+    j = call(client(url, token), "POST", f"/api/v1/jobs/{job_id}/cancel", json={"reason": reason})
     out.print(f"job {j['id']}: {j['state']}")
 
 
@@ -466,18 +411,18 @@ def site_add(
 ) -> None:
     """Add a site."""
     body = {"id": site_id, "name": name, "timezone": timezone, "region": region, "tags": tag or []}
-    s = _call(_client(url, token), "POST", "/api/v1/sites", json=body)
+    s = call(client(url, token), "POST", "/api/v1/sites", json=body)
     if as_json:
-        return _print_json(s)
+        return print_json(s)
     out.print(f"added site {s['id']} ({s['timezone']})")
 
 
 @site_app.command("list")
 def site_list(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
     """List sites."""
-    page = _call(_client(url, token), "GET", "/api/v1/sites", params={"limit": 1000})
+    page = call(client(url, token), "GET", "/api/v1/sites", params={"limit": 1000})
     if as_json:
-        return _print_json(page)
+        return print_json(page)
     table = Table(title=f"Sites ({page['total']})")
     for col in ("id", "name", "timezone", "region", "tags"):
         table.add_column(col)

@@ -12,10 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.pages import fetch_page
 from evota.api.problems import Problem
+from evota.firmware import repository as repo
 from evota.rollout.campaigns import CampaignError
 from evota.rollout.policy import PolicyError
 from evota.runtime import Runtime
@@ -167,8 +169,7 @@ async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[s
 async def create_campaign(body: CampaignIn, rt: RuntimeDep, who: PrincipalDep) -> dict[str, Any]:
     """Compute the eligible set (and why every other matching charger is excluded) and the
     waves; the campaign starts in ``draft`` until ``/start``."""
-    async with rt.engine.connect() as conn:
-        fw = (await conn.execute(select(Firmware).where(Firmware.id == body.firmware_id))).first()
+    fw = await repo.get_firmware(rt.engine, body.firmware_id)
     if fw is None:
         raise Problem(422, "Unknown firmware", f"no firmware {body.firmware_id!r}", "firmware_id")
     if fw.state == "revoked":
@@ -211,16 +212,10 @@ async def list_campaigns(
     )
     if state:
         query = query.where(Campaign.state == state)
-    async with rt.engine.connect() as conn:
-        total = (await conn.execute(select(func.count()).select_from(query.subquery()))).scalar()
-        rows = (
-            await conn.execute(
-                query.order_by(Campaign.created_at.desc()).limit(limit).offset(offset)
-            )
-        ).all()
+    total, rows = await fetch_page(rt.engine, query, Campaign.created_at.desc(), limit, offset)
     return {
         "items": [dict(r._mapping) for r in rows],
-        "total": total or 0,
+        "total": total,
         "limit": limit,
         "offset": offset,
     }

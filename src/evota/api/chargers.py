@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.pages import fetch_page
 from evota.api.problems import Problem
 from evota.api.schemas import (
     ChargerDetail,
@@ -118,11 +119,7 @@ async def list_chargers(
         # The stored flag (written behind within EVOTA_WRITE_INTERVAL) scales to any fleet;
         # an IN list of every live identity would not.
         query = query.where(Charger.connected.is_(connected))
-    async with rt.engine.connect() as conn:
-        total = (
-            await conn.execute(select(func.count()).select_from(query.subquery()))
-        ).scalar_one()
-        rows = (await conn.execute(query.order_by(Charger.id).limit(limit).offset(offset))).all()
+    total, rows = await fetch_page(rt.engine, query, Charger.id, limit, offset)
     return {"items": [_out(rt, r) for r in rows], "total": total, "limit": limit, "offset": offset}
 
 

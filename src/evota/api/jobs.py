@@ -7,13 +7,15 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.pages import fetch_page
 from evota.api.problems import Problem
-from evota.firmware.updates import ChargerFacts, ImageFacts, update_refusal
+from evota.firmware import repository as repo
+from evota.firmware.updates import ChargerFacts, image_facts, update_refusal
 from evota.rollout.runner import JobConflict
-from evota.store.models import Charger, Firmware, Job, JobEvent
+from evota.store.models import Charger, Job, JobEvent
 
 router = APIRouter(tags=["jobs"])
 
@@ -83,19 +85,6 @@ class CancelIn(BaseModel):
     reason: str = Field("cancelled by operator", max_length=500)
 
 
-def _image_facts(fw: Any) -> ImageFacts:
-    return ImageFacts(
-        id=fw.id,
-        vendor=fw.vendor,
-        version=fw.version,
-        state=fw.state,
-        models=fw.models or (),
-        hardware_revisions=fw.hardware_revisions or (),
-        min_current_version=fw.min_current_version,
-        supersedes=fw.supersedes or (),
-    )
-
-
 @router.post(
     "/api/v1/chargers/{charger_id}/firmware-update", status_code=202, response_model=JobCreated
 )
@@ -105,7 +94,7 @@ async def update_firmware(
     """Start a firmware update of one charger. Refusals name the reason (``reason``)."""
     async with rt.engine.connect() as conn:
         charger = (await conn.execute(select(Charger).where(Charger.id == charger_id))).first()
-        fw = (await conn.execute(select(Firmware).where(Firmware.id == body.firmware_id))).first()
+    fw = await repo.get_firmware(rt.engine, body.firmware_id)
     if charger is None:
         raise Problem(404, "Unknown charger", f"no charger with id {charger_id!r}", "charger_id")
     if fw is None:
@@ -119,7 +108,7 @@ async def update_firmware(
         hardware_revision=charger.hardware_revision,
         firmware_version=charger.firmware_version,
     )
-    refusal = update_refusal(_image_facts(fw), facts, allow_downgrade=body.allow_downgrade)
+    refusal = update_refusal(image_facts(fw), facts, allow_downgrade=body.allow_downgrade)
     if refusal is not None:
         raise Problem(
             409,
@@ -167,11 +156,9 @@ async def list_jobs(
         query = query.where(Job.firmware_id == firmware_id)
     if state is not None:
         query = query.where(Job.state == state)
-    async with rt.engine.connect() as conn:
-        total = (await conn.execute(select(func.count()).select_from(query.subquery()))).scalar()
-        rows = (await conn.execute(query.order_by(Job.id.desc()).limit(limit).offset(offset))).all()
+    total, rows = await fetch_page(rt.engine, query, Job.id.desc(), limit, offset)
     items = [dict(r._mapping) for r in rows]
-    return {"items": items, "total": total or 0, "limit": limit, "offset": offset}
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 async def _job_detail(rt: Any, job_id: int) -> dict[str, Any]:

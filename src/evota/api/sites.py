@@ -5,10 +5,11 @@ from __future__ import annotations
 import secrets
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.pages import fetch_page
 from evota.api.problems import Problem
 from evota.api.schemas import Page, SiteIn, SiteOut
 from evota.store.models import Site
@@ -39,10 +40,6 @@ async def list_sites(
     query = select(Site)
     if region:
         query = query.where(Site.region == region)
-    async with rt.engine.connect() as conn:
-        total = (
-            await conn.execute(select(func.count()).select_from(query.subquery()))
-        ).scalar_one()
-        rows = (await conn.execute(query.order_by(Site.id).limit(limit).offset(offset))).all()
+    total, rows = await fetch_page(rt.engine, query, Site.id, limit, offset)
     items = [SiteOut.model_validate(r._mapping) for r in rows]
     return Page(items=items, total=total, limit=limit, offset=offset)

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
 
+from evota.cli_support import JsonOpt, TokenOpt, UrlOpt, api, fail, print_json
 from evota.firmware.signing import (
     FirmwareSigningError,
     generate_ca,
@@ -39,21 +38,12 @@ app = typer.Typer(
 trust_app = typer.Typer(help="Trusted root certificates per vendor.", no_args_is_help=True)
 app.add_typer(trust_app, name="trust")
 
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="EVOTA_URL", help="evota HTTP URL")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="EVOTA_TOKEN", help="API token")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
 
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise _fail(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise fail(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
 def _write_private(path: Path, data: bytes, *, force: bool) -> None:
@@ -92,9 +82,9 @@ def keygen(
     NAME "ca" for --ca and "signing" otherwise.
     """
     if ca and (ca_key or ca_cert):
-        raise _fail("--ca makes a root; it cannot be combined with --ca-key/--ca-cert")
+        raise fail("--ca makes a root; it cannot be combined with --ca-key/--ca-cert")
     if (ca_key is None) != (ca_cert is None):
-        raise _fail("--ca-key and --ca-cert go together")
+        raise fail("--ca-key and --ca-cert go together")
     try:
         if ca:
             key_pem, cert_pem = generate_ca(cn, org, days)
@@ -115,14 +105,14 @@ def keygen(
         pub_path = out_dir / f"{name}.pub.pem"
         for p in (key_path, cert_path, pub_path):
             if p.exists() and not force:
-                raise _fail(f"{p} exists (use --force to overwrite)")
+                raise fail(f"{p} exists (use --force to overwrite)")
         _write_private(key_path, key_pem, force=force)
         _write_public(cert_path, cert_pem, force=force)
         _write_public(pub_path, public_key_pem(cert_pem), force=force)
     except (FirmwareSigningError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except OSError as exc:
-        raise _fail(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+        raise fail(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
     typer.echo(f"key:         {key_path} (0600, keep it secret)")
     typer.echo(f"certificate: {cert_path}")
     typer.echo(f"public key:  {pub_path}")
@@ -142,9 +132,9 @@ def sign(
     try:
         signature = sign_file(file, key_pem)
     except FirmwareSigningError as exc:
-        raise _fail(exc.reason) from None
+        raise fail(exc.reason) from None
     except OSError as exc:
-        raise _fail(f"cannot read firmware {file}: {exc.strerror or exc}") from None
+        raise fail(f"cannot read firmware {file}: {exc.strerror or exc}") from None
     if out is not None:
         try:
             if der:
@@ -152,7 +142,7 @@ def sign(
             else:
                 out.write_text(signature + "\n", encoding="ascii")
         except OSError as exc:
-            raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+            raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
     typer.echo(signature)
 
 
@@ -196,27 +186,14 @@ def verify(
             verify_certificate(cert_pem, roots, now)
         verify_file(file, signature_b64, cert_pem, at=now)
     except FirmwareSigningError as exc:
-        raise _fail(exc.reason) from None
+        raise fail(exc.reason) from None
     except OSError as exc:
-        raise _fail(f"cannot read firmware {file}: {exc.strerror or exc}") from None
+        raise fail(f"cannot read firmware {file}: {exc.strerror or exc}") from None
     chain = " and chains to a trusted root" if roots else " (chain not checked: no --root)"
     typer.echo(f"OK: signature verified{chain}")
 
 
 # --- the repository on a running server ------------------------------------------------------
-
-
-def _api(url: str | None, token: str | None, method: str, path: str, **kwargs: Any) -> Any:
-    from evota.client import ApiError, Client
-
-    try:
-        return Client(url, token).request(method, path, **kwargs)
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _summary(fw: dict[str, Any]) -> str:
@@ -277,9 +254,9 @@ def add(
     try:
         handle = file.open("rb")
     except OSError as exc:
-        raise _fail(f"cannot read firmware {file}: {exc.strerror or exc}") from None
+        raise fail(f"cannot read firmware {file}: {exc.strerror or exc}") from None
     with handle:  # httpx streams the file part from the open handle
-        fw = _api(
+        fw = api(
             url,
             token,
             "POST",
@@ -288,7 +265,7 @@ def add(
             files={"file": (file.name, handle, "application/octet-stream")},
         )
     if as_json:
-        return _print_json(fw)
+        return print_json(fw)
     typer.echo(f"added {_summary(fw)}  sha256 {fw['sha256']}")
 
 
@@ -308,9 +285,9 @@ def list_(
     for key, value in (("vendor", vendor), ("state", state), ("model", model)):
         if value is not None:
             params[key] = value
-    page = _api(url, token, "GET", "/api/v1/firmware", params=params)
+    page = api(url, token, "GET", "/api/v1/firmware", params=params)
     if as_json:
-        return _print_json(page)
+        return print_json(page)
     from rich.console import Console
     from rich.table import Table
 
@@ -339,9 +316,9 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """One image with its metadata and how many chargers run it."""
-    fw = _api(url, token, "GET", _fw_path(firmware_id))
+    fw = api(url, token, "GET", _fw_path(firmware_id))
     if as_json:
-        return _print_json(fw)
+        return print_json(fw)
     for key in (
         "id",
         "vendor",
@@ -379,9 +356,9 @@ def _transition(
     body: dict[str, Any] = {"state": state}
     if reason is not None:
         body["reason"] = reason
-    fw = _api(url, token, "POST", _fw_path(firmware_id, "/state"), json=body)
+    fw = api(url, token, "POST", _fw_path(firmware_id, "/state"), json=body)
     if as_json:
-        return _print_json(fw)
+        return print_json(fw)
     typer.echo(_summary(fw))
 
 
@@ -452,14 +429,14 @@ def vendor_policy(
 ) -> None:
     """Show or set a vendor's signing policy (unsigned images are refused by default)."""
     if allow_unsigned is None:
-        page = _api(url, token, "GET", "/api/v1/firmware/vendors")
+        page = api(url, token, "GET", "/api/v1/firmware/vendors")
         found = [p for p in page["items"] if p["vendor"].casefold() == vendor.casefold()]
         policy = found[0] if found else {"vendor": vendor, "allow_unsigned": False}
     else:
         path = f"/api/v1/firmware/vendors/{quote(vendor, safe='')}"
-        policy = _api(url, token, "PUT", path, json={"allow_unsigned": allow_unsigned})
+        policy = api(url, token, "PUT", path, json={"allow_unsigned": allow_unsigned})
     if as_json:
-        return _print_json(policy)
+        return print_json(policy)
     rule = "accepts unsigned images" if policy["allow_unsigned"] else "requires signed images"
     typer.echo(f"{policy['vendor']}: {rule}")
 
@@ -474,7 +451,7 @@ def trust_add(
 ) -> None:
     """Trust a root CA to issue a vendor's firmware signing certificates."""
     pem = _read(cert, "certificate").decode("utf-8", "replace")
-    root = _api(
+    root = api(
         url,
         token,
         "POST",
@@ -482,7 +459,7 @@ def trust_add(
         json={"vendor": vendor, "certificate": pem},
     )
     if as_json:
-        return _print_json(root)
+        return print_json(root)
     typer.echo(f"trusted root {root['id']} for {root['vendor']}: {root['subject']}")
 
 
@@ -495,9 +472,9 @@ def trust_list(
 ) -> None:
     """List trusted roots."""
     params = {"vendor": vendor} if vendor else {}
-    page = _api(url, token, "GET", "/api/v1/firmware/trusted-roots", params=params)
+    page = api(url, token, "GET", "/api/v1/firmware/trusted-roots", params=params)
     if as_json:
-        return _print_json(page)
+        return print_json(page)
     for r in page["items"]:
         typer.echo(
             f"{r['id']}  {r['vendor']}  {r['subject']}  until {r['not_after']}  "
@@ -514,5 +491,5 @@ def trust_remove(
     token: TokenOpt = None,
 ) -> None:
     """Stop trusting a root (images already accepted stay)."""
-    _api(url, token, "DELETE", f"/api/v1/firmware/trusted-roots/{root_id}")
+    api(url, token, "DELETE", f"/api/v1/firmware/trusted-roots/{root_id}")
     typer.echo(f"removed trusted root {root_id}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from evota.firmware import versions
 from evota.firmware.repository import compatibility_problem
@@ -23,6 +24,20 @@ class ImageFacts:
     hardware_revisions: Sequence[str] = ()
     min_current_version: str | None = None
     supersedes: Sequence[str] = ()
+
+
+def image_facts(fw: Any) -> ImageFacts:
+    """The facts of a firmware row or ``repository.FirmwareRecord``."""
+    return ImageFacts(
+        id=fw.id,
+        vendor=fw.vendor,
+        version=fw.version,
+        state=fw.state,
+        models=tuple(fw.models or ()),
+        hardware_revisions=tuple(fw.hardware_revisions or ()),
+        min_current_version=fw.min_current_version,
+        supersedes=tuple(fw.supersedes or ()),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from evota.clock import Clock
-from evota.firmware.updates import ImageFacts
+from evota.firmware.updates import image_facts
 from evota.rollout import engine as eng
 from evota.rollout.gate import Health
 from evota.rollout.policy import (
@@ -77,19 +78,6 @@ TRANSITIONS: dict[str, dict[str, str]] = {
         s: "aborted" for s in ("draft", "scheduled", "running", "paused", "awaiting_approval")
     },
 }
-
-
-def image_facts(fw: Any) -> ImageFacts:
-    return ImageFacts(
-        id=fw.id,
-        vendor=fw.vendor,
-        version=fw.version,
-        state=fw.state,
-        models=tuple(fw.models or ()),
-        hardware_revisions=tuple(fw.hardware_revisions or ()),
-        min_current_version=fw.min_current_version,
-        supersedes=tuple(fw.supersedes or ()),
-    )
 
 
 class CampaignRunner:
@@ -416,9 +404,7 @@ class CampaignRunner:
             fleet = await self.snapshots(conn)
             busy = await self._in_other_campaigns(conn)
         members = {c for wave in row.waves for c in wave}
-        candidates = [
-            s for cid, s in fleet.items() if cid not in members and busy.get(cid) in (None,)
-        ]
+        candidates = [s for cid, s in fleet.items() if cid not in members and cid not in busy]
         if fw is None or not candidates:
             return
         eligible = plan_eligibility(
@@ -537,35 +523,37 @@ class CampaignRunner:
                     )
                 ).scalars()
             )
+        by_charger: dict[str, list[Any]] = defaultdict(list)
+        for s in sessions:
+            by_charger[s.charger_id].append(s)
+        connected_at: dict[str, list[datetime]] = defaultdict(list)
+        for c in connects:
+            connected_at[c.charger_id].append(c.received_at)
+        faulted_at: dict[str, list[datetime]] = defaultdict(list)
+        for f in faults:
+            faulted_at[f.charger_id].append(f.received_at)
+        hours = window.total_seconds() / 3600
         result: dict[str, Health] = {}
         for cid, (started, finished) in spans.items():
+            # "after" starts once the job succeeded, so the update's own reboot is not counted
             before = (started - window, started)
             after = (finished, finished + window)
-
-            def inside(at: datetime, span: tuple[datetime, datetime]) -> bool:
-                return span[0] <= at < span[1]
-
-            mine = [s for s in sessions if s.charger_id == cid]
+            mine = by_charger.get(cid, [])
             result[cid] = Health(
-                sessions_before=sum(inside(s.started_at, before) for s in mine),
+                sessions_before=sum(_inside(s.started_at, before) for s in mine),
                 sessions_failed_before=sum(
-                    inside(s.started_at, before) and s.outcome == "interrupted" for s in mine
+                    _inside(s.started_at, before) and s.outcome == "interrupted" for s in mine
                 ),
-                reconnects_before=sum(
-                    c.charger_id == cid and inside(c.received_at, before) for c in connects
-                ),
-                hours_before=window.total_seconds() / 3600,
-                sessions_after=sum(inside(s.started_at, after) for s in mine),
+                reconnects_before=sum(_inside(at, before) for at in connected_at.get(cid, [])),
+                hours_before=hours,
+                sessions_after=sum(_inside(s.started_at, after) for s in mine),
                 sessions_failed_after=sum(
-                    inside(s.started_at, after) and s.outcome == "interrupted" for s in mine
+                    _inside(s.started_at, after) and s.outcome == "interrupted" for s in mine
                 ),
-                # the reboot into the new version is one expected reconnect, not a symptom
-                reconnects_after=sum(
-                    c.charger_id == cid and inside(c.received_at, after) for c in connects
-                ),
-                hours_after=window.total_seconds() / 3600,
+                reconnects_after=sum(_inside(at, after) for at in connected_at.get(cid, [])),
+                hours_after=hours,
                 faulted_after=cid in faulted_now
-                or any(f.charger_id == cid and f.received_at >= finished for f in faults),
+                or any(at >= finished for at in faulted_at.get(cid, [])),
                 available_after=fleet[cid].connected if cid in fleet else False,
             )
         return result
@@ -706,9 +694,11 @@ def _ramp(waves: Any) -> tuple[int, float] | None:
     return first, float(factor)
 
 
-def _with_campaign(s: ChargerSnapshot, campaign_id: str | None) -> ChargerSnapshot:
-    from dataclasses import replace
+def _inside(at: datetime, span: tuple[datetime, datetime]) -> bool:
+    return span[0] <= at < span[1]
 
+
+def _with_campaign(s: ChargerSnapshot, campaign_id: str | None) -> ChargerSnapshot:
     return replace(s, other_campaign=campaign_id)
 
 

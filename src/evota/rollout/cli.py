@@ -12,16 +12,17 @@ import yaml
 from rich.live import Live
 from rich.table import Table
 
-from evota.cli import (
+from evota.cli_support import (
     JsonOpt,
     TokenOpt,
     UrlOpt,
-    _call,
-    _client,
-    _print_json,
-    _resolve_firmware,
+    call,
+    client,
     fail,
     out,
+    print_json,
+    resolve_firmware,
+    when,
 )
 
 app = typer.Typer(help="Rollout campaigns: create, show, start, pause, resume, abort, watch.")
@@ -68,13 +69,13 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a campaign (draft): prints the eligible count, exclusions and waves."""
-    c = _client(url, token)
+    c = client(url, token)
     body = _spec(spec)
     target = dict(body.get("target") or {})
     for key, values in (("vendors", vendor), ("models", model), ("sites", site)):
         if values:
             target[key] = values
-    fw = _resolve_firmware(c, firmware, (target.get("vendors") or [None])[0])
+    fw = resolve_firmware(c, firmware, (target.get("vendors") or [None])[0])
     payload = {
         "name": name,
         "firmware_id": fw["id"],
@@ -83,9 +84,9 @@ def create(
         "pilot": body.get("pilot") or [],
         "policy": body.get("policy") or {},
     }
-    campaign = _call(c, "POST", "/api/v1/campaigns", json=payload)
+    campaign = call(c, "POST", "/api/v1/campaigns", json=payload)
     if as_json:
-        return _print_json(campaign)
+        return print_json(campaign)
     out.print(
         f"campaign {campaign['id']} ({campaign['state']}): {campaign['eligible']} eligible in "
         f"{len(campaign['waves'])} waves "
@@ -133,9 +134,9 @@ def show(
     campaign_id: str, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """A campaign's waves, job states and gate numbers."""
-    c = _call(_client(url, token), "GET", f"/api/v1/campaigns/{campaign_id}")
+    c = call(client(url, token), "GET", f"/api/v1/campaigns/{campaign_id}")
     if as_json:
-        return _print_json(c)
+        return print_json(c)
     out.print(_table(c))
 
 
@@ -147,9 +148,7 @@ def _action(action: str) -> Any:
         token: TokenOpt = None,
     ) -> None:
         body = {"reason": reason or action}
-        c = _call(
-            _client(url, token), "POST", f"/api/v1/campaigns/{campaign_id}/{action}", json=body
-        )
+        c = call(client(url, token), "POST", f"/api/v1/campaigns/{campaign_id}/{action}", json=body)
         out.print(f"campaign {campaign_id}: {c['state']}")
 
     command.__doc__ = f"{action.capitalize()} a campaign."
@@ -169,10 +168,8 @@ def start(
     token: TokenOpt = None,
 ) -> None:
     """Start a campaign now, or schedule it with --at."""
-    from evota.cli import _when
-
-    body = {"reason": reason or "start", "at": _when(at)}
-    c = _call(_client(url, token), "POST", f"/api/v1/campaigns/{campaign_id}/start", json=body)
+    body = {"reason": reason or "start", "at": when(at)}
+    c = call(client(url, token), "POST", f"/api/v1/campaigns/{campaign_id}/start", json=body)
     out.print(f"campaign {campaign_id}: {c['state']}")
 
 
@@ -188,16 +185,16 @@ def abort(
 ) -> None:
     """Stop a campaign for good, optionally rolling back every charger it updated."""
     body = {"reason": reason or "abort", "rollback": rollback}
-    c = _call(_client(url, token), "POST", f"/api/v1/campaigns/{campaign_id}/abort", json=body)
+    c = call(client(url, token), "POST", f"/api/v1/campaigns/{campaign_id}/abort", json=body)
     out.print(f"campaign {campaign_id}: {c['state']}" + (" (rolling back)" if rollback else ""))
 
 
 @app.command("list")
 def list_(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
     """Campaigns, newest first."""
-    page = _call(_client(url, token), "GET", "/api/v1/campaigns")
+    page = call(client(url, token), "GET", "/api/v1/campaigns")
     if as_json:
-        return _print_json(page)
+        return print_json(page)
     table = Table(title=f"Campaigns ({page['total']})")
     for col in ("id", "name", "state", "wave", "created"):
         table.add_column(col)
@@ -214,14 +211,14 @@ def watch(
     token: TokenOpt = None,
 ) -> None:
     """Live per-wave, per-state progress until the campaign ends (Ctrl-C to leave)."""
-    client = _client(url, token)
+    api = client(url, token)
     path = f"/api/v1/campaigns/{campaign_id}"
-    c = _call(client, "GET", path)
+    c = call(api, "GET", path)
     try:
         with Live(_table(c), console=out, refresh_per_second=4) as live:
             while not (c["state"] in TERMINAL and not c.get("rollback")):
                 time.sleep(interval)
-                c = _call(client, "GET", path)
+                c = call(api, "GET", path)
                 live.update(_table(c))
     except KeyboardInterrupt:
         return
