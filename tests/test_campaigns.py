@@ -55,6 +55,16 @@ def fleet_spec(n: int, keys: Keys, prefix: str = "CMP-", **faults: Any) -> Fleet
     )
 
 
+async def booted(api: httpx.AsyncClient, ids: set[str]) -> None:
+    """Until evota has written every boot (they are written behind the answer)."""
+    for _ in range(200):
+        page = (await api.get("/api/v1/chargers", params={"limit": 1000})).json()
+        if ids <= {c["id"] for c in page["items"] if c["vendor"]}:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("boots were not recorded")
+
+
 class World(Bench):
     """A whole provisioned fleet at once, and campaigns over it."""
 
@@ -65,7 +75,7 @@ class World(Bench):
         await fleet.start()
         self.fleets.append(fleet)
         await fleet.wait_for_all(lambda c: c.accepted, 30)
-        await asyncio.sleep(0.5)  # boots are written behind
+        await booted(self.api, {c.identity for c in fleet.chargers})
         return fleet
 
     async def campaign(self, firmware_id: str, **body: Any) -> dict[str, Any]:
@@ -265,7 +275,7 @@ async def test_campaign_survives_a_hard_kill_of_the_server(tmp_path: Path, keys:
         await fleet.provision(f"http://127.0.0.1:{ports['http']}", TOKEN)
         await fleet.start()
         await fleet.wait_for_all(lambda c: c.accepted, 30)
-        await asyncio.sleep(0.5)
+        await booted(api, {c.identity for c in fleet.chargers})
         r = await api.post(
             "/api/v1/campaigns",
             json={

@@ -66,6 +66,10 @@ async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
             assert sorted(f["version"] for f in firmware["items"]) == ["1.9.0", "2.4.0", "4.1.0"]
             assert all(f["state"] == "released" and f["signed"] for f in firmware["items"])
             fw = next(f for f in firmware["items"] if f["version"] == "2.4.0")
+            for _ in range(100):  # connected first; the boot's vendor is written just behind
+                if (await api.get("/api/v1/chargers/ACME-AC-0001")).json()["vendor"]:
+                    break
+                await asyncio.sleep(0.1)
             r = await api.post(
                 "/api/v1/chargers/ACME-AC-0001/firmware-update", json={"firmware_id": fw["id"]}
             )
