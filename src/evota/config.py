@@ -51,6 +51,35 @@ class Settings(BaseSettings):
     campaign_tick_seconds: float = Field(
         1.0, gt=0, le=60, description="seconds between campaign engine evaluations"
     )
+    # Operators: sessions, MFA, login throttling (evota.operators)
+    session_idle_minutes: float = Field(30, gt=0, description="idle time before a login ends")
+    session_max_hours: float = Field(12, gt=0, description="a login's absolute lifetime")
+    mfa_required_roles: list[str] = Field(
+        default_factory=lambda: ["operator", "firmware_manager", "security_admin"],
+        description="roles that must give a second factor before changing anything",
+    )
+    login_max_failures: int = Field(5, ge=1, description="failed logins before a lockout")
+    login_lockout_minutes: float = Field(15, gt=0)
+    login_rate_per_minute: int = Field(
+        20, ge=1, description="login attempts per client address per minute"
+    )
+    # Approvals (four eyes)
+    approval_actions: list[str] = Field(
+        default_factory=lambda: [
+            "campaign.start",
+            "firmware.revoke",
+            "operation.start",
+            "charger.disable",
+            "charger.credentials",
+        ],
+        description="actions that wait for a second operator's approval",
+    )
+    approval_charger_threshold: int = Field(
+        10, ge=1, description="an operation on more chargers than this needs approval"
+    )
+    approval_ttl_hours: float = Field(24, gt=0, description="a request expires after this")
+    # Uploads from chargers (diagnostics, logs)
+    upload_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     log_level: str = "info"
     log_json: bool = False
 

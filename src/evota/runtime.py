@@ -15,6 +15,7 @@ import uvicorn
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
 from evota.config import Settings
 from evota.firmware import tokens
@@ -42,6 +43,7 @@ class Runtime:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     engine: AsyncEngine = field(init=False)
+    audit: AuditLog = field(init=False)
     fleet: FleetService = field(init=False)
     gateway: Gateway = field(init=False)
     firmware_store: LocalFirmwareStore = field(init=False)
@@ -61,6 +63,7 @@ class Runtime:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = db.create_engine(s.resolved_database_url())
         await db.migrate(self.engine)
+        self.audit = AuditLog(self.engine, self.clock)
         await self._reset_connected()
         await self._bootstrap_admin_token()
         self.firmware_store = LocalFirmwareStore(s.data_dir / "firmware")

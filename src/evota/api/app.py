@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from evota import __version__, metrics
 from evota.api import campaigns, chargers, firmware, jobs, problems, sites
+from evota.api.middleware import AuditMiddleware
 
 if TYPE_CHECKING:
     from evota.runtime import Runtime
@@ -25,6 +26,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         redoc_url=None,
     )
     app.state.runtime = runtime
+    app.add_middleware(AuditMiddleware, audit=lambda: runtime.audit)
     problems.install(app)
     app.include_router(sites.router)
     app.include_router(chargers.router)

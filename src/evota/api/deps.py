@@ -1,25 +1,103 @@
-"""Request dependencies: the runtime, a database connection and the bearer-token check."""
+"""Request dependencies: the runtime, who is calling, and what they may do.
+
+A caller is identified by ``Authorization: Bearer`` (an API token or the token
+``/auth/login`` returns) or by the console's session cookie, which must come with the
+``X-CSRF-Token`` header on every state-changing request. Every route declares the
+permission it needs with :func:`require`; charger-level routes then check the charger is in
+the caller's scope with :func:`authorize_charger` (out of scope reads as 404, so scopes do
+not reveal which chargers exist).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.sql import Select
 
 from evota.api.problems import Problem
+from evota.audit.log import Actor
+from evota.operators import permissions as perms
 from evota.runtime import Runtime, token_hash
-from evota.store.models import ApiToken
+from evota.store.models import ApiToken, Charger, Grant, LoginSession, Site, User
 
-_bearer = HTTPBearer(auto_error=False, description="An evota API token")
+_bearer = HTTPBearer(auto_error=False, description="An evota API token or login token")
+SESSION_COOKIE = "evota_session"
+CSRF_HEADER = "X-CSRF-Token"
+MFA_REQUIRED = "https://evota.dev/problems/mfa-required"
+MFA_ENROLMENT_REQUIRED = "https://evota.dev/problems/mfa-enrolment-required"
+FORBIDDEN = "https://evota.dev/problems/forbidden"
+_UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 @dataclass(frozen=True)
 class Principal:
+    """An authenticated caller and everything needed to decide what it may do."""
+
     name: str
-    role: str
+    grants: tuple[perms.RoleGrant, ...]
+    kind: str = "token"  # token | session | admin
+    user_id: str | None = None
+    mfa: bool = True  # second factor given (or not needed for this credential)
+    mfa_required: bool = False
+    site_limit: frozenset[str] = frozenset()
+    session_hash: str | None = None
+    request_id: str | None = None
+    roles: tuple[str, ...] = field(default=())
+
+    @property
+    def role(self) -> str:  # kept for older callers: the roles, comma-separated
+        return ",".join(self.roles)
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.name, self.roles, self.request_id)
+
+    def can(self, permission: str, charger: perms.ChargerPlace | None = None) -> bool:
+        if self._blocked_by_mfa(permission):
+            return False
+        return perms.allowed(self.grants, permission, charger, self.site_limit)
+
+    def _blocked_by_mfa(self, permission: str) -> bool:
+        return self.mfa_required and not self.mfa and permission not in perms.READ_ONLY
+
+    def check_any(self, permission: str) -> None:
+        """Raise 403 unless ``permission`` is held for at least some chargers."""
+        self._check_mfa(permission)
+        if not perms.holds_anywhere(self.grants, permission):
+            raise self._forbidden(permission, "")
+
+    def _forbidden(self, permission: str, where: str) -> Problem:
+        return Problem(
+            403,
+            "Forbidden",
+            f"{permission} is not granted to {self.name}{where}",
+            type_=FORBIDDEN,
+            permission=permission,
+        )
+
+    def _check_mfa(self, permission: str) -> None:
+        if self._blocked_by_mfa(permission):
+            raise Problem(
+                403,
+                "MFA enrolment required",
+                "enrol a second factor (POST /api/v1/auth/mfa/enroll, then confirm) before "
+                "changing anything",
+                type_=MFA_ENROLMENT_REQUIRED,
+                permission=permission,
+            )
+
+    def check(self, permission: str, charger: perms.ChargerPlace | None = None) -> None:
+        """Raise the right 403 when ``permission`` is not held here."""
+        self._check_mfa(permission)
+        if not perms.allowed(self.grants, permission, charger, self.site_limit):
+            raise self._forbidden(permission, f" for charger {charger.id}" if charger else "")
 
 
 def runtime(request: Request) -> Runtime:
@@ -27,35 +105,233 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
+def _unauthenticated(detail: str = "send Authorization: Bearer <token>") -> Problem:
+    return Problem(401, "Authentication required", detail, field="Authorization")
+
+
+async def _grants_of(conn: Any, user_id: str) -> tuple[perms.RoleGrant, ...]:
+    rows = (await conn.execute(select(Grant).where(Grant.user_id == user_id))).all()
+    return tuple(
+        perms.RoleGrant(
+            r.role,
+            perms.Scope(
+                frozenset(r.sites or ()), frozenset(r.regions or ()), frozenset(r.tags or ())
+            ),
+        )
+        for r in rows
+    )
+
+
+async def authenticate(rt: Runtime, token: str, *, cookie: bool = False) -> Principal:
+    """The principal behind a bearer token or session cookie value (401 if none)."""
+    now = rt.clock.now()
+    digest = token_hash(token)
+    s = rt.settings
+    async with rt.engine.begin() as conn:
+        if not cookie:
+            api = (
+                await conn.execute(select(ApiToken).where(ApiToken.token_hash == digest))
+            ).first()
+            if api is not None:
+                if api.revoked_at is not None or (
+                    api.expires_at is not None and api.expires_at <= now
+                ):
+                    raise Problem(401, "Invalid or expired token", field="Authorization")
+                if api.user_id is None:  # the bootstrap (break-glass) token
+                    return Principal(
+                        api.name, (perms.RoleGrant(perms.ADMIN),), kind="admin", roles=("admin",)
+                    )
+                user = (await conn.execute(select(User).where(User.id == api.user_id))).first()
+                if user is None or user.disabled:
+                    raise Problem(401, "Invalid or expired token", field="Authorization")
+                grants = await _grants_of(conn, user.id)
+                if api.roles:
+                    grants = tuple(g for g in grants if g.role in set(api.roles))
+                if api.last_used_at is None or now - api.last_used_at > timedelta(minutes=1):
+                    await conn.execute(
+                        update(ApiToken).where(ApiToken.id == api.id).values(last_used_at=now)
+                    )
+                roles = tuple(dict.fromkeys(g.role for g in grants))
+                return Principal(
+                    f"{user.username}",
+                    grants,
+                    kind="token",
+                    user_id=user.id,
+                    mfa=True,  # tokens are only issued to a session that gave its second factor
+                    site_limit=frozenset(api.sites or ()),
+                    roles=roles,
+                )
+        session = (
+            await conn.execute(select(LoginSession).where(LoginSession.token_hash == digest))
+        ).first()
+        if (
+            session is None
+            or session.revoked_at is not None
+            or session.expires_at <= now
+            or now - session.last_seen_at > timedelta(minutes=s.session_idle_minutes)
+        ):
+            raise Problem(
+                401, "Session expired", "log in again (POST /api/v1/auth/login)", "Authorization"
+            )
+        user = (await conn.execute(select(User).where(User.id == session.user_id))).first()
+        if user is None or user.disabled:
+            raise Problem(401, "Session expired", "log in again", "Authorization")
+        await conn.execute(
+            update(LoginSession).where(LoginSession.token_hash == digest).values(last_seen_at=now)
+        )
+        grants = await _grants_of(conn, user.id)
+    roles = tuple(dict.fromkeys(g.role for g in grants))
+    return Principal(
+        user.username,
+        grants,
+        kind="session",
+        user_id=user.id,
+        mfa=bool(session.mfa),
+        mfa_required=perms.needs_mfa(roles, s.mfa_required_roles),
+        session_hash=digest,
+        roles=roles,
+    )
+
+
 async def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Problem(
-            401,
-            "Authentication required",
-            "send Authorization: Bearer <token>",
-            field="Authorization",
-        )
     rt = runtime(request)
-    now = rt.clock.now()
+    request_id = getattr(request.state, "request_id", None)
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        who = await authenticate(rt, credentials.credentials)
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            raise _unauthenticated()
+        who = await authenticate(rt, cookie, cookie=True)
+        if request.method in _UNSAFE:
+            await _check_csrf(rt, request, who)
+    who = Principal(**{**who.__dict__, "request_id": request_id})
+    request.state.principal = who
+    return who
+
+
+async def _check_csrf(rt: Runtime, request: Request, who: Principal) -> None:
+    sent = request.headers.get(CSRF_HEADER, "")
+    async with rt.engine.connect() as conn:
+        expected = (
+            await conn.execute(
+                select(LoginSession.csrf_token).where(LoginSession.token_hash == who.session_hash)
+            )
+        ).scalar()
+    if not sent or expected is None or not secrets.compare_digest(sent, expected):
+        raise Problem(403, "CSRF check failed", f"send the {CSRF_HEADER} header", CSRF_HEADER)
+
+
+def require(permission: str) -> Any:
+    """A dependency: the caller, who must hold ``permission`` somewhere.
+
+    Fleet-wide permissions are checked here in full; charger-level ones are checked against
+    the charger with :func:`authorize_charger` (or by filtering lists with
+    :func:`scope_filter`).
+    """
+
+    async def dependency(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if permission in perms.CHARGER_LEVEL:
+            who.check_any(permission)
+        else:
+            who.check(permission)
+        return who
+
+    dependency.__name__ = f"require_{permission.replace('.', '_')}"
+    return Depends(dependency)
+
+
+async def charger_place(rt: Runtime, charger_id: str) -> perms.ChargerPlace | None:
     async with rt.engine.connect() as conn:
         row = (
             await conn.execute(
-                select(
-                    ApiToken.name, ApiToken.role, ApiToken.expires_at, ApiToken.revoked_at
-                ).where(ApiToken.token_hash == token_hash(credentials.credentials))
+                select(Charger.id, Charger.site_id, Charger.tags, Site.region)
+                .outerjoin(Site, Site.id == Charger.site_id)
+                .where(Charger.id == charger_id)
             )
         ).first()
-    if (
-        row is None
-        or row.revoked_at is not None
-        or (row.expires_at is not None and row.expires_at <= now)
-    ):
-        raise Problem(401, "Invalid or expired token", field="Authorization")
-    return Principal(row.name, row.role)
+    if row is None:
+        return None
+    return perms.ChargerPlace(row.id, row.site_id, row.region, frozenset(row.tags or ()))
+
+
+async def authorize_charger(
+    rt: Runtime, who: Principal, permission: str, charger_id: str
+) -> perms.ChargerPlace:
+    """The charger's place if ``who`` may apply ``permission`` to it; 404 if it does not
+    exist or is outside every scope that could read it, 403 if readable but not allowed."""
+    place = await charger_place(rt, charger_id)
+    if place is None or not who.can("fleet.read", place):
+        raise Problem(404, "Unknown charger", f"no charger with id {charger_id!r}", "id")
+    who.check(permission, place)
+    return place
+
+
+async def authorize_chargers(
+    rt: Runtime, who: Principal, permission: str, charger_ids: Iterable[str]
+) -> list[str]:
+    """The ids in ``charger_ids`` that ``who`` may not apply ``permission`` to."""
+    ids = list(dict.fromkeys(charger_ids))
+    if not ids:
+        return []
+    denied: list[str] = []
+    async with rt.engine.connect() as conn:
+        found: dict[str, perms.ChargerPlace] = {}
+        for i in range(0, len(ids), 500):
+            rows = (
+                await conn.execute(
+                    select(Charger.id, Charger.site_id, Charger.tags, Site.region)
+                    .outerjoin(Site, Site.id == Charger.site_id)
+                    .where(Charger.id.in_(ids[i : i + 500]))
+                )
+            ).all()
+            for r in rows:
+                found[r.id] = perms.ChargerPlace(r.id, r.site_id, r.region, frozenset(r.tags or ()))
+    for cid in ids:
+        place = found.get(cid)
+        if place is None or not who.can(permission, place):
+            denied.append(cid)
+    return denied
+
+
+def scope_filter(
+    who: Principal, permission: str = "fleet.read"
+) -> Callable[[Select[Any]], Select[Any]]:
+    """Narrow a query over ``chargers`` (joined to ``sites`` where regions matter) to the
+    chargers ``who`` may see; the identity function for an unlimited caller."""
+    from sqlalchemy import false, or_, true
+
+    grants = [g for g in who.grants if permission in g.permissions]
+    limit: Any = Charger.site_id.in_(sorted(who.site_limit)) if who.site_limit else true()
+    if any(g.scope.unlimited for g in grants):
+        return lambda q: q.where(limit) if who.site_limit else q
+    clauses = []
+    for g in grants:
+        if g.scope.sites:
+            clauses.append(Charger.site_id.in_(sorted(g.scope.sites)))
+        if g.scope.regions:
+            clauses.append(
+                Charger.site_id.in_(select(Site.id).where(Site.region.in_(sorted(g.scope.regions))))
+            )
+        for tag in sorted(g.scope.tags):
+            clauses.append(_has_tag(tag))
+    cond = or_(*clauses) if clauses else false()
+    return lambda q: q.where(cond).where(limit)
+
+
+def _has_tag(tag: str) -> Any:
+    """JSON array membership that works on SQLite and PostgreSQL: tags are stored as a JSON
+    list of strings, so the serialized form contains ``"tag"`` exactly when it is a member."""
+    import json
+
+    from sqlalchemy import String, cast
+
+    return cast(Charger.tags, String).contains(json.dumps(tag))
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
+AuthCheck = Callable[..., Awaitable[Principal]]

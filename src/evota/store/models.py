@@ -172,10 +172,17 @@ class ApiToken(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    role: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(32))  # "admin" (bootstrap) or "user"
+    # A user's token acts as that user, narrowed to ``roles`` and ``sites`` (empty = all).
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sites: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(TS)
     expires_at: Mapped[datetime | None] = mapped_column(TS)
     revoked_at: Mapped[datetime | None] = mapped_column(TS)
+    last_used_at: Mapped[datetime | None] = mapped_column(TS)
 
 
 class FirmwareVendor(Base):
@@ -319,3 +326,196 @@ class GateEvaluation(Base):
     at: Mapped[datetime] = mapped_column(TS)
     passed: Mapped[bool] = mapped_column(Boolean)
     result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# -- operators, access and accountability -------------------------------------------------
+
+
+class User(Base):
+    """An operator. MFA secrets and recovery codes never leave the database."""
+
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    mfa_secret: Mapped[str | None] = mapped_column(String(64))  # pending or confirmed
+    mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    mfa_last_step: Mapped[int | None] = mapped_column(BigInteger)  # replay protection
+    recovery_codes: Mapped[list[str]] = mapped_column(JSON, default=list)  # SHA-256 digests
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(TS)
+    last_login_at: Mapped[datetime | None] = mapped_column(TS)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+
+
+class Grant(Base):
+    """One role for one user, optionally limited to sites, regions or charger tags."""
+
+    __tablename__ = "grants"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    sites: Mapped[list[str]] = mapped_column(JSON, default=list)
+    regions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class LoginSession(Base):
+    """A logged-in operator (console cookie or the bearer token ``/auth/login`` returns)."""
+
+    __tablename__ = "login_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    mfa: Mapped[bool] = mapped_column(Boolean, default=False)  # second factor given
+    created_at: Mapped[datetime] = mapped_column(TS)
+    last_seen_at: Mapped[datetime] = mapped_column(TS)
+    expires_at: Mapped[datetime] = mapped_column(TS)  # absolute limit; idle limit from settings
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class AuditEntry(Base):
+    """The append-only, hash-chained audit log (evota.audit.chain defines the hash)."""
+
+    __tablename__ = "audit_log"
+    # ``id`` is the storage order; ``seq`` is the chain position, so rows whose seq values
+    # were swapped read back out of order and verify reports them as reordered.
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    at: Mapped[datetime] = mapped_column(TS, index=True)
+    actor: Mapped[str] = mapped_column(String(100), index=True)
+    role: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCharger(Base):
+    """Which chargers an audit entry concerns, for filtering by charger."""
+
+    __tablename__ = "audit_chargers"
+    entry_id: Mapped[int] = mapped_column(
+        ForeignKey("audit_log.id", ondelete="CASCADE"), primary_key=True
+    )
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True, index=True)
+
+
+class Approval(Base):
+    """A four-eyes request: ``action`` with ``payload`` runs once a second operator approves."""
+
+    __tablename__ = "approvals"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    action: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(String(500))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    charger_count: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    requested_by: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    expires_at: Mapped[datetime] = mapped_column(TS)
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[datetime | None] = mapped_column(TS)
+    decision_note: Mapped[str | None] = mapped_column(String(1000))
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Operation(Base):
+    """One command or configuration change applied to many chargers in stages."""
+
+    __tablename__ = "operations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    command: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    target: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    charger_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    stages: Mapped[list[int]] = mapped_column(JSON, default=list)  # sizes, in order
+    max_failure_rate: Mapped[float] = mapped_column(default=0.2)
+    rate_per_second: Mapped[float] = mapped_column(default=10.0)
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    state_reason: Mapped[str | None] = mapped_column(String(500))
+    current_stage: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    approval_id: Mapped[str | None] = mapped_column(String(36))
+    profile_id: Mapped[str | None] = mapped_column(String(36))
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+    started_at: Mapped[datetime | None] = mapped_column(TS)
+    finished_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class OperationResult(Base):
+    """One charger's part in an operation: what it answered, or why it failed."""
+
+    __tablename__ = "operation_results"
+    operation_id: Mapped[str] = mapped_column(
+        ForeignKey("operations.id", ondelete="CASCADE"), primary_key=True
+    )
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    stage: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # pending|succeeded|failed|skipped
+    status: Mapped[str | None] = mapped_column(String(64))  # the charger's answer
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class ConfigProfile(Base):
+    """Desired configuration (key -> value) for the chargers a target query selects."""
+
+    __tablename__ = "config_profiles"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    target: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    settings: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+
+
+class ChargerSetting(Base):
+    """A charger's configuration as it last reported it (GetConfiguration)."""
+
+    __tablename__ = "charger_settings"
+    charger_id: Mapped[str] = mapped_column(
+        ForeignKey("chargers.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str | None] = mapped_column(String(500))
+    readonly: Mapped[bool] = mapped_column(Boolean, default=False)
+    fetched_at: Mapped[datetime] = mapped_column(TS)
+
+
+class ChargerFile(Base):
+    """A diagnostics or log file a charger uploaded to evota."""
+
+    __tablename__ = "charger_files"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(48), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # diagnostics | log
+    request_id: Mapped[int | None] = mapped_column(BigInteger)
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class Alert(Base):
+    """An anomaly rule that fired: shown in the console, counted in metrics, audited."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(100))  # charger id or operator name
+    message: Mapped[str] = mapped_column(String(500))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(TS, index=True)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(TS)
