@@ -76,6 +76,9 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         "last_seen_flush_seconds": 0.2,
         "heartbeat_interval": 60,
         "call_timeout": 5.0,
+        # Four-eyes approvals are on by default in evota; tests of other features run without
+        # them, and the approval tests (tests/test_approvals.py) switch them on explicitly.
+        "approval_actions": [],
     }
     values.update(overrides)
     return Settings(**values)
@@ -155,3 +158,91 @@ def keys() -> Keys:
         "Evota Release", "Evota", ca_key=ca_key, ca_cert=ca_cert
     )
     return Keys(ca_key, ca_cert, key, cert)
+
+
+class ShiftedClock:
+    """Real time moved forward on demand (expiry, idle timeouts, windows) without sleeping."""
+
+    def __init__(self) -> None:
+        from datetime import timedelta
+
+        self.offset = timedelta(0)
+
+    def advance(self, **delta: float) -> None:
+        from datetime import timedelta
+
+        self.offset += timedelta(**delta)
+
+    def now(self) -> Any:
+        from datetime import UTC, datetime
+
+        return datetime.now(UTC) + self.offset
+
+    def monotonic(self) -> float:
+        import time
+
+        return time.monotonic() + self.offset.total_seconds()
+
+
+async def session_for(
+    runtime: Runtime,
+    username: str,
+    roles: list[str],
+    *,
+    sites: list[str] | None = None,
+    regions: list[str] | None = None,
+    tags: list[str] | None = None,
+    mfa: bool = True,
+) -> str:
+    """A logged-in operator with ``roles`` (one grant each, same scope): seeded straight into
+    the tables the real authentication reads, so tests of access control do not depend on
+    the login flow (tested on its own in tests/test_auth.py)."""
+    import secrets
+    from datetime import timedelta
+
+    from sqlalchemy import insert, select
+
+    from evota.runtime import token_hash
+    from evota.store.models import Grant, LoginSession, User
+
+    now = runtime.clock.now()
+    async with runtime.engine.begin() as conn:
+        user_id = (await conn.execute(select(User.id).where(User.username == username))).scalar()
+        if user_id is None:
+            user_id = str(uuid.uuid4())
+            await conn.execute(
+                insert(User).values(
+                    id=user_id,
+                    username=username,
+                    password_hash="$argon2id$not-a-real-hash",
+                    disabled=False,
+                    mfa_enabled=mfa,
+                    recovery_codes=[],
+                    failed_logins=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            for role in roles:
+                await conn.execute(
+                    insert(Grant).values(
+                        user_id=user_id,
+                        role=role,
+                        sites=sites or [],
+                        regions=regions or [],
+                        tags=tags or [],
+                    )
+                )
+        token = "sess_" + secrets.token_urlsafe(24)
+        await conn.execute(
+            insert(LoginSession).values(
+                token_hash=token_hash(token),
+                user_id=user_id,
+                csrf_token=secrets.token_urlsafe(16),
+                mfa=mfa,
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + timedelta(hours=8),
+            )
+        )
+    return token

@@ -451,5 +451,45 @@ def _register_campaigns() -> None:
 _register_campaigns()
 
 
+def _register_audit() -> None:
+    from evota.audit.cli import app as audit_app
+
+    app.add_typer(audit_app, name="audit")
+
+
+_register_audit()
+
+
+def _register_operators() -> None:
+    from evota.operators.cli import login_command, mfa_app, token_app, user_app
+
+    app.add_typer(user_app, name="user")
+    app.add_typer(token_app, name="token")
+    app.add_typer(mfa_app, name="mfa")
+    app.command("login", help="Log in and print a session token for EVOTA_TOKEN.")(login_command)
+
+
+_register_operators()
+
+
+def _register_alerts() -> None:
+    from evota.audit.alerts_cli import app as alert_app
+
+    app.add_typer(alert_app, name="alert")
+
+
+_register_alerts()
+
+
+def _register_control() -> None:
+    from evota.control.cli import operation_app, profile_app
+
+    app.add_typer(operation_app, name="operation")
+    app.add_typer(profile_app, name="profile")
+
+
+_register_control()
+
+
 def main() -> None:
     app()

@@ -22,7 +22,7 @@ class Client:
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -36,4 +36,12 @@ class Client:
             if body.get("detail"):
                 parts.append(str(body["detail"]))
             raise ApiError(f"HTTP {response.status_code}: " + ": ".join(parts))
+        return response
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
         return response.json() if response.content else None
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> bytes:
+        """The response body as bytes (exports, downloads)."""
+        return self._send(method, path, **kwargs).content

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,6 +80,74 @@ class Settings(BaseSettings):
     approval_ttl_hours: float = Field(24, gt=0, description="a request expires after this")
     # Uploads from chargers (diagnostics, logs)
     upload_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    # Remote commands: where chargers upload diagnostics and logs (evota.control.uploads)
+    upload_public_url: str | None = Field(
+        None, description="base URL chargers use to reach the HTTP API for uploads (NAT, proxies)"
+    )
+    upload_token_ttl: int = Field(
+        24 * 3600, ge=60, description="seconds an upload URL stays valid (charger retries)"
+    )
+    # Anomaly alerts (evota.audit.anomalies, docs/alerts.md); a count of 0 turns its rule off
+    alert_resets_per_charger: int = Field(
+        3, ge=0, description="accepted resets of one charger in the window before an alert"
+    )
+    alert_resets_window_hours: float = Field(24, gt=0)
+    alert_commands_per_operator: int = Field(
+        100, ge=0, description="commands by one operator in the window before an alert"
+    )
+    alert_commands_window_minutes: float = Field(60, gt=0)
+    alert_restricted_roles: list[str] = Field(
+        default_factory=lambda: ["operator"],
+        description="roles whose commands must fall within alert_allowed_hours (empty: off)",
+    )
+    alert_allowed_hours: str = Field(
+        "07:00-20:00", description="HH:MM-HH:MM in alert_timezone; may cross midnight"
+    )
+    alert_timezone: str = "UTC"
+    alert_failed_logins: int = Field(
+        5, ge=0, description="failed logins per username or client address before an alert"
+    )
+    alert_failed_logins_window_minutes: float = Field(15, gt=0)
+
+    @field_validator("alert_allowed_hours")
+    @classmethod
+    def _alert_hours(cls, value: str) -> str:
+        from evota.audit.anomalies import Hours
+
+        return str(Hours.parse(value))
+
+    @field_validator("alert_timezone")
+    @classmethod
+    def _alert_timezone(cls, value: str) -> str:
+        from evota.audit.anomalies import zone
+
+        zone(value)
+        return value
+
+    @field_validator("alert_restricted_roles")
+    @classmethod
+    def _alert_roles(cls, value: list[str]) -> list[str]:
+        from evota.operators.permissions import ROLES
+
+        unknown = sorted(set(value) - set(ROLES))
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(unknown)}; roles: {', '.join(ROLES)}")
+        return value
+
+    # Bulk operations and configuration profiles (evota.control.operations, .configuration)
+    operation_min_sample: int = Field(
+        5, ge=1, description="answers a stage needs before its failure rate can stop it"
+    )
+    operation_max_in_flight: int = Field(
+        20, ge=1, le=500, description="commands of one operation awaiting an answer at once"
+    )
+    config_poll_hours: float = Field(
+        24, gt=0, description="re-read a charger's configuration when older than this"
+    )
+    config_boot_delay_seconds: float = Field(
+        1.0, ge=0, description="wait after an accepted boot before reading the configuration"
+    )
+    config_fetch_concurrency: int = Field(10, ge=1, le=200)
     log_level: str = "info"
     log_json: bool = False
 

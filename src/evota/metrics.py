@@ -39,6 +39,9 @@ JOBS_FINISHED = Counter(
 FIRMWARE_BYTES = Counter(
     "evota_firmware_bytes_served", "Firmware bytes sent to chargers", registry=REGISTRY
 )
+ALERTS = Counter(
+    "evota_alerts", "Anomaly alerts raised, by rule (docs/alerts.md)", ["rule"], registry=REGISTRY
+)
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
 

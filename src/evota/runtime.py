@@ -8,6 +8,7 @@ import hashlib
 import os
 import secrets
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -23,6 +24,8 @@ from evota.firmware.delivery import DeliveryServer, ServedImage
 from evota.firmware.storage import LocalFirmwareStore
 from evota.fleet.service import FleetService
 from evota.gateway.server import Gateway
+from evota.operators import four_eyes
+from evota.operators.approvals import Approvals
 from evota.rollout.campaigns import CampaignRunner
 from evota.rollout.runner import JobRunner, job_timeouts
 from evota.store import db
@@ -44,6 +47,7 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     engine: AsyncEngine = field(init=False)
     audit: AuditLog = field(init=False)
+    approvals: Approvals = field(init=False)
     fleet: FleetService = field(init=False)
     gateway: Gateway = field(init=False)
     firmware_store: LocalFirmwareStore = field(init=False)
@@ -64,6 +68,13 @@ class Runtime:
         self.engine = db.create_engine(s.resolved_database_url())
         await db.migrate(self.engine)
         self.audit = AuditLog(self.engine, self.clock)
+        self.approvals = Approvals(
+            self.engine,
+            self.clock,
+            self.audit,
+            four_eyes.Policy.of(s.approval_actions, s.approval_charger_threshold),
+            timedelta(hours=s.approval_ttl_hours),
+        )
         await self._reset_connected()
         await self._bootstrap_admin_token()
         self.firmware_store = LocalFirmwareStore(s.data_dir / "firmware")
@@ -127,7 +138,17 @@ class Runtime:
             tick_interval=s.campaign_tick_seconds,
         )
         await self.campaigns.start()
+        self._register_approvals()
+        await self.approvals.start()
         log.info("firmware downloads listening", host=s.host, port=self.download_port)
+
+    def _register_approvals(self) -> None:
+        """What runs when each kind of four-eyes request is approved (defined with the
+        routes that create the requests)."""
+        from evota.api import campaigns, chargers, firmware
+
+        for module in (campaigns, chargers, firmware):
+            module.register_approvals(self)
 
     def _ready(self, charger_id: str) -> bool:
         conn = self.gateway.connections.get(charger_id)
@@ -179,6 +200,7 @@ class Runtime:
             self._uvicorn.should_exit = True
             if self._http_task:
                 await self._http_task
+        await self.approvals.stop()
         await self.campaigns.stop()
         await self.jobs.stop()
         await asyncio.to_thread(self.delivery.stop)

@@ -9,7 +9,18 @@ from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from evota import __version__, metrics
-from evota.api import campaigns, chargers, firmware, jobs, problems, sites
+from evota.api import (
+    approvals,
+    audit,
+    auth,
+    campaigns,
+    chargers,
+    firmware,
+    jobs,
+    problems,
+    sites,
+    users,
+)
 from evota.api.middleware import AuditMiddleware
 
 if TYPE_CHECKING:
@@ -30,9 +41,24 @@ def create_app(runtime: Runtime) -> FastAPI:
     problems.install(app)
     app.include_router(sites.router)
     app.include_router(chargers.router)
+    from evota.api import commands, uploads  # remote commands; charger uploads
+
+    app.include_router(commands.router)
+    app.include_router(uploads.router)
     app.include_router(firmware.router)
     app.include_router(jobs.router)
     app.include_router(campaigns.router)
+    from evota.api import operations, profiles  # bulk operations; configuration profiles
+
+    app.include_router(operations.router)
+    app.include_router(profiles.router)
+    app.include_router(approvals.router)
+    app.include_router(audit.router)
+    app.include_router(auth.router)
+    app.include_router(users.router)
+    from evota.api import alerts  # anomaly alerts (evota.audit.alerts)
+
+    app.include_router(alerts.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, object]:

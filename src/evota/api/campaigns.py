@@ -14,9 +14,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.approvals import AWAITING, awaiting
+from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.pages import fetch_page
 from evota.api.problems import Problem
+from evota.audit.log import Actor
 from evota.firmware import repository as repo
 from evota.rollout.campaigns import CampaignError
 from evota.rollout.policy import PolicyError
@@ -166,7 +168,9 @@ async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[s
 
 
 @router.post("", status_code=201)
-async def create_campaign(body: CampaignIn, rt: RuntimeDep, who: PrincipalDep) -> dict[str, Any]:
+async def create_campaign(
+    body: CampaignIn, rt: RuntimeDep, who: Principal = require("campaign.write")
+) -> dict[str, Any]:
     """Compute the eligible set (and why every other matching charger is excluded) and the
     waves; the campaign starts in ``draft`` until ``/start``."""
     fw = await repo.get_firmware(rt.engine, body.firmware_id)
@@ -194,7 +198,7 @@ async def create_campaign(body: CampaignIn, rt: RuntimeDep, who: PrincipalDep) -
 @router.get("")
 async def list_campaigns(
     rt: RuntimeDep,
-    _who: PrincipalDep,
+    _who: Principal = require("campaign.read"),
     state: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
@@ -222,7 +226,9 @@ async def list_campaigns(
 
 
 @router.get("/{campaign_id}")
-async def get_campaign(campaign_id: str, rt: RuntimeDep, _who: PrincipalDep) -> dict[str, Any]:
+async def get_campaign(
+    campaign_id: str, rt: RuntimeDep, _who: Principal = require("campaign.read")
+) -> dict[str, Any]:
     return await _summary(rt, campaign_id)
 
 
@@ -241,24 +247,60 @@ async def _act(rt: Runtime, campaign_id: str, action: str, body: ActionIn | None
     return await _summary(rt, campaign_id)
 
 
-@router.post("/{campaign_id}/start")
+@router.post("/{campaign_id}/start", responses=AWAITING)
 async def start(
-    campaign_id: str, rt: RuntimeDep, _who: PrincipalDep, body: ActionIn | None = None
-) -> dict[str, Any]:
-    """Start a draft campaign (the approval step arrives with the operators issue)."""
+    campaign_id: str,
+    rt: RuntimeDep,
+    who: Principal = require("campaign.write"),
+    body: ActionIn | None = None,
+) -> Any:
+    """Start a draft campaign, or ask a second operator to approve the start (202) when
+    ``campaign.start`` is among ``EVOTA_APPROVAL_ACTIONS`` (the default)."""
+    if rt.approvals.required("campaign.start"):
+        summary = await _summary(rt, campaign_id, events=0)
+        if summary["state"] != "draft":
+            raise Problem(409, "Not possible now", f"campaign is {summary['state']}", "state")
+        at = body.at.isoformat() if body and body.at else None
+        return await awaiting(
+            rt,
+            who,
+            "campaign.start",
+            f"start campaign {summary['name']!r} ({summary['firmware_id']})",
+            {"campaign_id": campaign_id, "at": at, "reason": body.reason if body else ""},
+            body.reason if body else None,
+            charger_count=summary["eligible"],
+        )
     return await _act(rt, campaign_id, "start", body)
+
+
+def register_approvals(rt: Runtime) -> None:
+    """What runs when a campaign start is approved."""
+
+    async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
+        at = datetime.fromisoformat(payload["at"]) if payload.get("at") else None
+        reason = f"approved by {approver.name}: {payload.get('reason') or 'start'}"
+        await rt.campaigns.act(payload["campaign_id"], "start", reason, at=at)
+        return {"campaign_id": payload["campaign_id"], "started": True}
+
+    rt.approvals.register("campaign.start", execute)
 
 
 @router.post("/{campaign_id}/pause")
 async def pause(
-    campaign_id: str, rt: RuntimeDep, _who: PrincipalDep, body: ActionIn | None = None
+    campaign_id: str,
+    rt: RuntimeDep,
+    _who: Principal = require("campaign.write"),
+    body: ActionIn | None = None,
 ) -> dict[str, Any]:
     return await _act(rt, campaign_id, "pause", body)
 
 
 @router.post("/{campaign_id}/resume")
 async def resume(
-    campaign_id: str, rt: RuntimeDep, _who: PrincipalDep, body: ActionIn | None = None
+    campaign_id: str,
+    rt: RuntimeDep,
+    _who: Principal = require("campaign.write"),
+    body: ActionIn | None = None,
 ) -> dict[str, Any]:
     """Resume a paused campaign; at a pause-at-gate this is the operator's go."""
     return await _act(rt, campaign_id, "go", body)
@@ -266,7 +308,10 @@ async def resume(
 
 @router.post("/{campaign_id}/abort")
 async def abort(
-    campaign_id: str, rt: RuntimeDep, _who: PrincipalDep, body: ActionIn | None = None
+    campaign_id: str,
+    rt: RuntimeDep,
+    _who: Principal = require("campaign.write"),
+    body: ActionIn | None = None,
 ) -> dict[str, Any]:
     """Stop for good; with ``rollback`` every charger it updated goes back to its previous
     version."""
@@ -275,7 +320,7 @@ async def abort(
 
 @router.get("/{campaign_id}/events")
 async def stream(
-    campaign_id: str, request: Request, rt: RuntimeDep, _who: PrincipalDep
+    campaign_id: str, request: Request, rt: RuntimeDep, _who: Principal = require("campaign.read")
 ) -> StreamingResponse:
     """Server-sent events: the campaign summary whenever it changes (checked every second)."""
     await _summary(rt, campaign_id, events=0)  # 404 before the stream starts

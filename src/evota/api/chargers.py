@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.approvals import AWAITING, awaiting
+from evota.api.deps import (
+    Principal,
+    RuntimeDep,
+    authorize_charger,
+    require,
+    scope_filter,
+)
 from evota.api.pages import fetch_page
 from evota.api.problems import Problem
 from evota.api.schemas import (
@@ -16,15 +23,14 @@ from evota.api.schemas import (
     ChargerIn,
     ChargerOut,
     ChargerPatch,
-    CommandOut,
     ConnectorOut,
     EventOut,
     Page,
-    ResetIn,
 )
-from evota.control import commands
+from evota.audit.log import Actor
 from evota.fleet.events import Registration
 from evota.gateway import auth
+from evota.operators.permissions import ChargerPlace
 from evota.runtime import Runtime
 from evota.store.models import Charger, ChargerEvent, Connector, Site
 
@@ -59,9 +65,13 @@ async def _site_must_exist(rt: Runtime, site_id: str | None) -> None:
 
 
 @router.post("", status_code=201, response_model=ChargerOut)
-async def create_charger(body: ChargerIn, rt: RuntimeDep, _who: PrincipalDep) -> dict[str, Any]:
+async def create_charger(
+    body: ChargerIn, rt: RuntimeDep, who: Principal = require("charger.write")
+) -> dict[str, Any]:
     """Register a charger and its AuthorizationKey (stored as a salted HMAC, never in clear)."""
     await _site_must_exist(rt, body.site_id)
+    region = await _region_of(rt, body.site_id)
+    who.check("charger.write", ChargerPlace(body.id, body.site_id, region, frozenset(body.tags)))
     salt, digest = auth.hash_key(body.auth_key)
     values = {
         "id": body.id,
@@ -84,6 +94,13 @@ async def create_charger(body: ChargerIn, rt: RuntimeDep, _who: PrincipalDep) ->
     return await _load(rt, body.id)
 
 
+async def _region_of(rt: Runtime, site_id: str | None) -> str | None:
+    if site_id is None:
+        return None
+    async with rt.engine.connect() as conn:
+        return (await conn.execute(select(Site.region).where(Site.id == site_id))).scalar()
+
+
 async def _load(rt: Runtime, charger_id: str) -> dict[str, Any]:
     async with rt.engine.connect() as conn:
         row = (await conn.execute(select(*_PUBLIC_COLUMNS).where(Charger.id == charger_id))).first()
@@ -95,7 +112,7 @@ async def _load(rt: Runtime, charger_id: str) -> dict[str, Any]:
 @router.get("", response_model=Page[ChargerOut])
 async def list_chargers(
     rt: RuntimeDep,
-    _who: PrincipalDep,
+    who: Principal = require("fleet.read"),
     site: str | None = Query(None, description="site id"),
     vendor: str | None = None,
     model: str | None = None,
@@ -105,7 +122,7 @@ async def list_chargers(
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> dict[str, Any]:
-    query = select(*_PUBLIC_COLUMNS)
+    query = scope_filter(who)(select(*_PUBLIC_COLUMNS))
     for column, value in (
         (Charger.site_id, site),
         (Charger.vendor, vendor),
@@ -124,7 +141,10 @@ async def list_chargers(
 
 
 @router.get("/{charger_id}", response_model=ChargerDetail)
-async def show_charger(charger_id: str, rt: RuntimeDep, _who: PrincipalDep) -> dict[str, Any]:
+async def show_charger(
+    charger_id: str, rt: RuntimeDep, who: Principal = require("fleet.read")
+) -> dict[str, Any]:
+    await authorize_charger(rt, who, "fleet.read", charger_id)
     data = await _load(rt, charger_id)
     async with rt.engine.connect() as conn:
         connectors = (
@@ -147,18 +167,64 @@ async def show_charger(charger_id: str, rt: RuntimeDep, _who: PrincipalDep) -> d
     return data
 
 
-@router.patch("/{charger_id}", response_model=ChargerOut)
+@router.patch("/{charger_id}", response_model=ChargerOut, responses=AWAITING)
 async def update_charger(
-    charger_id: str, body: ChargerPatch, rt: RuntimeDep, _who: PrincipalDep
-) -> dict[str, Any]:
-    """Accept or reject a charger, move it to a site, retag it or rotate its key."""
-    await _load(rt, charger_id)
+    charger_id: str,
+    body: ChargerPatch,
+    request: Request,
+    rt: RuntimeDep,
+    who: Principal = require("charger.write"),
+) -> Any:
+    """Accept or reject a charger, move it to a site, retag it or rotate its key.
+
+    Rejecting (disabling) a charger and rotating its key wait for a second operator (202)
+    when ``charger.disable`` / ``charger.credentials`` need approval (the default).
+    """
+    place = await authorize_charger(rt, who, "charger.write", charger_id)
     changes = body.model_dump(exclude_unset=True)
+    reason = changes.pop("reason", None)
+    request.state.audit_reason = reason
     if "site_id" in changes:
         await _site_must_exist(rt, changes["site_id"])
+        region = await _region_of(rt, changes["site_id"])
+        who.check("charger.write", ChargerPlace(charger_id, changes["site_id"], region, place.tags))
     key = changes.pop("auth_key", None)
     if key is not None:
+        who.check("charger.credentials", place)
         changes["auth_salt"], changes["auth_hash"] = auth.hash_key(key)
+    actions = []
+    if changes.get("registration") == "Rejected":
+        actions.append("charger.disable")
+    if key is not None:
+        actions.append("charger.credentials")
+    gated = [a for a in actions if rt.approvals.required(a)]
+    if gated:
+        shown = sorted(k for k in changes if k not in ("auth_salt", "auth_hash"))
+        return await awaiting(
+            rt,
+            who,
+            gated[0],
+            f"change charger {charger_id}: {', '.join(shown + (['auth_key'] if key else []))}",
+            {"charger_id": charger_id, "changes": changes},
+            reason,
+            charger_count=1,
+        )
+    await _apply(rt, charger_id, changes)
+    return await _load(rt, charger_id)
+
+
+def register_approvals(rt: Runtime) -> None:
+    """Disabling a charger and changing its credentials, once approved."""
+
+    async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
+        await _apply(rt, payload["charger_id"], payload["changes"])
+        return {"charger_id": payload["charger_id"], "changed": sorted(payload["changes"])}
+
+    rt.approvals.register("charger.disable", execute)
+    rt.approvals.register("charger.credentials", execute)
+
+
+async def _apply(rt: Runtime, charger_id: str, changes: dict[str, Any]) -> None:
     if changes:
         async with rt.engine.begin() as conn:
             await conn.execute(update(Charger).where(Charger.id == charger_id).values(**changes))
@@ -168,32 +234,4 @@ async def update_charger(
             live.state.registration = Registration(changes["registration"])
         if "site_id" in changes:
             live.state.site_id = changes["site_id"]
-    return await _load(rt, charger_id)
 
-
-_COMMAND_ERRORS = {
-    commands.ChargerOffline: (409, "Charger offline"),
-    commands.CommandTimeout: (504, "Charger did not answer"),
-    commands.CommandRejected: (502, "Charger answered with an error"),
-}
-
-
-async def run_command(rt: Runtime, charger_id: str, command: commands.Command) -> CommandOut:
-    await _load(rt, charger_id)
-    try:
-        result = await rt.gateway.send(charger_id, command)
-    except commands.CommandError as exc:
-        status, title = _COMMAND_ERRORS.get(type(exc), (502, "Command failed"))
-        extra: dict[str, Any] = {"reason": exc.reason}
-        if isinstance(exc, commands.CommandRejected):
-            extra["ocpp_error_code"] = exc.code
-        raise Problem(status, title, exc.message, None, **extra) from None
-    return CommandOut(
-        charger_id=charger_id, command=command.name, status=result.status, details=result.details
-    )
-
-
-@router.post("/{charger_id}/commands/reset", response_model=CommandOut)
-async def reset(charger_id: str, body: ResetIn, rt: RuntimeDep, _who: PrincipalDep) -> CommandOut:
-    """Soft or hard reset. Answers with the charger's status (Accepted or Rejected)."""
-    return await run_command(rt, charger_id, commands.Reset(type=body.type))

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
-from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.approvals import AWAITING, awaiting
+from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.firmware_schemas import (
     FirmwareDetail,
     FirmwareOut,
@@ -42,6 +43,7 @@ from evota.api.firmware_schemas import (
     VendorPolicyPage,
 )
 from evota.api.problems import Problem
+from evota.audit.log import Actor
 from evota.firmware import repository as repo
 from evota.firmware import signing
 from evota.firmware.storage import LocalFirmwareStore, StoredBlob, TooLarge
@@ -536,7 +538,9 @@ async def _detail(rt: Runtime, record: repo.FirmwareRecord) -> FirmwareDetail:
     openapi_extra=_UPLOAD_DOC,
     responses={409: {}, 413: {}, 415: {}, 422: {}},
 )
-async def upload_firmware(request: Request, rt: RuntimeDep, _who: PrincipalDep) -> FirmwareDetail:
+async def upload_firmware(
+    request: Request, rt: RuntimeDep, _who: Principal = require("firmware.write")
+) -> FirmwareDetail:
     """Upload an image (multipart/form-data, streamed to disk) with its metadata.
 
     The file is hashed (SHA-256) while it is stored; a signature is verified against the
@@ -561,7 +565,7 @@ async def upload_firmware(request: Request, rt: RuntimeDep, _who: PrincipalDep) 
 @router.get("", response_model=FirmwarePage)
 async def list_firmware(
     rt: RuntimeDep,
-    _who: PrincipalDep,
+    _who: Principal = require("firmware.read"),
     vendor: str | None = Query(None, description="case-insensitive"),
     model: str | None = Query(None, description="images for this model (or for any model)"),
     state: State | None = None,
@@ -594,7 +598,9 @@ def _vendor_path(vendor: str) -> str:
 
 
 @router.get("/vendors", response_model=VendorPolicyPage)
-async def list_vendor_policies(rt: RuntimeDep, _who: PrincipalDep) -> VendorPolicyPage:
+async def list_vendor_policies(
+    rt: RuntimeDep, _who: Principal = require("firmware.read")
+) -> VendorPolicyPage:
     """Per-vendor policy; vendors not listed refuse unsigned images."""
     policies = await repo.list_vendor_policies(rt.engine)
     items = [VendorPolicyOut.model_validate(dataclasses.asdict(p)) for p in policies]
@@ -603,7 +609,7 @@ async def list_vendor_policies(rt: RuntimeDep, _who: PrincipalDep) -> VendorPoli
 
 @router.put("/vendors/{vendor}", response_model=VendorPolicyOut)
 async def set_vendor_policy(
-    vendor: str, body: VendorPolicyIn, rt: RuntimeDep, _who: PrincipalDep
+    vendor: str, body: VendorPolicyIn, rt: RuntimeDep, _who: Principal = require("firmware.trust")
 ) -> VendorPolicyOut:
     """Allow (or refuse again) unsigned images of this vendor."""
     policy = await repo.set_vendor_policy(
@@ -614,7 +620,7 @@ async def set_vendor_policy(
 
 @router.get("/trusted-roots", response_model=TrustedRootPage)
 async def list_trusted_roots(
-    rt: RuntimeDep, _who: PrincipalDep, vendor: str | None = None
+    rt: RuntimeDep, _who: Principal = require("firmware.read"), vendor: str | None = None
 ) -> TrustedRootPage:
     roots = await repo.list_trusted_roots(rt.engine, vendor)
     items = [TrustedRootOut.model_validate(dataclasses.asdict(r)) for r in roots]
@@ -623,7 +629,7 @@ async def list_trusted_roots(
 
 @router.post("/trusted-roots", status_code=201, response_model=TrustedRootOut)
 async def add_trusted_root(
-    body: TrustedRootIn, rt: RuntimeDep, _who: PrincipalDep
+    body: TrustedRootIn, rt: RuntimeDep, _who: Principal = require("firmware.trust")
 ) -> TrustedRootOut:
     """Trust a CA certificate to issue the vendor's firmware signing certificates."""
     try:
@@ -634,7 +640,9 @@ async def add_trusted_root(
 
 
 @router.delete("/trusted-roots/{root_id}", status_code=204, response_class=Response)
-async def delete_trusted_root(root_id: int, rt: RuntimeDep, _who: PrincipalDep) -> Response:
+async def delete_trusted_root(
+    root_id: int, rt: RuntimeDep, _who: Principal = require("firmware.trust")
+) -> Response:
     """Stop trusting a root; images accepted with it stay in the repository."""
     if not await repo.delete_trusted_root(rt.engine, root_id):
         raise Problem(404, "Not found", f"no trusted root with id {root_id}", "id")
@@ -649,7 +657,9 @@ async def _get(rt: Runtime, firmware_id: str) -> repo.FirmwareRecord:
 
 
 @router.get("/{firmware_id}", response_model=FirmwareDetail)
-async def show_firmware(firmware_id: str, rt: RuntimeDep, _who: PrincipalDep) -> FirmwareDetail:
+async def show_firmware(
+    firmware_id: str, rt: RuntimeDep, _who: Principal = require("firmware.read")
+) -> FirmwareDetail:
     """One image, with how many chargers report running it."""
     return await _detail(rt, await _get(rt, firmware_id))
 
@@ -670,7 +680,7 @@ async def _transition(
 
 @router.post("/{firmware_id}/state", response_model=FirmwareDetail)
 async def change_state(
-    firmware_id: str, body: StateIn, rt: RuntimeDep, _who: PrincipalDep
+    firmware_id: str, body: StateIn, rt: RuntimeDep, _who: Principal = require("firmware.write")
 ) -> FirmwareDetail:
     """Move an image through its lifecycle (see docs/firmware.md for the allowed moves)."""
     return await _transition(rt, firmware_id, body.state, body.reason)
@@ -680,26 +690,49 @@ async def change_state(
 async def deprecate(
     firmware_id: str,
     rt: RuntimeDep,
-    _who: PrincipalDep,
+    _who: Principal = require("firmware.write"),
     body: OptionalReasonIn | None = None,
 ) -> FirmwareDetail:
     """A released image that should no longer be chosen for new updates."""
     return await _transition(rt, firmware_id, "deprecated", body.reason if body else None)
 
 
-@router.post("/{firmware_id}/revoke", response_model=FirmwareDetail)
+@router.post("/{firmware_id}/revoke", response_model=FirmwareDetail, responses=AWAITING)
 async def revoke(
-    firmware_id: str, body: ReasonIn, rt: RuntimeDep, _who: PrincipalDep
-) -> FirmwareDetail:
-    """Withdraw an image for good: downloads stop and its pending jobs are cancelled."""
+    firmware_id: str, body: ReasonIn, rt: RuntimeDep, who: Principal = require("firmware.write")
+) -> Any:
+    """Withdraw an image for good: downloads stop and its pending jobs are cancelled.
+
+    Waits for a second operator (202) when ``firmware.revoke`` needs approval (the default).
+    """
+    if rt.approvals.required("firmware.revoke"):
+        record = await _get(rt, firmware_id)
+        if record.state == "revoked":
+            raise Problem(409, "Already revoked", f"{firmware_id} is revoked", "firmware_id")
+        return await awaiting(
+            rt,
+            who,
+            "firmware.revoke",
+            f"revoke {record.vendor} {record.version} ({firmware_id})",
+            {"firmware_id": firmware_id, "reason": body.reason},
+            body.reason,
+        )
     return await _transition(rt, firmware_id, "revoked", body.reason)
+
+
+def register_approvals(rt: Runtime) -> None:
+    async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
+        await _transition(rt, payload["firmware_id"], "revoked", payload["reason"])
+        return {"firmware_id": payload["firmware_id"], "revoked": True}
+
+    rt.approvals.register("firmware.revoke", execute)
 
 
 @router.get("/{firmware_id}/chargers")
 async def chargers_running_image(
     firmware_id: str,
     rt: RuntimeDep,
-    _who: PrincipalDep,
+    _who: Principal = require("firmware.read"),
     limit: int = Query(1000, ge=1, le=10000),
     offset: int = Query(0, ge=0),
 ) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.deps import Principal, RuntimeDep, authorize_charger, require, scope_filter
 from evota.api.pages import fetch_page
 from evota.api.problems import Problem
 from evota.firmware import repository as repo
@@ -89,9 +89,10 @@ class CancelIn(BaseModel):
     "/api/v1/chargers/{charger_id}/firmware-update", status_code=202, response_model=JobCreated
 )
 async def update_firmware(
-    charger_id: str, body: FirmwareUpdateIn, rt: RuntimeDep, who: PrincipalDep
+    charger_id: str, body: FirmwareUpdateIn, rt: RuntimeDep, who: Principal = require("job.write")
 ) -> dict[str, Any]:
     """Start a firmware update of one charger. Refusals name the reason (``reason``)."""
+    await authorize_charger(rt, who, "job.write", charger_id)
     async with rt.engine.connect() as conn:
         charger = (await conn.execute(select(Charger).where(Charger.id == charger_id))).first()
     fw = await repo.get_firmware(rt.engine, body.firmware_id)
@@ -142,7 +143,7 @@ async def update_firmware(
 @router.get("/api/v1/jobs", response_model=JobPage)
 async def list_jobs(
     rt: RuntimeDep,
-    _who: PrincipalDep,
+    who: Principal = require("job.read"),
     charger_id: str | None = None,
     firmware_id: str | None = None,
     state: str | None = None,
@@ -150,6 +151,8 @@ async def list_jobs(
     offset: int = Query(0, ge=0),
 ) -> dict[str, Any]:
     query = select(Job)
+    if not who.can("job.read"):  # scoped: only jobs of chargers in scope
+        query = query.where(Job.charger_id.in_(scope_filter(who, "job.read")(select(Charger.id))))
     if charger_id is not None:
         query = query.where(Job.charger_id == charger_id)
     if firmware_id is not None:
@@ -161,11 +164,21 @@ async def list_jobs(
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
-async def _job_detail(rt: Any, job_id: int) -> dict[str, Any]:
+async def _job_detail(
+    rt: Any, job_id: int, who: Principal | None = None, permission: str = "job.read"
+) -> dict[str, Any]:
     async with rt.engine.connect() as conn:
         row = (await conn.execute(select(Job).where(Job.id == job_id))).first()
-        if row is None:
-            raise Problem(404, "Unknown job", f"no job with id {job_id}", "job_id")
+    if row is None:
+        raise Problem(404, "Unknown job", f"no job with id {job_id}", "job_id")
+    if who is not None:
+        try:
+            await authorize_charger(rt, who, permission, row.charger_id)
+        except Problem as exc:
+            if exc.status == 404:
+                raise Problem(404, "Unknown job", f"no job with id {job_id}", "job_id") from None
+            raise
+    async with rt.engine.connect() as conn:
         events = (
             await conn.execute(
                 select(JobEvent.at, JobEvent.event, JobEvent.state, JobEvent.detail)
@@ -179,17 +192,22 @@ async def _job_detail(rt: Any, job_id: int) -> dict[str, Any]:
 
 
 @router.get("/api/v1/jobs/{job_id}", response_model=JobDetail)
-async def get_job(job_id: int, rt: RuntimeDep, _who: PrincipalDep) -> dict[str, Any]:
-    return await _job_detail(rt, job_id)
+async def get_job(
+    job_id: int, rt: RuntimeDep, who: Principal = require("job.read")
+) -> dict[str, Any]:
+    return await _job_detail(rt, job_id, who, "job.read")
 
 
 @router.post("/api/v1/jobs/{job_id}/cancel", response_model=JobDetail)
 async def cancel_job(
-    job_id: int, rt: RuntimeDep, _who: PrincipalDep, body: CancelIn | None = None
+    job_id: int,
+    rt: RuntimeDep,
+    who: Principal = require("job.write"),
+    body: CancelIn | None = None,
 ) -> dict[str, Any]:
     """Cancel a job that has not reached the charger (OCPP 1.6 cannot recall one)."""
     reason = body.reason if body else "cancelled by operator"
-    current = await _job_detail(rt, job_id)
+    current = await _job_detail(rt, job_id, who, "job.write")
     s = await rt.jobs.cancel(job_id, reason)
     if s is None or not s.changed:
         why = s.note if s is not None else f"job is {current['state']}"

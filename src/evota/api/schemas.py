@@ -104,6 +104,9 @@ class ChargerPatch(BaseModel):
     site_id: SiteId | None = None
     tags: list[Tag] | None = Field(default=None, max_length=50)
     auth_key: str | None = None
+    reason: str | None = Field(
+        None, max_length=1000, description="why: required when the change needs approval"
+    )
 
     @field_validator("auth_key")
     @classmethod

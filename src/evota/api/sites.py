@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from evota.api.deps import PrincipalDep, RuntimeDep
+from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.pages import fetch_page
 from evota.api.problems import Problem
 from evota.api.schemas import Page, SiteIn, SiteOut
@@ -18,7 +18,9 @@ router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
 
 
 @router.post("", status_code=201, response_model=SiteOut)
-async def create_site(body: SiteIn, rt: RuntimeDep, _who: PrincipalDep) -> SiteOut:
+async def create_site(
+    body: SiteIn, rt: RuntimeDep, _who: Principal = require("charger.write")
+) -> SiteOut:
     site_id = body.id or "site-" + secrets.token_hex(4)
     values = {**body.model_dump(), "id": site_id, "created_at": rt.clock.now()}
     try:
@@ -32,7 +34,7 @@ async def create_site(body: SiteIn, rt: RuntimeDep, _who: PrincipalDep) -> SiteO
 @router.get("", response_model=Page[SiteOut])
 async def list_sites(
     rt: RuntimeDep,
-    _who: PrincipalDep,
+    _who: Principal = require("fleet.read"),
     region: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),

@@ -40,7 +40,225 @@ class SignedUpdateFirmware:
     name = "signed_update_firmware"
 
 
-Command = Reset | UpdateFirmware | SignedUpdateFirmware
+@dataclass(frozen=True, slots=True)
+class RemoteStartTransaction:
+    """Start a session for ``id_tag`` (on ``connector_id``, or the charger picks one)."""
+
+    id_tag: str
+    connector_id: int | None = None
+    charging_profile: ChargingProfile | None = None  # a TxProfile for this session only
+    name = "remote_start_transaction"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStopTransaction:
+    transaction_id: int
+    name = "remote_stop_transaction"
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockConnector:
+    """Release the cable; a charger stops a session running on the connector first."""
+
+    connector_id: int
+    name = "unlock_connector"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeAvailability:
+    """Maintenance mode: ``Inoperative`` takes a connector (0: the whole charger) out of
+    service; a charger with a session on it answers ``Scheduled`` and waits for its end."""
+
+    connector_id: int
+    type: Literal["Operative", "Inoperative"]
+    name = "change_availability"
+
+
+@dataclass(frozen=True, slots=True)
+class GetConfiguration:
+    keys: tuple[str, ...] = ()  # empty: every key
+    name = "get_configuration"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeConfiguration:
+    key: str
+    value: str
+    name = "change_configuration"
+
+
+@dataclass(frozen=True, slots=True)
+class ClearCache:
+    name = "clear_cache"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationEntry:
+    """One local authorization list entry; ``status`` None removes ``id_tag`` (differential)."""
+
+    id_tag: str
+    status: str | None = None
+    expiry: datetime | None = None
+    parent_id_tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendLocalList:
+    version: int
+    update_type: Literal["Full", "Differential"]
+    entries: tuple[AuthorizationEntry, ...] = ()
+    name = "send_local_list"
+
+
+@dataclass(frozen=True, slots=True)
+class GetLocalListVersion:
+    name = "get_local_list_version"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePeriod:
+    start_period: int  # seconds from the schedule's start
+    limit: float  # in the schedule's rate unit (A or W)
+    number_phases: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargingProfile:
+    """A power or current limit over time, as OCPP's charging profiles describe it."""
+
+    id: int
+    stack_level: int
+    purpose: Literal["ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"]
+    kind: Literal["Absolute", "Recurring", "Relative"]
+    rate_unit: Literal["A", "W"]
+    periods: tuple[SchedulePeriod, ...]
+    transaction_id: int | None = None
+    recurrency: Literal["Daily", "Weekly"] | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    duration: int | None = None
+    start_schedule: datetime | None = None
+    min_charging_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetChargingProfile:
+    connector_id: int  # 0: the whole charger (site limits use ChargePointMaxProfile here)
+    profile: ChargingProfile
+    name = "set_charging_profile"
+
+
+@dataclass(frozen=True, slots=True)
+class ClearChargingProfile:
+    """Clear the profiles matching every given field (none given: all of them)."""
+
+    profile_id: int | None = None
+    connector_id: int | None = None
+    purpose: Literal["ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"] | None = None
+    stack_level: int | None = None
+    name = "clear_charging_profile"
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerMessage:
+    """Ask the charger to send ``message`` now; messages of the security extension
+    (``LogStatusNotification``, ``SignChargePointCertificate``) go as ExtendedTriggerMessage."""
+
+    message: str
+    connector_id: int | None = None
+    name = "trigger_message"
+
+
+@dataclass(frozen=True, slots=True)
+class GetDiagnostics:
+    location: str  # where the charger uploads the file
+    start: datetime | None = None
+    stop: datetime | None = None
+    retries: int | None = None
+    retry_interval: int | None = None
+    name = "get_diagnostics"
+
+
+@dataclass(frozen=True, slots=True)
+class GetLog:
+    """Security extension: upload the diagnostics or security log, reported per request id."""
+
+    log_type: Literal["DiagnosticsLog", "SecurityLog"]
+    request_id: int
+    location: str
+    oldest: datetime | None = None
+    latest: datetime | None = None
+    retries: int | None = None
+    retry_interval: int | None = None
+    name = "get_log"
+
+
+CertificateUse = Literal["CentralSystemRootCertificate", "ManufacturerRootCertificate"]
+
+
+@dataclass(frozen=True, slots=True)
+class InstallCertificate:
+    certificate_type: CertificateUse
+    certificate: str  # PEM
+    name = "install_certificate"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateHash:
+    """How OCPP names an installed certificate (hashes are hex)."""
+
+    hash_algorithm: Literal["SHA256", "SHA384", "SHA512"]
+    issuer_name_hash: str
+    issuer_key_hash: str
+    serial_number: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteCertificate:
+    certificate: CertificateHash
+    name = "delete_certificate"
+
+
+@dataclass(frozen=True, slots=True)
+class GetInstalledCertificateIds:
+    certificate_type: CertificateUse
+    name = "get_installed_certificate_ids"
+
+
+@dataclass(frozen=True, slots=True)
+class DataTransfer:
+    vendor_id: str
+    message_id: str | None = None
+    data: str | None = None
+    name = "data_transfer"
+
+
+Command = (
+    Reset
+    | UpdateFirmware
+    | SignedUpdateFirmware
+    | RemoteStartTransaction
+    | RemoteStopTransaction
+    | UnlockConnector
+    | ChangeAvailability
+    | GetConfiguration
+    | ChangeConfiguration
+    | ClearCache
+    | SendLocalList
+    | GetLocalListVersion
+    | SetChargingProfile
+    | ClearChargingProfile
+    | TriggerMessage
+    | GetDiagnostics
+    | GetLog
+    | InstallCertificate
+    | DeleteCertificate
+    | GetInstalledCertificateIds
+    | DataTransfer
+)
+
+#: Answers that mean the charger did (or will do) what was asked.
+SUCCESS = frozenset({"Accepted", "Scheduled", "Unlocked", "RebootRequired", "AcceptedCanceled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +270,7 @@ class CommandResult:
 
     @property
     def accepted(self) -> bool:
-        return self.status in {"Accepted", "Scheduled"}
+        return self.status in SUCCESS
 
 
 class CommandError(Exception):

@@ -7,7 +7,7 @@ charger needs the transactionId the database assigns.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,6 +71,8 @@ class FleetService:
             engine, clock, interval=write_interval, last_seen_interval=last_seen_interval
         )
         self.jobs: FirmwareObserver | None = None
+        # Called with the charger id when a charger boots and is accepted (must not block).
+        self.ready_listeners: list[Callable[[str], None]] = []
 
     # -- connection lifecycle --------------------------------------------------------------
     async def authenticate(self, identity: str, password: str) -> AuthOutcome:
@@ -243,6 +245,9 @@ class FleetService:
             self.jobs.booted(state.id, event.firmware_version)
             if registration is ev.Registration.ACCEPTED:
                 self.jobs.ready(state.id)
+        if registration is ev.Registration.ACCEPTED:
+            for listener in self.ready_listeners:
+                listener(state.id)
         interval = (
             self.heartbeat_interval
             if registration is ev.Registration.ACCEPTED

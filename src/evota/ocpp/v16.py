@@ -151,31 +151,192 @@ def _retries(payload: dict[str, Any], retries: int | None, interval: int | None)
         payload["retryInterval"] = interval
 
 
+def _put(payload: dict[str, Any], key: str, value: Any) -> None:
+    """Optional fields are left out, never sent as null (the schemas do not allow null)."""
+    if value is None:
+        return
+    payload[key] = _iso(value) if isinstance(value, datetime) else value
+
+
+def _profile(p: commands.ChargingProfile) -> dict[str, Any]:
+    periods = []
+    for period in p.periods:
+        item: dict[str, Any] = {"startPeriod": period.start_period, "limit": period.limit}
+        _put(item, "numberPhases", period.number_phases)
+        periods.append(item)
+    schedule: dict[str, Any] = {"chargingRateUnit": p.rate_unit, "chargingSchedulePeriod": periods}
+    _put(schedule, "duration", p.duration)
+    _put(schedule, "startSchedule", p.start_schedule)
+    _put(schedule, "minChargingRate", p.min_charging_rate)
+    out: dict[str, Any] = {
+        "chargingProfileId": p.id,
+        "stackLevel": p.stack_level,
+        "chargingProfilePurpose": p.purpose,
+        "chargingProfileKind": p.kind,
+        "chargingSchedule": schedule,
+    }
+    _put(out, "transactionId", p.transaction_id)
+    _put(out, "recurrencyKind", p.recurrency)
+    _put(out, "validFrom", p.valid_from)
+    _put(out, "validTo", p.valid_to)
+    return out
+
+
+def _local_entry(e: commands.AuthorizationEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"idTag": e.id_tag}
+    if e.status is not None:
+        info: dict[str, Any] = {"status": e.status}
+        _put(info, "expiryDate", e.expiry)
+        _put(info, "parentIdTag", e.parent_id_tag)
+        out["idTagInfo"] = info
+    return out
+
+
+#: TriggerMessage cannot ask for these; the security extension's ExtendedTriggerMessage can.
+EXTENDED_TRIGGERS = frozenset({"LogStatusNotification", "SignChargePointCertificate"})
+
+
 def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
-    if isinstance(command, commands.Reset):
-        return "Reset", {"type": command.type}
-    if isinstance(command, commands.UpdateFirmware):
-        payload: dict[str, Any] = {
-            "location": command.location,
-            "retrieveDate": _iso(command.retrieve_at),
-        }
-        _retries(payload, command.retries, command.retry_interval)
-        return "UpdateFirmware", payload
-    if isinstance(command, commands.SignedUpdateFirmware):
-        firmware: dict[str, Any] = {
-            "location": command.location,
-            "retrieveDateTime": _iso(command.retrieve_at),
-            "signingCertificate": command.signing_certificate,
-            "signature": command.signature,
-        }
-        if command.install_at is not None:
-            firmware["installDateTime"] = _iso(command.install_at)
-        payload = {"requestId": command.request_id, "firmware": firmware}
-        _retries(payload, command.retries, command.retry_interval)
-        return "SignedUpdateFirmware", payload
+    c = command
+    payload: dict[str, Any] = {}
+    match c:
+        case commands.Reset():
+            return "Reset", {"type": c.type}
+        case commands.UpdateFirmware():
+            payload = {"location": c.location, "retrieveDate": _iso(c.retrieve_at)}
+            _retries(payload, c.retries, c.retry_interval)
+            return "UpdateFirmware", payload
+        case commands.SignedUpdateFirmware():
+            firmware: dict[str, Any] = {
+                "location": c.location,
+                "retrieveDateTime": _iso(c.retrieve_at),
+                "signingCertificate": c.signing_certificate,
+                "signature": c.signature,
+            }
+            _put(firmware, "installDateTime", c.install_at)
+            payload = {"requestId": c.request_id, "firmware": firmware}
+            _retries(payload, c.retries, c.retry_interval)
+            return "SignedUpdateFirmware", payload
+        case commands.RemoteStartTransaction():
+            payload = {"idTag": c.id_tag}
+            _put(payload, "connectorId", c.connector_id)
+            if c.charging_profile is not None:
+                payload["chargingProfile"] = _profile(c.charging_profile)
+            return "RemoteStartTransaction", payload
+        case commands.RemoteStopTransaction():
+            return "RemoteStopTransaction", {"transactionId": c.transaction_id}
+        case commands.UnlockConnector():
+            return "UnlockConnector", {"connectorId": c.connector_id}
+        case commands.ChangeAvailability():
+            return "ChangeAvailability", {"connectorId": c.connector_id, "type": c.type}
+        case commands.GetConfiguration():
+            return "GetConfiguration", {"key": list(c.keys)} if c.keys else {}
+        case commands.ChangeConfiguration():
+            return "ChangeConfiguration", {"key": c.key, "value": c.value}
+        case commands.ClearCache():
+            return "ClearCache", {}
+        case commands.SendLocalList():
+            payload = {"listVersion": c.version, "updateType": c.update_type}
+            if c.entries or c.update_type == "Full":
+                payload["localAuthorizationList"] = [_local_entry(e) for e in c.entries]
+            return "SendLocalList", payload
+        case commands.GetLocalListVersion():
+            return "GetLocalListVersion", {}
+        case commands.SetChargingProfile():
+            return "SetChargingProfile", {
+                "connectorId": c.connector_id,
+                "csChargingProfiles": _profile(c.profile),
+            }
+        case commands.ClearChargingProfile():
+            _put(payload, "id", c.profile_id)
+            _put(payload, "connectorId", c.connector_id)
+            _put(payload, "chargingProfilePurpose", c.purpose)
+            _put(payload, "stackLevel", c.stack_level)
+            return "ClearChargingProfile", payload
+        case commands.TriggerMessage():
+            payload = {"requestedMessage": c.message}
+            _put(payload, "connectorId", c.connector_id)
+            extended = c.message in EXTENDED_TRIGGERS
+            return ("ExtendedTriggerMessage" if extended else "TriggerMessage"), payload
+        case commands.GetDiagnostics():
+            payload = {"location": c.location}
+            _put(payload, "startTime", c.start)
+            _put(payload, "stopTime", c.stop)
+            _retries(payload, c.retries, c.retry_interval)
+            return "GetDiagnostics", payload
+        case commands.GetLog():
+            log: dict[str, Any] = {"remoteLocation": c.location}
+            _put(log, "oldestTimestamp", c.oldest)
+            _put(log, "latestTimestamp", c.latest)
+            payload = {"logType": c.log_type, "requestId": c.request_id, "log": log}
+            _retries(payload, c.retries, c.retry_interval)
+            return "GetLog", payload
+        case commands.InstallCertificate():
+            return "InstallCertificate", {
+                "certificateType": c.certificate_type,
+                "certificate": c.certificate,
+            }
+        case commands.DeleteCertificate():
+            h = c.certificate
+            return "DeleteCertificate", {
+                "certificateHashData": {
+                    "hashAlgorithm": h.hash_algorithm,
+                    "issuerNameHash": h.issuer_name_hash,
+                    "issuerKeyHash": h.issuer_key_hash,
+                    "serialNumber": h.serial_number,
+                }
+            }
+        case commands.GetInstalledCertificateIds():
+            return "GetInstalledCertificateIds", {"certificateType": c.certificate_type}
+        case commands.DataTransfer():
+            payload = {"vendorId": c.vendor_id}
+            _put(payload, "messageId", c.message_id)
+            _put(payload, "data", c.data)
+            return "DataTransfer", payload
     raise commands.CommandNotSupported("", f"{type(command).__name__} has no OCPP 1.6 mapping")
 
 
+def _status_of(command: commands.Command, payload: dict[str, Any]) -> str:
+    """The answer as one status word, also for the answers that carry none."""
+    if "status" in payload:
+        return str(payload["status"])
+    match command:
+        case commands.GetLocalListVersion():
+            # -1 is how a 1.6 charger says it has no local authorization list.
+            return "NotSupported" if payload.get("listVersion") == -1 else "Accepted"
+        case commands.GetDiagnostics():
+            # No fileName: the charger has no diagnostics to upload, and will not upload.
+            return "Accepted" if payload.get("fileName") else "NoFile"
+    return "Accepted"
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
+
+
+def _details(payload: dict[str, Any]) -> dict[str, Any]:
+    """The answer's other fields under domain (snake_case) names, nested ones too."""
+    out: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key == "status":
+            continue
+        name = _RENAMED.get(key, _snake(key))
+        if isinstance(value, list):
+            value = [_details(v) if isinstance(v, dict) else v for v in value]
+        elif isinstance(value, dict):
+            value = _details(value)
+        out[name] = value
+    return out
+
+
+# Where the domain name is not just the snake_case of the 1.6 name.
+_RENAMED = {
+    "configurationKey": "configuration",
+    "unknownKey": "unknown_keys",
+    "filename": "file_name",  # GetLog spells it so; GetDiagnostics says fileName
+    "certificateHashData": "certificates",
+}
+
+
 def decode_result(command: commands.Command, payload: dict[str, Any]) -> commands.CommandResult:
-    rest = {k: v for k, v in payload.items() if k != "status"}
-    return commands.CommandResult(status=str(payload.get("status", "Accepted")), details=rest)
+    return commands.CommandResult(status=_status_of(command, payload), details=_details(payload))

@@ -32,6 +32,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         "firmware.trust",
         "approval.decide",
         "alert.ack",
+        "audit.read",
     },
     "auditor": READ | {"audit.read"},
 }
@@ -48,6 +49,7 @@ CHARGER_LEVEL = frozenset(
         "job.write",
         "charger.write",
         "charger.credentials",
+        "approval.decide",
     }
 )
 ALL_PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())

@@ -1,0 +1,208 @@
+"""The audit log over HTTP: filtered lists, JSON Lines / CSV export, chain verification."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy import Select, select
+
+from evota.api.deps import Principal, RuntimeDep, require
+from evota.api.pages import fetch_page
+from evota.runtime import Runtime
+from evota.store.models import AuditCharger, AuditEntry
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+COLUMNS = (
+    "seq",
+    "at",
+    "actor",
+    "role",
+    "action",
+    "outcome",
+    "target",
+    "reason",
+    "request_id",
+    "chargers",
+    "detail",
+    "prev_hash",
+    "hash",
+)
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    entries: int
+    broken_at: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+def _filtered(
+    charger: str | None,
+    actor: str | None,
+    action: str | None,
+    outcome: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> Select[Any]:
+    query = select(AuditEntry)
+    if charger is not None:
+        query = query.where(
+            AuditEntry.id.in_(
+                select(AuditCharger.entry_id).where(AuditCharger.charger_id == charger)
+            )
+        )
+    if actor is not None:
+        query = query.where(AuditEntry.actor == actor)
+    if action is not None:
+        # "command" matches every command.*; an exact name matches itself only.
+        query = query.where(
+            (AuditEntry.action == action) | AuditEntry.action.startswith(action.rstrip(".") + ".")
+        )
+    if outcome is not None:
+        query = query.where(AuditEntry.outcome == outcome)
+    if since is not None:
+        query = query.where(AuditEntry.at >= since)
+    if until is not None:
+        query = query.where(AuditEntry.at < until)
+    return query
+
+
+async def _with_chargers(rt: Runtime, rows: Any) -> list[dict[str, Any]]:
+    ids = [r.id for r in rows]
+    chargers: dict[int, list[str]] = {}
+    if ids:
+        async with rt.engine.connect() as conn:
+            for link in await conn.execute(
+                select(AuditCharger.entry_id, AuditCharger.charger_id).where(
+                    AuditCharger.entry_id.in_(ids)
+                )
+            ):
+                chargers.setdefault(link.entry_id, []).append(link.charger_id)
+    out = []
+    for r in rows:
+        data = {c: getattr(r, c) for c in COLUMNS if c != "chargers"}
+        data["chargers"] = sorted(chargers.get(r.id, []))
+        out.append(data)
+    return out
+
+
+@router.get("")
+async def list_audit(
+    rt: RuntimeDep,
+    _who: Principal = require("audit.read"),
+    charger: str | None = Query(None, description="charger id"),
+    actor: str | None = Query(None, description="operator or token name"),
+    action: str | None = Query(None, description="exact action or prefix, e.g. command"),
+    outcome: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    """Newest first."""
+    query = _filtered(charger, actor, action, outcome, since, until)
+    total, rows = await fetch_page(rt.engine, query, AuditEntry.seq.desc(), limit, offset)
+    items = await _with_chargers(rt, rows)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/export", response_class=StreamingResponse)
+async def export_audit(
+    rt: RuntimeDep,
+    _who: Principal = require("audit.read"),
+    format: Literal["jsonl", "csv"] = "jsonl",
+    charger: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> StreamingResponse:
+    """Oldest first, streamed in batches; includes the hashes so an export can be re-verified."""
+    base = _filtered(charger, actor, action, outcome, since, until)
+
+    async def rows() -> AsyncIterator[dict[str, Any]]:
+        last = 0
+        while True:
+            async with rt.engine.connect() as conn:
+                batch = (
+                    await conn.execute(
+                        base.where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(1000)
+                    )
+                ).all()
+            if not batch:
+                return
+            for item in await _with_chargers(rt, batch):
+                yield item
+            last = batch[-1].seq
+
+    async def body() -> AsyncIterator[bytes]:
+        if format == "csv":
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(COLUMNS)
+            async for item in rows():
+                writer.writerow(
+                    [
+                        json.dumps(item[c], sort_keys=True)
+                        if c in ("detail", "chargers")
+                        else (item[c].isoformat() if isinstance(item[c], datetime) else item[c])
+                        for c in COLUMNS
+                    ]
+                )
+                if buf.tell() > 65536:
+                    yield buf.getvalue().encode()
+                    buf.seek(0)
+                    buf.truncate()
+            yield buf.getvalue().encode()
+        else:
+            async for item in rows():
+                yield (json.dumps(item, default=_iso, sort_keys=True) + "\n").encode()
+
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    filename = f"evota-audit.{format}"
+    return StreamingResponse(
+        body(),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+@router.get("/verify", response_model=VerifyOut)
+async def verify_audit(rt: RuntimeDep, _who: Principal = require("audit.read")) -> VerifyOut:
+    """Walk the whole hash chain; ``broken_at`` is the sequence number of the first entry
+    that was edited, is missing, or is out of order."""
+    count, broken = await rt.audit.verify()
+    if broken is None:
+        return VerifyOut(ok=True, entries=count)
+    return VerifyOut(
+        ok=False,
+        entries=count,
+        broken_at=broken.seq,
+        reason=broken.reason,
+        detail=_EXPLAIN[broken.reason].format(seq=broken.seq),
+    )
+
+
+_EXPLAIN = {
+    "edited": "entry {seq} does not match its hash or its predecessor: it was changed",
+    "missing": "entry {seq} is missing: it was deleted",
+    "reordered": "entry {seq} is out of order: entries were reordered",
+    "bad_start": "entry {seq} claims to be the first but is not linked to the start",
+}

@@ -1,0 +1,231 @@
+"""The anomaly monitor: feeds committed audit entries to the pure rules and raises alerts.
+
+Each alert is stored (``alerts`` table: the console badge and ``GET /api/v1/alerts``),
+counted (``evota_alerts_total{rule}``) and audited (``alert.raised`` by ``system``). Entries
+by ``system`` and ``alert.*`` entries are not fed back, so an alert never triggers another.
+On start the windows are rebuilt from the audit log and the quiet periods from the alerts
+table, so a restart neither forgets two of three resets nor repeats an alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from evota import metrics
+from evota.audit import anomalies
+from evota.audit.chain import Entry
+from evota.audit.log import SYSTEM, Actor, AuditLog, Recorded
+from evota.clock import Clock
+from evota.config import Settings
+from evota.store.models import Alert, AuditCharger, AuditEntry
+
+log = structlog.get_logger("evota.alerts")
+
+_BATCH = 2000
+
+
+def thresholds_from(settings: Settings) -> anomalies.Thresholds:
+    s = settings
+    return anomalies.Thresholds(
+        resets_per_charger=s.alert_resets_per_charger,
+        resets_window=timedelta(hours=s.alert_resets_window_hours),
+        commands_per_operator=s.alert_commands_per_operator,
+        commands_window=timedelta(minutes=s.alert_commands_window_minutes),
+        restricted_roles=frozenset(s.alert_restricted_roles),
+        allowed_hours=anomalies.Hours.parse(s.alert_allowed_hours),
+        timezone=s.alert_timezone,
+        failed_logins=s.alert_failed_logins,
+        failed_logins_window=timedelta(minutes=s.alert_failed_logins_window_minutes),
+    )
+
+
+class AlertMonitor:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        audit: AuditLog,
+        thresholds: anomalies.Thresholds,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.audit = audit
+        self.state = anomalies.State(thresholds)
+        self._running = False
+
+    async def start(self) -> None:
+        await self._rebuild()
+        if not self._running:
+            self._running = True
+            self.audit.listen(self._heard)
+
+    async def stop(self) -> None:
+        self._running = False  # AuditLog has no unlisten: the listener just goes quiet
+
+    async def _heard(self, recorded: Recorded) -> None:
+        if not self._running:
+            return
+        event = anomalies.event_of(recorded.entry, recorded.chargers)
+        if event is None:
+            return
+        self.state, alerts = anomalies.observe(self.state, event, self.clock.now())
+        for alert in alerts:
+            await self._raise(alert)
+
+    async def _raise(self, alert: anomalies.Alert) -> int:
+        detail = {"subject": alert.subject, **alert.detail}
+        if alert.chargers:
+            detail["chargers"] = list(alert.chargers)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                insert(Alert).values(
+                    rule=alert.rule,
+                    subject=alert.subject,
+                    message=alert.message[:500],
+                    detail=detail,
+                    created_at=alert.at,
+                )
+            )
+            alert_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        metrics.ALERTS.labels(alert.rule).inc()
+        log.warning("alert raised", rule=alert.rule, subject=alert.subject, alert_id=alert_id)
+        await self.audit.record(
+            SYSTEM,
+            "alert.raised",
+            alert.rule,
+            target=str(alert_id),
+            chargers=alert.chargers,
+            reason=alert.message[:1000],
+            detail={"alert_id": alert_id, "rule": alert.rule, **detail},
+        )
+        return alert_id
+
+    async def _rebuild(self) -> None:
+        """Replay the audit entries of the longest window, then restore quiet periods from
+        the alerts actually raised (replayed firings are not real ones)."""
+        now = self.clock.now()
+        since = now - self.state.thresholds.lookback
+        state = anomalies.State(self.state.thresholds)
+        replayed = 0
+        async for entry, chargers in _recent(self.engine, since):
+            event = anomalies.event_of(entry, chargers)
+            if event is None:
+                continue
+            state, _ = anomalies.observe(state, event, max(event.at, state.swept or event.at))
+            replayed += 1
+        state = replace(state, quiet={})
+        async with self.engine.connect() as conn:
+            raised = (
+                await conn.execute(
+                    select(Alert.rule, Alert.subject, Alert.created_at)
+                    .where(Alert.created_at > since)
+                    .order_by(Alert.id)
+                )
+            ).all()
+        for row in raised:
+            if row.rule in anomalies.RULES:
+                state = anomalies.fired(state, row.rule, row.subject, row.created_at)
+        self.state = anomalies.prune(state, now)
+        log.info("alert windows rebuilt", entries=replayed, alerts=len(raised))
+
+
+async def _recent(engine: AsyncEngine, since: datetime) -> AsyncIterator[tuple[Entry, list[str]]]:
+    """(entry, charger ids) of the entries the rules count, since ``since``, in order."""
+    last = 0
+    counted = or_(AuditEntry.action.like("command.%"), AuditEntry.action == "auth.login")
+    while True:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(AuditEntry)
+                    .where(AuditEntry.id > last, AuditEntry.at > since, counted)
+                    .order_by(AuditEntry.id)
+                    .limit(_BATCH)
+                )
+            ).all()
+            ids = [r.id for r in rows]
+            links: dict[int, list[str]] = {}
+            if ids:
+                for link in (
+                    await conn.execute(
+                        select(AuditCharger.entry_id, AuditCharger.charger_id).where(
+                            AuditCharger.entry_id.in_(ids)
+                        )
+                    )
+                ).all():
+                    links.setdefault(link.entry_id, []).append(link.charger_id)
+        if not rows:
+            return
+        for row in rows:
+            yield _entry(row), links.get(row.id, [])
+        last = rows[-1].id
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        seq=row.seq,
+        at=row.at,
+        actor=row.actor,
+        role=row.role,
+        action=row.action,
+        outcome=row.outcome,
+        target=row.target,
+        reason=row.reason,
+        request_id=row.request_id,
+        detail=row.detail or {},
+    )
+
+
+class UnknownAlert(LookupError):
+    pass
+
+
+class AlreadyAcknowledged(Exception):
+    def __init__(self, by: str | None, at: datetime | None) -> None:
+        super().__init__(f"acknowledged by {by} at {at.isoformat() if at else '?'}")
+        self.by = by
+        self.at = at
+
+
+async def acknowledge(
+    engine: AsyncEngine,
+    clock: Clock,
+    audit: AuditLog,
+    alert_id: int,
+    actor: Actor,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """Mark an alert seen; the update only matches an open alert, so two operators
+    acknowledging at once get one success and one :class:`AlreadyAcknowledged`."""
+    now = clock.now()
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(Alert).where(Alert.id == alert_id))).first()
+        if row is None:
+            raise UnknownAlert(alert_id)
+        detail = dict(row.detail or {})
+        if note:
+            detail["ack_note"] = note
+        done = await conn.execute(
+            update(Alert)
+            .where(Alert.id == alert_id, Alert.acknowledged_at.is_(None))
+            .values(acknowledged_by=actor.name, acknowledged_at=now, detail=detail)
+        )
+        if done.rowcount == 0:
+            raise AlreadyAcknowledged(row.acknowledged_by, row.acknowledged_at)
+        fresh = (await conn.execute(select(Alert).where(Alert.id == alert_id))).one()
+    await audit.record(
+        actor,
+        "alert.acknowledged",
+        "acknowledged",
+        target=str(alert_id),
+        reason=note,
+        detail={"alert_id": alert_id, "rule": row.rule, "subject": row.subject},
+    )
+    return dict(fresh._mapping)

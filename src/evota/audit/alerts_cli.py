@@ -1,0 +1,79 @@
+"""``evota alert list|ack``: anomaly alerts over the REST API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from evota.cli_support import JsonOpt, TokenOpt, UrlOpt, api, fail, out, print_json
+
+app = typer.Typer(help="Anomaly alerts: list, acknowledge.", no_args_is_help=True)
+
+
+def _since(value: str) -> str:
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise fail(f"--since: not an ISO 8601 time: {value!r} (e.g. 2026-03-01T08:00)") from None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
+
+
+@app.command("list")
+def list_alerts(
+    rule: Annotated[str | None, typer.Option("--rule", help="e.g. repeated_resets")] = None,
+    subject: Annotated[str | None, typer.Option("--subject", help="charger, operator, …")] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="only unacknowledged")] = False,
+    since: Annotated[str | None, typer.Option("--since", help="ISO 8601 time")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Alerts, newest first, with the open counts by rule."""
+    params: dict[str, Any] = {"limit": limit}
+    if rule:
+        params["rule"] = rule
+    if subject:
+        params["subject"] = subject
+    if open_only:
+        params["open"] = "true"
+    if since:
+        params["since"] = _since(since)
+    page = api(url, token, "GET", "/api/v1/alerts", params=params)
+    if as_json:
+        print_json(page)
+        return
+    table = Table("id", "raised", "rule", "subject", "message", "acknowledged")
+    for a in page["items"]:
+        acked = f"{a['acknowledged_by']} {a['acknowledged_at'][:16]}" if not a["open"] else "open"
+        table.add_row(
+            str(a["id"]),
+            a["created_at"][:19],
+            a["rule"],
+            escape(a["subject"]),
+            escape(a["message"]),
+            escape(acked),
+        )
+    out.print(table)
+    out.print(f"{page['total']} alert(s)")
+
+
+@app.command("ack")
+def ack(
+    alert_id: Annotated[int, typer.Argument(help="alert id (evota alert list)")],
+    note: Annotated[str | None, typer.Option("--note", help="why it is fine")] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Acknowledge an alert."""
+    body = {"note": note} if note else {}
+    alert = api(url, token, "POST", f"/api/v1/alerts/{alert_id}/acknowledge", json=body)
+    if as_json:
+        print_json(alert)
+        return
+    out.print(f"alert {alert['id']} ({alert['rule']}, {escape(alert['subject'])}) acknowledged")

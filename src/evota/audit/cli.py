@@ -1,0 +1,157 @@
+"""``evota audit list|verify|export``: read and check the audit log.
+
+``verify`` can run against the API (``--url``/``--token``, permission ``audit.read``) or
+straight against the database (``--data-dir`` or ``--database-url``), which needs no running
+server and does not trust one: the check an auditor runs on a copy of the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from evota.cli_support import JsonOpt, TokenOpt, UrlOpt, api, client, fail, out, print_json
+from evota.client import ApiError
+
+app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="check this data directory's database directly")
+]
+DbOpt = Annotated[
+    str | None, typer.Option("--database-url", help="check this database directly (SQLAlchemy URL)")
+]
+
+
+async def _verify_db(url: str) -> dict[str, Any]:
+    from evota.audit.log import AuditLog
+    from evota.clock import SystemClock
+    from evota.store import db
+
+    engine = db.create_engine(url)
+    try:
+        count, broken = await AuditLog(engine, SystemClock()).verify()
+    finally:
+        await engine.dispose()
+    if broken is None:
+        return {"ok": True, "entries": count}
+    return {"ok": False, "entries": count, "broken_at": broken.seq, "reason": broken.reason}
+
+
+@app.command()
+def verify(
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Walk the hash chain; exit 1 naming the first edited, missing or reordered entry."""
+    if data_dir is not None or database_url is not None:
+        if database_url is not None:
+            db_url = database_url
+        else:
+            assert data_dir is not None
+            if not (data_dir / "evota.db").exists():
+                raise fail(f"no evota database in {data_dir}")
+            db_url = f"sqlite+aiosqlite:///{(data_dir / 'evota.db').resolve()}"
+        try:
+            result = asyncio.run(_verify_db(db_url))
+        except Exception as exc:  # unreachable database, not an evota database, ...
+            raise fail(f"cannot read the audit log: {exc}") from None
+    else:
+        result = api(url, token, "GET", "/api/v1/audit/verify")
+    if as_json:
+        print_json(result)
+    if result["ok"]:
+        if not as_json:
+            out.print(f"audit log intact: {result['entries']} entries verified")
+        return
+    if not as_json:
+        raise fail(
+            f"audit log broken at entry {result['broken_at']} ({result['reason']}); "
+            f"{result['entries']} entries read"
+        )
+    raise typer.Exit(1)
+
+
+@app.command("list")
+def list_entries(
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    charger: Annotated[str | None, typer.Option(help="charger id")] = None,
+    actor: Annotated[str | None, typer.Option(help="operator or token name")] = None,
+    action: Annotated[str | None, typer.Option(help="action or prefix, e.g. command")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Newest entries first."""
+    params = {
+        k: v
+        for k, v in {"charger": charger, "actor": actor, "action": action, "since": since}.items()
+        if v is not None
+    }
+    page = api(url, token, "GET", "/api/v1/audit", params={**params, "limit": limit})
+    if as_json:
+        print_json(page)
+        return
+    table = Table("seq", "at", "actor", "action", "chargers", "outcome", "reason")
+    for e in page["items"]:
+        chargers = ",".join(e["chargers"][:3]) + ("…" if len(e["chargers"]) > 3 else "")
+        table.add_row(
+            str(e["seq"]),
+            str(e["at"])[:19],
+            e["actor"],
+            e["action"],
+            chargers,
+            e["outcome"],
+            e["reason"] or "",
+        )
+    out.print(table)
+    out.print(f"{len(page['items'])} of {page['total']}")
+
+
+@app.command()
+def export(
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    format: Annotated[str, typer.Option(help="jsonl or csv")] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="file (default stdout)")
+    ] = None,
+    charger: Annotated[str | None, typer.Option(help="charger id")] = None,
+    actor: Annotated[str | None, typer.Option(help="operator or token name")] = None,
+    action: Annotated[str | None, typer.Option(help="action or prefix")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 time")] = None,
+) -> None:
+    """Export entries oldest first as JSON Lines or CSV (with hashes, for re-verification)."""
+    if format not in ("jsonl", "csv"):
+        raise fail("--format must be jsonl or csv")
+    params = {
+        k: v
+        for k, v in {
+            "format": format,
+            "charger": charger,
+            "actor": actor,
+            "action": action,
+            "since": since,
+            "until": until,
+        }.items()
+        if v is not None
+    }
+    try:
+        body = client(url, token).raw("GET", "/api/v1/audit/export", params=params)
+    except ApiError as exc:
+        raise fail(str(exc)) from None
+    if output is None:
+        sys.stdout.buffer.write(body)
+    else:
+        output.write_bytes(body)
+        out.print(f"wrote {len(body)} bytes to {output}")
