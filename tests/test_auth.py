@@ -286,7 +286,7 @@ async def test_password_is_rehashed_on_login_when_parameters_changed(
             stored = (
                 await conn.execute(select(User.password_hash).where(User.username == "eve"))
             ).scalar()
-        assert stored != weak and stored.startswith("$argon2id$")
+        assert stored is not None and stored != weak and stored.startswith("$argon2id$")
         assert (await d.login("eve")).status_code == 200
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pyotp
 from sqlalchemy import select
@@ -21,8 +22,8 @@ runner = CliRunner()
 
 async def test_create_user_validation(tmp_path: Path, sqlite_url: str):
     async with desk(tmp_path, sqlite_url) as d:
-        body = {"username": "ann", "password": PASSWORD, "roles": ["operator"]}
-        cases = [
+        body: dict[str, Any] = {"username": "ann", "password": PASSWORD, "roles": ["operator"]}
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"password": "short"}, "password"),
             ({"password": "ann-is-my-password"}, "password"),
             ({"password": "password1234"}, "password"),

@@ -16,6 +16,7 @@ import uvicorn
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from evota.audit.alerts import AlertMonitor, thresholds_from
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
 from evota.config import Settings
@@ -48,6 +49,7 @@ class Runtime:
     engine: AsyncEngine = field(init=False)
     audit: AuditLog = field(init=False)
     approvals: Approvals = field(init=False)
+    alerts: AlertMonitor = field(init=False)
     fleet: FleetService = field(init=False)
     gateway: Gateway = field(init=False)
     firmware_store: LocalFirmwareStore = field(init=False)
@@ -68,6 +70,8 @@ class Runtime:
         self.engine = db.create_engine(s.resolved_database_url())
         await db.migrate(self.engine)
         self.audit = AuditLog(self.engine, self.clock)
+        self.alerts = AlertMonitor(self.engine, self.clock, self.audit, thresholds_from(s))
+        await self.alerts.start()
         self.approvals = Approvals(
             self.engine,
             self.clock,
@@ -206,6 +210,7 @@ class Runtime:
         await asyncio.to_thread(self.delivery.stop)
         await self.gateway.stop()
         await self.fleet.writer.stop()
+        await self.alerts.stop()
         await self._reset_connected()
         await self.engine.dispose()
 

@@ -59,7 +59,7 @@ def route_access(app: FastAPI) -> list[RouteAccess]:
             area, _, verb = first.rpartition("_")
             permission = f"{area}.{verb}"
         public = not perms and "principal" not in names
-        for method in sorted(route.methods - {"HEAD"}):
+        for method in sorted((route.methods or set()) - {"HEAD"}):
             out.append(RouteAccess(method, route.path, permission, public))
     return sorted(out, key=lambda r: (r.path, r.method))
 
@@ -114,7 +114,7 @@ def _main() -> None:
     from evota.config import Settings
     from evota.runtime import Runtime
 
-    sys.stdout.write(markdown(create_app(Runtime(Settings()))))
+    sys.stdout.write(markdown(create_app(Runtime(Settings.model_validate({})))))
 
 
 if __name__ == "__main__":

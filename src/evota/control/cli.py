@@ -96,6 +96,11 @@ def _params(pairs: list[str] | None, raw: str | None) -> dict[str, Any]:
     return params
 
 
+def _need(reason: str) -> None:
+    if not reason.strip():
+        raise fail("--reason: say why (it is kept in the audit log)")
+
+
 def _progress(o: dict[str, Any]) -> str:
     p = o.get("progress") or {}
     return ", ".join(f"{k} {v}" for k, v in p.items() if v) or "-"
@@ -116,7 +121,7 @@ def _started(o: dict[str, Any]) -> None:
 @operation_app.command("create")
 def create(
     command: Annotated[str, typer.Argument(help="catalog command, e.g. reset")],
-    reason: ReasonOpt,
+    reason: ReasonOpt = "",
     param: Annotated[
         list[str] | None, typer.Option("--param", help="KEY=text or KEY:=JSON (repeat)")
     ] = None,
@@ -139,6 +144,7 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Send COMMAND to every charger the target selects, in stages."""
+    _need(reason)
     body = {
         "command": command,
         "params": _params(param, params_json),
@@ -402,7 +408,7 @@ def profile_drift(
 @profile_app.command("apply")
 def profile_apply(
     profile: str,
-    reason: ReasonOpt,
+    reason: ReasonOpt = "",
     stage: StageOpt = None,
     rate: RateOpt = 10.0,
     max_failure_rate: FailOpt = 0.2,
@@ -411,6 +417,7 @@ def profile_apply(
     as_json: JsonOpt = False,
 ) -> None:
     """Fix the drift where ChangeConfiguration can, as a staged operation."""
+    _need(reason)
     c = client(url, token)
     p = _profile(c, profile)
     body = {
