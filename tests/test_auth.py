@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +25,12 @@ from evota.runtime import Runtime, token_hash
 from evota.sim import Fleet, fleet_from_flags
 from evota.store.models import ApiToken, AuditEntry, LoginSession, User
 
-from .conftest import TOKEN, api_client, start_runtime
+from .conftest import TOKEN, ShiftedClock, api_client, start_runtime
 from .sim.conftest import fast
 
 PASSWORD = "correct horse battery staple"
 MFA_REQUIRED = "https://evota.dev/problems/mfa-required"
 ENROL = "https://evota.dev/problems/mfa-enrolment-required"
-
-
-class ShiftedClock:
-    """Real time moved forward on demand; monotonic time moves with it (rate windows)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-    def now(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset.total_seconds()
 
 
 @dataclass

@@ -208,7 +208,7 @@ async def test_cli_bootstraps_the_first_user_offline_then_works_through_the_api(
         env = {"EVOTA_URL": url, "EVOTA_TOKEN": ""}
         r = await invoke("login", "root", "--json", env=env, input=f"{PASSWORD}\n")
         assert r.exit_code == 0, r.output
-        login = json.loads(r.stdout[r.stdout.index("{") :])  # after the prompt
+        login = json.loads(r.stdout)
         assert login["mfa"] is False and login["mfa_required"] is True
         env["EVOTA_TOKEN"] = login["token"]
         r = await invoke("charger", "list", env=env)
@@ -250,6 +250,11 @@ async def test_cli_bootstraps_the_first_user_offline_then_works_through_the_api(
         r = await invoke("user", "list", env={**env, "EVOTA_TOKEN": bot_token})
         assert r.exit_code == 1 and "401" in r.output
 
+        new = "a brand new passphrase"
+        r = await invoke("user", "password", "amy", env=env, input=f"{new}\n{new}\n")
+        assert r.exit_code == 0, r.output
+        r = await invoke("login", "amy", env=env, input=f"{new}\n")
+        assert r.exit_code == 0, r.output
         r = await invoke("user", "disable", "amy", env=env)
         assert r.exit_code == 0
         r = await invoke("login", "amy", env=env, input=f"{PASSWORD}\n")
@@ -259,7 +264,8 @@ async def test_cli_bootstraps_the_first_user_offline_then_works_through_the_api(
         code = pyotp.TOTP(secret).at(rt.clock.now().timestamp() + 30)
         r = await invoke("login", "root", env=env, input=f"{PASSWORD}\n{code}\n")
         assert r.exit_code == 0, r.output
-        token = r.stdout.strip().splitlines()[-1]
+        token = r.stdout.strip()  # prompts go to stderr: $(evota login …) gets the token
+        assert token.count("\n") == 0 and "Password" not in r.stdout
         async with rt.engine.connect() as conn:
             mfa = (
                 await conn.execute(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -110,7 +111,7 @@ def created(result: dict[str, Any], body: dict[str, Any]) -> JSONResponse:
     """201 for a running operation, 202 when it waits for a second operator."""
     status = 202 if result["state"] == "awaiting_approval" else 201
     return JSONResponse(
-        {**body, **result},
+        jsonable_encoder({**body, **result}),
         status_code=status,
         headers={"Location": f"/api/v1/operations/{result['id']}"},
     )

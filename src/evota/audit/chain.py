@@ -89,28 +89,31 @@ def verify(entries: Iterable[Entry]) -> tuple[int, Break | None]:
     with the head the store keeps (count and last hash), not here.
 
     ``edited``: the entry's content no longer matches its hash. ``missing``: the sequence
-    skips numbers (an entry was deleted). ``reordered``: sequence numbers go backwards or
-    repeat. ``bad_start``: the first entry is not linked to the genesis hash although it
+    skips a number that appears nowhere (an entry was deleted). ``reordered``: the next
+    number is stored later (rows were moved or their sequence numbers swapped), or numbers
+    go backwards or repeat. ``bad_start``: the first entry is not linked to the genesis hash although it
     claims to be the first. An entry whose content matches its hash but whose ``prev_hash``
     is not the previous hash was re-linked after a deletion or edit before it: ``edited``.
     """
+    items = list(entries)
+    seqs = {e.seq for e in items}
     previous: Entry | None = None
     count = 0
-    for position, entry in enumerate(entries):
+    for position, entry in enumerate(items):
         count += 1
+        expected = previous.seq + 1 if previous else 1
+        if entry.seq != expected:
+            # The expected entry is elsewhere in storage: the order was changed. Otherwise
+            # it is gone (or the sequence repeats, which is a reordering too).
+            if expected in seqs or (previous is not None and entry.seq <= previous.seq):
+                return count, Break(expected, position, "reordered")
+            return count, Break(expected, position, "missing")
         if digest(entry) != entry.hash:
             return count, Break(entry.seq, position, "edited")
         if previous is None:
-            if entry.seq != 1:  # the chain is checked from its start: earlier ones are gone
-                return count, Break(1, position, "missing")
             if entry.prev_hash != GENESIS:
                 return count, Break(entry.seq, position, "bad_start")
-        else:
-            if entry.seq <= previous.seq:
-                return count, Break(entry.seq, position, "reordered")
-            if entry.seq != previous.seq + 1:
-                return count, Break(previous.seq + 1, position, "missing")
-            if entry.prev_hash != previous.hash:
-                return count, Break(entry.seq, position, "edited")
+        elif entry.prev_hash != previous.hash:
+            return count, Break(entry.seq, position, "edited")
         previous = entry
     return count, None

@@ -3,7 +3,8 @@
 ``evota user add`` with ``--data-dir`` or ``--database-url`` writes straight to the database
 (bootstrapping the first security admin before, or while, a server runs); every other
 command talks to the API with ``--url``/``--token``. Passwords and codes are prompted for
-with hidden input, never taken from the command line, where shell history would keep them.
+(hidden, on stderr), never taken from the command line, where shell history would keep
+them; piped into stdin they work for scripts too.
 """
 
 from __future__ import annotations
@@ -41,16 +42,12 @@ RegionOpt = Annotated[
 TagOpt = Annotated[
     list[str] | None, typer.Option("--tag", help="limit to a charger tag (repeatable)")
 ]
-NewPassword = Annotated[
-    str,
-    typer.Option(
-        "--password",
-        prompt="Password",
-        hide_input=True,
-        confirmation_prompt=True,
-        help="prompted for (hidden) when not given",
-    ),
-]
+
+
+def ask(label: str, *, confirm: bool = False) -> str:
+    """Hidden input, prompted on stderr so stdout stays clean for ``$(evota login …)``."""
+    value: str = typer.prompt(label, hide_input=True, confirmation_prompt=confirm, err=True)
+    return value
 
 
 def _path(username: str) -> str:
@@ -125,7 +122,6 @@ async def _add_offline(
 @user_app.command("add")
 def user_add(
     username: str,
-    password: NewPassword,
     role: RoleOpt = None,
     site: SiteOpt = None,
     region: RegionOpt = None,
@@ -149,6 +145,7 @@ def user_add(
     roles = role or []
     if not roles:
         raise fail("--role: give at least one role")
+    password = ask("Password", confirm=True)
     if data_dir is not None or database_url is not None:
         from pydantic import ValidationError
 
@@ -288,20 +285,15 @@ def user_reset_mfa(
 @user_app.command("password")
 def user_password(
     username: str,
-    password: Annotated[
-        str,
-        typer.Option(
-            "--password", prompt="New password", hide_input=True, confirmation_prompt=True
-        ),
-    ],
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Set a password: your own (asks for the current one) or, as a user admin, anyone's."""
     me = api(url, token, "GET", "/api/v1/auth/me")
-    body: dict[str, Any] = {"password": password}
+    body: dict[str, Any] = {}
     if me["name"] == username.strip().lower():
-        body["current_password"] = typer.prompt("Current password", hide_input=True)
+        body["current_password"] = ask("Current password")
+    body["password"] = ask("New password", confirm=True)
     u = api(url, token, "POST", f"{_path(username)}/password", json=body)
     out.print(f"{u['username']}: password changed; other sessions ended")
 
@@ -427,7 +419,6 @@ def _post_login(base: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 def login_command(
     username: str,
-    password: Annotated[str, typer.Option("--password", prompt=True, hide_input=True)],
     url: UrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -437,10 +428,10 @@ def login_command(
     time or at its absolute limit.
     """
     base = (url or os.environ.get("EVOTA_URL") or "http://127.0.0.1:8000").rstrip("/")
-    body: dict[str, Any] = {"username": username, "password": password}
+    body: dict[str, Any] = {"username": username, "password": ask("Password")}
     status, data = _post_login(base, body)
     if status == 403 and data.get("type") == MFA_REQUIRED:
-        body["otp"] = typer.prompt("One-time code (or a recovery code)", hide_input=True)
+        body["otp"] = ask("One-time code (or a recovery code)")
         status, data = _post_login(base, body)
     if status >= 400:
         parts = [str(data.get("title", "error"))]
