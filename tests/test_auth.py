@@ -77,6 +77,8 @@ class Desk:
         r = await client.post("/api/v1/auth/mfa/enroll")
         assert r.status_code == 200, r.text
         secret = r.json()["secret"]
+        assert r.json()["qr_svg"].startswith("<svg")
+        assert secret in r.json()["otpauth_uri"]
         r = await client.post("/api/v1/auth/mfa/confirm", json={"otp": self.code(secret)})
         assert r.status_code == 200, r.text
         return secret, r.json()["recovery_codes"]

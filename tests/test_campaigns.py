@@ -530,3 +530,46 @@ async def test_windows_hold_in_site_local_time_across_the_dst_change(
         summary = await world.get(c["id"])
         assert summary["state"] == "running"
         assert any("window" in n for n in summary["notes"]), summary["notes"]
+
+
+async def test_campaign_start_waits_for_a_second_operator(
+    tmp_path: Path, sqlite_url: str, keys: Keys
+):
+    from .conftest import api_client, session_for
+
+    async with running(
+        World,
+        tmp_path,
+        sqlite_url,
+        keys,
+        campaign_tick_seconds=0.2,
+        approval_actions=["campaign.start", "firmware.revoke"],
+    ) as world:
+        fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=16 * 1024)
+        fleet = await world.fleet(fleet_spec(8, world.keys))
+        c = await world.campaign(fw["id"], waves=[{"count": 4}, {"percent": 100}])
+        ann = await session_for(world.rt, "ann", ["firmware_manager"])
+        ben = await session_for(world.rt, "ben", ["firmware_manager"])
+        async with api_client(world.rt, ann) as a, api_client(world.rt, ben) as b:
+            r = await a.post(f"/api/v1/campaigns/{c['id']}/start", json={"reason": "Q4 fix"})
+            assert r.status_code == 202 and r.json()["state"] == "awaiting_approval"
+            approval = r.json()["approval_id"]
+            await asyncio.sleep(0.6)  # three engine ticks: nothing may start meanwhile
+            assert (await world.get(c["id"]))["state"] == "draft"
+            assert (await jobs_of(world.rt, c["id"])) == []
+            r = await a.post(f"/api/v1/approvals/{approval}/approve")
+            assert r.status_code == 403 and r.json()["reason"] == "self_approval"
+            r = await b.post(f"/api/v1/approvals/{approval}/approve", json={"note": "go"})
+            assert r.status_code == 200 and r.json()["state"] == "executed", r.text
+            done = await world.until(c["id"], lambda c: c["state"] != "running")
+            assert done["state"] == "completed", (done["state_reason"], done["waves"])
+            assert all(ch.firmware_version == "2.0.0" for ch in fleet.chargers)
+            assert any("approved by ben" in str(h["detail"]) for h in done["history"])
+
+            # revoking needs approval too; until then the image stays usable
+            r = await a.post(f"/api/v1/firmware/{fw['id']}/revoke", json={"reason": "CVE"})
+            assert r.status_code == 202
+            assert (await a.get(f"/api/v1/firmware/{fw['id']}")).json()["state"] != "revoked"
+            r = await b.post(f"/api/v1/approvals/{r.json()['approval_id']}/approve")
+            assert r.status_code == 200 and r.json()["state"] == "executed"
+            assert (await a.get(f"/api/v1/firmware/{fw['id']}")).json()["state"] == "revoked"

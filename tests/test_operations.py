@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from .sim.conftest import fast
 
 DROP = object()  # a key left out of a request body
 FAST: dict[str, Any] = {
-    "config_boot_delay_seconds": 0.05,
+    "config_boot_delay_seconds": 0.5,  # after the write-behind has stored the boot
     "operation_min_sample": 2,
     "call_timeout": 3.0,
 }
@@ -647,3 +648,63 @@ async def test_profile_crud_and_refusals(tmp_path: Path, sqlite_url: str) -> Non
             "config_profile.updated",
             "config_profile.deleted",
         ]
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+
+async def test_cli_operations_and_profiles(tmp_path: Path, sqlite_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from evota.cli import app
+
+    cli = CliRunner()
+    async with desk(tmp_path, sqlite_url) as d:
+        env = {"EVOTA_URL": f"http://127.0.0.1:{d.rt.http_port}", "EVOTA_TOKEN": TOKEN}
+
+        async def run(*args: str) -> Any:
+            return await asyncio.to_thread(cli.invoke, app, list(args), env=env)
+
+        ids = await d.chargers(3, "CLI-")
+        r = await run(
+            "operation", "create", "reset", "--param", "type=Hard", "--reason", "stuck",
+            *[x for cid in ids for x in ("--charger", cid)], "--stage", "1", "--json",
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+        created = json.loads(r.stdout)
+        assert created["params"] == {"type": "Hard"} and created["stage_sizes"] == [1, 2]
+        await d.ended(created["id"])
+        r = await run("operation", "watch", created["id"], "--interval", "0.2")
+        assert r.exit_code == 0 and '"completed"' in r.stdout, r.output
+        r = await run("operation", "list")
+        assert r.exit_code == 0 and created["id"] in r.stdout
+        r = await run("operation", "show", created["id"], "--results", "succeeded")
+        assert r.exit_code == 0 and all(cid in r.stdout for cid in ids), r.output
+        r = await run("operation", "cancel", created["id"])
+        assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1 and "409" in r.output
+        r = await run("operation", "create", "reset", "--charger", ids[0])
+        assert r.exit_code == 1 and "--reason" in r.output
+        r = await run(
+            "operation", "create", "reset", "--param", "type:=3", "--charger", ids[0],
+            "--reason", "x",
+        )  # fmt: skip
+        assert r.exit_code == 1 and "params.type" in r.output, r.output
+
+        r = await run(
+            "profile", "create", "hb", "--set", "HeartbeatInterval=120", "--vendor", "Evota"
+        )
+        assert r.exit_code == 0, r.output
+        r = await run("profile", "list")
+        assert r.exit_code == 0 and "hb" in r.stdout
+        r = await run("profile", "show", "hb")
+        assert r.exit_code == 0 and "HeartbeatInterval" in r.stdout
+        await d.until(lambda: stored(d, ids[0]), lambda cfg: bool(cfg))
+        r = await run("profile", "drift", "hb", "--json")
+        assert r.exit_code == 0 and json.loads(r.stdout)["fixable"] >= 1, r.output
+        r = await run("profile", "apply", "hb", "--reason", "tune", "--json")
+        assert r.exit_code == 0, r.output
+        await d.ended(json.loads(r.stdout)["id"])
+        r = await run("profile", "drift", "hb")
+        assert r.exit_code == 0 and "0 fixable" in r.stdout, r.output
+        r = await run("profile", "show", "nope")
+        assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1

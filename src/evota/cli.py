@@ -453,8 +453,10 @@ _register_campaigns()
 
 def _register_audit() -> None:
     from evota.audit.cli import app as audit_app
+    from evota.operators.approvals_cli import app as approval_app
 
     app.add_typer(audit_app, name="audit")
+    app.add_typer(approval_app, name="approval")
 
 
 _register_audit()

@@ -145,7 +145,10 @@ class Settings(BaseSettings):
         24, gt=0, description="re-read a charger's configuration when older than this"
     )
     config_boot_delay_seconds: float = Field(
-        1.0, ge=0, description="wait after an accepted boot before reading the configuration"
+        1.0,
+        ge=0,
+        description="wait after an accepted boot before reading the configuration (longer "
+        "than write_interval, so the boot's vendor and model are stored for profile targets)",
     )
     config_fetch_concurrency: int = Field(10, ge=1, le=200)
     log_level: str = "info"

@@ -66,3 +66,15 @@ def test_totp_never_crashes_and_random_codes_rarely_pass(code, seconds):
     assert result is None or code.strip().replace(" ", "") == pyotp.TOTP("JBSWY3DPEHPK3PXP").at(
         result * 30
     )
+
+
+def test_enrolment_qr_code_is_an_svg_of_the_uri() -> None:
+    import xml.etree.ElementTree as ET
+
+    uri = cr.otpauth_uri(cr.new_totp_secret(), "ann")
+    svg = cr.qr_svg(uri)
+    root = ET.fromstring(svg)
+    assert root.tag.endswith("svg")
+    assert root.find(".//{http://www.w3.org/2000/svg}path") is not None
+    assert cr.qr_svg(uri) == svg  # deterministic for the same URI
+    assert cr.qr_svg(cr.otpauth_uri(cr.new_totp_secret(), "ann")) != svg

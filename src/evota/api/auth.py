@@ -233,8 +233,8 @@ async def mfa_enroll(rt: RuntimeDep, who: PrincipalDep) -> EnrollOut:
         username, secret = await svc.begin_enrolment(rt.engine, rt.clock.now(), user_id)
     except svc.UserError as exc:
         raise problem(exc) from None
-    # No QR library is installed yet; the console renders the URI itself until then.
-    return EnrollOut(secret=secret, otpauth_uri=cr.otpauth_uri(secret, username), qr_svg=None)
+    uri = cr.otpauth_uri(secret, username)
+    return EnrollOut(secret=secret, otpauth_uri=uri, qr_svg=cr.qr_svg(uri))
 
 
 @router.post("/mfa/confirm", response_model=ConfirmOut)

@@ -62,7 +62,7 @@ def runner(rt: Runtime) -> OperationRunner:
 
 
 def invalid(exc: op.OperationError) -> Problem:
-    return Problem(422, "Invalid operation", exc.message, exc.field)
+    return Problem(422, "Invalid operation", str(exc), exc.field)
 
 
 async def targeted(

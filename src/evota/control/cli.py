@@ -176,7 +176,8 @@ def list_(
     if as_json:
         return print_json(page)
     table = Table(title=f"Operations ({page['total']})")
-    for col in ("id", "command", "state", "chargers", "stage", "by", "created"):
+    table.add_column("id", no_wrap=True, min_width=36)
+    for col in ("command", "state", "chargers", "stage", "by", "created"):
         table.add_column(col)
     for o in page["items"]:
         table.add_row(
@@ -347,7 +348,8 @@ def profile_list(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = 
     if as_json:
         return print_json(page)
     table = Table(title=f"Configuration profiles ({page['total']})")
-    for col in ("id", "name", "target", "settings"):
+    table.add_column("id", no_wrap=True, min_width=36)
+    for col in ("name", "target", "settings"):
         table.add_column(col)
     for p in page["items"]:
         table.add_row(p["id"], p["name"], json.dumps(p["target"]), str(len(p["settings"])))

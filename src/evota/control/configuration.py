@@ -87,6 +87,7 @@ class ConfigurationService:
         self._queued: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
+        self._booting: set[str] = set()  # read by their boot timer, not by the poll
         self._attempted: dict[str, datetime] = {}  # so a charger that fails is not re-asked
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -117,8 +118,10 @@ class ConfigurationService:
         def fire() -> None:
             if timer is not None:
                 self._timers.discard(timer)
+            self._booting.discard(charger_id)
             self.enqueue(charger_id)
 
+        self._booting.add(charger_id)
         timer = loop.call_later(self.boot_delay, fire)
         self._timers.add(timer)
 
@@ -152,7 +155,7 @@ class ConfigurationService:
                 log.exception("configuration poll failed")
 
     async def due(self) -> list[str]:
-        ids = sorted(c for c in self._connected_ids() if self._ready(c))
+        ids = sorted(c for c in self._connected_ids() if self._ready(c) and c not in self._booting)
         if not ids:
             return []
         cutoff = self._clock.now() - self.poll_interval

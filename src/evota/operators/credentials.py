@@ -87,6 +87,17 @@ def otpauth_uri(secret: str, username: str, issuer: str = "evota") -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=issuer)
 
 
+def qr_svg(uri: str) -> str:
+    """The enrolment URI as an inline SVG QR code (error correction M, scales in CSS)."""
+    import io
+
+    import segno
+
+    buf = io.BytesIO()
+    segno.make(uri, error="m").save(buf, kind="svg", xmldecl=False, svgns=True, scale=4, border=2)
+    return buf.getvalue().decode()
+
+
 def verify_totp(secret: str, code: str, now: datetime, last_step: int | None) -> int | None:
     """The time step ``code`` belongs to if it is valid and newer than ``last_step``.
 
