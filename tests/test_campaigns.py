@@ -565,6 +565,19 @@ async def test_campaign_start_waits_for_a_second_operator(
             assert done["state"] == "completed", (done["state_reason"], done["waves"])
             assert all(ch.firmware_version == "2.0.0" for ch in fleet.chargers)
             assert any("approved by ben" in str(h["detail"]) for h in done["history"])
+            # every UpdateFirmware the campaign sent is in the audit log with the answer
+            from evota.store.models import AuditCharger, AuditEntry
+
+            async with world.rt.engine.connect() as conn:
+                sent = (
+                    await conn.execute(
+                        select(AuditCharger.charger_id, AuditEntry.outcome)
+                        .join(AuditEntry, AuditEntry.id == AuditCharger.entry_id)
+                        .where(AuditEntry.action == "command.signed-update-firmware")
+                    )
+                ).all()
+            assert {r.charger_id for r in sent} == {ch.identity for ch in fleet.chargers}
+            assert {r.outcome for r in sent} == {"Accepted"}
 
             # revoking needs approval too; until then the image stays usable
             r = await a.post(f"/api/v1/firmware/{fw['id']}/revoke", json={"reason": "CVE"})

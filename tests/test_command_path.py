@@ -32,7 +32,9 @@ async def test_reset_via_api_returns_the_chargers_answer(evota_sqlite):
 
     task = asyncio.create_task(charger_side())
     async with api_client(evota_sqlite) as api:
-        r = await api.post("/api/v1/chargers/CP-r/commands/reset", json={"type": "Hard"})
+        r = await api.post(
+            "/api/v1/chargers/CP-r/commands/reset", json={"type": "Hard", "reason": "test"}
+        )
     await task
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "Rejected"
@@ -42,7 +44,9 @@ async def test_reset_via_api_returns_the_chargers_answer(evota_sqlite):
 async def test_offline_charger_is_409(evota_sqlite):
     await provision(evota_sqlite, "CP-off", KEY)
     async with api_client(evota_sqlite) as api:
-        r = await api.post("/api/v1/chargers/CP-off/commands/reset", json={"type": "Soft"})
+        r = await api.post(
+            "/api/v1/chargers/CP-off/commands/reset", json={"type": "Soft", "reason": "test"}
+        )
     assert r.status_code == 409
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["reason"] == "offline"

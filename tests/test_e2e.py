@@ -66,7 +66,8 @@ async def test_demo_fleet_reaches_the_api(evota):
             # Reset through the REST API: the simulated charger accepts, reboots and boots again.
             sim = fleet[one.identity]
             r = await api.post(
-                f"/api/v1/chargers/{one.identity}/commands/reset", json={"type": "Hard"}
+                f"/api/v1/chargers/{one.identity}/commands/reset",
+                json={"type": "Hard", "reason": "e2e"},
             )
             assert r.status_code == 200, r.text
             assert r.json()["status"] == "Accepted"

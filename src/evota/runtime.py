@@ -131,6 +131,7 @@ class Runtime:
             token_ttl=s.download_token_ttl,
             base_url=lambda: s.download_base_url(self.download_port),
             take_bytes=self.delivery.take_bytes,
+            audit=self.audit,
         )
         await self.jobs.start()
         self.fleet.jobs = self.jobs

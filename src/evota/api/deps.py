@@ -259,13 +259,13 @@ async def charger_place(rt: Runtime, charger_id: str) -> perms.ChargerPlace | No
 
 
 async def authorize_charger(
-    rt: Runtime, who: Principal, permission: str, charger_id: str
+    rt: Runtime, who: Principal, permission: str, charger_id: str, field: str = "id"
 ) -> perms.ChargerPlace:
     """The charger's place if ``who`` may apply ``permission`` to it; 404 if it does not
     exist or is outside every scope that could read it, 403 if readable but not allowed."""
     place = await charger_place(rt, charger_id)
     if place is None or not who.can("fleet.read", place):
-        raise Problem(404, "Unknown charger", f"no charger with id {charger_id!r}", "id")
+        raise Problem(404, "Unknown charger", f"no charger with id {charger_id!r}", field)
     who.check(permission, place)
     return place
 

@@ -92,7 +92,7 @@ async def update_firmware(
     charger_id: str, body: FirmwareUpdateIn, rt: RuntimeDep, who: Principal = require("job.write")
 ) -> dict[str, Any]:
     """Start a firmware update of one charger. Refusals name the reason (``reason``)."""
-    await authorize_charger(rt, who, "job.write", charger_id)
+    await authorize_charger(rt, who, "job.write", charger_id, "charger_id")
     async with rt.engine.connect() as conn:
         charger = (await conn.execute(select(Charger).where(Charger.id == charger_id))).first()
     fw = await repo.get_firmware(rt.engine, body.firmware_id)

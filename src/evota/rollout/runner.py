@@ -22,6 +22,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota import metrics
+from evota.audit.log import SYSTEM, AuditLog
 from evota.clock import Clock
 from evota.control import commands
 from evota.firmware import delivery, tokens
@@ -71,6 +72,7 @@ class JobRunner:
         base_url: Callable[[], str],
         take_bytes: Callable[[], dict[str, int]] = dict,
         tick_interval: float = 1.0,
+        audit: AuditLog | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
@@ -82,6 +84,7 @@ class JobRunner:
         self._base_url = base_url
         self._take_bytes = take_bytes
         self._tick_interval = tick_interval
+        self._audit = audit
         self.active: dict[str, jm.Job] = {}  # charger id -> its one unfinished job
         self._images: dict[int, Image] = {}  # job id -> image
         self._inbox: asyncio.Queue[tuple[str, jm.Input, str]] = asyncio.Queue()
@@ -307,9 +310,11 @@ class JobRunner:
             },
         )
         event: jm.Input
+        outcome = ""
         try:
             result = await self._send_command(job.charger_id, command)
             event = jm.Answered(result.status)
+            outcome = result.status
             await self._remember_method(job, result.status)
         except commands.ChargerOffline:
             event = jm.SendFailed("offline")
@@ -317,11 +322,23 @@ class JobRunner:
             event = jm.SendFailed("timeout")
         except commands.CommandRejected as exc:
             event = jm.SendFailed("callerror", exc.code, exc.description)
+            outcome = f"error:callerror:{exc.code}"
             if exc.code in ("NotSupported", "NotImplemented"):
                 other = jm.Method.PLAIN if job.method is jm.Method.SIGNED else jm.Method.SIGNED
                 await self._set_charger_method(job.charger_id, other.value)
         except commands.CommandError as exc:
             event = jm.SendFailed("callerror", None, exc.message)
+        if self._audit is not None:  # every command sent to a charger is in the audit log
+            if not outcome and isinstance(event, jm.SendFailed):
+                outcome = f"error:{event.reason}"
+            await self._audit.record(
+                SYSTEM,
+                f"command.{command.name.replace('_', '-')}",
+                outcome or "error",
+                target=str(job.id),
+                chargers=[job.charger_id],
+                detail={"job_id": job.id, "target_version": job.target_version},
+            )
         self.notify(job.charger_id, event, "answer")
 
     async def _remember_method(self, job: jm.Job, status: str) -> None:

@@ -41,6 +41,7 @@ from evota.ocpp.schemas import SchemaSet, v16
 from evota.sim.fleet import ChargerSpec
 
 if TYPE_CHECKING:
+    from evota.sim.control import ControlState
     from evota.sim.firmware import FirmwareAgent
 
 log = structlog.get_logger("evota.sim")
@@ -70,6 +71,9 @@ class SimConfig:
     install_duration: float = 5.0  # sim s a firmware install takes (between Installing and reboot)
     download_retry_interval: float = 30.0  # sim s between download attempts without retryInterval
     download_timeout: float = 30.0  # real s of HTTP silence before a download attempt fails
+    remote_session_duration: float = 4 * 3600.0  # sim s a RemoteStartTransaction session lasts
+    upload_bytes: int = 8 * 1024  # size of a generated diagnostics or log file
+    upload_timeout: float = 30.0  # real s of HTTP silence before an upload attempt fails
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -182,6 +186,8 @@ class Transaction:
     meter_start: int
     transaction_id: int | None = None  # set once StartTransaction is answered
     stop_reason: str = "PowerLoss"  # used if the charger loses the connection mid-session
+    stop_requested: str | None = None  # a remote stop or unlock: end now with this reason
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # set with stop_requested
 
 
 def basic_auth(identity: str, key: str) -> str:
@@ -231,6 +237,9 @@ class SimulatedCharger:
         self.firmware_agent: FirmwareAgent | None = None  # created by the first update request
         # While an update waits for sessions to end, idle connectors report Unavailable.
         self.hold_idle_connectors = False
+        self.auth_key = spec.auth_key  # the AuthorizationKey configuration key may change it
+        self.inoperative: set[int] = set()  # ChangeAvailability Inoperative (0: whole charger)
+        self.control: ControlState | None = None  # remote command state (evota.sim.control)
         self._ids = itertools.count(1)
         self._ws: ClientConnection | None = None
         self._call_lock = asyncio.Lock()
@@ -276,6 +285,8 @@ class SimulatedCharger:
         """(status, errorCode) of an idle connector, given faults and pending updates."""
         if self.faulted:
             return "Faulted", "OtherError"
+        if connector in self.inoperative or 0 in self.inoperative:
+            return "Unavailable", "NoError"
         if self.hold_idle_connectors and connector > 0:
             return "Unavailable", "NoError"
         return "Available", "NoError"
@@ -316,7 +327,7 @@ class SimulatedCharger:
                     self.url,
                     subprotocols=[Subprotocol(SUBPROTOCOL)],
                     additional_headers={
-                        "Authorization": basic_auth(self.identity, self.spec.auth_key)
+                        "Authorization": basic_auth(self.identity, self.auth_key)
                     },
                     compression=None,
                     proxy=None,
@@ -370,6 +381,23 @@ class SimulatedCharger:
 
     async def _sleep(self, sim_seconds: float) -> None:
         await asyncio.sleep(max(0.0, sim_seconds) / self.config.speed)
+
+    async def _sleep_unless(self, event: asyncio.Event, sim_seconds: float) -> float:
+        """Sleep, or less if ``event`` is set meanwhile; returns the simulated seconds slept."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(max(0.0, sim_seconds) / self.config.speed):
+                await event.wait()
+        except TimeoutError:
+            return sim_seconds
+        return min(sim_seconds, (loop.time() - started) * self.config.speed)
+
+    def charging_power_kw(self, connector: int) -> float:
+        """The power a session draws now: the configured power, capped by charging profiles."""
+        if self.control is None:
+            return self.config.power_kw
+        return self.control.power_kw(connector, self.config.power_kw)
 
     async def _serve(self, ws: ClientConnection) -> None:
         """One connection: boot, report, heartbeat, charge, until the socket or a reboot ends."""
@@ -560,15 +588,15 @@ class SimulatedCharger:
                 return False
             await self.send_status(connector, "Charging")
             elapsed = 0.0
-            while elapsed < duration:
+            while elapsed < duration and txn.stop_requested is None:
                 step = min(self.config.meter_interval, duration - elapsed)
-                await self._sleep(step)
-                elapsed += step
-                self.meter_wh[connector] += self.config.power_kw * 1000.0 * step / 3600.0
-                if elapsed < duration:
+                slept = await self._sleep_unless(txn.wake, step)
+                elapsed += slept
+                self.meter_wh[connector] += self.charging_power_kw(connector) * slept / 3.6
+                if elapsed < duration and txn.stop_requested is None:
                     with contextlib.suppress(CallErrorReceived, InvalidResult, CallTimeout):
                         await self._meter_values(txn)
-            await self._stop_transaction(txn, "EVDisconnected")
+            await self._stop_transaction(txn, txn.stop_requested or "EVDisconnected")
             await self.send_status(connector, "Finishing")
             await self.send_status(connector, *self.idle_status(connector))
             return True
