@@ -15,16 +15,12 @@ import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import insert, select
 
-from evota.control.configuration import ConfigurationService
-from evota.control.dispatch import send_command
-from evota.control.operations import OperationRunner
 from evota.ocpp import rpc
 from evota.operators import permissions as perms
 from evota.operators import users
@@ -41,51 +37,8 @@ FAST: dict[str, Any] = {
     "config_boot_delay_seconds": 0.5,  # after the write-behind has stored the boot
     "operation_min_sample": 2,
     "call_timeout": 3.0,
+    "operation_resume_delay_seconds": 1.0,
 }
-
-
-# -- wiring until the runtime owns it --------------------------------------------------------
-
-
-async def wire(rt: Runtime) -> bool:
-    """Start the operation runner and configuration service as the runtime does; False when
-    the runtime already has them."""
-    if getattr(rt, "operations", None) is not None:
-        return False
-    s = rt.settings
-    runner = OperationRunner(
-        rt.engine,
-        rt.clock,
-        partial(send_command, rt),
-        rt.audit,
-        approvals=rt.approvals,
-        connected=rt._ready,
-        min_sample=s.operation_min_sample,
-        max_in_flight=s.operation_max_in_flight,
-    )
-    config = ConfigurationService(
-        rt.engine,
-        rt.clock,
-        fetch_send=rt.gateway.send,
-        send=partial(send_command, rt),
-        runner=runner,
-        ready=rt._ready,
-        connected_ids=lambda: list(rt.gateway.connections),
-        poll_hours=s.config_poll_hours,
-        boot_delay=s.config_boot_delay_seconds,
-        concurrency=s.config_fetch_concurrency,
-    )
-    rt.fleet.ready_listeners.append(config.charger_ready)
-    rt.operations = runner  # type: ignore[attr-defined]
-    rt.configuration = config  # type: ignore[attr-defined]
-    await config.start()
-    await runner.start()
-    return True
-
-
-async def unwire(rt: Runtime) -> None:
-    await rt.operations.stop()  # type: ignore[attr-defined]
-    await rt.configuration.stop()  # type: ignore[attr-defined]
 
 
 # -- the simulated chargers' configuration ---------------------------------------------------
@@ -151,7 +104,6 @@ class Desk:
     fleets: list[Fleet] = field(default_factory=list)
     configs: dict[str, dict[str, tuple[str | None, bool]]] = field(default_factory=dict)
     resets: dict[str, int] = field(default_factory=dict)
-    wired: bool = False
 
     async def chargers(
         self,
@@ -266,19 +218,14 @@ class Desk:
     async def restart(self) -> None:
         ports = {"ocpp_port": self.rt.ocpp_port, "http_port": self.rt.http_port}
         await self.api.aclose()
-        if self.wired:
-            await unwire(self.rt)
         await self.rt.stop()
         self.rt = await start_runtime(self.tmp_path, self.url, **{**self.overrides, **ports})
-        self.wired = await wire(self.rt)
         self.api = api_client(self.rt)
 
     async def close(self) -> None:
         for fleet in self.fleets:
             await fleet.stop()
         await self.api.aclose()
-        if self.wired:
-            await unwire(self.rt)
         await self.rt.stop()
 
 
@@ -287,7 +234,6 @@ async def desk(tmp_path: Path, url: str, **overrides: Any) -> AsyncIterator[Desk
     settings = {**FAST, **overrides}
     rt = await start_runtime(tmp_path, url, **settings)
     d = Desk(rt, api_client(rt), tmp_path, url, settings)
-    d.wired = await wire(rt)
     try:
         yield d
     finally:

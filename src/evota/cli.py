@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import json
 import signal
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -283,26 +286,193 @@ def charger_add(
     out.print(f"registered charger {c['id']}")
 
 
+ReasonOpt = Annotated[
+    str | None, typer.Option("--reason", help="why (required for critical commands)")
+]
+
+
 @charger_app.command("reset")
 def charger_reset(
     charger_id: str,
     hard: Annotated[bool, typer.Option("--hard", help="hard reset instead of soft")] = False,
+    reason: ReasonOpt = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Reset a charger (soft unless --hard) and print its answer."""
+    body: dict[str, Any] = {"type": "Hard" if hard else "Soft"}
+    _send_command(charger_id, "reset", body, reason, url, token, as_json)
+
+
+def _send_command(
+    charger_id: str,
+    name: str,
+    body: dict[str, Any],
+    reason: str | None,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """POST one remote command and print the charger's answer."""
     from urllib.parse import quote
 
+    if reason is not None:
+        body["reason"] = reason
     r = call(
         client(url, token),
         "POST",
-        f"/api/v1/chargers/{quote(charger_id, safe='')}/commands/reset",
-        json={"type": "Hard" if hard else "Soft"},
+        f"/api/v1/chargers/{quote(charger_id, safe='')}/commands/{name}",
+        json=body,
     )
     if as_json:
         return print_json(r)
-    out.print(f"{charger_id}: reset {r['status']}")
+    out.print(f"{charger_id}: {name} {escape(str(r['status']))}")
+    details = dict(r.get("details") or {})
+    config = details.pop("configuration", None)
+    if isinstance(config, list):
+        table = Table()
+        for col in ("key", "value", "readonly"):
+            table.add_column(col)
+        for item in config:
+            value = item.get("value")
+            table.add_row(item["key"], "" if value is None else str(value), str(item["readonly"]))
+        out.print(table)
+    for key, value in details.items():
+        shown = value if isinstance(value, str) else json.dumps(value)
+        out.print(f"  {key}: {escape(shown)}", soft_wrap=True)
+
+
+# Option names that read better than the field's own; fields read from a file with @PATH.
+_OPTION_NAMES = {"keys": "--key"}
+_FILE_FIELDS = frozenset({"certificate", "data"})
+
+
+def _bare(annotation: Any) -> Any:
+    """``X`` of ``X | None`` and of ``Annotated[X, ...]``."""
+    import types
+    import typing
+
+    if typing.get_origin(annotation) is Annotated:
+        return _bare(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _bare(args[0])
+    return annotation
+
+
+def _field_option(name: str, field: Any) -> tuple[inspect.Parameter, str]:
+    """A typer option for one parameter field, and how to read its value (plain, json, file):
+    scalars and choices are typed options, lists of text repeat, nested objects take JSON."""
+    import typing
+
+    from pydantic import AwareDatetime
+
+    annotation = _bare(field.annotation)
+    origin = typing.get_origin(annotation)
+    cli_type: Any = str
+    how = "plain"
+    if name in _FILE_FIELDS:
+        how = "file"
+    elif origin is typing.Literal or annotation in (bool, int, float, str):
+        cli_type = annotation
+    elif origin is list and _bare(typing.get_args(annotation)[0]) is str:
+        cli_type = list[str]
+    elif annotation not in (datetime, AwareDatetime):  # datetimes go as ISO 8601 text
+        how = "json"
+    help_text = " ".join(
+        p
+        for p in (field.description, {"json": "(JSON or @FILE)", "file": "(or @FILE)"}.get(how))
+        if p
+    )
+    option = typer.Option(_OPTION_NAMES.get(name, "--" + name.replace("_", "-")), help=help_text)
+    required = field.is_required()
+    default: Any = inspect.Parameter.empty
+    if cli_type is bool:
+        default = False if required else field.default
+    elif not required:
+        cli_type, default = cli_type | None, None
+    parameter = inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[cli_type, option],
+    )
+    return parameter, how
+
+
+def _read_value(name: str, value: Any, how: str) -> Any:
+    if how == "plain" or not isinstance(value, str):
+        return value
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise fail(
+                f"--{name.replace('_', '-')}: cannot read {value[1:]}: {exc.strerror}"
+            ) from None
+    if how == "file":
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(f"--{name.replace('_', '-')}: not valid JSON: {exc.msg}") from None
+
+
+def _register_commands() -> None:
+    """One ``evota charger NAME`` per catalog command (reset is written out above)."""
+    from evota.control import catalog
+
+    for spec in catalog.COMMANDS.values():
+        if spec.name == "reset":
+            continue
+        fields = [_field_option(n, f) for n, f in spec.params.model_fields.items()]
+        charger_app.command(spec.name, help=_command_help(spec))(_command_function(spec, fields))
+
+
+def _command_help(spec: Any) -> str:
+    return spec.summary + "." + (" Critical: give --reason." if spec.critical else "")
+
+
+def _command_function(spec: Any, fields: list[tuple[inspect.Parameter, str]]) -> Any:
+    hows = {p.name: how for p, how in fields}
+
+    def command(**kwargs: Any) -> None:
+        charger_id = kwargs.pop("charger_id")
+        reason, url, token = kwargs.pop("reason"), kwargs.pop("url"), kwargs.pop("token")
+        as_json = kwargs.pop("as_json")
+        body = {
+            name: _read_value(name, value, hows[name])
+            for name, value in kwargs.items()
+            if value is not None and value != []
+        }
+        _send_command(charger_id, spec.name, body, reason, url, token, as_json)
+
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(
+                "charger_id", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str
+            ),
+            *(p for p, _ in fields),
+            *(
+                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+                for n, a, d in (
+                    ("reason", ReasonOpt, None),
+                    ("url", UrlOpt, None),
+                    ("token", TokenOpt, None),
+                    ("as_json", JsonOpt, False),
+                )
+            ),
+        ]
+    )
+    command.__name__ = "charger_" + spec.name.replace("-", "_")
+    command.__doc__ = _command_help(spec)
+    return command
+
+
+_register_commands()
 
 
 @charger_app.command("update-firmware")

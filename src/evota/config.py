@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     operation_max_in_flight: int = Field(
         20, ge=1, le=500, description="commands of one operation awaiting an answer at once"
     )
+    operation_resume_delay_seconds: float = Field(
+        30,
+        ge=0,
+        description="after a restart, time for chargers to reconnect before "
+        "resumed operations send again",
+    )
     config_poll_hours: float = Field(
         24, gt=0, description="re-read a charger's configuration when older than this"
     )

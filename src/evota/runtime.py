@@ -9,6 +9,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -20,6 +21,9 @@ from evota.audit.alerts import AlertMonitor, thresholds_from
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
 from evota.config import Settings
+from evota.control.configuration import ConfigurationService
+from evota.control.dispatch import send_command
+from evota.control.operations import OperationRunner
 from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage
 from evota.firmware.storage import LocalFirmwareStore
@@ -50,6 +54,8 @@ class Runtime:
     audit: AuditLog = field(init=False)
     approvals: Approvals = field(init=False)
     alerts: AlertMonitor = field(init=False)
+    operations: OperationRunner = field(init=False)
+    configuration: ConfigurationService = field(init=False)
     fleet: FleetService = field(init=False)
     gateway: Gateway = field(init=False)
     firmware_store: LocalFirmwareStore = field(init=False)
@@ -144,8 +150,41 @@ class Runtime:
         )
         await self.campaigns.start()
         self._register_approvals()
+        await self._start_control()
         await self.approvals.start()
         log.info("firmware downloads listening", host=s.host, port=self.download_port)
+
+    async def _start_control(self) -> None:
+        """Bulk operations and configuration profiles (before the approvals sweep, which
+        must find the operation handlers)."""
+        s = self.settings
+        send = partial(send_command, self)
+        self.operations = OperationRunner(
+            self.engine,
+            self.clock,
+            send,
+            self.audit,
+            approvals=self.approvals,
+            connected=self._ready,
+            min_sample=s.operation_min_sample,
+            max_in_flight=s.operation_max_in_flight,
+            resume_delay=s.operation_resume_delay_seconds,
+        )
+        self.configuration = ConfigurationService(
+            self.engine,
+            self.clock,
+            fetch_send=self.gateway.send,
+            send=send,
+            runner=self.operations,
+            ready=self._ready,
+            connected_ids=lambda: list(self.gateway.connections),
+            poll_hours=s.config_poll_hours,
+            boot_delay=s.config_boot_delay_seconds,
+            concurrency=s.config_fetch_concurrency,
+        )
+        self.fleet.ready_listeners.append(self.configuration.charger_ready)
+        await self.configuration.start()  # adds the apply-config-profile step first
+        await self.operations.start()  # registers operation.start, resumes running ones
 
     def _register_approvals(self) -> None:
         """What runs when each kind of four-eyes request is approved (defined with the
@@ -206,6 +245,8 @@ class Runtime:
             if self._http_task:
                 await self._http_task
         await self.approvals.stop()
+        await self.operations.stop()
+        await self.configuration.stop()
         await self.campaigns.stop()
         await self.jobs.stop()
         await asyncio.to_thread(self.delivery.stop)

@@ -169,7 +169,7 @@ async def test_reset_ends_a_running_session(csms: FakeCsms, kind: str, reason: s
     ("action", "payload", "code"),
     [
         ("FlyToTheMoon", {}, "NotImplemented"),
-        ("UnlockConnector", {"connectorId": 1}, "NotSupported"),
+        ("CancelReservation", {"reservationId": 1}, "NotSupported"),
         ("Reset", {"type": "Medium"}, "PropertyConstraintViolation"),
         ("Reset", {}, "OccurenceConstraintViolation"),
         ("Reset", {"type": 1}, "TypeConstraintViolation"),
@@ -200,20 +200,20 @@ async def test_a_malformed_call_frame_gets_a_callerror(csms: FakeCsms) -> None:
 async def test_handlers_are_a_dispatch_table(csms: FakeCsms) -> None:
     calls: list[dict[str, Any]] = []
 
-    async def unlock(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+    async def cancel(charger: SimulatedCharger, call: rpc.Call) -> Reply:
         calls.append(call.payload)
-        return Reply({"status": "Unlocked"})
+        return Reply({"status": "Accepted"})
 
     table = dict(HANDLERS)
-    handles("UnlockConnector", table)(unlock)
-    assert "UnlockConnector" not in HANDLERS
+    handles("CancelReservation", table)(cancel)
+    assert "CancelReservation" not in HANDLERS
     charger = SimulatedCharger(spec(), csms.url, fast(), handlers=table)
     charger.start()
     try:
         await wait_until(lambda: charger.accepted, 3)
-        answer = await csms.call("CP-1", "UnlockConnector", {"connectorId": 2})
-        assert isinstance(answer, rpc.CallResult) and answer.payload == {"status": "Unlocked"}
-        assert calls == [{"connectorId": 2}]
+        answer = await csms.call("CP-1", "CancelReservation", {"reservationId": 2})
+        assert isinstance(answer, rpc.CallResult) and answer.payload == {"status": "Accepted"}
+        assert calls == [{"reservationId": 2}]
     finally:
         await charger.stop()
 

@@ -103,7 +103,7 @@ def _route(spec: catalog.CommandSpec) -> None:
     # The body's model is made per command above; FastAPI reads it from the annotation.
     endpoint.__annotations__["body"] = body_model
     endpoint.__name__ = "command_" + spec.name.replace("-", "_")
-    endpoint.__doc__ = spec.summary + (" A reason is required." if spec.critical else "")
+    endpoint.__doc__ = spec.summary + "." + (" A reason is required." if spec.critical else "")
     router.add_api_route(
         f"/{{charger_id}}/commands/{spec.name}",
         endpoint,

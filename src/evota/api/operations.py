@@ -57,7 +57,7 @@ class CancelIn(BaseModel):
 
 
 def runner(rt: Runtime) -> OperationRunner:
-    operations: OperationRunner = rt.operations  # type: ignore[attr-defined]
+    operations: OperationRunner = rt.operations
     return operations
 
 

@@ -54,7 +54,7 @@ class ApplyIn(BaseModel):
 
 
 def service(rt: Runtime) -> ConfigurationService:
-    configuration: ConfigurationService = rt.configuration  # type: ignore[attr-defined]
+    configuration: ConfigurationService = rt.configuration
     return configuration
 
 

@@ -136,6 +136,7 @@ class OperationRunner:
         connected: Callable[[str], bool] = lambda _cid: False,
         min_sample: int = 5,
         max_in_flight: int = 20,
+        resume_delay: float = 30.0,
     ) -> None:
         self._engine = engine
         self._clock = clock
@@ -145,6 +146,7 @@ class OperationRunner:
         self._connected = connected
         self.min_sample = min_sample
         self.max_in_flight = max_in_flight
+        self.resume_delay = resume_delay  # after a restart, chargers need time to reconnect
         self._steps: dict[str, Step] = {}
         self._live: dict[str, _Live] = {}
         self._lock = asyncio.Lock()  # state changes and marking ``sent`` never interleave
@@ -190,7 +192,7 @@ class OperationRunner:
                 target=op_id,
                 detail={"interrupted": interrupted[op_id]},
             )
-            self._launch(op_id)
+            self._launch(op_id, delay=self.resume_delay)
         if ids:
             log.info("operations resumed", count=len(ids))
 
@@ -440,16 +442,20 @@ class OperationRunner:
         return None if state is None else str(state)
 
     # -- running --------------------------------------------------------------------------------
-    def _launch(self, op_id: str) -> None:
+    def _launch(self, op_id: str, delay: float = 0.0) -> None:
         if op_id in self._live:
             return
         live = _Live(op_id)
         self._live[op_id] = live
-        live.task = asyncio.create_task(self._run(live), name=f"operation-{op_id}")
+        live.task = asyncio.create_task(self._run(live, delay), name=f"operation-{op_id}")
 
-    async def _run(self, live: _Live) -> None:
+    async def _run(self, live: _Live, delay: float = 0.0) -> None:
         try:
-            await self._drive(live)
+            if delay > 0:  # a cancel meanwhile wakes this early
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(live.wake.wait(), delay)
+            if not live.stopping:
+                await self._drive(live)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # evota's own failure: say so on the operation

@@ -1,11 +1,13 @@
 """The charger fleet simulator: strict OCPP 1.6J chargers, thousands per process.
 
 ``fleet`` turns a fleet file or flags into charger specs, ``charger`` is one simulated
-charger, ``firmware`` its firmware updates (registered into the charger's dispatch table on
-import), ``runner`` runs and provisions a fleet, ``cli`` is ``evota sim``.
+charger, ``firmware`` its firmware updates and ``control`` its remote commands (both
+registered into the charger's dispatch table on import), ``runner`` runs and provisions a
+fleet, ``cli`` is ``evota sim``.
 """
 
 from evota.sim.charger import HANDLERS, ChargerStats, Reply, SimConfig, SimulatedCharger, handles
+from evota.sim.control import ControlState  # registers the remote command handlers
 from evota.sim.firmware import FirmwareAgent
 from evota.sim.fleet import (
     ChargerSpec,
@@ -25,6 +27,7 @@ __all__ = [
     "HANDLERS",
     "ChargerSpec",
     "ChargerStats",
+    "ControlState",
     "FaultProfile",
     "FirmwareAgent",
     "Fleet",
