@@ -399,6 +399,14 @@ async def test_a_reset_of_fifty_chargers_waits_for_a_second_operator(
             r = await d.create(target={"charger_ids": ids[:10]})
             assert r.status_code == 201 and r.json()["state"] == "running"
             await d.ended(r.json()["id"])
+            # cancelling while it waits withdraws the request: nobody can approve it later
+            third = (await d.create(target={"charger_ids": ids[:12]})).json()
+            r = await d.api.post(f"/api/v1/operations/{third['id']}/cancel", json={})
+            assert r.status_code == 200, r.text
+            r = await olga.get(f"/api/v1/approvals/{third['approval_id']}")
+            assert r.json()["state"] == "withdrawn"
+            r = await olga.post(f"/api/v1/approvals/{third['approval_id']}/approve", json={})
+            assert r.status_code == 409 and r.json()["reason"] == "withdrawn"
         finally:
             await olga.aclose()
 

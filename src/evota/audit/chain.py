@@ -91,9 +91,10 @@ def verify(entries: Iterable[Entry]) -> tuple[int, Break | None]:
     ``edited``: the entry's content no longer matches its hash. ``missing``: the sequence
     skips a number that appears nowhere (an entry was deleted). ``reordered``: the next
     number is stored later (rows were moved or their sequence numbers swapped), or numbers
-    go backwards or repeat. ``bad_start``: the first entry is not linked to the genesis hash although it
-    claims to be the first. An entry whose content matches its hash but whose ``prev_hash``
-    is not the previous hash was re-linked after a deletion or edit before it: ``edited``.
+    go backwards or repeat. ``bad_start``: the first entry is not linked to the genesis
+    hash although it claims to be the first. An entry whose content matches its hash but
+    whose ``prev_hash`` is not the previous hash was re-linked after a deletion or edit
+    before it: ``edited``.
     """
     items = list(entries)
     seqs = {e.seq for e in items}

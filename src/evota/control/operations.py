@@ -63,6 +63,8 @@ class ApprovalsLike(Protocol):
 
     def register(self, action: str, execute: Any, cancel: Any = None) -> None: ...
 
+    async def withdraw(self, approval_id: str, actor: Actor, reason: str | None) -> bool: ...
+
 
 class OperationConflict(Exception):
     """A request that does not fit the operation's state (HTTP 409)."""
@@ -414,6 +416,13 @@ class OperationRunner:
         await self._audit.record(
             actor, f"operation.{new}", new, target=op_id, reason=reason, detail={"was": state}
         )
+        if state == "awaiting_approval" and self._approvals is not None:
+            async with self._engine.connect() as conn:
+                approval_id = (
+                    await conn.execute(select(Operation.approval_id).where(Operation.id == op_id))
+                ).scalar()
+            if approval_id:
+                await self._approvals.withdraw(approval_id, actor, f"operation {new}")
         return new
 
     async def _set_final(self, op_id: str, was: str, state: str, reason: str | None) -> bool:

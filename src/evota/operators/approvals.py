@@ -163,6 +163,27 @@ class Approvals:
             return await self._finish(row, "failed", {"error": str(exc) or type(exc).__name__})
         return await self._finish(row, "executed", result)
 
+    async def withdraw(self, approval_id: str, actor: Actor, reason: str | None) -> bool:
+        """The work a pending request was for went away (e.g. its operation was cancelled):
+        close the request so nobody approves a stale change. False if not pending."""
+        async with self.engine.begin() as conn:
+            changed = await conn.execute(
+                update(Approval)
+                .where(Approval.id == approval_id, Approval.state == "pending")
+                .values(
+                    state="withdrawn",
+                    decided_by=actor.name,
+                    decided_at=self.clock.now(),
+                    decision_note=reason,
+                )
+            )
+        if changed.rowcount != 1:
+            return False
+        await self.audit.record(
+            actor, "approval.withdrawn", "withdrawn", target=approval_id, reason=reason
+        )
+        return True
+
     async def _finish(self, row: Any, state: str, result: dict[str, Any]) -> dict[str, Any]:
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -235,4 +256,5 @@ _MESSAGES = {
     "rejected": "the request was already rejected",
     "executed": "the request was already approved and executed",
     "failed": "the request was already approved (its action failed)",
+    "withdrawn": "the request was withdrawn (the change it was for was cancelled)",
 }
