@@ -234,4 +234,3 @@ async def _apply(rt: Runtime, charger_id: str, changes: dict[str, Any]) -> None:
             live.state.registration = Registration(changes["registration"])
         if "site_id" in changes:
             live.state.site_id = changes["site_id"]
-

@@ -66,7 +66,7 @@ async def run_command(
 
 
 def _body_model(spec: catalog.CommandSpec) -> type[catalog.Params]:
-    name = "".join(part.title() for part in spec.name.split("-")) + "Request"
+    name = "".join(part.title() for part in spec.name.split("-")) + "CommandRequest"
     why = "why (required: this command is critical)" if spec.critical else "why (optional)"
     model: type[catalog.Params] = create_model(
         name,

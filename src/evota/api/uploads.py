@@ -14,7 +14,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
@@ -175,7 +175,7 @@ async def list_files(
     charger_id: str,
     rt: RuntimeDep,
     who: Principal = require("fleet.read"),
-    kind: str | None = Query(None, description="diagnostics or log"),
+    kind: Literal["diagnostics", "log"] | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> dict[str, Any]:
@@ -184,9 +184,8 @@ async def list_files(
     query = select(ChargerFile).where(ChargerFile.charger_id == charger_id)
     if kind is not None:
         query = query.where(ChargerFile.kind == kind)
-    total, rows = await fetch_page(
-        rt.engine, query, (ChargerFile.created_at.desc(), ChargerFile.id), limit, offset
-    )
+    query = query.order_by(ChargerFile.created_at.desc())
+    total, rows = await fetch_page(rt.engine, query, ChargerFile.id, limit, offset)
     items = [FileOut.model_validate(dict(r._mapping)) for r in rows]
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 

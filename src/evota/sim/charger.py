@@ -326,9 +326,7 @@ class SimulatedCharger:
                 async with connect(
                     self.url,
                     subprotocols=[Subprotocol(SUBPROTOCOL)],
-                    additional_headers={
-                        "Authorization": basic_auth(self.identity, self.auth_key)
-                    },
+                    additional_headers={"Authorization": basic_auth(self.identity, self.auth_key)},
                     compression=None,
                     proxy=None,
                     user_agent_header=USER_AGENT,

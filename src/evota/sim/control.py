@@ -122,6 +122,10 @@ def core_configuration(
     return keys
 
 
+def _digits(value: str) -> bool:
+    return value.isascii() and value.isdigit()  # "¹".isdigit() holds, but int() refuses it
+
+
 def change_answer(keys: Mapping[str, ConfigKey], key: str, value: str) -> str:
     """ChangeConfiguration's status for ``key = value`` (the store is not touched)."""
     entry = keys.get(key)
@@ -132,7 +136,7 @@ def change_answer(keys: Mapping[str, ConfigKey], key: str, value: str) -> str:
     if entry.kind == "bool" and value.lower() not in ("true", "false"):
         return "Rejected"
     if entry.kind == "int":
-        if not value.isdigit() or len(value) > 9:
+        if not _digits(value) or len(value) > 9:
             return "Rejected"
         if key == "HeartbeatInterval" and int(value) < 1:
             return "Rejected"
@@ -340,7 +344,7 @@ class ControlState:
 
     def number(self, key: str, default: int) -> int:
         value = self.setting(key)
-        return int(value) if value.isdigit() else default
+        return int(value) if _digits(value) else default
 
     @property
     def diagnostics_status(self) -> str:
@@ -690,7 +694,8 @@ async def _send_triggered(
         case "StatusNotification":
             for c in targets:
                 status = charger.connector_status.get(c) or charger.idle_status(c)[0]
-                await _quietly(charger.send_status(c, status))
+                error = "OtherError" if status == "Faulted" else "NoError"
+                await _quietly(charger.send_status(c, status, error))
         case "MeterValues":
             for c in targets:
                 if c == 0:

@@ -1,0 +1,185 @@
+"""Aggregates the API has no endpoint for, read straight from the database.
+
+Each query is narrowed to the operator's scope with :func:`evota.api.deps.scope_filter`,
+the same filter the API's charger list uses, so the overview never counts a charger the
+operator could not list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from evota.api.deps import Principal, scope_filter
+from evota.console.overview import Release, VersionCount
+from evota.runtime import Runtime
+from evota.store.models import (
+    Alert,
+    Approval,
+    Campaign,
+    Charger,
+    ChargerEvent,
+    ChargerSetting,
+    Connector,
+    Firmware,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCounts:
+    total: int
+    online: int
+    faulted: int
+
+    @property
+    def offline(self) -> int:
+        return self.total - self.online
+
+
+async def fleet_counts(rt: Runtime, who: Principal) -> FleetCounts:
+    scoped = scope_filter(who)
+    ids = scoped(select(Charger.id))
+    async with rt.engine.connect() as conn:
+        total = (await conn.execute(select(func.count()).select_from(ids.subquery()))).scalar()
+        online = (
+            await conn.execute(
+                scoped(select(func.count()).select_from(Charger).where(Charger.connected.is_(True)))
+            )
+        ).scalar()
+        faulted = (
+            await conn.execute(
+                select(func.count(func.distinct(Connector.charger_id))).where(
+                    Connector.status == "Faulted", Connector.charger_id.in_(ids)
+                )
+            )
+        ).scalar()
+    return FleetCounts(int(total or 0), int(online or 0), int(faulted or 0))
+
+
+async def version_counts(rt: Runtime, who: Principal) -> list[VersionCount]:
+    query = scope_filter(who)(
+        select(Charger.vendor, Charger.model, Charger.firmware_version, func.count()).group_by(
+            Charger.vendor, Charger.model, Charger.firmware_version
+        )
+    )
+    async with rt.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [VersionCount(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+
+async def releases(rt: Runtime) -> list[Release]:
+    async with rt.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(Firmware.vendor, Firmware.version, Firmware.models).where(
+                    Firmware.state == "released"
+                )
+            )
+        ).all()
+    return [Release(r.vendor, r.version, tuple(r.models or ())) for r in rows]
+
+
+async def security_events(rt: Runtime, who: Principal, limit: int = 10) -> list[dict[str, Any]]:
+    ids = scope_filter(who)(select(Charger.id))
+    async with rt.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(
+                    ChargerEvent.charger_id,
+                    ChargerEvent.status,
+                    ChargerEvent.data,
+                    ChargerEvent.received_at,
+                )
+                .where(ChargerEvent.kind == "security_event", ChargerEvent.charger_id.in_(ids))
+                .order_by(ChargerEvent.id.desc())
+                .limit(limit)
+            )
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+async def running_counts(rt: Runtime, who: Principal) -> dict[tuple[str, str], int]:
+    """Chargers per (vendor casefolded, version): where each image runs."""
+    query = scope_filter(who)(
+        select(func.lower(Charger.vendor), Charger.firmware_version, func.count())
+        .where(Charger.firmware_version.is_not(None))
+        .group_by(func.lower(Charger.vendor), Charger.firmware_version)
+    )
+    async with rt.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return {(str(r[0] or ""), str(r[1])): int(r[2]) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Badges:
+    alerts: int | None  # None: the operator may not read alerts
+    approvals: int
+    campaigns: int | None
+
+
+async def badges(rt: Runtime, who: Principal, now: datetime) -> Badges:
+    async with rt.engine.connect() as conn:
+        alerts = None
+        if who.can("alert.read"):
+            alerts = (
+                await conn.execute(
+                    select(func.count()).select_from(Alert).where(Alert.acknowledged_at.is_(None))
+                )
+            ).scalar()
+        approvals = (
+            await conn.execute(
+                select(func.count())
+                .select_from(Approval)
+                .where(Approval.state == "pending", Approval.expires_at > now)
+            )
+        ).scalar()
+        campaigns = None
+        if who.can("campaign.read"):
+            campaigns = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(Campaign)
+                    .where(Campaign.state.in_(("running", "paused", "scheduled")))
+                )
+            ).scalar()
+    return Badges(
+        None if alerts is None else int(alerts),
+        int(approvals or 0),
+        None if campaigns is None else int(campaigns),
+    )
+
+
+async def settings_of(rt: Runtime, charger_id: str) -> list[dict[str, Any]]:
+    """The configuration the charger last reported (call after the API let the page in)."""
+    async with rt.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(
+                    ChargerSetting.key,
+                    ChargerSetting.value,
+                    ChargerSetting.readonly,
+                    ChargerSetting.fetched_at,
+                )
+                .where(ChargerSetting.charger_id == charger_id)
+                .order_by(ChargerSetting.key)
+            )
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+async def latest_drift(rt: Runtime, charger_id: str) -> dict[str, Any] | None:
+    """The newest configuration report's drift against the profiles covering the charger."""
+    async with rt.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(ChargerEvent.status, ChargerEvent.data, ChargerEvent.received_at)
+                .where(ChargerEvent.charger_id == charger_id, ChargerEvent.kind == "configuration")
+                .order_by(ChargerEvent.id.desc())
+                .limit(1)
+            )
+        ).first()
+    return None if row is None else dict(row._mapping)
+
