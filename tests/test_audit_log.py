@@ -192,19 +192,38 @@ async def test_cli_verify_list_and_export(tmp_path: Path) -> None:
 
 
 async def test_appends_from_many_tasks_keep_one_chain(tmp_path: Path, database_url: str) -> None:
+    """Concurrent callers are group-committed: one chain, every entry linked to its own
+    chargers, each caller told its own sequence number."""
     from evota.audit.log import Actor
+    from evota.store.models import AuditCharger
 
     rt = await start_runtime(tmp_path, database_url)
     try:
-        await asyncio.gather(
-            *(rt.audit.record(Actor(f"a{i}", ("operator",)), "test.x", "ok") for i in range(40))
+        before, _ = await rt.audit.verify()
+        seqs = await asyncio.gather(
+            *(
+                rt.audit.record(
+                    Actor(f"a{i}", ("operator",)), "test.x", "ok", chargers=[f"C{i}", f"D{i}"]
+                )
+                for i in range(120)
+            )
         )
+        assert sorted(seqs) == list(range(before + 1, before + 121))
         count, broken = await rt.audit.verify()
-        assert broken is None and count >= 40
+        assert broken is None and count == before + 120
         async with rt.engine.connect() as conn:
-            seqs = [
-                r.seq for r in await conn.execute(select(AuditEntry.seq).order_by(AuditEntry.id))
-            ]
-        assert seqs == list(range(1, len(seqs) + 1))
+            rows = (
+                await conn.execute(
+                    select(AuditEntry.seq, AuditEntry.actor, AuditCharger.charger_id).join(
+                        AuditCharger, AuditCharger.entry_id == AuditEntry.id
+                    )
+                )
+            ).all()
+        links: dict[str, set[str]] = {}
+        for row in rows:
+            links.setdefault(row.actor, set()).add(row.charger_id)
+        assert links == {f"a{i}": {f"C{i}", f"D{i}"} for i in range(120)}
+        by_actor = {row.actor: row.seq for row in rows}
+        assert [by_actor[f"a{i}"] for i in range(120)] == seqs  # in call order
     finally:
         await rt.stop()

@@ -1,8 +1,9 @@
 """A throwaway central system for simulator tests: real WebSockets on loopback, no evota.
 
 It checks Basic auth at the upgrade (401 wrong key, 404 unknown identity), validates every
-CALL against the 1.6 schemas, records everything, flags a second CALL from a charger while the
-first is unanswered, and lets a test override any answer or send CALLs of its own.
+CALL against the 1.6 (or, with ``protocol="ocpp2.0.1"``, the 2.0.1) schemas, and the answers
+to its own CALLs too, records everything, flags a second CALL from a charger while the first
+is unanswered, and lets a test override any answer or send CALLs of its own.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from websockets.http11 import Request, Response
 from evota.gateway.auth import parse_basic
 from evota.ocpp import rpc
 from evota.ocpp.errors import RpcError
-from evota.ocpp.schemas import v16
+from evota.ocpp.schemas import SchemaSet, v16, v201
 from evota.sim.charger import SimConfig
 from evota.sim.fleet import ChargerSpec, derive_key
 
@@ -90,14 +91,17 @@ class FakeCsms:
         boot_statuses: list[str] | None = None,
         interval: int = 60,
         answer_delay: float = 0.0,
+        protocol: str = "ocpp1.6",
     ) -> None:
+        self.protocol = protocol
+        self.schemas: SchemaSet = v16() if protocol == "ocpp1.6" else v201()
         self.keys = keys  # identity -> key; None: any identity, key must be derive_key(SEED, id)
         self.boot_statuses = list(boot_statuses or [])  # consumed first, then Accepted
         self.interval = interval
         self.answer_delay = answer_delay
         self.overrides: dict[str, Override] = {}
         self.received: list[tuple[str, str, dict[str, Any]]] = []  # (identity, action, payload)
-        self.invalid: list[str] = []  # schema violations in what chargers sent
+        self.invalid: list[str] = []  # schema violations in what chargers sent (and answered)
         self.overlaps = 0  # CALLs that arrived while the same charger's previous one was open
         self.handshakes: list[tuple[str, int, float]] = []  # (identity, HTTP status, when)
         self.links: dict[str, Link] = {}
@@ -117,7 +121,7 @@ class FakeCsms:
             "127.0.0.1",
             0,
             process_request=self._check,
-            subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            subprotocols=[self.protocol],  # type: ignore[list-item]
             compression=None,
             ping_interval=None,
         )
@@ -141,12 +145,23 @@ class FakeCsms:
         self, identity: str, action: str, payload: dict[str, Any], timeout: float = 2.0
     ) -> Any:
         """Send a CALL to a charger; returns rpc.CallResult or rpc.CallError."""
+        try:  # tests send invalid CALLs on purpose; only valid ones have answers to check
+            self.schemas.validate_request(action, payload, "-")
+            check = action in self.schemas.actions
+        except (RpcError, OSError):
+            check = False
         link = self.links[identity]
         message_id = f"csms-{next(self._call_ids)}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         link.pending[message_id] = future
         await link.ws.send(rpc.encode_call(message_id, action, payload).decode())
-        return await asyncio.wait_for(future, timeout)
+        answer = await asyncio.wait_for(future, timeout)
+        if check and isinstance(answer, rpc.CallResult):
+            try:
+                self.schemas.validate_response(action, answer.payload, message_id)
+            except RpcError as err:
+                self.invalid.append(f"{action} answer: {err.description}")
+        return answer
 
     async def send_raw(self, identity: str, text: str, message_id: str) -> asyncio.Future[Any]:
         """Send any frame; the returned future gets the charger's answer to ``message_id``."""
@@ -190,7 +205,9 @@ class FakeCsms:
                     link.unanswered += 1
                     self.received.append((identity, message.action, message.payload))
                     try:
-                        v16().validate_request(message.action, message.payload, message.message_id)
+                        self.schemas.validate_request(
+                            message.action, message.payload, message.message_id
+                        )
                     except RpcError as err:
                         self.invalid.append(f"{message.action}: {err.description}")
                     task = asyncio.create_task(self._answer(link, message))
@@ -228,6 +245,8 @@ class FakeCsms:
 
     def _default(self, call: rpc.Call) -> dict[str, Any]:
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        if self.protocol != "ocpp1.6":
+            return self._default_201(call, now)
         match call.action:
             case "BootNotification":
                 status = self.boot_statuses.pop(0) if self.boot_statuses else "Accepted"
@@ -241,10 +260,36 @@ class FakeCsms:
             case _:
                 return {}
 
+    def _default_201(self, call: rpc.Call, now: str) -> dict[str, Any]:
+        match call.action:
+            case "BootNotification":
+                status = self.boot_statuses.pop(0) if self.boot_statuses else "Accepted"
+                return {"status": status, "currentTime": now, "interval": self.interval}
+            case "Heartbeat":
+                return {"currentTime": now}
+            case "Authorize":
+                return {"idTokenInfo": {"status": "Accepted"}}
+            case "TransactionEvent" if "idToken" in call.payload:
+                return {"idTokenInfo": {"status": "Accepted"}}
+            case "DataTransfer":
+                return {"status": "UnknownVendorId"}
+            case "SignCertificate":
+                return {"status": "Rejected"}
+            case _:
+                return {}
+
 
 @pytest.fixture
 async def csms() -> AsyncIterator[FakeCsms]:
     server = FakeCsms()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def csms201() -> AsyncIterator[FakeCsms]:
+    server = FakeCsms(protocol="ocpp2.0.1")
     await server.start()
     yield server
     await server.stop()

@@ -117,7 +117,7 @@ def test_bad_flags_raise_fleet_error(kwargs: dict[str, Any], message: str) -> No
         ("groups:\n - {prefix: A, count: 1}\n - {prefix: A, count: 1}\n", "line 3, groups[1]"),
         ("chargers:\n  - {identity: X, auth_key: short}\n", "chargers[0].auth_key: auth_key must"),
         ("chargers:\n  - {identity: X, vendor: ABCDEFGHIJKLMNOPQRSTU}\n", "at most 20"),
-        ("chargers:\n  - {identity: X, protocol: ocpp2.0.1}\n", "'ocpp2.0.1' is not simulated"),
+        ("chargers:\n  - {identity: X, protocol: ocpp2.1}\n", "'ocpp2.1' is not simulated"),
         ("chargers:\n  - {identity: X, tags: oops}\n", "chargers[0].tags: tags must be a list"),
         ("chargers:\n  - {identity: X, vendor: null}\n", "chargers[0].vendor: must be a text"),
         ("sites:\n  - {id: s, timezone: Mars/Olympus}\ngroups: []\n", "unknown IANA timezone"),

@@ -6,17 +6,18 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.pages import fetch_page
-from evota.api.problems import Problem
+from evota.api.params import AwareInstant, IntId, Limit, Offset, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.audit import alerts as monitor
 from evota.audit.anomalies import RULES
 from evota.store.models import Alert
 
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=AUTHENTICATED)
 
 
 class AlertOut(BaseModel):
@@ -60,14 +61,12 @@ def _out(data: dict[str, Any]) -> dict[str, Any]:
 async def list_alerts(
     rt: RuntimeDep,
     _who: Principal = require("alert.read"),
-    rule: str | None = Query(None, description=f"one of {', '.join(RULES)}"),
-    subject: str | None = Query(
-        None, max_length=100, description="charger id, operator, user:<name> or client:<address>"
-    ),
+    rule: str | None = text(f"one of {', '.join(RULES)}", 64),
+    subject: str | None = text("charger id, operator, user:<name> or client:<address>", 100),
     open: bool | None = Query(None, description="true: not acknowledged; false: acknowledged"),
-    since: AwareDatetime | None = Query(None, description="raised at or after (with offset)"),
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    since: AwareInstant | None = Query(None, description="raised at or after (with offset)"),
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Alerts, newest first."""
     if rule is not None and rule not in RULES:
@@ -107,9 +106,9 @@ async def alert_summary(rt: RuntimeDep, _who: Principal = require("alert.read"))
     return {"open": counts, "total_open": sum(counts.values())}
 
 
-@router.post("/{alert_id}/acknowledge", response_model=AlertOut)
+@router.post("/{alert_id}/acknowledge", response_model=AlertOut, responses=problems(404, 409))
 async def acknowledge_alert(
-    alert_id: int,
+    alert_id: IntId,
     request: Request,
     rt: RuntimeDep,
     who: Principal = require("alert.ack"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from evota import __version__, metrics
@@ -72,13 +72,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
-    async def landing() -> str:
-        return (
-            "<!doctype html><html lang=en><head><meta charset=utf-8><title>evota</title></head>"
-            "<body><main><h1>evota</h1><p>The operator console arrives with the console issue."
-            " Until then, use the <a href='/api/docs'>REST API</a> (bearer token) or the "
-            "<code>evota</code> CLI.</p></main></body></html>"
-        )
+    from evota import console  # the operator's web console (evota.console)
+
+    console.install(app)
+
+    @app.get("/", include_in_schema=False)
+    async def landing() -> RedirectResponse:
+        return RedirectResponse("/console/", status_code=307)
 
     return app

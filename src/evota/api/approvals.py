@@ -4,31 +4,50 @@ must wait for a second operator (202 with ``state: awaiting_approval``)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from evota.api.deps import Principal, RuntimeDep, authorize_charger, authorize_chargers, require
 from evota.api.pages import fetch_page
-from evota.api.problems import Problem
+from evota.api.params import Limit, Offset, Uuid, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
+from evota.api.schemas import Page
 from evota.operators import four_eyes
 from evota.operators.approvals import ApprovalError
 from evota.runtime import Runtime
 from evota.store.models import Approval, Operation
 
-router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
+router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"], responses=AUTHENTICATED)
+STATES = ("pending", "approved", "executed", "failed", "rejected", "expired", "withdrawn")
+
+
+class AwaitingApproval(BaseModel):
+    """The answer to an action that waits for a second operator."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "state": "awaiting_approval",
+                    "approval_id": "6f1c2f5e-9a4b-4d0c-8a61-2b8f3c1d7e90",
+                    "action": "campaign.start",
+                }
+            ]
+        }
+    )
+    state: Literal["awaiting_approval"]
+    approval_id: str
+    action: str
+
 
 AWAITING: dict[int | str, dict[str, Any]] = {
     202: {
         "description": "The action waits for a second operator's approval",
-        "content": {
-            "application/json": {
-                "example": {"state": "awaiting_approval", "approval_id": "6f1c…", "action": "…"}
-            }
-        },
+        "model": AwaitingApproval,
     }
 }
 
@@ -51,7 +70,9 @@ class ApprovalOut(BaseModel):
 
 
 class DecisionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"note": "checked the image report"}]}
+    )
     note: str | None = Field(None, max_length=1000)
 
 
@@ -93,15 +114,24 @@ async def awaiting(
     )
 
 
-@router.get("")
+@router.get("", response_model=Page[ApprovalOut])
 async def list_approvals(
     rt: RuntimeDep,
     _who: Principal = require("fleet.read"),
-    state: str | None = Query(None, description="pending, approved, executed, rejected, …"),
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    state: str | None = text("one of " + ", ".join(STATES), 16),
+    action: str | None = text("e.g. campaign.start, operation.start", 64),
+    requested_by: str | None = text("who asked", 100),
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
+    """Requests, newest first (``state=pending``: the inbox)."""
+    if state is not None and state not in STATES:
+        raise Problem(422, "Invalid request", f"unknown state {state!r}", "state")
     query = select(Approval)
+    if action is not None:
+        query = query.where(Approval.action == action)
+    if requested_by is not None:
+        query = query.where(Approval.requested_by == requested_by)
     now = rt.clock.now()
     if state == "pending":
         query = query.where(Approval.state == "pending", Approval.expires_at > now)
@@ -128,9 +158,9 @@ async def _load(rt: Runtime, approval_id: str) -> Any:
     return row
 
 
-@router.get("/{approval_id}", response_model=ApprovalOut)
+@router.get("/{approval_id}", response_model=ApprovalOut, responses=problems(404))
 async def get_approval(
-    approval_id: str, rt: RuntimeDep, _who: Principal = require("fleet.read")
+    approval_id: Uuid, rt: RuntimeDep, _who: Principal = require("fleet.read")
 ) -> dict[str, Any]:
     return _out(rt, await _load(rt, approval_id))
 
@@ -176,9 +206,12 @@ async def _decide(
     return _out(rt, await _load(rt, approval_id))
 
 
-@router.post("/{approval_id}/approve", response_model=ApprovalOut)
+_DECIDE = problems(404, 409)
+
+
+@router.post("/{approval_id}/approve", response_model=ApprovalOut, responses=_DECIDE)
 async def approve(
-    approval_id: str,
+    approval_id: Uuid,
     rt: RuntimeDep,
     who: Principal = require("approval.decide"),
     body: DecisionIn | None = None,
@@ -187,9 +220,9 @@ async def approve(
     return await _decide(rt, who, approval_id, True, body)
 
 
-@router.post("/{approval_id}/reject", response_model=ApprovalOut)
+@router.post("/{approval_id}/reject", response_model=ApprovalOut, responses=_DECIDE)
 async def reject(
-    approval_id: str,
+    approval_id: Uuid,
     rt: RuntimeDep,
     who: Principal = require("approval.decide"),
     body: DecisionIn | None = None,

@@ -7,19 +7,22 @@ import io
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Select, select
 
 from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.pages import fetch_page
+from evota.api.params import Instant, Limit, Offset, text
+from evota.api.problems import AUTHENTICATED
+from evota.api.schemas import Page
 from evota.runtime import Runtime
 from evota.store.models import AuditCharger, AuditEntry
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=AUTHENTICATED)
 
 COLUMNS = (
     "seq",
@@ -36,6 +39,22 @@ COLUMNS = (
     "prev_hash",
     "hash",
 )
+
+
+class AuditEntryOut(BaseModel):
+    seq: int = Field(description="position in the hash chain")
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    outcome: str
+    target: str | None
+    reason: str | None
+    request_id: str | None
+    chargers: list[str]
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
 
 
 class VerifyOut(BaseModel):
@@ -96,18 +115,26 @@ async def _with_chargers(rt: Runtime, rows: Any) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("")
+_CHARGER = text("entries about this charger", 48)
+_ACTOR = text("operator or token name", 100)
+_ACTION = text("exact action or prefix, e.g. command", 64)
+_OUTCOME = text("e.g. ok, failed, http_403", 64)
+_SINCE = "at or after (without an offset: UTC)"
+_UNTIL = "before (without an offset: UTC)"
+
+
+@router.get("", response_model=Page[AuditEntryOut])
 async def list_audit(
     rt: RuntimeDep,
     _who: Principal = require("audit.read"),
-    charger: str | None = Query(None, description="charger id"),
-    actor: str | None = Query(None, description="operator or token name"),
-    action: str | None = Query(None, description="exact action or prefix, e.g. command"),
-    outcome: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    charger: str | None = _CHARGER,
+    actor: str | None = _ACTOR,
+    action: str | None = _ACTION,
+    outcome: str | None = _OUTCOME,
+    since: Annotated[Instant | None, Query(description=_SINCE)] = None,
+    until: Annotated[Instant | None, Query(description=_UNTIL)] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Newest first."""
     query = _filtered(charger, actor, action, outcome, since, until)
@@ -116,17 +143,29 @@ async def list_audit(
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/export", response_class=StreamingResponse)
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "JSON Lines (one entry per line) or CSV with a header row",
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
 async def export_audit(
     rt: RuntimeDep,
     _who: Principal = require("audit.read"),
     format: Literal["jsonl", "csv"] = "jsonl",
-    charger: str | None = None,
-    actor: str | None = None,
-    action: str | None = None,
-    outcome: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    charger: str | None = _CHARGER,
+    actor: str | None = _ACTOR,
+    action: str | None = _ACTION,
+    outcome: str | None = _OUTCOME,
+    since: Annotated[Instant | None, Query(description=_SINCE)] = None,
+    until: Annotated[Instant | None, Query(description=_UNTIL)] = None,
 ) -> StreamingResponse:
     """Oldest first, streamed in batches; includes the hashes so an export can be re-verified."""
     base = _filtered(charger, actor, action, outcome, since, until)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from evota.api.deps import (
     MFA_ENROLMENT_REQUIRED,
@@ -34,7 +34,8 @@ from evota.api.operator_schemas import (
     TokenIn,
     TokenOut,
 )
-from evota.api.problems import Problem, problem_response
+from evota.api.params import IntId, text
+from evota.api.problems import AUTHENTICATED, Problem, problem_response, problems
 from evota.audit.log import Actor
 from evota.operators import credentials as cr
 from evota.operators import login as lg
@@ -89,7 +90,7 @@ def _session_only(who: Principal, what: str) -> str:
 @router.post(
     "/login",
     response_model=LoginOut,
-    responses={401: {}, 403: {}, 423: {}, 429: {}},
+    responses=problems(401, 403, 422, 423, 429),
 )
 async def login(body: LoginIn, request: Request, response: Response, rt: RuntimeDep) -> Any:
     """Log in with username, password and (when enrolled) a one-time code.
@@ -189,7 +190,7 @@ async def login(body: LoginIn, request: Request, response: Response, rt: Runtime
     )
 
 
-@router.post("/logout", status_code=204, response_class=Response)
+@router.post("/logout", status_code=204, response_class=Response, responses=AUTHENTICATED)
 async def logout(request: Request, rt: RuntimeDep, who: PrincipalDep) -> Response:
     """End this login session (API tokens are revoked with DELETE /auth/tokens/{id})."""
     _session_only(who, "logging out")
@@ -202,7 +203,7 @@ async def logout(request: Request, rt: RuntimeDep, who: PrincipalDep) -> Respons
     return response
 
 
-@router.get("/me", response_model=MeOut)
+@router.get("/me", response_model=MeOut, responses=AUTHENTICATED)
 async def me(rt: RuntimeDep, who: PrincipalDep) -> MeOut:
     """Who is calling: roles, grants with their scopes, and the state of the second factor."""
     mfa_enabled: bool | None = None
@@ -225,7 +226,7 @@ async def me(rt: RuntimeDep, who: PrincipalDep) -> MeOut:
     )
 
 
-@router.post("/mfa/enroll", response_model=EnrollOut)
+@router.post("/mfa/enroll", response_model=EnrollOut, responses={**AUTHENTICATED, **problems(409)})
 async def mfa_enroll(rt: RuntimeDep, who: PrincipalDep) -> EnrollOut:
     """Start TOTP enrolment: a new secret for the authenticator app; confirm with a code."""
     user_id = _session_only(who, "MFA enrolment")
@@ -237,7 +238,9 @@ async def mfa_enroll(rt: RuntimeDep, who: PrincipalDep) -> EnrollOut:
     return EnrollOut(secret=secret, otpauth_uri=uri, qr_svg=cr.qr_svg(uri))
 
 
-@router.post("/mfa/confirm", response_model=ConfirmOut)
+@router.post(
+    "/mfa/confirm", response_model=ConfirmOut, responses={**AUTHENTICATED, **problems(409)}
+)
 async def mfa_confirm(
     body: ConfirmIn, request: Request, rt: RuntimeDep, who: PrincipalDep
 ) -> ConfirmOut:
@@ -276,7 +279,7 @@ def _token_out(view: svc.TokenView, rt: Runtime) -> TokenOut:
     )
 
 
-@router.post("/tokens", status_code=201, response_model=TokenCreated)
+@router.post("/tokens", status_code=201, response_model=TokenCreated, responses=AUTHENTICATED)
 async def create_token(
     body: TokenIn, request: Request, rt: RuntimeDep, who: PrincipalDep
 ) -> TokenCreated:
@@ -318,11 +321,11 @@ async def create_token(
     return TokenCreated(**_token_out(view, rt).model_dump(), token=secret)
 
 
-@router.get("/tokens", response_model=list[TokenOut])
+@router.get("/tokens", response_model=list[TokenOut], responses={**AUTHENTICATED, **problems(404)})
 async def list_tokens(
     rt: RuntimeDep,
     who: PrincipalDep,
-    username: Annotated[str | None, Query(description="another user's (user.admin)")] = None,
+    username: str | None = text("another user's (user.admin)", 64),
 ) -> list[TokenOut]:
     """Your API tokens (never their secrets), newest first, revoked and expired included."""
     user_id = who.user_id
@@ -337,9 +340,11 @@ async def list_tokens(
     return [_token_out(v, rt) for v in await svc.list_tokens(rt.engine, user_id)]
 
 
-@router.delete("/tokens/{token_id}", response_model=TokenOut)
+@router.delete(
+    "/tokens/{token_id}", response_model=TokenOut, responses={**AUTHENTICATED, **problems(404)}
+)
 async def revoke_token(
-    token_id: int, request: Request, rt: RuntimeDep, who: PrincipalDep
+    token_id: IntId, request: Request, rt: RuntimeDep, who: PrincipalDep
 ) -> TokenOut:
     """Revoke one of your tokens (a user admin may revoke anyone's). Idempotent."""
     owner = None if who.can("user.admin") else who.user_id

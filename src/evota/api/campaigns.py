@@ -9,15 +9,17 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from evota.api.approvals import AWAITING, awaiting
 from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.pages import fetch_page
-from evota.api.problems import Problem
+from evota.api.params import Limit, Offset, Uuid, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
+from evota.api.schemas import Page
 from evota.audit.log import Actor
 from evota.firmware import repository as repo
 from evota.rollout.campaigns import CampaignError
@@ -25,7 +27,8 @@ from evota.rollout.policy import PolicyError
 from evota.runtime import Runtime
 from evota.store.models import Campaign, CampaignEvent, Firmware, GateEvaluation, Job
 
-router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"])
+router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"], responses=AUTHENTICATED)
+STATES = ("draft", "scheduled", "awaiting_approval", "running", "paused", "completed", "aborted")
 
 EXAMPLE: dict[str, Any] = {
     "name": "AC22 to 2.4.0",
@@ -67,10 +70,77 @@ class CampaignIn(BaseModel):
 
 
 class ActionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"reason": "pilot looks good"},
+                {"reason": "bad image", "rollback": True},
+                {"reason": "night window", "at": "2026-05-01T22:00:00+02:00"},
+            ]
+        },
+    )
     reason: str = Field("", max_length=500)
     rollback: bool = Field(False, description="abort only: roll updated chargers back")
     at: AwareDatetime | None = Field(None, description="start only: start at this time")
+
+
+class CampaignItem(BaseModel):
+    """A campaign in a list."""
+
+    id: str
+    name: str
+    firmware_id: str
+    state: str
+    state_reason: str | None
+    current_wave: int
+    created_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class WaveOut(BaseModel):
+    index: int
+    size: int
+    state: str = Field(description="pending, running, soaking or done")
+    jobs: dict[str, int] = Field(description="chargers of the wave by job state")
+    gates: list[dict[str, Any]] = Field(description="every gate evaluation with its numbers")
+
+
+class CampaignEventOut(BaseModel):
+    at: datetime
+    event: str
+    state: str
+    detail: dict[str, Any]
+
+
+class CampaignOut(BaseModel):
+    """A campaign with per-wave progress, gate results, failures and recent history."""
+
+    id: str
+    name: str
+    firmware_id: str
+    target_version: str | None
+    vendor: str | None
+    state: str
+    state_reason: str | None
+    target: dict[str, Any]
+    wave_specs: list[Any] | dict[str, Any]
+    policy: dict[str, Any]
+    eligible: int
+    excluded: list[dict[str, Any]] = Field(description="each excluded charger with its reason")
+    current_wave: int
+    waves: list[WaveOut]
+    failures: dict[str, int] = Field(description="failed jobs by failure reason")
+    rollbacks: dict[str, int] = Field(description="rollback jobs by state")
+    rollback: bool
+    notes: list[str] = Field(description="why chargers of the current wave wait")
+    created_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    history: list[CampaignEventOut]
 
 
 async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[str, Any]:
@@ -167,7 +237,7 @@ async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[s
     }
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=CampaignOut, responses=problems(409))
 async def create_campaign(
     body: CampaignIn, rt: RuntimeDep, who: Principal = require("campaign.write")
 ) -> dict[str, Any]:
@@ -195,14 +265,19 @@ async def create_campaign(
     return await _summary(rt, created["id"])
 
 
-@router.get("")
+@router.get("", response_model=Page[CampaignItem])
 async def list_campaigns(
     rt: RuntimeDep,
     _who: Principal = require("campaign.read"),
-    state: str | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    state: str | None = text("one of " + ", ".join(STATES), 24),
+    firmware_id: str | None = text("campaigns of this image", 36),
+    q: str | None = text("name contains (case-insensitive)"),
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
+    """Campaigns, newest first."""
+    if state is not None and state not in STATES:
+        raise Problem(422, "Invalid request", f"unknown state {state!r}", "state")
     query = select(
         Campaign.id,
         Campaign.name,
@@ -210,12 +285,17 @@ async def list_campaigns(
         Campaign.state,
         Campaign.state_reason,
         Campaign.current_wave,
+        Campaign.created_by,
         Campaign.created_at,
         Campaign.started_at,
         Campaign.finished_at,
     )
     if state:
         query = query.where(Campaign.state == state)
+    if firmware_id:
+        query = query.where(Campaign.firmware_id == firmware_id)
+    if q:
+        query = query.where(func.lower(Campaign.name).contains(q.lower(), autoescape=True))
     total, rows = await fetch_page(rt.engine, query, Campaign.created_at.desc(), limit, offset)
     return {
         "items": [dict(r._mapping) for r in rows],
@@ -225,9 +305,9 @@ async def list_campaigns(
     }
 
 
-@router.get("/{campaign_id}")
+@router.get("/{campaign_id}", response_model=CampaignOut, responses=problems(404))
 async def get_campaign(
-    campaign_id: str, rt: RuntimeDep, _who: Principal = require("campaign.read")
+    campaign_id: Uuid, rt: RuntimeDep, _who: Principal = require("campaign.read")
 ) -> dict[str, Any]:
     return await _summary(rt, campaign_id)
 
@@ -247,9 +327,12 @@ async def _act(rt: Runtime, campaign_id: str, action: str, body: ActionIn | None
     return await _summary(rt, campaign_id)
 
 
-@router.post("/{campaign_id}/start", responses=AWAITING)
+_ACTION = problems(404, 409)
+
+
+@router.post("/{campaign_id}/start", response_model=CampaignOut, responses={**AWAITING, **_ACTION})
 async def start(
-    campaign_id: str,
+    campaign_id: Uuid,
     rt: RuntimeDep,
     who: Principal = require("campaign.write"),
     body: ActionIn | None = None,
@@ -285,9 +368,9 @@ def register_approvals(rt: Runtime) -> None:
     rt.approvals.register("campaign.start", execute)
 
 
-@router.post("/{campaign_id}/pause")
+@router.post("/{campaign_id}/pause", response_model=CampaignOut, responses=_ACTION)
 async def pause(
-    campaign_id: str,
+    campaign_id: Uuid,
     rt: RuntimeDep,
     _who: Principal = require("campaign.write"),
     body: ActionIn | None = None,
@@ -295,9 +378,9 @@ async def pause(
     return await _act(rt, campaign_id, "pause", body)
 
 
-@router.post("/{campaign_id}/resume")
+@router.post("/{campaign_id}/resume", response_model=CampaignOut, responses=_ACTION)
 async def resume(
-    campaign_id: str,
+    campaign_id: Uuid,
     rt: RuntimeDep,
     _who: Principal = require("campaign.write"),
     body: ActionIn | None = None,
@@ -306,9 +389,9 @@ async def resume(
     return await _act(rt, campaign_id, "go", body)
 
 
-@router.post("/{campaign_id}/abort")
+@router.post("/{campaign_id}/abort", response_model=CampaignOut, responses=_ACTION)
 async def abort(
-    campaign_id: str,
+    campaign_id: Uuid,
     rt: RuntimeDep,
     _who: Principal = require("campaign.write"),
     body: ActionIn | None = None,
@@ -318,9 +401,19 @@ async def abort(
     return await _act(rt, campaign_id, "abort", body)
 
 
-@router.get("/{campaign_id}/events")
+@router.get(
+    "/{campaign_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-sent events, one ``campaign`` event per change",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **problems(404),
+    },
+)
 async def stream(
-    campaign_id: str, request: Request, rt: RuntimeDep, _who: Principal = require("campaign.read")
+    campaign_id: Uuid, request: Request, rt: RuntimeDep, _who: Principal = require("campaign.read")
 ) -> StreamingResponse:
     """Server-sent events: the campaign summary whenever it changes (checked every second)."""
     await _summary(rt, campaign_id, events=0)  # 404 before the stream starts

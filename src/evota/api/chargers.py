@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
-from sqlalchemy import insert, select, update
+from fastapi import APIRouter, Request
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from evota.api.approvals import AWAITING, awaiting
@@ -16,8 +16,10 @@ from evota.api.deps import (
     require,
     scope_filter,
 )
+from evota.api.deps import _has_tag as has_tag
 from evota.api.pages import fetch_page
-from evota.api.problems import Problem
+from evota.api.params import ChargerId, Limit, Offset, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import (
     ChargerDetail,
     ChargerIn,
@@ -26,6 +28,7 @@ from evota.api.schemas import (
     ConnectorOut,
     EventOut,
     Page,
+    RegistrationStatus,
 )
 from evota.audit.log import Actor
 from evota.fleet.events import Registration
@@ -34,7 +37,7 @@ from evota.operators.permissions import ChargerPlace
 from evota.runtime import Runtime
 from evota.store.models import Charger, ChargerEvent, Connector, Site
 
-router = APIRouter(prefix="/api/v1/chargers", tags=["chargers"])
+router = APIRouter(prefix="/api/v1/chargers", tags=["chargers"], responses=AUTHENTICATED)
 
 # Secrets never leave the database; the other omitted columns are not part of the API yet.
 _OMITTED = {
@@ -64,7 +67,7 @@ async def _site_must_exist(rt: Runtime, site_id: str | None) -> None:
             raise Problem(422, "Unknown site", f"no site with id {site_id!r}", "site_id")
 
 
-@router.post("", status_code=201, response_model=ChargerOut)
+@router.post("", status_code=201, response_model=ChargerOut, responses=problems(409))
 async def create_charger(
     body: ChargerIn, rt: RuntimeDep, who: Principal = require("charger.write")
 ) -> dict[str, Any]:
@@ -113,15 +116,18 @@ async def _load(rt: Runtime, charger_id: str) -> dict[str, Any]:
 async def list_chargers(
     rt: RuntimeDep,
     who: Principal = require("fleet.read"),
-    site: str | None = Query(None, description="site id"),
-    vendor: str | None = None,
-    model: str | None = None,
-    firmware_version: str | None = None,
+    site: str | None = text("site id"),
+    vendor: str | None = text("exact vendor"),
+    model: str | None = text("exact model"),
+    firmware_version: str | None = text("exact firmware version"),
     connected: bool | None = None,
-    registration: str | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    registration: RegistrationStatus | None = None,
+    tag: str | None = text("chargers with this tag", 64),
+    q: str | None = text("id contains (case-insensitive)", 48),
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
+    """The chargers the caller can see, by id."""
     query = scope_filter(who)(select(*_PUBLIC_COLUMNS))
     for column, value in (
         (Charger.site_id, site),
@@ -136,13 +142,17 @@ async def list_chargers(
         # The stored flag (written behind within EVOTA_WRITE_INTERVAL) scales to any fleet;
         # an IN list of every live identity would not.
         query = query.where(Charger.connected.is_(connected))
+    if tag is not None:
+        query = query.where(has_tag(tag))
+    if q:
+        query = query.where(func.lower(Charger.id).contains(q.lower(), autoescape=True))
     total, rows = await fetch_page(rt.engine, query, Charger.id, limit, offset)
     return {"items": [_out(rt, r) for r in rows], "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/{charger_id}", response_model=ChargerDetail)
+@router.get("/{charger_id}", response_model=ChargerDetail, responses=problems(404))
 async def show_charger(
-    charger_id: str, rt: RuntimeDep, who: Principal = require("fleet.read")
+    charger_id: ChargerId, rt: RuntimeDep, who: Principal = require("fleet.read")
 ) -> dict[str, Any]:
     await authorize_charger(rt, who, "fleet.read", charger_id)
     data = await _load(rt, charger_id)
@@ -167,9 +177,9 @@ async def show_charger(
     return data
 
 
-@router.patch("/{charger_id}", response_model=ChargerOut, responses=AWAITING)
+@router.patch("/{charger_id}", response_model=ChargerOut, responses={**AWAITING, **problems(404)})
 async def update_charger(
-    charger_id: str,
+    charger_id: ChargerId,
     body: ChargerPatch,
     request: Request,
     rt: RuntimeDep,

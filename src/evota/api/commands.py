@@ -15,7 +15,8 @@ from fastapi import APIRouter, Request
 from pydantic import Field, create_model
 
 from evota.api.deps import Principal, RuntimeDep, authorize_charger, require
-from evota.api.problems import Problem
+from evota.api.params import ChargerId
+from evota.api.problems import Problem, documented
 from evota.api.schemas import CommandOut
 from evota.control import catalog, commands, dispatch
 from evota.runtime import Runtime
@@ -26,13 +27,15 @@ _COMMAND_ERRORS = {
     commands.ChargerOffline: (409, "Charger offline"),
     commands.CommandTimeout: (504, "Charger did not answer"),
     commands.CommandRejected: (502, "Charger answered with an error"),
+    commands.CommandNotSupported: (409, "Not supported by the charger's protocol"),
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    409: {"description": "The charger is not connected"},
+    409: {"description": "The charger is not connected, or its OCPP version cannot express this"},
     422: {"description": "Invalid parameters, or no reason for a critical command"},
     502: {"description": "The charger answered with a CALLERROR (or an invalid answer)"},
     504: {"description": "The charger did not answer in time"},
 }
+_RESPONSES = documented(_RESPONSES)  # problem+json bodies, and 401/403/404
 
 
 def problem_for(exc: commands.CommandError) -> Problem:
@@ -81,7 +84,7 @@ def _route(spec: catalog.CommandSpec) -> None:
     fields = set(spec.params.model_fields)
 
     async def endpoint(
-        charger_id: str,
+        charger_id: ChargerId,
         body: catalog.Params,
         request: Request,
         rt: RuntimeDep,

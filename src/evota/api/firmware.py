@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import python_multipart
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
@@ -42,14 +42,16 @@ from evota.api.firmware_schemas import (
     VendorPolicyOut,
     VendorPolicyPage,
 )
-from evota.api.problems import Problem
+from evota.api.params import BigLimit, IntId, Limit, Name, Offset, Uuid, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
+from evota.api.schemas import Page
 from evota.audit.log import Actor
 from evota.firmware import repository as repo
 from evota.firmware import signing
 from evota.firmware.storage import LocalFirmwareStore, StoredBlob, TooLarge
 from evota.runtime import Runtime
 
-router = APIRouter(prefix="/api/v1/firmware", tags=["firmware"])
+router = APIRouter(prefix="/api/v1/firmware", tags=["firmware"], responses=AUTHENTICATED)
 
 _MAX_FIELD_BYTES: Final = 64 * 1024  # one text field (release notes are the longest)
 _MAX_TEXT_BYTES: Final = 1024 * 1024  # all text fields together
@@ -536,7 +538,7 @@ async def _detail(rt: Runtime, record: repo.FirmwareRecord) -> FirmwareDetail:
     status_code=201,
     response_model=FirmwareDetail,
     openapi_extra=_UPLOAD_DOC,
-    responses={409: {}, 413: {}, 415: {}, 422: {}},
+    responses=problems(400, 409, 413, 415),
 )
 async def upload_firmware(
     request: Request, rt: RuntimeDep, _who: Principal = require("firmware.write")
@@ -566,12 +568,12 @@ async def upload_firmware(
 async def list_firmware(
     rt: RuntimeDep,
     _who: Principal = require("firmware.read"),
-    vendor: str | None = Query(None, description="case-insensitive"),
-    model: str | None = Query(None, description="images for this model (or for any model)"),
+    vendor: str | None = text("case-insensitive", 50),
+    model: str | None = text("images for this model (or for any model)", 50),
     state: State | None = None,
-    version: str | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    version: str | None = text("exact version", 50),
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> FirmwarePage:
     """Images, newest first."""
     records, total = await repo.list_firmware(
@@ -609,7 +611,7 @@ async def list_vendor_policies(
 
 @router.put("/vendors/{vendor}", response_model=VendorPolicyOut)
 async def set_vendor_policy(
-    vendor: str, body: VendorPolicyIn, rt: RuntimeDep, _who: Principal = require("firmware.trust")
+    vendor: Name, body: VendorPolicyIn, rt: RuntimeDep, _who: Principal = require("firmware.trust")
 ) -> VendorPolicyOut:
     """Allow (or refuse again) unsigned images of this vendor."""
     policy = await repo.set_vendor_policy(
@@ -620,14 +622,19 @@ async def set_vendor_policy(
 
 @router.get("/trusted-roots", response_model=TrustedRootPage)
 async def list_trusted_roots(
-    rt: RuntimeDep, _who: Principal = require("firmware.read"), vendor: str | None = None
+    rt: RuntimeDep,
+    _who: Principal = require("firmware.read"),
+    vendor: str | None = text("case-insensitive", 50),
 ) -> TrustedRootPage:
+    """Trusted roots, by vendor."""
     roots = await repo.list_trusted_roots(rt.engine, vendor)
     items = [TrustedRootOut.model_validate(dataclasses.asdict(r)) for r in roots]
     return TrustedRootPage(items=items, total=len(items))
 
 
-@router.post("/trusted-roots", status_code=201, response_model=TrustedRootOut)
+@router.post(
+    "/trusted-roots", status_code=201, response_model=TrustedRootOut, responses=problems(409)
+)
 async def add_trusted_root(
     body: TrustedRootIn, rt: RuntimeDep, _who: Principal = require("firmware.trust")
 ) -> TrustedRootOut:
@@ -639,9 +646,11 @@ async def add_trusted_root(
     return TrustedRootOut.model_validate(dataclasses.asdict(root))
 
 
-@router.delete("/trusted-roots/{root_id}", status_code=204, response_class=Response)
+@router.delete(
+    "/trusted-roots/{root_id}", status_code=204, response_class=Response, responses=problems(404)
+)
 async def delete_trusted_root(
-    root_id: int, rt: RuntimeDep, _who: Principal = require("firmware.trust")
+    root_id: IntId, rt: RuntimeDep, _who: Principal = require("firmware.trust")
 ) -> Response:
     """Stop trusting a root; images accepted with it stay in the repository."""
     if not await repo.delete_trusted_root(rt.engine, root_id):
@@ -656,9 +665,9 @@ async def _get(rt: Runtime, firmware_id: str) -> repo.FirmwareRecord:
     return record
 
 
-@router.get("/{firmware_id}", response_model=FirmwareDetail)
+@router.get("/{firmware_id}", response_model=FirmwareDetail, responses=problems(404))
 async def show_firmware(
-    firmware_id: str, rt: RuntimeDep, _who: Principal = require("firmware.read")
+    firmware_id: Uuid, rt: RuntimeDep, _who: Principal = require("firmware.read")
 ) -> FirmwareDetail:
     """One image, with how many chargers report running it."""
     return await _detail(rt, await _get(rt, firmware_id))
@@ -678,17 +687,20 @@ async def _transition(
     return await _detail(rt, record)
 
 
-@router.post("/{firmware_id}/state", response_model=FirmwareDetail)
+_CHANGE = problems(404, 409)
+
+
+@router.post("/{firmware_id}/state", response_model=FirmwareDetail, responses=_CHANGE)
 async def change_state(
-    firmware_id: str, body: StateIn, rt: RuntimeDep, _who: Principal = require("firmware.write")
+    firmware_id: Uuid, body: StateIn, rt: RuntimeDep, _who: Principal = require("firmware.write")
 ) -> FirmwareDetail:
     """Move an image through its lifecycle (see docs/firmware.md for the allowed moves)."""
     return await _transition(rt, firmware_id, body.state, body.reason)
 
 
-@router.post("/{firmware_id}/deprecate", response_model=FirmwareDetail)
+@router.post("/{firmware_id}/deprecate", response_model=FirmwareDetail, responses=_CHANGE)
 async def deprecate(
-    firmware_id: str,
+    firmware_id: Uuid,
     rt: RuntimeDep,
     _who: Principal = require("firmware.write"),
     body: OptionalReasonIn | None = None,
@@ -697,9 +709,11 @@ async def deprecate(
     return await _transition(rt, firmware_id, "deprecated", body.reason if body else None)
 
 
-@router.post("/{firmware_id}/revoke", response_model=FirmwareDetail, responses=AWAITING)
+@router.post(
+    "/{firmware_id}/revoke", response_model=FirmwareDetail, responses={**AWAITING, **_CHANGE}
+)
 async def revoke(
-    firmware_id: str, body: ReasonIn, rt: RuntimeDep, who: Principal = require("firmware.write")
+    firmware_id: Uuid, body: ReasonIn, rt: RuntimeDep, who: Principal = require("firmware.write")
 ) -> Any:
     """Withdraw an image for good: downloads stop and its pending jobs are cancelled.
 
@@ -728,13 +742,13 @@ def register_approvals(rt: Runtime) -> None:
     rt.approvals.register("firmware.revoke", execute)
 
 
-@router.get("/{firmware_id}/chargers")
+@router.get("/{firmware_id}/chargers", response_model=Page[str], responses=problems(404))
 async def chargers_running_image(
-    firmware_id: str,
+    firmware_id: Uuid,
     rt: RuntimeDep,
     _who: Principal = require("firmware.read"),
-    limit: int = Query(1000, ge=1, le=10000),
-    offset: int = Query(0, ge=0),
+    limit: BigLimit = 1000,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """The chargers that report this image's version (e.g. the ones a revocation leaves)."""
     record = await _get(rt, firmware_id)

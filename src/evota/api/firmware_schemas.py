@@ -120,7 +120,9 @@ class ReasonIn(BaseModel):
 
 
 class OptionalReasonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "superseded by 2.4.1"}]}
+    )
     reason: Reason | None = None
 
 
@@ -143,7 +145,17 @@ class VendorPolicyPage(BaseModel):
 
 
 class TrustedRootIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "vendor": "Acme",
+                    "certificate": "-----BEGIN CERTIFICATE-----\nMIIB…\n-----END CERTIFICATE-----",
+                }
+            ]
+        },
+    )
     vendor: Name
     certificate: str = Field(min_length=1, description="PEM CA certificate")
 

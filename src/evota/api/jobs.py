@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from evota.api.deps import Principal, RuntimeDep, authorize_charger, require, scope_filter
 from evota.api.pages import fetch_page
-from evota.api.problems import Problem
+from evota.api.params import ChargerId, IntId, Limit, Offset, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.firmware import repository as repo
 from evota.firmware.updates import ChargerFacts, image_facts, update_refusal
+from evota.rollout.job import JobState
 from evota.rollout.runner import JobConflict
 from evota.store.models import Charger, Job, JobEvent
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=AUTHENTICATED)
+_STATES = tuple(s.value for s in JobState)
 
 
 class FirmwareUpdateIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"firmware_id": "3f0c2c1e-5d0b-4a51-9d0e-6f1f0b9f2a10"}],
+            "examples": [
+                {"firmware_id": "3f0c2c1e-5d0b-4a51-9d0e-6f1f0b9f2a10"},
+                {
+                    "firmware_id": "3f0c2c1e-5d0b-4a51-9d0e-6f1f0b9f2a10",
+                    "retrieve_at": "2026-05-01T02:00:00+02:00",
+                    "allow_downgrade": True,
+                },
+            ],
         },
     )
     firmware_id: str = Field(min_length=1, max_length=36)
@@ -81,15 +91,23 @@ class JobPage(BaseModel):
 
 
 class CancelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "wrong image"}]}
+    )
     reason: str = Field("cancelled by operator", max_length=500)
 
 
 @router.post(
-    "/api/v1/chargers/{charger_id}/firmware-update", status_code=202, response_model=JobCreated
+    "/api/v1/chargers/{charger_id}/firmware-update",
+    status_code=202,
+    response_model=JobCreated,
+    responses=problems(404, 409),
 )
 async def update_firmware(
-    charger_id: str, body: FirmwareUpdateIn, rt: RuntimeDep, who: Principal = require("job.write")
+    charger_id: ChargerId,
+    body: FirmwareUpdateIn,
+    rt: RuntimeDep,
+    who: Principal = require("job.write"),
 ) -> dict[str, Any]:
     """Start a firmware update of one charger. Refusals name the reason (``reason``)."""
     await authorize_charger(rt, who, "job.write", charger_id, "charger_id")
@@ -144,12 +162,17 @@ async def update_firmware(
 async def list_jobs(
     rt: RuntimeDep,
     who: Principal = require("job.read"),
-    charger_id: str | None = None,
-    firmware_id: str | None = None,
-    state: str | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    charger_id: str | None = text("jobs of this charger", 48),
+    firmware_id: str | None = text("jobs installing this image", 36),
+    campaign_id: str | None = text("jobs of this campaign", 36),
+    state: str | None = text("one of " + ", ".join(_STATES), 32),
+    kind: Literal["update", "rollback"] | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
+    """Jobs of the chargers the caller can see, newest first."""
+    if state is not None and state not in _STATES:
+        raise Problem(422, "Invalid request", f"unknown state {state!r}", "state")
     query = select(Job)
     if not who.can("job.read"):  # scoped: only jobs of chargers in scope
         query = query.where(Job.charger_id.in_(scope_filter(who, "job.read")(select(Charger.id))))
@@ -157,8 +180,12 @@ async def list_jobs(
         query = query.where(Job.charger_id == charger_id)
     if firmware_id is not None:
         query = query.where(Job.firmware_id == firmware_id)
+    if campaign_id is not None:
+        query = query.where(Job.campaign_id == campaign_id)
     if state is not None:
         query = query.where(Job.state == state)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
     total, rows = await fetch_page(rt.engine, query, Job.id.desc(), limit, offset)
     items = [dict(r._mapping) for r in rows]
     return {"items": items, "total": total, "limit": limit, "offset": offset}
@@ -191,16 +218,16 @@ async def _job_detail(
     return data
 
 
-@router.get("/api/v1/jobs/{job_id}", response_model=JobDetail)
+@router.get("/api/v1/jobs/{job_id}", response_model=JobDetail, responses=problems(404))
 async def get_job(
-    job_id: int, rt: RuntimeDep, who: Principal = require("job.read")
+    job_id: IntId, rt: RuntimeDep, who: Principal = require("job.read")
 ) -> dict[str, Any]:
     return await _job_detail(rt, job_id, who, "job.read")
 
 
-@router.post("/api/v1/jobs/{job_id}/cancel", response_model=JobDetail)
+@router.post("/api/v1/jobs/{job_id}/cancel", response_model=JobDetail, responses=problems(404, 409))
 async def cancel_job(
-    job_id: int,
+    job_id: IntId,
     rt: RuntimeDep,
     who: Principal = require("job.write"),
     body: CancelIn | None = None,

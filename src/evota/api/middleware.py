@@ -5,23 +5,69 @@ pass through untouched. Routes that record a richer entry themselves (commands w
 charger's answer, logins) set ``request.state.audited``; every other POST/PUT/PATCH/DELETE
 under ``/api/`` gets one entry here with the caller, the route, its path parameters, the
 reason the route saw (``request.state.audit_reason``) and the HTTP status as the outcome.
+
+It also refuses text no database can store before any route sees it: a NUL character in the
+URL or in a JSON body (PostgreSQL rejects it in text; SQLite would keep a string no other
+tool reads back the same) is a 422 problem naming the field, and is audited like any other
+refused call.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from evota.api.problems import PROBLEM
 from evota.audit.log import Actor, AuditLog
 
 log = structlog.get_logger("evota.api")
 
 _UNSAFE = {b"POST", b"PUT", b"PATCH", b"DELETE", "POST", "PUT", "PATCH", "DELETE"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""The JSON escape of NUL, not preceded by an odd number of backslashes."""
+_MAX_CHECKED_BODY: Final = 4 * 1024 * 1024
+"""JSON bodies up to this size are checked (larger ones are refused by their routes)."""
+
+
+def nul_field(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) in a JSON value holding a NUL."""
+    if isinstance(value, str):
+        return (path or "(body)") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return _CONTROL.sub("?", here)
+            if (found := nul_field(item, here)) is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := nul_field(item, f"{path}.{i}" if path else str(i))) is not None:
+                return found
+    return None
+
+
+def body_nul_field(body: bytes) -> str | None:
+    """Where a JSON body carries a NUL character, or None (also for bodies that are not JSON:
+    the route's own parsing refuses those)."""
+    if not _NUL_ESCAPE.search(body):
+        return None
+    try:
+        return nul_field(json.loads(body)) or "(body)"
+    except ValueError:
+        return None
+
+
+def _is_json(headers: dict[bytes, bytes]) -> bool:
+    kind = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    return kind == b"application/json" or kind.endswith(b"+json")
 
 
 class AuditMiddleware:
@@ -49,7 +95,11 @@ class AuditMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            refused, receive = await self._refuse_nul(scope, headers, receive)
+            if refused is not None:
+                await _send_problem(send_wrapper, refused)
+            else:
+                await self.app(scope, receive, send_wrapper)
         finally:
             if (
                 scope["method"] in _UNSAFE
@@ -57,6 +107,43 @@ class AuditMiddleware:
                 and not state.get("audited")
             ):
                 await self._record(scope, state, status, request_id)
+
+    async def _refuse_nul(
+        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive
+    ) -> tuple[str | None, Receive]:
+        """The field a NUL is in (or None), and a ``receive`` that replays a read body."""
+        if (
+            "\x00" in scope["path"]
+            or b"%00" in scope.get("query_string", b"")
+            or (b"\x00" in scope.get("query_string", b""))
+        ):
+            return "(url)", receive
+        if scope["method"] not in _UNSAFE or not _is_json(headers):
+            return None, receive
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = bool(message.get("more_body"))
+            if size > _MAX_CHECKED_BODY:
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": more}
+            return await receive()
+
+        field = None if more else body_nul_field(body)
+        return field, replay
 
     async def _record(
         self, scope: Scope, state: dict[str, Any], status: int, request_id: str
@@ -70,7 +157,7 @@ class AuditMiddleware:
         )
         endpoint = scope.get("endpoint")
         name = getattr(endpoint, "__name__", None) or "unrouted"
-        params = {k: str(v) for k, v in (scope.get("path_params") or {}).items()}
+        params = {k: _CONTROL.sub("?", str(v)) for k, v in (scope.get("path_params") or {}).items()}
         charger = params.get("charger_id")
         try:
             await audit.record(
@@ -82,7 +169,7 @@ class AuditMiddleware:
                 reason=state.get("audit_reason"),
                 detail={
                     "method": scope["method"],
-                    "path": scope["path"],
+                    "path": _CONTROL.sub("?", scope["path"]),
                     "status": status,
                     **({"params": params} if params else {}),
                     **state.get("audit_detail", {}),
@@ -90,3 +177,26 @@ class AuditMiddleware:
             )
         except Exception:  # the response is already sent; never turn it into a crash
             log.exception("audit record failed", path=scope["path"])
+
+
+async def _send_problem(send: Send, field: str) -> None:
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Invalid request",
+            "status": 422,
+            "detail": f"{field}: must not contain NUL characters",
+            "field": field,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 422,
+            "headers": [
+                (b"content-type", PROBLEM.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -3,24 +3,27 @@ failure threshold; operations on many chargers wait for a second operator (202).
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 
 from evota.api.deps import Principal, RuntimeDep, authorize_chargers, require, scope_filter
 from evota.api.pages import fetch_page
-from evota.api.problems import Problem
+from evota.api.params import PRINTABLE, Limit, Offset, Uuid, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
+from evota.api.schemas import Page
 from evota.control import catalog
 from evota.control import operation as op
 from evota.control.operations import OperationConflict, OperationRunner, public
 from evota.runtime import Runtime
 from evota.store.models import Operation
 
-router = APIRouter(prefix="/api/v1/operations", tags=["operations"])
+router = APIRouter(prefix="/api/v1/operations", tags=["operations"], responses=AUTHENTICATED)
 
 EXAMPLE: dict[str, Any] = {
     "command": "reset",
@@ -33,15 +36,37 @@ EXAMPLE: dict[str, Any] = {
 }
 
 
+Item = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=PRINTABLE)]
+Items = Annotated[list[Item], Field(max_length=100_000)]
+StageSize = Annotated[int, Field(ge=1, le=10_000_000)]
+
+
+class TargetIn(BaseModel):
+    """Which chargers: the filters combine with AND, a list matches any of its values."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"sites": ["berlin-1"], "models": ["AC22"]}]},
+    )
+    charger_ids: Items | None = None
+    sites: Items | None = None
+    regions: Items | None = None
+    vendors: Items | None = None
+    models: Items | None = None
+    tags: Items | None = None
+    firmware_versions: Items | None = None
+    connected: bool | None = Field(None, description="only (dis)connected chargers")
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class OperationIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
     command: str = Field(min_length=1, max_length=64, description="a catalog command name")
     params: dict[str, Any] = Field(default_factory=dict, description="the command's parameters")
-    target: dict[str, Any] = Field(
-        description="charger_ids, sites, regions, vendors, models, tags, firmware_versions "
-        "(lists, combined with AND), connected (true/false)"
-    )
-    stages: list[int] | None = Field(
+    target: TargetIn
+    stages: list[StageSize] | None = Field(
         None,
         max_length=50,
         description="stage sizes in order (the rest forms a last stage); default 10 % first",
@@ -52,8 +77,59 @@ class OperationIn(BaseModel):
 
 
 class CancelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "wrong parameters"}]}
+    )
     reason: str = Field("", max_length=1000)
+
+
+class OperationOut(BaseModel):
+    """An operation as lists show it (secrets in parameters left out)."""
+
+    id: str
+    command: str
+    params: dict[str, Any]
+    target: dict[str, Any]
+    chargers: int = Field(description="how many chargers it covers")
+    stage_sizes: list[int]
+    current_stage: int
+    max_failure_rate: float
+    rate_per_second: float
+    state: str
+    state_reason: str | None
+    reason: str
+    approval_id: str | None
+    profile_id: str | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class StageOut(BaseModel):
+    index: int
+    size: int
+    state: str = Field(description="pending, running, finishing, done or skipped")
+    results: dict[str, int]
+
+
+class ResultOut(BaseModel):
+    charger_id: str
+    stage: int
+    state: str
+    status: str | None = Field(description="the charger's answer")
+    detail: dict[str, Any]
+    at: datetime | None
+
+
+class OperationDetail(OperationOut):
+    """An operation with its progress and one page of per-charger results."""
+
+    progress: dict[str, int] = Field(description="chargers by result state")
+    stages: list[StageOut]
+    results: list[ResultOut]
+    results_total: int
 
 
 def runner(rt: Runtime) -> OperationRunner:
@@ -66,12 +142,12 @@ def invalid(exc: op.OperationError) -> Problem:
 
 
 async def targeted(
-    rt: Runtime, who: Principal, target: dict[str, Any], permissions: tuple[str, ...]
+    rt: Runtime, who: Principal, target: TargetIn, permissions: tuple[str, ...]
 ) -> tuple[op.Query, list[str]]:
     """The chargers ``target`` selects among those ``who`` can see; 422 for unknown explicit
     ids or an empty result, 403 listing the chargers a permission is missing for."""
     try:
-        query = op.query_from_dict(target)
+        query = op.query_from_dict(target.as_dict())
     except op.OperationError as exc:
         raise invalid(exc) from None
     if query.empty:
@@ -117,7 +193,17 @@ def created(result: dict[str, Any], body: dict[str, Any]) -> JSONResponse:
     )
 
 
-@router.post("", status_code=201, responses={202: {"description": "Waits for approval"}})
+CREATED: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Waits for a second operator's approval", "model": OperationDetail}
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=OperationDetail,
+    responses={**CREATED, **problems(403)},
+)
 async def create_operation(
     body: OperationIn,
     request: Request,
@@ -159,15 +245,18 @@ async def create_operation(
     return created(result, described or {})
 
 
-@router.get("")
+@router.get("", response_model=Page[OperationOut])
 async def list_operations(
     rt: RuntimeDep,
     _who: Principal = require("operation.read"),
-    state: str | None = Query(None, description="one of " + ", ".join(op.STATES)),
-    command: str | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    state: str | None = text("one of " + ", ".join(op.STATES), 24),
+    command: str | None = text("a catalog command name", 64),
+    profile_id: str | None = text("operations applying this configuration profile", 36),
+    created_by: str | None = text("who started it", 100),
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
+    """Operations, newest first."""
     if state is not None and state not in op.STATES:
         raise Problem(422, "Invalid request", f"unknown state {state!r}", "state")
     query = select(Operation)
@@ -175,6 +264,10 @@ async def list_operations(
         query = query.where(Operation.state == state)
     if command:
         query = query.where(Operation.command == command)
+    if profile_id:
+        query = query.where(Operation.profile_id == profile_id)
+    if created_by:
+        query = query.where(Operation.created_by == created_by)
     total, rows = await fetch_page(rt.engine, query, Operation.created_at.desc(), limit, offset)
     return {
         "items": [public(r) for r in rows],
@@ -184,16 +277,19 @@ async def list_operations(
     }
 
 
-@router.get("/{operation_id}")
+@router.get("/{operation_id}", response_model=OperationDetail, responses=problems(404))
 async def get_operation(
-    operation_id: str,
+    operation_id: Uuid,
     rt: RuntimeDep,
     _who: Principal = require("operation.read"),
     result_state: str | None = Query(
-        None, alias="results", description="only results in this state (failed, sent, ...)"
+        None,
+        alias="results",
+        max_length=16,
+        description="only results in this state: " + ", ".join(op.RESULT_STATES),
     ),
     limit: int = Query(500, ge=0, le=5000, description="per-charger results per page"),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Progress per result state and per stage, and a page of per-charger results."""
     if result_state is not None and result_state not in op.RESULT_STATES:
@@ -206,9 +302,9 @@ async def get_operation(
     return found
 
 
-@router.post("/{operation_id}/cancel")
+@router.post("/{operation_id}/cancel", response_model=OperationDetail, responses=problems(404, 409))
 async def cancel_operation(
-    operation_id: str,
+    operation_id: Uuid,
     request: Request,
     rt: RuntimeDep,
     who: Principal = require("operation.write"),

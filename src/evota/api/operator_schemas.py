@@ -75,7 +75,12 @@ class UserIn(BaseModel):
 
 
 class UserPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"roles": ["operator", "auditor"], "scopes": {"regions": ["DE-East"]}}]
+        },
+    )
     roles: list[str] | None = None
     scopes: ScopeIn | None = None
     disabled: bool | None = None
@@ -84,7 +89,14 @@ class UserPatch(BaseModel):
 
 
 class PasswordIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"password": "a new long passphrase", "current_password": "the old passphrase"}
+            ]
+        },
+    )
     password: Secret
     current_password: Secret | None = Field(
         None, description="required when changing your own password"
@@ -114,7 +126,12 @@ class UserOut(BaseModel):
 
 
 class LoginIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"username": "ann", "password": "a long passphrase", "otp": "123456"}]
+        },
+    )
     username: str = Field(min_length=1, max_length=200)
     password: Secret
     otp: str | None = Field(
@@ -151,7 +168,7 @@ class EnrollOut(BaseModel):
 
 
 class ConfirmIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"otp": "123456"}]})
     otp: str = Field(min_length=1, max_length=16)
 
 

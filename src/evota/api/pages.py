@@ -16,7 +16,10 @@ async def fetch_page(
     limit: int,
     offset: int,
 ) -> tuple[int, Sequence[Row[Any]]]:
+    """``order_by``: one column expression or a tuple of them (ties need a unique last key
+    for stable pages)."""
+    order = order_by if isinstance(order_by, tuple) else (order_by,)
     async with engine.connect() as conn:
         total = (await conn.execute(select(func.count()).select_from(query.subquery()))).scalar()
-        rows = (await conn.execute(query.order_by(order_by).limit(limit).offset(offset))).all()
+        rows = (await conn.execute(query.order_by(*order).limit(limit).offset(offset))).all()
     return int(total or 0), rows

@@ -4,25 +4,40 @@ against what the chargers reported, and applying them as a staged operation."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, insert, select, update
+from pydantic.json_schema import SkipJsonSchema
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from evota.api.deps import Principal, RuntimeDep, require, scope_filter
-from evota.api.operations import created, forbid_denied, invalid, runner
+from evota.api.operations import (
+    CREATED,
+    OperationDetail,
+    StageSize,
+    TargetIn,
+    created,
+    forbid_denied,
+    invalid,
+    runner,
+)
 from evota.api.pages import fetch_page
-from evota.api.problems import Problem
+from evota.api.params import BigLimit, Limit, Offset, Uuid, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
+from evota.api.schemas import Page
 from evota.control import catalog, profiles
 from evota.control import operation as op
 from evota.control.configuration import ConfigurationService
 from evota.runtime import Runtime
 from evota.store.models import ConfigProfile
 
-router = APIRouter(prefix="/api/v1/config-profiles", tags=["configuration profiles"])
+router = APIRouter(
+    prefix="/api/v1/config-profiles", tags=["configuration profiles"], responses=AUTHENTICATED
+)
 
 EXAMPLE: dict[str, Any] = {
     "name": "AC22 metering",
@@ -31,23 +46,70 @@ EXAMPLE: dict[str, Any] = {
 }
 
 
+_SETTINGS = (
+    f"configuration key (1-{profiles.MAX_KEY} characters) -> desired value "
+    f"(a string of at most {profiles.MAX_VALUE}); at most {profiles.MAX_SETTINGS} keys"
+)
+
+
 class ProfileIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
     name: str = Field(min_length=1, max_length=200)
-    target: dict[str, Any] = Field(description="the same query as an operation's target")
-    settings: dict[str, Any] = Field(description="configuration key -> desired value")
+    target: TargetIn = Field(description="the same query as an operation's target")
+    settings: dict[str, str] = Field(description=_SETTINGS)
 
 
 class ProfilePatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(None, min_length=1, max_length=200)
-    target: dict[str, Any] | None = None
-    settings: dict[str, Any] | None = None
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"settings": {"MeterValueSampleInterval": "30"}}]},
+    )
+    name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    target: TargetIn | SkipJsonSchema[None] = None
+    settings: dict[str, str] | SkipJsonSchema[None] = Field(None, description=_SETTINGS)
+
+
+class ProfileOut(BaseModel):
+    id: str
+    name: str
+    target: dict[str, Any]
+    settings: dict[str, str]
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class DriftRow(BaseModel):
+    charger_id: str
+    key: str
+    desired: str
+    actual: str | None
+    kind: str = Field(description=", ".join(profiles.KINDS))
+    fixable: bool = Field(description="ChangeConfiguration can fix it")
+
+
+class DriftOut(BaseModel):
+    """How the chargers a profile covers (that the caller can see) differ from it."""
+
+    profile_id: str
+    name: str
+    chargers: int
+    in_sync: int
+    drifted: int
+    not_fetched: int = Field(description="chargers whose configuration evota has not read yet")
+    fixable: int
+    by_kind: dict[str, int]
+    not_fetched_ids: list[str] = Field(description="the first 100 of them")
+    rows: list[DriftRow]
+    rows_total: int
 
 
 class ApplyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    stages: list[int] | None = Field(None, max_length=50)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"reason": "metering every minute", "stages": [5]}]},
+    )
+    stages: list[StageSize] | None = Field(None, max_length=50)
     max_failure_rate: float = Field(0.2, ge=0, le=1)
     rate_per_second: float = Field(10.0, gt=0, le=op.MAX_RATE)
     reason: str = Field(min_length=1, max_length=1000, description="why (required)")
@@ -58,10 +120,10 @@ def service(rt: Runtime) -> ConfigurationService:
     return configuration
 
 
-def _checked(target: dict[str, Any] | None, settings: dict[str, Any] | None) -> None:
+def _checked(target: TargetIn | None, settings: dict[str, Any] | None) -> None:
     if target is not None:
         try:
-            query = op.query_from_dict(target)
+            query = op.query_from_dict(target.as_dict())
         except op.OperationError as exc:
             raise invalid(exc) from None
         if query.empty:
@@ -103,7 +165,7 @@ async def _audit(
     )
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=ProfileOut, responses=problems(409))
 async def create_profile(
     body: ProfileIn, request: Request, rt: RuntimeDep, who: Principal = require("config.write")
 ) -> dict[str, Any]:
@@ -113,7 +175,7 @@ async def create_profile(
     values: dict[str, Any] = {
         "id": profile_id,
         "name": body.name,
-        "target": op.query_from_dict(body.target).to_dict(),
+        "target": op.query_from_dict(body.target.as_dict()).to_dict(),
         "settings": body.settings,
         "created_by": who.name,
         "created_at": now,
@@ -130,29 +192,32 @@ async def create_profile(
     return _out(await _load(rt, profile_id))
 
 
-@router.get("")
+@router.get("", response_model=Page[ProfileOut])
 async def list_profiles(
     rt: RuntimeDep,
     _who: Principal = require("operation.read"),
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    q: str | None = text("name contains (case-insensitive)"),
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
-    total, rows = await fetch_page(
-        rt.engine, select(ConfigProfile), ConfigProfile.name, limit, offset
-    )
+    """Profiles by name."""
+    query = select(ConfigProfile)
+    if q:
+        query = query.where(func.lower(ConfigProfile.name).contains(q.lower(), autoescape=True))
+    total, rows = await fetch_page(rt.engine, query, ConfigProfile.name, limit, offset)
     return {"items": [_out(r) for r in rows], "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/{profile_id}")
+@router.get("/{profile_id}", response_model=ProfileOut, responses=problems(404))
 async def get_profile(
-    profile_id: str, rt: RuntimeDep, _who: Principal = require("operation.read")
+    profile_id: Uuid, rt: RuntimeDep, _who: Principal = require("operation.read")
 ) -> dict[str, Any]:
     return _out(await _load(rt, profile_id))
 
 
-@router.patch("/{profile_id}")
+@router.patch("/{profile_id}", response_model=ProfileOut, responses=problems(404, 409))
 async def patch_profile(
-    profile_id: str,
+    profile_id: Uuid,
     body: ProfilePatch,
     request: Request,
     rt: RuntimeDep,
@@ -164,7 +229,7 @@ async def patch_profile(
     if body.name is not None:
         values["name"] = body.name
     if body.target is not None:
-        values["target"] = op.query_from_dict(body.target).to_dict()
+        values["target"] = op.query_from_dict(body.target.as_dict()).to_dict()
     if body.settings is not None:
         values["settings"] = body.settings
     try:
@@ -181,9 +246,9 @@ async def patch_profile(
     return _out(await _load(rt, profile_id))
 
 
-@router.delete("/{profile_id}", status_code=204)
+@router.delete("/{profile_id}", status_code=204, response_class=Response, responses=problems(404))
 async def delete_profile(
-    profile_id: str, request: Request, rt: RuntimeDep, who: Principal = require("config.write")
+    profile_id: Uuid, request: Request, rt: RuntimeDep, who: Principal = require("config.write")
 ) -> Response:
     row = await _load(rt, profile_id)
     async with rt.engine.begin() as conn:
@@ -192,16 +257,16 @@ async def delete_profile(
     return Response(status_code=204)
 
 
-@router.get("/{profile_id}/drift")
+@router.get("/{profile_id}/drift", response_model=DriftOut, responses=problems(404))
 async def drift(
-    profile_id: str,
+    profile_id: Uuid,
     rt: RuntimeDep,
     who: Principal = require("operation.read"),
     kind: str | None = Query(
-        None, description="only rows of this kind: " + ", ".join(profiles.KINDS)
+        None, max_length=16, description="only rows of this kind: " + ", ".join(profiles.KINDS)
     ),
-    limit: int = Query(1000, ge=0, le=10000),
-    offset: int = Query(0, ge=0),
+    limit: BigLimit = 1000,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Which chargers the profile covers (that the caller can see) differ from it, how."""
     if kind is not None and kind not in profiles.KINDS:
@@ -220,10 +285,13 @@ async def drift(
 
 
 @router.post(
-    "/{profile_id}/apply", status_code=201, responses={202: {"description": "Waits for approval"}}
+    "/{profile_id}/apply",
+    status_code=201,
+    response_model=OperationDetail,
+    responses={**CREATED, **problems(403, 404, 409)},
 )
 async def apply(
-    profile_id: str,
+    profile_id: Uuid,
     body: ApplyIn,
     request: Request,
     rt: RuntimeDep,

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from evota.gateway import auth
 
@@ -18,6 +19,7 @@ SiteId = Annotated[
 ]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 RegistrationStatus = Literal["Accepted", "Pending", "Rejected"]
+Tags = Annotated[list[Tag], Field(max_length=50)]
 
 T = TypeVar("T")
 
@@ -53,11 +55,40 @@ class SiteIn(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {value!r}") from None
+        return _zone(value)
+
+
+def _zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA timezone {value!r}") from None
+    return value
+
+
+class SitePatch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "Berlin Hbf P2", "tags": ["garage", "dc"]}]},
+    )
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | SkipJsonSchema[None] = (
+        None
+    )
+    timezone: str | SkipJsonSchema[None] = None
+    region: Annotated[str, StringConstraints(max_length=100)] | None = None
+    tags: Tags | SkipJsonSchema[None] = None
+
+    @field_validator("name", "timezone", "tags")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null (leave it out to keep it)")
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _zone(value)
 
 
 class SiteOut(BaseModel):
@@ -84,7 +115,7 @@ class ChargerIn(BaseModel):
         },
     )
     id: Identity
-    auth_key: str = Field(description="The charger's AuthorizationKey (16-40 printable ASCII)")
+    auth_key: AuthKey
     site_id: SiteId | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     registration: RegistrationStatus = "Accepted"
@@ -98,20 +129,42 @@ class ChargerIn(BaseModel):
         return value
 
 
+AuthKey = Annotated[
+    str,
+    StringConstraints(min_length=16, max_length=40, pattern=r"^[\x21-\x7e]+$"),
+    Field(description="The charger's AuthorizationKey (16-40 printable ASCII, no spaces)"),
+]
+
+
 class ChargerPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    registration: RegistrationStatus | None = None
-    site_id: SiteId | None = None
-    tags: list[Tag] | None = Field(default=None, max_length=50)
-    auth_key: str | None = None
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"site_id": "berlin-hbf", "tags": ["dc", "pilot"]},
+                {"registration": "Rejected", "reason": "stolen unit"},
+            ]
+        },
+    )
+    registration: RegistrationStatus | SkipJsonSchema[None] = None
+    site_id: SiteId | None = Field(None, description="null: no site")
+    tags: Tags | SkipJsonSchema[None] = None
+    auth_key: AuthKey | SkipJsonSchema[None] = None
     reason: str | None = Field(
         None, max_length=1000, description="why: required when the change needs approval"
     )
 
+    @field_validator("registration", "tags", "auth_key")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null (leave it out to keep it)")
+        return value
+
     @field_validator("auth_key")
     @classmethod
-    def _key_policy(cls, value: str | None) -> str | None:
-        if value is not None and (problem := auth.key_problem(value)):
+    def _key_policy(cls, value: str) -> str:
+        if problem := auth.key_problem(value):
             raise ValueError(problem)
         return value
 

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+from typing import Any
 
-from fastapi import APIRouter, Query
-from sqlalchemy import insert, select
+from fastapi import APIRouter, Response
+from sqlalchemy import String, cast, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.pages import fetch_page
-from evota.api.problems import Problem
-from evota.api.schemas import Page, SiteIn, SiteOut
-from evota.store.models import Site
+from evota.api.params import Limit, Offset, SitePath, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
+from evota.api.schemas import Page, SiteIn, SiteOut, SitePatch
+from evota.runtime import Runtime
+from evota.store.models import Charger, Site
 
-router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
+router = APIRouter(prefix="/api/v1/sites", tags=["sites"], responses=AUTHENTICATED)
 
 
-@router.post("", status_code=201, response_model=SiteOut)
+@router.post("", status_code=201, response_model=SiteOut, responses=problems(409))
 async def create_site(
     body: SiteIn, rt: RuntimeDep, _who: Principal = require("charger.write")
 ) -> SiteOut:
+    """Create a site; without ``id`` evota makes one up (``site-`` and 8 hex digits)."""
     site_id = body.id or "site-" + secrets.token_hex(4)
     values = {**body.model_dump(), "id": site_id, "created_at": rt.clock.now()}
     try:
@@ -35,13 +40,76 @@ async def create_site(
 async def list_sites(
     rt: RuntimeDep,
     _who: Principal = require("fleet.read"),
-    region: str | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    region: str | None = text("exact region"),
+    tag: str | None = text("sites with this tag", 64),
+    q: str | None = text("id or name contains (case-insensitive)", 100),
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Page[SiteOut]:
+    """Sites by id."""
     query = select(Site)
     if region:
         query = query.where(Site.region == region)
+    if tag:
+        query = query.where(cast(Site.tags, String).contains(json.dumps(tag), autoescape=True))
+    if q:
+        needle = q.lower()
+        query = query.where(
+            func.lower(Site.id).contains(needle, autoescape=True)
+            | func.lower(Site.name).contains(needle, autoescape=True)
+        )
     total, rows = await fetch_page(rt.engine, query, Site.id, limit, offset)
     items = [SiteOut.model_validate(r._mapping) for r in rows]
     return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+async def _load(rt: Runtime, site_id: str) -> SiteOut:
+    async with rt.engine.connect() as conn:
+        row = (await conn.execute(select(Site).where(Site.id == site_id))).first()
+    if row is None:
+        raise Problem(404, "Unknown site", f"no site with id {site_id!r}", "site_id")
+    return SiteOut.model_validate(row._mapping)
+
+
+@router.get("/{site_id}", response_model=SiteOut, responses=problems(404))
+async def get_site(
+    site_id: SitePath, rt: RuntimeDep, _who: Principal = require("fleet.read")
+) -> SiteOut:
+    return await _load(rt, site_id)
+
+
+@router.patch("/{site_id}", response_model=SiteOut, responses=problems(404))
+async def update_site(
+    site_id: SitePath, body: SitePatch, rt: RuntimeDep, _who: Principal = require("charger.write")
+) -> SiteOut:
+    """Rename a site, change its timezone (maintenance windows follow it), region or tags."""
+    await _load(rt, site_id)
+    changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+    if changes:
+        async with rt.engine.begin() as conn:
+            await conn.execute(update(Site).where(Site.id == site_id).values(**changes))
+    return await _load(rt, site_id)
+
+
+@router.delete("/{site_id}", status_code=204, response_class=Response, responses=problems(404, 409))
+async def delete_site(
+    site_id: SitePath, rt: RuntimeDep, _who: Principal = require("charger.write")
+) -> Response:
+    """Delete a site no charger stands at (409 names how many still do)."""
+    await _load(rt, site_id)
+    async with rt.engine.begin() as conn:
+        count = (
+            await conn.execute(
+                select(func.count()).select_from(Charger).where(Charger.site_id == site_id)
+            )
+        ).scalar() or 0
+        if count:
+            raise Problem(
+                409,
+                "Site in use",
+                f"{count} chargers stand at {site_id}: move them first",
+                "site_id",
+                chargers=count,
+            )
+        await conn.execute(delete(Site).where(Site.id == site_id))
+    return Response(status_code=204)

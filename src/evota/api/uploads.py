@@ -14,24 +14,25 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from python_multipart.multipart import parse_options_header
 from sqlalchemy import select
 from starlette.requests import ClientDisconnect
 
-from evota.api.deps import Principal, RuntimeDep, authorize_charger, require
+from evota.api.deps import Principal, RuntimeDep, authorize_charger, require, scope_filter
 from evota.api.firmware import MultipartError, MultipartParser, _Body, _PartStart
 from evota.api.pages import fetch_page
-from evota.api.problems import Problem
+from evota.api.params import PRINTABLE, ChargerId, Limit, Offset, Uuid, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
 from evota.audit.log import Actor
 from evota.control import uploads
 from evota.runtime import Runtime
-from evota.store.models import ChargerFile
+from evota.store.models import Charger, ChargerFile
 
 router = APIRouter(tags=["files"])
 
@@ -41,6 +42,16 @@ _TOKEN_PROBLEMS: Final = {
     uploads.TokenExpired: "the upload URL has expired: request the file again",
     uploads.TokenInvalid: "the upload URL is not valid",
 }
+
+
+Token = Annotated[
+    str, Path(min_length=1, max_length=512, pattern=PRINTABLE, description="the upload token")
+]
+FileName = Annotated[
+    str, Path(min_length=1, max_length=255, pattern=PRINTABLE, description="the file's name")
+]
+BINARY: Final = {"type": "string", "format": "binary"}
+_UPLOAD = problems(400, 403, 413, 415, 422)
 
 
 class FileOut(BaseModel):
@@ -101,8 +112,19 @@ def _declared_too_large(request: Request, limit: int) -> bool:
     return length.isdigit() and int(length) > limit
 
 
-@router.put(f"{uploads.PREFIX}/{{token}}/{{filename}}", status_code=201, response_model=FileOut)
-async def upload_put(token: str, filename: str, request: Request, rt: RuntimeDep) -> FileOut:
+@router.put(
+    f"{uploads.PREFIX}/{{token}}/{{filename}}",
+    status_code=201,
+    response_model=FileOut,
+    responses=_UPLOAD,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": BINARY}},
+        }
+    },
+)
+async def upload_put(token: Token, filename: FileName, request: Request, rt: RuntimeDep) -> FileOut:
     """A charger uploads a file as the raw request body (its name in the path)."""
     grant = _grant(rt, token)
     limit = rt.settings.upload_max_bytes
@@ -121,8 +143,26 @@ async def upload_put(token: str, filename: str, request: Request, rt: RuntimeDep
     return await _stored(rt, request, grant, row)
 
 
-@router.post(f"{uploads.PREFIX}/{{token}}", status_code=201, response_model=FileOut)
-async def upload_post(token: str, request: Request, rt: RuntimeDep) -> FileOut:
+@router.post(
+    f"{uploads.PREFIX}/{{token}}",
+    status_code=201,
+    response_model=FileOut,
+    responses=_UPLOAD,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_post(token: Token, request: Request, rt: RuntimeDep) -> FileOut:
     """A charger uploads a file as multipart/form-data (the first part with a filename)."""
     grant = _grant(rt, token)
     limit = rt.settings.upload_max_bytes
@@ -170,22 +210,55 @@ async def upload_post(token: str, request: Request, rt: RuntimeDep) -> FileOut:
     return await _stored(rt, request, grant, row)
 
 
-@router.get("/api/v1/chargers/{charger_id}/files", response_model=Page[FileOut])
+@router.get(
+    "/api/v1/files",
+    response_model=Page[FileOut],
+    responses=AUTHENTICATED,
+)
+async def list_all_files(
+    rt: RuntimeDep,
+    who: Principal = require("fleet.read"),
+    charger_id: str | None = text("files of this charger", 48),
+    kind: Literal["diagnostics", "log"] | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """Files uploaded by the chargers the caller can see, newest first."""
+    query = select(ChargerFile).where(
+        ChargerFile.charger_id.in_(scope_filter(who)(select(Charger.id)))
+    )
+    if charger_id is not None:
+        query = query.where(ChargerFile.charger_id == charger_id)
+    if kind is not None:
+        query = query.where(ChargerFile.kind == kind)
+    total, rows = await fetch_page(
+        rt.engine, query, (ChargerFile.created_at.desc(), ChargerFile.id), limit, offset
+    )
+    items = [FileOut.model_validate(dict(r._mapping)) for r in rows]
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get(
+    "/api/v1/chargers/{charger_id}/files",
+    response_model=Page[FileOut],
+    responses={**AUTHENTICATED, **problems(404)},
+)
 async def list_files(
-    charger_id: str,
+    charger_id: ChargerId,
     rt: RuntimeDep,
     who: Principal = require("fleet.read"),
     kind: Literal["diagnostics", "log"] | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Files the charger uploaded, newest first."""
     await authorize_charger(rt, who, "fleet.read", charger_id)
     query = select(ChargerFile).where(ChargerFile.charger_id == charger_id)
     if kind is not None:
         query = query.where(ChargerFile.kind == kind)
-    query = query.order_by(ChargerFile.created_at.desc())
-    total, rows = await fetch_page(rt.engine, query, ChargerFile.id, limit, offset)
+    total, rows = await fetch_page(
+        rt.engine, query, (ChargerFile.created_at.desc(), ChargerFile.id), limit, offset
+    )
     items = [FileOut.model_validate(dict(r._mapping)) for r in rows]
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
@@ -193,10 +266,17 @@ async def list_files(
 @router.get(
     "/api/v1/files/{file_id}",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, 404: {}},
+    responses={
+        200: {
+            "description": "The file, byte for byte",
+            "content": {"application/octet-stream": {"schema": BINARY}},
+        },
+        **AUTHENTICATED,
+        **problems(404, 410),
+    },
 )
 async def download_file(
-    file_id: str, rt: RuntimeDep, who: Principal = require("fleet.read")
+    file_id: Uuid, rt: RuntimeDep, who: Principal = require("fleet.read")
 ) -> FileResponse:
     """Download an uploaded file, byte for byte as the charger sent it."""
     unknown = Problem(404, "Unknown file", f"no file with id {file_id!r}", "file_id")

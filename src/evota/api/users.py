@@ -21,13 +21,14 @@ from evota.api.operator_schemas import (
     UserOut,
     UserPatch,
 )
-from evota.api.problems import Problem
+from evota.api.params import Limit, Name, Offset, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
 from evota.operators import users as svc
 from evota.operators.permissions import Scope
 from evota.runtime import Runtime
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"])
+router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=AUTHENTICATED)
 
 
 def user_out(view: svc.UserView) -> UserOut:
@@ -60,7 +61,7 @@ def _scope_detail(out: UserOut) -> dict[str, Any]:
     return {"roles": out.roles, "scopes": out.scopes.model_dump()}
 
 
-@router.post("", status_code=201, response_model=UserOut)
+@router.post("", status_code=201, response_model=UserOut, responses=problems(409))
 async def create_user(
     body: UserIn, request: Request, rt: RuntimeDep, who: Principal = require("user.admin")
 ) -> UserOut:
@@ -82,16 +83,20 @@ async def create_user(
 async def list_users(
     rt: RuntimeDep,
     _who: Principal = require("user.admin"),
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    role: str | None = text("users holding this role", 32),
+    disabled: bool | None = Query(None, description="true: only disabled users"),
+    q: str | None = text("username contains", 64),
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Page[UserOut]:
-    total, views = await svc.list_users(rt.engine, limit, offset)
+    """Users by name."""
+    total, views = await svc.list_users(rt.engine, limit, offset, role=role, disabled=disabled, q=q)
     return Page(items=[user_out(v) for v in views], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{username}", response_model=UserOut)
+@router.get("/{username}", response_model=UserOut, responses=problems(404))
 async def get_user(
-    username: str, rt: RuntimeDep, _who: Principal = require("user.admin")
+    username: Name, rt: RuntimeDep, _who: Principal = require("user.admin")
 ) -> UserOut:
     try:
         return user_out(await svc.get_user(rt.engine, username))
@@ -104,9 +109,12 @@ def _not_yourself(who: Principal, username: str) -> None:
         raise Problem(409, "Not on yourself", "ask another user admin to disable you", "username")
 
 
-@router.patch("/{username}", response_model=UserOut)
+_CHANGE = problems(404, 409)
+
+
+@router.patch("/{username}", response_model=UserOut, responses=_CHANGE)
 async def update_user(
-    username: str,
+    username: Name,
     body: UserPatch,
     request: Request,
     rt: RuntimeDep,
@@ -141,9 +149,9 @@ async def update_user(
     return out
 
 
-@router.post("/{username}/disable", response_model=UserOut)
+@router.post("/{username}/disable", response_model=UserOut, responses=_CHANGE)
 async def disable_user(
-    username: str, request: Request, rt: RuntimeDep, who: Principal = require("user.admin")
+    username: Name, request: Request, rt: RuntimeDep, who: Principal = require("user.admin")
 ) -> UserOut:
     """Disable a user: no more logins, and every session and API token of theirs ends."""
     _not_yourself(who, username)
@@ -155,9 +163,9 @@ async def disable_user(
     return user_out(view)
 
 
-@router.post("/{username}/reset-mfa", response_model=UserOut)
+@router.post("/{username}/reset-mfa", response_model=UserOut, responses=problems(404))
 async def reset_mfa(
-    username: str, request: Request, rt: RuntimeDep, who: Principal = require("user.admin")
+    username: Name, request: Request, rt: RuntimeDep, who: Principal = require("user.admin")
 ) -> UserOut:
     """Forget the user's second factor and recovery codes (lost device); their sessions
     end and they enrol again at the next login. API tokens stay."""
@@ -169,9 +177,9 @@ async def reset_mfa(
     return user_out(view)
 
 
-@router.post("/{username}/password", response_model=UserOut)
+@router.post("/{username}/password", response_model=UserOut, responses=problems(404))
 async def set_password(
-    username: str, body: PasswordIn, request: Request, rt: RuntimeDep, who: PrincipalDep
+    username: Name, body: PasswordIn, request: Request, rt: RuntimeDep, who: PrincipalDep
 ) -> UserOut:
     """Change your own password (give ``current_password``; your other sessions end) or,
     with ``user.admin``, reset someone's (all their sessions end, the lockout is lifted)."""

@@ -1,8 +1,9 @@
 """The audit log's store: append sealed entries, read them back filtered, verify the chain.
 
-Appends are serialized (one lock per process, and the unique ``seq`` catches a second
-process: the append is retried on the new head). Listeners (anomaly rules) see each entry
-after it is committed; a failing listener is logged and never loses the entry.
+Appends are serialized by one writer task per process that commits every entry waiting
+at that moment in one transaction (group commit); the unique ``seq`` catches a second
+process, and the batch is relinked on the new head and retried. Listeners (anomaly rules)
+see each entry after it is committed; a failing listener is logged and never loses it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from evota.store.models import AuditCharger, AuditEntry
 log = structlog.get_logger("evota.audit")
 
 Listener = Callable[["Recorded"], Awaitable[None]]
+_Pending = tuple[chain.Entry, tuple[str, ...], "asyncio.Future[chain.Entry]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,10 @@ class AuditLog:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
-        self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.max_batch = 500
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -101,14 +105,11 @@ class AuditLog:
             detail=_jsonable(dict(detail or {})),
         )
         charger_ids = tuple(dict.fromkeys(chargers))
-        async with self._lock:
-            for attempt in range(5):
-                try:
-                    sealed = await self._append(draft, charger_ids)
-                    break
-                except IntegrityError:  # another process appended first: relink and retry
-                    if attempt == 4:
-                        raise
+        done: asyncio.Future[chain.Entry] = asyncio.get_running_loop().create_future()
+        self._pending.append((draft, charger_ids, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="audit-append")
+        sealed = await done
         recorded = Recorded(sealed, charger_ids)
         for listener in self._listeners:
             try:
@@ -117,35 +118,80 @@ class AuditLog:
                 log.exception("audit listener failed", action=action)
         return sealed.seq
 
-    async def _append(self, draft: chain.Entry, chargers: tuple[str, ...]) -> chain.Entry:
+    async def _flush(self) -> None:
+        """Group commit: every entry waiting when a transaction starts goes into it, so a
+        burst (a bulk operation's answers) costs one commit, not one per entry."""
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: len(batch)]
+            try:
+                sealed = await self._append_batch(batch)
+            except Exception as exc:  # the database refused: each caller sees the error
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, _, fut), entry in zip(batch, sealed, strict=True):
+                if not fut.done():
+                    fut.set_result(entry)
+
+    async def _append_batch(self, batch: list[_Pending]) -> list[chain.Entry]:
+        for attempt in range(5):
+            try:
+                return await self._append(batch)
+            except IntegrityError:  # another process appended first: relink and retry
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _append(self, batch: list[_Pending]) -> list[chain.Entry]:
+        """One transaction, three statements whatever the batch size: read the head, insert
+        the sealed entries, link them to their chargers."""
+        out: list[chain.Entry] = []
         async with self.engine.begin() as conn:
             head = (
                 await conn.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
             ).first()
-            sealed = chain.seal(_entry(head) if head is not None else None, draft)
-            result = await conn.execute(
-                insert(AuditEntry).values(
-                    seq=sealed.seq,
-                    at=sealed.at,
-                    actor=sealed.actor,
-                    role=sealed.role,
-                    action=sealed.action,
-                    outcome=sealed.outcome,
-                    target=sealed.target,
-                    reason=sealed.reason,
-                    request_id=sealed.request_id,
-                    detail=dict(sealed.detail),
-                    prev_hash=sealed.prev_hash,
-                    hash=sealed.hash,
-                )
+            previous = _entry(head) if head is not None else None
+            for draft, _, _ in batch:
+                previous = chain.seal(previous, draft)
+                out.append(previous)
+            await conn.execute(
+                insert(AuditEntry),
+                [
+                    {
+                        "seq": e.seq,
+                        "at": e.at,
+                        "actor": e.actor,
+                        "role": e.role,
+                        "action": e.action,
+                        "outcome": e.outcome,
+                        "target": e.target,
+                        "reason": e.reason,
+                        "request_id": e.request_id,
+                        "detail": dict(e.detail),
+                        "prev_hash": e.prev_hash,
+                        "hash": e.hash,
+                    }
+                    for e in out
+                ],
             )
-            entry_id = result.inserted_primary_key[0]  # type: ignore[index]
-            if chargers:
+            if any(chargers for _, chargers, _ in batch):
+                rows = await conn.execute(
+                    select(AuditEntry.seq, AuditEntry.id).where(
+                        AuditEntry.seq >= out[0].seq, AuditEntry.seq <= out[-1].seq
+                    )
+                )
+                ids = {seq: entry_id for seq, entry_id in rows}
                 await conn.execute(
                     insert(AuditCharger),
-                    [{"entry_id": entry_id, "charger_id": c} for c in chargers],
+                    [
+                        {"entry_id": ids[e.seq], "charger_id": c}
+                        for e, (_, chargers, _) in zip(out, batch, strict=True)
+                        for c in chargers
+                    ],
                 )
-        return sealed
+        return out
 
     async def entries(self, batch: int = 2000) -> AsyncIterator[chain.Entry]:
         """Every entry in storage order (``id``), in batches."""

@@ -51,9 +51,7 @@ class ModelSummary:
         if self.latest is None:
             return 0
         key = versions.version_key(self.latest)
-        return sum(
-            n for v, n in self.versions if v != UNKNOWN and versions.version_key(v) == key
-        )
+        return sum(n for v, n in self.versions if v != UNKNOWN and versions.version_key(v) == key)
 
 
 def latest_release(releases: Iterable[Release], vendor: str, model: str) -> str | None:
@@ -97,7 +95,9 @@ def summarize(
         behind = 0
         if latest is not None:
             latest_key = versions.version_key(latest)
-            behind = sum(n for v, n in ordered if v != UNKNOWN and versions.version_key(v) < latest_key)
+            behind = sum(
+                n for v, n in ordered if v != UNKNOWN and versions.version_key(v) < latest_key
+            )
         out.append(
             ModelSummary(
                 vendor=vendor,
@@ -122,9 +122,7 @@ class Bar:
     y: float
 
 
-def bars(
-    items: Sequence[tuple[str, int]], width: float, row: float = 22.0
-) -> tuple[Bar, ...]:
+def bars(items: Sequence[tuple[str, int]], width: float, row: float = 22.0) -> tuple[Bar, ...]:
     """Horizontal bar geometry: the largest count spans ``width``; each row is ``row`` high."""
     top = max((n for _, n in items), default=0)
     return tuple(

@@ -76,9 +76,7 @@ def plan_preview(
     eligible = [by_id[c] for c in eligibility.eligible]
     specs: Sequence[WaveSpec] = wave_specs or ()
     if ramp is not None:
-        specs = exponential(ramp[0], ramp[1], len(eligible)) or waves_from_list(
-            [{"percent": 100}]
-        )
+        specs = exponential(ramp[0], ramp[1], len(eligible)) or waves_from_list([{"percent": 100}])
     unknown = [c for c in pilot if c not in set(eligibility.eligible)]
     if unknown:
         raise PolicyError("pilot", f"pilot chargers are not eligible: {', '.join(unknown[:10])}")

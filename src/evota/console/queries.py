@@ -60,11 +60,10 @@ async def fleet_counts(rt: Runtime, who: Principal) -> FleetCounts:
 
 
 async def version_counts(rt: Runtime, who: Principal) -> list[VersionCount]:
-    query = scope_filter(who)(
-        select(Charger.vendor, Charger.model, Charger.firmware_version, func.count()).group_by(
-            Charger.vendor, Charger.model, Charger.firmware_version
-        )
-    )
+    grouped: Any = select(
+        Charger.vendor, Charger.model, Charger.firmware_version, func.count()
+    ).group_by(Charger.vendor, Charger.model, Charger.firmware_version)
+    query = scope_filter(who)(grouped)
     async with rt.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [VersionCount(r[0], r[1], r[2], int(r[3])) for r in rows]
@@ -182,4 +181,3 @@ async def latest_drift(rt: Runtime, charger_id: str) -> dict[str, Any] | None:
             )
         ).first()
     return None if row is None else dict(row._mapping)
-

@@ -81,7 +81,14 @@ def percent(part: float, whole: float) -> str:
 _env.filters["when"] = when
 _env.filters["q"] = lambda s: quote(str(s), safe="")
 _env.globals["percent"] = percent
+_env.globals["standing"] = overview.standing
+_env.globals["when"] = when
 _env.globals["version"] = __version__
+# The macros are globals too, so a block rendered alone (an htmx refresh) can call them.
+_macros = _env.get_template("macros.html").module
+_env.globals.update(
+    {name: getattr(_macros, name) for name in dir(_macros) if not name.startswith("_")}
+)
 
 
 # -- the page context ------------------------------------------------------------------------
@@ -303,9 +310,7 @@ async def chargers_page(request: Request) -> Response:
         offset = _offset(request)
         error = None
         try:
-            page = await p.api.get(
-                "/api/v1/chargers", **filters, limit=PAGE_SIZE, offset=offset
-            )
+            page = await p.api.get("/api/v1/chargers", **filters, limit=PAGE_SIZE, offset=offset)
         except ApiError as exc:
             if exc.status != 422:
                 raise
@@ -393,7 +398,9 @@ async def firmware_detail_page(request: Request, firmware_id: str) -> Response:
             "image": image,
             "running": running,
             "jobs": jobs["items"] if jobs else [],
-            "campaigns": [c for c in (campaigns or {}).get("items", []) if c["firmware_id"] == image["id"]],
+            "campaigns": [
+                c for c in (campaigns or {}).get("items", []) if c["firmware_id"] == image["id"]
+            ],
             "moves": sorted(repo.LIFECYCLE.get(image["state"], ()), key=repo.STATES.index),
         }
 

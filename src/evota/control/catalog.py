@@ -5,7 +5,11 @@ The REST route ``POST /api/v1/chargers/{id}/commands/{name}``, ``evota charger N
 operations all go through this table, so a command behaves the same from every entry point.
 Names are kebab-case (``change-availability``), as in URLs and the CLI. Parameter limits
 follow the OCPP 1.6 JSON schemas (plus the security extension's), so a request that passes
-here is never refused by evota's own schema check on the way out.
+here is never refused by evota's own schema check on the way out. The same commands go to
+OCPP 2.0.1 chargers through the 2.0.1 adapter; a few values exist in one protocol only
+(2.0.1 reset types and trigger names, 1.6 GetDiagnostics, ...): the adapter of the other
+refuses them as ``CommandNotSupported`` (HTTP 409). ``get-variables``, ``set-variables``
+and ``get-base-report`` are 2.0.1 only.
 """
 
 from __future__ import annotations
@@ -31,13 +35,25 @@ from evota.control import commands
 INT32_MAX = 2**31 - 1
 Id = Annotated[int, Field(ge=0, le=INT32_MAX)]
 IdTag = Annotated[str, Field(min_length=1, max_length=20)]
+IdToken = Annotated[str, Field(min_length=1, max_length=36)]  # 2.0.1; a 1.6 idTag is <= 20
+TxId = Annotated[str, Field(min_length=1, max_length=36)]  # a transaction id a 2.0.1 charger chose
 Retries = Annotated[int, Field(ge=0, le=100)]
 Seconds = Annotated[int, Field(ge=0, le=7 * 24 * 3600)]
 Purpose = Literal["ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"]
-CertificateUse = Literal["CentralSystemRootCertificate", "ManufacturerRootCertificate"]
+CertificateUse = Literal[
+    "CentralSystemRootCertificate",
+    "CSMSRootCertificate",
+    "ManufacturerRootCertificate",
+    "V2GRootCertificate",
+    "MORootCertificate",
+]
+TokenType = Literal[
+    "Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"
+]
 HexHash = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[0-9a-fA-F]+$")]
 
-#: What TriggerMessage (core) and ExtendedTriggerMessage (security extension) can ask for.
+#: What TriggerMessage (core) and ExtendedTriggerMessage (security extension) can ask for,
+#: then the 2.0.1-only names.
 TRIGGERS = (
     "BootNotification",
     "DiagnosticsStatusNotification",
@@ -47,6 +63,10 @@ TRIGGERS = (
     "StatusNotification",
     "LogStatusNotification",
     "SignChargePointCertificate",
+    "SignChargingStationCertificate",
+    "SignV2GCertificate",
+    "TransactionEvent",
+    "PublishFirmwareStatusNotification",
 )
 
 
@@ -103,7 +123,11 @@ def _tenths(value: float | None, field: str) -> float | None:
 
 
 class ResetParams(Params):
-    type: Literal["Soft", "Hard"] = "Soft"
+    type: Literal["Soft", "Hard", "Immediate", "OnIdle"] = Field(
+        "Soft",
+        description="2.0.1 chargers get Soft as OnIdle and Hard as Immediate; "
+        "1.6 chargers take Soft and Hard only",
+    )
 
     def to_command(self, ctx: Context) -> commands.Command:
         return commands.Reset(type=self.type)
@@ -132,7 +156,9 @@ class ChargingProfileIn(BaseModel):
     rate_unit: Literal["A", "W"]
     periods: list[PeriodIn] = Field(min_length=1, max_length=1000)
     recurrency: Literal["Daily", "Weekly"] | None = Field(None, validate_default=True)
-    transaction_id: Id | None = None
+    transaction_id: Id | TxId | None = Field(
+        None, description="evota's session id, or a 2.0.1 charger's transaction id (a string)"
+    )
     valid_from: AwareDatetime | None = None
     valid_to: AwareDatetime | None = None
     duration: Seconds | None = None
@@ -163,7 +189,7 @@ class ChargingProfileIn(BaseModel):
 
     @field_validator("transaction_id")
     @classmethod
-    def _transaction(cls, v: int | None, info: ValidationInfo) -> int | None:
+    def _transaction(cls, v: int | str | None, info: ValidationInfo) -> int | str | None:
         if v is not None and info.data.get("purpose") != "TxProfile":
             raise ValueError("only a TxProfile names a transaction")
         return v
@@ -201,9 +227,12 @@ def _after(later: Any, earlier: Any, name: str) -> Any:
 
 
 class RemoteStartParams(Params):
-    id_tag: IdTag
-    connector_id: int | None = Field(None, ge=1, le=100, description="omitted: charger picks")
+    id_tag: IdToken = Field(description="at most 20 characters for 1.6 chargers")
+    connector_id: int | None = Field(
+        None, ge=1, le=100, description="the EVSE on 2.0.1; omitted: charger picks"
+    )
     charging_profile: ChargingProfileIn | None = None
+    id_token_type: TokenType = Field("Central", description="2.0.1 idToken type")
 
     @field_validator("charging_profile")
     @classmethod
@@ -214,21 +243,32 @@ class RemoteStartParams(Params):
 
     def to_command(self, ctx: Context) -> commands.Command:
         profile = self.charging_profile.to_domain() if self.charging_profile else None
-        return commands.RemoteStartTransaction(self.id_tag, self.connector_id, profile)
+        return commands.RemoteStartTransaction(
+            self.id_tag,
+            self.connector_id,
+            profile,
+            remote_start_id=_request_id(),
+            token_type=self.id_token_type,
+        )
 
 
 class RemoteStopParams(Params):
-    transaction_id: int = Field(ge=-(2**31), le=INT32_MAX)
+    transaction_id: Annotated[int, Field(ge=-(2**31), le=INT32_MAX)] | TxId = Field(
+        description="evota's session id (a number), or a 2.0.1 charger's transaction id"
+    )
 
     def to_command(self, ctx: Context) -> commands.Command:
         return commands.RemoteStopTransaction(self.transaction_id)
 
 
 class UnlockParams(Params):
-    connector_id: int = Field(ge=1, le=100)
+    connector_id: int = Field(ge=1, le=100, description="the EVSE on 2.0.1")
+    evse_connector_id: int | None = Field(
+        None, ge=1, le=100, description="2.0.1: the connector on the EVSE (default 1)"
+    )
 
     def to_command(self, ctx: Context) -> commands.Command:
-        return commands.UnlockConnector(self.connector_id)
+        return commands.UnlockConnector(self.connector_id, self.evse_connector_id)
 
 
 class AvailabilityParams(Params):
@@ -365,7 +405,15 @@ class TriggerParams(Params):
         "StatusNotification",
         "LogStatusNotification",
         "SignChargePointCertificate",
-    ] = Field(description="the last two go as ExtendedTriggerMessage (security extension)")
+        "SignChargingStationCertificate",
+        "SignV2GCertificate",
+        "TransactionEvent",
+        "PublishFirmwareStatusNotification",
+    ] = Field(
+        description="on 1.6, LogStatusNotification and SignChargePointCertificate go as "
+        "ExtendedTriggerMessage; DiagnosticsStatusNotification is 1.6 only; "
+        "SignV2GCertificate, TransactionEvent, PublishFirmwareStatusNotification are 2.0.1 only"
+    )
     connector_id: int | None = Field(None, ge=0, le=100)
 
     def to_command(self, ctx: Context) -> commands.Command:
@@ -484,6 +532,84 @@ class DataTransferParams(Params):
         return commands.DataTransfer(self.vendor_id, self.message_id, self.data)
 
 
+Name50 = Annotated[str, Field(min_length=1, max_length=50)]
+#: 2.0.1 variables whose values never reach the audit log (component, variable), casefolded.
+SECRET_VARIABLES = frozenset({("securityctrlr", "basicauthpassword")})
+
+
+class VariableIn(BaseModel):
+    """A 2.0.1 device-model variable, e.g. ``{"component": "OCPPCommCtrlr",
+    "variable": "HeartbeatInterval"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    component: Name50
+    variable: Name50
+    component_instance: Name50 | None = None
+    variable_instance: Name50 | None = None
+    evse_id: int | None = Field(None, ge=0, le=100)
+    connector_id: int | None = Field(None, ge=1, le=100)
+    attribute_type: Literal["Actual", "Target", "MinSet", "MaxSet"] | None = None
+
+    @field_validator("connector_id")
+    @classmethod
+    def _needs_evse(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("evse_id") is None:
+            raise ValueError("a connector_id needs an evse_id")
+        return v
+
+    def to_domain(self) -> commands.VariableRef:
+        return commands.VariableRef(
+            self.component,
+            self.variable,
+            self.component_instance,
+            self.variable_instance,
+            self.evse_id,
+            self.connector_id,
+            self.attribute_type,
+        )
+
+    @property
+    def secret(self) -> bool:
+        return (self.component.casefold(), self.variable.casefold()) in SECRET_VARIABLES
+
+
+class GetVariablesParams(Params):
+    variables: list[VariableIn] = Field(min_length=1, max_length=100)
+
+    def to_command(self, ctx: Context) -> commands.Command:
+        return commands.GetVariables(tuple(v.to_domain() for v in self.variables))
+
+
+class SetVariableIn(VariableIn):
+    value: str = Field(max_length=1000)
+
+
+class SetVariablesParams(Params):
+    variables: list[SetVariableIn] = Field(min_length=1, max_length=100)
+
+    def to_command(self, ctx: Context) -> commands.Command:
+        return commands.SetVariables(
+            tuple(v.to_domain() for v in self.variables), tuple(v.value for v in self.variables)
+        )
+
+    def audited(self) -> dict[str, Any]:
+        data = super().audited()
+        for item, variable in zip(data["variables"], self.variables, strict=True):
+            if variable.secret:
+                item["value"] = "(secret)"
+        return data
+
+
+class GetBaseReportParams(Params):
+    report_base: Literal["ConfigurationInventory", "FullInventory", "SummaryInventory"] = (
+        "ConfigurationInventory"
+    )
+    request_id: Id = Field(default_factory=_request_id, description="default: a random id")
+
+    def to_command(self, ctx: Context) -> commands.Command:
+        return commands.GetBaseReport(self.request_id, self.report_base)
+
+
 # -- the table ----------------------------------------------------------------------------------
 
 
@@ -595,6 +721,24 @@ COMMANDS: dict[str, CommandSpec] = {
             "data-transfer",
             DataTransferParams,
             "Send a vendor-specific DataTransfer",
+            critical=False,
+        ),
+        _spec(
+            "get-variables",
+            GetVariablesParams,
+            "Read OCPP 2.0.1 device-model variables (2.0.1 chargers only)",
+            critical=False,
+        ),
+        _spec(
+            "set-variables",
+            SetVariablesParams,
+            "Set OCPP 2.0.1 device-model variables (2.0.1 chargers only)",
+            critical=True,
+        ),
+        _spec(
+            "get-base-report",
+            GetBaseReportParams,
+            "Have a 2.0.1 charger report its device model (NotifyReport events)",
             critical=False,
         ),
     )

@@ -9,7 +9,11 @@ from typing import Any, Literal
 
 @dataclass(frozen=True, slots=True)
 class Reset:
-    type: Literal["Soft", "Hard"]
+    """``Soft``/``Hard`` are the 1.6 names, ``Immediate``/``OnIdle`` the 2.0.1 ones. A 2.0.1
+    charger gets Soft as OnIdle (no session is cut short) and Hard as Immediate; a 1.6
+    charger cannot wait for idle, so it takes only Soft and Hard (docs/ocpp.md)."""
+
+    type: Literal["Soft", "Hard", "Immediate", "OnIdle"]
     name = "reset"
 
 
@@ -21,6 +25,7 @@ class UpdateFirmware:
     retrieve_at: datetime
     retries: int | None = None
     retry_interval: int | None = None
+    request_id: int | None = None  # 2.0.1 needs one (the job id); 1.6 has none
     name = "update_firmware"
 
 
@@ -45,22 +50,29 @@ class RemoteStartTransaction:
     """Start a session for ``id_tag`` (on ``connector_id``, or the charger picks one)."""
 
     id_tag: str
-    connector_id: int | None = None
+    connector_id: int | None = None  # the EVSE id on 2.0.1
     charging_profile: ChargingProfile | None = None  # a TxProfile for this session only
+    remote_start_id: int | None = None  # 2.0.1: echoed in the TransactionEvent it starts
+    token_type: str = "Central"  # 2.0.1 idToken type
     name = "remote_start_transaction"
 
 
 @dataclass(frozen=True, slots=True)
 class RemoteStopTransaction:
-    transaction_id: int
+    """``transaction_id``: evota's session id (an int, the 1.6 transactionId), or the
+    transaction id a 2.0.1 charger chose (a string)."""
+
+    transaction_id: int | str
     name = "remote_stop_transaction"
 
 
 @dataclass(frozen=True, slots=True)
 class UnlockConnector:
-    """Release the cable; a charger stops a session running on the connector first."""
+    """Release the cable; a charger stops a session running on the connector first.
+    On 2.0.1 ``connector_id`` is the EVSE and ``evse_connector_id`` the connector on it."""
 
     connector_id: int
+    evse_connector_id: int | None = None
     name = "unlock_connector"
 
 
@@ -132,7 +144,7 @@ class ChargingProfile:
     kind: Literal["Absolute", "Recurring", "Relative"]
     rate_unit: Literal["A", "W"]
     periods: tuple[SchedulePeriod, ...]
-    transaction_id: int | None = None
+    transaction_id: int | str | None = None  # as in RemoteStopTransaction
     recurrency: Literal["Daily", "Weekly"] | None = None
     valid_from: datetime | None = None
     valid_to: datetime | None = None
@@ -193,7 +205,13 @@ class GetLog:
     name = "get_log"
 
 
-CertificateUse = Literal["CentralSystemRootCertificate", "ManufacturerRootCertificate"]
+CertificateUse = Literal[
+    "CentralSystemRootCertificate",  # 1.6 name of 2.0.1's CSMSRootCertificate
+    "CSMSRootCertificate",
+    "ManufacturerRootCertificate",
+    "V2GRootCertificate",  # 2.0.1 only
+    "MORootCertificate",  # 2.0.1 only
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +251,57 @@ class DataTransfer:
     name = "data_transfer"
 
 
+@dataclass(frozen=True, slots=True)
+class VariableRef:
+    """A 2.0.1 device-model variable: ``component.variable`` with optional instances, EVSE,
+    connector and attribute type (default Actual)."""
+
+    component: str
+    variable: str
+    component_instance: str | None = None
+    variable_instance: str | None = None
+    evse_id: int | None = None
+    connector_id: int | None = None
+    attribute_type: Literal["Actual", "Target", "MinSet", "MaxSet"] | None = None
+
+    @property
+    def label(self) -> str:
+        """``Component[instance]@evse.connector.Variable[instance]``, for humans and logs."""
+        comp = self.component + (f"[{self.component_instance}]" if self.component_instance else "")
+        if self.evse_id is not None:
+            comp += f"@{self.evse_id}" + (
+                f".{self.connector_id}" if self.connector_id is not None else ""
+            )
+        var = self.variable + (f"[{self.variable_instance}]" if self.variable_instance else "")
+        return f"{comp}.{var}"
+
+
+@dataclass(frozen=True, slots=True)
+class GetVariables:
+    """2.0.1 only: read device-model variables."""
+
+    variables: tuple[VariableRef, ...]
+    name = "get_variables"
+
+
+@dataclass(frozen=True, slots=True)
+class SetVariables:
+    """2.0.1 only: set device-model variables (``values`` pairs with ``variables``)."""
+
+    variables: tuple[VariableRef, ...]
+    values: tuple[str, ...]
+    name = "set_variables"
+
+
+@dataclass(frozen=True, slots=True)
+class GetBaseReport:
+    """2.0.1 only: the charger reports its device model in NotifyReport parts."""
+
+    request_id: int
+    report_base: Literal["ConfigurationInventory", "FullInventory", "SummaryInventory"]
+    name = "get_base_report"
+
+
 Command = (
     Reset
     | UpdateFirmware
@@ -255,6 +324,9 @@ Command = (
     | DeleteCertificate
     | GetInstalledCertificateIds
     | DataTransfer
+    | GetVariables
+    | SetVariables
+    | GetBaseReport
 )
 
 #: Answers that mean the charger did (or will do) what was asked.

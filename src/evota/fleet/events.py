@@ -40,12 +40,16 @@ class HeartbeatReceived:
 
 @dataclass(slots=True)  # not frozen: built for every StatusNotification, frozen costs more
 class StatusReported:
+    """``connector_id`` is the 1.6 connector, or the 2.0.1 EVSE id; ``connector`` is the
+    connector on that EVSE (2.0.1 only), so EVSEs with several connectors can be merged."""
+
     connector_id: int
     status: str
     error_code: str
     info: str | None = None
     vendor_error_code: str | None = None
     timestamp: datetime | None = None
+    connector: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,7 @@ class MeterSampled:
 @dataclass(frozen=True, slots=True)
 class AuthorizeRequested:
     id_tag: str
+    token_type: str | None = None  # 2.0.1 idToken type (ISO14443, Central, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,67 @@ class SessionStopped:
     timestamp: datetime | None
     reason: str | None = None
     id_tag: str | None = None
+
+
+@dataclass(slots=True)  # not frozen: built for every TransactionEvent
+class TransactionReported:
+    """A 2.0.1 TransactionEvent. The charger names the transaction (``transaction_id``);
+    ``connector_id`` is the EVSE id when the charger said it; ``energy_wh`` is the last
+    Energy.Active.Import.Register sample of the message, in Wh."""
+
+    event_type: str  # Started | Updated | Ended
+    transaction_id: str
+    connector_id: int | None
+    timestamp: datetime | None
+    trigger_reason: str
+    seq_no: int
+    energy_wh: float | None = None
+    id_token: str | None = None
+    token_type: str | None = None
+    stopped_reason: str | None = None
+    charging_state: str | None = None
+    remote_start_id: int | None = None
+    offline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoredEvent:
+    """One eventData item of a 2.0.1 NotifyEvent: a component's variable changed or alerted."""
+
+    event_id: int
+    component: str
+    variable: str
+    actual_value: str
+    trigger: str
+    timestamp: datetime | None
+    evse_id: int | None = None
+    connector_id: int | None = None
+    cleared: bool | None = None
+    tech_code: str | None = None
+    tech_info: str | None = None
+    transaction_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventsNotified:
+    """A 2.0.1 NotifyEvent message (``tbc``: more parts of the same report follow)."""
+
+    seq_no: int
+    generated_at: datetime | None
+    events: tuple[MonitoredEvent, ...]
+    tbc: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReportReceived:
+    """One part of a 2.0.1 NotifyReport (the answer to GetBaseReport, in ``seq_no`` parts).
+    ``items`` are ``{"component", "variable", ...}`` dicts as stored, one per variable."""
+
+    request_id: int
+    seq_no: int
+    generated_at: datetime | None
+    items: tuple[dict[str, Any], ...]
+    tbc: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +173,13 @@ class SecurityEventReported:
 class DataTransferReceived:
     vendor_id: str
     message_id: str | None = None
-    data: str | None = None
+    data: Any = None  # a string in 1.6, any JSON value in 2.0.1
 
 
 @dataclass(frozen=True, slots=True)
 class CertificateSigningRequested:
     csr: str
+    certificate_type: str | None = None  # 2.0.1: ChargingStationCertificate | V2GCertificate
 
 
 ChargerEvent = (
@@ -123,6 +190,9 @@ ChargerEvent = (
     | AuthorizeRequested
     | SessionStarted
     | SessionStopped
+    | TransactionReported
+    | EventsNotified
+    | ReportReceived
     | FirmwareStatusReported
     | DiagnosticsStatusReported
     | LogStatusReported

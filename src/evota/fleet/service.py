@@ -2,23 +2,27 @@
 
 Fast events (heartbeat, status, meter values, notifications) are answered at once and written
 behind by :class:`FleetWriter`; only StartTransaction waits for the database, because the
-charger needs the transactionId the database assigns.
+charger needs the transactionId the database assigns. A 2.0.1 TransactionEvent waits for it
+only the first time evota hears of a transaction (to create or find its session); later
+events of the transaction find the session id in memory and are written behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.clock import Clock
 from evota.fleet import events as ev
 from evota.fleet.charger import ChargerState
-from evota.fleet.sessions import session_outcome
+from evota.fleet.sessions import INTERRUPTING_REASONS
 from evota.fleet.writer import FleetWriter
 from evota.gateway import auth
 from evota.store.models import Charger as ChargerRow
@@ -28,13 +32,44 @@ log = structlog.get_logger(__name__)
 
 ACK = ev.Ack()
 
+#: 2.0.1 stop reasons that also mean the charger side cut the session short (1.6's are in
+#: evota.fleet.sessions); health gates count sessions ended so as interrupted.
+INTERRUPTING_201 = frozenset({"ImmediateReset", "GroundFault", "OvercurrentFault", "PowerQuality"})
+_INTERRUPTING = INTERRUPTING_REASONS | INTERRUPTING_201
+
+#: Which connector's status an EVSE with several connectors shows (most telling first).
+_EVSE_PRECEDENCE = {"Faulted": 0, "Occupied": 1, "Reserved": 2, "Unavailable": 3, "Available": 4}
+
+
+def session_outcome(stop_reason: str | None) -> str:
+    """``completed`` or ``interrupted``; a missing reason means ``Local`` (1.6 and 2.0.1)."""
+    return "interrupted" if stop_reason in _INTERRUPTING else "completed"
+
+
+def evse_status(connectors: Mapping[int, str]) -> tuple[int, str]:
+    """``(connector, status)`` an EVSE shows: a fault or a session on any of its connectors
+    outweighs the idle ones (2.0.1 reports status per connector; evota keeps it per EVSE)."""
+    connector = min(connectors, key=lambda c: (_EVSE_PRECEDENCE.get(connectors[c], 5), c))
+    return connector, connectors[connector]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReset:
+    """A Reset the charger answered Scheduled (2.0.1 OnIdle): done at its next boot."""
+
+    type: str
+    scheduled_at: datetime
+    done: Callable[[dict[str, Any]], None] | None = None
+
 
 class FirmwareObserver(Protocol):
     """What firmware jobs need to hear from the fleet (implemented by the job runner)."""
 
     active: dict[str, Any]  # charger id -> unfinished job; checked before every call
 
-    def booted(self, charger_id: str, firmware_version: str | None) -> None: ...
+    def booted(
+        self, charger_id: str, firmware_version: str | None, reason: str | None = None
+    ) -> None: ...
     def ready(self, charger_id: str) -> None: ...
     def firmware_status(self, charger_id: str, status: str, request_id: int | None) -> None: ...
     def faulted(self, charger_id: str, connector_id: int) -> None: ...
@@ -73,6 +108,11 @@ class FleetService:
         self.jobs: FirmwareObserver | None = None
         # Called with the charger id when a charger boots and is accepted (must not block).
         self.ready_listeners: list[Callable[[str], None]] = []
+        # 2.0.1, per connected charger: its transactions (charger's id -> (session id,
+        # EVSE id)) and the status of each connector of each EVSE.
+        self._transactions: dict[str, dict[str, tuple[int, int]]] = {}
+        self._connectors: dict[str, dict[int, dict[int, str]]] = {}
+        self._resets: dict[str, PendingReset] = {}
 
     # -- connection lifecycle --------------------------------------------------------------
     async def authenticate(self, identity: str, password: str) -> AuthOutcome:
@@ -137,6 +177,8 @@ class FleetService:
         now = self._clock.now()
         self.writer.charger(state.id, connected=False, last_seen=now)
         self._event(state, "disconnected", now, data={"reason": reason})
+        self._transactions.pop(state.id, None)  # found again in the database when needed
+        self._connectors.pop(state.id, None)
         if self.jobs is not None and state.id in self.jobs.active:
             self.jobs.disconnected(state.id)
 
@@ -161,6 +203,8 @@ class FleetService:
                 return self._boot(state, event, now)
             case ev.AuthorizeRequested():
                 return ev.IdTagReply("Accepted")
+            case ev.TransactionReported():
+                return self._transaction(state, event, now)
             case ev.SessionStarted():
                 return self._start_session(state, event, now)
             case ev.SessionStopped():
@@ -173,6 +217,40 @@ class FleetService:
                     outcome=session_outcome(event.reason),
                 )
                 return ev.IdTagReply("Accepted") if event.id_tag else ev.Ack()
+            case ev.EventsNotified():
+                for item in event.events:
+                    self._event(
+                        state,
+                        "notify_event",
+                        now,
+                        f"{item.component}.{item.variable}"[:64],
+                        None,
+                        {
+                            "event_id": item.event_id,
+                            "actual_value": item.actual_value,
+                            "trigger": item.trigger,
+                            "evse_id": item.evse_id,
+                            "connector_id": item.connector_id,
+                            "cleared": item.cleared,
+                            "tech_code": item.tech_code,
+                            "tech_info": item.tech_info,
+                            "transaction_id": item.transaction_id,
+                            "seq_no": event.seq_no,
+                        },
+                        item.timestamp,
+                    )
+                return ACK
+            case ev.ReportReceived():
+                self._event(
+                    state,
+                    "report",
+                    now,
+                    "more" if event.tbc else "last",
+                    event.request_id,
+                    {"seq_no": event.seq_no, "items": list(event.items)},
+                    event.generated_at,
+                )
+                return ACK
             case ev.FirmwareStatusReported():
                 self._event(state, "firmware_status", now, event.status, event.request_id)
                 if self.jobs is not None and state.id in self.jobs.active:
@@ -207,7 +285,8 @@ class FleetService:
                 # No vendor extensions are registered yet: the spec's answer is UnknownVendorId.
                 return ev.StatusReply("UnknownVendorId")
             case ev.CertificateSigningRequested():
-                self._event(state, "sign_certificate", now, "Rejected", None, {"csr": event.csr})
+                data = {"csr": event.csr, "certificate_type": event.certificate_type}
+                self._event(state, "sign_certificate", now, "Rejected", None, data)
                 return ev.StatusReply("Rejected")  # no CA is configured to sign charger CSRs yet
         raise TypeError(f"unhandled event {event!r}")
 
@@ -241,8 +320,18 @@ class FleetService:
                 "reason": event.reason,
             },
         )
+        reset = self._resets.pop(state.id, None)
+        if reset is not None:
+            done = {
+                "type": reset.type,
+                "scheduled_at": reset.scheduled_at.isoformat(),
+                "boot_reason": event.reason,
+            }
+            self._event(state, "reset", now, "completed", None, done)
+            if reset.done is not None:
+                reset.done(done)
         if self.jobs is not None and state.id in self.jobs.active:
-            self.jobs.booted(state.id, event.firmware_version)
+            self.jobs.booted(state.id, event.firmware_version, event.reason)
             if registration is ev.Registration.ACCEPTED:
                 self.jobs.ready(state.id)
         if registration is ev.Registration.ACCEPTED:
@@ -256,6 +345,8 @@ class FleetService:
         return ev.BootReply(registration, interval, now)
 
     def _status(self, state: ChargerState, event: ev.StatusReported, now: Any) -> None:
+        if event.connector is not None:
+            event = self._merge_connectors(state, event)
         current = (event.status, event.error_code)
         if state.connectors.get(event.connector_id) == current:
             return
@@ -274,6 +365,133 @@ class FleetService:
                 now,
             )
         )
+
+    def _merge_connectors(self, state: ChargerState, event: ev.StatusReported) -> ev.StatusReported:
+        """2.0.1: the EVSE's status from the latest status of each of its connectors."""
+        assert event.connector is not None
+        evses = self._connectors.setdefault(state.id, {})
+        connectors = evses.setdefault(event.connector_id, {})
+        connectors[event.connector] = event.status
+        if len(connectors) == 1:
+            return event
+        connector, status = evse_status(connectors)
+        event.status = status
+        event.error_code = "OtherError" if status == "Faulted" else "NoError"
+        event.info = f"connector {connector}"
+        return event
+
+    # -- 2.0.1 transactions ------------------------------------------------------------------
+    def reset_scheduled(
+        self,
+        charger_id: str,
+        reset_type: str,
+        done: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """A Reset was answered Scheduled: the next BootNotification completes it."""
+        self._resets[charger_id] = PendingReset(reset_type, self._clock.now(), done)
+
+    def _transaction(
+        self, state: ChargerState, event: ev.TransactionReported, now: Any
+    ) -> ev.Reply | Awaitable[ev.Reply]:
+        # An idToken in the event asks for its idTokenInfo (no token store yet: Accepted).
+        reply: ev.Reply = ACK if event.id_token is None else ev.IdTagReply("Accepted")
+        known = self._transactions.get(state.id)
+        session = known.get(event.transaction_id) if known else None
+        if session is None:
+            return self._first_transaction_event(state, event, now, reply)
+        self._apply_transaction(state, session, event, now)
+        return reply
+
+    async def _first_transaction_event(
+        self, state: ChargerState, event: ev.TransactionReported, now: Any, reply: ev.Reply
+    ) -> ev.Reply:
+        """Find the transaction's session, or create it (from whichever event came first:
+        a Started lost to a restart or queued offline still yields a session)."""
+        session = await self._find_transaction(state.id, event.transaction_id)
+        if session is None:
+            values = {
+                "charger_id": state.id,
+                "connector_id": event.connector_id or 0,
+                "id_tag": event.id_token or "",
+                "meter_start_wh": int(event.energy_wh or 0),
+                "meter_last_wh": event.energy_wh,
+                "started_at": event.timestamp or now,
+                "outcome": "active",
+                "external_id": event.transaction_id,
+            }
+            try:
+                async with self._engine.begin() as conn:
+                    result = await conn.execute(
+                        insert(ChargingSession).values(**values).returning(ChargingSession.id)
+                    )
+                    session = (int(result.scalar_one()), event.connector_id or 0)
+            except IntegrityError:  # a concurrent event of the same transaction created it
+                session = await self._find_transaction(state.id, event.transaction_id)
+                if session is None:
+                    raise
+        self._apply_transaction(state, session, event, now)
+        return reply
+
+    async def _find_transaction(
+        self, charger_id: str, transaction_id: str
+    ) -> tuple[int, int] | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(ChargingSession.id, ChargingSession.connector_id).where(
+                        ChargingSession.charger_id == charger_id,
+                        ChargingSession.external_id == transaction_id,
+                    )
+                )
+            ).first()
+        return (int(row.id), int(row.connector_id)) if row is not None else None
+
+    def _apply_transaction(
+        self,
+        state: ChargerState,
+        session: tuple[int, int],
+        event: ev.TransactionReported,
+        now: Any,
+    ) -> None:
+        session_id, connector_id = session
+        fields: dict[str, Any] = {}
+        if event.connector_id is not None and event.connector_id != connector_id:
+            fields["connector_id"] = connector_id = event.connector_id
+        if event.energy_wh is not None:
+            fields["meter_last_wh"] = event.energy_wh
+        if event.id_token is not None and event.trigger_reason == "Authorized":
+            fields["id_tag"] = event.id_token  # authorized after plug-in
+        known = self._transactions.setdefault(state.id, {})
+        if event.event_type == "Ended":
+            reason = event.stopped_reason or "Local"
+            fields.update(
+                stopped_at=event.timestamp or now,
+                stop_reason=reason,
+                outcome=session_outcome(reason),
+            )
+            if event.energy_wh is not None:
+                fields["meter_stop_wh"] = int(event.energy_wh)
+            known.pop(event.transaction_id, None)
+        else:
+            known[event.transaction_id] = (session_id, connector_id)
+        if fields:
+            self.writer.session(session_id, **fields)
+
+    async def external_transaction_id(self, charger_id: str, session_id: int) -> str | None:
+        """The transaction id a 2.0.1 charger gave the session evota knows as ``session_id``."""
+        for external, (known_id, _) in self._transactions.get(charger_id, {}).items():
+            if known_id == session_id:
+                return external
+        async with self._engine.connect() as conn:
+            stored = (
+                await conn.execute(
+                    select(ChargingSession.external_id).where(
+                        ChargingSession.id == session_id,
+                        ChargingSession.charger_id == charger_id,
+                    )
+                )
+            ).scalar()
+        return str(stored) if stored is not None else None
 
     async def _start_session(
         self, state: ChargerState, event: ev.SessionStarted, now: Any

@@ -293,7 +293,7 @@ class ChargerConnection(asyncio.Protocol):
                 if action in dialect.schemas.actions:
                     raise RpcError(
                         ErrorKind.NOT_SUPPORTED,
-                        f"{action} is not sent by a charger to a CSMS",
+                        f"evota does not accept {action} from a charger",
                         call.message_id,
                     )
                 raise RpcError(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import structlog
 from websockets.frames import CloseCode
 
 from evota import metrics
+from evota.control import commands
 from evota.control.commands import ChargerOffline, Command, CommandResult
 from evota.fleet.service import FleetService
 from evota.gateway.connection import ChargerConnection
@@ -106,9 +108,33 @@ class Gateway:
         conn = self.connections.get(charger_id)
         if conn is None or conn.dialect is None:
             raise ChargerOffline(charger_id, "charger is not connected")
-        action, payload = conn.dialect.encode_command(command)
+        if conn.dialect.subprotocol == "ocpp2.0.1":
+            command = await self._with_transaction_ids(charger_id, command)
+        try:
+            action, payload = conn.dialect.encode_command(command)
+        except commands.CommandError as exc:
+            exc.charger_id = exc.charger_id or charger_id
+            raise
         answer = await conn.call(action, payload, timeout or self.call_timeout)
         return conn.dialect.decode_result(command, answer)
+
+    async def _with_transaction_ids(self, charger_id: str, command: Command) -> Command:
+        """Commands may name a session by evota's id; a 2.0.1 charger knows its own id."""
+        match command:
+            case commands.RemoteStopTransaction(transaction_id=int(session_id)):
+                external = await self.fleet.external_transaction_id(charger_id, session_id)
+                if external is not None:
+                    return dataclasses.replace(command, transaction_id=external)
+            case commands.SetChargingProfile(profile=profile) if isinstance(
+                profile.transaction_id, int
+            ):
+                external = await self.fleet.external_transaction_id(
+                    charger_id, profile.transaction_id
+                )
+                if external is not None:
+                    new = dataclasses.replace(profile, transaction_id=external)
+                    return dataclasses.replace(command, profile=new)
+        return command
 
     # -- housekeeping ------------------------------------------------------------------------
     async def _sweep(self) -> None:

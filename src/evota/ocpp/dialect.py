@@ -1,7 +1,7 @@
 """One OCPP version as the gateway sees it: subprotocol, schemas, error spelling, adapter.
 
-The gateway only talks to a :class:`Dialect`; adding ``ocpp2.0.1`` means adding a second
-instance to :data:`DIALECTS`.
+The gateway only talks to a :class:`Dialect`: ``ocpp1.6`` and ``ocpp2.0.1`` are two
+instances of it, chosen per connection from the subprotocols the charger offers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from evota.control import commands
 from evota.fleet import events as ev
-from evota.ocpp import schemas, v16
+from evota.ocpp import schemas, v16, v201
 from evota.ocpp.errors import ErrorKind
 
 
@@ -46,8 +46,23 @@ def _v16() -> Dialect:
     )
 
 
-#: Supported subprotocols in the server's order of preference.
-DIALECTS: dict[str, Dialect] = {d.subprotocol: d for d in (_v16(),)}
+def _v201() -> Dialect:
+    return Dialect(
+        subprotocol=v201.SUBPROTOCOL,
+        schemas=schemas.v201(),
+        spelling=v201.ERROR_SPELLING,
+        charger_actions=v201.CHARGER_ACTIONS,
+        pre_accept_actions=v201.PRE_ACCEPT_ACTIONS,
+        decode_event=v201.decode_event,
+        encode_reply=v201.encode_reply,
+        encode_command=v201.encode_command,
+        decode_result=v201.decode_result,
+    )
+
+
+#: Supported subprotocols in the server's order of preference: a charger that offers both
+#: gets the newer protocol.
+DIALECTS: dict[str, Dialect] = {d.subprotocol: d for d in (_v201(), _v16())}
 
 
 def choose(offered: list[str]) -> Dialect | None:

@@ -2,6 +2,11 @@
 
 Pure functions, no I/O. Decoding raises :class:`RpcError` with the error kind the spec asks
 for, carrying the message id when it could be read so the CALLERROR can reference it.
+
+Kinds follow OCPP-J 2.0.1 §4.3 (1.6 spells both framework kinds ``FormationViolation``):
+a frame that is not a valid RPC message (not JSON, not an array, no readable id, a CALL
+without action or payload) is ``RpcFrameworkError``; an unknown message type number is
+``MessageTypeNotSupported``; a payload that is not an object is ``FormatViolation``.
 """
 
 from __future__ import annotations
@@ -65,16 +70,20 @@ def decode(text: str | bytes | bytearray | memoryview) -> Message:
     message_id = _read_id(frame)
     if type_id == CALL and type(type_id) is int:
         if len(frame) != 4:
-            raise RpcError(ErrorKind.FORMAT, "CALL must have 4 elements", message_id)
+            raise RpcError(ErrorKind.RPC_FRAMEWORK, "CALL must have 4 elements", message_id)
         action, payload = frame[2], frame[3]
         if not isinstance(action, str) or not action:
-            raise RpcError(ErrorKind.FORMAT, "CALL action must be a non-empty string", message_id)
+            raise RpcError(
+                ErrorKind.RPC_FRAMEWORK, "CALL action must be a non-empty string", message_id
+            )
         if not isinstance(payload, dict):
             raise RpcError(ErrorKind.FORMAT, "CALL payload must be a JSON object", message_id)
         return Call(message_id, action, payload)
     if type_id == CALLRESULT and type(type_id) is int:
         if len(frame) != 3 or not isinstance(frame[2], dict):
-            raise RpcError(ErrorKind.FORMAT, "CALLRESULT must be [3, id, {payload}]", message_id)
+            raise RpcError(
+                ErrorKind.RPC_FRAMEWORK, "CALLRESULT must be [3, id, {payload}]", message_id
+            )
         return CallResult(message_id, frame[2])
     if type_id == CALLERROR and type(type_id) is int:
         if (
@@ -84,7 +93,7 @@ def decode(text: str | bytes | bytearray | memoryview) -> Message:
             or not isinstance(frame[4], dict)
         ):
             raise RpcError(
-                ErrorKind.FORMAT,
+                ErrorKind.RPC_FRAMEWORK,
                 "CALLERROR must be [4, id, code, description, {details}]",
                 message_id,
             )

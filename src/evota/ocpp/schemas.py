@@ -103,6 +103,15 @@ def v16() -> SchemaSet:
     return _SETS["1.6"]
 
 
+def v201() -> SchemaSet:
+    """2.0.1 schemas are named ``<Action>Request.json`` / ``<Action>Response.json``."""
+    if "2.0.1" not in _SETS:
+        _SETS["2.0.1"] = SchemaSet(
+            "ocpp.v201.schemas", response_suffix="Response", request_suffix="Request"
+        )
+    return _SETS["2.0.1"]
+
+
 def _field_of(exc: fastjsonschema.JsonSchemaValueException) -> str:
     """Name the offending field the way an integrator reads it: ``idTagInfo.status``."""
     base = (exc.name or "data").removeprefix("data").lstrip(".")

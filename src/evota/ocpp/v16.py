@@ -158,6 +158,20 @@ def _put(payload: dict[str, Any], key: str, value: Any) -> None:
     payload[key] = _iso(value) if isinstance(value, datetime) else value
 
 
+def _unsupported(message: str) -> commands.CommandNotSupported:
+    return commands.CommandNotSupported("", message)
+
+
+def _transaction_id(value: int | str) -> int:
+    """A 1.6 transactionId is evota's session id; a 2.0.1-style string id cannot be one."""
+    if isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise _unsupported(f"OCPP 1.6 transaction ids are integers, not {value!r}") from None
+
+
 def _profile(p: commands.ChargingProfile) -> dict[str, Any]:
     periods = []
     for period in p.periods:
@@ -175,7 +189,8 @@ def _profile(p: commands.ChargingProfile) -> dict[str, Any]:
         "chargingProfileKind": p.kind,
         "chargingSchedule": schedule,
     }
-    _put(out, "transactionId", p.transaction_id)
+    if p.transaction_id is not None:
+        out["transactionId"] = _transaction_id(p.transaction_id)
     _put(out, "recurrencyKind", p.recurrency)
     _put(out, "validFrom", p.valid_from)
     _put(out, "validTo", p.valid_to)
@@ -194,6 +209,30 @@ def _local_entry(e: commands.AuthorizationEntry) -> dict[str, Any]:
 
 #: TriggerMessage cannot ask for these; the security extension's ExtendedTriggerMessage can.
 EXTENDED_TRIGGERS = frozenset({"LogStatusNotification", "SignChargePointCertificate"})
+#: Trigger names 1.6 knows (2.0.1's name for the certificate one is translated).
+TRIGGERS = {
+    "BootNotification": "BootNotification",
+    "DiagnosticsStatusNotification": "DiagnosticsStatusNotification",
+    "FirmwareStatusNotification": "FirmwareStatusNotification",
+    "Heartbeat": "Heartbeat",
+    "MeterValues": "MeterValues",
+    "StatusNotification": "StatusNotification",
+    "LogStatusNotification": "LogStatusNotification",
+    "SignChargePointCertificate": "SignChargePointCertificate",
+    "SignChargingStationCertificate": "SignChargePointCertificate",
+}
+CERTIFICATE_TYPES = {
+    "CentralSystemRootCertificate": "CentralSystemRootCertificate",
+    "CSMSRootCertificate": "CentralSystemRootCertificate",
+    "ManufacturerRootCertificate": "ManufacturerRootCertificate",
+}
+
+
+def _certificate_type(kind: str) -> str:
+    mapped = CERTIFICATE_TYPES.get(kind)
+    if mapped is None:
+        raise _unsupported(f"OCPP 1.6 chargers have no {kind} certificates")
+    return mapped
 
 
 def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
@@ -201,6 +240,8 @@ def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
     payload: dict[str, Any] = {}
     match c:
         case commands.Reset():
+            if c.type not in ("Soft", "Hard"):
+                raise _unsupported(f"OCPP 1.6 resets are Soft or Hard, not {c.type}")
             return "Reset", {"type": c.type}
         case commands.UpdateFirmware():
             payload = {"location": c.location, "retrieveDate": _iso(c.retrieve_at)}
@@ -218,14 +259,18 @@ def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
             _retries(payload, c.retries, c.retry_interval)
             return "SignedUpdateFirmware", payload
         case commands.RemoteStartTransaction():
+            if len(c.id_tag) > 20:
+                raise _unsupported("OCPP 1.6 id tags are at most 20 characters")
             payload = {"idTag": c.id_tag}
             _put(payload, "connectorId", c.connector_id)
             if c.charging_profile is not None:
                 payload["chargingProfile"] = _profile(c.charging_profile)
             return "RemoteStartTransaction", payload
         case commands.RemoteStopTransaction():
-            return "RemoteStopTransaction", {"transactionId": c.transaction_id}
+            return "RemoteStopTransaction", {"transactionId": _transaction_id(c.transaction_id)}
         case commands.UnlockConnector():
+            if c.evse_connector_id not in (None, 1):
+                raise _unsupported("OCPP 1.6 has one cable per connector: no evse_connector_id")
             return "UnlockConnector", {"connectorId": c.connector_id}
         case commands.ChangeAvailability():
             return "ChangeAvailability", {"connectorId": c.connector_id, "type": c.type}
@@ -254,9 +299,12 @@ def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
             _put(payload, "stackLevel", c.stack_level)
             return "ClearChargingProfile", payload
         case commands.TriggerMessage():
-            payload = {"requestedMessage": c.message}
+            requested = TRIGGERS.get(c.message)
+            if requested is None:
+                raise _unsupported(f"OCPP 1.6 cannot trigger {c.message}")
+            payload = {"requestedMessage": requested}
             _put(payload, "connectorId", c.connector_id)
-            extended = c.message in EXTENDED_TRIGGERS
+            extended = requested in EXTENDED_TRIGGERS
             return ("ExtendedTriggerMessage" if extended else "TriggerMessage"), payload
         case commands.GetDiagnostics():
             payload = {"location": c.location}
@@ -273,7 +321,7 @@ def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
             return "GetLog", payload
         case commands.InstallCertificate():
             return "InstallCertificate", {
-                "certificateType": c.certificate_type,
+                "certificateType": _certificate_type(c.certificate_type),
                 "certificate": c.certificate,
             }
         case commands.DeleteCertificate():
@@ -287,13 +335,20 @@ def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
                 }
             }
         case commands.GetInstalledCertificateIds():
-            return "GetInstalledCertificateIds", {"certificateType": c.certificate_type}
+            return "GetInstalledCertificateIds", {
+                "certificateType": _certificate_type(c.certificate_type)
+            }
         case commands.DataTransfer():
             payload = {"vendorId": c.vendor_id}
             _put(payload, "messageId", c.message_id)
             _put(payload, "data", c.data)
             return "DataTransfer", payload
-    raise commands.CommandNotSupported("", f"{type(command).__name__} has no OCPP 1.6 mapping")
+        case commands.GetVariables() | commands.SetVariables() | commands.GetBaseReport():
+            raise _unsupported(
+                f"{c.name.replace('_', '-')} needs OCPP 2.0.1; on 1.6 use get-configuration "
+                "or change-configuration"
+            )
+    raise _unsupported(f"{type(command).__name__} has no OCPP 1.6 mapping")
 
 
 def _status_of(command: commands.Command, payload: dict[str, Any]) -> str:

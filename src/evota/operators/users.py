@@ -171,12 +171,28 @@ async def user_by_id(engine: AsyncEngine, user_id: str) -> UserView:
     return _view(row, grants[row.id])
 
 
-async def list_users(engine: AsyncEngine, limit: int, offset: int) -> tuple[int, list[UserView]]:
+async def list_users(
+    engine: AsyncEngine,
+    limit: int,
+    offset: int,
+    *,
+    role: str | None = None,
+    disabled: bool | None = None,
+    q: str | None = None,
+) -> tuple[int, list[UserView]]:
+    """Users by name; ``role``: holding that role, ``q``: name contains (any case)."""
+    query = select(User)
+    if role is not None:
+        query = query.where(User.id.in_(select(Grant.user_id).where(Grant.role == role)))
+    if disabled is not None:
+        query = query.where(User.disabled.is_(disabled))
+    if q:
+        query = query.where(User.username.contains(normalize_username(q), autoescape=True))
     async with engine.connect() as conn:
-        total = (await conn.execute(select(func.count()).select_from(User))).scalar() or 0
-        rows = (
-            await conn.execute(select(User).order_by(User.username).limit(limit).offset(offset))
-        ).all()
+        total = (
+            await conn.execute(select(func.count()).select_from(query.subquery()))
+        ).scalar() or 0
+        rows = (await conn.execute(query.order_by(User.username).limit(limit).offset(offset))).all()
         grants = await _grants_by_user(conn, [r.id for r in rows])
     return int(total), [_view(r, grants[r.id]) for r in rows]
 

@@ -15,6 +15,11 @@ Rules that matter to operators:
 * Every waiting phase has a deadline; missing it fails the job as ``timed_out`` with the
   phase named in ``detail``.
 * Terminal states absorb every later input.
+* One machine for both protocols: OCPP 1.6 (plain UpdateFirmware, or the security
+  extension's SignedUpdateFirmware) and OCPP 2.0.1 (UpdateFirmware, with or without a
+  signature: use cases L01/L02) send the same FirmwareStatusNotification statuses. Only
+  1.6 chargers tell by a NotSupported/NotImplemented CALLERROR which variant they take, so
+  only their jobs (``fallback``) switch method on it.
 """
 
 from __future__ import annotations
@@ -52,8 +57,8 @@ class Failure(enum.StrEnum):
 
 
 class Method(enum.StrEnum):
-    SIGNED = "signed"  # SignedUpdateFirmware (1.6 security extension) / 2.0.1 UpdateFirmware
-    PLAIN = "plain"  # 1.6 UpdateFirmware
+    SIGNED = "signed"  # 1.6 SignedUpdateFirmware / 2.0.1 UpdateFirmware with a signature
+    PLAIN = "plain"  # 1.6 UpdateFirmware / 2.0.1 UpdateFirmware without one
 
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
@@ -110,6 +115,9 @@ class Job:
     retrieve_at: datetime | None = None
     deadline: datetime | None = None
     signed_available: bool = True  # the image has a signature (SignedUpdateFirmware possible)
+    # 1.6: a NotSupported/NotImplemented answer switches signed <-> plain once. 2.0.1 has one
+    # UpdateFirmware for both, so such an answer is a plain refusal there.
+    fallback: bool = True
 
     @property
     def terminal(self) -> bool:
@@ -156,6 +164,7 @@ class StatusReported:
 @dataclass(frozen=True, slots=True)
 class Booted:
     firmware_version: str | None
+    reason: str | None = None  # 2.0.1 BootNotification reason (FirmwareUpdate, ...), for history
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +281,7 @@ def step(job: Job, event: Input, now: datetime, t: Timeouts) -> Step:
             return _send_failed(job, event, now, t)
         case StatusReported():
             return _status(job, event, now, t)
-        case Booted(version):
+        case Booted(version, _):
             return _booted(job, version, now, t)
         case Disconnected():
             if job.state in (
@@ -317,7 +326,11 @@ def _tick(job: Job, now: datetime, t: Timeouts) -> Step:
 
 
 _ANSWER_FAILURES = {
-    "Rejected": (Failure.REJECTED, "charger rejected the update request"),
+    # 2.0.1 (L01.FR.24) also answers Rejected when it cannot cancel an update in progress.
+    "Rejected": (
+        Failure.REJECTED,
+        "charger rejected the update request (or could not cancel the update it is running)",
+    ),
     "InvalidCertificate": (Failure.INVALID_SIGNATURE, "charger refused the signing certificate"),
     "RevokedCertificate": (Failure.INVALID_SIGNATURE, "signing certificate is revoked"),
 }
@@ -329,7 +342,11 @@ def _answered(job: Job, status: str, now: datetime, t: Timeouts) -> Step:
     if status in ("Accepted", "AcceptedCanceled"):
         start = max(now, job.retrieve_at) if job.retrieve_at else now
         deadline = _at(start, t.download_start)
-        return Step(replace(job, state=JobState.ACCEPTED, deadline=deadline), True)
+        detail = job.detail
+        if status == "AcceptedCanceled":
+            detail = "accepted; the charger cancelled the update it had in progress"
+        accepted = replace(job, state=JobState.ACCEPTED, deadline=deadline, detail=detail)
+        return Step(accepted, True)
     failure, detail = _ANSWER_FAILURES.get(status, (Failure.REJECTED, f"charger answered {status}"))
     return Step(_fail(job, failure, detail), True)
 
@@ -344,7 +361,7 @@ def _send_failed(job: Job, event: SendFailed, now: datetime, t: Timeouts) -> Ste
         if job.attempts >= t.max_attempts:
             return Step(_fail(job, Failure.TIMED_OUT, "no answer to the update request"), True)
         return Step(_to(job, JobState.QUEUED, now, t.queue), True)
-    if event.code in ("NotSupported", "NotImplemented"):
+    if job.fallback and event.code in ("NotSupported", "NotImplemented"):
         # The charger told us which variant it takes: switch once and resend.
         if job.method is Method.SIGNED:
             return Step(

@@ -5,6 +5,10 @@ one queue and one worker, so a job's transitions are serial and each is written 
 database (row + history entry) before any side effect it asks for: the outbox rule. A job
 marked ``sending`` is therefore re-sent after a crash, never lost; every other phase keeps
 its stored deadline, so timers carry on across restarts.
+
+OCPP 2.0.1 chargers (``chargers.protocol``, as last connected) get the same jobs: the
+image's signature decides signed (L01) or plain (L02) once, with no 1.6-style method
+fallback, and the job id is the ``requestId`` of both variants.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from evota.store.models import Job as JobRow
 log = structlog.get_logger("evota.jobs")
 
 _TOKEN_IN_URL = re.compile(r"/[A-Za-z0-9_-]{40,}/")
+V201 = "ocpp2.0.1"
 
 
 class JobConflict(Exception):
@@ -107,6 +112,7 @@ class JobRunner:
                         Firmware.signature,
                         Firmware.signing_certificate,
                         Charger.firmware_version.label("reported"),
+                        Charger.protocol.label("protocol"),
                     )
                     .join(Firmware, Firmware.id == JobRow.firmware_id)
                     .join(Charger, Charger.id == JobRow.charger_id, isouter=True)
@@ -160,8 +166,9 @@ class JobRunner:
             raise JobConflict(current.id)
         now = self._clock.now()
         image = _image(firmware)
+        fallback = await self._protocol_of(charger_id) != V201
         method = None
-        if learned_method == jm.Method.PLAIN.value or image.signature is None:
+        if image.signature is None or (fallback and learned_method == jm.Method.PLAIN.value):
             method = jm.Method.PLAIN
         async with self._engine.begin() as conn:
             job_id = (
@@ -195,6 +202,7 @@ class JobRunner:
             method=method,
             retrieve_at=retrieve_at,
             signed_available=image.signature is not None,
+            fallback=fallback,
         )
         self._images[job.id] = image
         self.active[charger_id] = job
@@ -203,6 +211,12 @@ class JobRunner:
         if self._ready(charger_id):
             self.notify(charger_id, jm.Dispatch(), "dispatch")
         return s.job
+
+    async def _protocol_of(self, charger_id: str) -> str | None:
+        async with self._engine.connect() as conn:
+            return (
+                await conn.execute(select(Charger.protocol).where(Charger.id == charger_id))
+            ).scalar()
 
     async def cancel(self, job_id: int, reason: str) -> jm.Step | None:
         """Cancel a job that has not reached the charger; None if it is not active."""
@@ -231,8 +245,10 @@ class JobRunner:
         if charger_id in self.active:
             self._inbox.put_nowait((charger_id, event, name))
 
-    def booted(self, charger_id: str, firmware_version: str | None) -> None:
-        self.notify(charger_id, jm.Booted(firmware_version), "boot")
+    def booted(
+        self, charger_id: str, firmware_version: str | None, reason: str | None = None
+    ) -> None:
+        self.notify(charger_id, jm.Booted(firmware_version, reason), "boot")
 
     def ready(self, charger_id: str) -> None:
         self.notify(charger_id, jm.Dispatch(), "dispatch")
@@ -298,7 +314,7 @@ class JobRunner:
             )
         else:
             command = commands.UpdateFirmware(
-                location=location, retrieve_at=now, retries=3, retry_interval=60
+                location=location, retrieve_at=now, retries=3, retry_interval=60, request_id=job.id
             )
         await self._record(
             job,
@@ -323,7 +339,7 @@ class JobRunner:
         except commands.CommandRejected as exc:
             event = jm.SendFailed("callerror", exc.code, exc.description)
             outcome = f"error:callerror:{exc.code}"
-            if exc.code in ("NotSupported", "NotImplemented"):
+            if job.fallback and exc.code in ("NotSupported", "NotImplemented"):
                 other = jm.Method.PLAIN if job.method is jm.Method.SIGNED else jm.Method.SIGNED
                 await self._set_charger_method(job.charger_id, other.value)
         except commands.CommandError as exc:
@@ -342,6 +358,9 @@ class JobRunner:
         self.notify(job.charger_id, event, "answer")
 
     async def _remember_method(self, job: jm.Job, status: str) -> None:
+        """1.6 only: which variant a charger takes is learned from its answers."""
+        if not job.fallback:
+            return
         if status in ("Accepted", "AcceptedCanceled") and job.method is not None:
             await self._set_charger_method(job.charger_id, job.method.value)
 
@@ -434,8 +453,8 @@ def _describe(event: jm.Input) -> dict[str, Any]:
     match event:
         case jm.StatusReported(status, request_id):
             return {"status": status, "request_id": request_id}
-        case jm.Booted(version):
-            return {"firmware_version": version}
+        case jm.Booted(version, reason):
+            return {"firmware_version": version, "reason": reason}
         case jm.Answered(status):
             return {"status": status}
         case jm.SendFailed(reason, code, description):
@@ -471,6 +490,7 @@ def _job_from_row(row: Any) -> jm.Job:
         retrieve_at=row.retrieve_at,
         deadline=row.deadline,
         signed_available=row.signature is not None,
+        fallback=row.protocol != V201,
     )
 
 

@@ -1,9 +1,10 @@
-"""The charger fleet simulator: strict OCPP 1.6J chargers, thousands per process.
+"""The charger fleet simulator: strict OCPP 1.6J and 2.0.1 chargers, thousands per process.
 
 ``fleet`` turns a fleet file or flags into charger specs, ``charger`` is one simulated
-charger, ``firmware`` its firmware updates and ``control`` its remote commands (both
-registered into the charger's dispatch table on import), ``runner`` runs and provisions a
-fleet, ``cli`` is ``evota sim``.
+charger (one core behind a per-protocol wire), ``firmware`` its firmware updates and
+``control`` its remote commands (both registered into the charger's dispatch table on
+import), ``v201`` the OCPP 2.0.1 wire and handlers (with ``devicemodel``), ``runner`` runs and
+provisions a fleet, ``cli`` is ``evota sim``.
 """
 
 from evota.sim.charger import HANDLERS, ChargerStats, Reply, SimConfig, SimulatedCharger, handles
@@ -22,6 +23,7 @@ from evota.sim.fleet import (
     parse_fleet,
 )
 from evota.sim.runner import Fleet, FleetSummary, ProvisionError, ProvisionReport, wait_until
+from evota.sim.v201 import V201Wire  # registers the OCPP 2.0.1 wire and handlers
 
 __all__ = [
     "HANDLERS",
@@ -41,6 +43,7 @@ __all__ = [
     "SimConfig",
     "SimulatedCharger",
     "SiteSpec",
+    "V201Wire",
     "derive_key",
     "fleet_from_flags",
     "handles",

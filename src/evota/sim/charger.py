@@ -1,4 +1,4 @@
-"""One simulated OCPP 1.6J charger: a strict client that behaves like a well-made station.
+"""One simulated charger: a strict OCPP client that behaves like a well-made station.
 
 Everything a charger does runs as a few asyncio tasks (no threads), so thousands share one
 event loop. The charger validates every message it sends and every answer and CALL it
@@ -13,6 +13,11 @@ Inbound CALLs go through a dispatch table (:data:`HANDLERS`, extended with :func
 so firmware updates, diagnostics, remote commands and fault profiles add entries instead of
 touching the connection code; :data:`AFTER_BOOT` hooks run after every accepted boot (e.g. to
 report a firmware update's result). Firmware updates live in :mod:`evota.sim.firmware`.
+
+Protocols: the charger is one core (sessions, reboots, firmware, configuration) behind a
+:class:`Wire`, the per-version adapter that spells what the core does as messages and owns the
+version's dispatch table. :class:`Wire` itself is OCPP 1.6J; :mod:`evota.sim.v201` registers
+``ocpp2.0.1`` in :data:`WIRES`. The core never builds a payload.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from evota.ocpp.schemas import SchemaSet, v16
 from evota.sim.fleet import ChargerSpec
 
 if TYPE_CHECKING:
-    from evota.sim.control import ControlState
+    from evota.sim.control import ConfigKey, ControlState
     from evota.sim.firmware import FirmwareAgent
 
 log = structlog.get_logger("evota.sim")
@@ -153,8 +158,11 @@ class Reply:
 
 Handler = Callable[["SimulatedCharger", rpc.Call], Awaitable[Reply]]
 
-#: Inbound action -> handler. Payloads arrive schema-validated; replies are validated too.
+#: Inbound action -> handler (OCPP 1.6). Payloads arrive schema-validated; replies are too.
 HANDLERS: dict[str, Handler] = {}
+
+#: The same for OCPP 2.0.1 chargers (filled by :mod:`evota.sim.v201`).
+V201_HANDLERS: dict[str, Handler] = {}
 
 #: Run (as a connection task) after every accepted boot, once the connectors are reported.
 AFTER_BOOT: list[Callable[[SimulatedCharger], Coroutine[Any, Any, None]]] = []
@@ -176,6 +184,152 @@ async def _on_reset(charger: SimulatedCharger, call: rpc.Call) -> Reply:
     return Reply({"status": "Accepted"}, then=lambda: charger.reboot(hard=kind == "Hard"))
 
 
+# -- the wire: one OCPP version's spelling of what the core does ------------------------------
+
+
+class Wire:
+    """OCPP 1.6J, and the base of other versions' adapters (one instance per charger).
+
+    Methods that send take the charger and call :meth:`SimulatedCharger.call`, so every
+    message is schema-checked by the charger; methods returning ``(action, payload)`` leave
+    the sending to the caller (the firmware outbox queues them while offline).
+    """
+
+    protocol = "ocpp1.6"
+    #: The 1.6 simulator boots on every connection; a 2.0.1 station only after a (re)boot.
+    boot_every_connection = True
+    #: Firmware statuses beyond 1.6 core (DownloadScheduled) even for unsigned updates.
+    detailed_firmware = False
+
+    @property
+    def subprotocol(self) -> str:
+        return self.protocol
+
+    @property
+    def spelling(self) -> dict[ErrorKind, str]:
+        return V16_SPELLING
+
+    def schemas(self) -> SchemaSet:
+        return v16()
+
+    def handlers(self) -> dict[str, Handler]:
+        return HANDLERS
+
+    def allow_sessions_pending_update(self, charger: SimulatedCharger) -> bool:
+        """Whether sessions may start while an update waits to install (2.0.1 can say so)."""
+        return False
+
+    def extra_configuration(self, charger: SimulatedCharger) -> dict[str, ConfigKey]:
+        """Configuration the version adds to the 1.6 key set (2.0.1: its own variables)."""
+        return {}
+
+    # -- charger-initiated messages -------------------------------------------------------------
+    def boot(self, charger: SimulatedCharger, reason: str) -> dict[str, Any]:
+        """The BootNotification payload (1.6 has no boot reason)."""
+        spec = charger.spec
+        return {
+            "chargePointVendor": spec.vendor,
+            "chargePointModel": spec.model,
+            "chargePointSerialNumber": spec.serial_number,
+            "firmwareVersion": charger.firmware_version,
+        }
+
+    async def status(
+        self, charger: SimulatedCharger, connector: int, status: str, error_code: str, force: bool
+    ) -> None:
+        """Report a connector status (the core speaks 1.6 statuses; 0 is the whole charger)."""
+        await charger.call(
+            "StatusNotification",
+            {
+                "connectorId": connector,
+                "errorCode": error_code,
+                "status": status,
+                "timestamp": charger._now(),
+            },
+        )
+
+    def authorize_remote(self, charger: SimulatedCharger) -> bool:
+        """Whether a remotely started session is authorized first (1.6 sim: always)."""
+        return True
+
+    async def authorize(self, charger: SimulatedCharger, txn: Transaction) -> bool:
+        auth = await charger.call("Authorize", {"idTag": txn.id_tag})
+        return bool(auth["idTagInfo"]["status"] == "Accepted")
+
+    async def start(self, charger: SimulatedCharger, txn: Transaction) -> bool:
+        """Open the transaction (sets its id); False: the CSMS refused the id tag."""
+        started = await charger.call(
+            "StartTransaction",
+            {
+                "connectorId": txn.connector_id,
+                "idTag": txn.id_tag,
+                "meterStart": txn.meter_start,
+                "timestamp": charger._now(),
+            },
+        )
+        txn.transaction_id = started["transactionId"]
+        return bool(started["idTagInfo"]["status"] == "Accepted")
+
+    async def meter(self, charger: SimulatedCharger, txn: Transaction) -> None:
+        assert txn.transaction_id is not None
+        await charger.call(
+            "MeterValues",
+            {
+                "connectorId": txn.connector_id,
+                "transactionId": txn.transaction_id,
+                "meterValue": [
+                    {
+                        "timestamp": charger._now(),
+                        "sampledValue": [
+                            {
+                                "value": str(int(charger.meter_wh[txn.connector_id])),
+                                "context": "Sample.Periodic",
+                                "measurand": "Energy.Active.Import.Register",
+                                "location": "Outlet",
+                                "unit": "Wh",
+                            }
+                        ],
+                    }
+                ],
+            },
+        )
+
+    async def stop(
+        self, charger: SimulatedCharger, txn: Transaction, reason: str, meter_stop: int
+    ) -> None:
+        assert txn.transaction_id is not None
+        await charger.call(
+            "StopTransaction",
+            {
+                "transactionId": txn.transaction_id,
+                "idTag": txn.id_tag,
+                "meterStop": meter_stop,
+                "timestamp": charger._now(),
+                "reason": reason,
+            },
+        )
+
+    def firmware_status(self, status: str, request_id: int | None) -> tuple[str, dict[str, Any]]:
+        """A plain update (no request id) reports 1.6 core statuses, a signed one the
+        extension's."""
+        if request_id is None:
+            return "FirmwareStatusNotification", {"status": status}
+        return "SignedFirmwareStatusNotification", {"status": status, "requestId": request_id}
+
+    def security_event(
+        self, charger: SimulatedCharger, kind: str, tech_info: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        """None for a charger without the security extension (``firmware_update: plain``)."""
+        if charger.spec.firmware_update == "plain":
+            return None
+        payload = {"type": kind, "timestamp": charger._now(), "techInfo": tech_info[:255]}
+        return "SecurityEventNotification", payload
+
+
+#: Protocol -> wire factory; :mod:`evota.sim.v201` adds ``ocpp2.0.1``.
+WIRES: dict[str, Callable[[], Wire]] = {"ocpp1.6": Wire}
+
+
 # -- the charger ------------------------------------------------------------------------------
 
 
@@ -184,10 +338,15 @@ class Transaction:
     connector_id: int
     id_tag: str
     meter_start: int
-    transaction_id: int | None = None  # set once StartTransaction is answered
+    # 1.6: the CSMS's, set once StartTransaction is answered; 2.0.1: the charger's own
+    transaction_id: int | str | None = None
     stop_reason: str = "PowerLoss"  # used if the charger loses the connection mid-session
     stop_requested: str | None = None  # a remote stop or unlock: end now with this reason
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set with stop_requested
+    remote: bool = False  # started by a remote start request
+    remote_start_id: int | None = None  # 2.0.1 RequestStartTransaction's id
+    id_token_type: str = "ISO14443"  # 2.0.1 idToken type (an RFID card unless remote)
+    seq_no: int = 0  # 2.0.1: the next TransactionEvent's sequence number
 
 
 def basic_auth(identity: str, key: str) -> str:
@@ -199,7 +358,7 @@ def charger_url(base_url: str, identity: str) -> str:
 
 
 class SimulatedCharger:
-    """An independent OCPP 1.6J client; :meth:`start` runs it until :meth:`stop`."""
+    """An independent OCPP client (``spec.protocol``); :meth:`start` runs it until :meth:`stop`."""
 
     def __init__(
         self,
@@ -219,8 +378,12 @@ class SimulatedCharger:
         self.initial_delay = initial_delay
         self.rng = rng or random.Random(spec.identity)
         self.clock: Clock = clock or SystemClock()
-        self.schemas = schemas or v16()
-        self.handlers = HANDLERS if handlers is None else handlers
+        factory = WIRES.get(spec.protocol)
+        if factory is None:
+            raise ValueError(f"protocol {spec.protocol!r} is not simulated (known: {list(WIRES)})")
+        self.wire = factory()
+        self.schemas = schemas or self.wire.schemas()
+        self.handlers = self.wire.handlers() if handlers is None else handlers
         self.stats = ChargerStats()
         self.connected = False
         self.boot_status: str | None = None  # of the current connection's BootNotification
@@ -234,6 +397,7 @@ class SimulatedCharger:
         self.firmware_version = spec.firmware_version  # reported at boot; changed by updates
         self.firmware_state: str | None = None  # last firmware status reported
         self.firmware_history: list[str] = []  # every firmware status reported, in order
+        self.firmware_request_id: int | None = None  # of the update that reported last
         self.firmware_agent: FirmwareAgent | None = None  # created by the first update request
         # While an update waits for sessions to end, idle connectors report Unavailable.
         self.hold_idle_connectors = False
@@ -253,6 +417,8 @@ class SimulatedCharger:
         self._rebooting = False
         self._opened = False
         self._failures = 0
+        self.boot_reason = "PowerUp"  # of the next BootNotification (2.0.1 sends it)
+        self._cycle_accepted = False  # booted and accepted since the last (re)boot
 
     # -- observable state ---------------------------------------------------------------------
     @property
@@ -301,6 +467,7 @@ class SimulatedCharger:
     def start(self) -> asyncio.Task[None]:
         if self._task is None or self._task.done():
             self._stopping = False
+            self.power_cycle("PowerUp")
             self._task = asyncio.create_task(self.run(), name=f"sim-{self.identity}")
         return self._task
 
@@ -323,9 +490,10 @@ class SimulatedCharger:
         while not self._stopping:
             self._opened = False
             try:
+                subprotocol = self.wire.subprotocol
                 async with connect(
                     self.url,
-                    subprotocols=[Subprotocol(SUBPROTOCOL)],
+                    subprotocols=[Subprotocol(subprotocol)],
                     additional_headers={"Authorization": basic_auth(self.identity, self.auth_key)},
                     compression=None,
                     proxy=None,
@@ -335,7 +503,7 @@ class SimulatedCharger:
                     ping_interval=self.config.ping_interval,
                     ping_timeout=self.config.ping_interval,
                 ) as ws:
-                    if ws.subprotocol != SUBPROTOCOL:
+                    if ws.subprotocol != subprotocol:
                         raise _Refused(f"CSMS selected subprotocol {ws.subprotocol!r}")
                     self._opened = True
                     await self._serve(ws)
@@ -452,32 +620,52 @@ class SimulatedCharger:
             if self._hangup is not None:
                 self._hangup.set()  # a broken charger drops the connection and starts over
 
-    async def reboot(self, *, hard: bool = False) -> None:
+    def power_cycle(self, reason: str) -> None:
+        """The next connection is a (re)boot, announced with ``reason`` (2.0.1 boot reasons)."""
+        self.boot_reason = reason
+        self._cycle_accepted = False
+
+    async def reboot(self, *, hard: bool = False, reason: str = "RemoteReset") -> None:
         """Reset: a soft reset ends sessions cleanly first; a hard one reports them after boot."""
-        reason = "HardReset" if hard else "SoftReset"
+        stop_reason = "HardReset" if hard else "SoftReset"
         for task in list(self._sessions.values()):
             task.cancel()
         await asyncio.gather(*self._sessions.values(), return_exceptions=True)
         for txn in self.transactions.values():
-            txn.stop_reason = reason
+            txn.stop_reason = stop_reason
         if not hard:
             for txn in list(self.transactions.values()):
                 await self._end_interrupted(txn)
+        self.power_cycle(reason)
         self._rebooting = True
         if self._hangup is not None:
             self._hangup.set()
 
     # -- after connecting ---------------------------------------------------------------------
     async def _boot_and_operate(self) -> None:
-        spec = self.spec
-        boot = {
-            "chargePointVendor": spec.vendor,
-            "chargePointModel": spec.model,
-            "chargePointSerialNumber": spec.serial_number,
-            "firmwareVersion": self.firmware_version,
-        }
+        booting = self.wire.boot_every_connection or not self._cycle_accepted
+        if booting:
+            await self._boot()
+        else:  # 2.0.1: a reconnect without a reboot carries on without booting
+            self.boot_status = "Accepted"
+        self._failures = 0
+        # Sessions cut off by a lost connection or a hard reset end now, as real chargers do.
+        for txn in list(self.transactions.values()):
+            await self._end_interrupted(txn)
+        for connector in self.connector_status:
+            with contextlib.suppress(CallErrorReceived, InvalidResult, CallTimeout):
+                await self.send_status(connector, *self.idle_status(connector), force=booting)
+        for hook in AFTER_BOOT:
+            self._spawn(hook(self))
+        self._spawn(self._heartbeats())
+        if self.config.session_rate > 0:
+            self._spawn(self._session_arrivals())
+
+    async def _boot(self) -> None:
+        """BootNotification until Accepted, retried after the interval the CSMS gave."""
         while True:
             self.stats.boots_sent += 1
+            boot = self.wire.boot(self, self.boot_reason)
             try:
                 answer = await self.call("BootNotification", boot)
             except CallFailed:
@@ -490,19 +678,8 @@ class SimulatedCharger:
             log.info("boot not accepted", charger_id=self.identity, status=self.boot_status)
             await self._sleep(interval if interval > 0 else self.config.boot_retry_default)
         self.stats.boots_accepted += 1
-        self._failures = 0
+        self._cycle_accepted = True
         self.heartbeat_interval = interval if interval > 0 else self.config.heartbeat_default
-        # Sessions cut off by a lost connection or a hard reset end now, as real chargers do.
-        for txn in list(self.transactions.values()):
-            await self._end_interrupted(txn)
-        for connector in self.connector_status:
-            with contextlib.suppress(CallErrorReceived, InvalidResult, CallTimeout):
-                await self.send_status(connector, *self.idle_status(connector))
-        for hook in AFTER_BOOT:
-            self._spawn(hook(self))
-        self._spawn(self._heartbeats())
-        if self.config.session_rate > 0:
-            self._spawn(self._session_arrivals())
 
     async def _end_interrupted(self, txn: Transaction) -> None:
         """Report the end of a session whose task was cut off; keep it only if we went offline."""
@@ -537,9 +714,20 @@ class SimulatedCharger:
                 self.begin_session(self.rng.choice(free))
 
     def begin_session(
-        self, connector_id: int, id_tag: str | None = None, duration: float | None = None
+        self,
+        connector_id: int,
+        id_tag: str | None = None,
+        duration: float | None = None,
+        *,
+        remote: bool = False,
+        remote_start_id: int | None = None,
+        id_token_type: str | None = None,
     ) -> asyncio.Task[bool]:
-        """Start a charging session now (for tests and demos); the task says if it completed."""
+        """Start a charging session now (for tests and demos); the task says if it completed.
+
+        ``remote``: started by the CSMS (2.0.1 adds its ``remote_start_id``); ``id_token_type``
+        is the 2.0.1 idToken type (default ``ISO14443``, an RFID card).
+        """
         if not self.accepted:
             raise NotConnected(f"{self.identity} is not connected and accepted")
         if connector_id in self.transactions:
@@ -548,34 +736,29 @@ class SimulatedCharger:
             id_tag = f"SIM{self.rng.randrange(10**8):08d}"
         if duration is None:
             duration = self.rng.uniform(*self.config.session_duration)
-        task = self._spawn(self._session(connector_id, id_tag, duration))
+        txn = Transaction(connector_id, id_tag, int(self.meter_wh[connector_id]))
+        txn.remote, txn.remote_start_id = remote, remote_start_id
+        if id_token_type is not None:
+            txn.id_token_type = id_token_type
+        task = self._spawn(self._session(txn, duration))
         self._sessions[connector_id] = task
         task.add_done_callback(lambda _: self._sessions.pop(connector_id, None))
         return task
 
-    async def _session(self, connector: int, id_tag: str, duration: float) -> bool:
-        txn = Transaction(connector, id_tag, int(self.meter_wh[connector]))
+    async def _session(self, txn: Transaction, duration: float) -> bool:
+        connector = txn.connector_id
         self.transactions[connector] = txn
         try:
             await self.send_status(connector, "Preparing")
-            auth = await self.call("Authorize", {"idTag": id_tag})
-            if auth["idTagInfo"]["status"] != "Accepted":
+            authorize = not txn.remote or self.wire.authorize_remote(self)
+            if authorize and not await self.wire.authorize(self, txn):
                 self.stats.authorize_rejected += 1
                 del self.transactions[connector]
                 await self.send_status(connector, *self.idle_status(connector))
                 return False
-            started = await self.call(
-                "StartTransaction",
-                {
-                    "connectorId": connector,
-                    "idTag": id_tag,
-                    "meterStart": txn.meter_start,
-                    "timestamp": self._now(),
-                },
-            )
-            txn.transaction_id = started["transactionId"]
+            accepted = await self.wire.start(self, txn)
             self.stats.transactions_started += 1
-            if started["idTagInfo"]["status"] != "Accepted":
+            if not accepted:
                 await self._stop_transaction(txn, "DeAuthorized")
                 await self.send_status(connector, "Finishing")
                 await self.send_status(connector, *self.idle_status(connector))
@@ -593,7 +776,7 @@ class SimulatedCharger:
                 self.meter_wh[connector] += self.charging_power_kw(connector) * slept / 3.6
                 if elapsed < duration and txn.stop_requested is None:
                     with contextlib.suppress(CallErrorReceived, InvalidResult, CallTimeout):
-                        await self._meter_values(txn)
+                        await self.wire.meter(self, txn)
             await self._stop_transaction(txn, txn.stop_requested or "EVDisconnected")
             await self.send_status(connector, "Finishing")
             await self.send_status(connector, *self.idle_status(connector))
@@ -608,58 +791,20 @@ class SimulatedCharger:
                 await self.send_status(connector, *self.idle_status(connector))
             return False
 
-    async def _meter_values(self, txn: Transaction) -> None:
-        assert txn.transaction_id is not None
-        await self.call(
-            "MeterValues",
-            {
-                "connectorId": txn.connector_id,
-                "transactionId": txn.transaction_id,
-                "meterValue": [
-                    {
-                        "timestamp": self._now(),
-                        "sampledValue": [
-                            {
-                                "value": str(int(self.meter_wh[txn.connector_id])),
-                                "context": "Sample.Periodic",
-                                "measurand": "Energy.Active.Import.Register",
-                                "location": "Outlet",
-                                "unit": "Wh",
-                            }
-                        ],
-                    }
-                ],
-            },
-        )
-
     async def _stop_transaction(self, txn: Transaction, reason: str) -> None:
-        assert txn.transaction_id is not None
         meter_stop = int(self.meter_wh[txn.connector_id])
-        await self.call(
-            "StopTransaction",
-            {
-                "transactionId": txn.transaction_id,
-                "idTag": txn.id_tag,
-                "meterStop": meter_stop,
-                "timestamp": self._now(),
-                "reason": reason,
-            },
-        )
+        await self.wire.stop(self, txn, reason, meter_stop)
         self.transactions.pop(txn.connector_id, None)
         self.stats.transactions_completed += 1
         self.stats.energy_wh += meter_stop - txn.meter_start
 
-    async def send_status(self, connector: int, status: str, error_code: str = "NoError") -> None:
+    async def send_status(
+        self, connector: int, status: str, error_code: str = "NoError", *, force: bool = False
+    ) -> None:
+        """Set and report a connector's (1.6) status; ``force``: even if the wire would not
+        repeat an unchanged one (2.0.1 reports changes; after a boot and on a trigger, all)."""
         self.connector_status[connector] = status
-        await self.call(
-            "StatusNotification",
-            {
-                "connectorId": connector,
-                "errorCode": error_code,
-                "status": status,
-                "timestamp": self._now(),
-            },
-        )
+        await self.wire.status(self, connector, status, error_code, force)
 
     def _now(self) -> str:
         return self.clock.now().isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -751,10 +896,9 @@ class SimulatedCharger:
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, list) and parsed and parsed[0] == rpc.CALL:
-            self.stats.errors_sent.append(V16_SPELLING[err.kind])
-            await self._send(
-                rpc.encode_error(err.message_id, V16_SPELLING[err.kind], err.description)
-            )
+            code = self.wire.spelling[err.kind]
+            self.stats.errors_sent.append(code)
+            await self._send(rpc.encode_error(err.message_id, code, err.description))
             return
         self.stats.invalid_results += 1
         log.warning("malformed frame from CSMS", charger_id=self.identity, error=err.description)
@@ -778,7 +922,7 @@ class SimulatedCharger:
                 log.error("simulator built an invalid reply", action=call.action, error=str(err))
                 raise RpcError(ErrorKind.INTERNAL, "internal error building the reply") from None
         except RpcError as err:
-            code = V16_SPELLING[err.kind]
+            code = self.wire.spelling[err.kind]
             self.stats.errors_sent.append(code)
             await self._send(rpc.encode_error(call.message_id, code, err.description, err.details))
             return

@@ -77,6 +77,18 @@ def sim_command(
             help="PEM file of a trusted firmware signing root (repeatable).",
         ),
     ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(help="OCPP version of every charger: ocpp1.6 or ocpp2.0.1 [ocpp1.6]."),
+    ] = None,
+    v201_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--v201-fraction",
+            help="Mixed fleet: this share (0-1) of the chargers speaks ocpp2.0.1, spread "
+            "evenly, the rest ocpp1.6.",
+        ),
+    ] = None,
     fault: Annotated[
         list[str] | None,
         typer.Option(
@@ -111,11 +123,11 @@ def sim_command(
         str, typer.Option(help="debug, info, warning or error (per-charger events are info).")
     ] = "warning",
 ) -> None:
-    """Simulate OCPP 1.6J chargers: boot, heartbeat, charging sessions, resets, firmware updates."""
+    """Simulate OCPP 1.6J and 2.0.1 chargers: sessions, commands, firmware updates, faults."""
     try:
         spec = _fleet_spec(
             fleet, count, prefix, vendor, model, firmware, connectors, seed,
-            firmware_update, firmware_root, fault,
+            firmware_update, firmware_root, fault, protocol, v201_fraction,
         )  # fmt: skip
         if not url.startswith(("ws://", "wss://")):
             raise _UsageError(f"--url must start with ws:// or wss:// (got {url!r})")
@@ -161,7 +173,11 @@ def _fleet_spec(
     firmware_update: str | None = None,
     firmware_roots: list[Path] | None = None,
     faults: list[str] | None = None,
+    protocol: str | None = None,
+    v201_fraction: float | None = None,
 ) -> FleetSpec:
+    if protocol is not None and v201_fraction is not None:
+        raise _UsageError("give --protocol or --v201-fraction, not both")
     if fleet is not None:
         flags = {
             "--count": count,
@@ -174,6 +190,8 @@ def _fleet_spec(
             "--firmware-update": firmware_update,
             "--firmware-root": firmware_roots or None,
             "--fault": faults or None,
+            "--protocol": protocol,
+            "--v201-fraction": v201_fraction,
         }
         clash = [name for name, value in flags.items() if value is not None]
         if clash:
@@ -190,6 +208,8 @@ def _fleet_spec(
         firmware_update="both" if firmware_update is None else firmware_update,
         firmware_roots=firmware_roots or (),
         faults=faults or (),
+        protocol=protocol or "ocpp1.6",
+        v201_fraction=v201_fraction,
     )
 
 

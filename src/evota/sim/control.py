@@ -16,8 +16,10 @@
   over HTTP to the given location (diagnostics: multipart ``POST``; logs: ``PUT
   {location}/{filename}``), reporting DiagnosticsStatusNotification / LogStatusNotification.
 
-Security-extension messages get CALLERROR NotImplemented from a ``plain`` charger (one
-without the extension), as :mod:`evota.sim.firmware` does for SignedUpdateFirmware. Decisions
+Security-extension messages get CALLERROR NotImplemented from a ``plain`` 1.6 charger (one
+without the extension), as :mod:`evota.sim.firmware` does for SignedUpdateFirmware. The 2.0.1
+handlers (:mod:`evota.sim.v201`) reuse this state and these rules through their own names
+(the configuration store is also the 2.0.1 device model's). Decisions
 that have rules (configuration values, the local list, charging profile limits) are pure
 functions, property-tested in ``tests/sim/test_control.py``.
 """
@@ -30,7 +32,7 @@ import datetime as dt
 import hashlib
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -57,6 +59,7 @@ class ConfigKey:
     kind: str = "str"  # bool | int | csl | str | key
     reboot: bool = False  # a change takes effect after a reboot (RebootRequired)
     secret: bool = False  # write-only: never returned by GetConfiguration
+    options: tuple[str, ...] = ()  # allowed values (of each member, for csl); empty: any
 
     @property
     def shown(self) -> dict[str, Any]:
@@ -144,6 +147,10 @@ def change_answer(keys: Mapping[str, ConfigKey], key: str, value: str) -> str:
             return "Rejected"  # lowering is forbidden; raising needs TLS the simulator lacks
     if entry.kind == "key" and not 16 <= len(value.encode()) <= 40:
         return "Rejected"
+    if entry.options:
+        members = value.split(",") if entry.kind == "csl" else [value]
+        if any(m not in entry.options for m in members):
+            return "Rejected"
     return "RebootRequired" if entry.reboot else "Accepted"
 
 
@@ -383,7 +390,7 @@ class ControlState:
 def state(charger: SimulatedCharger) -> ControlState:
     """The charger's control state, created on first use."""
     if charger.control is None:
-        security = charger.spec.firmware_update != "plain"
+        security = charger.spec.protocol != "ocpp1.6" or charger.spec.firmware_update != "plain"
         st = ControlState(
             charger,
             core_configuration(
@@ -391,7 +398,8 @@ def state(charger: SimulatedCharger) -> ControlState:
                 int(charger.heartbeat_interval),
                 int(charger.config.meter_interval),
                 security=security,
-            ),
+            )
+            | charger.wire.extra_configuration(charger),
         )
         st.certificates = [
             ("ManufacturerRootCertificate", pem) for pem in charger.spec.firmware_roots
@@ -401,7 +409,8 @@ def state(charger: SimulatedCharger) -> ControlState:
 
 
 def _security_only(charger: SimulatedCharger, action: str) -> None:
-    if charger.spec.firmware_update == "plain":  # no Security Whitepaper extension
+    if charger.spec.protocol == "ocpp1.6" and charger.spec.firmware_update == "plain":
+        # a 1.6 charger without the Security Whitepaper extension
         raise RpcError(ErrorKind.NOT_IMPLEMENTED, f"unknown action {action!r}")
 
 
@@ -536,23 +545,26 @@ async def _on_get_configuration(charger: SimulatedCharger, call: rpc.Call) -> Re
     return Reply(payload)
 
 
-@handles("ChangeConfiguration")
-async def _on_change_configuration(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+def apply_setting(charger: SimulatedCharger, key: str, value: str) -> str:
+    """Change configuration ``key`` (1.6 ChangeConfiguration, 2.0.1 SetVariables); returns
+    :func:`change_answer`'s status, applying the change and its side effects when it allows."""
     st = state(charger)
-    key, value = call.payload["key"], call.payload["value"]
     status = change_answer(st.configuration, key, value)
     if status in ("Accepted", "RebootRequired"):
         entry = st.configuration[key]
         if entry.kind == "bool":
             value = value.lower()
-        st.configuration[key] = ConfigKey(
-            value, entry.readonly, entry.kind, entry.reboot, entry.secret
-        )
+        st.configuration[key] = replace(entry, value=value)
         if key == "HeartbeatInterval":
             charger.heartbeat_interval = float(value)
         elif key == "AuthorizationKey":
             charger.auth_key = value  # used from the next connection on
-    return Reply({"status": status})
+    return status
+
+
+@handles("ChangeConfiguration")
+async def _on_change_configuration(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+    return Reply({"status": apply_setting(charger, call.payload["key"], call.payload["value"])})
 
 
 # -- authorization ------------------------------------------------------------------------------
@@ -618,10 +630,16 @@ def _profile_refusal(charger: SimulatedCharger, connector: int, profile: dict[st
 
 @handles("SetChargingProfile")
 async def _on_set_charging_profile(charger: SimulatedCharger, call: rpc.Call) -> Reply:
-    st = state(charger)
     connector, profile = call.payload["connectorId"], call.payload["csChargingProfiles"]
+    return Reply({"status": install_profile(charger, connector, profile)})
+
+
+def install_profile(charger: SimulatedCharger, connector: int, profile: dict[str, Any]) -> str:
+    """Install a (1.6-shaped) charging profile; ``Accepted`` or ``Rejected``. It replaces a
+    profile with its id, or with its connector, purpose and stack level."""
+    st = state(charger)
     if _profile_refusal(charger, connector, profile):
-        return Reply({"status": "Rejected"})
+        return "Rejected"
     stored = StoredProfile(connector, profile, charger.clock.now())
     kept = {
         pid: s
@@ -631,10 +649,10 @@ async def _on_set_charging_profile(charger: SimulatedCharger, call: rpc.Call) ->
         != (connector, stored.purpose, stored.stack_level)
     }
     if len(kept) >= st.number("MaxChargingProfilesInstalled", 10):
-        return Reply({"status": "Rejected"})
+        return "Rejected"
     kept[stored.id] = stored
     st.profiles = kept
-    return Reply({"status": "Accepted"})
+    return "Accepted"
 
 
 @handles("ClearChargingProfile")

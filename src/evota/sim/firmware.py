@@ -1,5 +1,7 @@
 """Firmware updates on a simulated charger: OCPP 1.6 ``UpdateFirmware`` and the Security
 Whitepaper's ``SignedUpdateFirmware``, with the faults of :class:`~evota.sim.fleet.FaultProfile`.
+The same agent runs OCPP 2.0.1's ``UpdateFirmware`` (signed L01, unsigned L02; its handler is in
+:mod:`evota.sim.v201`): the charger's wire spells the status notifications.
 
 An update runs as a background task of the charger (it survives reconnects and the reboot it
 causes): wait for the retrieve time, download the real image over HTTP (resuming with
@@ -58,7 +60,7 @@ IMAGE_HEADER = b"EVOTA-SIM-FIRMWARE "
 _HEADER_BYTES = len(IMAGE_HEADER) + MAX_FIRMWARE + 2  # enough to read the header line
 OUTBOX_LIMIT = 100  # notifications kept while offline; the oldest are dropped beyond this
 _SESSION_POLL = 0.05  # real s between checks whether sessions have ended
-_MAX_TECH_INFO = 255
+_SCHEDULE_SLACK = 1.0  # real s: a retrieve time this close counts as "now", not DownloadScheduled
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +74,14 @@ class DrawnFaults:
     invalid_signature: bool = False
     silent: bool = False
     reject: bool = False
+    install_verification_fails: bool = False
+    refuse_cancel: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """One accepted update request (plain when ``request_id`` is None)."""
+    """One accepted update request: 1.6 plain (no ``request_id``), 1.6 signed, or 2.0.1
+    (always a ``request_id``; ``signed`` unless it is an unsigned L02 update)."""
 
     location: str
     retrieve_at: dt.datetime
@@ -87,9 +92,11 @@ class Update:
     install_at: dt.datetime | None = None
     certificate: str = ""
     signature: str = ""
+    signed: bool = False  # verify ``signature`` with ``certificate`` before installing
 
     @property
-    def signed(self) -> bool:
+    def detailed(self) -> bool:
+        """Reports the extended statuses (InstallScheduled, InstallRebooting, ...)."""
         return self.request_id is not None
 
 
@@ -250,23 +257,21 @@ class FirmwareAgent:
         c = self.charger
         c.firmware_state = status
         c.firmware_history.append(status)
-        if update.signed:
-            payload = {"status": status, "requestId": update.request_id}
-            await self.notify("SignedFirmwareStatusNotification", payload)
-        else:
-            await self.notify("FirmwareStatusNotification", {"status": status})
+        c.firmware_request_id = update.request_id
+        await self.notify(*c.wire.firmware_status(status, update.request_id))
 
     async def security_event(self, kind: str, tech_info: str) -> None:
-        c = self.charger
-        if c.spec.firmware_update == "plain":
-            return  # a plain 1.6 charger has no security extension
-        payload = {"type": kind, "timestamp": c._now(), "techInfo": tech_info[:_MAX_TECH_INFO]}
-        await self.notify("SecurityEventNotification", payload)
+        message = self.charger.wire.security_event(self.charger, kind, tech_info)
+        if message is not None:  # None: a plain 1.6 charger has no security extension
+            await self.notify(*message)
 
     # -- the update -----------------------------------------------------------------------------
     async def _run(self, u: Update) -> None:
         c = self.charger
         try:
+            later = (u.retrieve_at - c.clock.now()).total_seconds()
+            if c.wire.detailed_firmware and later > _SCHEDULE_SLACK:
+                await self.report(u, "DownloadScheduled")
             await _sleep_until(c, u.retrieve_at)
             await self.report(u, "Downloading")
             try:
@@ -288,6 +293,10 @@ class FirmwareAgent:
                     await self.security_event("InvalidFirmwareSignature", problem)
                     return
                 await self.report(u, "SignatureVerified")
+            if u.faults.install_verification_fails:  # e.g. a checksum inside the image is wrong
+                failed = "InstallVerificationFailed" if u.detailed else "InstallationFailed"
+                await self.report(u, failed)
+                return
             await self._wait_for_install(u)
             self.installing = True
             c.hold_idle_connectors = True  # no new sessions while installing
@@ -296,18 +305,18 @@ class FirmwareAgent:
             if u.faults.power_loss:  # the power fails part-way: back on the old image
                 await c._sleep(c.rng.uniform(0.0, duration))
                 self._release(report=False)
-                await self._restart(hard=True, wait=False)
+                await self._restart(hard=True, wait=False, reason="PowerUp")
                 return
             await c._sleep(duration)
             if u.faults.install_fails:  # a clean failure: the old image keeps running
                 await self.report(u, "InstallationFailed")
                 return
-            if u.signed:
+            if u.detailed:
                 await self.report(u, "InstallRebooting")
             old = c.firmware_version
             c.firmware_version = download.version or derived_version(old, download.sha256)
             self._release(report=False)
-            await self._restart(hard=False, wait=True)
+            await self._restart(hard=False, wait=True, reason="FirmwareUpdate")
             await self.report(u, "Installed")
             await self.security_event("FirmwareUpdated", f"{old} -> {c.firmware_version}")
         finally:
@@ -323,7 +332,7 @@ class FirmwareAgent:
             scheduled = True
             await _sleep_until(c, u.install_at)
         if c.in_session:
-            if u.signed and not scheduled:
+            if u.detailed and not scheduled:
                 await self.report(u, "InstallScheduled")
             await self._hold()
             # Polling: a session ends by its task, a reset, or a stop reported after a reconnect.
@@ -332,6 +341,8 @@ class FirmwareAgent:
 
     async def _hold(self) -> None:
         c = self.charger
+        if c.wire.allow_sessions_pending_update(c):  # 2.0.1 AllowNewSessionsPendingFirmwareUpdate
+            return
         self._holding = c.hold_idle_connectors = True
         for connector, status in list(c.connector_status.items()):
             if connector > 0 and status == "Available" and connector not in c.transactions:
@@ -348,12 +359,13 @@ class FirmwareAgent:
         if report and not c._stopping:
             c.spawn_background(_report_idle(c))
 
-    async def _restart(self, *, hard: bool, wait: bool) -> None:
+    async def _restart(self, *, hard: bool, wait: bool, reason: str) -> None:
         """Reboot (offline: the next connection is the reboot) and wait for the next boot."""
         c = self.charger
         self.booted.clear()
+        c.power_cycle(reason)
         if c.connected:
-            await c.reboot(hard=hard)
+            await c.reboot(hard=hard, reason=reason)
         if wait:
             await self.booted.wait()
 
@@ -530,34 +542,49 @@ async def _on_update_firmware(charger: SimulatedCharger, call: rpc.Call) -> Repl
     return Reply({}, then=lambda: a.start(update))
 
 
-@handles("SignedUpdateFirmware")
-async def _on_signed_update_firmware(charger: SimulatedCharger, call: rpc.Call) -> Reply:
-    if charger.spec.firmware_update == "plain":
-        raise RpcError(ErrorKind.NOT_IMPLEMENTED, "unknown action 'SignedUpdateFirmware'")
-    a = agent(charger)
-    faults = _draw(charger)
-    if faults.reject or a.installing:
-        return Reply({"status": "Rejected"})
-    p = call.payload
-    firmware = p["firmware"]
-    certificate: str = firmware["signingCertificate"]
+def certificate_refusal(charger: SimulatedCharger, certificate: str) -> tuple[str, str] | None:
+    """(status, reason) when the signing certificate is not trusted, else None.
+
+    The ``certificate_status`` fault makes the charger find it invalid or revoked (as if its
+    root were missing or a CRL listed it) whatever the certificate is.
+    """
+    forced = charger.spec.faults.certificate_status
+    if forced == "revoked":
+        return "RevokedCertificate", "signing certificate revoked (fault profile)"
+    if forced == "invalid":
+        return "InvalidCertificate", "signing certificate rejected (fault profile)"
     roots = [root.encode() for root in charger.spec.firmware_roots]
     try:
         verify_certificate(certificate.encode(), roots, charger.clock.now())
     except CertificateError as exc:
-        reason = exc.reason
-        return Reply(
-            {"status": "InvalidCertificate"},
-            then=lambda: a.later(
-                "SecurityEventNotification",
-                {
-                    "type": "InvalidFirmwareSigningCertificate",
-                    "timestamp": charger._now(),
-                    "techInfo": reason[:_MAX_TECH_INFO],
-                },
-            ),
-        )
-    update = Update(
+        return "InvalidCertificate", exc.reason
+    return None
+
+
+def refuse_certificate(charger: SimulatedCharger, status: str, reason: str) -> Reply:
+    """Answer a bad signing certificate, then report it as a security event."""
+    a = agent(charger)
+    event = charger.wire.security_event(charger, "InvalidFirmwareSigningCertificate", reason)
+    if event is None:
+        return Reply({"status": status})
+    return Reply({"status": status}, then=lambda: a.later(*event))
+
+
+def replace_answer(a: FirmwareAgent, faults: DrawnFaults) -> str:
+    """How a request that arrives while an update may be running is answered: ``Accepted``,
+    ``AcceptedCanceled`` (the running one is cancelled) or ``Rejected`` (it cannot be:
+    installing already, or the ``refuse_cancel`` fault)."""
+    if not a.busy:
+        return "Accepted"
+    if a.installing or faults.refuse_cancel:
+        return "Rejected"
+    return "AcceptedCanceled"
+
+
+def signed_update(p: dict[str, Any], charger: SimulatedCharger, faults: DrawnFaults) -> Update:
+    """An :class:`Update` from a 1.6 SignedUpdateFirmware / 2.0.1 UpdateFirmware payload."""
+    firmware = p["firmware"]
+    return Update(
         location=firmware["location"],
         retrieve_at=_parse_time(firmware["retrieveDateTime"], charger),
         retries=p.get("retries", 0),
@@ -569,14 +596,36 @@ async def _on_signed_update_firmware(charger: SimulatedCharger, call: rpc.Call) 
             if "installDateTime" in firmware
             else None
         ),
-        certificate=certificate,
-        signature=firmware["signature"],
+        certificate=firmware.get("signingCertificate", ""),
+        signature=firmware.get("signature", ""),
+        signed="signature" in firmware,
     )
-    status = "AcceptedCanceled" if a.busy else "Accepted"
+
+
+def begin(a: FirmwareAgent, update: Update, status: str) -> Reply:
+    """Answer ``status`` (Accepted or AcceptedCanceled) and run ``update`` after the answer."""
     a.cancel()
-    if faults.silent:
+    if update.faults.silent:
         return Reply({"status": status})
     return Reply({"status": status}, then=lambda: a.start(update))
+
+
+@handles("SignedUpdateFirmware")
+async def _on_signed_update_firmware(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+    if charger.spec.firmware_update == "plain":
+        raise RpcError(ErrorKind.NOT_IMPLEMENTED, "unknown action 'SignedUpdateFirmware'")
+    a = agent(charger)
+    faults = _draw(charger)
+    if faults.reject or a.installing:
+        return Reply({"status": "Rejected"})
+    p = call.payload
+    refusal = certificate_refusal(charger, p["firmware"]["signingCertificate"])
+    if refusal is not None:
+        return refuse_certificate(charger, *refusal)
+    status = replace_answer(a, faults)
+    if status == "Rejected":
+        return Reply({"status": status})
+    return begin(a, signed_update(p, charger, faults), status)
 
 
 async def _after_boot(charger: SimulatedCharger) -> None:

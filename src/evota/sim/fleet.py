@@ -9,7 +9,7 @@ Format (all keys except ``groups``/``chargers`` entries' ``prefix``/``count``/``
 are optional)::
 
     seed: demo-2026            # keys = HMAC-SHA-256(seed, identity); change it to re-key
-    protocol: ocpp1.6          # the only protocol simulated so far
+    protocol: ocpp1.6          # default for every charger: ocpp1.6 or ocpp2.0.1
     defaults:                  # inherited by every group and charger below
       vendor: Evota
       model: Sim-AC22
@@ -29,6 +29,7 @@ are optional)::
         sites: [berlin-hbf, munich-ost]   # spread round-robin; or `site: berlin-hbf`
         connectors: 2
         tags: [ac, pilot]      # replaces defaults.tags
+        protocol: ocpp2.0.1    # any group or charger may speak the other version
     chargers:                  # one-off chargers, every field explicit if you like
       - identity: LAB-1
         auth_key: an-explicit-key-of-16-to-40-chars
@@ -40,6 +41,7 @@ Firmware update behaviour (``defaults``, groups and chargers; each replaces what
       firmware_update: both    # plain (UpdateFirmware), signed (SignedUpdateFirmware) or both
       firmware_roots: [roots/acme-root.pem]   # trusted manufacturer roots, relative to the file
       faults: {link_drop: 0.5, power_loss: 0.1, bad_versions: ["2.0.1"]}
+      faults: {certificate_status: revoked, refuse_cancel: 1, install_verification_fails: 0.1}
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-PROTOCOLS = ("ocpp1.6",)
+PROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
 DEFAULT_SEED = "evota-sim"
 DEFAULT_VENDOR = "Evota"
 DEFAULT_MODEL = "Sim-AC22"
@@ -91,8 +93,11 @@ FAULT_RATES = (
     "invalid_signature",
     "silent",
     "reject",
+    "install_verification_fails",
+    "refuse_cancel",
 )
-FAULT_NAMES = (*FAULT_RATES, "slow_link_bps", "bad_versions")
+FAULT_NAMES = (*FAULT_RATES, "slow_link_bps", "bad_versions", "certificate_status")
+CERTIFICATE_STATUSES = ("invalid", "revoked")
 MAX_SLOW_LINK_BPS = 10**12
 _PEM_START = "-----BEGIN"
 
@@ -142,6 +147,12 @@ class FaultProfile:
     invalid_signature: float = 0.0  # the signature check fails even for a valid signature
     silent: float = 0.0  # accepts the request, then never reports and never updates
     reject: float = 0.0  # answers Rejected (signed) / {} and does nothing (plain)
+    # the pre-install check of the downloaded image fails: InstallVerificationFailed
+    install_verification_fails: float = 0.0
+    # a second request while one runs is answered Rejected instead of cancelling it
+    refuse_cancel: float = 0.0
+    # the signing certificate is found invalid / revoked whatever it is (None: checked)
+    certificate_status: str | None = None
 
     def __post_init__(self) -> None:
         for name in FAULT_NAMES:
@@ -170,6 +181,9 @@ def fault_problem(name: str, value: Any) -> str | None:
             or not 1 <= value <= MAX_SLOW_LINK_BPS
         ):
             return f"must be a whole number of bits per second, 1-{MAX_SLOW_LINK_BPS}, or null"
+    elif name == "certificate_status":
+        if value is not None and value not in CERTIFICATE_STATUSES:
+            return f"must be invalid, revoked or null (got {value!r})"
     elif name == "bad_versions":
         if not isinstance(value, tuple):
             return "must be a list of firmware versions"
@@ -205,6 +219,8 @@ def parse_fault_flag(text: str) -> tuple[str, Any]:
                 value = raw
     elif name == "bad_versions":
         value = tuple(v.strip() for v in raw.split(",") if v.strip())
+    elif name == "certificate_status" and raw.lower() in ("", "none", "null"):
+        value = None
     problem = fault_problem(name, value)
     if problem:
         raise ValueError(problem if problem.startswith("unknown") else f"{name}: {problem}")
@@ -357,13 +373,25 @@ def fleet_from_flags(
     firmware_update: str = "both",
     firmware_roots: Sequence[str | Path] = (),
     faults: FaultProfile | Sequence[str] = NO_FAULTS,
+    protocol: str = PROTOCOLS[0],
+    v201_fraction: float | None = None,
 ) -> FleetSpec:
     """``count`` identical chargers ``{prefix}0001..``; raises :class:`FleetError` on bad values.
 
     ``site_id`` puts them all at one site; ``sites`` spreads them round-robin (demo fleets).
     ``firmware_roots`` are paths or PEM texts; ``faults`` a profile or ``NAME=VALUE`` strings.
+    ``protocol`` is every charger's, unless ``v201_fraction`` (0..1) makes that share of them,
+    spread evenly through the fleet, speak ``ocpp2.0.1`` and the rest ``ocpp1.6``.
     """
     problems: list[str] = []
+    if protocol not in PROTOCOLS:
+        problems.append(f"--protocol: must be {' or '.join(PROTOCOLS)} (got {protocol!r})")
+    if v201_fraction is not None and (
+        isinstance(v201_fraction, bool)
+        or not isinstance(v201_fraction, int | float)
+        or not 0 <= v201_fraction <= 1
+    ):
+        problems.append(f"--v201-fraction: must be a number from 0 to 1 (got {v201_fraction!r})")
     if firmware_update not in FIRMWARE_UPDATE_MODES:
         problems.append(
             f"--firmware-update: must be plain, signed or both (got {firmware_update!r})"
@@ -428,10 +456,19 @@ def fleet_from_flags(
             firmware_update=firmware_update,
             firmware_roots=tuple(roots),
             faults=profile,
+            protocol=protocol if v201_fraction is None else mixed_protocol(i, v201_fraction),
         )
         for i, identity in enumerate(group_identities(prefix, count))
     )
     return FleetSpec(seed=seed, sites=tuple(sites), chargers=chargers)
+
+
+def mixed_protocol(index: int, v201_fraction: float) -> str:
+    """The protocol of charger ``index`` when ``v201_fraction`` of a fleet speaks 2.0.1: the
+    2.0.1 chargers are spread evenly (0.25: every fourth), so any prefix has its share."""
+    if int((index + 1) * v201_fraction + 1e-9) > int(index * v201_fraction + 1e-9):
+        return "ocpp2.0.1"
+    return "ocpp1.6"
 
 
 # -- fleet files: YAML nodes -> located values ------------------------------------------------

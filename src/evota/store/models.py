@@ -132,13 +132,15 @@ class ConnectorStatus(Base):
 
 
 class ChargingSession(Base):
-    """One OCPP transaction; ``id`` is the transactionId given to the charger."""
+    """One OCPP transaction; ``id`` is the transactionId given to a 1.6 charger. A 2.0.1
+    charger names its transactions itself: that id is ``external_id`` (unique per charger),
+    and ``connector_id`` is the EVSE id (docs/ocpp.md, "EVSEs and connectors")."""
 
     __tablename__ = "sessions"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     charger_id: Mapped[str] = mapped_column(String(48), index=True)
     connector_id: Mapped[int] = mapped_column(Integer)
-    id_tag: Mapped[str] = mapped_column(String(20))
+    id_tag: Mapped[str] = mapped_column(String(36))  # 1.6 idTag (20) or 2.0.1 idToken (36)
     meter_start_wh: Mapped[int] = mapped_column(BigInteger)
     meter_last_wh: Mapped[float | None]
     meter_stop_wh: Mapped[int | None] = mapped_column(BigInteger)
@@ -146,6 +148,10 @@ class ChargingSession(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(TS)
     stop_reason: Mapped[str | None] = mapped_column(String(32))
     outcome: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    external_id: Mapped[str | None] = mapped_column(String(36))  # 2.0.1 transactionId
+    __table_args__ = (
+        UniqueConstraint("charger_id", "external_id", name="uq_sessions_charger_external"),
+    )
 
 
 class ChargerEvent(Base):
