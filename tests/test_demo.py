@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -83,6 +85,34 @@ async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
                 await asyncio.sleep(0.1)
             assert job["state"] in ("signature_verified", "installing", "rebooting"), job
             assert job["bytes_served"] > 2 * 1024 * 1024
+
+        # the console logins it printed work (no MFA in the demo), and the prepared release
+        # uploads as `ann` with its signature checked
+        logins = re.findall(r"console login\s+(\w+) / (\S+)", output)
+        assert [name for name, _ in logins] == ["ann", "ben"]
+        folder = Path(re.search(r"to upload\s+(\S+)/", output).group(1))  # type: ignore[union-attr]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http}") as web:
+            r = await web.post(
+                "/api/v1/auth/login", json={"username": "ann", "password": logins[0][1]}
+            )
+            assert r.status_code == 200, r.text
+            ann = {"Authorization": f"Bearer {r.json()['token']}"}
+            image = folder / "Acme-AC22-2.5.0.bin"
+            with image.open("rb") as f:
+                r = await web.post(
+                    "/api/v1/firmware",
+                    headers=ann,
+                    data={
+                        "vendor": "Acme",
+                        "version": "2.5.0",
+                        "models": ["AC22"],
+                        "signature": (folder / f"{image.name}.sig").read_text().strip(),
+                        "signing_certificate": (folder / "signing.cert.pem").read_text(),
+                    },
+                    files={"file": (image.name, f)},
+                )
+            assert r.status_code == 201, r.text
+            assert r.json()["signed"] is True
     finally:
         proc.send_signal(signal.SIGINT)
         rest = await asyncio.wait_for(proc.stderr.read(), 30)

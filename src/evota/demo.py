@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import secrets
 from collections.abc import Awaitable, Callable
@@ -95,6 +96,24 @@ async def seed_firmware(api: str, token: str, data_dir: Path) -> int:
     return added
 
 
+TRY_IT = ("Acme", "AC22", "2.5.0")
+
+
+def prepare_upload(data_dir: Path) -> Path:
+    """A signed release that is *not* uploaded, for a newcomer to upload in the console:
+    the image, its Base64 signature (``.sig``) and the signing certificate, side by side."""
+    _, key, cert = demo_keys(data_dir)
+    vendor, model, version = TRY_IT
+    folder = data_dir / "try-it"
+    folder.mkdir(parents=True, exist_ok=True)
+    image = folder / f"{vendor}-{model}-{version}.bin"
+    if not image.exists():
+        image.write_bytes(f"EVOTA-SIM-FIRMWARE {version}\n".encode() + os.urandom(1024 * 1024))
+    (folder / f"{image.name}.sig").write_text(signing.sign_file(image, key) + "\n")
+    (folder / "signing.cert.pem").write_bytes(cert)
+    return folder
+
+
 def demo_fleet(count: int) -> FleetSpec:
     """A fleet of ``count`` chargers: 2 vendors, 3 models, spread over the 3 sites."""
     counts = [max(1, int(count * share)) for *_, share in GROUPS]
@@ -109,6 +128,36 @@ def demo_fleet(count: int) -> FleetSpec:
             "sites: [berlin, new-york, tokyo], tags: [demo]}"
         )
     return parse_fleet("\n".join(lines), source="demo fleet")
+
+
+DEMO_USERS = ("ann", "ben")
+
+
+async def seed_users(runtime: Any, data_dir: Path) -> dict[str, str]:
+    """Two console users holding every role (two, so a campaign start can be approved by
+    the other one). Passwords are random per data directory, kept beside the database
+    (mode 0600) so a restarted demo prints the same ones."""
+    from evota.operators import users as svc
+    from evota.operators.permissions import ROLES
+
+    path = data_dir / "demo-users.json"
+    try:
+        known: dict[str, str] = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        known = {}
+    for name in DEMO_USERS:
+        if name in known:
+            continue
+        password = "demo-" + secrets.token_urlsafe(9)
+        try:
+            await svc.create_user(runtime.engine, runtime.clock.now(), name, password, ROLES)
+        except svc.UserError:  # exists from an earlier run whose password file was lost
+            await svc.set_password(runtime.engine, runtime.clock.now(), name, password)
+        known[name] = password
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(known, f)
+    return {name: known[name] for name in DEMO_USERS}
 
 
 async def run_demo(
@@ -128,6 +177,9 @@ async def run_demo(
         download_port=0,
         registration="known-only",
         log_level="warning",
+        # The demo lets newcomers into the console without an authenticator app; every
+        # other setting (approvals included) is the product's default.
+        mfa_required_roles=None if "EVOTA_MFA_REQUIRED_ROLES" in os.environ else [],
     )
     root, _, _ = demo_keys(data_dir)
     fleet_spec = demo_fleet(chargers)
@@ -148,6 +200,8 @@ async def run_demo(
         api = f"http://{settings.host}:{runtime.http_port}"
         added = await seed_firmware(api, token, data_dir)
         console.print(f"firmware repository: {len(RELEASES)} signed releases ({added} new)")
+        users = await seed_users(runtime, data_dir)
+        try_it = prepare_upload(data_dir)
         fleet = Fleet.from_spec(
             spec,
             f"ws://{settings.host}:{runtime.ocpp_port}/ocpp",
@@ -164,6 +218,12 @@ async def run_demo(
             f"  console        {api}/\n"
             f"  API docs       {api}/api/docs\n"
             f"  admin token    {token}\n"
+            + "".join(
+                f"  console login  {name} / {password}  (all roles)\n"
+                for name, password in users.items()
+            )
+            + "  four eyes      a campaign start waits for the other user's approval\n"
+            f"  to upload      {try_it}/ (Acme AC22 2.5.0: image, .sig, certificate)\n"
             f"  OCPP endpoint  ws://{settings.host}:{runtime.ocpp_port}/ocpp/{{chargerId}}\n"
             f"  try:           export EVOTA_URL={api} EVOTA_TOKEN={token}\n"
             "                 evota charger list\n"
