@@ -60,6 +60,7 @@ class Console(World):
     """A runtime, a fleet on demand, and browser contexts logged in as operators."""
 
     browser: Any = None
+    contexts: list[Any]
 
     @property
     def base(self) -> str:
@@ -75,6 +76,7 @@ class Console(World):
         """A new browser context (its own cookies); logged in as ``who`` with ``roles``
         (a seeded session with MFA given: the login flow has its own test)."""
         context = await self.browser.new_context(viewport=VIEWPORT, base_url=self.base)
+        self.contexts.append(context)
         if who is not None:
             token = await session_for(self.rt, who, roles or [])
             await context.add_cookies([{"name": "evota_session", "value": token, "url": self.base}])
@@ -101,7 +103,13 @@ async def console(
         Console, tmp_path, sqlite_url, keys, campaign_tick_seconds=0.2, **overrides
     ) as c:
         c.browser = browser
-        yield c
+        c.contexts = []
+        try:
+            yield c
+        finally:
+            # Pages first: an open event stream would hold the server's shutdown forever.
+            for context in c.contexts:
+                await context.close()
 
 
 def totp(secret: str, step_offset: int = 0) -> str:

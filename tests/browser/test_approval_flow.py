@@ -23,7 +23,7 @@ async def test_bulk_reset_waits_for_a_second_operator(console: Console):
 
     await ann.goto(f"/console/operations?chargers={','.join(ids)}")
     form = ann.locator("#operation-form")
-    await expect(form.get_by_label("Command")).to_have_value("reset")
+    await expect(form.get_by_label("Command", exact=True)).to_have_value("reset")
     await expect(form.get_by_label("Charger ids")).to_have_value(",".join(ids))
     await form.locator("fieldset[data-for=reset]").get_by_label("Type").select_option("Hard")
     await check_a11y(ann)

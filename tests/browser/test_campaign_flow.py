@@ -53,7 +53,7 @@ async def test_campaign_from_the_wizard_to_completion(console: Console):
     await expect(page.locator("#preview ol.waves li").first).to_contain_text("2 chargers")
     await expect(page.locator("#preview")).to_contain_text("always open")
 
-    await page.get_by_label("Gate: success threshold (0–1)").fill("0.5")
+    await page.get_by_label("Gate: success threshold (0–1)").fill("0.3")
     await page.get_by_label("Soak after each wave (s)").fill("2")
     await page.get_by_label("Health window (s)").fill("0.5")
     await page.get_by_label("Max share of a site at once (0–1)").fill("0.5")

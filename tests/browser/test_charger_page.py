@@ -52,7 +52,7 @@ async def test_filter_open_a_charger_and_reset_it(console: Console):
     # A bad parameter comes back from the API as a problem next to the field it names.
     unlock = page.locator("#cmd-unlock-connector")
     await page.locator("summary", has_text="unlock-connector").click()
-    await unlock.get_by_label("Connector id").fill("0")
+    await unlock.get_by_role("spinbutton", name="Connector id", exact=True).fill("0")
     await unlock.get_by_role("button", name="Send unlock-connector…").click()
     await dialog.get_by_label("Reason").fill("cable stuck")
     await dialog.get_by_role("button", name="Confirm").click()

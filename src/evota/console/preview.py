@@ -21,7 +21,6 @@ from evota.firmware import repository as repo
 from evota.firmware.updates import image_facts
 from evota.rollout import windows as win
 from evota.rollout.campaigns import ACTIVE
-from evota.rollout.campaigns import _ramp as ramp_of
 from evota.rollout.policy import (
     Policy,
     PolicyError,
@@ -31,6 +30,7 @@ from evota.rollout.policy import (
     target_from_dict,
     waves_from_list,
 )
+from evota.rollout.policy import parse_ramp as ramp_of
 from evota.rollout.target import ChargerSnapshot, ImageFacts, plan_eligibility
 from evota.rollout.waves import exponential, plan_waves
 from evota.runtime import Runtime

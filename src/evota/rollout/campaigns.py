@@ -29,7 +29,7 @@ from evota.firmware.updates import image_facts
 from evota.rollout import engine as eng
 from evota.rollout.gate import Health
 from evota.rollout.policy import (
-    PolicyError,
+    parse_ramp,
     policy_from_dict,
     policy_to_dict,
     target_from_dict,
@@ -179,7 +179,7 @@ class CampaignRunner:
     ) -> dict[str, Any]:
         """Validate, compute the eligible set with a reason for every exclusion, plan waves."""
         t = target_from_dict(target)
-        ramp = _ramp(waves)
+        ramp = parse_ramp(waves)
         w = waves_from_list(waves) if ramp is None and isinstance(waves, list) else ()
         p = policy_from_dict(policy)
         now = self._clock.now()
@@ -677,21 +677,6 @@ class CampaignRunner:
                 kind=start.kind,
                 campaign_id=row.id,
             )
-
-
-def _ramp(waves: Any) -> tuple[int, float] | None:
-    """``{"exponential": {"first": 5, "factor": 4}}`` instead of a list of waves."""
-    if not isinstance(waves, dict):
-        return None
-    ramp = waves.get("exponential")
-    if set(waves) != {"exponential"} or not isinstance(ramp, dict):
-        raise PolicyError("waves", 'a list of waves or {"exponential": {first, factor}}')
-    first, factor = ramp.get("first"), ramp.get("factor", 2)
-    if not isinstance(first, int) or isinstance(first, bool) or first < 1:
-        raise PolicyError("waves.exponential.first", "must be a whole number >= 1")
-    if not isinstance(factor, int | float) or isinstance(factor, bool) or not 1 < factor <= 100:
-        raise PolicyError("waves.exponential.factor", "must be a number > 1 and <= 100")
-    return first, float(factor)
 
 
 def _inside(at: datetime, span: tuple[datetime, datetime]) -> bool:

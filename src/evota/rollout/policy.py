@@ -26,6 +26,7 @@ __all__ = [
     "Target",
     "WaveSpec",
     "Window",
+    "parse_ramp",
     "policy_from_dict",
     "policy_to_dict",
     "target_from_dict",
@@ -514,3 +515,18 @@ def policy_to_dict(p: Policy) -> dict[str, Any]:
         "max_wait_seconds": p.max_wait_seconds,
         "window_margin_seconds": p.window_margin_seconds,
     }
+
+
+def parse_ramp(waves: Any) -> tuple[int, float] | None:
+    """``{"exponential": {"first": 5, "factor": 4}}`` instead of a list of waves."""
+    if not isinstance(waves, dict):
+        return None
+    ramp = waves.get("exponential")
+    if set(waves) != {"exponential"} or not isinstance(ramp, dict):
+        raise PolicyError("waves", 'a list of waves or {"exponential": {first, factor}}')
+    first, factor = ramp.get("first"), ramp.get("factor", 2)
+    if not isinstance(first, int) or isinstance(first, bool) or first < 1:
+        raise PolicyError("waves.exponential.first", "must be a whole number >= 1")
+    if not isinstance(factor, int | float) or isinstance(factor, bool) or not 1 < factor <= 100:
+        raise PolicyError("waves.exponential.factor", "must be a number > 1 and <= 100")
+    return first, float(factor)

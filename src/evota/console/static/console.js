@@ -211,7 +211,8 @@
       }
     }
     if (s) {
-      s.textContent = text;
+      // The detail already sits next to its field; the form's status just points there.
+      s.textContent = el ? `${title} (see above)` : text;
       s.className = "form-status error";
       s.setAttribute("role", "alert");
     }
@@ -230,6 +231,17 @@
     const el = document.getElementById(id);
     if (el && window.htmx) return htmx.ajax("GET", location.pathname + location.search, { target: "#" + id, swap: "outerHTML" });
     return null;
+  }
+
+  // The campaign's steering buttons change with its state; after the operator used one, the
+  // next one gets the focus (the old button is gone), also when the stream refreshes them.
+  let refocusUntil = 0;
+  async function refreshActions() {
+    await refresh("actions");
+    const active = document.activeElement;
+    if (Date.now() < refocusUntil && (!active || active === document.body)) {
+      document.querySelector("#actions button")?.focus();
+    }
   }
 
   // -- the confirmation dialog --------------------------------------------------------------
@@ -327,8 +339,8 @@
     } else if (then === "actions") {
       showOk(form, "Done.");
       refresh("live");
-      const next = refresh("actions");
-      if (next) next.then(() => document.querySelector("#actions button")?.focus());
+      refocusUntil = Date.now() + 3000;
+      refreshActions();
     } else if (then === "recovery") {
       showRecovery(data);
     } else {
@@ -492,7 +504,7 @@
       refresh("live");
       if (state !== last) {
         last = state;
-        if (evotaQuiet()) refresh("actions");
+        if (evotaQuiet()) refreshActions();
       }
       if (done) source.close();
     });
