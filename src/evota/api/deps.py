@@ -122,8 +122,17 @@ async def _grants_of(conn: Any, user_id: str) -> tuple[perms.RoleGrant, ...]:
     )
 
 
-async def authenticate(rt: Runtime, token: str, *, cookie: bool = False) -> Principal:
-    """The principal behind a bearer token or session cookie value (401 if none)."""
+POLL_HEADER = "X-Evota-Poll"
+
+
+async def authenticate(
+    rt: Runtime, token: str, *, cookie: bool = False, touch: bool = True
+) -> Principal:
+    """The principal behind a bearer token or session cookie value (401 if none).
+
+    ``touch=False`` (the console's background refreshes, marked with ``X-Evota-Poll``)
+    checks the session without renewing it, so an open tab nobody uses still times out.
+    """
     now = rt.clock.now()
     digest = token_hash(token)
     s = rt.settings
@@ -176,9 +185,12 @@ async def authenticate(rt: Runtime, token: str, *, cookie: bool = False) -> Prin
         user = (await conn.execute(select(User).where(User.id == session.user_id))).first()
         if user is None or user.disabled:
             raise Problem(401, "Session expired", "log in again", "Authorization")
-        await conn.execute(
-            update(LoginSession).where(LoginSession.token_hash == digest).values(last_seen_at=now)
-        )
+        if touch:
+            await conn.execute(
+                update(LoginSession)
+                .where(LoginSession.token_hash == digest)
+                .values(last_seen_at=now)
+            )
         grants = await _grants_of(conn, user.id)
     roles = tuple(dict.fromkeys(g.role for g in grants))
     return Principal(
@@ -199,13 +211,14 @@ async def principal(
 ) -> Principal:
     rt = runtime(request)
     request_id = getattr(request.state, "request_id", None)
+    touch = request.headers.get(POLL_HEADER) != "1"
     if credentials is not None and credentials.scheme.lower() == "bearer":
-        who = await authenticate(rt, credentials.credentials)
+        who = await authenticate(rt, credentials.credentials, touch=touch)
     else:
         cookie = request.cookies.get(SESSION_COOKIE)
         if not cookie:
             raise _unauthenticated()
-        who = await authenticate(rt, cookie, cookie=True)
+        who = await authenticate(rt, cookie, cookie=True, touch=touch)
         if request.method in _UNSAFE:
             await _check_csrf(rt, request, who)
     who = Principal(**{**who.__dict__, "request_id": request_id})

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from evota.api.deps import SESSION_COOKIE
+from evota.api.deps import POLL_HEADER, SESSION_COOKIE
 
 
 class ApiError(Exception):
@@ -30,11 +30,13 @@ class ApiError(Exception):
 class Api:
     """GETs against the API with the operator's cookie; JSON in, problems raised."""
 
-    def __init__(self, app: FastAPI, cookie: str) -> None:
+    def __init__(self, app: FastAPI, cookie: str, poll: bool = False) -> None:
         self._http = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://evota.console",
             cookies={SESSION_COOKIE: cookie},
+            # a background refresh reads without renewing the session (idle timeout)
+            headers={POLL_HEADER: "1"} if poll else {},
             timeout=30,
         )
 

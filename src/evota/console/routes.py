@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
 from evota import __version__
-from evota.api.deps import SESSION_COOKIE, Principal, authenticate, principal
+from evota.api.deps import POLL_HEADER, SESSION_COOKIE, Principal, authenticate, principal
 from evota.api.problems import Problem, problem_response
 from evota.console import overview, queries
 from evota.console.client import Api, ApiError
@@ -150,12 +150,19 @@ def _to_login(request: Request) -> Response:
     return RedirectResponse(location, status_code=303)
 
 
+def _is_poll(request: Request) -> bool:
+    """A live region refreshing itself (htmx ``every Ns`` on ``#live``), not the operator."""
+    return request.headers.get("HX-Trigger") == "live" or request.headers.get(POLL_HEADER) == "1"
+
+
 async def _who(request: Request) -> Principal | None:
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return None
     try:
-        return await authenticate(request.app.state.runtime, cookie, cookie=True)
+        return await authenticate(
+            request.app.state.runtime, cookie, cookie=True, touch=not _is_poll(request)
+        )
     except Problem:
         return None
 
@@ -175,7 +182,7 @@ async def render(
         return RedirectResponse("/console/mfa", status_code=303)
     cookie = request.cookies[SESSION_COOKIE]
     csrf = await svc.session_csrf(rt.engine, who.session_hash) if who.session_hash else ""
-    page = Page(request, rt, who, Api(request.app, cookie), csrf or "")
+    page = Page(request, rt, who, Api(request.app, cookie, poll=_is_poll(request)), csrf or "")
     try:
         try:
             data = await load(page)
