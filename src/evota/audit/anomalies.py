@@ -4,8 +4,9 @@ Each committed audit entry becomes an :class:`Event`; :func:`observe` folds it i
 :class:`State` of sliding windows and returns the alerts it raises. The rules (see
 docs/alerts.md):
 
-- ``repeated_resets``: more than N accepted ``command.reset`` of one charger in the window
-  (operators resetting the same charger again and again: the root cause is not fixed).
+- ``repeated_resets``: more than N accepted (or scheduled: 2.0.1 OnIdle) ``command.reset``
+  of one charger in the window (operators resetting the same charger again and again: the
+  root cause is not fixed).
 - ``command_volume``: more than N ``command.*`` entries by one operator in the window (a bulk
   operation counts once per charger, as it is audited).
 - ``off_hours``: a ``command.*`` by an actor holding a restricted role outside the allowed
@@ -214,7 +215,7 @@ def _counted(event: Event) -> list[Key]:
     """The (rule, subject) windows this event adds one to."""
     keys: list[Key] = []
     action = event.action
-    if action == "command.reset" and event.outcome.lower() == "accepted":
+    if action == "command.reset" and event.outcome.lower() in ("accepted", "scheduled"):
         keys.extend((REPEATED_RESETS, _subject(c)) for c in dict.fromkeys(event.chargers))
     if action.startswith("command.") and event.actor:
         keys.append((COMMAND_VOLUME, _subject(event.actor)))
