@@ -1,6 +1,8 @@
 """Gateway benchmark: evota against a plain ``ocpp`` central system and ``ocpp-rpc`` strict.
 
-N simulated chargers each keep one StatusNotification CALL outstanding, back to back. For
+N simulated chargers each keep one CALL outstanding, back to back: StatusNotification with
+``--protocol ocpp1.6`` (the default), TransactionEvent(Updated) with seven sampled values
+with ``--protocol ocpp2.0.1`` (every server then speaks 2.0.1). For
 each server (started here as a separate process on loopback ports, one after the other in
 the same run) it reports msg/s, p50/p99 round trip, CALLERRORs and other anomalies, server
 and client CPU, server RSS; and, in memory mode, the server RSS added per idle authenticated
@@ -8,6 +10,7 @@ connection. See bench/README.md for what each column means and the caveats.
 
     python bench/gateway.py --connections 200 --duration 10 --servers evota,plain-ocpp,ocpp-rpc
     python bench/gateway.py --mode memory --idle-connections 10000
+    python bench/gateway.py --protocol ocpp2.0.1 --connections 200 --duration 10
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ NODE_DIR = BENCH / "node"
 VENV_BIN = ROOT / ".venv" / "bin"
 RESULTS = BENCH / "results"
 ALL_SERVERS = ("evota", "plain-ocpp", "ocpp-rpc")
+LOAD_MESSAGE = {
+    "ocpp1.6": "StatusNotification (status alternating Available/Preparing)",
+    "ocpp2.0.1": "TransactionEvent(Updated) with 7 sampled values, one transaction per charger",
+}
 OCPP_PATH = "/ocpp/"  # ws://HOST:PORT/ocpp/{chargerId}; the baselines take the last segment
 
 
@@ -232,6 +239,7 @@ class PlainOcpp(ServerKind):
             "--host", self.args.host,
             "--port", str(ocpp_port),
             "--log-level", self.args.server_log_level,
+            "--protocol", self.args.protocol,
         ]  # fmt: skip
         return argv, {}
 
@@ -435,6 +443,7 @@ def start_workers(
     cpus: list[int] | None,
     idle_status: bool,
     probe_validation: bool = False,
+    protocol: str = "ocpp1.6",
 ) -> Workers:
     ctx = mp.get_context("spawn")
     n_procs = max(1, min(n_procs, len(chargers)))
@@ -449,6 +458,7 @@ def start_workers(
             idle_status=idle_status,
             probe_validation=probe_validation and w == 0,
             cpus=cpus,
+            protocol=protocol,
         )
         parent, child = ctx.Pipe()
         p = ctx.Process(target=loadgen.run_worker, args=(cfg, child), daemon=True)
@@ -549,6 +559,7 @@ def measure_throughput(kind: ServerKind, args: argparse.Namespace, chargers, pin
             pin.client,
             idle_status=False,
             probe_validation=True,
+            protocol=args.protocol,
         )
         ready = workers.recv("ready", setup_timeout(args.connections))
         res.connected = sum(r["connected"] for r in ready)
@@ -608,7 +619,9 @@ def measure_memory(kind: ServerKind, args: argparse.Namespace, chargers, pin) ->
         if args.idle_warmup:
             # A few connections first, so one-off lazy initialisation (imports, schema
             # compilation, first-use caches) is not charged to the idle connections.
-            warm = start_workers(run, chargers[: args.idle_warmup], 1, pin.client, True)
+            warm = start_workers(
+                run, chargers[: args.idle_warmup], 1, pin.client, True, protocol=args.protocol
+            )
             try:
                 warm.recv("ready", setup_timeout(args.idle_warmup))
                 warm.send(("close",))
@@ -618,7 +631,9 @@ def measure_memory(kind: ServerKind, args: argparse.Namespace, chargers, pin) ->
             time.sleep(1.0)
         run.check_alive()
         res.rss_before = median_rss(run.proc.pid)
-        workers = start_workers(run, chargers[:n], args.client_procs, pin.client, True)
+        workers = start_workers(
+            run, chargers[:n], args.client_procs, pin.client, True, protocol=args.protocol
+        )
         ready = workers.recv("ready", setup_timeout(n))
         res.connected = sum(r["connected"] for r in ready)
         res.setup_failures = merge_failures(ready)
@@ -861,6 +876,7 @@ def build_report(
         *info,
         f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}, "
         f"after: {' '.join(f'{x:.2f}' for x in load_after)}",
+        f"protocol: {args.protocol}, load message {LOAD_MESSAGE[args.protocol]}",
         f"throughput: {args.connections} connections, warm-up {args.warmup}s, "
         f"window {args.duration}s, {args.client_procs} load process(es)",
         f"memory: {args.idle_connections} idle connections (BootNotification + one "
@@ -889,11 +905,17 @@ def build_report(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="OCPP 1.6 gateway benchmark: evota vs plain ocpp vs ocpp-rpc strict",
+        description="OCPP gateway benchmark: evota vs plain ocpp vs ocpp-rpc strict",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma-separated subset")
     p.add_argument("--mode", choices=("both", "throughput", "memory"), default="both")
+    p.add_argument(
+        "--protocol",
+        choices=loadgen.PROTOCOLS,
+        default="ocpp1.6",
+        help="what every server and the load generator speak (see LOAD_MESSAGE)",
+    )
     p.add_argument("--connections", type=int, default=200, help="throughput: chargers")
     p.add_argument("--duration", type=float, default=10.0, help="throughput: measured seconds")
     p.add_argument(

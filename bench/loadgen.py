@@ -1,4 +1,9 @@
-"""Load generator for bench/gateway.py: simulated OCPP 1.6 chargers on raw asyncio Protocols.
+"""Load generator for bench/gateway.py: simulated OCPP chargers on raw asyncio Protocols.
+
+``WorkerConfig.protocol`` picks the load message: ``ocpp1.6`` sends StatusNotification,
+``ocpp2.0.1`` sends TransactionEvent(Updated) with a meter value of seven samples (the
+heaviest 2.0.1 message a charger sends routinely, and the costliest to validate) for a
+transaction each connection starts after its boot.
 
 Each worker process runs one event loop holding many connections. A connection does the
 WebSocket upgrade itself (HTTP Basic auth, ``Sec-WebSocket-Protocol: ocpp1.6``), checks the
@@ -51,6 +56,39 @@ assert len(_STATUS[0]) == len(_STATUS[1])
 BOOT_PAYLOAD = {"chargePointVendor": "evota-bench", "chargePointModel": "gateway-bench"}
 MASK_POOL = 64
 
+# TransactionEvent(Updated), split the same way: message id, timestamp, seqNo, transaction id
+# (per connection), timestamp again, energy register. All fixed width.
+_TE_1 = b'[2,"'
+_TE_2 = b'","TransactionEvent",{"eventType":"Updated","timestamp":"'
+_TE_3 = b'","triggerReason":"MeterValuePeriodic","seqNo":'
+_TE_4 = b',"transactionInfo":{"transactionId":"'
+_TE_5 = (
+    b'","chargingState":"Charging"},"evse":{"id":1,"connectorId":1},"meterValue":[{"timestamp":"'
+)
+_TE_6 = b'","sampledValue":[{"value":'
+_TE_7 = (
+    b',"context":"Sample.Periodic","measurand":"Energy.Active.Import.Register",'
+    b'"unitOfMeasure":{"unit":"Wh"}},'
+    b'{"value":7360.5,"context":"Sample.Periodic","measurand":"Power.Active.Import",'
+    b'"unitOfMeasure":{"unit":"W"}},'
+    b'{"value":16.0,"context":"Sample.Periodic","measurand":"Current.Import","phase":"L1"},'
+    b'{"value":16.0,"context":"Sample.Periodic","measurand":"Current.Import","phase":"L2"},'
+    b'{"value":16.0,"context":"Sample.Periodic","measurand":"Current.Import","phase":"L3"},'
+    b'{"value":230.1,"context":"Sample.Periodic","measurand":"Voltage","phase":"L1-N"},'
+    b'{"value":55,"context":"Sample.Periodic","measurand":"SoC","location":"EV"}]}]}]'
+)
+_BIG = 1_000_000_000  # seqNo and energy start here, so they keep 10 digits
+
+BOOT_PAYLOAD_201 = {
+    "chargingStation": {"vendorName": "evota-bench", "model": "gateway-bench"},
+    "reason": "PowerUp",
+}
+PROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
+
+
+def _status_201(ts: str, status: str = "Available") -> dict[str, Any]:
+    return {"timestamp": ts, "connectorStatus": status, "evseId": 1, "connectorId": 1}
+
 
 @dataclass
 class WorkerConfig:
@@ -64,6 +102,7 @@ class WorkerConfig:
     idle_status: bool = True  # memory mode: one StatusNotification after boot
     probe_validation: bool = False  # first connection sends one invalid StatusNotification
     cpus: list[int] | None = None  # sched_setaffinity for this worker
+    protocol: str = "ocpp1.6"  # or "ocpp2.0.1"
 
 
 def _utc_ts() -> bytes:
@@ -163,7 +202,10 @@ class Generator:
         if self.cfg.probe_validation and self.conns:
             self.validation_probe = await self.conns[0].probe_validation()
         # Template for the hot path: the first connection's prefix has the common width.
-        sample = ChargerConn.build_status(b"000000-0000000000", _STATUS[0], self.ts)
+        if self.cfg.protocol == "ocpp2.0.1":
+            sample = ChargerConn.build_transaction(b"000000-0000000000", 0, b"000000-", self.ts)
+        else:
+            sample = ChargerConn.build_status(b"000000-0000000000", _STATUS[0], self.ts)
         self._prepare_masks(sample)
 
     # -- load ----------------------------------------------------------------------------
@@ -175,7 +217,7 @@ class Generator:
         self._tick_timestamp()
         for c in self.conns:
             if c.open:
-                c.send_status()
+                c.send_next()
         marks: dict[str, float] = {}
         window_over = asyncio.Event()
 
@@ -248,6 +290,9 @@ class ChargerConn(asyncio.Protocol):
         self.pending_id = ""  # id of the outstanding CALL (load or setup)
         self.sent_ns = 0
         self.waiter: asyncio.Future | None = None  # setup CALLs and the handshake
+        # The load CALL for the protocol, bound once (the hot path does no lookups).
+        two = gen.cfg.protocol == "ocpp2.0.1"
+        self.send_next = self.send_transaction if two else self.send_status
 
     # -- setup ---------------------------------------------------------------------------
     async def setup(self) -> None:
@@ -256,6 +301,9 @@ class ChargerConn(asyncio.Protocol):
         self.waiter = gen.loop.create_future()
         await gen.loop.create_connection(lambda: self, cfg.host, cfg.port)
         await self.waiter  # handshake
+        if cfg.protocol == "ocpp2.0.1":
+            await self.setup_201()
+            return
         res = await self.call("BootNotification", BOOT_PAYLOAD)
         if res.get("status") != "Accepted":
             raise ConnectFailed(f"BootNotification status {res.get('status')!r}")
@@ -267,6 +315,36 @@ class ChargerConn(asyncio.Protocol):
                 "timestamp": _utc_ts().decode(),
             }
             await self.call("StatusNotification", payload)
+
+    async def setup_201(self) -> None:
+        """Boot; then a status (memory mode) or the transaction the load updates."""
+        res = await self.call("BootNotification", BOOT_PAYLOAD_201)
+        if res.get("status") != "Accepted":
+            raise ConnectFailed(f"BootNotification status {res.get('status')!r}")
+        ts = _utc_ts().decode()
+        if self.gen.cfg.idle_status:
+            await self.call("StatusNotification", _status_201(ts))
+            return
+        started = {
+            "eventType": "Started",
+            "timestamp": ts,
+            "triggerReason": "Authorized",
+            "seqNo": 0,
+            "transactionInfo": {"transactionId": self.transaction_id.decode()},
+            "evse": {"id": 1, "connectorId": 1},
+            "idToken": {"idToken": "BENCH-TOKEN", "type": "ISO14443"},
+            "meterValue": [
+                {
+                    "timestamp": ts,
+                    "sampledValue": [{"value": _BIG, "context": "Transaction.Begin"}],
+                }
+            ],
+        }
+        await self.call("TransactionEvent", started)
+
+    @property
+    def transaction_id(self) -> bytes:
+        return b"bench-" + self.prefix
 
     async def call(self, action: str, payload: dict) -> dict:
         kind, body = await self.raw_call(action, payload)
@@ -285,7 +363,9 @@ class ChargerConn(asyncio.Protocol):
 
     async def probe_validation(self) -> str:
         """Does the server check payloads against the schema? (Honesty check, not timed.)"""
-        bad = {"connectorId": 1, "errorCode": "NoError", "status": "Bogus"}  # enum, no ts
+        bad: dict[str, Any] = {"connectorId": 1, "errorCode": "NoError", "status": "Bogus"}
+        if self.gen.cfg.protocol == "ocpp2.0.1":
+            bad = {"connectorStatus": "Bogus", "evseId": 1, "connectorId": 1}  # enum, no ts
         try:
             kind, body = await asyncio.wait_for(self.raw_call("StatusNotification", bad), 10)
         except (TimeoutError, ConnectFailed) as exc:
@@ -305,7 +385,7 @@ class ChargerConn(asyncio.Protocol):
             "Connection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {self.ws_key.decode()}\r\n"
             "Sec-WebSocket-Version: 13\r\n"
-            "Sec-WebSocket-Protocol: ocpp1.6\r\n"
+            f"Sec-WebSocket-Protocol: {cfg.protocol}\r\n"
             f"Authorization: Basic {auth}\r\n"
             "\r\n"
         )
@@ -340,8 +420,8 @@ class ChargerConn(asyncio.Protocol):
             self._fail_waiter("bad Sec-WebSocket-Accept")
             self.transport.close()
             return None
-        if headers.get("sec-websocket-protocol") != "ocpp1.6":
-            self._fail_waiter("subprotocol ocpp1.6 not agreed")
+        if headers.get("sec-websocket-protocol") != self.gen.cfg.protocol:
+            self._fail_waiter(f"subprotocol {self.gen.cfg.protocol} not agreed")
             self.transport.close()
             return None
         self.handshaking = False
@@ -354,6 +434,29 @@ class ChargerConn(asyncio.Protocol):
     @staticmethod
     def build_status(mid: bytes, status: bytes, ts: bytes) -> bytes:
         return _SN_1 + mid + _SN_2 + status + _SN_3 + ts + _SN_4
+
+    @staticmethod
+    def build_transaction(mid: bytes, seq: int, prefix: bytes, ts: bytes) -> bytes:
+        number = b"%d" % (_BIG + seq % _BIG)
+        return (
+            _TE_1 + mid + _TE_2 + ts + _TE_3 + number + _TE_4 + b"bench-" + prefix
+            + _TE_5 + ts + _TE_6 + number + _TE_7
+        )  # fmt: skip
+
+    def send_transaction(self) -> None:
+        gen = self.gen
+        self.seq = seq = self.seq + 1
+        mid = self.prefix + b"%010d" % (seq % 10_000_000_000)
+        text = self.build_transaction(mid, seq, self.prefix, gen.ts)
+        n = gen.frame_len
+        mask, key = gen.masks[seq % MASK_POOL]
+        self.expect = b'[3,"' + mid + b'",{}]'
+        self.pending_id = ""
+        gen.outstanding += 1
+        self.sent_ns = time.perf_counter_ns()
+        self.transport.write(
+            gen.frame_head + mask + (int.from_bytes(text, "big") ^ key).to_bytes(n, "big")
+        )
 
     def send_status(self) -> None:
         gen = self.gen
@@ -444,7 +547,7 @@ class ChargerConn(asyncio.Protocol):
                 st.lat.append(now - self.sent_ns)
             gen.answered()
             if gen.running:
-                self.send_status()
+                self.send_next()
             return
         self.on_other(payload)
 
@@ -485,7 +588,7 @@ class ChargerConn(asyncio.Protocol):
                     st.callerrors_window += 1
             gen.answered()
             if gen.running:
-                self.send_status()
+                self.send_next()
             return
         if self.pending_id and mid == self.pending_id and kind in (3, 4):
             self.pending_id = ""

@@ -501,7 +501,7 @@ async def test_updates_of_a_known_transaction_are_written_behind(evota_sqlite: R
                 id_token={"idToken": "LATE-TAG", "type": "ISO14443"},
             )
         )
-    assert "V201-TX" not in rt.fleet._transactions  # forgotten with the connection
+    await until(lambda: "V201-TX" not in rt.fleet._transactions)  # forgotten on disconnect
     async with station(rt, "V201-TX", boot=False, provisioned=True) as cp:
         await cp.call(
             call.TransactionEvent(
@@ -841,7 +841,9 @@ async def test_every_command_is_a_valid_201_call_and_its_answer_maps_back(
             assert done.status == "completed"
             assert (done.data["type"], done.data["boot_reason"]) == ("Soft", "RemoteReset")
             (audited,) = await until(lambda: _audit(rt, "charger.reset_completed"))
-            assert audited.target == "V201-CMD" and audited.detail["requested_by"] == "bootstrap-admin"
+            assert (
+                audited.target == "V201-CMD" and audited.detail["requested_by"] == "bootstrap-admin"
+            )
 
             # Every command was audited once, with the charger's answer.
             resets = await _audit(rt, "command.reset")
@@ -1272,3 +1274,362 @@ async def test_accepted_canceled_replaces_the_running_update(fw_bench: Bench) ->
         await cp.call(call.FirmwareStatusNotification(status="Downloading", request_id=job_id))
         job = await b.until(lambda: b.job(job_id), lambda j: j["state"] == "downloading")
         assert "cancelled the update it had in progress" in (job["detail"] or "")
+
+
+# -- the Node ocpp-rpc client in strict 2.0.1 mode -------------------------------------------
+
+NODE_SCRIPT = Path(__file__).parent / "node" / "strict_client_201.js"
+
+#: The 2.0.1 CALLERROR codes docs/ocpp.md promises, as ocpp-rpc reports them.
+NODE_EXPECTED_CODES = {
+    "missing-field": "OccurrenceConstraintViolation",
+    "wrong-type": "TypeConstraintViolation",
+    "bad-enum": "PropertyConstraintViolation",
+    "extra-property": "FormatViolation",
+    "too-long-string": "PropertyConstraintViolation",
+    "bad-date-time": "PropertyConstraintViolation",
+    "unknown-action": "NotImplemented",
+    "csms-only-action": "NotSupported",
+    "call-before-boot": "SecurityError",
+}
+NODE_RAW_FRAMES = {
+    "invalid-json": ("-1", "RpcFrameworkError"),
+    "id-not-string": ("-1", "RpcFrameworkError"),
+    "unknown-message-type": ("r2", "MessageTypeNotSupported"),
+    "payload-not-object": ("r3", "FormatViolation"),
+}
+
+
+async def _commands_for_the_node_station(rt: Runtime, keys: Keys, identity: str) -> list[Any]:
+    """Every command, through the API (and a signed UpdateFirmware through the gateway)."""
+    from evota.control import commands
+
+    plan: list[tuple[str, dict[str, Any]]] = [
+        ("reset", {"type": "Hard"}),
+        ("remote-start", {"id_tag": "RPC-TOKEN", "connector_id": 1}),
+        ("remote-stop", {"transaction_id": "RPC-TX-1"}),
+        ("unlock-connector", {"connector_id": 1}),
+        ("change-availability", {"connector_id": 1, "type": "Inoperative"}),
+        ("get-configuration", {"keys": ["HeartbeatInterval"]}),
+        ("change-configuration", {"key": "HeartbeatInterval", "value": "90"}),
+        (
+            "get-variables",
+            {"variables": [{"component": "OCPPCommCtrlr", "variable": "HeartbeatInterval"}]},
+        ),
+        (
+            "set-variables",
+            {
+                "variables": [
+                    {"component": "OCPPCommCtrlr", "variable": "HeartbeatInterval", "value": "30"}
+                ]
+            },
+        ),
+        ("get-base-report", {"report_base": "SummaryInventory"}),
+        ("clear-cache", {}),
+        (
+            "send-local-list",
+            {"version": 1, "update_type": "Differential", "entries": [{"id_tag": "X"}]},
+        ),
+        ("get-local-list-version", {}),
+        (
+            "set-charging-profile",
+            {
+                "connector_id": 1,
+                "profile": _profile("TxDefaultProfile", kind="Recurring", recurrency="Daily"),
+            },
+        ),
+        ("clear-charging-profile", {"profile_id": 5}),
+        ("trigger-message", {"message": "MeterValues", "connector_id": 1}),
+        ("get-log", {"log_type": "DiagnosticsLog"}),
+        (
+            "install-certificate",
+            {
+                "certificate_type": "ManufacturerRootCertificate",
+                "certificate": keys.ca_cert.decode(),
+            },
+        ),
+        (
+            "delete-certificate",
+            {"issuer_name_hash": "aa", "issuer_key_hash": "bb", "serial_number": "01"},
+        ),
+        ("get-installed-certificate-ids", {"certificate_type": "CSMSRootCertificate"}),
+    ]
+    answers: list[Any] = []
+    async with api_client(rt) as api:
+        for name, params in plan:
+            r = await api.post(
+                f"/api/v1/chargers/{identity}/commands/{name}", json={**params, "reason": "node"}
+            )
+            answers.append((name, r.status_code, r.json()))
+        from evota.firmware import signing
+
+        image = NODE_SCRIPT.parent / "package.json"  # any file: the station does not download
+        signature = signing.sign_file(image, keys.key)
+        cert = keys.cert.decode()
+        result = await rt.gateway.send(
+            identity,
+            commands.SignedUpdateFirmware(
+                request_id=9,
+                location="https://evota.example/fw.bin",
+                retrieve_at=datetime.now(UTC),
+                signing_certificate=cert,
+                signature=signature,
+            ),
+        )
+        answers.append(("update-firmware", 200, {"status": result.status}))
+        r = await api.post(
+            f"/api/v1/chargers/{identity}/commands/data-transfer",
+            json={"vendor_id": "evota.test", "message_id": "done"},
+        )
+        answers.append(("data-transfer", r.status_code, r.json()))
+    return answers
+
+
+async def test_ocpp_rpc_strict_201_client(evota_sqlite: Runtime, keys: Keys) -> None:
+    from .test_ocpp_rpc_client import _ensure_node_modules
+
+    rt = evota_sqlite
+    node = await _ensure_node_modules()
+    await provision(rt, "RPC201-STRICT", KEY)
+    await provision(rt, "RPC201-FRESH", KEY)
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(NODE_SCRIPT),
+        "--endpoint",
+        f"ws://127.0.0.1:{rt.ocpp_port}/ocpp",
+        "--identity",
+        "RPC201-STRICT",
+        "--fresh-identity",
+        "RPC201-FRESH",
+        "--key",
+        KEY,
+        cwd=NODE_SCRIPT.parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        limit=1 << 22,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr_task = asyncio.create_task(proc.stderr.read())
+    lines: list[str] = []
+    answers: list[Any] = []
+    try:
+        async with asyncio.timeout(60):
+            while line := (await proc.stdout.readline()).decode():
+                lines.append(line.rstrip("\n"))
+                if line.strip() == "READY_FOR_COMMANDS":
+                    answers = await _commands_for_the_node_station(rt, keys, "RPC201-STRICT")
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = (await stderr_task).decode(errors="replace")
+    summary = json.loads(lines[-1])
+    context = f"\nsummary: {json.dumps(summary, indent=1)[:20000]}\nframes:\n{log[-20000:]}"
+    assert proc.returncode == 0 and summary["error"] is None, context
+
+    # Strict mode was on and found nothing wrong with anything evota sent or answered.
+    assert summary["strict_self_check"] == {
+        "refused_locally": True,
+        "rpcErrorCode": "OccurenceConstraintViolation",  # ocpp-rpc's own (1.6) spelling
+        "events": 1,
+    }, context
+    assert summary["strict_validation_failures"] == [], context
+    assert summary["bad_messages"] == [], context
+    assert summary["protocol"] == {
+        "strict": SUBPROTOCOL,
+        "lenient": SUBPROTOCOL,
+        "fresh": SUBPROTOCOL,
+    }
+    assert summary["boot"]["status"] == "Accepted"
+    session = summary["session"]
+    assert session["authorize"]["idTokenInfo"]["status"] == "Accepted"
+    assert session["started"] == {"idTokenInfo": {"status": "Accepted"}}
+    assert session["updated"] == {} and session["meter_values"] == {}
+    assert session["ended"] == {"idTokenInfo": {"status": "Accepted"}}
+    assert session["data_transfer"]["status"] == "UnknownVendorId"
+    assert session["sign_certificate"]["status"] == "Rejected"
+
+    # Every command reached the station as a valid CALL and its answer came back.
+    assert [(name, code) for name, code, _ in answers] == [(name, 200) for name, _, _ in answers], (
+        answers
+    )
+    received = [c["action"] for c in summary["commands"]]
+    for action in (
+        "Reset",
+        "RequestStartTransaction",
+        "RequestStopTransaction",
+        "UnlockConnector",
+        "ChangeAvailability",
+        "GetVariables",
+        "SetVariables",
+        "GetBaseReport",
+        "ClearCache",
+        "SendLocalList",
+        "GetLocalListVersion",
+        "SetChargingProfile",
+        "ClearChargingProfile",
+        "TriggerMessage",
+        "GetLog",
+        "InstallCertificate",
+        "DeleteCertificate",
+        "GetInstalledCertificateIds",
+        "UpdateFirmware",
+        "DataTransfer",
+    ):
+        assert action in received, (action, received)
+
+    got = {
+        name: (case["ok"], case.get("rpcErrorCode"), (case.get("frame") or [None] * 3)[2])
+        for name, case in summary["bad_payloads"].items()
+    }
+    assert got == {name: (False, code, code) for name, code in NODE_EXPECTED_CODES.items()}, context
+    raw = {name: (frame[1], frame[2]) for name, frame in summary["raw_frames"].items() if frame}
+    assert raw == NODE_RAW_FRAMES, context
+    assert summary["after_bad_payloads"]["ok"], context
+    assert summary["before_boot"]["after"] == {"ok": True, "result": {}}, context
+
+
+# -- the fast schema check agrees with fastjsonschema ------------------------------------------
+
+
+def _all_schemas() -> list[tuple[str, str]]:
+    import importlib.resources
+
+    out = []
+    for package in ("ocpp.v16.schemas", "ocpp.v201.schemas"):
+        for entry in importlib.resources.files(package).iterdir():
+            if entry.name.endswith(".json"):
+                out.append((package, entry.name))
+    return sorted(out)
+
+
+def _schema(package: str, name: str) -> dict[str, Any]:
+    import importlib.resources
+
+    schema = json.loads((importlib.resources.files(package) / name).read_text())
+    schema.pop("$id", None)
+    return dict(schema)
+
+
+_TIMESTAMPS = [
+    "2026-11-29T10:00:00Z",
+    "2026-11-29T10:00:00.123+01:00",
+    "2024-02-29T23:59:60z",
+    "2026-02-30T00:00:00Z",  # no such day
+    "2026-11-29T10:00:00",  # no zone
+    "tuesday",
+]
+
+
+def _instances(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> Any:
+    """Mostly valid instances of ``schema``, with every kind of near miss mixed in."""
+    from hypothesis import strategies as st
+
+    if "$ref" in schema:
+        return _instances(defs[schema["$ref"].rsplit("/", 1)[1]], defs, depth + 1)
+    kind = schema.get("type")
+    junk = st.sampled_from([None, True, 1.5, "x", [], {}])
+    if kind == "object":
+        props = schema.get("properties", {})
+        required = set(schema.get("required", ()))
+        if depth > 8:
+            return st.just({})
+        fields = {
+            key: st.tuples(st.integers(0, 9), _instances(sub, defs, depth + 1))
+            for key, sub in props.items()
+        }
+
+        def build(drawn: dict[str, Any], extra: bool) -> dict[str, Any]:
+            out = {}
+            for key, (roll, value) in drawn.items():
+                if (key in required and roll != 0) or (key not in required and roll > 6):
+                    out[key] = value
+            if extra:
+                out["colour"] = "red"
+            return out
+
+        return st.one_of(
+            st.builds(
+                build, st.fixed_dictionaries(fields), st.booleans().map(lambda b: b and False)
+            ),
+            st.builds(build, st.fixed_dictionaries(fields), st.booleans()),
+            junk,
+        )
+    if kind == "array":
+        low = schema.get("minItems", 0)
+        items = _instances(schema.get("items", {}), defs, depth + 1)
+        return st.one_of(st.lists(items, min_size=max(0, low - 1), max_size=low + 2), junk)
+    if kind == "string":
+        if "enum" in schema:
+            return st.sampled_from([*schema["enum"], "Bogus", 7])
+        if schema.get("format") == "date-time":
+            return st.sampled_from(_TIMESTAMPS)
+        limit = schema.get("maxLength", 30)
+        return st.one_of(st.text(max_size=min(limit + 2, 60)), st.just("a" * (limit + 1)), junk)
+    if kind == "integer":
+        return st.one_of(st.integers(-3, 2**31), st.sampled_from([1.0, 2.5, True, "3", -0.0]), junk)
+    if kind == "number":
+        return st.one_of(st.integers(-3, 10**6), st.floats(allow_nan=False, width=32), junk)
+    if kind == "boolean":
+        return st.one_of(st.booleans(), st.sampled_from([0, 1, "true"]))
+    return st.one_of(st.integers(), st.text(max_size=5), st.just({"a": [1]}))
+
+
+def test_fast_check_never_accepts_what_fastjsonschema_refuses() -> None:
+    """Soundness of evota.ocpp.fastcheck, over every 1.6 and 2.0.1 schema: whenever it says
+    valid, the full validator agrees (when unsure it defers, so errors stay the full
+    validator's)."""
+    import fastjsonschema
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from evota.ocpp.fastcheck import compile_acceptor
+
+    compiled = {}
+    for package, name in _all_schemas():
+        schema = _schema(package, name)
+        accept = compile_acceptor(schema)
+        assert accept is not None, name  # every OCPP schema is in the modelled subset
+        full = fastjsonschema.compile(schema, use_default=False)
+        compiled[package, name] = (accept, full, _instances(schema, schema.get("definitions", {})))
+
+    accepted: list[int] = [0, 0]
+
+    @settings(max_examples=2000, deadline=None)
+    @given(st.data())
+    def check(data: Any) -> None:
+        key = data.draw(st.sampled_from(sorted(compiled)))
+        accept, full, instances = compiled[key]
+        payload = data.draw(instances)
+        if accept(payload):
+            accepted[0] += 1
+            full(payload)  # raises if the fast check was wrong
+        else:
+            accepted[1] += 1
+
+    check()
+    assert accepted[0] > 300 and accepted[1] > 300, accepted  # both verdicts were exercised
+
+
+def test_fast_check_accepts_the_common_messages() -> None:
+    """The fast path is taken for what chargers really send (else it would save nothing)."""
+    import sys
+
+    from evota.ocpp import fastcheck, rpc
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    import loadgen
+
+    frame = loadgen.ChargerConn.build_transaction(
+        b"000001-0000000001", 5, b"000001-", b"2026-11-29T10:00:00.123Z"
+    )
+    payload = rpc.decode(frame).payload
+    accept = fastcheck.compile_acceptor(
+        _schema("ocpp.v201.schemas", "TransactionEventRequest.json")
+    )
+    assert accept is not None and accept(payload)
+    status = fastcheck.compile_acceptor(_schema("ocpp.v16.schemas", "StatusNotification.json"))
+    assert status is not None
+    assert status({"connectorId": 1, "errorCode": "NoError", "status": "Available"})
+    assert not status({"connectorId": 1, "errorCode": "NoError", "status": "Bogus"})

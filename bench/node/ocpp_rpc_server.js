@@ -2,6 +2,8 @@
 //
 // Written the way the ocpp-rpc README shows a barebones OCPP 1.6J server, minus the
 // per-message console.log (the benchmark measures the library, not stdout).
+// OCPP 2.0.1 too (bench/gateway.py --protocol ocpp2.0.1): the subprotocol is agreed per
+// connection, and strict mode validates against the agreed protocol's schemas.
 // Usage: node ocpp_rpc_server.js --port 9000 [--host 127.0.0.1]
 'use strict';
 
@@ -16,7 +18,7 @@ const host = arg('host', '127.0.0.1');
 const port = Number(arg('port', '9000'));
 
 const server = new RPCServer({
-    protocols: ['ocpp1.6'],
+    protocols: ['ocpp1.6', 'ocpp2.0.1'],
     strictMode: true,
 });
 
@@ -45,6 +47,9 @@ server.on('client', (client) => {
     }));
     client.handle('Heartbeat', () => ({ currentTime: new Date().toISOString() }));
     client.handle('StatusNotification', () => ({}));
+    client.handle('TransactionEvent', ({ params }) =>
+        params.idToken ? { idTokenInfo: { status: 'Accepted' } } : {},
+    );
 });
 
 async function main() {

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from ocpp.v201 import enums as v201_enums
 
 from evota.rollout.job import (
     ON_CHARGER,
@@ -174,6 +175,54 @@ def test_signed_not_supported_falls_back_to_plain_and_back():
     assert run(unsigned, SendFailed("callerror", "NotSupported")).failure is Failure.REJECTED
 
 
+def test_201_not_supported_is_a_refusal_not_a_switch():
+    """2.0.1 has one UpdateFirmware, signed or not: no method fallback dance there."""
+    job = sent(new_job(signed_available=True, fallback=False))
+    assert job.method is Method.SIGNED
+    for code in ("NotSupported", "NotImplemented"):
+        failed = run(job, SendFailed("callerror", code))
+        assert (failed.state, failed.failure, failed.method) == (
+            JobState.FAILED,
+            Failure.REJECTED,
+            Method.SIGNED,
+        )
+    plain = sent(new_job(signed_available=False, fallback=False))
+    assert plain.method is Method.PLAIN
+
+
+@pytest.mark.parametrize("status", [s.value for s in v201_enums.FirmwareStatusEnumType])
+def test_every_201_firmware_status_is_understood(status):
+    """Each 2.0.1 FirmwareStatusNotification status moves the job, fails it, or extends its
+    phase; only Idle (the answer to a TriggerMessage when nothing runs) carries nothing."""
+    job = run(sent(new_job(fallback=False)), Answered(), StatusReported("Downloading", 7))
+    s = step(job, StatusReported(status, 7), T0 + timedelta(seconds=5), T)
+    if status == "Idle":
+        assert not s.changed
+    else:
+        assert s.changed, (status, s.note)
+
+
+@pytest.mark.parametrize("answer", [s.value for s in v201_enums.UpdateFirmwareStatusEnumType])
+def test_every_201_update_answer_is_understood(answer):
+    job = run(sent(new_job(fallback=False)), Answered(answer))
+    if answer in ("Accepted", "AcceptedCanceled"):
+        assert job.state is JobState.ACCEPTED
+    else:
+        assert job.state is JobState.FAILED and job.failure in (
+            Failure.REJECTED,
+            Failure.INVALID_SIGNATURE,
+        )
+    if answer == "AcceptedCanceled":
+        assert job.detail and "cancelled" in job.detail
+
+
+def test_boot_reason_does_not_change_the_verdict():
+    job = run(sent(), Answered(), StatusReported("Installing"))
+    for reason in (None, "FirmwareUpdate", "PowerUp"):
+        assert run(job, Booted("2.0.0", reason)).state is JobState.VERIFYING
+        assert run(job, Booted("1.0.0", reason)).failure is Failure.BOOTED_PREVIOUS_VERSION
+
+
 def test_offline_does_not_count_as_an_attempt_but_timeouts_do():
     job = sent()
     job = run(job, SendFailed("offline"))
@@ -271,7 +320,14 @@ inputs = st.one_of(
     st.just(Created()),
     st.just(Dispatch()),
     st.sampled_from(
-        ["Accepted", "Rejected", "AcceptedCanceled", "InvalidCertificate", "Weird"]
+        [
+            "Accepted",
+            "Rejected",
+            "AcceptedCanceled",
+            "InvalidCertificate",
+            "RevokedCertificate",
+            "Weird",
+        ]
     ).map(Answered),
     st.builds(
         SendFailed,
@@ -279,7 +335,11 @@ inputs = st.one_of(
         st.sampled_from([None, "NotSupported", "NotImplemented", "InternalError"]),
     ),
     st.builds(StatusReported, st.sampled_from(STATUSES), st.sampled_from([None, 7, 8])),
-    st.builds(Booted, st.sampled_from([None, "1.0.0", "2.0.0", "3.0.0"])),
+    st.builds(
+        Booted,
+        st.sampled_from([None, "1.0.0", "2.0.0", "3.0.0"]),
+        st.sampled_from([None, "FirmwareUpdate", "PowerUp"]),
+    ),
     st.just(Disconnected()),
     st.builds(Faulted, st.integers(0, 2)),
     st.just(Tick()),
@@ -289,13 +349,14 @@ timed = st.lists(st.tuples(inputs, st.integers(0, 4000)), max_size=40)
 
 
 @settings(max_examples=400, deadline=None)
-@given(timed, st.booleans())
+@given(timed, st.booleans(), st.booleans())
 @example(  # found by CI: a status report overtaking the answer, then the boot
     [(Dispatch(), 0), (StatusReported("Downloading"), 0), (Booted("2.0.0"), 0), (Tick(), 30)],
     False,
+    True,
 )
-def test_invariants_hold_for_any_input_sequence(sequence, signed):
-    job = run(new_job(signed_available=signed), Created())
+def test_invariants_hold_for_any_input_sequence(sequence, signed, fallback):
+    job = run(new_job(signed_available=signed, fallback=fallback), Created())
     now = T0
     booted_target_after_accept = False
     accepted = False
@@ -308,6 +369,10 @@ def test_invariants_hold_for_any_input_sequence(sequence, signed):
             assert job == before and not s.changed
         if s.send:
             assert job.state is JobState.SENDING and job.method is not None
+        if not fallback and before.method is not None:
+            assert job.method is before.method  # 2.0.1: the method is chosen once
+        if not signed:
+            assert job.method in (None, Method.PLAIN)  # never a signature the image lacks
         if job.state is JobState.FAILED:
             assert job.failure is not None and job.detail
         else:
