@@ -129,6 +129,17 @@ async def test_a_reconnect_is_not_a_reboot_but_a_reset_is(csms201: FakeCsms) -> 
     ]
 
 
+async def test_startups_and_resets_are_security_events(csms201: FakeCsms) -> None:
+    async with running(csms201) as c:
+        assert await answer(csms201, "Reset", {"type": "Immediate"}) == {"status": "Accepted"}
+        await wait_until(lambda: len(csms201.payloads("SecurityEventNotification")) == 2, 3)
+        await csms201.drop("CP-1")  # a reconnect is no reboot: no event
+        await wait_until(lambda: c.stats.connects == 3 and c.accepted, 3)
+        await asyncio.sleep(0.1)
+    kinds = [p["type"] for p in csms201.payloads("SecurityEventNotification")]
+    assert kinds == ["StartupOfTheDevice", "ResetOrReboot"]
+
+
 @pytest.mark.parametrize("status", ["Pending", "Rejected"])
 async def test_boot_is_retried_until_accepted(csms201: FakeCsms, status: str) -> None:
     csms201.boot_statuses = [status, status]
@@ -444,7 +455,7 @@ async def test_trigger_message(csms201: FakeCsms) -> None:
         c.begin_session(1, "T", duration=10**9)
         await wait_until(lambda: len(events(csms201)) >= 2, 3)
         assert await trigger("TransactionEvent", evse={"id": 1}) == {"status": "Accepted"}
-        await wait_until(lambda: events(csms201)[-1]["triggerReason"] == "Trigger", 3)
+        await wait_until(lambda: any(e["triggerReason"] == "Trigger" for e in events(csms201)), 3)
         assert await trigger("FirmwareStatusNotification") == {"status": "Accepted"}
         assert await trigger("LogStatusNotification") == {"status": "Accepted"}
         await wait_until(

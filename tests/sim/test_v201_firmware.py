@@ -25,6 +25,7 @@ from .test_sim_firmware import FileServer, Keys, now
 files, keys = fw.files, fw.keys  # the 1.6 firmware tests' file server and signing keys
 
 V201 = "ocpp2.0.1"
+BOOT_EVENTS = ("StartupOfTheDevice", "ResetOrReboot")  # every boot's: tested elsewhere
 
 
 def config(**kw: Any) -> SimConfig:
@@ -56,7 +57,7 @@ def timeline(csms: FakeCsms) -> list[str]:
             out.append(f"boot {p['chargingStation']['firmwareVersion']} {p['reason']}")
         elif action == "FirmwareStatusNotification":
             out.append(f"{p['status']}#{p.get('requestId')}")
-        elif action == "SecurityEventNotification":
+        elif action == "SecurityEventNotification" and p["type"] not in BOOT_EVENTS:
             out.append(f"event {p['type']}")
     return out
 
@@ -297,9 +298,8 @@ async def test_an_update_that_cannot_be_cancelled_goes_on(
     faults = FaultProfile(refuse_cancel=1.0 if why == "refuse_cancel" else 0.0)
     cfg = config() if why == "refuse_cancel" else fast(install_duration=3000.0)  # 0.5 s
     async with running(csms201, keys, faults=faults, cfg=cfg) as c:
-        first = update(
-            files.url("/fw.bin"), 1, keys, retrieve=now(0.3 if why == "refuse_cancel" else 0)
-        )
+        later = 1.5 if why == "refuse_cancel" else 0.0
+        first = update(files.url("/fw.bin"), 1, keys, retrieve=now(later))
         assert await answer(csms201, first) == {"status": "Accepted"}
         if why == "installing":
             await wait_until(lambda: c.firmware_state == "Installing", 3)
@@ -350,3 +350,23 @@ async def test_trigger_reports_the_running_update_with_its_request_id(
         "status": "DownloadScheduled",
         "requestId": 9,
     }
+
+
+async def test_defer_download_waits_for_the_sessions_to_end(
+    csms201: FakeCsms, files: FileServer, keys: Keys
+) -> None:
+    """The DownloadScheduled of TC_L_03 when the CSMS sends no future retrieve time."""
+    async with running(csms201, keys, faults=FaultProfile(defer_download=1.0)) as c:
+        c.begin_session(2, "T", duration=10**9)
+        await wait_until(lambda: c.transactions.get(2) and c.transactions[2].transaction_id, 3)
+        assert await answer(csms201, update(files.url("/fw.bin"), keys=keys)) == {
+            "status": "Accepted"
+        }
+        await wait_until(lambda: c.firmware_state == "DownloadScheduled", 3)
+        await asyncio.sleep(0.2)
+        assert files.requests == []
+        tx = c.transactions[2].transaction_id
+        await csms201.call("CP-1", "RequestStopTransaction", {"transactionId": tx})
+        await wait_until(lambda: c.firmware_state == "Installed", 5)
+    assert timeline(csms201)[1:3] == ["DownloadScheduled#7", "Downloading#7"]
+    assert "InstallScheduled#7" not in timeline(csms201)  # the session was over by then

@@ -215,6 +215,9 @@ class Wire:
     def handlers(self) -> dict[str, Handler]:
         return HANDLERS
 
+    async def booted(self, charger: SimulatedCharger, reason: str) -> None:
+        """After an accepted boot (a connection task): what the version reports then."""
+
     def allow_sessions_pending_update(self, charger: SimulatedCharger) -> bool:
         """Whether sessions may start while an update waits to install (2.0.1 can say so)."""
         return False
@@ -657,6 +660,8 @@ class SimulatedCharger:
                 await self.send_status(connector, *self.idle_status(connector), force=booting)
         for hook in AFTER_BOOT:
             self._spawn(hook(self))
+        if booting:
+            self._spawn(self.wire.booted(self, self.boot_reason))
         self._spawn(self._heartbeats())
         if self.config.session_rate > 0:
             self._spawn(self._session_arrivals())

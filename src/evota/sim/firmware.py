@@ -76,6 +76,7 @@ class DrawnFaults:
     reject: bool = False
     install_verification_fails: bool = False
     refuse_cancel: bool = False
+    defer_download: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +205,7 @@ class FirmwareAgent:
         self.outbox: deque[tuple[str, dict[str, Any]]] = deque(maxlen=OUTBOX_LIMIT)
         self.booted = asyncio.Event()  # set after each accepted boot, once the outbox is sent
         self.last_download: Download | None = None
+        self.last_update: Update | None = None  # the last request started (for tests)
         self._holding = False
 
     @property
@@ -218,6 +220,7 @@ class FirmwareAgent:
 
     async def start(self, update: Update) -> None:
         self.cancel()
+        self.last_update = update
         self.task = self.charger.spawn_background(self._run(update))
 
     async def later(self, action: str, payload: dict[str, Any]) -> None:
@@ -270,9 +273,14 @@ class FirmwareAgent:
         c = self.charger
         try:
             later = (u.retrieve_at - c.clock.now()).total_seconds()
-            if c.wire.detailed_firmware and later > _SCHEDULE_SLACK:
+            scheduled = c.wire.detailed_firmware and later > _SCHEDULE_SLACK
+            if scheduled:
                 await self.report(u, "DownloadScheduled")
             await _sleep_until(c, u.retrieve_at)
+            if u.faults.defer_download and c.in_session:  # keep the link for the sessions
+                if u.detailed and not scheduled:
+                    await self.report(u, "DownloadScheduled")
+                await _sessions_ended(c)
             await self.report(u, "Downloading")
             try:
                 download = await self._download(u)
@@ -335,9 +343,7 @@ class FirmwareAgent:
             if u.detailed and not scheduled:
                 await self.report(u, "InstallScheduled")
             await self._hold()
-            # Polling: a session ends by its task, a reset, or a stop reported after a reconnect.
-            while c.in_session:  # noqa: ASYNC110
-                await asyncio.sleep(_SESSION_POLL)
+            await _sessions_ended(c)
 
     async def _hold(self) -> None:
         c = self.charger
@@ -482,6 +488,12 @@ async def _sleep_until(charger: SimulatedCharger, when: dt.datetime) -> None:
     delay = (when - charger.clock.now()).total_seconds()
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+async def _sessions_ended(charger: SimulatedCharger) -> None:
+    # Polling: a session ends by its task, a reset, or a stop reported after a reconnect.
+    while charger.in_session:  # noqa: ASYNC110
+        await asyncio.sleep(_SESSION_POLL)
 
 
 async def _report_idle(charger: SimulatedCharger) -> None:

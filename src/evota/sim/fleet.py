@@ -95,6 +95,7 @@ FAULT_RATES = (
     "reject",
     "install_verification_fails",
     "refuse_cancel",
+    "defer_download",
 )
 FAULT_NAMES = (*FAULT_RATES, "slow_link_bps", "bad_versions", "certificate_status")
 CERTIFICATE_STATUSES = ("invalid", "revoked")
@@ -151,6 +152,8 @@ class FaultProfile:
     install_verification_fails: float = 0.0
     # a second request while one runs is answered Rejected instead of cancelling it
     refuse_cancel: float = 0.0
+    # with sessions running, the download waits for them to end (DownloadScheduled)
+    defer_download: float = 0.0
     # the signing certificate is found invalid / revoked whatever it is (None: checked)
     certificate_status: str | None = None
 

@@ -30,7 +30,7 @@ import contextlib
 import functools
 import itertools
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from evota.ocpp import rpc
@@ -134,6 +134,13 @@ class V201Wire(Wire):
     def extra_configuration(self, charger: SimulatedCharger) -> dict[str, ConfigKey]:
         return devicemodel.v201_configuration(charger.spec.connectors, charger.identity)
 
+    async def booted(self, charger: SimulatedCharger, reason: str) -> None:
+        """A04.FR.02: startups and resets are critical security events, always reported."""
+        kind = "StartupOfTheDevice" if reason == "PowerUp" else "ResetOrReboot"
+        message = self.security_event(charger, kind, f"boot reason {reason}")
+        assert message is not None
+        await firmware.agent(charger).notify(*message)
+
     def allow_sessions_pending_update(self, charger: SimulatedCharger) -> bool:
         return state(charger).flag("ChargingStation.AllowNewSessionsPendingFirmwareUpdate")
 
@@ -158,16 +165,23 @@ class V201Wire(Wire):
         reported = CONNECTOR_STATUS[status]
         if not force and self.reported.get(connector) == reported:
             return
-        await charger.call(
-            "StatusNotification",
-            {
-                "timestamp": charger._now(),
-                "connectorStatus": reported,
-                "evseId": connector,
-                "connectorId": 1,
-            },
-        )
+        # Noted before sending: CALLs queue in order, so a change made meanwhile compares with
+        # what will have been reported; a failed send is forgotten so the next one goes out.
         self.reported[connector] = reported
+        try:
+            await charger.call(
+                "StatusNotification",
+                {
+                    "timestamp": charger._now(),
+                    "connectorStatus": reported,
+                    "evseId": connector,
+                    "connectorId": 1,
+                },
+            )
+        except BaseException:
+            if self.reported.get(connector) == reported:
+                del self.reported[connector]
+            raise
 
     async def station_problem(self, charger: SimulatedCharger, problem: bool, code: str) -> None:
         """NotifyEvent ``ChargingStation.Problem`` when it changes (a HardWiredNotification)."""
@@ -188,8 +202,12 @@ class V201Wire(Wire):
         else:
             event["cleared"] = True
         payload = {"generatedAt": charger._now(), "seqNo": 0, "eventData": [event]}
-        await charger.call("NotifyEvent", payload)
-        self.problem = problem
+        self.problem = problem  # noted before sending, as statuses are
+        try:
+            await charger.call("NotifyEvent", payload)
+        except BaseException:
+            self.problem = not problem
+            raise
 
     async def authorize(self, charger: SimulatedCharger, txn: Transaction) -> bool:
         answer = await charger.call("Authorize", {"idToken": _token(txn)})
@@ -298,16 +316,19 @@ def _evses(charger: SimulatedCharger) -> range:
     return range(1, charger.spec.connectors + 1)
 
 
-def _spawn(charger: SimulatedCharger, coro: Any) -> Callable[[], Any]:
+Sends = Callable[[], Coroutine[Any, Any, Any]]
+
+
+def _spawn(charger: SimulatedCharger, sends: Sends) -> Callable[[], Awaitable[None]]:
     """A ``then`` that sends from a task of its own (never inside the handler's turn)."""
 
     async def then() -> None:
-        charger.spawn_background(coro)
+        charger.spawn_background(_quietly(sends()))
 
     return then
 
 
-async def _quietly(call: Any) -> None:
+async def _quietly(call: Awaitable[Any]) -> None:
     with contextlib.suppress(CallFailed):
         await call
 
@@ -554,7 +575,7 @@ async def _on_get_base_report(charger: SimulatedCharger, call: rpc.Call) -> Repl
                 payload["tbc"] = True
             await firmware.agent(charger).notify("NotifyReport", payload)
 
-    return Reply({"status": "Accepted"}, then=_spawn(charger, send()))
+    return Reply({"status": "Accepted"}, then=_spawn(charger, send))
 
 
 # -- trigger message ----------------------------------------------------------------------------
@@ -570,42 +591,46 @@ async def _on_trigger_message(charger: SimulatedCharger, call: rpc.Call) -> Repl
     targets = list(_evses(charger)) if not evse else [evse]
     st = state(charger)
     w = wire(charger)
-    sends: Any
+    sends: Sends
     match message:
         case "BootNotification":
             if charger.boot_status == "Accepted":  # F06.FR.17: nothing to boot for
                 return Reply({"status": "Rejected"})
-            sends = charger.call("BootNotification", w.boot(charger, "Triggered"))
+            sends = functools.partial(
+                charger.call, "BootNotification", w.boot(charger, "Triggered")
+            )
         case "Heartbeat":
-            sends = charger.call("Heartbeat", {})
+            sends = functools.partial(charger.call, "Heartbeat", {})
         case "StatusNotification":
-            sends = _statuses(charger, targets)
+            sends = functools.partial(_statuses, charger, targets)
         case "MeterValues":
-            sends = _meter_values(charger, targets)
+            sends = functools.partial(_meter_values, charger, targets)
         case "TransactionEvent":
             running = [charger.transactions[t] for t in targets if t in charger.transactions]
             running = [t for t in running if isinstance(t.transaction_id, str)]
             if not running:
                 return Reply({"status": "Rejected"})
-            sends = _transaction_events(charger, running)
+            sends = functools.partial(_transaction_events, charger, running)
         case "FirmwareStatusNotification":
             fw = charger.firmware_agent
             current = charger.firmware_state if fw is not None and fw.busy else None
-            if current is None:  # Idle carries no requestId
-                sends = charger.call(*w.firmware_status("Idle", None))
-            else:
-                sends = charger.call(*w.firmware_status(current, charger.firmware_request_id))
+            action, payload = (  # Idle carries no requestId
+                w.firmware_status("Idle", None)
+                if current is None
+                else w.firmware_status(current, charger.firmware_request_id)
+            )
+            sends = functools.partial(charger.call, action, payload)
         case "LogStatusNotification":
             log_payload: dict[str, Any] = {"status": st.log_status}
             if st.log_request_id is not None and st.log_status == "Uploading":
                 log_payload["requestId"] = st.log_request_id
-            sends = charger.call("LogStatusNotification", log_payload)
+            sends = functools.partial(charger.call, "LogStatusNotification", log_payload)
         case "SignChargingStationCertificate":
             csr = {"csr": control._csr(charger), "certificateType": "ChargingStationCertificate"}
-            sends = charger.call("SignCertificate", csr)
+            sends = functools.partial(charger.call, "SignCertificate", csr)
         case _:
             return Reply({"status": "NotImplemented"})
-    return Reply({"status": "Accepted"}, then=_spawn(charger, _quietly(sends)))
+    return Reply({"status": "Accepted"}, then=_spawn(charger, sends))
 
 
 async def _statuses(charger: SimulatedCharger, evses: list[int]) -> None:
