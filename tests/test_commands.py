@@ -150,6 +150,7 @@ def test_the_catalog_covers_every_1_6_remote_command_with_the_right_criticality(
         "clear-cache",
         "install-certificate",
         "delete-certificate",
+        "set-variables",  # OCPP 2.0.1 only
     }
     assert set(catalog.COMMANDS) - critical == {
         "get-configuration",
@@ -159,6 +160,8 @@ def test_the_catalog_covers_every_1_6_remote_command_with_the_right_criticality(
         "trigger-message",
         "get-installed-certificate-ids",
         "data-transfer",
+        "get-variables",  # OCPP 2.0.1 only
+        "get-base-report",  # OCPP 2.0.1 only
     }
 
 

@@ -17,7 +17,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from evota.cli_support import (
+    ChargerArg,
     JsonOpt,
+    LimitOpt,
+    OffsetOpt,
     TokenOpt,
     UrlOpt,
     call,
@@ -25,22 +28,32 @@ from evota.cli_support import (
     err,
     fail,
     out,
+    page_title,
     print_json,
+    query,
     resolve_firmware,
+    table,
     when,
 )
+from evota.client import ApiError
 
 app = typer.Typer(
     help="evota: OTA firmware lifecycle and control for EV charger fleets.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-charger_app = typer.Typer(help="Chargers: list, show, register, command.", no_args_is_help=True)
-site_app = typer.Typer(help="Sites: add and list.", no_args_is_help=True)
+charger_app = typer.Typer(
+    help="Chargers: list, show, register, update, files, remote commands.", no_args_is_help=True
+)
+site_app = typer.Typer(help="Sites: add, list, show, update, delete.", no_args_is_help=True)
 job_app = typer.Typer(help="Firmware update jobs: list, show, cancel.", no_args_is_help=True)
+file_app = typer.Typer(
+    help="Files chargers uploaded (diagnostics, logs): list, download.", no_args_is_help=True
+)
 app.add_typer(charger_app, name="charger")
 app.add_typer(site_app, name="site")
 app.add_typer(job_app, name="job")
+app.add_typer(file_app, name="file")
 
 
 def _register_firmware() -> None:
@@ -176,29 +189,33 @@ def charger_list(
     token: TokenOpt = None,
     as_json: JsonOpt = False,
     site: Annotated[str | None, typer.Option()] = None,
+    vendor: Annotated[str | None, typer.Option()] = None,
     model: Annotated[str | None, typer.Option()] = None,
     firmware_version: Annotated[str | None, typer.Option("--firmware")] = None,
     connected: Annotated[bool | None, typer.Option("--connected/--disconnected")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    registration: Annotated[str | None, typer.Option(help="Accepted, Pending or Rejected")] = None,
+    tag: Annotated[str | None, typer.Option()] = None,
+    search: Annotated[str | None, typer.Option("--search", help="id contains")] = None,
+    limit: LimitOpt = 100,
+    offset: OffsetOpt = 0,
 ) -> None:
     """List chargers, filtered."""
-    params = {
-        k: v
-        for k, v in {
-            "site": site,
-            "model": model,
-            "firmware_version": firmware_version,
-            "connected": connected,
-            "limit": limit,
-            "offset": offset,
-        }.items()
-        if v is not None
-    }
+    params = query(
+        site=site,
+        vendor=vendor,
+        model=model,
+        firmware_version=firmware_version,
+        connected=connected,
+        registration=registration,
+        tag=tag,
+        q=search,
+        limit=limit,
+        offset=offset,
+    )
     page = call(client(url, token), "GET", "/api/v1/chargers", params=params)
     if as_json:
         return print_json(page)
-    table = Table(title=f"Chargers ({len(page['items'])} of {page['total']})")
+    table = Table(title=page_title("Chargers", page))
     for col in (
         "id",
         "site",
@@ -226,7 +243,7 @@ def charger_list(
 
 @charger_app.command("show")
 def charger_show(
-    charger_id: str, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+    charger_id: ChargerArg, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Show one charger with its connectors and recent events."""
     from urllib.parse import quote
@@ -291,9 +308,144 @@ ReasonOpt = Annotated[
 ]
 
 
+@charger_app.command("update")
+def charger_update(
+    charger_id: ChargerArg,
+    site: Annotated[str | None, typer.Option(help="move it to this site")] = None,
+    no_site: Annotated[bool, typer.Option("--no-site", help="take it off its site")] = False,
+    tag: Annotated[list[str] | None, typer.Option(help="replace its tags (repeatable)")] = None,
+    registration: Annotated[
+        str | None,
+        typer.Option(help="Accepted, Pending or Rejected (rejecting waits for approval)"),
+    ] = None,
+    rotate_key: Annotated[
+        bool,
+        typer.Option("--rotate-key", help="prompt for a new AuthorizationKey (waits for approval)"),
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="why (needed when it waits)")] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accept or reject a charger, move it to a site, retag it or rotate its key."""
+    from urllib.parse import quote
+
+    body: dict[str, Any] = {}
+    if site is not None:
+        body["site_id"] = site
+    if no_site:
+        body["site_id"] = None
+    if tag is not None:
+        body["tags"] = tag
+    if registration is not None:
+        body["registration"] = registration
+    if rotate_key:
+        body["auth_key"] = typer.prompt("New AuthorizationKey", hide_input=True)
+    if not body:
+        raise fail(
+            "nothing to change: give --site, --no-site, --tag, --registration or --rotate-key"
+        )
+    if reason:
+        body["reason"] = reason
+    r = call(
+        client(url, token), "PATCH", f"/api/v1/chargers/{quote(charger_id, safe='')}", json=body
+    )
+    if as_json:
+        return print_json(r)
+    if r.get("state") == "awaiting_approval":
+        out.print(
+            f"{charger_id}: waits for a second operator (approval {r['approval_id']})",
+            highlight=False,
+        )
+        return
+    out.print(
+        f"{charger_id}: {r['registration']}, site {r['site_id'] or '-'}, "
+        f"tags {', '.join(r['tags']) or '-'}",
+        highlight=False,
+    )
+
+
+@charger_app.command("files")
+def charger_files(
+    charger_id: ChargerArg,
+    kind: Annotated[str | None, typer.Option(help="diagnostics or log")] = None,
+    limit: LimitOpt = 100,
+    offset: OffsetOpt = 0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Files the charger uploaded (diagnostics, logs), newest first."""
+    _files(query(charger_id=charger_id, kind=kind, limit=limit, offset=offset), url, token, as_json)
+
+
+def _files(params: dict[str, Any], url: str | None, token: str | None, as_json: bool) -> None:
+    page = call(client(url, token), "GET", "/api/v1/files", params=params)
+    if as_json:
+        return print_json(page)
+    out.print(
+        table(
+            page_title("Files", page),
+            ("id", "charger", "kind", "name", "bytes", "uploaded"),
+            (
+                (f["id"], f["charger_id"], f["kind"], f["filename"], f["size"], f["created_at"])
+                for f in page["items"]
+            ),
+        )
+    )
+
+
+@file_app.command("list")
+def file_list(
+    charger: Annotated[str | None, typer.Option("--charger")] = None,
+    kind: Annotated[str | None, typer.Option(help="diagnostics or log")] = None,
+    limit: LimitOpt = 100,
+    offset: OffsetOpt = 0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Files uploaded by the chargers you can see, newest first."""
+    _files(query(charger_id=charger, kind=kind, limit=limit, offset=offset), url, token, as_json)
+
+
+@file_app.command("download")
+def file_download(
+    file_id: str,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="where to write (default: its name)")
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download an uploaded file, byte for byte; checks its SHA-256."""
+    import hashlib
+    from urllib.parse import quote
+
+    c = client(url, token)
+    try:
+        response = c.response("GET", f"/api/v1/files/{quote(file_id, safe='')}")
+    except ApiError as exc:
+        raise fail(str(exc)) from None
+    expected = response.headers.get("x-content-sha256", "")
+    if expected and hashlib.sha256(response.content).hexdigest() != expected:
+        raise fail(f"file {file_id}: the download does not match its SHA-256")
+    disposition = response.headers.get("content-disposition", "")
+    name = disposition.rpartition("filename=")[2].strip('"') or file_id
+    target = output or Path(Path(name).name)
+    try:
+        target.write_bytes(response.content)
+    except OSError as exc:
+        raise fail(f"cannot write {target}: {exc.strerror}") from None
+    if as_json:
+        return print_json({"id": file_id, "path": str(target), "size": len(response.content)})
+    out.print(f"wrote {target} ({len(response.content)} bytes)", highlight=False)
+
+
 @charger_app.command("reset")
 def charger_reset(
-    charger_id: str,
+    charger_id: ChargerArg,
     hard: Annotated[bool, typer.Option("--hard", help="hard reset instead of soft")] = False,
     reason: ReasonOpt = None,
     url: UrlOpt = None,
@@ -453,7 +605,7 @@ def _command_function(spec: Any, fields: list[tuple[inspect.Parameter, str]]) ->
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
             inspect.Parameter(
-                "charger_id", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str
+                "charger_id", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ChargerArg
             ),
             *(p for p, _ in fields),
             *(
@@ -477,7 +629,7 @@ _register_commands()
 
 @charger_app.command("update-firmware")
 def charger_update_firmware(
-    charger_id: str,
+    charger_id: ChargerArg,
     firmware: Annotated[str, typer.Option("--firmware", help="firmware id or version")],
     at: Annotated[str | None, typer.Option("--at", help="not before (ISO 8601)")] = None,
     allow_downgrade: Annotated[bool, typer.Option("--allow-downgrade")] = False,
@@ -503,21 +655,29 @@ def charger_update_firmware(
 def job_list(
     charger: Annotated[str | None, typer.Option("--charger")] = None,
     state: Annotated[str | None, typer.Option("--state")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    firmware: Annotated[str | None, typer.Option("--firmware", help="firmware id")] = None,
+    campaign: Annotated[str | None, typer.Option("--campaign", help="campaign id")] = None,
+    kind: Annotated[str | None, typer.Option(help="update or rollback")] = None,
+    limit: LimitOpt = 50,
+    offset: OffsetOpt = 0,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List update jobs, newest first."""
-    params: dict[str, Any] = {"limit": limit}
-    if charger:
-        params["charger_id"] = charger
-    if state:
-        params["state"] = state
+    params = query(
+        charger_id=charger,
+        state=state,
+        firmware_id=firmware,
+        campaign_id=campaign,
+        kind=kind,
+        limit=limit,
+        offset=offset,
+    )
     page = call(client(url, token), "GET", "/api/v1/jobs", params=params)
     if as_json:
         return print_json(page)
-    table = Table(title=f"Jobs ({page['total']})")
+    table = Table(title=page_title("Jobs", page))
     for col in ("id", "charger", "from", "to", "state", "failure", "bytes", "updated"):
         table.add_column(col)
     for j in page["items"]:
@@ -562,9 +722,12 @@ def job_cancel(
     reason: Annotated[str, typer.Option(help="why")] = "cancelled by operator",
     url: UrlOpt = None,
     token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Cancel a job that has not reached the charger yet."""
     j = call(client(url, token), "POST", f"/api/v1/jobs/{job_id}/cancel", json={"reason": reason})
+    if as_json:
+        return print_json(j)
     out.print(f"job {j['id']}: {j['state']}")
 
 
@@ -588,17 +751,83 @@ def site_add(
 
 
 @site_app.command("list")
-def site_list(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+def site_list(
+    region: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[str | None, typer.Option()] = None,
+    search: Annotated[str | None, typer.Option("--search", help="id or name contains")] = None,
+    limit: LimitOpt = 1000,
+    offset: OffsetOpt = 0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """List sites."""
-    page = call(client(url, token), "GET", "/api/v1/sites", params={"limit": 1000})
+    params = query(region=region, tag=tag, q=search, limit=limit, offset=offset)
+    page = call(client(url, token), "GET", "/api/v1/sites", params=params)
     if as_json:
         return print_json(page)
-    table = Table(title=f"Sites ({page['total']})")
-    for col in ("id", "name", "timezone", "region", "tags"):
-        table.add_column(col)
-    for s in page["items"]:
-        table.add_row(s["id"], s["name"], s["timezone"], s["region"] or "", ", ".join(s["tags"]))
-    out.print(table)
+    out.print(_sites(page_title("Sites", page), page["items"]))
+
+
+def _sites(title: str, items: list[dict[str, Any]]) -> Table:
+    return table(
+        title,
+        ("id", "name", "timezone", "region", "tags"),
+        ((s["id"], s["name"], s["timezone"], s["region"], ", ".join(s["tags"])) for s in items),
+    )
+
+
+def _site_path(site_id: str) -> str:
+    from urllib.parse import quote
+
+    return f"/api/v1/sites/{quote(site_id, safe='')}"
+
+
+@site_app.command("show")
+def site_show(
+    site_id: str, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """One site, and how many chargers stand there."""
+    c = client(url, token)
+    s = call(c, "GET", _site_path(site_id))
+    chargers = call(c, "GET", "/api/v1/chargers", params={"site": site_id, "limit": 1})
+    if as_json:
+        return print_json({**s, "chargers": chargers["total"]})
+    out.print(_sites(f"Site {s['id']}: {chargers['total']} chargers", [s]))
+
+
+@site_app.command("update")
+def site_update(
+    site_id: str,
+    name: Annotated[str | None, typer.Option()] = None,
+    timezone: Annotated[str | None, typer.Option(help="IANA timezone")] = None,
+    region: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="replace the tags (repeatable)")] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rename a site or change its timezone (maintenance windows follow), region or tags."""
+    body = query(name=name, timezone=timezone, region=region)
+    if tag is not None:
+        body["tags"] = tag
+    if not body:
+        raise fail("nothing to change: give --name, --timezone, --region or --tag")
+    s = call(client(url, token), "PATCH", _site_path(site_id), json=body)
+    if as_json:
+        return print_json(s)
+    out.print(f"updated site {s['id']} ({s['timezone']})", highlight=False)
+
+
+@site_app.command("delete")
+def site_delete(
+    site_id: str, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Delete a site no charger stands at."""
+    call(client(url, token), "DELETE", _site_path(site_id))
+    if as_json:
+        return print_json({"id": site_id, "deleted": True})
+    out.print(f"deleted site {site_id}", highlight=False)
 
 
 def _register_sim() -> None:
@@ -633,12 +862,21 @@ _register_audit()
 
 
 def _register_operators() -> None:
-    from evota.operators.cli import login_command, mfa_app, token_app, user_app
+    from evota.operators.cli import (
+        login_command,
+        logout_command,
+        mfa_app,
+        token_app,
+        user_app,
+        whoami_command,
+    )
 
     app.add_typer(user_app, name="user")
     app.add_typer(token_app, name="token")
     app.add_typer(mfa_app, name="mfa")
     app.command("login", help="Log in and print a session token for EVOTA_TOKEN.")(login_command)
+    app.command("logout", help="End this login session.")(logout_command)
+    app.command("whoami", help="Who this token is: roles, scopes, MFA.")(whoami_command)
 
 
 _register_operators()
@@ -661,6 +899,106 @@ def _register_control() -> None:
 
 
 _register_control()
+
+
+db_app = typer.Typer(
+    help="The database: schema revision, migrations (run at every start too).",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+DataDirOpt = Annotated[Path | None, typer.Option(help="data directory [env EVOTA_DATA_DIR]")]
+DatabaseOpt = Annotated[str | None, typer.Option(help="SQLAlchemy URL [env EVOTA_DATABASE_URL]")]
+
+
+def _database_url(data_dir: Path | None, database_url: str | None) -> str:
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    url: str = settings.resolved_database_url()
+    if not settings.database_url and not (settings.data_dir / "evota.db").exists():
+        raise fail(f"no database at {settings.data_dir / 'evota.db'} (wrong --data-dir?)")
+    return url
+
+
+async def _revisions(url: str, upgrade: bool) -> tuple[str | None, str | None]:
+    """(revision before, revision after) of the database at ``url``."""
+    from alembic.runtime.migration import MigrationContext
+
+    from evota.store import db
+
+    engine = db.create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            before = await conn.run_sync(
+                lambda c: MigrationContext.configure(c).get_current_revision()
+            )
+        if upgrade:
+            await db.migrate(engine)
+            async with engine.connect() as conn:
+                after = await conn.run_sync(
+                    lambda c: MigrationContext.configure(c).get_current_revision()
+                )
+            return before, after
+        return before, before
+    finally:
+        await engine.dispose()
+
+
+def _head() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    from evota.store import db
+
+    head: str | None = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
+    return head
+
+
+@db_app.command("status")
+def db_status(
+    data_dir: DataDirOpt = None, database_url: DatabaseOpt = None, as_json: JsonOpt = False
+) -> None:
+    """The schema revision of the database and the newest this evota knows (exit 1 when
+    the database is newer than this evota: a downgrade of the software)."""
+    url = _database_url(data_dir, database_url)
+    try:
+        current, _ = asyncio.run(_revisions(url, upgrade=False))
+    except Exception as exc:  # connection refused, bad credentials: one line
+        raise fail(f"cannot read the database: {exc}") from None
+    head = _head()
+    known = _known_revisions()
+    if current == head:
+        state = "current"
+    elif current is None or current in known:
+        state = "behind"  # evota serve (or evota db upgrade) migrates it
+    else:
+        state = "unknown"  # written by a newer evota
+    if as_json:
+        print_json({"revision": current, "head": head, "state": state})
+    else:
+        out.print(f"database revision {current or '(empty)'}, newest known {head}: {state}")
+    if state == "unknown":
+        raise typer.Exit(1)
+
+
+def _known_revisions() -> set[str | None]:
+    from alembic.script import ScriptDirectory
+
+    from evota.store import db
+
+    return {r.revision for r in ScriptDirectory.from_config(db.alembic_config()).walk_revisions()}
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    data_dir: DataDirOpt = None, database_url: DatabaseOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Migrate the database to the newest revision now (evota serve does this at start)."""
+    url = _database_url(data_dir, database_url)
+    try:
+        before, after = asyncio.run(_revisions(url, upgrade=True))
+    except Exception as exc:
+        raise fail(f"migration failed: {exc}") from None
+    if as_json:
+        return print_json({"before": before, "after": after})
+    out.print(f"database revision {before or '(empty)'} -> {after}")
 
 
 def main() -> None:

@@ -45,3 +45,7 @@ class Client:
     def raw(self, method: str, path: str, **kwargs: Any) -> bytes:
         """The response body as bytes (exports, downloads)."""
         return self._send(method, path, **kwargs).content
+
+    def response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The whole response (headers too), for downloads; ``ApiError`` for 4xx/5xx."""
+        return self._send(method, path, **kwargs)

@@ -11,13 +11,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from evota.api.approvals import AWAITING, awaiting
 from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.pages import fetch_page
-from evota.api.params import Limit, Offset, Uuid, text
+from evota.api.params import AwareInstant, Limit, Offset, Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
 from evota.audit.log import Actor
@@ -82,7 +82,7 @@ class ActionIn(BaseModel):
     )
     reason: str = Field("", max_length=500)
     rollback: bool = Field(False, description="abort only: roll updated chargers back")
-    at: AwareDatetime | None = Field(None, description="start only: start at this time")
+    at: AwareInstant | None = Field(None, description="start only: start at this time")
 
 
 class CampaignItem(BaseModel):

@@ -6,12 +6,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from evota.api.deps import Principal, RuntimeDep, authorize_charger, require, scope_filter
 from evota.api.pages import fetch_page
-from evota.api.params import ChargerId, IntId, Limit, Offset, text
+from evota.api.params import AwareInstant, ChargerId, IntId, Limit, Offset, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.firmware import repository as repo
 from evota.firmware.updates import ChargerFacts, image_facts, update_refusal
@@ -38,7 +38,7 @@ class FirmwareUpdateIn(BaseModel):
         },
     )
     firmware_id: str = Field(min_length=1, max_length=36)
-    retrieve_at: AwareDatetime | None = Field(
+    retrieve_at: AwareInstant | None = Field(
         None, description="not before this time (UTC offset required); default now"
     )
     allow_downgrade: bool = False

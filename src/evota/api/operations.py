@@ -38,7 +38,8 @@ EXAMPLE: dict[str, Any] = {
 
 Item = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=PRINTABLE)]
 Items = Annotated[list[Item], Field(max_length=100_000)]
-StageSize = Annotated[int, Field(ge=1, le=10_000_000)]
+StageSize = Annotated[int, Field(le=10_000_000, description="at least 1")]
+"""A stage size; below 1 is refused by the operation itself, naming ``stages[i]``."""
 
 
 class TargetIn(BaseModel):

@@ -9,9 +9,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from evota.cli_support import JsonOpt, TokenOpt, UrlOpt, api, fail, out, print_json
+from evota.cli_support import (
+    JsonOpt,
+    LimitOpt,
+    OffsetOpt,
+    TokenOpt,
+    UrlOpt,
+    api,
+    fail,
+    out,
+    print_json,
+)
 
-app = typer.Typer(help="Anomaly alerts: list, acknowledge.", no_args_is_help=True)
+app = typer.Typer(help="Anomaly alerts: list, summary, acknowledge.", no_args_is_help=True)
 
 
 def _since(value: str) -> str:
@@ -28,13 +38,14 @@ def list_alerts(
     subject: Annotated[str | None, typer.Option("--subject", help="charger, operator, …")] = None,
     open_only: Annotated[bool, typer.Option("--open", help="only unacknowledged")] = False,
     since: Annotated[str | None, typer.Option("--since", help="ISO 8601 time")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    limit: LimitOpt = 100,
+    offset: OffsetOpt = 0,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Alerts, newest first, with the open counts by rule."""
-    params: dict[str, Any] = {"limit": limit}
+    """Alerts, newest first."""
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
     if rule:
         params["rule"] = rule
     if subject:
@@ -60,6 +71,20 @@ def list_alerts(
         )
     out.print(table)
     out.print(f"{page['total']} alert(s)")
+
+
+@app.command("summary")
+def summary(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Open (unacknowledged) alerts by rule: the console's badge."""
+    counts = api(url, token, "GET", "/api/v1/alerts/summary")
+    if as_json:
+        print_json(counts)
+        return
+    table = Table("rule", "open")
+    for rule, n in counts["open"].items():
+        table.add_row(rule, str(n))
+    out.print(table)
+    out.print(f"{counts['total_open']} open")
 
 
 @app.command("ack")

@@ -15,7 +15,19 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from evota.cli_support import JsonOpt, TokenOpt, UrlOpt, api, client, fail, out, print_json
+from evota.cli_support import (
+    JsonOpt,
+    LimitOpt,
+    OffsetOpt,
+    TokenOpt,
+    UrlOpt,
+    api,
+    client,
+    fail,
+    out,
+    print_json,
+    query,
+)
 from evota.client import ApiError
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -87,17 +99,25 @@ def list_entries(
     charger: Annotated[str | None, typer.Option(help="charger id")] = None,
     actor: Annotated[str | None, typer.Option(help="operator or token name")] = None,
     action: Annotated[str | None, typer.Option(help="action or prefix, e.g. command")] = None,
-    since: Annotated[str | None, typer.Option(help="ISO 8601 time")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    outcome: Annotated[str | None, typer.Option(help="e.g. ok, failed, http_403")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time (UTC if no offset)")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 time, exclusive")] = None,
+    limit: LimitOpt = 50,
+    offset: OffsetOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Newest entries first."""
-    params = {
-        k: v
-        for k, v in {"charger": charger, "actor": actor, "action": action, "since": since}.items()
-        if v is not None
-    }
-    page = api(url, token, "GET", "/api/v1/audit", params={**params, "limit": limit})
+    params = query(
+        charger=charger,
+        actor=actor,
+        action=action,
+        outcome=outcome,
+        since=since,
+        until=until,
+        limit=limit,
+        offset=offset,
+    )
+    page = api(url, token, "GET", "/api/v1/audit", params=params)
     if as_json:
         print_json(page)
         return

@@ -4,26 +4,41 @@ over the REST API (rich tables, ``--json`` for scripts)."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
 from rich.console import Group
-from rich.live import Live
 from rich.table import Table
 
-from evota.cli_support import JsonOpt, TokenOpt, UrlOpt, call, client, fail, out, print_json
+from evota.cli_support import (
+    IntervalOpt,
+    JsonOpt,
+    LimitOpt,
+    OffsetOpt,
+    TokenOpt,
+    UrlOpt,
+    bar,
+    call,
+    client,
+    fail,
+    out,
+    page_title,
+    print_json,
+    query,
+    watch,
+)
 from evota.client import Client
 
 operation_app = typer.Typer(
     help="Bulk operations: one command to many chargers, in stages.", no_args_is_help=True
 )
 profile_app = typer.Typer(
-    help="Configuration profiles: desired settings, drift, apply.", no_args_is_help=True
+    help="Configuration profiles: create, update, delete, drift, apply.", no_args_is_help=True
 )
 
 TERMINAL = ("completed", "stopped", "cancelled", "rejected", "expired", "failed")
+FINAL_RESULTS = frozenset({"succeeded", "failed", "skipped"})
 
 Many = Annotated[list[str] | None, typer.Option()]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="why (required, kept in the audit log)")]
@@ -163,19 +178,20 @@ def create(
 @operation_app.command("list")
 def list_(
     state: Annotated[str | None, typer.Option(help="e.g. running, awaiting_approval")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    command: Annotated[str | None, typer.Option(help="a catalog command, e.g. reset")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="who started it")] = None,
+    limit: LimitOpt = 50,
+    offset: OffsetOpt = 0,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Operations, newest first."""
-    params: dict[str, Any] = {"limit": limit}
-    if state:
-        params["state"] = state
+    params = query(state=state, command=command, created_by=by, limit=limit, offset=offset)
     page = call(client(url, token), "GET", "/api/v1/operations", params=params)
     if as_json:
         return print_json(page)
-    table = Table(title=f"Operations ({page['total']})")
+    table = Table(title=page_title("Operations", page))
     table.add_column("id", no_wrap=True, min_width=36)
     for col in ("command", "state", "chargers", "stage", "by", "created"):
         table.add_column(col)
@@ -192,17 +208,32 @@ def list_(
     out.print(table)
 
 
+def _ended(results: dict[str, int]) -> int:
+    """Chargers of a stage that answered, failed or were skipped."""
+    return sum(n for state, n in results.items() if state in FINAL_RESULTS)
+
+
 def _tables(o: dict[str, Any], failures: int = 10) -> Group:
     title = f"{o['command']} on {o['chargers']} chargers: {o['state']}"
     if o.get("state_reason"):
         title += f" ({o['state_reason']})"
+    total = sum(s["size"] for s in o["stages"])
+    ended = sum(_ended(s["results"]) for s in o["stages"])
     stages = Table(title=title, caption=f"results: {_progress(o)}")
-    for col in ("stage", "size", "state", "results"):
+    for col in ("stage", "progress", "done", "state", "results"):
         stages.add_column(col)
     for s in o["stages"]:
         marker = "▶ " if s["index"] == o["current_stage"] and o["state"] == "running" else ""
         counts = ", ".join(f"{k} {v}" for k, v in sorted(s["results"].items()))
-        stages.add_row(f"{marker}{s['index'] + 1}", str(s["size"]), s["state"], counts)
+        done = _ended(s["results"])
+        stages.add_row(
+            f"{marker}{s['index'] + 1}",
+            bar(done, s["size"]),
+            f"{done}/{s['size']}",
+            s["state"],
+            counts,
+        )
+    stages.add_row("all", bar(ended, total), f"{ended}/{total}", o["state"], "")
     failed = [r for r in o.get("results", ()) if r["state"] == "failed"][:failures]
     if not failed:
         return Group(stages)
@@ -269,26 +300,27 @@ def cancel(
 
 
 @operation_app.command("watch")
-def watch(
+def watch_operation(
     operation_id: str,
-    interval: Annotated[float, typer.Option(min=0.2, help="seconds between refreshes")] = 1.0,
+    interval: IntervalOpt = 1.0,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Live progress per stage until the operation ends (Ctrl-C to leave)."""
+    """Live progress bars per stage until the operation ends (Ctrl-C to leave); with --json,
+    one JSON document per change."""
     api = client(url, token)
     path = f"/api/v1/operations/{quote(operation_id)}"
     params = {"results": "failed", "limit": 10}
-    o = call(api, "GET", path, params=params)
-    try:
-        with Live(_tables(o), console=out, refresh_per_second=4) as live:
-            while o["state"] not in TERMINAL or o["progress"].get("sent"):
-                time.sleep(interval)
-                o = call(api, "GET", path, params=params)
-                live.update(_tables(o))
-    except KeyboardInterrupt:
-        return
-    out.print(json.dumps({"state": o["state"], "reason": o.get("state_reason")}))
+    o = watch(
+        lambda: call(api, "GET", path, params=params),
+        _tables,
+        lambda o: o["state"] in TERMINAL and not o["progress"].get("sent"),
+        interval,
+        as_json,
+    )
+    if not as_json:
+        out.print(json.dumps({"state": o["state"], "reason": o.get("state_reason")}))
 
 
 # -- profiles --------------------------------------------------------------------------------
@@ -296,12 +328,16 @@ def watch(
 
 def _profile(c: Client, ref: str) -> dict[str, Any]:
     """A profile by id or by name."""
-    page = call(c, "GET", "/api/v1/config-profiles", params={"limit": 1000})
-    for p in page["items"]:
-        if ref in (p["id"], p["name"]):
-            found: dict[str, Any] = p
-            return found
-    raise fail(f"no configuration profile with id or name {ref!r}")
+    offset = 0
+    while True:
+        page = call(c, "GET", "/api/v1/config-profiles", params={"limit": 1000, "offset": offset})
+        for p in page["items"]:
+            if ref in (p["id"], p["name"]):
+                found: dict[str, Any] = p
+                return found
+        offset += len(page["items"])
+        if not page["items"] or offset >= page["total"]:
+            raise fail(f"no configuration profile with id or name {ref!r}")
 
 
 def _settings(pairs: list[str] | None) -> dict[str, str]:
@@ -341,13 +377,77 @@ def profile_create(
     out.print(f"profile {p['id']} ({p['name']}): {len(p['settings'])} settings", highlight=False)
 
 
+@profile_app.command("update")
+def profile_update(
+    profile: str,
+    name: Annotated[str | None, typer.Option("--name", help="rename")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE (repeat): replaces all settings"),
+    ] = None,
+    charger: Many = None,
+    site: Many = None,
+    region: Many = None,
+    vendor: Many = None,
+    model: Many = None,
+    tag: Many = None,
+    firmware: Many = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rename a profile, replace its settings (--set) or its target (any target option)."""
+    c = client(url, token)
+    p = _profile(c, profile)
+    body: dict[str, Any] = {}
+    if name:
+        body["name"] = name
+    if set_:
+        body["settings"] = _settings(set_)
+    if any((charger, site, region, vendor, model, tag, firmware)):
+        body["target"] = _target(charger, site, region, vendor, model, tag, firmware, None)
+    if not body:
+        raise fail("nothing to change: give --name, --set or a target option")
+    updated = call(c, "PATCH", f"/api/v1/config-profiles/{p['id']}", json=body)
+    if as_json:
+        return print_json(updated)
+    out.print(
+        f"profile {updated['id']} ({updated['name']}): {len(updated['settings'])} settings",
+        highlight=False,
+    )
+
+
+@profile_app.command("delete")
+def profile_delete(
+    profile: str,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a profile (operations that applied it stay)."""
+    c = client(url, token)
+    p = _profile(c, profile)
+    call(c, "DELETE", f"/api/v1/config-profiles/{p['id']}")
+    if as_json:
+        return print_json({"id": p["id"], "deleted": True})
+    out.print(f"deleted profile {p['id']} ({p['name']})", highlight=False)
+
+
 @profile_app.command("list")
-def profile_list(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+def profile_list(
+    name: Annotated[str | None, typer.Option("--name", help="name contains")] = None,
+    limit: LimitOpt = 100,
+    offset: OffsetOpt = 0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Configuration profiles by name."""
-    page = call(client(url, token), "GET", "/api/v1/config-profiles")
+    params = query(q=name, limit=limit, offset=offset)
+    page = call(client(url, token), "GET", "/api/v1/config-profiles", params=params)
     if as_json:
         return print_json(page)
-    table = Table(title=f"Configuration profiles ({page['total']})")
+    table = Table(title=page_title("Configuration profiles", page))
     table.add_column("id", no_wrap=True, min_width=36)
     for col in ("name", "target", "settings"):
         table.add_column(col)

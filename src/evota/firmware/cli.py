@@ -18,7 +18,22 @@ from urllib.parse import quote
 
 import typer
 
-from evota.cli_support import JsonOpt, TokenOpt, UrlOpt, api, fail, print_json
+from evota.cli_support import (
+    JsonOpt,
+    LimitOpt,
+    OffsetOpt,
+    TokenOpt,
+    UrlOpt,
+    api,
+    client,
+    fail,
+    out,
+    page_title,
+    print_json,
+    query,
+    resolve_firmware,
+    table,
+)
 from evota.firmware.signing import (
     FirmwareSigningError,
     generate_ca,
@@ -274,38 +289,66 @@ def list_(
     vendor: Annotated[str | None, typer.Option("--vendor")] = None,
     state: Annotated[str | None, typer.Option("--state")] = None,
     model: Annotated[str | None, typer.Option("--model")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    version: Annotated[str | None, typer.Option("--version")] = None,
+    limit: LimitOpt = 100,
+    offset: OffsetOpt = 0,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List images, newest first."""
-    params: dict[str, Any] = {"limit": limit, "offset": offset}
-    for key, value in (("vendor", vendor), ("state", state), ("model", model)):
-        if value is not None:
-            params[key] = value
+    params = query(
+        vendor=vendor, state=state, model=model, version=version, limit=limit, offset=offset
+    )
     page = api(url, token, "GET", "/api/v1/firmware", params=params)
     if as_json:
         return print_json(page)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"Firmware ({len(page['items'])} of {page['total']})")
-    for col in ("id", "vendor", "version", "state", "models", "signed", "size", "created"):
-        table.add_column(col)
-    for fw in page["items"]:
-        table.add_row(
-            fw["id"],
-            fw["vendor"],
-            fw["version"],
-            fw["state"],
-            ", ".join(fw["models"]) or "any",
-            "yes" if fw["signed"] else "no",
-            str(fw["size"]),
-            str(fw["created_at"]),
+    out.print(
+        table(
+            page_title("Firmware", page),
+            ("id", "vendor", "version", "state", "models", "signed", "size", "created"),
+            (
+                (
+                    fw["id"],
+                    fw["vendor"],
+                    fw["version"],
+                    fw["state"],
+                    ", ".join(fw["models"]) or "any",
+                    "yes" if fw["signed"] else "no",
+                    fw["size"],
+                    fw["created_at"],
+                )
+                for fw in page["items"]
+            ),
         )
-    Console().print(table)
+    )
+
+
+@app.command("chargers")
+def chargers(
+    firmware: Annotated[str, typer.Argument(help="firmware id or version")],
+    vendor: Annotated[str | None, typer.Option("--vendor", help="for a version")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 1000,
+    offset: OffsetOpt = 0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The chargers that report running an image (e.g. the ones a revocation leaves)."""
+    c = client(url, token)
+    fw = resolve_firmware(c, firmware, vendor)
+    page = api(
+        url,
+        token,
+        "GET",
+        _fw_path(fw["id"], "/chargers"),
+        params={"limit": limit, "offset": offset},
+    )
+    if as_json:
+        return print_json(page)
+    for charger_id in page["items"]:
+        typer.echo(charger_id)
+    typer.echo(f"{page['total']} chargers run {fw['vendor']} {fw['version']}", err=True)
 
 
 @app.command("show")
@@ -475,13 +518,19 @@ def trust_list(
     page = api(url, token, "GET", "/api/v1/firmware/trusted-roots", params=params)
     if as_json:
         return print_json(page)
-    for r in page["items"]:
-        typer.echo(
-            f"{r['id']}  {r['vendor']}  {r['subject']}  until {r['not_after']}  "
-            f"sha256:{r['fingerprint']}"
-        )
     if not page["items"]:
         typer.echo("no trusted roots")
+        return None
+    out.print(
+        table(
+            f"Trusted roots ({page['total']})",
+            ("id", "vendor", "subject", "until", "sha256"),
+            (
+                (r["id"], r["vendor"], r["subject"], r["not_after"], r["fingerprint"])
+                for r in page["items"]
+            ),
+        )
+    )
 
 
 @trust_app.command("remove")
@@ -489,7 +538,10 @@ def trust_remove(
     root_id: Annotated[int, typer.Argument(help="trusted root id (see trust list)")],
     url: UrlOpt = None,
     token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Stop trusting a root (images already accepted stay)."""
     api(url, token, "DELETE", f"/api/v1/firmware/trusted-roots/{root_id}")
+    if as_json:
+        return print_json({"id": root_id, "removed": True})
     typer.echo(f"removed trusted root {root_id}")

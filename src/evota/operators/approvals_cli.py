@@ -7,7 +7,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from evota.cli_support import JsonOpt, TokenOpt, UrlOpt, api, out, print_json
+from evota.cli_support import (
+    JsonOpt,
+    LimitOpt,
+    OffsetOpt,
+    TokenOpt,
+    UrlOpt,
+    api,
+    out,
+    print_json,
+    query,
+)
 
 app = typer.Typer(help="Four-eyes approvals: requests waiting for a second operator.")
 
@@ -30,11 +40,17 @@ def _show(item: dict[str, Any]) -> None:
 def list_approvals(
     url: UrlOpt = None,
     token: TokenOpt = None,
-    state: Annotated[str | None, typer.Option(help="pending, executed, rejected, ...")] = "pending",
+    state: Annotated[
+        str | None, typer.Option(help="pending, executed, rejected, ... ('' for all)")
+    ] = "pending",
+    action: Annotated[str | None, typer.Option(help="e.g. campaign.start")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="who asked")] = None,
+    limit: LimitOpt = 100,
+    offset: OffsetOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Requests (pending ones by default), newest first."""
-    params = {"state": state} if state else {}
+    params = query(state=state or None, action=action, requested_by=by, limit=limit, offset=offset)
     page = api(url, token, "GET", "/api/v1/approvals", params=params)
     if as_json:
         print_json(page)

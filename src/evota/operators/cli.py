@@ -1,4 +1,4 @@
-"""``evota user …``, ``evota token …``, ``evota mfa …`` and ``evota login``.
+"""``evota user …``, ``evota token …``, ``evota mfa …``, ``evota login|logout|whoami``.
 
 ``evota user add`` with ``--data-dir`` or ``--database-url`` writes straight to the database
 (bootstrapping the first security admin before, or while, a server runs); every other
@@ -19,7 +19,20 @@ import httpx
 import typer
 from rich.table import Table
 
-from evota.cli_support import JsonOpt, TokenOpt, UrlOpt, api, err, fail, out, print_json
+from evota.cli_support import (
+    JsonOpt,
+    LimitOpt,
+    OffsetOpt,
+    TokenOpt,
+    UrlOpt,
+    api,
+    err,
+    fail,
+    out,
+    page_title,
+    print_json,
+    query,
+)
 
 user_app = typer.Typer(
     help="Operators: add, list, show, set-roles, disable, enable, reset-mfa, password.",
@@ -177,12 +190,24 @@ def user_add(
 
 
 @user_app.command("list")
-def user_list(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+def user_list(
+    role: Annotated[str | None, typer.Option(help="users holding this role")] = None,
+    disabled: Annotated[
+        bool | None, typer.Option("--disabled/--enabled", help="only (not) disabled users")
+    ] = None,
+    search: Annotated[str | None, typer.Option("--search", help="username contains")] = None,
+    limit: LimitOpt = 1000,
+    offset: OffsetOpt = 0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """List users with their roles, scope and MFA state."""
-    page = api(url, token, "GET", "/api/v1/users", params={"limit": 1000})
+    params = query(role=role, disabled=disabled, q=search, limit=limit, offset=offset)
+    page = api(url, token, "GET", "/api/v1/users", params=params)
     if as_json:
         return print_json(page)
-    table = Table(title=f"Users ({page['total']})")
+    table = Table(title=page_title("Users", page))
     for col in ("username", "roles", "scope", "mfa", "disabled", "locked until", "last login"):
         table.add_column(col)
     for u in page["items"]:
@@ -287,6 +312,7 @@ def user_password(
     username: str,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Set a password: your own (asks for the current one) or, as a user admin, anyone's."""
     me = api(url, token, "GET", "/api/v1/auth/me")
@@ -295,7 +321,10 @@ def user_password(
         body["current_password"] = ask("Current password")
     body["password"] = ask("New password", confirm=True)
     u = api(url, token, "POST", f"{_path(username)}/password", json=body)
+    if as_json:
+        return print_json(u)
     out.print(f"{u['username']}: password changed; other sessions ended")
+    return None
 
 
 # -- token ---------------------------------------------------------------------------------
@@ -363,10 +392,41 @@ def token_list(
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: int, url: UrlOpt = None, token: TokenOpt = None) -> None:
+def token_revoke(
+    token_id: int, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
     """Revoke an API token (yours; a user admin may revoke anyone's)."""
     t = api(url, token, "DELETE", f"/api/v1/auth/tokens/{token_id}")
+    if as_json:
+        return print_json(t)
     out.print(f"revoked token {t['id']} {t['name']!r}")
+    return None
+
+
+# -- who am I, log out ---------------------------------------------------------------------
+
+
+def whoami_command(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Who the token belongs to: roles with their scopes, and the second factor's state."""
+    me = api(url, token, "GET", "/api/v1/auth/me")
+    if as_json:
+        return print_json(me)
+    mfa = "given" if me["mfa"] else ("required, not given" if me["mfa_required"] else "not needed")
+    out.print(f"{me['name']} ({me['kind']}): MFA {mfa}", highlight=False)
+    for g in me["grants"]:
+        out.print(f"  {g['role']}: {_scope_text(g['scope'])}", highlight=False)
+    if me["site_limit"]:
+        out.print(f"  token limited to sites {', '.join(me['site_limit'])}", highlight=False)
+    return None
+
+
+def logout_command(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """End this login session (the token from `evota login`)."""
+    api(url, token, "POST", "/api/v1/auth/logout")
+    if as_json:
+        return print_json({"logged_out": True})
+    err.print("logged out; unset EVOTA_TOKEN")
+    return None
 
 
 # -- mfa -----------------------------------------------------------------------------------

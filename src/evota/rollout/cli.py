@@ -3,31 +3,38 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.live import Live
+from rich.console import Group
 from rich.table import Table
 
 from evota.cli_support import (
+    IntervalOpt,
     JsonOpt,
+    LimitOpt,
+    OffsetOpt,
     TokenOpt,
     UrlOpt,
+    bar,
     call,
     client,
     fail,
     out,
+    page_title,
     print_json,
+    query,
     resolve_firmware,
+    watch,
     when,
 )
 
 app = typer.Typer(help="Rollout campaigns: create, show, start, pause, resume, abort, watch.")
 
 TERMINAL = ("completed", "aborted")
+FINISHED_JOBS = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def _wave(text: str) -> dict[str, Any]:
@@ -100,15 +107,21 @@ def create(
         out.print(f"  excluded: {count} {reason}")
 
 
+def finished(jobs: dict[str, int]) -> int:
+    """Chargers of a wave whose update has ended, one way or the other."""
+    return sum(n for state, n in jobs.items() if state in FINISHED_JOBS)
+
+
 def _table(c: dict[str, Any]) -> Table:
     table = Table(
         title=f"{c['name']} → {c['vendor']} {c['target_version']}: {c['state']}"
         + (f" ({c['state_reason']})" if c.get("state_reason") else "")
     )
-    for col in ("wave", "size", "state", "jobs", "gate"):
+    for col in ("wave", "progress", "done", "state", "jobs", "gate"):
         table.add_column(col)
     for w in c["waves"]:
         jobs = ", ".join(f"{k} {v}" for k, v in sorted(w["jobs"].items()))
+        done = finished(w["jobs"])
         gate = ""
         if w["gates"]:
             g = w["gates"][-1]
@@ -117,7 +130,14 @@ def _table(c: dict[str, Any]) -> Table:
                 f"wilson {g['wilson_lower']:.2f} ≥ {g['threshold']:.2f}?"
             )
         marker = "▶ " if w["index"] == c["current_wave"] and c["state"] == "running" else ""
-        table.add_row(f"{marker}{w['index']}", str(w["size"]), w["state"], jobs, gate)
+        table.add_row(
+            f"{marker}{w['index']}",
+            bar(done, w["size"]),
+            f"{done}/{w['size']}",
+            w["state"],
+            jobs,
+            gate,
+        )
     if c.get("failures"):
         table.caption = "failures: " + ", ".join(f"{k} {v}" for k, v in c["failures"].items())
     if c.get("rollbacks"):
@@ -137,7 +157,33 @@ def show(
     c = call(client(url, token), "GET", f"/api/v1/campaigns/{campaign_id}")
     if as_json:
         return print_json(c)
-    out.print(_table(c))
+    out.print(_view(c))
+
+
+def _overall(c: dict[str, Any]) -> Table:
+    """One bar for the whole campaign: every eligible charger's update, ended or not."""
+    done = sum(finished(w["jobs"]) for w in c["waves"])
+    grid = Table.grid(padding=(0, 1))
+    grid.add_row("overall", bar(done, c["eligible"], 40), f"{done}/{c['eligible']}")
+    return grid
+
+
+def _view(c: dict[str, Any]) -> Group:
+    return Group(_table(c), _overall(c))
+
+
+def _done(c: dict[str, Any], path: str, as_json: bool) -> None:
+    """What an action answered: the campaign, or that it waits for a second operator."""
+    if as_json:
+        return print_json(c)
+    if c.get("state") == "awaiting_approval" and c.get("approval_id"):
+        out.print(
+            f"{path}: waits for a second operator (approval {c['approval_id']}; "
+            "evota approval list)",
+            highlight=False,
+        )
+        return
+    out.print(f"{path}: {c['state']}", highlight=False)
 
 
 def _action(action: str) -> Any:
@@ -146,10 +192,11 @@ def _action(action: str) -> Any:
         reason: Annotated[str, typer.Option(help="why (kept in the history)")] = "",
         url: UrlOpt = None,
         token: TokenOpt = None,
+        as_json: JsonOpt = False,
     ) -> None:
         body = {"reason": reason or action}
         c = call(client(url, token), "POST", f"/api/v1/campaigns/{campaign_id}/{action}", json=body)
-        out.print(f"campaign {campaign_id}: {c['state']}")
+        _done(c, f"campaign {campaign_id}", as_json)
 
     command.__doc__ = f"{action.capitalize()} a campaign."
     return command
@@ -166,11 +213,12 @@ def start(
     reason: Annotated[str, typer.Option(help="why (kept in the history)")] = "",
     url: UrlOpt = None,
     token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Start a campaign now, or schedule it with --at."""
+    """Start a campaign now, or schedule it with --at (may wait for a second operator)."""
     body = {"reason": reason or "start", "at": when(at)}
     c = call(client(url, token), "POST", f"/api/v1/campaigns/{campaign_id}/start", json=body)
-    out.print(f"campaign {campaign_id}: {c['state']}")
+    _done(c, f"campaign {campaign_id}", as_json)
 
 
 @app.command("abort")
@@ -182,20 +230,33 @@ def abort(
     reason: Annotated[str, typer.Option(help="why (kept in the history)")] = "",
     url: UrlOpt = None,
     token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Stop a campaign for good, optionally rolling back every charger it updated."""
     body = {"reason": reason or "abort", "rollback": rollback}
     c = call(client(url, token), "POST", f"/api/v1/campaigns/{campaign_id}/abort", json=body)
+    if as_json:
+        return print_json(c)
     out.print(f"campaign {campaign_id}: {c['state']}" + (" (rolling back)" if rollback else ""))
 
 
 @app.command("list")
-def list_(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+def list_(
+    state: Annotated[str | None, typer.Option(help="e.g. draft, running, completed")] = None,
+    firmware: Annotated[str | None, typer.Option(help="campaigns of this firmware id")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="name contains")] = None,
+    limit: LimitOpt = 100,
+    offset: OffsetOpt = 0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Campaigns, newest first."""
-    page = call(client(url, token), "GET", "/api/v1/campaigns")
+    params = query(state=state, firmware_id=firmware, q=name, limit=limit, offset=offset)
+    page = call(client(url, token), "GET", "/api/v1/campaigns", params=params)
     if as_json:
         return print_json(page)
-    table = Table(title=f"Campaigns ({page['total']})")
+    table = Table(title=page_title("Campaigns", page))
     for col in ("id", "name", "state", "wave", "created"):
         table.add_column(col)
     for c in page["items"]:
@@ -204,22 +265,23 @@ def list_(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) 
 
 
 @app.command("watch")
-def watch(
+def watch_campaign(
     campaign_id: str,
-    interval: Annotated[float, typer.Option(min=0.2, help="seconds between refreshes")] = 1.0,
+    interval: IntervalOpt = 1.0,
     url: UrlOpt = None,
     token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Live per-wave, per-state progress until the campaign ends (Ctrl-C to leave)."""
+    """Live progress bars per wave, job states and gate numbers until the campaign ends
+    (Ctrl-C to leave); with --json, one JSON document per change."""
     api = client(url, token)
     path = f"/api/v1/campaigns/{campaign_id}"
-    c = call(api, "GET", path)
-    try:
-        with Live(_table(c), console=out, refresh_per_second=4) as live:
-            while not (c["state"] in TERMINAL and not c.get("rollback")):
-                time.sleep(interval)
-                c = call(api, "GET", path)
-                live.update(_table(c))
-    except KeyboardInterrupt:
-        return
-    out.print(json.dumps({"state": c["state"], "reason": c.get("state_reason")}))
+    c = watch(
+        lambda: call(api, "GET", path),
+        _view,
+        lambda c: c["state"] in TERMINAL and not c.get("rollback"),
+        interval,
+        as_json,
+    )
+    if not as_json:
+        out.print(json.dumps({"state": c["state"], "reason": c.get("state_reason")}))

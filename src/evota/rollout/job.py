@@ -336,15 +336,22 @@ _ANSWER_FAILURES = {
 }
 
 
+_CANCELLED_OTHER = "accepted; the charger cancelled the update it had in progress"
+
+
 def _answered(job: Job, status: str, now: datetime, t: Timeouts) -> Step:
     if job.state is not JobState.SENDING:
+        if status == "AcceptedCanceled" and job.state not in TERMINAL:
+            # Status reports overtook the answer (they already moved the job on): keep the
+            # state, but say that the charger dropped the update it had in progress.
+            return Step(replace(job, detail=_CANCELLED_OTHER), True)
         return _unchanged(job, f"answer while {job.state}")
     if status in ("Accepted", "AcceptedCanceled"):
         start = max(now, job.retrieve_at) if job.retrieve_at else now
         deadline = _at(start, t.download_start)
         detail = job.detail
         if status == "AcceptedCanceled":
-            detail = "accepted; the charger cancelled the update it had in progress"
+            detail = _CANCELLED_OTHER
         accepted = replace(job, state=JobState.ACCEPTED, deadline=deadline, detail=detail)
         return Step(accepted, True)
     failure, detail = _ANSWER_FAILURES.get(status, (Failure.REJECTED, f"charger answered {status}"))
