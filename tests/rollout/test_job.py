@@ -144,6 +144,15 @@ def test_accepted_canceled_is_accepted():
     assert run(sent(), Answered("AcceptedCanceled")).state is JobState.ACCEPTED
 
 
+def test_accepted_canceled_overtaken_by_status_reports_still_says_so():
+    """2.0.1: the charger's first status reports may be handled before its answer."""
+    job = run(sent(), StatusReported("Downloading"))
+    state = job.state
+    job = run(job, Answered("AcceptedCanceled"))
+    assert job.state is state
+    assert "cancelled the update it had in progress" in (job.detail or "")
+
+
 def test_booting_previous_version_after_install_is_its_own_failure():
     job = run(sent(), Answered(), StatusReported("Downloaded"), StatusReported("Installing"))
     job = run(job, Disconnected(), Booted("1.0.0"))
