@@ -77,8 +77,14 @@ async def test_a_campaign_updates_a_mixed_fleet(world: World) -> None:
     # Each charger took the update its protocol speaks: 1.6 SignedUpdateFirmware with its
     # statuses, 2.0.1 UpdateFirmware reporting InstallRebooting and booting FirmwareUpdate.
     for ch in fleet:
-        assert ch.stats.calls_received["UpdateFirmware" if ch.wire.protocol == "ocpp2.0.1"
-                                       else "SignedUpdateFirmware"] == 1  # fmt: skip
+        # (a slow answer may time out and the job resend: at least once, never the other kind)
+        spoken, other = (
+            ("UpdateFirmware", "SignedUpdateFirmware")
+            if ch.wire.protocol == "ocpp2.0.1"
+            else ("SignedUpdateFirmware", "UpdateFirmware")
+        )
+        assert ch.stats.calls_received[spoken] >= 1
+        assert ch.stats.calls_received.get(other, 0) == 0
         assert ch.firmware_history[-2:] == ["InstallRebooting", "Installed"]
         assert ch.stats.invalid_results == 0 and not ch.stats.errors_sent
     summary = fleet.summary()
