@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -161,26 +163,21 @@ def keys() -> Keys:
 
 
 class ShiftedClock:
-    """Real time moved forward on demand (expiry, idle timeouts, windows) without sleeping."""
+    """Real time moved on demand (expiry, idle timeouts, windows) without sleeping."""
 
     def __init__(self) -> None:
-        from datetime import timedelta
-
         self.offset = timedelta(0)
 
     def advance(self, **delta: float) -> None:
-        from datetime import timedelta
-
         self.offset += timedelta(**delta)
 
-    def now(self) -> Any:
-        from datetime import UTC, datetime
+    def move_to(self, at: datetime) -> None:
+        self.offset = at - datetime.now(UTC)
 
+    def now(self) -> datetime:
         return datetime.now(UTC) + self.offset
 
     def monotonic(self) -> float:
-        import time
-
         return time.monotonic() + self.offset.total_seconds()
 
 

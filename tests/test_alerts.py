@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from evota.cli import app as cli_app
 from evota.config import Settings
 from evota.runtime import Runtime
 
-from .conftest import TOKEN, Keys, api_client, start_runtime
+from .conftest import TOKEN, Keys, ShiftedClock, api_client, start_runtime
 from .test_firmware_update import Bench, running
 
 QUIET_HOURS: dict[str, Any] = {"alert_restricted_roles": []}  # no off-hours alerts by wall time
@@ -170,22 +169,6 @@ async def test_failed_logins_and_resets_survive_a_restart(tmp_path: Path, sqlite
             ] == "rule"
     finally:
         await rt.stop()
-
-
-class ShiftedClock:
-    """Real time moved to another instant."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def move_to(self, at: datetime) -> None:
-        self.offset = at - datetime.now(UTC)
-
-    def now(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 async def test_restricted_role_out_of_hours(tmp_path: Path, sqlite_url: str) -> None:

@@ -10,15 +10,16 @@ not reveal which chargers exist).
 
 from __future__ import annotations
 
+import json
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select, update
+from sqlalchemy import String, cast, false, or_, select, true, update
 from sqlalchemy.sql import Select
 
 from evota.api.problems import Problem
@@ -221,7 +222,7 @@ async def principal(
         who = await authenticate(rt, cookie, cookie=True, touch=touch)
         if request.method in _UNSAFE:
             await _check_csrf(rt, request, who)
-    who = Principal(**{**who.__dict__, "request_id": request_id})
+    who = replace(who, request_id=request_id)
     request.state.principal = who
     return who
 
@@ -315,8 +316,6 @@ def scope_filter(
 ) -> Callable[[Select[Any]], Select[Any]]:
     """Narrow a query over ``chargers`` (joined to ``sites`` where regions matter) to the
     chargers ``who`` may see; the identity function for an unlimited caller."""
-    from sqlalchemy import false, or_, true
-
     grants = [g for g in who.grants if permission in g.permissions]
     limit: Any = Charger.site_id.in_(sorted(who.site_limit)) if who.site_limit else true()
     if any(g.scope.unlimited for g in grants):
@@ -338,13 +337,8 @@ def scope_filter(
 def _has_tag(tag: str) -> Any:
     """JSON array membership that works on SQLite and PostgreSQL: tags are stored as a JSON
     list of strings, so the serialized form contains ``"tag"`` exactly when it is a member."""
-    import json
-
-    from sqlalchemy import String, cast
-
     return cast(Charger.tags, String).contains(json.dumps(tag))
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
-AuthCheck = Callable[..., Awaitable[Principal]]
