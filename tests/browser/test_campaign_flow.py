@@ -84,6 +84,7 @@ async def test_campaign_from_the_wizard_to_completion(console: Console):
     assert summary["state"] == "paused"
     await page.get_by_role("button", name="Resume").click()
     await expect(state).to_have_text("running")
+    await expect(page.get_by_role("button", name="Pause")).to_be_focused()
 
     # Live: the waves fill in and the state reaches completed without a reload.
     await expect(state).to_have_text("completed", timeout=60_000)

@@ -227,22 +227,64 @@
     return template.replace(/\{(\w+)\}/g, (_, k) => (data && data[k] != null ? String(data[k]) : ""));
   }
 
-  function refresh(id) {
+  // One refresh per region at a time, fetched here and swapped with htmx.swap. htmx.ajax
+  // synchronises its calls on one element (<body> without a source, the region itself with
+  // one, shared with its own poll): a call while another is in flight is queued, "last" wins,
+  // and its promise resolves at once, before anything was swapped, so a refresh could be lost
+  // and code after it ran on the old region. Here a call during a refresh asks for one more
+  // round and resolves when the region shows the newest page.
+  const refreshing = new Map();
+  async function refreshOnce(id) {
+    const r = await fetch(location.pathname + location.search, {
+      headers: { "HX-Request": "true", "HX-Target": id },
+      credentials: "same-origin",
+    });
+    const redirect = r.headers.get("HX-Redirect");
+    if (redirect) {
+      location.href = redirect;
+      return;
+    }
     const el = document.getElementById(id);
-    if (el && window.htmx) return htmx.ajax("GET", location.pathname + location.search, { target: "#" + id, swap: "outerHTML" });
-    return null;
+    if (r.ok && el) htmx.swap(el, await r.text(), { swapStyle: "outerHTML", swapDelay: 0, settleDelay: 0 });
+  }
+  function refresh(id) {
+    if (!window.htmx || !document.getElementById(id)) return Promise.resolve();
+    const running = refreshing.get(id);
+    if (running) {
+      running.again = true;
+      return running.done;
+    }
+    const slot = { again: false, done: null };
+    slot.done = (async () => {
+      try {
+        do {
+          slot.again = false;
+          await refreshOnce(id);
+        } while (slot.again);
+      } catch {
+        /* the next stream event or poll refreshes again */
+      } finally {
+        refreshing.delete(id);
+      }
+    })();
+    refreshing.set(id, slot);
+    return slot.done;
   }
 
-  // The campaign's steering buttons change with its state; after the operator used one, the
-  // next one gets the focus (the old button is gone), also when the stream refreshes them.
-  let refocusUntil = 0;
+  // The campaign's steering buttons change with its state. When the focus was on one of them
+  // (the operator just used it, or the state changed under it) the new first button gets the
+  // focus, since the old button is gone; focus elsewhere on the page is left alone.
   async function refreshActions() {
+    const before = document.activeElement;
+    const inside = !!(before && before.closest && before.closest("#actions"));
+    const wanted = inside || Date.now() < refocusUntil;
     await refresh("actions");
     const active = document.activeElement;
-    if (Date.now() < refocusUntil && (!active || active === document.body)) {
+    if (wanted && (!active || active === document.body)) {
       document.querySelector("#actions button")?.focus();
     }
   }
+  let refocusUntil = 0;
 
   // -- the confirmation dialog --------------------------------------------------------------
 
@@ -491,7 +533,16 @@
 
   function setupStream(el) {
     if (el.hasAttribute("data-final") || !window.EventSource) return;
+    // A state change while the confirmation dialog is open waits until the dialog closes, so
+    // the form the operator is confirming is not swapped away under them.
     let last = el.dataset.state;
+    let latest = last;
+    function syncActions() {
+      if (latest === last || document.querySelector("dialog[open]")) return;
+      last = latest;
+      refreshActions();
+    }
+    document.getElementById("confirm-dialog")?.addEventListener("close", () => setTimeout(syncActions, 0));
     const source = new EventSource(el.dataset.sse);
     source.addEventListener("campaign", (ev) => {
       let state = null;
@@ -502,10 +553,8 @@
         done = (c.state === "completed" || c.state === "aborted") && !c.rollback;
       } catch { /* refresh anyway */ }
       refresh("live");
-      if (state !== last) {
-        last = state;
-        if (evotaQuiet()) refreshActions();
-      }
+      latest = state;
+      syncActions();
       if (done) source.close();
     });
   }
