@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -429,3 +430,71 @@ def test_tokens_never_logged(env: Env) -> None:
         ("CP-1", None, 403),
     ]
     assert any(e["event"] == "firmware download" and e["job"] == "job-1" for e in logs)
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "start"),
+    [
+        ("bytes=" + "9" * 5000 + "-", 416, None),  # past the end of any file
+        ("bytes=" + "1" * 4000 + "-" + "2" * 4000, 416, None),
+        ("bytes=0-" + "9" * 5000, 206, 0),  # last position past the end: clamped
+        ("bytes=-" + "9" * 5000, 206, 0),  # suffix longer than the file: all of it
+        ("bytes=" + "0" * 5000 + "7-9", 206, 7),  # leading zeros are just zeros
+    ],
+)
+def test_huge_range_numbers_are_answered(
+    env: Env, spec: str, status: int, start: int | None
+) -> None:
+    """A 5,000-digit position once raised in int() (and logged a traceback)."""
+    with structlog.testing.capture_logs() as logs:
+        r = env.http.get(env.url(), headers={"Range": spec})
+    assert r.status_code == status
+    if status == 416:
+        assert r.headers["content-range"] == f"bytes */{SIZE}"
+    else:
+        assert r.content == env.data[start : 10 if start == 7 else SIZE]
+    assert not [e for e in logs if e.get("log_level") in ("error", "critical")]
+
+
+def test_junk_connections_cannot_starve_a_valid_download(env: Env) -> None:
+    """300 sockets that sent half a request line once made a valid download get 503."""
+    junk = []
+    try:
+        for _ in range(300):
+            sock = env.raw()
+            sock.sendall(b"GET /firmware/")
+            junk.append(sock)
+        _wait_for(lambda: env.server.pending_connections == env.server.max_pending)
+        r = env.http.get(env.url())
+        assert r.status_code == 200 and r.content == env.data
+        # the oldest junk was evicted to make room, the newest are still held open
+        assert junk[0].recv(10) == b""
+        assert env.server.pending_connections <= env.server.max_pending
+    finally:
+        for sock in junk:
+            sock.close()
+
+
+def test_request_head_has_a_total_deadline(env: Env) -> None:
+    """A head dripping one byte at a time is cut off after head_timeout, not kept forever."""
+    server = DeliveryServer(keys=[env.key], lookup=env.images.get, timeout=30, head_timeout=1.0)
+    port = server.start("127.0.0.1", 0)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            started = time.monotonic()
+            sock.sendall(b"GET /firmware/")
+            closed = False
+            while not closed and time.monotonic() - started < 10:
+                try:
+                    sock.sendall(b"x")  # well within any idle timeout
+                except OSError:
+                    closed = True
+                    break
+                ready, _, _ = select.select([sock], [], [], 0.2)
+                if ready:
+                    closed = sock.recv(100) == b""
+            elapsed = time.monotonic() - started
+        assert closed and elapsed < 4, elapsed
+        _wait_for(lambda: server.pending_connections == 0)
+    finally:
+        server.stop()

@@ -11,7 +11,15 @@ throughput is close to nginx's.
 One thread per connection (connections are few and long; threads are cheap next to the
 bytes they move). Sockets are blocking with kernel ``SO_RCVTIMEO``/``SO_SNDTIMEO``, so a
 stalled client releases its thread after ``timeout`` seconds, and :meth:`DeliveryServer.stop`
-wakes every blocked thread by shutting its socket down. Request heads are parsed here (not
+wakes every blocked thread by shutting its socket down.
+
+Connections without credentials cannot starve downloads: a request head must arrive
+complete within ``head_timeout`` seconds in total (a byte every few seconds does not
+extend it), and a connection counts as *pending* until it presents a valid token. Pending
+connections have their own cap (``max_pending``); when it is full, a new connection evicts
+the oldest pending one instead of being refused, so a charger with a valid token (whose
+head arrives in milliseconds) is served while junk connections are held open. Only
+connections serving a valid token count against ``max_connections``. Request heads are parsed here (not
 by :mod:`http.server`) to keep them small and bounded and to answer every error with a
 problem body; the token (a secret) is never logged.
 
@@ -65,9 +73,13 @@ _ALLOW: Final = "GET, HEAD"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{tokens.MAX_TOKEN_CHARS}}}")
-_VERSION = re.compile(r"HTTP/(\d)\.(\d)")
+_VERSION = re.compile(r"HTTP/(\d)\.(\d)", re.ASCII)
 _HEADER_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_RANGE_SPEC = re.compile(r"(\d*)-(\d*)")
+_RANGE_SPEC = re.compile(r"(\d*)-(\d*)", re.ASCII)
+# A byte position with more digits than this is past the end of any file (2**63 has 19
+# digits); it is never handed to int(), which refuses strings over 4300 digits.
+_MAX_POS_DIGITS: Final = 18
+_HUGE: Final = 10**_MAX_POS_DIGITS
 _SEND_FALLBACK_ERRNOS = frozenset(
     {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EAFNOSUPPORT}
 )
@@ -140,6 +152,7 @@ class _Reader:
         self._buf = bytearray()
 
     def readline(self, deadline: float) -> bytes:
+        """One line, which must arrive before ``deadline`` (monotonic) however slowly it drips."""
         start = 0
         while True:
             end = self._buf.find(b"\n", start)
@@ -150,9 +163,11 @@ class _Reader:
             if len(self._buf) > MAX_LINE:
                 raise _BadRequest(431, "request line or header line too long")
             start = len(self._buf)
-            if time.monotonic() > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise _Closed("request head too slow")
             try:
+                _set_timeout(self._sock, socket.SO_RCVTIMEO, remaining)
                 chunk = self._sock.recv(16384)
             except OSError as exc:  # EAGAIN = SO_RCVTIMEO expired; EBADF etc. = stopping
                 raise _Closed(str(exc)) from None
@@ -216,17 +231,23 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
     if match is None or not (match[1] or match[2]):
         return None
     if not match[1]:  # suffix: the last n bytes
-        n = int(match[2])
+        n = _position(match[2])
         if n == 0 or size == 0:
             return False
         return max(0, size - n), size
-    first = int(match[1])
-    if match[2] and int(match[2]) < first:
+    first = _position(match[1])
+    if match[2] and _position(match[2]) < first:
         return None  # invalid range-spec: ignored like any invalid Range
     if first >= size:
         return False
-    last = int(match[2]) if match[2] else size - 1
+    last = _position(match[2]) if match[2] else size - 1
     return first, min(last, size - 1) + 1
+
+
+def _position(digits: str) -> int:
+    """A byte position from ASCII digits; any huge value saturates (past every file's end)."""
+    stripped = digits.lstrip("0") or "0"
+    return _HUGE if len(stripped) > _MAX_POS_DIGITS else int(stripped)
 
 
 def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
@@ -324,26 +345,35 @@ class DeliveryServer:
         path_prefix: str = "/firmware/",
         timeout: float = 60.0,
         max_connections: int | None = None,
+        head_timeout: float = 10.0,
+        max_pending: int = 256,
     ) -> None:
         if not keys or any(len(k) < tokens.MIN_KEY_BYTES for k in keys):
             raise ValueError(
                 f"at least one token key of >= {tokens.MIN_KEY_BYTES} bytes is required"
             )
-        if max_concurrent < 1 or max_per_site < 1 or timeout <= 0:
-            raise ValueError("max_concurrent, max_per_site and timeout must be positive")
+        if min(max_concurrent, max_per_site, max_pending) < 1 or min(timeout, head_timeout) <= 0:
+            raise ValueError(
+                "max_concurrent, max_per_site, max_pending and the timeouts must be positive"
+            )
         self.keys = tuple(bytes(k) for k in keys)
         self.lookup = lookup
         self.site_of = site_of
         self.now = now
         self.path_prefix = _check_prefix(path_prefix)
         self.timeout = timeout
-        # Idle or slow connections each hold a thread; beyond this many, refuse at accept.
+        self.head_timeout = head_timeout
+        # Connections serving a valid token; beyond this many, answer 503.
         self.max_connections = max_connections or max(4 * max_concurrent, 256)
+        # Connections waiting for (or sending) a request head; the oldest is evicted.
+        self.max_pending = max_pending
         self._caps = _Caps(max_concurrent, max_per_site)
         self._bytes_lock = threading.Lock()
         self._bytes: dict[str, int] = {}
         self._conns_lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
+        self._conns: set[socket.socket] = set()  # every open connection
+        self._pending: dict[socket.socket, None] = {}  # no valid token yet, oldest first
+        self._admitted: set[socket.socket] = set()  # serving a request with a valid token
         self._conns_idle = threading.Condition(self._conns_lock)
         self._server: _TCPServer | None = None
         self._thread: threading.Thread | None = None
@@ -427,6 +457,12 @@ class DeliveryServer:
         """Requests currently sending a body (holding a cap slot)."""
         return self._caps.active
 
+    @property
+    def pending_connections(self) -> int:
+        """Connections that have not (yet) presented a valid token."""
+        with self._conns_lock:
+            return len(self._pending)
+
     def _count(self, job_id: str, n: int) -> None:
         with self._bytes_lock:
             self._bytes[job_id] = self._bytes.get(job_id, 0) + n
@@ -434,21 +470,54 @@ class DeliveryServer:
     # -- connections -------------------------------------------------------------------
 
     def _admit(self, sock: socket.socket) -> bool:
-        """Register a new connection, or refuse it (on the accept thread, never blocking)."""
+        """Register a new (pending) connection on the accept thread, never blocking."""
         with self._conns_lock:
-            if not self._stopping and len(self._conns) < self.max_connections:
-                self._conns.add(sock)
-                return True
-        body = _problem_body(503, "Too many connections", "try again later")
-        head = _head(503, [("Content-Type", "application/problem+json")], len(body), close=True)
-        head.append(("Retry-After", str(RETRY_AFTER)))
-        with contextlib.suppress(OSError):
-            sock.send(_render(503, head) + body, socket.MSG_DONTWAIT)
-        return False
+            if self._stopping:
+                return False
+            self._conns.add(sock)
+            self._add_pending(sock)
+            return True
+
+    def _add_pending(self, sock: socket.socket) -> None:
+        """Count ``sock`` as pending (newest); over the cap, evict the oldest pending one.
+
+        Called with ``_conns_lock`` held. The evicted socket is shut down, which wakes its
+        thread; the thread closes it (``_forget``).
+        """
+        self._pending[sock] = None
+        while len(self._pending) > self.max_pending:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            with contextlib.suppress(OSError):
+                oldest.shutdown(socket.SHUT_RDWR)
+
+    def _promote(self, sock: socket.socket) -> str | None:
+        """The connection presented a valid token: None if it may be served, else why not."""
+        with self._conns_lock:
+            if sock not in self._pending:
+                return "evicted"
+            if len(self._admitted) >= self.max_connections:
+                return "full"
+            del self._pending[sock]
+            self._admitted.add(sock)
+            return None
+
+    def _evicted(self, sock: socket.socket) -> bool:
+        with self._conns_lock:
+            return sock not in self._pending and sock not in self._admitted
+
+    def _demote(self, sock: socket.socket) -> None:
+        """A request was answered; the connection waits for its next head as pending."""
+        with self._conns_lock:
+            if sock in self._admitted:
+                self._admitted.discard(sock)
+                self._add_pending(sock)
 
     def _forget(self, sock: socket.socket) -> None:
         with self._conns_lock:
             self._conns.discard(sock)
+            self._pending.pop(sock, None)
+            self._admitted.discard(sock)
             with contextlib.suppress(OSError):
                 sock.close()
             if not self._conns:
@@ -477,10 +546,15 @@ def _render(status: int, headers: list[tuple[str, str]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _set_timeouts(sock: socket.socket, seconds: float) -> None:
+def _set_timeout(sock: socket.socket, option: int, seconds: float) -> None:
+    seconds = max(seconds, 0.001)  # a zero timeval would mean "no timeout"
     tv = struct.pack("@ll", int(seconds), int((seconds % 1) * 1_000_000))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, option, tv)
+
+
+def _set_timeouts(sock: socket.socket, seconds: float) -> None:
+    _set_timeout(sock, socket.SO_RCVTIMEO, seconds)
+    _set_timeout(sock, socket.SO_SNDTIMEO, seconds)
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -509,10 +583,12 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         while not self.owner._stopping:
             try:
-                request = _parse_head(self.reader, self.owner.timeout)
+                request = _parse_head(self.reader, self.owner.head_timeout)
             except _Closed:
                 return
             except _BadRequest as exc:
+                if self.owner._evicted(sock):
+                    return  # its half-sent head was cut off by the eviction, not malformed
                 log.info("bad firmware request", peer=self.peer, status=exc.status, why=exc.detail)
                 with contextlib.suppress(_Closed):
                     self._problem(exc.status, exc.detail, close=True, head_only=False)
@@ -522,6 +598,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 keep = self._serve(request)
             except _Closed:
                 return
+            self.owner._demote(sock)
             if not keep:
                 self._lingering_close()
                 return
@@ -607,6 +684,19 @@ class _Handler(socketserver.BaseRequestHandler):
             )
             self._problem(exc.http_status, exc.reason, close=not keep, head_only=head_only)
             return keep
+        refused = self.owner._promote(self.request)
+        if refused == "evicted":
+            raise _Closed("evicted while pending")
+        if refused is not None:
+            log.warning("firmware download deferred", status=503, cap="connections")
+            self._problem(
+                503,
+                "too many connections; retry later",
+                close=True,
+                head_only=head_only,
+                extra=[("Retry-After", str(RETRY_AFTER))],
+            )
+            return False
 
         ctx: dict[str, Any] = {"peer": self.peer, "charger": grant.charger_id, "job": grant.job_id}
         try:
