@@ -175,6 +175,29 @@ async def test_bad_image_stops_in_the_pilot_and_rolls_it_back(world: World):
     assert on_bad == [], on_bad
 
 
+async def test_charger_that_boots_the_image_but_stays_unavailable_fails_the_gate(world: World):
+    """Connected is not Available: the image boots (so every job succeeds), but no connector
+    comes back Available, and the gate counts each charger unhealthy and stops the campaign."""
+    fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=16 * 1024)
+    fleet = await world.fleet(fleet_spec(8, world.keys, unavailable_versions=("2.0.0",)))
+    # 4 of 4 healthy would pass 0.5 (Wilson 0.51): only the connector status can stop it.
+    c = await world.campaign(fw["id"], waves=[{"count": 4}, {"percent": 100}])
+    await world.api.post(f"/api/v1/campaigns/{c['id']}/start", json={})
+    done = await world.until(c["id"], lambda c: c["state"] != "running", timeout=60)
+    assert done["state"] == "paused", done
+    assert "gate 0 failed" in done["state_reason"] and "4 not Available" in done["state_reason"]
+    gate = done["waves"][0]["gates"][-1]
+    assert (gate["executed"], gate["succeeded"], gate["health"]["not_available"]) == (4, 0, 4)
+    why = list(gate["health"]["unhealthy_examples"].values())
+    assert len(why) == 4 and all("not Available" in w and "Unavailable" in w for w in why), why
+    jobs = await jobs_of(world.rt, c["id"])
+    assert [j.state for j in jobs] == ["succeeded"] * 4  # the jobs saw the boot, no more
+    pilot = await wave_members(world.rt, c["id"], 0)
+    assert {j.charger_id for j in jobs} == pilot
+    on_new = {ch.identity for ch in fleet.chargers if ch.firmware_version == "2.0.0"}
+    assert on_new == pilot and all(ch.connected for ch in fleet.chargers)
+
+
 async def wave_members(rt: Runtime, campaign_id: str, index: int) -> set[str]:
     from evota.store.models import Campaign
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from evota.rollout.engine import JobView
-from evota.rollout.gate import Health, evaluate_gate, wilson_lower
+from evota.rollout.gate import (
+    OPERATIVE,
+    AfterBoot,
+    Health,
+    StatusReport,
+    evaluate_gate,
+    health_after_boot,
+    wilson_lower,
+)
 from evota.rollout.policy import Policy
 from evota.rollout.target import ChargerSnapshot
 
@@ -78,3 +86,115 @@ def test_health_compared_with_baseline() -> None:
     reconnecting = Health(5, 0, 0, 1.0, 5, 0, 2, 1.0)
     r = evaluate_gate(0, jobs, CHARGERS, dict.fromkeys(CHARGERS, reconnecting), policy)
     assert not r.passed and "reconnects" in r.reasons[0]
+
+
+# -- connectors after the boot with the new version ----------------------------------------
+
+BOOT = T + timedelta(minutes=5)
+WITHIN = timedelta(seconds=600)
+WINDOW = timedelta(seconds=3600)
+
+
+def at(seconds: float) -> datetime:
+    return BOOT + timedelta(seconds=seconds)
+
+
+def after_boot(reports: list[StatusReport], now: float = 4000, connectors=(1, 2)) -> AfterBoot:
+    return health_after_boot(BOOT, reports, connectors, at(now), WITHIN, WINDOW)
+
+
+def test_every_connector_available_soon_after_the_boot_is_healthy() -> None:
+    reports = [StatusReport(0, "Available", at(0)), StatusReport(1, "Available", at(1))]
+    reports.append(StatusReport(2, "Charging", at(30)))  # a session proves it works too
+    assert after_boot(reports) == AfterBoot(available=True, faulted=False)
+
+
+def test_booted_but_unavailable_is_not_available() -> None:
+    reports = [StatusReport(c, "Unavailable", at(1)) for c in (0, 1, 2)]
+    verdict = after_boot(reports)
+    assert not verdict.available and not verdict.faulted
+    assert verdict.problem == "connector 1 not Available within 600s of the boot (last Unavailable)"
+
+
+def test_available_too_late_or_only_before_the_boot_does_not_count() -> None:
+    late = [StatusReport(1, "Available", at(601)), StatusReport(2, "Available", at(1))]
+    assert not after_boot(late).available
+    before = [StatusReport(1, "Available", at(-1)), StatusReport(2, "Available", at(1))]
+    assert "connector 1" in (after_boot(before).problem or "")
+    assert not after_boot([], connectors=()).available  # nothing reported proves nothing
+
+
+def test_flapping_faulted_then_available_is_faulted() -> None:
+    reports = [StatusReport(1, "Available", at(1)), StatusReport(2, "Available", at(1))]
+    reports += [StatusReport(2, "Faulted", at(900)), StatusReport(2, "Available", at(901))]
+    verdict = after_boot(reports)
+    assert verdict.available and verdict.faulted
+    assert verdict.problem == "connector 2 Faulted 900s after the boot"
+    # after the health window only a fault that is still there counts
+    cleared = [
+        *reports[:2],
+        StatusReport(2, "Faulted", at(3700)),
+        StatusReport(2, "Available", at(3701)),
+    ]
+    assert not after_boot(cleared).faulted
+    assert after_boot(cleared[:3]).faulted
+
+
+def test_unhealthy_chargers_are_named_in_the_gate() -> None:
+    health = {"c1": Health(available_after=False, problem="connector 1 not Available")}
+    r = evaluate_gate(
+        0, [job("c1", "succeeded"), job("c2", "succeeded")], CHARGERS, health, Policy()
+    )
+    assert r.health["not_available"] == 1
+    assert r.health["unhealthy_examples"] == {"c1": "connector 1 not Available"}
+
+
+STATUSES = ["Available", "Unavailable", "Faulted", "Charging", "Occupied", "Preparing"]
+report_st = st.builds(
+    StatusReport,
+    st.integers(0, 3),
+    st.sampled_from(STATUSES),
+    st.integers(-200, 5000).map(lambda s: at(s)),
+)
+
+
+def reference(
+    reports: list[StatusReport], connectors: set[int], now: datetime
+) -> tuple[bool, bool]:
+    """The rules of docs/campaigns.md written plainly, to compare the function with."""
+    seen = [r for r in reports if BOOT <= r.at <= now]
+    wanted = {c for c in connectors if c > 0} | {r.connector_id for r in seen if r.connector_id}
+    available = bool(wanted) and all(
+        any(r.connector_id == c and r.status in OPERATIVE and r.at <= BOOT + WITHIN for r in seen)
+        for c in wanted
+    )
+    latest: dict[int, str] = {}
+    for r in sorted(seen, key=lambda r: r.at):
+        latest[r.connector_id] = r.status
+    faulted = any(r.status == "Faulted" and r.at <= BOOT + WINDOW for r in seen) or (
+        "Faulted" in latest.values()
+    )
+    return available, faulted
+
+
+@given(
+    st.lists(report_st, max_size=12),
+    st.sets(st.integers(0, 3), max_size=3),
+    st.integers(0, 5000),
+)
+def test_health_after_boot_follows_the_documented_rules(
+    reports: list[StatusReport], connectors: set[int], now_s: int
+) -> None:
+    now = at(now_s)
+    verdict = health_after_boot(BOOT, reports, connectors, now, WITHIN, WINDOW)
+    assert (verdict.available, verdict.faulted) == reference(reports, connectors, now)
+    assert (verdict.problem is None) == (verdict.available and not verdict.faulted)
+    # the order reports are given in, and what happened before the boot or after now, change
+    # nothing (reports received at the same instant keep their order)
+    noise = [StatusReport(1, "Faulted", at(-1)), StatusReport(2, "Faulted", now + timedelta(1))]
+    again = health_after_boot(BOOT, [*noise, *reports], connectors, now, WITHIN, WINDOW)
+    assert again == verdict
+    # one more Faulted report inside the window always makes it faulted
+    if now >= BOOT:
+        worse = [*reports, StatusReport(1, "Faulted", min(now, BOOT + WINDOW))]
+        assert health_after_boot(BOOT, worse, connectors, now, WITHIN, WINDOW).faulted

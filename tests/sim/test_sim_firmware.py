@@ -599,7 +599,7 @@ def test_fleet_files_set_capabilities_roots_and_faults(tmp_path: Path, keys: Key
         "    count: 2\n"
         "    faults: {download_fails: 0.1, link_drop: 0.5, slow_link_bps: 200000,\n"
         "             power_loss: 0.1, bad_versions: ['2.0.1', 2.1], invalid_signature: 0,\n"
-        "             silent: 0.0, reject: 1}\n"
+        "             silent: 0.0, reject: 1, unavailable_versions: ['2.0.2']}\n"
         "chargers:\n"
         "  - {identity: P-1, firmware_update: plain, firmware_roots: []}\n"
     )
@@ -613,6 +613,7 @@ def test_fleet_files_set_capabilities_roots_and_faults(tmp_path: Path, keys: Key
         power_loss=0.1,
         bad_versions=("2.0.1", "2.1"),
         reject=1,
+        unavailable_versions=("2.0.2",),
     )
     assert p.firmware_update == "plain" and p.firmware_roots == () and p.faults == FaultProfile()
     assert parse_fleet(dump_fleet(spec)) == spec  # roots travel inline as PEM
@@ -637,6 +638,7 @@ def test_fleet_files_set_capabilities_roots_and_faults(tmp_path: Path, keys: Key
         ("defaults: {faults: {slow_link_bps: 1.5}}", "must be a whole number"),
         ("defaults: {faults: {bad_versions: 2.0.1}}", "bad_versions must be a list"),
         ("defaults: {faults: {bad_versions: ['']}}", "bad_versions[0]: must not be empty"),
+        ("defaults: {faults: {unavailable_versions: 2}}", "unavailable_versions must be a list"),
         ("defaults: {faults: [link_drop]}", "faults must be a mapping"),
     ],
 )  # fmt: skip

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from evota.clock import Clock
 from evota.firmware.updates import image_facts
 from evota.rollout import engine as eng
-from evota.rollout.gate import Health
+from evota.rollout.gate import Health, StatusReport, health_after_boot
 from evota.rollout.policy import (
     parse_ramp,
     policy_from_dict,
@@ -371,7 +371,7 @@ class CampaignRunner:
             health: dict[str, Health] = {}
             if row.wave_done_at is not None and row.current_wave < len(row.waves):
                 wave = row.waves[row.current_wave]
-                health = await self._health(conn, view.policy, wave, jobs, fleet)
+                health = await self._health(conn, view.policy, wave, jobs, now)
         decision = eng.decide(view, jobs, fleet, health, now)
         if row.state == "aborted" and not row.rollback:
             return decision
@@ -466,23 +466,27 @@ class CampaignRunner:
         policy: Any,
         wave: Sequence[str],
         jobs: dict[str, list[eng.JobView]],
-        fleet: dict[str, ChargerSnapshot],
+        now: datetime,
     ) -> dict[str, Health]:
-        """Each updated charger against its own baseline: the same window before its job."""
+        """Each updated charger against its own baseline: the same window before its job;
+        and its connectors after the boot with the new version (:func:`health_after_boot`)."""
         window = timedelta(seconds=policy.health_window_seconds)
-        spans: dict[str, tuple[datetime, datetime]] = {}
+        within = timedelta(seconds=policy.available_within_seconds)
+        spans: dict[str, tuple[datetime, datetime, str]] = {}
         for cid in wave:
             done = [j for j in jobs.get(cid, ()) if j.kind == "update" and j.state == "succeeded"]
             if done and done[-1].finished_at is not None:
-                spans[cid] = (done[-1].created_at, done[-1].finished_at)
+                spans[cid] = (done[-1].created_at, done[-1].finished_at, done[-1].target_version)
         if not spans:
             return {}
         ids = list(spans)
-        since = min(s for s, _ in spans.values()) - window
+        first_job = min(s for s, _, _ in spans.values())
+        since = first_job - window
         sessions: list[Any] = []
         connects: list[Any] = []
-        faults: list[Any] = []
-        faulted_now: set[str] = set()
+        boots: list[Any] = []
+        statuses: list[Any] = []
+        connectors: list[Any] = []
         for chunk in _chunks(ids):
             sessions += (
                 await conn.execute(
@@ -505,40 +509,67 @@ class CampaignRunner:
                     )
                 )
             ).all()
-            faults += (
+            boots += (
                 await conn.execute(
-                    select(ConnectorStatus.charger_id, ConnectorStatus.received_at).where(
-                        ConnectorStatus.status == "Faulted",
-                        ConnectorStatus.charger_id.in_(chunk),
-                        ConnectorStatus.received_at >= since,
+                    select(
+                        ChargerEvent.charger_id, ChargerEvent.received_at, ChargerEvent.data
+                    ).where(
+                        ChargerEvent.kind == "boot",
+                        ChargerEvent.charger_id.in_(chunk),
+                        ChargerEvent.received_at >= first_job,
                     )
                 )
             ).all()
-            faulted_now.update(
-                (
-                    await conn.execute(
-                        select(Connector.charger_id).where(
-                            Connector.status == "Faulted", Connector.charger_id.in_(chunk)
-                        )
+            statuses += (
+                await conn.execute(
+                    select(
+                        ConnectorStatus.charger_id,
+                        ConnectorStatus.connector_id,
+                        ConnectorStatus.status,
+                        ConnectorStatus.received_at,
                     )
-                ).scalars()
-            )
+                    .where(
+                        ConnectorStatus.charger_id.in_(chunk),
+                        ConnectorStatus.received_at >= first_job,
+                    )
+                    .order_by(ConnectorStatus.id)
+                )
+            ).all()
+            connectors += (
+                await conn.execute(
+                    select(Connector.charger_id, Connector.connector_id).where(
+                        Connector.charger_id.in_(chunk)
+                    )
+                )
+            ).all()
         by_charger: dict[str, list[Any]] = defaultdict(list)
         for s in sessions:
             by_charger[s.charger_id].append(s)
         connected_at: dict[str, list[datetime]] = defaultdict(list)
         for c in connects:
             connected_at[c.charger_id].append(c.received_at)
-        faulted_at: dict[str, list[datetime]] = defaultdict(list)
-        for f in faults:
-            faulted_at[f.charger_id].append(f.received_at)
+        booted_at: dict[str, list[tuple[datetime, Any]]] = defaultdict(list)
+        for b in boots:
+            booted_at[b.charger_id].append((b.received_at, (b.data or {}).get("firmware_version")))
+        reports: dict[str, list[StatusReport]] = defaultdict(list)
+        for r in statuses:
+            reports[r.charger_id].append(StatusReport(r.connector_id, r.status, r.received_at))
+        known: dict[str, list[int]] = defaultdict(list)
+        for k in connectors:
+            known[k.charger_id].append(k.connector_id)
         hours = window.total_seconds() / 3600
         result: dict[str, Health] = {}
-        for cid, (started, finished) in spans.items():
+        for cid, (started, finished, version) in spans.items():
             # "after" starts once the job succeeded, so the update's own reboot is not counted
             before = (started - window, started)
             after = (finished, finished + window)
             mine = by_charger.get(cid, [])
+            boot = _boot_time(
+                booted_at.get(cid, []), connected_at.get(cid, []), started, finished, version
+            )
+            verdict = health_after_boot(
+                boot, reports.get(cid, []), known.get(cid, []), now, within, window
+            )
             result[cid] = Health(
                 sessions_before=sum(_inside(s.started_at, before) for s in mine),
                 sessions_failed_before=sum(
@@ -552,9 +583,9 @@ class CampaignRunner:
                 ),
                 reconnects_after=sum(_inside(at, after) for at in connected_at.get(cid, [])),
                 hours_after=hours,
-                faulted_after=cid in faulted_now
-                or any(at >= finished for at in faulted_at.get(cid, [])),
-                available_after=fleet[cid].connected if cid in fleet else False,
+                faulted_after=verdict.faulted,
+                available_after=verdict.available,
+                problem=verdict.problem,
             )
         return result
 
@@ -681,6 +712,22 @@ class CampaignRunner:
 
 def _inside(at: datetime, span: tuple[datetime, datetime]) -> bool:
     return span[0] <= at < span[1]
+
+
+def _boot_time(
+    boots: Sequence[tuple[datetime, Any]],
+    connects: Sequence[datetime],
+    started: datetime,
+    finished: datetime,
+    version: str,
+) -> datetime:
+    """When the charger came up on ``version`` during its job: its last boot reporting that
+    version; else (a 2.0.1 reconnect without a BootNotification) its last connect; else the
+    job's end, when evota knew it runs the version."""
+    during = [at for at, v in boots if started <= at <= finished and v == version]
+    if not during:
+        during = [at for at in connects if started <= at <= finished]
+    return max(during, default=finished)
 
 
 def _with_campaign(s: ChargerSnapshot, campaign_id: str | None) -> ChargerSnapshot:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from evota.rollout.policy import Policy
@@ -22,9 +23,19 @@ from evota.rollout.target import ChargerSnapshot
 if TYPE_CHECKING:
     from evota.rollout.engine import JobView
 
-__all__ = ["GateResult", "Health", "evaluate_gate", "wilson_lower"]
+__all__ = [
+    "OPERATIVE",
+    "AfterBoot",
+    "GateResult",
+    "Health",
+    "StatusReport",
+    "evaluate_gate",
+    "health_after_boot",
+    "wilson_lower",
+]
 
 Z95 = 1.959964
+_EXAMPLES = 5
 
 
 def wilson_lower(successes: int, n: int, z: float = Z95) -> float:
@@ -57,6 +68,95 @@ class Health:
     hours_after: float = 0.0
     faulted_after: bool = False
     available_after: bool = True
+    problem: str | None = None  # why it is not healthy, in words (from health_after_boot)
+
+
+#: Connector (1.6) and EVSE (2.0.1) statuses that prove a connector works: idle and ready,
+#: reserved, or in a session. ``Unavailable`` and ``Faulted`` prove nothing.
+OPERATIVE = frozenset(
+    {
+        "Available",
+        "Preparing",
+        "Charging",
+        "SuspendedEV",
+        "SuspendedEVSE",
+        "Finishing",
+        "Reserved",
+        "Occupied",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """One connector status as received (connector 0 is the whole 1.6 charger)."""
+
+    connector_id: int
+    status: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AfterBoot:
+    """What the statuses after the boot with the new version say about one charger."""
+
+    available: bool
+    faulted: bool
+    problem: str | None = None
+
+
+def health_after_boot(
+    booted_at: datetime,
+    reports: Iterable[StatusReport],
+    connectors: Iterable[int],
+    now: datetime,
+    available_within: timedelta,
+    window: timedelta,
+) -> AfterBoot:
+    """Judge a charger's connectors after it booted the new version, as of ``now``.
+
+    Available: every connector (``connectors``, the ones it had before, plus any that
+    reported since the boot; connector 0 is not a connector) reported an :data:`OPERATIVE`
+    status within ``available_within`` of the boot. A charger that reported no connector at
+    all since the boot proves nothing and is not available. Faulted: any connector,
+    connector 0 included, reported Faulted within ``window`` of the boot, or is Faulted now
+    (its latest report). Reports before the boot or after ``now`` are ignored, so the
+    verdict is a function of what was known at ``now``.
+    """
+    deadline = booted_at + available_within
+    window_end = booted_at + window
+    expected = {c for c in connectors if c > 0}
+    proven: set[int] = set()
+    latest: dict[int, StatusReport] = {}
+    fault: StatusReport | None = None
+    for r in sorted(reports, key=lambda r: r.at):
+        if r.at < booted_at or r.at > now:
+            continue
+        if r.connector_id > 0:
+            expected.add(r.connector_id)
+        latest[r.connector_id] = r
+        if r.status in OPERATIVE and r.at <= deadline:
+            proven.add(r.connector_id)
+        if r.status == "Faulted" and r.at <= window_end and fault is None:
+            fault = r
+    if fault is None:
+        fault = next((r for r in latest.values() if r.status == "Faulted"), None)
+    problem: str | None = None
+    if fault is not None:
+        after = (fault.at - booted_at).total_seconds()
+        problem = f"connector {fault.connector_id} Faulted {after:g}s after the boot"
+    missing = sorted(expected - proven)
+    available = bool(expected) and not missing
+    if not available and problem is None:
+        within = f"{available_within.total_seconds():g}s"
+        if not expected:
+            problem = f"no connector reported a status within {within} of the boot"
+        else:
+            c = missing[0]
+            seen = latest.get(c)
+            status = f"last {seen.status}" if seen is not None else "no status"
+            problem = f"connector {c} not Available within {within} of the boot ({status})"
+    return AfterBoot(available=available, faulted=fault is not None, problem=problem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +221,7 @@ def evaluate_gate(
     hb = ha = 0.0
     groups_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     groups_site: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    examples: dict[str, str] = {}  # a few unhealthy chargers and why, for the operator
     for cid, j in latest.items():
         if j.state not in ("succeeded", "failed"):
             continue
@@ -142,6 +243,8 @@ def evaluate_gate(
             elif not h.available_after:
                 unavailable += 1
                 ok = False
+            if not ok and len(examples) < _EXAMPLES:
+                examples[cid] = h.problem or ("Faulted" if h.faulted_after else "not Available")
         succeeded += ok
         c = chargers.get(cid)
         gm = groups_model[(c.model if c else None) or "unknown"]
@@ -196,6 +299,7 @@ def evaluate_gate(
             "sessions_before": sb,
             "sessions_after": sa,
             "tolerance": tol,
+            "unhealthy_examples": dict(sorted(examples.items())),
         },
         by_model={k: _group(e, s) for k, (e, s) in sorted(groups_model.items())},
         by_site={k: _group(e, s) for k, (e, s) in sorted(groups_site.items())},

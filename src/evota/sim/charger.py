@@ -454,6 +454,8 @@ class SimulatedCharger:
         """(status, errorCode) of an idle connector, given faults and pending updates."""
         if self.faulted:
             return "Faulted", "OtherError"
+        if connector > 0 and self.firmware_version in self.spec.faults.unavailable_versions:
+            return "Unavailable", "NoError"  # came up on this version, but cannot charge
         if connector in self.inoperative or 0 in self.inoperative:
             return "Unavailable", "NoError"
         if self.hold_idle_connectors and connector > 0:

@@ -97,7 +97,9 @@ FAULT_RATES = (
     "refuse_cancel",
     "defer_download",
 )
-FAULT_NAMES = (*FAULT_RATES, "slow_link_bps", "bad_versions", "certificate_status")
+#: Fault fields that list firmware versions.
+VERSION_LISTS = ("bad_versions", "unavailable_versions")
+FAULT_NAMES = (*FAULT_RATES, "slow_link_bps", *VERSION_LISTS, "certificate_status")
 CERTIFICATE_STATUSES = ("invalid", "revoked")
 MAX_SLOW_LINK_BPS = 10**12
 _PEM_START = "-----BEGIN"
@@ -136,7 +138,9 @@ class FaultProfile:
     """How a charger misbehaves during firmware updates; rates are drawn once per update.
 
     ``slow_link_bps`` (bits per second) throttles every download; a charger that boots into
-    one of ``bad_versions`` reports Faulted and its sessions fail.
+    one of ``bad_versions`` reports Faulted and its sessions fail; one that boots into one of
+    ``unavailable_versions`` reports every connector Unavailable and starts no session (it
+    came up, but cannot charge: what a health gate must not take for success).
     """
 
     download_fails: float = 0.0  # every download attempt fails -> DownloadFailed
@@ -145,6 +149,7 @@ class FaultProfile:
     power_loss: float = 0.0  # power lost while installing: back on the previous version
     install_fails: float = 0.0  # the install fails cleanly: InstallationFailed, old version
     bad_versions: tuple[str, ...] = ()
+    unavailable_versions: tuple[str, ...] = ()
     invalid_signature: float = 0.0  # the signature check fails even for a valid signature
     silent: float = 0.0  # accepts the request, then never reports and never updates
     reject: float = 0.0  # answers Rejected (signed) / {} and does nothing (plain)
@@ -187,7 +192,7 @@ def fault_problem(name: str, value: Any) -> str | None:
     elif name == "certificate_status":
         if value is not None and value not in CERTIFICATE_STATUSES:
             return f"must be invalid, revoked or null (got {value!r})"
-    elif name == "bad_versions":
+    elif name in VERSION_LISTS:
         if not isinstance(value, tuple):
             return "must be a list of firmware versions"
         for version in value:
@@ -220,7 +225,7 @@ def parse_fault_flag(text: str) -> tuple[str, Any]:
                 value = int(raw)
             except ValueError:
                 value = raw
-    elif name == "bad_versions":
+    elif name in VERSION_LISTS:
         value = tuple(v.strip() for v in raw.split(",") if v.strip())
     elif name == "certificate_status" and raw.lower() in ("", "none", "null"):
         value = None
@@ -676,7 +681,7 @@ class _Builder:
         values: dict[str, Any] = {}
         for name, item in self.mapping(val, set(FAULT_NAMES), "faults").items():
             value = item.value
-            if name == "bad_versions":
+            if name in VERSION_LISTS:
                 value = tuple(self.text(v, MAX_FIRMWARE) for v in self.seq(item, name))
             problem = fault_problem(name, value)
             if problem:
