@@ -86,7 +86,7 @@ def test_inspect_root_certificate():
     assert len(info.fingerprint) == 64 and "CN=Root" in info.subject
     with pytest.raises(repo.InvalidInput, match="expired"):
         repo.inspect_root_certificate(ca.decode(), info.not_after + dt.timedelta(seconds=1))
-    _, self_signed = signing.generate_signing_key("Signer", "Acme")  # CA=true, path length 0
+    _, self_signed = signing.generate_signing_key("Signer", "Acme")  # pinned signer
     assert repo.inspect_root_certificate(self_signed.decode(), NOW).subject
     with pytest.raises(repo.InvalidInput, match="not a PEM"):
         repo.inspect_root_certificate("\udcff not pem", NOW)

@@ -86,12 +86,12 @@ def test_self_signed_round_trip(self_signed: tuple[bytes, bytes], firmware: Path
     sig = sign_file(firmware, key_pem)
     assert len(sig) <= MAX_SIGNATURE_B64_CHARS
     verify_file(firmware, sig, cert_pem)
-    verify_certificate(cert_pem, [cert_pem], NOW)  # its own trust anchor
+    verify_certificate(cert_pem, [cert_pem], NOW)  # pinned: its own trust anchor
     usage = _ext(cert_pem, x509.KeyUsage)
     assert isinstance(usage, x509.KeyUsage)
-    assert usage.digital_signature and usage.key_cert_sign
+    assert usage.digital_signature and not usage.key_cert_sign
     bc = _ext(cert_pem, x509.BasicConstraints)
-    assert isinstance(bc, x509.BasicConstraints) and bc.ca and bc.path_length == 0
+    assert isinstance(bc, x509.BasicConstraints) and not bc.ca  # a signer is never a CA
 
 
 def test_ca_issued_round_trip(
@@ -215,30 +215,95 @@ def test_same_name_impostor_root_rejected(issued: tuple[bytes, bytes]) -> None:
         verify_certificate(issued[1], [impostor], NOW)
 
 
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    *extensions: x509.ExtensionType,
+    issuer: tuple[bytes, bytes] | tuple[str, ec.EllipticCurvePrivateKey] | None = None,
+) -> bytes:
+    """A certificate with exactly ``extensions``: self-signed unless ``issuer`` is given, as
+    (CN, key) or as a (key PEM, certificate PEM) pair from ``generate_ca``."""
+    own = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer_name, issuer_key = own, key
+    if issuer is not None and isinstance(issuer[0], bytes):
+        loaded = serialization.load_pem_private_key(issuer[0], None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey) and isinstance(issuer[1], bytes)
+        issuer_name, issuer_key = x509.load_pem_x509_certificate(issuer[1]).subject, loaded
+    elif issuer is not None:
+        assert isinstance(issuer[0], str) and isinstance(issuer[1], ec.EllipticCurvePrivateKey)
+        issuer_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer[0])])
+        issuer_key = issuer[1]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(own)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=10))
+    )
+    for ext in extensions:
+        builder = builder.add_extension(ext, critical=isinstance(ext, x509.BasicConstraints))
+    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+_LEAF = x509.BasicConstraints(ca=False, path_length=None)
+
+
 def test_non_ca_root_rejected() -> None:
     """A leaf that 'issues' another cert must not be accepted as a root."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Not A CA")])
-    start = NOW - dt.timedelta(days=1)
-    leaf_root = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(start)
-        .not_valid_after(NOW + dt.timedelta(days=10))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = leaf_root.public_bytes(serialization.Encoding.PEM)
+    pem = _cert("Not A CA", key, _LEAF)
+    child = _cert("Child", ec.generate_private_key(ec.SECP256R1()), _LEAF, issuer=("Not A CA", key))
     with pytest.raises(CertificateError, match="not a CA"):
-        verify_certificate(pem, [pem], NOW)
+        verify_certificate(child, [pem], NOW)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     with pytest.raises(CertificateError, match="CA=true"):
         generate_signing_key("x", "y", ca_key=key_pem, ca_cert=pem)
+
+
+def test_ca_certificate_refused_as_signer(root: tuple[bytes, bytes], firmware: Path) -> None:
+    """A root (or any CA) key signing images directly is refused, even when it is trusted."""
+    ca_key, ca_cert = root
+    verify_file(firmware, sign_file(firmware, ca_key), ca_cert)  # the signature itself is fine
+    with pytest.raises(CertificateError, match="is a CA certificate"):
+        verify_certificate(ca_cert, [ca_cert], NOW)
+    # an intermediate-style CA issued by the trusted root is refused as well
+    sub_ca = _cert(
+        "Sub CA",
+        ec.generate_private_key(ec.SECP256R1()),
+        x509.BasicConstraints(ca=True, path_length=0),
+        issuer=root,
+    )
+    with pytest.raises(CertificateError, match="is a CA certificate"):
+        verify_certificate(sub_ca, [ca_cert], NOW)
+
+
+@pytest.mark.parametrize(
+    ("usages", "accepted"),
+    [
+        (None, True),  # no EKU extension: keyUsage alone decides
+        ([x509.ExtendedKeyUsageOID.CODE_SIGNING], True),
+        ([x509.ExtendedKeyUsageOID.SERVER_AUTH, x509.ExtendedKeyUsageOID.CODE_SIGNING], True),
+        ([x509.ExtendedKeyUsageOID.SERVER_AUTH], False),
+        ([x509.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE], False),
+    ],
+)
+def test_extended_key_usage_must_allow_code_signing(
+    root: tuple[bytes, bytes], usages: list[x509.ObjectIdentifier] | None, accepted: bool
+) -> None:
+    exts: list[x509.ExtensionType] = [_LEAF]
+    if usages is not None:
+        exts.append(x509.ExtendedKeyUsage(usages))
+    cert = _cert("Signer", ec.generate_private_key(ec.SECP256R1()), *exts, issuer=root)
+    ca_cert = root[1]
+    if accepted:
+        verify_certificate(cert, [ca_cert], NOW)
+    else:
+        with pytest.raises(CertificateError, match="lacks codeSigning"):
+            verify_certificate(cert, [ca_cert], NOW)
 
 
 def test_ca_key_must_match_ca_cert(root: tuple[bytes, bytes]) -> None:
@@ -337,6 +402,9 @@ def test_openssl_rsa_key_and_cert_interop(firmware: Path, tmp_path: Path) -> Non
     res = _openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
         "-days", "2", "-subj", "/CN=RSA Signer/O=Legacy Chargers",
+        "-addext", "basicConstraints=critical,CA:FALSE",
+        "-addext", "keyUsage=critical,digitalSignature",
+        "-addext", "extendedKeyUsage=codeSigning",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     ours = sign_file(firmware, key.read_bytes())
@@ -354,6 +422,14 @@ def test_openssl_rsa_key_and_cert_interop(firmware: Path, tmp_path: Path) -> Non
     assert base64.b64encode(theirs).decode() == ours  # PKCS#1 v1.5 is deterministic
     now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)  # openssl's notBefore is "now"
     verify_certificate(cert.read_bytes(), [cert.read_bytes()], now)
+    # openssl's default self-signed certificate is a CA: refused as a signer
+    res = _openssl(
+        "req", "-x509", "-key", key, "-out", tmp_path / "ca.crt", "-days", "2", "-subj", "/CN=CA",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    ca_pem = (tmp_path / "ca.crt").read_bytes()
+    with pytest.raises(CertificateError, match="is a CA certificate"):
+        verify_certificate(ca_pem, [ca_pem], now)
 
 
 # --- property -------------------------------------------------------------------------------

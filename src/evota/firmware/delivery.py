@@ -19,9 +19,10 @@ extend it), and a connection counts as *pending* until it presents a valid token
 connections have their own cap (``max_pending``); when it is full, a new connection evicts
 the oldest pending one instead of being refused, so a charger with a valid token (whose
 head arrives in milliseconds) is served while junk connections are held open. Only
-connections serving a valid token count against ``max_connections``. Request heads are parsed here (not
-by :mod:`http.server`) to keep them small and bounded and to answer every error with a
-problem body; the token (a secret) is never logged.
+connections serving a valid token count against ``max_connections``.
+
+Request heads are parsed here (not by :mod:`http.server`) to keep them small and bounded
+and to answer every error with a problem body; the token (a secret) is never logged.
 
 URL: ``{prefix}{charger_id}/{sha256}/{token}/firmware.bin``; anything after the token is
 ignored (some chargers want a file name). The file path only ever comes from

@@ -249,12 +249,23 @@ def compatibility_problem(
     return None
 
 
+def _self_signed(cert: x509.Certificate) -> bool:
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except Exception:  # any failure means: not a valid self-signature
+        return False
+    return True
+
+
 def inspect_root_certificate(pem: str, at: dt.datetime) -> RootInfo:
     """Check that ``pem`` can serve as a trusted root at ``at``; raise ``InvalidInput``.
 
     A root must be one PEM X.509 certificate within the OCPP size limit, a CA
-    (basicConstraints CA=true) and not expired; otherwise every signature it "vouches" for
-    would later fail verification for a reason nobody sees at configuration time.
+    (basicConstraints CA=true) or a self-signed signing certificate (pinned: it trusts only
+    itself), and not expired; otherwise every signature it "vouches" for would later fail
+    verification for a reason nobody sees at configuration time.
     """
     field = "certificate"
     if len(pem) > signing.MAX_CERTIFICATE_PEM_CHARS:
@@ -274,9 +285,11 @@ def inspect_root_certificate(pem: str, at: dt.datetime) -> RootInfo:
         is_ca = False
     except ValueError:  # malformed extensions
         raise InvalidInput("certificate has malformed extensions", field) from None
-    if not is_ca:
+    if not is_ca and not _self_signed(cert):
         raise InvalidInput(
-            "certificate is not a CA certificate (basicConstraints CA=true is required)", field
+            "certificate is neither a CA certificate (basicConstraints CA=true) "
+            "nor a self-signed signing certificate",
+            field,
         )
     not_after = cert.not_valid_after_utc
     if not_after <= at:

@@ -101,10 +101,11 @@ def generate_signing_key(
 ) -> tuple[bytes, bytes]:
     """Make a firmware signing key (ECDSA P-256) and its certificate.
 
-    Without ``ca_key``/``ca_cert`` the certificate is self-signed, so it is its own (CA) trust
-    anchor: basicConstraints CA with path length 0 and keyUsage keyCertSign besides
-    digitalSignature. With them, the certificate is issued by that CA as an end-entity
-    (CA false, digitalSignature only) and never outlives the CA certificate.
+    Always an end-entity certificate (basicConstraints CA false, keyUsage digitalSignature,
+    extended key usage codeSigning): a CA certificate is refused as a signer. Without
+    ``ca_key``/``ca_cert`` it is self-signed and trusted only where that very certificate is
+    pinned as a trusted root. With them, it is issued by that CA and never outlives the CA
+    certificate.
     Returns ``(key_pem, cert_pem)``.
     """
     if (ca_key is None) != (ca_cert is None):
@@ -115,8 +116,8 @@ def generate_signing_key(
     if ca_key is None or ca_cert is None:
         builder = (
             _base_builder(subject, subject, key.public_key(), days)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(cert_sign=True), critical=True)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(cert_sign=False), critical=True)
             .add_extension(eku, critical=False)
         )
         cert = builder.sign(key, hashes.SHA256())
@@ -237,9 +238,12 @@ def verify_certificate(cert_pem: bytes, trusted_roots_pem: list[bytes], at: dt.d
     """Check that the signing certificate is usable at ``at`` and issued by a trusted root.
 
     Direct issuance only (root -> signing certificate), which is how manufacturers sign
-    firmware certificates; a self-signed signing certificate passes if it is itself listed
-    as a root. The root must be a CA (basicConstraints), may not forbid certificate signing
-    (keyUsage), and must be valid at ``at`` too. Raises ``CertificateError``.
+    firmware certificates; a self-signed signing certificate passes if that very certificate
+    is listed as a root (pinned). The signer must be an end-entity: a CA certificate
+    (basicConstraints CA=true) is refused, so a root key kept for issuing cannot sign
+    images, and an extended key usage extension, where present, must include codeSigning.
+    The root must be a CA (basicConstraints), may not forbid certificate signing (keyUsage),
+    and must be valid at ``at`` too. Raises ``CertificateError``.
     """
     when = _utc(at)
     cert = _load_cert(cert_pem, CertificateError, "signing certificate")
@@ -250,6 +254,9 @@ def verify_certificate(cert_pem: bytes, trusted_roots_pem: list[bytes], at: dt.d
     usage = _extension(cert, x509.KeyUsage)
     if usage is not None and not usage.digital_signature:
         raise CertificateError("signing certificate keyUsage lacks digitalSignature")
+    problem = _signer_problem(cert)
+    if problem:
+        raise CertificateError(problem)
     if not trusted_roots_pem:
         raise CertificateError("no trusted roots configured")
 
@@ -263,6 +270,8 @@ def verify_certificate(cert_pem: bytes, trusted_roots_pem: list[bytes], at: dt.d
         except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
             reasons.append(f"signature by {_cn(root)} does not verify")
             continue
+        if root == cert:  # pinned self-signed signer: trusted as itself, issues nothing
+            return
         if not _is_ca(root):
             reasons.append(f"root {_cn(root)} is not a CA (basicConstraints)")
             continue
@@ -389,6 +398,21 @@ def _extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
         return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
         return None
+    except ValueError:  # extensions are parsed lazily: a malformed one surfaces here
+        raise CertificateError(f"certificate {_cn(cert)} has malformed extensions") from None
+
+
+def _signer_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` may not sign firmware (a CA, or an EKU without codeSigning), or None."""
+    if _is_ca(cert):
+        return (
+            "signing certificate is a CA certificate (basicConstraints CA=true); "
+            "sign with an end-entity certificate issued by it"
+        )
+    eku = _extension(cert, x509.ExtendedKeyUsage)
+    if eku is not None and ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+        return "signing certificate extendedKeyUsage lacks codeSigning"
+    return None
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
