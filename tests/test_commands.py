@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import stat
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -647,8 +648,10 @@ async def test_upload_endpoint_refuses_bad_tokens_and_oversize(
         async with httpx.AsyncClient(timeout=10) as http:  # a charger has no API token
             ok = await http.put(f"{location}/diag.txt", content=b"hello\n")
             assert ok.status_code == 201, ok.text
-            form = await http.post(location, files={"file": ("d.log", b"x" * 100)})
+            second = uploads.upload_url(bench.rt, "UP-1", "diagnostics")  # another request
+            form = await http.post(second, files={"file": ("d.log", b"x" * 100)})
             assert form.status_code == 201 and form.json()["size"] == 100
+            assert form.json()["id"] != ok.json()["id"]
             token = location.rsplit("/", 1)[1]
             forged = location[: -len(token)] + token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
             r = await http.put(f"{forged}/diag.txt", content=b"x")
@@ -664,7 +667,7 @@ async def test_upload_endpoint_refuses_bad_tokens_and_oversize(
             form = await http.post(location, files={"file": ("big.log", b"w" * 5000)})
             assert form.status_code == 413
         r = await bench.api.get("/api/v1/chargers/UP-1/files")
-        assert sorted(f["size"] for f in r.json()["items"]) == [6, 100]
+        assert sorted(f["size"] for f in r.json()["items"]) == [6, 100]  # refusals kept them
         stored = list((bench.rt.settings.data_dir / "uploads").iterdir())
         assert len(stored) == 2  # nothing partial left behind
         # Listing and downloading are operator reads.
@@ -675,6 +678,41 @@ async def test_upload_endpoint_refuses_bad_tokens_and_oversize(
             file_id = r.json()["items"][0]["id"]
             assert (await anonymous.get(f"/api/v1/files/{file_id}")).status_code == 401
         assert (await bench.api.get("/api/v1/files/not-a-uuid")).status_code == 404
+
+
+async def test_an_upload_url_stores_one_file(tmp_path: Path, sqlite_url: str, keys: Keys):
+    """An upload URL once stored any number of files for 24 h; now a retry replaces the one
+    file of its request, and the URL cannot add more."""
+    async with running(CommandBench, tmp_path, sqlite_url, keys, **FAST) as bench:
+        await provision(bench.rt, "UP-2", "up-key-0123456789abcd")
+        location = uploads.upload_url(bench.rt, "UP-2", "log", 7)
+        async with httpx.AsyncClient(timeout=10) as http:  # a charger has no API token
+            first = await http.put(f"{location}/a.log", content=b"first try")
+            assert first.status_code == 201, first.text
+            again = await http.put(f"{location}/b.log", content=b"second try, longer")
+            form = await http.post(location, files={"file": ("c.log", b"third")})
+            assert again.status_code == 201 and form.status_code == 201
+            assert first.json()["id"] == again.json()["id"] == form.json()["id"]
+        page = (await bench.api.get("/api/v1/chargers/UP-2/files")).json()
+        assert page["total"] == 1
+        [item] = page["items"]
+        assert (item["filename"], item["size"], item["request_id"]) == ("c.log", 5, 7)
+        assert await _download(bench, item["id"]) == b"third"
+        stored = list((bench.rt.settings.data_dir / "uploads").iterdir())
+        assert [p.name for p in stored] == [item["id"].replace("-", "")]
+        assert stat.S_IMODE(stored[0].stat().st_mode) == 0o600
+        assert stat.S_IMODE(stored[0].parent.stat().st_mode) == 0o700
+        # every issued URL is distinct, even for the same charger, kind and request
+        assert uploads.upload_url(bench.rt, "UP-2", "log", 7) != location
+        async with bench.rt.engine.connect() as conn:
+            entries = (
+                await conn.execute(
+                    select(AuditEntry)
+                    .where(AuditEntry.action == "file.uploaded", AuditEntry.target == item["id"])
+                    .order_by(AuditEntry.seq)
+                )
+            ).all()
+        assert [e.detail.get("replaced", False) for e in entries] == [False, True, True]
 
 
 async def _chunks(data: bytes, times: int) -> AsyncIterator[bytes]:

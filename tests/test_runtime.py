@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from sqlalchemy import update
 
 from evota.logging import _mask_secrets
@@ -70,3 +72,64 @@ def test_log_lines_never_carry_secrets():
     masked = _mask_secrets(None, "info", dict(event))
     assert masked["auth_key"] == masked["token"] == masked["Authorization"] == "***"
     assert masked["charger_id"] == "CP-1"
+
+
+async def test_data_directory_database_keys_and_files_are_private(tmp_path):
+    """Everything under the data directory is 0700/0600, even with a permissive umask: the
+    database, the download-token, upload-token and audit keys, firmware and uploaded files."""
+    import os
+    import stat
+
+    import httpx
+
+    from evota.control import uploads
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"firmware image"
+
+    old = os.umask(0o000)
+    try:
+        runtime = await start_runtime(tmp_path, None)  # SQLite in the data directory
+        try:
+            await runtime.firmware_store.put(chunks(), max_bytes=100)
+            await provision(runtime, "CP-files", "0123456789abcdef")
+            location = uploads.upload_url(runtime, "CP-files", "diagnostics")
+            async with httpx.AsyncClient(timeout=10) as http:
+                r = await http.put(f"{location}/diag.txt", content=b"diagnostics")
+                assert r.status_code == 201, r.text
+        finally:
+            await runtime.stop()
+    finally:
+        os.umask(old)
+    data_dir = runtime.settings.data_dir
+    modes = {
+        str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode)
+        for p in [data_dir, *data_dir.rglob("*")]
+    }
+    names = {p.rsplit("/", 1)[-1] for p in modes}
+    assert {"evota.db", "download-token.key", "upload-token.key", "uploads"} <= names
+    assert any(
+        n.endswith(".key") and n not in ("download-token.key", "upload-token.key") for n in names
+    ), names  # the audit head key
+    wrong = {
+        path: oct(mode)
+        for path, mode in modes.items()
+        if mode != (0o700 if (tmp_path / path).is_dir() else 0o600)
+    }
+    assert wrong == {}
+
+
+async def test_an_existing_world_readable_data_directory_is_tightened(tmp_path):
+    """A data directory and SQLite file an earlier version left 0755/0644 become private."""
+    import os
+    import stat
+
+    runtime = await start_runtime(tmp_path, None)
+    await runtime.stop()
+    data_dir = runtime.settings.data_dir
+    os.chmod(data_dir, 0o755)
+    os.chmod(data_dir / "evota.db", 0o644)
+    runtime = await start_runtime(tmp_path, None)
+    await runtime.stop()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data_dir / "evota.db").stat().st_mode) == 0o600

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from evota.files import private_dir
 from evota.firmware import signing
 from evota.sim.charger import SimConfig
 from evota.sim.fleet import FleetSpec, parse_fleet
@@ -46,7 +47,7 @@ def demo_keys(data_dir: Path) -> tuple[bytes, bytes, bytes]:
     keys = data_dir / "demo-keys"
     paths = [keys / n for n in ("root.cert.pem", "signing.key.pem", "signing.cert.pem")]
     if not all(p.exists() for p in paths):
-        keys.mkdir(parents=True, exist_ok=True)
+        private_dir(keys)
         ca_key, ca_cert = signing.generate_ca("Demo Firmware Root", "evota demo")
         key, cert = signing.generate_signing_key(
             "Demo Release Signing", "evota demo", ca_key=ca_key, ca_cert=ca_cert

@@ -24,6 +24,7 @@ from evota.config import Settings
 from evota.control.configuration import ConfigurationService
 from evota.control.dispatch import send_command
 from evota.control.operations import OperationRunner
+from evota.files import FILE_MODE, private_dir, private_sqlite
 from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage
 from evota.firmware.storage import LocalFirmwareStore
@@ -72,7 +73,8 @@ class Runtime:
 
     async def start(self, serve_http: bool = True) -> None:
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(s.data_dir)  # keys, database and uploads: 0700 / 0600 (evota.files)
+        private_sqlite(s.resolved_database_url())
         self.engine = db.create_engine(s.resolved_database_url())
         await db.migrate(self.engine)
         self.audit = AuditLog(self.engine, self.clock)
@@ -315,7 +317,8 @@ def _token_key(path: os.PathLike[str]) -> bytes:
     except FileNotFoundError:
         pass
     key = tokens.new_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), FILE_MODE)  # an existing (short) file keeps its mode otherwise
         f.write(key)
     return key

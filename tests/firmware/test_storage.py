@@ -83,13 +83,14 @@ async def test_layout_and_modes(store: LocalFirmwareStore) -> None:
     h = blob.sha256
     path = store.blob_dir / h[:2] / h[2:4] / h
     assert store.path_of(h) == path
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    for directory in (store.blob_dir / h[:2], store.blob_dir / h[:2] / h[2:4], store.tmp_dir):
-        assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # private to the server's user
+    dirs = (store.root, store.blob_dir / h[:2], store.blob_dir / h[:2] / h[2:4], store.tmp_dir)
+    for directory in dirs:
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
 async def test_layout_modes_ignore_umask(tmp_path: Path) -> None:
-    old = os.umask(0o077)
+    old = os.umask(0o000)  # the most permissive umask: modes must not depend on it
     try:
         store = LocalFirmwareStore(tmp_path / "fw")
         blob = await store.put(agen([b"x"]), max_bytes=1)
@@ -97,8 +98,9 @@ async def test_layout_modes_ignore_umask(tmp_path: Path) -> None:
         os.umask(old)
     path = store.path_of(blob.sha256)
     assert path is not None
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
 
 
 async def test_empty_upload(store: LocalFirmwareStore) -> None:

@@ -5,7 +5,8 @@ no operator credentials, so it is guarded by the signed token in the path
 (:mod:`evota.control.uploads`), not by login: ``PUT {location}/{filename}`` with the raw file
 as the body, or ``POST {location}`` as multipart/form-data (the first part with a file name is
 the file). Bodies are streamed to disk and cut off at ``EVOTA_UPLOAD_MAX_BYTES`` (413, nothing
-kept). Operators list and download the files with ``fleet.read`` on the charger.
+kept). One URL stores one file: uploading again with it replaces that file (a retry).
+Operators list and download the files with ``fleet.read`` on the charger.
 """
 
 from __future__ import annotations
@@ -102,7 +103,11 @@ async def _stored(
         "ok",
         target=row["id"],
         chargers=[grant.charger_id],
-        detail={k: row[k] for k in ("kind", "request_id", "filename", "size", "sha256")},
+        detail={
+            k: row[k]
+            for k in ("kind", "request_id", "filename", "size", "sha256", "replaced")
+            if k in row
+        },
     )
     return FileOut(**row)
 

@@ -7,12 +7,20 @@ are stateless; the key sits next to the firmware download key in the data direct
 format mirrors :mod:`evota.firmware.tokens` (and reuses its errors) with its own MAC domain,
 so neither kind of token can stand in for the other::
 
-    0x01 | expires_at u64 BE | kind u8 | has_request_id u8 | request_id i64 BE
-         | len u8 | charger_id | HMAC-SHA-256(key, DOMAIN || everything before)[:16]
+    0x02 | expires_at u64 BE | kind u8 | has_request_id u8 | request_id i64 BE
+         | len u8 | charger_id | nonce (8 random bytes)
+         | HMAC-SHA-256(key, DOMAIN || everything before)[:16]
+
+A token stores one file: the file id is derived from the token's MAC (:func:`upload_id`),
+so a retry of the same upload replaces that file instead of adding another, and a leaked
+URL cannot be used to fill the disk with files during its lifetime. The nonce makes every
+issued URL distinct, so two requests never share a file. (Version 1 tokens, without the
+nonce, are still accepted until they expire, also as one file each.)
 
 Files are streamed to ``data_dir/uploads/<file id>`` under a name evota chose (never the
 charger's), counted against ``upload_max_bytes`` as they arrive, and only become visible (a
-``ChargerFile`` row) once complete; a refused or broken upload leaves nothing behind.
+``ChargerFile`` row) once complete; a refused or broken upload leaves nothing behind (and
+leaves an earlier upload with the same token as it was). Files are private (0600 in 0700).
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
+from sqlalchemy.exc import IntegrityError
 
+from evota.files import FILE_MODE, private_dir
 from evota.firmware.tokens import (
     MIN_KEY_BYTES,
     TokenError,
@@ -56,14 +66,16 @@ __all__ = [
     "issue",
     "safe_filename",
     "store",
+    "upload_id",
     "upload_url",
     "verify",
 ]
 
-VERSION: Final = 1
+VERSION: Final = 2
+NONCE_BYTES: Final = 8
 TAG_BYTES: Final = 16
 KINDS: Final = ("diagnostics", "log")
-MAX_TOKEN_CHARS: Final = 4 * -(-(1 + 8 + 1 + 1 + 8 + 1 + 255 + TAG_BYTES) // 3)
+MAX_TOKEN_CHARS: Final = 4 * -(-(1 + 8 + 1 + 1 + 8 + 1 + 255 + NONCE_BYTES + TAG_BYTES) // 3)
 PREFIX: Final = "/api/v1/uploads"
 
 _DOMAIN: Final = b"evota/charger-upload-token\x00"
@@ -75,12 +87,14 @@ _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
 @dataclass(frozen=True, slots=True)
 class UploadGrant:
     """``charger_id`` may upload one ``kind`` file (for ``request_id``) until ``expires_at``
-    (Unix seconds, exclusive)."""
+    (Unix seconds, exclusive). ``upload_id`` is set by :func:`verify`: the id of the one
+    file this token may store."""
 
     charger_id: str
     kind: str
     request_id: int | None
     expires_at: int
+    upload_id: str | None = None
 
 
 class FileTooLarge(Exception):
@@ -96,8 +110,16 @@ def _tag(key: bytes, body: bytes) -> bytes:
     return hmac.new(key, _DOMAIN + body, hashlib.sha256).digest()[:TAG_BYTES]
 
 
-def issue(grant: UploadGrant, key: bytes) -> str:
-    """Sign ``grant`` into a URL-safe token; ``ValueError`` for a grant it cannot encode."""
+def upload_id(tag: bytes) -> str:
+    """The file id a token stores to: a UUID derived from its MAC (unique per token)."""
+    return str(uuid.UUID(bytes=hashlib.sha256(b"evota/upload-file\x00" + tag).digest()[:16]))
+
+
+def issue(grant: UploadGrant, key: bytes, *, nonce: bytes | None = None) -> str:
+    """Sign ``grant`` into a URL-safe token; ``ValueError`` for a grant it cannot encode.
+
+    ``nonce`` (random by default) makes each token, and so the file it stores, distinct.
+    """
     if len(key) < MIN_KEY_BYTES:
         raise ValueError(f"token key must be at least {MIN_KEY_BYTES} bytes")
     if grant.kind not in KINDS:
@@ -120,7 +142,10 @@ def issue(grant: UploadGrant, key: bytes) -> str:
         )
         + bytes([len(charger)])
         + charger
+        + (os.urandom(NONCE_BYTES) if nonce is None else nonce)
     )
+    if len(body) != _HEADER.size + 1 + len(charger) + NONCE_BYTES:
+        raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
     return base64.urlsafe_b64encode(body + _tag(key, body)).rstrip(b"=").decode("ascii")
 
 
@@ -139,14 +164,15 @@ def _decode(token: str) -> bytes:
 def verify(token: str, key: bytes, *, now: int) -> UploadGrant:
     """The grant in ``token``, or a :class:`TokenError` (invalid, expired)."""
     raw = _decode(token)
-    if len(raw) < _HEADER.size + 2 + TAG_BYTES or raw[0] != VERSION:
+    nonce_bytes = NONCE_BYTES if raw[:1] == bytes([VERSION]) else 0
+    if len(raw) < _HEADER.size + 2 + nonce_bytes + TAG_BYTES or raw[0] not in (1, VERSION):
         raise TokenInvalid("malformed")
     body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
     if not hmac.compare_digest(_tag(key, body), tag):
         raise TokenInvalid("bad signature")
     _, expires_at, kind, has_request, request_id = _HEADER.unpack_from(body)
     n = body[_HEADER.size]
-    charger = body[_HEADER.size + 1 :]
+    charger = body[_HEADER.size + 1 : len(body) - nonce_bytes]
     if kind >= len(KINDS) or len(charger) != n or n == 0:
         raise TokenInvalid("malformed")
     grant = UploadGrant(
@@ -154,6 +180,7 @@ def verify(token: str, key: bytes, *, now: int) -> UploadGrant:
         KINDS[kind],
         request_id if has_request else None,
         expires_at,
+        upload_id(tag),
     )
     if now >= expires_at:
         raise TokenExpired("expired", None)
@@ -232,17 +259,20 @@ async def store(
 ) -> dict[str, Any]:
     """Stream ``chunks`` to disk (at most ``upload_max_bytes``), then record the file.
 
-    Raises :class:`FileTooLarge` (nothing is kept) once the limit is passed.
+    The file id is the token's (``grant.upload_id``): uploading again with the same token
+    replaces the file and its row. Raises :class:`FileTooLarge` (nothing is kept, an earlier
+    upload stays) once the limit is passed.
     """
     limit = rt.settings.upload_max_bytes
-    file_id = str(uuid.uuid4())
+    file_id = grant.upload_id or str(uuid.uuid4())
     final = path_of(rt, file_id)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    part = final.with_suffix(".part")
+    private_dir(final.parent)
+    part = final.with_name(f"{final.name}.{uuid.uuid4().hex}.part")  # concurrent retries
     digest = hashlib.sha256()
     size = 0
     try:
-        with part.open("wb") as f:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
@@ -264,8 +294,16 @@ async def store(
         "created_at": rt.clock.now(),
     }
     try:
-        async with rt.engine.begin() as conn:
-            await conn.execute(insert(ChargerFile).values(**row))
+        try:
+            async with rt.engine.begin() as conn:
+                await conn.execute(insert(ChargerFile).values(**row))
+        except IntegrityError:  # a retry with the same token: the new file replaced the old
+            async with rt.engine.begin() as conn:
+                values = {k: v for k, v in row.items() if k != "id"}
+                await conn.execute(
+                    update(ChargerFile).where(ChargerFile.id == file_id).values(**values)
+                )
+            row["replaced"] = True
     except BaseException:
         final.unlink(missing_ok=True)
         raise

@@ -37,8 +37,8 @@ __all__ = [
 _T = TypeVar("_T")
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_FILE_MODE = 0o644
-_DIR_MODE = 0o755
+_FILE_MODE = 0o600  # only the server reads blobs (the download listener is in-process)
+_DIR_MODE = 0o700
 _MiB = 1024 * 1024
 
 
@@ -172,7 +172,7 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 
 def _make_dirs(path: Path, stop: Path) -> None:
-    """Create ``path`` and missing parents below ``stop`` with mode 0755 regardless of umask."""
+    """Create ``path`` and missing parents below ``stop`` with mode 0700 regardless of umask."""
     missing: list[Path] = []
     current = path
     while current != stop and not current.is_dir():
@@ -278,6 +278,7 @@ class LocalFirmwareStore:
         self._write_batch = write_batch_bytes
         self._read_chunk = read_chunk_bytes
         self.root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(self.root, _DIR_MODE)  # regardless of umask; tightens an older 0755 store
         _make_dirs(self.tmp_dir, self.root)
         _make_dirs(self.blob_dir, self.root)
 

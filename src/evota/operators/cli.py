@@ -104,11 +104,13 @@ async def _add_offline(
 
     from evota.audit.log import Actor, AuditLog
     from evota.clock import SystemClock
+    from evota.files import private_dir, private_sqlite
     from evota.operators import users
     from evota.store import db
 
     if not settings.database_url:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
+    private_sqlite(settings.resolved_database_url())
     engine = db.create_engine(settings.resolved_database_url())
     clock = SystemClock()
     try:
