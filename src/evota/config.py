@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,29 @@ class Settings(BaseSettings):
     pending_interval: int = Field(60, ge=5, description="seconds before a Pending charger retries")
     call_timeout: float = Field(30.0, gt=0, description="seconds to wait for a CALL's answer")
     max_message_size: int = Field(256 * 1024, ge=1024)
+    # Unauthenticated charger connections (evota.gateway.limits, docs/ocpp.md)
+    ocpp_handshake_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="seconds from accept to a completed, authenticated upgrade (a total "
+        "deadline, not an idle timeout)",
+    )
+    ocpp_max_preauth: int = Field(
+        512, ge=1, description="connections not yet upgraded and authenticated, in total"
+    )
+    ocpp_max_preauth_per_address: int = Field(
+        32, ge=1, description="the same per source address (IPv6: per /64); below the total"
+    )
+    charger_auth_failures_per_id: int = Field(
+        10, ge=1, description="failed charger authentications per identity per window"
+    )
+    charger_auth_failures_per_address: int = Field(
+        50, ge=1, description="failed charger authentications per source address per window"
+    )
+    charger_auth_failure_window_seconds: float = Field(
+        60.0, gt=0, le=86400, description="sliding window of the two limits above (seconds)"
+    )
     last_seen_flush_seconds: float = Field(5.0, gt=0)
     write_interval: float = Field(
         0.25, gt=0, le=5, description="seconds between batched writes of charger reports"
@@ -108,6 +131,14 @@ class Settings(BaseSettings):
         5, ge=0, description="failed logins per username or client address before an alert"
     )
     alert_failed_logins_window_minutes: float = Field(15, gt=0)
+
+    @field_validator("ocpp_max_preauth_per_address")
+    @classmethod
+    def _preauth_per_address(cls, value: int, info: ValidationInfo) -> int:
+        total = info.data.get("ocpp_max_preauth")
+        if total is not None and value > total:
+            raise ValueError(f"must not exceed ocpp_max_preauth ({total})")
+        return value
 
     @field_validator("alert_allowed_hours")
     @classmethod

@@ -17,6 +17,7 @@ import uvicorn
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from evota.audit import anomalies
 from evota.audit.alerts import AlertMonitor, thresholds_from
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
@@ -29,6 +30,7 @@ from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage
 from evota.firmware.storage import LocalFirmwareStore
 from evota.fleet.service import FleetService
+from evota.gateway.limits import AuthFailures, Exhausted
 from evota.gateway.server import Gateway
 from evota.operators import four_eyes
 from evota.operators.approvals import Approvals
@@ -101,7 +103,18 @@ class Runtime:
         )
         self.fleet.writer.start()
         self.gateway = Gateway(
-            self.fleet, call_timeout=s.call_timeout, max_message_size=s.max_message_size
+            self.fleet,
+            call_timeout=s.call_timeout,
+            max_message_size=s.max_message_size,
+            handshake_timeout=s.ocpp_handshake_timeout,
+            max_preauth=s.ocpp_max_preauth,
+            max_preauth_per_address=s.ocpp_max_preauth_per_address,
+            auth_failures=AuthFailures(
+                s.charger_auth_failures_per_id,
+                s.charger_auth_failures_per_address,
+                s.charger_auth_failure_window_seconds,
+            ),
+            on_auth_failures=self._charger_auth_alert,
         )
         self.ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
         await self._start_firmware()
@@ -195,6 +208,22 @@ class Runtime:
 
         for module in (campaigns, chargers, firmware):
             module.register_approvals(self)
+
+    async def _charger_auth_alert(self, filled: Exhausted) -> None:
+        """Failed charger keys filled a window: a security event for the operators."""
+        client = filled.subject.startswith("client:")
+        what = f"source {filled.subject[7:]}" if client else f"charger {filled.subject}"
+        await self.alerts.raise_alert(
+            anomalies.Alert(
+                anomalies.CHARGER_AUTH_FAILURES,
+                filled.subject,
+                self.clock.now(),
+                f"{filled.failures} failed authentications for {what} within "
+                f"{filled.window:g} s; further attempts are refused for now",
+                chargers=() if client else (filled.subject,),
+                detail={"failures": filled.failures, "window_seconds": filled.window},
+            )
+        )
 
     def _ready(self, charger_id: str) -> bool:
         conn = self.gateway.connections.get(charger_id)

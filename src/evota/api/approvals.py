@@ -3,6 +3,7 @@ must wait for a second operator (202 with ``state: awaiting_approval``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -11,15 +12,22 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from evota.api.deps import Principal, RuntimeDep, authorize_charger, authorize_chargers, require
-from evota.api.pages import fetch_page
+from evota.api.deps import (
+    Principal,
+    RuntimeDep,
+    authorize_charger,
+    authorize_chargers,
+    charger_places,
+    require,
+)
 from evota.api.params import Limit, Offset, Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
 from evota.operators import four_eyes
 from evota.operators.approvals import ApprovalError
+from evota.operators.permissions import ChargerPlace
 from evota.runtime import Runtime
-from evota.store.models import Approval, Operation
+from evota.store.models import Approval, Operation, Site
 
 router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"], responses=AUTHENTICATED)
 STATES = ("pending", "approved", "executed", "failed", "rejected", "expired", "withdrawn")
@@ -67,6 +75,11 @@ class ApprovalOut(BaseModel):
     decided_at: datetime | None
     decision_note: str | None
     result: dict[str, Any]
+    details_hidden: bool = Field(
+        False,
+        description="payload and result left out: the caller may see the request but not do "
+        "its action",
+    )
 
 
 class DecisionIn(BaseModel):
@@ -76,7 +89,7 @@ class DecisionIn(BaseModel):
     note: str | None = Field(None, max_length=1000)
 
 
-_SECRET = {"auth_salt", "auth_hash"}
+_SECRET = {"auth_salt", "auth_hash", "password", "password_hash"}
 
 
 def _redact(value: Any) -> Any:
@@ -85,9 +98,12 @@ def _redact(value: Any) -> Any:
     return value
 
 
-def _out(rt: Runtime, row: Any) -> dict[str, Any]:
+def _out(rt: Runtime, row: Any, seen: four_eyes.Visibility) -> dict[str, Any]:
     data = dict(row._mapping)
-    data["payload"] = _redact(data.get("payload") or {})
+    data["payload"] = _redact(data.get("payload") or {}) if seen.details else {}
+    if not seen.details:
+        data["result"] = {}
+    data["details_hidden"] = not seen.details
     pending = four_eyes.Pending(row.id, row.action, row.requested_by, row.state, row.expires_at)
     data["state"] = four_eyes.state_at(pending, rt.clock.now())
     return data
@@ -117,14 +133,15 @@ async def awaiting(
 @router.get("", response_model=Page[ApprovalOut])
 async def list_approvals(
     rt: RuntimeDep,
-    _who: Principal = require("fleet.read"),
+    who: Principal = require("fleet.read"),
     state: str | None = text("one of " + ", ".join(STATES), 16),
     action: str | None = text("e.g. campaign.start, operation.start", 64),
     requested_by: str | None = text("who asked", 100),
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    """Requests, newest first (``state=pending``: the inbox)."""
+    """Requests the caller could see the target of, newest first (``state=pending``: the
+    inbox); payload and result only where the caller holds the action's permission."""
     if state is not None and state not in STATES:
         raise Problem(422, "Invalid request", f"unknown state {state!r}", "state")
     query = select(Approval)
@@ -142,27 +159,72 @@ async def list_approvals(
         )
     elif state is not None:
         query = query.where(Approval.state == state)
-    total, rows = await fetch_page(rt.engine, query, Approval.created_at.desc(), limit, offset)
+    async with rt.engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(Approval.created_at.desc()))).all()
+    # Filtered here, not in SQL: whether a request is visible depends on its target's place.
+    seen = await visibilities(rt, who, rows)
+    visible = [(r, v) for r, v in zip(rows, seen, strict=True) if v.listed]
     return {
-        "items": [_out(rt, r) for r in rows],
-        "total": total,
+        "items": [_out(rt, r, v) for r, v in visible[offset : offset + limit]],
+        "total": len(visible),
         "limit": limit,
         "offset": offset,
     }
 
 
-async def _load(rt: Runtime, approval_id: str) -> Any:
+def _charger_ids(row: Any, operations: dict[str, list[str]]) -> list[str] | None:
+    """The chargers a charger-level request acts on (None: a fleet-wide target)."""
+    payload = row.payload or {}
+    if four_eyes.READ_FOR.get(row.action) != "fleet.read":
+        return None
+    if "charger_id" in payload:
+        return [str(payload["charger_id"])]
+    return operations.get(str(payload.get("operation_id")), [])
+
+
+async def visibilities(
+    rt: Runtime, who: Principal, rows: Sequence[Any]
+) -> list[four_eyes.Visibility]:
+    """What ``who`` may see of each request (see :func:`four_eyes.visibility`)."""
+    op_ids = {
+        str((r.payload or {}).get("operation_id"))
+        for r in rows
+        if r.action == "operation.start" and (r.payload or {}).get("operation_id")
+    }
+    operations: dict[str, list[str]] = {}
+    if op_ids:
+        async with rt.engine.connect() as conn:
+            found = await conn.execute(
+                select(Operation.id, Operation.charger_ids).where(Operation.id.in_(sorted(op_ids)))
+            )
+            operations = {o.id: list(o.charger_ids or []) for o in found}
+    wanted = {c for r in rows for c in (_charger_ids(r, operations) or [])}
+    places = await charger_places(rt, wanted)
+    out = []
+    for r in rows:
+        ids = _charger_ids(r, operations)
+        targets: list[ChargerPlace] | None = None
+        if ids:
+            targets = [places[c] for c in ids if c in places] or None
+        out.append(four_eyes.visibility(who.grants, r.action, targets, who.site_limit))
+    return out
+
+
+async def _load(rt: Runtime, approval_id: str, who: Principal) -> tuple[Any, four_eyes.Visibility]:
+    """The request and what ``who`` may see of it; 404 also when its target is out of sight."""
     row = await rt.approvals.get(approval_id)
-    if row is None:
+    seen = (await visibilities(rt, who, [row]))[0] if row is not None else None
+    if row is None or seen is None or not seen.listed:
         raise Problem(404, "Unknown approval", f"no approval {approval_id!r}", "approval_id")
-    return row
+    return row, seen
 
 
 @router.get("/{approval_id}", response_model=ApprovalOut, responses=problems(404))
 async def get_approval(
-    approval_id: Uuid, rt: RuntimeDep, _who: Principal = require("fleet.read")
+    approval_id: Uuid, rt: RuntimeDep, who: Principal = require("fleet.read")
 ) -> dict[str, Any]:
-    return _out(rt, await _load(rt, approval_id))
+    """One request (404 if the caller could not see its target)."""
+    return _out(rt, *await _load(rt, approval_id, who))
 
 
 async def _may_decide(rt: Runtime, who: Principal, row: Any) -> None:
@@ -170,7 +232,16 @@ async def _may_decide(rt: Runtime, who: Principal, row: Any) -> None:
     permission = four_eyes.PERMISSION_FOR.get(row.action, "approval.decide")
     payload = row.payload or {}
     if "charger_id" in payload:
-        await authorize_charger(rt, who, permission, payload["charger_id"])
+        place = await authorize_charger(rt, who, permission, payload["charger_id"])
+        changes = payload.get("changes") or {}
+        if "site_id" in changes:  # the change also moves the charger: scope over both ends
+            async with rt.engine.connect() as conn:
+                region = (
+                    await conn.execute(select(Site.region).where(Site.id == changes["site_id"]))
+                ).scalar()
+            who.check(
+                "charger.write", ChargerPlace(place.id, changes["site_id"], region, place.tags)
+            )
     elif row.action == "operation.start":
         async with rt.engine.connect() as conn:
             ids = (
@@ -194,7 +265,7 @@ async def _may_decide(rt: Runtime, who: Principal, row: Any) -> None:
 async def _decide(
     rt: Runtime, who: Principal, approval_id: str, approve: bool, body: DecisionIn | None
 ) -> dict[str, Any]:
-    row = await _load(rt, approval_id)
+    row, _seen = await _load(rt, approval_id, who)
     await _may_decide(rt, who, row)
     try:
         await rt.approvals.decide(approval_id, who.actor, approve, body.note if body else None)
@@ -203,7 +274,7 @@ async def _decide(
         raise Problem(
             status, "Decision refused", str(exc), "approval_id", reason=exc.reason
         ) from None
-    return _out(rt, await _load(rt, approval_id))
+    return _out(rt, *await _load(rt, approval_id, who))
 
 
 _DECIDE = problems(404, 409)

@@ -13,10 +13,10 @@ from evota.api.deps import (
     Principal,
     RuntimeDep,
     authorize_charger,
+    has_tag,
     require,
     scope_filter,
 )
-from evota.api.deps import _has_tag as has_tag
 from evota.api.pages import fetch_page
 from evota.api.params import ChargerId, Limit, Offset, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
@@ -33,6 +33,7 @@ from evota.api.schemas import (
 from evota.audit.log import Actor
 from evota.fleet.events import Registration
 from evota.gateway import auth
+from evota.operators import four_eyes
 from evota.operators.permissions import ChargerPlace
 from evota.runtime import Runtime
 from evota.store.models import Charger, ChargerEvent, Connector, Site
@@ -187,8 +188,9 @@ async def update_charger(
 ) -> Any:
     """Accept or reject a charger, move it to a site, retag it or rotate its key.
 
-    Rejecting (disabling) a charger and rotating its key wait for a second operator (202)
-    when ``charger.disable`` / ``charger.credentials`` need approval (the default).
+    Taking a charger out of service (registration ``Rejected`` or ``Pending``) and rotating
+    its key wait for a second operator (202) when ``charger.disable`` /
+    ``charger.credentials`` need approval (the default).
     """
     place = await authorize_charger(rt, who, "charger.write", charger_id)
     changes = body.model_dump(exclude_unset=True)
@@ -202,11 +204,7 @@ async def update_charger(
     if key is not None:
         who.check("charger.credentials", place)
         changes["auth_salt"], changes["auth_hash"] = auth.hash_key(key)
-    actions = []
-    if changes.get("registration") == "Rejected":
-        actions.append("charger.disable")
-    if key is not None:
-        actions.append("charger.credentials")
+    actions = four_eyes.charger_change_actions(changes)
     gated = [a for a in actions if rt.approvals.required(a)]
     if gated:
         shown = sorted(k for k in changes if k not in ("auth_salt", "auth_hash"))

@@ -10,7 +10,6 @@ not reveal which chargers exist).
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -19,13 +18,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import String, cast, false, or_, select, true, update
+from sqlalchemy import false, or_, select, true, update
 from sqlalchemy.sql import Select
 
 from evota.api.problems import Problem
 from evota.audit.log import Actor
 from evota.operators import permissions as perms
 from evota.runtime import Runtime, token_hash
+from evota.store.jsonlist import json_list_has
 from evota.store.models import ApiToken, Charger, Grant, LoginSession, Site, User
 
 _bearer = HTTPBearer(auto_error=False, description="An evota API token or login token")
@@ -284,16 +284,11 @@ async def authorize_charger(
     return place
 
 
-async def authorize_chargers(
-    rt: Runtime, who: Principal, permission: str, charger_ids: Iterable[str]
-) -> list[str]:
-    """The ids in ``charger_ids`` that ``who`` may not apply ``permission`` to."""
+async def charger_places(rt: Runtime, charger_ids: Iterable[str]) -> dict[str, perms.ChargerPlace]:
+    """The places of those of ``charger_ids`` that exist."""
     ids = list(dict.fromkeys(charger_ids))
-    if not ids:
-        return []
-    denied: list[str] = []
+    found: dict[str, perms.ChargerPlace] = {}
     async with rt.engine.connect() as conn:
-        found: dict[str, perms.ChargerPlace] = {}
         for i in range(0, len(ids), 500):
             rows = (
                 await conn.execute(
@@ -304,6 +299,18 @@ async def authorize_chargers(
             ).all()
             for r in rows:
                 found[r.id] = perms.ChargerPlace(r.id, r.site_id, r.region, frozenset(r.tags or ()))
+    return found
+
+
+async def authorize_chargers(
+    rt: Runtime, who: Principal, permission: str, charger_ids: Iterable[str]
+) -> list[str]:
+    """The ids in ``charger_ids`` that ``who`` may not apply ``permission`` to."""
+    ids = list(dict.fromkeys(charger_ids))
+    if not ids:
+        return []
+    denied: list[str] = []
+    found = await charger_places(rt, ids)
     for cid in ids:
         place = found.get(cid)
         if place is None or not who.can(permission, place):
@@ -329,15 +336,52 @@ def scope_filter(
                 Charger.site_id.in_(select(Site.id).where(Site.region.in_(sorted(g.scope.regions))))
             )
         for tag in sorted(g.scope.tags):
-            clauses.append(_has_tag(tag))
+            clauses.append(has_tag(tag))
     cond = or_(*clauses) if clauses else false()
     return lambda q: q.where(cond).where(limit)
 
 
-def _has_tag(tag: str) -> Any:
-    """JSON array membership that works on SQLite and PostgreSQL: tags are stored as a JSON
-    list of strings, so the serialized form contains ``"tag"`` exactly when it is a member."""
-    return cast(Charger.tags, String).contains(json.dumps(tag))
+async def authorize_site(
+    rt: Runtime, who: Principal, permission: str, site_id: str, field: str = "site_id"
+) -> perms.ChargerPlace:
+    """The site's place if ``who`` may apply ``permission`` to it; 404 if it does not exist
+    or is outside every scope that could read it (as for chargers), 403 if readable but not
+    allowed."""
+    async with rt.engine.connect() as conn:
+        row = (await conn.execute(select(Site.id, Site.region).where(Site.id == site_id))).first()
+    place = perms.site_place(row.id, row.region) if row is not None else None
+    if place is None or not who.can("fleet.read", place):
+        raise Problem(404, "Unknown site", f"no site with id {site_id!r}", field)
+    check_site(who, permission, place)
+    return place
+
+
+def check_site(who: Principal, permission: str, place: perms.ChargerPlace) -> None:
+    """403 unless ``who`` holds ``permission`` on the site ``place``."""
+    who._check_mfa(permission)
+    if not who.can(permission, place):
+        raise who._forbidden(permission, f" for site {place.site_id}")
+
+
+def site_filter(who: Principal, permission: str = "fleet.read") -> Any:
+    """A condition on ``sites`` admitting the sites ``who`` holds ``permission`` on (by site
+    id or region; tag scopes cover no site)."""
+    grants = [g for g in who.grants if permission in g.permissions]
+    limit: Any = Site.id.in_(sorted(who.site_limit)) if who.site_limit else true()
+    if any(g.scope.unlimited for g in grants):
+        return limit
+    clauses = []
+    for g in grants:
+        if g.scope.sites:
+            clauses.append(Site.id.in_(sorted(g.scope.sites)))
+        if g.scope.regions:
+            clauses.append(Site.region.in_(sorted(g.scope.regions)))
+    return (or_(*clauses) if clauses else false()) & limit
+
+
+def has_tag(tag: str) -> Any:
+    """The charger carries exactly ``tag`` (no LIKE: ``_`` and ``%`` are not wildcards)."""
+    return json_list_has(Charger.tags, tag)
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]

@@ -694,7 +694,19 @@ _CHANGE = problems(404, 409)
 async def change_state(
     firmware_id: Uuid, body: StateIn, rt: RuntimeDep, _who: Principal = require("firmware.write")
 ) -> FirmwareDetail:
-    """Move an image through its lifecycle (see docs/firmware.md for the allowed moves)."""
+    """Move an image through its lifecycle (see docs/firmware.md for the allowed moves).
+
+    Revoking has its own route, ``POST /firmware/{id}/revoke``, which waits for a second
+    operator: one path per action, so four eyes cannot be sidestepped here (422).
+    """
+    if body.state == "revoked":
+        raise Problem(
+            422,
+            "Use the revoke route",
+            f"revoke with POST /api/v1/firmware/{firmware_id}/revoke (it may need a second "
+            "operator's approval)",
+            "state",
+        )
     return await _transition(rt, firmware_id, body.state, body.reason)
 
 

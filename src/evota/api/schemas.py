@@ -10,9 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic.json_schema import SkipJsonSchema
 
 from evota.gateway import auth
+from evota.ocpp import identity
 
 Identity = Annotated[
-    str, StringConstraints(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9._\-*@+|]+$")
+    str,
+    StringConstraints(min_length=1, max_length=identity.MAX_LENGTH, pattern=identity.PATTERN),
 ]
 SiteId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")

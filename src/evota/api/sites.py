@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
 from fastapi import APIRouter, Response
-from sqlalchemy import String, cast, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from evota.api.deps import Principal, RuntimeDep, require
+from evota.api.deps import (
+    Principal,
+    RuntimeDep,
+    authorize_site,
+    check_site,
+    require,
+    site_filter,
+)
 from evota.api.pages import fetch_page
 from evota.api.params import Limit, Offset, SitePath, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page, SiteIn, SiteOut, SitePatch
+from evota.operators import permissions as perms
 from evota.runtime import Runtime
+from evota.store.jsonlist import json_list_has
 from evota.store.models import Charger, Site
 
 router = APIRouter(prefix="/api/v1/sites", tags=["sites"], responses=AUTHENTICATED)
@@ -23,10 +31,13 @@ router = APIRouter(prefix="/api/v1/sites", tags=["sites"], responses=AUTHENTICAT
 
 @router.post("", status_code=201, response_model=SiteOut, responses=problems(409))
 async def create_site(
-    body: SiteIn, rt: RuntimeDep, _who: Principal = require("charger.write")
+    body: SiteIn, rt: RuntimeDep, who: Principal = require("charger.write")
 ) -> SiteOut:
-    """Create a site; without ``id`` evota makes one up (``site-`` and 8 hex digits)."""
+    """Create a site; without ``id`` evota makes one up (``site-`` and 8 hex digits).
+
+    A scoped caller may create sites only inside its scope (its sites or regions): 403."""
     site_id = body.id or "site-" + secrets.token_hex(4)
+    check_site(who, "charger.write", perms.site_place(site_id, body.region))
     values = {**body.model_dump(), "id": site_id, "created_at": rt.clock.now()}
     try:
         async with rt.engine.begin() as conn:
@@ -39,19 +50,19 @@ async def create_site(
 @router.get("", response_model=Page[SiteOut])
 async def list_sites(
     rt: RuntimeDep,
-    _who: Principal = require("fleet.read"),
+    who: Principal = require("fleet.read"),
     region: str | None = text("exact region"),
     tag: str | None = text("sites with this tag", 64),
     q: str | None = text("id or name contains (case-insensitive)", 100),
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[SiteOut]:
-    """Sites by id."""
-    query = select(Site)
+    """The sites the caller can see (its sites and regions), by id."""
+    query = select(Site).where(site_filter(who))
     if region:
         query = query.where(Site.region == region)
     if tag:
-        query = query.where(cast(Site.tags, String).contains(json.dumps(tag), autoescape=True))
+        query = query.where(json_list_has(Site.tags, tag))
     if q:
         needle = q.lower()
         query = query.where(
@@ -73,18 +84,28 @@ async def _load(rt: Runtime, site_id: str) -> SiteOut:
 
 @router.get("/{site_id}", response_model=SiteOut, responses=problems(404))
 async def get_site(
-    site_id: SitePath, rt: RuntimeDep, _who: Principal = require("fleet.read")
+    site_id: SitePath, rt: RuntimeDep, who: Principal = require("fleet.read")
 ) -> SiteOut:
+    """One site; outside the caller's scope it reads as unknown (404)."""
+    await authorize_site(rt, who, "fleet.read", site_id)
     return await _load(rt, site_id)
 
 
 @router.patch("/{site_id}", response_model=SiteOut, responses=problems(404))
 async def update_site(
-    site_id: SitePath, body: SitePatch, rt: RuntimeDep, _who: Principal = require("charger.write")
+    site_id: SitePath, body: SitePatch, rt: RuntimeDep, who: Principal = require("charger.write")
 ) -> SiteOut:
-    """Rename a site, change its timezone (maintenance windows follow it), region or tags."""
-    await _load(rt, site_id)
+    """Rename a site, change its timezone (maintenance windows follow it), region or tags.
+
+    Needs ``charger.write`` on the site; moving it to another region needs it there too."""
+    before = await authorize_site(rt, who, "charger.write", site_id)
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+    if "region" in changes:
+        after = perms.site_place(site_id, changes["region"])
+        if not perms.site_change_allowed(
+            who.grants, "charger.write", before, after, who.site_limit
+        ):
+            check_site(who, "charger.write", after)
     if changes:
         async with rt.engine.begin() as conn:
             await conn.execute(update(Site).where(Site.id == site_id).values(**changes))
@@ -93,10 +114,10 @@ async def update_site(
 
 @router.delete("/{site_id}", status_code=204, response_class=Response, responses=problems(404, 409))
 async def delete_site(
-    site_id: SitePath, rt: RuntimeDep, _who: Principal = require("charger.write")
+    site_id: SitePath, rt: RuntimeDep, who: Principal = require("charger.write")
 ) -> Response:
     """Delete a site no charger stands at (409 names how many still do)."""
-    await _load(rt, site_id)
+    await authorize_site(rt, who, "charger.write", site_id)
     async with rt.engine.begin() as conn:
         count = (
             await conn.execute(

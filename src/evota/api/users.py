@@ -7,10 +7,13 @@ changed, never with a password.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
+from evota.api.approvals import AWAITING, awaiting
 from evota.api.auth import policy, problem
 from evota.api.deps import Principal, PrincipalDep, RuntimeDep, require
 from evota.api.operator_schemas import (
@@ -24,8 +27,10 @@ from evota.api.operator_schemas import (
 from evota.api.params import Limit, Name, Offset, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
+from evota.audit.log import Actor
+from evota.operators import four_eyes
 from evota.operators import users as svc
-from evota.operators.permissions import Scope
+from evota.operators.permissions import RoleGrant, Scope
 from evota.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=AUTHENTICATED)
@@ -61,22 +66,79 @@ def _scope_detail(out: UserOut) -> dict[str, Any]:
     return {"roles": out.roles, "scopes": out.scopes.model_dump()}
 
 
-@router.post("", status_code=201, response_model=UserOut, responses=problems(409))
+def _grant_needs_approval(
+    rt: Runtime, who: Principal, before: list[RoleGrant], after: list[RoleGrant]
+) -> bool:
+    """Whether a grant must wait for a second user admin (``user.grant``): it gives approval
+    power the user did not have. The bootstrap token (break-glass, the root of trust that
+    sets up the first operators) grants at once."""
+    return (
+        who.kind != "admin"
+        and rt.approvals.required("user.grant")
+        and four_eyes.grants_approval_power(before, after)
+    )
+
+
+def _grant_payload(username: str, roles: list[str], scope: Scope, **extra: Any) -> dict[str, Any]:
+    return {
+        "username": username,
+        "roles": roles,
+        "scopes": {
+            "sites": sorted(scope.sites),
+            "regions": sorted(scope.regions),
+            "tags": sorted(scope.tags),
+        },
+        **extra,
+    }
+
+
+@router.post("", status_code=201, response_model=UserOut, responses={**AWAITING, **problems(409)})
 async def create_user(
     body: UserIn, request: Request, rt: RuntimeDep, who: Principal = require("user.admin")
-) -> UserOut:
+) -> Any:
     """Create a user with roles (and optionally a scope for them). The password must pass
-    the policy: at least 12 characters, not the username, not a well-known password."""
+    the policy: at least 12 characters, not the username, not a well-known password.
+
+    Roles that can decide approvals (operator, firmware_manager, security_admin) wait for a
+    second user admin (202, ``user.grant``): the account is created at once with the other
+    roles (possibly none), so a user admin cannot make a second account to approve its own
+    requests."""
     scope = body.scopes.scope() if body.scopes else Scope()
+    wanted = [RoleGrant(r, scope) for r in body.roles]
+    gated = _grant_needs_approval(rt, who, [], wanted)
+    now_roles = [g.role for g in wanted if g not in four_eyes.approval_power(wanted)]
     try:
         view = await svc.create_user(
-            rt.engine, rt.clock.now(), body.username, body.password, body.roles, scope
+            rt.engine,
+            rt.clock.now(),
+            body.username,
+            body.password,
+            body.roles,
+            scope,
+            grant_now=now_roles if gated else None,
         )
     except svc.UserError as exc:
         raise problem(exc) from None
     out = user_out(view)
     await _audit(rt, request, who, "user.create", out.username, **_scope_detail(out))
-    return out
+    if not gated:
+        return out
+    answer = await awaiting(
+        rt,
+        who,
+        "user.grant",
+        f"grant {', '.join(body.roles)} to new user {out.username}",
+        _grant_payload(out.username, list(body.roles), scope),
+        f"new user {out.username}",
+    )
+    return _with_user(answer, out)
+
+
+def _with_user(answer: JSONResponse, out: UserOut) -> JSONResponse:
+    """The 202 answer, with the user as it is until the grant is approved."""
+    data = json.loads(bytes(answer.body))
+    data["user"] = out.model_dump(mode="json")
+    return JSONResponse(data, status_code=202)
 
 
 @router.get("", response_model=Page[UserOut])
@@ -112,24 +174,48 @@ def _not_yourself(who: Principal, username: str) -> None:
 _CHANGE = problems(404, 409)
 
 
-@router.patch("/{username}", response_model=UserOut, responses=_CHANGE)
+@router.patch("/{username}", response_model=UserOut, responses={**AWAITING, **_CHANGE})
 async def update_user(
     username: Name,
     body: UserPatch,
     request: Request,
     rt: RuntimeDep,
     who: Principal = require("user.admin"),
-) -> UserOut:
-    """Change roles, scopes (rewritten for every role) or the disabled flag."""
+) -> Any:
+    """Change roles, scopes (rewritten for every role) or the disabled flag.
+
+    A change that gives approval power (a role that decides approvals, or such a role on a
+    wider scope), also to yourself, waits for a second user admin (202, ``user.grant``)."""
     if body.disabled:
         _not_yourself(who, username)
+    scope = body.scopes.scope() if body.scopes is not None else None
+    if body.roles is not None or scope is not None:
+        try:
+            current = await svc.get_user(rt.engine, username)
+        except svc.UserError as exc:
+            raise problem(exc) from None
+        if body.roles is not None and (bad := svc.role_problem(body.roles)):
+            raise Problem(422, "Invalid roles", bad, "roles")
+        roles = list(body.roles) if body.roles is not None else current.roles
+        new_scope = scope if scope is not None else svc.common_scope(current)
+        wanted = [RoleGrant(r, new_scope) for r in roles]
+        if _grant_needs_approval(rt, who, list(current.grants), wanted):
+            request.state.audited = True  # the approval request is the audit entry
+            return await awaiting(
+                rt,
+                who,
+                "user.grant",
+                f"grant {', '.join(roles)} to {current.username}",
+                _grant_payload(current.username, roles, new_scope, disabled=body.disabled),
+                f"role change of {current.username}",
+            )
     try:
         view = await svc.update_user(
             rt.engine,
             rt.clock.now(),
             username,
             roles=body.roles,
-            scope=body.scopes.scope() if body.scopes is not None else None,
+            scope=scope,
             disabled=body.disabled,
         )
     except svc.UserError as exc:
@@ -147,6 +233,36 @@ async def update_user(
         disabled=out.disabled,
     )
     return out
+
+
+def register_approvals(rt: Runtime) -> None:
+    """A grant of approval power, once a second user admin approved it."""
+
+    async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
+        scopes = payload.get("scopes") or {}
+        scope = Scope(
+            frozenset(scopes.get("sites") or ()),
+            frozenset(scopes.get("regions") or ()),
+            frozenset(scopes.get("tags") or ()),
+        )
+        view = await svc.update_user(
+            rt.engine,
+            rt.clock.now(),
+            payload["username"],
+            roles=payload["roles"],
+            scope=scope,
+            disabled=payload.get("disabled"),
+        )
+        await rt.audit.record(
+            approver,
+            "user.update",
+            "ok",
+            target=view.username,
+            detail={"roles": view.roles, "scopes": scopes, "approved": True},
+        )
+        return {"username": view.username, "roles": view.roles}
+
+    rt.approvals.register("user.grant", execute)
 
 
 @router.post("/{username}/disable", response_model=UserOut, responses=_CHANGE)

@@ -79,6 +79,11 @@ class AlertMonitor:
         for alert in alerts:
             await self._raise(alert)
 
+    async def raise_alert(self, alert: anomalies.Alert) -> int:
+        """Raise an alert decided outside the audit rules (the gateway's failed charger keys);
+        the caller keeps its own quiet period."""
+        return await self._raise(alert)
+
     async def _raise(self, alert: anomalies.Alert) -> int:
         detail = {"subject": alert.subject, **alert.detail}
         if alert.chargers:
@@ -130,7 +135,7 @@ class AlertMonitor:
                 )
             ).all()
         for row in raised:
-            if row.rule in anomalies.RULES:
+            if row.rule in anomalies.AUDIT_RULES:
                 state = anomalies.fired(state, row.rule, row.subject, row.created_at)
         self.state = anomalies.prune(state, now)
         log.info("alert windows rebuilt", entries=replayed, alerts=len(raised))

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from evota.api.approvals import visibilities
 from evota.api.deps import Principal, scope_filter
 from evota.console.overview import Release, VersionCount
 from evota.runtime import Runtime
@@ -128,13 +129,16 @@ async def badges(rt: Runtime, who: Principal, now: datetime) -> Badges:
                     select(func.count()).select_from(Alert).where(Alert.acknowledged_at.is_(None))
                 )
             ).scalar()
-        approvals = (
+        pending = (
             await conn.execute(
-                select(func.count())
-                .select_from(Approval)
-                .where(Approval.state == "pending", Approval.expires_at > now)
+                select(Approval.action, Approval.payload).where(
+                    Approval.state == "pending", Approval.expires_at > now
+                )
             )
-        ).scalar()
+        ).all()
+    # The same filter as the approvals list: only requests whose target the operator can see.
+    approvals = sum(1 for v in await visibilities(rt, who, list(pending)) if v.listed)
+    async with rt.engine.connect() as conn:
         campaigns = None
         if who.can("campaign.read"):
             campaigns = (

@@ -452,8 +452,19 @@ def revoke(
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Revoke an image for good: downloads stop and pending update jobs are cancelled."""
-    _transition(url, token, firmware_id, "revoked", reason, as_json)
+    """Revoke an image for good: downloads stop and pending update jobs are cancelled.
+
+    Usually waits for a second operator's approval (``evota approval list``)."""
+    fw = api(url, token, "POST", _fw_path(firmware_id, "/revoke"), json={"reason": reason})
+    if as_json:
+        return print_json(fw)
+    if fw.get("state") == "awaiting_approval":
+        typer.echo(
+            f"{firmware_id}: revocation waits for a second operator "
+            f"(approval {fw['approval_id']}; evota approval list)"
+        )
+        return
+    typer.echo(_summary(fw))
 
 
 @app.command("vendor")

@@ -46,7 +46,10 @@ class _Handlers:
 
 
 def _pending(row: Any) -> four_eyes.Pending:
-    return four_eyes.Pending(row.id, row.action, row.requested_by, row.state, row.expires_at)
+    subject = (row.payload or {}).get("username") if row.action == "user.grant" else None
+    return four_eyes.Pending(
+        row.id, row.action, row.requested_by, row.state, row.expires_at, subject
+    )
 
 
 class Approvals:

@@ -8,9 +8,11 @@ expired whatever anyone says, so an approval cannot revive a stale change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+
+from evota.operators import permissions as perms
 
 # Actions that always need approval when enabled, and those that need it above a size.
 COUNTED = frozenset({"operation.start"})
@@ -22,8 +24,24 @@ PERMISSION_FOR = {
     "operation.start": "operation.write",
     "charger.disable": "charger.write",
     "charger.credentials": "charger.credentials",
+    "user.grant": "user.admin",
 }
 ACTIONS = tuple(PERMISSION_FOR)
+
+# What a viewer must hold to see that a request exists (on its target chargers, for the
+# charger-level ones); the payload and result also need PERMISSION_FOR.
+READ_FOR = {
+    "campaign.start": "campaign.read",
+    "firmware.revoke": "firmware.read",
+    "operation.start": "fleet.read",
+    "charger.disable": "fleet.read",
+    "charger.credentials": "fleet.read",
+    "user.grant": "user.admin",
+}
+
+# A charger takes part in charging only while its registration is Accepted: any other value
+# (Pending, Rejected) answers its boots with that status and refuses its sessions.
+IN_SERVICE = "Accepted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +61,7 @@ class Pending:
     requested_by: str
     state: str  # pending | approved | rejected | expired | executed | failed | withdrawn
     expires_at: datetime
+    subject: str | None = None  # the user a user.grant request would empower
 
 
 def required(policy: Policy, action: str, charger_count: int = 0) -> bool:
@@ -64,6 +83,75 @@ def decision_problem(request: Pending, decider: str, now: datetime) -> str | Non
     state = state_at(request, now)
     if state != "pending":
         return state  # expired, or already decided
-    if decider == request.requested_by:
+    if decider in (request.requested_by, request.subject):
         return "self_approval"
     return None
+
+
+def charger_change_actions(changes: Mapping[str, object]) -> list[str]:
+    """The four-eyes actions a charger change amounts to: taking it out of service (any
+    registration but Accepted) is ``charger.disable``, a new key ``charger.credentials``."""
+    actions = []
+    if "registration" in changes and changes["registration"] != IN_SERVICE:
+        actions.append("charger.disable")
+    if "auth_key" in changes or "auth_hash" in changes:
+        actions.append("charger.credentials")
+    return actions
+
+
+def approval_power(grants: Iterable[perms.RoleGrant]) -> list[perms.RoleGrant]:
+    """The grants that let their holder decide other operators' requests."""
+    return [g for g in grants if "approval.decide" in g.permissions]
+
+
+def _within(inner: perms.Scope, outer: perms.Scope) -> bool:
+    if outer.unlimited:
+        return True
+    if inner.unlimited:
+        return False
+    return (
+        inner.sites <= outer.sites and inner.regions <= outer.regions and inner.tags <= outer.tags
+    )
+
+
+def grants_approval_power(
+    before: Iterable[perms.RoleGrant], after: Iterable[perms.RoleGrant]
+) -> bool:
+    """Whether going from ``before`` to ``after`` gives a user approval power they did not
+    have: a role with ``approval.decide`` they did not hold, or such a role on a wider scope.
+    Such a change is ``user.grant`` and needs a second user admin."""
+    held = approval_power(before)
+    return any(
+        not any(h.role == g.role and _within(g.scope, h.scope) for h in held)
+        for g in approval_power(after)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """What a viewer may see of a request: that it exists (action, summary, who, state),
+    and its payload and result (the details of the change)."""
+
+    listed: bool
+    details: bool
+
+
+def visibility(
+    viewer: Sequence[perms.RoleGrant],
+    action: str,
+    targets: Sequence[perms.ChargerPlace] | None,
+    site_limit: frozenset[str] = frozenset(),
+) -> Visibility:
+    """A request is listed if the viewer could see its target (every charger it acts on, or
+    the fleet-wide object); its details only if the viewer holds the action's permission
+    there too. ``targets`` None: a fleet-wide target (or its chargers are gone)."""
+
+    def holds(permission: str | None) -> bool:
+        if permission is None:
+            return False
+        if not targets:
+            return perms.allowed(viewer, permission, None, site_limit)
+        return all(perms.allowed(viewer, permission, t, site_limit) for t in targets)
+
+    listed = holds(READ_FOR.get(action))
+    return Visibility(listed, listed and holds(PERMISSION_FOR.get(action)))

@@ -127,6 +127,28 @@ def allowed(
     return False
 
 
+def site_place(site_id: str, region: str | None) -> ChargerPlace:
+    """A site, as scopes see it: covered exactly where a charger without tags standing at it
+    would be (by its id or its region; tag scopes cover chargers, never a whole site)."""
+    return ChargerPlace(f"site:{site_id}", site_id, region)
+
+
+def site_change_allowed(
+    grants: Iterable[RoleGrant],
+    permission: str,
+    before: ChargerPlace,
+    after: ChargerPlace,
+    site_limit: frozenset[str] = frozenset(),
+) -> bool:
+    """Changing a site needs ``permission`` where it is and where it ends up: moving a site
+    into another region moves its chargers, so scope over both is required (otherwise a
+    region-scoped admin could pull any site, and its chargers, into their region)."""
+    grants = tuple(grants)
+    return allowed(grants, permission, before, site_limit) and allowed(
+        grants, permission, after, site_limit
+    )
+
+
 def holds_anywhere(grants: Iterable[RoleGrant], permission: str) -> bool:
     """Whether some grant carries ``permission`` at all (lists are then filtered by scope)."""
     return any(permission in g.permissions for g in grants)

@@ -217,8 +217,14 @@ async def create_user(
     password: str,
     roles: Sequence[str],
     scope: perms.Scope = perms.Scope(),
+    *,
+    grant_now: Sequence[str] | None = None,
 ) -> UserView:
-    """A new user holding ``roles``, each limited to ``scope`` (empty: the whole fleet)."""
+    """A new user holding ``roles``, each limited to ``scope`` (empty: the whole fleet).
+
+    ``grant_now``: only these of ``roles`` are granted now (the rest wait for a second
+    user admin's approval); the user may then start with no role at all.
+    """
     name = normalize_username(username)
     if problem := username_problem(name):
         raise UserError(422, "Invalid username", f"username {problem}", "username")
@@ -243,7 +249,9 @@ async def create_user(
                     updated_at=now,
                 )
             )
-            await conn.execute(insert(Grant), _grant_rows(user_id, roles, scope))
+            rows = _grant_rows(user_id, roles if grant_now is None else grant_now, scope)
+            if rows:
+                await conn.execute(insert(Grant), rows)
     except IntegrityError:
         raise UserError(409, "User exists", f"a user named {name!r} exists", "username") from None
     return await get_user(engine, name)
