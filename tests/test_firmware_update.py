@@ -516,3 +516,43 @@ async def test_cli_updates_by_version_and_shows_the_job(sqlite_bench: Bench):
     metrics = (await b.api.get("/metrics")).text
     assert 'evota_firmware_jobs_finished_total{failure="",state="succeeded"}' in metrics
     assert "evota_firmware_bytes_served_total" in metrics
+
+
+# -- hardware revisions ------------------------------------------------------------------------
+
+
+async def test_image_for_one_hardware_revision_goes_only_to_chargers_with_that_revision(
+    bench: Bench,
+):
+    """OCPP 1.6 reports no hardware revision: the operator records it, and an image restricted
+    to a revision is offered to the charger that has it and refused, with the reason, to one
+    that has another (or none)."""
+    b = bench
+    fw = await upload(b.api, b.tmp_path, b.keys, "2.0.0", hardware_revisions=["r2"])  # type: ignore[arg-type]
+    assert fw["hardware_revisions"] == ["r2"]
+    fits = await b.charger("HWA-0001")
+    other = await b.charger("HWB-0001")
+    r = await b.update(fits.identity, fw["id"])  # nothing recorded yet
+    assert (r.status_code, r.json()["reason"]) == (409, "incompatible")
+    assert r.json()["detail"] == "hardware revision unknown is not among r2"
+
+    async def revision(cid: str, value: Any) -> httpx.Response:
+        return await b.api.patch(f"/api/v1/chargers/{cid}", json={"hardware_revision": value})
+
+    r = await revision(fits.identity, " r2 ")
+    assert r.status_code == 200 and r.json()["hardware_revision"] == "r2", r.text
+    assert (await revision(other.identity, "r1")).status_code == 200
+    r = await b.update(other.identity, fw["id"])
+    assert (r.status_code, r.json()["reason"]) == (409, "incompatible")
+    assert r.json()["detail"] == "hardware revision r1 is not among r2"
+    r = await b.update(fits.identity, fw["id"])
+    assert r.status_code == 202, r.text
+    job = await b.finished(r.json()["job_id"])
+    assert job["state"] == "succeeded" and fits.firmware_version == "2.0.0"
+    # a reboot (BootNotification has no revision) keeps what the operator recorded
+    assert (await b.charger_row(fits.identity))["hardware_revision"] == "r2"
+    for bad in ("x" * 51, "", "r\n2"):
+        r = await revision(other.identity, bad)
+        assert r.status_code == 422 and r.json()["field"] == "hardware_revision", r.text
+    r = await revision(other.identity, None)  # null clears it
+    assert r.status_code == 200 and r.json()["hardware_revision"] is None

@@ -1633,3 +1633,48 @@ def test_fast_check_accepts_the_common_messages() -> None:
     assert status is not None
     assert status({"connectorId": 1, "errorCode": "NoError", "status": "Available"})
     assert not status({"connectorId": 1, "errorCode": "NoError", "status": "Bogus"})
+
+
+async def test_hardware_revision_comes_from_the_device_model(evota_sqlite: Runtime) -> None:
+    """2.0.1: ChargingStation.ECVariant (or a vendor's ChargingStation.HardwareRevision) in a
+    NotifyReport is the charger's hardware revision; EVSE-level or oversized values are not."""
+    from evota.store.models import Charger
+
+    async def revision() -> str | None:
+        async with evota_sqlite.engine.connect() as conn:
+            return (
+                await conn.execute(select(Charger.hardware_revision).where(Charger.id == "HW201-1"))
+            ).scalar()
+
+    def item(variable: str, value: str, **component: Any) -> dict[str, Any]:
+        return {
+            "component": {"name": "ChargingStation", **component},
+            "variable": {"name": variable},
+            "variableAttribute": [{"value": value, "mutability": "ReadOnly"}],
+        }
+
+    async with station(evota_sqlite, "HW201-1") as cp:
+        assert await revision() is None  # BootNotification has no such field
+        await cp.call(
+            call.NotifyReport(
+                request_id=1,
+                generated_at=now(),
+                seq_no=0,
+                report_data=[
+                    item("ECVariant", "evse-level", evse={"id": 1}),
+                    item("ECVariant", "r" * 51),  # not a revision: ignored, not cut
+                    item("HardwareRevision", "vendor-rev"),
+                ],
+            )
+        )
+        await until(lambda: _equals(revision, "vendor-rev"))
+        await cp.call(
+            call.NotifyReport(
+                request_id=2, generated_at=now(), seq_no=0, report_data=[item("ECVariant", "r7")]
+            )
+        )
+        await until(lambda: _equals(revision, "r7"))
+
+
+async def _equals(fetch: Callable[[], Any], expected: Any) -> bool:
+    return bool(await fetch() == expected)

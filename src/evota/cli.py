@@ -322,12 +322,17 @@ def charger_update(
         bool,
         typer.Option("--rotate-key", help="prompt for a new AuthorizationKey (waits for approval)"),
     ] = False,
+    hardware_revision: Annotated[
+        str | None,
+        typer.Option(help="its hardware revision (for images restricted by revision); '' clears"),
+    ] = None,
     reason: Annotated[str | None, typer.Option(help="why (needed when it waits)")] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Accept or reject a charger, move it to a site, retag it or rotate its key."""
+    """Accept or reject a charger, move it to a site, retag it, rotate its key or set its
+    hardware revision."""
     from urllib.parse import quote
 
     body: dict[str, Any] = {}
@@ -341,9 +346,12 @@ def charger_update(
         body["registration"] = registration
     if rotate_key:
         body["auth_key"] = typer.prompt("New AuthorizationKey", hide_input=True)
+    if hardware_revision is not None:
+        body["hardware_revision"] = hardware_revision.strip() or None
     if not body:
         raise fail(
-            "nothing to change: give --site, --no-site, --tag, --registration or --rotate-key"
+            "nothing to change: give --site, --no-site, --tag, --registration, --rotate-key"
+            " or --hardware-revision"
         )
     if reason:
         body["reason"] = reason

@@ -186,7 +186,8 @@ async def update_charger(
     rt: RuntimeDep,
     who: Principal = require("charger.write"),
 ) -> Any:
-    """Accept or reject a charger, move it to a site, retag it or rotate its key.
+    """Accept or reject a charger, move it to a site, retag it, rotate its key or set its
+    hardware revision (OCPP 1.6 reports none: docs/firmware.md).
 
     Taking a charger out of service (registration ``Rejected`` or ``Pending``) and rotating
     its key wait for a second operator (202) when ``charger.disable`` /

@@ -22,6 +22,13 @@ SiteId = Annotated[
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 RegistrationStatus = Literal["Accepted", "Pending", "Rejected"]
 Tags = Annotated[list[Tag], Field(max_length=50)]
+#: As chargers.hardware_revision stores it; printable, so it reads the same in every list.
+HardwareRevision = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=50, pattern=r"^[^\x00-\x1f\x7f]*$"
+    ),
+]
 
 T = TypeVar("T")
 
@@ -152,6 +159,11 @@ class ChargerPatch(BaseModel):
     site_id: SiteId | None = Field(None, description="null: no site")
     tags: Tags | SkipJsonSchema[None] = None
     auth_key: AuthKey | SkipJsonSchema[None] = None
+    hardware_revision: HardwareRevision | None = Field(
+        None,
+        description="the charger's hardware revision, for images restricted by revision "
+        "(OCPP 1.6 does not report one); null clears it",
+    )
     reason: str | None = Field(
         None, max_length=1000, description="why: required when the change needs approval"
     )

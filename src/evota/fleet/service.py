@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from evota.clock import Clock
 from evota.fleet import events as ev
 from evota.fleet.charger import ChargerState
+from evota.fleet.hardware import reported_revision
 from evota.fleet.sessions import INTERRUPTING_REASONS
 from evota.fleet.writer import FleetWriter
 from evota.gateway import auth
@@ -250,6 +251,9 @@ class FleetService:
                     {"seq_no": event.seq_no, "items": list(event.items)},
                     event.generated_at,
                 )
+                revision = reported_revision(event.items)
+                if revision is not None:  # the device model says it (evota.fleet.hardware)
+                    self.writer.charger(state.id, hardware_revision=revision)
                 return ACK
             case ev.FirmwareStatusReported():
                 self._event(state, "firmware_status", now, event.status, event.request_id)
