@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from evota import __version__, metrics
@@ -60,13 +60,19 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app.include_router(alerts.router)
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, object]:
-        return {
-            "status": "ok",
+    @app.get("/healthz", tags=["ops"], responses={503: {"description": "evota is failing"}})
+    async def healthz() -> JSONResponse:
+        writer = runtime.fleet.writer
+        problem = writer.problem()  # a stopped writer loses every charger's data: not healthy
+        body: dict[str, object] = {
+            "status": "ok" if problem is None else "failing",
             "connected_chargers": len(runtime.gateway.connections),
-            "write_backlog": runtime.fleet.writer.backlog,
+            "write_backlog": writer.backlog,
+            "writer_restarts": writer.restarts,
         }
+        if problem is not None:
+            body["reason"] = problem
+        return JSONResponse(body, status_code=200 if problem is None else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def prometheus() -> Response:

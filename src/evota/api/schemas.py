@@ -9,6 +9,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from evota.fleet.bounds import STORED, bound
 from evota.gateway import auth
 from evota.ocpp import identity
 
@@ -198,6 +199,12 @@ class EventOut(BaseModel):
     data: dict[str, Any]
     charger_timestamp: datetime | None
     received_at: datetime
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        """What a charger sent, as stored before evota bounded it too, must still render."""
+        return bound(value, STORED) if isinstance(value, dict) else {}
 
 
 class ChargerOut(BaseModel):

@@ -4,12 +4,19 @@ The gateway's per-message hot path must not wait for the database (DESIGN princi
 meter and event writes are queued here and flushed together every ``interval`` seconds in one
 transaction, and ``last_seen`` is coalesced to one write per charger per flush period. A failed
 flush is retried, so a database hiccup delays data but does not drop it.
+
+What a charger sent must never stop the writer (every charger's data would then be lost
+until restart): queued data is bounded on the way in (:mod:`evota.fleet.bounds`), an item
+the database refuses is written alone, logged with its charger and dropped, and log lines
+about it use formatting that cannot raise. Should the task end anyway, it is restarted
+(at most ``MAX_RESTARTS`` times a minute) and ``/healthz`` reports it (:meth:`problem`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,11 +29,18 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.clock import Clock
+from evota.fleet.bounds import STORED, bound, clean_optional, clean_text, safe_text
 from evota.store.db import sqlite_writer_engine
 from evota.store.models import Charger as ChargerRow
 from evota.store.models import ChargerEvent, ChargingSession, Connector, ConnectorStatus
 
 log = structlog.get_logger(__name__)
+
+#: Restarts of an ended writer task allowed per minute; beyond that it stays down and
+#: ``/healthz`` fails, so the operator's supervisor restarts the process.
+MAX_RESTARTS = 5
+#: ``charger_events.status`` column width.
+_EVENT_STATUS_CHARS = 64
 
 
 @dataclass
@@ -52,6 +66,16 @@ class _Batch:
             + [_Batch([], [], {}, {txn: f}, {}) for txn, f in self.sessions.items()]
             + [_Batch([], [], {}, {}, {cid: ts}) for cid, ts in self.last_seen.items()]
         )
+
+    def charger_id(self) -> str:
+        """The charger a one-item batch of :meth:`split` belongs to (for the log)."""
+        if self.history:
+            return str(self.history[0][0])
+        if self.events:
+            return str(self.events[0].get("charger_id"))
+        for cid in (*self.chargers, *self.last_seen):
+            return str(cid)
+        return "?"  # a session update: keyed by transaction only
 
     def remove(self, single: _Batch) -> None:
         """Forget an item of :meth:`split` once it is written or dropped."""
@@ -106,16 +130,32 @@ class FleetWriter:
         self._last_seen_flushed = clock.monotonic()
         self.failures = 0
         self.dropped = 0
+        self.restarts = 0
+        self.last_failure: str | None = None  # why the task last ended, for /healthz
+        self._ended_at: list[float] = []
+        self._down: str | None = None  # set when restarts are spent
 
     # -- queueing (sync, O(1)) -------------------------------------------------------------
     def status(self, row: StatusRow) -> None:
         """Queue a connector status change; the latest per connector is derived at flush."""
+        if row[4] is not None or row[5] is not None:  # the charger's free text: 50 chars
+            row = (*row[:4], clean_optional(row[4], 50), clean_optional(row[5], 50), *row[6:])
         self._history.append(row)
 
     def event(self, row: dict[str, Any]) -> None:
+        """Queue a charger event; its ``data`` is bounded here (:data:`bounds.STORED`)."""
+        status = row.get("status")
+        if status is not None:
+            row["status"] = clean_text(str(status), _EVENT_STATUS_CHARS)
+        data = row.get("data")
+        if data:
+            row["data"] = bound(data, STORED)
         self._events.append(row)
 
     def charger(self, charger_id: str, **fields: Any) -> None:
+        for name, value in fields.items():
+            if isinstance(value, str):
+                fields[name] = clean_text(value)
         self._chargers.setdefault(charger_id, {}).update(fields)
 
     def session(self, transaction_id: int, **fields: Any) -> None:
@@ -138,15 +178,50 @@ class FleetWriter:
     # -- flushing ---------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="fleet-writer")
+        self._task.add_done_callback(self._ended)
+
+    def problem(self) -> str | None:
+        """Why the writer is not running, or None while it runs (``/healthz``)."""
+        if self._down is not None:
+            return self._down
+        if self._task is None or self._task.done():
+            return "the fleet writer is not running"
+        return None
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The task ended: expected on stop, otherwise a defect. Restart it, within limits."""
+        if self._stopping.is_set():
+            return
+        if task.cancelled():
+            reason = "cancelled"
+        else:
+            exc = task.exception()
+            reason = safe_text(exc) if exc is not None else "returned"
+        self.last_failure = reason
+        now = time.monotonic()
+        self._ended_at = [t for t in self._ended_at if now - t < 60.0] + [now]
+        if len(self._ended_at) > MAX_RESTARTS:
+            self._down = f"the fleet writer ended {len(self._ended_at)} times in a minute: {reason}"
+            log.critical("fleet writer stopped for good", reason=reason, backlog=self.backlog)
+            return
+        self.restarts += 1
+        log.error("fleet writer ended; restarting it", reason=reason, restarts=self.restarts)
+        self.start()
 
     async def stop(self) -> None:
         """Write everything still queued. The loop is asked to finish rather than cancelled,
         because cancelling a write mid-transaction can leave SQLite locked."""
         self._stopping.set()
         if self._task:
-            await self._task
+            await asyncio.wait([self._task])  # a task that ended badly must not stop the flush
             self._task = None
-        await self.flush(include_last_seen=True)
+        async with self._flush_lock:
+            try:
+                await self._flush(include_last_seen=True)
+            except OperationalError:
+                raise
+            except Exception:
+                await self._flush_isolating()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
 
@@ -160,21 +235,27 @@ class FleetWriter:
                     await self.flush(include_last_seen=due)
                 except OperationalError:
                     raise
-                except Exception:
+                except Exception as exc:
                     # Some queued item cannot be written (e.g. it references a deleted
                     # charger): write item by item so one bad item does not hold the rest back.
-                    self._failed()
+                    self._failed(exc)
                     async with self._flush_lock:
                         await self._flush_isolating()
-            except OperationalError:
+            except OperationalError as exc:
                 # The database is unreachable or busy: everything stays queued; try again.
-                self._failed()
+                self._failed(exc)
+                if not self._stopping.is_set():
+                    await asyncio.sleep(min(5.0, self._interval * 10))
+            except Exception as exc:  # a defect in the isolation itself: keep the loop alive
+                self._failed(exc)
                 if not self._stopping.is_set():
                     await asyncio.sleep(min(5.0, self._interval * 10))
 
-    def _failed(self) -> None:
+    def _failed(self, exc: BaseException) -> None:
+        """Log a failed write. Not ``log.exception``: rendering the traceback's locals or an
+        error that quotes the parameters may itself fail on what a charger sent."""
         self.failures += 1
-        log.exception("fleet write failed", backlog=self.backlog)
+        log.error("fleet write failed", error=safe_text(exc), backlog=self.backlog)
 
     async def flush(self, include_last_seen: bool = True) -> None:
         async with self._flush_lock:
@@ -223,8 +304,9 @@ class FleetWriter:
                     self.dropped += 1
                     log.error(
                         "dropping a charger report the database refuses",
-                        item=repr(single)[:500],
-                        error=str(exc)[:300],
+                        charger_id=single.charger_id(),
+                        item=_describe(single),
+                        error=safe_text(exc),
                     )
                 batch.remove(single)
         except BaseException:
@@ -289,6 +371,19 @@ class FleetWriter:
             index_elements=["charger_id", "connector_id"],
             set_={c: stmt.excluded[c] for c in cols},
         )
+
+
+def _describe(single: _Batch) -> str:
+    """What a one-item batch holds, for the log: which kind of write, never its payload."""
+    if single.history:
+        return f"status connector={safe_text(single.history[0][1], 24)}"
+    if single.events:
+        return f"event kind={safe_text(single.events[0].get('kind'), 40)}"
+    if single.chargers:
+        return "charger fields " + safe_text(sorted(next(iter(single.chargers.values()))), 200)
+    if single.sessions:
+        return f"session {safe_text(next(iter(single.sessions)), 24)}"
+    return "last_seen"
 
 
 _HISTORY_SQL = "INSERT INTO {table} ({columns}) VALUES ({values})"

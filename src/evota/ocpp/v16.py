@@ -6,12 +6,14 @@ have the right types; this module only renames and converts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from evota.control import commands
 from evota.fleet import events as ev
+from evota.fleet.bounds import FREE_FORM, STORED, bound
 from evota.ocpp.errors import V16_SPELLING
 
 SUBPROTOCOL = "ocpp1.6"
@@ -31,6 +33,15 @@ def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
+#: Larger meter registers (1 TWh) are not readings; they would not fit a BIGINT either.
+MAX_ENERGY_WH = 1e12
+
+
+def plausible_energy(value: float) -> bool:
+    """False for NaN, infinities ("1e999" as a string) and absurd values a charger sent."""
+    return math.isfinite(value) and abs(value) <= MAX_ENERGY_WH
+
+
 def _energy_wh(meter_value: list[dict[str, Any]]) -> float | None:
     """The last Energy.Active.Import.Register sample, converted to Wh (the default measurand)."""
     found: float | None = None
@@ -45,7 +56,9 @@ def _energy_wh(meter_value: list[dict[str, Any]]) -> float | None:
                 value = float(sv["value"])
             except (KeyError, ValueError):
                 continue
-            found = value * 1000 if sv.get("unit") == "kWh" else value
+            value = value * 1000 if sv.get("unit") == "kWh" else value
+            if plausible_energy(value):
+                found = value
     return found
 
 
@@ -103,7 +116,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], ev.ChargerEvent]] = {
         type=p["type"], timestamp=_ts(p.get("timestamp")), tech_info=p.get("techInfo")
     ),
     "DataTransfer": lambda p: ev.DataTransferReceived(
-        vendor_id=p["vendorId"], message_id=p.get("messageId"), data=p.get("data")
+        vendor_id=p["vendorId"], message_id=p.get("messageId"), data=bound(p.get("data"), FREE_FORM)
     ),
     "SignCertificate": lambda p: ev.CertificateSigningRequested(csr=p["csr"]),
 }
@@ -394,4 +407,5 @@ _RENAMED = {
 
 
 def decode_result(command: commands.Command, payload: dict[str, Any]) -> commands.CommandResult:
+    payload = bound(payload, STORED)  # the answer is stored and shown: DataTransfer data is free
     return commands.CommandResult(status=_status_of(command, payload), details=_details(payload))

@@ -23,9 +23,10 @@ from typing import Any
 
 from evota.control import commands
 from evota.fleet import events as ev
+from evota.fleet.bounds import FREE_FORM, STORED, bound
 from evota.ocpp import v201_variables as variables
 from evota.ocpp.errors import V201_SPELLING
-from evota.ocpp.v16 import _details, _iso, _put, _retries, _ts
+from evota.ocpp.v16 import _details, _iso, _put, _retries, _ts, plausible_energy
 
 SUBPROTOCOL = "ocpp2.0.1"
 ERROR_SPELLING = V201_SPELLING
@@ -33,7 +34,8 @@ ENERGY = "Energy.Active.Import.Register"
 
 
 def _energy_wh(meter_value: list[dict[str, Any]]) -> float | None:
-    """The last whole-meter (no phase) Energy.Active.Import.Register sample, in Wh."""
+    """The last whole-meter (no phase) Energy.Active.Import.Register sample, in Wh;
+    samples no meter can show (see ``plausible_energy``) are skipped."""
     found: float | None = None
     for mv in meter_value:
         for sv in mv["sampledValue"]:
@@ -42,10 +44,14 @@ def _energy_wh(meter_value: list[dict[str, Any]]) -> float | None:
             unit = sv.get("unitOfMeasure")
             value = float(sv["value"])
             if unit:
-                value *= 10.0 ** unit.get("multiplier", 0)
+                multiplier = unit.get("multiplier", 0)
+                if not -12 <= multiplier <= 12:  # 10.0 ** 400 raises OverflowError
+                    continue
+                value *= 10.0**multiplier
                 if unit.get("unit") == "kWh":
                     value *= 1000
-            found = value
+            if plausible_energy(value):
+                found = value
     return found
 
 
@@ -179,7 +185,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], ev.ChargerEvent]] = {
         type=p["type"], timestamp=_ts(p["timestamp"]), tech_info=p.get("techInfo")
     ),
     "DataTransfer": lambda p: ev.DataTransferReceived(
-        vendor_id=p["vendorId"], message_id=p.get("messageId"), data=p.get("data")
+        vendor_id=p["vendorId"], message_id=p.get("messageId"), data=bound(p.get("data"), FREE_FORM)
     ),
     "SignCertificate": lambda p: ev.CertificateSigningRequested(
         csr=p["csr"], certificate_type=p.get("certificateType")
@@ -542,6 +548,7 @@ def _certificates(payload: dict[str, Any]) -> commands.CommandResult:
 
 
 def decode_result(command: commands.Command, payload: dict[str, Any]) -> commands.CommandResult:
+    payload = bound(payload, STORED)  # the answer is stored and shown: DataTransfer data is free
     match command:
         case commands.GetConfiguration():
             return _configuration(command, payload)

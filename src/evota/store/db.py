@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -23,12 +25,25 @@ def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
     cur.close()
 
 
+def _json_loads(text: str | bytes) -> Any:
+    """JSON columns as read: a value nested too deep to parse (stored by a version that did
+    not bound what chargers send, see evota.fleet.bounds) reads as a marker, not an error."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return {"\u2026": "nested too deep to read"}
+
+
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, json_deserializer=_json_loads
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=10, max_overflow=10, pool_pre_ping=True, json_deserializer=_json_loads
+    )
 
 
 def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
