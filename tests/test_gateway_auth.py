@@ -45,8 +45,9 @@ async def test_user_must_match_identity(evota_sqlite):
     assert await _status_of(coro) == 401
 
 
-async def test_unknown_identity_is_404_with_known_only(evota_sqlite):
-    assert await _status_of(connect(evota_sqlite, "CP-nobody", KEY)) == 404
+async def test_unknown_identity_is_401_with_known_only(evota_sqlite):
+    # Like a wrong key (docs/ocpp.md): the answer must not tell which identities exist.
+    assert await _status_of(connect(evota_sqlite, "CP-nobody", KEY)) == 401
 
 
 async def test_bad_path_is_404(evota_sqlite):

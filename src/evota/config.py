@@ -188,6 +188,18 @@ class Settings(BaseSettings):
         "than write_interval, so the boot's vendor and model are stored for profile targets)",
     )
     config_fetch_concurrency: int = Field(10, ge=1, le=200)
+    # Who may charge (evota.fleet.tokens, docs/id-tokens.md)
+    authorize_all: bool = Field(
+        False,
+        description="labs only: accept every id token (Authorize, transactions) without the "
+        "token store; logged as a warning at start",
+    )
+    authorization_webhook_url: str | None = Field(
+        None, description="ask this URL about id tokens the token store does not know"
+    )
+    authorization_webhook_timeout: float = Field(
+        2.0, gt=0, le=30, description="seconds to wait for the webhook before answering Invalid"
+    )
     log_level: str = "info"
     log_json: bool = False
 

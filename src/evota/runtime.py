@@ -102,6 +102,7 @@ class Runtime:
             write_interval=s.write_interval,
         )
         self.fleet.writer.start()
+        await self._start_tokens()
         self.gateway = Gateway(
             self.fleet,
             call_timeout=s.call_timeout,
@@ -124,6 +125,21 @@ class Runtime:
         # keep it out of the cyclic GC's full collections, which otherwise stall the gateway.
         gc.collect()
         gc.freeze()
+
+    async def _start_tokens(self) -> None:
+        """The token store in memory, and how tokens it does not know are decided."""
+        s = self.settings
+        authority = self.fleet.tokens
+        authority.accept_all = s.authorize_all
+        authority.webhook_url = s.authorization_webhook_url or None
+        authority.webhook_timeout = s.authorization_webhook_timeout
+        await authority.reload()
+        if s.authorize_all:
+            log.warning(
+                "EVOTA_AUTHORIZE_ALL is set: every id token is accepted, anyone can charge "
+                "(labs only; see docs/id-tokens.md)"
+            )
+        log.info("token store loaded", tokens=len(authority.records))
 
     async def _start_firmware(self) -> None:
         s = self.settings
@@ -283,6 +299,7 @@ class Runtime:
         await asyncio.to_thread(self.delivery.stop)
         await self.gateway.stop()
         await self.fleet.writer.stop()
+        await self.fleet.tokens.close()
         await self.alerts.stop()
         await self._reset_connected()
         await self.engine.dispose()

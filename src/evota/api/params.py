@@ -15,14 +15,16 @@ from typing import Annotated, Any, Final
 from fastapi import Path, Query
 from pydantic import AfterValidator, AwareDatetime
 
+from evota.ocpp import identity
+
 MAX_ID: Final = 2**63 - 1
 """The largest value of a BIGINT (and of SQLite's INTEGER) column."""
 MAX_OFFSET: Final = 2**31 - 1
 """Further than any list evota keeps; also fits every database's OFFSET."""
 PRINTABLE: Final = r"^[^\x00-\x1f\x7f]*$"
 """No control characters (PostgreSQL refuses NUL in text, the rest is never meaningful)."""
-IDENTITY: Final = r"^[A-Za-z0-9._\-*@+|]+$"
-"""An OCPP charge point identity (as accepted by the gateway and ``ChargerIn``)."""
+IDENTITY: Final = identity.PATTERN
+"""An OCPP charge point identity: the one rule of :mod:`evota.ocpp.identity`."""
 
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page (at most 1000)")]
@@ -31,7 +33,13 @@ BigLimit = Annotated[int, Query(ge=1, le=10000, description="items per page (at 
 IntId = Annotated[int, Path(ge=1, le=MAX_ID, description="a numeric id")]
 """A numeric row id in the path (jobs, alerts, trusted roots, API tokens)."""
 ChargerId = Annotated[
-    str, Path(min_length=1, max_length=48, pattern=IDENTITY, description="the OCPP identity")
+    str,
+    Path(
+        min_length=1,
+        max_length=identity.MAX_LENGTH,
+        pattern=IDENTITY,
+        description="the OCPP identity",
+    ),
 ]
 SitePath = Annotated[
     str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$", description="a site id")

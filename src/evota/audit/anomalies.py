@@ -35,7 +35,11 @@ REPEATED_RESETS = "repeated_resets"
 COMMAND_VOLUME = "command_volume"
 OFF_HOURS = "off_hours"
 FAILED_LOGINS = "failed_logins"
-RULES = (REPEATED_RESETS, COMMAND_VOLUME, OFF_HOURS, FAILED_LOGINS)
+#: Rules decided here, over audit entries (a restart rebuilds their windows and quiet periods).
+AUDIT_RULES = (REPEATED_RESETS, COMMAND_VOLUME, OFF_HOURS, FAILED_LOGINS)
+#: Raised by the gateway (evota.gateway.limits): failed charger keys per identity or source.
+CHARGER_AUTH_FAILURES = "charger_auth_failures"
+RULES = (*AUDIT_RULES, CHARGER_AUTH_FAILURES)
 
 #: Login outcomes that count as a failed attempt (``locked``: tried while locked out).
 FAILED_OUTCOMES = frozenset({"failed", "locked"})

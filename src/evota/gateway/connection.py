@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ from evota.fleet.charger import ChargerState
 from evota.fleet.events import REPLY_TYPES
 from evota.gateway import auth, frames
 from evota.gateway.frames import FrameError, FrameReader
+from evota.gateway.limits import source_of
+from evota.ocpp import identity as identities
 from evota.ocpp import rpc
 from evota.ocpp.dialect import Dialect, choose
 from evota.ocpp.errors import V16_SPELLING, V201_SPELLING, ErrorKind, RpcError
@@ -35,9 +38,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("evota.gateway")
 
-MAX_IDENTITY_LENGTH = 48
 KNOWN_CODES = frozenset(V16_SPELLING.values()) | frozenset(V201_SPELLING.values())
 _ids = itertools.count(1)
+# Unknown identity, wrong key and a key the policy refuses get this one answer (the server
+# log keeps the difference): an attacker must not learn which identities exist.
+AUTH_FAILED = "HTTP Basic authentication failed"
 
 
 def _select_none(protocol: ServerProtocol, offered: Any) -> None:
@@ -47,13 +52,16 @@ def _select_none(protocol: ServerProtocol, offered: Any) -> None:
 class ChargerConnection(asyncio.Protocol):
     __slots__ = (
         "_closing",
+        "_deadline",
         "_pending",
         "_send_lock",
         "dialect",
         "gateway",
         "last_rx",
+        "opened_at",
         "peer",
         "reader",
+        "source",
         "state",
         "transport",
         "ws",
@@ -69,8 +77,10 @@ class ChargerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.state: ChargerState | None = None
         self.dialect: Dialect | None = None
-        self.last_rx = time.monotonic()
+        self.last_rx = self.opened_at = time.monotonic()
         self.peer = ""
+        self.source = ""  # what the pre-auth and failed-key limits count by
+        self._deadline: asyncio.TimerHandle | None = None
         self.reader: FrameReader | None = None  # set once the upgrade succeeded
         self._closing = False
         self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
@@ -81,7 +91,9 @@ class ChargerConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.source = source_of(str(peer[0])) if peer else "?"
         self.gateway.sockets.add(self)
+        self.gateway.opened(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -115,6 +127,7 @@ class ChargerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gateway.sockets.discard(self)
+        self.gateway.preauth_done(self)  # gone: free its pre-auth slot
         if self._pending is not None:
             _, _, fut = self._pending
             if not fut.done():
@@ -128,6 +141,29 @@ class ChargerConnection(asyncio.Protocol):
     @property
     def charger_id(self) -> str:
         return self.state.id if self.state else "?"
+
+    def arm_deadline(self, seconds: float) -> None:
+        """The upgrade must be complete by then, however the peer trickles its bytes."""
+        self._deadline = asyncio.get_running_loop().call_later(seconds, self._deadline_passed)
+
+    def disarm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if self.transport is not None and self.reader is None:
+            log.info("handshake deadline passed; closing", peer=self.peer)
+            metrics.HANDSHAKES.labels("deadline").inc()
+            self.transport.abort()
+
+    def evict(self) -> None:
+        """Dropped to make room under the pre-auth caps (see evota.gateway.limits)."""
+        self.disarm_deadline()
+        if self.transport is not None and not self.transport.is_closing():
+            metrics.HANDSHAKES.labels("evicted").inc()
+            self.transport.abort()
 
     def _flush(self) -> None:
         """Send what websockets produced during the handshake."""
@@ -185,6 +221,8 @@ class ChargerConnection(asyncio.Protocol):
         assert self.ws is not None
         response, identity, password, dialect = self._check_request(request)
         if response is None:
+            response = self._throttled(identity)
+        if response is None:
             try:
                 outcome = await self.gateway.fleet.authenticate(identity, password)
             except Exception:
@@ -193,14 +231,15 @@ class ChargerConnection(asyncio.Protocol):
             if outcome is None:
                 response = self._reject(HTTPStatus.SERVICE_UNAVAILABLE, "try again later")
             elif outcome.state is None:
-                response = self._reject(HTTPStatus(outcome.status), outcome.reason)
+                response = self._reject(HTTPStatus.UNAUTHORIZED, AUTH_FAILED)
                 log.info(
                     "charger refused",
                     charger_id=identity,
-                    status=outcome.status,
-                    reason=outcome.reason,
+                    status=401,
+                    reason=outcome.reason,  # "unknown charger", "wrong authorization key", …
                     peer=self.peer,
                 )
+                self.gateway.auth_failed(identity, self.source)
             else:
                 response = self.ws.accept(request)
                 if dialect is not None:
@@ -217,6 +256,7 @@ class ChargerConnection(asyncio.Protocol):
         # Upgraded: from here on frames.FrameReader parses, and websockets' state is freed.
         self.reader = FrameReader(self.gateway.max_message_size)
         self.ws = None
+        self.gateway.preauth_done(self)
         if self.dialect is None:
             # No acceptable subprotocol: complete the handshake without one, then close.
             self.state = None
@@ -225,13 +265,39 @@ class ChargerConnection(asyncio.Protocol):
         assert self.state is not None
         self.gateway.attach(self)
 
+    def _throttled(self, identity: str) -> Response | None:
+        """429 while the identity or the source has used up its failed attempts (checked
+        before the database is asked, so a flood of guesses costs nothing there)."""
+        wait = self.gateway.auth_failures.blocked(identity, self.source, time.monotonic())
+        if wait is None:
+            return None
+        log.info(
+            "charger refused: too many failed authentications",
+            charger_id=identity,
+            peer=self.peer,
+            retry_after=round(wait, 1),
+        )
+        response = self._reject(
+            HTTPStatus.TOO_MANY_REQUESTS, "too many failed authentications; retry later"
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+
     def _check_request(self, request: Request) -> tuple[Response | None, str, str, Dialect | None]:
         path = request.path.split("?", 1)[0]
         prefix = self.gateway.path_prefix
         if not path.startswith(prefix) or len(path) <= len(prefix):
             return self._reject(HTTPStatus.NOT_FOUND, "no such endpoint"), "", "", None
         identity = unquote(path[len(prefix) :])
-        if "/" in identity or ":" in identity or len(identity) > MAX_IDENTITY_LENGTH:
+        problem = identities.problem(identity)
+        if problem is not None:
+            # Logged as received: evota.logging escapes control characters in every field.
+            log.info(
+                "charger refused: invalid identity",
+                identity=identity,
+                reason=problem,
+                peer=self.peer,
+            )
             return self._reject(HTTPStatus.NOT_FOUND, "invalid charger identity"), "", "", None
         offered = [
             p.strip()

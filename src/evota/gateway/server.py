@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 from websockets.frames import CloseCode
@@ -14,6 +15,7 @@ from evota.control import commands
 from evota.control.commands import ChargerOffline, Command, CommandResult
 from evota.fleet.service import FleetService
 from evota.gateway.connection import ChargerConnection
+from evota.gateway.limits import AuthFailures, Exhausted, PreAuthPool
 
 log = structlog.get_logger("evota.gateway")
 
@@ -29,6 +31,10 @@ class Gateway:
         idle_timeout: float | None = None,
         handshake_timeout: float = 10.0,
         sweep_interval: float = 10.0,
+        max_preauth: int = 512,
+        max_preauth_per_address: int = 32,
+        auth_failures: AuthFailures | None = None,
+        on_auth_failures: Callable[[Exhausted], Awaitable[object]] | None = None,
     ) -> None:
         self.fleet = fleet
         self.path_prefix = path_prefix
@@ -36,10 +42,18 @@ class Gateway:
         self.max_message_size = max_message_size
         # A charger that says nothing for this long is gone (missed heartbeats + slack).
         self.idle_timeout = idle_timeout or fleet.heartbeat_interval * 2 + 60
+        # From accept to an authenticated upgrade: a total deadline, not an idle timeout.
         self.handshake_timeout = handshake_timeout
         self.sweep_interval = sweep_interval
         self.connections: dict[str, ChargerConnection] = {}
         self.sockets: set[ChargerConnection] = set()
+        self.preauth: PreAuthPool[ChargerConnection] = PreAuthPool(
+            max_preauth, max_preauth_per_address
+        )
+        self.auth_failures = auth_failures or AuthFailures(10, 50, 60.0)
+        # Called when failed keys fill a window (the runtime raises the alert).
+        self.on_auth_failures = on_auth_failures
+        self._alerting: set[asyncio.Task[object]] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -56,6 +70,8 @@ class Gateway:
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
+        if self._alerting:  # alerts being raised are written, not lost
+            await asyncio.gather(*self._alerting, return_exceptions=True)
         if self._server:
             self._server.close()
         for conn in list(self.sockets):
@@ -66,6 +82,39 @@ class Gateway:
                 conn.transport.abort()
         if self._server:
             await self._server.wait_closed()
+
+    # -- before authentication ---------------------------------------------------------------
+    def opened(self, conn: ChargerConnection) -> None:
+        """A new socket: pending until authenticated, with a deadline and a place in the pool."""
+        for victim in self.preauth.add(conn, conn.source):
+            log.info("pre-auth connection dropped to make room", peer=victim.peer)
+            victim.evict()
+        conn.arm_deadline(self.handshake_timeout)
+
+    def preauth_done(self, conn: ChargerConnection) -> None:
+        """Upgraded with valid credentials, or gone: no longer counts as pending."""
+        conn.disarm_deadline()
+        self.preauth.discard(conn)
+
+    def auth_failed(self, identity: str, source: str) -> None:
+        for filled in self.auth_failures.failed(identity, source, time.monotonic()):
+            log.warning(
+                "repeated failed charger authentications",
+                subject=filled.subject,
+                failures=filled.failures,
+                window_seconds=filled.window,
+            )
+            if self.on_auth_failures is not None:
+                task = asyncio.get_running_loop().create_task(self._report(filled))
+                self._alerting.add(task)
+                task.add_done_callback(self._alerting.discard)
+
+    async def _report(self, filled: Exhausted) -> None:
+        assert self.on_auth_failures is not None
+        try:
+            await self.on_auth_failures(filled)
+        except Exception:
+            log.exception("could not raise the failed-authentication alert", subject=filled.subject)
 
     # -- registry ----------------------------------------------------------------------------
     def attach(self, conn: ChargerConnection) -> None:
@@ -138,13 +187,17 @@ class Gateway:
 
     # -- housekeeping ------------------------------------------------------------------------
     async def _sweep(self) -> None:
-        """Close silent sockets and stalled handshakes; one pass for all, no per-socket timer."""
+        """Close silent sockets; one pass for all, no per-socket timer. (Handshakes have their
+        own deadline timer; this pass is the backstop for them, counted from the accept.)"""
         while True:
             await asyncio.sleep(self.sweep_interval)
             now = time.monotonic()
             for conn in list(self.sockets):
-                limit = self.idle_timeout if conn.state else self.handshake_timeout
-                if now - conn.last_rx > limit and conn.transport:
+                if conn.state:
+                    stale = now - conn.last_rx > self.idle_timeout
+                else:
+                    stale = now - conn.opened_at > self.handshake_timeout
+                if stale and conn.transport:
                     log.info("closing silent connection", charger_id=conn.charger_id)
                     conn.transport.abort()
             metrics.WRITE_BACKLOG.set(self.fleet.writer.backlog)

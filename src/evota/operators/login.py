@@ -90,5 +90,11 @@ class LoginThrottle:
             self._windows.popitem(last=False)
         return None if ok else retry_after
 
+    def blocked(self, key: str, now: float) -> float | None:
+        """Seconds ``key`` must wait before its next attempt would be admitted, or None;
+        records nothing (for callers that count only failures, such as charger keys)."""
+        ok, _, retry_after = admit(self._windows.get(key, ()), now, self.limit, self.window)
+        return None if ok else retry_after
+
     def __len__(self) -> int:
         return len(self._windows)
