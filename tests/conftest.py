@@ -81,6 +81,10 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         # Four-eyes approvals are on by default in evota; tests of other features run without
         # them, and the approval tests (tests/test_approvals.py) switch them on explicitly.
         "approval_actions": [],
+        # evota answers id tokens from its token store by default (unknown cards: Invalid);
+        # tests of other features charge with any card, as a lab would. The token tests
+        # (tests/test_id_tokens.py) and the end-to-end fleet test use the token store.
+        "authorize_all": True,
     }
     values.update(overrides)
     return Settings(**values)

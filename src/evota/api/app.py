@@ -59,6 +59,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     from evota.api import alerts  # anomaly alerts (evota.audit.alerts)
 
     app.include_router(alerts.router)
+    from evota.api import id_tokens  # the token store (evota.fleet.tokens)
+
+    app.include_router(id_tokens.router)
 
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "evota is failing"}})
     async def healthz() -> JSONResponse:

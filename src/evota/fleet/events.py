@@ -216,8 +216,10 @@ class TimeReply:
 
 @dataclass(frozen=True, slots=True)
 class IdTagReply:
-    status: str  # Accepted | Blocked | Expired | Invalid | ConcurrentTx
+    status: str  # Accepted | Blocked | Expired | Invalid | ConcurrentTx | NotAtThisLocation
     transaction_id: int | None = None
+    expires_at: datetime | None = None  # the token's expiry (1.6 expiryDate)
+    parent_id: str | None = None  # its group (1.6 parentIdTag, 2.0.1 groupIdToken)
 
 
 @dataclass(frozen=True, slots=True)

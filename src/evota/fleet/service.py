@@ -24,6 +24,8 @@ from evota.fleet import events as ev
 from evota.fleet.charger import ChargerState
 from evota.fleet.hardware import reported_revision
 from evota.fleet.sessions import INTERRUPTING_REASONS
+from evota.fleet.token_store import TokenAuthority
+from evota.fleet.tokens import Decision
 from evota.fleet.writer import FleetWriter
 from evota.gateway import auth
 from evota.store.models import Charger as ChargerRow
@@ -40,6 +42,10 @@ _INTERRUPTING = INTERRUPTING_REASONS | INTERRUPTING_201
 
 #: Which connector's status an EVSE with several connectors shows (most telling first).
 _EVSE_PRECEDENCE = {"Faulted": 0, "Occupied": 1, "Reserved": 2, "Unavailable": 3, "Available": 4}
+
+
+def _id_tag_reply(decision: Decision, transaction_id: int | None = None) -> ev.IdTagReply:
+    return ev.IdTagReply(decision.status, transaction_id, decision.expires_at, decision.parent_id)
 
 
 def session_outcome(stop_reason: str | None) -> str:
@@ -114,6 +120,9 @@ class FleetService:
         self._transactions: dict[str, dict[str, tuple[int, int]]] = {}
         self._connectors: dict[str, dict[int, dict[int, str]]] = {}
         self._resets: dict[str, PendingReset] = {}
+        # Who may charge: the token store in memory (evota.fleet.token_store); the runtime
+        # loads it and sets the lab's accept-all and the webhook.
+        self.tokens = TokenAuthority(engine, clock)
 
     # -- connection lifecycle --------------------------------------------------------------
     async def authenticate(self, identity: str, password: str) -> AuthOutcome:
@@ -203,7 +212,7 @@ class FleetService:
             case ev.Booted():
                 return self._boot(state, event, now)
             case ev.AuthorizeRequested():
-                return ev.IdTagReply("Accepted")
+                return self._authorize(state, event.id_tag, event.token_type)
             case ev.TransactionReported():
                 return self._transaction(state, event, now)
             case ev.SessionStarted():
@@ -217,7 +226,7 @@ class FleetService:
                     stop_reason=event.reason or "Local",
                     outcome=session_outcome(event.reason),
                 )
-                return ev.IdTagReply("Accepted") if event.id_tag else ev.Ack()
+                return self._authorize(state, event.id_tag, None) if event.id_tag else ev.Ack()
             case ev.EventsNotified():
                 for item in event.events:
                     self._event(
@@ -394,11 +403,43 @@ class FleetService:
         """A Reset was answered Scheduled: the next BootNotification completes it."""
         self._resets[charger_id] = PendingReset(reset_type, self._clock.now(), done)
 
+    # -- id tokens (evota.fleet.tokens) -------------------------------------------------------
+    def _authorize(
+        self, state: ChargerState, id_token: str, token_type: str | None
+    ) -> ev.IdTagReply | Awaitable[ev.IdTagReply]:
+        """The token store's answer: at once from memory, awaited only from the webhook."""
+        decision = self.tokens.decide(state.id, state.site_id, id_token, token_type)
+        if isinstance(decision, Decision):
+            return _id_tag_reply(decision)
+        return self._authorize_later(decision)
+
+    async def _authorize_later(self, pending: Awaitable[Decision]) -> ev.IdTagReply:
+        return _id_tag_reply(await pending)
+
     def _transaction(
         self, state: ChargerState, event: ev.TransactionReported, now: Any
     ) -> ev.Reply | Awaitable[ev.Reply]:
-        # An idToken in the event asks for its idTokenInfo (no token store yet: Accepted).
-        reply: ev.Reply = ACK if event.id_token is None else ev.IdTagReply("Accepted")
+        # An idToken in the event asks for its idTokenInfo.
+        if event.id_token is None:
+            return self._transaction_reply(state, event, now, ACK)
+        reply = self._authorize(state, event.id_token, event.token_type)
+        if isinstance(reply, ev.IdTagReply):
+            return self._transaction_reply(state, event, now, reply)
+        return self._transaction_authorized(state, event, now, reply)
+
+    async def _transaction_authorized(
+        self,
+        state: ChargerState,
+        event: ev.TransactionReported,
+        now: Any,
+        pending: Awaitable[ev.IdTagReply],
+    ) -> ev.Reply:
+        result = self._transaction_reply(state, event, now, await pending)
+        return await result if isinstance(result, Awaitable) else result
+
+    def _transaction_reply(
+        self, state: ChargerState, event: ev.TransactionReported, now: Any, reply: ev.Reply
+    ) -> ev.Reply | Awaitable[ev.Reply]:
         known = self._transactions.get(state.id)
         session = known.get(event.transaction_id) if known else None
         if session is None:
@@ -500,6 +541,11 @@ class FleetService:
     async def _start_session(
         self, state: ChargerState, event: ev.SessionStarted, now: Any
     ) -> ev.IdTagReply:
+        decision = self.tokens.decide(state.id, state.site_id, event.id_tag, None)
+        if not isinstance(decision, Decision):
+            decision = await decision
+        # Refused or not, the session is stored: 1.6 needs a transactionId either way, and
+        # the charger then stops it (DeAuthorized).
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 insert(ChargingSession)
@@ -515,7 +561,7 @@ class FleetService:
                 .returning(ChargingSession.id)
             )
             transaction_id = int(result.scalar_one())
-        return ev.IdTagReply("Accepted", transaction_id)
+        return _id_tag_reply(decision, transaction_id)
 
     def _event(
         self,

@@ -13,6 +13,7 @@ from typing import Any
 
 from evota.control import commands
 from evota.fleet import events as ev
+from evota.fleet.tokens import MAX_ID_TAG_16, status_16
 from evota.fleet.bounds import FREE_FORM, STORED, bound
 from evota.ocpp.errors import V16_SPELLING
 
@@ -133,7 +134,13 @@ def decode_event(action: str, payload: dict[str, Any]) -> ev.ChargerEvent:
 
 
 def _id_tag_info(reply: ev.IdTagReply) -> dict[str, Any]:
-    return {"status": reply.status}
+    # 1.6 has no "not at this location": such a token is Invalid here (evota.fleet.tokens).
+    info: dict[str, Any] = {"status": status_16(reply.status)}
+    if reply.expires_at is not None:
+        info["expiryDate"] = _iso(reply.expires_at)
+    if reply.parent_id is not None and len(reply.parent_id) <= MAX_ID_TAG_16:
+        info["parentIdTag"] = reply.parent_id
+    return info
 
 
 def encode_reply(action: str, reply: ev.Reply) -> dict[str, Any]:

@@ -216,7 +216,12 @@ def encode_reply(action: str, reply: ev.Reply) -> dict[str, Any]:
     if isinstance(reply, ev.TimeReply):
         return {"currentTime": _iso(reply.current_time)}
     if isinstance(reply, ev.IdTagReply):  # Authorize, TransactionEvent with an idToken
-        return {"idTokenInfo": {"status": reply.status}}
+        info: dict[str, Any] = {"status": reply.status}
+        if reply.expires_at is not None:
+            info["cacheExpiryDateTime"] = _iso(reply.expires_at)
+        if reply.parent_id is not None:
+            info["groupIdToken"] = {"idToken": reply.parent_id, "type": LOCAL_LIST_TOKEN_TYPE}
+        return {"idTokenInfo": info}
     if isinstance(reply, ev.StatusReply):
         return {"status": reply.status, **reply.extra}
     return {}

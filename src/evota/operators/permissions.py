@@ -21,7 +21,15 @@ READ = frozenset(
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": READ,
     "operator": READ
-    | {"command.send", "operation.write", "config.write", "approval.decide", "alert.ack"},
+    | {
+        "command.send",
+        "operation.write",
+        "config.write",
+        "approval.decide",
+        "alert.ack",
+        "idtoken.read",
+        "idtoken.write",
+    },
     "firmware_manager": READ
     | {"firmware.write", "campaign.write", "job.write", "approval.decide", "alert.ack"},
     "security_admin": READ
@@ -33,11 +41,13 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         "approval.decide",
         "alert.ack",
         "audit.read",
+        "idtoken.read",
+        "idtoken.write",
     },
-    "auditor": READ | {"audit.read"},
+    "auditor": READ | {"audit.read", "idtoken.read"},
 }
 ROLES = tuple(ROLE_PERMISSIONS)
-READ_ONLY = READ | {"audit.read"}
+READ_ONLY = READ | {"audit.read", "idtoken.read"}
 # Permissions checked per charger against grant scopes; the rest need an unlimited grant.
 CHARGER_LEVEL = frozenset(
     {
@@ -56,7 +66,7 @@ ALL_PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())
 ADMIN = "admin"
 
 # Roles that can change something: MFA is required for them (EVOTA_MFA_REQUIRED_ROLES).
-CHANGING_ROLES = frozenset(r for r, p in ROLE_PERMISSIONS.items() if p - READ - {"audit.read"})
+CHANGING_ROLES = frozenset(r for r, p in ROLE_PERMISSIONS.items() if p - READ_ONLY)
 
 
 @dataclass(frozen=True, slots=True)

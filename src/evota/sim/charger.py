@@ -79,6 +79,9 @@ class SimConfig:
     remote_session_duration: float = 4 * 3600.0  # sim s a RemoteStartTransaction session lasts
     upload_bytes: int = 8 * 1024  # size of a generated diagnostics or log file
     upload_timeout: float = 30.0  # real s of HTTP silence before an upload attempt fails
+    # cards drivers present, drawn at random per session (provision them in evota's token
+    # store); empty: a random SIM######## tag each time, which only a lab evota accepts
+    id_tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -739,6 +742,8 @@ class SimulatedCharger:
             raise NotConnected(f"{self.identity} is not connected and accepted")
         if connector_id in self.transactions:
             raise ValueError(f"connector {connector_id} already has a session")
+        if id_tag is None and self.config.id_tags:
+            id_tag = self.rng.choice(self.config.id_tags)
         if id_tag is None:
             id_tag = f"SIM{self.rng.randrange(10**8):08d}"
         if duration is None:

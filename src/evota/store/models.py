@@ -525,3 +525,31 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(TS, index=True)
     acknowledged_by: Mapped[str | None] = mapped_column(String(100))
     acknowledged_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class IdToken(Base):
+    """An id token (RFID card, app or key code) and whether it may charge: the token store
+    Authorize and transactions are answered from (evota.fleet.tokens, docs/id-tokens.md)."""
+
+    __tablename__ = "id_tokens"
+    id_token: Mapped[str] = mapped_column(String(36), primary_key=True)  # 1.6 idTag: 20
+    type: Mapped[str | None] = mapped_column(String(20))  # 2.0.1 IdTokenEnumType; None: any
+    status: Mapped[str] = mapped_column(String(16))  # Accepted | Blocked | Expired | Invalid
+    expires_at: Mapped[datetime | None] = mapped_column(TS)
+    parent_id: Mapped[str | None] = mapped_column(String(36))  # parentIdTag / groupIdToken
+    sites: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every site
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+
+
+class LocalAuthList(Base):
+    """The local authorization list a charger last accepted from evota (SendLocalList):
+    its version and entries, so the next sync can send only the differences."""
+
+    __tablename__ = "local_auth_lists"
+    charger_id: Mapped[str] = mapped_column(
+        ForeignKey("chargers.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    entries: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    synced_at: Mapped[datetime] = mapped_column(TS)

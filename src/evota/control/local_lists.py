@@ -1,0 +1,159 @@
+"""Keep chargers' local authorization lists in step with the token store.
+
+For each charger evota remembers the list it last had accepted (``local_auth_lists``: the
+version and the entries). A sync asks the charger its list version (GetLocalListVersion):
+when it still holds evota's last version, only the differences are sent (a Differential
+SendLocalList, nothing at all when there are none); otherwise, or when asked, the whole list
+(Full). Versions grow by one per accepted update. Every command goes through
+:func:`evota.control.dispatch.send_command`, so each leaves its audit entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, insert, select
+
+from evota.audit.log import Actor
+from evota.control import catalog, commands
+from evota.control.dispatch import send_command
+from evota.fleet import tokens
+from evota.store.models import LocalAuthList
+
+if TYPE_CHECKING:
+    from evota.runtime import Runtime
+
+#: Local list entries are id tags of at most 20 characters (1.6); longer 2.0.1 tokens are
+#: answered online only (docs/id-tokens.md).
+MAX_LIST_TOKEN = tokens.MAX_ID_TAG_16
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    charger_id: str
+    status: str  # the charger's SendLocalList answer, "unchanged", or "error:<reason>"
+    update_type: str | None = None  # Full | Differential
+    version: int | None = None
+    entries: int = 0  # entries sent
+    message: str | None = None
+
+
+def _params(version: int, update_type: str, entries: dict[str, Any]) -> catalog.Params:
+    items: list[dict[str, Any]] = []
+    for token, entry in entries.items():
+        if entry is None:
+            items.append({"id_tag": token})
+            continue
+        parent = entry.get("parent_id")
+        items.append(
+            {
+                "id_tag": token,
+                "status": entry["status"],
+                "expiry": entry.get("expires_at"),
+                "parent_id_tag": parent if parent and len(parent) <= MAX_LIST_TOKEN else None,
+            }
+        )
+    spec = catalog.COMMANDS["send-local-list"]
+    return spec.params.model_validate(
+        {"version": version, "update_type": update_type, "entries": items}
+    )
+
+
+async def _stored(rt: Runtime, charger_id: str) -> Any | None:
+    async with rt.engine.connect() as conn:
+        return (
+            await conn.execute(select(LocalAuthList).where(LocalAuthList.charger_id == charger_id))
+        ).first()
+
+
+async def _remember(rt: Runtime, charger_id: str, version: int, entries: dict[str, Any]) -> None:
+    async with rt.engine.begin() as conn:
+        await conn.execute(delete(LocalAuthList).where(LocalAuthList.charger_id == charger_id))
+        await conn.execute(
+            insert(LocalAuthList).values(
+                charger_id=charger_id, version=version, entries=entries, synced_at=rt.clock.now()
+            )
+        )
+
+
+async def sync_one(
+    rt: Runtime,
+    actor: Actor,
+    charger_id: str,
+    site_id: str | None,
+    *,
+    full: bool = False,
+    reason: str | None = None,
+) -> SyncResult:
+    """Bring one charger's local list to what the token store says for its site."""
+    wanted = rt.fleet.tokens.local_list(site_id, MAX_LIST_TOKEN)
+    stored = await _stored(rt, charger_id)
+    try:
+        held: int | None = None
+        if not full or stored is None:
+            answer = await send_command(
+                rt,
+                actor,
+                charger_id,
+                catalog.COMMANDS["get-local-list-version"],
+                catalog.COMMANDS["get-local-list-version"].params(),
+                reason,
+            )
+            held = answer.details.get("list_version")
+            if answer.status == "NotSupported" or held == -1:
+                return SyncResult(charger_id, "NotSupported", message="no local list support")
+        if not full and stored is not None and held == stored.version:
+            changes = tokens.list_changes(stored.entries or {}, wanted)
+            if not changes:
+                return SyncResult(charger_id, "unchanged", None, stored.version)
+            result = await _send(
+                rt, actor, charger_id, stored.version + 1, "Differential", changes, reason
+            )
+            if result.status != "VersionMismatch":
+                if result.status == "Accepted":
+                    await _remember(rt, charger_id, stored.version + 1, wanted)
+                return result
+        base = max(stored.version if stored is not None else 0, held or 0)
+        result = await _send(rt, actor, charger_id, base + 1, "Full", dict(wanted), reason)
+        if result.status == "Accepted":
+            await _remember(rt, charger_id, base + 1, wanted)
+        return result
+    except commands.CommandError as exc:
+        return SyncResult(charger_id, f"error:{exc.reason}", message=exc.message)
+
+
+async def _send(
+    rt: Runtime,
+    actor: Actor,
+    charger_id: str,
+    version: int,
+    update_type: str,
+    entries: dict[str, Any],
+    reason: str | None,
+) -> SyncResult:
+    spec = catalog.COMMANDS["send-local-list"]
+    answer = await send_command(
+        rt, actor, charger_id, spec, _params(version, update_type, entries), reason
+    )
+    return SyncResult(charger_id, answer.status, update_type, version, len(entries))
+
+
+async def sync(
+    rt: Runtime,
+    actor: Actor,
+    chargers: dict[str, str | None],
+    *,
+    full: bool = False,
+    reason: str | None = None,
+    concurrency: int = 20,
+) -> list[SyncResult]:
+    """Sync ``chargers`` (id → site), a few at a time; one result per charger, in order."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(charger_id: str, site_id: str | None) -> SyncResult:
+        async with gate:
+            return await sync_one(rt, actor, charger_id, site_id, full=full, reason=reason)
+
+    return list(await asyncio.gather(*(one(c, s) for c, s in chargers.items())))
