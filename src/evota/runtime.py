@@ -102,6 +102,7 @@ class Runtime:
             write_interval=s.write_interval,
         )
         self.fleet.writer.start()
+        self.fleet.security_listeners.append(self.alerts.security_event)
         await self._start_tokens()
         self.gateway = Gateway(
             self.fleet,

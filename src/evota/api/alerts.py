@@ -14,8 +14,11 @@ from evota.api.pages import fetch_page
 from evota.api.params import AwareInstant, IntId, Limit, Offset, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.audit import alerts as monitor
-from evota.audit.anomalies import RULES
+from evota.audit import anomalies, security_events
 from evota.store.models import Alert
+
+#: Every rule that raises alerts: the audit-log rules and the chargers' security events.
+RULES = (*anomalies.RULES, security_events.RULE)
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=AUTHENTICATED)
 

@@ -9,6 +9,7 @@ table, so a restart neither forgets two of three resets nor repeats an alert.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -19,12 +20,12 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota import metrics
-from evota.audit import anomalies
+from evota.audit import anomalies, security_events
 from evota.audit.chain import Entry
 from evota.audit.log import SYSTEM, Actor, AuditLog, Recorded
 from evota.clock import Clock
 from evota.config import Settings
-from evota.store.models import Alert, AuditCharger, AuditEntry
+from evota.store.models import Alert, AuditCharger, AuditEntry, ChargerEvent
 
 log = structlog.get_logger("evota.alerts")
 
@@ -59,15 +60,95 @@ class AlertMonitor:
         self.audit = audit
         self.state = anomalies.State(thresholds)
         self._running = False
+        # Security events chargers report (evota.audit.security_events): decided on the hot
+        # path, stored by tasks that stop() waits for.
+        self.security = security_events.State(security_events.Thresholds())
+        self._raising: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         await self._rebuild()
+        await self._rebuild_security()
         if not self._running:
             self._running = True
             self.audit.listen(self._heard)
 
     async def stop(self) -> None:
         self._running = False  # AuditLog has no unlisten: the listener just goes quiet
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until every security alert decided so far is stored."""
+        while self._raising:
+            await asyncio.gather(*self._raising, return_exceptions=True)
+
+    def security_event(
+        self,
+        charger_id: str,
+        event_type: str,
+        tech_info: str | None = None,
+        charger_timestamp: datetime | None = None,
+    ) -> None:
+        """A charger's SecurityEventNotification (called by the fleet service, must not
+        block): the pure rule decides now, the alert is written by a task."""
+        if not self._running:
+            return
+        now = self.clock.now()
+        event = security_events.Reported(charger_id, event_type, now, tech_info, charger_timestamp)
+        self.security, raised = security_events.observe(self.security, event, now)
+        if raised is None:
+            return
+        alert = anomalies.Alert(
+            security_events.RULE,
+            raised.subject,
+            raised.at,
+            raised.message,
+            chargers=(raised.subject,),
+            detail=raised.detail,
+        )
+        task = asyncio.get_running_loop().create_task(self._raise_logged(alert))
+        self._raising.add(task)
+        task.add_done_callback(self._raising.discard)
+
+    async def _raise_logged(self, alert: anomalies.Alert) -> None:
+        try:
+            await self._raise(alert)
+        except Exception:  # the database is down: the event itself is still stored
+            log.exception("could not raise alert", rule=alert.rule, subject=alert.subject)
+
+    async def _rebuild_security(self) -> None:
+        """Quiet periods and per-charger caps from the security alerts already raised, and
+        the windows of repeated types from the stored events, so a restart neither repeats
+        an alert nor forgets the first of two log clearings."""
+        now = self.clock.now()
+        t = self.security.thresholds
+        state = security_events.State(t)
+        async with self.engine.connect() as conn:
+            raised = (
+                await conn.execute(
+                    select(Alert.subject, Alert.detail, Alert.created_at)
+                    .where(Alert.rule == security_events.RULE, Alert.created_at > now - t.quiet)
+                    .order_by(Alert.id)
+                )
+            ).all()
+            repeated = (
+                await conn.execute(
+                    select(ChargerEvent.charger_id, ChargerEvent.status, ChargerEvent.received_at)
+                    .where(
+                        ChargerEvent.kind == "security_event",
+                        ChargerEvent.status.in_(sorted(security_events.REPEATED)),
+                        ChargerEvent.received_at > now - t.repeats_window,
+                    )
+                    .order_by(ChargerEvent.id)
+                )
+            ).all()
+        for row in raised:
+            kind = (row.detail or {}).get("event")
+            if isinstance(kind, str):
+                state = security_events.fired(state, row.subject, kind, row.created_at)
+        for ev in repeated:
+            reported = security_events.Reported(ev.charger_id, ev.status, ev.received_at)
+            state = security_events.counted(state, reported)
+        self.security = security_events.prune(state, now)
 
     async def _heard(self, recorded: Recorded) -> None:
         if not self._running:

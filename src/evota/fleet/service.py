@@ -115,6 +115,9 @@ class FleetService:
         self.jobs: FirmwareObserver | None = None
         # Called with the charger id when a charger boots and is accepted (must not block).
         self.ready_listeners: list[Callable[[str], None]] = []
+        # Called with (charger id, type, techInfo, charger's timestamp) for every security
+        # event a charger reports (the alert monitor's rules; must not block).
+        self.security_listeners: list[Callable[[str, str, str | None, datetime | None], None]] = []
         # 2.0.1, per connected charger: its transactions (charger's id -> (session id,
         # EVSE id)) and the status of each connector of each EVSE.
         self._transactions: dict[str, dict[str, tuple[int, int]]] = {}
@@ -285,6 +288,8 @@ class FleetService:
                     {"tech_info": event.tech_info},
                     event.timestamp,
                 )
+                for listen in self.security_listeners:
+                    listen(state.id, event.type, event.tech_info, event.timestamp)
                 return ev.Ack()
             case ev.DataTransferReceived():
                 self._event(
