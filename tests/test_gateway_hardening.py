@@ -401,3 +401,27 @@ async def _ocpp_port(stderr: asyncio.StreamReader) -> int:
         found = re.search(rb"ws://127\.0\.0\.1:(\d+)/ocpp/", seen)
         if found:
             return int(found.group(1))
+
+
+async def test_the_cli_shows_what_a_charger_reports_without_performing_it(evota_sqlite):
+    """Same class as the logs: a charger's vendor string reaches the operator's terminal."""
+    from tests.test_cli import invoke
+
+    vendor = "Acme [/red]\x1b[2J"  # not valid markup, and a clear-screen sequence
+    await provision(evota_sqlite, "CP-vendor", KEY)
+    sim = SimulatedCharger(
+        ChargerSpec("CP-vendor", KEY, vendor=vendor),
+        f"ws://127.0.0.1:{evota_sqlite.ocpp_port}/ocpp",
+        FAST,
+    )
+    sim.start()
+    try:
+        await until(lambda: sim.accepted)
+        await evota_sqlite.fleet.writer.flush()
+    finally:
+        await sim.stop()
+    for args in (["charger", "list"], ["charger", "show", "CP-vendor"]):
+        r = await invoke(evota_sqlite, *args)
+        assert r.exit_code == 0, r.output  # the markup error no longer ends the command
+        assert "\x1b" not in r.stdout and "[/red]" in r.stdout
+    assert "Acme [/red]\\x1b[2J" in r.stdout  # `show` has room for the whole value

@@ -15,15 +15,33 @@ from urllib.parse import quote
 
 import typer
 from rich.console import Console, RenderableType
+from rich.errors import MarkupError
 from rich.live import Live
 from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
+from evota import logging as evota_logging
 from evota.client import ApiError, Client
 
-out = Console()
-err = Console(stderr=True)
+
+class _Console(Console):
+    """Shows text from outside (what chargers report, operators' notes) instead of performing
+    it: control characters are escaped, so a charger's vendor string cannot send escape
+    sequences to the operator's terminal, and text that is not valid markup (``[/red]``) is
+    printed as it is instead of raising."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        text = evota_logging.escape(text, keep_newlines=True)
+        try:
+            return super().render_str(text, **kwargs)
+        except MarkupError:
+            return super().render_str(text, **{**kwargs, "markup": False})
+
+
+out = _Console()
+err = _Console(stderr=True)
 
 UrlOpt = Annotated[str | None, typer.Option("--url", envvar="EVOTA_URL", help="evota HTTP URL")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="EVOTA_TOKEN", help="API token")]
