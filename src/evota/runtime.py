@@ -79,7 +79,10 @@ class Runtime:
         private_sqlite(s.resolved_database_url())
         self.engine = db.create_engine(s.resolved_database_url())
         await db.migrate(self.engine)
-        self.audit = AuditLog(self.engine, self.clock)
+        self.audit, key_created = AuditLog.for_data_dir(
+            self.engine, self.clock, s.data_dir, create_key=True
+        )
+        await self.audit.start(key_created)
         self.alerts = AlertMonitor(self.engine, self.clock, self.audit, thresholds_from(s))
         await self.alerts.start()
         self.approvals = Approvals(
@@ -303,6 +306,7 @@ class Runtime:
         await self.fleet.tokens.close()
         await self.alerts.stop()
         await self._reset_connected()
+        self.audit.anchor()  # the last head, outside the database
         await self.engine.dispose()
 
     async def on_firmware_revoked(self, firmware_id: str) -> None:

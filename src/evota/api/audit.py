@@ -19,6 +19,7 @@ from evota.api.pages import fetch_page
 from evota.api.params import Instant, Limit, Offset, text
 from evota.api.problems import AUTHENTICATED
 from evota.api.schemas import Page
+from evota.audit import chain
 from evota.runtime import Runtime
 from evota.store.models import AuditCharger, AuditEntry
 
@@ -38,6 +39,7 @@ COLUMNS = (
     "detail",
     "prev_hash",
     "hash",
+    "v",
 )
 
 
@@ -55,6 +57,7 @@ class AuditEntryOut(BaseModel):
     detail: dict[str, Any]
     prev_hash: str
     hash: str
+    v: int = Field(description="canonical form the hash covers (2: includes the chargers)")
 
 
 class VerifyOut(BaseModel):
@@ -63,6 +66,9 @@ class VerifyOut(BaseModel):
     broken_at: int | None = None
     reason: str | None = None
     detail: str | None = None
+    head_checked: bool = Field(
+        True, description="the end of the chain was compared with the sealed head"
+    )
 
 
 def _filtered(
@@ -225,23 +231,19 @@ def _iso(value: Any) -> str:
 
 @router.get("/verify", response_model=VerifyOut)
 async def verify_audit(rt: RuntimeDep, _who: Principal = require("audit.read")) -> VerifyOut:
-    """Walk the whole hash chain; ``broken_at`` is the sequence number of the first entry
-    that was edited, is missing, or is out of order."""
+    """Walk the whole hash chain and compare its end with the sealed head and the latest
+    anchor; ``broken_at`` is the sequence number of the first entry that was edited, is
+    missing, is out of order or lost its charger links, or the first entry a truncation
+    removed; ``detail`` says it in words."""
     count, broken = await rt.audit.verify()
+    checked = rt.audit.head_checked
     if broken is None:
-        return VerifyOut(ok=True, entries=count)
+        return VerifyOut(ok=True, entries=count, head_checked=checked)
     return VerifyOut(
         ok=False,
         entries=count,
         broken_at=broken.seq,
         reason=broken.reason,
-        detail=_EXPLAIN[broken.reason].format(seq=broken.seq),
+        detail=chain.explain(broken),
+        head_checked=checked,
     )
-
-
-_EXPLAIN = {
-    "edited": "entry {seq} does not match its hash or its predecessor: it was changed",
-    "missing": "entry {seq} is missing: it was deleted",
-    "reordered": "entry {seq} is out of order: entries were reordered",
-    "bad_start": "entry {seq} claims to be the first but is not linked to the start",
-}

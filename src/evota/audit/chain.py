@@ -1,25 +1,33 @@
 """The audit log's hash chain: pure functions to seal entries and find where a chain breaks.
 
 Each entry carries the SHA-256 of its own canonical form, which includes the previous
-entry's hash, so editing, deleting or reordering any entry changes every hash after it.
-``verify`` walks a chain once and names the first entry where it breaks and how, which is
-what ``evota audit verify`` and ``GET /api/v1/audit/verify`` report. Storage and the API
-come with the operators issue; this module is the part that must be exactly right.
+entry's hash and (since canonical form 2) the ids of the chargers it concerns, so editing,
+deleting, reordering or unlinking any entry changes what the chain computes. The newest
+entry is also kept as a *head* (seq, hash) under an HMAC whose key lives outside the
+database, so deleting the newest entries cannot be hidden by someone who can only write the
+database. ``verify`` walks a chain once and names the first entry where it breaks and how;
+``check_head`` and ``check_anchor`` compare its end with the sealed head and the latest
+external anchor. ``evota audit verify`` and ``GET /api/v1/audit/verify`` report the result.
 
 Canonical form: JSON with sorted keys, no whitespace, UTF-8, timestamps as ISO 8601 UTC
 with microseconds, so the same entry hashes the same on every platform and database.
+Version 1 (entries sealed before evota 0007's migration) hashes every field but ``hash``;
+version 2 adds ``v`` and the sorted ``chargers``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 GENESIS = "0" * 64
+VERSION = 2
+"""The canonical form new entries are sealed with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +44,54 @@ class Entry:
     detail: Mapping[str, Any] = field(default_factory=dict)
     prev_hash: str = GENESIS
     hash: str = ""
+    v: int = VERSION
+    chargers: tuple[str, ...] = ()
+    linked: tuple[str, ...] | None = None
+    """What the link table says (not hashed; None = not read): must equal ``chargers``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest entry as sealed with the head key (``mac``), or as anchored outside."""
+
+    seq: int
+    hash: str
+    mac: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Break:
-    """Where a chain stops being trustworthy: ``seq`` of the first bad entry and why."""
+    """Where a chain stops being trustworthy: ``seq`` of the first bad entry and why.
+
+    For ``truncated``, ``seq`` is the first entry that is gone and ``head`` the sequence
+    number the sealed head (or an anchor) says the log reached."""
 
     seq: int
     position: int  # index in the sequence handed to verify
-    reason: str  # edited | missing | reordered | bad_start
+    reason: str  # edited | missing | reordered | bad_start | unlinked | truncated | ...
+    head: int | None = None
+    source: str = "head"  # truncated: which record says so (head | anchor)
+
+
+EXPLAIN = {
+    "edited": "entry {seq} does not match its hash or its predecessor: it was changed",
+    "missing": "entry {seq} is missing: it was deleted",
+    "reordered": "entry {seq} is out of order: entries were reordered",
+    "bad_start": "entry {seq} claims to be the first but is not linked to the start",
+    "unlinked": "entry {seq}: charger links changed",
+    "truncated": "audit log truncated after entry {last}: {source} says {head}",
+    "unsealed": "entries after {head} were appended without the head key (head says {head})",
+    "head_forged": "the stored head (entry {head}) fails its MAC: it was written without the key",
+    "head_missing": "the sealed head is missing from the database: it was deleted",
+    "head_mismatch": "entry {seq} does not match the sealed head: it was replaced",
+}
+
+
+def explain(broken: Break) -> str:
+    """One line naming what happened, for the CLI and the API."""
+    return EXPLAIN[broken.reason].format(
+        seq=broken.seq, last=broken.seq - 1, head=broken.head, source=broken.source
+    )
 
 
 def _timestamp(at: datetime) -> str:
@@ -54,14 +101,24 @@ def _timestamp(at: datetime) -> str:
 
 
 def canonical(entry: Entry) -> bytes:
-    """The bytes that are hashed: every field but ``hash``."""
-    data: dict[str, Any] = {}
-    for f in fields(entry):
-        if f.name == "hash":
-            continue
-        value = getattr(entry, f.name)
-        data[f.name] = _timestamp(value) if isinstance(value, datetime) else value
-    data["detail"] = dict(entry.detail)
+    """The bytes that are hashed. Version 1: every stored field but ``hash``; version 2
+    adds ``v`` and the sorted charger ids, so unlinking an entry changes its hash."""
+    data: dict[str, Any] = {
+        "seq": entry.seq,
+        "at": _timestamp(entry.at),
+        "actor": entry.actor,
+        "role": entry.role,
+        "action": entry.action,
+        "outcome": entry.outcome,
+        "target": entry.target,
+        "reason": entry.reason,
+        "request_id": entry.request_id,
+        "detail": dict(entry.detail),
+        "prev_hash": entry.prev_hash,
+    }
+    if entry.v != 1:
+        data["v"] = entry.v
+        data["chargers"] = sorted(entry.chargers)
     return json.dumps(
         data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
@@ -78,6 +135,9 @@ def seal(previous: Entry | None, entry: Entry) -> Entry:
         seq=previous.seq + 1 if previous else 1,
         prev_hash=previous.hash if previous else GENESIS,
         hash="",
+        v=VERSION,
+        chargers=tuple(sorted(set(entry.chargers))),
+        linked=None,
     )
     return replace(linked, hash=digest(linked))
 
@@ -86,7 +146,7 @@ def verify(entries: Iterable[Entry]) -> tuple[int, Break | None]:
     """Check a whole chain, from entry 1, in order; returns (entries checked, first break).
 
     Deleting the newest entries leaves a shorter valid chain: that is caught by comparing
-    with the head the store keeps (count and last hash), not here.
+    its end with the sealed head (``check_head``) and the latest anchor (``check_anchor``).
 
     ``edited``: the entry's content no longer matches its hash. ``missing``: the sequence
     skips a number that appears nowhere (an entry was deleted). ``reordered``: the next
@@ -94,7 +154,8 @@ def verify(entries: Iterable[Entry]) -> tuple[int, Break | None]:
     go backwards or repeat. ``bad_start``: the first entry is not linked to the genesis
     hash although it claims to be the first. An entry whose content matches its hash but
     whose ``prev_hash`` is not the previous hash was re-linked after a deletion or edit
-    before it: ``edited``.
+    before it: ``edited``. ``unlinked``: the entry's charger links (``linked``, when read)
+    are not the charger ids it was sealed with.
     """
     items = list(entries)
     seqs = {e.seq for e in items}
@@ -116,5 +177,64 @@ def verify(entries: Iterable[Entry]) -> tuple[int, Break | None]:
                 return count, Break(entry.seq, position, "bad_start")
         elif entry.prev_hash != previous.hash:
             return count, Break(entry.seq, position, "edited")
+        if entry.linked is not None and set(entry.linked) != set(entry.chargers):
+            return count, Break(entry.seq, position, "unlinked")
         previous = entry
     return count, None
+
+
+def head_mac(key: bytes, seq: int, hash_: str) -> str:
+    """HMAC-SHA-256 over the head; without the key nobody can write a head that passes."""
+    message = f"evota-audit-head:{seq}:{hash_}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def seal_head(key: bytes, last: Entry | None) -> Head:
+    """The head after ``last`` (None: the empty log)."""
+    seq, hash_ = (last.seq, last.hash) if last is not None else (0, GENESIS)
+    return Head(seq, hash_, head_mac(key, seq, hash_))
+
+
+def head_valid(head: Head, key: bytes) -> bool:
+    return hmac.compare_digest(head.mac, head_mac(key, head.seq, head.hash))
+
+
+def check_head(
+    entries: Sequence[Entry], head: Head | None, key: bytes, *, after: Head | None = None
+) -> Break | None:
+    """Compare an intact chain with the sealed head read *before* it (``head``) and the
+    one read after it (``after``; appends may move it meanwhile).
+
+    ``head_missing``: no head (evota seals one at its first start with the key).
+    ``head_forged``: a MAC does not match (the row was rewritten without the key).
+    ``truncated``: the head is further than the chain. ``head_mismatch``: the entry at the
+    head's number is not the one that was sealed (replaced after a truncation).
+    ``unsealed``: entries past even the later head (appended without the key)."""
+    end = len(entries)
+    for h in (head, after):
+        if h is None:
+            return Break(end + 1, end, "head_missing")
+        if not head_valid(h, key):
+            return Break(h.seq, end, "head_forged", head=h.seq)
+    assert head is not None and after is not None
+    last = entries[-1].seq if entries else 0
+    if head.seq > last:
+        return Break(last + 1, end, "truncated", head=head.seq)
+    if (entries[head.seq - 1].hash if head.seq else GENESIS) != head.hash:
+        return Break(head.seq, head.seq - 1, "head_mismatch", head=head.seq)
+    if after.seq < last:
+        return Break(after.seq + 1, after.seq, "unsealed", head=after.seq)
+    return None
+
+
+def check_anchor(entries: Sequence[Entry], anchor: Head | None) -> Break | None:
+    """An anchor (a head published outside the database) must still be in the chain: this
+    catches a rollback of the whole database, head row included, to an older state."""
+    if anchor is None or anchor.seq == 0:
+        return None
+    if anchor.seq > len(entries):
+        last = entries[-1].seq if entries else 0
+        return Break(last + 1, len(entries), "truncated", head=anchor.seq, source="anchor")
+    if entries[anchor.seq - 1].hash != anchor.hash:
+        return Break(anchor.seq, anchor.seq - 1, "head_mismatch", head=anchor.seq)
+    return None

@@ -23,6 +23,7 @@ from evota.cli_support import (
     UrlOpt,
     api,
     client,
+    err,
     fail,
     out,
     print_json,
@@ -40,19 +41,32 @@ DbOpt = Annotated[
 ]
 
 
-async def _verify_db(url: str) -> dict[str, Any]:
+async def _verify_db(url: str, data_dir: Path) -> dict[str, Any]:
+    from evota.audit.chain import explain
     from evota.audit.log import AuditLog
     from evota.clock import SystemClock
     from evota.store import db
 
     engine = db.create_engine(url)
     try:
-        count, broken = await AuditLog(engine, SystemClock()).verify()
+        audit, _ = AuditLog.for_data_dir(engine, SystemClock(), data_dir)
+        count, broken = await audit.verify()
     finally:
         await engine.dispose()
+    checked = audit.head_checked
     if broken is None:
-        return {"ok": True, "entries": count}
-    return {"ok": False, "entries": count, "broken_at": broken.seq, "reason": broken.reason}
+        return {"ok": True, "entries": count, "head_checked": checked}
+    return {
+        "ok": False,
+        "entries": count,
+        "broken_at": broken.seq,
+        "reason": broken.reason,
+        "detail": explain(broken),
+        "head_checked": checked,
+    }
+
+
+_CHAIN_REASONS = ("edited", "missing", "reordered", "bad_start")
 
 
 @app.command()
@@ -63,7 +77,11 @@ def verify(
     database_url: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Walk the hash chain; exit 1 naming the first edited, missing or reordered entry."""
+    """Walk the hash chain and compare its end with the sealed head and the latest anchor;
+    exit 1 naming the first edited, missing, reordered or unlinked entry, or a truncation.
+
+    Straight against the database, the head key and anchor file are read from --data-dir
+    (else EVOTA_DATA_DIR); without the key only the chain is checked, and it says so."""
     if data_dir is not None or database_url is not None:
         if database_url is not None:
             db_url = database_url
@@ -72,23 +90,34 @@ def verify(
             if not (data_dir / "evota.db").exists():
                 raise fail(f"no evota database in {data_dir}")
             db_url = f"sqlite+aiosqlite:///{(data_dir / 'evota.db').resolve()}"
+        if data_dir is None:
+            from evota.config import Settings
+
+            data_dir = Settings.model_validate({}).data_dir
         try:
-            result = asyncio.run(_verify_db(db_url))
+            result = asyncio.run(_verify_db(db_url, data_dir))
         except Exception as exc:  # unreachable database, not an evota database, ...
             raise fail(f"cannot read the audit log: {exc}") from None
     else:
         result = api(url, token, "GET", "/api/v1/audit/verify")
     if as_json:
         print_json(result)
+    if not result.get("head_checked", True) and not as_json:
+        err.print(
+            "[yellow]head not checked: no audit-head.key in the data directory; deleting the "
+            "newest entries would go unnoticed (pass --data-dir)[/yellow]"
+        )
     if result["ok"]:
         if not as_json:
             out.print(f"audit log intact: {result['entries']} entries verified")
         return
     if not as_json:
-        raise fail(
-            f"audit log broken at entry {result['broken_at']} ({result['reason']}); "
-            f"{result['entries']} entries read"
-        )
+        if result["reason"] in _CHAIN_REASONS:
+            message = f"audit log broken at entry {result['broken_at']} ({result['reason']})"
+        else:
+            detail = str(result["detail"])
+            message = detail if detail.startswith("audit log") else f"audit log broken: {detail}"
+        raise fail(f"{message}; {result['entries']} entries read")
     raise typer.Exit(1)
 
 

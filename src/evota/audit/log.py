@@ -4,26 +4,40 @@ Appends are serialized by one writer task per process that commits every entry w
 at that moment in one transaction (group commit); the unique ``seq`` catches a second
 process, and the batch is relinked on the new head and retried. Listeners (anomaly rules)
 see each entry after it is committed; a failing listener is logged and never loses it.
+
+The same transaction moves the sealed head (``audit_head``: seq, hash and an HMAC keyed by
+``audit-head.key`` in the data directory, never in the database), and every
+``anchor_interval`` seconds the head is published outside the database: one ``audit head``
+log line and one line in ``audit-anchors.jsonl`` next to the key. ``verify`` compares the
+chain's end with both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import structlog
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from evota.audit import chain
 from evota.clock import Clock
-from evota.store.models import AuditCharger, AuditEntry
+from evota.firmware.tokens import MIN_KEY_BYTES, new_key
+from evota.store.models import AuditCharger, AuditEntry, AuditHead
 
 log = structlog.get_logger("evota.audit")
+
+HEAD_KEY_FILE: Final = "audit-head.key"
+ANCHOR_FILE: Final = "audit-anchors.jsonl"
+_HEAD_ID: Final = 1
 
 Listener = Callable[["Recorded"], Awaitable[None]]
 _Pending = tuple[chain.Entry, tuple[str, ...], "asyncio.Future[chain.Entry]"]
@@ -51,7 +65,7 @@ class Recorded:
     chargers: tuple[str, ...]
 
 
-def _entry(row: Any) -> chain.Entry:
+def _entry(row: Any, linked: Sequence[str] | None = None) -> chain.Entry:
     return chain.Entry(
         seq=row.seq,
         at=row.at,
@@ -65,17 +79,111 @@ def _entry(row: Any) -> chain.Entry:
         detail=row.detail or {},
         prev_hash=row.prev_hash,
         hash=row.hash,
+        v=row.v,
+        chargers=tuple(row.chargers or ()),
+        linked=None if linked is None else tuple(linked),
     )
 
 
+def head_key(data_dir: Path, *, create: bool = False) -> tuple[bytes | None, bool]:
+    """The head's HMAC key from the data directory, and whether it was created just now.
+
+    Only the server creates it (``create``), mode 0600 like the download-token key; other
+    processes use it when it is there and otherwise leave the head alone."""
+    path = data_dir / HEAD_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) if create else None
+    except FileExistsError:
+        fd = None
+    if fd is not None:
+        key = new_key()
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        return key, True
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        return None, False
+    if len(key) < MIN_KEY_BYTES:
+        raise RuntimeError(f"{path} holds no usable key")
+    return key, False
+
+
+def read_anchor(path: Path) -> chain.Head | None:
+    """The furthest head published to the anchor file (None if there is none)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    best: chain.Head | None = None
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+            anchor = chain.Head(int(item["seq"]), str(item["hash"]), str(item.get("mac", "")))
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line after a crash
+        if best is None or anchor.seq > best.seq:
+            best = anchor
+    return best
+
+
 class AuditLog:
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        *,
+        key: bytes | None = None,
+        anchors: Path | None = None,
+        anchor_interval: float = 60.0,
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self._listeners: list[Listener] = []
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self.max_batch = 500
+        self.key = key
+        self.anchors = anchors
+        self.anchor_interval = anchor_interval
+        self._head: chain.Head | None = None  # the newest head this process sealed
+        self._anchored = 0  # the seq last published
+        self._next_anchor: float | None = None  # loop time the next anchor is due
+
+    @classmethod
+    def for_data_dir(
+        cls, engine: AsyncEngine, clock: Clock, data_dir: Path, *, create_key: bool = False
+    ) -> tuple[AuditLog, bool]:
+        """The log with the data directory's head key and anchor file; and whether the key
+        was created now (the server's first start with it: the cut-over)."""
+        key, created = head_key(data_dir, create=create_key)
+        return cls(engine, clock, key=key, anchors=data_dir / ANCHOR_FILE), created
+
+    async def start(self, key_created: bool) -> None:
+        """Seal the head if there is none yet: on an empty log, or when the key was created
+        just now (the first start after the upgrade that introduced it: entries before
+        this point are sealed as they are). A head missing otherwise was deleted: it is
+        not re-created, and verify reports it."""
+        if self.key is None:
+            return
+        async with self.engine.begin() as conn:
+            stored = (await conn.execute(select(AuditHead))).first()
+            if stored is not None:
+                return
+            row = (
+                await conn.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
+            ).first()
+            if row is not None and not key_created:
+                log.error("audit head missing: not re-created, see evota audit verify")
+                return
+            head = chain.seal_head(self.key, _entry(row) if row is not None else None)
+            await conn.execute(
+                insert(AuditHead).values(
+                    id=_HEAD_ID, seq=head.seq, hash=head.hash, mac=head.mac, at=self.clock.now()
+                )
+            )
+        if head.seq:
+            log.warning("audit head sealed over the existing log (cut-over)", seq=head.seq)
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -103,8 +211,9 @@ class AuditLog:
             reason=reason,
             request_id=actor.request_id,
             detail=_jsonable(dict(detail or {})),
+            chargers=tuple(dict.fromkeys(chargers)),
         )
-        charger_ids = tuple(dict.fromkeys(chargers))
+        charger_ids = draft.chargers
         done: asyncio.Future[chain.Entry] = asyncio.get_running_loop().create_future()
         self._pending.append((draft, charger_ids, done))
         if self._flusher is None or self._flusher.done():
@@ -134,6 +243,49 @@ class AuditLog:
             for (_, _, fut), entry in zip(batch, sealed, strict=True):
                 if not fut.done():
                     fut.set_result(entry)
+            self._maybe_anchor()
+
+    async def drain(self) -> None:
+        """Wait until every entry recorded so far is committed (or refused)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    def _maybe_anchor(self, force: bool = False) -> None:
+        """Publish the head outside the database (a log line and the anchor file) at most
+        every ``anchor_interval`` seconds, the first time one interval after the first
+        append, and whenever ``force``d (at stop)."""
+        now = asyncio.get_running_loop().time()
+        if not force:
+            if self._next_anchor is None:
+                self._next_anchor = now + self.anchor_interval
+            if now < self._next_anchor:
+                return
+        self._next_anchor = now + self.anchor_interval
+        head = self._head
+        if head is None or head.seq == self._anchored:
+            return
+        self._anchored = head.seq
+        log.info("audit head", seq=head.seq, hash=head.hash, mac=head.mac)
+        if self.anchors is None:
+            return
+        line = json.dumps(
+            {
+                "at": self.clock.now().isoformat(),
+                "seq": head.seq,
+                "hash": head.hash,
+                "mac": head.mac,
+            }
+        )
+        try:
+            fd = os.open(self.anchors, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.write(line + "\n")
+        except OSError:
+            log.exception("cannot write the audit anchor file", path=str(self.anchors))
+
+    def anchor(self) -> None:
+        """Publish the current head now (at stop, so the last head is outside the database)."""
+        self._maybe_anchor(force=True)
 
     async def _append_batch(self, batch: list[_Pending]) -> list[chain.Entry]:
         for attempt in range(5):
@@ -145,8 +297,8 @@ class AuditLog:
         raise AssertionError("unreachable")
 
     async def _append(self, batch: list[_Pending]) -> list[chain.Entry]:
-        """One transaction, three statements whatever the batch size: read the head, insert
-        the sealed entries, link them to their chargers."""
+        """One transaction, five statements whatever the batch size: read the newest entry,
+        insert the sealed entries, link them to their chargers, read and move the head."""
         out: list[chain.Entry] = []
         async with self.engine.begin() as conn:
             head = (
@@ -172,6 +324,8 @@ class AuditLog:
                         "detail": dict(e.detail),
                         "prev_hash": e.prev_hash,
                         "hash": e.hash,
+                        "v": e.v,
+                        "chargers": list(e.chargers),
                     }
                     for e in out
                 ],
@@ -191,10 +345,43 @@ class AuditLog:
                         for c in chargers
                     ],
                 )
+            if self.key is not None:
+                await self._move_head(conn, head, out[-1])
         return out
 
+    async def _move_head(self, conn: AsyncConnection, last_row: Any, newest: chain.Entry) -> None:
+        """Seal ``newest`` as the head, but only if the stored head is valid and is the entry
+        this batch was linked to: after a truncation (or a forged head) the head stays where
+        it was, so the evidence survives the next append."""
+        assert self.key is not None
+        row = (await conn.execute(select(AuditHead).where(AuditHead.id == _HEAD_ID))).first()
+        stored = None if row is None else chain.Head(row.seq, row.hash, row.mac)
+        linked_to = (
+            chain.Head(last_row.seq, last_row.hash)
+            if last_row is not None
+            else chain.Head(0, chain.GENESIS)
+        )
+        if (
+            stored is None
+            or not chain.head_valid(stored, self.key)
+            or (stored.seq, stored.hash) != (linked_to.seq, linked_to.hash)
+        ):
+            log.error(
+                "audit log does not match its sealed head: head not moved, see evota audit verify",
+                head=None if stored is None else stored.seq,
+                newest=linked_to.seq,
+            )
+            return
+        sealed = chain.seal_head(self.key, newest)
+        await conn.execute(
+            update(AuditHead)
+            .where(AuditHead.id == _HEAD_ID)
+            .values(seq=sealed.seq, hash=sealed.hash, mac=sealed.mac, at=self.clock.now())
+        )
+        self._head = sealed
+
     async def entries(self, batch: int = 2000) -> AsyncIterator[chain.Entry]:
-        """Every entry in storage order (``id``), in batches."""
+        """Every entry in storage order (``id``), in batches, with its charger links."""
         last = 0
         while True:
             async with self.engine.connect() as conn:
@@ -206,16 +393,45 @@ class AuditLog:
                         .limit(batch)
                     )
                 ).all()
+                links: dict[int, list[str]] = {}
+                if rows:
+                    for entry_id, charger_id in await conn.execute(
+                        select(AuditCharger.entry_id, AuditCharger.charger_id).where(
+                            AuditCharger.entry_id > last, AuditCharger.entry_id <= rows[-1].id
+                        )
+                    ):
+                        links.setdefault(entry_id, []).append(charger_id)
             if not rows:
                 return
             for row in rows:
-                yield _entry(row)
+                yield _entry(row, links.get(row.id, []))
             last = rows[-1].id
 
+    async def stored_head(self) -> chain.Head | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(AuditHead).where(AuditHead.id == _HEAD_ID))).first()
+        return None if row is None else chain.Head(row.seq, row.hash, row.mac)
+
+    @property
+    def head_checked(self) -> bool:
+        """Whether ``verify`` can check the sealed head (it needs the key)."""
+        return self.key is not None
+
     async def verify(self) -> tuple[int, chain.Break | None]:
-        """Walk the whole chain; (entries checked, first break or None)."""
+        """Walk the whole chain, then compare its end with the sealed head (when this
+        process has the key) and the latest anchor; (entries checked, first break)."""
+        before = await self.stored_head() if self.key is not None else None
         collected = [e async for e in self.entries()]
-        return await asyncio.to_thread(chain.verify, collected)
+        count, broken = await asyncio.to_thread(chain.verify, collected)
+        if broken is not None:
+            return count, broken
+        if self.key is not None:
+            after = await self.stored_head()
+            broken = chain.check_head(collected, before, self.key, after=after)
+        if broken is None and self.anchors is not None:
+            anchor = await asyncio.to_thread(read_anchor, self.anchors)
+            broken = chain.check_anchor(collected, anchor)
+        return count, broken
 
 
 def _jsonable(value: Any) -> Any:

@@ -122,9 +122,8 @@ async def _add_offline(
             "via": "database",
         }
         actor = Actor(f"cli:{os.environ.get('USER', 'local')}"[:100], ("local",))
-        await AuditLog(engine, clock).record(
-            actor, "user.create", "ok", target=view.username, detail=detail
-        )
+        audit, _ = AuditLog.for_data_dir(engine, clock, settings.data_dir)
+        await audit.record(actor, "user.create", "ok", target=view.username, detail=detail)
     except users.UserError as exc:
         raise fail(f"{exc.title}: {exc.detail}") from None
     except (SQLAlchemyError, OSError) as exc:

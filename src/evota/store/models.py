@@ -401,6 +401,22 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # Canonical-form version (evota.audit.chain.canonical): 1 = sealed before charger ids
+    # were hashed, 2 = ``chargers`` is part of the hash and must match the link rows.
+    v: Mapped[int] = mapped_column(Integer, server_default="1")
+    chargers: Mapped[list[str] | None] = mapped_column(JSON)
+
+
+class AuditHead(Base):
+    """The newest entry (seq, hash) under an HMAC whose key is in the data directory, not in
+    the database: deleting the newest entries cannot roll it back unnoticed. One row."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(TS)
 
 
 class AuditCharger(Base):
