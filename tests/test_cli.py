@@ -108,6 +108,12 @@ async def test_sites_chargers_files_and_completion(evota_sqlite, tmp_path):
     assert _json(r.stdout)["site_id"] == "depot" and _json(r.stdout)["tags"] == ["dc"]
     r = await invoke(rt, "charger", "update", "CLI-7")
     assert r.exit_code == 1 and "nothing to change" in r.output
+    r = await invoke(rt, "charger", "update", "CLI-7", "--hardware-revision", "r2", "--json")
+    assert r.exit_code == 0 and _json(r.stdout)["hardware_revision"] == "r2", r.output
+    r = await invoke(rt, "charger", "update", "CLI-7", "--hardware-revision", "x" * 51)
+    assert r.exit_code == 1 and "hardware_revision" in r.output
+    r = await invoke(rt, "charger", "update", "CLI-7", "--hardware-revision", "", "--json")
+    assert r.exit_code == 0 and _json(r.stdout)["hardware_revision"] is None, r.output
     r = await invoke(rt, "charger", "list", "--tag", "dc", "--search", "cli-", "--json")
     assert [c["id"] for c in _json(r.stdout)["items"]] == ["CLI-7"]
     r = await invoke(rt, "charger", "list", "--tag", "ac", "--json")
