@@ -64,6 +64,9 @@ async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
                 "America/New_York",
                 "Asia/Tokyo",
             }
+            # the simulated drivers' cards are in the token store (evota accepts only those)
+            cards = (await api.get("/api/v1/id-tokens", params={"limit": 1})).json()
+            assert cards["total"] == 40
             firmware = (await api.get("/api/v1/firmware")).json()
             assert sorted(f["version"] for f in firmware["items"]) == ["1.9.0", "2.4.0", "4.1.0"]
             assert all(f["state"] == "released" and f["signed"] for f in firmware["items"])

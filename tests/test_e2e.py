@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from sqlalchemy import func, select
 
-from evota.demo import demo_fleet
+from evota.demo import BLOCKED_CARD, DEMO_CARDS, demo_fleet, seed_cards
 from evota.sim import Fleet
 from evota.sim.charger import SimConfig
 from evota.store.models import ChargingSession, ConnectorStatus
-from tests.conftest import TOKEN, api_client
+from tests.conftest import TOKEN, api_client, start_runtime
 
 FAST = SimConfig(
     speed=600.0,
@@ -25,15 +26,26 @@ FAST = SimConfig(
 )
 
 
-async def test_demo_fleet_reaches_the_api(evota):
+async def test_demo_fleet_reaches_the_api(tmp_path, database_url):
+    # evota as shipped: only the demo's cards, provisioned in the token store, may charge
+    evota = await start_runtime(tmp_path, database_url, authorize_all=False)
+    try:
+        await _demo_fleet_reaches_the_api(evota)
+    finally:
+        await evota.stop()
+
+
+async def _demo_fleet_reaches_the_api(evota):
     spec = demo_fleet(12)
     assert len({c.vendor for c in spec.chargers}) == 2
     assert len({c.model for c in spec.chargers}) == 3
     assert len({s.timezone for s in spec.sites}) == 3
+    config = dataclasses.replace(FAST, id_tags=DEMO_CARDS)
     fleet = Fleet.from_spec(
-        spec, f"ws://127.0.0.1:{evota.ocpp_port}/ocpp", config=FAST, ramp_up=0.2
+        spec, f"ws://127.0.0.1:{evota.ocpp_port}/ocpp", config=config, ramp_up=0.2
     )
     report = await fleet.provision(f"http://127.0.0.1:{evota.http_port}", TOKEN)
+    assert await seed_cards(f"http://127.0.0.1:{evota.http_port}", TOKEN) == len(DEMO_CARDS)
     assert report.failed == []
     async with fleet:
         await fleet.wait_for_all(lambda c: c.accepted, 15)
@@ -82,7 +94,9 @@ async def test_demo_fleet_reaches_the_api(evota):
             history = (
                 await conn.execute(select(func.count()).select_from(ConnectorStatus))
             ).scalar_one()
+            tags = set((await conn.execute(select(ChargingSession.id_tag))).scalars())
         assert completed >= 3
+        assert tags <= set(DEMO_CARDS) - {BLOCKED_CARD}  # the blocked card never started one
         assert history >= 12 * 2  # connector 0 and at least one connector per charger
     summary = fleet.summary()
     assert summary.callerrors == 0 and summary.invalid_results == 0

@@ -581,3 +581,47 @@ def test_the_default_is_the_token_store() -> None:
     from evota.config import Settings
 
     assert Settings().authorize_all is False
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+
+async def test_cli_manages_tokens_and_reports_bad_csv_rows(
+    secure_sqlite: Runtime, tmp_path: Path
+) -> None:
+    from .test_cli import invoke
+
+    rt = secure_sqlite
+    async with api_client(rt) as api:
+        await api.post("/api/v1/sites", json={"id": "depot", "name": "Depot"})
+    r = await invoke(rt, "id-token", "add", "CLI-1", "--site", "depot", "--expires", "2030-01-01")
+    assert r.exit_code == 0, r.output
+    assert "CLI-1" in r.stdout and "depot" in r.stdout
+    assert rt.fleet.tokens.records["CLI-1"].sites == frozenset({"depot"})
+    r = await invoke(rt, "id-token", "block", "CLI-1", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "Blocked", r.output
+    assert rt.fleet.tokens.records["CLI-1"].status == "Blocked"
+    r = await invoke(rt, "id-token", "unblock", "CLI-1")
+    assert r.exit_code == 0 and "Accepted" in r.stdout, r.output
+    bad = tmp_path / "cards.csv"
+    bad.write_text("id_token,status\nOK-1,Accepted\nBAD-1,Maybe\nBAD 2,Blocked\n")
+    r = await invoke(rt, "id-token", "import", str(bad))
+    assert r.exit_code == 1
+    assert "line 3, status" in r.output and "line 4, id_token" in r.output, r.output
+    assert "Traceback" not in r.output
+    good = tmp_path / "good.csv"
+    good.write_text("id_token,status,sites\nOK-1,Accepted,depot\nOK-2,Blocked,\n")
+    r = await invoke(rt, "id-token", "import", str(good))
+    assert r.exit_code == 0 and "2 new, 0 replaced" in r.stdout, r.output
+    r = await invoke(rt, "id-token", "list", "--status", "Blocked", "--json")
+    assert [t["id_token"] for t in json.loads(r.stdout)["items"]] == ["OK-2"]
+    r = await invoke(rt, "id-token", "show", "NOPE")
+    assert r.exit_code == 1 and "HTTP 404" in r.output
+    r = await invoke(rt, "id-token", "add", "X", "--status", "Maybe")
+    assert r.exit_code == 1 and "status" in r.output
+    r = await invoke(rt, "id-token", "import", str(tmp_path / "missing.csv"))
+    assert r.exit_code == 1 and "missing.csv" in r.output
+    r = await invoke(rt, "id-token", "delete", "OK-1")
+    assert r.exit_code == 0 and "OK-1" not in rt.fleet.tokens.records
+    r = await invoke(rt, "id-token", "sync", "NOPE")
+    assert r.exit_code == 1 and "HTTP 404" in r.output

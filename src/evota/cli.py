@@ -899,6 +899,15 @@ def _register_alerts() -> None:
 _register_alerts()
 
 
+def _register_id_tokens() -> None:
+    from evota.fleet.tokens_cli import app as id_token_app
+
+    app.add_typer(id_token_app, name="id-token")
+
+
+_register_id_tokens()
+
+
 def _register_control() -> None:
     from evota.control.cli import operation_app, profile_app
 

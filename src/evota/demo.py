@@ -132,6 +132,28 @@ def demo_fleet(count: int) -> FleetSpec:
 
 
 DEMO_USERS = ("ann", "ben")
+#: The simulated drivers' RFID cards: provisioned in the token store (evota accepts only
+#: known cards), one of them blocked so refused sessions show up too.
+DEMO_CARDS = tuple(f"DEMO-{n:04d}" for n in range(1, 41))
+BLOCKED_CARD = DEMO_CARDS[-1]
+
+
+async def seed_cards(api: str, token: str) -> int:
+    """Import the demo cards (an audited CSV import); returns how many were new."""
+    rows = ["id_token,status,parent_id"] + [
+        f"{card},{'Blocked' if card == BLOCKED_CARD else 'Accepted'},DEMO-FLEET"
+        for card in DEMO_CARDS
+    ]
+    async with httpx.AsyncClient(
+        base_url=api, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as client:
+        r = await client.post(
+            "/api/v1/id-tokens/import",
+            content="\n".join(rows) + "\n",
+            headers={"Content-Type": "text/csv"},
+        )
+        r.raise_for_status()
+        return int(r.json()["created"])
 
 
 async def seed_users(runtime: Any, data_dir: Path) -> dict[str, str]:
@@ -202,11 +224,18 @@ async def run_demo(
         added = await seed_firmware(api, token, data_dir)
         console.print(f"firmware repository: {len(RELEASES)} signed releases ({added} new)")
         users = await seed_users(runtime, data_dir)
+        cards = await seed_cards(api, token)
+        console.print(f"id tokens: {len(DEMO_CARDS)} simulated RFID cards ({cards} new)")
         try_it = prepare_upload(data_dir)
         fleet = Fleet.from_spec(
             spec,
             f"ws://{settings.host}:{runtime.ocpp_port}/ocpp",
-            config=SimConfig(session_rate=3.0, session_duration=(300, 1800), meter_interval=60),
+            config=SimConfig(
+                session_rate=3.0,
+                session_duration=(300, 1800),
+                meter_interval=60,
+                id_tags=DEMO_CARDS,
+            ),
         )
         report = await fleet.provision(api, token)
         console.print(
@@ -231,6 +260,7 @@ async def run_demo(
             f"                 evota charger update-firmware {spec.chargers[0].identity}"
             " --firmware 2.4.0\n"
             "                 evota job list\n"
+            "                 evota id-token list\n"
             "                 evota campaign create --name AC22 --firmware 2.4.0 --vendor Acme"
             " --model AC22 --wave 5 --wave 25% --wave 100%\n"
             "                 evota campaign start ID && evota campaign watch ID\n"

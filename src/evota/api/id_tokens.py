@@ -244,8 +244,9 @@ async def import_id_tokens(
         raise Problem(
             422,
             "Invalid rows",
-            f"{len(errors)} problem(s); first: line {errors[0].row}, {errors[0].field}: "
-            f"{errors[0].message}",
+            f"{len(errors)} bad row(s), nothing imported: "
+            + "; ".join(f"line {e.row}, {e.field}: {e.message}" for e in errors[:20])
+            + ("; …" if len(errors) > 20 else ""),
             errors[0].field,
             errors=[e.model_dump() for e in errors[:1000]],
         )
