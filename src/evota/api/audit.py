@@ -20,6 +20,7 @@ from evota.api.params import Instant, Limit, Offset, text
 from evota.api.problems import AUTHENTICATED
 from evota.api.schemas import Page
 from evota.audit import chain
+from evota.csvcells import safe_cell
 from evota.runtime import Runtime
 from evota.store.models import AuditCharger, AuditEntry
 
@@ -173,7 +174,9 @@ async def export_audit(
     since: Annotated[Instant | None, Query(description=_SINCE)] = None,
     until: Annotated[Instant | None, Query(description=_UNTIL)] = None,
 ) -> StreamingResponse:
-    """Oldest first, streamed in batches; includes the hashes so an export can be re-verified."""
+    """Oldest first, streamed in batches; includes the hashes so an export can be re-verified
+    (JSON Lines exactly; in CSV, text cells that a spreadsheet would run as a formula are
+    prefixed with a single quote)."""
     base = _filtered(charger, actor, action, outcome, since, until)
 
     async def rows() -> AsyncIterator[dict[str, Any]]:
@@ -199,9 +202,11 @@ async def export_audit(
             async for item in rows():
                 writer.writerow(
                     [
-                        json.dumps(item[c], sort_keys=True)
-                        if c in ("detail", "chargers")
-                        else (item[c].isoformat() if isinstance(item[c], datetime) else item[c])
+                        safe_cell(
+                            json.dumps(item[c], sort_keys=True)
+                            if c in ("detail", "chargers")
+                            else (item[c].isoformat() if isinstance(item[c], datetime) else item[c])
+                        )
                         for c in COLUMNS
                     ]
                 )
