@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     approval_ttl_hours: float = Field(24, gt=0, description="a request expires after this")
     # Uploads from chargers (diagnostics, logs)
     upload_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    api_max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="largest request body of an API call other than file uploads (413 beyond)",
+    )
     # Remote commands: where chargers upload diagnostics and logs (evota.control.uploads)
     upload_public_url: str | None = Field(
         None, description="base URL chargers use to reach the HTTP API for uploads (NAT, proxies)"

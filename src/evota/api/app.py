@@ -21,6 +21,7 @@ from evota.api import (
     sites,
     users,
 )
+from evota.api.limits import BodyLimits
 from evota.api.middleware import AuditMiddleware
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.add_middleware(AuditMiddleware, audit=lambda: runtime.audit)
+    app.add_middleware(BodyLimits, settings=lambda: runtime.settings)  # outermost: first
     problems.install(app)
     app.include_router(sites.router)
     app.include_router(chargers.router)

@@ -287,8 +287,8 @@ def inspect_root_certificate(pem: str, at: dt.datetime) -> RootInfo:
         raise InvalidInput("certificate has malformed extensions", field) from None
     if not is_ca and not _self_signed(cert):
         raise InvalidInput(
-            "certificate is neither a CA certificate (basicConstraints CA=true) "
-            "nor a self-signed signing certificate",
+            "certificate is not a CA certificate (basicConstraints CA=true) "
+            "or a self-signed signing certificate",
             field,
         )
     not_after = cert.not_valid_after_utc
