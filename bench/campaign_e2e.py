@@ -65,6 +65,8 @@ async def main(args: argparse.Namespace) -> None:
         "EVOTA_DOWNLOAD_PORT": str(ports["download"]),
         "EVOTA_JOB_VERIFY_SECONDS": "1",
         "EVOTA_LOG_LEVEL": "warning",
+        # every simulated charger connects from loopback: one source, as behind one NAT
+        "EVOTA_OCPP_MAX_PREAUTH_PER_ADDRESS": "512",
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "evota", "serve", env=env, stdout=asyncio.subprocess.DEVNULL

@@ -319,7 +319,12 @@ class Evota(ServerKind):
             "--http-port", str(http_port),
             "--ocpp-port", str(ocpp_port),
         ]  # fmt: skip
-        env = {"EVOTA_ADMIN_TOKEN": self.token, "EVOTA_LOG_LEVEL": self.args.server_log_level}
+        env = {
+            "EVOTA_ADMIN_TOKEN": self.token,
+            "EVOTA_LOG_LEVEL": self.args.server_log_level,
+            # every simulated charger connects from loopback: one source, as behind one NAT
+            "EVOTA_OCPP_MAX_PREAUTH_PER_ADDRESS": "512",
+        }
         return argv, env
 
     def wait_ready(self, run: Running) -> None:

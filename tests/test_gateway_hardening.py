@@ -27,7 +27,7 @@ from evota.runtime import Runtime
 from evota.sim.charger import SimConfig, SimulatedCharger
 from evota.sim.fleet import ChargerSpec
 from evota.store.models import Charger
-from tests.conftest import api_client, basic, connect, provision, start_runtime
+from tests.conftest import ShiftedClock, api_client, basic, connect, provision, start_runtime
 from tests.test_v201_gateway import until
 
 KEY = "auth-key-0123456789ab"
@@ -57,10 +57,11 @@ async def _junk(rt: Runtime, source: str = "127.0.0.1") -> tuple[asyncio.StreamR
     return reader, writer
 
 
-async def _closed(reader: asyncio.StreamReader) -> bool:
-    """Whether the server has closed this socket (EOF or reset), without waiting."""
+async def _closed(reader: asyncio.StreamReader, wait: float = 0.001) -> bool:
+    """Whether the server closes this socket (EOF or reset) within ``wait`` seconds: a long
+    wait for sockets that must be closed, a short look at those that must stay open."""
     try:
-        return await asyncio.wait_for(reader.read(1), 0.001) == b""
+        return await asyncio.wait_for(reader.read(1), wait) == b""
     except TimeoutError:
         return False
     except ConnectionError:
@@ -110,21 +111,30 @@ async def test_slow_loris_is_closed_at_the_handshake_deadline(tmp_path, sqlite_u
 
 
 async def test_junk_from_one_address_cannot_lock_out_a_charger(tmp_path, sqlite_url):
+    clock = ShiftedClock()
     rt = await start_runtime(
-        tmp_path, sqlite_url, ocpp_max_preauth=16, ocpp_max_preauth_per_address=4
+        tmp_path, sqlite_url, clock, ocpp_max_preauth=16, ocpp_max_preauth_per_address=4
     )
     try:
-        junk = [await _junk(rt) for _ in range(6)]
+        junk = [await _junk(rt) for _ in range(4)]
         await until(lambda: len(rt.gateway.preauth) == 4)
-        # Beyond the per-address cap the oldest were dropped, the newest are held.
-        assert [await _closed(r) for r, _ in junk] == [True, True, False, False, False, False]
-        assert rt.gateway.preauth.count("127.0.0.1") == 4
+        # While they are young a newcomer is turned away (a storm keeps its handshakes) …
+        reader, writer = await _junk(rt)
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 503 ")
+        writer.close()
+        # … once they have been held a while, newcomers push the oldest out.
+        clock.advance(seconds=3)
+        junk += [await _junk(rt) for _ in range(2)]
+        assert [await _closed(r, 5) for r, _ in junk[:2]] == [True, True]
+        await until(lambda: rt.gateway.preauth.count("127.0.0.1") == 4)
+        assert [await _closed(r) for r, _ in junk[2:]] == [False] * 4
+        clock.advance(seconds=3)
         # While the cap's worth of junk is held, a charger from the same address gets in.
         async with _charger(rt, "CP-real") as sim:
             await until(lambda: sim.accepted)
             assert (sim.stats.connects, sim.stats.connect_failures) == (1, 0)
             assert rt.gateway.is_connected("CP-real")
-        assert await _closed(junk[2][0])  # the oldest junk made room
+        assert await _closed(junk[2][0], 5)  # the oldest junk made room
         assert rt.gateway.preauth.count("127.0.0.1") == 3
         for _, writer in junk:
             writer.close()  # type: ignore[attr-defined]
@@ -133,18 +143,20 @@ async def test_junk_from_one_address_cannot_lock_out_a_charger(tmp_path, sqlite_
 
 
 async def test_junk_from_many_addresses_cannot_lock_out_a_charger(tmp_path, sqlite_url):
+    clock = ShiftedClock()
     rt = await start_runtime(
-        tmp_path, sqlite_url, ocpp_max_preauth=8, ocpp_max_preauth_per_address=2
+        tmp_path, sqlite_url, clock, ocpp_max_preauth=8, ocpp_max_preauth_per_address=2
     )
     try:
         sources = [f"127.0.0.{n}" for n in (2, 3, 4, 5)]
         junk = [await _junk(rt, source) for source in sources for _ in range(2)]
         await until(lambda: len(rt.gateway.preauth) == 8)  # the global cap, all held
         assert not any([await _closed(r) for r, _ in junk])
+        clock.advance(seconds=3)  # held for a while
         async with _charger(rt, "CP-real2") as sim:
             await until(lambda: sim.accepted)
             assert (sim.stats.connects, sim.stats.connect_failures) == (1, 0)
-        assert await _closed(junk[0][0])  # the oldest overall made room
+        assert await _closed(junk[0][0], 5)  # the oldest overall made room
         assert len(rt.gateway.preauth) == 7
         for _, writer in junk:
             writer.close()  # type: ignore[attr-defined]
@@ -153,15 +165,27 @@ async def test_junk_from_many_addresses_cannot_lock_out_a_charger(tmp_path, sqli
 
 
 def test_preauth_pool_evicts_the_oldest_of_the_source_then_overall():
-    pool: PreAuthPool[str] = PreAuthPool(max_total=3, max_per_source=2)
-    assert pool.add("a1", "A") == [] and pool.add("a2", "A") == []
-    assert pool.add("a3", "A") == ["a1"]
-    assert pool.add("b1", "B") == []
-    assert pool.add("b2", "B") == ["a2"]  # total 4 > 3: the oldest overall
+    pool: PreAuthPool[str] = PreAuthPool(max_total=3, max_per_source=2, min_age=2.0)
+    assert pool.add("a1", "A", 0) == [] and pool.add("a2", "A", 0) == []
+    assert pool.add("a3", "A", 5) == ["a1"]
+    assert pool.add("b1", "B", 5) == []
+    assert pool.add("b2", "B", 5) == ["a2"]  # total 4 > 3: the oldest overall
     pool.discard("b1")
     pool.discard("b1")  # twice is harmless
     assert (len(pool), pool.count("A"), pool.count("B")) == (2, 1, 1)
     assert "b2" in pool and "b1" not in pool
+
+
+def test_preauth_pool_refuses_a_newcomer_rather_than_evict_a_young_handshake():
+    """A reconnect storm: those over the cap are all fresh, so the newcomer is turned away
+    (it retries) instead of dropping a handshake that is about to complete."""
+    pool: PreAuthPool[str] = PreAuthPool(max_total=3, max_per_source=2, min_age=2.0)
+    assert pool.add("a1", "A", 10.0) == [] and pool.add("a2", "A", 10.5) == []
+    assert pool.add("a3", "A", 11.0) == ["a3"]
+    assert pool.add("b1", "B", 11.0) == []
+    assert pool.add("c1", "C", 11.5) == ["c1"]  # total: a1 is only 1.5 s old
+    assert pool.add("c1", "C", 12.0) == ["a1"]  # now it is 2 s old: it makes room
+    assert ("a1" in pool, "a3" in pool, len(pool)) == (False, False, 3)
     with pytest.raises(ValueError):
         PreAuthPool(max_total=2, max_per_source=3)
 

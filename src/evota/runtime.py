@@ -120,6 +120,7 @@ class Runtime:
                 s.charger_auth_failure_window_seconds,
             ),
             on_auth_failures=self._charger_auth_alert,
+            clock=self.clock,
         )
         self.ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
         await self._start_firmware()

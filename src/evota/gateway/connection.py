@@ -43,6 +43,10 @@ _ids = itertools.count(1)
 # Unknown identity, wrong key and a key the policy refuses get this one answer (the server
 # log keeps the difference): an attacker must not learn which identities exist.
 AUTH_FAILED = "HTTP Basic authentication failed"
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 9\r\n\r\ntry later"
+)
 
 
 def _select_none(protocol: ServerProtocol, offered: Any) -> None:
@@ -158,6 +162,15 @@ class ChargerConnection(asyncio.Protocol):
             metrics.HANDSHAKES.labels("deadline").inc()
             self.transport.abort()
 
+    def refuse(self) -> None:
+        """Too many connections are mid-handshake: answer 503 at once (without reading the
+        request) so the charger retries with its backoff."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            metrics.HANDSHAKES.labels("503").inc()
+            transport.write(_BUSY)
+            transport.close()
+
     def evict(self) -> None:
         """Dropped to make room under the pre-auth caps (see evota.gateway.limits)."""
         self.disarm_deadline()
@@ -268,7 +281,9 @@ class ChargerConnection(asyncio.Protocol):
     def _throttled(self, identity: str) -> Response | None:
         """429 while the identity or the source has used up its failed attempts (checked
         before the database is asked, so a flood of guesses costs nothing there)."""
-        wait = self.gateway.auth_failures.blocked(identity, self.source, time.monotonic())
+        wait = self.gateway.auth_failures.blocked(
+            identity, self.source, self.gateway.clock.monotonic()
+        )
         if wait is None:
             return None
         log.info(

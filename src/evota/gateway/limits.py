@@ -4,12 +4,13 @@ Plain data structures with the time passed in; the gateway does the closing and 
 
 **Pre-auth pool.** A socket that has not completed the upgrade with valid credentials holds a
 file descriptor and websockets' parser state. The pool caps them overall and per source
-(an IPv4 address, an IPv6 /64). When a cap is passed the *oldest* pre-auth connection (of
-that source, then overall) is dropped to make room, rather than refusing the newcomer: a real
-charger's handshake takes milliseconds, so junk sockets that are held open cannot lock it
-out; to keep it out an attacker would have to open connections faster than its handshake
-completes. Junk from one source only ever evicts its own kind, because the per-source cap is
-below the global one.
+(an IPv4 address, an IPv6 /64). When a cap is passed, the *oldest* pre-auth connection (of
+that source, then overall) is dropped to make room if it has been waiting at least
+``min_age`` seconds: a real charger's handshake takes milliseconds, so sockets held open
+cannot lock it out. If even the oldest is younger, the newcomer is refused instead (503), so
+a reconnect storm of real chargers never drops handshakes that are about to complete; they
+retry with their backoff. Junk from one source only ever evicts its own kind, because the
+per-source cap is below the global one.
 
 **Failed keys.** Failed authentications (unknown identity, wrong key) are counted per charger
 identity and per source in the sliding windows of :mod:`evota.operators.login`; while either
@@ -48,34 +49,37 @@ def source_of(host: str) -> str:
 class PreAuthPool(Generic[T]):
     """Connections not yet upgraded and authenticated, oldest first, overall and per source."""
 
-    def __init__(self, max_total: int, max_per_source: int) -> None:
+    def __init__(self, max_total: int, max_per_source: int, min_age: float = 2.0) -> None:
         if not 1 <= max_per_source <= max_total:
             raise ValueError("need 1 <= max_per_source <= max_total")
         self.max_total = max_total
         self.max_per_source = max_per_source
-        self._all: dict[T, str] = {}
+        self.min_age = min_age
+        self._all: dict[T, tuple[str, float]] = {}  # item -> (source, opened at)
         self._by_source: dict[str, dict[T, None]] = {}
 
-    def add(self, item: T, source: str) -> list[T]:
-        """Track ``item``; returns the connections to drop so both caps hold (never ``item``)."""
-        self._all[item] = source
+    def add(self, item: T, source: str, now: float) -> list[T]:
+        """Track ``item``; returns the connections to drop so both caps hold: older ones, or
+        ``item`` itself (then last) when those over the cap are all younger than ``min_age``."""
+        self._all[item] = (source, now)
         group = self._by_source.setdefault(source, {})
         group[item] = None
         victims: list[T] = []
-        while len(group) > self.max_per_source:
-            victim = next(iter(group))
-            self.discard(victim)
-            victims.append(victim)
-        while len(self._all) > self.max_total:
-            victim = next(iter(self._all))
-            self.discard(victim)
-            victims.append(victim)
+        for members, cap in ((group, self.max_per_source), (self._all, self.max_total)):
+            while len(members) > cap:
+                oldest = next(iter(members))
+                if now - self._all[oldest][1] < self.min_age:
+                    self.discard(item)
+                    return [*victims, item]
+                self.discard(oldest)
+                victims.append(oldest)
         return victims
 
     def discard(self, item: T) -> None:
-        source = self._all.pop(item, None)
-        if source is None:
+        entry = self._all.pop(item, None)
+        if entry is None:
             return
+        source = entry[0]
         group = self._by_source[source]
         del group[item]
         if not group:

@@ -11,6 +11,7 @@ import structlog
 from websockets.frames import CloseCode
 
 from evota import metrics
+from evota.clock import Clock, SystemClock
 from evota.control import commands
 from evota.control.commands import ChargerOffline, Command, CommandResult
 from evota.fleet.service import FleetService
@@ -35,6 +36,8 @@ class Gateway:
         max_preauth_per_address: int = 32,
         auth_failures: AuthFailures | None = None,
         on_auth_failures: Callable[[Exhausted], Awaitable[object]] | None = None,
+        preauth_min_age: float = 2.0,
+        clock: Clock | None = None,
     ) -> None:
         self.fleet = fleet
         self.path_prefix = path_prefix
@@ -47,8 +50,9 @@ class Gateway:
         self.sweep_interval = sweep_interval
         self.connections: dict[str, ChargerConnection] = {}
         self.sockets: set[ChargerConnection] = set()
+        self.clock = clock or SystemClock()  # monotonic: pre-auth ages, failed-key windows
         self.preauth: PreAuthPool[ChargerConnection] = PreAuthPool(
-            max_preauth, max_preauth_per_address
+            max_preauth, max_preauth_per_address, preauth_min_age
         )
         self.auth_failures = auth_failures or AuthFailures(10, 50, 60.0)
         # Called when failed keys fill a window (the runtime raises the alert).
@@ -86,7 +90,11 @@ class Gateway:
     # -- before authentication ---------------------------------------------------------------
     def opened(self, conn: ChargerConnection) -> None:
         """A new socket: pending until authenticated, with a deadline and a place in the pool."""
-        for victim in self.preauth.add(conn, conn.source):
+        for victim in self.preauth.add(conn, conn.source, self.clock.monotonic()):
+            if victim is conn:
+                log.info("pre-auth connections at their cap; refused", peer=conn.peer)
+                conn.refuse()
+                return
             log.info("pre-auth connection dropped to make room", peer=victim.peer)
             victim.evict()
         conn.arm_deadline(self.handshake_timeout)
@@ -97,7 +105,7 @@ class Gateway:
         self.preauth.discard(conn)
 
     def auth_failed(self, identity: str, source: str) -> None:
-        for filled in self.auth_failures.failed(identity, source, time.monotonic()):
+        for filled in self.auth_failures.failed(identity, source, self.clock.monotonic()):
             log.warning(
                 "repeated failed charger authentications",
                 subject=filled.subject,
