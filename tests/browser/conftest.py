@@ -61,6 +61,7 @@ class Console(World):
 
     browser: Any = None
     contexts: list[Any]
+    csp_violations: list[str]
 
     @property
     def base(self) -> str:
@@ -84,8 +85,15 @@ class Console(World):
         page.errors = []  # JS errors and failed console calls: a test fails on any
         page.on("pageerror", lambda exc: page.errors.append(str(exc)))
         page.on("console", lambda msg: _console_error(page, msg))
+        page.on("console", lambda msg: _csp_violation(self, page, msg))
         page.set_default_timeout(15_000)
         return page
+
+
+def _csp_violation(console: Console, page: Any, msg: Any) -> None:
+    """Chromium reports what the Content-Security-Policy blocked as a console message."""
+    if "Content Security Policy" in msg.text or "Content-Security-Policy" in msg.text:
+        console.csp_violations.append(f"{page.url}: {msg.text}")
 
 
 def _console_error(page: Any, msg: Any) -> None:
@@ -104,12 +112,16 @@ async def console(
     ) as c:
         c.browser = browser
         c.contexts = []
+        c.csp_violations = []
         try:
             yield c
         finally:
             # Pages first: an open event stream would hold the server's shutdown forever.
             for context in c.contexts:
                 await context.close()
+        # Every page runs under the console's strict policy: anything it blocked is a bug
+        # (an inline script, style or handler, or htmx evaluating code).
+        assert c.csp_violations == [], c.csp_violations
 
 
 def totp(secret: str, step_offset: int = 0) -> str:

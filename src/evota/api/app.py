@@ -21,6 +21,7 @@ from evota.api import (
     sites,
     users,
 )
+from evota.api.headers import SecurityHeaders
 from evota.api.limits import BodyLimits
 from evota.api.middleware import AuditMiddleware
 
@@ -39,7 +40,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.add_middleware(AuditMiddleware, audit=lambda: runtime.audit)
-    app.add_middleware(BodyLimits, settings=lambda: runtime.settings)  # outermost: first
+    app.add_middleware(BodyLimits, settings=lambda: runtime.settings)  # before any body read
+    app.add_middleware(SecurityHeaders)  # CSP etc. on every response, refusals included
     problems.install(app)
     app.include_router(sites.router)
     app.include_router(chargers.router)

@@ -566,6 +566,15 @@
     return !active || active === document.body || !active.closest("#live, #actions");
   };
 
+  // A poll (hx-trigger="every …") skips its tick while the operator works inside a live
+  // region. Cancelling htmx:beforeRequest rather than an hx-trigger filter: filters are
+  // evaluated code, which the Content-Security-Policy (and htmx's allowEval: false) forbid.
+  document.addEventListener("htmx:beforeRequest", (ev) => {
+    const elt = ev.detail && ev.detail.elt;
+    const trigger = (elt && elt.getAttribute && elt.getAttribute("hx-trigger")) || "";
+    if (/^\s*every\s/.test(trigger) && !window.evotaQuiet()) ev.preventDefault();
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     const login = document.getElementById("login-form");
     if (login) setupLogin(login);
