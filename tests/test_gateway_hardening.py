@@ -449,3 +449,19 @@ async def test_the_cli_shows_what_a_charger_reports_without_performing_it(evota_
         assert r.exit_code == 0, r.output  # the markup error no longer ends the command
         assert "\x1b" not in r.stdout and "[/red]" in r.stdout
     assert "Acme [/red]\\x1b[2J" in r.stdout  # `show` has room for the whole value
+
+
+async def test_an_oversized_upgrade_request_is_refused(evota_sqlite):
+    """Within the caps, a pending socket must not buffer a megabyte of headers either."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", evota_sqlite.ocpp_port)
+    writer.write(b"GET /ocpp/CP-big HTTP/1.1\r\n")
+    for n in range(40):  # 40 headers of 1 KiB: within websockets' own limits
+        writer.write(f"X-Pad-{n}: {'a' * 1000}\r\n".encode())
+    try:
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+    except ConnectionResetError:
+        answer = b""  # closed with our bytes unread: the kernel resets, the 431 may be lost
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
+    await until(lambda: len(evota_sqlite.gateway.preauth) == 0)
+    writer.close()

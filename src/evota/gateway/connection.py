@@ -43,6 +43,13 @@ _ids = itertools.count(1)
 # Unknown identity, wrong key and a key the policy refuses get this one answer (the server
 # log keeps the difference): an attacker must not learn which identities exist.
 AUTH_FAILED = "HTTP Basic authentication failed"
+# An OCPP upgrade request is well under 1 KiB; websockets alone would buffer up to 128 header
+# lines of 8 KiB each (1 MiB) per pending socket, times the pre-auth cap.
+MAX_REQUEST_HEAD = 16 * 1024
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 9\r\n\r\ntry later"
@@ -57,6 +64,7 @@ class ChargerConnection(asyncio.Protocol):
     __slots__ = (
         "_closing",
         "_deadline",
+        "_head_bytes",
         "_pending",
         "_send_lock",
         "dialect",
@@ -85,6 +93,7 @@ class ChargerConnection(asyncio.Protocol):
         self.peer = ""
         self.source = ""  # what the pre-auth and failed-key limits count by
         self._deadline: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
         self.reader: FrameReader | None = None  # set once the upgrade succeeded
         self._closing = False
         self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
@@ -103,6 +112,13 @@ class ChargerConnection(asyncio.Protocol):
         self.last_rx = time.monotonic()
         reader = self.reader
         if reader is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_REQUEST_HEAD and self.transport is not None:
+                log.info("upgrade request too large; closing", peer=self.peer)
+                metrics.HANDSHAKES.labels("431").inc()
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+                return
             if self.ws is not None:
                 self.ws.receive_data(data)
                 self._process_events()
