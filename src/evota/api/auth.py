@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from evota.api.auditing import note
 from evota.api.deps import (
     MFA_ENROLMENT_REQUIRED,
     MFA_REQUIRED,
@@ -227,8 +228,9 @@ async def me(rt: RuntimeDep, who: PrincipalDep) -> MeOut:
 
 
 @router.post("/mfa/enroll", response_model=EnrollOut, responses={**AUTHENTICATED, **problems(409)})
-async def mfa_enroll(rt: RuntimeDep, who: PrincipalDep) -> EnrollOut:
+async def mfa_enroll(request: Request, rt: RuntimeDep, who: PrincipalDep) -> EnrollOut:
     """Start TOTP enrolment: a new secret for the authenticator app; confirm with a code."""
+    note(request, "user", who.name)  # the secret is in the answer only, never in the log
     user_id = _session_only(who, "MFA enrolment")
     try:
         username, secret = await svc.begin_enrolment(rt.engine, rt.clock.now(), user_id)

@@ -9,6 +9,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from evota.api.approvals import AWAITING, awaiting
+from evota.api.auditing import note
 from evota.api.deps import (
     Principal,
     RuntimeDep,
@@ -53,6 +54,11 @@ _OMITTED = {
 _PUBLIC_COLUMNS = [c for c in Charger.__table__.c if c.name not in _OMITTED]
 
 
+def _audited(charger: dict[str, Any]) -> dict[str, Any]:
+    """The fields an audit entry compares (not the live ones)."""
+    return {k: v for k, v in charger.items() if k not in ("connected", "last_seen")}
+
+
 def _out(rt: Runtime, row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     # The gateway knows the truth about live connections; the database may lag by a flush.
@@ -70,7 +76,7 @@ async def _site_must_exist(rt: Runtime, site_id: str | None) -> None:
 
 @router.post("", status_code=201, response_model=ChargerOut, responses=problems(409))
 async def create_charger(
-    body: ChargerIn, rt: RuntimeDep, who: Principal = require("charger.write")
+    body: ChargerIn, request: Request, rt: RuntimeDep, who: Principal = require("charger.write")
 ) -> dict[str, Any]:
     """Register a charger and its AuthorizationKey (stored as a salted HMAC, never in clear)."""
     await _site_must_exist(rt, body.site_id)
@@ -84,6 +90,7 @@ async def create_charger(
         "security_profile": 1,
         "registration": body.registration,
         "site_id": body.site_id,
+    note(request, "charger", body.id)
         "tags": body.tags,
         "connected": False,
         "created_at": rt.clock.now(),
@@ -95,7 +102,9 @@ async def create_charger(
         raise Problem(
             409, "Charger exists", f"a charger with id {body.id!r} exists", "id"
         ) from None
-    return await _load(rt, body.id)
+    created = await _load(rt, body.id)
+    note(request, "charger", body.id, None, {**_audited(created), "auth_key": body.auth_key})
+    return created
 
 
 async def _region_of(rt: Runtime, site_id: str | None) -> str | None:
@@ -219,13 +228,19 @@ async def update_charger(
             charger_count=1,
         )
     await _apply(rt, charger_id, changes)
-    return await _load(rt, charger_id)
+    new = await _load(rt, charger_id)
+    before, after = _audited(old), _audited(new)
+    if key is not None:  # redacted by name: the entry says the key changed, never what to
+        before["auth_key"], after["auth_key"] = "previous", key
+    note(request, "charger", charger_id, before, after)
+    return new
 
 
 def register_approvals(rt: Runtime) -> None:
     """Disabling a charger and changing its credentials, once approved."""
 
     async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
+    old = await _load(rt, charger_id)
         await _apply(rt, payload["charger_id"], payload["changes"])
         return {"charger_id": payload["charger_id"], "changed": sorted(payload["changes"])}
 

@@ -25,6 +25,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
 from evota.api.approvals import AWAITING, awaiting
+from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.firmware_schemas import (
     FirmwareDetail,
@@ -561,6 +562,7 @@ async def upload_firmware(
         if upload.blob is not None:
             await _discard(rt, upload.blob)
         raise
+    note(request, "firmware", record.id, None, _audited(record))
     return await _detail(rt, record)
 
 
@@ -611,11 +613,25 @@ async def list_vendor_policies(
 
 @router.put("/vendors/{vendor}", response_model=VendorPolicyOut)
 async def set_vendor_policy(
-    vendor: Name, body: VendorPolicyIn, rt: RuntimeDep, _who: Principal = require("firmware.trust")
+    vendor: Name,
+    body: VendorPolicyIn,
+    request: Request,
+    rt: RuntimeDep,
+    _who: Principal = require("firmware.trust"),
 ) -> VendorPolicyOut:
     """Allow (or refuse again) unsigned images of this vendor."""
+    old = {p.vendor: p.allow_unsigned for p in await repo.list_vendor_policies(rt.engine)}.get(
+        _vendor_path(vendor), False
+    )
     policy = await repo.set_vendor_policy(
         rt.engine, _vendor_path(vendor), body.allow_unsigned, rt.clock.now()
+    )
+    note(
+        request,
+        "vendor_policy",
+        policy.vendor,
+        {"allow_unsigned": old},
+        {"allow_unsigned": policy.allow_unsigned},
     )
     return VendorPolicyOut.model_validate(dataclasses.asdict(policy))
 
@@ -636,13 +652,19 @@ async def list_trusted_roots(
     "/trusted-roots", status_code=201, response_model=TrustedRootOut, responses=problems(409)
 )
 async def add_trusted_root(
-    body: TrustedRootIn, rt: RuntimeDep, _who: Principal = require("firmware.trust")
+    body: TrustedRootIn,
+    request: Request,
+    rt: RuntimeDep,
+    _who: Principal = require("firmware.trust"),
 ) -> TrustedRootOut:
     """Trust a CA certificate to issue the vendor's firmware signing certificates."""
+    note(request, "trusted_root", None, vendor=body.vendor)
     try:
         root = await repo.add_trusted_root(rt.engine, body.vendor, body.certificate, rt.clock.now())
     except repo.RepositoryError as exc:
         raise _problem(exc) from None
+    after = {k: v for k, v in dataclasses.asdict(root).items() if k != "certificate"}
+    note(request, "trusted_root", str(root.id), None, after)
     return TrustedRootOut.model_validate(dataclasses.asdict(root))
 
 
@@ -687,12 +709,33 @@ async def _transition(
     return await _detail(rt, record)
 
 
+async def _noted(
+    request: Request, rt: Runtime, firmware_id: str, target: str, reason: str | None
+) -> FirmwareDetail:
+    """``_transition`` with the state change in the request's audit entry."""
+    old = await _get(rt, firmware_id)
+    out = await _transition(rt, firmware_id, target, reason)
+    before = {"state": old.state, "state_reason": old.state_reason}
+    note(request, "firmware", firmware_id, before, {"state": out.state, "state_reason": reason})
+    return out
+
+
+def _audited(record: repo.FirmwareRecord) -> dict[str, Any]:
+    """An image as its audit entry shows it (no signature or certificate blobs)."""
+    skip = ("signature", "signing_certificate", "release_notes", "created_at", "updated_at")
+    return {k: v for k, v in _out(record).items() if k not in skip}
+
+
 _CHANGE = problems(404, 409)
 
 
 @router.post("/{firmware_id}/state", response_model=FirmwareDetail, responses=_CHANGE)
 async def change_state(
-    firmware_id: Uuid, body: StateIn, rt: RuntimeDep, _who: Principal = require("firmware.write")
+    firmware_id: Uuid,
+    body: StateIn,
+    request: Request,
+    rt: RuntimeDep,
+    _who: Principal = require("firmware.write"),
 ) -> FirmwareDetail:
     """Move an image through its lifecycle (see docs/firmware.md for the allowed moves).
 
@@ -707,25 +750,30 @@ async def change_state(
             "operator's approval)",
             "state",
         )
-    return await _transition(rt, firmware_id, body.state, body.reason)
+    return await _noted(request, rt, firmware_id, body.state, body.reason)
 
 
 @router.post("/{firmware_id}/deprecate", response_model=FirmwareDetail, responses=_CHANGE)
 async def deprecate(
     firmware_id: Uuid,
+    request: Request,
     rt: RuntimeDep,
     _who: Principal = require("firmware.write"),
     body: OptionalReasonIn | None = None,
 ) -> FirmwareDetail:
     """A released image that should no longer be chosen for new updates."""
-    return await _transition(rt, firmware_id, "deprecated", body.reason if body else None)
+    return await _noted(request, rt, firmware_id, "deprecated", body.reason if body else None)
 
 
 @router.post(
     "/{firmware_id}/revoke", response_model=FirmwareDetail, responses={**AWAITING, **_CHANGE}
 )
 async def revoke(
-    firmware_id: Uuid, body: ReasonIn, rt: RuntimeDep, who: Principal = require("firmware.write")
+    firmware_id: Uuid,
+    body: ReasonIn,
+    request: Request,
+    rt: RuntimeDep,
+    who: Principal = require("firmware.write"),
 ) -> Any:
     """Withdraw an image for good: downloads stop and its pending jobs are cancelled.
 
@@ -743,7 +791,7 @@ async def revoke(
             {"firmware_id": firmware_id, "reason": body.reason},
             body.reason,
         )
-    return await _transition(rt, firmware_id, "revoked", body.reason)
+    return await _noted(request, rt, firmware_id, "revoked", body.reason)
 
 
 def register_approvals(rt: Runtime) -> None:

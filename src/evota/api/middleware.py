@@ -3,8 +3,10 @@
 A raw ASGI middleware (not BaseHTTPMiddleware) so streamed uploads and server-sent events
 pass through untouched. Routes that record a richer entry themselves (commands with the
 charger's answer, logins) set ``request.state.audited``; every other POST/PUT/PATCH/DELETE
-under ``/api/`` gets one entry here with the caller, the route, its path parameters, the
-reason the route saw (``request.state.audit_reason``) and the HTTP status as the outcome.
+under ``/api/`` gets one entry here with the caller, the route, its target (type and id:
+what the route named with ``evota.api.auditing.note``, else the path's first parameter), the
+fields that changed, the reason the route saw (``request.state.audit_reason``) and the HTTP
+status as the outcome.
 
 It also refuses text no database can store before any route sees it: a NUL character in the
 URL or in a JSON body (PostgreSQL rejects it in text; SQLite would keep a string no other
@@ -23,6 +25,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evota.api.problems import PROBLEM
+from evota.audit import changes
 from evota.audit.log import Actor, AuditLog
 
 log = structlog.get_logger("evota.api")
@@ -157,26 +160,46 @@ class AuditMiddleware:
         )
         endpoint = scope.get("endpoint")
         name = getattr(endpoint, "__name__", None) or "unrouted"
-        params = {k: _CONTROL.sub("?", str(v)) for k, v in (scope.get("path_params") or {}).items()}
-        charger = params.get("charger_id")
+        params = {  # a credential in a path (an upload token) is never written
+            k: changes.REDACTED if changes.is_secret(k) else _CONTROL.sub("?", str(v))
+            for k, v in (scope.get("path_params") or {}).items()
+        }
+        # The target a route named (``evota.api.auditing.note``), else the path's.
+        noted = state.get("audit_target")
+        target = _CONTROL.sub("?", str(noted)) if noted is not None else None
+        kind = state.get("audit_target_type") or target_type(params)
+        target = target or next(iter(params.values()), None)
+        charger = params.get("charger_id") or (target if kind == "charger" else None)
         try:
             await audit.record(
                 actor,
                 f"api.{name}",
                 "ok" if status < 400 else f"http_{status}",
-                target=next(iter(params.values()), None),
+                target=target,
                 chargers=[charger] if charger else [],
                 reason=state.get("audit_reason"),
                 detail={
                     "method": scope["method"],
                     "path": _CONTROL.sub("?", scope["path"]),
                     "status": status,
+                    **({"target_type": kind} if kind else {}),
                     **({"params": params} if params else {}),
                     **state.get("audit_detail", {}),
                 },
             )
         except Exception:  # the response is already sent; never turn it into a crash
             log.exception("audit record failed", path=scope["path"])
+
+
+_PARAM_TYPES: Final = {"username": "user", "root_id": "trusted_root", "token_id": "api_token"}
+
+
+def target_type(params: dict[str, str]) -> str | None:
+    """The kind of thing a path names by its first parameter (``site_id`` → ``site``)."""
+    if not params:
+        return None
+    name = next(iter(params))
+    return _PARAM_TYPES.get(name, name.removesuffix("_id"))
 
 
 async def _send_problem(send: Send, field: str) -> None:

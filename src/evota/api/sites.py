@@ -5,10 +5,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from evota.api.auditing import note
 from evota.api.deps import (
     Principal,
     RuntimeDep,
@@ -31,7 +32,7 @@ router = APIRouter(prefix="/api/v1/sites", tags=["sites"], responses=AUTHENTICAT
 
 @router.post("", status_code=201, response_model=SiteOut, responses=problems(409))
 async def create_site(
-    body: SiteIn, rt: RuntimeDep, who: Principal = require("charger.write")
+    body: SiteIn, request: Request, rt: RuntimeDep, who: Principal = require("charger.write")
 ) -> SiteOut:
     """Create a site; without ``id`` evota makes one up (``site-`` and 8 hex digits).
 
@@ -39,11 +40,13 @@ async def create_site(
     site_id = body.id or "site-" + secrets.token_hex(4)
     check_site(who, "charger.write", perms.site_place(site_id, body.region))
     values = {**body.model_dump(), "id": site_id, "created_at": rt.clock.now()}
+    note(request, "site", site_id)
     try:
         async with rt.engine.begin() as conn:
             await conn.execute(insert(Site).values(**values))
     except IntegrityError:
         raise Problem(409, "Site exists", f"a site with id {site_id!r} exists", "id") from None
+    note(request, "site", site_id, None, {**body.model_dump(), "id": site_id})
     return SiteOut(**values)
 
 
@@ -93,7 +96,11 @@ async def get_site(
 
 @router.patch("/{site_id}", response_model=SiteOut, responses=problems(404))
 async def update_site(
-    site_id: SitePath, body: SitePatch, rt: RuntimeDep, who: Principal = require("charger.write")
+    site_id: SitePath,
+    body: SitePatch,
+    request: Request,
+    rt: RuntimeDep,
+    who: Principal = require("charger.write"),
 ) -> SiteOut:
     """Rename a site, change its timezone (maintenance windows follow it), region or tags.
 
@@ -106,18 +113,23 @@ async def update_site(
             who.grants, "charger.write", before, after, who.site_limit
         ):
             check_site(who, "charger.write", after)
+    old = await _load(rt, site_id)
     if changes:
         async with rt.engine.begin() as conn:
             await conn.execute(update(Site).where(Site.id == site_id).values(**changes))
-    return await _load(rt, site_id)
+    new = await _load(rt, site_id)
+    note(request, "site", site_id, old.model_dump(), new.model_dump())
+    return new
 
 
 @router.delete("/{site_id}", status_code=204, response_class=Response, responses=problems(404, 409))
 async def delete_site(
-    site_id: SitePath, rt: RuntimeDep, who: Principal = require("charger.write")
+    site_id: SitePath, request: Request, rt: RuntimeDep, who: Principal = require("charger.write")
 ) -> Response:
     """Delete a site no charger stands at (409 names how many still do)."""
     await authorize_site(rt, who, "charger.write", site_id)
+    note(request, "site", site_id)
+    old = await _load(rt, site_id)
     async with rt.engine.begin() as conn:
         count = (
             await conn.execute(
@@ -133,4 +145,5 @@ async def delete_site(
                 chargers=count,
             )
         await conn.execute(delete(Site).where(Site.id == site_id))
+    note(request, "site", site_id, old.model_dump(), None)
     return Response(status_code=204)

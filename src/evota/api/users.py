@@ -27,6 +27,7 @@ from evota.api.operator_schemas import (
 from evota.api.params import Limit, Name, Offset, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
+from evota.audit import changes
 from evota.audit.log import Actor
 from evota.operators import four_eyes
 from evota.operators import users as svc
@@ -59,7 +60,14 @@ async def _audit(
     rt: Runtime, request: Request, who: Principal, action: str, username: str, **detail: Any
 ) -> None:
     request.state.audited = True
-    await rt.audit.record(who.actor, action, "ok", target=username, detail=detail)
+    await rt.audit.record(
+        who.actor, action, "ok", target=username, detail={"target_type": "user", **detail}
+    )
+
+
+def _audited(out: UserOut) -> dict[str, Any]:
+    """A user as an audit entry compares it (never a secret: see evota.audit.changes)."""
+    return {**_scope_detail(out), "disabled": out.disabled}
 
 
 def _scope_detail(out: UserOut) -> dict[str, Any]:
@@ -120,7 +128,15 @@ async def create_user(
     except svc.UserError as exc:
         raise problem(exc) from None
     out = user_out(view)
-    await _audit(rt, request, who, "user.create", out.username, **_scope_detail(out))
+    await _audit(
+        rt,
+        request,
+        who,
+        "user.create",
+        out.username,
+        **_scope_detail(out),
+        changes=changes.diff(None, {"username": out.username, **_audited(out)}),
+    )
     if not gated:
         return out
     answer = await awaiting(
@@ -210,6 +226,7 @@ async def update_user(
                 f"role change of {current.username}",
             )
     try:
+        old = user_out(await svc.get_user(rt.engine, username))
         view = await svc.update_user(
             rt.engine,
             rt.clock.now(),
@@ -231,6 +248,7 @@ async def update_user(
         changed=sorted(changed),
         **_scope_detail(out),
         disabled=out.disabled,
+        changes=changes.diff(_audited(old), _audited(out)),
     )
     return out
 
