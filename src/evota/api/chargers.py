@@ -82,6 +82,7 @@ async def create_charger(
     await _site_must_exist(rt, body.site_id)
     region = await _region_of(rt, body.site_id)
     who.check("charger.write", ChargerPlace(body.id, body.site_id, region, frozenset(body.tags)))
+    note(request, "charger", body.id)
     salt, digest = auth.hash_key(body.auth_key)
     values = {
         "id": body.id,
@@ -90,7 +91,6 @@ async def create_charger(
         "security_profile": 1,
         "registration": body.registration,
         "site_id": body.site_id,
-    note(request, "charger", body.id)
         "tags": body.tags,
         "connected": False,
         "created_at": rt.clock.now(),
@@ -227,6 +227,7 @@ async def update_charger(
             reason,
             charger_count=1,
         )
+    old = await _load(rt, charger_id)
     await _apply(rt, charger_id, changes)
     new = await _load(rt, charger_id)
     before, after = _audited(old), _audited(new)
@@ -240,7 +241,6 @@ def register_approvals(rt: Runtime) -> None:
     """Disabling a charger and changing its credentials, once approved."""
 
     async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
-    old = await _load(rt, charger_id)
         await _apply(rt, payload["charger_id"], payload["changes"])
         return {"charger_id": payload["charger_id"], "changed": sorted(payload["changes"])}
 
