@@ -305,8 +305,8 @@ async def test_simulated_fleet_charges_only_with_provisioned_cards(secure_sqlite
 # -- the API ---------------------------------------------------------------------------------
 
 
-async def test_api_validates_and_names_the_field(secure_sqlite: Runtime) -> None:
-    rt = secure_sqlite
+async def test_api_validates_and_names_the_field(secure: Runtime) -> None:
+    rt = secure
     async with api_client(rt) as api:
         bad = [
             ({"id_token": "A", "status": "Maybe"}, "status"),
@@ -340,6 +340,15 @@ async def test_api_validates_and_names_the_field(secure_sqlite: Runtime) -> None
         assert (page["total"], [t["id_token"] for t in page["items"]]) == (2, ["L1"])
         page = (await api.get("/api/v1/id-tokens", params={"q": "l", "offset": 4})).json()
         assert page["total"] == 5 and [t["id_token"] for t in page["items"]] == ["L4"]
+        for site in ("s_1", "s%1", "sx1"):
+            assert (
+                await api.post("/api/v1/sites", json={"id": site, "name": site})
+            ).status_code in (201, 422)
+        await api.post("/api/v1/id-tokens", json={"id_token": "ONLY-S1", "sites": ["sx1"]})
+        page = (await api.get("/api/v1/id-tokens", params={"site": "s_1"})).json()
+        assert "ONLY-S1" not in [t["id_token"] for t in page["items"]]  # "_" is no wildcard
+        page = (await api.get("/api/v1/id-tokens", params={"site": "sx1"})).json()
+        assert "ONLY-S1" in [t["id_token"] for t in page["items"]] and page["total"] == 7
     async with rt.engine.connect() as conn:
         actions = (
             await conn.execute(select(AuditEntry.action, AuditEntry.outcome, AuditEntry.detail))

@@ -27,6 +27,7 @@ from evota.api.schemas import Identity, Page, SiteId
 from evota.control import local_lists
 from evota.fleet import token_store
 from evota.runtime import Runtime
+from evota.store.jsonlist import json_list_has
 from evota.store.models import IdToken, Site
 
 router = APIRouter(prefix="/api/v1/id-tokens", tags=["id-tokens"], responses=AUTHENTICATED)
@@ -176,10 +177,9 @@ async def list_id_tokens(
         query = query.where(IdToken.type == type)
     if parent_id:
         query = query.where(IdToken.parent_id == parent_id)
-    if site:
-        sites = cast(IdToken.sites, String)
+    if site:  # exact membership (no LIKE: "_" and "%" would match other sites)
         query = query.where(
-            (sites == "[]") | sites.contains('"' + site.replace('"', "") + '"', autoescape=True)
+            (cast(IdToken.sites, String) == "[]") | json_list_has(IdToken.sites, site)
         )
     if q:
         query = query.where(func.lower(IdToken.id_token).contains(q.lower(), autoescape=True))
