@@ -97,17 +97,23 @@ async def test_data_directory_database_keys_and_files_are_private(tmp_path):
             async with httpx.AsyncClient(timeout=10) as http:
                 r = await http.put(f"{location}/diag.txt", content=b"diagnostics")
                 assert r.status_code == 201, r.text
+            data_dir = runtime.settings.data_dir
+            modes = {  # while running: SQLite's -wal and -shm files exist now
+                str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode)
+                for p in [data_dir, *data_dir.rglob("*")]
+            }
         finally:
             await runtime.stop()
     finally:
         os.umask(old)
-    data_dir = runtime.settings.data_dir
-    modes = {
-        str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode)
-        for p in [data_dir, *data_dir.rglob("*")]
-    }
     names = {p.rsplit("/", 1)[-1] for p in modes}
-    assert {"evota.db", "download-token.key", "upload-token.key", "uploads"} <= names
+    assert {
+        "evota.db",
+        "evota.db-wal",
+        "download-token.key",
+        "upload-token.key",
+        "uploads",
+    } <= names
     assert any(
         n.endswith(".key") and n not in ("download-token.key", "upload-token.key") for n in names
     ), names  # the audit head key
