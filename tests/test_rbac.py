@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from evota.api.access import markdown, route_access
+from evota.api.access import markdown, route_access, scope_rule
 from evota.api.app import create_app
 from evota.config import Settings
 from evota.operators.permissions import ROLE_PERMISSIONS, ROLES
 from evota.runtime import Runtime
-from tests.conftest import api_client, session_for, start_runtime
+from tests.conftest import Keys, api_client, session_for, start_runtime
 
 DOC = Path(__file__).parent.parent / "docs" / "permissions.md"
 
@@ -237,3 +238,264 @@ async def test_idle_sessions_end(tmp_path: Path, sqlite_url: str) -> None:
             assert res.status_code == 401
     finally:
         await rt.stop()
+
+
+# -- the route × role × scope matrix ----------------------------------------------------------
+#
+# Every route is tried with every role that holds its permission, once with a grant scoped to
+# the region of the objects it acts on ("in") and once scoped to another region ("out"):
+#
+# - fleet-wide permissions (firmware, campaigns, operations' and profiles' reads, alerts,
+#   audit, users, id tokens): a scoped grant does not hold them, 403 both ways;
+# - a route on one object (a charger, site, approval, job, file, operation or profile):
+#   out of scope 404, exactly as an unknown id (reads and changes alike, so scopes do not
+#   reveal what exists), in scope never 404 and never a 403 for the route's own permission
+#   (a 403 for the action's permission, e.g. approving a change one may not make, is fine);
+# - a list: 200, with the in-scope objects in and none of them out;
+# - a create: in scope 2xx, out of scope 403 or 422 (as for an unknown site or charger) and
+#   nothing created.
+# The routes come from the app: a new route is covered without touching this test, and one
+# whose object the test cannot place fails until it is added to OBJECTS.
+
+OUT_OF_SCOPE_EXCEPTIONS = {
+    # A profile is a shared definition; applying one only ever touches the caller's own
+    # chargers, so out of scope it is "nothing to fix in your scope".
+    ("POST", "/api/v1/config-profiles/{profile_id}/apply"): 409,
+}
+
+
+def _example(schema: dict[str, Any], spec: dict[str, Any]) -> Any:
+    """A value that satisfies ``schema``: its first example, else a minimal one."""
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    if schema.get("examples"):
+        return schema["examples"][0]
+    if "anyOf" in schema:
+        return _example(next(s for s in schema["anyOf"] if s.get("type") != "null"), spec)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type")
+    if kind == "object":
+        return {
+            name: _example(sub, spec)
+            for name, sub in schema.get("properties", {}).items()
+            if name in schema.get("required", ())
+        }
+    if kind == "array":
+        return [_example(schema.get("items", {}), spec)] * schema.get("minItems", 0)
+    if kind == "integer":
+        return max(int(schema.get("minimum", 1)), 1)
+    if kind == "number":
+        return 1.0
+    if kind == "boolean":
+        return False
+    size = max(int(schema.get("minLength", 1)), 1)
+    for seed in ("x", "0", "a", "A", "1"):
+        if re.fullmatch(schema.get("pattern", ".*"), seed * size):
+            return seed * size
+    raise AssertionError(f"no example for {schema}: give the model an example")
+
+
+def _body(spec: dict[str, Any], method: str, path: str) -> Any:
+    content = spec["paths"][path][method.lower()].get("requestBody", {}).get("content", {})
+    if "application/json" not in content:
+        return None
+    return _example(content["application/json"]["schema"], spec)
+
+
+async def _scoped_world(rt: Runtime) -> dict[str, str]:
+    """Objects in region r-inside (ids carry "inside") and a charger in r-outside."""
+    from sqlalchemy import insert, update
+
+    from evota.audit.log import Actor
+    from evota.store.models import Charger, ChargerFile
+
+    async with api_client(rt) as admin:
+        for site, region in (("s-inside", "r-inside"), ("s-outside", "r-outside")):
+            res = await admin.post(
+                "/api/v1/sites",
+                json={"id": site, "name": site, "timezone": "UTC", "region": region},
+            )
+            assert res.status_code == 201, res.text
+        for cid, site in (("CP-INSIDE", "s-inside"), ("CP-OUTSIDE", "s-outside")):
+            res = await admin.post(
+                "/api/v1/chargers",
+                json={"id": cid, "auth_key": "key-0123456789abcdef", "site_id": site},
+            )
+            assert res.status_code == 201, res.text
+        async with rt.engine.begin() as conn:
+            await conn.execute(
+                update(Charger).values(vendor="Acme", model="M1", firmware_version="0.9")
+            )
+            await conn.execute(
+                insert(ChargerFile).values(
+                    id="0b7f4a36-4c2d-4d8e-9f57-2f6f3d1e9a01",
+                    charger_id="CP-INSIDE",
+                    kind="diagnostics",
+                    filename="inside.log",
+                    sha256="0" * 64,
+                    size=0,
+                    created_at=rt.clock.now(),
+                )
+            )
+        await admin.put("/api/v1/firmware/vendors/Acme", json={"allow_unsigned": True})
+        form = {"vendor": "Acme", "version": "1.0.0", "models": ["M1"], "state": "released"}
+        res = await admin.post("/api/v1/firmware", data=form, files={"file": ("f.bin", b"fw")})
+        assert res.status_code == 201, res.text
+        firmware = res.json()["id"]
+        res = await admin.post(
+            "/api/v1/chargers/CP-INSIDE/firmware-update", json={"firmware_id": firmware}
+        )
+        assert res.status_code == 202, res.text
+        job = str(res.json()["job_id"])
+        res = await admin.post(
+            "/api/v1/operations",
+            json={
+                "command": "clear-cache",
+                "target": {"charger_ids": ["CP-INSIDE"]},
+                "reason": "matrix",
+            },
+        )
+        assert res.status_code == 201, res.text
+        operation = res.json()["id"]
+        res = await admin.post(
+            "/api/v1/config-profiles",
+            json={
+                "name": "inside",
+                "target": {"sites": ["s-inside"]},
+                "settings": {"HeartbeatInterval": "300"},
+            },
+        )
+        assert res.status_code == 201, res.text
+        profile = res.json()["id"]
+    approval = await rt.approvals.request(
+        Actor("requester", ("security_admin",)),
+        "charger.disable",
+        "change charger CP-INSIDE: registration",
+        {"charger_id": "CP-INSIDE", "changes": {"registration": "Rejected"}},
+        "matrix",
+        charger_count=1,
+    )
+    return {
+        "charger_id": "CP-INSIDE",
+        "site_id": "s-inside",
+        "approval_id": approval,
+        "job_id": job,
+        "file_id": "0b7f4a36-4c2d-4d8e-9f57-2f6f3d1e9a01",
+        "operation_id": operation,
+        "profile_id": profile,
+    }
+
+
+def _create_body(path: str, label: str, where: str) -> dict[str, Any]:
+    """A body creating something at the in-scope place (ids unique per call)."""
+    bodies: dict[str, dict[str, Any]] = {
+        "/api/v1/sites": {"id": f"s-{label}", "name": "n", "timezone": "UTC",
+                          "region": "r-inside"},
+        "/api/v1/chargers": {"id": f"CP-{label}", "auth_key": "key-0123456789abcdef",
+                             "site_id": "s-inside"},
+        "/api/v1/operations": {"command": "clear-cache", "reason": "matrix",
+                               "target": {"charger_ids": ["CP-INSIDE"]}},
+        "/api/v1/config-profiles": {"name": f"p-{label}", "target": {"sites": ["s-inside"]},
+                                    "settings": {"HeartbeatInterval": "300"}},
+    }  # fmt: skip
+    assert path in bodies, f"add a create body for {path} to the scope matrix"
+    return bodies[path]
+
+
+async def test_every_route_keeps_a_scoped_role_inside_its_scope(
+    tmp_path: Path, sqlite_url: str, keys: Keys
+) -> None:
+    import json
+
+    from evota.operators.permissions import CHARGER_LEVEL
+
+    rt = await start_runtime(tmp_path, sqlite_url)
+    try:
+        ids = await _scoped_world(rt)
+        app = create_app(rt)
+        spec = app.openapi()
+        tokens = {
+            (role, where): await session_for(
+                rt, f"{where}-{role}", [role], regions=[f"r-{where}side"]
+            )
+            for role in ROLES
+            for where in ("in", "out")
+        }
+        checked: set[str] = set()
+        for r in route_access(app):
+            if r.public or r.permission is None:
+                continue
+            params = re.findall(r"\{(\w+)\}", r.path)
+            for role in ROLES:
+                if r.permission not in ROLE_PERMISSIONS[role]:
+                    continue  # the other test: 403
+                for where in ("in", "out"):
+                    label = f"{where}-{role}-{len(checked)}"
+                    path = r.path
+                    for name in params:
+                        if r.permission in CHARGER_LEVEL:
+                            assert name in ids, f"place an object for {{{name}}} ({r})"
+                        path = path.replace(f"{{{name}}}", ids.get(name, "1"))
+                    body: Any = _body(spec, r.method, r.path)
+                    if isinstance(body, dict) and "certificate" in body:
+                        body["certificate"] = keys.ca_cert.decode()  # parsed, must be real
+                    creates = r.method == "POST" and not params
+                    if creates and r.permission in CHARGER_LEVEL:
+                        body = _create_body(r.path, label, where)
+                    kwargs = {"json": body} if body is not None else {}
+                    async with (
+                        api_client(rt, tokens[role, where]) as api,
+                        api.stream(r.method, path, **kwargs) as res,
+                    ):
+                        status = res.status_code
+                        raw = (
+                            await res.aread()
+                            if "event-stream" not in res.headers.get("content-type", "")
+                            else b""
+                        )
+                    case = (r.method, r.path, role, where, status, raw[:300])
+                    rule = scope_rule(r)  # what docs/permissions.md says
+                    if rule == "fleet-wide":
+                        assert status == 403, case
+                    elif rule == "object":
+                        if where == "out":
+                            expected = OUT_OF_SCOPE_EXCEPTIONS.get((r.method, r.path), 404)
+                            assert status == expected, case
+                        else:
+                            assert status not in (401, 404), case
+                            if status == 403:
+                                assert json.loads(raw)["permission"] != r.permission, case
+                        if r.method == "DELETE" and status == 204:  # put it back
+                            ids.update(await _recreate(rt, r.path))
+                    elif rule == "create":
+                        if where == "out":
+                            assert status in (403, 422), case
+                        else:
+                            assert 200 <= status < 300, case
+                    else:
+                        assert rule == "list", case
+                        assert status == 200, case
+                        assert (b"inside" in raw.lower()) == (where == "in"), case
+                        assert b"outside" not in raw.lower() or where == "out", case
+                    checked.add(f"{r.method} {r.path} {role} {where}")
+        assert len(checked) > 100
+    finally:
+        await rt.stop()
+
+
+async def _recreate(rt: Runtime, path: str) -> dict[str, str]:
+    assert path == "/api/v1/config-profiles/{profile_id}", f"recreate what {path} deleted"
+    async with api_client(rt) as admin:
+        res = await admin.post(
+            "/api/v1/config-profiles",
+            json={
+                "name": "inside",
+                "target": {"sites": ["s-inside"]},
+                "settings": {"HeartbeatInterval": "300"},
+            },
+        )
+        assert res.status_code == 201, res.text
+        return {"profile_id": res.json()["id"]}

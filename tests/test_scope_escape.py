@@ -376,3 +376,57 @@ async def test_tag_scopes_and_filters_match_exactly(tmp_path: Path, database_url
             assert (await p.get("/api/v1/chargers")).json()["items"] == []
     finally:
         await rt.stop()
+
+
+# -- the same class, found while hunting ------------------------------------------------------
+
+
+async def test_a_scoped_operator_cannot_rewrite_profiles_reaching_beyond_its_scope(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A Berlin operator used to be able to change the settings (or delete) a fleet-wide
+    profile that a fleet-wide operator would later apply to Paris."""
+    rt = await start_runtime(tmp_path, sqlite_url)
+    try:
+        async with api_client(rt) as admin:
+            await _sites_and_chargers(admin)
+            res = await admin.post(
+                "/api/v1/config-profiles",
+                json={"name": "fleet", "target": {"models": ["AC22"]}, "settings": {"A": "1"}},
+            )
+            fleet = res.json()["id"]
+            res = await admin.post(
+                "/api/v1/operations",
+                json={"command": "clear-cache", "target": {"sites": ["paris"]}, "reason": "r"},
+            )
+            paris_op = res.json()["id"]
+        berlin = await session_for(rt, "berlin-op", ["operator"], sites=["berlin"])
+        async with api_client(rt, berlin) as b:
+            res = await b.patch(f"/api/v1/config-profiles/{fleet}", json={"settings": {"A": "2"}})
+            assert res.status_code == 404, res.text
+            assert (await b.delete(f"/api/v1/config-profiles/{fleet}")).status_code == 404
+            body = {"name": "mine", "settings": {"A": "1"}}
+            res = await b.post(
+                "/api/v1/config-profiles", json={**body, "target": {"models": ["x"]}}
+            )
+            assert res.status_code == 403 and res.json()["field"] == "target"
+            res = await b.post(
+                "/api/v1/config-profiles", json={**body, "target": {"sites": ["berlin"]}}
+            )
+            assert res.status_code == 201, res.text
+            mine = res.json()["id"]
+            res = await b.patch(
+                f"/api/v1/config-profiles/{mine}", json={"target": {"sites": ["paris"]}}
+            )
+            assert res.status_code == 403
+            # an operation on chargers it cannot see reads as unknown, naming none of them
+            res = await b.post(f"/api/v1/operations/{paris_op}/cancel", json={"reason": "x"})
+            assert res.status_code == 404 and "P-1" not in res.text
+            # a command to an out-of-scope charger is unknown before its body is looked at
+            res = await b.post("/api/v1/chargers/P-1/commands/reset", json={"type": "Nope"})
+            assert res.status_code == 404
+        async with api_client(rt) as admin:
+            shown = (await admin.get(f"/api/v1/config-profiles/{fleet}")).json()
+            assert shown["settings"] == {"A": "1"}
+    finally:
+        await rt.stop()

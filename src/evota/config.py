@@ -94,6 +94,7 @@ class Settings(BaseSettings):
             "operation.start",
             "charger.disable",
             "charger.credentials",
+            "user.grant",
         ],
         description="actions that wait for a second operator's approval",
     )

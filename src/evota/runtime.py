@@ -225,9 +225,9 @@ class Runtime:
     def _register_approvals(self) -> None:
         """What runs when each kind of four-eyes request is approved (defined with the
         routes that create the requests)."""
-        from evota.api import campaigns, chargers, firmware
+        from evota.api import campaigns, chargers, firmware, users
 
-        for module in (campaigns, chargers, firmware):
+        for module in (campaigns, chargers, firmware, users):
             module.register_approvals(self)
 
     async def _charger_auth_alert(self, filled: Exhausted) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from evota.operators.permissions import ROLE_PERMISSIONS, ROLES
+from evota.operators.permissions import CHARGER_LEVEL, ROLE_PERMISSIONS, ROLES
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,32 @@ def route_access(app: FastAPI) -> list[RouteAccess]:
     return sorted(out, key=lambda r: (r.path, r.method))
 
 
+def scope_rule(r: RouteAccess) -> str:
+    """What a grant's scope does to this route (the matrix test in tests/test_rbac.py checks
+    every route against it, with every role, in and out of scope)."""
+    if r.public or r.permission is None:
+        return "—"
+    if r.permission not in CHARGER_LEVEL:
+        return "fleet-wide"
+    if "{" in r.path:
+        return "object"
+    return "list" if r.method == "GET" else "create"
+
+
+SCOPE_RULES = (
+    "fleet-wide: needs a grant without limits; a scoped grant gets 403.",
+    "object: the charger, site, approval, job, file, operation or profile in the path must be"
+    " in scope; outside it the answer is 404, as for an id that does not exist (reads and"
+    " changes alike, so scopes do not reveal what exists). In scope but without the permission"
+    " the action itself needs (approving a change one may not make): 403.",
+    "list: 200 with only what the scope covers.",
+    "create: allowed inside the scope; outside it 403 (or 422 for a site or charger the caller"
+    " cannot see, as for one that does not exist).",
+    "Exception: applying a configuration profile outside one's scope is 409 (nothing to fix in"
+    " scope): a profile is a shared definition and only ever touches the caller's chargers.",
+)
+
+
 def markdown(app: FastAPI) -> str:
     roles = list(ROLES)
     lines = [
@@ -80,6 +106,11 @@ def markdown(app: FastAPI) -> str:
         " requires MFA",
         "(`EVOTA_MFA_REQUIRED_ROLES`).",
         "",
+        "The scope column says what a grant's scope (sites, regions, tags) does to the route; the",
+        "same test tries every route with every role scoped to the target and scoped elsewhere:",
+        "",
+        *[f"- {rule}" for rule in SCOPE_RULES],
+        "",
         "## Roles",
         "",
         "| role | permissions |",
@@ -91,8 +122,8 @@ def markdown(app: FastAPI) -> str:
         "",
         "## Routes",
         "",
-        "| method | path | permission | " + " | ".join(roles) + " |",
-        "| --- | --- | --- | " + " | ".join("---" for _ in roles) + " |",
+        "| method | path | permission | scope | " + " | ".join(roles) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in roles) + " |",
     ]
     for r in route_access(app):
         if r.public:
@@ -102,7 +133,9 @@ def markdown(app: FastAPI) -> str:
         else:
             perm = f"`{r.permission}`"
             marks = ["✓" if r.permission in ROLE_PERMISSIONS[x] else "✗" for x in roles]
-        lines.append(f"| {r.method} | `{r.path}` | {perm} | " + " | ".join(marks) + " |")
+        lines.append(
+            f"| {r.method} | `{r.path}` | {perm} | {scope_rule(r)} | " + " | ".join(marks) + " |"
+        )
     lines.append("")
     return "\n".join(lines)
 

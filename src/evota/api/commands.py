@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import Field, create_model
 
-from evota.api.deps import Principal, RuntimeDep, authorize_charger, require
+from evota.api.deps import Principal, RuntimeDep, require_charger
 from evota.api.params import ChargerId
 from evota.api.problems import Problem, documented
 from evota.api.schemas import CommandOut
@@ -88,9 +88,8 @@ def _route(spec: catalog.CommandSpec) -> None:
         body: catalog.Params,
         request: Request,
         rt: RuntimeDep,
-        who: Principal = require(spec.permission),
+        who: Principal = require_charger(spec.permission),  # in scope before the body
     ) -> CommandOut:
-        await authorize_charger(rt, who, spec.permission, charger_id)
         reason = (getattr(body, "reason", None) or "").strip() or None
         request.state.audit_reason = reason
         if spec.critical and reason is None:

@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import false, or_, select, true, update
 from sqlalchemy.sql import Select
 
+from evota.api.params import ChargerId
 from evota.api.problems import Problem
 from evota.audit.log import Actor
 from evota.operators import permissions as perms
@@ -258,6 +259,22 @@ def require(permission: str) -> Any:
     return Depends(dependency)
 
 
+def require_charger(permission: str) -> Any:
+    """A dependency: :func:`require` and the ``{charger_id}`` of the path in scope for
+    ``permission`` (404 out of scope), decided before the request body is even parsed, so an
+    out-of-scope charger reads as unknown whatever the body says."""
+
+    async def scoped_charger(
+        charger_id: ChargerId,
+        request: Request,
+        who: Principal = require(permission),
+    ) -> Principal:
+        await authorize_charger(runtime(request), who, permission, charger_id)
+        return who
+
+    return Depends(scoped_charger)
+
+
 async def charger_place(rt: Runtime, charger_id: str) -> perms.ChargerPlace | None:
     async with rt.engine.connect() as conn:
         row = (
@@ -377,6 +394,32 @@ def site_filter(who: Principal, permission: str = "fleet.read") -> Any:
         if g.scope.regions:
             clauses.append(Site.region.in_(sorted(g.scope.regions)))
     return (or_(*clauses) if clauses else false()) & limit
+
+
+async def target_allowed(
+    rt: Runtime, who: Principal, permission: str, target: dict[str, Any]
+) -> bool:
+    """Whether a stored charger query (``{"sites", "regions", "tags", "charger_ids", ...}``)
+    stays inside where ``who`` holds ``permission`` (see :func:`perms.target_confined`)."""
+    if who._blocked_by_mfa(permission):
+        return False
+    site_ids = [str(s) for s in target.get("sites") or ()]
+    async with rt.engine.connect() as conn:
+        regions = dict(
+            (await conn.execute(select(Site.id, Site.region).where(Site.id.in_(site_ids)))).all()
+        )
+    charger_ids = [str(c) for c in target.get("charger_ids") or ()]
+    places = await charger_places(rt, charger_ids)
+    return perms.target_confined(
+        who.grants,
+        permission,
+        sites=[perms.site_place(s, regions.get(s)) for s in site_ids],
+        regions=[str(r) for r in target.get("regions") or ()],
+        tags=[str(t) for t in target.get("tags") or ()],
+        # a charger that does not exist confines nothing (no scope covers a bare id)
+        chargers=[places.get(c, perms.ChargerPlace(c)) for c in charger_ids],
+        site_limit=who.site_limit,
+    )
 
 
 def has_tag(tag: str) -> Any:

@@ -317,8 +317,11 @@ async def cancel_operation(
         ids = (
             await conn.execute(select(Operation.charger_ids).where(Operation.id == operation_id))
         ).scalar()
-    if ids is None:
-        raise Problem(404, "Unknown operation", f"no operation {operation_id!r}", "operation_id")
+    unknown = Problem(404, "Unknown operation", f"no operation {operation_id!r}", "operation_id")
+    # an operation reaching chargers the caller cannot see reads as unknown (its charger ids
+    # are not listed in a 403), one it can see but not change is 403
+    if ids is None or await authorize_chargers(rt, who, "fleet.read", ids):
+        raise unknown
     await forbid_denied(rt, who, list(ids), ("operation.write",))
     request.state.audited = True
     try:

@@ -14,7 +14,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from evota.api.deps import Principal, RuntimeDep, require, scope_filter
+from evota.api.deps import Principal, RuntimeDep, require, scope_filter, target_allowed
 from evota.api.operations import (
     CREATED,
     OperationDetail,
@@ -156,6 +156,26 @@ async def _load(rt: Runtime, profile_id: str) -> Any:
     return row
 
 
+async def _writable(rt: Runtime, who: Principal, row: Any) -> None:
+    """404 unless the profile's target stays inside the caller's ``config.write`` scope: a
+    scoped operator changes only profiles confined to its scope, as if others did not exist
+    (a profile targeting a whole vendor, say, needs ``config.write`` fleet-wide)."""
+    if not await target_allowed(rt, who, "config.write", row.target or {}):
+        raise Problem(404, "Unknown profile", f"no profile {row.id!r}", "profile_id")
+
+
+async def _target_writable(rt: Runtime, who: Principal, target: dict[str, Any]) -> None:
+    if not await target_allowed(rt, who, "config.write", target):
+        raise Problem(
+            403,
+            "Forbidden",
+            "the target reaches chargers outside your config.write scope: confine it to your "
+            "sites, regions, tags or chargers",
+            "target",
+            permission="config.write",
+        )
+
+
 async def _audit(
     rt: Runtime, request: Request, who: Principal, action: str, profile_id: str, detail: Any
 ) -> None:
@@ -181,6 +201,7 @@ async def create_profile(
         "created_at": now,
         "updated_at": now,
     }
+    await _target_writable(rt, who, values["target"])
     try:
         async with rt.engine.begin() as conn:
             await conn.execute(insert(ConfigProfile).values(**values))
@@ -223,13 +244,14 @@ async def patch_profile(
     rt: RuntimeDep,
     who: Principal = require("config.write"),
 ) -> dict[str, Any]:
-    await _load(rt, profile_id)
+    await _writable(rt, who, await _load(rt, profile_id))
     _checked(body.target, body.settings)
     values: dict[str, Any] = {"updated_at": rt.clock.now()}
     if body.name is not None:
         values["name"] = body.name
     if body.target is not None:
         values["target"] = op.query_from_dict(body.target.as_dict()).to_dict()
+        await _target_writable(rt, who, values["target"])
     if body.settings is not None:
         values["settings"] = body.settings
     try:
@@ -251,6 +273,7 @@ async def delete_profile(
     profile_id: Uuid, request: Request, rt: RuntimeDep, who: Principal = require("config.write")
 ) -> Response:
     row = await _load(rt, profile_id)
+    await _writable(rt, who, row)
     async with rt.engine.begin() as conn:
         await conn.execute(delete(ConfigProfile).where(ConfigProfile.id == profile_id))
     await _audit(rt, request, who, "deleted", profile_id, {"name": row.name})

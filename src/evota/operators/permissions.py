@@ -159,6 +159,38 @@ def site_change_allowed(
     )
 
 
+def target_confined(
+    grants: Iterable[RoleGrant],
+    permission: str,
+    *,
+    sites: Iterable[ChargerPlace] = (),
+    regions: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    chargers: Iterable[ChargerPlace] = (),
+    site_limit: frozenset[str] = frozenset(),
+) -> bool:
+    """Whether a stored charger query (a configuration profile's target) stays inside where
+    ``permission`` is held, so a scoped operator may define or change it.
+
+    The query's filters combine with AND, so one dimension confining it is enough: every
+    named site, or every named region, or every named tag, or every named charger covered.
+    A query naming none of them (say, by vendor) reaches the whole fleet: it needs the
+    permission fleet-wide."""
+    grants = tuple(grants)
+    if allowed(grants, permission, None, site_limit):
+        return True
+    dimensions = [
+        list(sites),
+        [ChargerPlace(f"region:{r}", None, r) for r in regions],
+        [ChargerPlace(f"tag:{t}", None, None, frozenset({t})) for t in tags],
+        list(chargers),
+    ]
+    return any(
+        places and all(allowed(grants, permission, p, site_limit) for p in places)
+        for places in dimensions
+    )
+
+
 def holds_anywhere(grants: Iterable[RoleGrant], permission: str) -> bool:
     """Whether some grant carries ``permission`` at all (lists are then filtered by scope)."""
     return any(permission in g.permissions for g in grants)
