@@ -9,6 +9,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from evota.api.approvals import AWAITING, awaiting
+from evota.api.auditing import note
 from evota.api.deps import (
     Principal,
     RuntimeDep,
@@ -53,6 +54,11 @@ _OMITTED = {
 _PUBLIC_COLUMNS = [c for c in Charger.__table__.c if c.name not in _OMITTED]
 
 
+def _audited(charger: dict[str, Any]) -> dict[str, Any]:
+    """The fields an audit entry compares (not the live ones)."""
+    return {k: v for k, v in charger.items() if k not in ("connected", "last_seen")}
+
+
 def _out(rt: Runtime, row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     # The gateway knows the truth about live connections; the database may lag by a flush.
@@ -78,12 +84,13 @@ async def _site_must_exist(
 
 @router.post("", status_code=201, response_model=ChargerOut, responses=problems(409))
 async def create_charger(
-    body: ChargerIn, rt: RuntimeDep, who: Principal = require("charger.write")
+    body: ChargerIn, request: Request, rt: RuntimeDep, who: Principal = require("charger.write")
 ) -> dict[str, Any]:
     """Register a charger and its AuthorizationKey (stored as a salted HMAC, never in clear)."""
     await _site_must_exist(rt, body.site_id, who, frozenset(body.tags))
     region = await _region_of(rt, body.site_id)
     who.check("charger.write", ChargerPlace(body.id, body.site_id, region, frozenset(body.tags)))
+    note(request, "charger", body.id)
     salt, digest = auth.hash_key(body.auth_key)
     values = {
         "id": body.id,
@@ -103,7 +110,9 @@ async def create_charger(
         raise Problem(
             409, "Charger exists", f"a charger with id {body.id!r} exists", "id"
         ) from None
-    return await _load(rt, body.id)
+    created = await _load(rt, body.id)
+    note(request, "charger", body.id, None, {**_audited(created), "auth_key": body.auth_key})
+    return created
 
 
 async def _region_of(rt: Runtime, site_id: str | None) -> str | None:
@@ -226,8 +235,14 @@ async def update_charger(
             reason,
             charger_count=1,
         )
+    old = await _load(rt, charger_id)
     await _apply(rt, charger_id, changes)
-    return await _load(rt, charger_id)
+    new = await _load(rt, charger_id)
+    before, after = _audited(old), _audited(new)
+    if key is not None:  # redacted by name: the entry says the key changed, never what to
+        before["auth_key"], after["auth_key"] = "previous", key
+    note(request, "charger", charger_id, before, after)
+    return new
 
 
 def register_approvals(rt: Runtime) -> None:
