@@ -271,6 +271,7 @@ class Runtime:
 
     async def _start_http(self) -> None:
         from evota.api.app import create_app
+        from evota.api.listener import guarded_h11
 
         app = create_app(self)
         config = uvicorn.Config(
@@ -280,6 +281,7 @@ class Runtime:
             log_config=None,
             access_log=False,
             lifespan="off",
+            http=guarded_h11(),  # request heads have a deadline (evota.api.listener)
         )
         server = uvicorn.Server(config)
         self._uvicorn = server
