@@ -82,6 +82,30 @@ async def test_entries_name_target_and_changes(
             assert user["target"] == "vic" and user["detail"]["target_type"] == "user"
             assert user["detail"]["changes"]["roles"] == {"before": None, "after": ["viewer"]}
 
+            r = await api.post(
+                "/api/v1/config-profiles",
+                json={
+                    "name": "hb",
+                    "target": {"sites": ["paris"]},
+                    "settings": {"HeartbeatInterval": "300"},
+                },
+            )
+            assert r.status_code == 201, r.text
+            pid = r.json()["id"]
+            r = await api.patch(
+                f"/api/v1/config-profiles/{pid}", json={"settings": {"HeartbeatInterval": "600"}}
+            )
+            assert r.status_code == 200, r.text
+            profile = await _entry(rt, "config_profile.updated")
+            assert profile["target"] == pid
+            assert profile["detail"]["target_type"] == "config_profile"
+            assert profile["detail"]["changes"] == {
+                "settings": {
+                    "before": {"HeartbeatInterval": "300"},
+                    "after": {"HeartbeatInterval": "600"},
+                }
+            }
+
             export = (await api.get("/api/v1/audit/export")).text
         for secret in (KEY, KEY[::-1], "correct horse battery"):
             assert secret not in export

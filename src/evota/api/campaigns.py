@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from evota.api.approvals import AWAITING, awaiting
+from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.pages import fetch_page
 from evota.api.params import AwareInstant, Limit, Offset, Uuid, text
@@ -239,7 +240,7 @@ async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[s
 
 @router.post("", status_code=201, response_model=CampaignOut, responses=problems(409))
 async def create_campaign(
-    body: CampaignIn, rt: RuntimeDep, who: Principal = require("campaign.write")
+    body: CampaignIn, request: Request, rt: RuntimeDep, who: Principal = require("campaign.write")
 ) -> dict[str, Any]:
     """Compute the eligible set (and why every other matching charger is excluded) and the
     waves; the campaign starts in ``draft`` until ``/start``."""
@@ -262,6 +263,7 @@ async def create_campaign(
         raise Problem(422, "Invalid campaign", exc.message, exc.field) from None
     except CampaignError as exc:
         raise Problem(422, "Invalid campaign", str(exc), "pilot") from None
+    note(request, "campaign", created["id"], None, body.model_dump(mode="json"))
     return await _summary(rt, created["id"])
 
 

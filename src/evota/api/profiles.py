@@ -29,6 +29,7 @@ from evota.api.pages import fetch_page
 from evota.api.params import BigLimit, Limit, Offset, Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
+from evota.audit.changes import diff
 from evota.control import catalog, profiles
 from evota.control import operation as op
 from evota.control.configuration import ConfigurationService
@@ -181,8 +182,17 @@ async def _audit(
 ) -> None:
     request.state.audited = True
     await rt.audit.record(
-        who.actor, f"config_profile.{action}", "ok", target=profile_id, detail=detail
+        who.actor,
+        f"config_profile.{action}",
+        "ok",
+        target=profile_id,
+        detail={"target_type": "config_profile", **detail},
     )
+
+
+def _audited(row: Any) -> dict[str, Any]:
+    """A profile as its audit entry compares it."""
+    return {"name": row.name, "target": row.target, "settings": row.settings}
 
 
 @router.post("", status_code=201, response_model=ProfileOut, responses=problems(409))
@@ -209,8 +219,10 @@ async def create_profile(
         raise Problem(
             409, "Profile exists", f"a profile named {body.name!r} exists", "name"
         ) from None
-    await _audit(rt, request, who, "created", profile_id, {"name": body.name, **values["target"]})
-    return _out(await _load(rt, profile_id))
+    created = await _load(rt, profile_id)
+    detail = {"name": body.name, **values["target"], "changes": diff(None, _audited(created))}
+    await _audit(rt, request, who, "created", profile_id, detail)
+    return _out(created)
 
 
 @router.get("", response_model=Page[ProfileOut])
@@ -244,7 +256,8 @@ async def patch_profile(
     rt: RuntimeDep,
     who: Principal = require("config.write"),
 ) -> dict[str, Any]:
-    await _writable(rt, who, await _load(rt, profile_id))
+    old = await _load(rt, profile_id)
+    await _writable(rt, who, old)
     _checked(body.target, body.settings)
     values: dict[str, Any] = {"updated_at": rt.clock.now()}
     if body.name is not None:
@@ -264,8 +277,10 @@ async def patch_profile(
             409, "Profile exists", f"a profile named {body.name!r} exists", "name"
         ) from None
     changed = sorted(k for k in values if k != "updated_at")
-    await _audit(rt, request, who, "updated", profile_id, {"changed": changed})
-    return _out(await _load(rt, profile_id))
+    new = await _load(rt, profile_id)
+    detail = {"changed": changed, "changes": diff(_audited(old), _audited(new))}
+    await _audit(rt, request, who, "updated", profile_id, detail)
+    return _out(new)
 
 
 @router.delete("/{profile_id}", status_code=204, response_class=Response, responses=problems(404))
@@ -276,7 +291,8 @@ async def delete_profile(
     await _writable(rt, who, row)
     async with rt.engine.begin() as conn:
         await conn.execute(delete(ConfigProfile).where(ConfigProfile.id == profile_id))
-    await _audit(rt, request, who, "deleted", profile_id, {"name": row.name})
+    detail = {"name": row.name, "changes": diff(_audited(row), None)}
+    await _audit(rt, request, who, "deleted", profile_id, detail)
     return Response(status_code=204)
 
 
