@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from sqlalchemy import delete, insert, select, update
 from typer.testing import CliRunner
 
@@ -330,7 +331,10 @@ async def test_rollback_of_the_whole_database_is_caught_by_the_anchor(
         async with rt.engine.connect() as conn:
             old = (await conn.execute(select(AuditHead))).one()
         await _charger_entry(rt)
-        rt.audit.anchor()
+        with structlog.testing.capture_logs() as logs:
+            rt.audit.anchor()
+        published = [e for e in logs if e["event"] == "audit head"]
+        assert published and published[0]["seq"] == old.seq + 3  # the log stream anchor
         data = rt.settings.data_dir
         for name in ("audit-head.key", "audit-anchors.jsonl"):
             assert (data / name).stat().st_mode & 0o777 == 0o600, name
