@@ -430,3 +430,37 @@ async def test_a_scoped_operator_cannot_rewrite_profiles_reaching_beyond_its_sco
             assert shown["settings"] == {"A": "1"}
     finally:
         await rt.stop()
+
+
+async def test_the_cli_says_a_grant_waits_for_a_second_user_admin(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from evota.cli import app
+
+    rt = await start_runtime(tmp_path, sqlite_url, approval_actions=ALL)
+    try:
+        alice = await session_for(rt, "alice", ["security_admin"])
+        env = {"EVOTA_URL": f"http://127.0.0.1:{rt.http_port}", "EVOTA_TOKEN": alice}
+
+        async def cli(*args: str) -> Any:
+            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+
+        r = await asyncio.to_thread(  # the password is prompted for, twice
+            CliRunner().invoke,
+            app,
+            ["user", "add", "sock", "--role", "operator"],
+            env=env,
+            input=f"{PASSWORD}\n{PASSWORD}\n",
+        )
+        assert r.exit_code == 0, r.output
+        assert "wait for a second user admin" in r.output and "no roles yet" in r.output
+        r = await cli(
+            "user", "set-roles", "alice", "--role", "security_admin", "--role", "operator"
+        )
+        assert r.exit_code == 0 and "waits for a second user admin" in r.output, r.output
+    finally:
+        await rt.stop()

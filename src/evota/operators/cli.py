@@ -186,6 +186,14 @@ def user_add(
     u = api(url, token, "POST", "/api/v1/users", json=body)
     if as_json:
         return print_json(u)
+    if u.get("state") == "awaiting_approval":  # roles with approval power: user.grant
+        user = u["user"]
+        out.print(
+            f"added user {user['username']} ({', '.join(user['roles']) or 'no roles yet'}); "
+            f"{', '.join(roles)} wait for a second user admin (approval {u['approval_id']})",
+            highlight=False,
+        )
+        return None
     out.print(f"added user {u['username']} ({', '.join(u['roles'])})")
     return None
 
@@ -268,6 +276,12 @@ def user_set_roles(
     u = api(url, token, "PATCH", _path(username), json=body)
     if as_json:
         return print_json(u)
+    if u.get("state") == "awaiting_approval":  # gives approval power: user.grant
+        out.print(
+            f"{username}: waits for a second user admin (approval {u['approval_id']})",
+            highlight=False,
+        )
+        return None
     out.print(f"{u['username']}: {', '.join(u['roles'])} ({_scope_text(u['scopes'])})")
     return None
 
