@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection
 from evota.fleet import writer as writer_module
 from evota.fleet.bounds import FREE_FORM, STORED, Limits, bound, clean_text, safe_text
 from evota.runtime import Runtime
-from evota.store.models import Charger, ChargerEvent
+from evota.store.models import Charger, ChargerEvent, ChargingSession
 
 from .conftest import api_client, connect, provision, session_for, start_runtime
 from .test_v201_gateway import until
@@ -151,11 +151,11 @@ async def test_hostile_free_form_data_does_not_stop_the_writer(rt: Runtime) -> N
     try:
         hostile: list[tuple[str, dict[str, Any]]] = [
             ("DataTransfer", {"vendorId": "v" * 255, "data": deep_json(1000)}),
-            ("DataTransfer", {"vendorId": "big", "data": {"s": "\x00" * 30_000}}),
+            ("DataTransfer", {"vendorId": "big", "data": {"s": "\u00e9" * 100_000}}),
             ("DataTransfer", {"vendorId": "wide", "data": [[i] * 50 for i in range(400)]}),
             (
                 "SecurityEventNotification",
-                {"type": "X\x00" * 25, "timestamp": "2026-01-01T00:00:00Z", "techInfo": "\x00"},
+                {"type": "\U0001f600" * 50, "timestamp": "2026-01-01T00:00:00Z"},
             ),
             (
                 "StatusNotification",
@@ -182,7 +182,9 @@ async def test_hostile_free_form_data_does_not_stop_the_writer(rt: Runtime) -> N
         rows = (
             await conn.execute(
                 select(ChargerEvent.status, ChargerEvent.data)
-                .where(ChargerEvent.charger_id == "CP-HOSTILE", ChargerEvent.kind == "data_transfer")
+                .where(
+                    ChargerEvent.charger_id == "CP-HOSTILE", ChargerEvent.kind == "data_transfer"
+                )
                 .order_by(ChargerEvent.id)
             )
         ).all()
@@ -190,7 +192,48 @@ async def test_hostile_free_form_data_does_not_stop_the_writer(rt: Runtime) -> N
     # 16 levels in all as stored, counting the event's own ``{"data": ...}``
     assert depth_of(rows[0].data["data"]) == STORED.depth - 1
     assert len(orjson.dumps(rows[1].data).decode()) < 2 * FREE_FORM.size  # characters
-    assert "\x00" not in orjson.dumps(rows[1].data).decode()
+
+
+async def test_what_evota_cannot_store_is_refused_with_the_field_named(rt: Runtime) -> None:
+    """Integers beyond OCPP's 32 bits and NUL characters used to fail inside the database
+    (InternalError, the transaction lost); now they earn the precise CALLERROR."""
+    await provision(rt, "CP-OTHER", KEY)
+    ws16 = await charger(rt, "CP-16", "ocpp1.6")
+    ws201 = await charger(rt, "CP-201", "ocpp2.0.1")
+    at = "2026-01-01T00:00:00Z"
+    start = {"connectorId": 1, "idTag": "tag", "meterStart": 0, "timestamp": at}
+    event = {
+        "eventType": "Started",
+        "timestamp": at,
+        "triggerReason": "Authorized",
+        "seqNo": 0,
+        "transactionInfo": {"transactionId": "T-1"},
+    }
+    cases: list[tuple[ClientConnection, str, dict[str, Any], str]] = [
+        (ws16, "StartTransaction", {**start, "connectorId": 2**63}, "connectorId"),
+        (ws16, "StartTransaction", {**start, "meterStart": 2**31}, "meterStart"),
+        (ws16, "StartTransaction", {**start, "idTag": "t\x00g"}, "idTag"),
+        (ws16, "DataTransfer", {"vendorId": "v", "data": "\x00"}, "data"),
+        (ws201, "TransactionEvent", {**event, "seqNo": -(2**31) - 1}, "seqNo"),
+        (
+            ws201,
+            "TransactionEvent",
+            {**event, "transactionInfo": {"transactionId": "T\x00"}},
+            "transactionInfo.transactionId",
+        ),
+        (ws201, "DataTransfer", {"vendorId": "v", "data": {"k": ["\x00"]}}, "data.k[0]"),
+    ]
+    try:
+        for ws, action, payload, field in cases:
+            answer = await call(ws, action, payload)
+            assert answer[2] == "PropertyConstraintViolation", (action, answer)
+            assert answer[4]["field"] == field, answer
+        assert (await call(ws16, "StartTransaction", start))[0] == 3  # the same, valid
+        assert (await call(ws201, "TransactionEvent", event))[0] == 3
+    finally:
+        await ws16.close()
+        await ws201.close()
+    await boot_is_stored(rt, "CP-OTHER", "after-the-refusals")
 
 
 async def test_an_ended_writer_is_restarted_and_healthz_fails_when_it_stays_down(
@@ -210,7 +253,7 @@ async def test_an_ended_writer_is_restarted_and_healthz_fails_when_it_stays_down
         task = writer._task
         assert task is not None
         task.cancel()
-        await until(lambda t=task: t.done() and writer._task is not t or writer.problem())
+        await until(lambda t=task: (t.done() and writer._task is not t) or writer.problem())
     status, body = await healthz(rt)
     assert status == 503, body
     assert body["status"] == "failing"
@@ -258,3 +301,41 @@ async def test_a_charger_cannot_break_its_api_and_console_pages(
             assert "CP-DEEP" in r.text
     finally:
         await rt.stop()
+
+
+async def test_a_charger_cannot_touch_another_chargers_session(rt: Runtime) -> None:
+    """A transactionId is the charger's own: StopTransaction and MeterValues naming another
+    charger's session used to stop it and overwrite its meter (a billing record)."""
+    owner = await charger(rt, "CP-OWNER", "ocpp1.6")
+    other = await charger(rt, "CP-INTRUDER", "ocpp1.6")
+    at = "2026-01-01T00:00:00Z"
+    try:
+        started = await call(
+            owner,
+            "StartTransaction",
+            {"connectorId": 1, "idTag": "tag", "meterStart": 100, "timestamp": at},
+        )
+        txn = started[2]["transactionId"]
+        sample = [{"timestamp": at, "sampledValue": [{"value": "999999"}]}]
+        meter = {"connectorId": 1, "transactionId": txn, "meterValue": sample}
+        assert (await call(other, "MeterValues", meter))[0] == 3
+        stop = {"transactionId": txn, "meterStop": 999999, "timestamp": at}
+        assert (await call(other, "StopTransaction", stop))[0] == 3  # answered, not applied
+        own = [{"timestamp": at, "sampledValue": [{"value": "150"}]}]
+        meter = {"connectorId": 1, "transactionId": txn, "meterValue": own}
+        assert (await call(owner, "MeterValues", meter))[0] == 3
+    finally:
+        await owner.close()
+        await other.close()
+    await rt.fleet.writer.flush()
+    async with rt.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    ChargingSession.outcome,
+                    ChargingSession.meter_last_wh,
+                    ChargingSession.stopped_at,
+                ).where(ChargingSession.id == txn)
+            )
+        ).one()
+    assert (row.outcome, row.meter_last_wh, row.stopped_at) == ("active", 150, None)

@@ -210,7 +210,9 @@ class FleetService:
                 return ACK
             case ev.MeterSampled():
                 if event.transaction_id is not None and event.energy_wh is not None:
-                    self.writer.session(event.transaction_id, meter_last_wh=event.energy_wh)
+                    self.writer.session(
+                        state.id, event.transaction_id, meter_last_wh=event.energy_wh
+                    )
                 return ev.Ack()
             case ev.Booted():
                 return self._boot(state, event, now)
@@ -222,6 +224,7 @@ class FleetService:
                 return self._start_session(state, event, now)
             case ev.SessionStopped():
                 self.writer.session(
+                    state.id,
                     event.transaction_id,
                     meter_stop_wh=event.meter_stop_wh,
                     meter_last_wh=event.meter_stop_wh,
@@ -525,7 +528,7 @@ class FleetService:
         else:
             known[event.transaction_id] = (session_id, connector_id)
         if fields:
-            self.writer.session(session_id, **fields)
+            self.writer.session(state.id, session_id, **fields)
 
     async def external_transaction_id(self, charger_id: str, session_id: int) -> str | None:
         """The transaction id a 2.0.1 charger gave the session evota knows as ``session_id``."""

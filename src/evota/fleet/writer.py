@@ -50,7 +50,7 @@ class _Batch:
     history: list[StatusRow]
     events: list[dict[str, Any]]
     chargers: dict[str, dict[str, Any]]
-    sessions: dict[int, dict[str, Any]]
+    sessions: dict[tuple[str, int], dict[str, Any]]  # (charger id, session id) -> fields
     last_seen: dict[str, datetime]
 
     @property
@@ -75,7 +75,9 @@ class _Batch:
             return str(self.events[0].get("charger_id"))
         for cid in (*self.chargers, *self.last_seen):
             return str(cid)
-        return "?"  # a session update: keyed by transaction only
+        for cid, _ in self.sessions:
+            return str(cid)
+        return "?"
 
     def remove(self, single: _Batch) -> None:
         """Forget an item of :meth:`split` once it is written or dropped."""
@@ -121,7 +123,7 @@ class FleetWriter:
         self._history: list[StatusRow] = []
         self._events: list[dict[str, Any]] = []
         self._chargers: dict[str, dict[str, Any]] = {}
-        self._sessions: dict[int, dict[str, Any]] = {}
+        self._sessions: dict[tuple[str, int], dict[str, Any]] = {}
         self._last_seen: dict[str, datetime] = {}
         self._inflight_chargers: dict[str, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -158,8 +160,10 @@ class FleetWriter:
                 fields[name] = clean_text(value)
         self._chargers.setdefault(charger_id, {}).update(fields)
 
-    def session(self, transaction_id: int, **fields: Any) -> None:
-        self._sessions.setdefault(transaction_id, {}).update(fields)
+    def session(self, charger_id: str, transaction_id: int, **fields: Any) -> None:
+        """Queue a change to a session of ``charger_id``: a transactionId a charger sends is
+        only ever matched among its own sessions, never another charger's."""
+        self._sessions.setdefault((charger_id, transaction_id), {}).update(fields)
 
     def seen(self, charger_id: str, at: datetime) -> None:
         self._last_seen[charger_id] = at
@@ -359,8 +363,12 @@ class FleetWriter:
             _insert_history(conn, batch.history)
         if batch.events:
             conn.execute(insert(ChargerEvent), batch.events)
-        for txn, fields in batch.sessions.items():
-            conn.execute(update(ChargingSession).where(ChargingSession.id == txn).values(**fields))
+        for (cid, txn), fields in batch.sessions.items():
+            conn.execute(
+                update(ChargingSession)
+                .where(ChargingSession.id == txn, ChargingSession.charger_id == cid)
+                .values(**fields)
+            )
 
     @staticmethod
     def _upsert_connectors(dialect: str) -> Any:
@@ -382,7 +390,7 @@ def _describe(single: _Batch) -> str:
     if single.chargers:
         return "charger fields " + safe_text(sorted(next(iter(single.chargers.values()))), 200)
     if single.sessions:
-        return f"session {safe_text(next(iter(single.sessions)), 24)}"
+        return f"session {safe_text(next(iter(single.sessions))[1], 24)}"
     return "last_seen"
 
 

@@ -403,6 +403,8 @@ class ChargerConnection(asyncio.Protocol):
                     call.message_id,
                 )
             dialect.schemas.validate_request(action, call.payload, call.message_id)
+            if call.nul:
+                rpc.refuse_nul(call)  # PropertyConstraintViolation naming the field
             event = dialect.decode_event(action, call.payload)
             reply = self.gateway.fleet.handle(state, event)
         except RpcError as exc:

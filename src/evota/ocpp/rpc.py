@@ -30,6 +30,9 @@ class Call:
     message_id: str
     action: str
     payload: dict[str, Any]
+    #: The frame holds a ``\u0000`` escape: :func:`refuse_nul` decides once the action is
+    #: known to be one evota takes (an unknown action's error comes first).
+    nul: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +81,7 @@ def decode(text: str | bytes | bytearray | memoryview) -> Message:
             )
         if not isinstance(payload, dict):
             raise RpcError(ErrorKind.FORMAT, "CALL payload must be a JSON object", message_id)
-        return Call(message_id, action, payload)
+        return Call(message_id, action, payload, _may_hold_nul(text))
     if type_id == CALLRESULT and type(type_id) is int:
         if len(frame) != 3 or not isinstance(frame[2], dict):
             raise RpcError(
@@ -101,6 +104,42 @@ def decode(text: str | bytes | bytearray | memoryview) -> Message:
     raise RpcError(
         ErrorKind.MESSAGE_TYPE_NOT_SUPPORTED, f"unknown message type id {type_id!r}", message_id
     )
+
+
+def _may_hold_nul(text: str | bytes | bytearray | memoryview) -> bool:
+    """JSON cannot carry a raw NUL in a string, only its escape: a substring search is
+    enough to pass the usual frame without walking it."""
+    if isinstance(text, str):
+        return "\\u0000" in text
+    if isinstance(text, memoryview):
+        text = text.tobytes()
+    return b"\\u0000" in text
+
+
+def refuse_nul(call: Call) -> None:
+    """No OCPP field holds a NUL character, and PostgreSQL cannot store one in text: refuse
+    the CALL, naming the field (the escape may also have been a literal ``\\u0000``)."""
+    message_id = call.message_id
+    stack: list[tuple[str, Any]] = [("", call.payload)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise RpcError(
+                    ErrorKind.PROPERTY_CONSTRAINT,
+                    f"{path or '(payload)'}: NUL characters are not allowed",
+                    message_id,
+                    {"field": path or "(payload)"},
+                )
+        elif isinstance(value, dict):
+            for key, member in value.items():
+                if "\x00" in key:
+                    raise RpcError(
+                        ErrorKind.FORMAT, "a property name holds a NUL character", message_id
+                    )
+                stack.append((f"{path}.{key}" if path else key, member))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", member) for i, member in enumerate(value))
 
 
 def encode_call(message_id: str, action: str, payload: dict[str, Any]) -> bytes:

@@ -68,6 +68,7 @@ class SchemaSet:
         if validator is None:
             schema = json.loads((self._dir / f"{name}.json").read_text(encoding="utf-8"))
             schema.pop("$id", None)
+            _int32(schema)
             # The payload is freshly parsed JSON, so defaults need not be filled in.
             full = fastjsonschema.compile(schema, use_default=False, detailed_exceptions=True)
             accept = compile_acceptor(schema)
@@ -99,6 +100,24 @@ class SchemaSet:
                 message_id,
                 {"field": field, "rule": exc.rule},
             ) from None
+
+
+#: OCPP's ``integer`` is 32 bits, sign included (1.6 and 2.0.1 part 2, "Data types"); the
+#: JSON schemas do not say so, and a larger value would fail where evota stores it.
+INT32 = (-(2**31), 2**31 - 1)
+
+
+def _int32(node: Any) -> None:
+    """Bound every ``integer`` of a schema to :data:`INT32`, keeping tighter bounds."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            node["minimum"] = max(node.get("minimum", INT32[0]), INT32[0])
+            node["maximum"] = min(node.get("maximum", INT32[1]), INT32[1])
+        for value in node.values():
+            _int32(value)
+    elif isinstance(node, list):
+        for value in node:
+            _int32(value)
 
 
 def _fast_first(accept: Callable[[Any], bool], full: Validator) -> Validator:

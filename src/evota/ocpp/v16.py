@@ -13,8 +13,8 @@ from typing import Any
 
 from evota.control import commands
 from evota.fleet import events as ev
-from evota.fleet.tokens import MAX_ID_TAG_16, status_16
 from evota.fleet.bounds import FREE_FORM, STORED, bound
+from evota.fleet.tokens import MAX_ID_TAG_16, status_16
 from evota.ocpp.errors import V16_SPELLING
 
 SUBPROTOCOL = "ocpp1.6"
