@@ -36,7 +36,7 @@ import httpx
 import orjson
 import pytest
 import websockets
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
 
@@ -610,10 +610,47 @@ class Harness:
         return found
 
 
+# -- what the fuzzer found (kept as explicit examples) -----------------------------------------
+
+_AT = "2026-01-01T00:00:00Z"
+_START = {"connectorId": 1, "idTag": "t", "meterStart": 1, "timestamp": _AT}
+_EVENT = {
+    "eventType": "Started",
+    "timestamp": _AT,
+    "triggerReason": "Authorized",
+    "seqNo": 1,
+    "transactionInfo": {"transactionId": "T"},
+}
+#: Each made evota answer InternalError before it was fixed (a value the database refused).
+FOUND_16 = [
+    Frame(
+        dumps([2, "x1", "StartTransaction", {**_START, "connectorId": 2**63}]), "StartTransaction"
+    ),
+    Frame(dumps([2, "x2", "StartTransaction", {**_START, "idTag": "t\x00"}]), "StartTransaction"),
+    Frame(
+        dumps(
+            [2, "x3", "StopTransaction", {"transactionId": 2**63, "meterStop": 1, "timestamp": _AT}]
+        ),
+        "StopTransaction",
+    ),
+]
+FOUND_201 = [
+    Frame(
+        dumps(
+            [2, "y1", "TransactionEvent", {**_EVENT, "transactionInfo": {"transactionId": "\x00"}}]
+        ),
+        "TransactionEvent",
+    ),
+    Frame(
+        dumps([2, "y2", "TransactionEvent", {**_EVENT, "evse": {"id": 2**63}}]), "TransactionEvent"
+    ),
+    Frame(dumps([2, "y3", "DataTransfer", {"vendorId": "v", "data": Deep(1020)}]), "DataTransfer"),
+]
+
 # -- the CI profile --------------------------------------------------------------------------
 
 CI = settings(
-    max_examples=20,
+    max_examples=15,
     derandomize=True,
     database=None,
     deadline=None,
@@ -649,6 +686,7 @@ def test_the_gateway_survives_generated_hostile_frames(tmp_path: Path, database_
 
         @CI
         @given(frames_16=batches(DIALECTS["ocpp1.6"]), frames_201=batches(DIALECTS["ocpp2.0.1"]))
+        @example(frames_16=FOUND_16, frames_201=FOUND_201)
         def one_batch(frames_16: list[Frame], frames_201: list[Frame]) -> None:
             problems = h.batch(frames_16, frames_201)
             assert not problems, "\n".join(problems)
