@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection
 
+from evota.control.commands import TriggerMessage
 from evota.fleet import tokens
 from evota.fleet.tokens import NOT_HERE, TokenRecord, decide
 from evota.runtime import Runtime
@@ -438,36 +439,45 @@ async def test_sync_sends_full_then_differential_lists_to_simulated_chargers(
             assert local.version == 1
             assert set(local.entries) == {"CARD-1", "CARD-2", "ELSEWHERE"}
             assert local.entries["CARD-2"]["status"] == "Blocked"
-        # one change: a Differential update with only it, version 2
+        # from now on every change reaches them by itself: the differences, version + 1
         await api.patch("/api/v1/id-tokens/CARD-1", json={"status": "Blocked"})
-        await api.delete("/api/v1/id-tokens/ELSEWHERE")
-        r = await api.post("/api/v1/id-tokens/sync", json={"charger_ids": ids})
-        assert [
-            (x["status"], x["update_type"], x["version"], x["entries"]) for x in r.json()["results"]
-        ] == [("Accepted", "Differential", 2, 2)] * 2
+        await rt.local_lists.idle()
         for sim in fleet:
             local = sim_state(sim).local_list
-            assert local.version == 2 and set(local.entries) == {"CARD-1", "CARD-2"}
-            assert local.entries["CARD-1"]["status"] == "Blocked"
+            assert local.version == 2 and local.entries["CARD-1"]["status"] == "Blocked"
+        await api.delete("/api/v1/id-tokens/ELSEWHERE")
+        await rt.local_lists.idle()
+        for sim in fleet:
+            local = sim_state(sim).local_list
+            assert local.version == 3 and set(local.entries) == {"CARD-1", "CARD-2"}
         r = await api.post("/api/v1/id-tokens/sync", json={"charger_ids": ids})
         assert [x["status"] for x in r.json()["results"]] == ["unchanged"] * 2
-        # a charger that lost its list (version differs) gets the whole list again
-        sim_state(fleet[ids[0]]).local_list = type(sim_state(fleet[ids[0]]).local_list)()
-        r = await api.post("/api/v1/id-tokens/sync", json={"charger_ids": ids[:1]})
-        assert [(x["update_type"], x["version"]) for x in r.json()["results"]] == [("Full", 3)]
+        # a charger that lost its list gets the whole list again when it boots
+        lost = fleet[ids[0]]
+        sim_state(lost).local_list = type(sim_state(lost).local_list)()
+        assert (await rt.gateway.send(ids[0], TriggerMessage("BootNotification"))).status == (
+            "Accepted"
+        )
+        await fleet.wait_until(lambda f: sim_state(lost).local_list.version == 4, 10)
+        assert set(sim_state(lost).local_list.entries) == {"CARD-1", "CARD-2"}
         unknown = await api.post("/api/v1/id-tokens/sync", json={"charger_ids": ["NOPE"]})
         assert unknown.status_code == 404 and unknown.json()["field"] == "charger_ids"
     async with rt.engine.connect() as conn:
         sent = (
-            (
-                await conn.execute(
-                    select(AuditEntry.action).where(AuditEntry.action == "command.send-local-list")
-                )
+            await conn.execute(
+                select(AuditEntry.actor, AuditEntry.reason, AuditEntry.detail)
+                .where(AuditEntry.action == "command.send-local-list")
+                .order_by(AuditEntry.seq)
             )
-            .scalars()
-            .all()
-        )
-    assert len(sent) == 5
+        ).all()
+    kinds = [(e.actor, e.reason, e.detail["params"]["update_type"]) for e in sent]
+    admin = kinds[0][0]
+    assert kinds == [
+        (admin, "t", "Full"),
+        (admin, "t", "Full"),
+        *[(admin, "id tokens changed", "Differential")] * 4,
+        ("system", "charger booted", "Full"),
+    ]
 
 
 # -- the webhook and the lab setting -----------------------------------------------------------

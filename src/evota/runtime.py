@@ -24,6 +24,7 @@ from evota.clock import Clock, SystemClock
 from evota.config import Settings
 from evota.control.configuration import ConfigurationService
 from evota.control.dispatch import send_command
+from evota.control.local_lists import LocalListSync
 from evota.control.operations import OperationRunner
 from evota.files import FILE_MODE, private_dir, private_sqlite
 from evota.firmware import tokens
@@ -59,6 +60,7 @@ class Runtime:
     alerts: AlertMonitor = field(init=False)
     operations: OperationRunner = field(init=False)
     configuration: ConfigurationService = field(init=False)
+    local_lists: LocalListSync = field(init=False)
     fleet: FleetService = field(init=False)
     gateway: Gateway = field(init=False)
     firmware_store: LocalFirmwareStore = field(init=False)
@@ -221,6 +223,9 @@ class Runtime:
         self.fleet.ready_listeners.append(self.configuration.charger_ready)
         await self.configuration.start()  # adds the apply-config-profile step first
         await self.operations.start()  # registers operation.start, resumes running ones
+        self.local_lists = LocalListSync(self)  # chargers' local lists follow the token store
+        await self.local_lists.start()
+        self.fleet.ready_listeners.append(self.local_lists.charger_ready)
 
     def _register_approvals(self) -> None:
         """What runs when each kind of four-eyes request is approved (defined with the
@@ -301,6 +306,7 @@ class Runtime:
         await self.approvals.stop()
         await self.operations.stop()
         await self.configuration.stop()
+        await self.local_lists.stop()
         await self.campaigns.stop()
         await self.jobs.stop()
         await asyncio.to_thread(self.delivery.stop)

@@ -157,6 +157,12 @@ def _audit(request: Request, **detail: Any) -> None:
     request.state.audit_detail = detail
 
 
+async def _changed(rt: Runtime, who: Principal) -> None:
+    """The next Authorize sees the change; chargers holding a list get the differences."""
+    await rt.fleet.tokens.reload()
+    rt.local_lists.tokens_changed(who.actor)
+
+
 @router.get("", response_model=Page[IdTokenOut])
 async def list_id_tokens(
     rt: RuntimeDep,
@@ -189,7 +195,7 @@ async def list_id_tokens(
 
 @router.post("", status_code=201, response_model=IdTokenOut, responses=problems(409))
 async def create_id_token(
-    body: IdTokenIn, request: Request, rt: RuntimeDep, _who: Principal = require("idtoken.write")
+    body: IdTokenIn, request: Request, rt: RuntimeDep, who: Principal = require("idtoken.write")
 ) -> IdTokenOut:
     """Add a token; chargers' Authorize sees it at once (local lists at the next sync)."""
     await _sites_must_exist(rt, set(body.sites))
@@ -201,14 +207,14 @@ async def create_id_token(
         raise Problem(
             409, "Id token exists", f"id token {body.id_token!r} exists", "id_token"
         ) from None
-    await rt.fleet.tokens.reload()
+    await _changed(rt, who)
     return await _load(rt, body.id_token)
 
 
 # Declared before "/{id_token}" so that "import" and "sync" are not read as token values.
 @router.post("/import", response_model=ImportOut, responses=problems(413, 415))
 async def import_id_tokens(
-    request: Request, rt: RuntimeDep, _who: Principal = require("idtoken.write")
+    request: Request, rt: RuntimeDep, who: Principal = require("idtoken.write")
 ) -> ImportOut:
     """Create or replace tokens from a CSV file (``Content-Type: text/csv``, UTF-8).
 
@@ -252,7 +258,7 @@ async def import_id_tokens(
         )
     created, updated = await token_store.upsert_many(rt.engine, rt.clock.now(), items)
     _audit(request, rows=len(items), created=created, updated=updated)
-    await rt.fleet.tokens.reload()
+    await _changed(rt, who)
     return ImportOut(created=created, updated=updated)
 
 
@@ -358,7 +364,7 @@ async def update_id_token(
     body: IdTokenPatch,
     request: Request,
     rt: RuntimeDep,
-    _who: Principal = require("idtoken.write"),
+    who: Principal = require("idtoken.write"),
 ) -> IdTokenOut:
     """Block, unblock, extend or move a token; chargers' Authorize sees it at once."""
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -370,16 +376,16 @@ async def update_id_token(
     if changes:
         if not await token_store.change(rt.engine, rt.clock.now(), id_token, changes):
             raise Problem(404, "Unknown id token", f"no id token {id_token!r}", "id_token")
-        await rt.fleet.tokens.reload()
+        await _changed(rt, who)
     return await _load(rt, id_token)
 
 
 @router.delete("/{id_token}", status_code=204, response_class=Response, responses=problems(404))
 async def delete_id_token(
-    id_token: TokenPath, rt: RuntimeDep, _who: Principal = require("idtoken.write")
+    id_token: TokenPath, rt: RuntimeDep, who: Principal = require("idtoken.write")
 ) -> Response:
     """Forget a token: from now on it is unknown (Invalid, or the webhook's answer)."""
     if not await token_store.remove(rt.engine, id_token):
         raise Problem(404, "Unknown id token", f"no id token {id_token!r}", "id_token")
-    await rt.fleet.tokens.reload()
+    await _changed(rt, who)
     return Response(status_code=204)

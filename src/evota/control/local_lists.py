@@ -6,24 +6,32 @@ when it still holds evota's last version, only the differences are sent (a Diffe
 SendLocalList, nothing at all when there are none); otherwise, or when asked, the whole list
 (Full). Versions grow by one per accepted update. Every command goes through
 :func:`evota.control.dispatch.send_command`, so each leaves its audit entry.
+
+Once a charger accepted a list from evota, :class:`LocalListSync` keeps it current without
+an operator: after every change of the token store the connected ones get the differences
+(by the operator who made the change), and one that boots catches up (by ``system``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from sqlalchemy import delete, insert, select
 
-from evota.audit.log import Actor
+from evota.audit.log import SYSTEM, Actor
 from evota.control import catalog, commands
 from evota.control.dispatch import send_command
 from evota.fleet import tokens
-from evota.store.models import LocalAuthList
+from evota.store.models import Charger, LocalAuthList
 
 if TYPE_CHECKING:
     from evota.runtime import Runtime
+
+log = structlog.get_logger("evota.tokens")
 
 #: Local list entries are id tags of at most 20 characters (1.6); longer 2.0.1 tokens are
 #: answered online only (docs/id-tokens.md).
@@ -76,6 +84,7 @@ async def _remember(rt: Runtime, charger_id: str, version: int, entries: dict[st
                 charger_id=charger_id, version=version, entries=entries, synced_at=rt.clock.now()
             )
         )
+    rt.local_lists.managed.add(charger_id)
 
 
 async def sync_one(
@@ -157,3 +166,81 @@ async def sync(
             return await sync_one(rt, actor, charger_id, site_id, full=full, reason=reason)
 
     return list(await asyncio.gather(*(one(c, s) for c, s in chargers.items())))
+
+
+#: The reason automatic syncs are audited with.
+AUTO_REASON = "id tokens changed"
+BOOT_REASON = "charger booted"
+
+
+class LocalListSync:
+    """Keeps the local lists evota manages current: differences after each token change to
+    every connected charger that holds one, a catch-up when such a charger boots."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self.managed: set[str] = set()  # chargers that accepted a list from evota
+        self._actor: Actor = SYSTEM
+        self._dirty = False
+        self._task: asyncio.Task[None] | None = None
+        self._boots: set[asyncio.Task[SyncResult]] = set()
+
+    async def start(self) -> None:
+        async with self._rt.engine.connect() as conn:
+            self.managed = set((await conn.execute(select(LocalAuthList.charger_id))).scalars())
+
+    async def stop(self) -> None:
+        tasks = [*self._boots, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def tokens_changed(self, actor: Actor) -> None:
+        """Called after every change of the token store (must not block)."""
+        if not self.managed:
+            return
+        self._actor, self._dirty = actor, True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="local-list-sync")
+
+    async def idle(self) -> None:
+        """Wait for the automatic syncs under way (tests, a clean stop)."""
+        while (self._task is not None and not self._task.done()) or self._boots:
+            await asyncio.gather(
+                *([self._task] if self._task else []), *self._boots, return_exceptions=True
+            )
+
+    async def _run(self) -> None:
+        rt = self._rt
+        while self._dirty:  # changes during a run: one more run covers them all
+            self._dirty = False
+            ids = sorted(c for c in self.managed if rt._ready(c))
+            if not ids:
+                continue
+            async with rt.engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(Charger.id, Charger.site_id).where(Charger.id.in_(ids))
+                    )
+                ).all()
+            try:
+                await sync(rt, self._actor, {r.id: r.site_id for r in rows}, reason=AUTO_REASON)
+            except Exception:  # never let one failure stop later syncs
+                log.exception("automatic local list sync failed")
+
+    def charger_ready(self, charger_id: str) -> None:
+        """A charger booted and was accepted (a fleet ready listener: must not block)."""
+        if charger_id not in self.managed:
+            return
+        task = asyncio.create_task(self._catch_up(charger_id), name="local-list-catch-up")
+        self._boots.add(task)
+        task.add_done_callback(self._boots.discard)
+
+    async def _catch_up(self, charger_id: str) -> SyncResult:
+        async with self._rt.engine.connect() as conn:
+            site = (
+                await conn.execute(select(Charger.site_id).where(Charger.id == charger_id))
+            ).scalar()
+        return await sync_one(self._rt, SYSTEM, charger_id, site, reason=BOOT_REASON)
