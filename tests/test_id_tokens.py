@@ -644,3 +644,28 @@ async def test_cli_manages_tokens_and_reports_bad_csv_rows(
     assert r.exit_code == 0 and "OK-1" not in rt.fleet.tokens.records
     r = await invoke(rt, "id-token", "sync", "NOPE")
     assert r.exit_code == 1 and "HTTP 404" in r.output
+
+
+async def test_sim_cli_drivers_present_the_given_cards(secure_sqlite: Runtime) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from evota.sim.cli import sim_command
+
+    rt = secure_sqlite
+    async with api_client(rt) as api:
+        assert (
+            await api.post("/api/v1/id-tokens", json={"id_token": "SIMCARD"})
+        ).status_code == 201
+    app = typer.Typer()
+    app.command()(sim_command)
+    args = [
+        "--url", f"ws://127.0.0.1:{rt.ocpp_port}/ocpp", "--count", "2", "--prefix", "SC-",
+        "--provision", "--api-url", f"http://127.0.0.1:{rt.http_port}", "--token", TOKEN,
+        "--id-tag", "SIMCARD", "--session-rate", "3600", "--speed", "600", "--duration", "3",
+    ]  # fmt: skip
+    result = await asyncio.to_thread(CliRunner().invoke, app, args, env={"EVOTA_TOKEN": ""})
+    assert result.exit_code == 0, result.output
+    async with rt.engine.connect() as conn:
+        tags = (await conn.execute(select(ChargingSession.id_tag))).scalars().all()
+    assert tags and set(tags) == {"SIMCARD"}

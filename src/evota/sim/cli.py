@@ -100,6 +100,15 @@ def sim_command(
     session_rate: Annotated[
         float, typer.Option(help="Charging sessions per charger per (simulated) hour.")
     ] = 1.0,
+    id_tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--id-tag",
+            help="A card drivers present (repeatable; provision them with evota id-token). "
+            "Default: a random tag per session, which evota refuses unless "
+            "EVOTA_AUTHORIZE_ALL is set.",
+        ),
+    ] = None,
     speed: Annotated[
         float, typer.Option(help="Simulated seconds per real second (sessions, heartbeats).")
     ] = 1.0,
@@ -140,7 +149,7 @@ def sim_command(
         if ramp_up is not None and ramp_up < 0:
             raise _UsageError("--ramp-up must not be negative")
         try:
-            config = SimConfig(speed=speed, session_rate=session_rate)
+            config = SimConfig(speed=speed, session_rate=session_rate, id_tags=tuple(id_tag or ()))
         except ValueError as exc:
             raise _UsageError(f"--speed/--session-rate: {exc}") from None
         if log_level.lower() not in ("debug", "info", "warning", "error"):
