@@ -339,3 +339,13 @@ async def test_a_charger_cannot_touch_another_chargers_session(rt: Runtime) -> N
             )
         ).one()
     assert (row.outcome, row.meter_last_wh, row.stopped_at) == ("active", 150, None)
+
+
+def test_a_field_named_by_the_charger_is_cut_in_the_callerror() -> None:
+    from evota.ocpp import schemas
+    from evota.ocpp.errors import RpcError
+
+    with pytest.raises(RpcError) as caught:
+        schemas.v16().validate_request("Heartbeat", {"k" * 200_000: 1}, "m1")
+    assert caught.value.details["field"] == "k" * 99 + "\u2026"
+    assert len(caught.value.description) < 300

@@ -29,6 +29,7 @@ from typing import Any
 
 import fastjsonschema
 
+from evota.fleet.bounds import clean_text
 from evota.ocpp.errors import ErrorKind, RpcError
 from evota.ocpp.fastcheck import compile_acceptor
 
@@ -43,6 +44,9 @@ _KIND_BY_RULE = {
 }
 
 Validator = Callable[[Any], Any]
+#: A field path in a CALLERROR and the log is cut here: an unknown property's name is the
+#: charger's choice and may be as long as the message.
+MAX_FIELD_NAME = 100
 
 
 class SchemaSet:
@@ -93,10 +97,10 @@ class SchemaSet:
             validator(payload)
         except fastjsonschema.JsonSchemaValueException as exc:
             kind = _KIND_BY_RULE.get(exc.rule or "", ErrorKind.PROPERTY_CONSTRAINT)
-            field = _field_of(exc)
+            field = clean_text(_field_of(exc), MAX_FIELD_NAME)  # the peer chose the names
             raise RpcError(
                 kind,
-                f"{field}: {exc.message}",
+                clean_text(f"{field}: {exc.message}", 255),  # the message quotes the value
                 message_id,
                 {"field": field, "rule": exc.rule},
             ) from None
