@@ -464,3 +464,51 @@ async def test_the_cli_says_a_grant_waits_for_a_second_user_admin(
         assert r.exit_code == 0 and "waits for a second user admin" in r.output, r.output
     finally:
         await rt.stop()
+
+
+async def test_a_user_admin_cannot_take_over_an_approvers_login(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Resetting the password and second factor of someone with approval power would let a
+    user admin log in as them and approve its own requests: both wait for a second admin."""
+    from evota.store.models import User
+
+    rt = await start_runtime(tmp_path, sqlite_url, approval_actions=ALL)
+    try:
+        alice = await session_for(rt, "alice", ["security_admin"])
+        await session_for(rt, "bob", ["operator"])
+        await session_for(rt, "vic", ["viewer"])
+
+        async def user(name: str) -> Any:
+            async with rt.engine.connect() as conn:
+                return (await conn.execute(select(User).where(User.username == name))).first()
+
+        before = await user("bob")
+        async with api_client(rt, alice) as a:
+            res = await a.post("/api/v1/users/bob/reset-mfa")
+            assert res.status_code == 202 and res.json()["action"] == "user.credentials"
+            mfa_reset = res.json()["approval_id"]
+            res = await a.post("/api/v1/users/bob/password", json={"password": PASSWORD})
+            assert res.status_code == 202, res.text
+            password_reset = res.json()["approval_id"]
+            shown = (await a.get(f"/api/v1/approvals/{password_reset}")).json()
+            assert shown["payload"]["password_hash"] == "[redacted]"
+            assert (await user("bob")).password_hash == before.password_hash
+            assert (await user("bob")).mfa_enabled
+            # someone without approval power: at once, as before
+            res = await a.post("/api/v1/users/vic/password", json={"password": PASSWORD})
+            assert res.status_code == 200, res.text
+        bob = await session_for(rt, "bob", ["operator"])
+        async with api_client(rt, bob) as b:  # deciding it takes user.admin: not even shown
+            res = await b.post(f"/api/v1/approvals/{mfa_reset}/approve")
+            assert res.status_code == 404
+        carol = await session_for(rt, "carol", ["security_admin"])
+        async with api_client(rt, carol) as c:
+            res = await c.post(f"/api/v1/approvals/{password_reset}/approve")
+            assert res.status_code == 200 and res.json()["state"] == "executed", res.text
+            res = await c.post(f"/api/v1/approvals/{mfa_reset}/approve")
+            assert res.status_code == 200 and res.json()["state"] == "executed", res.text
+        after = await user("bob")
+        assert after.password_hash != before.password_hash and not after.mfa_enabled
+    finally:
+        await rt.stop()

@@ -95,6 +95,7 @@ class Settings(BaseSettings):
             "charger.disable",
             "charger.credentials",
             "user.grant",
+            "user.credentials",
         ],
         description="actions that wait for a second operator's approval",
     )

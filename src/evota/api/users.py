@@ -282,6 +282,18 @@ def register_approvals(rt: Runtime) -> None:
 
     rt.approvals.register("user.grant", execute)
 
+    async def reset(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
+        name, now = payload["username"], rt.clock.now()
+        if payload.get("reset_mfa"):
+            await svc.reset_mfa(rt.engine, now, name)
+            await rt.audit.record(approver, "user.reset_mfa", "ok", target=name)
+        if payload.get("password_hash"):
+            await svc.set_password_hash(rt.engine, now, name, payload["password_hash"])
+            await rt.audit.record(approver, "user.password", "ok", target=name)
+        return {"username": name, "reset": "mfa" if payload.get("reset_mfa") else "password"}
+
+    rt.approvals.register("user.credentials", reset)
+
 
 @router.post("/{username}/disable", response_model=UserOut, responses=_CHANGE)
 async def disable_user(
@@ -297,12 +309,43 @@ async def disable_user(
     return user_out(view)
 
 
-@router.post("/{username}/reset-mfa", response_model=UserOut, responses=problems(404))
+async def _credentials_need_approval(rt: Runtime, who: Principal, username: str) -> str | None:
+    """The user's name when resetting their credentials must wait for a second user admin
+    (``user.credentials``): they hold approval power, and a user admin who could set their
+    password and second factor could log in as them and approve its own requests."""
+    try:
+        target = await svc.get_user(rt.engine, username)
+    except svc.UserError as exc:
+        raise problem(exc) from None
+    if (
+        who.kind != "admin"
+        and rt.approvals.required("user.credentials")
+        and four_eyes.approval_power(target.grants)
+    ):
+        return target.username
+    return None
+
+
+@router.post(
+    "/{username}/reset-mfa", response_model=UserOut, responses={**AWAITING, **problems(404)}
+)
 async def reset_mfa(
     username: Name, request: Request, rt: RuntimeDep, who: Principal = require("user.admin")
-) -> UserOut:
+) -> Any:
     """Forget the user's second factor and recovery codes (lost device); their sessions
-    end and they enrol again at the next login. API tokens stay."""
+    end and they enrol again at the next login. API tokens stay.
+
+    For a user with approval power this waits for a second user admin (202)."""
+    if name := await _credentials_need_approval(rt, who, username):
+        request.state.audited = True  # the approval request is the audit entry
+        return await awaiting(
+            rt,
+            who,
+            "user.credentials",
+            f"reset the second factor of {name}",
+            {"username": name, "reset_mfa": True},
+            f"MFA reset of {name}",
+        )
     try:
         view = await svc.reset_mfa(rt.engine, rt.clock.now(), username)
     except svc.UserError as exc:
@@ -311,12 +354,17 @@ async def reset_mfa(
     return user_out(view)
 
 
-@router.post("/{username}/password", response_model=UserOut, responses=problems(404))
+@router.post(
+    "/{username}/password", response_model=UserOut, responses={**AWAITING, **problems(404)}
+)
 async def set_password(
     username: Name, body: PasswordIn, request: Request, rt: RuntimeDep, who: PrincipalDep
-) -> UserOut:
+) -> Any:
     """Change your own password (give ``current_password``; your other sessions end) or,
-    with ``user.admin``, reset someone's (all their sessions end, the lockout is lifted)."""
+    with ``user.admin``, reset someone's (all their sessions end, the lockout is lifted).
+
+    Resetting the password of a user with approval power waits for a second user admin
+    (202); only the new password's hash is kept with the request."""
     now = rt.clock.now()
     self_change = who.user_id is not None and svc.normalize_username(username) == who.name
     if self_change:
@@ -337,6 +385,20 @@ async def set_password(
             )
     else:
         who.check("user.admin")
+        if name := await _credentials_need_approval(rt, who, username):
+            try:
+                password_hash = await svc.hash_new_password(rt.engine, name, body.password)
+            except svc.UserError as exc:
+                raise problem(exc) from None
+            request.state.audited = True  # the approval request is the audit entry
+            return await awaiting(
+                rt,
+                who,
+                "user.credentials",
+                f"reset the password of {name}",
+                {"username": name, "password_hash": password_hash},
+                f"password reset of {name}",
+            )
     try:
         view = await svc.set_password(
             rt.engine,

@@ -46,7 +46,8 @@ class _Handlers:
 
 
 def _pending(row: Any) -> four_eyes.Pending:
-    subject = (row.payload or {}).get("username") if row.action == "user.grant" else None
+    about_user = row.action in four_eyes.ABOUT_A_USER
+    subject = (row.payload or {}).get("username") if about_user else None
     return four_eyes.Pending(
         row.id, row.action, row.requested_by, row.state, row.expires_at, subject
     )

@@ -25,8 +25,11 @@ PERMISSION_FOR = {
     "charger.disable": "charger.write",
     "charger.credentials": "charger.credentials",
     "user.grant": "user.admin",
+    "user.credentials": "user.admin",
 }
 ACTIONS = tuple(PERMISSION_FOR)
+# Actions about one user, who may not decide them either (``Pending.subject``).
+ABOUT_A_USER = frozenset({"user.grant", "user.credentials"})
 
 # What a viewer must hold to see that a request exists (on its target chargers, for the
 # charger-level ones); the payload and result also need PERMISSION_FOR.
@@ -37,6 +40,7 @@ READ_FOR = {
     "charger.disable": "fleet.read",
     "charger.credentials": "fleet.read",
     "user.grant": "user.admin",
+    "user.credentials": "user.admin",
 }
 
 # A charger takes part in charging only while its registration is Accepted: any other value
@@ -61,7 +65,7 @@ class Pending:
     requested_by: str
     state: str  # pending | approved | rejected | expired | executed | failed | withdrawn
     expires_at: datetime
-    subject: str | None = None  # the user a user.grant request would empower
+    subject: str | None = None  # the user a user.grant / user.credentials request is about
 
 
 def required(policy: Policy, action: str, charger_count: int = 0) -> bool:

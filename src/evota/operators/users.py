@@ -357,10 +357,28 @@ async def set_password(
     ``keep_session`` is the session hash of a user changing their own password: that
     session stays, every other one ends.
     """
+    password_hash = await hash_new_password(engine, username, password)
+    return await set_password_hash(engine, now, username, password_hash, keep_session=keep_session)
+
+
+async def hash_new_password(engine: AsyncEngine, username: str, password: str) -> str:
+    """The Argon2id hash of a policy-checked new password for ``username`` (not stored)."""
     view = await get_user(engine, username)
     if problem := cr.password_problem(password, view.username):
         raise UserError(422, "Password refused", f"the password {problem}", "password")
-    password_hash = await asyncio.to_thread(cr.hash_password, password)
+    return await asyncio.to_thread(cr.hash_password, password)
+
+
+async def set_password_hash(
+    engine: AsyncEngine,
+    now: datetime,
+    username: str,
+    password_hash: str,
+    *,
+    keep_session: str | None = None,
+) -> UserView:
+    """Store a hash made by :func:`hash_new_password` (e.g. once a reset was approved)."""
+    view = await get_user(engine, username)
     async with engine.begin() as conn:
         await conn.execute(
             update(User)
