@@ -297,8 +297,8 @@ class AuditLog:
         raise AssertionError("unreachable")
 
     async def _append(self, batch: list[_Pending]) -> list[chain.Entry]:
-        """One transaction, five statements whatever the batch size: read the newest entry,
-        insert the sealed entries, link them to their chargers, read and move the head."""
+        """One transaction, four statements whatever the batch size: read the newest entry,
+        insert the sealed entries, link them to their chargers, move the sealed head."""
         out: list[chain.Entry] = []
         async with self.engine.begin() as conn:
             head = (
@@ -350,34 +350,30 @@ class AuditLog:
         return out
 
     async def _move_head(self, conn: AsyncConnection, last_row: Any, newest: chain.Entry) -> None:
-        """Seal ``newest`` as the head, but only if the stored head is valid and is the entry
-        this batch was linked to: after a truncation (or a forged head) the head stays where
-        it was, so the evidence survives the next append."""
+        """Seal ``newest`` as the head, but only if the stored head is the valid seal of the
+        entry this batch was linked to (one conditional UPDATE): after a truncation, a
+        forged or a deleted head it stays as it is, so the evidence survives the next
+        append."""
         assert self.key is not None
-        row = (await conn.execute(select(AuditHead).where(AuditHead.id == _HEAD_ID))).first()
-        stored = None if row is None else chain.Head(row.seq, row.hash, row.mac)
-        linked_to = (
-            chain.Head(last_row.seq, last_row.hash)
-            if last_row is not None
-            else chain.Head(0, chain.GENESIS)
-        )
-        if (
-            stored is None
-            or not chain.head_valid(stored, self.key)
-            or (stored.seq, stored.hash) != (linked_to.seq, linked_to.hash)
-        ):
-            log.error(
-                "audit log does not match its sealed head: head not moved, see evota audit verify",
-                head=None if stored is None else stored.seq,
-                newest=linked_to.seq,
-            )
-            return
+        linked_to = _entry(last_row) if last_row is not None else None
+        expected = chain.seal_head(self.key, linked_to)
         sealed = chain.seal_head(self.key, newest)
-        await conn.execute(
+        moved = await conn.execute(
             update(AuditHead)
-            .where(AuditHead.id == _HEAD_ID)
+            .where(
+                AuditHead.id == _HEAD_ID,
+                AuditHead.seq == expected.seq,
+                AuditHead.hash == expected.hash,
+                AuditHead.mac == expected.mac,
+            )
             .values(seq=sealed.seq, hash=sealed.hash, mac=sealed.mac, at=self.clock.now())
         )
+        if moved.rowcount != 1:
+            log.error(
+                "audit log does not match its sealed head: head not moved, see evota audit verify",
+                newest=expected.seq,
+            )
+            return
         self._head = sealed
 
     async def entries(self, batch: int = 2000) -> AsyncIterator[chain.Entry]:
