@@ -90,11 +90,11 @@ def verify(
             if not (data_dir / "evota.db").exists():
                 raise fail(f"no evota database in {data_dir}")
             db_url = f"sqlite+aiosqlite:///{(data_dir / 'evota.db').resolve()}"
-        if data_dir is None:
-            from evota.config import Settings
-
-            data_dir = Settings.model_validate({}).data_dir
         try:
+            if data_dir is None:
+                from evota.config import Settings
+
+                data_dir = Settings.model_validate({}).data_dir
             result = asyncio.run(_verify_db(db_url, data_dir))
         except Exception as exc:  # unreachable database, not an evota database, ...
             raise fail(f"cannot read the audit log: {exc}") from None
