@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,12 +19,19 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 from evota.config import Settings
 from evota.firmware import signing
 from evota.runtime import Runtime
+
+# Server logs go to the process's own stdout (fd 1, which pytest captures), never to whatever
+# ``sys.stdout`` is at that moment: CLI tests run click's CliRunner in a thread beside a running
+# evota, CliRunner swaps ``sys.stdout`` process-wide, and a server log line would otherwise land
+# in the JSON a test parses from the command's output.
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stdout__))
 
 TOKEN = "test-admin-token-0123456789"
 PG_URL = os.environ.get("EVOTA_TEST_POSTGRES_URL")
