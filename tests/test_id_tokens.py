@@ -350,13 +350,25 @@ async def test_api_validates_and_names_the_field(secure: Runtime) -> None:
         assert "ONLY-S1" not in [t["id_token"] for t in page["items"]]  # "_" is no wildcard
         page = (await api.get("/api/v1/id-tokens", params={"site": "sx1"})).json()
         assert "ONLY-S1" in [t["id_token"] for t in page["items"]] and page["total"] == 7
+        r = await api.patch("/api/v1/id-tokens/A", json={"status": "Blocked", "parent_id": "G"})
+        assert r.status_code == 200, r.text
+    await rt.audit.drain()  # the middleware records after the response
     async with rt.engine.connect() as conn:
         actions = (
-            await conn.execute(select(AuditEntry.action, AuditEntry.outcome, AuditEntry.detail))
+            await conn.execute(
+                select(AuditEntry.action, AuditEntry.outcome, AuditEntry.target, AuditEntry.detail)
+            )
         ).all()
     created = [a for a in actions if a.action == "api.create_id_token" and a.outcome == "ok"]
-    assert created and created[0].detail["id_token"] == "A"
-    assert any(a.action == "api.update_id_token" for a in actions)
+    assert created and created[0].target == "A"
+    assert created[0].detail["target_type"] == "id_token"
+    assert created[0].detail["changes"]["status"] == {"before": None, "after": "Accepted"}
+    updated = [a for a in actions if a.action == "api.update_id_token" and a.outcome == "ok"]
+    assert updated[-1].target == "A"
+    assert updated[-1].detail["changes"] == {
+        "status": {"before": "Accepted", "after": "Blocked"},
+        "parent_id": {"before": None, "after": "G"},
+    }
 
 
 CSV_BAD = """id_token,status,type,expires_at,parent_id,sites

@@ -19,6 +19,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import String, cast, func, select
 from sqlalchemy.exc import IntegrityError
 
+from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, authorize_chargers, charger_places, require
 from evota.api.pages import fetch_page
 from evota.api.params import AwareInstant, Limit, Offset, text
@@ -153,8 +154,9 @@ async def _load(rt: Runtime, id_token: str) -> IdTokenOut:
     return _out(row)
 
 
-def _audit(request: Request, **detail: Any) -> None:
-    request.state.audit_detail = detail
+def _audited(token: IdTokenOut) -> dict[str, Any]:
+    """A token's fields for an audit entry's before/after (not its bookkeeping times)."""
+    return token.model_dump(mode="json", exclude={"created_at", "updated_at"})
 
 
 async def _changed(rt: Runtime, who: Principal) -> None:
@@ -200,7 +202,7 @@ async def create_id_token(
     """Add a token; chargers' Authorize sees it at once (local lists at the next sync)."""
     await _sites_must_exist(rt, set(body.sites))
     values = body.model_dump()
-    _audit(request, id_token=body.id_token, values=body.model_dump(mode="json"))
+    note(request, "id_token", body.id_token, None, body.model_dump(mode="json"))
     try:
         await token_store.create(rt.engine, rt.clock.now(), values)
     except IntegrityError:
@@ -246,7 +248,7 @@ async def import_id_tokens(
                 if site not in known:
                     errors.append(RowError(row=row, field="sites", message=f"no site {site!r}"))
     if errors:
-        _audit(request, rows=len(items), errors=len(errors))
+        note(request, "id_token", None, rows=len(items), errors=len(errors))
         raise Problem(
             422,
             "Invalid rows",
@@ -257,7 +259,7 @@ async def import_id_tokens(
             errors=[e.model_dump() for e in errors[:1000]],
         )
     created, updated = await token_store.upsert_many(rt.engine, rt.clock.now(), items)
-    _audit(request, rows=len(items), created=created, updated=updated)
+    note(request, "id_token", None, rows=len(items), created=created, updated=updated)
     await _changed(rt, who)
     return ImportOut(created=created, updated=updated)
 
@@ -332,7 +334,7 @@ async def sync_local_lists(
     places = await charger_places(rt, ids)
     reason = (body.reason or "").strip() or None
     request.state.audit_reason = reason
-    _audit(request, chargers=len(ids), full=body.full)
+    note(request, "id_token", None, chargers=len(ids), full=body.full)
     results = await local_lists.sync(
         rt, who.actor, {c: places[c].site_id for c in ids}, full=body.full, reason=reason
     )
@@ -372,20 +374,27 @@ async def update_id_token(
         if name in changes and changes[name] is None:
             raise Problem(422, "Invalid value", f"{name} cannot be null", name)
     await _sites_must_exist(rt, set(changes.get("sites") or ()))
-    _audit(request, id_token=id_token, changes=body.model_dump(mode="json", exclude_unset=True))
+    before = _audited(await _load(rt, id_token))
     if changes:
         if not await token_store.change(rt.engine, rt.clock.now(), id_token, changes):
             raise Problem(404, "Unknown id token", f"no id token {id_token!r}", "id_token")
         await _changed(rt, who)
-    return await _load(rt, id_token)
+    after = await _load(rt, id_token)
+    note(request, "id_token", id_token, before, _audited(after))
+    return after
 
 
 @router.delete("/{id_token}", status_code=204, response_class=Response, responses=problems(404))
 async def delete_id_token(
-    id_token: TokenPath, rt: RuntimeDep, who: Principal = require("idtoken.write")
+    id_token: TokenPath,
+    request: Request,
+    rt: RuntimeDep,
+    who: Principal = require("idtoken.write"),
 ) -> Response:
     """Forget a token: from now on it is unknown (Invalid, or the webhook's answer)."""
+    before = _audited(await _load(rt, id_token))
     if not await token_store.remove(rt.engine, id_token):
         raise Problem(404, "Unknown id token", f"no id token {id_token!r}", "id_token")
+    note(request, "id_token", id_token, before, None)
     await _changed(rt, who)
     return Response(status_code=204)
