@@ -349,3 +349,11 @@ def test_a_field_named_by_the_charger_is_cut_in_the_callerror() -> None:
         schemas.v16().validate_request("Heartbeat", {"k" * 200_000: 1}, "m1")
     assert caught.value.details["field"] == "k" * 99 + "\u2026"
     assert len(caught.value.description) < 300
+
+
+def test_stored_json_too_deep_to_parse_reads_as_a_marker() -> None:
+    """Rows written before the limits existed may hold JSON too deep for ``json.loads``."""
+    from evota.store.db import _json_loads
+
+    assert _json_loads("[" * 100_000 + "]" * 100_000) == {"\u2026": "nested too deep to read"}
+    assert _json_loads('{"a": [1]}') == {"a": [1]}
