@@ -53,10 +53,14 @@ async def test_offline_charger_is_409(evota_sqlite):
 
 
 async def test_bad_reset_type_is_422_naming_the_field(evota_sqlite):
+    await provision(evota_sqlite, "CP-x", KEY)
     async with api_client(evota_sqlite) as api:
         r = await api.post("/api/v1/chargers/CP-x/commands/reset", json={"type": "Gentle"})
-    assert r.status_code == 422
-    assert r.json()["field"] == "type"
+        assert r.status_code == 422
+        assert r.json()["field"] == "type"
+        # The charger is looked up (and its scope checked) before the body is read.
+        r = await api.post("/api/v1/chargers/CP-nope/commands/reset", json={"type": "Gentle"})
+        assert r.status_code == 404
 
 
 async def test_timeout_then_late_answer_is_dropped(evota_sqlite):
