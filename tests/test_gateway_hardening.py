@@ -21,7 +21,13 @@ import structlog.testing
 import websockets
 from sqlalchemy import func, select
 
-from evota.gateway.limits import AuthFailures, PreAuthPool, source_of
+from evota.gateway.limits import (
+    AuthFailures,
+    PreAuthPool,
+    client_source,
+    parse_networks,
+    source_of,
+)
 from evota.logging import escape, escape_controls
 from evota.ocpp import identity
 from evota.runtime import Runtime
@@ -259,6 +265,81 @@ async def test_guessing_across_identities_throttles_the_source(tmp_path, sqlite_
             local_addr=("127.0.0.2", 0),
         )
         await ws.close()
+    finally:
+        await rt.stop()
+
+
+def test_behind_a_trusted_proxy_the_charger_address_counts():
+    proxies = parse_networks(["10.0.0.5", "10.1.0.0/16"])
+    # From the proxy: the right-most address the trusted proxies did not add.
+    assert client_source("10.0.0.5", "192.0.2.7", proxies) == "192.0.2.7"
+    assert client_source("10.0.0.5", "6.6.6.6, 192.0.2.7, 10.1.2.3", proxies) == "192.0.2.7"
+    assert client_source("::ffff:10.0.0.5", "192.0.2.7", proxies) == "192.0.2.7"
+    assert client_source("10.0.0.5", "2001:db8:1:2::9", proxies) == "2001:db8:1:2::/64"
+    # Garbage, nothing outside the proxies, no header: the proxy itself.
+    assert client_source("10.0.0.5", "192.0.2.7, junk", proxies) == "10.0.0.5"
+    assert client_source("10.0.0.5", "10.1.9.9", proxies) == "10.0.0.5"
+    assert client_source("10.0.0.5", None, proxies) == "10.0.0.5"
+    # From anyone else the header is ignored: a client cannot pick its own address.
+    assert client_source("192.0.2.99", "192.0.2.7", proxies) == "192.0.2.99"
+    assert client_source("192.0.2.99", "192.0.2.7", ()) == "192.0.2.99"
+    with pytest.raises(ValueError):
+        parse_networks(["10.0.0.5", "proxy.example"])
+
+
+def test_a_trusted_proxy_is_held_only_to_the_total_cap():
+    pool: PreAuthPool[str] = PreAuthPool(max_total=4, max_per_source=2, min_age=0)
+    assert [pool.add(f"p{i}", "10.0.0.5", i, per_source=False) for i in range(4)] == [[]] * 4
+    assert pool.add("p4", "10.0.0.5", 4, per_source=False) == ["p0"]  # the total cap still holds
+    assert pool.count("10.0.0.5") == 4
+
+
+async def test_chargers_behind_a_trusted_proxy_are_throttled_by_their_own_address(
+    tmp_path, sqlite_url
+):
+    """A TLS proxy carries the whole fleet from one address: a few chargers with a wrong key
+    must not lock every other charger out, and the header counts only from the proxy."""
+    rt = await start_runtime(
+        tmp_path,
+        sqlite_url,
+        charger_auth_failures_per_address=3,
+        charger_auth_failures_per_id=50,
+        ocpp_trusted_proxies=["127.0.0.1"],
+    )
+
+    def via(client: str, who: str, key: str):
+        return websockets.connect(
+            f"ws://127.0.0.1:{rt.ocpp_port}/ocpp/{who}",
+            subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            additional_headers={"Authorization": basic(who, key), "X-Forwarded-For": client},
+            open_timeout=5,
+        )
+
+    try:
+        await provision(rt, "CP-good", KEY)
+        for n in range(3):
+            assert await _status_of(via("192.0.2.66", f"CP-guess-{n}", KEY)) == 401
+        assert await _status_of(via("192.0.2.66", "CP-good", KEY)) == 429
+        ws = await via("192.0.2.7", "CP-good", KEY)  # another charger behind the same proxy
+        await ws.close()
+        async with api_client(rt) as api:
+            await until(lambda: _alerts(api, "charger_auth_failures", "client:192.0.2.66"))
+    finally:
+        await rt.stop()
+    # Not a trusted proxy: the header is ignored and the peer's address is throttled.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    rt = await start_runtime(
+        plain,
+        f"sqlite+aiosqlite:///{plain / 'evota.db'}",
+        charger_auth_failures_per_address=3,
+        charger_auth_failures_per_id=50,
+    )
+    try:
+        await provision(rt, "CP-good", KEY)
+        for n in range(3):
+            assert await _status_of(via("192.0.2.66", f"CP-guess-{n}", KEY)) == 401
+        assert await _status_of(via("192.0.2.7", "CP-good", KEY)) == 429
     finally:
         await rt.stop()
 

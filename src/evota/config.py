@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     ocpp_max_preauth_per_address: int = Field(
         32, ge=1, description="the same per source address (IPv6: per /64); below the total"
     )
+    ocpp_trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks of TLS proxies in front of the OCPP listener: "
+        "from them the charger's address is taken from X-Forwarded-For, and the per-address "
+        "limits do not count the proxy itself (JSON list, e.g. [\"10.0.0.5\"])",
+    )
     charger_auth_failures_per_id: int = Field(
         10, ge=1, description="failed charger authentications per identity per window"
     )
@@ -145,6 +151,14 @@ class Settings(BaseSettings):
         total = info.data.get("ocpp_max_preauth")
         if total is not None and value > total:
             raise ValueError(f"must not exceed ocpp_max_preauth ({total})")
+        return value
+
+    @field_validator("ocpp_trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        from evota.gateway.limits import parse_networks
+
+        parse_networks(value)  # ValueError names the entry that is not an address or network
         return value
 
     @field_validator("alert_allowed_hours")

@@ -31,7 +31,7 @@ from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage
 from evota.firmware.storage import LocalFirmwareStore
 from evota.fleet.service import FleetService
-from evota.gateway.limits import AuthFailures, Exhausted
+from evota.gateway.limits import AuthFailures, Exhausted, parse_networks
 from evota.gateway.server import Gateway
 from evota.operators import four_eyes
 from evota.operators.approvals import Approvals
@@ -116,6 +116,7 @@ class Runtime:
             handshake_timeout=s.ocpp_handshake_timeout,
             max_preauth=s.ocpp_max_preauth,
             max_preauth_per_address=s.ocpp_max_preauth_per_address,
+            trusted_proxies=parse_networks(s.ocpp_trusted_proxies),
             auth_failures=AuthFailures(
                 s.charger_auth_failures_per_id,
                 s.charger_auth_failures_per_address,

@@ -27,7 +27,7 @@ from evota.fleet.charger import ChargerState
 from evota.fleet.events import REPLY_TYPES
 from evota.gateway import auth, frames
 from evota.gateway.frames import FrameError, FrameReader
-from evota.gateway.limits import source_of
+from evota.gateway.limits import client_source, is_trusted, source_of
 from evota.ocpp import identity as identities
 from evota.ocpp import rpc
 from evota.ocpp.dialect import Dialect, choose
@@ -74,6 +74,7 @@ class ChargerConnection(asyncio.Protocol):
         "peer",
         "reader",
         "source",
+        "via_proxy",
         "state",
         "transport",
         "ws",
@@ -92,6 +93,7 @@ class ChargerConnection(asyncio.Protocol):
         self.last_rx = self.opened_at = time.monotonic()
         self.peer = ""
         self.source = ""  # what the pre-auth and failed-key limits count by
+        self.via_proxy = False  # the peer is a trusted proxy (EVOTA_OCPP_TRUSTED_PROXIES)
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self.reader: FrameReader | None = None  # set once the upgrade succeeded
@@ -105,6 +107,7 @@ class ChargerConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.source = source_of(str(peer[0])) if peer else "?"
+        self.via_proxy = bool(peer) and is_trusted(str(peer[0]), self.gateway.trusted_proxies)
         self.gateway.sockets.add(self)
         self.gateway.opened(self)
 
@@ -249,6 +252,10 @@ class ChargerConnection(asyncio.Protocol):
     async def _handshake(self, request: Request) -> None:
         assert self.ws is not None
         response, identity, password, dialect = self._check_request(request)
+        if self.via_proxy:  # failed keys count against the charger's address, not the proxy's
+            host = self.peer.rsplit(":", 1)[0]
+            forwarded = request.headers.get("X-Forwarded-For")
+            self.source = client_source(host, forwarded, self.gateway.trusted_proxies)
         if response is None:
             response = self._throttled(identity)
         if response is None:

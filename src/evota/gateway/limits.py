@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -46,6 +46,44 @@ def source_of(host: str) -> str:
     return str(addr)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
+    """Addresses or networks (``10.0.0.5``, ``10.0.0.0/24``, ``fd00::/8``); raises ValueError
+    naming the bad one."""
+    return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip())
+
+
+def is_trusted(host: str, proxies: Sequence[Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in proxies)
+
+
+def client_source(peer_host: str, forwarded_for: str | None, proxies: Sequence[Network]) -> str:
+    """The source the limits count a charger by. Behind a trusted proxy (a TLS terminator for
+    security profile 2) every charger arrives from the proxy's address, so its limits would
+    be the whole fleet's: there the right-most ``X-Forwarded-For`` address that a trusted
+    proxy did not add is the charger's. From anyone else the header is ignored, so a client
+    cannot choose the address it is counted by."""
+    if not forwarded_for or not is_trusted(peer_host, proxies):
+        return source_of(peer_host)
+    for hop in reversed(forwarded_for.split(",")):
+        hop = hop.strip()
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # garbage in the chain: count by the proxy itself
+        if not is_trusted(hop, proxies):
+            return source_of(hop)
+    return source_of(peer_host)
+
+
 class PreAuthPool(Generic[T]):
     """Connections not yet upgraded and authenticated, oldest first, overall and per source."""
 
@@ -58,14 +96,19 @@ class PreAuthPool(Generic[T]):
         self._all: dict[T, tuple[str, float]] = {}  # item -> (source, opened at)
         self._by_source: dict[str, dict[T, None]] = {}
 
-    def add(self, item: T, source: str, now: float) -> list[T]:
+    def add(self, item: T, source: str, now: float, per_source: bool = True) -> list[T]:
         """Track ``item``; returns the connections to drop so both caps hold: older ones, or
-        ``item`` itself (then last) when those over the cap are all younger than ``min_age``."""
+        ``item`` itself (then last) when those over the cap are all younger than ``min_age``.
+        ``per_source`` False (a trusted proxy, which carries many chargers) applies only the
+        total cap."""
         self._all[item] = (source, now)
         group = self._by_source.setdefault(source, {})
         group[item] = None
         victims: list[T] = []
-        for members, cap in ((group, self.max_per_source), (self._all, self.max_total)):
+        caps = [(self._all, self.max_total)]
+        if per_source:
+            caps.insert(0, (group, self.max_per_source))
+        for members, cap in caps:
             while len(members) > cap:
                 oldest = next(iter(members))
                 if now - self._all[oldest][1] < self.min_age:

@@ -16,7 +16,7 @@ from evota.control import commands
 from evota.control.commands import ChargerOffline, Command, CommandResult
 from evota.fleet.service import FleetService
 from evota.gateway.connection import ChargerConnection
-from evota.gateway.limits import AuthFailures, Exhausted, PreAuthPool
+from evota.gateway.limits import AuthFailures, Exhausted, Network, PreAuthPool
 
 log = structlog.get_logger("evota.gateway")
 
@@ -37,6 +37,7 @@ class Gateway:
         auth_failures: AuthFailures | None = None,
         on_auth_failures: Callable[[Exhausted], Awaitable[object]] | None = None,
         preauth_min_age: float = 2.0,
+        trusted_proxies: tuple[Network, ...] = (),
         clock: Clock | None = None,
     ) -> None:
         self.fleet = fleet
@@ -55,6 +56,8 @@ class Gateway:
             max_preauth, max_preauth_per_address, preauth_min_age
         )
         self.auth_failures = auth_failures or AuthFailures(10, 50, 60.0)
+        # Proxies whose X-Forwarded-For names the charger's address (limits.client_source).
+        self.trusted_proxies = trusted_proxies
         # Called when failed keys fill a window (the runtime raises the alert).
         self.on_auth_failures = on_auth_failures
         self._alerting: set[asyncio.Task[object]] = set()
@@ -90,7 +93,8 @@ class Gateway:
     # -- before authentication ---------------------------------------------------------------
     def opened(self, conn: ChargerConnection) -> None:
         """A new socket: pending until authenticated, with a deadline and a place in the pool."""
-        for victim in self.preauth.add(conn, conn.source, self.clock.monotonic()):
+        now = self.clock.monotonic()
+        for victim in self.preauth.add(conn, conn.source, now, per_source=not conn.via_proxy):
             if victim is conn:
                 log.info("pre-auth connections at their cap; refused", peer=conn.peer)
                 conn.refuse()
