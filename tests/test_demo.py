@@ -68,7 +68,15 @@ async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
             cards = (await api.get("/api/v1/id-tokens", params={"limit": 1})).json()
             assert cards["total"] == 40
             firmware = (await api.get("/api/v1/firmware")).json()
-            assert sorted(f["version"] for f in firmware["items"]) == ["1.9.0", "2.4.0", "4.1.0"]
+            # a release per model, and the versions the fleet runs (a rollback goes back to one)
+            assert sorted(f["version"] for f in firmware["items"]) == [
+                "1.8.0",
+                "1.9.0",
+                "2.3.1",
+                "2.4.0",
+                "4.0.7",
+                "4.1.0",
+            ]
             assert all(f["state"] == "released" and f["signed"] for f in firmware["items"])
             fw = next(f for f in firmware["items"] if f["version"] == "2.4.0")
             for _ in range(100):  # connected first; the boot's vendor is written just behind

@@ -94,6 +94,8 @@ def _run(coro: Any) -> None:
 
 
 def _settings(**overrides: Any) -> Any:
+    from pydantic_settings import SettingsError
+
     from evota.config import Settings
 
     try:
@@ -101,6 +103,9 @@ def _settings(**overrides: Any) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    except SettingsError as exc:  # a list or object setting that is not JSON
+        field = str(exc).split('"')[1] if '"' in str(exc) else ""
+        raise fail(f"invalid setting EVOTA_{field.upper()}: not valid JSON") from None
 
 
 async def _serve_until_stopped(settings: Any, on_started: Any = None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="addresses or networks of TLS proxies in front of the OCPP listener: "
         "from them the charger's address is taken from X-Forwarded-For, and the per-address "
-        "limits do not count the proxy itself (JSON list, e.g. [\"10.0.0.5\"])",
+        'limits do not count the proxy itself (JSON list, e.g. ["10.0.0.5"])',
     )
     charger_auth_failures_per_id: int = Field(
         10, ge=1, description="failed charger authentications per identity per window"
@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     )
     campaign_tick_seconds: float = Field(
         1.0, gt=0, le=60, description="seconds between campaign engine evaluations"
+    )
+    campaign_defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="JSON object of campaign policy fields (docs/campaigns.md) that a campaign "
+        "created without them takes, in the API, CLI and console wizard alike; "
+        '`evota demo` sets `{"soak_seconds": 20, ...}`',
     )
     # Operators: sessions, MFA, login throttling (evota.operators)
     session_idle_minutes: float = Field(30, gt=0, description="idle time before a login ends")
@@ -159,6 +165,17 @@ class Settings(BaseSettings):
         from evota.gateway.limits import parse_networks
 
         parse_networks(value)  # ValueError names the entry that is not an address or network
+        return value
+
+    @field_validator("campaign_defaults")
+    @classmethod
+    def _campaign_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from evota.rollout.policy import PolicyError, policy_from_dict
+
+        try:
+            policy_from_dict(value, path="")
+        except PolicyError as exc:
+            raise ValueError(f"policy field {exc.field.lstrip('.')}: {exc.message}") from None
         return value
 
     @field_validator("alert_allowed_hours")

@@ -18,7 +18,7 @@ from evota.files import private_dir
 from evota.firmware import signing
 from evota.sim.charger import SimConfig
 from evota.sim.fleet import FleetSpec, parse_fleet
-from evota.sim.runner import Fleet
+from evota.sim.runner import Fleet, ProvisionReport
 
 console = Console(stderr=True)
 
@@ -39,6 +39,31 @@ GROUPS = [
 
 # New releases the demo repository offers, one per model: (vendor, model, version)
 RELEASES = [("Acme", "AC22", "2.4.0"), ("Acme", "DC150", "4.1.0"), ("VoltWorks", "VW-11", "1.9.0")]
+# The versions the fleet runs, in the repository too: a rollback goes back to one of them.
+INSTALLED = [(vendor, model, firmware) for _, vendor, model, firmware, _, _ in GROUPS]
+
+#: Campaign policy defaults at demo speed (``EVOTA_CAMPAIGN_DEFAULTS``, unless set): gates
+#: after 20 s instead of an hour. The threshold is on the Wilson 95% lower bound, so a
+#: 5-charger pilot passes with 5/5 healthy (bound 0.57) and not with 4/5 (bound 0.38); a
+#: charger busy in a session is skipped after a minute; any failure in more than 20% of at
+#: least 3 updates aborts the campaign and rolls the updated chargers back.
+DEMO_CAMPAIGN_DEFAULTS: dict[str, Any] = {
+    "soak_seconds": 20,
+    "health_window_seconds": 20,
+    "available_within_seconds": 15,
+    "success_threshold": 0.5,
+    "max_wait_seconds": 60,
+    "auto_stop": [
+        {
+            "failures": [],
+            "min_executed": 3,
+            "max_failure_percent": 20,
+            "action": "abort_and_rollback",
+        }
+    ],
+}
+#: Healthy this long after booting the new version, an update has succeeded (production: 30 s).
+DEMO_JOB_VERIFY_SECONDS = 5.0
 
 
 def demo_keys(data_dir: Path) -> tuple[bytes, bytes, bytes]:
@@ -76,7 +101,7 @@ async def seed_firmware(api: str, token: str, data_dir: Path) -> int:
                 "/api/v1/firmware/trusted-roots",
                 json={"vendor": vendor, "certificate": root.decode()},
             )  # 409 when already trusted
-        for vendor, model, version in RELEASES:
+        for vendor, model, version in INSTALLED + RELEASES:
             path = data_dir / "demo-keys" / f"{model}-{version}.bin"
             if not path.exists():
                 path.write_bytes(
@@ -87,7 +112,8 @@ async def seed_firmware(api: str, token: str, data_dir: Path) -> int:
                 "version": version,
                 "models": [model],
                 "state": "released",
-                "release_notes": f"{model} {version}: demo release",
+                "release_notes": f"{model} {version}: demo "
+                + ("release" if (vendor, model, version) in RELEASES else "installed version"),
                 "signature": signing.sign_file(path, key),
                 "signing_certificate": cert.decode(),
             }
@@ -98,21 +124,90 @@ async def seed_firmware(api: str, token: str, data_dir: Path) -> int:
 
 
 TRY_IT = ("Acme", "AC22", "2.5.0")
+#: A release that is signed and passes every check, but the simulated chargers that boot it
+#: report Faulted (the fleet's ``bad_versions``): the campaign auto-stops and rolls back.
+BAD = ("Acme", "AC22", "2.6.0")
+BAD_SUFFIX = "-faulty"
 
 
 def prepare_upload(data_dir: Path) -> Path:
-    """A signed release that is *not* uploaded, for a newcomer to upload in the console:
-    the image, its Base64 signature (``.sig``) and the signing certificate, side by side."""
+    """Signed releases that are *not* uploaded, for a newcomer to upload (console or CLI):
+    each image, its Base64 signature (``.sig``) and the signing certificate, side by side;
+    one good (2.5.0) and one whose chargers fault after booting it (2.6.0)."""
     _, key, cert = demo_keys(data_dir)
-    vendor, model, version = TRY_IT
     folder = data_dir / "try-it"
     folder.mkdir(parents=True, exist_ok=True)
-    image = folder / f"{vendor}-{model}-{version}.bin"
-    if not image.exists():
-        image.write_bytes(f"EVOTA-SIM-FIRMWARE {version}\n".encode() + os.urandom(1024 * 1024))
-    (folder / f"{image.name}.sig").write_text(signing.sign_file(image, key) + "\n")
+    for (vendor, model, version), suffix in ((TRY_IT, ""), (BAD, BAD_SUFFIX)):
+        image = folder / f"{vendor}-{model}-{version}{suffix}.bin"
+        if not image.exists():
+            header = f"EVOTA-SIM-FIRMWARE {version}\n".encode()
+            image.write_bytes(header + os.urandom(1024 * 1024))
+        (folder / f"{image.name}.sig").write_text(signing.sign_file(image, key) + "\n")
     (folder / "signing.cert.pem").write_bytes(cert)
     return folder
+
+
+def campaign_commands(api: str, token: str) -> list[str]:
+    """The headline flow, as commands that run as printed from the checkout (``evota`` is
+    in ``.venv``, hence ``uv run``). ``ID`` and ``APPROVAL`` are what the command before
+    printed; ``tests/test_demo_commands.py`` runs these lines verbatim."""
+    return [
+        f"export EVOTA_URL={api} EVOTA_TOKEN={token}",
+        "uv run evota campaign create --name AC22 --firmware 2.4.0 --vendor Acme --model AC22"
+        " --wave 5 --wave 25% --wave 100%",
+        "uv run evota campaign start ID",
+        "EVOTA_TOKEN=$(uv run evota login ben) uv run evota approval approve APPROVAL",
+        "uv run evota campaign watch ID",
+    ]
+
+
+def bad_image_commands(folder: Path) -> list[str]:
+    """Upload the faulty image and roll it out: the pilot faults, the campaign auto-stops
+    and rolls the pilot back (run after the AC22 campaign, or on the fleet as it starts)."""
+    vendor, model, version = BAD
+    image = f"{_shown(folder)}/{vendor}-{model}-{version}{BAD_SUFFIX}.bin"
+    return [
+        f"uv run evota firmware add {image} --vendor {vendor} --version {version}"
+        f" --model {model} --signature {image}.sig --cert {_shown(folder)}/signing.cert.pem"
+        " --state released",
+        f"uv run evota campaign create --name faulty --firmware {version} --vendor {vendor}"
+        f" --model {model} --wave 5 --wave 100%",
+        "uv run evota campaign start ID",
+        "EVOTA_TOKEN=$(uv run evota login ben) uv run evota approval approve APPROVAL",
+        "uv run evota campaign watch ID",
+    ]
+
+
+def _shown(path: Path) -> str:
+    """A path as a newcomer types it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def provision_line(chargers: int, sites: int, report: ProvisionReport) -> str:
+    """What provisioning created, in terms a newcomer can check against the console."""
+    made, known = report.created_by_kind, report.existing_by_kind
+    return (
+        f"{chargers} simulated chargers at {sites} sites: {made['charger']} chargers and "
+        f"{made['site']} sites created, {known['charger'] + known['site']} already known"
+    )
+
+
+def time_scale(defaults: dict[str, Any], settings: Any) -> str:
+    """The banner's line on how fast campaigns go here (the demo's defaults, or the
+    environment's ``EVOTA_CAMPAIGN_DEFAULTS``)."""
+    from evota.rollout.policy import policy_from_dict
+
+    p = policy_from_dict(defaults)
+    return (
+        f"demo speed: campaign gates after {max(p.soak_seconds, p.health_window_seconds):g} s"
+        f" (soak {p.soak_seconds:g} s, health window {p.health_window_seconds:g} s), success"
+        f" threshold {p.success_threshold:g} on the Wilson 95% lower bound (5/5 healthy: 0.57"
+        f" passes, 4/5: 0.38 does not), updates verified after {settings.job_verify_seconds:g}"
+        " s, installs take 5 s; `evota serve` keeps the production defaults (1 h, 0.95)"
+    )
 
 
 def demo_fleet(count: int) -> FleetSpec:
@@ -203,6 +298,14 @@ async def run_demo(
         # The demo lets newcomers into the console without an authenticator app; every
         # other setting (approvals included) is the product's default.
         mfa_required_roles=None if "EVOTA_MFA_REQUIRED_ROLES" in os.environ else [],
+        # Demo speed (the environment may choose other values): gates after seconds, not
+        # hours; `evota serve` keeps the production defaults.
+        campaign_defaults=None
+        if "EVOTA_CAMPAIGN_DEFAULTS" in os.environ
+        else DEMO_CAMPAIGN_DEFAULTS,
+        job_verify_seconds=None
+        if "EVOTA_JOB_VERIFY_SECONDS" in os.environ
+        else DEMO_JOB_VERIFY_SECONDS,
     )
     root, _, _ = demo_keys(data_dir)
     fleet_spec = demo_fleet(chargers)
@@ -214,6 +317,7 @@ async def run_demo(
                 c,
                 firmware_roots=(root.decode(),),
                 firmware_update="plain" if c.vendor == "VoltWorks" else "both",
+                faults=dataclasses.replace(c.faults, bad_versions=(BAD[2],)),
             )
             for c in fleet_spec.chargers
         ),
@@ -222,7 +326,10 @@ async def run_demo(
     async def with_fleet(runtime: Any, stop: asyncio.Event) -> None:
         api = f"http://{settings.host}:{runtime.http_port}"
         added = await seed_firmware(api, token, data_dir)
-        console.print(f"firmware repository: {len(RELEASES)} signed releases ({added} new)")
+        console.print(
+            f"firmware repository: {len(RELEASES) + len(INSTALLED)} signed images, a release"
+            f" per model and the {len(INSTALLED)} versions the fleet runs ({added} new)"
+        )
         users = await seed_users(runtime, data_dir)
         cards = await seed_cards(api, token)
         console.print(f"id tokens: {len(DEMO_CARDS)} simulated RFID cards ({cards} new)")
@@ -230,19 +337,25 @@ async def run_demo(
         fleet = Fleet.from_spec(
             spec,
             f"ws://{settings.host}:{runtime.ocpp_port}/ocpp",
+            # Short, sparse sessions: a campaign waits for a charger's session to end.
             config=SimConfig(
-                session_rate=3.0,
-                session_duration=(300, 1800),
+                session_rate=1.0,
+                session_duration=(60, 300),
                 meter_interval=60,
                 id_tags=DEMO_CARDS,
             ),
         )
         report = await fleet.provision(api, token)
-        console.print(
-            f"provisioned {len(fleet)} simulated chargers at 3 sites "
-            f"({report.created} new, {report.existing} already known)"
-        )
+        console.print(provision_line(len(fleet), len(fleet.sites), report))
         await fleet.start()
+        cli = "\n".join(
+            f"  {'campaign' if i == 0 else '':<14} {c}"
+            for i, c in enumerate(campaign_commands(api, token))
+        )
+        bad = "\n".join(
+            f"  {'bad image' if i == 0 else '':<14} {c}"
+            for i, c in enumerate(bad_image_commands(try_it))
+        )
         console.print(
             "\n[bold]evota demo is running[/bold]\n"
             f"  console        {api}/\n"
@@ -253,19 +366,19 @@ async def run_demo(
                 for name, password in users.items()
             )
             + "  four eyes      a campaign start waits for the other user's approval\n"
-            f"  to upload      {try_it}/ (Acme AC22 2.5.0: image, .sig, certificate)\n"
+            f"  to upload      {try_it}/ (Acme AC22 2.5.0, and 2.6.0 that faults: image, .sig,"
+            " certificate)\n"
             f"  OCPP endpoint  ws://{settings.host}:{runtime.ocpp_port}/ocpp/{{chargerId}}\n"
-            f"  try:           export EVOTA_URL={api} EVOTA_TOKEN={token}\n"
-            "                 evota charger list\n"
-            f"                 evota charger update-firmware {spec.chargers[0].identity}"
-            " --firmware 2.4.0\n"
-            "                 evota job list\n"
-            "                 evota id-token list\n"
-            "                 evota campaign create --name AC22 --firmware 2.4.0 --vendor Acme"
-            " --model AC22 --wave 5 --wave 25% --wave 100%\n"
-            "                 evota campaign start ID && evota campaign watch ID\n"
+            f"  time scale     {time_scale(settings.campaign_defaults, settings)}\n"
+            "  commands       run them from this checkout; ID and APPROVAL are what the command"
+            " before printed; the login asks for ben's password\n"
+            f"{cli}\n"
+            f"{bad}\n"
+            "  more           uv run evota charger list\n"
+            "                 uv run evota id-token list\n"
             "Press Ctrl-C to stop.\n",
             soft_wrap=True,
+            highlight=False,
         )
         try:
             await stop.wait()

@@ -24,7 +24,7 @@ from evota.api.schemas import Page
 from evota.audit.log import Actor
 from evota.firmware import repository as repo
 from evota.rollout.campaigns import CampaignError
-from evota.rollout.policy import PolicyError
+from evota.rollout.policy import PolicyError, with_defaults
 from evota.runtime import Runtime
 from evota.store.models import Campaign, CampaignEvent, Firmware, GateEvaluation, Job
 
@@ -256,7 +256,7 @@ async def create_campaign(
             target=body.target,
             waves=body.waves,
             pilot=body.pilot,
-            policy=body.policy,
+            policy=with_defaults(body.policy, rt.settings.campaign_defaults),
             created_by=who.name,
         )
     except PolicyError as exc:

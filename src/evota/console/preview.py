@@ -29,6 +29,7 @@ from evota.rollout.policy import (
     policy_from_dict,
     target_from_dict,
     waves_from_list,
+    with_defaults,
 )
 from evota.rollout.policy import parse_ramp as ramp_of
 from evota.rollout.target import ChargerSnapshot, ImageFacts, plan_eligibility
@@ -136,7 +137,9 @@ async def preview(rt: Runtime, who: Principal, body: Mapping[str, Any]) -> Previ
         target = target_from_dict(body.get("target") or {})
         ramp = ramp_of(raw_waves)
         specs = waves_from_list(raw_waves) if ramp is None else None
-        policy = policy_from_dict(body.get("policy") or {})
+        policy = policy_from_dict(
+            with_defaults(body.get("policy") or {}, rt.settings.campaign_defaults)
+        )
     except PolicyError as exc:
         raise _invalid(exc) from None
     async with rt.engine.connect() as conn:

@@ -10,6 +10,7 @@ API's. A request from htmx naming a target (``HX-Target: live``) gets only that 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from evota.firmware import repository as repo
 from evota.operators import permissions as perms
 from evota.operators import users as svc
 from evota.operators.permissions import ROLES
+from evota.rollout.policy import policy_from_dict, policy_to_dict
 from evota.runtime import Runtime
 
 router = APIRouter(include_in_schema=False)
@@ -438,6 +440,27 @@ async def campaigns_page(request: Request) -> Response:
     return await render(request, "campaigns.html", load, title="Campaigns")
 
 
+_WIZARD_FIELDS = (
+    "success_threshold",
+    "soak_seconds",
+    "health_window_seconds",
+    "max_per_site_fraction",
+    "max_concurrent",
+    "pause_at_gate",
+)
+
+
+def wizard_defaults(server: dict[str, Any]) -> dict[str, Any]:
+    """The wizard starts from the server's policy defaults (``EVOTA_CAMPAIGN_DEFAULTS`` over
+    the product's), not from values of its own; the defaults it has no field for are shown."""
+    policy = policy_to_dict(policy_from_dict(server))
+    other = {k: v for k, v in server.items() if k not in _WIZARD_FIELDS}
+    return {
+        "defaults": {k: "" if policy[k] is None else policy[k] for k in _WIZARD_FIELDS},
+        "other_defaults": json.dumps(other) if other else "",
+    }
+
+
 @router.get("/console/campaigns/new", response_class=HTMLResponse)
 async def campaign_wizard(request: Request) -> Response:
     async def load(p: Page) -> dict[str, Any]:
@@ -448,6 +471,7 @@ async def campaign_wizard(request: Request) -> Response:
         return {
             "images": images,
             "chosen": chosen,
+            **wizard_defaults(p.rt.settings.campaign_defaults),
             "sites": sites["items"],
             "vendors": sorted({c.vendor for c in known if c.vendor}),
             "models": sorted({c.model for c in known if c.model}),

@@ -33,6 +33,7 @@ __all__ = [
     "target_to_dict",
     "waves_from_list",
     "waves_to_list",
+    "with_defaults",
 ]
 
 ACTIONS = ("pause", "abort", "abort_and_rollback")
@@ -482,6 +483,14 @@ def policy_from_dict(d: Mapping[str, Any] | None, path: str = "policy") -> Polic
             d["rollback_on_failure"], f"{path}.rollback_on_failure"
         )
     return _build(Policy, kw, path)  # type: ignore[no-any-return]
+
+
+def with_defaults(policy: Any, defaults: Mapping[str, Any]) -> Any:
+    """The campaign's own policy fields over the server's defaults (``EVOTA_CAMPAIGN_DEFAULTS``),
+    field by field: a field the campaign gives wins, one it leaves out takes the default."""
+    if policy is not None and not isinstance(policy, Mapping):
+        return policy  # not an object: policy_from_dict refuses it, naming the field
+    return {**defaults, **(policy or {})}
 
 
 def policy_to_dict(p: Policy) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import asyncio
 import random
 import resource
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -36,6 +37,9 @@ class ProvisionReport:
     created: int = 0  # sites + chargers answered 201
     existing: int = 0  # answered 409: already there, which is fine
     failed: list[str] = field(default_factory=list)  # "charger X: HTTP 422 ..." per failure
+    # the same per kind ("site", "charger"), so a report can say what it created
+    created_by_kind: Counter[str] = field(default_factory=Counter)
+    existing_by_kind: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,8 +274,10 @@ class Fleet:
                         return
                 if status == 201:
                     report.created += 1
+                    report.created_by_kind[kind] += 1
                 elif status == 409:
                     report.existing += 1
+                    report.existing_by_kind[kind] += 1
                 elif status in (401, 403):
                     fatal.append(f"the API refused the token (HTTP {status})")
                 else:
