@@ -337,10 +337,11 @@ async def run_demo(
         fleet = Fleet.from_spec(
             spec,
             f"ws://{settings.host}:{runtime.ocpp_port}/ocpp",
-            # Short, sparse sessions: a campaign waits for a charger's session to end.
+            # Short, sparse sessions: an update waits for a charger's session to end (the
+            # campaign does not start one during a session; the charger installs after it).
             config=SimConfig(
-                session_rate=1.0,
-                session_duration=(60, 300),
+                session_rate=0.5,
+                session_duration=(30, 90),
                 meter_interval=60,
                 id_tags=DEMO_CARDS,
             ),
@@ -348,6 +349,10 @@ async def run_demo(
         report = await fleet.provision(api, token)
         console.print(provision_line(len(fleet), len(fleet.sites), report))
         await fleet.start()
+        try:  # the commands printed next target chargers by what their boot reported
+            await fleet.wait_until(lambda f: f.summary().accepted == len(f), timeout=120)
+        except TimeoutError as exc:
+            console.print(f"not every simulated charger has booted yet ({exc})")
         cli = "\n".join(
             f"  {'campaign' if i == 0 else '':<14} {c}"
             for i, c in enumerate(campaign_commands(api, token))
