@@ -49,6 +49,12 @@ async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
         output = "".join(seen)
         token = next(w for w in output.split() if w.startswith("evota_demo_"))
         assert f"http://127.0.0.1:{http}/" in output
+        # what provisioning created, in words a newcomer can check (not "27 new")
+        assert (
+            "24 simulated chargers at 3 sites: 24 chargers and 3 sites created, 0 already known"
+            in output
+        )
+        assert "demo speed: campaign gates after 20 s" in output
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{http}", headers={"Authorization": f"Bearer {token}"}
         ) as api:

@@ -195,7 +195,7 @@ def provision_line(chargers: int, sites: int, report: ProvisionReport) -> str:
     )
 
 
-def time_scale(defaults: dict[str, Any], settings: Any) -> str:
+def time_scale(defaults: dict[str, Any], settings: Any, install_seconds: float) -> str:
     """The banner's line on how fast campaigns go here (the demo's defaults, or the
     environment's ``EVOTA_CAMPAIGN_DEFAULTS``)."""
     from evota.rollout.policy import policy_from_dict
@@ -206,7 +206,8 @@ def time_scale(defaults: dict[str, Any], settings: Any) -> str:
         f" (soak {p.soak_seconds:g} s, health window {p.health_window_seconds:g} s), success"
         f" threshold {p.success_threshold:g} on the Wilson 95% lower bound (5/5 healthy: 0.57"
         f" passes, 4/5: 0.38 does not), updates verified after {settings.job_verify_seconds:g}"
-        " s, installs take 5 s; `evota serve` keeps the production defaults (1 h, 0.95)"
+        f" s, installs take {install_seconds:g} s; `evota serve` keeps the production"
+        " defaults (1 h, 0.95)"
     )
 
 
@@ -361,6 +362,7 @@ async def run_demo(
             f"  {'bad image' if i == 0 else '':<14} {c}"
             for i, c in enumerate(bad_image_commands(try_it))
         )
+        scale = time_scale(settings.campaign_defaults, settings, fleet.config.install_duration)
         console.print(
             "\n[bold]evota demo is running[/bold]\n"
             f"  console        {api}/\n"
@@ -374,7 +376,7 @@ async def run_demo(
             f"  to upload      {try_it}/ (Acme AC22 2.5.0, and 2.6.0 that faults: image, .sig,"
             " certificate)\n"
             f"  OCPP endpoint  ws://{settings.host}:{runtime.ocpp_port}/ocpp/{{chargerId}}\n"
-            f"  time scale     {time_scale(settings.campaign_defaults, settings)}\n"
+            f"  time scale     {scale}\n"
             "  commands       run them from this checkout; ID and APPROVAL are what the command"
             " before printed; the login asks for ben's password\n"
             f"{cli}\n"
