@@ -74,9 +74,9 @@ class ChargerConnection(asyncio.Protocol):
         "peer",
         "reader",
         "source",
-        "via_proxy",
         "state",
         "transport",
+        "via_proxy",
         "ws",
     )
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -105,7 +105,7 @@ class PreAuthPool(Generic[T]):
         group = self._by_source.setdefault(source, {})
         group[item] = None
         victims: list[T] = []
-        caps = [(self._all, self.max_total)]
+        caps: list[tuple[Mapping[T, object], int]] = [(self._all, self.max_total)]
         if per_source:
             caps.insert(0, (group, self.max_per_source))
         for members, cap in caps:
