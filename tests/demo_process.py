@@ -32,6 +32,8 @@ FAST: dict[str, Any] = {
     "available_within_seconds": 3,
     "max_wait_seconds": 10,
 }
+#: Simulated installs at test speed too (the demo's default is the simulator's 5 s).
+INSTALL_SECONDS = 1
 FAST_ENV = {
     "EVOTA_CAMPAIGN_DEFAULTS": json.dumps(FAST),
     "EVOTA_JOB_VERIFY_SECONDS": "1",
@@ -100,6 +102,8 @@ async def running_demo(
         str(http),
         "--ocpp-port",
         str(ocpp),
+        "--install-seconds",
+        str(INSTALL_SECONDS),
         stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
         env={**os.environ, "COLUMNS": "200", **(env or {})},

@@ -176,12 +176,26 @@ def demo(
     chargers: Annotated[int, typer.Option(min=1, help="simulated chargers")] = 200,
     http_port: Annotated[int, typer.Option()] = 8000,
     ocpp_port: Annotated[int, typer.Option()] = 9000,
+    install_seconds: Annotated[
+        float | None,
+        typer.Option(min=0.1, max=600, help="seconds a simulated firmware install takes"),
+    ] = None,
 ) -> None:
     """Start evota on SQLite with 3 sites and a simulated fleet; runs until Ctrl-C."""
     from evota.demo import run_demo
 
     try:
-        _run(run_demo(data_dir, chargers, http_port, ocpp_port, _settings, _serve_until_stopped))
+        _run(
+            run_demo(
+                data_dir,
+                chargers,
+                http_port,
+                ocpp_port,
+                _settings,
+                _serve_until_stopped,
+                install_seconds=install_seconds,
+            )
+        )
     except OSError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:

@@ -286,6 +286,7 @@ async def run_demo(
     ocpp_port: int,
     make_settings: Callable[..., Any],
     serve: Callable[[Any, Callable[[Any, asyncio.Event], Awaitable[None]]], Awaitable[None]],
+    install_seconds: float | None = None,
 ) -> None:
     token = "evota_demo_" + secrets.token_urlsafe(24)
     settings = make_settings(
@@ -345,6 +346,7 @@ async def run_demo(
                 session_duration=(30, 90),
                 meter_interval=60,
                 id_tags=DEMO_CARDS,
+                **({} if install_seconds is None else {"install_duration": install_seconds}),
             ),
         )
         report = await fleet.provision(api, token)
