@@ -336,18 +336,15 @@ async def run_demo(
         cards = await seed_cards(api, token)
         console.print(f"id tokens: {len(DEMO_CARDS)} simulated RFID cards ({cards} new)")
         try_it = prepare_upload(data_dir)
+        # Short, sparse sessions: an update waits for a charger's session to end (the
+        # campaign does not start one during a session; the charger installs after it).
+        config = SimConfig(
+            session_rate=0.5, session_duration=(30, 90), meter_interval=60, id_tags=DEMO_CARDS
+        )
+        if install_seconds is not None:
+            config = dataclasses.replace(config, install_duration=install_seconds)
         fleet = Fleet.from_spec(
-            spec,
-            f"ws://{settings.host}:{runtime.ocpp_port}/ocpp",
-            # Short, sparse sessions: an update waits for a charger's session to end (the
-            # campaign does not start one during a session; the charger installs after it).
-            config=SimConfig(
-                session_rate=0.5,
-                session_duration=(30, 90),
-                meter_interval=60,
-                id_tags=DEMO_CARDS,
-                **({} if install_seconds is None else {"install_duration": install_seconds}),
-            ),
+            spec, f"ws://{settings.host}:{runtime.ocpp_port}/ocpp", config=config
         )
         report = await fleet.provision(api, token)
         console.print(provision_line(len(fleet), len(fleet.sites), report))
