@@ -300,6 +300,11 @@ async def run_demo(
         # The demo lets newcomers into the console without an authenticator app; every
         # other setting (approvals included) is the product's default.
         mfa_required_roles=None if "EVOTA_MFA_REQUIRED_ROLES" in os.environ else [],
+        # The whole simulated fleet connects from this machine's one address, as in the load
+        # benches: the per-address pre-auth cap (meant for junk from one source) is the total.
+        ocpp_max_preauth_per_address=None
+        if "EVOTA_OCPP_MAX_PREAUTH_PER_ADDRESS" in os.environ
+        else 512,
         # Demo speed (the environment may choose other values): gates after seconds, not
         # hours; `evota serve` keeps the production defaults.
         campaign_defaults=None
