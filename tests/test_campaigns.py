@@ -26,7 +26,7 @@ from evota.runtime import Runtime
 from evota.sim import Fleet, SiteSpec, fleet_from_flags
 from evota.sim.fleet import FaultProfile, FleetSpec
 from evota.store import db
-from evota.store.models import ChargingSession, Job
+from evota.store.models import ChargingSession, Job, JobEvent
 
 from .conftest import TOKEN, Keys
 from .sim.conftest import fast
@@ -332,14 +332,33 @@ async def test_campaign_survives_a_hard_kill_of_the_server(tmp_path: Path, keys:
         async with engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(Job.charger_id, Job.state, Job.failure).where(
-                        Job.campaign_id == campaign_id
-                    )
+                    select(Job.id, Job.charger_id, Job.state, Job.failure)
+                    .where(Job.campaign_id == campaign_id)
+                    .order_by(Job.id)
+                )
+            ).all()
+            events = (
+                await conn.execute(
+                    select(
+                        JobEvent.job_id,
+                        JobEvent.at,
+                        JobEvent.event,
+                        JobEvent.state,
+                        JobEvent.detail,
+                    ).order_by(JobEvent.id)
                 )
             ).all()
         await engine.dispose()
         succeeded = [r.charger_id for r in rows if r.state == "succeeded"]
-        assert sorted(succeeded) == sorted({r.charger_id for r in rows})  # one success each
+        unsettled = {r.charger_id for r in rows} - set(succeeded)
+        history = [
+            (r.charger_id, e)
+            for r in rows
+            if r.charger_id in unsettled
+            for e in events
+            if e.job_id == r.id
+        ]
+        assert not unsettled, history  # one success each
         assert len(succeeded) == len(set(succeeded)) == 30
         # a second update only where the first one failed (no update sent twice without need)
         for cid in {r.charger_id for r in rows}:
