@@ -22,8 +22,9 @@ from evota.firmware.updates import ImageFacts
 from evota.rollout.engine import CampaignView, JobView, decide
 from evota.rollout.gate import Health, evaluate_gate
 from evota.rollout.policy import AutoStopRule, Policy, Target, WaveSpec, Window
-from evota.rollout.target import ChargerSnapshot, plan_eligibility
+from evota.rollout.target import plan_eligibility
 from evota.rollout.waves import plan_waves
+from evota.selection import ChargerSnapshot
 
 NOW = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
 ZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC")

@@ -13,8 +13,9 @@ from evota.console.overview import Release, VersionCount, summarize
 from evota.console.preview import plan_preview
 from evota.control import catalog
 from evota.firmware import versions
+from evota.firmware.updates import ImageFacts
 from evota.rollout.policy import Policy, Target, WaveSpec, Window
-from evota.rollout.target import ChargerSnapshot, ImageFacts
+from evota.selection import ChargerSnapshot
 
 VERSIONS = st.sampled_from(["1.0.0", "1.0.1", "1.1.0", "2.0.0", "2.0.0-rc1", "R12B3", None])
 COUNTS = st.lists(

@@ -26,7 +26,7 @@ from evota.control.operation import (
     summarize,
     transition,
 )
-from evota.rollout.target import ChargerSnapshot
+from evota.selection import ChargerSnapshot
 
 # -- stage planning --------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Repository rules (pure) and queries (on every database backend), and the temp-file sweep."""
+"""Repository queries (on every database backend), the root check, and the temp-file sweep."""
 
 from __future__ import annotations
 
@@ -12,72 +12,9 @@ import pytest
 from evota.firmware import repository as repo
 from evota.firmware import signing
 from evota.firmware.storage import LocalFirmwareStore
-from evota.firmware.updates import ImageFacts
 from evota.store import db
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
-
-
-def test_lifecycle_table():
-    allowed = {
-        ("draft", "pilot"),
-        ("draft", "released"),
-        ("draft", "revoked"),
-        ("pilot", "released"),
-        ("pilot", "draft"),
-        ("pilot", "revoked"),
-        ("released", "deprecated"),
-        ("released", "revoked"),
-        ("deprecated", "released"),
-        ("deprecated", "revoked"),
-    }
-    for current in repo.STATES:
-        for target in repo.STATES:
-            problem = repo.transition_problem(current, target)
-            assert (problem is None) == ((current, target) in allowed), (current, target)
-    assert "no further transitions" in (repo.transition_problem("revoked", "released") or "")
-    assert "unknown state" in (repo.transition_problem("draft", "shipped") or "")
-
-
-def _record(**overrides: object) -> repo.FirmwareRecord:
-    values: dict[str, object] = {
-        "id": "f1",
-        "vendor": "Acme",
-        "version": "2.0",
-        "models": ("M1", "M2"),
-        "hardware_revisions": (),
-        "sha256": "0" * 64,
-        "size": 1,
-        "filename": None,
-        "state": "released",
-        "state_reason": None,
-        "signature": None,
-        "signing_certificate": None,
-        "release_notes": "",
-        "min_current_version": None,
-        "supersedes": (),
-        "created_at": NOW,
-        "updated_at": NOW,
-    }
-    values.update(overrides)
-    return repo.FirmwareRecord(**values)  # type: ignore[arg-type]
-
-
-def test_compatibility_problem():
-    fw = _record()
-    assert repo.compatibility_problem(fw, "ACME", "M2", None) is None
-    assert "vendor Acme" in (repo.compatibility_problem(fw, "Volt", "M1", None) or "")
-    assert "charger reports none" in (repo.compatibility_problem(fw, None, "M1", None) or "")
-    assert "model M3" in (repo.compatibility_problem(fw, "Acme", "M3", None) or "")
-    assert "model unknown" in (repo.compatibility_problem(fw, "Acme", None, None) or "")
-    any_model = _record(models=(), hardware_revisions=("r2",))
-    assert repo.compatibility_problem(any_model, "acme", None, "r2") is None
-    assert "hardware revision r1" in (
-        repo.compatibility_problem(any_model, "acme", "X", "r1") or ""
-    )
-    # The update path's facts work too.
-    facts = ImageFacts(id="f", vendor="Acme", version="1", state="draft", models=["M1"])
-    assert repo.compatibility_problem(facts, "acme", "M1", "any") is None
 
 
 def test_inspect_root_certificate():

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, time, timedelta
 from evota.rollout.engine import CampaignView, Decision, JobView, StartJob, decide
 from evota.rollout.gate import Health
 from evota.rollout.policy import AutoStopRule, Policy, Window
-from evota.rollout.target import ChargerSnapshot
 from evota.rollout.windows import window_open
+from evota.selection import ChargerSnapshot
 
 T0 = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)  # a Friday; Berlin springs forward on Sunday
 SEC = timedelta(seconds=1)

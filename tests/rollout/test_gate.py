@@ -18,7 +18,7 @@ from evota.rollout.gate import (
     wilson_lower,
 )
 from evota.rollout.policy import Policy
-from evota.rollout.target import ChargerSnapshot
+from evota.selection import ChargerSnapshot
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from evota.firmware.updates import ImageFacts
 from evota.rollout.policy import Target
-from evota.rollout.target import ChargerSnapshot, matches, plan_eligibility
+from evota.rollout.target import plan_eligibility
+from evota.selection import ChargerSnapshot, matches
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 IMAGE = ImageFacts(

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evota.rollout.policy import WaveSpec
-from evota.rollout.target import ChargerSnapshot
 from evota.rollout.waves import exponential, plan_waves
+from evota.selection import ChargerSnapshot
 
 
 def fleet(n: int, sites: int = 5, models: int = 3) -> list[ChargerSnapshot]:

@@ -47,6 +47,7 @@ from evota.api.params import BigLimit, IntId, Limit, Name, Offset, Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
 from evota.audit.log import Actor
+from evota.firmware import lifecycle
 from evota.firmware import repository as repo
 from evota.firmware import signing
 from evota.firmware.storage import LocalFirmwareStore, StoredBlob, TooLarge
@@ -494,7 +495,7 @@ _UPLOAD_DOC: Final[dict[str, Any]] = {
                         "signature": {"type": "string", "description": "Base64, <= 800 chars"},
                         "signing_certificate": {"type": "string", "description": "PEM"},
                         "release_notes": {"type": "string"},
-                        "state": {"type": "string", "enum": list(repo.UPLOAD_STATES)},
+                        "state": {"type": "string", "enum": list(lifecycle.UPLOAD_STATES)},
                         "min_current_version": {"type": "string"},
                         "supersedes": {"type": "array", "items": {"type": "string"}},
                     },

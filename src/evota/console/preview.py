@@ -18,7 +18,7 @@ from sqlalchemy import select
 from evota.api.deps import Principal, scope_filter
 from evota.api.problems import Problem
 from evota.firmware import repository as repo
-from evota.firmware.updates import image_facts
+from evota.firmware.updates import ImageFacts, image_facts
 from evota.rollout import windows as win
 from evota.rollout.campaigns import ACTIVE
 from evota.rollout.policy import (
@@ -32,9 +32,10 @@ from evota.rollout.policy import (
     with_defaults,
 )
 from evota.rollout.policy import parse_ramp as ramp_of
-from evota.rollout.target import ChargerSnapshot, ImageFacts, plan_eligibility
+from evota.rollout.target import plan_eligibility
 from evota.rollout.waves import exponential, plan_waves
 from evota.runtime import Runtime
+from evota.selection import ChargerSnapshot
 from evota.store.models import Campaign, Charger
 
 

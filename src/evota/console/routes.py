@@ -31,7 +31,8 @@ from evota.console import overview, queries
 from evota.console.client import Api, ApiError
 from evota.console.forms import command_forms
 from evota.console.preview import preview
-from evota.firmware import repository as repo
+from evota.control.operation import ACTIVE, OperationState
+from evota.firmware import lifecycle
 from evota.operators import permissions as perms
 from evota.operators import users as svc
 from evota.operators.permissions import ROLES
@@ -389,8 +390,8 @@ async def firmware_page(request: Request) -> Response:
             "pages": _pager(request, page["total"], offset),
             "roots": roots["items"],
             "vendor_policies": vendors["items"],
-            "states": repo.STATES,
-            "upload_states": repo.UPLOAD_STATES,
+            "states": lifecycle.STATES,
+            "upload_states": lifecycle.UPLOAD_STATES,
         }
 
     return await render(request, "firmware.html", load, title="Firmware library")
@@ -410,7 +411,9 @@ async def firmware_detail_page(request: Request, firmware_id: str) -> Response:
             "campaigns": [
                 c for c in (campaigns or {}).get("items", []) if c["firmware_id"] == image["id"]
             ],
-            "moves": sorted(repo.LIFECYCLE.get(image["state"], ()), key=repo.STATES.index),
+            "moves": sorted(
+                lifecycle.LIFECYCLE.get(image["state"], ()), key=lifecycle.STATES.index
+            ),
         }
 
     return await render(request, "firmware_detail.html", load, title="Firmware image")
@@ -532,6 +535,7 @@ async def operations_page(request: Request) -> Response:
         known = await queries.version_counts(p.rt, p.who)
         return {
             "filters": filters,
+            "states": [s.value for s in OperationState],
             "operations": page["items"],
             "pages": _pager(request, page["total"], offset),
             "commands": command_forms(),
@@ -553,7 +557,8 @@ async def operation_page(request: Request, operation_id: str) -> Response:
         approval = None
         if operation.get("approval_id"):
             approval = await p.api.maybe(f"/api/v1/approvals/{_id(operation['approval_id'])}")
-        return {"op": operation, "approval": approval}
+        active = operation["state"] in ACTIVE  # refreshing, cancellable
+        return {"op": operation, "approval": approval, "active": active}
 
     return await render(request, "operation.html", load, title="Operation")
 

@@ -23,8 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evota.rollout.policy import Target
-from evota.rollout.target import ChargerSnapshot, matches
+from evota.selection import ChargerSnapshot, Selector, matches
 
 __all__ = [
     "ACTIVE",
@@ -322,7 +321,7 @@ def query_from_dict(d: Any, path: str = "target") -> Query:
 
 def select_chargers(query: Query, chargers: Iterable[ChargerSnapshot]) -> list[str]:
     """The ids the query selects, in the given order (explicit ``charger_ids`` keep theirs)."""
-    target = Target(
+    target = Selector(
         vendors=query.vendors,
         models=query.models,
         sites=query.sites,

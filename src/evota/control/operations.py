@@ -37,7 +37,7 @@ from evota.control import catalog
 from evota.control import operation as op
 from evota.control.catalog import CommandSpec, Params
 from evota.control.commands import CommandError, CommandResult
-from evota.rollout.target import ChargerSnapshot
+from evota.selection import ChargerSnapshot
 from evota.store.models import Charger, Operation, OperationResult, Site
 
 log = structlog.get_logger("evota.operations")

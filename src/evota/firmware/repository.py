@@ -1,10 +1,12 @@
-"""The firmware repository: images and their metadata, lifecycle, vendor policy, trusted roots.
+"""The firmware repository: images and their metadata, vendor policy, trusted roots.
 
-Database functions take an ``AsyncEngine`` and plain values and raise the typed errors below,
-which the REST layer maps to problem responses; the lifecycle table, the compatibility check
-and the root-certificate check are pure functions so the API, the update path and campaigns
-decide the same way. Vendors compare case-insensitively everywhere (chargers report them with
-inconsistent case); models, hardware revisions and versions compare exactly.
+Database functions take an ``AsyncEngine`` and plain values and raise the typed errors below
+(the error's class is its kind; the REST layer maps kinds to problem responses). The
+lifecycle table and the compatibility check are pure and live in
+:mod:`evota.firmware.lifecycle`, so the API, the update path and campaigns decide the same way
+without the database; the root-certificate check is pure too. Vendors compare
+case-insensitively everywhere (chargers report them with inconsistent case); models,
+hardware revisions and versions compare exactly.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -26,12 +28,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from evota.firmware import signing
+from evota.firmware.lifecycle import UPLOAD_STATES, FirmwareState, transition_problem
 from evota.store.models import Charger, Firmware, FirmwareVendor, TrustedRoot
 
 __all__ = [
-    "LIFECYCLE",
-    "STATES",
-    "UPLOAD_STATES",
     "AmbiguousFirmware",
     "Conflict",
     "FirmwareRecord",
@@ -45,7 +45,6 @@ __all__ = [
     "add_trusted_root",
     "allows_unsigned",
     "chargers_running",
-    "compatibility_problem",
     "delete_trusted_root",
     "find_firmware",
     "get_firmware",
@@ -56,24 +55,9 @@ __all__ = [
     "set_state",
     "set_vendor_policy",
     "sha256_in_use",
-    "transition_problem",
     "trusted_root_pems",
     "version_exists",
 ]
-
-STATES: Final = ("draft", "pilot", "released", "deprecated", "revoked")
-UPLOAD_STATES: Final = ("draft", "pilot", "released")
-"""An image enters the repository in one of these; deprecation and revocation come later."""
-
-LIFECYCLE: Final[Mapping[str, frozenset[str]]] = {
-    "draft": frozenset({"pilot", "released", "revoked"}),
-    "pilot": frozenset({"released", "draft", "revoked"}),
-    "released": frozenset({"deprecated", "revoked"}),
-    "deprecated": frozenset({"released", "revoked"}),
-    "revoked": frozenset(),
-}
-"""Allowed lifecycle transitions. Revocation is final: a revoked image is never served again."""
-
 
 # --- errors ----------------------------------------------------------------------------------
 
@@ -88,15 +72,15 @@ class RepositoryError(Exception):
 
 
 class NotFound(RepositoryError):
-    """No such firmware or trusted root (404)."""
+    """No such firmware or trusted root."""
 
 
 class Conflict(RepositoryError):
-    """A duplicate, or a lifecycle transition the table forbids (409)."""
+    """A duplicate, or a lifecycle transition the table forbids."""
 
 
 class InvalidInput(RepositoryError):
-    """A value that can never be accepted, e.g. a root certificate that is not a CA (422)."""
+    """A value that can never be accepted, e.g. a root certificate that is not a CA."""
 
 
 class AmbiguousFirmware(Conflict):
@@ -167,7 +151,7 @@ class NewFirmware:
     models: Sequence[str] = ()
     hardware_revisions: Sequence[str] = ()
     filename: str | None = None
-    state: str = "draft"
+    state: str = FirmwareState.DRAFT
     signature: str | None = None
     signing_certificate: str | None = None
     release_notes: str = ""
@@ -202,51 +186,7 @@ class RootInfo:
     not_after: dt.datetime
 
 
-# --- pure rules ------------------------------------------------------------------------------
-
-
-def transition_problem(current: str, target: str) -> str | None:
-    """None when the lifecycle table allows ``current -> target``, else why not."""
-    if target not in LIFECYCLE:
-        return f"unknown state {target!r} (one of {', '.join(STATES)})"
-    allowed = LIFECYCLE.get(current, frozenset())
-    if target in allowed:
-        return None
-    if not allowed:
-        return f"firmware is {current}: no further transitions are possible"
-    options = ", ".join(s for s in STATES if s in allowed)
-    return f"cannot go from {current} to {target} (allowed from {current}: {options})"
-
-
-class _Compatible(Protocol):
-    @property
-    def vendor(self) -> str: ...
-    @property
-    def models(self) -> Sequence[str]: ...
-    @property
-    def hardware_revisions(self) -> Sequence[str]: ...
-
-
-def compatibility_problem(
-    firmware: _Compatible,
-    vendor: str | None,
-    model: str | None,
-    hardware_revision: str | None,
-) -> str | None:
-    """None when the image fits a charger reporting this vendor, model and hardware revision.
-
-    Empty model or hardware-revision lists mean "any"; vendors compare case-insensitively.
-    """
-    if vendor is None or vendor.casefold() != firmware.vendor.casefold():
-        return f"image is for vendor {firmware.vendor}, charger reports {vendor or 'none'}"
-    if firmware.models and model not in firmware.models:
-        return f"model {model or 'unknown'} is not among {', '.join(firmware.models)}"
-    if firmware.hardware_revisions and hardware_revision not in firmware.hardware_revisions:
-        return (
-            f"hardware revision {hardware_revision or 'unknown'} is not among "
-            f"{', '.join(firmware.hardware_revisions)}"
-        )
-    return None
+# --- root certificates, pure ----------------------------------------------------------------
 
 
 def _self_signed(cert: x509.Certificate) -> bool:

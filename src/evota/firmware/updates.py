@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evota.firmware import versions
-from evota.firmware.repository import compatibility_problem
+from evota.firmware.lifecycle import FirmwareState, compatibility_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,8 @@ class ImageFacts:
 
 
 def image_facts(fw: Any) -> ImageFacts:
-    """The facts of a firmware row or ``repository.FirmwareRecord``."""
+    """The facts of a firmware row or ``repository.FirmwareRecord`` (duck-typed: this
+    module must not import the database layer)."""
     return ImageFacts(
         id=fw.id,
         vendor=fw.vendor,
@@ -61,7 +62,7 @@ def update_refusal(
     image: ImageFacts, charger: ChargerFacts, *, allow_downgrade: bool = False
 ) -> Refusal | None:
     """The first reason the update must not be sent, or None."""
-    if image.state == "revoked":
+    if image.state == FirmwareState.REVOKED:
         return Refusal("revoked", f"firmware {image.version} is revoked")
     problem = compatibility_problem(image, charger.vendor, charger.model, charger.hardware_revision)
     if problem:

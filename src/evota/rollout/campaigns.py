@@ -38,8 +38,9 @@ from evota.rollout.policy import (
     waves_to_list,
 )
 from evota.rollout.runner import JobConflict, JobRunner
-from evota.rollout.target import ChargerSnapshot, plan_eligibility
+from evota.rollout.target import plan_eligibility
 from evota.rollout.waves import exponential, plan_waves
+from evota.selection import ChargerSnapshot
 from evota.store.models import (
     Campaign,
     CampaignEvent,

@@ -48,7 +48,7 @@ from evota.firmware import versions
 from evota.rollout import windows as win
 from evota.rollout.gate import GateResult, Health, evaluate_gate
 from evota.rollout.policy import Policy
-from evota.rollout.target import ChargerSnapshot
+from evota.selection import ChargerSnapshot
 
 __all__ = ["CampaignView", "Decision", "JobView", "StartJob", "decide"]
 

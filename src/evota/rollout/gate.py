@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from evota.rollout.policy import Policy
-from evota.rollout.target import ChargerSnapshot
+from evota.selection import ChargerSnapshot
 
 if TYPE_CHECKING:
     from evota.rollout.engine import JobView

@@ -15,6 +15,7 @@ from datetime import time
 from typing import Any, TypeVar
 
 from evota.rollout.job import Failure
+from evota.selection import Selector
 
 __all__ = [
     "ACTIONS",
@@ -87,21 +88,13 @@ class FrozenMap(Mapping[K, V]):
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
-    """A query over chargers. Empty tuples mean "no constraint"; filters combine with AND.
-
-    ``tags`` matches a charger carrying ANY of the listed tags (tags usually name
-    alternatives such as cohorts); ``charger_ids`` narrows to those ids.
+class Target(Selector):
+    """A campaign's query: the charger filters of :class:`~evota.selection.Selector` (their
+    semantics are shared with bulk operations), plus what only a campaign asks: the running
+    versions it covers, how long a charger may have been offline, and whether chargers that
+    match later join (``dynamic``).
     """
 
-    vendors: tuple[str, ...] = ()
-    models: tuple[str, ...] = ()
-    hardware_revisions: tuple[str, ...] = ()
-    sites: tuple[str, ...] = ()
-    regions: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    charger_ids: tuple[str, ...] = ()
-    exclude_ids: tuple[str, ...] = ()
     firmware_versions: tuple[str, ...] = ()
     version_min: str | None = None
     version_max: str | None = None

@@ -1,48 +1,24 @@
 """Which chargers a campaign covers, and why every other matching charger is left out.
 
-:func:`matches` is the query alone (who the operator *meant*); :func:`plan_eligibility`
-then applies the per-charger image checks of :func:`evota.firmware.updates.update_refusal`
-(the same words as a single-charger update), the version filters, connectivity and other
-campaigns, so the operator sees a reason for every charger that will not be updated.
+:func:`evota.selection.matches` is the query alone (who the operator *meant*);
+:func:`plan_eligibility` then applies the per-charger image checks of
+:func:`evota.firmware.updates.update_refusal` (the same words as a single-charger update),
+the version filters, connectivity and other campaigns, so the operator sees a reason for
+every charger that will not be updated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from evota.firmware import versions
 from evota.firmware.updates import ChargerFacts, ImageFacts, Refusal, update_refusal
 from evota.rollout.policy import Target
+from evota.selection import ChargerSnapshot, matcher
 
-__all__ = [
-    "ChargerSnapshot",
-    "Eligibility",
-    "Exclusion",
-    "ImageFacts",
-    "matches",
-    "plan_eligibility",
-]
-
-
-@dataclass(frozen=True, slots=True)
-class ChargerSnapshot:
-    """What the engine knows about one charger at one moment."""
-
-    id: str
-    vendor: str | None = None
-    model: str | None = None
-    hardware_revision: str | None = None
-    firmware_version: str | None = None
-    site_id: str | None = None
-    region: str | None = None
-    tags: frozenset[str] = frozenset()
-    timezone: str = "UTC"
-    connected: bool = False
-    last_seen: datetime | None = None
-    in_session: bool = False
-    other_campaign: str | None = None
+__all__ = ["Eligibility", "Exclusion", "plan_eligibility"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,36 +35,6 @@ class Eligibility:
 
 
 _REASONS = {"downgrade": "would_downgrade"}  # update_refusal's code -> campaign reason
-
-
-def matches(target: Target, charger: ChargerSnapshot) -> bool:
-    """Whether the query (without its version filters) selects this charger."""
-    return _matcher(target)(charger)
-
-
-def _matcher(target: Target) -> Callable[[ChargerSnapshot], bool]:
-    vendors = {v.casefold() for v in target.vendors}
-    models = set(target.models)
-    revisions = set(target.hardware_revisions)
-    sites = set(target.sites)
-    regions = set(target.regions)
-    tags = frozenset(target.tags)
-    ids = set(target.charger_ids)
-    exclude = set(target.exclude_ids)
-
-    def match(c: ChargerSnapshot) -> bool:
-        return not (
-            c.id in exclude
-            or (ids and c.id not in ids)
-            or (vendors and (c.vendor or "").casefold() not in vendors)
-            or (models and c.model not in models)
-            or (revisions and c.hardware_revision not in revisions)
-            or (sites and c.site_id not in sites)
-            or (regions and c.region not in regions)
-            or (tags and tags.isdisjoint(c.tags))
-        )
-
-    return match
 
 
 def _version_problem(target: Target, image: ImageFacts, current: str | None) -> str | None:
@@ -132,7 +78,7 @@ def plan_eligibility(
     ``offline_too_long`` (not connected and last seen longer ago than ``max_offline_days``,
     or never seen). Output keeps the input order.
     """
-    match = _matcher(target)
+    match = matcher(target)
     offline_limit = (
         None if target.max_offline_days is None else timedelta(days=target.max_offline_days)
     )

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from evota.rollout.policy import WaveSpec
-from evota.rollout.target import ChargerSnapshot
+from evota.selection import ChargerSnapshot
 
 __all__ = ["exponential", "plan_waves", "spread_order"]
 
