@@ -211,7 +211,7 @@ async def session_for(
 
     from sqlalchemy import insert, select
 
-    from evota.runtime import token_hash
+    from evota.operators.credentials import token_hash
     from evota.store.models import Grant, LoginSession, User
 
     now = runtime.clock.now()

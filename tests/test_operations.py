@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,15 @@ from sqlalchemy import insert, select
 from evota.ocpp import rpc
 from evota.operators import permissions as perms
 from evota.operators import users
-from evota.runtime import Runtime, token_hash
+from evota.operators.credentials import token_hash
+from evota.runtime import Runtime
 from evota.sim import HANDLERS, Fleet, Reply, fleet_from_flags
 from evota.sim.charger import Handler, SimulatedCharger
 from evota.store.models import ApiToken, AuditEntry, ChargerEvent, ChargerSetting, Grant
 
 from .conftest import TOKEN, api_client, start_runtime
 from .sim.conftest import fast
+from .support import until
 
 DROP = object()  # a key left out of a request body
 FAST: dict[str, Any] = {
@@ -150,27 +152,15 @@ class Desk:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
-    async def until(
-        self, fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 20
-    ) -> Any:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            value = await fetch()
-            if done(value):
-                return value
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out; last value: {value}")
-            await asyncio.sleep(0.05)
-
     async def ended(self, op_id: str, timeout: float = 20) -> dict[str, Any]:
         """The operation once it is over and no answer is outstanding."""
         return dict(
-            await self.until(
+            await until(
                 lambda: self.op(op_id),
                 lambda o: (
                     o["state"] not in ("running", "awaiting_approval") and not o["progress"]["sent"]
                 ),
-                timeout,
+                timeout=timeout,
             )
         )
 
@@ -322,14 +312,15 @@ async def test_cancel_skips_the_rest_and_sends_nothing_more(
         ids = await d.chargers(8, "CX-")
         r = await d.create(target={"charger_ids": ids}, stages=[1], rate_per_second=1)
         op_id = r.json()["id"]
-        await d.until(lambda: d.op(op_id), lambda o: o["progress"]["succeeded"] >= 2)
+        await until(lambda: d.op(op_id), lambda o: o["progress"]["succeeded"] >= 2)
         r = await d.api.post(f"/api/v1/operations/{op_id}/cancel", json={"reason": "wrong site"})
         assert r.status_code == 200, r.text
         assert r.json()["state"] == "cancelled"
         o = await d.ended(op_id)
         sent = sum(d.resets.values())
         assert 2 <= sent < 8 and o["progress"]["skipped"] == 8 - sent
-        await asyncio.sleep(1.3)  # longer than the pacing window: nothing more goes out
+        # its driver is gone (the only place that sends): nothing more can go out
+        await until(lambda: op_id not in d.rt.operations._live)
         assert sum(d.resets.values()) == sent
         entry = (await d.audit("operation.cancelled"))[0]
         assert entry.reason == "wrong site" and entry.actor == "bootstrap-admin"
@@ -342,7 +333,7 @@ async def test_a_restart_resumes_without_resending(tmp_path: Path, sqlite_url: s
         ids = await d.chargers(4, "RS-", handlers={"RS-0001": {"Reset": never}})
         r = await d.create(target={"charger_ids": ids}, stages=[1], max_failure_rate=1.0)
         op_id = r.json()["id"]
-        await d.until(lambda: d.op(op_id), lambda o: o["progress"]["sent"] == 1)
+        await until(lambda: d.op(op_id), lambda o: o["progress"]["sent"] == 1)
         assert d.resets == {"RS-0001": 1}
         await d.restart()  # evota goes away while RS-0001's answer is outstanding
         o = await d.ended(op_id)
@@ -519,7 +510,7 @@ async def test_drift_found_after_boot_is_fixed_by_applying_the_profile(
         ids = await d.chargers(4, "CF-")
         # every accepted boot reads the configuration and compares it with the profile
         for cid in ids:
-            await d.until(lambda c=cid: config_events(d, c), lambda ev: bool(ev))
+            await until(lambda c=cid: config_events(d, c), lambda ev: bool(ev))
         events = await config_events(d, ids[0])
         assert events[0].status == "drift"
         assert {x["key"] for x in events[0].data["drift"]} == {
@@ -561,7 +552,7 @@ async def test_drift_found_after_boot_is_fixed_by_applying_the_profile(
 
         # someone changes a charger locally: the scheduled poll notices
         d.configs[ids[1]]["MeterValueSampleInterval"] = ("15", False)
-        await d.until(
+        await until(
             lambda: d.api.get(f"/api/v1/config-profiles/{pid}/drift"),
             lambda resp: resp.json()["fixable"] == 1,
             timeout=15,
@@ -653,7 +644,7 @@ async def test_cli_operations_and_profiles(tmp_path: Path, sqlite_url: str) -> N
         assert r.exit_code == 0 and "hb" in r.stdout
         r = await run("profile", "show", "hb")
         assert r.exit_code == 0 and "HeartbeatInterval" in r.stdout
-        await d.until(lambda: stored(d, ids[0]), lambda cfg: bool(cfg))
+        await until(lambda: stored(d, ids[0]), lambda cfg: bool(cfg))
         r = await run("profile", "drift", "hb", "--json")
         assert r.exit_code == 0 and json.loads(r.stdout)["fixable"] >= 1, r.output
         r = await run("profile", "apply", "hb", "--reason", "tune", "--json")

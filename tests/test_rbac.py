@@ -145,7 +145,7 @@ async def test_scoped_grants_limit_lists_reads_and_commands(
 async def test_api_token_site_limit_narrows_its_user(tmp_path: Path, sqlite_url: str) -> None:
     from sqlalchemy import insert, select
 
-    from evota.runtime import token_hash
+    from evota.operators.credentials import token_hash
     from evota.store.models import ApiToken, User
 
     rt = await start_runtime(tmp_path, sqlite_url)
@@ -187,7 +187,7 @@ async def test_console_cookie_needs_the_csrf_header_for_changes(
 ) -> None:
     from sqlalchemy import select
 
-    from evota.runtime import token_hash
+    from evota.operators.credentials import token_hash
     from evota.store.models import LoginSession
 
     rt = await start_runtime(tmp_path, sqlite_url)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
-import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,11 +20,12 @@ from evota.audit.alerts import AlertMonitor, thresholds_from
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
 from evota.config import Settings
+from evota.control import uploads as charger_uploads
 from evota.control.configuration import ConfigurationService
-from evota.control.dispatch import send_command
+from evota.control.dispatch import CommandPath, send_command
 from evota.control.local_lists import LocalListSync
 from evota.control.operations import OperationRunner
-from evota.files import FILE_MODE, private_dir, private_sqlite
+from evota.files import load_key, private_dir, private_sqlite
 from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage
 from evota.firmware.storage import LocalFirmwareStore
@@ -35,6 +34,7 @@ from evota.gateway.limits import AuthFailures, Exhausted, parse_networks
 from evota.gateway.server import Gateway
 from evota.operators import four_eyes
 from evota.operators.approvals import Approvals
+from evota.operators.credentials import token_hash
 from evota.rollout.campaigns import CampaignRunner
 from evota.rollout.runner import JobRunner, job_timeouts
 from evota.store import db
@@ -45,11 +45,6 @@ log = structlog.get_logger("evota")
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"
 
 
-def token_hash(token: str) -> str:
-    # API tokens are 256-bit random strings: a plain SHA-256 is a sound way to store them.
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 @dataclass
 class Runtime:
     settings: Settings
@@ -57,6 +52,8 @@ class Runtime:
     engine: AsyncEngine = field(init=False)
     audit: AuditLog = field(init=False)
     approvals: Approvals = field(init=False)
+    command_path: CommandPath = field(init=False)
+    uploads: charger_uploads.ChargerUploads = field(init=False)
     alerts: AlertMonitor = field(init=False)
     operations: OperationRunner = field(init=False)
     configuration: ConfigurationService = field(init=False)
@@ -126,6 +123,23 @@ class Runtime:
             clock=self.clock,
         )
         self.ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
+        self.uploads = charger_uploads.ChargerUploads(
+            self.engine,
+            self.clock,
+            load_key(s.data_dir / charger_uploads.KEY_FILE),
+            s.data_dir / "uploads",
+            lambda: charger_uploads.base_url(
+                s.upload_public_url, s.host, self.http_port or s.http_port
+            ),
+            max_bytes=s.upload_max_bytes,
+            token_ttl=s.upload_token_ttl,
+        )
+        self.command_path = CommandPath(
+            send=self.gateway.send,
+            audit=self.audit,
+            reset_scheduled=self.fleet.reset_scheduled,
+            upload_url=self.uploads.url,
+        )
         await self._start_firmware()
         if serve_http:
             await self._start_http()
@@ -155,7 +169,7 @@ class Runtime:
         if swept:
             log.info("removed unfinished uploads", count=swept)
         await self._load_revoked()
-        key = _token_key(s.data_dir / "download-token.key")
+        key = load_key(s.data_dir / tokens.KEY_FILE)
         self.delivery = DeliveryServer(
             keys=[key],
             lookup=self._served_image,
@@ -197,7 +211,7 @@ class Runtime:
         """Bulk operations and configuration profiles (before the approvals sweep, which
         must find the operation handlers)."""
         s = self.settings
-        send = partial(send_command, self)
+        send = partial(send_command, self.command_path)
         self.operations = OperationRunner(
             self.engine,
             self.clock,
@@ -366,20 +380,3 @@ class Runtime:
                     )
                 )
                 self.generated_admin_token = token
-
-
-def _token_key(path: os.PathLike[str]) -> bytes:
-    """The download-token HMAC key, created on first start and kept private to the server."""
-    try:
-        with open(path, "rb") as f:
-            key = f.read()
-        if len(key) >= tokens.MIN_KEY_BYTES:
-            return key
-    except FileNotFoundError:
-        pass
-    key = tokens.new_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), FILE_MODE)  # an existing (short) file keeps its mode otherwise
-        f.write(key)
-    return key

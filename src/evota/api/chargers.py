@@ -32,8 +32,8 @@ from evota.api.schemas import (
     RegistrationStatus,
 )
 from evota.audit.log import Actor
+from evota.fleet.credentials import hash_key
 from evota.fleet.events import Registration
-from evota.gateway import auth
 from evota.operators import four_eyes
 from evota.operators.permissions import ChargerPlace, site_place
 from evota.runtime import Runtime
@@ -91,7 +91,7 @@ async def create_charger(
     region = await _region_of(rt, body.site_id)
     who.check("charger.write", ChargerPlace(body.id, body.site_id, region, frozenset(body.tags)))
     note(request, "charger", body.id)
-    salt, digest = auth.hash_key(body.auth_key)
+    salt, digest = hash_key(body.auth_key)
     values = {
         "id": body.id,
         "auth_salt": salt,
@@ -221,7 +221,7 @@ async def update_charger(
     key = changes.pop("auth_key", None)
     if key is not None:
         who.check("charger.credentials", place)
-        changes["auth_salt"], changes["auth_hash"] = auth.hash_key(key)
+        changes["auth_salt"], changes["auth_hash"] = hash_key(key)
     actions = four_eyes.charger_change_actions(changes)
     gated = [a for a in actions if rt.approvals.required(a)]
     if gated:

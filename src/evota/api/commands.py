@@ -60,7 +60,9 @@ async def run_command(
     if request is not None:
         request.state.audited = True  # dispatch records the entry, with the answer
     try:
-        result = await dispatch.send_command(rt, who.actor, charger_id, spec, params, reason)
+        result = await dispatch.send_command(
+            rt.command_path, who.actor, charger_id, spec, params, reason
+        )
     except commands.CommandError as exc:
         raise problem_for(exc) from None
     return CommandOut(

@@ -25,7 +25,8 @@ from evota.api.params import ChargerId
 from evota.api.problems import Problem
 from evota.audit.log import Actor
 from evota.operators import permissions as perms
-from evota.runtime import Runtime, token_hash
+from evota.operators.credentials import token_hash
+from evota.runtime import Runtime
 from evota.store.jsonlist import json_list_has
 from evota.store.models import ApiToken, Charger, Grant, LoginSession, Site, User
 

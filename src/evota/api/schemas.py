@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic.json_schema import SkipJsonSchema
 
 from evota.fleet.bounds import STORED, bound
-from evota.gateway import auth
+from evota.fleet.credentials import key_problem
 from evota.ocpp import identity
 
 Identity = Annotated[
@@ -133,7 +133,7 @@ class ChargerIn(BaseModel):
     @field_validator("auth_key")
     @classmethod
     def _key_policy(cls, value: str) -> str:
-        problem = auth.key_problem(value)
+        problem = key_problem(value)
         if problem:
             raise ValueError(problem)
         return value
@@ -179,7 +179,7 @@ class ChargerPatch(BaseModel):
     @field_validator("auth_key")
     @classmethod
     def _key_policy(cls, value: str) -> str:
-        if problem := auth.key_problem(value):
+        if problem := key_problem(value):
             raise ValueError(problem)
         return value
 

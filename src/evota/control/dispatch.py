@@ -9,20 +9,30 @@ and the audit entry ``charger.reset_completed``."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
-from evota.audit.log import SYSTEM, Actor
-from evota.control import commands, uploads
-from evota.control.catalog import CommandSpec, Context, Params
-
-if TYPE_CHECKING:
-    from evota.runtime import Runtime
+from evota.audit.log import SYSTEM, Actor, AuditLog
+from evota.control import commands
+from evota.control.catalog import CommandSpec, Context, Params, UploadUrl
 
 log = structlog.get_logger("evota.commands")
 _background: set[asyncio.Task[Any]] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandPath:
+    """What sending one command needs, and nothing more (the runtime builds it once)."""
+
+    send: Callable[[str, commands.Command], Awaitable[commands.CommandResult]]
+    audit: AuditLog
+    # A Reset answered Scheduled: call ``done`` with what the next boot reported.
+    reset_scheduled: Callable[[str, str, Callable[[dict[str, Any]], None]], None]
+    upload_url: UploadUrl  # where a charger uploads diagnostics and logs
 
 
 def outcome_of(result: commands.CommandResult | commands.CommandError) -> str:
@@ -40,7 +50,7 @@ def error_detail(exc: commands.CommandError) -> dict[str, Any]:
 
 
 async def send_command(
-    rt: Runtime,
+    path: CommandPath,
     actor: Actor,
     charger_id: str,
     spec: CommandSpec,
@@ -48,31 +58,31 @@ async def send_command(
     reason: str | None,
 ) -> commands.CommandResult:
     """Build, send and audit; returns the answer or raises a ``CommandError`` subclass."""
-    ctx = Context(charger_id, upload_url=partial(uploads.upload_url, rt))
+    ctx = Context(charger_id, upload_url=path.upload_url)
     detail: dict[str, Any] = {"params": params.audited()}
     try:
         command = spec.build(params, ctx)
-        result = await rt.gateway.send(charger_id, command)
+        result = await path.send(charger_id, command)
     except commands.CommandError as exc:
         if not exc.charger_id:
             exc.charger_id = charger_id
         failed = {**detail, "error": error_detail(exc)}
-        await _record(rt, actor, charger_id, spec, reason, exc, failed)
+        await _record(path.audit, actor, charger_id, spec, reason, exc, failed)
         raise
     answer = {"status": result.status, **result.details}
-    await _record(rt, actor, charger_id, spec, reason, result, {**detail, "answer": answer})
+    await _record(path.audit, actor, charger_id, spec, reason, result, {**detail, "answer": answer})
     if isinstance(command, commands.Reset) and result.status == "Scheduled":
-        done = partial(_reset_completed, rt, actor, charger_id)
-        rt.fleet.reset_scheduled(charger_id, command.type, done)
+        done = partial(_reset_completed, path.audit, actor, charger_id)
+        path.reset_scheduled(charger_id, command.type, done)
     return result
 
 
-def _reset_completed(rt: Runtime, actor: Actor, charger_id: str, info: dict[str, Any]) -> None:
+def _reset_completed(audit: AuditLog, actor: Actor, charger_id: str, info: dict[str, Any]) -> None:
     """Called from the fleet service (synchronously) when the scheduled reset happened."""
 
     async def record() -> None:
         try:
-            await rt.audit.record(
+            await audit.record(
                 SYSTEM,
                 "charger.reset_completed",
                 "completed",
@@ -89,7 +99,7 @@ def _reset_completed(rt: Runtime, actor: Actor, charger_id: str, info: dict[str,
 
 
 async def _record(
-    rt: Runtime,
+    audit: AuditLog,
     actor: Actor,
     charger_id: str,
     spec: CommandSpec,
@@ -97,7 +107,7 @@ async def _record(
     result: commands.CommandResult | commands.CommandError,
     detail: dict[str, Any],
 ) -> None:
-    await rt.audit.record(
+    await audit.record(
         actor,
         f"command.{spec.name}",
         outcome_of(result),

@@ -103,7 +103,7 @@ async def sync_one(
         held: int | None = None
         if not full or stored is None:
             answer = await send_command(
-                rt,
+                rt.command_path,
                 actor,
                 charger_id,
                 catalog.COMMANDS["get-local-list-version"],
@@ -144,7 +144,7 @@ async def _send(
 ) -> SyncResult:
     spec = catalog.COMMANDS["send-local-list"]
     answer = await send_command(
-        rt, actor, charger_id, spec, _params(version, update_type, entries), reason
+        rt.command_path, actor, charger_id, spec, _params(version, update_type, entries), reason
     )
     return SyncResult(charger_id, answer.status, update_type, version, len(entries))
 

@@ -22,12 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from evota.clock import Clock
 from evota.fleet import events as ev
 from evota.fleet.charger import ChargerState
+from evota.fleet.credentials import hash_key, key_problem, verify_key
 from evota.fleet.hardware import reported_revision
 from evota.fleet.sessions import INTERRUPTING_REASONS
 from evota.fleet.token_store import TokenAuthority
 from evota.fleet.tokens import Decision
 from evota.fleet.writer import FleetWriter
-from evota.gateway import auth
 from evota.store.models import Charger as ChargerRow
 from evota.store.models import ChargingSession
 
@@ -145,7 +145,7 @@ class FleetService:
             if not self.open_registration:
                 return AuthOutcome(None, 404, "unknown charger")
             return await self._admit_unknown(identity, password)
-        if not auth.verify_key(password, row.auth_salt, row.auth_hash):
+        if not verify_key(password, row.auth_salt, row.auth_hash):
             return AuthOutcome(None, 401, "wrong authorization key")
         state = ChargerState(
             id=identity,
@@ -158,9 +158,9 @@ class FleetService:
 
     async def _admit_unknown(self, identity: str, password: str) -> AuthOutcome:
         """Open registration: remember the presented key (trust on first use), as Pending."""
-        if auth.key_problem(password):
+        if key_problem(password):
             return AuthOutcome(None, 401, "authorization key does not meet the key policy")
-        salt, digest = auth.hash_key(password)
+        salt, digest = hash_key(password)
         now = self._clock.now()
         try:
             async with self._engine.begin() as conn:

@@ -126,6 +126,12 @@ def new_recovery_codes(count: int = RECOVERY_CODES) -> list[str]:
     ]
 
 
+def token_hash(token: str) -> str:
+    """How API tokens and session tokens are stored: they are 256-bit random strings, so a
+    plain SHA-256 is a sound way to keep them (no slow KDF needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def recovery_digest(code: str) -> str:
     return hashlib.sha256(code.strip().lower().encode()).hexdigest()
 

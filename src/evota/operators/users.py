@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from evota.operators import credentials as cr
 from evota.operators import login as lg
 from evota.operators import permissions as perms
-from evota.runtime import token_hash
 from evota.store.models import ApiToken, Grant, LoginSession, Site, User
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
@@ -562,7 +561,7 @@ async def login(
         )
         await conn.execute(
             insert(LoginSession).values(
-                token_hash=token_hash(session.token),
+                token_hash=cr.token_hash(session.token),
                 user_id=row.id,
                 csrf_token=session.csrf_token,
                 mfa=session.mfa,
@@ -733,7 +732,7 @@ async def create_token(
             result = await conn.execute(
                 insert(ApiToken).values(
                     name=f"{user.username}:{name}",
-                    token_hash=token_hash(secret),
+                    token_hash=cr.token_hash(secret),
                     role="user",
                     user_id=user.id,
                     roles=wanted,
