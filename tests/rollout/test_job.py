@@ -306,6 +306,24 @@ def test_reconcile_after_restart():
     assert not reconcile(installing, "1.0.0", T0, T).changed
 
 
+def test_rejected_resend_after_restart_waits_for_the_earlier_request():
+    """evota died between the charger's Accepted and writing it down: the job is resent after
+    the restart and the charger, installing our first request, answers Rejected. The job
+    follows that install to success instead of failing a charger that updated."""
+    resent = run(reconcile(sent(), "1.0.0", T0, T).job, Dispatch())
+    assert resent.state is JobState.SENDING and resent.attempts == 2
+    busy = run(resent, Answered("Rejected"))
+    assert busy.state is JobState.ACCEPTED and busy.failure is None
+    assert busy.deadline == T0 + timedelta(seconds=T.download_start)
+    assert "busy" in (busy.detail or "")
+    done = run(busy, StatusReported("Installing", request_id=7), Booted("2.0.0"))
+    assert done.state is JobState.VERIFYING
+    late = T0 + timedelta(seconds=T.download_start + 1)
+    assert step(busy, Tick(), late, T).job.failure is Failure.TIMED_OUT  # not ours after all
+    # The first request's Rejected is a refusal, as before.
+    assert run(sent(), Answered("Rejected")).failure is Failure.REJECTED
+
+
 # -- properties -----------------------------------------------------------------------------
 
 STATUSES = [

@@ -337,6 +337,10 @@ _ANSWER_FAILURES = {
 
 
 _CANCELLED_OTHER = "accepted; the charger cancelled the update it had in progress"
+_BUSY_WITH_EARLIER = (
+    "charger answered Rejected to a repeated request: it is busy with an update, most likely "
+    "this job's earlier request (sent before a restart or a lost answer); waiting for its reports"
+)
 
 
 def _answered(job: Job, status: str, now: datetime, t: Timeouts) -> Step:
@@ -354,6 +358,18 @@ def _answered(job: Job, status: str, now: datetime, t: Timeouts) -> Step:
             detail = _CANCELLED_OTHER
         accepted = replace(job, state=JobState.ACCEPTED, deadline=deadline, detail=detail)
         return Step(accepted, True)
+    if status == "Rejected" and job.attempts > 1:
+        # A charger busy with an update answers Rejected when it cannot cancel it (1.6 SWP,
+        # 2.0.1 L01.FR.24). An earlier attempt of this job may have reached it (its answer was
+        # lost, or evota restarted mid-CALL), so the running update is probably ours: wait for
+        # its reports and its boot like an accepted one; the phase deadline decides otherwise.
+        waiting = replace(
+            job,
+            state=JobState.ACCEPTED,
+            deadline=_at(now, t.download_start),
+            detail=_BUSY_WITH_EARLIER,
+        )
+        return Step(waiting, True)
     failure, detail = _ANSWER_FAILURES.get(status, (Failure.REJECTED, f"charger answered {status}"))
     return Step(_fail(job, failure, detail), True)
 
