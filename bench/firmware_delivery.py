@@ -294,6 +294,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     from evota.firmware import tokens
     from evota.firmware.delivery import download_path
+    from evota.signed_tokens import new_key
 
     size = args.size_mb * 1_000_000
     with tempfile.TemporaryDirectory(prefix="evota-bench-") as tmp_name:
@@ -305,7 +306,7 @@ def main() -> int:
         sha = hashlib.sha256(data).hexdigest()
         del data
 
-        key = tokens.new_key()
+        key = new_key()
         expires = int(time.time()) + 3600
         evota_paths = []
         for i in range(args.clients):

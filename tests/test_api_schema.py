@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from evota.control import uploads
+from evota.files import load_key
 from evota.sim import Fleet, fleet_from_flags
 
 from .conftest import TOKEN, Keys
@@ -187,14 +188,11 @@ async def seed(server: Server, keys: Keys, tmp_path: Path) -> dict[str, list[Any
         )
         for _ in range(6):  # failed logins raise an alert
             await api.post("/api/v1/auth/login", json={"username": "nobody", "password": "x"})
-        alerts: list[dict[str, Any]] = []
-        for _ in range(100):
-            alerts = (await api.get("/api/v1/alerts")).json()["items"]
-            if alerts:
-                break
-            await asyncio.sleep(0.05)
+        alerts: list[dict[str, Any]] = (
+            await until(lambda: api.get("/api/v1/alerts"), lambda r: r.json()["items"])
+        ).json()["items"]
         grant = uploads.UploadGrant(CHARGER, "diagnostics", 7, int(time.time()) + 3600)
-        token = uploads.issue(grant, uploads.token_key(server.data_dir))
+        token = uploads.issue(grant, load_key(server.data_dir / uploads.KEY_FILE))
         stored = await _ok(
             await api.put(f"{uploads.PREFIX}/{token}/diag.log", content=b"seeded\n"), 201
         )

@@ -136,7 +136,7 @@ async def test_sites_chargers_files_and_completion(evota_sqlite, tmp_path):
     from evota.control import uploads
 
     grant = uploads.UploadGrant("CLI-7", "diagnostics", 1, int(clock.time()) + 600)
-    upload_token = uploads.issue(grant, uploads.token_key(rt.settings.data_dir))
+    upload_token = uploads.issue(grant, rt.uploads.key)
     async with api_client(rt) as http:
         put = await http.put(f"{uploads.PREFIX}/{upload_token}/diag.log", content=b"hello\n")
         assert put.status_code == 201, put.text

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from evota.cli import app as cli_app
-from evota.control import catalog, uploads
+from evota.control import catalog
 from evota.firmware import signing
 from evota.sim import Fleet, fleet_from_flags
 from evota.sim.charger import SimulatedCharger
@@ -644,11 +644,11 @@ async def test_upload_endpoint_refuses_bad_tokens_and_oversize(
         CommandBench, tmp_path, sqlite_url, keys, upload_max_bytes=4096, **FAST
     ) as bench:
         await provision(bench.rt, "UP-1", "up-key-0123456789abcd")
-        location = uploads.upload_url(bench.rt, "UP-1", "diagnostics")
+        location = bench.rt.uploads.url("UP-1", "diagnostics")
         async with httpx.AsyncClient(timeout=10) as http:  # a charger has no API token
             ok = await http.put(f"{location}/diag.txt", content=b"hello\n")
             assert ok.status_code == 201, ok.text
-            second = uploads.upload_url(bench.rt, "UP-1", "diagnostics")  # another request
+            second = bench.rt.uploads.url("UP-1", "diagnostics")  # another request
             form = await http.post(second, files={"file": ("d.log", b"x" * 100)})
             assert form.status_code == 201 and form.json()["size"] == 100
             assert form.json()["id"] != ok.json()["id"]
@@ -685,7 +685,7 @@ async def test_an_upload_url_stores_one_file(tmp_path: Path, sqlite_url: str, ke
     file of its request, and the URL cannot add more."""
     async with running(CommandBench, tmp_path, sqlite_url, keys, **FAST) as bench:
         await provision(bench.rt, "UP-2", "up-key-0123456789abcd")
-        location = uploads.upload_url(bench.rt, "UP-2", "log", 7)
+        location = bench.rt.uploads.url("UP-2", "log", 7)
         async with httpx.AsyncClient(timeout=10) as http:  # a charger has no API token
             first = await http.put(f"{location}/a.log", content=b"first try")
             assert first.status_code == 201, first.text
@@ -703,7 +703,7 @@ async def test_an_upload_url_stores_one_file(tmp_path: Path, sqlite_url: str, ke
         assert stat.S_IMODE(stored[0].stat().st_mode) == 0o600
         assert stat.S_IMODE(stored[0].parent.stat().st_mode) == 0o700
         # every issued URL is distinct, even for the same charger, kind and request
-        assert uploads.upload_url(bench.rt, "UP-2", "log", 7) != location
+        assert bench.rt.uploads.url("UP-2", "log", 7) != location
         async with bench.rt.engine.connect() as conn:
             entries = (
                 await conn.execute(

@@ -82,8 +82,6 @@ async def test_data_directory_database_keys_and_files_are_private(tmp_path):
 
     import httpx
 
-    from evota.control import uploads
-
     async def chunks() -> AsyncIterator[bytes]:
         yield b"firmware image"
 
@@ -93,7 +91,7 @@ async def test_data_directory_database_keys_and_files_are_private(tmp_path):
         try:
             await runtime.firmware_store.put(chunks(), max_bytes=100)
             await provision(runtime, "CP-files", "0123456789abcdef")
-            location = uploads.upload_url(runtime, "CP-files", "diagnostics")
+            location = runtime.uploads.url("CP-files", "diagnostics")
             async with httpx.AsyncClient(timeout=10) as http:
                 r = await http.put(f"{location}/diag.txt", content=b"diagnostics")
                 assert r.status_code == 201, r.text

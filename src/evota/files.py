@@ -11,16 +11,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import stat
 from pathlib import Path
-from typing import Final
+from typing import Final, overload
 
 from sqlalchemy.engine import make_url
 
-__all__ = ["DIR_MODE", "FILE_MODE", "private_dir", "private_file", "private_sqlite"]
+from evota.signed_tokens import MIN_KEY_BYTES, new_key
+
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "load_key",
+    "private_dir",
+    "private_file",
+    "private_sqlite",
+    "safe_filename",
+]
 
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
+MAX_FILENAME_CHARS: Final = 255  # the filename columns (firmware images, charger files)
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 def private_dir(path: Path) -> Path:
@@ -59,3 +74,53 @@ def private_sqlite(url: str) -> None:
         os.close(fd)  # an empty file is a valid empty SQLite database
     for suffix in ("", "-wal", "-shm", "-journal"):
         private_file(path.with_name(path.name + suffix))
+
+
+def load_key(path: Path) -> bytes:
+    """A token HMAC key kept in the data directory, created (0600) on first use.
+
+    The one loader for every signing key file (download and upload tokens). A file too
+    short to be a key (an interrupted write) is replaced: nothing can have been signed with
+    it. A new key is written whole to a temporary file and then linked into place, so two
+    processes starting together agree on one key and never read half of one.
+    """
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = b""
+    if len(key) >= MIN_KEY_BYTES:
+        return key
+    fresh = new_key()
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(fresh)
+        if key:
+            os.replace(tmp, path)  # an unusable file
+        else:
+            os.link(tmp, path)  # only if no other process made one meanwhile
+    except FileExistsError:
+        return load_key(path)  # another process won: its key is complete (linked whole)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return fresh
+
+
+@overload
+def safe_filename(raw: str | None, fallback: str) -> str: ...
+@overload
+def safe_filename(raw: str | None, fallback: None = None) -> str | None: ...
+
+
+def safe_filename(raw: str | None, fallback: str | None = None) -> str | None:
+    """A harmless label for a file someone else named: the basename only, a conservative
+    alphabet (anything else becomes ``_``), no leading or trailing dots, at most 255
+    characters; ``fallback`` when nothing is left.
+
+    The one rule for every name a client sends (firmware uploads, charger uploads). It is
+    only ever shown and offered as a download name; storage paths never use it.
+    """
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = _UNSAFE_CHARS.sub("_", name).strip("._")[:MAX_FILENAME_CHARS]
+    return name or fallback

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from evota.firmware.delivery import token_status
 from evota.firmware.tokens import (
     MAX_TOKEN_CHARS,
     DownloadGrant,
@@ -24,9 +25,9 @@ from evota.firmware.tokens import (
     TokenWrongCharger,
     TokenWrongImage,
     issue,
-    new_key,
     verify,
 )
+from evota.signed_tokens import new_key
 
 NOW = 1_750_000_000
 KEY = bytes(range(32))
@@ -72,7 +73,7 @@ def test_expired() -> None:
     assert verify(token, KEY, now=GRANT.expires_at - 1) == GRANT
     with pytest.raises(TokenExpired) as exc:
         verify(token, KEY, now=GRANT.expires_at)
-    assert exc.value.http_status == 410
+    assert token_status(exc.value) == 410
     assert exc.value.reason == "expired"
     assert exc.value.grant == GRANT
 
@@ -81,14 +82,14 @@ def test_wrong_charger() -> None:
     token = issue(GRANT, KEY)
     with pytest.raises(TokenWrongCharger) as exc:
         verify(token, KEY, now=NOW, charger_id="CP-other")
-    assert exc.value.http_status == 403
+    assert token_status(exc.value) == 403
 
 
 def test_wrong_image() -> None:
     token = issue(GRANT, KEY)
     with pytest.raises(TokenWrongImage) as exc:
         verify(token, KEY, now=NOW, firmware_sha256=OTHER_SHA)
-    assert exc.value.http_status == 403
+    assert token_status(exc.value) == 403
 
 
 def test_scope_checked_before_expiry() -> None:

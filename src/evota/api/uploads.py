@@ -32,7 +32,9 @@ from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
 from evota.audit.log import Actor
 from evota.control import uploads
+from evota.files import safe_filename
 from evota.runtime import Runtime
+from evota.signed_tokens import TokenError, TokenExpired, TokenInvalid
 from evota.store.models import Charger, ChargerFile
 
 router = APIRouter(tags=["files"])
@@ -40,8 +42,8 @@ router = APIRouter(tags=["files"])
 _MAX_OTHER_PARTS_BYTES: Final = 64 * 1024  # text parts next to the file (ignored)
 _DRAIN_BYTES: Final = 64 * 1024 * 1024
 _TOKEN_PROBLEMS: Final = {
-    uploads.TokenExpired: "the upload URL has expired: request the file again",
-    uploads.TokenInvalid: "the upload URL is not valid",
+    TokenExpired: "the upload URL has expired: request the file again",
+    TokenInvalid: "the upload URL is not valid",
 }
 
 
@@ -68,8 +70,8 @@ class FileOut(BaseModel):
 
 def _grant(rt: Runtime, token: str) -> uploads.UploadGrant:
     try:
-        return uploads.check(rt, token)
-    except uploads.TokenError as exc:
+        return rt.uploads.check(token)
+    except TokenError as exc:
         detail = _TOKEN_PROBLEMS.get(type(exc), "the upload URL is not valid")
         raise Problem(403, "Upload refused", detail, "token", reason=exc.reason) from None
 
@@ -137,9 +139,9 @@ async def upload_put(token: Token, filename: FileName, request: Request, rt: Run
     if _declared_too_large(request, limit):
         await _drain(stream)
         raise _too_large(limit)
-    name = uploads.safe_filename(filename, _default_name(grant))
+    name = safe_filename(filename, _default_name(grant))
     try:
-        row = await uploads.store(rt, grant, name, stream)
+        row = await rt.uploads.store(grant, name, stream)
     except uploads.FileTooLarge:
         await _drain(stream)
         raise _too_large(limit) from None
@@ -200,8 +202,8 @@ async def upload_post(token: Token, request: Request, rt: RuntimeDep) -> FileOut
             if event.filename is not None:
                 if row is not None:
                     raise Problem(422, "Invalid upload", "send exactly one file part", "file")
-                name = uploads.safe_filename(event.filename, _default_name(grant))
-                row = await uploads.store(rt, grant, name, body.file_data())
+                name = safe_filename(event.filename, _default_name(grant))
+                row = await rt.uploads.store(grant, name, body.file_data())
     except uploads.FileTooLarge:
         await body.drain()
         raise _too_large(limit) from None
@@ -299,7 +301,7 @@ async def download_file(
         if exc.status == 404:
             raise unknown from None
         raise
-    path = uploads.path_of(rt, row.id)
+    path = rt.uploads.path_of(row.id)
     if not path.is_file():
         raise Problem(410, "File gone", "the stored file was removed from disk", "file_id")
     return FileResponse(

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from evota.audit import chain
 from evota.clock import Clock
-from evota.firmware.tokens import MIN_KEY_BYTES, new_key
+from evota.signed_tokens import MIN_KEY_BYTES, new_key
 from evota.store.models import AuditCharger, AuditEntry, AuditHead
 
 log = structlog.get_logger("evota.audit")

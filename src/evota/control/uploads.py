@@ -3,9 +3,9 @@
 A charger cannot send an Authorization header with its upload, so, as for firmware
 downloads, the grant lives in the URL: an HMAC-signed token bound to one charger, one kind
 (``diagnostics`` or ``log``) and, for GetLog, the request id, valid until it expires. Tokens
-are stateless; the key sits next to the firmware download key in the data directory. The
-format mirrors :mod:`evota.firmware.tokens` (and reuses its errors) with its own MAC domain,
-so neither kind of token can stand in for the other::
+are stateless; the key sits next to the firmware download key in the data directory. Tokens
+are sealed by :mod:`evota.signed_tokens` under their own :data:`DOMAIN`, so neither an upload
+nor a download token can stand in for the other::
 
     0x02 | expires_at u64 BE | kind u8 | has_request_id u8 | request_id i64 BE
          | len u8 | charger_id | nonce (8 random bytes)
@@ -25,63 +25,46 @@ leaves an earlier upload with the same token as it was). Files are private (0600
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
 import os
-import re
 import struct
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from evota import signed_tokens
+from evota.clock import Clock
 from evota.files import FILE_MODE, private_dir
-from evota.firmware.tokens import (
-    MIN_KEY_BYTES,
-    TokenError,
-    TokenExpired,
-    TokenInvalid,
-    TokenWrongCharger,
-    new_key,
-)
+from evota.signed_tokens import TAG_BYTES, TokenExpired, TokenInvalid
 from evota.store.models import ChargerFile
 
-if TYPE_CHECKING:
-    from evota.runtime import Runtime
-
 __all__ = [
+    "DOMAIN",
+    "KEY_FILE",
     "KINDS",
+    "ChargerUploads",
     "FileTooLarge",
-    "TokenError",
-    "TokenExpired",
-    "TokenInvalid",
-    "TokenWrongCharger",
     "UploadGrant",
     "issue",
-    "safe_filename",
-    "store",
     "upload_id",
-    "upload_url",
     "verify",
 ]
 
 VERSION: Final = 2
 NONCE_BYTES: Final = 8
-TAG_BYTES: Final = 16
 KINDS: Final = ("diagnostics", "log")
-MAX_TOKEN_CHARS: Final = 4 * -(-(1 + 8 + 1 + 1 + 8 + 1 + 255 + NONCE_BYTES + TAG_BYTES) // 3)
+MAX_TOKEN_CHARS: Final = signed_tokens.max_chars(1 + 8 + 1 + 1 + 8 + 1 + 255 + NONCE_BYTES)
 PREFIX: Final = "/api/v1/uploads"
+KEY_FILE: Final = "upload-token.key"  # in the data directory (evota.files.load_key)
 
-_DOMAIN: Final = b"evota/charger-upload-token\x00"
+DOMAIN: Final = b"evota/charger-upload-token\x00"
 _HEADER = struct.Struct(">BQBBq")
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +89,6 @@ class FileTooLarge(Exception):
 # -- tokens (pure) ------------------------------------------------------------------------------
 
 
-def _tag(key: bytes, body: bytes) -> bytes:
-    return hmac.new(key, _DOMAIN + body, hashlib.sha256).digest()[:TAG_BYTES]
-
-
 def upload_id(tag: bytes) -> str:
     """The file id a token stores to: a UUID derived from its MAC (unique per token)."""
     return str(uuid.UUID(bytes=hashlib.sha256(b"evota/upload-file\x00" + tag).digest()[:16]))
@@ -120,8 +99,7 @@ def issue(grant: UploadGrant, key: bytes, *, nonce: bytes | None = None) -> str:
 
     ``nonce`` (random by default) makes each token, and so the file it stores, distinct.
     """
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"token key must be at least {MIN_KEY_BYTES} bytes")
+    signed_tokens.check_keys(key)
     if grant.kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     charger = grant.charger_id.encode("utf-8")
@@ -146,30 +124,18 @@ def issue(grant: UploadGrant, key: bytes, *, nonce: bytes | None = None) -> str:
     )
     if len(body) != _HEADER.size + 1 + len(charger) + NONCE_BYTES:
         raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
-    return base64.urlsafe_b64encode(body + _tag(key, body)).rstrip(b"=").decode("ascii")
+    return signed_tokens.seal(body, key, DOMAIN)
 
 
-def _decode(token: str) -> bytes:
-    if len(token) > MAX_TOKEN_CHARS or not _B64URL.fullmatch(token) or len(token) % 4 == 1:
-        raise TokenInvalid("malformed")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        raise TokenInvalid("malformed") from None
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != token.encode("ascii"):
-        raise TokenInvalid("malformed")  # only the canonical spelling verifies
-    return raw
-
-
-def verify(token: str, key: bytes, *, now: int) -> UploadGrant:
-    """The grant in ``token``, or a :class:`TokenError` (invalid, expired)."""
-    raw = _decode(token)
+def verify(token: str, key: bytes | Sequence[bytes], *, now: int) -> UploadGrant:
+    """The grant in ``token``, or a :class:`~evota.signed_tokens.TokenError` (invalid,
+    expired)."""
+    keys = signed_tokens.check_keys(key)
+    raw = signed_tokens.decode(token, MAX_TOKEN_CHARS)
     nonce_bytes = NONCE_BYTES if raw[:1] == bytes([VERSION]) else 0
     if len(raw) < _HEADER.size + 2 + nonce_bytes + TAG_BYTES or raw[0] not in (1, VERSION):
         raise TokenInvalid("malformed")
-    body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
-    if not hmac.compare_digest(_tag(key, body), tag):
-        raise TokenInvalid("bad signature")
+    body, tag = signed_tokens.open_sealed(raw, keys, DOMAIN)
     _, expires_at, kind, has_request, request_id = _HEADER.unpack_from(body)
     n = body[_HEADER.size]
     charger = body[_HEADER.size + 1 : len(body) - nonce_bytes]
@@ -187,124 +153,99 @@ def verify(token: str, key: bytes, *, now: int) -> UploadGrant:
     return grant
 
 
-def safe_filename(raw: str | None, fallback: str) -> str:
-    """A harmless label for a file: basename only, a conservative alphabet, at most 100 chars.
-
-    It is only ever shown and offered as the download name; storage paths never use it.
-    """
-    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE_CHARS.sub("_", name).strip("._")[:100]
-    return name or fallback
-
-
-# -- the shell: key, URL, storage ---------------------------------------------------------------
-
-_KEYS: dict[Path, bytes] = {}
-
-
-def token_key(data_dir: Path) -> bytes:
-    """The upload-token HMAC key, created on first use and kept private to the server."""
-    path = data_dir / "upload-token.key"
-    key = _KEYS.get(path)
-    if key is not None:
-        return key
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) < MIN_KEY_BYTES:
-            raise RuntimeError(f"{path} holds no usable key: delete it to make a new one") from None
-    else:
-        key = new_key()
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-    _KEYS[path] = key
-    return key
-
-
-def base_url(rt: Runtime) -> str:
+def base_url(public_url: str | None, host: str, port: int) -> str:
     """Where chargers reach evota's HTTP API: EVOTA_UPLOAD_PUBLIC_URL, else this listener."""
-    s = rt.settings
-    if s.upload_public_url:
-        return s.upload_public_url.rstrip("/")
-    host = "127.0.0.1" if s.host in ("0.0.0.0", "::", "") else s.host
-    return f"http://{host}:{rt.http_port or s.http_port}"
+    if public_url:
+        return public_url.rstrip("/")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{host}:{port}"
 
 
-def upload_url(rt: Runtime, charger_id: str, kind: str, request_id: int | None = None) -> str:
-    """The ``location`` for GetDiagnostics / GetLog: ``POST`` it multipart, or ``PUT`` to
-    ``{location}/{filename}``."""
-    expires = int(rt.clock.now().timestamp()) + rt.settings.upload_token_ttl
-    token = issue(
-        UploadGrant(charger_id, kind, request_id, expires), token_key(rt.settings.data_dir)
-    )
-    return f"{base_url(rt)}{PREFIX}/{token}"
+# -- the shell: URL, storage ----------------------------------------------------------------------
 
 
-def check(rt: Runtime, token: str) -> UploadGrant:
-    return verify(token, token_key(rt.settings.data_dir), now=int(rt.clock.now().timestamp()))
+@dataclass(frozen=True, slots=True)
+class ChargerUploads:
+    """Upload URLs for remote commands, their tokens checked, the files stored.
 
-
-def uploads_dir(rt: Runtime) -> Path:
-    return rt.settings.data_dir / "uploads"
-
-
-def path_of(rt: Runtime, file_id: str) -> Path:
-    """Where a stored file lives; ``file_id`` comes from the database, never from a URL."""
-    return uploads_dir(rt) / uuid.UUID(file_id).hex
-
-
-async def store(
-    rt: Runtime, grant: UploadGrant, filename: str, chunks: AsyncIterator[bytes]
-) -> dict[str, Any]:
-    """Stream ``chunks`` to disk (at most ``upload_max_bytes``), then record the file.
-
-    The file id is the token's (``grant.upload_id``): uploading again with the same token
-    replaces the file and its row. Raises :class:`FileTooLarge` (nothing is kept, an earlier
-    upload stays) once the limit is passed.
+    Holds what it uses and nothing more; the runtime builds it once at start with the key
+    from :func:`evota.files.load_key`.
     """
-    limit = rt.settings.upload_max_bytes
-    file_id = grant.upload_id or str(uuid.uuid4())
-    final = path_of(rt, file_id)
-    private_dir(final.parent)
-    part = final.with_name(f"{final.name}.{uuid.uuid4().hex}.part")  # concurrent retries
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > limit:
-                    raise FileTooLarge(limit)
-                digest.update(chunk)
-                f.write(chunk)
-        part.rename(final)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    row = {
-        "id": file_id,
-        "charger_id": grant.charger_id,
-        "kind": grant.kind,
-        "request_id": grant.request_id,
-        "filename": filename,
-        "sha256": digest.hexdigest(),
-        "size": size,
-        "created_at": rt.clock.now(),
-    }
-    try:
+
+    engine: AsyncEngine
+    clock: Clock
+    key: bytes
+    directory: Path  # data_dir/uploads
+    base_url: Callable[[], str]  # :func:`base_url` of the running listener
+    max_bytes: int
+    token_ttl: int
+
+    def url(self, charger_id: str, kind: str, request_id: int | None = None) -> str:
+        """The ``location`` for GetDiagnostics / GetLog: ``POST`` it multipart, or ``PUT`` to
+        ``{location}/{filename}``."""
+        expires = int(self.clock.now().timestamp()) + self.token_ttl
+        token = issue(UploadGrant(charger_id, kind, request_id, expires), self.key)
+        return f"{self.base_url()}{PREFIX}/{token}"
+
+    def check(self, token: str) -> UploadGrant:
+        """The grant of ``token`` now, or a :class:`~evota.signed_tokens.TokenError`."""
+        return verify(token, self.key, now=int(self.clock.now().timestamp()))
+
+    def path_of(self, file_id: str) -> Path:
+        """Where a stored file lives; ``file_id`` comes from the database, never from a URL."""
+        return self.directory / uuid.UUID(file_id).hex
+
+    async def store(
+        self, grant: UploadGrant, filename: str, chunks: AsyncIterator[bytes]
+    ) -> dict[str, Any]:
+        """Stream ``chunks`` to disk (at most ``max_bytes``), then record the file.
+
+        The file id is the token's (``grant.upload_id``): uploading again with the same token
+        replaces the file and its row. Raises :class:`FileTooLarge` (nothing is kept, an
+        earlier upload stays) once the limit is passed.
+        """
+        limit = self.max_bytes
+        file_id = grant.upload_id or str(uuid.uuid4())
+        final = self.path_of(file_id)
+        private_dir(final.parent)
+        part = final.with_name(f"{final.name}.{uuid.uuid4().hex}.part")  # concurrent retries
+        digest = hashlib.sha256()
+        size = 0
         try:
-            async with rt.engine.begin() as conn:
-                await conn.execute(insert(ChargerFile).values(**row))
-        except IntegrityError:  # a retry with the same token: the new file replaced the old
-            async with rt.engine.begin() as conn:
-                values = {k: v for k, v in row.items() if k != "id"}
-                await conn.execute(
-                    update(ChargerFile).where(ChargerFile.id == file_id).values(**values)
-                )
-            row["replaced"] = True
-    except BaseException:
-        final.unlink(missing_ok=True)
-        raise
-    return row
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            with os.fdopen(fd, "wb") as f:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise FileTooLarge(limit)
+                    digest.update(chunk)
+                    f.write(chunk)
+            part.rename(final)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        row = {
+            "id": file_id,
+            "charger_id": grant.charger_id,
+            "kind": grant.kind,
+            "request_id": grant.request_id,
+            "filename": filename,
+            "sha256": digest.hexdigest(),
+            "size": size,
+            "created_at": self.clock.now(),
+        }
+        try:
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(insert(ChargerFile).values(**row))
+            except IntegrityError:  # a retry with the same token: the new file replaced the old
+                async with self.engine.begin() as conn:
+                    values = {k: v for k, v in row.items() if k != "id"}
+                    await conn.execute(
+                        update(ChargerFile).where(ChargerFile.id == file_id).values(**values)
+                    )
+                row["replaced"] = True
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+        return row
