@@ -17,7 +17,6 @@ import structlog.testing
 
 from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage, download_path, download_url
-from evota.signed_tokens import new_key
 
 NOW = 1_900_000_000
 SIZE = 2 * 1024 * 1024 + 123  # odd size: ranges at the end are not chunk-aligned
@@ -89,7 +88,7 @@ def env(tmp_path: Path, http: httpx.Client) -> Iterator[Env]:
     }
     sites = {"CP-1": "berlin", "CP-2": "berlin", "CP-3": "paris"}
     clock = [float(NOW)]
-    key = new_key()
+    key = tokens.new_key()
     server = DeliveryServer(
         keys=[key],
         lookup=images.get,
@@ -177,7 +176,7 @@ def test_full_get(env: Env) -> None:
 
 def test_charger_id_needing_quotes_and_key_rotation(env: Env) -> None:
     old = env.key
-    env.server.keys = (new_key(), old)
+    env.server.keys = (tokens.new_key(), old)
     charger = "CP/01 ü"
     r = env.http.get(env.url(charger, key=old))
     assert r.status_code == 200 and r.content == env.data
@@ -191,7 +190,7 @@ def test_head(env: Env) -> None:
         assert headers["content-length"] == str(SIZE)
         assert headers["etag"] == f'"{env.sha}"'
         # Keep-alive, and no body bytes in between: the next response starts right away.
-        sock.sendall(f"GET {env.path()} HTTP/1.1\r\nRange: bytes=-10\r\n\r\n".encode())
+        sock.sendall(f"GET {env.path()} HTTP/1.1\r\nHost: x\r\nRange: bytes=-10\r\n\r\n".encode())
         status, headers, body = _read_response(f)
         assert status == 206 and body == env.data[-10:]
 
@@ -399,22 +398,75 @@ def test_stop_is_prompt_with_connections_open(env: Env) -> None:
         (b"GET /firmware/\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\n folded: x\r\n\r\n", 400),
-        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n", 431),
-        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 100 + b"\r\n", 431),
+        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: " + b"b" * 9000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 100 + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 5000 + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host (RFC 9112 §3.2)
+        (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"HEAD / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
     ],
 )
 def test_malformed_requests_do_not_hurt_the_server(env: Env, garbage: bytes, status: int) -> None:
     with env.raw() as sock, sock.makefile("rb") as f:
         sock.sendall(garbage)
-        got, headers, _ = _read_response(f)
+        got, headers, _ = _read_response(f, head_only=garbage.startswith(b"HEAD "))
         assert got == status
         assert headers["connection"] == "close"
-        assert f.read() == b""  # and the connection is closed
+        assert headers["content-type"] == "application/problem+json"
+        assert f.read() == b""  # and the connection is closed (no body after a HEAD answer)
     with env.raw() as sock:
         sock.sendall(b"\x00" * 100)
         sock.shutdown(socket.SHUT_WR)  # half a line, then EOF
         sock.recv(1000)
     assert env.http.get(env.url()).content == env.data
+
+
+def test_keep_alive_pipelining_http10_and_empty_lines_before_the_head(env: Env) -> None:
+    """Request heads come from h11: pipelined heads are answered in order on one connection,
+    an HTTP/1.0 client (no Host needed) gets its answer and a close, and empty lines before
+    a request line are ignored (RFC 9112 §2.2)."""
+    path = env.path()
+    with env.raw() as sock, sock.makefile("rb") as f:
+        sock.sendall(
+            f"\r\nGET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-4\r\n\r\n"
+            f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=-3\r\n\r\n".encode()
+        )
+        assert _read_response(f)[::2] == (206, env.data[:5])
+        assert _read_response(f, head_only=True)[0] == 200
+        status, headers, body = _read_response(f)
+        assert (status, body) == (206, env.data[-3:]) and "connection" not in headers
+        sock.sendall(
+            f"\r\n\r\nGET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        status, headers, body = _read_response(f)
+        assert (status, headers["connection"], body) == (200, "close", env.data)
+        assert f.read() == b""
+    with env.raw() as sock, sock.makefile("rb") as f:
+        sock.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        status, headers, body = _read_response(f)
+        assert (status, headers["connection"], body) == (200, "close", env.data)
+        assert f.read() == b""
+
+
+def test_tokens_never_logged_when_the_head_is_refused(env: Env) -> None:
+    """h11's error messages quote the request line: they must not reach the log."""
+    token = env.token()
+    path = download_path("CP-1", env.sha, token)
+    with structlog.testing.capture_logs() as logs:
+        for garbage in (
+            f"GET {path} HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nBad header\r\n\r\n",
+            f"GET {path}\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ):
+            with env.raw() as sock, sock.makefile("rb") as f:
+                sock.sendall(garbage.encode())
+                status, _, body = _read_response(f)
+                assert status == 400 and token.encode() not in body
+    assert [e["status"] for e in logs if e["event"] == "bad firmware request"] == [400] * 3
+    assert token[:40] not in repr(logs)
 
 
 def test_tokens_never_logged(env: Env) -> None:

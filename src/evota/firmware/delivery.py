@@ -21,8 +21,11 @@ the oldest pending one instead of being refused, so a charger with a valid token
 head arrives in milliseconds) is served while junk connections are held open. Only
 connections serving a valid token count against ``max_connections``.
 
-Request heads are parsed here (not by :mod:`http.server`) to keep them small and bounded
-and to answer every error with a problem body; the token (a secret) is never logged.
+Request heads are parsed by h11 (bounded in size, line length and header count, and
+every error answered with a problem body); response heads go through the same h11
+connection, which frames them and tracks keep-alive, while body bytes bypass it for
+``sendfile``. The token (a secret) is never logged, nor are h11's error messages, which
+quote the request line.
 
 URL: ``{prefix}{charger_id}/{sha256}/{token}/firmware.bin``; anything after the token is
 ignored (some chargers want a file name). The file path only ever comes from
@@ -47,13 +50,13 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import quote, unquote
 
+import h11
 import structlog
 
 from evota.firmware import tokens
-from evota.signed_tokens import MIN_KEY_BYTES
 
 __all__ = [
     "MAX_URL_CHARS",
@@ -66,8 +69,8 @@ __all__ = [
 log = structlog.get_logger("evota.firmware.delivery")
 
 MAX_URL_CHARS: Final = 512  # OCPP 2.0.1 UpdateFirmware location (string[0..512])
-MAX_LINE: Final = 8192  # request line or one header line; our URLs are < 1 KiB
-MAX_HEAD: Final = 32 * 1024  # whole request head
+MAX_LINE: Final = 8192  # request target or one header line; our URLs are < 1 KiB
+MAX_HEAD: Final = 32 * 1024  # whole request head (h11's buffer while it is incomplete)
 MAX_HEADERS: Final = 64
 SEND_CHUNK: Final = 8 * 1024 * 1024  # per sendfile call: bounds how stale take_bytes gets
 RETRY_AFTER: Final = 30  # seconds, on 503 over a cap
@@ -75,8 +78,6 @@ _ALLOW: Final = "GET, HEAD"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{tokens.MAX_TOKEN_CHARS}}}")
-_VERSION = re.compile(r"HTTP/(\d)\.(\d)", re.ASCII)
-_HEADER_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _RANGE_SPEC = re.compile(r"(\d*)-(\d*)", re.ASCII)
 # A byte position with more digits than this is past the end of any file (2**63 has 19
 # digits); it is never handed to int(), which refuses strings over 4300 digits.
@@ -85,12 +86,6 @@ _HUGE: Final = 10**_MAX_POS_DIGITS
 _SEND_FALLBACK_ERRNOS = frozenset(
     {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EAFNOSUPPORT}
 )
-
-
-def token_status(exc: tokens.TokenError) -> int:
-    """The answer to a refused download token (no body bytes): 410 for a genuine but expired
-    one (the operator re-issues rather than investigates), 403 for anything else."""
-    return 410 if isinstance(exc, tokens.TokenExpired) else 403
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,88 +137,55 @@ class _Closed(Exception):
 class _Request:
     method: str
     target: str
-    version: tuple[int, int]
     headers: dict[str, str]
+    keep: bool  # no request body (which we do not read): the connection may stay open
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
 
 
-class _Reader:
-    """Line reader over a blocking socket with a kernel receive timeout.
-
-    Leftover bytes stay buffered for the next request on a keep-alive connection.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._buf = bytearray()
-
-    def readline(self, deadline: float) -> bytes:
-        """One line, which must arrive before ``deadline`` (monotonic) however slowly it drips."""
-        start = 0
-        while True:
-            end = self._buf.find(b"\n", start)
-            if end >= 0:
-                line = bytes(self._buf[: end + 1])
-                del self._buf[: end + 1]
-                return line
-            if len(self._buf) > MAX_LINE:
-                raise _BadRequest(431, "request line or header line too long")
-            start = len(self._buf)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Closed("request head too slow")
-            try:
-                _set_timeout(self._sock, socket.SO_RCVTIMEO, remaining)
-                chunk = self._sock.recv(16384)
-            except OSError as exc:  # EAGAIN = SO_RCVTIMEO expired; EBADF etc. = stopping
-                raise _Closed(str(exc)) from None
-            if not chunk:
-                if self._buf:
-                    raise _BadRequest(400, "incomplete request head")
-                raise _Closed("peer closed")
-            self._buf += chunk
-
-
-def _parse_head(reader: _Reader, timeout: float) -> _Request:
-    deadline = time.monotonic() + timeout
-    line = reader.readline(deadline)
-    for _ in range(2):  # RFC 9112 §2.2: ignore empty lines before the request line
-        if line.strip():
-            break
-        line = reader.readline(deadline)
-    try:
-        text = line.decode("ascii").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise _BadRequest(400, "request line is not ASCII") from None
-    parts = text.split(" ")
-    if len(parts) != 3 or not all(parts):
-        raise _BadRequest(400, "malformed request line")
-    method, target, version_text = parts
-    match = _VERSION.fullmatch(version_text)
-    if match is None:
-        raise _BadRequest(400, "malformed HTTP version")
-    version = (int(match[1]), int(match[2]))
-    if version[0] != 1:
+def _request(event: h11.Request, has_body: bool) -> _Request:
+    """The parts of a request head we use, after the limits h11 does not enforce."""
+    if not event.http_version.startswith(b"1."):
         raise _BadRequest(505, "only HTTP/1.x is supported")
-
+    if len(event.headers) > MAX_HEADERS:
+        raise _BadRequest(431, "too many header lines")
+    if len(event.target) > MAX_LINE or any(
+        len(name) + len(value) > MAX_LINE for name, value in event.headers
+    ):
+        raise _BadRequest(431, "request line or header line too long")
     headers: dict[str, str] = {}
-    total = len(line)
-    for _ in range(MAX_HEADERS + 1):
-        raw = reader.readline(deadline)
-        total += len(raw)
-        if total > MAX_HEAD:
-            raise _BadRequest(431, "request head too large")
-        if raw in (b"\r\n", b"\n"):
-            return _Request(method, target, version, headers)
-        name, sep, value = raw.partition(b":")
-        if not sep or not _HEADER_NAME.fullmatch(name):  # also refuses obsolete line folding
-            raise _BadRequest(400, "malformed header line")
-        key = name.decode("ascii").lower()
-        val = value.strip(b" \t\r\n").decode("latin-1")
+    for name, value in event.headers:  # names come lowercased, values stripped
+        key, val = name.decode("ascii"), value.decode("latin-1")
         headers[key] = f"{headers[key]}, {val}" if key in headers else val
-    raise _BadRequest(431, "too many header lines")
+    method, target = event.method.decode("ascii"), event.target.decode("ascii")
+    return _Request(method, target, headers, keep=not has_body)
+
+
+def _refusal(exc: h11.RemoteProtocolError) -> _BadRequest:
+    """Our answer to a head h11 refused. Its message is never passed on: it may quote the
+    request line, token included."""
+    status = exc.error_status_hint
+    if status == 431:
+        return _BadRequest(431, "request head too large")
+    if str(exc).startswith(("Missing mandatory Host", "Found multiple Host")):
+        return _BadRequest(400, "an HTTP/1.1 request needs exactly one Host header")
+    if status == 501:
+        return _BadRequest(501, "only chunked transfer coding is supported")
+    return _BadRequest(400, "malformed request head")
+
+
+class _Unread:
+    """Stands for body bytes sent by ``sendfile``: h11 only needs their count (its
+    documented ``send_with_data_passthrough`` use)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
@@ -356,9 +318,9 @@ class DeliveryServer:
         head_timeout: float = 10.0,
         max_pending: int = 256,
     ) -> None:
-        if not keys or any(len(k) < MIN_KEY_BYTES for k in keys):
+        if not keys or any(len(k) < tokens.MIN_KEY_BYTES for k in keys):
             raise ValueError(
-                f"at least one token key of >= {MIN_KEY_BYTES} bytes is required"
+                f"at least one token key of >= {tokens.MIN_KEY_BYTES} bytes is required"
             )
         if min(max_concurrent, max_per_site, max_pending) < 1 or min(timeout, head_timeout) <= 0:
             raise ValueError(
@@ -548,12 +510,6 @@ def _head(
     return out
 
 
-def _render(status: int, headers: list[tuple[str, str]]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
-    lines.extend(f"{k}: {v}" for k, v in headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
 def _set_timeout(sock: socket.socket, option: int, seconds: float) -> None:
     seconds = max(seconds, 0.001)  # a zero timeval would mean "no timeout"
     tv = struct.pack("@ll", int(seconds), int((seconds % 1) * 1_000_000))
@@ -566,7 +522,7 @@ def _set_timeouts(sock: socket.socket, seconds: float) -> None:
 
 
 class _Handler(socketserver.BaseRequestHandler):
-    """One connection: request heads parsed here, bodies sent with ``os.sendfile``."""
+    """One connection: heads parsed and framed by h11, bodies sent with ``os.sendfile``."""
 
     server: _TCPServer
     request: socket.socket
@@ -576,7 +532,8 @@ class _Handler(socketserver.BaseRequestHandler):
         # if setup() returned.
         self.owner = self.server.owner
         self.peer = _peer(self.client_address)
-        self.reader = _Reader(self.request)
+        self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.method = b""  # of the request being answered; a HEAD answer has no body
 
     def finish(self) -> None:
         self.owner._forget(self.request)
@@ -591,7 +548,7 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         while not self.owner._stopping:
             try:
-                request = _parse_head(self.reader, self.owner.head_timeout)
+                request = self._next_request()
             except _Closed:
                 return
             except _BadRequest as exc:
@@ -599,7 +556,8 @@ class _Handler(socketserver.BaseRequestHandler):
                     return  # its half-sent head was cut off by the eviction, not malformed
                 log.info("bad firmware request", peer=self.peer, status=exc.status, why=exc.detail)
                 with contextlib.suppress(_Closed):
-                    self._problem(exc.status, exc.detail, close=True, head_only=False)
+                    head_only = self.method == b"HEAD"
+                    self._problem(exc.status, exc.detail, close=True, head_only=head_only)
                     self._lingering_close()
                 return
             try:
@@ -607,9 +565,56 @@ class _Handler(socketserver.BaseRequestHandler):
             except _Closed:
                 return
             self.owner._demote(sock)
-            if not keep:
+            http = self.http
+            if not (keep and http.our_state is h11.DONE and http.their_state is h11.DONE):
                 self._lingering_close()
                 return
+            http.start_next_cycle()
+
+    def _next_request(self) -> _Request:
+        """The next request head, which must arrive complete within ``head_timeout`` in
+        total, however slowly it drips."""
+        http, sock = self.http, self.request
+        deadline = time.monotonic() + self.owner.head_timeout
+        self.method = b""
+        # RFC 9112 §2.2: ignore empty lines before the request line (h11 refuses them).
+        skip_empty = not http.trailing_data[0]
+        try:
+            while True:
+                event = http.next_event()
+                if isinstance(event, h11.Request):
+                    self.method = event.method
+                    has_body = not isinstance(http.next_event(), h11.EndOfMessage)
+                    return _request(event, has_body)
+                if event is not h11.NEED_DATA:  # ConnectionClosed: no byte of a new head
+                    raise _Closed("peer closed")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _Closed("request head too slow")
+                try:
+                    _set_timeout(sock, socket.SO_RCVTIMEO, remaining)
+                    chunk = sock.recv(16384)
+                except OSError as exc:  # EAGAIN = SO_RCVTIMEO expired; EBADF etc. = stopping
+                    raise _Closed(str(exc)) from None
+                if skip_empty and chunk:
+                    chunk = chunk.lstrip(b"\r\n")
+                    skip_empty = not chunk
+                    if not chunk:
+                        continue
+                http.receive_data(chunk)
+        except h11.RemoteProtocolError as exc:
+            raise _refusal(exc) from None
+
+    def _response_head(
+        self, status: int, headers: list[tuple[str, str]], length: int, *, close: bool
+    ) -> bytes:
+        """The status line and headers, through h11 (which now knows the body's length)."""
+        response = h11.Response(
+            status_code=status,
+            headers=_head(status, headers, length, close=close),
+            reason=HTTPStatus(status).phrase,
+        )
+        return self.http.send(response) or b""
 
     def _lingering_close(self) -> None:
         """Half-close and drain what the client still sends, briefly, before closing.
@@ -648,18 +653,15 @@ class _Handler(socketserver.BaseRequestHandler):
     ) -> None:
         body = _problem_body(status, HTTPStatus(status).phrase, detail)
         headers = [("Content-Type", "application/problem+json"), *(extra or [])]
-        head = _render(status, _head(status, headers, len(body), close=close))
-        self._send(head if head_only else head + body)
+        data = self._response_head(status, headers, len(body), close=close)
+        if not head_only:
+            data += self.http.send(h11.Data(data=body)) or b""
+        self.http.send(h11.EndOfMessage())
+        self._send(data)
 
     def _serve(self, req: _Request) -> bool:
         """Answer one request; return whether the connection may be kept open."""
-        conn = (req.header("connection") or "").lower()
-        keep = "close" not in conn if req.version >= (1, 1) else "keep-alive" in conn
-        if (
-            req.header("transfer-encoding") is not None
-            or (req.header("content-length") or "0") != "0"
-        ):
-            keep = False  # a request body we do not read: cannot find the next request
+        keep = req.keep  # h11 adds "Connection: close" when the client asked for it
         head_only = req.method == "HEAD"
         if req.method not in ("GET", "HEAD"):
             self._problem(
@@ -687,10 +689,10 @@ class _Handler(socketserver.BaseRequestHandler):
                 peer=self.peer,
                 charger=who.charger_id if who else _printable(charger_id[:64]),
                 job=who.job_id if who else None,
-                status=token_status(exc),
+                status=exc.http_status,
                 why=exc.reason,
             )
-            self._problem(token_status(exc), exc.reason, close=not keep, head_only=head_only)
+            self._problem(exc.http_status, exc.reason, close=not keep, head_only=head_only)
             return keep
         refused = self.owner._promote(self.request)
         if refused == "evicted":
@@ -779,7 +781,8 @@ class _Handler(socketserver.BaseRequestHandler):
         ]
         inm = req.header("if-none-match")
         if inm is not None and _etag_matches(inm, etag, weak=True):
-            self._send(_render(304, _head(304, common, 0, close=not keep)))
+            self._send(self._response_head(304, common, 0, close=not keep))
+            self.http.send(h11.EndOfMessage())
             return keep
 
         status, start, end = 200, 0, size
@@ -804,7 +807,8 @@ class _Handler(socketserver.BaseRequestHandler):
         if status == 206:
             headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
         if head_only:
-            self._send(_render(status, _head(status, headers, end - start, close=not keep)))
+            self._send(self._response_head(status, headers, end - start, close=not keep))
+            self.http.send(h11.EndOfMessage())
             return keep
 
         try:
@@ -828,9 +832,12 @@ class _Handler(socketserver.BaseRequestHandler):
         sent = 0
         ok = False
         try:
-            head = _render(status, _head(status, headers, end - start, close=not keep))
+            head = self._response_head(status, headers, end - start, close=not keep)
             self._send(head, getattr(socket, "MSG_MORE", 0))
             sent, ok = self._send_body(fd, start, end, grant.job_id)
+            if ok:  # tell h11 the body is complete, so the connection may serve the next
+                self.http.send_with_data_passthrough(h11.Data(data=cast(bytes, _Unread(sent))))
+                self.http.send(h11.EndOfMessage())
         finally:
             self.owner._caps.release(site)
             log.info(
