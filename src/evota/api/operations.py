@@ -186,7 +186,7 @@ async def forbid_denied(
 
 def created(result: dict[str, Any], body: dict[str, Any]) -> JSONResponse:
     """201 for a running operation, 202 when it waits for a second operator."""
-    status = 202 if result["state"] == "awaiting_approval" else 201
+    status = 202 if result["state"] == op.OperationState.AWAITING_APPROVAL else 201
     return JSONResponse(
         jsonable_encoder({**body, **result}),
         status_code=status,
@@ -250,7 +250,7 @@ async def create_operation(
 async def list_operations(
     rt: RuntimeDep,
     _who: Principal = require("operation.read"),
-    state: str | None = text("one of " + ", ".join(op.STATES), 24),
+    state: str | None = text("one of " + ", ".join(op.OperationState), 24),
     command: str | None = text("a catalog command name", 64),
     profile_id: str | None = text("operations applying this configuration profile", 36),
     created_by: str | None = text("who started it", 100),
@@ -258,7 +258,7 @@ async def list_operations(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Operations, newest first."""
-    if state is not None and state not in op.STATES:
+    if state is not None and state not in frozenset(op.OperationState):
         raise Problem(422, "Invalid request", f"unknown state {state!r}", "state")
     query = select(Operation)
     if state:
@@ -287,13 +287,13 @@ async def get_operation(
         None,
         alias="results",
         max_length=16,
-        description="only results in this state: " + ", ".join(op.RESULT_STATES),
+        description="only results in this state: " + ", ".join(op.ResultState),
     ),
     limit: int = Query(500, ge=0, le=5000, description="per-charger results per page"),
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Progress per result state and per stage, and a page of per-charger results."""
-    if result_state is not None and result_state not in op.RESULT_STATES:
+    if result_state is not None and result_state not in frozenset(op.ResultState):
         raise Problem(422, "Invalid request", f"unknown result state {result_state!r}", "results")
     found = await runner(rt).describe(
         operation_id, result_state=result_state, limit=limit, offset=offset

@@ -29,6 +29,7 @@ from evota.cli_support import (
     watch,
 )
 from evota.client import Client
+from evota.control.operation import FINAL, TERMINAL, OperationState, ResultState
 
 operation_app = typer.Typer(
     help="Bulk operations: one command to many chargers, in stages.", no_args_is_help=True
@@ -36,9 +37,6 @@ operation_app = typer.Typer(
 profile_app = typer.Typer(
     help="Configuration profiles: create, update, delete, drift, apply.", no_args_is_help=True
 )
-
-TERMINAL = ("completed", "stopped", "cancelled", "rejected", "expired", "failed")
-FINAL_RESULTS = frozenset({"succeeded", "failed", "skipped"})
 
 Many = Annotated[list[str] | None, typer.Option()]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="why (required, kept in the audit log)")]
@@ -210,7 +208,7 @@ def list_(
 
 def _ended(results: dict[str, int]) -> int:
     """Chargers of a stage that answered, failed or were skipped."""
-    return sum(n for state, n in results.items() if state in FINAL_RESULTS)
+    return sum(n for state, n in results.items() if state in FINAL)
 
 
 def _tables(o: dict[str, Any], failures: int = 10) -> Group:
@@ -222,8 +220,9 @@ def _tables(o: dict[str, Any], failures: int = 10) -> Group:
     stages = Table(title=title, caption=f"results: {_progress(o)}")
     for col in ("stage", "progress", "done", "state", "results"):
         stages.add_column(col)
+    running = o["state"] == OperationState.RUNNING
     for s in o["stages"]:
-        marker = "▶ " if s["index"] == o["current_stage"] and o["state"] == "running" else ""
+        marker = "▶ " if running and s["index"] == o["current_stage"] else ""
         counts = ", ".join(f"{k} {v}" for k, v in sorted(s["results"].items()))
         done = _ended(s["results"])
         stages.add_row(
@@ -234,7 +233,7 @@ def _tables(o: dict[str, Any], failures: int = 10) -> Group:
             counts,
         )
     stages.add_row("all", bar(ended, total), f"{ended}/{total}", o["state"], "")
-    failed = [r for r in o.get("results", ()) if r["state"] == "failed"][:failures]
+    failed = [r for r in o.get("results", ()) if r["state"] == ResultState.FAILED][:failures]
     if not failed:
         return Group(stages)
     bad = Table(title="Failed chargers")
@@ -311,11 +310,11 @@ def watch_operation(
     one JSON document per change."""
     api = client(url, token)
     path = f"/api/v1/operations/{quote(operation_id)}"
-    params = {"results": "failed", "limit": 10}
+    params = {"results": ResultState.FAILED.value, "limit": 10}
     o = watch(
         lambda: call(api, "GET", path, params=params),
         _tables,
-        lambda o: o["state"] in TERMINAL and not o["progress"].get("sent"),
+        lambda o: o["state"] in TERMINAL and not o["progress"].get(ResultState.SENT),
         interval,
         as_json,
     )

@@ -17,24 +17,30 @@ once — "at most 20 %" is never read as "stop at exactly 20 %".
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from evota.pacing import Pace
 from evota.selection import ChargerSnapshot, Selector, matches
 
 __all__ = [
     "ACTIVE",
     "FINAL",
-    "STATES",
     "TERMINAL",
+    "TRANSITIONS",
     "Limits",
     "OperationError",
+    "OperationEvent",
+    "OperationState",
     "Plan",
     "Progress",
     "Query",
+    "ResultState",
+    "StageState",
     "Step",
     "decide",
     "plan_stages",
@@ -46,30 +52,66 @@ __all__ = [
     "verdict",
 ]
 
-STATES = (
-    "awaiting_approval",
-    "running",
-    "completed",
-    "stopped",  # a stage passed its failure threshold
-    "cancelled",
-    "rejected",  # the second operator said no
-    "expired",  # nobody approved in time
-    "failed",  # evota could not run it (e.g. the command left the catalog)
-)
-ACTIVE = frozenset({"awaiting_approval", "running"})
-TERMINAL = frozenset(STATES) - ACTIVE
 
-# One charger's part: pending -> sent -> succeeded | failed; pending -> skipped (cancel/stop).
-RESULT_STATES = ("pending", "sent", "succeeded", "failed", "skipped")
-FINAL = frozenset({"succeeded", "failed", "skipped"})
+class OperationState(enum.StrEnum):
+    """An operation's state (stored as its value)."""
 
-# What an event does to an operation, by state; anything else is refused.
-TRANSITIONS: dict[str, dict[str, str]] = {
-    "approve": {"awaiting_approval": "running"},
-    "reject": {"awaiting_approval": "rejected"},
-    "expire": {"awaiting_approval": "expired"},
-    "cancel": {"awaiting_approval": "cancelled", "running": "cancelled"},
-    "fail": {"awaiting_approval": "failed", "running": "failed"},
+    AWAITING_APPROVAL = "awaiting_approval"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED = "stopped"  # a stage passed its failure threshold
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"  # the second operator said no
+    EXPIRED = "expired"  # nobody approved in time
+    FAILED = "failed"  # evota could not run it (e.g. the command left the catalog)
+
+
+ACTIVE = frozenset({OperationState.AWAITING_APPROVAL, OperationState.RUNNING})
+TERMINAL = frozenset(OperationState) - ACTIVE
+
+
+class ResultState(enum.StrEnum):
+    """One charger's part: pending -> sent -> succeeded | failed; pending -> skipped
+    (cancel/stop)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+FINAL = frozenset({ResultState.SUCCEEDED, ResultState.FAILED, ResultState.SKIPPED})
+
+
+class StageState(enum.StrEnum):
+    """A stage as :func:`summarize` shows it (derived, never stored)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHING = "finishing"  # the operation ended; answers to sent commands still come in
+    DONE = "done"
+    SKIPPED = "skipped"
+
+
+class OperationEvent(enum.StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    EXPIRE = "expire"
+    CANCEL = "cancel"
+    FAIL = "fail"
+
+
+_S = OperationState
+# What an event does to an operation, by state; anything else is refused. Running operations
+# also end by themselves (completed, stopped): :func:`decide` says so.
+# Keyed by the enums' values, so a stored state or a plain event name looks up alike.
+TRANSITIONS: Mapping[str, Mapping[str, OperationState]] = {
+    OperationEvent.APPROVE: {_S.AWAITING_APPROVAL: _S.RUNNING},
+    OperationEvent.REJECT: {_S.AWAITING_APPROVAL: _S.REJECTED},
+    OperationEvent.EXPIRE: {_S.AWAITING_APPROVAL: _S.EXPIRED},
+    OperationEvent.CANCEL: {_S.AWAITING_APPROVAL: _S.CANCELLED, _S.RUNNING: _S.CANCELLED},
+    OperationEvent.FAIL: {_S.AWAITING_APPROVAL: _S.FAILED, _S.RUNNING: _S.FAILED},
 }
 
 DEFAULT_FIRST_SHARE = 0.1
@@ -86,7 +128,7 @@ class OperationError(ValueError):
         self.message = message
 
 
-def transition(state: str, event: str) -> str | None:
+def transition(state: str, event: str) -> OperationState | None:
     """The state after ``event``, or None when the event does not apply in ``state``."""
     return TRANSITIONS.get(event, {}).get(state)
 
@@ -112,13 +154,18 @@ class Limits:
             raise OperationError("max_in_flight", f"must be an integer from 1 to {MAX_IN_FLIGHT}")
 
     @property
+    def pace(self) -> Pace:
+        """The send rate as a sliding window (:mod:`evota.pacing`)."""
+        return Pace(self.rate_per_second)
+
+    @property
     def burst(self) -> int:
         """Sends allowed within one :attr:`window`."""
-        return max(1, math.floor(self.rate_per_second))
+        return self.pace.burst
 
     @property
     def window(self) -> float:
-        return self.burst / self.rate_per_second
+        return self.pace.window
 
 
 def _number(v: object) -> bool:
@@ -175,9 +222,9 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    state: str
+    state: str  # an OperationState value
     stage: int  # the current stage's index
-    results: Mapping[str, str]  # charger id -> result state (missing = pending)
+    results: Mapping[str, str]  # charger id -> ResultState value (missing = pending)
     sends: tuple[float, ...] = ()  # times of the latest sends, oldest first (``burst`` is enough)
 
 
@@ -185,7 +232,7 @@ class Progress:
 class Step:
     stage: int  # the stage to record as current (it may have advanced)
     send: tuple[str, ...] = ()
-    finish: str | None = None  # completed | stopped
+    finish: OperationState | None = None  # completed | stopped
     reason: str | None = None
     wake_at: float | None = None  # decide again then (rate limit); None: when an answer comes
 
@@ -194,9 +241,9 @@ def verdict(
     limits: Limits, stage: int, members: Sequence[str], results: Mapping[str, str]
 ) -> str | None:
     """Why the stage stops the operation (its failure rate passed the threshold), or None."""
-    counts = Counter(results.get(c, "pending") for c in members)
-    failed = counts["failed"]
-    executed = counts["succeeded"] + failed
+    counts = Counter(results.get(c, ResultState.PENDING) for c in members)
+    failed = counts[ResultState.FAILED]
+    executed = counts[ResultState.SUCCEEDED] + failed
     if executed == 0 or executed < min(limits.min_sample, len(members)):
         return None
     if failed > limits.max_failure_rate * executed:
@@ -210,31 +257,30 @@ def verdict(
 def decide(plan: Plan, progress: Progress, now: float) -> Step:
     """What to do next for a running operation (anything else: nothing)."""
     stage = progress.stage
-    if progress.state != "running":
+    if progress.state != OperationState.RUNNING:
         return Step(stage)
     results = progress.results
     limits = plan.limits
     while True:
         if stage >= len(plan.stages):
-            return Step(max(0, len(plan.stages) - 1), finish="completed")
+            return Step(max(0, len(plan.stages) - 1), finish=OperationState.COMPLETED)
         members = plan.stages[stage]
         why = verdict(limits, stage, members, results)
         if why is not None:
-            return Step(stage, finish="stopped", reason=why)
-        if any(results.get(c, "pending") not in FINAL for c in members):
+            return Step(stage, finish=OperationState.STOPPED, reason=why)
+        if any(results.get(c, ResultState.PENDING) not in FINAL for c in members):
             break
         if stage + 1 == len(plan.stages):
-            return Step(stage, finish="completed")
+            return Step(stage, finish=OperationState.COMPLETED)
         stage += 1
-    pending = [c for c in members if results.get(c, "pending") == "pending"]
-    in_flight = sum(1 for c in members if results.get(c) == "sent")
+    pending = [c for c in members if results.get(c, ResultState.PENDING) == ResultState.PENDING]
+    in_flight = sum(1 for c in members if results.get(c) == ResultState.SENT)
     room = max(0, limits.max_in_flight - in_flight)
-    recent = [t for t in progress.sends if now < t + limits.window]
-    allowance = max(0, limits.burst - len(recent))
-    count = min(len(pending), room, allowance)
+    pace = limits.pace
+    count = min(len(pending), room, pace.allowance(progress.sends, now))
     wake_at = None
     if count == 0 and pending and room > 0:
-        wake_at = recent[-limits.burst] + limits.window
+        wake_at = pace.next_free(progress.sends, now)
     return Step(stage, send=tuple(pending[:count]), wake_at=wake_at)
 
 
@@ -245,20 +291,22 @@ def summarize(
     total: Counter[str] = Counter()
     out = []
     for i, members in enumerate(stages):
-        counts = Counter(results.get(c, "pending") for c in members)
+        counts = Counter(results.get(c, ResultState.PENDING) for c in members)
         total.update(counts)
+        stage_state: StageState
         if all(k in FINAL for k in counts) and counts:
-            stage_state = "skipped" if set(counts) == {"skipped"} else "done"
-        elif i == current and state == "running":
-            stage_state = "running"
-        elif i == current and state in TERMINAL and counts.get("sent"):
-            stage_state = "finishing"
+            only_skipped = set(counts) == {ResultState.SKIPPED}
+            stage_state = StageState.SKIPPED if only_skipped else StageState.DONE
+        elif i == current and state == OperationState.RUNNING:
+            stage_state = StageState.RUNNING
+        elif i == current and state in TERMINAL and counts.get(ResultState.SENT):
+            stage_state = StageState.FINISHING
         else:
-            stage_state = "pending"
+            stage_state = StageState.PENDING
         out.append(
             {"index": i, "size": len(members), "state": stage_state, "results": dict(counts)}
         )
-    return {"results": {k: total.get(k, 0) for k in RESULT_STATES}, "stages": out}
+    return {"results": {k.value: total.get(k, 0) for k in ResultState}, "stages": out}
 
 
 # -- which chargers -------------------------------------------------------------------------

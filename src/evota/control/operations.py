@@ -37,6 +37,7 @@ from evota.control import catalog
 from evota.control import operation as op
 from evota.control.catalog import CommandSpec, Params
 from evota.control.commands import CommandError, CommandResult
+from evota.control.operation import OperationEvent, OperationState, ResultState
 from evota.selection import ChargerSnapshot
 from evota.store.models import Charger, Operation, OperationResult, Site
 
@@ -92,6 +93,30 @@ class Outcome:
 
 
 Step = Callable[[Info, Actor, str], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """An operation request after its checks, before anything is stored."""
+
+    command: str
+    params: dict[str, Any]  # as stored and sent
+    audited: dict[str, Any]  # as the audit log shows them (secrets left out)
+    charger_ids: list[str]  # without duplicates, in the given order
+    sizes: tuple[int, ...]  # the stages' sizes
+    reason: str
+    target: dict[str, Any]
+    max_failure_rate: float
+    rate_per_second: float
+    profile_id: str | None
+
+    @property
+    def summary(self) -> str:
+        """What the second operator is asked to approve."""
+        return (
+            f"{self.command} on {len(self.charger_ids)} chargers in {len(self.sizes)} stages "
+            f"({', '.join(map(str, self.sizes))})"
+        )
 
 
 @dataclass
@@ -166,18 +191,18 @@ class OperationRunner:
             self._approvals.register(ACTION, self._approved, self._approval_ended)
         now = self._clock.now()
         async with self._engine.begin() as conn:
-            ids = list(
-                (await conn.execute(select(Operation.id).where(Operation.state == "running")))
-                .scalars()
-                .all()
-            )
+            running = select(Operation.id).where(Operation.state == OperationState.RUNNING)
+            ids = list((await conn.execute(running)).scalars().all())
             interrupted: dict[str, int] = {}
             for op_id in ids:
                 changed = await conn.execute(
                     update(OperationResult)
-                    .where(OperationResult.operation_id == op_id, OperationResult.state == "sent")
+                    .where(
+                        OperationResult.operation_id == op_id,
+                        OperationResult.state == ResultState.SENT,
+                    )
                     .values(
-                        state="failed",
+                        state=ResultState.FAILED,
                         detail={
                             "reason": "interrupted",
                             "message": "evota stopped before the charger answered; not resent",
@@ -190,7 +215,7 @@ class OperationRunner:
             await self._audit.record(
                 SYSTEM,
                 "operation.resumed",
-                "running",
+                OperationState.RUNNING,
                 target=op_id,
                 detail={"interrupted": interrupted[op_id]},
             )
@@ -279,6 +304,43 @@ class OperationRunner:
         profile_id: str | None = None,
     ) -> dict[str, Any]:
         """Store the operation and start it, or ask for approval; raises OperationError."""
+        draft = self._draft(
+            command=command,
+            params=params,
+            charger_ids=charger_ids,
+            reason=reason,
+            target=target,
+            stages=stages,
+            max_failure_rate=max_failure_rate,
+            rate_per_second=rate_per_second,
+            profile_id=profile_id,
+        )
+        op_id = str(uuid.uuid4())
+        needs = self._needs_approval(draft)
+        state = OperationState.AWAITING_APPROVAL if needs else OperationState.RUNNING
+        await self._insert(op_id, draft, state, actor)
+        await self._audit_created(op_id, draft, state, actor)
+        out: dict[str, Any] = {"id": op_id, "state": state}
+        if needs:
+            out["approval_id"] = await self._request_approval(op_id, draft, actor)
+        else:
+            self._launch(op_id)
+        return out
+
+    def _draft(
+        self,
+        *,
+        command: str,
+        params: dict[str, Any],
+        charger_ids: Sequence[str],
+        reason: str,
+        target: dict[str, Any] | None,
+        stages: Sequence[Any] | None,
+        max_failure_rate: float,
+        rate_per_second: float,
+        profile_id: str | None,
+    ) -> _Draft:
+        """Check the request before anything is stored; raises OperationError naming the field."""
         if not reason or not reason.strip():
             raise op.OperationError("reason", "a reason is required")
         ids = list(dict.fromkeys(charger_ids))
@@ -290,31 +352,50 @@ class OperationRunner:
             params = checked.model_dump(mode="json")
             audited = checked.audited()
         op.Limits(max_failure_rate, self.min_sample, rate_per_second, self.max_in_flight)
-        sizes = op.plan_stages(len(ids), stages)
-        stage_of = {cid: i for i, members in enumerate(op.split(ids, sizes)) for cid in members}
-        op_id = str(uuid.uuid4())
-        needs = self._approvals is not None and self._approvals.required(ACTION, len(ids))
-        state = "awaiting_approval" if needs else "running"
+        return _Draft(
+            command=command,
+            params=params,
+            audited=audited,
+            charger_ids=ids,
+            sizes=op.plan_stages(len(ids), stages),
+            reason=reason,
+            target=target or {},
+            max_failure_rate=max_failure_rate,
+            rate_per_second=rate_per_second,
+            profile_id=profile_id,
+        )
+
+    def _needs_approval(self, draft: _Draft) -> bool:
+        return self._approvals is not None and self._approvals.required(
+            ACTION, len(draft.charger_ids)
+        )
+
+    async def _insert(self, op_id: str, draft: _Draft, state: OperationState, actor: Actor) -> None:
+        """The operation row and one ``pending`` result row per charger, in one transaction."""
         now = self._clock.now()
+        ids = draft.charger_ids
+        stage_of = {
+            cid: i for i, members in enumerate(op.split(ids, draft.sizes)) for cid in members
+        }
         async with self._engine.begin() as conn:
             await conn.execute(
                 insert(Operation).values(
                     id=op_id,
-                    command=command,
-                    params=params,
-                    target=target or {},
+                    command=draft.command,
+                    params=draft.params,
+                    target=draft.target,
                     charger_ids=ids,
-                    stages=list(sizes),
-                    max_failure_rate=max_failure_rate,
-                    rate_per_second=rate_per_second,
+                    stages=list(draft.sizes),
+                    max_failure_rate=draft.max_failure_rate,
+                    rate_per_second=draft.rate_per_second,
                     state=state,
                     current_stage=0,
-                    reason=reason,
-                    profile_id=profile_id,
+                    reason=draft.reason,
+                    profile_id=draft.profile_id,
                     created_by=actor.name,
                     created_at=now,
                     updated_at=now,
-                    started_at=None if needs else now,
+                    started_at=now if state == OperationState.RUNNING else None,
                 )
             )
             for chunk in _chunks(ids):
@@ -325,48 +406,51 @@ class OperationRunner:
                             "operation_id": op_id,
                             "charger_id": cid,
                             "stage": stage_of[cid],
-                            "state": "pending",
+                            "state": ResultState.PENDING,
                             "detail": {},
                         }
                         for cid in chunk
                     ],
                 )
+
+    async def _audit_created(
+        self, op_id: str, draft: _Draft, state: OperationState, actor: Actor
+    ) -> None:
         await self._audit.record(
             actor,
             "operation.created",
             state,
             target=op_id,
-            chargers=ids,
-            reason=reason,
+            chargers=draft.charger_ids,
+            reason=draft.reason,
             detail={
-                "command": command,
-                "params": audited,
-                "stages": list(sizes),
-                "max_failure_rate": max_failure_rate,
-                "rate_per_second": rate_per_second,
-                **({"profile_id": profile_id} if profile_id else {}),
+                "command": draft.command,
+                "params": draft.audited,
+                "stages": list(draft.sizes),
+                "max_failure_rate": draft.max_failure_rate,
+                "rate_per_second": draft.rate_per_second,
+                **({"profile_id": draft.profile_id} if draft.profile_id else {}),
             },
         )
-        out: dict[str, Any] = {"id": op_id, "state": state}
-        if needs:
-            assert self._approvals is not None
-            summary = (
-                f"{command} on {len(ids)} chargers in {len(sizes)} stages "
-                f"({', '.join(map(str, sizes))})"
+
+    async def _request_approval(self, op_id: str, draft: _Draft, actor: Actor) -> str:
+        """Ask a second operator; the approval's id is kept on the operation (to withdraw it)."""
+        assert self._approvals is not None
+        approval_id = await self._approvals.request(
+            actor,
+            ACTION,
+            draft.summary,
+            {"operation_id": op_id},
+            draft.reason,
+            len(draft.charger_ids),
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(Operation)
+                .where(Operation.id == op_id)
+                .values(approval_id=approval_id, updated_at=self._clock.now())
             )
-            approval_id = await self._approvals.request(
-                actor, ACTION, summary, {"operation_id": op_id}, reason, len(ids)
-            )
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    update(Operation)
-                    .where(Operation.id == op_id)
-                    .values(approval_id=approval_id, updated_at=self._clock.now())
-                )
-            out["approval_id"] = approval_id
-        else:
-            self._launch(op_id)
-        return out
+        return approval_id
 
     # -- approvals ------------------------------------------------------------------------------
     async def _approved(self, payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
@@ -376,20 +460,27 @@ class OperationRunner:
             async with self._engine.begin() as conn:
                 changed = await conn.execute(
                     update(Operation)
-                    .where(Operation.id == op_id, Operation.state == "awaiting_approval")
-                    .values(state="running", started_at=now, updated_at=now)
+                    .where(
+                        Operation.id == op_id,
+                        Operation.state == OperationState.AWAITING_APPROVAL,
+                    )
+                    .values(state=OperationState.RUNNING, started_at=now, updated_at=now)
                 )
             if changed.rowcount != 1:
                 state = await self._state(op_id)
                 raise OperationConflict(f"operation {op_id} is {state or 'unknown'}")
         await self._audit.record(
-            approver, "operation.started", "running", target=op_id, detail={"approved": True}
+            approver,
+            "operation.started",
+            OperationState.RUNNING,
+            target=op_id,
+            detail={"approved": True},
         )
         self._launch(op_id)
-        return {"operation_id": op_id, "state": "running"}
+        return {"operation_id": op_id, "state": OperationState.RUNNING}
 
     async def _approval_ended(self, payload: dict[str, Any], why: str) -> None:
-        event = "expire" if why == "expired" else "reject"
+        event = OperationEvent.EXPIRE if why == "expired" else OperationEvent.REJECT
         op_id = str(payload.get("operation_id"))
         await self._end(op_id, event, SYSTEM, f"approval {why}")
 
@@ -397,9 +488,11 @@ class OperationRunner:
     async def cancel(self, op_id: str, actor: Actor, reason: str) -> str:
         """Cancel an operation waiting for approval or running; answers already on their way
         are still recorded. Raises LookupError or OperationConflict."""
-        return await self._end(op_id, "cancel", actor, reason)
+        return await self._end(op_id, OperationEvent.CANCEL, actor, reason)
 
-    async def _end(self, op_id: str, event: str, actor: Actor, reason: str | None) -> str:
+    async def _end(
+        self, op_id: str, event: OperationEvent, actor: Actor, reason: str | None
+    ) -> OperationState:
         async with self._lock:
             state = await self._state(op_id)
             if state is None:
@@ -416,7 +509,7 @@ class OperationRunner:
         await self._audit.record(
             actor, f"operation.{new}", new, target=op_id, reason=reason, detail={"was": state}
         )
-        if state == "awaiting_approval" and self._approvals is not None:
+        if state == OperationState.AWAITING_APPROVAL and self._approvals is not None:
             async with self._engine.connect() as conn:
                 approval_id = (
                     await conn.execute(select(Operation.approval_id).where(Operation.id == op_id))
@@ -425,7 +518,9 @@ class OperationRunner:
                 await self._approvals.withdraw(approval_id, actor, f"operation {new}")
         return new
 
-    async def _set_final(self, op_id: str, was: str, state: str, reason: str | None) -> bool:
+    async def _set_final(
+        self, op_id: str, was: str, state: OperationState, reason: str | None
+    ) -> bool:
         """``was`` -> ``state`` if still ``was``; chargers not yet sent are skipped."""
         now = self._clock.now()
         async with self._engine.begin() as conn:
@@ -438,8 +533,11 @@ class OperationRunner:
                 return False
             await conn.execute(
                 update(OperationResult)
-                .where(OperationResult.operation_id == op_id, OperationResult.state == "pending")
-                .values(state="skipped", detail={"reason": state}, at=now)
+                .where(
+                    OperationResult.operation_id == op_id,
+                    OperationResult.state == ResultState.PENDING,
+                )
+                .values(state=ResultState.SKIPPED, detail={"reason": state}, at=now)
             )
         return True
 
@@ -471,10 +569,16 @@ class OperationRunner:
             log.exception("operation failed", operation_id=live.id)
             live.stopping = True
             async with self._lock:
-                ended = await self._set_final(live.id, "running", "failed", str(exc)[:500])
+                ended = await self._set_final(
+                    live.id, OperationState.RUNNING, OperationState.FAILED, str(exc)[:500]
+                )
             if ended:
                 await self._audit.record(
-                    SYSTEM, "operation.failed", "failed", target=live.id, reason=str(exc)[:500]
+                    SYSTEM,
+                    "operation.failed",
+                    OperationState.FAILED,
+                    target=live.id,
+                    reason=str(exc)[:500],
                 )
         finally:
             if live.sends:
@@ -495,7 +599,7 @@ class OperationRunner:
                     )
                 ).all()
             }
-        if row.state != "running":
+        if row.state != OperationState.RUNNING:
             return
         step_fn = self._steps.get(row.command) or (
             self._command if catalog.get(row.command) else None
@@ -516,7 +620,9 @@ class OperationRunner:
         while not live.stopping:
             live.wake.clear()
             step = op.decide(
-                plan, op.Progress("running", stage, results, tuple(sends)), self._clock.monotonic()
+                plan,
+                op.Progress(OperationState.RUNNING, stage, results, tuple(sends)),
+                self._clock.monotonic(),
             )
             if step.stage != stage:
                 stage = step.stage
@@ -531,7 +637,7 @@ class OperationRunner:
                     await self._mark_sent(live.id, step.send)
                 at = self._clock.monotonic()
                 for cid in step.send:
-                    results[cid] = "sent"
+                    results[cid] = ResultState.SENT
                     sends.append(at)
                     task = asyncio.create_task(self._one(live, info, actor, cid, step_fn, results))
                     live.sends.add(task)
@@ -553,23 +659,23 @@ class OperationRunner:
         await self._audit.record(
             SYSTEM,
             "operation.stage",
-            "running",
+            OperationState.RUNNING,
             target=op_id,
             detail={"stage": stage + 1, "size": size},
         )
 
     async def _complete(
-        self, live: _Live, state: str, reason: str | None, results: dict[str, str]
+        self, live: _Live, state: OperationState, reason: str | None, results: dict[str, str]
     ) -> None:
         live.stopping = True
         async with self._lock:
-            ended = await self._set_final(live.id, "running", state, reason)
+            ended = await self._set_final(live.id, OperationState.RUNNING, state, reason)
         if not ended:
             return  # cancelled meanwhile: that entry is written
         counts: dict[str, int] = {}
         for s in results.values():
             counts[s] = counts.get(s, 0) + 1
-        failed = [cid for cid, s in results.items() if s == "failed"]
+        failed = [cid for cid, s in results.items() if s == ResultState.FAILED]
         await self._audit.record(
             SYSTEM,
             f"operation.{state}",
@@ -587,9 +693,9 @@ class OperationRunner:
                 .where(
                     OperationResult.operation_id == op_id,
                     OperationResult.charger_id.in_(list(ids)),
-                    OperationResult.state == "pending",
+                    OperationResult.state == ResultState.PENDING,
                 )
-                .values(state="sent", at=self._clock.now())
+                .values(state=ResultState.SENT, at=self._clock.now())
             )
 
     async def _one(
@@ -610,7 +716,7 @@ class OperationRunner:
         except Exception as exc:
             log.exception("operation step failed", operation_id=info.id, charger_id=cid)
             outcome = Outcome(False, None, {"reason": "error", "message": str(exc)[:500]})
-        state = "succeeded" if outcome.ok else "failed"
+        state = ResultState.SUCCEEDED if outcome.ok else ResultState.FAILED
         results[cid] = state
         try:
             async with self._engine.begin() as conn:
@@ -619,7 +725,7 @@ class OperationRunner:
                     .where(
                         OperationResult.operation_id == info.id,
                         OperationResult.charger_id == cid,
-                        OperationResult.state == "sent",
+                        OperationResult.state == ResultState.SENT,
                     )
                     .values(
                         state=state,
