@@ -26,6 +26,7 @@ from evota.control.dispatch import CommandPath, send_command
 from evota.control.local_lists import LocalListSync
 from evota.control.operations import OperationRunner
 from evota.files import load_key, private_dir, private_sqlite
+from evota.firmware import state_changes as firmware_changes
 from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage
 from evota.firmware.storage import LocalFirmwareStore
@@ -245,10 +246,13 @@ class Runtime:
     def _register_approvals(self) -> None:
         """What runs when each kind of four-eyes request is approved (defined with the
         routes that create the requests)."""
-        from evota.api import campaigns, chargers, firmware, users
+        from evota.api import campaigns, chargers, users
 
-        for module in (campaigns, chargers, firmware, users):
+        for module in (campaigns, chargers, users):
             module.register_approvals(self)
+        firmware_changes.register_approvals(
+            self.approvals, self.engine, self.clock, self.on_firmware_revoked
+        )
 
     async def _charger_auth_alert(self, filled: Exhausted) -> None:
         """Failed charger keys filled a window: a security event for the operators."""

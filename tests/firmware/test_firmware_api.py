@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import update
 
-from evota.api.firmware import MultipartError, MultipartParser, _PartEnd, _PartStart, _safe_filename
+from evota.api.multipart import MultipartError, MultipartParser, PartEnd, PartStart
+from evota.files import safe_filename
 from evota.firmware import signing
 from evota.store.models import Charger
 from tests.conftest import api_client, provision, start_runtime
@@ -542,10 +543,10 @@ def _events(raw: bytes, step: int) -> list[Any]:
                 merged[-1] = ("data", merged[-1][1] + e)
             else:
                 merged.append(("data", e))
-        elif isinstance(e, _PartStart):
+        elif isinstance(e, PartStart):
             merged.append(("start", e.name, e.filename))
         else:
-            assert isinstance(e, _PartEnd)
+            assert isinstance(e, PartEnd)
             merged.append(("end",))
     return merged
 
@@ -580,8 +581,8 @@ def test_parser_headers_and_filenames():
         _events(raw[:-2], 5)
     with pytest.raises(MultipartError):
         _events(f"--{BOUNDARY}xx\r\n".encode(), 4)
-    assert _safe_filename("C:\\Users\\me\\fw.bin") == "fw.bin"
-    assert _safe_filename("../../etc/passwd") == "passwd"
-    assert _safe_filename("..") is None and _safe_filename(None) is None
-    assert _safe_filename(" a\x01\x7fb.bin ") == "ab.bin"
-    assert _safe_filename("x" * 300 + ".bin") == "x" * 255
+    assert safe_filename("C:\\Users\\me\\fw.bin") == "fw.bin"
+    assert safe_filename("../../etc/passwd") == "passwd"
+    assert safe_filename("..") is None and safe_filename(None) is None
+    assert safe_filename(" a\x01\x7fb.bin ") == "a__b.bin"  # one rule for every upload
+    assert safe_filename("x" * 300 + ".bin") == "x" * 255

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from starlette.requests import ClientDisconnect
 
 from evota.api.deps import Principal, RuntimeDep, authorize_charger, require, scope_filter
-from evota.api.firmware import MultipartError, MultipartParser, _Body, _PartStart
+from evota.api.multipart import DRAIN_BYTES, Body, MultipartError, MultipartParser, PartStart
 from evota.api.pages import fetch_page
 from evota.api.params import PRINTABLE, ChargerId, Limit, Offset, Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
@@ -40,7 +40,6 @@ from evota.store.models import Charger, ChargerFile
 router = APIRouter(tags=["files"])
 
 _MAX_OTHER_PARTS_BYTES: Final = 64 * 1024  # text parts next to the file (ignored)
-_DRAIN_BYTES: Final = 64 * 1024 * 1024
 _TOKEN_PROBLEMS: Final = {
     TokenExpired: "the upload URL has expired: request the file again",
     TokenInvalid: "the upload URL is not valid",
@@ -86,7 +85,7 @@ async def _drain(stream: AsyncIterator[bytes]) -> None:
     with contextlib.suppress(Exception):
         async for chunk in stream:
             seen += len(chunk)
-            if seen > _DRAIN_BYTES:
+            if seen > DRAIN_BYTES:
                 return
 
 
@@ -188,12 +187,12 @@ async def upload_post(token: Token, request: Request, rt: RuntimeDep) -> FileOut
     if _declared_too_large(request, limit + _MAX_OTHER_PARTS_BYTES):
         await _drain(stream)
         raise _too_large(limit)
-    body = _Body(stream, MultipartParser(boundary))
+    body = Body(stream, MultipartParser(boundary))
     row: dict[str, Any] | None = None
     other = 0
     try:
         while (event := await body.next()) is not None:
-            if not isinstance(event, _PartStart):
+            if not isinstance(event, PartStart):
                 if isinstance(event, bytes):
                     other += len(event)
                     if other > _MAX_OTHER_PARTS_BYTES:

@@ -1,0 +1,200 @@
+"""Taking an uploaded image into the repository: what is accepted, the trust policy, storing.
+
+The API streams the file into the content-addressed store and validates the form fields;
+here the image is judged: not empty, not a version the vendor already has, and either
+signed by a certificate a trusted root of the vendor issued (the signature checked against
+the stored file) or unsigned for a vendor whose policy allows it. Refusals are
+:class:`IntakeError` (what went wrong, what to do, which field) and the repository's own
+errors; the API maps them to problem responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from evota.firmware import repository as repo
+from evota.firmware import signing
+from evota.firmware.storage import LocalFirmwareStore, StoredBlob
+
+__all__ = ["IntakeError", "Refusal", "Submission", "accept", "discard"]
+
+
+class Refusal(enum.StrEnum):
+    """Why an upload was refused (the API gives each its status and title)."""
+
+    EMPTY_FILE = "empty_file"
+    EXISTS = "exists"
+    UNSIGNED = "unsigned"
+    INCOMPLETE_SIGNATURE = "incomplete_signature"  # a signature without its certificate, or so
+    INVALID_SIGNATURE = "invalid_signature"
+    INVALID_CERTIFICATE = "invalid_certificate"
+    UNTRUSTED_CERTIFICATE = "untrusted_certificate"
+    RACED = "raced"  # the stored file vanished under a concurrent refused upload
+
+
+class IntakeError(Exception):
+    """An upload refused: ``refusal`` says why, ``detail`` what to do, ``field`` where."""
+
+    def __init__(self, refusal: Refusal, detail: str, field: str) -> None:
+        super().__init__(detail)
+        self.refusal = refusal
+        self.detail = detail
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """An upload's metadata, validated by the API (blank signature fields are None)."""
+
+    vendor: str
+    version: str
+    models: Sequence[str]
+    hardware_revisions: Sequence[str] = ()
+    signature: str | None = None
+    signing_certificate: str | None = None
+    release_notes: str = ""
+    state: str = "draft"
+    min_current_version: str | None = None
+    supersedes: Sequence[str] = ()
+    filename: str | None = None  # a label only (evota.files.safe_filename)
+
+
+_blob_locks: weakref.WeakKeyDictionary[LocalFirmwareStore, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _blob_lock(store: LocalFirmwareStore) -> asyncio.Lock:
+    """Serialises "is this blob still referenced? then delete it" against new references."""
+    lock = _blob_locks.get(store)
+    if lock is None:
+        lock = _blob_locks[store] = asyncio.Lock()
+    return lock
+
+
+async def discard(engine: AsyncEngine, store: LocalFirmwareStore, blob: StoredBlob) -> None:
+    """Remove a blob a refused upload created, unless an image references it by now."""
+    if not blob.created:
+        return
+    async with _blob_lock(store):
+        if not await repo.sha256_in_use(engine, blob.sha256):
+            await store.delete(blob.sha256)
+
+
+async def check_trust(
+    engine: AsyncEngine,
+    store: LocalFirmwareStore,
+    submission: Submission,
+    blob: StoredBlob,
+    now: dt.datetime,
+) -> None:
+    """The trust policy: a vendor's images are signed by a certificate one of its trusted
+    roots issued, over these very bytes, unless the vendor allows unsigned images."""
+    vendor = submission.vendor
+    signature, certificate = submission.signature, submission.signing_certificate
+    if signature is None and certificate is None:
+        if not await repo.allows_unsigned(engine, vendor):
+            raise IntakeError(
+                Refusal.UNSIGNED,
+                f"unsigned firmware is refused for vendor {vendor}: send signature and "
+                "signing_certificate, or allow unsigned images with "
+                f"PUT /api/v1/firmware/vendors/{vendor}",
+                "signature",
+            )
+        return
+    if signature is None:
+        raise IntakeError(
+            Refusal.INCOMPLETE_SIGNATURE, "signature is required with a certificate", "signature"
+        )
+    if certificate is None:
+        raise IntakeError(
+            Refusal.INCOMPLETE_SIGNATURE,
+            "signing_certificate is required with a signature",
+            "signing_certificate",
+        )
+    cert_pem = certificate.encode("utf-8")
+    try:
+        signing.decode_signature(signature)
+    except signing.SignatureError as exc:
+        raise IntakeError(Refusal.INVALID_SIGNATURE, exc.reason, "signature") from None
+    try:
+        signing.public_key_pem(cert_pem)
+    except signing.CertificateError as exc:
+        raise IntakeError(Refusal.INVALID_CERTIFICATE, exc.reason, "signing_certificate") from None
+    roots = await repo.trusted_root_pems(engine, vendor)
+    if not roots:
+        raise IntakeError(
+            Refusal.UNTRUSTED_CERTIFICATE,
+            f"no trusted roots are configured for vendor {vendor}: add one with "
+            "POST /api/v1/firmware/trusted-roots",
+            "signing_certificate",
+        )
+    try:
+        await asyncio.to_thread(signing.verify_certificate, cert_pem, roots, now)
+    except signing.CertificateError as exc:
+        raise IntakeError(
+            Refusal.UNTRUSTED_CERTIFICATE,
+            f"certificate is not issued by a trusted root for vendor {vendor}: {exc.reason}",
+            "signing_certificate",
+        ) from None
+    path = store.path_of(blob.sha256)
+    if path is None:
+        raise IntakeError(Refusal.RACED, "the stored file vanished; upload again", "file")
+    try:
+        await asyncio.to_thread(signing.verify_file, path, signature, cert_pem, at=now)
+    except signing.SignatureError as exc:
+        raise IntakeError(
+            Refusal.INVALID_SIGNATURE,
+            f"signature does not match the file: {exc.reason}",
+            "signature",
+        ) from None
+
+
+async def accept(
+    engine: AsyncEngine,
+    store: LocalFirmwareStore,
+    submission: Submission,
+    blob: StoredBlob,
+    now: dt.datetime,
+) -> repo.FirmwareRecord:
+    """Judge a stored upload and add it to the repository; :class:`IntakeError` or a
+    :class:`~evota.firmware.repository.RepositoryError` when refused (the caller then
+    :func:`discard`\\ s the blob)."""
+    if blob.size == 0:
+        raise IntakeError(Refusal.EMPTY_FILE, "the firmware file is empty", "file")
+    if await repo.version_exists(engine, submission.vendor, submission.version):
+        raise IntakeError(
+            Refusal.EXISTS,
+            f"{submission.vendor} firmware {submission.version} exists",
+            "version",
+        )
+    await check_trust(engine, store, submission, blob, now)
+    signature = submission.signature
+    new = repo.NewFirmware(
+        vendor=submission.vendor,
+        version=submission.version,
+        sha256=blob.sha256,
+        size=blob.size,
+        models=submission.models,
+        hardware_revisions=submission.hardware_revisions,
+        filename=submission.filename,
+        state=submission.state,
+        signature="".join(signature.split()) if signature else None,
+        signing_certificate=submission.signing_certificate,
+        release_notes=submission.release_notes,
+        min_current_version=submission.min_current_version,
+        supersedes=submission.supersedes,
+    )
+    async with _blob_lock(store):
+        # A concurrent refused upload of the same bytes may have deleted the blob after our
+        # put found it already stored; never insert an image without its file.
+        if not await store.exists(blob.sha256):
+            raise IntakeError(Refusal.RACED, "the stored file vanished; upload again", "file")
+        return await repo.add_firmware(engine, new, now)
