@@ -3,13 +3,45 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 
 class ApiError(Exception):
-    """One line for the user: the server's problem title, detail and field."""
+    """A call to the evota API that failed: the one error type of every API client (the CLI,
+    the console).
+
+    ``str()`` is one line for the user (``HTTP 404: Not found: no charger 'X'``); ``status``,
+    ``title``, ``detail`` and ``field`` are the problem answer's, for pages that show it
+    (``status`` is None when there was no answer: no token, evota unreachable).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        title: str = "Error",
+        detail: str = "",
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.field = field
+
+    @classmethod
+    def of_problem(cls, status: int, problem: object, reason: str = "") -> ApiError:
+        """The error for a 4xx/5xx answer whose body is ``problem`` (parsed JSON, if any)."""
+        body: Mapping[str, Any] = problem if isinstance(problem, Mapping) else {}
+        title = str(body.get("title") or reason or "Error")
+        detail = str(body.get("detail") or "")
+        field = body.get("field")
+        message = f"HTTP {status}: {title}" + (f": {detail}" if detail else "")
+        return cls(message, status=status, title=title, detail=detail, field=field)
 
 
 class Client:
@@ -32,10 +64,7 @@ class Client:
                 body = response.json()
             except ValueError:
                 body = {"title": response.text[:200]}
-            parts = [str(body.get("title", response.reason_phrase))]
-            if body.get("detail"):
-                parts.append(str(body["detail"]))
-            raise ApiError(f"HTTP {response.status_code}: " + ": ".join(parts))
+            raise ApiError.of_problem(response.status_code, body, response.reason_phrase)
         return response
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:

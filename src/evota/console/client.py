@@ -14,17 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from evota.api.deps import POLL_HEADER, SESSION_COOKIE
-
-
-class ApiError(Exception):
-    """A problem answer (4xx/5xx) from the API: its status, title, detail and field."""
-
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
-        super().__init__(problem.get("detail") or problem.get("title") or str(status))
-        self.status = status
-        self.title = str(problem.get("title") or "Error")
-        self.detail = str(problem.get("detail") or "")
-        self.field = problem.get("field")
+from evota.client import ApiError
 
 
 class Api:
@@ -48,7 +38,7 @@ class Api:
                 problem = r.json()
             except ValueError:
                 problem = {"title": r.reason_phrase}
-            raise ApiError(r.status_code, problem if isinstance(problem, dict) else {})
+            raise ApiError.of_problem(r.status_code, problem)
         return r.json()
 
     async def maybe(self, path: str, **params: Any) -> Any:

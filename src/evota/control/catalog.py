@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from evota.control import commands
+from evota.control.commands import CertificateUse
 
 INT32_MAX = 2**31 - 1
 Id = Annotated[int, Field(ge=0, le=INT32_MAX)]
@@ -40,13 +41,6 @@ TxId = Annotated[str, Field(min_length=1, max_length=36)]  # a transaction id a 
 Retries = Annotated[int, Field(ge=0, le=100)]
 Seconds = Annotated[int, Field(ge=0, le=7 * 24 * 3600)]
 Purpose = Literal["ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"]
-CertificateUse = Literal[
-    "CentralSystemRootCertificate",
-    "CSMSRootCertificate",
-    "ManufacturerRootCertificate",
-    "V2GRootCertificate",
-    "MORootCertificate",
-]
 TokenType = Literal[
     "Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"
 ]
