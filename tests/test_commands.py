@@ -24,7 +24,7 @@ from evota.control import catalog
 from evota.firmware import signing
 from evota.sim import Fleet, fleet_from_flags
 from evota.sim.charger import SimulatedCharger
-from evota.sim.control import ControlState, state
+from evota.sim.control.state import ControlState, state
 from evota.store.models import AuditCharger, AuditEntry, ChargerEvent, ChargerFile
 
 from .conftest import TOKEN, Keys, connect, provision

@@ -29,7 +29,7 @@ from evota.fleet import tokens
 from evota.fleet.tokens import NOT_HERE, TokenRecord, decide
 from evota.runtime import Runtime
 from evota.sim import Fleet, SiteSpec, fleet_from_flags
-from evota.sim.control import state as sim_state
+from evota.sim.control.state import state as sim_state
 from evota.store.models import AuditEntry, ChargingSession
 
 from .conftest import TOKEN, api_client, connect, provision, start_runtime

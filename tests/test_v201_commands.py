@@ -17,7 +17,7 @@ from sqlalchemy import select
 from evota.firmware import signing
 from evota.sim import Fleet, fleet_from_flags
 from evota.sim.charger import SimulatedCharger
-from evota.sim.control import ControlState, state
+from evota.sim.control.state import ControlState, state
 from evota.store.models import ChargerEvent, ChargerFile, ChargingSession
 
 from .conftest import TOKEN, Keys

@@ -21,15 +21,11 @@ from hypothesis import strategies as st
 from evota.firmware.signing import generate_ca
 from evota.ocpp import rpc
 from evota.sim.charger import SimConfig, SimulatedCharger
-from evota.sim.control import (
-    LocalList,
-    apply_local_list,
-    certificate_hash,
-    change_answer,
-    core_configuration,
-    limit_kw,
-    state,
-)
+from evota.sim.control.certificates import certificate_hash
+from evota.sim.control.keys import change_answer, core_configuration
+from evota.sim.control.locallist import LocalList, apply_local_list
+from evota.sim.control.schedules import limit_kw
+from evota.sim.control.state import state
 from evota.sim.runner import wait_until
 
 from .conftest import CallErrorAnswer, FakeCsms, fast, spec

@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 
 from evota.ocpp import rpc
 from evota.ocpp.errors import RpcError
-from evota.sim.charger import HANDLERS, Reply, SimConfig, SimulatedCharger, handles
+from evota.sim.charger import Reply, SimConfig, SimulatedCharger, handles
 from evota.sim.runner import wait_until
+from evota.sim.v16 import HANDLERS
 
 from .conftest import NEVER, CallErrorAnswer, FakeCsms, fast, spec
 

@@ -17,7 +17,8 @@ import pytest
 from evota.firmware.signing import generate_ca
 from evota.ocpp import rpc
 from evota.sim.charger import SimConfig, SimulatedCharger
-from evota.sim.control import certificate_hash, state
+from evota.sim.control.certificates import certificate_hash
+from evota.sim.control.state import state
 from evota.sim.fleet import FaultProfile
 from evota.sim.runner import wait_until
 from evota.sim.v201 import V201Wire

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from evota.sim.charger import SimulatedCharger
 from evota.sim.cli import sim_command
-from evota.sim.control import ConfigKey, change_answer
+from evota.sim.control.keys import ConfigKey, change_answer
 from evota.sim.devicemodel import Model, get_results, report_items, set_decision
 from evota.sim.fleet import (
     FaultProfile,

@@ -2,13 +2,13 @@
 
 ``fleet`` turns a fleet file or flags into charger specs, ``charger`` is one simulated
 charger (one core behind a per-protocol wire), ``firmware`` its firmware updates and
-``control`` its remote commands (both registered into the charger's dispatch table on
-import), ``v201`` the OCPP 2.0.1 wire and handlers (with ``devicemodel``), ``runner`` runs and
-provisions a fleet, ``cli`` is ``evota sim``.
+``control`` its remote commands (one module per OCPP functional block), ``v16`` the OCPP 1.6J
+wire and its dispatch table, ``v201`` the OCPP 2.0.1 wire and handlers (with
+``devicemodel``), ``runner`` runs and provisions a fleet, ``cli`` is ``evota sim``.
 """
 
-from evota.sim.charger import HANDLERS, ChargerStats, Reply, SimConfig, SimulatedCharger, handles
-from evota.sim.control import ControlState  # registers the remote command handlers
+from evota.sim.charger import ChargerStats, Reply, SimConfig, SimulatedCharger, handles
+from evota.sim.control.state import ControlState
 from evota.sim.firmware import FirmwareAgent
 from evota.sim.fleet import (
     ChargerSpec,
@@ -23,6 +23,7 @@ from evota.sim.fleet import (
     parse_fleet,
 )
 from evota.sim.runner import Fleet, FleetSummary, ProvisionError, ProvisionReport, wait_until
+from evota.sim.v16 import HANDLERS, V16Wire  # registers the OCPP 1.6J wire
 from evota.sim.v201 import V201Wire  # registers the OCPP 2.0.1 wire and handlers
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "SimConfig",
     "SimulatedCharger",
     "SiteSpec",
+    "V16Wire",
     "V201Wire",
     "derive_key",
     "fleet_from_flags",

@@ -9,19 +9,21 @@ Time: intervals the charger chooses (heartbeats, meter values, session lengths, 
 *simulated seconds*, divided by ``SimConfig.speed`` before sleeping; network limits (call
 timeout, reconnect backoff) are real seconds, because they protect the CSMS, not the story.
 
-Inbound CALLs go through a dispatch table (:data:`HANDLERS`, extended with :func:`handles`),
-so firmware updates, diagnostics, remote commands and fault profiles add entries instead of
-touching the connection code; :data:`AFTER_BOOT` hooks run after every accepted boot (e.g. to
-report a firmware update's result). Firmware updates live in :mod:`evota.sim.firmware`.
+Inbound CALLs go through the wire's dispatch table (action -> :data:`Handler`), so firmware
+updates, remote commands and fault profiles add entries instead of touching the connection
+code; :data:`AFTER_BOOT` hooks run after every accepted boot (e.g. to report a firmware
+update's result). Firmware updates live in :mod:`evota.sim.firmware`, remote commands in
+:mod:`evota.sim.control` (one module per OCPP functional block).
 
 Protocols: the charger is one core (sessions, reboots, firmware, configuration) behind a
 :class:`Wire`, the per-version adapter that spells what the core does as messages and owns the
-version's dispatch table. :class:`Wire` itself is OCPP 1.6J; :mod:`evota.sim.v201` registers
-``ocpp2.0.1`` in :data:`WIRES`. The core never builds a payload.
+version's dispatch table: :mod:`evota.sim.v16` (OCPP 1.6J) and :mod:`evota.sim.v201` register
+theirs in :data:`WIRES`. The core never builds a payload.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import contextlib
@@ -31,7 +33,7 @@ import urllib.parse
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 import structlog
@@ -41,17 +43,17 @@ from websockets.typing import Subprotocol
 
 from evota.clock import Clock, SystemClock
 from evota.ocpp import rpc
-from evota.ocpp.errors import V16_SPELLING, ErrorKind, RpcError
-from evota.ocpp.schemas import SchemaSet, v16
+from evota.ocpp.errors import ErrorKind, RpcError
+from evota.ocpp.schemas import SchemaSet
 from evota.sim.fleet import ChargerSpec
 
 if TYPE_CHECKING:
-    from evota.sim.control import ConfigKey, ControlState
+    from evota.sim.control.keys import ConfigKey
+    from evota.sim.control.state import ControlState
     from evota.sim.firmware import FirmwareAgent
 
 log = structlog.get_logger("evota.sim")
 
-SUBPROTOCOL = "ocpp1.6"
 USER_AGENT = "evota-sim/0.1"
 
 
@@ -159,67 +161,61 @@ class Reply:
     then: Callable[[], Awaitable[None]] | None = None
 
 
+#: Answers one CSMS-initiated action; payloads arrive schema-validated, replies are checked.
 Handler = Callable[["SimulatedCharger", rpc.Call], Awaitable[Reply]]
-
-#: Inbound action -> handler (OCPP 1.6). Payloads arrive schema-validated; replies are too.
-HANDLERS: dict[str, Handler] = {}
-
-#: The same for OCPP 2.0.1 chargers (filled by :mod:`evota.sim.v201`).
-V201_HANDLERS: dict[str, Handler] = {}
 
 #: Run (as a connection task) after every accepted boot, once the connectors are reported.
 AFTER_BOOT: list[Callable[[SimulatedCharger], Coroutine[Any, Any, None]]] = []
 
 
-def handles(action: str, table: dict[str, Handler] | None = None) -> Callable[[Handler], Handler]:
-    """Register a handler for a CSMS-initiated action (in :data:`HANDLERS` by default)."""
+def handles(action: str, table: dict[str, Handler]) -> Callable[[Handler], Handler]:
+    """Register a handler for a CSMS-initiated action in a dispatch table."""
 
     def register(handler: Handler) -> Handler:
-        (HANDLERS if table is None else table)[action] = handler
+        table[action] = handler
         return handler
 
     return register
 
 
-@handles("Reset")
-async def _on_reset(charger: SimulatedCharger, call: rpc.Call) -> Reply:
-    kind = call.payload["type"]
-    return Reply({"status": "Accepted"}, then=lambda: charger.reboot(hard=kind == "Hard"))
-
-
 # -- the wire: one OCPP version's spelling of what the core does ------------------------------
 
 
-class Wire:
-    """OCPP 1.6J, and the base of other versions' adapters (one instance per charger).
+class Wire(abc.ABC):
+    """One OCPP version's spelling of what the core does (one instance per charger):
+    :class:`evota.sim.v16.V16Wire`, :class:`evota.sim.v201.V201Wire`.
 
     Methods that send take the charger and call :meth:`SimulatedCharger.call`, so every
     message is schema-checked by the charger; methods returning ``(action, payload)`` leave
     the sending to the caller (the firmware outbox queues them while offline).
     """
 
-    protocol = "ocpp1.6"
-    #: The 1.6 simulator boots on every connection; a 2.0.1 station only after a (re)boot.
-    boot_every_connection = True
+    #: The WebSocket subprotocol, also ``ChargerSpec.protocol``.
+    protocol: ClassVar[str]
+    #: Boot on every connection (1.6), or only after a (re)boot (a 2.0.1 station).
+    boot_every_connection: ClassVar[bool]
     #: Firmware statuses beyond 1.6 core (DownloadScheduled) even for unsigned updates.
-    detailed_firmware = False
+    detailed_firmware: ClassVar[bool]
 
     @property
     def subprotocol(self) -> str:
         return self.protocol
 
     @property
+    @abc.abstractmethod
     def spelling(self) -> dict[ErrorKind, str]:
-        return V16_SPELLING
+        """Error codes as the version spells them in CALLERRORs."""
 
-    def schemas(self) -> SchemaSet:
-        return v16()
+    @abc.abstractmethod
+    def schemas(self) -> SchemaSet: ...
 
+    @abc.abstractmethod
     def handlers(self) -> dict[str, Handler]:
-        return HANDLERS
+        """The version's dispatch table (inbound action -> handler)."""
 
     async def booted(self, charger: SimulatedCharger, reason: str) -> None:
         """After an accepted boot (a connection task): what the version reports then."""
+        return None  # nothing by default
 
     def allow_sessions_pending_update(self, charger: SimulatedCharger) -> bool:
         """Whether sessions may start while an update waits to install (2.0.1 can say so)."""
@@ -230,110 +226,48 @@ class Wire:
         return {}
 
     # -- charger-initiated messages -------------------------------------------------------------
+    @abc.abstractmethod
     def boot(self, charger: SimulatedCharger, reason: str) -> dict[str, Any]:
-        """The BootNotification payload (1.6 has no boot reason)."""
-        spec = charger.spec
-        return {
-            "chargePointVendor": spec.vendor,
-            "chargePointModel": spec.model,
-            "chargePointSerialNumber": spec.serial_number,
-            "firmwareVersion": charger.firmware_version,
-        }
+        """The BootNotification payload."""
 
+    @abc.abstractmethod
     async def status(
         self, charger: SimulatedCharger, connector: int, status: str, error_code: str, force: bool
     ) -> None:
         """Report a connector status (the core speaks 1.6 statuses; 0 is the whole charger)."""
-        await charger.call(
-            "StatusNotification",
-            {
-                "connectorId": connector,
-                "errorCode": error_code,
-                "status": status,
-                "timestamp": charger._now(),
-            },
-        )
 
+    @abc.abstractmethod
     def authorize_remote(self, charger: SimulatedCharger) -> bool:
-        """Whether a remotely started session is authorized first (1.6 sim: always)."""
-        return True
+        """Whether a remotely started session is authorized first."""
 
-    async def authorize(self, charger: SimulatedCharger, txn: Transaction) -> bool:
-        auth = await charger.call("Authorize", {"idTag": txn.id_tag})
-        return bool(auth["idTagInfo"]["status"] == "Accepted")
+    @abc.abstractmethod
+    async def authorize(self, charger: SimulatedCharger, txn: Transaction) -> bool: ...
 
+    @abc.abstractmethod
     async def start(self, charger: SimulatedCharger, txn: Transaction) -> bool:
         """Open the transaction (sets its id); False: the CSMS refused the id tag."""
-        started = await charger.call(
-            "StartTransaction",
-            {
-                "connectorId": txn.connector_id,
-                "idTag": txn.id_tag,
-                "meterStart": txn.meter_start,
-                "timestamp": charger._now(),
-            },
-        )
-        txn.transaction_id = started["transactionId"]
-        return bool(started["idTagInfo"]["status"] == "Accepted")
 
-    async def meter(self, charger: SimulatedCharger, txn: Transaction) -> None:
-        assert txn.transaction_id is not None
-        await charger.call(
-            "MeterValues",
-            {
-                "connectorId": txn.connector_id,
-                "transactionId": txn.transaction_id,
-                "meterValue": [
-                    {
-                        "timestamp": charger._now(),
-                        "sampledValue": [
-                            {
-                                "value": str(int(charger.meter_wh[txn.connector_id])),
-                                "context": "Sample.Periodic",
-                                "measurand": "Energy.Active.Import.Register",
-                                "location": "Outlet",
-                                "unit": "Wh",
-                            }
-                        ],
-                    }
-                ],
-            },
-        )
+    @abc.abstractmethod
+    async def meter(self, charger: SimulatedCharger, txn: Transaction) -> None: ...
 
+    @abc.abstractmethod
     async def stop(
         self, charger: SimulatedCharger, txn: Transaction, reason: str, meter_stop: int
-    ) -> None:
-        assert txn.transaction_id is not None
-        await charger.call(
-            "StopTransaction",
-            {
-                "transactionId": txn.transaction_id,
-                "idTag": txn.id_tag,
-                "meterStop": meter_stop,
-                "timestamp": charger._now(),
-                "reason": reason,
-            },
-        )
+    ) -> None: ...
 
+    @abc.abstractmethod
     def firmware_status(self, status: str, request_id: int | None) -> tuple[str, dict[str, Any]]:
-        """A plain update (no request id) reports 1.6 core statuses, a signed one the
-        extension's."""
-        if request_id is None:
-            return "FirmwareStatusNotification", {"status": status}
-        return "SignedFirmwareStatusNotification", {"status": status, "requestId": request_id}
+        """The (action, payload) reporting a firmware status."""
 
+    @abc.abstractmethod
     def security_event(
         self, charger: SimulatedCharger, kind: str, tech_info: str
     ) -> tuple[str, dict[str, Any]] | None:
-        """None for a charger without the security extension (``firmware_update: plain``)."""
-        if charger.spec.firmware_update == "plain":
-            return None
-        payload = {"type": kind, "timestamp": charger._now(), "techInfo": tech_info[:255]}
-        return "SecurityEventNotification", payload
+        """The (action, payload) of a security event; None where the charger has none."""
 
 
-#: Protocol -> wire factory; :mod:`evota.sim.v201` adds ``ocpp2.0.1``.
-WIRES: dict[str, Callable[[], Wire]] = {"ocpp1.6": Wire}
+#: Protocol -> wire factory, filled by :mod:`evota.sim.v16` and :mod:`evota.sim.v201`.
+WIRES: dict[str, Callable[[], Wire]] = {}
 
 
 # -- the charger ------------------------------------------------------------------------------
@@ -409,7 +343,7 @@ class SimulatedCharger:
         self.hold_idle_connectors = False
         self.auth_key = spec.auth_key  # the AuthorizationKey configuration key may change it
         self.inoperative: set[int] = set()  # ChangeAvailability Inoperative (0: whole charger)
-        self.control: ControlState | None = None  # remote command state (evota.sim.control)
+        self.control: ControlState | None = None  # remote command state (evota.sim.control.state)
         self._ids = itertools.count(1)
         self._ws: ClientConnection | None = None
         self._call_lock = asyncio.Lock()

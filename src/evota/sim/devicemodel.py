@@ -1,7 +1,7 @@
 """The OCPP 2.0.1 device model of a simulated charger, as pure functions over data.
 
 A 2.0.1 charger is configured through component/variable pairs; the simulator keeps one
-configuration store for both versions (:class:`~evota.sim.control.ControlState`), so each
+configuration store for both versions (:class:`~evota.sim.control.state.ControlState`), so each
 variable here either names a store key (a 1.6 key such as ``HeartbeatInterval``, or a 2.0.1-only
 one spelled ``Component.Variable[instance]``) or is computed from the charger's state
 (``AvailabilityState``, ``ClockCtrlr.DateTime``). The pairs follow the 2.0.1 standard names
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from evota.sim.control import ConfigKey
+from evota.sim.control.keys import ConfigKey
 
 RW, RO, WO = "ReadWrite", "ReadOnly", "WriteOnly"
 

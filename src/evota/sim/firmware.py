@@ -50,7 +50,6 @@ from evota.sim.charger import (
     NotConnected,
     Reply,
     SimulatedCharger,
-    handles,
 )
 from evota.sim.fleet import FAULT_RATES, MAX_FIRMWARE
 
@@ -531,8 +530,7 @@ def agent(charger: SimulatedCharger) -> FirmwareAgent:
 # -- OCPP handlers ------------------------------------------------------------------------------
 
 
-@handles("UpdateFirmware")
-async def _on_update_firmware(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+async def on_update_firmware(charger: SimulatedCharger, call: rpc.Call) -> Reply:
     """Plain 1.6: the answer has no status, so refusals (reject, busy installing) are silent."""
     if charger.spec.firmware_update == "signed":
         raise RpcError(ErrorKind.NOT_SUPPORTED, "this charger takes SignedUpdateFirmware only")
@@ -622,8 +620,7 @@ def begin(a: FirmwareAgent, update: Update, status: str) -> Reply:
     return Reply({"status": status}, then=lambda: a.start(update))
 
 
-@handles("SignedUpdateFirmware")
-async def _on_signed_update_firmware(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+async def on_signed_update_firmware(charger: SimulatedCharger, call: rpc.Call) -> Reply:
     if charger.spec.firmware_update == "plain":
         raise RpcError(ErrorKind.NOT_IMPLEMENTED, "unknown action 'SignedUpdateFirmware'")
     a = agent(charger)

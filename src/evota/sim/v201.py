@@ -36,10 +36,8 @@ from typing import Any
 from evota.ocpp import rpc
 from evota.ocpp.errors import V201_SPELLING, ErrorKind, RpcError
 from evota.ocpp.schemas import SchemaSet, v201
-from evota.sim import control, devicemodel, firmware
+from evota.sim import devicemodel, firmware
 from evota.sim.charger import (
-    HANDLERS,
-    V201_HANDLERS,
     WIRES,
     CallFailed,
     Handler,
@@ -49,7 +47,20 @@ from evota.sim.charger import (
     Wire,
     handles,
 )
-from evota.sim.control import ConfigKey, apply_local_list, apply_setting, state
+from evota.sim.control import (
+    authorization,
+    availability,
+    certificates,
+    datatransfer,
+    diagnostics,
+    smartcharging,
+    transactions,
+)
+from evota.sim.control.configuration import apply_setting
+from evota.sim.control.keys import ConfigKey
+from evota.sim.control.locallist import apply_local_list
+from evota.sim.control.schedules import StoredProfile
+from evota.sim.control.state import state
 
 SUBPROTOCOL = "ocpp2.0.1"
 
@@ -96,6 +107,9 @@ PROFILE_PURPOSES = {  # 2.0.1 -> the core's (1.6) purpose names
     "TxProfile": "TxProfile",
 }
 _IDLE_POLL = 0.05  # real s between checks whether a scheduled reset may run
+
+#: Inbound 2.0.1 action -> handler (the handlers below register themselves).
+V201_HANDLERS: dict[str, Handler] = {}
 
 
 def _handles(action: str) -> Callable[[Handler], Handler]:
@@ -402,10 +416,7 @@ async def _on_change_availability(charger: SimulatedCharger, call: rpc.Call) -> 
     connector = evse.get("id", 0)  # EVSE 0 (or none): the whole station
     if connector != 0 and (connector not in _evses(charger) or evse.get("connectorId", 1) != 1):
         return Reply({"status": "Rejected"})
-    as_16 = {"connectorId": connector, "type": call.payload["operationalStatus"]}
-    return await control._on_change_availability(
-        charger, rpc.Call(call.message_id, "ChangeAvailability", as_16)
-    )
+    return availability.change_availability(charger, connector, call.payload["operationalStatus"])
 
 
 # -- transactions -------------------------------------------------------------------------------
@@ -430,7 +441,7 @@ async def _on_request_start(charger: SimulatedCharger, call: rpc.Call) -> Reply:
 
     async def start() -> None:
         if profile is not None:
-            stored = control.StoredProfile(evse, profile_16(profile), charger.clock.now())
+            stored = StoredProfile(evse, profile_16(profile), charger.clock.now())
             state(charger).profiles[stored.id] = stored
         with contextlib.suppress(ValueError, CallFailed):  # raced by another start
             charger.begin_session(
@@ -452,7 +463,7 @@ async def _on_request_stop(charger: SimulatedCharger, call: rpc.Call) -> Reply:
         if txn.transaction_id == wanted and txn.stop_requested is None:
 
             async def stop(connector: int = connector) -> None:
-                control._stop(charger, connector, "Remote")
+                transactions.request_stop(charger, connector, "Remote")
 
             return Reply({"status": "Accepted"}, then=stop)
     return Reply({"status": "Rejected"})
@@ -626,8 +637,11 @@ async def _on_trigger_message(charger: SimulatedCharger, call: rpc.Call) -> Repl
                 log_payload["requestId"] = st.log_request_id
             sends = functools.partial(charger.call, "LogStatusNotification", log_payload)
         case "SignChargingStationCertificate":
-            csr = {"csr": control._csr(charger), "certificateType": "ChargingStationCertificate"}
-            sends = functools.partial(charger.call, "SignCertificate", csr)
+            request = {
+                "csr": certificates.csr(charger),
+                "certificateType": "ChargingStationCertificate",
+            }
+            sends = functools.partial(charger.call, "SignCertificate", request)
         case _:
             return Reply({"status": "NotImplemented"})
     return Reply({"status": "Accepted"}, then=_spawn(charger, sends))
@@ -680,7 +694,7 @@ async def _on_set_charging_profile(charger: SimulatedCharger, call: rpc.Call) ->
         return Reply({"status": "Rejected"})  # K01.FR.22: only the station sets those
     if profile["chargingProfilePurpose"] == "TxProfile" and "transactionId" not in profile:
         return Reply({"status": "Rejected"})  # K01.FR.03
-    status = control.install_profile(charger, call.payload["evseId"], profile_16(profile))
+    status = smartcharging.install_profile(charger, call.payload["evseId"], profile_16(profile))
     return Reply({"status": status})
 
 
@@ -698,9 +712,7 @@ async def _on_clear_charging_profile(charger: SimulatedCharger, call: rpc.Call) 
         as_16["chargingProfilePurpose"] = PROFILE_PURPOSES.get(purpose, purpose)
     if "stackLevel" in criteria:
         as_16["stackLevel"] = criteria["stackLevel"]
-    return await control._on_clear_charging_profile(
-        charger, rpc.Call(call.message_id, "ClearChargingProfile", as_16)
-    )
+    return Reply({"status": smartcharging.clear_profiles(charger, as_16)})
 
 
 # -- authorization --------------------------------------------------------------------------------
@@ -742,7 +754,7 @@ async def _on_get_local_list_version(charger: SimulatedCharger, call: rpc.Call) 
 async def _on_get_installed_certificate_ids(charger: SimulatedCharger, call: rpc.Call) -> Reply:
     wanted = call.payload.get("certificateType")
     chains = [
-        {"certificateType": use, "certificateHashData": control.certificate_hash(pem)}
+        {"certificateType": use, "certificateHashData": certificates.certificate_hash(pem)}
         for use, pem in state(charger).certificates
         if wanted is None or use in wanted
     ]
@@ -752,11 +764,10 @@ async def _on_get_installed_certificate_ids(charger: SimulatedCharger, call: rpc
 
 
 # The messages whose payloads and answers 2.0.1 kept from 1.6 (+ security extension).
-for _action in (
-    "ClearCache",
-    "DataTransfer",
-    "GetLog",
-    "InstallCertificate",
-    "DeleteCertificate",
-):
-    V201_HANDLERS[_action] = HANDLERS[_action]
+V201_HANDLERS |= {
+    "ClearCache": authorization.on_clear_cache,
+    "DataTransfer": datatransfer.on_data_transfer,
+    "GetLog": diagnostics.on_get_log,
+    "InstallCertificate": certificates.on_install_certificate,
+    "DeleteCertificate": certificates.on_delete_certificate,
+}

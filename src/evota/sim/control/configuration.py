@@ -1,0 +1,59 @@
+"""Configuration: GetConfiguration and ChangeConfiguration over the key store
+(:mod:`evota.sim.control.keys`). ``HeartbeatInterval`` takes effect at once,
+``AuthorizationKey`` (write-only) on the next connection."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from evota.ocpp import rpc
+from evota.ocpp.errors import ErrorKind, RpcError
+from evota.sim.charger import Reply, SimulatedCharger
+from evota.sim.control.keys import ConfigKey, change_answer
+from evota.sim.control.state import state
+
+
+async def on_get_configuration(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+    st = state(charger)
+    st.configuration["HeartbeatInterval"] = ConfigKey(
+        str(int(charger.heartbeat_interval)), False, "int"
+    )
+    wanted: list[str] | None = call.payload.get("key")
+    if wanted and len(wanted) > st.number("GetConfigurationMaxKeys", 100):
+        raise RpcError(
+            ErrorKind.OCCURRENCE_CONSTRAINT, "key: more keys than GetConfigurationMaxKeys"
+        )
+    if not wanted:
+        names = [k for k, v in st.configuration.items() if not v.secret]
+        unknown: list[str] = []
+    else:
+        names = [k for k in dict.fromkeys(wanted) if k in st.configuration]
+        unknown = [k for k in dict.fromkeys(wanted) if k not in st.configuration]
+    payload: dict[str, Any] = {
+        "configurationKey": [{"key": k, **st.configuration[k].shown} for k in names]
+    }
+    if unknown:
+        payload["unknownKey"] = unknown
+    return Reply(payload)
+
+
+def apply_setting(charger: SimulatedCharger, key: str, value: str) -> str:
+    """Change configuration ``key`` (1.6 ChangeConfiguration, 2.0.1 SetVariables); returns
+    :func:`change_answer`'s status, applying the change and its side effects when it allows."""
+    st = state(charger)
+    status = change_answer(st.configuration, key, value)
+    if status in ("Accepted", "RebootRequired"):
+        entry = st.configuration[key]
+        if entry.kind == "bool":
+            value = value.lower()
+        st.configuration[key] = replace(entry, value=value)
+        if key == "HeartbeatInterval":
+            charger.heartbeat_interval = float(value)
+        elif key == "AuthorizationKey":
+            charger.auth_key = value  # used from the next connection on
+    return status
+
+
+async def on_change_configuration(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+    return Reply({"status": apply_setting(charger, call.payload["key"], call.payload["value"])})
