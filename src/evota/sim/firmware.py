@@ -527,7 +527,7 @@ def agent(charger: SimulatedCharger) -> FirmwareAgent:
     return charger.firmware_agent
 
 
-# -- OCPP handlers ------------------------------------------------------------------------------
+# -- OCPP 1.6 handlers (routed by evota.sim.v16.HANDLERS) --------------------------------------
 
 
 async def on_update_firmware(charger: SimulatedCharger, call: rpc.Call) -> Reply:
