@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from evota.audit.alerts import AlertMonitor, thresholds_from
+from evota.audit.alerts import AlertMonitor
 from evota.audit.log import Actor
 from evota.cli import app as cli_app
 from evota.config import Settings
@@ -32,7 +32,7 @@ async def monitor(rt: Runtime) -> AlertMonitor:
     wired: AlertMonitor | None = getattr(rt, "alerts", None)
     if wired is not None:
         return wired
-    m = AlertMonitor(rt.engine, rt.clock, rt.audit, thresholds_from(rt.settings))
+    m = AlertMonitor(rt.engine, rt.clock, rt.audit, rt.settings.alert_thresholds())
     await m.start()
     return m
 
@@ -223,7 +223,7 @@ def test_bad_alert_settings_fail_with_one_clear_message() -> None:
         [error] = info.value.errors()
         assert error["loc"] == (field,) and words in error["msg"], error
     night = Settings(alert_allowed_hours="22:00 - 6:00", alert_restricted_roles=[])
-    t = thresholds_from(night)
+    t = night.alert_thresholds()
     assert str(t.allowed_hours) == "22:00-06:00" and not t.restricted_roles
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from evota.audit.anomalies import Thresholds
 
 
 class Settings(BaseSettings):
@@ -240,6 +243,24 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     log_json: bool = False
+
+    def alert_thresholds(self) -> Thresholds:
+        """The anomaly rules' thresholds (evota.audit.anomalies) from these settings."""
+        from datetime import timedelta
+
+        from evota.audit.anomalies import Hours, Thresholds
+
+        return Thresholds(
+            resets_per_charger=self.alert_resets_per_charger,
+            resets_window=timedelta(hours=self.alert_resets_window_hours),
+            commands_per_operator=self.alert_commands_per_operator,
+            commands_window=timedelta(minutes=self.alert_commands_window_minutes),
+            restricted_roles=frozenset(self.alert_restricted_roles),
+            allowed_hours=Hours.parse(self.alert_allowed_hours),
+            timezone=self.alert_timezone,
+            failed_logins=self.alert_failed_logins,
+            failed_logins_window=timedelta(minutes=self.alert_failed_logins_window_minutes),
+        )
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -16,7 +16,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.audit import anomalies
-from evota.audit.alerts import AlertMonitor, thresholds_from
+from evota.audit.alerts import AlertMonitor
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
 from evota.config import Settings
@@ -30,12 +30,15 @@ from evota.firmware import state_changes as firmware_changes
 from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage
 from evota.firmware.storage import LocalFirmwareStore
+from evota.fleet import changes as charger_changes
+from evota.fleet.charger import ChargerState
 from evota.fleet.service import FleetService
 from evota.gateway.limits import AuthFailures, Exhausted, parse_networks
 from evota.gateway.server import Gateway
-from evota.operators import four_eyes
+from evota.operators import four_eyes, user_approvals
 from evota.operators.approvals import Approvals
 from evota.operators.credentials import token_hash
+from evota.rollout import approvals as campaign_approvals
 from evota.rollout.campaigns import CampaignRunner
 from evota.rollout.runner import JobRunner, job_timeouts
 from evota.store import db
@@ -83,7 +86,7 @@ class Runtime:
             self.engine, self.clock, s.data_dir, create_key=True
         )
         await self.audit.start(key_created)
-        self.alerts = AlertMonitor(self.engine, self.clock, self.audit, thresholds_from(s))
+        self.alerts = AlertMonitor(self.engine, self.clock, self.audit, s.alert_thresholds())
         await self.alerts.start()
         self.approvals = Approvals(
             self.engine,
@@ -239,17 +242,19 @@ class Runtime:
         self.fleet.ready_listeners.append(self.configuration.charger_ready)
         await self.configuration.start()  # adds the apply-config-profile step first
         await self.operations.start()  # registers operation.start, resumes running ones
-        self.local_lists = LocalListSync(self)  # chargers' local lists follow the token store
+        # chargers' local lists follow the token store
+        self.local_lists = LocalListSync(
+            self.engine, self.clock, self.fleet.tokens, self.command_path, self._ready
+        )
         await self.local_lists.start()
         self.fleet.ready_listeners.append(self.local_lists.charger_ready)
 
     def _register_approvals(self) -> None:
-        """What runs when each kind of four-eyes request is approved (defined with the
-        routes that create the requests)."""
-        from evota.api import campaigns, chargers, users
-
-        for module in (campaigns, chargers, users):
-            module.register_approvals(self)
+        """What runs when each kind of four-eyes request is approved (defined next to each
+        domain's services; the API only creates the requests)."""
+        charger_changes.register_approvals(self.approvals, self.engine, self.live_state)
+        campaign_approvals.register_approvals(self.approvals, self.campaigns)
+        user_approvals.register_approvals(self.approvals, self.engine, self.clock, self.audit)
         firmware_changes.register_approvals(
             self.approvals, self.engine, self.clock, self.on_firmware_revoked
         )
@@ -269,6 +274,11 @@ class Runtime:
                 detail={"failures": filled.failures, "window_seconds": filled.window},
             )
         )
+
+    def live_state(self, charger_id: str) -> ChargerState | None:
+        """The state the open connection of a charger keeps in memory (None: not connected)."""
+        conn = self.gateway.connections.get(charger_id)
+        return conn.state if conn is not None else None
 
     def _ready(self, charger_id: str) -> bool:
         conn = self.gateway.connections.get(charger_id)

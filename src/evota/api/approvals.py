@@ -25,12 +25,13 @@ from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
 from evota.operators import four_eyes
 from evota.operators.approvals import ApprovalError
+from evota.operators.four_eyes import ApprovalState
 from evota.operators.permissions import ChargerPlace
 from evota.runtime import Runtime
 from evota.store.models import Approval, Operation, Site
 
 router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"], responses=AUTHENTICATED)
-STATES = ("pending", "approved", "executed", "failed", "rejected", "expired", "withdrawn")
+STATES = tuple(ApprovalState)
 
 
 class AwaitingApproval(BaseModel):
@@ -104,7 +105,9 @@ def _out(rt: Runtime, row: Any, seen: four_eyes.Visibility) -> dict[str, Any]:
     if not seen.details:
         data["result"] = {}
     data["details_hidden"] = not seen.details
-    pending = four_eyes.Pending(row.id, row.action, row.requested_by, row.state, row.expires_at)
+    pending = four_eyes.Pending(
+        row.id, row.action, row.requested_by, ApprovalState(row.state), row.expires_at
+    )
     data["state"] = four_eyes.state_at(pending, rt.clock.now())
     return data
 
@@ -150,12 +153,12 @@ async def list_approvals(
     if requested_by is not None:
         query = query.where(Approval.requested_by == requested_by)
     now = rt.clock.now()
-    if state == "pending":
-        query = query.where(Approval.state == "pending", Approval.expires_at > now)
-    elif state == "expired":
+    if state == ApprovalState.PENDING:
+        query = query.where(Approval.state == ApprovalState.PENDING, Approval.expires_at > now)
+    elif state == ApprovalState.EXPIRED:
         query = query.where(
-            (Approval.state == "expired")
-            | ((Approval.state == "pending") & (Approval.expires_at <= now))
+            (Approval.state == ApprovalState.EXPIRED)
+            | ((Approval.state == ApprovalState.PENDING) & (Approval.expires_at <= now))
         )
     elif state is not None:
         query = query.where(Approval.state == state)

@@ -40,6 +40,7 @@ from evota.api.problems import AUTHENTICATED, Problem, problem_response, problem
 from evota.audit.log import Actor
 from evota.operators import credentials as cr
 from evota.operators import login as lg
+from evota.operators import mfa, sessions, tokens
 from evota.operators import permissions as perms
 from evota.operators import users as svc
 from evota.runtime import Runtime
@@ -50,8 +51,16 @@ LOCKED = "https://evota.dev/problems/account-locked"
 RATE_LIMITED = "https://evota.dev/problems/too-many-logins"
 
 
+STATUS = {
+    svc.UserErrorKind.NOT_FOUND: 404,
+    svc.UserErrorKind.INVALID: 422,
+    svc.UserErrorKind.CONFLICT: 409,
+}
+
+
 def problem(exc: svc.UserError) -> Problem:
-    return Problem(exc.status, exc.title, exc.detail, exc.field)
+    """A user error as the API answers it: the kind decides the status."""
+    return Problem(STATUS[exc.kind], exc.title, exc.detail, exc.field)
 
 
 def _client(request: Request) -> str:
@@ -124,7 +133,7 @@ async def login(body: LoginIn, request: Request, response: Response, rt: Runtime
             retry_after=seconds,
         )
     s = rt.settings
-    result = await svc.login(
+    result = await sessions.login(
         rt.engine,
         rt.clock.now(),
         body.username,
@@ -145,7 +154,7 @@ async def login(body: LoginIn, request: Request, response: Response, rt: Runtime
         target=result.username[:100],
         detail=detail,
     )
-    if result.outcome is svc.Outcome.LOCKED:
+    if result.outcome is sessions.Outcome.LOCKED:
         assert result.locked_until is not None
         wait = max(1, math.ceil((result.locked_until - rt.clock.now()).total_seconds()))
         return problem_response(
@@ -157,7 +166,7 @@ async def login(body: LoginIn, request: Request, response: Response, rt: Runtime
             headers={"Retry-After": str(wait)},
             locked_until=result.locked_until.isoformat(),
         )
-    if result.outcome is svc.Outcome.MFA_REQUIRED:
+    if result.outcome is sessions.Outcome.MFA_REQUIRED:
         return problem_response(
             403,
             "MFA required",
@@ -165,7 +174,7 @@ async def login(body: LoginIn, request: Request, response: Response, rt: Runtime
             "otp",
             type_=MFA_REQUIRED,
         )
-    if result.outcome is svc.Outcome.FAILED or result.session is None:
+    if result.outcome is sessions.Outcome.FAILED or result.session is None:
         field = "otp" if result.why == "otp" else "password"
         return problem_response(
             401, "Login failed", "wrong username, password or one-time code", field
@@ -196,7 +205,7 @@ async def logout(request: Request, rt: RuntimeDep, who: PrincipalDep) -> Respons
     """End this login session (API tokens are revoked with DELETE /auth/tokens/{id})."""
     _session_only(who, "logging out")
     assert who.session_hash is not None
-    await svc.logout(rt.engine, rt.clock.now(), who.session_hash)
+    await sessions.logout(rt.engine, rt.clock.now(), who.session_hash)
     request.state.audited = True
     await rt.audit.record(who.actor, "auth.logout", "ok", target=who.name)
     response = Response(status_code=204)
@@ -213,7 +222,7 @@ async def me(rt: RuntimeDep, who: PrincipalDep) -> MeOut:
             mfa_enabled = (await svc.user_by_id(rt.engine, who.user_id)).mfa_enabled
         except svc.UserError as exc:
             raise problem(exc) from None
-    csrf = await svc.session_csrf(rt.engine, who.session_hash) if who.session_hash else None
+    csrf = await sessions.session_csrf(rt.engine, who.session_hash) if who.session_hash else None
     return MeOut(
         name=who.name,
         kind=who.kind,
@@ -233,7 +242,7 @@ async def mfa_enroll(request: Request, rt: RuntimeDep, who: PrincipalDep) -> Enr
     note(request, "user", who.name)  # the secret is in the answer only, never in the log
     user_id = _session_only(who, "MFA enrolment")
     try:
-        username, secret = await svc.begin_enrolment(rt.engine, rt.clock.now(), user_id)
+        username, secret = await mfa.begin_enrolment(rt.engine, rt.clock.now(), user_id)
     except svc.UserError as exc:
         raise problem(exc) from None
     uri = cr.otpauth_uri(secret, username)
@@ -250,7 +259,7 @@ async def mfa_confirm(
     having given its second factor. Returns the recovery codes, shown only this once."""
     user_id = _session_only(who, "MFA enrolment")
     try:
-        codes = await svc.confirm_enrolment(
+        codes = await mfa.confirm_enrolment(
             rt.engine, rt.clock.now(), user_id, who.session_hash, body.otp
         )
     except svc.UserError as exc:
@@ -266,7 +275,7 @@ async def mfa_confirm(
     return ConfirmOut(recovery_codes=codes)
 
 
-def _token_out(view: svc.TokenView, rt: Runtime) -> TokenOut:
+def _token_out(view: tokens.TokenView, rt: Runtime) -> TokenOut:
     return TokenOut(
         id=view.id,
         name=view.name,
@@ -296,7 +305,7 @@ async def create_token(
             type_=MFA_ENROLMENT_REQUIRED,
         )
     try:
-        secret, view = await svc.create_token(
+        secret, view = await tokens.create_token(
             rt.engine,
             rt.clock.now(),
             user_id,
@@ -339,7 +348,7 @@ async def list_tokens(
             raise problem(exc) from None
     if user_id is None:
         return []
-    return [_token_out(v, rt) for v in await svc.list_tokens(rt.engine, user_id)]
+    return [_token_out(v, rt) for v in await tokens.list_tokens(rt.engine, user_id)]
 
 
 @router.delete(
@@ -353,7 +362,7 @@ async def revoke_token(
     if owner is None and not who.can("user.admin"):
         raise Problem(404, "Unknown token", f"no token {token_id} of yours", "id")
     try:
-        view = await svc.revoke_token(rt.engine, rt.clock.now(), token_id, owner=owner)
+        view = await tokens.revoke_token(rt.engine, rt.clock.now(), token_id, owner=owner)
     except svc.UserError as exc:
         raise problem(exc) from None
     request.state.audited = True

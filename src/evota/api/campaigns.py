@@ -21,7 +21,6 @@ from evota.api.pages import fetch_page
 from evota.api.params import AwareInstant, Limit, Offset, Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
-from evota.audit.log import Actor
 from evota.firmware import repository as repo
 from evota.rollout.campaigns import CampaignError
 from evota.rollout.policy import PolicyError, with_defaults
@@ -356,18 +355,6 @@ async def start(
             charger_count=summary["eligible"],
         )
     return await _act(rt, campaign_id, "start", body)
-
-
-def register_approvals(rt: Runtime) -> None:
-    """What runs when a campaign start is approved."""
-
-    async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
-        at = datetime.fromisoformat(payload["at"]) if payload.get("at") else None
-        reason = f"approved by {approver.name}: {payload.get('reason') or 'start'}"
-        await rt.campaigns.act(payload["campaign_id"], "start", reason, at=at)
-        return {"campaign_id": payload["campaign_id"], "started": True}
-
-    rt.approvals.register("campaign.start", execute)
 
 
 @router.post("/{campaign_id}/pause", response_model=CampaignOut, responses=_ACTION)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from evota.api.approvals import AWAITING, awaiting
@@ -31,9 +31,8 @@ from evota.api.schemas import (
     Page,
     RegistrationStatus,
 )
-from evota.audit.log import Actor
+from evota.fleet import changes as charger_changes
 from evota.fleet.credentials import hash_key
-from evota.fleet.events import Registration
 from evota.operators import four_eyes
 from evota.operators.permissions import ChargerPlace, site_place
 from evota.runtime import Runtime
@@ -236,33 +235,10 @@ async def update_charger(
             charger_count=1,
         )
     old = await _load(rt, charger_id)
-    await _apply(rt, charger_id, changes)
+    await charger_changes.apply(rt.engine, rt.live_state, charger_id, changes)
     new = await _load(rt, charger_id)
     before, after = _audited(old), _audited(new)
     if key is not None:  # redacted by name: the entry says the key changed, never what to
         before["auth_key"], after["auth_key"] = "previous", key
     note(request, "charger", charger_id, before, after)
     return new
-
-
-def register_approvals(rt: Runtime) -> None:
-    """Disabling a charger and changing its credentials, once approved."""
-
-    async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
-        await _apply(rt, payload["charger_id"], payload["changes"])
-        return {"charger_id": payload["charger_id"], "changed": sorted(payload["changes"])}
-
-    rt.approvals.register("charger.disable", execute)
-    rt.approvals.register("charger.credentials", execute)
-
-
-async def _apply(rt: Runtime, charger_id: str, changes: dict[str, Any]) -> None:
-    if changes:
-        async with rt.engine.begin() as conn:
-            await conn.execute(update(Charger).where(Charger.id == charger_id).values(**changes))
-    live = rt.gateway.connections.get(charger_id)
-    if live is not None and live.state is not None:
-        if "registration" in changes:
-            live.state.registration = Registration(changes["registration"])
-        if "site_id" in changes:
-            live.state.site_id = changes["site_id"]

@@ -336,7 +336,11 @@ async def sync_local_lists(
     request.state.audit_reason = reason
     note(request, "id_token", None, chargers=len(ids), full=body.full)
     results = await local_lists.sync(
-        rt, who.actor, {c: places[c].site_id for c in ids}, full=body.full, reason=reason
+        rt.local_lists,
+        who.actor,
+        {c: places[c].site_id for c in ids},
+        full=body.full,
+        reason=reason,
     )
     return SyncOut(
         results=[

@@ -28,8 +28,7 @@ from evota.api.params import Limit, Name, Offset, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
 from evota.audit import changes
-from evota.audit.log import Actor
-from evota.operators import four_eyes
+from evota.operators import four_eyes, mfa, sessions
 from evota.operators import users as svc
 from evota.operators.permissions import RoleGrant, Scope
 from evota.runtime import Runtime
@@ -253,48 +252,6 @@ async def update_user(
     return out
 
 
-def register_approvals(rt: Runtime) -> None:
-    """A grant of approval power, once a second user admin approved it."""
-
-    async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
-        scopes = payload.get("scopes") or {}
-        scope = Scope(
-            frozenset(scopes.get("sites") or ()),
-            frozenset(scopes.get("regions") or ()),
-            frozenset(scopes.get("tags") or ()),
-        )
-        view = await svc.update_user(
-            rt.engine,
-            rt.clock.now(),
-            payload["username"],
-            roles=payload["roles"],
-            scope=scope,
-            disabled=payload.get("disabled"),
-        )
-        await rt.audit.record(
-            approver,
-            "user.update",
-            "ok",
-            target=view.username,
-            detail={"roles": view.roles, "scopes": scopes, "approved": True},
-        )
-        return {"username": view.username, "roles": view.roles}
-
-    rt.approvals.register("user.grant", execute)
-
-    async def reset(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
-        name, now = payload["username"], rt.clock.now()
-        if payload.get("reset_mfa"):
-            await svc.reset_mfa(rt.engine, now, name)
-            await rt.audit.record(approver, "user.reset_mfa", "ok", target=name)
-        if payload.get("password_hash"):
-            await svc.set_password_hash(rt.engine, now, name, payload["password_hash"])
-            await rt.audit.record(approver, "user.password", "ok", target=name)
-        return {"username": name, "reset": "mfa" if payload.get("reset_mfa") else "password"}
-
-    rt.approvals.register("user.credentials", reset)
-
-
 @router.post("/{username}/disable", response_model=UserOut, responses=_CHANGE)
 async def disable_user(
     username: Name, request: Request, rt: RuntimeDep, who: Principal = require("user.admin")
@@ -347,7 +304,7 @@ async def reset_mfa(
             f"MFA reset of {name}",
         )
     try:
-        view = await svc.reset_mfa(rt.engine, rt.clock.now(), username)
+        view = await mfa.reset_mfa(rt.engine, rt.clock.now(), username)
     except svc.UserError as exc:
         raise problem(exc) from None
     await _audit(rt, request, who, "user.reset_mfa", view.username)
@@ -373,7 +330,7 @@ async def set_password(
             raise Problem(
                 422, "Current password needed", "give current_password", "current_password"
             )
-        if not await svc.check_password(
+        if not await sessions.check_password(
             rt.engine, now, who.user_id, body.current_password, policy(rt)
         ):
             request.state.audited = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -24,27 +24,11 @@ from evota.audit import anomalies, security_events
 from evota.audit.chain import Entry
 from evota.audit.log import SYSTEM, Actor, AuditLog, Recorded
 from evota.clock import Clock
-from evota.config import Settings
 from evota.store.models import Alert, AuditCharger, AuditEntry, ChargerEvent
 
 log = structlog.get_logger("evota.alerts")
 
 _BATCH = 2000
-
-
-def thresholds_from(settings: Settings) -> anomalies.Thresholds:
-    s = settings
-    return anomalies.Thresholds(
-        resets_per_charger=s.alert_resets_per_charger,
-        resets_window=timedelta(hours=s.alert_resets_window_hours),
-        commands_per_operator=s.alert_commands_per_operator,
-        commands_window=timedelta(minutes=s.alert_commands_window_minutes),
-        restricted_roles=frozenset(s.alert_restricted_roles),
-        allowed_hours=anomalies.Hours.parse(s.alert_allowed_hours),
-        timezone=s.alert_timezone,
-        failed_logins=s.alert_failed_logins,
-        failed_logins_window=timedelta(minutes=s.alert_failed_logins_window_minutes),
-    )
 
 
 class AlertMonitor:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from evota.api.approvals import visibilities
 from evota.api.deps import Principal, scope_filter
 from evota.console.overview import Release, VersionCount
+from evota.operators.four_eyes import ApprovalState
 from evota.runtime import Runtime
 from evota.store.models import (
     Alert,
@@ -132,7 +133,7 @@ async def badges(rt: Runtime, who: Principal, now: datetime) -> Badges:
         pending = (
             await conn.execute(
                 select(Approval.action, Approval.payload).where(
-                    Approval.state == "pending", Approval.expires_at > now
+                    Approval.state == ApprovalState.PENDING, Approval.expires_at > now
                 )
             )
         ).all()

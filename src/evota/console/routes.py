@@ -27,15 +27,14 @@ from markupsafe import Markup
 from evota import __version__
 from evota.api.deps import POLL_HEADER, SESSION_COOKIE, Principal, authenticate, principal
 from evota.api.problems import Problem, problem_response
-from evota.client import ApiError
 from evota.console import overview, queries
-from evota.console.client import Api
+from evota.console.client import Api, ApiError
 from evota.console.forms import command_forms
 from evota.console.preview import preview
 from evota.control.operation import ACTIVE, OperationState
 from evota.firmware import lifecycle
 from evota.operators import permissions as perms
-from evota.operators import users as svc
+from evota.operators import sessions
 from evota.operators.permissions import ROLES
 from evota.rollout.policy import policy_from_dict, policy_to_dict
 from evota.runtime import Runtime
@@ -185,14 +184,14 @@ async def render(
     if who.mfa_required and not who.mfa and not mfa_page:
         return RedirectResponse("/console/mfa", status_code=303)
     cookie = request.cookies[SESSION_COOKIE]
-    csrf = await svc.session_csrf(rt.engine, who.session_hash) if who.session_hash else ""
+    csrf = await sessions.session_csrf(rt.engine, who.session_hash) if who.session_hash else ""
     page = Page(request, rt, who, Api(request.app, cookie, poll=_is_poll(request)), csrf or "")
     try:
         try:
             data = await load(page)
             status = int(data.pop("status", 200))
         except ApiError as exc:
-            template, status = "error.html", exc.status or 500
+            template, status = "error.html", exc.status
             data = {"problem": exc}
             title = "Not found" if exc.status == 404 else exc.title
         return await _html(page, template, {"title": title, **data}, status)
@@ -652,8 +651,6 @@ async def mfa_page(request: Request) -> Response:
 @router.get("/console/{rest:path}", response_class=HTMLResponse)
 async def not_found(request: Request, rest: str) -> Response:
     async def load(p: Page) -> dict[str, Any]:
-        raise ApiError.of_problem(
-            404, {"title": "Not found", "detail": f"no console page {rest!r}"}
-        )
+        raise ApiError(404, {"title": "Not found", "detail": f"no console page {rest!r}"})
 
     return await render(request, "error.html", load, title="Not found")

@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.audit.log import SYSTEM, Actor
+from evota.clock import Clock
 from evota.control import catalog, commands
-from evota.control.dispatch import send_command
+from evota.control.dispatch import CommandPath, send_command
 from evota.fleet import tokens
+from evota.fleet.token_store import TokenAuthority
 from evota.store.models import Charger, LocalAuthList
-
-if TYPE_CHECKING:
-    from evota.runtime import Runtime
 
 log = structlog.get_logger("evota.tokens")
 
@@ -69,26 +70,28 @@ def _params(version: int, update_type: str, entries: dict[str, Any]) -> catalog.
     )
 
 
-async def _stored(rt: Runtime, charger_id: str) -> Any | None:
-    async with rt.engine.connect() as conn:
+async def _stored(lists: LocalListSync, charger_id: str) -> Any | None:
+    async with lists.engine.connect() as conn:
         return (
             await conn.execute(select(LocalAuthList).where(LocalAuthList.charger_id == charger_id))
         ).first()
 
 
-async def _remember(rt: Runtime, charger_id: str, version: int, entries: dict[str, Any]) -> None:
-    async with rt.engine.begin() as conn:
+async def _remember(
+    lists: LocalListSync, charger_id: str, version: int, entries: dict[str, Any]
+) -> None:
+    async with lists.engine.begin() as conn:
         await conn.execute(delete(LocalAuthList).where(LocalAuthList.charger_id == charger_id))
         await conn.execute(
             insert(LocalAuthList).values(
-                charger_id=charger_id, version=version, entries=entries, synced_at=rt.clock.now()
+                charger_id=charger_id, version=version, entries=entries, synced_at=lists.clock.now()
             )
         )
-    rt.local_lists.managed.add(charger_id)
+    lists.managed.add(charger_id)
 
 
 async def sync_one(
-    rt: Runtime,
+    lists: LocalListSync,
     actor: Actor,
     charger_id: str,
     site_id: str | None,
@@ -97,13 +100,13 @@ async def sync_one(
     reason: str | None = None,
 ) -> SyncResult:
     """Bring one charger's local list to what the token store says for its site."""
-    wanted = rt.fleet.tokens.local_list(site_id, MAX_LIST_TOKEN)
-    stored = await _stored(rt, charger_id)
+    wanted = lists.tokens.local_list(site_id, MAX_LIST_TOKEN)
+    stored = await _stored(lists, charger_id)
     try:
         held: int | None = None
         if not full or stored is None:
             answer = await send_command(
-                rt.command_path,
+                lists.commands,
                 actor,
                 charger_id,
                 catalog.COMMANDS["get-local-list-version"],
@@ -118,23 +121,23 @@ async def sync_one(
             if not changes:
                 return SyncResult(charger_id, "unchanged", None, stored.version)
             result = await _send(
-                rt, actor, charger_id, stored.version + 1, "Differential", changes, reason
+                lists, actor, charger_id, stored.version + 1, "Differential", changes, reason
             )
             if result.status != "VersionMismatch":
                 if result.status == "Accepted":
-                    await _remember(rt, charger_id, stored.version + 1, wanted)
+                    await _remember(lists, charger_id, stored.version + 1, wanted)
                 return result
         base = max(stored.version if stored is not None else 0, held or 0)
-        result = await _send(rt, actor, charger_id, base + 1, "Full", dict(wanted), reason)
+        result = await _send(lists, actor, charger_id, base + 1, "Full", dict(wanted), reason)
         if result.status == "Accepted":
-            await _remember(rt, charger_id, base + 1, wanted)
+            await _remember(lists, charger_id, base + 1, wanted)
         return result
     except commands.CommandError as exc:
         return SyncResult(charger_id, f"error:{exc.reason}", message=exc.message)
 
 
 async def _send(
-    rt: Runtime,
+    lists: LocalListSync,
     actor: Actor,
     charger_id: str,
     version: int,
@@ -144,13 +147,13 @@ async def _send(
 ) -> SyncResult:
     spec = catalog.COMMANDS["send-local-list"]
     answer = await send_command(
-        rt.command_path, actor, charger_id, spec, _params(version, update_type, entries), reason
+        lists.commands, actor, charger_id, spec, _params(version, update_type, entries), reason
     )
     return SyncResult(charger_id, answer.status, update_type, version, len(entries))
 
 
 async def sync(
-    rt: Runtime,
+    lists: LocalListSync,
     actor: Actor,
     chargers: dict[str, str | None],
     *,
@@ -163,7 +166,7 @@ async def sync(
 
     async def one(charger_id: str, site_id: str | None) -> SyncResult:
         async with gate:
-            return await sync_one(rt, actor, charger_id, site_id, full=full, reason=reason)
+            return await sync_one(lists, actor, charger_id, site_id, full=full, reason=reason)
 
     return list(await asyncio.gather(*(one(c, s) for c, s in chargers.items())))
 
@@ -177,8 +180,19 @@ class LocalListSync:
     """Keeps the local lists evota manages current: differences after each token change to
     every connected charger that holds one, a catch-up when such a charger boots."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self._rt = rt
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        token_store: TokenAuthority,
+        commands: CommandPath,
+        ready: Callable[[str], bool],
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.tokens = token_store  # what each site's list should hold
+        self.commands = commands
+        self.ready = ready  # connected and accepted
         self.managed: set[str] = set()  # chargers that accepted a list from evota
         self._actor: Actor = SYSTEM
         self._dirty = False
@@ -186,7 +200,7 @@ class LocalListSync:
         self._boots: set[asyncio.Task[SyncResult]] = set()
 
     async def start(self) -> None:
-        async with self._rt.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             self.managed = set((await conn.execute(select(LocalAuthList.charger_id))).scalars())
 
     async def stop(self) -> None:
@@ -213,20 +227,19 @@ class LocalListSync:
             )
 
     async def _run(self) -> None:
-        rt = self._rt
         while self._dirty:  # changes during a run: one more run covers them all
             self._dirty = False
-            ids = sorted(c for c in self.managed if rt._ready(c))
+            ids = sorted(c for c in self.managed if self.ready(c))
             if not ids:
                 continue
-            async with rt.engine.connect() as conn:
+            async with self.engine.connect() as conn:
                 rows = (
                     await conn.execute(
                         select(Charger.id, Charger.site_id).where(Charger.id.in_(ids))
                     )
                 ).all()
             try:
-                await sync(rt, self._actor, {r.id: r.site_id for r in rows}, reason=AUTO_REASON)
+                await sync(self, self._actor, {r.id: r.site_id for r in rows}, reason=AUTO_REASON)
             except Exception:  # never let one failure stop later syncs
                 log.exception("automatic local list sync failed")
 
@@ -239,8 +252,8 @@ class LocalListSync:
         task.add_done_callback(self._boots.discard)
 
     async def _catch_up(self, charger_id: str) -> SyncResult:
-        async with self._rt.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             site = (
                 await conn.execute(select(Charger.site_id).where(Charger.id == charger_id))
             ).scalar()
-        return await sync_one(self._rt, SYSTEM, charger_id, site, reason=BOOT_REASON)
+        return await sync_one(self, SYSTEM, charger_id, site, reason=BOOT_REASON)

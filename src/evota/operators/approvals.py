@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from evota.audit.log import SYSTEM, Actor, AuditLog
 from evota.clock import Clock
 from evota.operators import four_eyes
+from evota.operators.four_eyes import ApprovalState, transition
 from evota.store.models import Approval
 
 log = structlog.get_logger("evota.approvals")
@@ -49,7 +50,7 @@ def _pending(row: Any) -> four_eyes.Pending:
     about_user = row.action in four_eyes.ABOUT_A_USER
     subject = (row.payload or {}).get("username") if about_user else None
     return four_eyes.Pending(
-        row.id, row.action, row.requested_by, row.state, row.expires_at, subject
+        row.id, row.action, row.requested_by, ApprovalState(row.state), row.expires_at, subject
     )
 
 
@@ -98,7 +99,7 @@ class Approvals:
                     summary=summary[:500],
                     payload=dict(payload),
                     charger_count=charger_count,
-                    state="pending",
+                    state=ApprovalState.PENDING,
                     requested_by=actor.name,
                     reason=reason,
                     created_at=now,
@@ -109,7 +110,7 @@ class Approvals:
         await self.audit.record(
             actor,
             "approval.requested",
-            "pending",
+            ApprovalState.PENDING,
             target=approval_id,
             reason=reason,
             detail={"action": action, "summary": summary, "charger_count": charger_count},
@@ -130,15 +131,15 @@ class Approvals:
                 raise ApprovalError("unknown", f"no approval request {approval_id!r}")
             now = self.clock.now()
             problem = four_eyes.decision_problem(_pending(row), decider.name, now)
-            if problem == "expired" and row.state == "pending":
+            if problem == ApprovalState.EXPIRED and row.state == ApprovalState.PENDING:
                 await self._expire(row)
             if problem is not None:
                 raise ApprovalError(problem, _MESSAGES.get(problem, f"request is {problem}"))
-            state = "approved" if approve else "rejected"
+            state = transition(ApprovalState.PENDING, "approve" if approve else "reject")
             async with self.engine.begin() as conn:
                 changed = await conn.execute(
                     update(Approval)
-                    .where(Approval.id == approval_id, Approval.state == "pending")
+                    .where(Approval.id == approval_id, Approval.state == ApprovalState.PENDING)
                     .values(
                         state=state, decided_by=decider.name, decided_at=now, decision_note=note
                     )
@@ -156,8 +157,8 @@ class Approvals:
         handlers = self._handlers.get(row.action)
         if not approve:
             if handlers and handlers.cancel:
-                await handlers.cancel(dict(row.payload), "rejected")
-            return {"state": "rejected"}
+                await handlers.cancel(dict(row.payload), ApprovalState.REJECTED)
+            return {"state": ApprovalState.REJECTED}
         if handlers is None:
             return await self._finish(row, "failed", {"error": f"no executor for {row.action}"})
         try:
@@ -173,9 +174,9 @@ class Approvals:
         async with self.engine.begin() as conn:
             changed = await conn.execute(
                 update(Approval)
-                .where(Approval.id == approval_id, Approval.state == "pending")
+                .where(Approval.id == approval_id, Approval.state == ApprovalState.PENDING)
                 .values(
-                    state="withdrawn",
+                    state=transition(ApprovalState.PENDING, "withdraw"),
                     decided_by=actor.name,
                     decided_at=self.clock.now(),
                     decision_note=reason,
@@ -184,11 +185,17 @@ class Approvals:
         if changed.rowcount != 1:
             return False
         await self.audit.record(
-            actor, "approval.withdrawn", "withdrawn", target=approval_id, reason=reason
+            actor,
+            "approval.withdrawn",
+            ApprovalState.WITHDRAWN,
+            target=approval_id,
+            reason=reason,
         )
         return True
 
-    async def _finish(self, row: Any, state: str, result: dict[str, Any]) -> dict[str, Any]:
+    async def _finish(self, row: Any, outcome: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Record how the approved action went (``outcome``: executed or failed)."""
+        state = transition(ApprovalState.APPROVED, outcome)
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(Approval).where(Approval.id == row.id).values(state=state, result=result)
@@ -206,18 +213,22 @@ class Approvals:
         async with self.engine.begin() as conn:
             changed = await conn.execute(
                 update(Approval)
-                .where(Approval.id == row.id, Approval.state == "pending")
-                .values(state="expired")
+                .where(Approval.id == row.id, Approval.state == ApprovalState.PENDING)
+                .values(state=transition(ApprovalState.PENDING, "expire"))
             )
         if changed.rowcount != 1:
             return
         await self.audit.record(
-            SYSTEM, "approval.expired", "expired", target=row.id, detail={"action": row.action}
+            SYSTEM,
+            "approval.expired",
+            ApprovalState.EXPIRED,
+            target=row.id,
+            detail={"action": row.action},
         )
         handlers = self._handlers.get(row.action)
         if handlers and handlers.cancel:
             try:
-                await handlers.cancel(dict(row.payload), "expired")
+                await handlers.cancel(dict(row.payload), ApprovalState.EXPIRED)
             except Exception:
                 log.exception("cancel after expiry failed", approval_id=row.id)
 
@@ -227,7 +238,9 @@ class Approvals:
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(Approval).where(Approval.state == "pending", Approval.expires_at <= now)
+                    select(Approval).where(
+                        Approval.state == ApprovalState.PENDING, Approval.expires_at <= now
+                    )
                 )
             ).all()
         async with self._lock:

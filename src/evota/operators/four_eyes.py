@@ -11,8 +11,42 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from evota.operators import permissions as perms
+
+
+class ApprovalState(StrEnum):
+    """Where a four-eyes request is (the ``approvals.state`` column)."""
+
+    PENDING = "pending"  # waiting for a second operator
+    APPROVED = "approved"  # decided yes; its executor is running
+    EXECUTED = "executed"  # the approved action ran
+    FAILED = "failed"  # the approved action raised (the decision stands)
+    REJECTED = "rejected"  # decided no
+    EXPIRED = "expired"  # nobody decided in time
+    WITHDRAWN = "withdrawn"  # the change it was for went away
+
+
+# Every move a request can make, by event; anything else is refused.
+TRANSITIONS: Mapping[tuple[ApprovalState, str], ApprovalState] = {
+    (ApprovalState.PENDING, "approve"): ApprovalState.APPROVED,
+    (ApprovalState.PENDING, "reject"): ApprovalState.REJECTED,
+    (ApprovalState.PENDING, "expire"): ApprovalState.EXPIRED,
+    (ApprovalState.PENDING, "withdraw"): ApprovalState.WITHDRAWN,
+    (ApprovalState.APPROVED, "executed"): ApprovalState.EXECUTED,
+    (ApprovalState.APPROVED, "failed"): ApprovalState.FAILED,
+}
+TERMINAL = frozenset(ApprovalState) - {s for s, _ in TRANSITIONS}
+
+
+def transition(state: ApprovalState, event: str) -> ApprovalState:
+    """The state after ``event``; ValueError if the event is not allowed in ``state``."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise ValueError(f"approval request is {state}: cannot {event}") from None
+
 
 # Actions that always need approval when enabled, and those that need it above a size.
 COUNTED = frozenset({"operation.start"})
@@ -63,7 +97,7 @@ class Pending:
     id: str
     action: str
     requested_by: str
-    state: str  # pending | approved | rejected | expired | executed | failed | withdrawn
+    state: ApprovalState
     expires_at: datetime
     subject: str | None = None  # the user a user.grant / user.credentials request is about
 
@@ -76,17 +110,18 @@ def required(policy: Policy, action: str, charger_count: int = 0) -> bool:
     return True
 
 
-def state_at(request: Pending, now: datetime) -> str:
-    if request.state == "pending" and now >= request.expires_at:
-        return "expired"
+def state_at(request: Pending, now: datetime) -> ApprovalState:
+    """The state as of ``now``: a pending request past its expiry is expired, stored or not."""
+    if request.state is ApprovalState.PENDING and now >= request.expires_at:
+        return ApprovalState.EXPIRED
     return request.state
 
 
 def decision_problem(request: Pending, decider: str, now: datetime) -> str | None:
     """Why ``decider`` may not approve or reject ``request`` now (None: they may)."""
     state = state_at(request, now)
-    if state != "pending":
-        return state  # expired, or already decided
+    if state is not ApprovalState.PENDING:
+        return str(state)  # expired, or already decided
     if decider in (request.requested_by, request.subject):
         return "self_approval"
     return None

@@ -1,0 +1,50 @@
+"""Operator changes to a charger's record (registration, site, tags, key), applied to the
+database and to the live connection's state, and the four-eyes executors for the changes
+that need a second operator (``charger.disable``, ``charger.credentials``).
+
+The live state is looked up through a callable (the gateway's connections, wired by the
+runtime), so the fleet does not import the socket layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from evota.audit.log import Actor
+from evota.fleet.charger import ChargerState
+from evota.fleet.events import Registration
+from evota.operators.approvals import Approvals
+from evota.store.models import Charger
+
+LiveState = Callable[[str], ChargerState | None]
+
+
+async def apply(
+    engine: AsyncEngine, live: LiveState, charger_id: str, changes: Mapping[str, Any]
+) -> None:
+    """Write ``changes`` (column values) to the charger's row and mirror what the running
+    connection keeps in memory (registration, site), so they act without a reconnect."""
+    if changes:
+        async with engine.begin() as conn:
+            await conn.execute(update(Charger).where(Charger.id == charger_id).values(**changes))
+    state = live(charger_id)
+    if state is not None:
+        if "registration" in changes:
+            state.registration = Registration(changes["registration"])
+        if "site_id" in changes:
+            state.site_id = changes["site_id"]
+
+
+def register_approvals(approvals: Approvals, engine: AsyncEngine, live: LiveState) -> None:
+    """Disabling a charger and changing its credentials, once approved."""
+
+    async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
+        await apply(engine, live, payload["charger_id"], payload["changes"])
+        return {"charger_id": payload["charger_id"], "changed": sorted(payload["changes"])}
+
+    approvals.register("charger.disable", execute)
+    approvals.register("charger.credentials", execute)
