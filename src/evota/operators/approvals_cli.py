@@ -18,6 +18,7 @@ from evota.cli_support import (
     print_json,
     query,
 )
+from evota.operators.four_eyes import ApprovalState
 
 app = typer.Typer(help="Four-eyes approvals: requests waiting for a second operator.")
 
@@ -41,8 +42,8 @@ def list_approvals(
     url: UrlOpt = None,
     token: TokenOpt = None,
     state: Annotated[
-        str | None, typer.Option(help="pending, executed, rejected, ... ('' for all)")
-    ] = "pending",
+        str | None, typer.Option(help=f"{', '.join(ApprovalState)} ('' for all)")
+    ] = ApprovalState.PENDING.value,
     action: Annotated[str | None, typer.Option(help="e.g. campaign.start")] = None,
     by: Annotated[str | None, typer.Option("--by", help="who asked")] = None,
     limit: LimitOpt = 100,
