@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pkgutil
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -14,9 +17,12 @@ from structlog.testing import capture_logs
 
 from evota.ocpp import rpc
 from evota.ocpp.errors import RpcError
+from evota.ocpp.schemas import v16
+from evota.sim import control, firmware
 from evota.sim.charger import Reply, SimConfig, SimulatedCharger, handles
 from evota.sim.runner import wait_until
 from evota.sim.v16 import HANDLERS
+from evota.sim.v201 import V201_HANDLERS
 
 from .conftest import NEVER, CallErrorAnswer, FakeCsms, fast, spec
 
@@ -217,6 +223,27 @@ async def test_handlers_are_a_dispatch_table(csms: FakeCsms) -> None:
         assert calls == [{"reservationId": 2}]
     finally:
         await charger.stop()
+
+
+def test_the_16_table_routes_each_action_to_its_own_handler() -> None:
+    """The 1.6 table is written out by hand: each action goes to the handler named after it,
+    every action is a 1.6 (or security extension) one, and no block handler is left unrouted
+    (it would never answer)."""
+    for action, handler in HANDLERS.items():
+        assert handler.__name__ == "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", action).lower()
+    assert set(HANDLERS) <= v16().actions
+    modules = [firmware] + [
+        importlib.import_module(f"{control.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(control.__path__)
+    ]
+    defined = {
+        fn
+        for module in modules
+        for name, fn in vars(module).items()
+        if name.startswith("on_") and getattr(fn, "__module__", None) == module.__name__
+    }
+    routed = {*HANDLERS.values(), *V201_HANDLERS.values()}
+    assert len(defined) == 22 and defined <= routed
 
 
 async def test_a_handler_reply_that_breaks_the_schema_becomes_an_internal_error(
