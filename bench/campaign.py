@@ -19,7 +19,8 @@ from datetime import time as clock
 from typing import Any
 
 from evota.firmware.updates import ImageFacts
-from evota.rollout.engine import CampaignView, JobView, decide
+from evota.rollout.campaign import CampaignView, JobView
+from evota.rollout.engine import decide
 from evota.rollout.gate import Health, evaluate_gate
 from evota.rollout.policy import AutoStopRule, Policy, Target, WaveSpec, Window
 from evota.rollout.target import plan_eligibility

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 
-from evota.rollout.engine import CampaignView, Decision, JobView, StartJob, decide
+from evota.rollout.campaign import CampaignView, JobView
+from evota.rollout.engine import Decision, StartJob, decide
 from evota.rollout.gate import Health
 from evota.rollout.policy import AutoStopRule, Policy, Window
 from evota.rollout.windows import window_open

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evota.rollout.engine import JobView
+from evota.rollout.campaign import JobView
 from evota.rollout.gate import (
     OPERATIVE,
     AfterBoot,

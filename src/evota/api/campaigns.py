@@ -22,13 +22,25 @@ from evota.api.params import AwareInstant, Limit, Offset, Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
 from evota.firmware import repository as repo
-from evota.rollout.campaigns import CampaignError
+from evota.firmware.lifecycle import FirmwareState
+from evota.rollout.campaign import TERMINAL, CampaignError, CampaignErrorKind, CampaignState
 from evota.rollout.policy import PolicyError, with_defaults
 from evota.runtime import Runtime
 from evota.store.models import Campaign, CampaignEvent, Firmware, GateEvaluation, Job
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"], responses=AUTHENTICATED)
-STATES = ("draft", "scheduled", "awaiting_approval", "running", "paused", "completed", "aborted")
+STATES = tuple(CampaignState)
+# A refused campaign request, by its kind: (status, title).
+_REFUSED = {
+    CampaignErrorKind.INVALID: (422, "Invalid campaign"),
+    CampaignErrorKind.CONFLICT: (409, "Not possible now"),
+}
+
+
+def _refused(exc: CampaignError) -> Problem:
+    status, title = _REFUSED[exc.kind]
+    return Problem(status, title, exc.detail, exc.field)
+
 
 EXAMPLE: dict[str, Any] = {
     "name": "AC22 to 2.4.0",
@@ -246,7 +258,7 @@ async def create_campaign(
     fw = await repo.get_firmware(rt.engine, body.firmware_id)
     if fw is None:
         raise Problem(422, "Unknown firmware", f"no firmware {body.firmware_id!r}", "firmware_id")
-    if fw.state == "revoked":
+    if fw.state == FirmwareState.REVOKED:
         raise Problem(409, "Firmware revoked", f"{fw.version} is revoked", "firmware_id")
     try:
         created = await rt.campaigns.create(
@@ -261,7 +273,7 @@ async def create_campaign(
     except PolicyError as exc:
         raise Problem(422, "Invalid campaign", exc.message, exc.field) from None
     except CampaignError as exc:
-        raise Problem(422, "Invalid campaign", str(exc), "pilot") from None
+        raise _refused(exc) from None
     note(request, "campaign", created["id"], None, body.model_dump(mode="json"))
     return await _summary(rt, created["id"])
 
@@ -324,7 +336,7 @@ async def _act(rt: Runtime, campaign_id: str, action: str, body: ActionIn | None
             404, "Unknown campaign", f"no campaign {campaign_id!r}", "campaign_id"
         ) from None
     except CampaignError as exc:
-        raise Problem(409, "Not possible now", str(exc), "state") from None
+        raise _refused(exc) from None
     return await _summary(rt, campaign_id)
 
 
@@ -342,7 +354,7 @@ async def start(
     ``campaign.start`` is among ``EVOTA_APPROVAL_ACTIONS`` (the default)."""
     if rt.approvals.required("campaign.start"):
         summary = await _summary(rt, campaign_id, events=0)
-        if summary["state"] != "draft":
+        if summary["state"] != CampaignState.DRAFT:
             raise Problem(409, "Not possible now", f"campaign is {summary['state']}", "state")
         at = body.at.isoformat() if body and body.at else None
         return await awaiting(
@@ -415,7 +427,7 @@ async def stream(
             if text != last:
                 last = text
                 yield f"event: campaign\ndata: {text}\n\n".encode()
-                if summary["state"] in ("completed", "aborted") and not summary["rollback"]:
+                if summary["state"] in TERMINAL and not summary["rollback"]:
                     return
             await asyncio.sleep(1.0)
 

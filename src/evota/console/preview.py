@@ -20,7 +20,7 @@ from evota.api.problems import Problem
 from evota.firmware import repository as repo
 from evota.firmware.updates import ImageFacts, image_facts
 from evota.rollout import windows as win
-from evota.rollout.campaigns import ACTIVE
+from evota.rollout.campaign import ACTIVE
 from evota.rollout.policy import (
     Policy,
     PolicyError,

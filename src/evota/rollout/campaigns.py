@@ -16,7 +16,7 @@ import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,9 +25,24 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from evota.clock import Clock
+from evota.firmware.lifecycle import FirmwareState
 from evota.firmware.updates import image_facts
 from evota.rollout import engine as eng
+from evota.rollout.campaign import (
+    ACTIVE,
+    TERMINAL,
+    CampaignAction,
+    CampaignError,
+    CampaignErrorKind,
+    CampaignState,
+    CampaignView,
+    JobView,
+    refusal,
+    transition,
+)
 from evota.rollout.gate import Health, StatusReport, health_after_boot
+from evota.rollout.job import TERMINAL as JOB_TERMINAL
+from evota.rollout.job import JobState
 from evota.rollout.policy import (
     parse_ramp,
     policy_from_dict,
@@ -57,28 +72,14 @@ from evota.store.models import (
 
 log = structlog.get_logger("evota.campaigns")
 
-ACTIVE = ("scheduled", "running", "paused", "awaiting_approval")
+# Campaigns the loop evaluates (an aborted one while its rollbacks run).
+_EVALUATED = (CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.ABORTED)
 _CHUNK = 500  # ids per IN (...) query, well under every driver's parameter limit
-
-
-class CampaignError(Exception):
-    """An operator request that does not fit the campaign's state (HTTP 409)."""
 
 
 def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
     for i in range(0, len(ids), _CHUNK):
         yield ids[i : i + _CHUNK]
-
-
-# Which operator actions are allowed from which state, and where they lead.
-TRANSITIONS: dict[str, dict[str, str]] = {
-    "start": {"draft": "running", "scheduled": "running", "awaiting_approval": "running"},
-    "pause": {"running": "paused"},
-    "resume": {"paused": "running"},
-    "abort": {
-        s: "aborted" for s in ("draft", "scheduled", "running", "paused", "awaiting_approval")
-    },
-}
 
 
 class CampaignRunner:
@@ -196,7 +197,11 @@ class CampaignRunner:
             w = exponential(ramp[0], ramp[1], len(eligible)) or waves_from_list([{"percent": 100}])
         unknown = [c for c in pilot if c not in eligibility.eligible]
         if unknown:
-            raise CampaignError(f"pilot chargers are not eligible: {', '.join(unknown[:10])}")
+            raise CampaignError(
+                CampaignErrorKind.INVALID,
+                f"pilot chargers are not eligible: {', '.join(unknown[:10])}",
+                "pilot",
+            )
         planned = plan_waves(eligible, w, pilot=pilot, seed=name)
         campaign_id = str(uuid.uuid4())
         excluded = [
@@ -209,7 +214,7 @@ class CampaignRunner:
                     id=campaign_id,
                     name=name,
                     firmware_id=firmware.id,
-                    state="draft",
+                    state=CampaignState.DRAFT,
                     target=target_to_dict(t),
                     wave_specs=waves_to_list(w),
                     policy=policy_to_dict(p),
@@ -223,8 +228,8 @@ class CampaignRunner:
                     updated_at=now,
                 )
             )
-            await _event(conn, campaign_id, now, "created", "draft", {"by": created_by})
-        return {"id": campaign_id, "state": "draft"}
+            await _event(conn, campaign_id, now, "created", CampaignState.DRAFT, {"by": created_by})
+        return {"id": campaign_id, "state": CampaignState.DRAFT}
 
     async def _in_other_campaigns(self, conn: AsyncConnection) -> dict[str, str]:
         rows = (
@@ -243,7 +248,9 @@ class CampaignRunner:
         *,
         rollback: bool = False,
         at: datetime | None = None,
-    ) -> str:
+    ) -> CampaignState:
+        """Apply an operator action (``CampaignError`` of kind CONFLICT when it does not
+        apply in the campaign's state, ``LookupError`` for an unknown campaign)."""
         async with self._lock:
             now = self._clock.now()
             async with self._engine.begin() as conn:
@@ -254,30 +261,22 @@ class CampaignRunner:
                 ).first()
                 if row is None:
                     raise LookupError(campaign_id)
-                if action == "go":
-                    if row.state != "paused":
-                        raise CampaignError(f"campaign is {row.state}, not paused")
-                    values: dict[str, Any] = {
-                        "gate_go": True,
-                        "state": "running",
-                        "stop_counting_from": now,
-                    }
-                    new = "running"
-                else:
-                    new_state = TRANSITIONS[action].get(row.state)
-                    if new_state is None:
-                        raise CampaignError(f"cannot {action} a campaign that is {row.state}")
-                    new = new_state
-                    values = {"state": new}
-                    if action == "start" and at is not None and at > now:
-                        new = "scheduled"  # the loop starts it at ``at``
-                        values = {"state": new, "start_at": at}
-                    elif action == "start":
-                        values["started_at"] = now
-                        values["wave_started_at"] = now
-                    if action == "abort":
-                        values["finished_at"] = now
-                        values["rollback"] = rollback
+                new = transition(row.state, action)
+                if new is None:
+                    why = refusal(row.state, action) or ""
+                    raise CampaignError(CampaignErrorKind.CONFLICT, why, "state")
+                values: dict[str, Any] = {"state": new}
+                if action == CampaignAction.GO:
+                    values.update(gate_go=True, stop_counting_from=now)
+                elif action == CampaignAction.START and at is not None and at > now:
+                    new = CampaignState.SCHEDULED  # the loop starts it at ``at``
+                    values = {"state": new, "start_at": at}
+                elif action == CampaignAction.START:
+                    values["started_at"] = now
+                    values["wave_started_at"] = now
+                if action == CampaignAction.ABORT:
+                    values["finished_at"] = now
+                    values["rollback"] = rollback
                 values.update(state_reason=reason, updated_at=now)
                 await conn.execute(
                     update(Campaign).where(Campaign.id == campaign_id).values(**values)
@@ -301,7 +300,7 @@ class CampaignRunner:
             stopped = list(ids)
         for cid in stopped:
             with contextlib.suppress(CampaignError, LookupError):
-                await self.act(cid, "abort", "firmware revoked")
+                await self.act(cid, CampaignAction.ABORT, "firmware revoked")
         return stopped
 
     # -- the loop -----------------------------------------------------------------------------
@@ -317,7 +316,7 @@ class CampaignRunner:
                         (
                             await conn.execute(
                                 select(Campaign.id)
-                                .where(Campaign.state.in_(("running", "paused", "aborted")))
+                                .where(Campaign.state.in_(_EVALUATED))
                                 .where(Campaign.finished_at.is_(None) | Campaign.rollback)
                             )
                         ).scalars()
@@ -326,14 +325,14 @@ class CampaignRunner:
                         (
                             await conn.execute(
                                 select(Campaign.id).where(
-                                    Campaign.state == "scheduled",
+                                    Campaign.state == CampaignState.SCHEDULED,
                                     Campaign.start_at <= self._clock.now(),
                                 )
                             )
                         ).scalars()
                     )
                 for cid in due:
-                    await self.act(cid, "start", "scheduled start")
+                    await self.act(cid, CampaignAction.START, "scheduled start")
                 for cid in ids:
                     async with self._lock:
                         await self._join_newcomers(cid)
@@ -356,9 +355,11 @@ class CampaignRunner:
             jobs = await self._job_views(conn, campaign_id)
             members = [c for wave in row.waves for c in wave]
             fleet = await self.snapshots(conn, members)
-            view = eng.CampaignView(
+            aborted = row.state == CampaignState.ABORTED
+            view = CampaignView(
                 id=row.id,
-                state="running" if row.state == "aborted" else row.state,
+                # An aborted campaign's rollbacks run under the rules of a running one.
+                state=CampaignState.RUNNING if aborted else CampaignState(row.state),
                 waves=tuple(tuple(w) for w in row.waves),
                 current_wave=row.current_wave,
                 policy=policy_from_dict(row.policy),
@@ -374,9 +375,9 @@ class CampaignRunner:
                 wave = row.waves[row.current_wave]
                 health = await self._health(conn, view.policy, wave, jobs, now)
         decision = eng.decide(view, jobs, fleet, health, now)
-        if row.state == "aborted" and not row.rollback:
+        if aborted and not row.rollback:
             return decision
-        await self._apply(row, fw, fleet, decision, now, aborted=row.state == "aborted")
+        await self._apply(row, fw, fleet, decision, now, aborted=aborted)
         return decision
 
     async def _join_newcomers(self, campaign_id: str) -> None:
@@ -397,7 +398,7 @@ class CampaignRunner:
                     ).where(Campaign.id == campaign_id)
                 )
             ).first()
-            if row is None or row.state != "running" or not row.target.get("dynamic"):
+            if row is None or row.state != CampaignState.RUNNING or not row.target.get("dynamic"):
                 return
             fw = (
                 await conn.execute(select(Firmware).where(Firmware.id == row.firmware_id))
@@ -420,13 +421,16 @@ class CampaignRunner:
                 update(Campaign).where(Campaign.id == campaign_id).values(waves=waves)
             )
             await _event(
-                conn, campaign_id, now, "joined", "running", {"chargers": list(eligible)[:100]}
+                conn,
+                campaign_id,
+                now,
+                "joined",
+                CampaignState.RUNNING,
+                {"chargers": list(eligible)[:100]},
             )
         log.info("chargers joined campaign", campaign_id=campaign_id, count=len(eligible))
 
-    async def _job_views(
-        self, conn: AsyncConnection, campaign_id: str
-    ) -> dict[str, list[eng.JobView]]:
+    async def _job_views(self, conn: AsyncConnection, campaign_id: str) -> dict[str, list[JobView]]:
         rows = (
             await conn.execute(
                 select(
@@ -444,10 +448,10 @@ class CampaignRunner:
                 .order_by(Job.id)
             )
         ).all()
-        views: dict[str, list[eng.JobView]] = defaultdict(list)
+        views: dict[str, list[JobView]] = defaultdict(list)
         for r in rows:
             views[r.charger_id].append(
-                eng.JobView(
+                JobView(
                     charger_id=r.charger_id,
                     job_id=r.id,
                     kind=r.kind,
@@ -466,129 +470,22 @@ class CampaignRunner:
         conn: AsyncConnection,
         policy: Any,
         wave: Sequence[str],
-        jobs: dict[str, list[eng.JobView]],
+        jobs: dict[str, list[JobView]],
         now: datetime,
     ) -> dict[str, Health]:
         """Each updated charger against its own baseline: the same window before its job;
         and its connectors after the boot with the new version (:func:`health_after_boot`)."""
         window = timedelta(seconds=policy.health_window_seconds)
         within = timedelta(seconds=policy.available_within_seconds)
-        spans: dict[str, tuple[datetime, datetime, str]] = {}
-        for cid in wave:
-            done = [j for j in jobs.get(cid, ()) if j.kind == "update" and j.state == "succeeded"]
-            if done and done[-1].finished_at is not None:
-                spans[cid] = (done[-1].created_at, done[-1].finished_at, done[-1].target_version)
+        spans = _update_spans(wave, jobs)
         if not spans:
             return {}
-        ids = list(spans)
-        first_job = min(s for s, _, _ in spans.values())
-        since = first_job - window
-        sessions: list[Any] = []
-        connects: list[Any] = []
-        boots: list[Any] = []
-        statuses: list[Any] = []
-        connectors: list[Any] = []
-        for chunk in _chunks(ids):
-            sessions += (
-                await conn.execute(
-                    select(
-                        ChargingSession.charger_id,
-                        ChargingSession.started_at,
-                        ChargingSession.outcome,
-                    ).where(
-                        ChargingSession.charger_id.in_(chunk),
-                        ChargingSession.started_at >= since,
-                    )
-                )
-            ).all()
-            connects += (
-                await conn.execute(
-                    select(ChargerEvent.charger_id, ChargerEvent.received_at).where(
-                        ChargerEvent.kind == "connected",
-                        ChargerEvent.charger_id.in_(chunk),
-                        ChargerEvent.received_at >= since,
-                    )
-                )
-            ).all()
-            boots += (
-                await conn.execute(
-                    select(
-                        ChargerEvent.charger_id, ChargerEvent.received_at, ChargerEvent.data
-                    ).where(
-                        ChargerEvent.kind == "boot",
-                        ChargerEvent.charger_id.in_(chunk),
-                        ChargerEvent.received_at >= first_job,
-                    )
-                )
-            ).all()
-            statuses += (
-                await conn.execute(
-                    select(
-                        ConnectorStatus.charger_id,
-                        ConnectorStatus.connector_id,
-                        ConnectorStatus.status,
-                        ConnectorStatus.received_at,
-                    )
-                    .where(
-                        ConnectorStatus.charger_id.in_(chunk),
-                        ConnectorStatus.received_at >= first_job,
-                    )
-                    .order_by(ConnectorStatus.id)
-                )
-            ).all()
-            connectors += (
-                await conn.execute(
-                    select(Connector.charger_id, Connector.connector_id).where(
-                        Connector.charger_id.in_(chunk)
-                    )
-                )
-            ).all()
-        by_charger: dict[str, list[Any]] = defaultdict(list)
-        for s in sessions:
-            by_charger[s.charger_id].append(s)
-        connected_at: dict[str, list[datetime]] = defaultdict(list)
-        for c in connects:
-            connected_at[c.charger_id].append(c.received_at)
-        booted_at: dict[str, list[tuple[datetime, Any]]] = defaultdict(list)
-        for b in boots:
-            booted_at[b.charger_id].append((b.received_at, (b.data or {}).get("firmware_version")))
-        reports: dict[str, list[StatusReport]] = defaultdict(list)
-        for r in statuses:
-            reports[r.charger_id].append(StatusReport(r.connector_id, r.status, r.received_at))
-        known: dict[str, list[int]] = defaultdict(list)
-        for k in connectors:
-            known[k.charger_id].append(k.connector_id)
-        hours = window.total_seconds() / 3600
-        result: dict[str, Health] = {}
-        for cid, (started, finished, version) in spans.items():
-            # "after" starts once the job succeeded, so the update's own reboot is not counted
-            before = (started - window, started)
-            after = (finished, finished + window)
-            mine = by_charger.get(cid, [])
-            boot = _boot_time(
-                booted_at.get(cid, []), connected_at.get(cid, []), started, finished, version
-            )
-            verdict = health_after_boot(
-                boot, reports.get(cid, []), known.get(cid, []), now, within, window
-            )
-            result[cid] = Health(
-                sessions_before=sum(_inside(s.started_at, before) for s in mine),
-                sessions_failed_before=sum(
-                    _inside(s.started_at, before) and s.outcome == "interrupted" for s in mine
-                ),
-                reconnects_before=sum(_inside(at, before) for at in connected_at.get(cid, [])),
-                hours_before=hours,
-                sessions_after=sum(_inside(s.started_at, after) for s in mine),
-                sessions_failed_after=sum(
-                    _inside(s.started_at, after) and s.outcome == "interrupted" for s in mine
-                ),
-                reconnects_after=sum(_inside(at, after) for at in connected_at.get(cid, [])),
-                hours_after=hours,
-                faulted_after=verdict.faulted,
-                available_after=verdict.available,
-                problem=verdict.problem,
-            )
-        return result
+        first_job = min(span.started for span in spans.values())
+        seen = await _observe(conn, list(spans), since=first_job - window, booted_since=first_job)
+        return {
+            cid: _charger_health(span, seen.get(cid, _Observed()), window, within, now)
+            for cid, span in spans.items()
+        }
 
     async def _apply(
         self,
@@ -603,7 +500,7 @@ class CampaignRunner:
         cid = row.id
         self.notes[cid] = d.notes
         # A stopped campaign only rolls chargers back; it starts no new updates.
-        held = aborted or row.state == "paused"
+        held = aborted or row.state == CampaignState.PAUSED
         starts = [s for s in d.start if not held or s.kind == "rollback"]
         for start in starts:
             await self._start_job(row, fw, fleet, start)
@@ -635,9 +532,9 @@ class CampaignRunner:
         if d.state is not None and d.state != state and not held:
             state = d.state
             values.update(state=state, state_reason=d.reason)
-            if state in ("completed", "aborted"):
+            if state in TERMINAL:
                 values["finished_at"] = now
-            if getattr(d, "rollback", False):
+            if d.rollback:
                 values["rollback"] = True
             events.append((state, state, {"reason": d.reason}))
         if not values:
@@ -658,7 +555,7 @@ class CampaignRunner:
                     .select_from(Job)
                     .where(
                         Job.campaign_id == campaign_id,
-                        Job.state.not_in(("succeeded", "failed", "cancelled")),
+                        Job.state.not_in(list(JOB_TERMINAL)),
                     )
                 )
             ).scalar()
@@ -678,7 +575,7 @@ class CampaignRunner:
                         select(Firmware).where(
                             func.lower(Firmware.vendor) == fw.vendor.lower(),
                             Firmware.version == start.to_version,
-                            Firmware.state != "revoked",
+                            Firmware.state != FirmwareState.REVOKED,
                         )
                     )
                 ).first()
@@ -709,6 +606,127 @@ class CampaignRunner:
                 kind=start.kind,
                 campaign_id=row.id,
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A charger's successful update job: when it ran and the version it installed."""
+
+    started: datetime
+    finished: datetime
+    version: str
+
+
+def _update_spans(wave: Sequence[str], jobs: dict[str, list[JobView]]) -> dict[str, _Span]:
+    """The wave's chargers whose latest successful update has finished, with its span."""
+    spans: dict[str, _Span] = {}
+    for cid in wave:
+        done = [
+            j for j in jobs.get(cid, ()) if j.kind == "update" and j.state == JobState.SUCCEEDED
+        ]
+        if done and done[-1].finished_at is not None:
+            spans[cid] = _Span(done[-1].created_at, done[-1].finished_at, done[-1].target_version)
+    return spans
+
+
+@dataclass(slots=True)
+class _Observed:
+    """What the database holds about one charger around its update."""
+
+    sessions: list[tuple[datetime, str]] = field(default_factory=list)  # (started, outcome)
+    connects: list[datetime] = field(default_factory=list)
+    boots: list[tuple[datetime, Any]] = field(default_factory=list)  # (at, version reported)
+    reports: list[StatusReport] = field(default_factory=list)  # in the order received
+    connectors: list[int] = field(default_factory=list)
+
+
+async def _observe(
+    conn: AsyncConnection, ids: Sequence[str], *, since: datetime, booted_since: datetime
+) -> dict[str, _Observed]:
+    """Sessions and connects since ``since`` (the earliest baseline window), boots and
+    connector statuses since ``booted_since`` (the first job), and the known connectors."""
+    seen: defaultdict[str, _Observed] = defaultdict(_Observed)
+    for chunk in _chunks(ids):
+        sessions = await conn.execute(
+            select(
+                ChargingSession.charger_id, ChargingSession.started_at, ChargingSession.outcome
+            ).where(ChargingSession.charger_id.in_(chunk), ChargingSession.started_at >= since)
+        )
+        for s in sessions:
+            seen[s.charger_id].sessions.append((s.started_at, s.outcome))
+        connects = await conn.execute(
+            select(ChargerEvent.charger_id, ChargerEvent.received_at).where(
+                ChargerEvent.kind == "connected",
+                ChargerEvent.charger_id.in_(chunk),
+                ChargerEvent.received_at >= since,
+            )
+        )
+        for c in connects:
+            seen[c.charger_id].connects.append(c.received_at)
+        boots = await conn.execute(
+            select(ChargerEvent.charger_id, ChargerEvent.received_at, ChargerEvent.data).where(
+                ChargerEvent.kind == "boot",
+                ChargerEvent.charger_id.in_(chunk),
+                ChargerEvent.received_at >= booted_since,
+            )
+        )
+        for b in boots:
+            version = (b.data or {}).get("firmware_version")
+            seen[b.charger_id].boots.append((b.received_at, version))
+        statuses = await conn.execute(
+            select(
+                ConnectorStatus.charger_id,
+                ConnectorStatus.connector_id,
+                ConnectorStatus.status,
+                ConnectorStatus.received_at,
+            )
+            .where(
+                ConnectorStatus.charger_id.in_(chunk),
+                ConnectorStatus.received_at >= booted_since,
+            )
+            .order_by(ConnectorStatus.id)
+        )
+        for st in statuses:
+            report = StatusReport(st.connector_id, st.status, st.received_at)
+            seen[st.charger_id].reports.append(report)
+        connectors = await conn.execute(
+            select(Connector.charger_id, Connector.connector_id).where(
+                Connector.charger_id.in_(chunk)
+            )
+        )
+        for k in connectors:
+            seen[k.charger_id].connectors.append(k.connector_id)
+    return dict(seen)
+
+
+def _charger_health(
+    span: _Span, seen: _Observed, window: timedelta, within: timedelta, now: datetime
+) -> Health:
+    """One charger's health: sessions and reconnects in the window before its job and in the
+    window after it succeeded (so the update's own reboot is not counted), and what its
+    connectors reported after the boot with the new version."""
+    before = (span.started - window, span.started)
+    after = (span.finished, span.finished + window)
+    boot = _boot_time(seen.boots, seen.connects, span.started, span.finished, span.version)
+    verdict = health_after_boot(boot, seen.reports, seen.connectors, now, within, window)
+    hours = window.total_seconds() / 3600
+    return Health(
+        sessions_before=sum(_inside(at, before) for at, _ in seen.sessions),
+        sessions_failed_before=sum(
+            _inside(at, before) and outcome == "interrupted" for at, outcome in seen.sessions
+        ),
+        reconnects_before=sum(_inside(at, before) for at in seen.connects),
+        hours_before=hours,
+        sessions_after=sum(_inside(at, after) for at, _ in seen.sessions),
+        sessions_failed_after=sum(
+            _inside(at, after) and outcome == "interrupted" for at, outcome in seen.sessions
+        ),
+        reconnects_after=sum(_inside(at, after) for at in seen.connects),
+        hours_after=hours,
+        faulted_after=verdict.faulted,
+        available_after=verdict.available,
+        problem=verdict.problem,
+    )
 
 
 def _inside(at: datetime, span: tuple[datetime, datetime]) -> bool:

@@ -30,11 +30,10 @@ from evota.cli_support import (
     watch,
     when,
 )
+from evota.rollout.campaign import TERMINAL
+from evota.rollout.job import TERMINAL as JOB_TERMINAL
 
 app = typer.Typer(help="Rollout campaigns: create, show, start, pause, resume, abort, watch.")
-
-TERMINAL = ("completed", "aborted")
-FINISHED_JOBS = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def _wave(text: str) -> dict[str, Any]:
@@ -109,7 +108,7 @@ def create(
 
 def finished(jobs: dict[str, int]) -> int:
     """Chargers of a wave whose update has ended, one way or the other."""
-    return sum(n for state, n in jobs.items() if state in FINISHED_JOBS)
+    return sum(n for state, n in jobs.items() if state in JOB_TERMINAL)
 
 
 def _table(c: dict[str, Any]) -> Table:

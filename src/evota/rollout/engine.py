@@ -41,53 +41,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from evota.firmware import versions
 from evota.rollout import windows as win
+from evota.rollout.campaign import EXECUTED, CampaignState, CampaignView, JobView
 from evota.rollout.gate import GateResult, Health, evaluate_gate
-from evota.rollout.policy import Policy
+from evota.rollout.job import TERMINAL, JobState
+from evota.rollout.policy import Policy, Window
 from evota.selection import ChargerSnapshot
 
-__all__ = ["CampaignView", "Decision", "JobView", "StartJob", "decide"]
+__all__ = ["Decision", "StartJob", "decide"]
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 _SEVERITY = {"pause": 0, "abort": 1, "abort_and_rollback": 2}
 _MAX_NOTES = 8
 _EXAMPLES = 3
 # Holds that end by themselves (jobs finish, windows open): never a reason to skip.
 _WAITING_HOLDS = frozenset({"site cap", "global cap", "start rate", "window closed"})
-
-
-@dataclass(frozen=True, slots=True)
-class JobView:
-    charger_id: str
-    job_id: int
-    kind: str  # "update" | "rollback"
-    state: str
-    failure: str | None
-    previous_version: str | None
-    target_version: str
-    created_at: datetime
-    finished_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class CampaignView:
-    id: str
-    state: str  # draft|awaiting_approval|scheduled|running|paused|completed|aborted
-    waves: tuple[tuple[str, ...], ...]
-    current_wave: int
-    policy: Policy
-    target_version: str
-    wave_started_at: datetime | None
-    wave_done_at: datetime | None
-    gate_go: bool = False
-    rollback: bool = False
-    # Auto-stop counts only update jobs created at or after this instant; set it when an
-    # operator resumes a campaign that auto-stop paused, or the same numbers stop it again.
-    stop_counting_from: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +74,14 @@ class StartJob:
 @dataclass(frozen=True, slots=True)
 class Decision:
     start: tuple[StartJob, ...] = ()
-    state: str | None = None
+    state: CampaignState | None = None
     reason: str | None = None
     gate: GateResult | None = None
     advance_to: int | None = None
     wave_done_at: datetime | None = None
     wake_at: datetime | None = None
     notes: tuple[str, ...] = ()
-    rollback: bool = False  # with state="aborted": roll back every updated charger
+    rollback: bool = False  # with state ABORTED: roll back every updated charger
 
 
 # -- per-charger facts ---------------------------------------------------------------------
@@ -130,7 +101,9 @@ def _latest(js: Sequence[JobView]) -> tuple[JobView | None, JobView]:
 
 
 def _failures_of(js: Sequence[JobView], failure: str) -> int:
-    return sum(1 for j in js if j.kind == "update" and j.state == "failed" and j.failure == failure)
+    return sum(
+        1 for j in js if j.kind == "update" and j.state == JobState.FAILED and j.failure == failure
+    )
 
 
 def _retry_at(policy: Policy, js: Sequence[JobView], update: JobView) -> datetime | None:
@@ -149,7 +122,7 @@ def _retry_at(policy: Policy, js: Sequence[JobView], update: JobView) -> datetim
 def _wants_rollback(policy: Policy, update: JobView, last: JobView) -> bool:
     return (
         last is update
-        and update.state == "failed"
+        and update.state == JobState.FAILED
         and update.failure in policy.rollback_on_failure
         and bool(update.previous_version)
     )
@@ -270,22 +243,24 @@ def decide(
     """What to do now; see the module docstring for the rules."""
     if campaign.rollback:
         return _rollback_all(campaign, jobs, fleet, now)
-    if campaign.state == "paused":
+    if campaign.state == CampaignState.PAUSED:
         starts, notes, wake = _repairs(campaign, jobs, fleet, now)
         return Decision(start=starts, notes=notes, wake_at=wake)
-    if campaign.state != "running":
+    if campaign.state != CampaignState.RUNNING:
         return Decision()
     stop = _auto_stop(campaign, jobs)
     if stop is not None:
         action, reason = stop
         if action == "abort_and_rollback":
             starts = _rollback_all(campaign, jobs, fleet, now).start
-            return Decision(start=starts, state="aborted", reason=reason, rollback=True)
+            return Decision(start=starts, state=CampaignState.ABORTED, reason=reason, rollback=True)
         starts, notes, _ = _repairs(campaign, jobs, fleet, now)
-        state = "paused" if action == "pause" else "aborted"
+        state = CampaignState.PAUSED if action == "pause" else CampaignState.ABORTED
         return Decision(start=starts, state=state, reason=reason, notes=notes)
     if campaign.current_wave >= len(campaign.waves):
-        return Decision(state="completed", reason=f"all {len(campaign.waves)} waves done")
+        return Decision(
+            state=CampaignState.COMPLETED, reason=f"all {len(campaign.waves)} waves done"
+        )
     return _run_wave(campaign, jobs, fleet, health, now)
 
 
@@ -301,14 +276,14 @@ def _auto_stop(
     failed: dict[str, int] = defaultdict(int)
     for js in jobs.values():
         update, _ = _latest(js)
-        if update is None or update.state not in ("succeeded", "failed"):
+        if update is None or update.state not in EXECUTED:
             continue
         if since is not None and update.created_at < since:
             continue
-        if update.state == "failed" and _retry_at(policy, js, update) is not None:
+        if update.state == JobState.FAILED and _retry_at(policy, js, update) is not None:
             continue  # a retry is coming: not an outcome yet
         executed += 1
-        if update.state == "failed":
+        if update.state == JobState.FAILED:
             failed[update.failure or "unknown"] += 1
     worst: tuple[str, str] | None = None
     for i, rule in enumerate(rules):
@@ -330,28 +305,113 @@ def _auto_stop(
     return worst
 
 
-def _rollback_start(update: JobView, now: datetime, why: str) -> StartJob:
-    assert update.previous_version is not None
-    return StartJob(
-        charger_id=update.charger_id,
-        kind="rollback",
-        to_version=update.previous_version,
-        retrieve_at=now,
-        reason=why,
-    )
+class _Windows:
+    """Whether a charger's maintenance window lets an update start now, and if not, when it
+    opens; cached per window set and timezone (a fleet has few)."""
+
+    def __init__(self, policy: Policy, now: datetime) -> None:
+        self.policy = policy
+        self.now = now
+        self._cache: dict[tuple[int, str], tuple[bool, datetime | None]] = {}
+
+    def state(self, c: ChargerSnapshot) -> tuple[bool, datetime | None]:
+        """(may start now, next opening if not)."""
+        ws = self.policy.windows_for(c.site_id)
+        if not ws:
+            return True, None
+        key = (id(ws), c.timezone)
+        if key not in self._cache:
+            self._cache[key] = self._judge(ws, c.timezone)
+        return self._cache[key]
+
+    def _judge(self, ws: tuple[Window, ...], tz: str) -> tuple[bool, datetime | None]:
+        now = self.now
+        ok = win.window_open(ws, tz, now)
+        if not ok:
+            return False, win.next_opening(ws, tz, now)
+        if self.policy.window_margin_seconds:
+            close = win.current_close(ws, tz, now)
+            margin = timedelta(seconds=self.policy.window_margin_seconds)
+            if close is not None and close - now < margin:
+                return False, win.next_opening(ws, tz, close)
+        return True, None
 
 
-def _try_rollback(c: ChargerSnapshot | None, caps: _Caps, notes: _Notes, cid: str) -> bool:
-    if c is not None and c.in_session:
-        notes.add("in session (rollback waits)", cid)
-        return False
-    site = c.site_id if c else None
-    held = caps.blocked(site, rate=False)
-    if held:
-        notes.add(f"{held} (rollback waits)", cid)
-        return False
-    caps.take(site, rate=False)
-    return True
+class _Starter:
+    """The jobs one decision starts, under the caps and windows; notes what holds chargers
+    back and the earliest time a held charger may start (``wake``)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        jobs: Mapping[str, Sequence[JobView]],
+        fleet: Mapping[str, ChargerSnapshot],
+        now: datetime,
+    ) -> None:
+        self.fleet = fleet
+        self.now = now
+        self.caps = _Caps(policy, jobs, fleet, now)
+        self.windows = _Windows(policy, now)
+        self.notes = _Notes()
+        self.starts: list[StartJob] = []
+        self.wake: datetime | None = None
+
+    def rollback(self, cid: str, update: JobView, why: str) -> None:
+        """Roll back to the previous version unless a session or a cap holds the charger.
+        Rollbacks ignore windows and the start rate: a broken charger should not wait."""
+        c = self.fleet.get(cid)
+        if c is not None and c.in_session:
+            self.notes.add("in session (rollback waits)", cid)
+            return
+        site = c.site_id if c else None
+        held = self.caps.blocked(site, rate=False)
+        if held:
+            self.notes.add(f"{held} (rollback waits)", cid)
+            return
+        self.caps.take(site, rate=False)
+        assert update.previous_version is not None
+        self.starts.append(
+            StartJob(
+                charger_id=cid,
+                kind="rollback",
+                to_version=update.previous_version,
+                retrieve_at=self.now,
+                reason=why,
+            )
+        )
+
+    def update(self, cid: str, to_version: str, reason: str) -> str | None:
+        """Start an update job, or say what holds the charger back."""
+        c = self.fleet[cid]
+        held = self._hold(c)
+        if held is not None:
+            self.notes.add(held, cid)
+            return held
+        self.caps.take(c.site_id, rate=True)
+        self.starts.append(
+            StartJob(
+                charger_id=cid,
+                kind="update",
+                to_version=to_version,
+                retrieve_at=self.now,
+                reason=reason,
+            )
+        )
+        return None
+
+    def _hold(self, c: ChargerSnapshot) -> str | None:
+        if not c.connected:
+            return "offline"
+        if c.in_session:
+            return "in session"
+        ok, opening = self.windows.state(c)
+        if not ok:
+            self.wake = _min(self.wake, opening)
+            return "window closed"
+        held = self.caps.blocked(c.site_id, rate=True)
+        if held == "start rate":
+            self.wake = _min(self.wake, self.caps.rate_wake)
+        return held
 
 
 def _rollback_all(
@@ -361,17 +421,14 @@ def _rollback_all(
     now: datetime,
 ) -> Decision:
     policy = campaign.policy
-    caps = _Caps(policy, jobs, fleet, now)
-    notes = _Notes()
-    starts: list[StartJob] = []
+    starter = _Starter(policy, jobs, fleet, now)
     for cid in sorted(jobs):
         update, last = _latest(jobs[cid])
         if update is None or last is not update or not update.previous_version:
             continue
-        wanted = update.state == "succeeded" or _wants_rollback(policy, update, last)
-        if wanted and _try_rollback(fleet.get(cid), caps, notes, cid):
-            starts.append(_rollback_start(update, now, "campaign aborted with rollback"))
-    return Decision(start=tuple(starts), notes=notes.render())
+        if update.state == JobState.SUCCEEDED or _wants_rollback(policy, update, last):
+            starter.rollback(cid, update, "campaign aborted with rollback")
+    return Decision(start=tuple(starter.starts), notes=starter.notes.render())
 
 
 def _repairs(
@@ -382,9 +439,7 @@ def _repairs(
 ) -> tuple[tuple[StartJob, ...], tuple[str, ...], datetime | None]:
     """Rollbacks for chargers whose failure calls for one (used while paused/stopping)."""
     policy = campaign.policy
-    caps = _Caps(policy, jobs, fleet, now)
-    notes = _Notes()
-    starts: list[StartJob] = []
+    starter = _Starter(policy, jobs, fleet, now)
     for cid in sorted(jobs):
         js = jobs[cid]
         update, last = _latest(js)
@@ -392,9 +447,11 @@ def _repairs(
             continue
         if _retry_at(policy, js, update) is not None:
             continue
-        if _try_rollback(fleet.get(cid), caps, notes, cid):
-            starts.append(_rollback_start(update, now, f"rollback after {update.failure}"))
-    return tuple(starts), notes.render(), None
+        starter.rollback(cid, update, f"rollback after {update.failure}")
+    return tuple(starter.starts), starter.notes.render(), None
+
+
+# -- one wave: triage, starts, soak, gate ----------------------------------------------------
 
 
 def _run_wave(
@@ -404,157 +461,159 @@ def _run_wave(
     health: Mapping[str, Health],
     now: datetime,
 ) -> Decision:
+    """Rules 3 to 5 for the current wave: repair, start, and once all are settled, the gate."""
     policy = campaign.policy
-    index = campaign.current_wave
-    target_key = versions.version_key(campaign.target_version)
     wave_started = campaign.wave_started_at or now
-    may_skip = policy.max_wait_seconds is not None and now >= wave_started + timedelta(
-        seconds=policy.max_wait_seconds
-    )
-    closed = campaign.wave_done_at is not None  # the wave is over: soak and gate only
+    max_wait = policy.max_wait_seconds
+    may_skip = max_wait is not None and now >= wave_started + timedelta(seconds=max_wait)
 
-    # The wave, plus chargers of earlier waves that never got a job (carried over).
-    members: list[str] = []
-    for earlier in campaign.waves[:index]:
-        members.extend(cid for cid in earlier if cid not in jobs)
+    triage = _triage(campaign, _wave_members(campaign, jobs), jobs, fleet, now)
+    starter = _Starter(policy, jobs, fleet, now)
+    starter.wake = triage.wake
+    for cid, update in triage.rollbacks:
+        starter.rollback(cid, update, f"rollback after {update.failure}")
+    unsettled = triage.unsettled + len(triage.rollbacks)
+    skipped = triage.skipped
+    if campaign.wave_done_at is None:  # once the wave is done: soak and gate only
+        still, left_out = _start_updates(campaign, triage, jobs, starter, may_skip=may_skip)
+        unsettled += still
+        skipped += left_out
+
+    extra: list[str] = []
+    if skipped:
+        index = campaign.current_wave
+        extra.append(f"{skipped} skipped in wave {index} (never startable, or left the fleet)")
+    if not may_skip and triage.fresh and max_wait is not None:
+        starter.wake = _min(starter.wake, wave_started + timedelta(seconds=max_wait))
+    notes = starter.notes.render(extra)
+    if starter.starts or unsettled:
+        return Decision(start=tuple(starter.starts), wake_at=starter.wake, notes=notes)
+    return _soak_and_gate(campaign, triage.wave_jobs, fleet, health, now, notes)
+
+
+def _wave_members(campaign: CampaignView, jobs: Mapping[str, Sequence[JobView]]) -> list[str]:
+    """The current wave, after the chargers of earlier waves that never got a job (carried
+    over: they stay candidates in every later wave)."""
+    index = campaign.current_wave
+    members = [cid for earlier in campaign.waves[:index] for cid in earlier if cid not in jobs]
     members.extend(campaign.waves[index])
+    return members
 
-    rollbacks: list[tuple[str, JobView]] = []
-    retries: list[tuple[str, JobView]] = []
-    fresh: list[str] = []
-    unsettled = 0
-    skipped = 0
-    wake: datetime | None = None
-    wave_jobs: list[JobView] = []
+
+@dataclass(slots=True)
+class _Triage:
+    """The wave's chargers sorted by what they need now."""
+
+    fresh: list[str] = field(default_factory=list)  # no job yet: an update to start
+    retries: list[tuple[str, JobView]] = field(default_factory=list)  # failed, retry due
+    rollbacks: list[tuple[str, JobView]] = field(default_factory=list)  # failed, roll back
+    wave_jobs: list[JobView] = field(default_factory=list)  # latest updates, for the gate
+    unsettled: int = 0  # a job still running, or a retry not yet due
+    skipped: int = 0  # gone from the fleet before it got a job
+    wake: datetime | None = None  # when the first retry not yet due is
+
+
+def _triage(
+    campaign: CampaignView,
+    members: Sequence[str],
+    jobs: Mapping[str, Sequence[JobView]],
+    fleet: Mapping[str, ChargerSnapshot],
+    now: datetime,
+) -> _Triage:
+    policy = campaign.policy
+    target_key = versions.version_key(campaign.target_version)
+    t = _Triage()
     for cid in members:
         js = jobs.get(cid)
         if not js:
             c = fleet.get(cid)
             if c is None:
-                skipped += 1
+                t.skipped += 1
             elif c.firmware_version and versions.version_key(c.firmware_version) == target_key:
                 pass  # updated outside the campaign: nothing to do
             else:
-                fresh.append(cid)
+                t.fresh.append(cid)
             continue
         update, last = _latest(js)
         if update is not None:
-            wave_jobs.append(update)
+            t.wave_jobs.append(update)
         if last.state not in TERMINAL:
-            unsettled += 1
+            t.unsettled += 1
             continue
-        if last is not update or update is None or update.state != "failed":
+        if last is not update or update is None or update.state != JobState.FAILED:
             continue  # rolled back, succeeded or cancelled
         retry_at = _retry_at(policy, js, update)
-        if retry_at is not None:
-            if retry_at <= now:
-                retries.append((cid, update))
-            else:
-                unsettled += 1
-                wake = _min(wake, retry_at)
-        elif _wants_rollback(policy, update, last):
-            rollbacks.append((cid, update))
-
-    caps = _Caps(policy, jobs, fleet, now)
-    notes = _Notes()
-    starts: list[StartJob] = []
-    for cid, update in rollbacks:
-        if _try_rollback(fleet.get(cid), caps, notes, cid):
-            starts.append(_rollback_start(update, now, f"rollback after {update.failure}"))
-    unsettled += len(rollbacks)
-
-    window_cache: dict[tuple[int, str], tuple[bool, datetime | None]] = {}
-
-    def window_state(c: ChargerSnapshot) -> tuple[bool, datetime | None]:
-        """(may start now, next opening if not)."""
-        ws = policy.windows_for(c.site_id)
-        if not ws:
-            return True, None
-        key = (id(ws), c.timezone)
-        if key not in window_cache:
-            ok = win.window_open(ws, c.timezone, now)
-            opening: datetime | None = None
-            if ok and policy.window_margin_seconds:
-                close = win.current_close(ws, c.timezone, now)
-                margin = timedelta(seconds=policy.window_margin_seconds)
-                if close is not None and close - now < margin:
-                    ok = False
-                    opening = win.next_opening(ws, c.timezone, close)
-            elif not ok:
-                opening = win.next_opening(ws, c.timezone, now)
-            window_cache[key] = (ok, opening)
-        return window_cache[key]
-
-    def try_update(cid: str, reason: str) -> str | None:
-        """Start an update job, or say what holds the charger back."""
-        nonlocal wake
-        c = fleet[cid]
-        held: str | None = None
-        if not c.connected:
-            held = "offline"
-        elif c.in_session:
-            held = "in session"
+        if retry_at is None:
+            if _wants_rollback(policy, update, last):
+                t.rollbacks.append((cid, update))
+        elif retry_at <= now:
+            t.retries.append((cid, update))
         else:
-            ok, opening = window_state(c)
-            if not ok:
-                held = "window closed"
-                wake = _min(wake, opening)
-            else:
-                held = caps.blocked(c.site_id, rate=True)
-                if held == "start rate":
-                    wake = _min(wake, caps.rate_wake)
-        if held is not None:
-            notes.add(held, cid)
-            return held
-        caps.take(c.site_id, rate=True)
-        starts.append(
-            StartJob(
-                charger_id=cid,
-                kind="update",
-                to_version=campaign.target_version,
-                retrieve_at=now,
-                reason=reason,
-            )
-        )
-        return None
+            t.unsettled += 1
+            t.wake = _min(t.wake, retry_at)
+    return t
 
-    if not closed:
-        for cid, update in retries:
-            n = _failures_of(jobs[cid], update.failure or "")
-            try_update(cid, f"retry {n} after {update.failure}")
-            unsettled += 1  # started or waiting: either way not settled
-        for cid in fresh:
-            held = try_update(cid, f"wave {index}")
-            # Offline or busy chargers may stay so; caps and windows always clear up.
-            if held is None or held in _WAITING_HOLDS or not may_skip:
-                unsettled += 1
-            else:
-                skipped += 1
-    extra: list[str] = []
-    if skipped:
-        extra.append(f"{skipped} skipped in wave {index} (never startable, or left the fleet)")
-    if not may_skip and fresh and policy.max_wait_seconds is not None:
-        wake = _min(wake, wave_started + timedelta(seconds=policy.max_wait_seconds))
 
-    if starts or unsettled:
-        return Decision(start=tuple(starts), wake_at=wake, notes=notes.render(extra))
+def _start_updates(
+    campaign: CampaignView,
+    triage: _Triage,
+    jobs: Mapping[str, Sequence[JobView]],
+    starter: _Starter,
+    *,
+    may_skip: bool,
+) -> tuple[int, int]:
+    """Start the due retries, then the wave's first updates; (unsettled, skipped) of them."""
+    unsettled = skipped = 0
+    to_version = campaign.target_version
+    for cid, update in triage.retries:
+        n = _failures_of(jobs[cid], update.failure or "")
+        starter.update(cid, to_version, f"retry {n} after {update.failure}")
+        unsettled += 1  # started or waiting: either way not settled
+    for cid in triage.fresh:
+        held = starter.update(cid, to_version, f"wave {campaign.current_wave}")
+        # Offline or busy chargers may stay so; caps and windows always clear up.
+        if held is None or held in _WAITING_HOLDS or not may_skip:
+            unsettled += 1
+        else:
+            skipped += 1
+    return unsettled, skipped
 
+
+def _soak_and_gate(
+    campaign: CampaignView,
+    wave_jobs: Sequence[JobView],
+    fleet: Mapping[str, ChargerSnapshot],
+    health: Mapping[str, Health],
+    now: datetime,
+    notes: tuple[str, ...],
+) -> Decision:
+    """Every charger of the wave is settled: mark the wave done, soak, then judge the gate."""
+    policy = campaign.policy
     wait = timedelta(seconds=max(policy.soak_seconds, policy.health_window_seconds))
     if campaign.wave_done_at is None:
-        return Decision(wave_done_at=now, wake_at=now + wait, notes=notes.render(extra))
+        return Decision(wave_done_at=now, wake_at=now + wait, notes=notes)
     if now < campaign.wave_done_at + wait:
-        return Decision(wake_at=campaign.wave_done_at + wait, notes=notes.render(extra))
+        return Decision(wake_at=campaign.wave_done_at + wait, notes=notes)
+    gate = evaluate_gate(campaign.current_wave, wave_jobs, fleet, health, policy)
+    return _after_gate(campaign, gate, now)
 
-    gate = evaluate_gate(index, wave_jobs, fleet, health, policy)
-    if not gate.passed and not campaign.gate_go:
+
+def _after_gate(campaign: CampaignView, gate: GateResult, now: datetime) -> Decision:
+    """What a judged gate leads to: a pause (it failed, or the operator wants to look first),
+    the next wave, or completion. The operator's go overrides both kinds of pause."""
+    index = campaign.current_wave
+    go = campaign.gate_go
+    if not gate.passed and not go:
         why = "; ".join(gate.reasons)
-        return Decision(state="paused", reason=f"gate {index} failed: {why}", gate=gate)
-    if policy.pause_at_gate and not campaign.gate_go:
-        return Decision(state="paused", reason=f"waiting for operator at gate {index}", gate=gate)
+        return Decision(state=CampaignState.PAUSED, reason=f"gate {index} failed: {why}", gate=gate)
+    if campaign.policy.pause_at_gate and not go:
+        return Decision(
+            state=CampaignState.PAUSED, reason=f"waiting for operator at gate {index}", gate=gate
+        )
     prefix = "" if gate.passed else f"operator go overrides failed gate {index}; "
     if index + 1 >= len(campaign.waves):
         return Decision(
-            state="completed",
+            state=CampaignState.COMPLETED,
             reason=f"{prefix}gate {index} passed, all {len(campaign.waves)} waves done",
             gate=gate,
         )

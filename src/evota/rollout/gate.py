@@ -15,13 +15,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from evota.rollout.campaign import EXECUTED, JobView
+from evota.rollout.job import JobState
 from evota.rollout.policy import Policy
 from evota.selection import ChargerSnapshot
-
-if TYPE_CHECKING:
-    from evota.rollout.engine import JobView
 
 __all__ = [
     "OPERATIVE",
@@ -209,6 +208,35 @@ def evaluate_gate(
     reconnect rate (per charger-hour) is worse than the baseline by more than
     ``health_tolerance``.
     """
+    tally = _Tally()
+    for cid, job in _latest_updates(jobs).items():
+        if job.state in EXECUTED:
+            tally.add(cid, job, health.get(cid), chargers.get(cid))
+    lower = wilson_lower(tally.succeeded, tally.executed)
+    threshold = policy.success_threshold
+    tol = policy.health_tolerance
+    reasons = [
+        *_success_problems(tally, lower, threshold),
+        *_health_problems(tally.before, tally.after, tol),
+    ]
+    return GateResult(
+        wave=wave_index,
+        passed=not reasons,
+        reasons=tuple(reasons),
+        executed=tally.executed,
+        succeeded=tally.succeeded,
+        failed=tally.executed - tally.succeeded,
+        success_ratio=tally.succeeded / tally.executed if tally.executed else 0.0,
+        wilson_lower=lower,
+        threshold=threshold,
+        health=tally.health_summary(tol),
+        by_model={k: _group(e, s) for k, (e, s) in sorted(tally.by_model.items())},
+        by_site={k: _group(e, s) for k, (e, s) in sorted(tally.by_site.items())},
+    )
+
+
+def _latest_updates(jobs: Sequence[JobView]) -> dict[str, JobView]:
+    """Each charger's latest update job (by id), in the order chargers first appear."""
     latest: dict[str, JobView] = {}
     for j in jobs:
         if j.kind != "update":
@@ -216,91 +244,119 @@ def evaluate_gate(
         seen = latest.get(j.charger_id)
         if seen is None or j.job_id > seen.job_id:
             latest[j.charger_id] = j
-    executed = succeeded = faulted = unavailable = 0
-    sb = sfb = rb = sa = sfa = ra = 0
-    hb = ha = 0.0
-    groups_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    groups_site: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    examples: dict[str, str] = {}  # a few unhealthy chargers and why, for the operator
-    for cid, j in latest.items():
-        if j.state not in ("succeeded", "failed"):
-            continue
-        executed += 1
-        ok = j.state == "succeeded"
-        h = health.get(cid) if ok else None
-        if h is not None:
-            sb += h.sessions_before
-            sfb += h.sessions_failed_before
-            rb += h.reconnects_before
-            hb += h.hours_before
-            sa += h.sessions_after
-            sfa += h.sessions_failed_after
-            ra += h.reconnects_after
-            ha += h.hours_after
-            if h.faulted_after:
-                faulted += 1
-                ok = False
-            elif not h.available_after:
-                unavailable += 1
-                ok = False
-            if not ok and len(examples) < _EXAMPLES:
-                examples[cid] = h.problem or ("Faulted" if h.faulted_after else "not Available")
-        succeeded += ok
-        c = chargers.get(cid)
-        gm = groups_model[(c.model if c else None) or "unknown"]
-        gs = groups_site[(c.site_id if c else None) or "unknown"]
-        gm[0] += 1
-        gs[0] += 1
-        gm[1] += ok
-        gs[1] += ok
-    lower = wilson_lower(succeeded, executed)
-    threshold = policy.success_threshold
-    tol = policy.health_tolerance
-    reasons: list[str] = []
-    if executed == 0:
-        reasons.append("no charger of the wave executed its update")
-    elif lower < threshold:
-        unhealthy = ""
-        if faulted or unavailable:
-            unhealthy = f"; {faulted} Faulted, {unavailable} not Available"
-        reasons.append(
-            f"success {succeeded}/{executed}{unhealthy}: Wilson lower bound {lower:.3f}"
-            f" < {threshold:g}"
-        )
-    sess_before, sess_after = _rate(sfb, sb), _rate(sfa, sa)
-    if sess_after is not None and sess_after - (sess_before or 0.0) > tol:
-        reasons.append(
-            f"session failure rate {sess_after:.3f} vs baseline {sess_before or 0.0:.3f}"
-            f" (tolerance {tol:g})"
-        )
-    rec_before, rec_after = _rate(rb, hb), _rate(ra, ha)
-    if rec_after is not None and rec_after - (rec_before or 0.0) > tol:
-        reasons.append(
-            f"reconnects per hour {rec_after:.3f} vs baseline {rec_before or 0.0:.3f}"
-            f" (tolerance {tol:g})"
-        )
-    return GateResult(
-        wave=wave_index,
-        passed=not reasons,
-        reasons=tuple(reasons),
-        executed=executed,
-        succeeded=succeeded,
-        failed=executed - succeeded,
-        success_ratio=succeeded / executed if executed else 0.0,
-        wilson_lower=lower,
-        threshold=threshold,
-        health={
-            "faulted": faulted,
-            "not_available": unavailable,
-            "session_failure_rate_before": sess_before,
-            "session_failure_rate_after": sess_after,
-            "reconnect_rate_before": rec_before,
-            "reconnect_rate_after": rec_after,
-            "sessions_before": sb,
-            "sessions_after": sa,
-            "tolerance": tol,
-            "unhealthy_examples": dict(sorted(examples.items())),
-        },
-        by_model={k: _group(e, s) for k, (e, s) in sorted(groups_model.items())},
-        by_site={k: _group(e, s) for k, (e, s) in sorted(groups_site.items())},
-    )
+    return latest
+
+
+@dataclass(slots=True)
+class _Side:
+    """Session and reconnect counts of the wave's chargers, summed, on one side of the update."""
+
+    sessions: int = 0
+    sessions_failed: int = 0
+    reconnects: int = 0
+    hours: float = 0.0
+
+    @property
+    def session_failure_rate(self) -> float | None:
+        return _rate(self.sessions_failed, self.sessions)
+
+    @property
+    def reconnect_rate(self) -> float | None:
+        return _rate(self.reconnects, self.hours)
+
+
+def _pair() -> list[int]:
+    return [0, 0]
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What the executed chargers of a wave add up to."""
+
+    executed: int = 0
+    succeeded: int = 0  # healthy successes: a success that then faulted counts as a failure
+    faulted: int = 0
+    unavailable: int = 0
+    before: _Side = field(default_factory=_Side)
+    after: _Side = field(default_factory=_Side)
+    by_model: defaultdict[str, list[int]] = field(default_factory=lambda: defaultdict(_pair))
+    by_site: defaultdict[str, list[int]] = field(default_factory=lambda: defaultdict(_pair))
+    examples: dict[str, str] = field(default_factory=dict)  # a few unhealthy ones, and why
+
+    def add(
+        self, cid: str, job: JobView, health: Health | None, charger: ChargerSnapshot | None
+    ) -> None:
+        self.executed += 1
+        ok = job.state == JobState.SUCCEEDED
+        if ok and health is not None:
+            ok = self._healthy(cid, health)
+        self.succeeded += ok
+        for group in (
+            self.by_model[(charger.model if charger else None) or "unknown"],
+            self.by_site[(charger.site_id if charger else None) or "unknown"],
+        ):
+            group[0] += 1
+            group[1] += ok
+
+    def _healthy(self, cid: str, h: Health) -> bool:
+        """Count a succeeded charger's health; whether it is healthy after its update."""
+        self.before.sessions += h.sessions_before
+        self.before.sessions_failed += h.sessions_failed_before
+        self.before.reconnects += h.reconnects_before
+        self.before.hours += h.hours_before
+        self.after.sessions += h.sessions_after
+        self.after.sessions_failed += h.sessions_failed_after
+        self.after.reconnects += h.reconnects_after
+        self.after.hours += h.hours_after
+        if h.faulted_after:
+            self.faulted += 1
+        elif not h.available_after:
+            self.unavailable += 1
+        else:
+            return True
+        if len(self.examples) < _EXAMPLES:
+            self.examples[cid] = h.problem or ("Faulted" if h.faulted_after else "not Available")
+        return False
+
+    def health_summary(self, tolerance: float) -> dict[str, Any]:
+        return {
+            "faulted": self.faulted,
+            "not_available": self.unavailable,
+            "session_failure_rate_before": self.before.session_failure_rate,
+            "session_failure_rate_after": self.after.session_failure_rate,
+            "reconnect_rate_before": self.before.reconnect_rate,
+            "reconnect_rate_after": self.after.reconnect_rate,
+            "sessions_before": self.before.sessions,
+            "sessions_after": self.after.sessions,
+            "tolerance": tolerance,
+            "unhealthy_examples": dict(sorted(self.examples.items())),
+        }
+
+
+def _success_problems(tally: _Tally, lower: float, threshold: float) -> list[str]:
+    """Why the wave's (healthy) successes are too few, if they are."""
+    if tally.executed == 0:
+        return ["no charger of the wave executed its update"]
+    if lower >= threshold:
+        return []
+    unhealthy = ""
+    if tally.faulted or tally.unavailable:
+        unhealthy = f"; {tally.faulted} Faulted, {tally.unavailable} not Available"
+    return [
+        f"success {tally.succeeded}/{tally.executed}{unhealthy}: Wilson lower bound"
+        f" {lower:.3f} < {threshold:g}"
+    ]
+
+
+def _health_problems(before: _Side, after: _Side, tolerance: float) -> list[str]:
+    """Which rates got worse than their baseline by more than the tolerance."""
+    problems = []
+    for name, was, now in (
+        ("session failure rate", before.session_failure_rate, after.session_failure_rate),
+        ("reconnects per hour", before.reconnect_rate, after.reconnect_rate),
+    ):
+        if now is not None and now - (was or 0.0) > tolerance:
+            problems.append(
+                f"{name} {now:.3f} vs baseline {was or 0.0:.3f} (tolerance {tolerance:g})"
+            )
+    return problems
