@@ -123,6 +123,26 @@ def test_site_global_caps_and_start_rate() -> None:
     assert d.start == () and d.wake_at == T0 + 90 * SEC  # one per two minutes
 
 
+def test_the_start_rate_wakes_when_it_has_room_again() -> None:
+    """Rollbacks count against the start rate (they are never held by it), so the window can
+    hold more jobs than the burst: the wake is when a start is allowed again (evota.pacing),
+    not when the oldest job leaves the window."""
+    fleet = {c: ch(c) for c in "abcd"}
+    jobs = {
+        "a": [jv("a", 1, "succeeded", created_at=T0 - 50 * SEC)],
+        "b": [jv("b", 2, "succeeded", created_at=T0 - 40 * SEC)],
+        "c": [
+            jv("c", 3, "failed", "unhealthy", created_at=T0 - 90 * SEC),
+            jv("c", 4, "queued", kind="rollback", created_at=T0 - 20 * SEC),
+        ],
+    }
+    campaign = view([list("abcd")], Policy(start_rate_per_minute=2))
+    d = decide(campaign, jobs, fleet, {}, T0)
+    assert d.start == () and d.wake_at == T0 + 20 * SEC  # 2 per minute: b's job leaves then
+    assert decide(campaign, jobs, fleet, {}, T0 + 10 * SEC).start == ()  # a's leaving: no room
+    assert ids(decide(campaign, jobs, fleet, {}, T0 + 20 * SEC)) == ["d"]
+
+
 def test_retry_with_backoff_then_rollback_when_exhausted() -> None:
     fleet = {"a": ch("a")}
     policy = Policy(

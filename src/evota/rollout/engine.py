@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from evota.firmware import versions
+from evota.pacing import Pace
 from evota.rollout import windows as win
 from evota.rollout.campaign import EXECUTED, CampaignState, CampaignView, JobView
 from evota.rollout.gate import GateResult, Health, evaluate_gate
@@ -142,17 +143,11 @@ class _Caps:
         self.fleet = fleet
         self.active_site: dict[str | None, int] = defaultdict(int)
         self.active = 0
-        self.rate_wake = now
         rate = policy.start_rate_per_minute
-        # Rate r/min: at most k = max(1, floor(r)) starts in any k/r minutes.
-        self.rate_budget: int | None = None
-        self.rate_span = timedelta(0)
-        recent: list[datetime] = []
-        if rate is not None:
-            k = max(1, int(rate))
-            self.rate_span = timedelta(seconds=60 * k / rate)
-            self.rate_budget = k
-        since = now - self.rate_span
+        # Starts per minute as one sliding window (evota.pacing); rollbacks count, never wait.
+        self.pace = None if rate is None else Pace(rate, period=60.0)
+        self.now = now
+        created: list[datetime] = []
         for cid, js in jobs.items():
             c = fleet.get(cid)
             site = c.site_id if c else None
@@ -160,12 +155,12 @@ class _Caps:
                 if j.state not in TERMINAL:
                     self.active += 1
                     self.active_site[site] += 1
-                if rate is not None and j.created_at > since:
-                    recent.append(j.created_at)
-        if self.rate_budget is not None:
-            self.rate_budget -= len(recent)
-            # The oldest start in the span leaves it first (starts made now leave later).
-            self.rate_wake = min(recent, default=now) + self.rate_span
+                if self.pace is not None:
+                    created.append(j.created_at)
+        # Jobs created within the window, then the starts decided now.
+        self.starts = [] if self.pace is None else self.pace.recent(created, now)
+        self.rate_budget = None if self.pace is None else self.pace.allowance(self.starts, now)
+        self._rate_wake: datetime | None = None
         self._site_cap: dict[str | None, int | None] = {}
         self._site_size: dict[str | None, int] | None = None
 
@@ -199,6 +194,16 @@ class _Caps:
         self.active_site[site] += 1
         if rate and self.rate_budget is not None:
             self.rate_budget -= 1
+            self.starts.append(self.now)
+            self._rate_wake = None
+
+    @property
+    def rate_wake(self) -> datetime:
+        """When the start rate has room again (``now`` if it has room)."""
+        if self._rate_wake is None:
+            free = None if self.pace is None else self.pace.next_free(self.starts, self.now)
+            self._rate_wake = self.now if free is None else free
+        return self._rate_wake
 
 
 class _Notes:
