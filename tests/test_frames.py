@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import hashlib
 import struct
 
 import pytest
@@ -29,7 +29,7 @@ def client_frame(
         head = bytes((b0, (0x80 if mask else 0) | 127)) + struct.pack("!Q", n)
     if not mask:
         return head + payload
-    key = os.urandom(4)
+    key = hashlib.sha256(head + payload).digest()[:4]  # varied, yet the same in every run
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
@@ -45,8 +45,9 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 messages = st.lists(
     st.tuples(
-        st.sampled_from([frames.OP_TEXT, frames.OP_BINARY]),
-        st.binary(max_size=70_000),
+        st.just(frames.OP_TEXT),
+        # valid UTF-8 with multi-byte characters, which fragments may split
+        st.binary(max_size=70_000).map(lambda b: b.decode("latin-1").encode()),
         st.integers(1, 4),
     ),
     min_size=1,
@@ -94,6 +95,18 @@ def test_any_fragmentation_and_chunking_yields_the_same_messages(msgs, cuts, wit
             frames.CLOSE_PROTOCOL_ERROR,
         ),
         (client_frame(frames.OP_TEXT, b"x" * 2000), frames.CLOSE_TOO_BIG),
+        (client_frame(frames.OP_BINARY, b"[]"), frames.CLOSE_UNSUPPORTED_DATA),
+        (client_frame(frames.OP_BINARY, b"[", fin=False), frames.CLOSE_UNSUPPORTED_DATA),
+        (client_frame(frames.OP_TEXT, b'["\xff"]'), frames.CLOSE_INVALID_DATA),  # fast path
+        (client_frame(frames.OP_TEXT, b"\xff" * 200), frames.CLOSE_INVALID_DATA),  # 16-bit length
+        (client_frame(frames.OP_TEXT, b"\xc0\xaf"), frames.CLOSE_INVALID_DATA),  # overlong "/"
+        (client_frame(frames.OP_TEXT, b"\xed\xa0\x80"), frames.CLOSE_INVALID_DATA),  # surrogate
+        (client_frame(frames.OP_TEXT, b"\xf4\x90\x80\x80"), frames.CLOSE_INVALID_DATA),  # >10FFFF
+        (
+            client_frame(frames.OP_TEXT, b"ok", fin=False)
+            + client_frame(frames.OP_CONT, b"\xe2\x82"),  # message ends inside a character
+            frames.CLOSE_INVALID_DATA,
+        ),
         (
             client_frame(frames.OP_TEXT, b"x" * 600, fin=False)
             + client_frame(frames.OP_CONT, b"x" * 600),
@@ -122,6 +135,38 @@ def test_server_frames_parse_with_websockets(size):
     assert frame.opcode is Opcode.TEXT and frame.fin and frame.data == payload
 
 
+def test_invalid_utf8_fails_split_over_reads_too():
+    reader = FrameReader(max_size=1000)
+    wire = client_frame(frames.OP_TEXT, b"[1,\xfe]")
+    assert reader.feed(wire[:3]) == []
+    with pytest.raises(FrameError) as info:
+        reader.feed(wire[3:])
+    assert info.value.code == frames.CLOSE_INVALID_DATA
+
+
+def test_a_character_split_across_fragments_is_valid():
+    text = "Überlast €".encode()
+    first = client_frame(frames.OP_TEXT, text[:1], fin=False)
+    wire = first + client_frame(frames.OP_CONT, text[1:])
+    assert FrameReader(max_size=1000).feed(wire) == [Received(frames.OP_TEXT, text)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_text_is_accepted_exactly_when_python_decodes_it_as_utf8(payload):
+    try:
+        payload.decode("utf-8")
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+    try:
+        got = FrameReader(max_size=1000).feed(client_frame(frames.OP_TEXT, payload))
+    except FrameError as exc:
+        assert not valid and exc.code == frames.CLOSE_INVALID_DATA
+    else:
+        assert valid and got == [Received(frames.OP_TEXT, payload)]
+
+
 def test_close_frames():
     assert frames.parse_close(frames.encode_close(1001, "bye")[2:]) == (1001, "bye")
     assert frames.parse_close(b"") == (1005, "")
@@ -137,7 +182,7 @@ def test_non_minimal_length_encoding_is_not_misread_by_the_fast_path():
 
 @pytest.mark.parametrize("size", [125, 126, 300, 65535])
 def test_single_frames_of_every_length_class(size):
-    payload = bytes(i % 251 for i in range(size))
+    payload = bytes(32 + i % 95 for i in range(size))
     assert FrameReader(1 << 20).feed(client_frame(frames.OP_TEXT, payload)) == [
         Received(frames.OP_TEXT, payload)
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import websockets
 
 from tests.conftest import api_client, connect, provision
 
@@ -161,6 +162,45 @@ async def test_fragmented_message_is_reassembled(evota_sqlite):
     await ws.send([text[:5], text[5:12], text[12:]])
     assert json.loads(await ws.recv())[:2] == [3, "frag"]
     await ws.close()
+
+
+async def _close_code(ws: websockets.ClientConnection) -> int | None:
+    """The code the server closed with; fails if it answered instead."""
+    with pytest.raises(websockets.ConnectionClosedError) as info:
+        await ws.recv()
+    return info.value.rcvd.code if info.value.rcvd else None
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [b'[2, "u1", "Heartbeat", {"x": "\xff"}]'],
+        [b'[2, "u2", "DataTransfer", {"vendorId": "St', b'\xc3"}]'],  # ends inside a character
+    ],
+    ids=["one-frame", "fragments"],
+)
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007(evota_sqlite, parts):
+    """RFC 6455 §8.1; it used to be answered with a CALLERROR as if it were bad JSON."""
+    ws = await _booted(evota_sqlite, f"CP-utf8-{len(parts)}")
+    await ws.send(parts if len(parts) > 1 else parts[0], text=True)
+    assert await _close_code(ws) == 1007
+
+
+async def test_a_character_split_across_text_fragments_is_fine(evota_sqlite):
+    ws = await _booted(evota_sqlite, "CP-utf8-split")
+    text = json.dumps([2, "u3", "DataTransfer", {"vendorId": "Stüdt"}], ensure_ascii=False)
+    raw = text.encode()
+    cut = raw.index("ü".encode()) + 1
+    await ws.send([raw[:cut], raw[cut:]], text=True)
+    assert json.loads(await ws.recv())[:2] == [3, "u3"]
+    await ws.close()
+
+
+async def test_binary_frames_close_with_1003(evota_sqlite):
+    """OCPP-J is JSON text; a binary frame used to be processed as if it were text."""
+    ws = await _booted(evota_sqlite, "CP-binary")
+    await ws.send(json.dumps([2, "b1", "Heartbeat", {}]).encode())  # bytes: a binary frame
+    assert await _close_code(ws) == 1003
 
 
 async def test_late_or_unknown_result_is_dropped(evota_sqlite):

@@ -134,7 +134,7 @@ class ChargerConnection(asyncio.Protocol):
             return
         for item in received:
             opcode = item.opcode
-            if opcode == frames.OP_TEXT or opcode == frames.OP_BINARY:
+            if opcode == frames.OP_TEXT:
                 if not self._closing:
                     self._on_message(item.data)
             elif opcode == frames.OP_PING:

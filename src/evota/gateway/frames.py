@@ -6,6 +6,11 @@ websockets' generator-based parser: OCPP traffic is small, unfragmented text fra
 parsing them with a few slices and the C ``apply_mask`` from websockets roughly halves the
 per-message framing cost (docs/performance.md). Everything unusual — fragments, control
 frames, a frame split over several reads — still goes through the same, complete parser.
+
+OCPP-J messages are JSON text: a text message that is not valid UTF-8 fails the connection
+with 1007 (RFC 6455 §8.1), and a binary message, which OCPP-J has no use for, with 1003
+(unsupported data). The UTF-8 check is ``bytes.isascii`` (OCPP traffic is nearly always
+ASCII) and a strict decode only for the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ OP_PONG = 0xA
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 
@@ -46,7 +52,7 @@ class FrameError(Exception):
 
 @dataclass(slots=True)
 class Received:
-    """A complete data message (``OP_TEXT``/``OP_BINARY``) or one control frame."""
+    """A complete text message (``OP_TEXT``, valid UTF-8) or one control frame."""
 
     opcode: int
     data: bytes
@@ -55,13 +61,12 @@ class Received:
 class FrameReader:
     """Incremental parser of client frames: feed bytes as they arrive, get whole messages."""
 
-    __slots__ = ("_buffer", "_fragment_opcode", "_fragments", "_fragments_size", "max_size")
+    __slots__ = ("_buffer", "_fragments", "_fragments_size", "max_size")
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self._buffer = b""
-        self._fragments: list[bytes] | None = None
-        self._fragment_opcode = OP_TEXT
+        self._fragments: list[bytes] | None = None  # of a text message (binary is refused)
         self._fragments_size = 0
 
     def feed(self, data: bytes) -> list[Received]:
@@ -72,11 +77,11 @@ class FrameReader:
             if b1 & 0x80:
                 length = b1 & 0x7F
                 if length < 126 and length + 6 == len(data):
-                    return [Received(OP_TEXT, apply_mask(data[6:], data[2:6]))]
+                    return [_text(apply_mask(data[6:], data[2:6]))]
                 if length == 126 and len(data) >= 8:
                     length = (data[2] << 8) | data[3]
                     if 126 <= length <= self.max_size and length + 8 == len(data):
-                        return [Received(OP_TEXT, apply_mask(data[8:], data[4:8]))]
+                        return [_text(apply_mask(data[8:], data[4:8]))]
         buffer = self._buffer + data if self._buffer else data
         out: list[Received] = []
         pos = 0
@@ -129,18 +134,30 @@ class FrameReader:
             if fin:
                 data = b"".join(self._fragments)
                 self._fragments = None
-                out.append(Received(self._fragment_opcode, data))
+                out.append(_text(data))
             return
-        if opcode not in (OP_TEXT, OP_BINARY):
+        if opcode == OP_BINARY:
+            raise FrameError(CLOSE_UNSUPPORTED_DATA, "binary frames are not OCPP-J")
+        if opcode != OP_TEXT:
             raise FrameError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
         if self._fragments is not None:
             raise FrameError(CLOSE_PROTOCOL_ERROR, "new message before the last one ended")
         if fin:
-            out.append(Received(opcode, payload))
+            out.append(_text(payload))
         else:
             self._fragments = [payload]
-            self._fragment_opcode = opcode
             self._fragments_size = len(payload)
+
+
+def _text(payload: bytes) -> Received:
+    """A whole text message, once its payload is known to be UTF-8 (checked as a whole, so a
+    character split across fragments is fine)."""
+    if not payload.isascii():
+        try:
+            payload.decode()
+        except UnicodeDecodeError:
+            raise FrameError(CLOSE_INVALID_DATA, "text message is not valid UTF-8") from None
+    return Received(OP_TEXT, payload)
 
 
 def encode(opcode: int, payload: bytes) -> bytes:
