@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import pytest
 import structlog
 import websockets
@@ -32,6 +33,11 @@ from evota.runtime import Runtime
 # evota, CliRunner swaps ``sys.stdout`` process-wide, and a server log line would otherwise land
 # in the JSON a test parses from the command's output.
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stdout__))
+
+# Hypothesis's per-example deadline is wall time: on a busy machine (the suite runs on several
+# workers) it fails properties that hold. Each test keeps its own example count.
+hypothesis.settings.register_profile("evota", deadline=None)
+hypothesis.settings.load_profile("evota")
 
 TOKEN = "test-admin-token-0123456789"
 PG_URL = os.environ.get("EVOTA_TEST_POSTGRES_URL")

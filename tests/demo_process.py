@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +21,8 @@ from typing import Any
 import httpx
 
 from evota.demo import DEMO_CAMPAIGN_DEFAULTS
+
+from .support import until
 
 #: The demo's own policy defaults (threshold, auto-stop) at test speed: gates after 3 s
 #: instead of 20, so the suite stays short. Only the clock differs from what a newcomer runs.
@@ -39,12 +40,6 @@ FAST_ENV = {
     "EVOTA_JOB_VERIFY_SECONDS": "1",
     "EVOTA_CAMPAIGN_TICK_SECONDS": "0.2",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -74,21 +69,20 @@ async def booted(demo: Demo, chargers: int) -> None:
     async with httpx.AsyncClient(
         base_url=demo.url, headers={"Authorization": f"Bearer {demo.token}"}
     ) as api:
-        async with asyncio.timeout(60):
-            while True:
-                page = (await api.get("/api/v1/chargers", params={"limit": 1000})).json()
-                ready = [c for c in page["items"] if c["connected"] and c["model"]]
-                if len(ready) == chargers:
-                    return
-                await asyncio.sleep(0.2)
+
+        async def ready() -> int:
+            page = (await api.get("/api/v1/chargers", params={"limit": 1000})).json()
+            return len([c for c in page["items"] if c["connected"] and c["model"]])
+
+        await until(ready, lambda n: n == chargers, timeout=60, interval=0.2)
 
 
 @asynccontextmanager
 async def running_demo(
     data_dir: Path, chargers: int, env: dict[str, str] | None = None
 ) -> AsyncIterator[Demo]:
-    """``evota demo`` until its banner is out; Ctrl-C afterwards, and it must exit cleanly."""
-    http, ocpp = free_port(), free_port()
+    """``evota demo`` until its banner is out; Ctrl-C afterwards, and it must exit cleanly.
+    Its ports are the system's choice (port 0): the banner says which."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -99,9 +93,9 @@ async def running_demo(
         "--chargers",
         str(chargers),
         "--http-port",
-        str(http),
+        "0",
         "--ocpp-port",
-        str(ocpp),
+        "0",
         "--install-seconds",
         str(INSTALL_SECONDS),
         stderr=asyncio.subprocess.PIPE,
@@ -122,7 +116,9 @@ async def running_demo(
         logins = dict(re.findall(r"console login\s+(\w+) / (\S+)", banner))
         # keep reading what it writes, so a full pipe never stalls the demo
         drain = asyncio.create_task(proc.stderr.read())
-        demo = Demo(proc, banner, f"http://127.0.0.1:{http}", token, logins)
+        console = re.search(r"^  console\s+(http://127\.0\.0\.1:\d+)/$", banner, re.M)
+        assert console, banner
+        demo = Demo(proc, banner, console.group(1), token, logins)
         await booted(demo, chargers)
         yield demo
     finally:

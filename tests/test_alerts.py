@@ -21,6 +21,7 @@ from evota.config import Settings
 from evota.runtime import Runtime
 
 from .conftest import TOKEN, Keys, ShiftedClock, api_client, start_runtime
+from .support import until
 from .test_firmware_update import Bench, running
 
 QUIET_HOURS: dict[str, Any] = {"alert_restricted_roles": []}  # no off-hours alerts by wall time
@@ -77,7 +78,7 @@ async def test_four_resets_of_one_charger_raise_one_alert(
             page = await alerts(api, rule="repeated_resets")
             # 3 resets in 24 h are allowed; the 4th raises the alert, the 5th not again.
             assert page["total"] == (0 if n <= 3 else 1), (n, page)
-            await bench.until(boots, lambda b, booted=booted: b > booted and rt._ready(cid))
+            await until(boots, lambda b, booted=booted: b > booted and rt._ready(cid))
         [alert] = page["items"]
         assert alert["subject"] == "ALR-0001" and alert["open"]
         assert alert["detail"]["count"] == 4 and alert["detail"]["threshold"] == 3
@@ -280,7 +281,7 @@ async def test_security_events_raise_bounded_alerts_naming_the_charger(
         async def security() -> dict[str, Any]:
             return await alerts(api, rule="security_event", subject=cid)
 
-        page = await bench.until(security, lambda p: p["total"] >= 1)
+        page = await until(security, lambda p: p["total"] >= 1)
         [alert] = page["items"]
         assert alert["subject"] == cid and "InvalidFirmwareSignature" in alert["message"]
         assert alert["detail"]["event"] == "InvalidFirmwareSignature"
@@ -343,13 +344,13 @@ async def test_security_alert_limits_survive_a_restart(
 
         await report("TamperDetectionActivated")
         await report("SecurityLogWasCleared")
-        await bench.until(security, lambda p: p["total"] == 1)
+        await until(security, lambda p: p["total"] == 1)
         await bench.api.aclose()
         await bench.rt.stop()  # flushes the stored events
         bench.rt = await start_runtime(tmp_path, sqlite_url, **QUIET_HOURS, **ports)
         bench.api = api_client(bench.rt)
         reconnected = bench.rt._ready
-        await bench.until(lambda: asyncio.sleep(0, reconnected(cid) and charger.accepted), bool)
+        await until(lambda: reconnected(cid) and charger.accepted)
         await report("TamperDetectionActivated")  # still quiet
         await report("SecurityLogWasCleared")  # the second within 24 h
         await bench.rt.alerts.drain()

@@ -29,8 +29,10 @@ from evota.sim import Fleet, fleet_from_flags
 
 from .conftest import TOKEN, Keys
 from .sim.conftest import fast
-from .test_demo import free_port
+from .support import free_port, serving, until
 from .test_firmware_update import MODEL, VENDOR, trust, upload
+
+pytestmark = pytest.mark.slow  # schemathesis against a served process: minutes
 
 EXAMPLES = 8  # per operation and phase; the whole run stays well under a minute
 SEED = 20260501
@@ -69,16 +71,10 @@ async def server(tmp_path: Path, database_url: str) -> AsyncIterator[Server]:
         )
     url = f"http://127.0.0.1:{ports['HTTP']}"
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(300):
-                try:
-                    if (await http.get(f"{url}/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("evota serve did not come up:\n" + log.read_text())
+        try:
+            await serving(url)
+        except AssertionError:
+            raise AssertionError("evota serve did not come up:\n" + log.read_text()) from None
         yield Server(url, ports["OCPP"], data_dir, log)
     finally:
         if proc.returncode is None:
@@ -120,11 +116,9 @@ async def seed(server: Server, keys: Keys, tmp_path: Path) -> dict[str, list[Any
         await fleet.start()
         try:
             await fleet.wait_for_all(lambda c: c.accepted, 30)
-            for _ in range(200):
-                charger = (await api.get(f"/api/v1/chargers/{CHARGER}")).json()
-                if charger.get("model"):
-                    break
-                await asyncio.sleep(0.05)
+            await until(  # the boot is written behind the answer
+                lambda: api.get(f"/api/v1/chargers/{CHARGER}"), lambda r: r.json().get("model")
+            )
         finally:
             await fleet.stop()
         job = await _ok(

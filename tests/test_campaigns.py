@@ -22,6 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from evota.rollout.engine import Decision
 from evota.runtime import Runtime
 from evota.sim import Fleet, SiteSpec, fleet_from_flags
 from evota.sim.fleet import FaultProfile, FleetSpec
@@ -30,6 +31,7 @@ from evota.store.models import ChargingSession, Job, JobEvent
 
 from .conftest import TOKEN, Keys
 from .sim.conftest import fast
+from .support import free_port, serving, until
 from .test_firmware_update import FAST_JOBS, Bench, running, trust, upload
 
 SITES = [SiteSpec(id=f"site-{i}", name=f"Site {i}", timezone="UTC") for i in range(4)]
@@ -57,12 +59,17 @@ def fleet_spec(n: int, keys: Keys, prefix: str = "CMP-", **faults: Any) -> Fleet
 
 async def booted(api: httpx.AsyncClient, ids: set[str]) -> None:
     """Until evota has written every boot (they are written behind the answer)."""
-    for _ in range(200):
+
+    async def recorded() -> set[str]:
         page = (await api.get("/api/v1/chargers", params={"limit": 1000})).json()
-        if ids <= {c["id"] for c in page["items"] if c["vendor"]}:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("boots were not recorded")
+        return {c["id"] for c in page["items"] if c["vendor"]}
+
+    await until(
+        recorded,
+        lambda seen: ids <= seen,
+        timeout=20,
+        describe=lambda seen: f"not recorded: {sorted(ids - seen)[:5]}",
+    )
 
 
 class World(Bench):
@@ -90,14 +97,15 @@ class World(Bench):
         return dict(r.json())
 
     async def until(self, campaign_id: str, done: Any, timeout: float = 60) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            c = await self.get(campaign_id)
-            if done(c):
-                return c
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out: {c['state']} {c['waves']} {c['notes'][:5]}")
-            await asyncio.sleep(0.2)
+        """The campaign once ``done(campaign)`` holds (a timeout names its state and waves)."""
+        campaign: dict[str, Any] = await until(
+            lambda: self.get(campaign_id),
+            done,
+            timeout=timeout,
+            interval=0.2,
+            describe=lambda c: f"{c['state']} {c['waves']} {c['notes'][:5]}",
+        )
+        return campaign
 
 
 @pytest.fixture
@@ -119,6 +127,7 @@ async def jobs_of(rt: Runtime, campaign_id: str) -> list[Any]:
         )
 
 
+@pytest.mark.slow
 async def test_healthy_fleet_completes_every_wave(world: World):
     fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=32 * 1024)
     fleet = await world.fleet(fleet_spec(100, world.keys), session_rate=0.0)
@@ -268,20 +277,12 @@ async def _start_server(data_dir: Path, ports: dict[str, int]) -> asyncio.subpro
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    async with httpx.AsyncClient() as http:
-        for _ in range(200):
-            try:
-                if (await http.get(f"http://127.0.0.1:{ports['http']}/healthz")).status_code == 200:
-                    return proc
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("evota serve did not come up")
+    await serving(f"http://127.0.0.1:{ports['http']}")
+    return proc
 
 
+@pytest.mark.slow
 async def test_campaign_survives_a_hard_kill_of_the_server(tmp_path: Path, keys: Keys):
-    from .test_demo import free_port
-
     ports = {"http": free_port(), "ocpp": free_port(), "download": free_port()}
     data_dir = tmp_path / "data"
     proc = await _start_server(data_dir, ports)
@@ -312,20 +313,21 @@ async def test_campaign_survives_a_hard_kill_of_the_server(tmp_path: Path, keys:
             },
         )
         campaign_id = r.json()["id"]
+
+        async def campaign() -> dict[str, Any]:
+            return dict((await api.get(f"/api/v1/campaigns/{campaign_id}")).json())
+
         await api.post(f"/api/v1/campaigns/{campaign_id}/start", json={})
-        for _ in range(300):  # kill while the second wave is in flight
-            c = (await api.get(f"/api/v1/campaigns/{campaign_id}")).json()
-            if c["current_wave"] == 1 and c["waves"][1]["jobs"].get("pending", 0) < 20:
-                break
-            await asyncio.sleep(0.1)
+        await until(  # kill while the second wave is in flight
+            campaign,
+            lambda c: c["current_wave"] == 1 and c["waves"][1]["jobs"].get("pending", 0) < 20,
+            timeout=30,
+            interval=0.1,
+        )
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         proc = await _start_server(data_dir, ports)
-        for _ in range(600):
-            c = (await api.get(f"/api/v1/campaigns/{campaign_id}")).json()
-            if c["state"] != "running":
-                break
-            await asyncio.sleep(0.2)
+        c = await until(campaign, lambda c: c["state"] != "running", timeout=120, interval=0.2)
         assert c["state"] == "completed", c
         assert all(ch.firmware_version == "2.0.0" for ch in fleet.chargers)
         engine = db.create_engine(f"sqlite+aiosqlite:///{data_dir / 'evota.db'}")
@@ -598,7 +600,8 @@ async def test_campaign_start_waits_for_a_second_operator(
             r = await a.post(f"/api/v1/campaigns/{c['id']}/start", json={"reason": "Q4 fix"})
             assert r.status_code == 202 and r.json()["state"] == "awaiting_approval"
             approval = r.json()["approval_id"]
-            await asyncio.sleep(0.6)  # three engine ticks: nothing may start meanwhile
+            # what the engine's tick would do with it now: nothing, it waits for a second person
+            assert await world.rt.campaigns.evaluate(c["id"]) == Decision()
             assert (await world.get(c["id"]))["state"] == "draft"
             assert (await jobs_of(world.rt, c["id"])) == []
             r = await a.post(f"/api/v1/approvals/{approval}/approve")

@@ -24,7 +24,7 @@ from evota.runtime import Runtime
 from evota.store.models import Charger, ChargerEvent, ChargingSession
 
 from .conftest import api_client, connect, provision, session_for, start_runtime
-from .test_v201_gateway import until
+from .support import until
 
 KEY = "limits-test-key-0123456789"
 _ids = itertools.count(1)

@@ -29,6 +29,7 @@ from evota.store.models import AuditCharger, AuditEntry, ChargerEvent, ChargerFi
 
 from .conftest import TOKEN, Keys, connect, provision
 from .sim.conftest import fast
+from .support import until
 from .test_firmware_update import Bench, running
 
 FAST = {"call_timeout": 3.0}
@@ -58,10 +59,8 @@ class CommandBench(Bench):
         await fleet.start()
         charger = fleet[spec.identity]
         await fleet.wait_until(lambda f: charger.accepted, 10)
-        await self.until(lambda: self.charger_row(spec.identity), lambda c: c["vendor"])
-        await self.until(
-            _value(lambda: charger.connector_status), lambda s: all(s.values()), timeout=5
-        )
+        await until(lambda: self.charger_row(spec.identity), lambda c: c["vendor"])
+        await until(lambda: charger.connector_status, lambda s: all(s.values()), timeout=5)
         return charger
 
     async def command(
@@ -98,21 +97,6 @@ class CommandBench(Bench):
                 )
             ).all()
         return [r.status for r in rows]
-
-
-def _value(get: Any) -> Any:
-    async def fetch() -> Any:
-        return get()
-
-    return fetch
-
-
-async def eventually(condition: Any, timeout: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -185,7 +169,7 @@ async def test_reset_reboots_and_is_audited_with_the_answer(bench: CommandBench)
     sim = await bench.sim()
     answer = await bench.ok(sim.identity, "reset", type="Hard", reason="stuck display")
     assert answer["status"] == "Accepted"
-    await eventually(lambda: sim.stats.boots_accepted >= 2 and sim.accepted)
+    await until(lambda: sim.stats.boots_accepted >= 2 and sim.accepted)
     [entry] = await bench.audit("reset")
     assert (entry.outcome, entry.reason, entry.actor, entry.target) == (
         "Accepted",
@@ -218,7 +202,7 @@ async def test_remote_start_runs_a_real_session_and_remote_stop_ends_it(bench: C
     sim = await bench.sim()
     answer = await bench.ok(sim.identity, "remote-start", id_tag="RFID-42", connector_id=2)
     assert answer["status"] == "Accepted"
-    await eventually(lambda: 2 in sim.transactions and sim.transactions[2].transaction_id)
+    await until(lambda: 2 in sim.transactions and sim.transactions[2].transaction_id)
     txn = sim.transactions[2]
     assert txn.id_tag == "RFID-42" and sim.connector_status[2] == "Charging"
     # A busy connector refuses a second start.
@@ -226,7 +210,7 @@ async def test_remote_start_runs_a_real_session_and_remote_stop_ends_it(bench: C
     assert busy["status"] == "Rejected"
     stop = await bench.ok(sim.identity, "remote-stop", transaction_id=txn.transaction_id)
     assert stop["status"] == "Accepted"
-    await eventually(lambda: 2 not in sim.transactions and sim.connector_status[2] == "Available")
+    await until(lambda: 2 not in sim.transactions and sim.connector_status[2] == "Available")
     assert sim.stats.transactions_completed == 1
     unknown = await bench.ok(sim.identity, "remote-stop", transaction_id=999_999)
     assert unknown["status"] == "Rejected"
@@ -237,10 +221,10 @@ async def test_remote_start_runs_a_real_session_and_remote_stop_ends_it(bench: C
 async def test_unlock_stops_the_session_on_the_connector(bench: CommandBench):
     sim = await bench.sim()
     await bench.ok(sim.identity, "remote-start", id_tag="RFID-1", connector_id=1)
-    await eventually(lambda: 1 in sim.transactions and sim.connector_status[1] == "Charging")
+    await until(lambda: 1 in sim.transactions and sim.connector_status[1] == "Charging")
     answer = await bench.ok(sim.identity, "unlock-connector", connector_id=1)
     assert answer["status"] == "Unlocked"
-    await eventually(lambda: 1 not in sim.transactions)
+    await until(lambda: 1 not in sim.transactions)
     assert control(sim).unlocked == [1]
     # The charger's own CALLERROR (no such connector) is a 502 naming the OCPP error code.
     r = await bench.command(sim.identity, "unlock-connector", connector_id=7)
@@ -255,10 +239,10 @@ async def test_maintenance_mode_per_connector_and_per_charger(bench: CommandBenc
     sim = await bench.sim()
     answer = await bench.ok(sim.identity, "change-availability", connector_id=1, type="Inoperative")
     assert answer["status"] == "Accepted"
-    await eventually(lambda: sim.connector_status[1] == "Unavailable")
+    await until(lambda: sim.connector_status[1] == "Unavailable")
     assert sim.connector_status[2] == "Available"
     # The evota side sees the connector Unavailable too.
-    await bench.until(
+    await until(
         lambda: bench.charger_row(sim.identity),
         lambda c: (
             {k["connector_id"]: k["status"] for k in c.get("connectors", [])}.get(1)
@@ -267,20 +251,20 @@ async def test_maintenance_mode_per_connector_and_per_charger(bench: CommandBenc
     )
     # A session on connector 2: making the whole charger Inoperative is Scheduled until it ends.
     await bench.ok(sim.identity, "remote-start", id_tag="RFID-7", connector_id=2)
-    await eventually(lambda: sim.connector_status.get(2) == "Charging")
+    await until(lambda: sim.connector_status.get(2) == "Charging")
     whole = await bench.ok(sim.identity, "change-availability", connector_id=0, type="Inoperative")
     assert whole["status"] == "Scheduled"
-    await eventually(lambda: sim.connector_status[0] == "Unavailable")
+    await until(lambda: sim.connector_status[0] == "Unavailable")
     assert sim.connector_status[2] == "Charging"
     txn = sim.transactions[2]
     await bench.ok(sim.identity, "remote-stop", transaction_id=txn.transaction_id)
-    await eventually(lambda: sim.connector_status[2] == "Unavailable")
+    await until(lambda: sim.connector_status[2] == "Unavailable")
     # Back in service; an unavailable connector refuses a remote start meanwhile.
     refused = await bench.ok(sim.identity, "remote-start", id_tag="RFID-8", connector_id=1)
     assert refused["status"] == "Rejected"
     back = await bench.ok(sim.identity, "change-availability", connector_id=0, type="Operative")
     assert back["status"] == "Accepted"
-    await eventually(lambda: set(sim.connector_status.values()) == {"Available"})
+    await until(lambda: set(sim.connector_status.values()) == {"Available"})
     no_such = await bench.ok(sim.identity, "change-availability", connector_id=9, type="Operative")
     assert no_such["status"] == "Rejected"
 
@@ -380,7 +364,7 @@ async def test_site_limit_caps_the_power_and_clearing_lifts_it(bench: CommandBen
     # Two sessions share the site limit.
     await bench.ok(sim.identity, "remote-start", id_tag="T1", connector_id=1)
     await bench.ok(sim.identity, "remote-start", id_tag="T2", connector_id=2)
-    await eventually(lambda: len(sim.transactions) == 2)
+    await until(lambda: len(sim.transactions) == 2)
     assert sim.charging_power_kw(1) == pytest.approx(3.7)
     # A TxProfile needs the session's connector; on an idle one the charger refuses it.
     tx = {**site_limit, "id": 11, "purpose": "TxProfile", "rate_unit": "A",
@@ -401,22 +385,18 @@ async def test_trigger_message_makes_the_charger_send_it(bench: CommandBench):
     before = sim.stats.calls_sent["StatusNotification"]
     answer = await bench.ok(sim.identity, "trigger-message", message="StatusNotification")
     assert answer["status"] == "Accepted"
-    await eventually(lambda: sim.stats.calls_sent["StatusNotification"] >= before + 3)
+    await until(lambda: sim.stats.calls_sent["StatusNotification"] >= before + 3)
     await bench.ok(sim.identity, "trigger-message", message="Heartbeat")
-    await eventually(lambda: sim.stats.calls_sent["Heartbeat"] >= 1)
+    await until(lambda: sim.stats.calls_sent["Heartbeat"] >= 1)
     await bench.ok(sim.identity, "trigger-message", message="MeterValues", connector_id=1)
-    await eventually(lambda: sim.stats.calls_sent["MeterValues"] >= 1)
+    await until(lambda: sim.stats.calls_sent["MeterValues"] >= 1)
     # Security extension: ExtendedTriggerMessage, and the CSR arrives at evota.
     answer = await bench.ok(sim.identity, "trigger-message", message="SignChargePointCertificate")
     assert answer["status"] == "Accepted"
     assert sim.stats.calls_received["ExtendedTriggerMessage"] == 1
-    await bench.until(
-        lambda: bench.events(sim.identity, "sign_certificate"), lambda e: e == ["Rejected"]
-    )
+    await until(lambda: bench.events(sim.identity, "sign_certificate"), lambda e: e == ["Rejected"])
     await bench.ok(sim.identity, "trigger-message", message="DiagnosticsStatusNotification")
-    await bench.until(
-        lambda: bench.events(sim.identity, "diagnostics_status"), lambda e: e == ["Idle"]
-    )
+    await until(lambda: bench.events(sim.identity, "diagnostics_status"), lambda e: e == ["Idle"])
     refused = await bench.ok(
         sim.identity, "trigger-message", message="StatusNotification", connector_id=5
     )
@@ -436,7 +416,7 @@ async def test_diagnostics_upload_lands_is_listed_and_downloads_byte_identical(
     answer = await bench.ok(sim.identity, "get-diagnostics", start="2026-01-01T00:00:00Z")
     assert answer["status"] == "Accepted"
     file_name = answer["details"]["file_name"]
-    await bench.until(
+    await until(
         lambda: bench.events(sim.identity, "diagnostics_status"),
         lambda e: e == ["Uploading", "Uploaded"],
     )
@@ -464,7 +444,7 @@ async def test_get_log_uploads_with_put_and_reports_per_request(bench: CommandBe
     sim = await bench.sim()
     answer = await bench.ok(sim.identity, "get-log", log_type="SecurityLog", request_id=77)
     assert answer["status"] == "Accepted"
-    await bench.until(
+    await until(
         lambda: bench.events(sim.identity, "log_status"), lambda e: e == ["Uploading", "Uploaded"]
     )
     async with bench.rt.engine.connect() as conn:
@@ -728,7 +708,7 @@ async def test_an_upload_over_the_limit_is_reported_failed_by_the_charger(
     ) as bench:
         sim = await bench.sim(upload_bytes=10_000)
         await bench.ok(sim.identity, "get-diagnostics", retries=1, retry_interval=1)
-        await bench.until(
+        await until(
             lambda: bench.events(sim.identity, "diagnostics_status"),
             lambda e: e == ["Uploading", "UploadFailed"],
         )
@@ -751,7 +731,7 @@ async def test_commands_on_every_backend(any_db_bench: CommandBench):
         await bench.ok(sim.identity, "change-availability", connector_id=2, type="Inoperative")
     )["status"] == "Accepted"
     answer = await bench.ok(sim.identity, "get-diagnostics")
-    await bench.until(
+    await until(
         lambda: bench.events(sim.identity, "diagnostics_status"),
         lambda e: e == ["Uploading", "Uploaded"],
     )

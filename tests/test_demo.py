@@ -6,21 +6,18 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
+from .support import until
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = pytest.mark.slow  # a whole `evota demo` process and its fleet
 
 
 async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
-    http, ocpp = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -31,9 +28,9 @@ async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
         "--chargers",
         "24",
         "--http-port",
-        str(http),
+        "0",
         "--ocpp-port",
-        str(ocpp),
+        "0",
         stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
         env={**os.environ, "COLUMNS": "200"},
@@ -48,7 +45,11 @@ async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
                 seen.append(line)
         output = "".join(seen)
         token = next(w for w in output.split() if w.startswith("evota_demo_"))
-        assert f"http://127.0.0.1:{http}/" in output
+        # the ports are the system's choice (port 0): the banner names them
+        http = re.search(r"^  console\s+http://127\.0\.0\.1:(\d+)/$", output, re.M)
+        assert http, output
+        url = f"http://127.0.0.1:{http.group(1)}"
+        assert re.search(r"^  OCPP endpoint\s+ws://127\.0\.0\.1:\d+/ocpp/", output, re.M)
         # what provisioning created, in words a newcomer can check (not "27 new")
         assert (
             "24 simulated chargers at 3 sites: 24 chargers and 3 sites created, 0 already known"
@@ -56,14 +57,15 @@ async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
         )
         assert "demo speed: campaign gates after 20 s" in output
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{http}", headers={"Authorization": f"Bearer {token}"}
+            base_url=url, headers={"Authorization": f"Bearer {token}"}
         ) as api:
-            for _ in range(100):
-                health = (await api.get("/healthz")).json()
-                if health["connected_chargers"] == 24:
-                    break
-                await asyncio.sleep(0.2)
-            assert health["connected_chargers"] == 24
+            await until(
+                lambda: api.get("/healthz"),
+                lambda r: r.json()["connected_chargers"] == 24,
+                timeout=20,
+                interval=0.2,
+                describe=lambda r: r.text,
+            )
             sites = (await api.get("/api/v1/sites")).json()
             assert {s["timezone"] for s in sites["items"]} == {
                 "Europe/Berlin",
@@ -85,30 +87,33 @@ async def test_demo_runs_a_fleet_and_stops_on_ctrl_c(tmp_path):
             ]
             assert all(f["state"] == "released" and f["signed"] for f in firmware["items"])
             fw = next(f for f in firmware["items"] if f["version"] == "2.4.0")
-            for _ in range(100):  # connected first; the boot's vendor is written just behind
-                if (await api.get("/api/v1/chargers/ACME-AC-0001")).json()["vendor"]:
-                    break
-                await asyncio.sleep(0.1)
+            await until(  # connected first; the boot's vendor is written just behind
+                lambda: api.get("/api/v1/chargers/ACME-AC-0001"), lambda r: r.json()["vendor"]
+            )
             r = await api.post(
                 "/api/v1/chargers/ACME-AC-0001/firmware-update", json={"firmware_id": fw["id"]}
             )
             assert r.status_code == 202, r.text
             job_id = r.json()["job_id"]
-            for _ in range(100):  # the simulated charger downloads and verifies the real image
-                job = (await api.get(f"/api/v1/jobs/{job_id}")).json()
-                progressed = job["state"] in ("signature_verified", "installing", "rebooting")
-                if progressed and job["bytes_served"] > 2 * 1024 * 1024:
-                    break  # bytes served are recorded once a second
-                await asyncio.sleep(0.1)
-            assert job["state"] in ("signature_verified", "installing", "rebooting"), job
-            assert job["bytes_served"] > 2 * 1024 * 1024
+            # the simulated charger downloads and verifies the real image; bytes served are
+            # recorded once a second
+            await until(
+                lambda: api.get(f"/api/v1/jobs/{job_id}"),
+                lambda r: (
+                    r.json()["state"] in ("signature_verified", "installing", "rebooting")
+                    and r.json()["bytes_served"] > 2 * 1024 * 1024
+                ),
+                timeout=10,
+                interval=0.1,
+                describe=lambda r: r.text,
+            )
 
         # the console logins it printed work (no MFA in the demo), and the prepared release
         # uploads as `ann` with its signature checked
         logins = re.findall(r"console login\s+(\w+) / (\S+)", output)
         assert [name for name, _ in logins] == ["ann", "ben"]
         folder = Path(re.search(r"to upload\s+(\S+)/", output).group(1))  # type: ignore[union-attr]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http}") as web:
+        async with httpx.AsyncClient(base_url=url) as web:
             r = await web.post(
                 "/api/v1/auth/login", json={"username": "ann", "password": logins[0][1]}
             )

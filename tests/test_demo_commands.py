@@ -16,8 +16,11 @@ import shlex
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.demo_process import FAST_ENV, Demo, running_demo
+
+pytestmark = pytest.mark.slow  # a whole `evota demo` process, campaigns to completion
 
 ROOT = Path(__file__).resolve().parents[1]
 #: 18 AC22, 10 DC150, 12 VW-11: with waves of 5, 25% and 100%, every wave has at least 4

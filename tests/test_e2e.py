@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 from sqlalchemy import func, select
@@ -12,6 +11,7 @@ from evota.sim import Fleet
 from evota.sim.charger import SimConfig
 from evota.store.models import ChargingSession, ConnectorStatus
 from tests.conftest import TOKEN, api_client, start_runtime
+from tests.support import until
 
 FAST = SimConfig(
     speed=600.0,
@@ -148,10 +148,8 @@ async def test_connected_filter_follows_the_fleet(evota):
         async with api_client(evota) as api:
             online = (await api.get("/api/v1/chargers", params={"connected": "true"})).json()
             assert online["total"] == 6
-    for _ in range(250):  # the server sees the sockets close a moment after the fleet stops
-        if not evota.gateway.connections:
-            break
-        await asyncio.sleep(0.02)
+    # the server sees the sockets close a moment after the fleet stops
+    await until(lambda: not evota.gateway.connections, timeout=5)
     await evota.fleet.writer.flush()
     async with api_client(evota) as api:
         online = (await api.get("/api/v1/chargers", params={"connected": "true"})).json()

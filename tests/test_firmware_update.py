@@ -27,6 +27,7 @@ from evota.store.models import Charger
 
 from .conftest import TOKEN, Keys, api_client, start_runtime
 from .sim.conftest import fast
+from .support import until
 
 VENDOR = "Evota"
 MODEL = "Sim-AC22"
@@ -127,7 +128,7 @@ class Bench:
         charger = fleet[spec.identity]
         if wait:
             await fleet.wait_until(lambda f: charger.accepted, 10)
-            await self.until(lambda: self.charger_row(spec.identity), lambda c: c["vendor"])
+            await until(lambda: self.charger_row(spec.identity), lambda c: c["vendor"])
         return charger
 
     async def charger_row(self, charger_id: str) -> dict[str, Any]:
@@ -145,21 +146,11 @@ class Bench:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
-    async def until(self, fetch: Any, done: Any, timeout: float = 20) -> Any:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            value = await fetch()
-            if done(value):
-                return value
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out; last value: {value}")
-            await asyncio.sleep(0.05)
-
     async def finished(self, job_id: int, timeout: float = 20) -> dict[str, Any]:
-        job: dict[str, Any] = await self.until(
+        job: dict[str, Any] = await until(
             lambda: self.job(job_id),
             lambda j: j["state"] in ("succeeded", "failed", "cancelled"),
-            timeout,
+            timeout=timeout,
         )
         return job
 
@@ -330,7 +321,7 @@ async def test_rejected_and_silent_chargers(sqlite_bench: Bench):
     assert (job["state"], job["failure"]) == ("failed", "rejected")
     silent = await b.charger("SIL-0001", faults=FaultProfile(silent=1.0))
     job_id = (await b.update(silent.identity, fw["id"])).json()["job_id"]
-    job = await b.until(lambda: b.job(job_id), lambda j: j["state"] == "accepted")
+    job = await until(lambda: b.job(job_id), lambda j: j["state"] == "accepted")
     assert job["deadline"] is not None  # a timer watches the silence
 
 
@@ -352,7 +343,7 @@ async def test_download_url_is_bound_to_the_charger_and_the_image(sqlite_bench: 
     fw = await upload(b.api, b.tmp_path, b.keys, "2.0.0")
     charger = await b.charger(faults=FaultProfile(silent=1.0))
     job_id = (await b.update(charger.identity, fw["id"])).json()["job_id"]
-    await b.until(lambda: b.job(job_id), lambda j: j["state"] == "accepted")
+    await until(lambda: b.job(job_id), lambda j: j["state"] == "accepted")
     call = charger.last_call
     assert call is not None
     location = call.payload["firmware"]["location"]
@@ -372,7 +363,7 @@ async def test_revoking_cancels_queued_jobs_and_stops_downloads(sqlite_bench: Be
     fw = await upload(b.api, b.tmp_path, b.keys, "2.0.0")
     silent = await b.charger("SIL-0001", faults=FaultProfile(silent=1.0))
     held = (await b.update(silent.identity, fw["id"])).json()["job_id"]
-    await b.until(lambda: b.job(held), lambda j: j["state"] == "accepted")
+    await until(lambda: b.job(held), lambda j: j["state"] == "accepted")
     assert silent.last_call is not None
     location = silent.last_call.payload["firmware"]["location"]
     # a charger that is offline: its job waits in the queue
@@ -410,7 +401,7 @@ async def test_a_job_survives_a_server_restart(tmp_path: Path, sqlite_url: str, 
         fw = await upload(b.api, tmp_path, keys, "2.0.0", size=4 * 1024 * 1024)
         charger = await b.charger(faults=FaultProfile(slow_link_bps=16_000_000))
         job_id = (await b.update(charger.identity, fw["id"])).json()["job_id"]
-        await b.until(lambda: b.job(job_id), lambda j: j["state"] == "downloading")
+        await until(lambda: b.job(job_id), lambda j: j["state"] == "downloading")
         await b.api.aclose()
         await b.rt.stop()  # mid-download: the charger loses both links
         b.rt = await start_runtime(tmp_path, sqlite_url, **FAST_JOBS, **ports)

@@ -10,6 +10,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import api_client, basic, connect, provision, start_runtime
+from tests.support import until
 
 KEY = "auth-key-0123456789ab"
 BOOT = [2, "b", "BootNotification", {"chargePointVendor": "Acme", "chargePointModel": "X1"}]
@@ -98,8 +99,7 @@ async def test_second_connection_replaces_the_first(evota_sqlite):
     async with api_client(evota_sqlite) as api:
         assert (await api.get("/api/v1/chargers/CP-twice")).json()["connected"] is True
     await second.close()
-    await asyncio.sleep(0.1)
-    assert not evota_sqlite.gateway.is_connected("CP-twice")
+    await until(lambda: not evota_sqlite.gateway.is_connected("CP-twice"))
 
 
 async def test_keys_are_not_stored_in_clear(evota_sqlite):

@@ -46,6 +46,8 @@ from evota.runtime import Runtime
 
 from .conftest import TOKEN, basic, session_for, start_runtime
 
+pytestmark = pytest.mark.slow  # thousands of generated frames against a real gateway
+
 KEY = "fuzz-charger-key-0123456789"
 CHARGERS = {"ocpp1.6": "FUZZ-16", "ocpp2.0.1": "FUZZ-201"}
 WITNESS = "FUZZ-WITNESS"

@@ -35,7 +35,7 @@ from evota.sim.charger import SimConfig, SimulatedCharger
 from evota.sim.fleet import ChargerSpec
 from evota.store.models import Charger
 from tests.conftest import ShiftedClock, api_client, basic, connect, provision, start_runtime
-from tests.test_v201_gateway import until
+from tests.support import until
 
 KEY = "auth-key-0123456789ab"
 FAST = SimConfig(
@@ -457,6 +457,7 @@ def test_escape_controls_in_every_string_field():
     assert escape("plain") == "plain"
 
 
+@pytest.mark.slow
 async def test_hostile_identity_is_logged_escaped(tmp_path):
     """`evota serve` as operators run it; its real log output is read back."""
     env = {**os.environ, "COLUMNS": "200", "EVOTA_ADMIN_TOKEN": "t" * 24}

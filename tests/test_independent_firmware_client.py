@@ -15,8 +15,9 @@ import pytest
 from evota.runtime import Runtime
 
 from .conftest import Keys, api_client, provision, start_runtime
+from .node_clients import NODE_DIR, ensure_node_modules, same_worker
+from .support import until
 from .test_firmware_update import FAST_JOBS, trust, upload
-from .test_ocpp_rpc_client import NODE_DIR, _ensure_node_modules
 
 KEY = "ocpp-rpc-key-0123456789"
 IDENTITY = "RPC-FW-1"
@@ -29,10 +30,11 @@ async def rt(tmp_path: Path, sqlite_url: str):
     await runtime.stop()
 
 
+@same_worker
 async def test_independent_strict_charger_takes_a_signed_update(
     rt: Runtime, tmp_path: Path, keys: Keys
 ) -> None:
-    node = await _ensure_node_modules()
+    node = await ensure_node_modules()
     root = tmp_path / "root.pem"
     root.write_bytes(keys.ca_cert)
     await provision(rt, IDENTITY, KEY)
@@ -57,10 +59,9 @@ async def test_independent_strict_charger_takes_a_signed_update(
         try:
             async with asyncio.timeout(30):
                 assert (await proc.stdout.readline()).strip() == b"READY"
-                for _ in range(100):  # the boot is written behind, within 0.25 s
-                    if (await api.get(f"/api/v1/chargers/{IDENTITY}")).json()["vendor"]:
-                        break
-                    await asyncio.sleep(0.05)
+                await until(  # the boot is written behind, within 0.25 s
+                    lambda: api.get(f"/api/v1/chargers/{IDENTITY}"), lambda r: r.json()["vendor"]
+                )
                 r = await api.post(
                     f"/api/v1/chargers/{IDENTITY}/firmware-update", json={"firmware_id": fw["id"]}
                 )

@@ -19,6 +19,8 @@ from .conftest import Keys
 from .test_campaigns import POLICY, SITES, World, jobs_of, wave_members
 from .test_firmware_update import MODEL, running, upload
 
+pytestmark = pytest.mark.slow  # a campaign over a mixed fleet, to completion
+
 #: The 2.0.1 chargers are the newer model: a wave touches every model before any model twice,
 #: so every wave of two or more holds both protocols.
 MODEL_201 = "Sim-DC50"

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from evota.control import commands
 from tests.conftest import provision
+from tests.node_clients import NODE_DIR, ensure_node_modules, same_worker
 
-NODE_DIR = Path(__file__).parent / "node"
 SCRIPT = NODE_DIR / "strict_client.js"
 KEY = "ocpp-rpc-key-0123456789"
 IDENTITY = "RPC-STRICT-1"
@@ -37,44 +35,6 @@ EXPECTED_CODES = {
     "csms-only-action": "NotSupported",
     "call-before-boot": "SecurityError",
 }
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name!r} is not on PATH: this test needs Node.js >= 18 and npm")
-    return path
-
-
-async def _run(*argv: str, cwd: Path, timeout: float) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, _ = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, out.decode(errors="replace")
-
-
-async def _ensure_node_modules() -> str:
-    node = _tool("node")
-    npm = _tool("npm")
-    if not (NODE_DIR / "node_modules" / "ocpp-rpc" / "package.json").exists():
-        rc, out = await _run(
-            npm, "ci", "--no-audit", "--no-fund", "--loglevel=error", cwd=NODE_DIR, timeout=90
-        )
-        if rc != 0:
-            pytest.fail(
-                f"`npm ci` in {NODE_DIR} failed (exit {rc}; it needs the npm registry):\n{out}"
-            )
-    return node
 
 
 async def _run_client(runtime: Any, node: str) -> tuple[dict[str, Any], Any, str]:
@@ -128,8 +88,9 @@ async def _run_client(runtime: Any, node: str) -> tuple[dict[str, Any], Any, str
     return summary, reset_result, stderr
 
 
+@same_worker
 async def test_ocpp_rpc_strict_client(evota_sqlite):
-    node = await _ensure_node_modules()
+    node = await ensure_node_modules()
     await provision(evota_sqlite, IDENTITY, KEY)
     await provision(evota_sqlite, FRESH_IDENTITY, KEY)
 

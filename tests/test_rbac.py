@@ -39,6 +39,7 @@ def _fill(path: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: "1" if m.group(1).endswith(("_id", "id")) else "x", path)
 
 
+@pytest.mark.slow
 async def test_every_route_refuses_every_role_without_its_permission(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -405,6 +406,7 @@ def _create_body(path: str, label: str, where: str) -> dict[str, Any]:
     return bodies[path]
 
 
+@pytest.mark.slow
 async def test_every_route_keeps_a_scoped_role_inside_its_scope(
     tmp_path: Path, sqlite_url: str, keys: Keys
 ) -> None:

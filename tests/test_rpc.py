@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evota.ocpp import rpc, schemas
@@ -33,12 +33,39 @@ def test_decode_never_crashes_on_bytes(data):
         assert isinstance(exc.kind, ErrorKind)
 
 
+def readable_id(value: object) -> str:
+    """The id a CALLERROR must reference: the frame's own when it has a usable one, else -1."""
+    usable = isinstance(value, list) and len(value) >= 2 and isinstance(value[1], str)
+    if usable and 1 <= len(value[1]) <= rpc.MAX_ID_LENGTH:
+        return str(value[1])
+    return "-1"
+
+
 @given(json_values)
 def test_decode_never_crashes_on_json(value):
     try:
         rpc.decode(json.dumps(value))
     except RpcError as exc:
-        assert exc.message_id == "-1" or isinstance(exc.message_id, str)
+        assert exc.message_id == readable_id(value), exc.description
+
+
+# Frame-shaped values (a type number, an id, anything after): random JSON almost never gets
+# past the message id, where most of the checks are.
+frames = st.builds(
+    lambda kind, message_id, rest: [kind, message_id, *rest],
+    st.sampled_from([2, 3, 4, 5, 2.0, "2", None]),
+    message_ids | st.text(max_size=40) | json_values,
+    st.lists(json_values, max_size=4),
+)
+
+
+@settings(max_examples=300)
+@given(frames)
+def test_a_frame_error_names_the_frame_id_when_readable(value):
+    try:
+        rpc.decode(json.dumps(value))
+    except RpcError as exc:
+        assert exc.message_id == readable_id(value), exc.description
 
 
 @given(message_ids, st.text(min_size=1, max_size=40), payloads)

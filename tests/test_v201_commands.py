@@ -22,7 +22,8 @@ from evota.store.models import ChargerEvent, ChargerFile, ChargingSession
 
 from .conftest import TOKEN, Keys
 from .sim.conftest import fast
-from .test_commands import FAST, CommandBench, _download, eventually
+from .support import until
+from .test_commands import FAST, CommandBench, _download
 from .test_firmware_update import running
 
 V201 = "ocpp2.0.1"
@@ -48,8 +49,8 @@ class Bench201(CommandBench):
         await fleet.start()
         charger = fleet[spec.identity]
         await fleet.wait_until(lambda f: charger.accepted, 10)
-        await self.until(lambda: self.charger_row(spec.identity), lambda c: c["vendor"])
-        await eventually(lambda: all(charger.connector_status.values()), 5)
+        await until(lambda: self.charger_row(spec.identity), lambda c: c["vendor"])
+        await until(lambda: all(charger.connector_status.values()), timeout=5)
         return charger
 
     async def evses(self, charger_id: str) -> dict[int, str]:
@@ -97,18 +98,16 @@ async def test_remote_start_stop_and_unlock(bench: Bench201):
     sim = await bench.sim201()
     answer = await bench.ok(sim.identity, "remote-start", id_tag="APP-42", connector_id=2)
     assert answer["status"] == "Accepted"
-    await eventually(lambda: 2 in sim.transactions and sim.transactions[2].transaction_id)
+    await until(lambda: 2 in sim.transactions and sim.transactions[2].transaction_id)
     tx = tx_of(sim, 2)
     assert sim.last_call is not None
     started = sim.transactions[2]
     assert (started.id_tag, started.id_token_type, started.remote) == ("APP-42", "Central", True)
     assert started.remote_start_id is not None
     # evota knows the session by the charger's transaction id, with the idToken and EVSE.
-    row = await bench.until(
-        lambda: bench.session(sim.identity, tx), lambda s: s is not None and s.id_tag
-    )
+    row = await until(lambda: bench.session(sim.identity, tx), lambda s: s is not None and s.id_tag)
     assert (row.connector_id, row.id_tag, row.outcome) == (2, "APP-42", "active")
-    await bench.until(lambda: bench.evses(sim.identity), lambda e: e.get(2) == "Occupied")
+    await until(lambda: bench.evses(sim.identity), lambda e: e.get(2) == "Occupied")
     busy = await bench.ok(sim.identity, "remote-start", id_tag="APP-43", connector_id=2)
     assert busy["status"] == "Rejected"
     # 2.0.1 never unlocks under a running transaction.
@@ -117,10 +116,8 @@ async def test_remote_start_stop_and_unlock(bench: Bench201):
     # remote-stop by evota's own session id (translated to the charger's transaction id).
     stop = await bench.ok(sim.identity, "remote-stop", transaction_id=row.id)
     assert stop["status"] == "Accepted"
-    await eventually(lambda: 2 not in sim.transactions and sim.connector_status[2] == "Available")
-    done = await bench.until(
-        lambda: bench.session(sim.identity, tx), lambda s: s.outcome != "active"
-    )
+    await until(lambda: 2 not in sim.transactions and sim.connector_status[2] == "Available")
+    done = await until(lambda: bench.session(sim.identity, tx), lambda s: s.outcome != "active")
     assert (done.outcome, done.stop_reason) == ("completed", "Remote")
     assert done.meter_stop_wh >= done.meter_start_wh
     unknown = await bench.ok(sim.identity, "remote-stop", transaction_id="no-such-transaction")
@@ -135,27 +132,27 @@ async def test_remote_start_stop_and_unlock(bench: Bench201):
 async def test_reset_soft_waits_for_idle_and_hard_is_immediate(bench: Bench201):
     sim = await bench.sim201()
     await bench.ok(sim.identity, "remote-start", id_tag="T1", connector_id=1)
-    await eventually(lambda: 1 in sim.transactions and sim.transactions[1].transaction_id)
+    await until(lambda: 1 in sim.transactions and sim.transactions[1].transaction_id)
     soft = await bench.ok(sim.identity, "reset", type="Soft")
     assert soft["status"] == "Scheduled"  # OnIdle while charging
     assert sim.stats.boots_accepted == 1
     await bench.ok(sim.identity, "remote-stop", transaction_id=tx_of(sim, 1))
-    await eventually(lambda: sim.stats.boots_accepted == 2 and sim.accepted)
+    await until(lambda: sim.stats.boots_accepted == 2 and sim.accepted)
     # evota tracked the scheduled reset to the boot that completed it.
-    await bench.until(lambda: bench.events(sim.identity, "reset"), lambda e: e == ["completed"])
+    await until(lambda: bench.events(sim.identity, "reset"), lambda e: e == ["completed"])
     await bench.ok(sim.identity, "remote-start", id_tag="T2", connector_id=2)
-    await eventually(lambda: 2 in sim.transactions and sim.transactions[2].transaction_id)
+    await until(lambda: 2 in sim.transactions and sim.transactions[2].transaction_id)
     tx = tx_of(sim, 2)
     hard = await bench.ok(sim.identity, "reset", type="Hard")
     assert hard["status"] == "Accepted"
-    await eventually(lambda: sim.stats.boots_accepted == 3 and sim.accepted)
-    ended = await bench.until(
+    await until(lambda: sim.stats.boots_accepted == 3 and sim.accepted)
+    ended = await until(
         lambda: bench.session(sim.identity, tx), lambda s: s is not None and s.outcome != "active"
     )
     assert (ended.stop_reason, ended.outcome) == ("ImmediateReset", "interrupted")
     for boots, kind in ((4, "Immediate"), (5, "OnIdle")):  # idle: both reset at once
         assert (await bench.ok(sim.identity, "reset", type=kind))["status"] == "Accepted"
-        await eventually(lambda b=boots: sim.stats.boots_accepted == b and sim.accepted)
+        await until(lambda b=boots: sim.stats.boots_accepted == b and sim.accepted)
 
     async def reasons() -> list[str]:  # boots are written behind the answer
         async with bench.rt.engine.connect() as conn:
@@ -166,7 +163,7 @@ async def test_reset_soft_waits_for_idle_and_hard_is_immediate(bench: Bench201):
             )
         return [row.data["reason"] for row in boots]
 
-    await bench.until(reasons, lambda r: r == ["PowerUp"] + ["RemoteReset"] * 4)
+    await until(reasons, lambda r: r == ["PowerUp"] + ["RemoteReset"] * 4)
     assert [e.outcome for e in await bench.audit("reset")] == [
         "Scheduled",
         "Accepted",
@@ -179,17 +176,17 @@ async def test_change_availability_per_evse_and_charger(bench: Bench201):
     sim = await bench.sim201()
     one = await bench.ok(sim.identity, "change-availability", connector_id=1, type="Inoperative")
     assert one["status"] == "Accepted"
-    await bench.until(lambda: bench.evses(sim.identity), lambda e: e.get(1) == "Unavailable")
+    await until(lambda: bench.evses(sim.identity), lambda e: e.get(1) == "Unavailable")
     assert sim.connector_status[2] == "Available"
     await bench.ok(sim.identity, "remote-start", id_tag="T", connector_id=2)
-    await eventually(lambda: 2 in sim.transactions and sim.transactions[2].transaction_id)
+    await until(lambda: 2 in sim.transactions and sim.transactions[2].transaction_id)
     whole = await bench.ok(sim.identity, "change-availability", connector_id=0, type="Inoperative")
     assert whole["status"] == "Scheduled"
     await bench.ok(sim.identity, "remote-stop", transaction_id=tx_of(sim, 2))
-    await bench.until(lambda: bench.evses(sim.identity), lambda e: e.get(2) == "Unavailable")
+    await until(lambda: bench.evses(sim.identity), lambda e: e.get(2) == "Unavailable")
     back = await bench.ok(sim.identity, "change-availability", connector_id=0, type="Operative")
     assert back["status"] == "Accepted"
-    await bench.until(lambda: bench.evses(sim.identity), lambda e: set(e.values()) == {"Available"})
+    await until(lambda: bench.evses(sim.identity), lambda e: set(e.values()) == {"Available"})
     bad = await bench.ok(sim.identity, "change-availability", connector_id=9, type="Operative")
     assert bad["status"] == "Rejected"
 
@@ -270,8 +267,8 @@ async def test_get_base_report_arrives_as_report_events(bench: Bench201):
     )
     assert answer["status"] == "Accepted"
     parts = sim.stats.calls_sent
-    await eventually(lambda: parts["NotifyReport"] >= 3)
-    events = await bench.until(
+    await until(lambda: parts["NotifyReport"] >= 3)
+    events = await until(
         lambda: bench.events(sim.identity, "report"), lambda e: e and e[-1] == "last"
     )
     assert events == ["more"] * (len(events) - 1) + ["last"]
@@ -322,7 +319,7 @@ async def test_local_list_cache_and_charging_profiles(bench: Bench201):
     assert answer["status"] == "Accepted"
     assert sim.charging_power_kw(1) == pytest.approx(7.4)
     await bench.ok(sim.identity, "remote-start", id_tag="T1", connector_id=1)
-    await eventually(lambda: 1 in sim.transactions and sim.transactions[1].transaction_id)
+    await until(lambda: 1 in sim.transactions and sim.transactions[1].transaction_id)
     tx = {
         **site_limit,
         "id": 11,
@@ -354,19 +351,15 @@ async def test_trigger_message(bench: Bench201):
 
     before = sim.stats.calls_sent["StatusNotification"]
     assert await trigger("StatusNotification") == "Accepted"
-    await eventually(lambda: sim.stats.calls_sent["StatusNotification"] >= before + 2)
+    await until(lambda: sim.stats.calls_sent["StatusNotification"] >= before + 2)
     assert await trigger("MeterValues", connector_id=1) == "Accepted"
-    await eventually(lambda: sim.stats.calls_sent["MeterValues"] == 1)
+    await until(lambda: sim.stats.calls_sent["MeterValues"] == 1)
     assert await trigger("TransactionEvent") == "Rejected"  # nothing running
     assert await trigger("BootNotification") == "Rejected"  # already accepted (F06.FR.17)
     assert await trigger("FirmwareStatusNotification") == "Accepted"
-    await bench.until(
-        lambda: bench.events(sim.identity, "firmware_status"), lambda e: e == ["Idle"]
-    )
+    await until(lambda: bench.events(sim.identity, "firmware_status"), lambda e: e == ["Idle"])
     assert await trigger("SignChargePointCertificate") == "Accepted"  # 1.6 name, mapped
-    await bench.until(
-        lambda: bench.events(sim.identity, "sign_certificate"), lambda e: e == ["Rejected"]
-    )
+    await until(lambda: bench.events(sim.identity, "sign_certificate"), lambda e: e == ["Rejected"])
     assert await trigger("PublishFirmwareStatusNotification") == "NotImplemented"
     r = await bench.command(
         sim.identity, "trigger-message", message="DiagnosticsStatusNotification"
@@ -378,7 +371,7 @@ async def test_get_log_uploads_into_evota(bench: Bench201):
     sim = await bench.sim201()
     answer = await bench.ok(sim.identity, "get-log", log_type="DiagnosticsLog", request_id=78)
     assert answer["status"] == "Accepted"
-    await bench.until(
+    await until(
         lambda: bench.events(sim.identity, "log_status"), lambda e: e == ["Uploading", "Uploaded"]
     )
     async with bench.rt.engine.connect() as conn:

@@ -19,6 +19,7 @@ from evota.store.models import ChargerEvent, ChargingSession
 
 from .conftest import TOKEN, Keys
 from .sim.conftest import fast
+from .support import until
 from .test_firmware_update import Bench, allow_unsigned, running, upload
 
 V201 = "ocpp2.0.1"
@@ -56,7 +57,7 @@ class Bench201(Bench):
         await fleet.start()
         charger = fleet[spec.identity]
         await fleet.wait_until(lambda f: charger.accepted, 10)
-        await self.until(lambda: self.charger_row(spec.identity), lambda c: c["vendor"])
+        await until(lambda: self.charger_row(spec.identity), lambda c: c["vendor"])
         return charger
 
     async def start(self, charger: SimulatedCharger, firmware_id: str) -> int:
@@ -67,7 +68,7 @@ class Bench201(Bench):
     async def session(self, charger: SimulatedCharger, evse: int = 1) -> str:
         """A charging session that lasts until stopped; returns its transaction id."""
         charger.begin_session(evse, "RFID-201", duration=10**9)
-        tx = await self.until(_get(lambda: _tx(charger, evse)), bool, 5)
+        tx = await until(lambda: _tx(charger, evse), timeout=5)
         return str(tx)
 
     async def stop(self, charger: SimulatedCharger, tx: str) -> None:
@@ -88,8 +89,8 @@ class Bench201(Bench):
         return [r.status for r in rows]
 
     async def state(self, job_id: int, state: str, timeout: float = 20) -> dict[str, Any]:
-        job: dict[str, Any] = await self.until(
-            lambda: self.job(job_id), lambda j: j["state"] == state, timeout
+        job: dict[str, Any] = await until(
+            lambda: self.job(job_id), lambda j: j["state"] == state, timeout=timeout
         )
         return job
 
@@ -97,13 +98,6 @@ class Bench201(Bench):
 def _tx(charger: SimulatedCharger, evse: int) -> str | int | None:
     txn = charger.transactions.get(evse)
     return None if txn is None else txn.transaction_id
-
-
-def _get(value: Any) -> Any:
-    async def fetch() -> Any:
-        return value()
-
-    return fetch
 
 
 def statuses(job: dict[str, Any]) -> list[str]:
@@ -197,7 +191,7 @@ async def test_tc_l_02_install_scheduled_until_the_session_ends(bench: Bench201)
     charger = await bench.charger201()
     tx = await bench.session(charger)
     job_id = await bench.start(charger, fw["id"])
-    await bench.until(lambda: bench.job(job_id), lambda j: "InstallScheduled" in statuses(j))
+    await until(lambda: bench.job(job_id), lambda j: "InstallScheduled" in statuses(j))
     job = await bench.job(job_id)
     assert job["state"] == "signature_verified" and job["deadline"] is not None
     assert charger.firmware_version == "1.0.0" and "Installing" not in charger.firmware_history
@@ -212,7 +206,7 @@ async def test_tc_l_03_download_scheduled_by_a_busy_charger(bench: Bench201) -> 
     charger = await bench.charger201(faults=FaultProfile(defer_download=1.0))
     tx = await bench.session(charger, evse=2)
     job_id = await bench.start(charger, fw["id"])
-    job = await bench.until(
+    job = await until(
         lambda: bench.job(job_id),
         lambda j: "DownloadScheduled" in statuses(j) and j["state"] != "sending",
     )
@@ -229,12 +223,12 @@ async def test_tc_l_13_update_during_an_ongoing_transaction(bench: Bench201) -> 
     charger = await bench.charger201()
     tx = await bench.session(charger, evse=1)
     job_id = await bench.start(charger, fw["id"])
-    await bench.until(lambda: bench.job(job_id), lambda j: "InstallScheduled" in statuses(j))
+    await until(lambda: bench.job(job_id), lambda j: "InstallScheduled" in statuses(j))
 
     def evse(row: dict[str, Any], n: int) -> str | None:
         return {c["connector_id"]: c["status"] for c in row.get("connectors", [])}.get(n)
 
-    row = await bench.until(
+    row = await until(
         lambda: bench.charger_row(charger.identity), lambda r: evse(r, 2) == "Unavailable"
     )
     assert evse(row, 1) == "Occupied"
@@ -252,9 +246,7 @@ async def test_tc_l_13_update_during_an_ongoing_transaction(bench: Bench201) -> 
         "completed",
         "Remote",
     )
-    await bench.until(
-        lambda: bench.charger_row(charger.identity), lambda r: evse(r, 2) == "Available"
-    )
+    await until(lambda: bench.charger_row(charger.identity), lambda r: evse(r, 2) == "Available")
 
 
 # -- refusals and failures ---------------------------------------------------------------------
@@ -276,7 +268,7 @@ async def test_tc_l_04_05_certificate_refusals_fail_the_job(
     assert (job["state"], job["failure"]) == ("failed", "invalid_signature"), case
     assert _answers(job) == [answer]
     assert job["bytes_served"] == 0 and charger.firmware_history == []
-    await bench.until(
+    await until(
         lambda: bench.events(charger.identity, "security_event"),
         lambda e: sorted(e) == ["InvalidFirmwareSigningCertificate", "StartupOfTheDevice"],
     )
@@ -330,7 +322,7 @@ async def test_tc_l_10_accepted_canceled_replaces_the_running_update(impatient: 
     job_a, tx = await _busy_with_a_given_up_job(b, charger)
     second = await upload(b.api, b.tmp_path, b.keys, "2.0.1", size=16 * 1024)
     job_b = await b.start(charger, second["id"])
-    job = await b.until(lambda: b.job(job_b), lambda j: _answers(j) != [])
+    job = await until(lambda: b.job(job_b), lambda j: _answers(j) != [])
     assert _answers(job) == ["AcceptedCanceled"]
     assert job["state"] in ("accepted", "downloading", "downloaded", "signature_verified")
     await b.stop(charger, tx)
@@ -350,4 +342,4 @@ async def test_tc_l_11_an_update_that_cannot_be_cancelled_rejects_the_new_one(
     assert (job["state"], job["failure"]) == ("failed", "rejected")
     # The charger goes on with the update it could not cancel once the session ends.
     await b.stop(charger, tx)
-    await b.until(_get(lambda: charger.firmware_version), lambda v: v == "2.0.0", 10)
+    await until(lambda: charger.firmware_version, lambda v: v == "2.0.0", timeout=10)

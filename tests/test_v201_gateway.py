@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +33,8 @@ from evota.runtime import Runtime
 from evota.store.models import AuditEntry, ChargerEvent, ChargerSetting, ChargingSession
 
 from .conftest import Keys, api_client, basic, connect, provision
+from .node_clients import NODE_DIR, ensure_node_modules, same_worker
+from .support import until
 from .test_firmware_update import Bench, allow_unsigned, events, running, statuses, upload
 
 KEY = "v201-station-key-0123"
@@ -238,19 +239,6 @@ def energy(wh: float, context: str = "Sample.Periodic", **unit: Any) -> list[dic
         sample["unitOfMeasure"] = unit
     phase = {"value": 230.0, "measurand": "Voltage", "phase": "L1-N"}
     return [{"timestamp": now(), "sampledValue": [sample, phase]}]
-
-
-async def until(check: Callable[[], Any], timeout: float = 10) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting; last value {value!r}")
-        await asyncio.sleep(0.03)
 
 
 async def session_rows(rt: Runtime, charger_id: str) -> list[Any]:
@@ -1262,7 +1250,7 @@ async def test_accepted_canceled_replaces_the_running_update(fw_bench: Bench) ->
     fw = await upload(b.api, b.tmp_path, b.keys, "2.0.0", models=(MODEL,))
     async with station(b.rt, "V201-AC") as cp:
         old_id, _ = await _start_update(b, cp, fw)
-        await b.until(lambda: b.job(old_id), lambda j: j["state"] == "accepted")
+        await until(lambda: b.job(old_id), lambda j: j["state"] == "accepted")
         # The charger holds it: 2.0.1 has no way to recall it, so evota does not pretend to.
         assert (await b.api.post(f"/api/v1/jobs/{old_id}/cancel", json={})).status_code == 409
         await cp.call(call.FirmwareStatusNotification(status="DownloadFailed", request_id=old_id))
@@ -1272,13 +1260,13 @@ async def test_accepted_canceled_replaces_the_running_update(fw_bench: Bench) ->
         job_id, _ = await _start_update(b, cp, fw)
         await cp.call(call.FirmwareStatusNotification(status="Installing", request_id=old_id))
         await cp.call(call.FirmwareStatusNotification(status="Downloading", request_id=job_id))
-        job = await b.until(lambda: b.job(job_id), lambda j: j["state"] == "downloading")
+        job = await until(lambda: b.job(job_id), lambda j: j["state"] == "downloading")
         assert "cancelled the update it had in progress" in (job["detail"] or "")
 
 
 # -- the Node ocpp-rpc client in strict 2.0.1 mode -------------------------------------------
 
-NODE_SCRIPT = Path(__file__).parent / "node" / "strict_client_201.js"
+NODE_SCRIPT = NODE_DIR / "strict_client_201.js"
 
 #: The 2.0.1 CALLERROR codes docs/ocpp.md promises, as ocpp-rpc reports them.
 NODE_EXPECTED_CODES = {
@@ -1385,11 +1373,10 @@ async def _commands_for_the_node_station(rt: Runtime, keys: Keys, identity: str)
     return answers
 
 
+@same_worker
 async def test_ocpp_rpc_strict_201_client(evota_sqlite: Runtime, keys: Keys) -> None:
-    from .test_ocpp_rpc_client import _ensure_node_modules
-
     rt = evota_sqlite
-    node = await _ensure_node_modules()
+    node = await ensure_node_modules()
     await provision(rt, "RPC201-STRICT", KEY)
     await provision(rt, "RPC201-FRESH", KEY)
     proc = await asyncio.create_subprocess_exec(
@@ -1576,6 +1563,7 @@ def _instances(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> 
     return st.one_of(st.integers(), st.text(max_size=5), st.just({"a": [1]}))
 
 
+@pytest.mark.slow
 def test_fast_check_never_accepts_what_fastjsonschema_refuses() -> None:
     """Soundness of evota.ocpp.fastcheck, over every 1.6 and 2.0.1 schema: whenever it says
     valid, the full validator agrees (when unsure it defers, so errors stay the full

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +12,8 @@ from evota.clock import SystemClock
 from evota.fleet.writer import FleetWriter
 from evota.store import db
 from evota.store.models import Charger, ConnectorStatus
+
+from .support import until
 
 
 def status(charger_id: str, connector: int, value: str) -> tuple:
@@ -72,10 +73,7 @@ async def test_an_item_the_database_refuses_does_not_block_the_rest(engine):
     writer.status(status("CP-1", 2, "Faulted"))
     writer.start()
     try:
-        for _ in range(200):
-            if writer.backlog == 0 and await count_history(engine) == 2:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: writer.backlog == 0 and count_history(engine), lambda n: n == 2)
     finally:
         await writer.stop()
     assert writer.dropped == 1

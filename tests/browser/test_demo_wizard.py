@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import expect
 
 from tests.demo_process import FAST, FAST_ENV, running_demo
@@ -30,6 +31,7 @@ async def logged_in(browser: Any, base: str, name: str, password: str) -> Any:
     return page
 
 
+@pytest.mark.slow
 async def test_the_wizard_with_the_demos_defaults_reaches_completed(tmp_path: Path, browser: Any):
     async with running_demo(tmp_path / "demo", CHARGERS, FAST_ENV) as demo:
         ann = await logged_in(browser, demo.url, "ann", demo.logins["ann"])
