@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from playwright.async_api import expect
 
+from evota.control.operation import ACTIVE, OperationState
 from tests.test_campaigns import fleet_spec
 from tests.test_firmware_update import MODEL, VENDOR, upload
 
@@ -75,6 +76,17 @@ async def test_every_page_is_accessible_and_live(console: Console):
         await check_a11y(page)
         await shot(page, f"page-{name}")
     no_errors(page)
+
+    # Operations: the state filter offers the operation state vocabulary; a detail page
+    # refreshes itself and offers cancel exactly while the operation is active.
+    await page.goto("/console/operations")
+    options = await page.locator("#filter-state option").evaluate_all("os => os.map(o => o.value)")
+    assert options == ["", *OperationState]
+    await page.goto(f"/console/operations/{op.json()['id']}")
+    shown = (await page.get_by_test_id("operation-state").text_content() or "").replace(" ", "_")
+    active = OperationState(shown) in ACTIVE
+    assert (await page.locator("#live[hx-get]").count() == 1) == active
+    assert (await page.locator("#cancel-form").count() == 1) == active
 
     # The overview: counts, the version chart per model, who is behind, open alerts.
     await page.goto("/console/")
