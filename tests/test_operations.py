@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from sqlalchemy import insert, select
 
+from evota.control.operation import OperationState
 from evota.ocpp import rpc
 from evota.operators import permissions as perms
 from evota.operators import users
@@ -436,6 +437,9 @@ async def test_bad_requests_name_the_field(tmp_path: Path, sqlite_url: str) -> N
         assert r.status_code == 404
         r = await d.api.get("/api/v1/operations", params={"state": "bogus"})
         assert r.status_code == 422 and r.json()["field"] == "state"
+        for state in OperationState:  # every state of the vocabulary is a valid filter
+            r = await d.api.get("/api/v1/operations", params={"state": state.value})
+            assert r.status_code == 200 and r.json()["total"] == 0, (state, r.text)
         assert not await d.audit("operation.created")  # refusals leave no operation behind
 
 

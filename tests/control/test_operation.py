@@ -12,12 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evota.control.operation import (
+    ACTIVE,
     FINAL,
+    TERMINAL,
+    TRANSITIONS,
     Limits,
     OperationError,
+    OperationEvent,
+    OperationState,
     Plan,
     Progress,
     Query,
+    ResultState,
     decide,
     plan_stages,
     query_from_dict,
@@ -100,6 +106,19 @@ def test_transitions() -> None:
     assert transition("running", "cancel") == "cancelled"
     assert transition("completed", "cancel") is None
     assert transition("running", "approve") is None
+    assert transition("running", "warp") is None and transition("nope", "cancel") is None
+
+
+def test_the_state_vocabulary_is_closed() -> None:
+    """Every state is active or terminal; events apply only to active states and lead to a
+    state of the vocabulary; terminal states absorb every event."""
+    assert set(OperationState) == ACTIVE | TERMINAL and not ACTIVE & TERMINAL
+    assert set(TRANSITIONS) == set(OperationEvent)
+    for table in TRANSITIONS.values():
+        assert set(table) <= ACTIVE and set(table.values()) <= set(OperationState)
+    for state in TERMINAL:
+        assert all(transition(state, event) is None for event in OperationEvent)
+    assert set(ResultState) - {ResultState.PENDING, ResultState.SENT} == FINAL
 
 
 # -- deciding in virtual time ----------------------------------------------------------------
