@@ -31,7 +31,7 @@ from evota.sim import HANDLERS, Fleet, Reply, fleet_from_flags
 from evota.sim.charger import Handler, SimulatedCharger
 from evota.store.models import ApiToken, AuditEntry, ChargerEvent, ChargerSetting, Grant
 
-from .conftest import TOKEN, api_client, start_runtime
+from .conftest import TOKEN, ShiftedClock, api_client, start_runtime
 from .sim.conftest import fast
 from .support import until
 
@@ -401,6 +401,29 @@ async def test_a_reset_of_fifty_chargers_waits_for_a_second_operator(
             assert r.status_code == 409 and r.json()["reason"] == "withdrawn"
         finally:
             await olga.aclose()
+
+
+async def test_an_approval_that_runs_out_ends_the_operation_as_expired(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    clock = ShiftedClock()
+    async with desk(
+        tmp_path,
+        sqlite_url,
+        clock=clock,
+        approval_actions=["operation.start"],
+        approval_charger_threshold=10,
+        approval_ttl_hours=1,
+    ) as d:
+        ids = await d.chargers(11, "EX-", start=False)
+        body = (await d.create(target={"charger_ids": ids})).json()
+        assert body["state"] == "awaiting_approval", body
+        clock.advance(hours=1, seconds=1)
+        await d.rt.approvals.sweep()  # (the runtime's own sweep may get there first)
+        o = await until(lambda: d.op(body["id"]), lambda o: o["state"] != "awaiting_approval")
+        assert o["state"] == "expired" and o["state_reason"] == "approval expired", o
+        assert o["progress"]["skipped"] == 11 and not d.resets
+        assert [e.outcome for e in await d.audit("operation.expired")] == ["expired"]
 
 
 # -- refusals --------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from evota.control import operation as op
 from evota.control.catalog import CommandSpec, Params
 from evota.control.commands import CommandError, CommandResult
 from evota.control.operation import OperationEvent, OperationState, ResultState
+from evota.operators.four_eyes import ApprovalState
 from evota.selection import ChargerSnapshot
 from evota.store.models import Charger, Operation, OperationResult, Site
 
@@ -480,7 +481,7 @@ class OperationRunner:
         return {"operation_id": op_id, "state": OperationState.RUNNING}
 
     async def _approval_ended(self, payload: dict[str, Any], why: str) -> None:
-        event = OperationEvent.EXPIRE if why == "expired" else OperationEvent.REJECT
+        event = OperationEvent.EXPIRE if why == ApprovalState.EXPIRED else OperationEvent.REJECT
         op_id = str(payload.get("operation_id"))
         await self._end(op_id, event, SYSTEM, f"approval {why}")
 
