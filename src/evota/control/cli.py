@@ -175,7 +175,7 @@ def create(
 
 @operation_app.command("list")
 def list_(
-    state: Annotated[str | None, typer.Option(help="e.g. running, awaiting_approval")] = None,
+    state: Annotated[str | None, typer.Option(help="one of " + ", ".join(OperationState))] = None,
     command: Annotated[str | None, typer.Option(help="a catalog command, e.g. reset")] = None,
     by: Annotated[str | None, typer.Option("--by", help="who started it")] = None,
     limit: LimitOpt = 50,
