@@ -82,6 +82,10 @@ class ResultState(enum.StrEnum):
 
 
 FINAL = frozenset({ResultState.SUCCEEDED, ResultState.FAILED, ResultState.SKIPPED})
+# Looked up once: compared for every charger of a stage on every answer, and a member lookup
+# on the enum class costs several times the comparison.
+_PENDING = ResultState.PENDING
+_SENT = ResultState.SENT
 
 
 class StageState(enum.StrEnum):
@@ -241,7 +245,7 @@ def verdict(
     limits: Limits, stage: int, members: Sequence[str], results: Mapping[str, str]
 ) -> str | None:
     """Why the stage stops the operation (its failure rate passed the threshold), or None."""
-    counts = Counter(results.get(c, ResultState.PENDING) for c in members)
+    counts = Counter(results.get(c, _PENDING) for c in members)
     failed = counts[ResultState.FAILED]
     executed = counts[ResultState.SUCCEEDED] + failed
     if executed == 0 or executed < min(limits.min_sample, len(members)):
@@ -268,13 +272,13 @@ def decide(plan: Plan, progress: Progress, now: float) -> Step:
         why = verdict(limits, stage, members, results)
         if why is not None:
             return Step(stage, finish=OperationState.STOPPED, reason=why)
-        if any(results.get(c, ResultState.PENDING) not in FINAL for c in members):
+        if any(results.get(c, _PENDING) not in FINAL for c in members):
             break
         if stage + 1 == len(plan.stages):
             return Step(stage, finish=OperationState.COMPLETED)
         stage += 1
-    pending = [c for c in members if results.get(c, ResultState.PENDING) == ResultState.PENDING]
-    in_flight = sum(1 for c in members if results.get(c) == ResultState.SENT)
+    pending = [c for c in members if results.get(c, _PENDING) == _PENDING]
+    in_flight = sum(1 for c in members if results.get(c) == _SENT)
     room = max(0, limits.max_in_flight - in_flight)
     pace = limits.pace
     count = min(len(pending), room, pace.allowance(progress.sends, now))
@@ -291,7 +295,7 @@ def summarize(
     total: Counter[str] = Counter()
     out = []
     for i, members in enumerate(stages):
-        counts = Counter(results.get(c, ResultState.PENDING) for c in members)
+        counts = Counter(results.get(c, _PENDING) for c in members)
         total.update(counts)
         stage_state: StageState
         if all(k in FINAL for k in counts) and counts:
