@@ -13,6 +13,7 @@ while ``now < t + window``.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,7 +50,10 @@ class Pace:
 
     def recent(self, times: Iterable[T], now: T) -> list[T]:
         """The times still inside the window at ``now``, in the given order."""
-        return [t for t in times if now < _after(t, self.window)]
+        if isinstance(now, datetime):  # exact in microseconds: now < t + w  <=>  now - w < t
+            since = now - timedelta(seconds=self.window)
+            return [t for t in times if since < t]
+        return [t for t in times if now < t + self.window]
 
     def allowance(self, times: Iterable[T], now: T) -> int:
         """How many more events may happen at ``now``."""
@@ -58,10 +62,10 @@ class Pace:
     def next_free(self, times: Iterable[T], now: T) -> T | None:
         """When the next event may happen: None if one may happen at ``now``, otherwise the
         moment the ``burst``-th latest event in the window leaves it."""
-        inside = sorted(self.recent(times, now))
+        inside = self.recent(times, now)
         if len(inside) < self.burst:
             return None
-        return _after(inside[-self.burst], self.window)
+        return _after(heapq.nlargest(self.burst, inside)[-1], self.window)
 
 
 def _after(t: T, seconds: float) -> T:
