@@ -35,6 +35,7 @@ __all__ = [
 
 Z95 = 1.959964
 _EXAMPLES = 5
+_SUCCEEDED = JobState.SUCCEEDED  # looked up once: compared for every charger of a wave
 
 
 def wilson_lower(successes: int, n: int, z: float = Z95) -> float:
@@ -287,7 +288,7 @@ class _Tally:
         self, cid: str, job: JobView, health: Health | None, charger: ChargerSnapshot | None
     ) -> None:
         self.executed += 1
-        ok = job.state == JobState.SUCCEEDED
+        ok = job.state == _SUCCEEDED
         if ok and health is not None:
             ok = self._healthy(cid, health)
         self.succeeded += ok
