@@ -207,9 +207,12 @@ async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[s
         wave_gates = [g.result | {"at": g.at.isoformat()} for g in gates if g.wave == index]
         if index < row.current_wave:
             state = "done"
-        elif index == row.current_wave and row.state in ("running", "paused"):
+        elif index == row.current_wave and row.state in (
+            CampaignState.RUNNING,
+            CampaignState.PAUSED,
+        ):
             state = "soaking" if row.wave_done_at else "running"
-        elif index == row.current_wave and row.state == "completed":
+        elif index == row.current_wave and row.state == CampaignState.COMPLETED:
             state = "done"
         else:
             state = "pending"

@@ -16,7 +16,9 @@ from sqlalchemy import func, select
 from evota.api.approvals import visibilities
 from evota.api.deps import Principal, scope_filter
 from evota.console.overview import Release, VersionCount
+from evota.firmware.lifecycle import FirmwareState
 from evota.operators.four_eyes import ApprovalState
+from evota.rollout.campaign import CampaignState
 from evota.runtime import Runtime
 from evota.store.models import (
     Alert,
@@ -28,6 +30,9 @@ from evota.store.models import (
     Connector,
     Firmware,
 )
+
+# Campaigns the badge counts: the ones still doing or about to do something.
+_LIVE_CAMPAIGNS = (CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.SCHEDULED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +81,7 @@ async def releases(rt: Runtime) -> list[Release]:
         rows = (
             await conn.execute(
                 select(Firmware.vendor, Firmware.version, Firmware.models).where(
-                    Firmware.state == "released"
+                    Firmware.state == FirmwareState.RELEASED
                 )
             )
         ).all()
@@ -146,7 +151,7 @@ async def badges(rt: Runtime, who: Principal, now: datetime) -> Badges:
                 await conn.execute(
                     select(func.count())
                     .select_from(Campaign)
-                    .where(Campaign.state.in_(("running", "paused", "scheduled")))
+                    .where(Campaign.state.in_(_LIVE_CAMPAIGNS))
                 )
             ).scalar()
     return Badges(

@@ -33,9 +33,11 @@ from evota.console.forms import command_forms
 from evota.console.preview import preview
 from evota.control.operation import ACTIVE, OperationState
 from evota.firmware import lifecycle
+from evota.firmware.lifecycle import FirmwareState
 from evota.operators import permissions as perms
 from evota.operators import sessions
 from evota.operators.permissions import ROLES
+from evota.rollout.campaign import TERMINAL as CAMPAIGN_TERMINAL
 from evota.rollout.policy import policy_from_dict, policy_to_dict
 from evota.runtime import Runtime
 
@@ -359,7 +361,9 @@ async def charger_page(request: Request, charger_id: str) -> Response:
             "jobs": jobs["items"] if jobs else [],
             "files": files["items"] if files else [],
             "audit": audit["items"] if audit else None,
-            "images": [i for i in images["items"] if i["state"] != "revoked"] if images else [],
+            "images": [i for i in images["items"] if i["state"] != FirmwareState.REVOKED]
+            if images
+            else [],
             "settings": await queries.settings_of(p.rt, charger["id"]),
             "drift": await queries.latest_drift(p.rt, charger["id"]),
             "commands": command_forms() if p.can("command.send") else (),
@@ -467,7 +471,9 @@ def wizard_defaults(server: dict[str, Any]) -> dict[str, Any]:
 @router.get("/console/campaigns/new", response_class=HTMLResponse)
 async def campaign_wizard(request: Request) -> Response:
     async def load(p: Page) -> dict[str, Any]:
-        images = [i for i in (await _firmware_names(p)).values() if i["state"] != "revoked"]
+        images = [
+            i for i in (await _firmware_names(p)).values() if i["state"] != FirmwareState.REVOKED
+        ]
         sites = await p.api.get("/api/v1/sites", limit=1000)
         known = await queries.version_counts(p.rt, p.who)
         chosen = request.query_params.get("firmware", "")
@@ -516,7 +522,7 @@ async def campaign_page(request: Request, campaign_id: str) -> Response:
             "campaign": campaign,
             "approvals": approvals,
             "image": images.get(campaign["firmware_id"]),
-            "final": campaign["state"] in ("completed", "aborted") and not campaign["rollback"],
+            "final": campaign["state"] in CAMPAIGN_TERMINAL and not campaign["rollback"],
         }
 
     return await render(request, "campaign.html", load, title="Campaign")
