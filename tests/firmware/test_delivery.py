@@ -17,6 +17,7 @@ import structlog.testing
 
 from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage, download_path, download_url
+from evota.signed_tokens import new_key
 
 NOW = 1_900_000_000
 SIZE = 2 * 1024 * 1024 + 123  # odd size: ranges at the end are not chunk-aligned
@@ -88,7 +89,7 @@ def env(tmp_path: Path, http: httpx.Client) -> Iterator[Env]:
     }
     sites = {"CP-1": "berlin", "CP-2": "berlin", "CP-3": "paris"}
     clock = [float(NOW)]
-    key = tokens.new_key()
+    key = new_key()
     server = DeliveryServer(
         keys=[key],
         lookup=images.get,
@@ -176,7 +177,7 @@ def test_full_get(env: Env) -> None:
 
 def test_charger_id_needing_quotes_and_key_rotation(env: Env) -> None:
     old = env.key
-    env.server.keys = (tokens.new_key(), old)
+    env.server.keys = (new_key(), old)
     charger = "CP/01 ü"
     r = env.http.get(env.url(charger, key=old))
     assert r.status_code == 200 and r.content == env.data

@@ -27,8 +27,9 @@ from markupsafe import Markup
 from evota import __version__
 from evota.api.deps import POLL_HEADER, SESSION_COOKIE, Principal, authenticate, principal
 from evota.api.problems import Problem, problem_response
+from evota.client import ApiError
 from evota.console import overview, queries
-from evota.console.client import Api, ApiError
+from evota.console.client import Api
 from evota.console.forms import command_forms
 from evota.console.preview import preview
 from evota.control.operation import ACTIVE, OperationState
@@ -193,7 +194,7 @@ async def render(
             data = await load(page)
             status = int(data.pop("status", 200))
         except ApiError as exc:
-            template, status = "error.html", exc.status
+            template, status = "error.html", exc.status or 500
             data = {"problem": exc}
             title = "Not found" if exc.status == 404 else exc.title
         return await _html(page, template, {"title": title, **data}, status)
@@ -657,6 +658,8 @@ async def mfa_page(request: Request) -> Response:
 @router.get("/console/{rest:path}", response_class=HTMLResponse)
 async def not_found(request: Request, rest: str) -> Response:
     async def load(p: Page) -> dict[str, Any]:
-        raise ApiError(404, {"title": "Not found", "detail": f"no console page {rest!r}"})
+        raise ApiError.of_problem(
+            404, {"title": "Not found", "detail": f"no console page {rest!r}"}
+        )
 
     return await render(request, "error.html", load, title="Not found")

@@ -57,6 +57,7 @@ import h11
 import structlog
 
 from evota.firmware import tokens
+from evota.signed_tokens import MIN_KEY_BYTES
 
 __all__ = [
     "MAX_URL_CHARS",
@@ -86,6 +87,12 @@ _HUGE: Final = 10**_MAX_POS_DIGITS
 _SEND_FALLBACK_ERRNOS = frozenset(
     {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EAFNOSUPPORT}
 )
+
+
+def token_status(exc: tokens.TokenError) -> int:
+    """The answer to a refused download token (no body bytes): 410 for a genuine but expired
+    one (the operator re-issues rather than investigates), 403 for anything else."""
+    return 410 if isinstance(exc, tokens.TokenExpired) else 403
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,9 +325,9 @@ class DeliveryServer:
         head_timeout: float = 10.0,
         max_pending: int = 256,
     ) -> None:
-        if not keys or any(len(k) < tokens.MIN_KEY_BYTES for k in keys):
+        if not keys or any(len(k) < MIN_KEY_BYTES for k in keys):
             raise ValueError(
-                f"at least one token key of >= {tokens.MIN_KEY_BYTES} bytes is required"
+                f"at least one token key of >= {MIN_KEY_BYTES} bytes is required"
             )
         if min(max_concurrent, max_per_site, max_pending) < 1 or min(timeout, head_timeout) <= 0:
             raise ValueError(
@@ -689,10 +696,10 @@ class _Handler(socketserver.BaseRequestHandler):
                 peer=self.peer,
                 charger=who.charger_id if who else _printable(charger_id[:64]),
                 job=who.job_id if who else None,
-                status=exc.http_status,
+                status=token_status(exc),
                 why=exc.reason,
             )
-            self._problem(exc.http_status, exc.reason, close=not keep, head_only=head_only)
+            self._problem(token_status(exc), exc.reason, close=not keep, head_only=head_only)
             return keep
         refused = self.owner._promote(self.request)
         if refused == "evicted":
