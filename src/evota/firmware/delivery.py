@@ -326,9 +326,7 @@ class DeliveryServer:
         max_pending: int = 256,
     ) -> None:
         if not keys or any(len(k) < MIN_KEY_BYTES for k in keys):
-            raise ValueError(
-                f"at least one token key of >= {MIN_KEY_BYTES} bytes is required"
-            )
+            raise ValueError(f"at least one token key of >= {MIN_KEY_BYTES} bytes is required")
         if min(max_concurrent, max_per_site, max_pending) < 1 or min(timeout, head_timeout) <= 0:
             raise ValueError(
                 "max_concurrent, max_per_site, max_pending and the timeouts must be positive"
