@@ -1,4 +1,4 @@
-"""The long fuzz run of the OCPP gateway: tests/test_gateway_fuzz.py's harness, many frames.
+"""The long fuzz run of the OCPP gateway: tests/gateway/test_fuzz.py's harness, many frames.
 
 Starts a real evota (SQLite in a temporary directory, or ``--database-url``), an accepted 1.6
 and an accepted 2.0.1 charger, and sends generated hostile frames in batches; after every
@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the harness lives with the tests
 
-from tests.test_gateway_fuzz import Frame, Harness, batches  # noqa: E402
+from tests.gateway.test_fuzz import Frame, Harness, batches  # noqa: E402
 
 from evota.ocpp.dialect import DIALECTS  # noqa: E402
 

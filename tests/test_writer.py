@@ -78,3 +78,18 @@ async def test_an_item_the_database_refuses_does_not_block_the_rest(engine):
         await writer.stop()
     assert writer.dropped == 1
     assert await count_history(engine) == 2
+
+
+def test_sqlite_timestamps_match_sqlalchemy():
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy.dialects.sqlite import DATETIME
+
+    from evota.fleet.writer import _sqlite_ts
+
+    process = DATETIME().bind_processor(None)
+    for value in (
+        datetime(2026, 3, 29, 1, 2, 3, 0, tzinfo=UTC),
+        datetime(2026, 3, 29, 1, 2, 3, 456, tzinfo=timezone(timedelta(hours=-5))),
+    ):
+        assert _sqlite_ts(value) == process(value.astimezone(UTC).replace(tzinfo=None))

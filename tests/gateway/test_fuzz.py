@@ -43,8 +43,7 @@ from websockets.asyncio.client import ClientConnection
 from evota.ocpp.dialect import DIALECTS, Dialect
 from evota.ocpp.errors import ErrorKind, RpcError
 from evota.runtime import Runtime
-
-from .conftest import TOKEN, basic, session_for, start_runtime
+from tests.conftest import TOKEN, basic, session_for, start_runtime
 
 pytestmark = pytest.mark.slow  # thousands of generated frames against a real gateway
 

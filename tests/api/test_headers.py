@@ -16,10 +16,9 @@ import pytest
 
 from evota.api.headers import CONSOLE_CSP, DATA_CSP, security_headers
 from evota.runtime import Runtime
+from tests.conftest import TOKEN, api_client, session_for, start_runtime
 
-from .conftest import TOKEN, api_client, session_for, start_runtime
-
-CONSOLE = Path(__file__).resolve().parents[1] / "src" / "evota" / "console"
+CONSOLE = Path(__file__).resolve().parents[2] / "src" / "evota" / "console"
 
 
 @pytest.fixture

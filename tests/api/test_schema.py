@@ -26,11 +26,10 @@ import pytest
 from evota.control import uploads
 from evota.files import load_key
 from evota.sim import Fleet, fleet_from_flags
-
-from .conftest import TOKEN, Keys
-from .sim.conftest import fast
-from .support import free_port, serving, until
-from .test_firmware_update import MODEL, VENDOR, trust, upload
+from tests.conftest import TOKEN, Keys
+from tests.sim.conftest import fast
+from tests.support import free_port, serving, until
+from tests.test_firmware_update import MODEL, VENDOR, trust, upload
 
 pytestmark = pytest.mark.slow  # schemathesis against a served process: minutes
 

@@ -18,8 +18,7 @@ import uvicorn
 
 from evota.api.listener import MAX_PENDING, guarded_h11, pending_connections
 from evota.runtime import Runtime
-
-from .conftest import start_runtime
+from tests.conftest import start_runtime
 
 
 async def _hello(scope: Any, receive: Any, send: Any) -> None:

@@ -186,18 +186,3 @@ def test_single_frames_of_every_length_class(size):
     assert FrameReader(1 << 20).feed(client_frame(frames.OP_TEXT, payload)) == [
         Received(frames.OP_TEXT, payload)
     ]
-
-
-def test_sqlite_timestamps_match_sqlalchemy():
-    from datetime import UTC, datetime, timedelta, timezone
-
-    from sqlalchemy.dialects.sqlite import DATETIME
-
-    from evota.fleet.writer import _sqlite_ts
-
-    process = DATETIME().bind_processor(None)
-    for value in (
-        datetime(2026, 3, 29, 1, 2, 3, 0, tzinfo=UTC),
-        datetime(2026, 3, 29, 1, 2, 3, 456, tzinfo=timezone(timedelta(hours=-5))),
-    ):
-        assert _sqlite_ts(value) == process(value.astimezone(UTC).replace(tzinfo=None))

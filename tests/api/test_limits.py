@@ -19,8 +19,7 @@ import pytest
 from evota.api.limits import FORM_OVERHEAD, LOGIN_MAX_BYTES, body_rule
 from evota.config import Settings
 from evota.runtime import Runtime
-
-from .conftest import TOKEN, api_client, start_runtime
+from tests.conftest import TOKEN, api_client, start_runtime
 
 HUGE = 150_000_000  # declared, never sent
 SENT = 64 * 1024  # what the client writes before it reads the answer
