@@ -389,6 +389,8 @@ async def test_install_waits_for_the_install_date(
         await answer(csms, "SignedUpdateFirmware", payload)
         await wait_until(lambda: "Installing" in c.firmware_history, 5, poll=0.005)
         assert datetime.now(UTC) >= install_at
+        # the CSMS reads the notification a moment after the charger records it
+        await wait_until(lambda: "Installing" in timeline(csms), 3)
     assert timeline(csms)[1:6] == [
         "Downloading",
         "Downloaded",
