@@ -150,10 +150,16 @@ async def secure_sqlite(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Runtim
 
 
 async def call(ws: ClientConnection, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """One CALL; evota's CALLRESULT payload (a CALLERROR fails the test)."""
+    """One CALL; evota's CALLRESULT payload (a CALLERROR fails the test). evota's own CALLs
+    on the way (the configuration read a second after a 1.6 boot) are refused as a charger
+    that does not implement them would, so they never stand in for the answer."""
     message_id = f"t{next(_ids)}"
     await ws.send(orjson.dumps([2, message_id, action, payload]).decode())
-    answer = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+    while True:
+        answer = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        if answer[0] != 2:
+            break
+        await ws.send(orjson.dumps([4, answer[1], "NotImplemented", "", {}]).decode())
     assert answer[0] == 3 and answer[1] == message_id, answer
     return dict(answer[2])
 
