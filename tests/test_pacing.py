@@ -98,6 +98,15 @@ def test_the_burst_th_latest_event_decides_not_the_oldest() -> None:
     assert Pace(2).next_free([0.1, 0.2, 0.3], 0.5) == 1.2
 
 
+def test_a_window_given_directly_is_kept_exactly() -> None:
+    assert 0.1 * 3 / 3 != 0.1  # why the window is not derived from a rate here
+    assert (Pace.per_window(3, 0.1).burst, Pace.per_window(3, 0.1).window) == (3, 0.1)
+    assert Pace.per_window(3, 0.1).next_free([0.0, 0.0, 0.0], 0.05) == 0.1
+    for burst in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="burst"):
+            Pace.per_window(burst, 1.0)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("rate", [0, -1, math.inf, math.nan])
 def test_a_rate_must_be_positive_and_finite(rate: float) -> None:
     with pytest.raises(ValueError, match="rate"):

@@ -38,6 +38,14 @@ class Pace:
         if not (math.isfinite(self.period) and self.period > 0):
             raise ValueError(f"period must be a finite number > 0, not {self.period!r}")
 
+    @classmethod
+    def per_window(cls, burst: int, window: float) -> Pace:
+        """At most ``burst`` events in any ``window`` seconds, the window kept exactly as
+        given (``window * burst / burst`` can round away from it: 0.1 * 3 / 3 != 0.1)."""
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ValueError(f"burst must be an integer >= 1, not {burst!r}")
+        return cls(burst, window)
+
     @property
     def burst(self) -> int:
         """Events allowed within one :attr:`window`."""
@@ -45,7 +53,9 @@ class Pace:
 
     @property
     def window(self) -> float:
-        """The window's length in seconds."""
+        """The window's length in seconds: exactly ``period`` for a whole rate."""
+        if self.burst == self.rate:
+            return self.period
         return self.period * self.burst / self.rate
 
     def recent(self, times: Iterable[T], now: T) -> list[T]:

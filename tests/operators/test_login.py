@@ -85,12 +85,22 @@ def test_rate_window_admits_at_most_limit_per_window_and_no_fewer(gaps, limit, w
             assert retry_after == 0
         else:
             assert 0 < retry_after <= window
+            assert retry_after == max(window - (now - in_window[-limit]), 0.001)
             # waiting as told is enough (give or take float rounding; the API rounds up)
             assert lg.admit(times, now + retry_after + 1e-6, limit, window)[0]
         assert len(times) <= limit
     # never more than `limit` admitted in any window
     for i, t in enumerate(admitted):
         assert len([u for u in admitted[i:] if u - t < window]) <= limit
+
+
+def test_rate_window_is_exact_at_its_edge():
+    """The configured window to the last bit, and an attempt counts while ``now - t <
+    window``: the rule does not drift with float rounding or the clock's magnitude."""
+    # 0.1 * 3 / 3 rounds above 0.1; the attempts at 0 leave a 0.1 s window at 0.1 exactly.
+    assert lg.admit((0.0, 0.0, 0.0), 0.1, 3, 0.1) == (True, (0.1,), 0.0)
+    # 1000 + (1 + 2**-52) rounds to 1001, yet at 1001 the attempt is 2**-52 s inside.
+    assert lg.admit((1000.0,), 1001.0, 1, 1 + 2**-52) == (False, (1000.0,), 0.001)
 
 
 def test_throttle_is_per_address_and_bounded():

@@ -4,9 +4,9 @@ Two brakes on password guessing. The lockout is per account and survives restart
 state lives in the ``users`` row): after ``max_failures`` consecutive failures the account
 refuses every attempt, even the right password, until the lockout ends; a success resets
 the count. The rate limit is per client address and in memory (one node serves the API): a
-sliding window of ``limit`` attempts per ``window`` seconds, checked before any password is
-hashed, so a flood costs no Argon2 time. Callers pass the time in; nothing here reads a
-clock or touches storage.
+sliding window (:mod:`evota.pacing`) of ``limit`` attempts per ``window`` seconds, checked
+before any password is hashed, so a flood costs no Argon2 time. Callers pass the time in;
+nothing here reads a clock or touches storage.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from evota.pacing import Pace
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +58,22 @@ def after_success(_state: LoginState) -> LoginState:
 def admit(
     times: tuple[float, ...], now: float, limit: int, window: float = 60.0
 ) -> tuple[bool, tuple[float, ...], float]:
-    """Sliding-window decision: (admitted, the new window, seconds to wait if refused).
+    """Sliding-window decision (:mod:`evota.pacing`): (admitted, the new window, seconds to
+    wait if refused).
 
     ``times`` are the admitted attempts so far, oldest first. Refused attempts are not
     added, so a client that keeps hammering gets ``limit`` attempts per window, no fewer.
+    The pace sees each attempt's offset from ``now`` and ``now`` as 0: an attempt counts
+    while ``now - t < window`` (one rounding, whatever the clock's magnitude), and the next
+    free moment is the wait itself.
     """
-    recent = tuple(t for t in times if now - t < window)
-    if len(recent) >= limit:
-        return False, recent, max(window - (now - recent[-limit]), 0.001)
+    pace = Pace.per_window(limit, window)
+    offsets = [t - now for t in times]
+    inside = set(pace.recent(offsets, 0.0))
+    recent = tuple(t for t, offset in zip(times, offsets, strict=True) if offset in inside)
+    wait = pace.next_free(offsets, 0.0)
+    if wait is not None:
+        return False, recent, max(wait, 0.001)
     return True, (*recent, now)[-limit:], 0.0
 
 
