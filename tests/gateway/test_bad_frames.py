@@ -4,9 +4,11 @@ connection stays up with the charger's data untouched."""
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 import websockets
+from websockets.frames import Frame, Opcode
 
 from tests.conftest import api_client, connect, provision
 
@@ -166,7 +168,7 @@ async def test_fragmented_message_is_reassembled(evota_sqlite):
 
 async def _close_code(ws: websockets.ClientConnection) -> int | None:
     """The code the server closed with; fails if it answered instead."""
-    with pytest.raises(websockets.ConnectionClosedError) as info:
+    with pytest.raises(websockets.ConnectionClosed) as info:
         await ws.recv()
     return info.value.rcvd.code if info.value.rcvd else None
 
@@ -201,6 +203,30 @@ async def test_binary_frames_close_with_1003(evota_sqlite):
     ws = await _booted(evota_sqlite, "CP-binary")
     await ws.send(json.dumps([2, "b1", "Heartbeat", {}]).encode())  # bytes: a binary frame
     assert await _close_code(ws) == 1003
+
+
+@pytest.mark.parametrize(
+    ("payload", "answer"),
+    [
+        (b"", 1000),  # no code: answered with a normal closure
+        (struct.pack("!H", 4000) + "fertig, Tschüss".encode(), 4000),  # a valid code: echoed
+        (struct.pack("!H", 1005), 1002),  # 1005, 1006, 1015 never go on the wire
+        (struct.pack("!H", 1006), 1002),
+        (struct.pack("!H", 1015), 1002),
+        (struct.pack("!H", 2000), 1002),  # unassigned
+        (struct.pack("!H", 5000), 1002),  # out of range
+        (b"\x03", 1002),  # a 1-byte payload
+        (struct.pack("!H", 1000) + b"bye \xe2\x82", 1007),  # reason ends inside "€"
+    ],
+    ids=["empty", "4000", "1005", "1006", "1015", "2000", "5000", "one-byte", "bad-utf8"],
+)
+async def test_a_close_frame_is_echoed_only_when_rfc_6455_allows(evota_sqlite, payload, answer):
+    """§7.4, §8.1: evota used to echo any code back (1005 included, which a peer must fail)
+    and to read a reason that is not UTF-8 leniently. The frame goes raw onto the socket:
+    websockets refuses to send such codes itself."""
+    ws = await _booted(evota_sqlite, f"CP-close-{answer}-{len(payload)}-{payload[:2].hex()}")
+    ws.transport.write(Frame(Opcode.CLOSE, payload).serialize(mask=True))
+    assert await _close_code(ws) == answer
 
 
 async def test_late_or_unknown_result_is_dropped(evota_sqlite):

@@ -6,9 +6,10 @@ import hashlib
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from websockets.frames import Frame, Opcode
+from websockets.exceptions import ProtocolError
+from websockets.frames import Close, Frame, Opcode
 from websockets.streams import StreamReader
 
 from evota.gateway import frames
@@ -170,6 +171,73 @@ def test_text_is_accepted_exactly_when_python_decodes_it_as_utf8(payload):
 def test_close_frames():
     assert frames.parse_close(frames.encode_close(1001, "bye")[2:]) == (1001, "bye")
     assert frames.parse_close(b"") == (1005, "")
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"\x03", frames.CLOSE_PROTOCOL_ERROR),  # 1-byte payload
+        *[(struct.pack("!H", c), frames.CLOSE_PROTOCOL_ERROR) for c in (1004, 1005, 1006, 1015)],
+        *[(struct.pack("!H", c), frames.CLOSE_PROTOCOL_ERROR) for c in (0, 999, 1016, 2999)],
+        *[(struct.pack("!H", c), frames.CLOSE_PROTOCOL_ERROR) for c in (5000, 65535)],
+        (struct.pack("!H", 1000) + b"\xff", frames.CLOSE_INVALID_DATA),
+        (struct.pack("!H", 4000) + b"by\xe2\x82", frames.CLOSE_INVALID_DATA),  # half a "€"
+    ],
+    ids=lambda v: v.hex() if isinstance(v, bytes) else str(v),
+)
+def test_a_close_frame_that_breaks_rfc_6455_is_an_error_not_a_code_to_echo(payload, code):
+    """§7.4: codes that may not be sent and a 1-byte payload are 1002; §8.1: a reason that is
+    not UTF-8 is 1007. parse_close used to return them (with the reason decoded leniently)."""
+    with pytest.raises(FrameError) as info:
+        frames.parse_close(payload)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, *range(1007, 1015), 3000, 4000, 4999])
+def test_every_sendable_close_code_is_accepted(code):
+    assert frames.parse_close(struct.pack("!H", code) + "Tschüss".encode()) == (code, "Tschüss")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=125),
+        st.tuples(st.integers(0, 65535), st.binary(max_size=20)).map(
+            lambda t: struct.pack("!H", t[0]) + t[1]
+        ),
+    )
+)
+def test_close_payloads_are_judged_like_websockets_does(payload):
+    """websockets' Close.parse, an independent implementation of RFC 6455, is the oracle."""
+    try:
+        close = Close.parse(payload)
+    except ProtocolError:
+        expected: tuple[int, str] | int = frames.CLOSE_PROTOCOL_ERROR
+    except UnicodeDecodeError:
+        expected = frames.CLOSE_INVALID_DATA
+    else:
+        expected = (int(close.code), close.reason)
+    try:
+        got: tuple[int, str] | int = frames.parse_close(payload)
+    except FrameError as exc:
+        got = exc.code
+    assert got == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(3000, 4999), st.text(st.characters(codec="utf-8"), max_size=130))
+@example(4000, "a" + "€" * 50)  # byte 123 is in the middle of a "€"
+def test_a_long_close_reason_is_cut_at_a_character_boundary(code, reason):
+    """A close payload has room for 123 bytes of reason; cutting "€" in half would send
+    invalid UTF-8, which the peer must fail with 1007."""
+    wire = frames.encode_close(code, reason)
+    assert len(wire) <= 2 + 125
+    kept = ""  # the longest prefix of whole characters that fits
+    for char in reason:
+        if len((kept + char).encode()) > 123:
+            break
+        kept += char
+    assert frames.parse_close(wire[2:]) == (code, kept)
 
 
 def test_non_minimal_length_encoding_is_not_misread_by_the_fast_path():

@@ -229,11 +229,19 @@ class ChargerConnection(asyncio.Protocol):
             asyncio.get_running_loop().call_later(2.0, transport.close)
 
     def _on_close_frame(self, payload: bytes) -> None:
-        code, reason = frames.parse_close(payload)
-        log.debug("charger closed", charger_id=self.charger_id, code=code, reason=reason)
+        """Answer the charger's close (its code echoed, or the error its frame is) and drop."""
+        try:
+            code, reason = frames.parse_close(payload)
+        except FrameError as exc:
+            log.info("websocket protocol error", charger_id=self.charger_id, reason=exc.reason)
+            answer, why = exc.code, exc.reason
+        else:
+            log.debug("charger closed", charger_id=self.charger_id, code=code, reason=reason)
+            answer = CloseCode.NORMAL_CLOSURE if code == frames.CLOSE_NO_STATUS else code
+            why = ""
         if not self._closing:
             self._closing = True
-            self._write(frames.encode_close(CloseCode.NORMAL_CLOSURE if code == 1005 else code))
+            self._write(frames.encode_close(answer, why))
         if self.transport is not None:
             self.transport.close()
 

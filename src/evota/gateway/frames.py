@@ -10,7 +10,10 @@ frames, a frame split over several reads — still goes through the same, comple
 OCPP-J messages are JSON text: a text message that is not valid UTF-8 fails the connection
 with 1007 (RFC 6455 §8.1), and a binary message, which OCPP-J has no use for, with 1003
 (unsupported data). The UTF-8 check is ``bytes.isascii`` (OCPP traffic is nearly always
-ASCII) and a strict decode only for the rest.
+ASCII) and a strict decode only for the rest. A charger's close frame is checked the same
+way (``parse_close``): a code that may not be sent or a 1-byte payload is a protocol error
+(1002, RFC 6455 §7.4), a reason that is not UTF-8 is 1007, so evota never echoes a code
+such as 1005 or 1006 onto the wire.
 """
 
 from __future__ import annotations
@@ -34,8 +37,14 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_NO_STATUS = 1005  # what an empty close frame means; never sent on the wire
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
+
+# The codes a close frame may carry (RFC 6455 §7.4, IANA registry): the registered ones
+# except 1004 (reserved) and 1005, 1006, 1015 (local meanings only), plus 3000-4999 for
+# libraries and applications. Anything else, 1016-2999 included, is a protocol error.
+_REGISTERED_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 
 _U16 = Struct("!H")
 _U64 = Struct("!Q")
@@ -171,11 +180,33 @@ def encode(opcode: int, payload: bytes) -> bytes:
 
 
 def encode_close(code: int, reason: str = "") -> bytes:
-    return encode(OP_CLOSE, _U16.pack(code) + reason.encode()[:123])
+    """A close frame; the reason is cut to the 123 bytes that fit, at a character boundary
+    so that it stays valid UTF-8."""
+    cut = reason.encode()[:123].decode("utf-8", "ignore").encode()
+    return encode(OP_CLOSE, _U16.pack(code) + cut)
+
+
+def sendable_close_code(code: int) -> bool:
+    """Whether ``code`` may appear in a close frame (RFC 6455 §7.4)."""
+    return code in _REGISTERED_CLOSE_CODES or 3000 <= code < 5000
 
 
 def parse_close(payload: bytes) -> tuple[int, str]:
-    """The code and reason of a close frame; 1005 (no status) when empty."""
-    if len(payload) < 2:
-        return 1005, ""
-    return _U16.unpack_from(payload)[0], payload[2:].decode("utf-8", "replace")
+    """The code and reason of a peer's close frame; 1005 (no status) when empty.
+
+    Raises ``FrameError`` when the frame itself breaks RFC 6455, so that the connection is
+    failed instead of the bad code being echoed: 1007 for a reason that is not UTF-8
+    (§5.5.1, §8.1), 1002 for a 1-byte payload or a code that may not be sent (§7.4).
+    """
+    if not payload:
+        return CLOSE_NO_STATUS, ""
+    if len(payload) == 1:
+        raise FrameError(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte payload")
+    code = _U16.unpack_from(payload)[0]
+    try:
+        reason = payload[2:].decode()
+    except UnicodeDecodeError:
+        raise FrameError(CLOSE_INVALID_DATA, "close reason is not valid UTF-8") from None
+    if not sendable_close_code(code):
+        raise FrameError(CLOSE_PROTOCOL_ERROR, f"close code {code} may not be sent")
+    return code, reason
