@@ -99,6 +99,10 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         # tests of other features charge with any card, as a lab would. The token tests
         # (tests/test_id_tokens.py) and the end-to-end fleet test use the token store.
         "authorize_all": True,
+        # evota reads a charger's configuration a second after its boot. Tests that drive a
+        # charger by hand (raw frames, one CALL and its answer) must not find that read in
+        # place of their answer on a slow run; the configuration tests set a short delay.
+        "config_boot_delay_seconds": 3600.0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -16,7 +16,7 @@ from evota.control import catalog
 from evota.ocpp import v201_variables
 from evota.runtime import Runtime
 from evota.store.models import AuditEntry, ChargerSetting
-from tests.conftest import Keys, api_client, connect, provision
+from tests.conftest import Keys, api_client, connect, provision, start_runtime
 from tests.gateway.v201_station import (
     DEFAULT_ANSWERS,
     KEY,
@@ -33,9 +33,10 @@ from tests.support import until
 
 
 async def test_every_command_is_a_valid_201_call_and_its_answer_maps_back(
-    evota_sqlite: Runtime, keys: Keys
+    tmp_path: Path, sqlite_url: str, keys: Keys
 ) -> None:
-    rt = evota_sqlite
+    # the configuration read after the boot is part of this test (the fixtures defer it)
+    rt = await start_runtime(tmp_path, sqlite_url, config_boot_delay_seconds=0.5)
     api = api_client(rt)
 
     async def send(name: str, **params: Any) -> httpx.Response:
@@ -365,6 +366,7 @@ async def test_every_command_is_a_valid_201_call_and_its_answer_maps_back(
         await ws.close()
     finally:
         await api.aclose()
+        await rt.stop()
 
 
 async def _settings(rt: Runtime, charger_id: str) -> dict[str, tuple[str | None, bool]]:
