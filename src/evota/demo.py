@@ -16,6 +16,7 @@ from rich.console import Console
 
 from evota.files import private_dir
 from evota.firmware import signing
+from evota.firmware.lifecycle import FirmwareState
 from evota.sim.charger import SimConfig
 from evota.sim.fleet import FleetSpec, parse_fleet
 from evota.sim.runner import Fleet, ProvisionReport
@@ -111,7 +112,7 @@ async def seed_firmware(api: str, token: str, data_dir: Path) -> int:
                 "vendor": vendor,
                 "version": version,
                 "models": [model],
-                "state": "released",
+                "state": FirmwareState.RELEASED,
                 "release_notes": f"{model} {version}: demo "
                 + ("release" if (vendor, model, version) in RELEASES else "installed version"),
                 "signature": signing.sign_file(path, key),

@@ -29,6 +29,7 @@ from evota.files import load_key, private_dir, private_sqlite
 from evota.firmware import state_changes as firmware_changes
 from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage
+from evota.firmware.lifecycle import FirmwareState
 from evota.firmware.storage import LocalFirmwareStore
 from evota.fleet import changes as charger_changes
 from evota.fleet.charger import ChargerState
@@ -300,7 +301,7 @@ class Runtime:
         """Blobs whose every image is revoked (identical bytes may back a live image too)."""
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(Firmware.sha256, Firmware.state))).all()
-        live = {r.sha256 for r in rows if r.state != "revoked"}
+        live = {r.sha256 for r in rows if r.state != FirmwareState.REVOKED}
         self._revoked_sha256 = frozenset(r.sha256 for r in rows if r.sha256 not in live)
 
     async def _start_http(self) -> None:

@@ -445,7 +445,7 @@ async def change_state(
     Revoking has its own route, ``POST /firmware/{id}/revoke``, which waits for a second
     operator: one path per action, so four eyes cannot be sidestepped here (422).
     """
-    if body.state == "revoked":
+    if body.state == lifecycle.FirmwareState.REVOKED:
         raise Problem(
             422,
             "Use the revoke route",
@@ -465,7 +465,8 @@ async def deprecate(
     body: OptionalReasonIn | None = None,
 ) -> FirmwareDetail:
     """A released image that should no longer be chosen for new updates."""
-    return await _noted(request, rt, firmware_id, "deprecated", body.reason if body else None)
+    reason = body.reason if body else None
+    return await _noted(request, rt, firmware_id, lifecycle.FirmwareState.DEPRECATED, reason)
 
 
 @router.post(
@@ -484,7 +485,7 @@ async def revoke(
     """
     if rt.approvals.required("firmware.revoke"):
         record = await _get(rt, firmware_id)
-        if record.state == "revoked":
+        if record.state == lifecycle.FirmwareState.REVOKED:
             raise Problem(409, "Already revoked", f"{firmware_id} is revoked", "firmware_id")
         return await awaiting(
             rt,
@@ -494,7 +495,7 @@ async def revoke(
             {"firmware_id": firmware_id, "reason": body.reason},
             body.reason,
         )
-    return await _noted(request, rt, firmware_id, "revoked", body.reason)
+    return await _noted(request, rt, firmware_id, lifecycle.FirmwareState.REVOKED, body.reason)
 
 
 @router.get("/{firmware_id}/chargers", response_model=Page[str], responses=problems(404))

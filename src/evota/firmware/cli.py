@@ -34,6 +34,7 @@ from evota.cli_support import (
     resolve_firmware,
     table,
 )
+from evota.firmware.lifecycle import UPLOAD_STATES, FirmwareState
 from evota.firmware.signing import (
     FirmwareSigningError,
     generate_ca,
@@ -238,7 +239,9 @@ def add(
     ] = None,
     cert: Annotated[Path | None, typer.Option("--cert", help="PEM signing certificate")] = None,
     notes: Annotated[str | None, typer.Option("--notes", help="release notes")] = None,
-    state: Annotated[str, typer.Option("--state", help="draft | pilot | released")] = "draft",
+    state: Annotated[
+        str, typer.Option("--state", help=" | ".join(UPLOAD_STATES))
+    ] = FirmwareState.DRAFT.value,
     min_current_version: Annotated[
         str | None, typer.Option("--min-current-version", help="must be installed first")
     ] = None,
@@ -417,7 +420,7 @@ def release(
     as_json: JsonOpt = False,
 ) -> None:
     """Mark an image released (from draft, pilot or deprecated)."""
-    _transition(url, token, firmware_id, "released", reason, as_json)
+    _transition(url, token, firmware_id, FirmwareState.RELEASED, reason, as_json)
 
 
 @app.command("pilot")
@@ -429,7 +432,7 @@ def pilot(
     as_json: JsonOpt = False,
 ) -> None:
     """Mark a draft image as in pilot."""
-    _transition(url, token, firmware_id, "pilot", reason, as_json)
+    _transition(url, token, firmware_id, FirmwareState.PILOT, reason, as_json)
 
 
 @app.command("deprecate")
@@ -441,7 +444,7 @@ def deprecate(
     as_json: JsonOpt = False,
 ) -> None:
     """Deprecate a released image (no longer offered for new updates)."""
-    _transition(url, token, firmware_id, "deprecated", reason, as_json)
+    _transition(url, token, firmware_id, FirmwareState.DEPRECATED, reason, as_json)
 
 
 @app.command("revoke")

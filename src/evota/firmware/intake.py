@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.firmware import repository as repo
 from evota.firmware import signing
+from evota.firmware.lifecycle import FirmwareState
 from evota.firmware.storage import LocalFirmwareStore, StoredBlob
 
 __all__ = ["IntakeError", "Refusal", "Submission", "accept", "discard"]
@@ -60,7 +61,7 @@ class Submission:
     signature: str | None = None
     signing_certificate: str | None = None
     release_notes: str = ""
-    state: str = "draft"
+    state: str = FirmwareState.DRAFT
     min_current_version: str | None = None
     supersedes: Sequence[str] = ()
     filename: str | None = None  # a label only (evota.files.safe_filename)
