@@ -8,8 +8,8 @@ follow the OCPP 1.6 JSON schemas (plus the security extension's), so a request t
 here is never refused by evota's own schema check on the way out. The same commands go to
 OCPP 2.0.1 chargers through the 2.0.1 adapter; a few values exist in one protocol only
 (2.0.1 reset types and trigger names, 1.6 GetDiagnostics, ...): the adapter of the other
-refuses them as ``CommandNotSupported`` (HTTP 409). ``get-variables``, ``set-variables``
-and ``get-base-report`` are 2.0.1 only.
+refuses them as ``CommandNotSupported``, a conflict the API maps. ``get-variables``,
+``set-variables`` and ``get-base-report`` are 2.0.1 only.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ TRIGGERS = (
 
 
 class Params(BaseModel):
-    """Base of every command's parameters: unknown fields are refused (422 naming them)."""
+    """Base of every command's parameters: unknown fields are refused (a validation error
+    naming them)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -173,7 +174,7 @@ class ChargingProfileIn(BaseModel):
             raise ValueError("start_period must increase from one period to the next")
         return v
 
-    # Cross-field checks sit on the later field, so the 422 names the field to fix.
+    # Cross-field checks sit on the later field, so the validation error names the field to fix.
     @field_validator("recurrency")
     @classmethod
     def _recurrency(cls, v: str | None, info: ValidationInfo) -> str | None:

@@ -69,7 +69,7 @@ class ApprovalsLike(Protocol):
 
 
 class OperationConflict(Exception):
-    """A request that does not fit the operation's state (HTTP 409)."""
+    """A request that does not fit the operation's state: a conflict (the API maps it)."""
 
 
 @dataclass(frozen=True, slots=True)

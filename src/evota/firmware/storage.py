@@ -43,7 +43,7 @@ _MiB = 1024 * 1024
 
 
 class TooLarge(Exception):
-    """The upload exceeded ``max_bytes``; maps to HTTP 413."""
+    """The upload exceeded ``max_bytes`` (too large; the API maps it)."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"upload exceeds the limit of {limit} bytes")
@@ -51,7 +51,7 @@ class TooLarge(Exception):
 
 
 class BlobNotFound(LookupError):
-    """No blob with this digest is stored; maps to HTTP 404."""
+    """No blob with this digest is stored (not found; the caller maps it)."""
 
     def __init__(self, sha256: str) -> None:
         super().__init__(f"no firmware blob with sha256 {sha256}")
@@ -59,7 +59,7 @@ class BlobNotFound(LookupError):
 
 
 class RangeNotSatisfiable(ValueError):
-    """The requested range lies (partly) beyond the blob; maps to HTTP 416.
+    """The requested range lies (partly) beyond the blob (unsatisfiable; the caller maps it).
 
     ``size`` is kept so the caller can answer with ``Content-Range: bytes */size``.
     """
