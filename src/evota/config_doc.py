@@ -1,7 +1,7 @@
 """The table of every ``EVOTA_*`` setting, generated from :class:`evota.config.Settings`.
 
 ``docs/operations-guide.md`` embeds the output of ``python -m evota.config_doc`` between two
-marker comments; ``tests/test_config_doc.py`` checks the embedded table is current, so a new
+marker comments; ``tests/test_operations_guide.py`` checks the embedded table is current, so a new
 setting cannot ship undocumented. A field's own ``description`` is used; the few fields
 declared without one are described here.
 """

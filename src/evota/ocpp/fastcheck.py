@@ -12,7 +12,7 @@ It only ever *accepts*: ``True`` means the payload is valid; ``False`` means "no
 construct it does not model exactly (``multipleOf``, floats where an integer is expected,
 other formats, ...) answers ``False``, and the caller then runs the full validator, which
 either accepts after all or raises the precise CALLERROR. So the verdict and the error for an
-invalid payload are always ``fastjsonschema``'s; ``tests/test_v201_gateway.py`` checks that
+invalid payload are always ``fastjsonschema``'s; ``tests/ocpp/test_fastcheck.py`` checks that
 the two agree on random payloads.
 """
 

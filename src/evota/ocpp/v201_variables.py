@@ -8,7 +8,7 @@ equivalent). A key may also name a variable directly as ``Component.Variable`` o
 so a profile can set any 2.0.1 variable. Anything else has no 2.0.1 form: the command is
 refused with a message that says so, instead of being sent and answered UnknownVariable.
 
-``docs/ocpp.md`` shows this table; ``tests/test_v201_gateway.py`` checks they agree.
+``docs/ocpp.md`` shows this table; ``tests/gateway/test_v201_calls.py`` checks they agree.
 """
 
 from __future__ import annotations
