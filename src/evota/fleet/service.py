@@ -85,10 +85,10 @@ class FirmwareObserver(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class AuthOutcome:
-    """``state`` when admitted; otherwise ``status`` is the HTTP status to answer (401/404)."""
+    """``state`` when admitted; otherwise ``reason`` says why not, for the log only (the
+    gateway answers every refusal alike, so a caller cannot tell an unknown id from a wrong key)."""
 
     state: ChargerState | None
-    status: int = 101
     reason: str = ""
 
 
@@ -143,10 +143,10 @@ class FleetService:
             ).first()
         if row is None:
             if not self.open_registration:
-                return AuthOutcome(None, 404, "unknown charger")
+                return AuthOutcome(None, "unknown charger")
             return await self._admit_unknown(identity, password)
         if not verify_key(password, row.auth_salt, row.auth_hash):
-            return AuthOutcome(None, 401, "wrong authorization key")
+            return AuthOutcome(None, "wrong authorization key")
         state = ChargerState(
             id=identity,
             registration=ev.Registration(row.registration),
@@ -159,7 +159,7 @@ class FleetService:
     async def _admit_unknown(self, identity: str, password: str) -> AuthOutcome:
         """Open registration: remember the presented key (trust on first use), as Pending."""
         if key_problem(password):
-            return AuthOutcome(None, 401, "authorization key does not meet the key policy")
+            return AuthOutcome(None, "authorization key does not meet the key policy")
         salt, digest = hash_key(password)
         now = self._clock.now()
         try:
