@@ -486,6 +486,16 @@ async def test_scheduled_dynamic_campaign_sse_cli_and_revocation(world: World):
     assert created["eligible"] == 0 and {e["reason"] for e in created["excluded"]} == {
         "already_on_target"
     }
+    # ... which creating it says, and starting it is refused with the reasons (it used to go
+    # straight to completed, "all 0 waves done")
+    empty = "no eligible charger: 6 excluded (6 already_on_target)"
+    assert created["notes"] == [f"{empty}: starting it will be refused"]
+    r = await api.post(f"/api/v1/campaigns/{created['id']}/start", json={})
+    assert r.status_code == 409 and r.json()["field"] == "target", r.text
+    assert r.json()["detail"] == empty
+    r = await invoke(world.rt, "campaign", "start", created["id"])
+    assert r.exit_code == 1 and empty in r.output and len(r.output.strip().splitlines()) == 1
+    assert (await world.get(created["id"]))["state"] == "draft"
     r = await invoke(
         world.rt, "campaign", "create", "--name", "x", "--firmware", "2.0.0", "--wave", "half"
     )
@@ -612,6 +622,13 @@ async def test_campaign_start_waits_for_a_second_operator(
             assert done["state"] == "completed", (done["state_reason"], done["waves"])
             assert all(ch.firmware_version == "2.0.0" for ch in fleet.chargers)
             assert any("approved by ben" in str(h["detail"]) for h in done["history"])
+            # a campaign with nothing to update is refused before anyone is asked to approve
+            empty = await world.campaign(fw["id"], waves=[{"percent": 100}], name="empty")
+            r = await a.post(f"/api/v1/campaigns/{empty['id']}/start", json={"reason": "again"})
+            assert r.status_code == 409 and r.json()["field"] == "target", r.text
+            assert r.json()["detail"].startswith("no eligible charger: 8 excluded")
+            pending = (await a.get("/api/v1/approvals", params={"state": "pending"})).json()
+            assert pending["total"] == 0, pending
             # every UpdateFirmware the campaign sent is in the audit log with the answer
             from evota.store.models import AuditCharger, AuditEntry
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from evota.firmware.updates import ImageFacts
 from evota.rollout.policy import Target
-from evota.rollout.target import plan_eligibility
+from evota.rollout.target import nothing_to_update, plan_eligibility
 from evota.selection import ChargerSnapshot, matches
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -104,3 +104,12 @@ def test_revoked_image_excludes_everyone() -> None:
     revoked = ImageFacts(id="fw", vendor="Acme", version="2.0.0", state="revoked")
     result = plan_eligibility(Target(), revoked, [charger("A")], NOW)
     assert result.eligible == () and result.excluded[0].reason == "revoked"
+
+
+def test_nothing_to_update_names_the_exclusions_most_frequent_first():
+    assert nothing_to_update(1, []) is None
+    assert nothing_to_update(0, []) == "no charger matches the campaign's target"
+    excluded = [{"reason": "offline"}, {"reason": "already_on_target"}, {"reason": "offline"}]
+    assert nothing_to_update(0, excluded) == (
+        "no eligible charger: 3 excluded (2 offline, 1 already_on_target)"
+    )

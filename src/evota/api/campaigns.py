@@ -25,6 +25,7 @@ from evota.firmware import repository as repo
 from evota.firmware.lifecycle import FirmwareState
 from evota.rollout.campaign import TERMINAL, CampaignError, CampaignErrorKind, CampaignState
 from evota.rollout.policy import PolicyError, with_defaults
+from evota.rollout.target import nothing_to_update
 from evota.runtime import Runtime
 from evota.store.models import Campaign, CampaignEvent, Firmware, GateEvaluation, Job
 
@@ -155,6 +156,14 @@ class CampaignOut(BaseModel):
     history: list[CampaignEventOut]
 
 
+def _draft_notes(row: Any) -> list[str]:
+    """A draft that cannot start says so at once (and why), not only when started."""
+    if row.state != CampaignState.DRAFT:
+        return []
+    empty = nothing_to_update(sum(map(len, row.waves)), row.excluded or [])
+    return [] if empty is None else [f"{empty}: starting it will be refused"]
+
+
 async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[str, Any]:
     async with rt.engine.connect() as conn:
         row = (await conn.execute(select(Campaign).where(Campaign.id == campaign_id))).first()
@@ -243,7 +252,7 @@ async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[s
         "failures": dict(failures),
         "rollbacks": dict(rollbacks),
         "rollback": row.rollback,
-        "notes": list(rt.campaigns.notes.get(row.id, ()))[:50],
+        "notes": _draft_notes(row) or list(rt.campaigns.notes.get(row.id, ()))[:50],
         "created_by": row.created_by,
         "created_at": row.created_at,
         "started_at": row.started_at,
@@ -359,6 +368,9 @@ async def start(
         summary = await _summary(rt, campaign_id, events=0)
         if summary["state"] != CampaignState.DRAFT:
             raise Problem(409, "Not possible now", f"campaign is {summary['state']}", "state")
+        empty = nothing_to_update(summary["eligible"], summary["excluded"])
+        if empty is not None:  # refused now, not after a second operator has approved it
+            raise Problem(409, "Not possible now", empty, "target")
         at = body.at.isoformat() if body and body.at else None
         return await awaiting(
             rt,

@@ -53,7 +53,7 @@ from evota.rollout.policy import (
     waves_to_list,
 )
 from evota.rollout.runner import JobConflict, JobRunner
-from evota.rollout.target import plan_eligibility
+from evota.rollout.target import nothing_to_update, plan_eligibility
 from evota.rollout.waves import exponential, plan_waves
 from evota.selection import ChargerSnapshot
 from evota.store.models import (
@@ -256,7 +256,9 @@ class CampaignRunner:
             async with self._engine.begin() as conn:
                 row = (
                     await conn.execute(
-                        select(Campaign.state, Campaign.gate_go).where(Campaign.id == campaign_id)
+                        select(
+                            Campaign.state, Campaign.gate_go, Campaign.waves, Campaign.excluded
+                        ).where(Campaign.id == campaign_id)
                     )
                 ).first()
                 if row is None:
@@ -265,6 +267,9 @@ class CampaignRunner:
                 if new is None:
                     why = refusal(row.state, action) or ""
                     raise CampaignError(CampaignErrorKind.CONFLICT, why, "state")
+                empty = nothing_to_update(sum(map(len, row.waves)), row.excluded or [])
+                if action == CampaignAction.START and empty is not None:
+                    raise CampaignError(CampaignErrorKind.CONFLICT, empty, "target")
                 values: dict[str, Any] = {"state": new}
                 if action == CampaignAction.GO:
                     values.update(gate_go=True, stop_counting_from=now)

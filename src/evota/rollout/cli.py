@@ -104,6 +104,8 @@ def create(
         reasons[e["reason"]] = reasons.get(e["reason"], 0) + 1
     for reason, count in sorted(reasons.items()):
         out.print(f"  excluded: {count} {reason}")
+    for note in campaign.get("notes") or []:
+        out.print(f"  note: {note}")
 
 
 def finished(jobs: dict[str, int]) -> int:

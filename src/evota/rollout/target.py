@@ -9,16 +9,18 @@ every charger that will not be updated.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from evota.firmware import versions
 from evota.firmware.updates import ChargerFacts, ImageFacts, Refusal, update_refusal
 from evota.rollout.policy import Target
 from evota.selection import ChargerSnapshot, matcher
 
-__all__ = ["Eligibility", "Exclusion", "plan_eligibility"]
+__all__ = ["Eligibility", "Exclusion", "nothing_to_update", "plan_eligibility"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +131,18 @@ def plan_eligibility(
                 continue
         eligible.append(c.id)
     return Eligibility(tuple(eligible), tuple(excluded))
+
+
+def nothing_to_update(eligible: int, excluded: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a campaign cannot start, or None: with no eligible charger it would go straight to
+    ``completed`` ("all 0 waves done") and tell the operator nothing. The reason counts the
+    exclusions by reason, most frequent first, so the operator sees what to change."""
+    if eligible > 0:
+        return None
+    counts = Counter(str(e.get("reason", "unknown")) for e in excluded)
+    if not counts:
+        return "no charger matches the campaign's target"
+    parts = ", ".join(
+        f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda i: (-i[1], i[0]))
+    )
+    return f"no eligible charger: {sum(counts.values())} excluded ({parts})"
