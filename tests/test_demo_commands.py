@@ -10,6 +10,7 @@ this test runs the new one. Only the clock is faster than a newcomer's demo (``F
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shlex
@@ -135,7 +136,9 @@ async def test_printed_campaign_commands_complete_then_the_bad_image_rolls_back(
         cli_out, summary = await asyncio.gather(run_printed(demo, cli), api_flow(demo))
         assert '"state": "completed"' in cli_out[-1], cli_out[-1]
         assert "waits for a second operator" in cli_out[1]
-        assert summary["state"] == "completed", (summary["state_reason"], summary["failed_jobs"])
+        assert summary["state"] == "completed", json.dumps(
+            [summary["state_reason"], summary["failed_jobs"]], indent=1, default=str
+        )
         async with httpx.AsyncClient(
             base_url=demo.url, headers={"Authorization": f"Bearer {demo.token}"}
         ) as api:
