@@ -77,6 +77,18 @@ _EVALUATED = (CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.ABORTED
 _CHUNK = 500  # ids per IN (...) query, well under every driver's parameter limit
 
 
+async def _refuse_empty(conn: AsyncConnection, campaign_id: str) -> None:
+    """A start needs something to update (the waves and exclusions are read for it only)."""
+    plan = (
+        await conn.execute(
+            select(Campaign.waves, Campaign.excluded).where(Campaign.id == campaign_id)
+        )
+    ).one()
+    empty = nothing_to_update(sum(map(len, plan.waves)), plan.excluded or [])
+    if empty is not None:
+        raise CampaignError(CampaignErrorKind.CONFLICT, empty, "target")
+
+
 def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
     for i in range(0, len(ids), _CHUNK):
         yield ids[i : i + _CHUNK]
@@ -256,9 +268,7 @@ class CampaignRunner:
             async with self._engine.begin() as conn:
                 row = (
                     await conn.execute(
-                        select(
-                            Campaign.state, Campaign.gate_go, Campaign.waves, Campaign.excluded
-                        ).where(Campaign.id == campaign_id)
+                        select(Campaign.state, Campaign.gate_go).where(Campaign.id == campaign_id)
                     )
                 ).first()
                 if row is None:
@@ -267,9 +277,8 @@ class CampaignRunner:
                 if new is None:
                     why = refusal(row.state, action) or ""
                     raise CampaignError(CampaignErrorKind.CONFLICT, why, "state")
-                empty = nothing_to_update(sum(map(len, row.waves)), row.excluded or [])
-                if action == CampaignAction.START and empty is not None:
-                    raise CampaignError(CampaignErrorKind.CONFLICT, empty, "target")
+                if action == CampaignAction.START:
+                    await _refuse_empty(conn, campaign_id)
                 values: dict[str, Any] = {"state": new}
                 if action == CampaignAction.GO:
                     values.update(gate_go=True, stop_counting_from=now)

@@ -363,13 +363,8 @@ def _answered(job: Job, status: str, now: datetime, t: Timeouts) -> Step:
         # 2.0.1 L01.FR.24). An earlier attempt of this job may have reached it (its answer was
         # lost, or evota restarted mid-CALL), so the running update is probably ours: wait for
         # its reports and its boot like an accepted one; the phase deadline decides otherwise.
-        waiting = replace(
-            job,
-            state=JobState.ACCEPTED,
-            deadline=_at(now, t.download_start),
-            detail=_BUSY_WITH_EARLIER,
-        )
-        return Step(waiting, True)
+        accepted = _answered(job, "Accepted", now, t).job
+        return Step(replace(accepted, detail=_BUSY_WITH_EARLIER), True)
     failure, detail = _ANSWER_FAILURES.get(status, (Failure.REJECTED, f"charger answered {status}"))
     return Step(_fail(job, failure, detail), True)
 
