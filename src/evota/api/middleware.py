@@ -6,7 +6,8 @@ charger's answer, logins) set ``request.state.audited``; every other POST/PUT/PA
 under ``/api/`` gets one entry here with the caller, the route, its target (type and id:
 what the route named with ``evota.api.auditing.note``, else the path's first parameter), the
 fields that changed, the reason the route saw (``request.state.audit_reason``) and the HTTP
-status as the outcome.
+status as the outcome. The entry is committed before the answer's last byte is sent, so a
+caller holding the answer can read it back.
 
 It also refuses text no database can store before any route sees it: a NUL character in the
 URL or in a JSON body (PostgreSQL rejects it in text; SQLite would keep a string no other
@@ -88,13 +89,26 @@ class AuditMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
+        audited = scope["method"] in _UNSAFE and scope["path"].startswith("/api/")
+        recorded = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, recorded
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            elif (
+                message["type"] == "http.response.body"
+                and not message.get("more_body")
+                and audited
+                and not recorded
+                and not state.get("audited")
+            ):
+                # Committed before the answer's last byte: a caller that has its answer
+                # finds the entry (and a crash cannot leave an answered call unaudited).
+                recorded = True
+                await self._record(scope, state, status, request_id)
             await send(message)
 
         try:
@@ -104,11 +118,7 @@ class AuditMiddleware:
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
-            if (
-                scope["method"] in _UNSAFE
-                and scope["path"].startswith("/api/")
-                and not state.get("audited")
-            ):
+            if audited and not recorded and not state.get("audited"):
                 await self._record(scope, state, status, request_id)
 
     async def _refuse_nul(
