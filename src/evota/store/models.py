@@ -173,6 +173,40 @@ class ChargerEvent(Base):
     )
 
 
+class ChargerDay(Base):
+    """One charger's UTC day, rolled up from status history, events, sessions and jobs
+    (evota.evidence.daily); ``day`` counts days since 1970-01-01, so windows around an
+    update day are integer arithmetic on every database. ``end_state`` carries what the
+    next day starts from; ``complete`` is false for today's partial row."""
+
+    __tablename__ = "charger_days"
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    day: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    complete: Mapped[bool] = mapped_column(Boolean)
+    firmware_version: Mapped[str | None] = mapped_column(String(50))
+    version_changed: Mapped[bool] = mapped_column(Boolean)
+    vendor: Mapped[str | None] = mapped_column(String(50))
+    model: Mapped[str | None] = mapped_column(String(50))
+    site_id: Mapped[str | None] = mapped_column(String(64))
+    observed_s: Mapped[float] = mapped_column()
+    connected_s: Mapped[float] = mapped_column()
+    available_s: Mapped[float] = mapped_column()
+    offline_episodes: Mapped[int] = mapped_column(Integer)
+    reconnects: Mapped[int] = mapped_column(Integer)
+    faults: Mapped[int] = mapped_column(Integer)
+    faults_by_code: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    sessions: Mapped[int] = mapped_column(Integer)
+    failed_sessions: Mapped[int] = mapped_column(Integer)
+    repairs: Mapped[int] = mapped_column(Integer)
+    repair_s: Mapped[float] = mapped_column()
+    repair_s2: Mapped[float] = mapped_column()  # sum of squared repair times, for the MTTR CI
+    end_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (
+        Index("ix_charger_days_day", "day"),
+        Index("ix_charger_days_version_day", "firmware_version", "day"),
+    )
+
+
 class ApiToken(Base):
     __tablename__ = "api_tokens"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
