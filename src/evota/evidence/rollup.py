@@ -1,0 +1,336 @@
+"""Rolls stored history up into ``charger_days`` (the shell of :mod:`evota.evidence.daily`).
+
+Incremental and idempotent: each charger continues from the day after its last complete
+row, starting from that row's ``end_state``; a charger without rows starts on the day it
+was provisioned (at most ``max_days`` back). Today's partial row (``complete`` false) is
+rewritten by every run; a day is complete once ``grace`` has passed after its end, so late
+writes (the fleet writer's batches, a session's stop) land before it closes. Chargers are
+read ``chunk`` at a time and their history ``span_days`` days at a time, so memory stays
+bounded whatever the fleet size. Rows of a chunk's span are replaced in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from evota.clock import Clock
+from evota.evidence import daily
+from evota.store.models import (
+    Charger,
+    ChargerDay,
+    ChargerEvent,
+    ChargingSession,
+    ConnectorStatus,
+    Job,
+)
+
+log = structlog.get_logger("evota.evidence")
+
+GRACE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class RollupResult:
+    chargers: int
+    rows: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Charger:
+    id: str
+    vendor: str | None
+    model: str | None
+    site_id: str | None
+    firmware_version: str | None
+    first_day: int
+    state: daily.State
+
+
+class Rollup:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        *,
+        chunk: int = 500,
+        span_days: int = 7,
+        max_days: int = 400,
+        grace: timedelta = GRACE,
+        offline_after: timedelta = daily.OFFLINE_AFTER,
+        after_run: Callable[[datetime], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.chunk = chunk
+        self.span_days = span_days
+        self.max_days = max_days
+        self.grace = grace
+        self.offline_after = offline_after
+        self.after_run = after_run  # the regression check (evota.evidence.kpi_service)
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.last: RollupResult | None = None
+
+    # -- background --------------------------------------------------------------------------
+    def start(self, interval_seconds: float) -> None:
+        if self._task is None and interval_seconds > 0:
+            self._task = asyncio.create_task(self._loop(interval_seconds), name="kpi-rollup")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self, interval: float) -> None:
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is down: try again next time
+                log.exception("kpi rollup failed")
+            await asyncio.sleep(interval)
+
+    # -- one run -----------------------------------------------------------------------------
+    async def run(self, now: datetime | None = None) -> RollupResult:
+        """Roll every charger up to ``now`` (default: the clock); one run at a time."""
+        async with self._lock:
+            now = now or self.clock.now()
+            started = self.clock.monotonic()
+            chargers = rows = 0
+            after = ""
+            while True:
+                batch = await self._chargers(after, now)
+                if not batch:
+                    break
+                after = batch[-1].id
+                chargers += len(batch)
+                rows += await self._roll_chunk(batch, now)
+            result = RollupResult(chargers, rows, self.clock.monotonic() - started)
+            self.last = result
+        if self.after_run is not None:
+            await self.after_run(now)
+        return result
+
+    async def _chargers(self, after: str, now: datetime) -> list[_Charger]:
+        today = daily.day_number(now)
+        oldest = today - self.max_days
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        Charger.id,
+                        Charger.vendor,
+                        Charger.model,
+                        Charger.site_id,
+                        Charger.firmware_version,
+                        Charger.created_at,
+                    )
+                    .where(Charger.id > after)
+                    .order_by(Charger.id)
+                    .limit(self.chunk)
+                )
+            ).all()
+            if not rows:
+                return []
+            ids = [r.id for r in rows]
+            last = (
+                select(ChargerDay.charger_id, func.max(ChargerDay.day).label("day"))
+                .where(ChargerDay.charger_id.in_(ids), ChargerDay.complete)
+                .group_by(ChargerDay.charger_id)
+                .subquery()
+            )
+            ends = {
+                r.charger_id: (r.day, r.end_state)
+                for r in (
+                    await conn.execute(
+                        select(ChargerDay.charger_id, ChargerDay.day, ChargerDay.end_state).join(
+                            last,
+                            and_(
+                                last.c.charger_id == ChargerDay.charger_id,
+                                last.c.day == ChargerDay.day,
+                            ),
+                        )
+                    )
+                ).all()
+            }
+        out = []
+        for r in rows:
+            if r.id in ends:
+                day, end_state = ends[r.id]
+                first, state = day + 1, daily.State.from_json(end_state)
+            else:
+                created = daily.day_number(r.created_at)
+                first = max(created, oldest)
+                # Provisioned long ago: its version before the first rolled day is unknown,
+                # the current one is the best guess (docs/kpis.md).
+                state = daily.State(version=r.firmware_version if created < oldest else None)
+            out.append(
+                _Charger(r.id, r.vendor, r.model, r.site_id, r.firmware_version, first, state)
+            )
+        return out
+
+    async def _roll_chunk(self, chargers: Sequence[_Charger], now: datetime) -> int:
+        today = daily.day_number(now)
+        todo = [c for c in chargers if c.first_day <= today]
+        if not todo:
+            return 0
+        states = {c.id: c.state for c in todo}
+        written = 0
+        day = min(c.first_day for c in todo)
+        while day <= today:
+            last = min(today, day + self.span_days - 1)
+            active = [c for c in todo if c.first_day <= last]
+            events = await self._events([c.id for c in active], day, last)
+            rows = []
+            for c in active:
+                for d in range(max(day, c.first_day), last + 1):
+                    start = daily.day_start(d)
+                    end = min(start + daily.DAY, now)
+                    totals, after = daily.roll(
+                        states[c.id], events.get((c.id, d), ()), start, end, self.offline_after
+                    )
+                    states[c.id] = after
+                    rows.append(
+                        _row(c, d, totals, after, complete=now >= start + daily.DAY + self.grace)
+                    )
+            await self._write([c.id for c in active], day, last, rows)
+            written += len(rows)
+            day = last + 1
+        return written
+
+    async def _events(
+        self, ids: list[str], first: int, last: int
+    ) -> dict[tuple[str, int], list[daily.Event]]:
+        """Every event of ``ids`` on days ``first..last``, by (charger, day), in time order."""
+        since, until = daily.day_start(first), daily.day_start(last + 1)
+        found: dict[tuple[str, int], list[daily.Event]] = defaultdict(list)
+
+        def add(charger_id: str, event: daily.Event) -> None:
+            found[(charger_id, daily.day_number(event.at))].append(event)
+
+        async with self.engine.connect() as conn:
+            for r in await conn.execute(
+                select(
+                    ChargerEvent.charger_id,
+                    ChargerEvent.kind,
+                    ChargerEvent.data,
+                    ChargerEvent.received_at,
+                )
+                .where(
+                    ChargerEvent.charger_id.in_(ids),
+                    ChargerEvent.kind.in_(("connected", "disconnected", "boot")),
+                    ChargerEvent.received_at >= since,
+                    ChargerEvent.received_at < until,
+                )
+                .order_by(ChargerEvent.id)
+            ):
+                if r.kind == "connected":
+                    add(r.charger_id, daily.Connected(r.received_at))
+                elif r.kind == "disconnected":
+                    add(r.charger_id, daily.Disconnected(r.received_at))
+                else:
+                    version = (r.data or {}).get("firmware_version")
+                    if isinstance(version, str) and version:
+                        add(r.charger_id, daily.VersionSeen(r.received_at, version))
+            for r in await conn.execute(
+                select(
+                    ConnectorStatus.charger_id,
+                    ConnectorStatus.connector_id,
+                    ConnectorStatus.status,
+                    ConnectorStatus.error_code,
+                    ConnectorStatus.received_at,
+                )
+                .where(
+                    ConnectorStatus.charger_id.in_(ids),
+                    ConnectorStatus.received_at >= since,
+                    ConnectorStatus.received_at < until,
+                )
+                .order_by(ConnectorStatus.id)
+            ):
+                add(
+                    r.charger_id,
+                    daily.Status(r.received_at, r.connector_id, r.status, r.error_code),
+                )
+            for r in await conn.execute(
+                select(Job.charger_id, Job.target_version, Job.finished_at).where(
+                    Job.charger_id.in_(ids),
+                    Job.state == "succeeded",
+                    Job.kind.in_(("update", "rollback")),
+                    Job.finished_at >= since,
+                    Job.finished_at < until,
+                )
+            ):
+                add(r.charger_id, daily.VersionSeen(r.finished_at, r.target_version))
+            for r in await conn.execute(
+                select(
+                    ChargingSession.charger_id,
+                    ChargingSession.outcome,
+                    ChargingSession.stopped_at,
+                ).where(
+                    ChargingSession.charger_id.in_(ids),
+                    ChargingSession.stopped_at >= since,
+                    ChargingSession.stopped_at < until,
+                    ChargingSession.outcome != "active",
+                )
+            ):
+                add(
+                    r.charger_id,
+                    daily.SessionEnded(r.stopped_at, failed=r.outcome == "interrupted"),
+                )
+        for events in found.values():
+            events.sort(key=lambda e: e.at)  # stable: same-instant events keep their order
+        return found
+
+    async def _write(
+        self, ids: list[str], first: int, last: int, rows: list[dict[str, Any]]
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(ChargerDay).where(
+                    ChargerDay.charger_id.in_(ids), ChargerDay.day >= first, ChargerDay.day <= last
+                )
+            )
+            for i in range(0, len(rows), 2000):
+                await conn.execute(insert(ChargerDay), rows[i : i + 2000])
+
+
+def _row(
+    c: _Charger, day: int, t: daily.Totals, after: daily.State, *, complete: bool
+) -> dict[str, Any]:
+    return {
+        "charger_id": c.id,
+        "day": day,
+        "complete": complete,
+        "firmware_version": after.version,
+        "version_changed": t.version_changed,
+        "vendor": c.vendor,
+        "model": c.model,
+        "site_id": c.site_id,
+        "observed_s": t.observed.total_seconds(),
+        "connected_s": t.connected.total_seconds(),
+        "available_s": t.available.total_seconds(),
+        "offline_episodes": t.offline_episodes,
+        "reconnects": t.reconnects,
+        "faults": t.fault_count,
+        "faults_by_code": dict(t.faults),
+        "sessions": t.sessions,
+        "failed_sessions": t.failed_sessions,
+        "repairs": t.repairs,
+        "repair_s": t.repair_time.total_seconds(),
+        "repair_s2": t.repair_s2,
+        "end_state": after.to_json(),
+    }
