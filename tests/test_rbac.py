@@ -258,6 +258,9 @@ async def test_idle_sessions_end(tmp_path: Path, sqlite_url: str) -> None:
 # The routes come from the app: a new route is covered without touching this test, and one
 # whose object the test cannot place fails until it is added to OBJECTS.
 
+# Aggregates whose default rows name no charger or site: asked for rows that do.
+LIST_QUERIES = {"/api/v1/analytics/resolution": "?group_by=site"}
+
 OUT_OF_SCOPE_EXCEPTIONS = {
     # A profile is a shared definition; applying one only ever touches the caller's own
     # chargers, so out of scope it is "nothing to fix in your scope".
@@ -340,6 +343,16 @@ async def _scoped_world(rt: Runtime) -> dict[str, str]:
                     size=0,
                     created_at=rt.clock.now(),
                 )
+            )
+        # A command each charger answered: the resolution analytics, grouped by site
+        # (LIST_QUERIES), then have a row inside and one outside.
+        for cid in ("CP-INSIDE", "CP-OUTSIDE"):
+            await rt.audit.record(
+                Actor("matrix", ("operator",)),
+                "command.clear-cache",
+                "Accepted",
+                target=cid,
+                chargers=[cid],
             )
         await admin.put("/api/v1/firmware/vendors/Acme", json={"allow_unsigned": True})
         form = {"vendor": "Acme", "version": "1.0.0", "models": ["M1"], "state": "released"}
@@ -448,6 +461,7 @@ async def test_every_route_keeps_a_scoped_role_inside_its_scope(
                     if creates and r.permission in CHARGER_LEVEL:
                         body = _create_body(r.path, label, where)
                     kwargs = {"json": body} if body is not None else {}
+                    path += LIST_QUERIES.get(r.path, "") if r.method == "GET" else ""
                     async with (
                         api_client(rt, tokens[role, where]) as api,
                         api.stream(r.method, path, **kwargs) as res,

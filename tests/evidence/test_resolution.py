@@ -60,6 +60,15 @@ def test_recovered_and_took_a_session_within_the_window_is_resolved() -> None:
     assert j.followed and not j.repeat_fault
 
 
+def test_a_session_stamped_in_the_actions_own_second_counts() -> None:
+    """Chargers stamp sessions in whole seconds: 08:00:00 is not before a reset at 08:00:00.6."""
+    reset = Action("CP-1", T0 + timedelta(milliseconds=600), "reset")
+    reports = [*faulted_charger(), st_("CP-1", 1, "Available", 0.02)]
+    j = one(reports, [SessionStart("CP-1", T0)], actions=[reset])
+    assert j.resolved_at == at(0.02)  # operative then; the session was stamped before
+    assert not one(reports, [SessionStart("CP-1", at(-0.02))], actions=[reset]).resolved
+
+
 def test_recovered_without_a_session_is_not_resolved() -> None:
     reports = [*faulted_charger(), st_("CP-1", 1, "Available", 3)]
     j = one(reports, [])

@@ -15,8 +15,9 @@ Definitions (docs/analytics.md has them with examples):
   the same charger: a later action that comes before the recovery takes the credit for it.
 - *resolved*: within the window every connector (``>= 1``: those that ever reported up to the
   window's end) has an :data:`~evota.rollout.gate.OPERATIVE` latest status, connector 0 is
-  not Faulted, *and* a session started. ``resolved_at`` is the later of the two moments;
-  time to resolution is ``resolved_at - t``.
+  not Faulted, *and* a session started (its start is the charger's timestamp, in whole
+  seconds: one stamped in the action's own second counts). ``resolved_at`` is the later of
+  the two moments; time to resolution is ``resolved_at - t``.
 - *pending*: faulted before, not resolved yet, and the window is not over at ``now``: left
   out of the rate until it is decided.
 - *repeat fault*: a resolved action after which some connector reports ``Faulted`` within
@@ -260,12 +261,19 @@ def _resolution(
     started: Sequence[datetime],
 ) -> datetime | None:
     """The first moment in (start, horizon] (horizon itself excluded if ``exclusive``) at
-    which every connector is operative and a session has started since ``start``."""
+    which every connector is operative and a session has started since ``start``.
+
+    A session's start is the charger's timestamp, which OCPP chargers send in whole seconds:
+    one stamped in the second of ``start`` counts (it cannot have been cut off by the action
+    unless the connectors stopped being operative, which is checked on evota's own times)."""
 
     def inside(t: datetime) -> bool:
         return start < t < horizon or (t == horizon and not exclusive)
 
-    first_session = next((t for t in started if inside(t)), None)
+    from_second = start.replace(microsecond=0)
+    first_session = next(
+        (t for t in started if from_second <= t and (inside(t) or t <= start)), None
+    )
     if first_session is None:
         return None
     connectors = [c for c in timeline.connectors if c > 0]

@@ -45,7 +45,7 @@ from evota.clock import Clock, SystemClock
 from evota.ocpp import rpc
 from evota.ocpp.errors import ErrorKind, RpcError
 from evota.ocpp.schemas import SchemaSet
-from evota.sim.fleet import ChargerSpec
+from evota.sim.fleet import CONNECTOR_FAULT_CODE, ChargerSpec
 
 if TYPE_CHECKING:
     from evota.sim.control.keys import ConfigKey
@@ -343,6 +343,11 @@ class SimulatedCharger:
         self.hold_idle_connectors = False
         self.auth_key = spec.auth_key  # the AuthorizationKey configuration key may change it
         self.inoperative: set[int] = set()  # ChangeAvailability Inoperative (0: whole charger)
+        # Connectors Faulted from power-up (fault profile); a reboot clears the resettable ones.
+        self.connector_faults: set[int] = {
+            *spec.faults.faulted_connectors,
+            *spec.faults.stuck_connectors,
+        }
         self.control: ControlState | None = None  # remote command state (evota.sim.control.state)
         self._ids = itertools.count(1)
         self._ws: ClientConnection | None = None
@@ -391,6 +396,8 @@ class SimulatedCharger:
         """(status, errorCode) of an idle connector, given faults and pending updates."""
         if self.faulted:
             return "Faulted", "OtherError"
+        if connector in self.connector_faults:
+            return "Faulted", CONNECTOR_FAULT_CODE
         if connector > 0 and self.firmware_version in self.spec.faults.unavailable_versions:
             return "Unavailable", "NoError"  # came up on this version, but cannot charge
         if connector in self.inoperative or 0 in self.inoperative:
@@ -579,6 +586,7 @@ class SimulatedCharger:
             for txn in list(self.transactions.values()):
                 await self._end_interrupted(txn)
         self.power_cycle(reason)
+        self.connector_faults -= set(self.spec.faults.faulted_connectors)  # a reboot fixes them
         self._rebooting = True
         if self._hangup is not None:
             self._hangup.set()
@@ -709,7 +717,8 @@ class SimulatedCharger:
                 await self.send_status(connector, "Finishing")
                 await self.send_status(connector, *self.idle_status(connector))
                 return False
-            if self.faulted:  # broken firmware: the session ends at once, without energy
+            # Broken firmware or a faulted connector: the session ends at once, without energy.
+            if self.faulted or connector in self.connector_faults:
                 await self._stop_transaction(txn, "Other")
                 await self.send_status(connector, *self.idle_status(connector))
                 return False

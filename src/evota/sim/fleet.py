@@ -99,7 +99,17 @@ FAULT_RATES = (
 )
 #: Fault fields that list firmware versions.
 VERSION_LISTS = ("bad_versions", "unavailable_versions")
-FAULT_NAMES = (*FAULT_RATES, "slow_link_bps", *VERSION_LISTS, "certificate_status")
+#: Fault fields that list connectors (Faulted from power-up; see FaultProfile).
+CONNECTOR_LISTS = ("faulted_connectors", "stuck_connectors")
+FAULT_NAMES = (
+    *FAULT_RATES,
+    "slow_link_bps",
+    *VERSION_LISTS,
+    "certificate_status",
+    *CONNECTOR_LISTS,
+)
+#: The errorCode a faulted or stuck connector reports (1.6 ErrorCode).
+CONNECTOR_FAULT_CODE = "InternalError"
 CERTIFICATE_STATUSES = ("invalid", "revoked")
 MAX_SLOW_LINK_BPS = 10**12
 _PEM_START = "-----BEGIN"
@@ -141,6 +151,9 @@ class FaultProfile:
     one of ``bad_versions`` reports Faulted and its sessions fail; one that boots into one of
     ``unavailable_versions`` reports every connector Unavailable and starts no session (it
     came up, but cannot charge: what a health gate must not take for success).
+    ``faulted_connectors`` report Faulted from power-up until the charger's next reboot (a
+    Reset clears them: a software fault); ``stuck_connectors`` stay Faulted whatever is
+    done remotely (a hardware fault: a truck must roll).
     """
 
     download_fails: float = 0.0  # every download attempt fails -> DownloadFailed
@@ -161,6 +174,8 @@ class FaultProfile:
     defer_download: float = 0.0
     # the signing certificate is found invalid / revoked whatever it is (None: checked)
     certificate_status: str | None = None
+    faulted_connectors: tuple[int, ...] = ()  # Faulted until the next reboot (Reset)
+    stuck_connectors: tuple[int, ...] = ()  # Faulted whatever is done remotely
 
     def __post_init__(self) -> None:
         for name in FAULT_NAMES:
@@ -200,6 +215,12 @@ def fault_problem(name: str, value: Any) -> str | None:
                 return f"versions must be text (got {version!r})"
             if problem := _text_problem(version, MAX_FIRMWARE):
                 return f"version {version!r} {problem}"
+    elif name in CONNECTOR_LISTS:
+        if not isinstance(value, tuple) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_CONNECTORS
+            for c in value
+        ):
+            return f"must be a list of connector numbers, 1-{MAX_CONNECTORS}"
     else:
         return f"unknown fault {name!r} (known: {', '.join(FAULT_NAMES)})"
     return None
@@ -227,6 +248,11 @@ def parse_fault_flag(text: str) -> tuple[str, Any]:
                 value = raw
     elif name in VERSION_LISTS:
         value = tuple(v.strip() for v in raw.split(",") if v.strip())
+    elif name in CONNECTOR_LISTS:
+        try:
+            value = tuple(int(v) for v in raw.split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"{name}: must be a list of connector numbers (got {raw!r})") from None
     elif name == "certificate_status" and raw.lower() in ("", "none", "null"):
         value = None
     problem = fault_problem(name, value)
@@ -683,6 +709,8 @@ class _Builder:
             value = item.value
             if name in VERSION_LISTS:
                 value = tuple(self.text(v, MAX_FIRMWARE) for v in self.seq(item, name))
+            elif name in CONNECTOR_LISTS:
+                value = tuple(v.value for v in self.seq(item, name))
             problem = fault_problem(name, value)
             if problem:
                 raise self.error(problem, item)
