@@ -265,6 +265,8 @@ OUT_OF_SCOPE_EXCEPTIONS = {
     # A profile is a shared definition; applying one only ever touches the caller's own
     # chargers, so out of scope it is "nothing to fix in your scope".
     ("POST", "/api/v1/config-profiles/{profile_id}/apply"): 409,
+    # An image is fleet-wide; its scorecard counts only the caller's chargers (none here).
+    ("GET", "/api/v1/firmware/{firmware_id}/scorecard"): 200,
 }
 
 
@@ -330,9 +332,14 @@ async def _scoped_world(rt: Runtime) -> dict[str, str]:
             )
             assert res.status_code == 201, res.text
         async with rt.engine.begin() as conn:
-            await conn.execute(
-                update(Charger).values(vendor="Acme", model="M1", firmware_version="0.9")
-            )
+            # The versions carry "inside"/"outside" too, so aggregates by version (the fleet's
+            # firmware picture) show which chargers they counted.
+            for cid, version in (("CP-INSIDE", "0.9-inside"), ("CP-OUTSIDE", "0.9-outside")):
+                await conn.execute(
+                    update(Charger)
+                    .where(Charger.id == cid)
+                    .values(vendor="Acme", model="M1", firmware_version=version)
+                )
             await conn.execute(
                 insert(ChargerFile).values(
                     id="0b7f4a36-4c2d-4d8e-9f57-2f6f3d1e9a01",
@@ -400,6 +407,7 @@ async def _scoped_world(rt: Runtime) -> dict[str, str]:
         "file_id": "0b7f4a36-4c2d-4d8e-9f57-2f6f3d1e9a01",
         "operation_id": operation,
         "profile_id": profile,
+        "firmware_id": firmware,
     }
 
 

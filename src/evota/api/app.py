@@ -66,6 +66,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     from evota.api import id_tokens  # the token store (evota.fleet.tokens)
 
     app.include_router(id_tokens.router)
+    from evota.api import fleet_firmware  # version scorecards, the fleet's firmware picture
+
+    app.include_router(fleet_firmware.router)
     from evota.api import resolution  # remote-resolution analytics (evota.evidence.resolution)
 
     app.include_router(resolution.router)

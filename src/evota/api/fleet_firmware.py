@@ -1,0 +1,201 @@
+"""A firmware version's scorecard and the fleet's firmware picture (issue 13 §3).
+
+``GET /api/v1/firmware/{id}/scorecard``: where the image runs, its incidents, the campaigns
+that shipped it and its predecessor. ``GET /api/v1/fleet/firmware``: how many chargers ran
+which version on each day; ``…/behind``: who is not on the newest released version, and by
+how many releases. All three need ``fleet.read`` (charger-level) and count only the
+caller's chargers (:func:`evota.api.deps.scope_filter`); both fleet routes export CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from datetime import UTC
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+
+from evota.api.deps import Principal, RuntimeDep, require, scope_filter
+from evota.api.params import Uuid, text
+from evota.api.problems import AUTHENTICATED, Problem, problems
+from evota.console import overview, queries
+from evota.csvcells import safe_cell
+from evota.evidence import fleet_versions as fv
+from evota.evidence import scorecard as sc
+from evota.evidence.firmware_reads import history, scorecard_inputs
+
+router = APIRouter(tags=["firmware"], responses=AUTHENTICATED)
+
+Days = Annotated[int, Query(ge=1, le=fv.MAX_DAYS, description="days of history, ending today")]
+Format = Annotated[Literal["json", "csv"], Query(description="json (default) or csv")]
+_EXPORT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON, or CSV with a header row (format=csv)",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get("/api/v1/firmware/{firmware_id}/scorecard", responses=problems(404))
+async def firmware_scorecard(
+    firmware_id: Uuid,
+    rt: RuntimeDep,
+    who: Principal = require("fleet.read"),
+    days: Annotated[
+        int, Query(ge=1, le=fv.MAX_DAYS, description="security events of the last N days")
+    ] = 30,
+) -> dict[str, Any]:
+    """Where a version runs (by model, site, region), its incidents (failed jobs by reason,
+    rollbacks to and away from it, security events of the chargers running it), the
+    campaigns that shipped it and its predecessor; counted over the caller's chargers only.
+    Its KPIs are at ``kpis_url``."""
+    inputs = await scorecard_inputs(
+        rt.engine,
+        firmware_id,
+        scope_filter(who),
+        now=rt.clock.now(),
+        security_days=days,
+        # A scoped operator sees the campaigns that touched its chargers, not all of them.
+        all_campaigns=who.can("campaign.read"),
+    )
+    if inputs is None:
+        raise Problem(404, "Unknown firmware", f"no firmware with id {firmware_id!r}", "id")
+    return sc.to_json(sc.build(inputs))
+
+
+def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]], filename: str) -> Response:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([safe_cell(v) for v in row])
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/api/v1/fleet/firmware", tags=["fleet"], responses=_EXPORT)
+async def fleet_firmware_history(
+    rt: RuntimeDep,
+    who: Principal = require("fleet.read"),
+    days: Days = 30,
+    vendor: str | None = text("case-insensitive", 50),
+    model: str | None = text("exact model", 50),
+    format: Format = "json",
+) -> Response:
+    """How many of the caller's chargers ran each (vendor, version) at the end of each UTC
+    day, rebuilt from boots, succeeded jobs and the chargers' current versions
+    (docs/fleet-firmware.md); ``fragmentation`` is the chance that two chargers picked at
+    random ran different versions that day."""
+    now = rt.clock.now()
+    result = await history(
+        rt.engine, scope_filter(who), now=now, days=days, vendor=vendor, model=model
+    )
+    if format == "csv":
+        return _csv(
+            ("day", "vendor", "version", "chargers"),
+            ((d.day.isoformat(), v, ver, n) for d in result for (v, ver), n in d.counts),
+            "evota-fleet-firmware.csv",
+        )
+    return JSONResponse(
+        {
+            "days": days,
+            "from": result[0].day.isoformat(),
+            "to": result[-1].day.isoformat(),
+            "generated_at": now.astimezone(UTC).isoformat(),
+            "series": [{"vendor": v, "version": ver} for v, ver in fv.series_keys(result)],
+            "items": [
+                {
+                    "day": d.day.isoformat(),
+                    "chargers": d.total,
+                    "fragmentation": round(overview.fragmentation([n for _, n in d.counts]), 4),
+                    "versions": [
+                        {"vendor": v, "version": ver, "chargers": n} for (v, ver), n in d.counts
+                    ],
+                }
+                for d in result
+            ],
+        }
+    )
+
+
+def behind_rows(
+    models: Sequence[overview.ModelSummary], releases: Sequence[overview.Release]
+) -> list[dict[str, Any]]:
+    """One row per (vendor, model, version) behind the model's newest release."""
+    rows = []
+    for m in models:
+        if m.latest is None:
+            continue
+        released = [
+            r.version
+            for r in releases
+            if r.vendor.casefold() == m.vendor.casefold() and (not r.models or m.model in r.models)
+        ]
+        for version, n in m.versions:
+            if overview.standing(m, version) != "behind":
+                continue
+            query = urlencode({"vendor": m.vendor, "model": m.model, "firmware_version": version})
+            rows.append(
+                {
+                    "vendor": m.vendor,
+                    "model": m.model,
+                    "version": version,
+                    "chargers": n,
+                    "latest": m.latest,
+                    "releases_behind": fv.releases_behind(version, released),
+                    "chargers_url": f"/api/v1/chargers?{query}",
+                }
+            )
+    return rows
+
+
+@router.get("/api/v1/fleet/firmware/behind", tags=["fleet"], responses=_EXPORT)
+async def fleet_firmware_behind(
+    rt: RuntimeDep,
+    who: Principal = require("fleet.read"),
+    vendor: str | None = text("case-insensitive", 50),
+    model: str | None = text("exact model", 50),
+    format: Format = "json",
+) -> Response:
+    """Per vendor and model, the caller's chargers that are not on the newest ``released``
+    version, by version, with how many released versions they are behind (the same numbers
+    as the console overview)."""
+    counts = [
+        c
+        for c in await queries.version_counts(rt, who)
+        if (not vendor or (c.vendor or "").casefold() == vendor.casefold())
+        and (not model or c.model == model)
+    ]
+    releases = await queries.releases(rt)
+    models = overview.summarize(counts, releases)
+    rows = behind_rows(models, releases)
+    if format == "csv":
+        keys = ("vendor", "model", "version", "chargers", "latest", "releases_behind")
+        return _csv(keys, ([r[k] for k in keys] for r in rows), "evota-fleet-behind.csv")
+    return JSONResponse(
+        {
+            "generated_at": rt.clock.now().astimezone(UTC).isoformat(),
+            "behind": sum(m.behind for m in models),
+            "models": [
+                {
+                    "vendor": m.vendor,
+                    "model": m.model,
+                    "chargers": m.total,
+                    "latest": m.latest,
+                    "on_latest": m.on_latest,
+                    "behind": m.behind,
+                    "unknown": m.unknown,
+                    "fragmentation": round(m.fragmentation, 4),
+                }
+                for m in models
+            ],
+            "items": rows,
+        }
+    )
