@@ -937,6 +937,15 @@ def _register_control() -> None:
 _register_control()
 
 
+def _register_analytics() -> None:
+    from evota.evidence.resolution_cli import app as analytics_app
+
+    app.add_typer(analytics_app, name="analytics")
+
+
+_register_analytics()
+
+
 db_app = typer.Typer(
     help="The database: schema revision, migrations (run at every start too).",
     no_args_is_help=True,

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         "created without them takes, in the API, CLI and console wizard alike; "
         '`evota demo` sets `{"soak_seconds": 20, ...}`',
     )
+    kpi_rollup_minutes: float = Field(
+        15,
+        ge=0,
+        le=1440,
+        description="minutes between KPI rollups into charger_days and the firmware regression "
+        "check (docs/kpis.md); 0: only on demand (`POST /api/v1/kpis/rollup`)",
+    )
     # Operators: sessions, MFA, login throttling (evota.operators)
     session_idle_minutes: float = Field(30, gt=0, description="idle time before a login ends")
     session_max_hours: float = Field(12, gt=0, description="a login's absolute lifetime")

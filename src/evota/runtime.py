@@ -25,6 +25,8 @@ from evota.control.configuration import ConfigurationService
 from evota.control.dispatch import CommandPath, send_command
 from evota.control.local_lists import LocalListSync
 from evota.control.operations import OperationRunner
+from evota.evidence import kpi_service
+from evota.evidence.rollup import Rollup
 from evota.files import load_key, private_dir, private_sqlite
 from evota.firmware import state_changes as firmware_changes
 from evota.firmware import tokens
@@ -69,6 +71,7 @@ class Runtime:
     delivery: DeliveryServer = field(init=False)
     jobs: JobRunner = field(init=False)
     campaigns: CampaignRunner = field(init=False)
+    kpi_rollup: Rollup = field(init=False)  # charger_days and the regression check
     download_port: int = 0
     _revoked_sha256: frozenset[str] = frozenset()
     http_port: int = 0
@@ -207,6 +210,14 @@ class Runtime:
             tick_interval=s.campaign_tick_seconds,
         )
         await self.campaigns.start()
+        self.kpi_rollup = Rollup(
+            self.engine,
+            self.clock,
+            after_run=partial(
+                kpi_service.check_regressions, self.engine, raise_alert=self.alerts.raise_alert
+            ),
+        )
+        self.kpi_rollup.start(s.kpi_rollup_minutes * 60)
         self._register_approvals()
         await self._start_control()
         await self.approvals.start()
@@ -338,6 +349,7 @@ class Runtime:
         await self.configuration.stop()
         await self.local_lists.stop()
         await self.campaigns.stop()
+        await self.kpi_rollup.stop()
         await self.jobs.stop()
         await asyncio.to_thread(self.delivery.stop)
         await self.gateway.stop()

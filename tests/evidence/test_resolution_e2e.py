@@ -6,19 +6,23 @@ refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from evota.cli import app as cli_app
 from evota.sim.charger import SimulatedCharger
 from evota.sim.fleet import FaultProfile
 from evota.store.models import ChargingSession, ConnectorStatus
-from tests.conftest import Keys, ShiftedClock, api_client, session_for, start_runtime
+from tests.conftest import TOKEN, Keys, ShiftedClock, api_client, session_for, start_runtime
 from tests.support import until
 from tests.test_firmware_update import Bench
 
@@ -81,6 +85,16 @@ async def _charge(b: Bench, charger: SimulatedCharger, connector: int) -> None:
     await until(lambda: _sessions(b, charger.identity), lambda n: n > before)
 
 
+async def _cli(b: Bench, *args: str) -> Any:
+    env = {
+        "EVOTA_URL": f"http://127.0.0.1:{b.rt.http_port}",
+        "EVOTA_TOKEN": TOKEN,
+        "COLUMNS": "200",
+    }
+    runner = CliRunner()
+    return await asyncio.to_thread(runner.invoke, cli_app, ["analytics", *args], env=env)
+
+
 def _row(body: dict[str, Any], key: str) -> dict[str, Any]:
     [row] = [r for r in body["rows"] if r["key"] == key]
     return row
@@ -138,6 +152,16 @@ async def test_a_reset_that_clears_the_fault_counts_resolved_one_that_does_not_u
         ("reset", "2", "1"),
         ("total", "2", "1"),
     ]
+
+    shown = await _cli(b, "resolution", "--by", "error_code", "--truck-roll-cost", "250")
+    assert shown.exit_code == 0, shown.output
+    assert "InternalError" in shown.output and "1/2 50%" in shown.output, shown.output
+    as_json = await _cli(b, "resolution", "--json")
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout)["total"]["resolved"] == 1
+    bad = await _cli(b, "resolution", "--since", "last week")
+    assert bad.exit_code == 1 and "--since: not an ISO 8601 time" in bad.output
+    refused = await _cli(b, "resolution", "--since", "2020-01-01", "--until", "2022-01-01")
+    assert refused.exit_code == 1 and "at most 366 days" in refused.output, refused.output
 
     # A scoped operator sees the numbers of its own chargers only.
     site = {"id": "depot", "name": "Depot", "timezone": "Europe/Berlin"}

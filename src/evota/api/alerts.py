@@ -15,10 +15,12 @@ from evota.api.params import AwareInstant, IntId, Limit, Offset, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.audit import alerts as monitor
 from evota.audit import anomalies, security_events
+from evota.evidence import regression
 from evota.store.models import Alert
 
-#: Every rule that raises alerts: the audit-log rules and the chargers' security events.
-RULES = (*anomalies.RULES, security_events.RULE)
+#: Every rule that raises alerts: the audit-log rules, the chargers' security events and the
+#: firmware regression check after each KPI rollup (evota.evidence.regression).
+RULES = (*anomalies.RULES, security_events.RULE, regression.RULE)
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=AUTHENTICATED)
 

@@ -72,6 +72,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     from evota.api import resolution  # remote-resolution analytics (evota.evidence.resolution)
 
     app.include_router(resolution.router)
+    from evota.api import kpis  # post-rollout KPIs (evota.evidence.kpi_service)
+
+    app.include_router(kpis.router)
 
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "evota is failing"}})
     async def healthz() -> JSONResponse:

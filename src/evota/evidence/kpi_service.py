@@ -337,7 +337,7 @@ async def check_regressions(
         images = (
             await conn.execute(
                 select(Firmware.id, Firmware.vendor, Firmware.version).where(
-                    Firmware.version.in_(list(ran)), Firmware.state != "draft"
+                    Firmware.version.in_(list(ran)), Firmware.state != "revoked"
                 )
             )
         ).all()

@@ -95,14 +95,13 @@ class Rollup:
             self._task = None
 
     async def _loop(self, interval: float) -> None:
+        """Every ``interval`` seconds, the first one after start (a start stays quick)."""
         while True:
+            await asyncio.sleep(interval)
             try:
                 await self.run()
-            except asyncio.CancelledError:
-                raise
             except Exception:  # the database is down: try again next time
                 log.exception("kpi rollup failed")
-            await asyncio.sleep(interval)
 
     # -- one run -----------------------------------------------------------------------------
     async def run(self, now: datetime | None = None) -> RollupResult:

@@ -722,6 +722,13 @@ class SimulatedCharger:
                 await self._stop_transaction(txn, "Other")
                 await self.send_status(connector, *self.idle_status(connector))
                 return False
+            if self.firmware_version in self.spec.faults.degraded_versions:
+                # A subtle regression: booted and healthy, but the session trips a
+                # ground-fault check; the connector recovers at once.
+                await self._stop_transaction(txn, "Other")
+                await self.send_status(connector, "Faulted", "GroundFailure")
+                await self.send_status(connector, *self.idle_status(connector))
+                return False
             await self.send_status(connector, "Charging")
             elapsed = 0.0
             while elapsed < duration and txn.stop_requested is None:

@@ -98,7 +98,7 @@ FAULT_RATES = (
     "defer_download",
 )
 #: Fault fields that list firmware versions.
-VERSION_LISTS = ("bad_versions", "unavailable_versions")
+VERSION_LISTS = ("bad_versions", "unavailable_versions", "degraded_versions")
 #: Fault fields that list connectors (Faulted from power-up; see FaultProfile).
 CONNECTOR_LISTS = ("faulted_connectors", "stuck_connectors")
 FAULT_NAMES = (
@@ -151,6 +151,9 @@ class FaultProfile:
     one of ``bad_versions`` reports Faulted and its sessions fail; one that boots into one of
     ``unavailable_versions`` reports every connector Unavailable and starts no session (it
     came up, but cannot charge: what a health gate must not take for success).
+    One on a ``degraded_versions`` version passes every health check, but each of its
+    sessions fails (stopped ``Other``, the connector Faulted ``GroundFailure`` for a
+    moment): the subtle regression only post-rollout KPIs catch.
     ``faulted_connectors`` report Faulted from power-up until the charger's next reboot (a
     Reset clears them: a software fault); ``stuck_connectors`` stay Faulted whatever is
     done remotely (a hardware fault: a truck must roll).
@@ -163,6 +166,7 @@ class FaultProfile:
     install_fails: float = 0.0  # the install fails cleanly: InstallationFailed, old version
     bad_versions: tuple[str, ...] = ()
     unavailable_versions: tuple[str, ...] = ()
+    degraded_versions: tuple[str, ...] = ()
     invalid_signature: float = 0.0  # the signature check fails even for a valid signature
     silent: float = 0.0  # accepts the request, then never reports and never updates
     reject: float = 0.0  # answers Rejected (signed) / {} and does nothing (plain)
