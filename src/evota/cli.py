@@ -877,6 +877,18 @@ def _register_campaigns() -> None:
 _register_campaigns()
 
 
+def _register_kpis() -> None:
+    from evota.evidence.cli import campaign_kpis, firmware_kpis
+    from evota.firmware.cli import app as firmware_app
+    from evota.rollout.cli import app as campaign_app
+
+    campaign_app.command("kpis")(campaign_kpis)
+    firmware_app.command("kpis")(firmware_kpis)
+
+
+_register_kpis()
+
+
 def _register_audit() -> None:
     from evota.audit.cli import app as audit_app
     from evota.operators.approvals_cli import app as approval_app
@@ -935,6 +947,15 @@ def _register_control() -> None:
 
 
 _register_control()
+
+
+def _register_fleet() -> None:
+    from evota.evidence.fleet_cli import app as fleet_app
+
+    app.add_typer(fleet_app, name="fleet")
+
+
+_register_fleet()
 
 
 def _register_analytics() -> None:
