@@ -410,8 +410,11 @@ async def test_pause_at_gate_refusals_and_exclusions(world: World):
     await api.post(f"/api/v1/campaigns/{c['id']}/start", json={})
     paused = await world.until(c["id"], lambda c: c["state"] == "paused")
     assert paused["current_wave"] == 0 and paused["waves"][0]["gates"], paused
-    # 2 of 2 is not enough evidence for a 0.5 threshold: Wilson's lower bound is 0.34
-    assert "Wilson lower bound 0.342 < 0.5" in paused["state_reason"]
+    # 2 of 2 is not enough evidence for a 0.5 threshold (Wilson 0.34..1): inconclusive
+    assert paused["state_reason"] == (
+        "waiting for operator at gate 0 (inconclusive: 2/2 healthy;"
+        " 2 more would pass 0.5 at 95% (Wilson 0.342..1.000))"
+    )
     assert paused["waves"][1]["jobs"] == {"pending": 6}  # nothing beyond the pilot started
     r = await api.post(f"/api/v1/campaigns/{c['id']}/resume", json={"reason": "pilot looks good"})
     assert r.status_code == 200 and r.json()["state"] == "running"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 
-from evota.rollout.campaign import CampaignView, JobView
+from evota.rollout.campaign import CampaignState, CampaignView, JobView
 from evota.rollout.engine import Decision, StartJob, decide
 from evota.rollout.gate import Health
 from evota.rollout.policy import AutoStopRule, Policy, Window
@@ -224,14 +224,29 @@ def test_wave_end_soak_gate_and_advance() -> None:
     # pause at gate until the operator says go
     gated = replace(v, policy=replace(policy, pause_at_gate=True))
     d = decide(gated, jobs, fleet, {}, T0 + 600 * SEC)
-    assert d.state == "paused" and d.reason == "waiting for operator at gate 0"
+    assert d.state == "paused"
+    assert (
+        d.reason
+        == "waiting for operator at gate 0 (passed: 2/2 healthy: Wilson lower bound 0.342 >= 0.2)"
+    )
     assert decide(replace(gated, gate_go=True), jobs, fleet, {}, T0 + 600 * SEC).advance_to == 1
-    # a failed gate pauses, naming the gate; the operator's go overrides it
+    # too few results to tell: by default the campaign goes on, saying how many more would pass
     strict = replace(v, policy=replace(policy, success_threshold=0.99))
     d = decide(strict, jobs, fleet, {}, T0 + 600 * SEC)
-    assert d.state == "paused" and (d.reason or "").startswith("gate 0 failed")
-    d = decide(replace(strict, gate_go=True), jobs, fleet, {}, T0 + 600 * SEC)
-    assert d.advance_to == 1 and "overrides" in (d.reason or "")
+    assert d.gate is not None and d.gate.outcome == "inconclusive" and d.advance_to == 1
+    assert d.reason == (
+        "gate 0 inconclusive (2/2 healthy; 379 more would pass 0.99 at 95%"
+        " (Wilson 0.342..1.000)), going on"
+    )
+    waiting = replace(strict, policy=replace(strict.policy, on_inconclusive="pause"))
+    d = decide(waiting, jobs, fleet, {}, T0 + 600 * SEC)
+    assert d.state == "paused" and (d.reason or "").startswith("gate 0 inconclusive: 2/2 healthy")
+    # a failed gate pauses, naming the gate; the operator's go overrides it
+    bad = {c: [jv(c, i, "failed", "download_failed")] for i, c in enumerate("ab")}
+    d = decide(strict, bad, fleet, {}, T0 + 600 * SEC)
+    assert d.state == "paused" and (d.reason or "").startswith("gate 0 failed: 0/2 healthy")
+    d = decide(replace(strict, gate_go=True), bad, fleet, {}, T0 + 600 * SEC)
+    assert d.advance_to == 1 and "operator go overrides failed gate 0" in (d.reason or "")
     # the last wave completes the campaign
     jobs["c"] = [jv("c", 9, "succeeded")]
     last = replace(v, current_wave=1, wave_done_at=T0)
@@ -339,6 +354,8 @@ class Sim:
             self.advances.append((self.now, d.advance_to))
             c = replace(c, current_wave=d.advance_to, wave_started_at=self.now,
                         wave_done_at=None, gate_go=False)  # fmt: skip
+        if d.hold:
+            c = replace(c, held={**c.held, **d.hold})
         if d.state is not None:
             self.reason = d.reason or ""
             c = replace(c, state=d.state, rollback=d.rollback or c.rollback)
@@ -477,3 +494,111 @@ def test_bad_image_stops_within_the_pilot_and_rolls_it_back() -> None:
     assert all(
         js[-1].kind == "rollback" and js[-1].state == "succeeded" for js in sim.jobs.values()
     )
+
+
+def test_twelve_chargers_four_then_half_then_all_at_half_complete() -> None:
+    """Issue 13's small operator: the second wave's 2/2 alone would be inconclusive at 0.5,
+    but evidence accumulates (6/6), so every gate passes and the campaign completes."""
+    from evota.rollout.policy import WaveSpec
+    from evota.rollout.waves import plan_waves
+
+    fleet = big_fleet(12, per_site=3)
+    waves = plan_waves(
+        list(fleet.values()), [WaveSpec(count=4), WaveSpec(percent=50), WaveSpec(percent=100)]
+    )
+    assert [len(w) for w in waves] == [4, 2, 6]
+    policy = Policy(success_threshold=0.5, soak_seconds=60, health_window_seconds=60)
+    online = {cid: replace(c, connected=True) for cid, c in fleet.items()}
+    sim = Sim(view([list(w) for w in waves], policy), online, lambda s, a: None)
+    sim.run(T0 + timedelta(days=1))
+    assert sim.campaign.state == "completed", sim.reason
+    outcomes = [(g.outcome, g.executed, g.wave_numbers["executed"]) for g in sim.gates]  # type: ignore[attr-defined]
+    assert outcomes == [("passed", 4, 4), ("passed", 6, 2), ("passed", 12, 6)]
+
+
+def test_a_bad_image_for_one_model_holds_that_model_only() -> None:
+    """DC50 chargers fail their update (they fault after booting it, and are rolled back);
+    with group_by model the pilot's gate holds DC50 and the other models complete."""
+    from evota.rollout.policy import WaveSpec
+    from evota.rollout.waves import plan_waves
+
+    fleet = {cid: replace(c, connected=True) for cid, c in big_fleet(600).items()}
+    waves = plan_waves(list(fleet.values()), [WaveSpec(count=30), WaveSpec(percent=100)])
+    policy = Policy(success_threshold=0.5, group_by="model", soak_seconds=60)
+
+    def outcome(s: StartJob, attempt: int) -> str | None:
+        bad = fleet[s.charger_id].model == "DC50" and s.kind == "update"
+        return "unhealthy" if bad else None
+
+    sim = Sim(view([list(w) for w in waves], policy), fleet, outcome)
+    sim.run(T0 + timedelta(days=2))
+    assert sim.campaign.state == "completed", sim.reason
+    assert set(sim.campaign.held) == {"DC50"}
+    assert sim.campaign.held["DC50"].startswith("model DC50: 0/")
+    updated = {s.charger_id for _, s in sim.started if s.kind == "update"}
+    dc = {cid for cid, c in fleet.items() if c.model == "DC50"}
+    assert updated & dc <= set(waves[0])  # no DC50 charger after the pilot
+    assert updated - dc == set(fleet) - dc  # every other charger updated
+    rolled = {s.charger_id for _, s in sim.started if s.kind == "rollback"}
+    assert rolled == updated & dc  # each failed DC50 update rolled back (rollback_on_failure)
+    last = sim.gates[-1]
+    assert last.outcome == "passed" and last.held == ("DC50",)  # type: ignore[attr-defined]
+
+
+def test_hold_and_rollback_rolls_back_the_held_groups_successes_before_completing() -> None:
+    dc = "cdgh"
+    fleet = {c: ch(c, model="DC" if c in dc else "AC") for c in "abcdefgh"}
+    policy = Policy(
+        success_threshold=0.5,
+        soak_seconds=60,
+        health_window_seconds=60,
+        group_by="model",
+        on_group_failure="hold_and_rollback",
+    )
+    jobs = {c: [jv(c, i, "succeeded")] for i, c in enumerate("abcdefgh")}
+    sick = {c: Health(faulted_after=True) for c in dc}  # 0/4 healthy: upper bound 0.490
+    late = T0 + 60 * SEC
+    # The last wave's gate holds DC and rolls its (succeeded but faulted) chargers back first.
+    v = view([["a", "c"], list("bdefgh")], policy, current_wave=1, wave_done_at=T0)
+    d = decide(v, jobs, fleet, sick, late)
+    assert set(d.hold) == {"DC"} and d.state is None and ids(d, "rollback") == list(dc)
+    assert d.gate is not None and d.gate.outcome == "passed" and d.gate.executed == 4
+    # While they roll back nothing completes: in flight, the wave is not settled.
+    held = replace(v, held=dict(d.hold))
+    rolling = {
+        c: [*js, jv(c, 10 + i, "installing", kind="rollback")] if c in dc else js
+        for i, (c, js) in enumerate(jobs.items())
+    }
+    d = decide(held, rolling, fleet, sick, late + SEC)
+    assert d.state is None and d.start == () and d.gate is None
+    # Once settled, the gate is judged again without DC, and the campaign completes.
+    done = {
+        c: [*js[:-1], replace(js[-1], state="succeeded")] if c in dc else js
+        for c, js in rolling.items()
+    }
+    d = decide(held, done, fleet, sick, late + 2 * SEC)
+    assert d.state == "completed" and d.gate is not None and d.gate.held == ("DC",)
+    assert d.hold == {}
+    # Paused, a held group's rollbacks still start; a held charger gets no retry or update.
+    paused = replace(held, state=CampaignState.PAUSED)
+    assert ids(decide(paused, jobs, fleet, {}, late), "rollback") == list(dc)
+    retries = replace(policy, retries={"download_failed": 3}, on_group_failure="hold")
+    retrying = replace(held, policy=retries, current_wave=0, wave_done_at=None)
+    failed = {"a": jobs["a"], "c": [jv("c", 1, "failed", "download_failed")]}
+    d = decide(retrying, failed, fleet, {}, late + 3600 * SEC)
+    assert ids(d) == [] and d.wave_done_at is not None
+
+
+def test_auto_stop_leaves_a_held_group_out() -> None:
+    fleet = {c: ch(c, model="DC" if c in "cd" else "AC") for c in "abcd"}
+    rule = AutoStopRule(frozenset(), 2, 10, "pause")
+    policy = Policy(auto_stop=(rule,), group_by="model")
+    jobs = {
+        "a": [jv("a", 1, "succeeded")],
+        "b": [jv("b", 2, "succeeded")],
+        "c": [jv("c", 3, "failed", "download_failed")],
+        "d": [jv("d", 4, "failed", "download_failed")],
+    }
+    v = view([list(fleet)], policy)
+    assert decide(v, jobs, fleet, {}, T0).state == "paused"
+    assert decide(replace(v, held={"DC": "model DC failed"}), jobs, fleet, {}, T0).state is None

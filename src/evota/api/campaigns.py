@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from evota.rollout.campaign import TERMINAL, CampaignError, CampaignErrorKind, C
 from evota.rollout.policy import PolicyError, with_defaults
 from evota.rollout.target import nothing_to_update
 from evota.runtime import Runtime
-from evota.store.models import Campaign, CampaignEvent, Firmware, GateEvaluation, Job
+from evota.store.models import Campaign, CampaignEvent, Charger, Firmware, GateEvaluation, Job
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"], responses=AUTHENTICATED)
 STATES = tuple(CampaignState)
@@ -148,6 +148,10 @@ class CampaignOut(BaseModel):
     failures: dict[str, int] = Field(description="failed jobs by failure reason")
     rollbacks: dict[str, int] = Field(description="rollback jobs by state")
     rollback: bool
+    held_groups: dict[str, str] = Field(
+        default_factory=dict,
+        description="models or sites a gate held (policy.group_by), each with the reason",
+    )
     notes: list[str] = Field(description="why chargers of the current wave wait")
     created_by: str | None
     created_at: datetime
@@ -162,6 +166,23 @@ def _draft_notes(row: Any) -> list[str]:
         return []
     empty = nothing_to_update(sum(map(len, row.waves)), row.excluded or [])
     return [] if empty is None else [f"{empty}: starting it will be refused"]
+
+
+async def _held_members(rt: Runtime, row: Any, latest: Mapping[str, Any]) -> set[str]:
+    """The campaign's chargers without a job whose group (model or site) a gate held."""
+    held, by = row.held_groups or {}, (row.policy or {}).get("group_by")
+    if not held or by not in ("model", "site"):
+        return set()
+    waiting = [c for wave in row.waves for c in wave if c not in latest]
+    column = Charger.model if by == "model" else Charger.site_id
+    found: set[str] = set()
+    async with rt.engine.connect() as conn:
+        for i in range(0, len(waiting), 1000):
+            rows = await conn.execute(
+                select(Charger.id, column).where(Charger.id.in_(waiting[i : i + 1000]))
+            )
+            found.update(cid for cid, value in rows if (value or "unknown") in held)
+    return found
 
 
 async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[str, Any]:
@@ -208,10 +229,11 @@ async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[s
             latest[j.charger_id] = j
             if j.failure:
                 failures[j.failure] += 1
+    held = await _held_members(rt, row, latest)
     waves = []
     for index, members in enumerate(row.waves):
         counts: Counter[str] = Counter(
-            latest[c].state if c in latest else "pending" for c in members
+            latest[c].state if c in latest else "held" if c in held else "pending" for c in members
         )
         wave_gates = [g.result | {"at": g.at.isoformat()} for g in gates if g.wave == index]
         if index < row.current_wave:
@@ -252,6 +274,7 @@ async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[s
         "failures": dict(failures),
         "rollbacks": dict(rollbacks),
         "rollback": row.rollback,
+        "held_groups": row.held_groups or {},
         "notes": _draft_notes(row) or list(rt.campaigns.notes.get(row.id, ()))[:50],
         "created_by": row.created_by,
         "created_at": row.created_at,

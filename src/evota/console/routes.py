@@ -455,6 +455,9 @@ _WIZARD_FIELDS = (
     "max_per_site_fraction",
     "max_concurrent",
     "pause_at_gate",
+    "on_inconclusive",
+    "group_by",
+    "on_group_failure",
 )
 
 

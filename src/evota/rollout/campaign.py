@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
 from evota.rollout.job import JobState
-from evota.rollout.policy import Policy
+from evota.rollout.policy import FrozenMap, Policy
 
 __all__ = [
     "ACTIVE",
@@ -151,3 +151,5 @@ class CampaignView:
     # Auto-stop counts only update jobs created at or after this instant; set it when an
     # operator resumes a campaign that auto-stop paused, or the same numbers stop it again.
     stop_counting_from: datetime | None = None
+    # Groups (models or sites, ``policy.group_by``) a gate held: no more updates for them.
+    held: Mapping[str, str] = field(default_factory=FrozenMap)

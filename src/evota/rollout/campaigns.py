@@ -44,6 +44,7 @@ from evota.rollout.gate import Health, StatusReport, health_after_boot
 from evota.rollout.job import TERMINAL as JOB_TERMINAL
 from evota.rollout.job import JobState
 from evota.rollout.policy import (
+    FrozenMap,
     parse_ramp,
     policy_from_dict,
     policy_to_dict,
@@ -383,11 +384,12 @@ class CampaignRunner:
                 gate_go=row.gate_go,
                 rollback=row.rollback,
                 stop_counting_from=row.stop_counting_from,
+                held=FrozenMap(row.held_groups or {}),
             )
             health: dict[str, Health] = {}
-            if row.wave_done_at is not None and row.current_wave < len(row.waves):
-                wave = row.waves[row.current_wave]
-                health = await self._health(conn, view.policy, wave, jobs, now)
+            if eng.gate_due(view, now):  # the gate judges every charger updated so far
+                members_so_far = [c for wave in row.waves[: row.current_wave + 1] for c in wave]
+                health = await self._health(conn, view.policy, members_so_far, jobs, now)
         decision = eng.decide(view, jobs, fleet, health, now)
         if aborted and not row.rollback:
             return decision
@@ -538,6 +540,9 @@ class CampaignRunner:
                         result=d.gate.to_dict(),
                     )
                 )
+        if d.hold:
+            values["held_groups"] = {**(row.held_groups or {}), **d.hold}
+            events.append(("group_held", state, {"groups": dict(d.hold)}))
         if d.advance_to is not None and not held:
             values.update(
                 current_wave=d.advance_to, wave_started_at=now, wave_done_at=None, gate_go=False

@@ -113,6 +113,24 @@ def finished(jobs: dict[str, int]) -> int:
     return sum(n for state, n in jobs.items() if state in JOB_TERMINAL)
 
 
+def gate_line(g: dict[str, Any]) -> str:
+    """A gate in a table cell: its outcome, the cumulative and the wave's own numbers, and
+    the Wilson interval against the threshold."""
+    outcome = g.get("outcome") or ("passed" if g.get("passed") else "failed")
+    wave = g.get("wave_numbers") or {}
+    own = f" (wave {wave['succeeded']}/{wave['executed']})" if wave else ""
+    upper = g.get("wilson_upper", 1.0)
+    line = (
+        f"{outcome.upper() if outcome == 'failed' else outcome} "
+        f"{g['succeeded']}/{g['executed']}{own} "
+        f"wilson {g['wilson_lower']:.2f}..{upper:.2f} vs {g['threshold']:g}"
+    )
+    more = g.get("more_to_pass")
+    if outcome == "inconclusive" and more:
+        line += f", {more} more would pass"
+    return line
+
+
 def _table(c: dict[str, Any]) -> Table:
     table = Table(
         title=f"{c['name']} → {c['vendor']} {c['target_version']}: {c['state']}"
@@ -125,11 +143,7 @@ def _table(c: dict[str, Any]) -> Table:
         done = finished(w["jobs"])
         gate = ""
         if w["gates"]:
-            g = w["gates"][-1]
-            gate = (
-                f"{'pass' if g['passed'] else 'FAIL'} {g['succeeded']}/{g['executed']} "
-                f"wilson {g['wilson_lower']:.2f} ≥ {g['threshold']:.2f}?"
-            )
+            gate = gate_line(w["gates"][-1])
         marker = "▶ " if w["index"] == c["current_wave"] and c["state"] == "running" else ""
         table.add_row(
             f"{marker}{w['index']}",
@@ -141,6 +155,8 @@ def _table(c: dict[str, Any]) -> Table:
         )
     if c.get("failures"):
         table.caption = "failures: " + ", ".join(f"{k} {v}" for k, v in c["failures"].items())
+    if c.get("held_groups"):
+        table.caption = (table.caption or "") + "  held: " + "; ".join(c["held_groups"].values())
     if c.get("rollbacks"):
         table.caption = (
             (table.caption or "")

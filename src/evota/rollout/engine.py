@@ -32,15 +32,22 @@ Rules, in the order they apply:
    has run ``max_wait_seconds`` (one held by a cap or a closed window just waits); it stays
    a candidate in every later wave (carried over). When all are settled,
    ``wave_done_at = now``; after ``max(soak_seconds, health_window_seconds)`` more the gate
-   is evaluated; a pass advances (or completes after the last wave), ``pause_at_gate``
-   waits for ``gate_go``, a failure pauses. ``gate_go`` is the operator's go: it also
-   overrides a failed gate.
+   judges everything executed so far (:mod:`evota.rollout.gate`): a pass advances (or
+   completes after the last wave), ``pause_at_gate`` waits for ``gate_go``, a failure
+   pauses, an inconclusive gate goes on or pauses as ``on_inconclusive`` says (one without
+   a single executed update always pauses). ``gate_go`` is the operator's go: it also
+   overrides a failed or inconclusive gate.
+6. **Held groups** (``group_by``): a group whose own evidence fails a gate is held: its
+   chargers get no new updates or retries (a pending one finishes), are left out of later
+   gates and of auto-stop, and with ``on_group_failure = hold_and_rollback`` every one of
+   them whose latest update succeeded gets one rollback job (in a paused campaign too); the
+   campaign completes only once those rollbacks are settled.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -48,12 +55,12 @@ from evota.firmware import versions
 from evota.pacing import Pace
 from evota.rollout import windows as win
 from evota.rollout.campaign import EXECUTED, CampaignState, CampaignView, JobView
-from evota.rollout.gate import GateResult, Health, evaluate_gate
+from evota.rollout.gate import GateOutcome, GateResult, Health, evaluate_gate, group_of
 from evota.rollout.job import TERMINAL, JobState
 from evota.rollout.policy import Policy, Window
 from evota.selection import ChargerSnapshot
 
-__all__ = ["Decision", "StartJob", "decide"]
+__all__ = ["Decision", "StartJob", "decide", "gate_due"]
 
 _SEVERITY = {"pause": 0, "abort": 1, "abort_and_rollback": 2}
 _MAX_NOTES = 8
@@ -87,6 +94,7 @@ class Decision:
     wake_at: datetime | None = None
     notes: tuple[str, ...] = ()
     rollback: bool = False  # with state ABORTED: roll back every updated charger
+    hold: Mapping[str, str] = field(default_factory=dict)  # groups to hold from now on, why
 
 
 # -- per-charger facts ---------------------------------------------------------------------
@@ -255,7 +263,7 @@ def decide(
         return Decision(start=starts, notes=notes, wake_at=wake)
     if campaign.state != CampaignState.RUNNING:
         return Decision()
-    stop = _auto_stop(campaign, jobs)
+    stop = _auto_stop(campaign, jobs, _held_test(campaign, fleet))
     if stop is not None:
         action, reason = stop
         if action == "abort_and_rollback":
@@ -271,8 +279,30 @@ def decide(
     return _run_wave(campaign, jobs, fleet, health, now)
 
 
+def gate_due(campaign: CampaignView, now: datetime) -> bool:
+    """Whether the next decision may judge a gate (the shell reads post-update health for
+    it only then): the current wave is done and its soak is over."""
+    done = campaign.wave_done_at
+    if done is None or campaign.current_wave >= len(campaign.waves):
+        return False
+    policy = campaign.policy
+    return now >= done + timedelta(seconds=max(policy.soak_seconds, policy.health_window_seconds))
+
+
+def _held_test(
+    campaign: CampaignView, fleet: Mapping[str, ChargerSnapshot]
+) -> Callable[[str], bool]:
+    """Whether a charger is in a group a gate held (always False without held groups)."""
+    held, by = campaign.held, campaign.policy.group_by
+    if not held or by is None:
+        return lambda cid: False
+    return lambda cid: group_of(fleet.get(cid), by) in held
+
+
 def _auto_stop(
-    campaign: CampaignView, jobs: Mapping[str, Sequence[JobView]]
+    campaign: CampaignView,
+    jobs: Mapping[str, Sequence[JobView]],
+    is_held: Callable[[str], bool],
 ) -> tuple[str, str] | None:
     rules = campaign.policy.auto_stop
     if not rules:
@@ -281,7 +311,9 @@ def _auto_stop(
     since = campaign.stop_counting_from
     executed = 0
     failed: dict[str, int] = defaultdict(int)
-    for js in jobs.values():
+    for cid, js in jobs.items():
+        if is_held(cid):
+            continue  # its group is held already: its failures stopped what they should
         update, _ = _latest(js)
         if update is None or update.state not in EXECUTED:
             continue
@@ -444,7 +476,8 @@ def _repairs(
     fleet: Mapping[str, ChargerSnapshot],
     now: datetime,
 ) -> tuple[tuple[StartJob, ...], tuple[str, ...], datetime | None]:
-    """Rollbacks for chargers whose failure calls for one (used while paused/stopping)."""
+    """Rollbacks for chargers whose failure calls for one, and for held groups (used while
+    paused/stopping)."""
     policy = campaign.policy
     starter = _Starter(policy, jobs, fleet, now)
     for cid in sorted(jobs):
@@ -455,7 +488,40 @@ def _repairs(
         if _retry_at(policy, js, update) is not None:
             continue
         starter.rollback(cid, update, f"rollback after {update.failure}")
+    _group_rollbacks(campaign, campaign.held, jobs, fleet, starter)
     return tuple(starter.starts), starter.notes.render(), None
+
+
+def _group_rollbacks(
+    campaign: CampaignView,
+    groups: Mapping[str, str],
+    jobs: Mapping[str, Sequence[JobView]],
+    fleet: Mapping[str, ChargerSnapshot],
+    starter: _Starter,
+) -> int:
+    """Roll back the held ``groups``' chargers whose latest update succeeded (when the
+    policy says so); how many of them are not settled yet (to start, or rolling back).
+    Failed updates are left to the per-failure rule, so no charger gets two rollbacks."""
+    policy = campaign.policy
+    if not groups or policy.on_group_failure != "hold_and_rollback":
+        return 0
+    unsettled = 0
+    for cid in sorted(jobs):
+        if group_of(fleet.get(cid), policy.group_by) not in groups:
+            continue
+        update, last = _latest(jobs[cid])
+        if last.kind == "rollback" and last.state not in TERMINAL:
+            unsettled += 1
+        elif (
+            update is not None
+            and last is update
+            and update.state == _SUCCEEDED
+            and update.previous_version
+        ):
+            group = group_of(fleet.get(cid), policy.group_by)
+            starter.rollback(cid, update, f"{policy.group_by} {group} held")
+            unsettled += 1
+    return unsettled
 
 
 # -- one wave: triage, starts, soak, gate ----------------------------------------------------
@@ -474,12 +540,14 @@ def _run_wave(
     max_wait = policy.max_wait_seconds
     may_skip = max_wait is not None and now >= wave_started + timedelta(seconds=max_wait)
 
-    triage = _triage(campaign, _wave_members(campaign, jobs), jobs, fleet, now)
+    is_held = _held_test(campaign, fleet)
+    triage = _triage(campaign, _wave_members(campaign, jobs), jobs, fleet, now, is_held)
     starter = _Starter(policy, jobs, fleet, now)
     starter.wake = triage.wake
     for cid, update in triage.rollbacks:
         starter.rollback(cid, update, f"rollback after {update.failure}")
     unsettled = triage.unsettled + len(triage.rollbacks)
+    unsettled += _group_rollbacks(campaign, campaign.held, jobs, fleet, starter)
     skipped = triage.skipped
     if campaign.wave_done_at is None:  # once the wave is done: soak and gate only
         still, left_out = _start_updates(campaign, triage, jobs, starter, may_skip=may_skip)
@@ -490,12 +558,14 @@ def _run_wave(
     if skipped:
         index = campaign.current_wave
         extra.append(f"{skipped} skipped in wave {index} (never startable, or left the fleet)")
+    if triage.held:
+        extra.append(f"{triage.held} not updated: their {policy.group_by} is held")
     if not may_skip and triage.fresh and max_wait is not None:
         starter.wake = _min(starter.wake, wave_started + timedelta(seconds=max_wait))
     notes = starter.notes.render(extra)
     if starter.starts or unsettled:
         return Decision(start=tuple(starter.starts), wake_at=starter.wake, notes=notes)
-    return _soak_and_gate(campaign, triage.wave_jobs, fleet, health, now, notes)
+    return _soak_and_gate(campaign, jobs, fleet, health, now, notes)
 
 
 def _wave_members(campaign: CampaignView, jobs: Mapping[str, Sequence[JobView]]) -> list[str]:
@@ -514,9 +584,9 @@ class _Triage:
     fresh: list[str] = field(default_factory=list)  # no job yet: an update to start
     retries: list[tuple[str, JobView]] = field(default_factory=list)  # failed, retry due
     rollbacks: list[tuple[str, JobView]] = field(default_factory=list)  # failed, roll back
-    wave_jobs: list[JobView] = field(default_factory=list)  # latest updates, for the gate
     unsettled: int = 0  # a job still running, or a retry not yet due
     skipped: int = 0  # gone from the fleet before it got a job
+    held: int = 0  # in a held group: no update for it
     wake: datetime | None = None  # when the first retry not yet due is
 
 
@@ -526,15 +596,19 @@ def _triage(
     jobs: Mapping[str, Sequence[JobView]],
     fleet: Mapping[str, ChargerSnapshot],
     now: datetime,
+    is_held: Callable[[str], bool],
 ) -> _Triage:
     policy = campaign.policy
     target_key = versions.version_key(campaign.target_version)
     t = _Triage()
     for cid in members:
         js = jobs.get(cid)
+        held = is_held(cid)
         if not js:
             c = fleet.get(cid)
-            if c is None:
+            if held:
+                t.held += 1
+            elif c is None:
                 t.skipped += 1
             elif c.firmware_version and versions.version_key(c.firmware_version) == target_key:
                 pass  # updated outside the campaign: nothing to do
@@ -542,14 +616,12 @@ def _triage(
                 t.fresh.append(cid)
             continue
         update, last = _latest(js)
-        if update is not None:
-            t.wave_jobs.append(update)
         if last.state not in TERMINAL:
             t.unsettled += 1
             continue
         if last is not update or update is None or update.state != _FAILED:
             continue  # rolled back, succeeded or cancelled
-        retry_at = _retry_at(policy, js, update)
+        retry_at = None if held else _retry_at(policy, js, update)
         if retry_at is None:
             if _wants_rollback(policy, update, last):
                 t.rollbacks.append((cid, update))
@@ -588,45 +660,89 @@ def _start_updates(
 
 def _soak_and_gate(
     campaign: CampaignView,
-    wave_jobs: Sequence[JobView],
+    jobs: Mapping[str, Sequence[JobView]],
     fleet: Mapping[str, ChargerSnapshot],
     health: Mapping[str, Health],
     now: datetime,
     notes: tuple[str, ...],
 ) -> Decision:
-    """Every charger of the wave is settled: mark the wave done, soak, then judge the gate."""
+    """Every charger of the wave is settled: mark the wave done, soak, then judge the gate
+    on everything the campaign has executed so far."""
     policy = campaign.policy
     wait = timedelta(seconds=max(policy.soak_seconds, policy.health_window_seconds))
     if campaign.wave_done_at is None:
         return Decision(wave_done_at=now, wake_at=now + wait, notes=notes)
     if now < campaign.wave_done_at + wait:
         return Decision(wake_at=campaign.wave_done_at + wait, notes=notes)
-    gate = evaluate_gate(campaign.current_wave, wave_jobs, fleet, health, policy)
-    return _after_gate(campaign, gate, now)
+    every = [j for js in jobs.values() for j in js]
+    gate = evaluate_gate(
+        campaign.current_wave,
+        every,
+        fleet,
+        health,
+        policy,
+        wave=_wave_members(campaign, jobs),
+        held=tuple(campaign.held),
+    )
+    return _after_gate(campaign, gate, jobs, fleet, now)
 
 
-def _after_gate(campaign: CampaignView, gate: GateResult, now: datetime) -> Decision:
-    """What a judged gate leads to: a pause (it failed, or the operator wants to look first),
-    the next wave, or completion. The operator's go overrides both kinds of pause."""
+def _after_gate(
+    campaign: CampaignView,
+    gate: GateResult,
+    jobs: Mapping[str, Sequence[JobView]],
+    fleet: Mapping[str, ChargerSnapshot],
+    now: datetime,
+) -> Decision:
+    """What a judged gate leads to: a pause (it failed, it is inconclusive where the policy
+    or a total lack of evidence says wait, or the operator wants to look first), the next
+    wave, or completion. The operator's go overrides every kind of pause. Groups the gate
+    holds are held in every case."""
     index = campaign.current_wave
+    policy = campaign.policy
     go = campaign.gate_go
-    if not gate.passed and not go:
-        why = "; ".join(gate.reasons)
-        return Decision(state=CampaignState.PAUSED, reason=f"gate {index} failed: {why}", gate=gate)
-    if campaign.policy.pause_at_gate and not go:
+    hold = dict(gate.hold)
+    why = "; ".join(gate.reasons)
+    outcome = gate.outcome
+    waits = outcome is GateOutcome.FAILED or (
+        outcome is GateOutcome.INCONCLUSIVE
+        and (policy.on_inconclusive == "pause" or gate.executed == 0)
+    )
+    if waits and not go:
+        reason = f"gate {index} {outcome}: {why}"
+        return Decision(state=CampaignState.PAUSED, reason=reason, gate=gate, hold=hold)
+    if policy.pause_at_gate and not go:
         return Decision(
-            state=CampaignState.PAUSED, reason=f"waiting for operator at gate {index}", gate=gate
-        )
-    prefix = "" if gate.passed else f"operator go overrides failed gate {index}; "
-    if index + 1 >= len(campaign.waves):
-        return Decision(
-            state=CampaignState.COMPLETED,
-            reason=f"{prefix}gate {index} passed, all {len(campaign.waves)} waves done",
+            state=CampaignState.PAUSED,
+            reason=f"waiting for operator at gate {index} ({outcome}: {why})",
             gate=gate,
+            hold=hold,
+        )
+    if waits:
+        said = f"operator go overrides {outcome} gate {index}"
+    elif outcome is GateOutcome.INCONCLUSIVE:
+        said = f"gate {index} inconclusive ({gate.reasons[0]}), going on"
+    else:
+        said = f"gate {index} passed"
+    if hold:
+        said += f"; holding {policy.group_by} {', '.join(hold)}"
+    if index + 1 < len(campaign.waves):
+        return Decision(advance_to=index + 1, reason=said, gate=gate, wake_at=now, hold=hold)
+    starter = _Starter(policy, jobs, fleet, now)
+    if _group_rollbacks(campaign, hold, jobs, fleet, starter):
+        # Not done while the held group is rolled back: the wave waits for its rollbacks,
+        # then the gate is judged again, without the held group.
+        return Decision(
+            start=tuple(starter.starts),
+            reason=f"{said}; rolling it back before completing",
+            gate=gate,
+            hold=hold,
+            wake_at=now,
+            notes=starter.notes.render(),
         )
     return Decision(
-        advance_to=index + 1,
-        reason=f"{prefix}gate {index} passed",
+        state=CampaignState.COMPLETED,
+        reason=f"{said}, all {len(campaign.waves)} waves done",
         gate=gate,
-        wake_at=now,
+        hold=hold,
     )

@@ -1,18 +1,28 @@
 """The go/no-go check after a wave: statistically sound success and post-update health.
 
-The success ratio is judged on the lower bound of the 95% Wilson score interval, not the
-raw ratio: 1 of 1 is "probably fine", not "at least 95% fine" (its lower bound is 0.21).
-A job that succeeded but whose charger then faulted or did not come back Available counts
-as a failure here. Health is compared with each charger's own baseline before the update
-(session failure rate, reconnects per hour), summed over the wave, with an absolute
-tolerance, so a wave is not failed by chargers that were always flaky.
+Evidence accumulates: a gate judges every charger the campaign has updated so far (the
+pilot's successes count for every later wave) and shows the wave's own numbers beside it.
+The healthy-success ratio is judged on the 95% Wilson score interval, with three outcomes:
+*passed* (its lower bound reaches ``success_threshold``), *failed* (its upper bound is below
+it: there is evidence the rate is too low) and *inconclusive* (too few results to tell; the
+reason says how many more healthy successes would pass). 1 of 1 is "probably fine", not "at
+least 95% fine" (its lower bound is 0.21). A job that succeeded but whose charger then
+faulted or did not come back Available counts as a failure here. Health is compared with
+each charger's own baseline before the update (session failure rate, reconnects per hour),
+summed, with an absolute tolerance, so a gate is not failed by chargers that were always
+flaky; a health regression fails the gate.
+
+With ``group_by`` (model or site) each group is judged on its own evidence as well: a group
+that fails is *held* (its chargers get no more updates, and are rolled back when the policy
+says so) and the others go on, judged without it.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,12 +35,18 @@ from evota.selection import ChargerSnapshot
 __all__ = [
     "OPERATIVE",
     "AfterBoot",
+    "GateOutcome",
     "GateResult",
     "Health",
     "StatusReport",
+    "Verdict",
     "evaluate_gate",
+    "group_of",
     "health_after_boot",
+    "judge",
+    "more_to_pass",
     "wilson_lower",
+    "wilson_upper",
 ]
 
 Z95 = 1.959964
@@ -48,6 +64,88 @@ def wilson_lower(successes: int, n: int, z: float = Z95) -> float:
     centre = p + z2 / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
     return min(1.0, max(0.0, (centre - spread) / (1 + z2 / n)))
+
+
+def wilson_upper(successes: int, n: int, z: float = Z95) -> float:
+    """Upper bound of the Wilson score interval for ``successes`` out of ``n`` (1 if n=0)."""
+    s = min(max(successes, 0), n)
+    if n <= 0 or s >= n:
+        return 1.0  # exactly, not a rounding error below it
+    return 1.0 - wilson_lower(n - s, n, z)  # the interval is symmetric in successes/failures
+
+
+class GateOutcome(enum.StrEnum):
+    PASSED = "passed"  # the lower bound reaches the threshold
+    FAILED = "failed"  # the upper bound is below it, or health got worse
+    INCONCLUSIVE = "inconclusive"  # too few results to tell either way
+
+
+_MAX_MORE = 1 << 40
+
+
+def more_to_pass(successes: int, n: int, threshold: float) -> int | None:
+    """How many more healthy successes in a row would pass ``threshold``: 0 when it passes
+    already, None when no number can (a threshold of 1: the lower bound is always below)."""
+    if wilson_lower(successes, n) >= threshold:
+        return 0
+    if threshold >= 1:
+        return None
+    low, high = 0, 1  # wilson_lower(s + k, n + k) grows with k: find the first k that passes
+    while wilson_lower(successes + high, n + high) < threshold:
+        low, high = high, high * 2
+        if high > _MAX_MORE:
+            return None
+    while high - low > 1:
+        mid = (low + high) // 2
+        if wilson_lower(successes + mid, n + mid) >= threshold:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What ``succeeded`` healthy successes out of ``executed`` say against a threshold."""
+
+    outcome: GateOutcome
+    succeeded: int
+    executed: int
+    lower: float
+    upper: float
+    threshold: float
+    more: int | None  # healthy successes that would pass it (0 when passed, None: none can)
+
+    def words(self) -> str:
+        """One line for an operator: "6/6 healthy; 3 more would pass 0.5 at 95%"."""
+        head = f"{self.succeeded}/{self.executed} healthy"
+        t = f"{self.threshold:g}"
+        if self.outcome is GateOutcome.PASSED:
+            return f"{head}: Wilson lower bound {self.lower:.3f} >= {t}"
+        if self.outcome is GateOutcome.FAILED:
+            return f"{head}: Wilson upper bound {self.upper:.3f} < {t}"
+        if self.executed == 0:
+            return "no charger has executed its update yet"
+        more = (
+            f"{self.more} more would pass {t} at 95%"
+            if self.more is not None
+            else f"no number of successes passes {t}"
+        )
+        return f"{head}; {more} (Wilson {self.lower:.3f}..{self.upper:.3f})"
+
+
+def judge(succeeded: int, executed: int, threshold: float) -> Verdict:
+    """Passed, failed or inconclusive: the 95% Wilson interval against the threshold."""
+    lower = wilson_lower(succeeded, executed)
+    upper = wilson_upper(succeeded, executed)
+    if executed > 0 and lower >= threshold:
+        outcome = GateOutcome.PASSED
+    elif executed > 0 and upper < threshold:
+        outcome = GateOutcome.FAILED
+    else:
+        outcome = GateOutcome.INCONCLUSIVE
+    more = 0 if outcome is GateOutcome.PASSED else more_to_pass(succeeded, executed, threshold)
+    return Verdict(outcome, succeeded, executed, lower, upper, threshold, more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,22 +259,38 @@ def health_after_boot(
 
 @dataclass(frozen=True, slots=True)
 class GateResult:
+    """A gate's judgement. The numbers are cumulative (every charger updated so far, held
+    groups left out); ``wave_numbers`` are the current wave's own."""
+
     wave: int
-    passed: bool
+    outcome: GateOutcome
     reasons: tuple[str, ...]
     executed: int
     succeeded: int
     failed: int
     success_ratio: float
     wilson_lower: float
+    wilson_upper: float
     threshold: float
+    more_to_pass: int | None = None
+    wave_numbers: dict[str, int] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
     by_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_site: dict[str, dict[str, Any]] = field(default_factory=dict)
+    group_by: str | None = None
+    hold: dict[str, str] = field(default_factory=dict)  # groups this gate holds, and why
+    held: tuple[str, ...] = ()  # groups held at earlier gates (left out of the numbers)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is GateOutcome.PASSED
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["outcome"] = str(self.outcome)
+        d["passed"] = self.passed
         d["reasons"] = list(self.reasons)
+        d["held"] = list(self.held)
         return d
 
 
@@ -184,13 +298,24 @@ def _rate(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
 
-def _group(executed: int, succeeded: int) -> dict[str, Any]:
+def _group(executed: int, succeeded: int, threshold: float) -> dict[str, Any]:
+    v = judge(succeeded, executed, threshold)
     return {
         "executed": executed,
         "succeeded": succeeded,
         "failed": executed - succeeded,
-        "wilson_lower": round(wilson_lower(succeeded, executed), 6),
+        "wilson_lower": round(v.lower, 6),
+        "wilson_upper": round(v.upper, 6),
+        "outcome": str(v.outcome),
     }
+
+
+def group_of(charger: ChargerSnapshot | None, by: str | None) -> str | None:
+    """The gate group a charger belongs to (its model or site; "unknown" when not known)."""
+    if by is None:
+        return None
+    value = None if charger is None else (charger.model if by == "model" else charger.site_id)
+    return value or "unknown"
 
 
 def evaluate_gate(
@@ -199,41 +324,98 @@ def evaluate_gate(
     chargers: Mapping[str, ChargerSnapshot],
     health: Mapping[str, Health],
     policy: Policy,
+    *,
+    wave: Collection[str] = (),
+    held: Collection[str] = (),
 ) -> GateResult:
-    """Judge a finished wave from its update jobs (the latest per charger counts).
+    """Judge the campaign so far from its update jobs (the latest per charger counts).
 
-    Executed = latest update job succeeded or failed (cancelled is not executed). A charger
-    without a Health entry is judged on its job alone (the job's verify window already saw
-    it boot the new version). The gate passes when the Wilson lower bound of healthy
-    successes reaches ``success_threshold`` and neither the session failure rate nor the
-    reconnect rate (per charger-hour) is worse than the baseline by more than
-    ``health_tolerance``.
+    ``jobs`` are every update job of the campaign up to this gate; ``wave`` names the
+    chargers of the current wave (for its own numbers); ``held`` the groups held at earlier
+    gates, left out. Executed = latest update job succeeded or failed (cancelled is not
+    executed). A charger without a Health entry is judged on its job alone (the job's verify
+    window already saw it boot the new version). With ``policy.group_by`` each group is
+    judged too: a failed group is held (``hold``) and the rest judged without it. Health
+    fails the gate when the session failure rate or the reconnect rate (per charger-hour) is
+    worse than the baseline by more than ``health_tolerance``.
     """
-    tally = _Tally()
-    for cid, job in _latest_updates(jobs).items():
-        if job.state in EXECUTED:
-            tally.add(cid, job, health.get(cid), chargers.get(cid))
-    lower = wilson_lower(tally.succeeded, tally.executed)
+    by = policy.group_by
     threshold = policy.success_threshold
-    tol = policy.health_tolerance
-    reasons = [
-        *_success_problems(tally, lower, threshold),
-        *_health_problems(tally.before, tally.after, tol),
+    executed = [
+        (cid, j)
+        for cid, j in _latest_updates(jobs).items()
+        if j.state in EXECUTED and group_of(chargers.get(cid), by) not in held
     ]
+    hold = _failed_groups(executed, chargers, health, policy) if by is not None else {}
+    tally = _Tally()
+    in_wave = _Pair()
+    members = set(wave)
+    for cid, j in executed:
+        charger = chargers.get(cid)
+        if group_of(charger, by) in hold:
+            continue
+        ok = tally.add(cid, j, health.get(cid), charger)
+        if cid in members:
+            in_wave.add(ok)
+    verdict = judge(tally.succeeded, tally.executed, threshold)
+    tol = policy.health_tolerance
+    problems = _health_problems(tally.before, tally.after, tol)
+    outcome = GateOutcome.FAILED if problems else verdict.outcome
+    reasons = _reasons(verdict, tally, hold, problems)
     return GateResult(
         wave=wave_index,
-        passed=not reasons,
+        outcome=outcome,
         reasons=tuple(reasons),
         executed=tally.executed,
         succeeded=tally.succeeded,
         failed=tally.executed - tally.succeeded,
         success_ratio=tally.succeeded / tally.executed if tally.executed else 0.0,
-        wilson_lower=lower,
+        wilson_lower=verdict.lower,
+        wilson_upper=verdict.upper,
         threshold=threshold,
+        more_to_pass=verdict.more,
+        wave_numbers={
+            "executed": in_wave.executed,
+            "succeeded": in_wave.succeeded,
+            "failed": in_wave.executed - in_wave.succeeded,
+        },
         health=tally.health_summary(tol),
-        by_model={k: _group(e, s) for k, (e, s) in sorted(tally.by_model.items())},
-        by_site={k: _group(e, s) for k, (e, s) in sorted(tally.by_site.items())},
+        by_model={k: _group(*p.pair, threshold) for k, p in sorted(tally.by_model.items())},
+        by_site={k: _group(*p.pair, threshold) for k, p in sorted(tally.by_site.items())},
+        group_by=by,
+        hold=hold,
+        held=tuple(sorted(held)),
     )
+
+
+def _failed_groups(
+    executed: Sequence[tuple[str, JobView]],
+    chargers: Mapping[str, ChargerSnapshot],
+    health: Mapping[str, Health],
+    policy: Policy,
+) -> dict[str, str]:
+    """The groups whose own evidence fails the threshold, with the reason to hold each."""
+    groups: defaultdict[str, _Pair] = defaultdict(_Pair)
+    for cid, j in executed:
+        key = group_of(chargers.get(cid), policy.group_by)
+        assert key is not None
+        groups[key].add(_is_healthy_success(j, health.get(cid)))
+    hold = {}
+    for key, p in sorted(groups.items()):
+        v = judge(p.succeeded, p.executed, policy.success_threshold)
+        if v.outcome is GateOutcome.FAILED:
+            hold[key] = f"{policy.group_by} {key}: {v.words()}"
+    return hold
+
+
+def _reasons(
+    verdict: Verdict, tally: _Tally, hold: Mapping[str, str], problems: Sequence[str]
+) -> list[str]:
+    """The lines that explain the outcome: the success verdict, then what else weighed."""
+    line = verdict.words()
+    if tally.faulted or tally.unavailable:
+        line += f"; {tally.faulted} Faulted, {tally.unavailable} not Available"
+    return [line, *(f"held {why}" for why in hold.values()), *problems]
 
 
 def _latest_updates(jobs: Sequence[JobView]) -> dict[str, JobView]:
@@ -266,13 +448,32 @@ class _Side:
         return _rate(self.reconnects, self.hours)
 
 
-def _pair() -> list[int]:
-    return [0, 0]
+@dataclass(slots=True)
+class _Pair:
+    """Executed and healthy successes of a set of chargers."""
+
+    executed: int = 0
+    succeeded: int = 0
+
+    def add(self, ok: bool) -> None:
+        self.executed += 1
+        self.succeeded += ok
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        return self.executed, self.succeeded
+
+
+def _is_healthy_success(job: JobView, health: Health | None) -> bool:
+    """Succeeded, and (when its health is known) not Faulted and Available after the boot."""
+    if job.state != _SUCCEEDED:
+        return False
+    return health is None or (not health.faulted_after and health.available_after)
 
 
 @dataclass(slots=True)
 class _Tally:
-    """What the executed chargers of a wave add up to."""
+    """What the judged chargers add up to."""
 
     executed: int = 0
     succeeded: int = 0  # healthy successes: a success that then faulted counts as a failure
@@ -280,24 +481,22 @@ class _Tally:
     unavailable: int = 0
     before: _Side = field(default_factory=_Side)
     after: _Side = field(default_factory=_Side)
-    by_model: defaultdict[str, list[int]] = field(default_factory=lambda: defaultdict(_pair))
-    by_site: defaultdict[str, list[int]] = field(default_factory=lambda: defaultdict(_pair))
+    by_model: defaultdict[str, _Pair] = field(default_factory=lambda: defaultdict(_Pair))
+    by_site: defaultdict[str, _Pair] = field(default_factory=lambda: defaultdict(_Pair))
     examples: dict[str, str] = field(default_factory=dict)  # a few unhealthy ones, and why
 
     def add(
         self, cid: str, job: JobView, health: Health | None, charger: ChargerSnapshot | None
-    ) -> None:
+    ) -> bool:
+        """Count one executed charger; whether it is a healthy success."""
         self.executed += 1
         ok = job.state == _SUCCEEDED
         if ok and health is not None:
             ok = self._healthy(cid, health)
         self.succeeded += ok
-        for group in (
-            self.by_model[(charger.model if charger else None) or "unknown"],
-            self.by_site[(charger.site_id if charger else None) or "unknown"],
-        ):
-            group[0] += 1
-            group[1] += ok
+        self.by_model[(charger.model if charger else None) or "unknown"].add(ok)
+        self.by_site[(charger.site_id if charger else None) or "unknown"].add(ok)
+        return ok
 
     def _healthy(self, cid: str, h: Health) -> bool:
         """Count a succeeded charger's health; whether it is healthy after its update."""
@@ -332,21 +531,6 @@ class _Tally:
             "tolerance": tolerance,
             "unhealthy_examples": dict(sorted(self.examples.items())),
         }
-
-
-def _success_problems(tally: _Tally, lower: float, threshold: float) -> list[str]:
-    """Why the wave's (healthy) successes are too few, if they are."""
-    if tally.executed == 0:
-        return ["no charger of the wave executed its update"]
-    if lower >= threshold:
-        return []
-    unhealthy = ""
-    if tally.faulted or tally.unavailable:
-        unhealthy = f"; {tally.faulted} Faulted, {tally.unavailable} not Available"
-    return [
-        f"success {tally.succeeded}/{tally.executed}{unhealthy}: Wilson lower bound"
-        f" {lower:.3f} < {threshold:g}"
-    ]
 
 
 def _health_problems(before: _Side, after: _Side, tolerance: float) -> list[str]:

@@ -38,6 +38,9 @@ __all__ = [
 ]
 
 ACTIONS = ("pause", "abort", "abort_and_rollback")
+ON_INCONCLUSIVE = ("continue", "pause")
+GROUP_BY = ("model", "site")
+ON_GROUP_FAILURE = ("hold", "hold_and_rollback")
 FAILURES = frozenset(f.value for f in Failure)
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -182,6 +185,11 @@ class Policy:
     soak_seconds: float = 3600
     health_window_seconds: float = 3600
     pause_at_gate: bool = False
+    # A gate with too few results to tell (docs/campaigns.md, "Gates"): go on, or wait for
+    # an operator's go. A gate without a single executed update always waits.
+    on_inconclusive: str = "continue"
+    group_by: str | None = None  # judge each model or site on its own too; hold the failing
+    on_group_failure: str = "hold"  # or hold_and_rollback: roll the held group back
     auto_stop: tuple[AutoStopRule, ...] = ()
     windows: tuple[Window, ...] = ()  # empty = always open; in each charger's site timezone
     site_windows: Mapping[str, tuple[Window, ...]] = field(default_factory=FrozenMap)
@@ -234,6 +242,14 @@ class Policy:
         for i, failure in enumerate(self.rollback_on_failure):
             if failure not in FAILURES:
                 raise PolicyError(f"rollback_on_failure[{i}]", f"unknown failure {failure!r}")
+        for name, allowed in (
+            ("on_inconclusive", ON_INCONCLUSIVE),
+            ("group_by", (None, *GROUP_BY)),
+            ("on_group_failure", ON_GROUP_FAILURE),
+        ):
+            if getattr(self, name) not in allowed:
+                shown = ", ".join("null" if a is None else a for a in allowed)
+                raise PolicyError(name, f"must be one of {shown}")
 
     def windows_for(self, site_id: str | None) -> tuple[Window, ...]:
         """The site's own windows when it has an override, else the campaign's."""
@@ -492,6 +508,9 @@ def policy_to_dict(p: Policy) -> dict[str, Any]:
         "soak_seconds": p.soak_seconds,
         "health_window_seconds": p.health_window_seconds,
         "pause_at_gate": p.pause_at_gate,
+        "on_inconclusive": p.on_inconclusive,
+        "group_by": p.group_by,
+        "on_group_failure": p.on_group_failure,
         "auto_stop": [
             {
                 "failures": sorted(r.failures),

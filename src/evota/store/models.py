@@ -332,6 +332,8 @@ class Campaign(Base):
     rollback: Mapped[bool] = mapped_column(Boolean, default=False)
     # After a resume, auto-stop counts only outcomes from here (the old ones stopped it once).
     stop_counting_from: Mapped[datetime | None] = mapped_column(TS)
+    # Gate groups (models or sites) a gate held, and why (evota.rollout.gate).
+    held_groups: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     start_at: Mapped[datetime | None] = mapped_column(TS)  # when a scheduled campaign starts
     created_by: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(TS)
