@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -44,7 +45,7 @@ async def _seed(rt: Runtime, api: httpx.AsyncClient, tmp_path: Path) -> dict[str
         "B2": ("berlin", VENDOR, "1.0.0"),
         "X1": ("berlin", "=Evil", "-1"),
     }
-    for cid, (site, vendor, version) in chargers.items():
+    for cid, (site, _, _) in chargers.items():
         await provision(rt, cid, KEY, site_id=site)
     c1, c2 = str(uuid.uuid4()), str(uuid.uuid4())
     async with rt.engine.begin() as conn:
@@ -221,3 +222,44 @@ async def test_bad_parameters_are_problems_naming_the_field(evota: Runtime) -> N
         assert r.status_code == 404 and r.json()["field"] == "id"
         r = await admin.get(f"/api/v1/firmware/{uuid.uuid4()}/scorecard", params={"days": 0})
         assert r.status_code == 422 and r.json()["field"] == "days"
+
+
+async def test_cli_prints_scorecards_and_the_fleet_picture(
+    evota_sqlite: Runtime, tmp_path: Path
+) -> None:
+    from ..test_cli import invoke
+
+    rt = evota_sqlite
+    async with api_client(rt) as admin:
+        seeded = await _seed(rt, admin, tmp_path)
+    new = seeded["new"]["id"]
+    r = await invoke(rt, "firmware", "scorecard", new, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["running"]["total"] == 2
+    r = await invoke(rt, "firmware", "scorecard", "2.0.0", "--vendor", VENDOR)
+    assert r.exit_code == 0, r.output
+    assert "running on 2 chargers" in r.output and "failed, download_failed: 1" in r.output
+    assert "predecessor: 1.0.0 (released)" in r.output and "paris rollout" in r.output
+    # a scoped operator (no firmware.read) names the image by id and sees its own chargers
+    paula = await session_for(rt, "paula", ["viewer"], sites=["paris"])
+    r = await invoke(rt, "firmware", "scorecard", new, "--json", token=paula)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["running"]["total"] == 1
+
+    r = await invoke(rt, "fleet", "firmware", "--days", "7", "--vendor", VENDOR)
+    assert r.exit_code == 0, r.output
+    assert "2.0.0" in r.output and "+2" in r.output and "-2" in r.output
+    r = await invoke(rt, "fleet", "firmware", "--behind", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["behind"] == 2, r.output
+    r = await invoke(rt, "fleet", "firmware", "--behind")
+    assert r.exit_code == 0 and "Behind the latest release: 2 chargers" in r.output, r.output
+    r = await invoke(rt, "fleet", "firmware", "--days", "2", "--csv")
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0] == "day,vendor,version,chargers"
+    assert "'=Evil,'-1,1" in r.output
+
+    r = await invoke(rt, "firmware", "scorecard", str(uuid.uuid4()))
+    assert r.exit_code == 1 and "Unknown firmware" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = await invoke(rt, "fleet", "firmware", "--days", "0")
+    assert r.exit_code != 0 and "days" in r.output

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -352,6 +353,59 @@ def chargers(
     for charger_id in page["items"]:
         typer.echo(charger_id)
     typer.echo(f"{page['total']} chargers run {fw['vendor']} {fw['version']}", err=True)
+
+
+@app.command("scorecard")
+def scorecard(
+    firmware: Annotated[str, typer.Argument(help="firmware id or version")],
+    vendor: Annotated[str | None, typer.Option("--vendor", help="for a version")] = None,
+    days: Annotated[
+        int, typer.Option(min=1, max=366, help="security events of the last N days")
+    ] = 30,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Where a version runs, its incidents, the campaigns that shipped it, its predecessor
+    (counted over the chargers your grants cover)."""
+    c = client(url, token)
+    ref = firmware if _UUID.fullmatch(firmware) else resolve_firmware(c, firmware, vendor)["id"]
+    card = api(url, token, "GET", _fw_path(ref, "/scorecard"), params={"days": days})
+    if as_json:
+        return print_json(card)
+    fw, running, incidents = card["firmware"], card["running"], card["incidents"]
+    out.print(f"{fw['vendor']} {fw['version']} ({fw['state']}), id {fw['id']}", highlight=False)
+    prev = card["predecessor"]
+    out.print(
+        "predecessor: "
+        + (f"{prev['version']} ({prev['state']}), id {prev['id']}" if prev else "none"),
+        highlight=False,
+    )
+    out.print(f"running on {running['total']} chargers", highlight=False)
+    for key, label in (("by_model", "model"), ("by_site", "site_id"), ("by_region", "region")):
+        if running[key]:
+            rows = [(r[label], r["chargers"]) for r in running[key]]
+            out.print(table(f"By {label.removesuffix('_id')}", (label, "chargers"), rows))
+    jobs = ", ".join(f"{k} {n}" for k, n in incidents["update_jobs"].items()) or "none"
+    out.print(f"update jobs: {jobs}", highlight=False)
+    for r in incidents["failed_by_reason"]:
+        out.print(f"  failed, {r['reason']}: {r['jobs']}", highlight=False)
+    for key, label in (("rollbacks_to", "rollbacks to it"), ("rollbacks_away", "rollbacks away")):
+        n = ", ".join(f"{k} {v}" for k, v in incidents[key].items()) or "none"
+        out.print(f"{label}: {n}", highlight=False)
+    events = ", ".join(f"{e['type']} {e['events']}" for e in incidents["security_events"])
+    out.print(
+        f"security events (last {incidents['security_days']} days): {events or 'none'}",
+        highlight=False,
+    )
+    shipped = [
+        (x["name"], x["state"], x["chargers"], ", ".join(f"{k} {n}" for k, n in x["jobs"].items()))
+        for x in card["campaigns"]
+    ]
+    out.print(table("Campaigns", ("name", "state", "chargers", "jobs"), shipped))
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @app.command("show")
