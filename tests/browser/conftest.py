@@ -9,6 +9,7 @@ Screenshots of the pages go to ``test-artifacts/screenshots/``.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -136,6 +137,18 @@ async def shot(page: Any, name: str, *, full: bool = True) -> Path:
     return path
 
 
+async def doc_shot(target: Any, name: str) -> Path:
+    """A screenshot of a page or of one element (a locator), like :func:`shot`; with
+    ``EVOTA_UPDATE_DOC_SCREENSHOTS=1`` also written to ``docs/images/`` (docs/console.md
+    shows the charts from there)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    await target.screenshot(path=str(path))
+    if os.environ.get("EVOTA_UPDATE_DOC_SCREENSHOTS") == "1":
+        shutil.copyfile(path, ROOT / "docs" / "images" / f"{name}.png")
+    return path
+
+
 _A11Y = """() => {
   const problems = [];
   const visible = (el) => !el.closest('[hidden], dialog:not([open])');
@@ -187,4 +200,13 @@ def no_errors(page: Any) -> None:
     assert page.errors == [], f"{page.url}: {page.errors}"
 
 
-__all__ = ["PASSWORD", "TOKEN", "Console", "check_a11y", "no_errors", "shot", "totp"]
+__all__ = [
+    "PASSWORD",
+    "TOKEN",
+    "Console",
+    "check_a11y",
+    "doc_shot",
+    "no_errors",
+    "shot",
+    "totp",
+]

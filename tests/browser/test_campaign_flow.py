@@ -5,13 +5,14 @@ per-wave progress to completion on a simulated fleet. Then the overview shows th
 from __future__ import annotations
 
 import json
+import re
 
 from playwright.async_api import expect
 
 from tests.test_campaigns import fleet_spec
 from tests.test_firmware_update import MODEL, VENDOR, upload
 
-from .conftest import Console, check_a11y, no_errors, shot
+from .conftest import Console, check_a11y, doc_shot, no_errors, shot
 
 FLEET = 8
 
@@ -92,6 +93,23 @@ async def test_campaign_from_the_wizard_to_completion(console: Console):
     await expect(rows).to_have_count(2)
     await expect(rows.nth(0)).to_contain_text("passed")
     await expect(rows.nth(1)).to_contain_text("succeeded 6")
+    # The charts: each wave's jobs by state, and each gate's evidence against the threshold,
+    # with the numbers as a table behind a disclosure.
+    waves_chart = page.get_by_role("img", name="Wave progress")
+    await expect(waves_chart).to_be_visible()
+    await expect(waves_chart).to_have_accessible_description(
+        "Stacked bar chart. Wave 1 (pilot): succeeded 2; Wave 2: succeeded 6"
+    )
+    await expect(page.get_by_role("img", name="Gate evidence: jobs judged")).to_be_visible()
+    rates = page.get_by_role("img", name="Gate evidence: success rate")
+    await expect(rates).to_be_visible()
+    await expect(rates).to_have_accessible_description(re.compile(r"Gate 1 \(pilot\): 2/2"))
+    table = page.locator("#chart-waves-data table")
+    await expect(table).to_be_hidden()
+    await page.locator("#chart-waves-data summary").click()
+    await expect(table.get_by_role("row", name="Wave 2")).to_contain_text("6")
+    await check_a11y(page)
+    await doc_shot(page.locator("#live .evchart-grid"), "campaign-charts")
     await expect(page.locator("#live")).to_contain_text("2/2 succeeded")
     assert "Start" not in await page.locator("#actions").inner_text()
     await shot(page, "campaign")

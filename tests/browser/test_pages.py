@@ -5,6 +5,7 @@ and shows the API's problems next to the field; unknown pages are a 404 page."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import replace
 
@@ -14,7 +15,7 @@ from evota.control.operation import ACTIVE, OperationState
 from tests.test_campaigns import fleet_spec
 from tests.test_firmware_update import MODEL, VENDOR, upload
 
-from .conftest import ROOT, Console, check_a11y, no_errors, shot
+from .conftest import ROOT, Console, check_a11y, doc_shot, no_errors, shot
 
 ALL_ROLES = ["viewer", "operator", "firmware_manager", "security_admin", "auditor"]
 
@@ -98,10 +99,32 @@ async def test_every_page_is_accessible_and_live(console: Console):
     await expect(chart).to_have_attribute(
         "aria-label", f"{VENDOR} {MODEL} chargers per firmware version: 1.1.0 5, 1.0.0 3, 0.9.8 1"
     )
-    await expect(page.locator("figure").filter(has_text=MODEL)).to_contain_text("3 versions")
+    await expect(page.locator("figure.chart").filter(has_text=MODEL)).to_contain_text("3 versions")
     path = await shot(page, "overview", full=False)
     if os.environ.get("EVOTA_UPDATE_README_SCREENSHOT") == "1":
         shutil.copyfile(path, ROOT / "docs" / "images" / "console.png")
+
+    # Firmware across the fleet: each model by version (shares) and against its release, the
+    # numbers in words for a screen reader and as a table that stays open across live updates.
+    versions_chart = page.get_by_role("img", name="Firmware versions across the fleet")
+    await expect(versions_chart).to_have_accessible_description(
+        re.compile(f"{VENDOR} {MODEL}: 1.1.0 5, 1.0.0 3, 0.9.8 1(;|$)")
+    )
+    standing = page.get_by_role("img", name="Chargers against their model's latest release")
+    await expect(standing).to_have_accessible_description(
+        re.compile(f"{VENDOR} {MODEL}: on the latest release 5, behind 4(;|$)")
+    )
+    details = page.locator("#chart-fleet-standing-data")
+    await details.locator("summary").click()
+    await expect(details.get_by_role("row", name=f"{VENDOR} {MODEL}")).to_contain_text("9")
+    # The next poll (every 5 s; skipped while the focus is inside the region) swaps #live.
+    await page.evaluate("document.activeElement.blur()")
+    await page.evaluate("window.__live = document.getElementById('live')")
+    await page.wait_for_function("() => document.getElementById('live') !== window.__live")
+    await expect(details).to_have_attribute("open", "")
+    await doc_shot(
+        page.locator("section[aria-labelledby=fleet-firmware-heading]"), "overview-charts"
+    )
 
     # Live without a reload: a charger goes offline and the count follows.
     await page.evaluate("window.__same_page = true")

@@ -107,7 +107,7 @@ def test_csv_link_and_ids():
     assert link is not None and link.get("href") == "/x.csv?a=1&b=<2>"
     assert "CSV" in "".join(link.itertext())
     ids = [e.get("id") for e in fig.iter() if e.get("id")]
-    assert len(ids) == len(set(ids)) == 3
+    assert len(ids) == len(set(ids)) == 4
     assert parse(charts.wave_progress("1st", "W", [])).get("id") == "chart-1st"
 
 

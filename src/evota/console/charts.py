@@ -259,7 +259,9 @@ def _legend(entries: Sequence[tuple[str, Markup]]) -> Markup:
     return Markup('<ul class="evchart-legend">{}</ul>').format(items)
 
 
-def _table(title: str, head: Sequence[str], rows: Sequence[Sequence[str]]) -> Markup:
+def _table(
+    title: str, head: Sequence[str], rows: Sequence[Sequence[str]], details_id: str = ""
+) -> Markup:
     th = Markup("").join(Markup('<th scope="col">{}</th>').format(h) for h in head)
     if rows:
         body = Markup("").join(
@@ -272,9 +274,9 @@ def _table(title: str, head: Sequence[str], rows: Sequence[Sequence[str]]) -> Ma
     else:
         body = Markup('<tr><td colspan="{}">No data</td></tr>').format(len(head))
     return Markup(
-        '<details class="evchart-data"><summary>Data table</summary><table>'
+        '<details class="evchart-data"{}><summary>Data table</summary><table>'
         "<caption>{}</caption><thead><tr>{}</tr></thead><tbody>{}</tbody></table></details>"
-    ).format(title, th, body)
+    ).format(Markup(' id="{}"').format(details_id) if details_id else "", title, th, body)
 
 
 def _figure(
@@ -322,7 +324,14 @@ def _no_data(chart_id: str, title: str, head: Sequence[str], csv_url: str | None
         '<text class="evchart-empty" x="{x}" y="45" text-anchor="middle">No data</text>'
     ).format(w=_n(_W - 1), g=_GRID, x=_n(_W / 2))
     return _figure(
-        chart_id, title, "No data.", 80, body, Markup(""), _table(title, head, []), csv_url
+        chart_id,
+        title,
+        "No data.",
+        80,
+        body,
+        Markup(""),
+        _table(title, head, [], f"{_id(chart_id)}-data"),
+        csv_url,
     )
 
 
@@ -482,7 +491,7 @@ def time_series(
         height,
         Markup("").join(parts),
         _legend(legend),
-        _table(title, head, rows),
+        _table(title, head, rows, f"{_id(chart_id)}-data"),
         csv_url,
     )
 
@@ -604,7 +613,7 @@ def stacked_area(
         height,
         Markup("").join(parts),
         _legend(legend),
-        _table(title, head, rows),
+        _table(title, head, rows, f"{_id(chart_id)}-data"),
         csv_url,
     )
 
@@ -727,7 +736,7 @@ def stacked_bars(
         height,
         Markup("").join(parts),
         _legend(legend),
-        _table(title, head, rows),
+        _table(title, head, rows, f"{_id(chart_id)}-data"),
         csv_url,
     )
 
@@ -840,7 +849,7 @@ def grouped_bars(
         height,
         Markup("").join(parts),
         _legend(legend),
-        _table(title, head, rows),
+        _table(title, head, rows, f"{_id(chart_id)}-data"),
         csv_url,
     )
 
@@ -859,10 +868,12 @@ def comparison(
     interval_label: str = "95% CI",
     description: str = "",
     csv_url: str | None = None,
+    colours: Mapping[str, str] | None = None,
 ) -> Markup:
     """Horizontal bars from 0 to each estimate with whiskers for its interval (before/after,
     updated/control, or a difference that may be negative); ``reference`` draws a dashed
-    line (e.g. a gate's threshold) labelled ``reference_label``."""
+    line (e.g. a gate's threshold) labelled ``reference_label``. ``colours`` maps a group to
+    its colour (else the palette in order of first appearance)."""
     head = ["", "Group", "Value", f"{interval_label} low", f"{interval_label} high"]
     usable = [e for e in estimates if _finite(e.value)]
     if not usable:
@@ -871,7 +882,7 @@ def comparison(
     for e in estimates:
         if e.group not in groups:
             groups.append(e.group)
-    colour = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
+    colour = {g: (colours or {}).get(g, PALETTE[i % len(PALETTE)]) for i, g in enumerate(groups)}
     ends = [0.0]
     for e in usable:
         ends += [v for v in (e.value, e.low, e.high) if v is not None and _finite(v)]
@@ -970,7 +981,10 @@ def comparison(
                 'stroke-dasharray="5 3"/>'
                 '<text class="evchart-tick" x="{x}" y="14" text-anchor="middle">{label}</text>'
             ).format(
-                x=_n(rx), t=_n(top - 4), b=_n(bottom), label=reference_label or _fmt(reference)
+                x=_n(rx),
+                t=_n(top - 4),
+                b=_n(bottom),
+                label=f"{reference_label} {_fmt(reference)}".strip(),
             )
         )
     legend = [(g, _swatch(colour[g])) for g in groups if g]
@@ -978,7 +992,10 @@ def comparison(
         legend.append((f"whiskers: {interval_label}", _swatch(_AXIS, "")))
     if reference is not None and _finite(reference):
         legend.append(
-            (f"dashed line: {reference_label or _fmt(reference)}", _swatch("#000", "5 3"))
+            (
+                f"dashed line: {reference_label or 'reference'} {_fmt(reference)}",
+                _swatch("#000", "5 3"),
+            )
         )
     words = []
     for e in estimates:
@@ -998,6 +1015,6 @@ def comparison(
         height,
         Markup("").join(parts),
         _legend(legend),
-        _table(title, head, rows),
+        _table(title, head, rows, f"{_id(chart_id)}-data"),
         csv_url,
     )

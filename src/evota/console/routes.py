@@ -28,10 +28,11 @@ from evota import __version__
 from evota.api.deps import POLL_HEADER, SESSION_COOKIE, Principal, authenticate, principal
 from evota.api.problems import Problem, problem_response
 from evota.client import ApiError
-from evota.console import overview, queries
+from evota.console import overview, page_charts, queries
 from evota.console.client import Api
 from evota.console.forms import command_forms
 from evota.console.preview import preview
+from evota.console.resolution_view import resolution_context
 from evota.control.operation import ACTIVE, OperationState
 from evota.firmware import lifecycle
 from evota.firmware.lifecycle import FirmwareState
@@ -135,6 +136,7 @@ NAV = (
     NavItem("/console/operations", "Operations", "operation.read"),
     NavItem("/console/approvals", "Approvals", "fleet.read", "approvals"),
     NavItem("/console/alerts", "Alerts", "alert.read", "alerts"),
+    NavItem("/console/resolution", "Remote resolution", "fleet.read"),
     NavItem("/console/audit", "Audit log", "audit.read"),
     NavItem("/console/users", "Users", "user.admin"),
 )
@@ -303,6 +305,7 @@ async def overview_page(request: Request) -> Response:
             "models": models,
             "charts": charts,
             "behind": sum(m.behind for m in models),
+            "fleet_charts": page_charts.overview_charts(models),
             "security_events": await queries.security_events(p.rt, p.who),
             "alerts": alerts,
             "campaigns": campaigns,
@@ -527,6 +530,7 @@ async def campaign_page(request: Request, campaign_id: str) -> Response:
             "approvals": approvals,
             "image": images.get(campaign["firmware_id"]),
             "final": campaign["state"] in CAMPAIGN_TERMINAL and not campaign["rollback"],
+            "campaign_charts": page_charts.campaign_charts(campaign),
         }
 
     return await render(request, "campaign.html", load, title="Campaign")
@@ -656,6 +660,14 @@ async def mfa_page(request: Request) -> Response:
         return {"me": await p.api.get("/api/v1/auth/me")}
 
     return await render(request, "mfa.html", load, title="Second factor", mfa_page=True)
+
+
+@router.get("/console/resolution", response_class=HTMLResponse)
+async def resolution_page(request: Request) -> Response:
+    async def load(p: Page) -> dict[str, Any]:
+        return await resolution_context(p.api, request.query_params)
+
+    return await render(request, "resolution.html", load, title="Remote resolution")
 
 
 @router.get("/console/{rest:path}", response_class=HTMLResponse)

@@ -246,6 +246,7 @@
     }
     const el = document.getElementById(id);
     if (r.ok && el) htmx.swap(el, await r.text(), { swapStyle: "outerHTML", swapDelay: 0, settleDelay: 0 });
+    reopenDetails();
   }
   function refresh(id) {
     if (!window.htmx || !document.getElementById(id)) return Promise.resolve();
@@ -558,6 +559,23 @@
       if (done) source.close();
     });
   }
+
+  // A chart's data table (<details id=…>) the operator opened stays open when its live
+  // region is swapped for a fresher copy (which arrives closed).
+  const openDetails = new Set();
+  document.addEventListener("toggle", (ev) => {
+    const d = ev.target;
+    if (!(d instanceof HTMLDetailsElement) || !d.id) return;
+    if (d.open) openDetails.add(d.id);
+    else if (d.isConnected) openDetails.delete(d.id);
+  }, true);
+  function reopenDetails() {
+    for (const id of openDetails) {
+      const d = document.getElementById(id);
+      if (d instanceof HTMLDetailsElement && !d.open) d.open = true;
+    }
+  }
+  document.addEventListener("htmx:afterSettle", reopenDetails);
 
   // Live regions poll only while the operator is not working inside them (no focus lost).
   window.evotaQuiet = () => {
