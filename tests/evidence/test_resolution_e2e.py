@@ -163,6 +163,20 @@ async def test_a_reset_that_clears_the_fault_counts_resolved_one_that_does_not_u
     refused = await _cli(b, "resolution", "--since", "2020-01-01", "--until", "2022-01-01")
     assert refused.exit_code == 1 and "at most 366 days" in refused.output, refused.output
 
+    # The console page: the same numbers as a table and a chart, the CSV link, the nav link.
+    viewer_all = await session_for(b.rt, "fleet-viewer", ["viewer"])
+    async with api_client(b.rt, None) as web:
+        web.cookies.set("evota_session", viewer_all)
+        page = await web.get("/console/resolution", params={"group_by": "error_code"})
+        assert page.status_code == 200, page.text
+        html = page.text
+        assert 'href="/console/resolution"' in html and "Remote resolution" in html
+        assert "<td>InternalError</td>" in html and "<td>1/2</td>" in html
+        assert 'role="img"' in html and "Resolution rate by error code before" in html
+        assert "format=csv" in html
+        bad = await web.get("/console/resolution", params={"window_minutes": "0"})
+        assert bad.status_code == 422 and "window_minutes" in bad.text
+
     # A scoped operator sees the numbers of its own chargers only.
     site = {"id": "depot", "name": "Depot", "timezone": "Europe/Berlin"}
     assert (await b.api.post("/api/v1/sites", json=site)).status_code == 201
