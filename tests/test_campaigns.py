@@ -32,7 +32,7 @@ from evota.store.models import ChargingSession, Job, JobEvent
 from .conftest import TOKEN, Keys
 from .sim.conftest import fast
 from .support import free_port, serving, until
-from .test_firmware_update import FAST_JOBS, Bench, running, trust, upload
+from .test_firmware_update import FAST_JOBS, MODEL, Bench, running, trust, upload
 
 SITES = [SiteSpec(id=f"site-{i}", name=f"Site {i}", timezone="UTC") for i in range(4)]
 POLICY: dict[str, Any] = {
@@ -215,6 +215,67 @@ async def wave_members(rt: Runtime, campaign_id: str, index: int) -> set[str]:
             await conn.execute(select(Campaign.waves).where(Campaign.id == campaign_id))
         ).scalar_one()
     return set(waves[index])
+
+
+async def test_twelve_chargers_four_then_half_then_all_complete_at_half(world: World):
+    """Issue 13's small operator: waves 4 / 50% / 100% at 0.5. The second wave (2 chargers)
+    alone would be inconclusive; with the pilot's evidence it is 6/6 and passes."""
+    fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=16 * 1024)
+    await world.fleet(fleet_spec(12, world.keys), session_rate=0.0)
+    waves = [{"count": 4}, {"percent": 50}, {"percent": 100}]
+    c = await world.campaign(fw["id"], waves=waves)
+    assert [w["size"] for w in c["waves"]] == [4, 2, 6]
+    await world.api.post(f"/api/v1/campaigns/{c['id']}/start", json={})
+    done = await world.until(c["id"], lambda c: c["state"] != "running", timeout=90)
+    assert done["state"] == "completed", done["state_reason"]
+    gates = [w["gates"][-1] for w in done["waves"]]
+    assert [(g["outcome"], g["executed"], g["wave_numbers"]["executed"]) for g in gates] == [
+        ("passed", 4, 4),
+        ("passed", 6, 2),
+        ("passed", 12, 6),
+    ]
+    assert gates[1]["reasons"] == ["6/6 healthy: Wilson lower bound 0.610 >= 0.5"]
+
+
+async def test_a_bad_image_for_one_of_two_models_holds_and_rolls_back_that_model_only(
+    world: World,
+):
+    """DC150 chargers boot 2.0.0 but their connectors stay Unavailable (the jobs succeed);
+    with group_by model the pilot's gate holds DC150 and rolls it back, AC22 completes."""
+    await upload(world.api, world.tmp_path, world.keys, "1.0.0", size=16 * 1024,
+                 models=(MODEL, "DC150"))  # fmt: skip
+    fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=16 * 1024,
+                      models=(MODEL, "DC150"))  # fmt: skip
+    spec = fleet_spec(16, world.keys)
+    bad = FaultProfile(unavailable_versions=("2.0.0",))
+    chargers = tuple(
+        replace(ch, model="DC150", faults=bad) if i % 2 else ch
+        for i, ch in enumerate(spec.chargers)
+    )
+    await world.fleet(replace(spec, chargers=chargers), session_rate=0.0)
+    dc = {ch.identity for ch in chargers if ch.model == "DC150"}
+    pilot = sorted(dc)[:4] + sorted({ch.identity for ch in chargers} - dc)[:4]
+    policy = {**POLICY, "group_by": "model", "on_group_failure": "hold_and_rollback"}
+    c = await world.campaign(fw["id"], pilot=pilot, waves=[{"percent": 100}], policy=policy)
+    await world.api.post(f"/api/v1/campaigns/{c['id']}/start", json={})
+    done = await world.until(c["id"], lambda c: c["state"] != "running", timeout=90)
+    assert done["state"] == "completed", done["state_reason"]
+    assert list(done["held_groups"]) == ["DC150"]
+    assert done["held_groups"]["DC150"].startswith("model DC150: 0/4 healthy")
+    pilot_gate = done["waves"][0]["gates"][-1]
+    assert pilot_gate["hold"] and pilot_gate["outcome"] == "passed"
+    assert (pilot_gate["executed"], pilot_gate["succeeded"]) == (4, 4)  # AC22 alone
+    assert done["waves"][1]["jobs"] == {"succeeded": 4, "held": 4}
+    jobs = await jobs_of(world.rt, c["id"])
+    updated = {j.charger_id for j in jobs if j.kind == "update"}
+    assert updated & dc == set(pilot) & dc  # no DC150 charger beyond the pilot
+    rollbacks = {j.charger_id: j for j in jobs if j.kind == "rollback"}
+    assert set(rollbacks) == set(pilot) & dc
+    assert {(j.state, j.target_version) for j in rollbacks.values()} == {("succeeded", "1.0.0")}
+    versions = (await world.api.get("/api/v1/chargers", params={"limit": 100})).json()["items"]
+    on = {v["id"]: v["firmware_version"] for v in versions}
+    assert {on[cid] for cid in dc} == {"1.0.0"}
+    assert {on[cid] for cid in set(on) - dc} == {"2.0.0"}
 
 
 async def test_link_drops_and_power_loss_are_retried_to_completion(world: World):
