@@ -55,6 +55,7 @@ async def test_every_page_is_accessible_and_live(console: Console):
     page = await console.page("root", ALL_ROLES)
     pages = {
         "overview": "/console/",
+        "fleet-firmware": "/console/fleet/firmware",
         "chargers": "/console/chargers",
         "charger": "/console/chargers/AC-0001",
         "firmware": "/console/firmware",
@@ -66,6 +67,7 @@ async def test_every_page_is_accessible_and_live(console: Console):
         "operation-detail": f"/console/operations/{op.json()['id']}",
         "approvals": "/console/approvals",
         "alerts": "/console/alerts",
+        "resolution": "/console/resolution",
         "audit": "/console/audit",
         "users": "/console/users",
         "account": "/console/mfa",

@@ -263,3 +263,33 @@ async def test_cli_prints_scorecards_and_the_fleet_picture(
     assert len(r.output.strip().splitlines()) == 1
     r = await invoke(rt, "fleet", "firmware", "--days", "0")
     assert r.exit_code != 0 and "days" in r.output
+
+
+async def test_console_pages_show_the_scorecard_and_the_fleet_picture(
+    evota_sqlite: Runtime, tmp_path: Path
+) -> None:
+    rt = evota_sqlite
+    async with api_client(rt) as admin:
+        seeded = await _seed(rt, admin, tmp_path)
+    base = f"http://127.0.0.1:{rt.http_port}"
+    root = await session_for(rt, "root", ["firmware_manager"])
+    paula = await session_for(rt, "paula", ["viewer"], sites=["paris"])
+    async with httpx.AsyncClient(base_url=base, cookies={"evota_session": root}) as web:
+        page = await web.get(f"/console/firmware/{seeded['new']['id']}")
+        assert page.status_code == 200, page.text
+        assert 'data-testid="scorecard"' in page.text
+        assert "download_failed 1" in page.text and "berlin rollout" in page.text
+        assert f"/console/firmware/{seeded['old']['id']}" in page.text  # the predecessor
+        overview = await web.get("/console/")
+        assert 'href="/console/fleet/firmware"' in overview.text
+        page = await web.get("/console/fleet/firmware", params={"days": "7"})
+        assert page.status_code == 200, page.text
+        assert 'data-stat="behind">2<' in page.text
+        assert "/api/v1/fleet/firmware?days=7&amp;format=csv" in page.text
+        assert "&#39;=Evil" not in page.text and "=Evil" in page.text  # escaped, not quoted
+        bad = await web.get("/console/fleet/firmware", params={"days": "0"})
+        assert bad.status_code == 422 and "field days" in bad.text
+    async with httpx.AsyncClient(base_url=base, cookies={"evota_session": paula}) as web:
+        page = await web.get("/console/fleet/firmware")
+        assert page.status_code == 200, page.text
+        assert 'data-stat="behind">1<' in page.text and "=Evil" not in page.text

@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -32,6 +32,7 @@ from evota.console import overview, page_charts, queries
 from evota.console.client import Api
 from evota.console.forms import command_forms
 from evota.console.preview import preview
+from evota.console.fleet_firmware_view import fleet_firmware_context
 from evota.console.resolution_view import resolution_context
 from evota.control.operation import ACTIVE, OperationState
 from evota.firmware import lifecycle
@@ -306,12 +307,35 @@ async def overview_page(request: Request) -> Response:
             "charts": charts,
             "behind": sum(m.behind for m in models),
             "fleet_charts": page_charts.overview_charts(models),
+            "day_charts": await _day_charts(p),
+            "overview_days": OVERVIEW_DAYS,
             "security_events": await queries.security_events(p.rt, p.who),
             "alerts": alerts,
             "campaigns": campaigns,
         }
 
     return await render(request, "overview.html", load, title="Fleet overview")
+
+
+#: How many days of the fleet's daily rollup the overview draws.
+OVERVIEW_DAYS = 30
+
+
+async def _day_charts(p: Page) -> dict[str, Any]:
+    """The overview's daily series, read on a full page load only: its 5-second polls
+    redraw the live counts, and a day's figures change once per rollup."""
+    if not p.can("fleet.read") or p.request.headers.get("HX-Request"):
+        return {}
+    since = (p.rt.clock.now() - timedelta(days=OVERVIEW_DAYS - 1)).date()
+    return page_charts.fleet_day_charts(await queries.fleet_days(p.rt, p.who, since))
+
+
+@router.get("/console/fleet/firmware", response_class=HTMLResponse)
+async def fleet_firmware_page(request: Request) -> Response:
+    async def load(p: Page) -> dict[str, Any]:
+        return await fleet_firmware_context(p.api, request.query_params)
+
+    return await render(request, "fleet_firmware.html", load, title="Firmware over time")
 
 
 # -- chargers --------------------------------------------------------------------------------
@@ -412,8 +436,10 @@ async def firmware_detail_page(request: Request, firmware_id: str) -> Response:
         running = await p.api.get(f"/api/v1/firmware/{_id(firmware_id)}/chargers", limit=200)
         jobs = await p.api.maybe("/api/v1/jobs", firmware_id=image["id"], limit=20)
         campaigns = await p.api.maybe("/api/v1/campaigns", limit=200)
+        scorecard = await p.api.maybe(f"/api/v1/firmware/{_id(firmware_id)}/scorecard")
         return {
             "image": image,
+            "scorecard": scorecard,
             "running": running,
             "jobs": jobs["items"] if jobs else [],
             "campaigns": [
