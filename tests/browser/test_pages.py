@@ -68,6 +68,7 @@ async def test_every_page_is_accessible_and_live(console: Console):
         "approvals": "/console/approvals",
         "alerts": "/console/alerts",
         "resolution": "/console/resolution",
+        "resolution": "/console/resolution",
         "audit": "/console/audit",
         "users": "/console/users",
         "account": "/console/mfa",
