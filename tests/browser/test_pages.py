@@ -52,6 +52,8 @@ async def test_every_page_is_accessible_and_live(console: Console):
     for _ in range(6):  # enough failed logins for an anomaly alert
         await console.api.post("/api/v1/auth/login", json={"username": "mallory", "password": "x"})
 
+    rollup = await console.api.post("/api/v1/kpis/rollup")  # the overview's day-by-day charts
+    assert rollup.status_code == 200, rollup.text
     page = await console.page("root", ALL_ROLES)
     pages = {
         "overview": "/console/",
@@ -67,7 +69,6 @@ async def test_every_page_is_accessible_and_live(console: Console):
         "operation-detail": f"/console/operations/{op.json()['id']}",
         "approvals": "/console/approvals",
         "alerts": "/console/alerts",
-        "resolution": "/console/resolution",
         "resolution": "/console/resolution",
         "audit": "/console/audit",
         "users": "/console/users",
@@ -128,6 +129,12 @@ async def test_every_page_is_accessible_and_live(console: Console):
     await doc_shot(
         page.locator("section[aria-labelledby=fleet-firmware-heading]"), "overview-charts"
     )
+    # The fleet day by day (today so far, from the rollup); no sessions yet: a gap, not 0 %.
+    availability = page.get_by_role("img", name="Availability and session success per day")
+    await expect(availability).to_have_accessible_description(
+        re.compile(r"available: latest [0-9.]+ %, .*; sessions succeeded: no data$")
+    )
+    await expect(page.locator("#chart-fleet-incidents-data")).to_contain_text("faults")
 
     # Live without a reload: a charger goes offline and the count follows.
     await page.evaluate("window.__same_page = true")

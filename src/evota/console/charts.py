@@ -414,8 +414,9 @@ def time_series(
         return left + (at - t0).total_seconds() * (right - left) / span
 
     parts = [_y_axis(ticks, y, left, right, unit)]
-    fmt = _time_format(t0, t1)
-    for at in time_ticks(t0, t1):
+    one = min(times) == max(times)
+    fmt = "%Y-%m-%d %H:%M" if one else _time_format(t0, t1)
+    for at in (min(times),) if one else time_ticks(t0, t1):
         parts.append(
             Markup(
                 '<line x1="{x}" y1="{b}" x2="{x}" y2="{b2}" stroke="{a}"/>'

@@ -2,20 +2,24 @@
 
 The campaign page draws its waves' progress and its gates' evidence from the campaign summary
 the API returns (``GET /api/v1/campaigns/{id}``); the overview draws the fleet's firmware from
-the per-model summaries :mod:`evota.console.overview` computes. Kept apart from
+the per-model summaries :mod:`evota.console.overview` computes, and the fleet's days from the
+daily charger rollup (``charger_days``, summed per day over the operator's scope). Kept apart from
 :mod:`evota.console.charts`, which knows nothing about campaigns or firmware.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 from markupsafe import Markup
 
 from evota.console import charts, overview
-from evota.console.charts import Estimate, Layer, WaveProgress
+from evota.console.charts import Estimate, Layer, Series, WaveProgress
 from evota.firmware import versions
 
 #: The overview's version chart names this many versions; the rest are "older/other".
@@ -197,3 +201,66 @@ def overview_charts(models: Sequence[overview.ModelSummary]) -> dict[str, Markup
         colours=_STANDING_COLOURS,
     )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class FleetDay:
+    """The operator's chargers on one UTC day: the charger-day rollup summed."""
+
+    day: date
+    chargers: int  # charger-days rolled up
+    observed_s: float
+    available_s: float
+    offline_episodes: int
+    faults: int
+    sessions: int
+    failed_sessions: int
+
+
+def _share(part: float, whole: float) -> float:
+    return 100.0 * part / whole if whole > 0 else math.nan
+
+
+def _per(count: float, chargers: int) -> float:
+    return count / chargers if chargers > 0 else math.nan
+
+
+def fleet_day_charts(days: Sequence[FleetDay]) -> dict[str, Markup]:
+    """The overview's time series: ``availability`` (share of observed time Available, and
+    the share of sessions that succeeded) and ``incidents`` (faults and offline episodes per
+    charger-day). A day without sessions is a gap in the session line, not 0 %."""
+    at = [datetime(d.day.year, d.day.month, d.day.day, tzinfo=UTC) for d in days]
+    availability = charts.time_series(
+        "chart-fleet-availability",
+        "Availability and session success per day",
+        [
+            Series(
+                "available",
+                [(t, _share(d.available_s, d.observed_s)) for t, d in zip(at, days, strict=True)],
+            ),
+            Series(
+                "sessions succeeded",
+                [
+                    (t, _share(d.sessions - d.failed_sessions, d.sessions))
+                    for t, d in zip(at, days, strict=True)
+                ],
+            ),
+        ],
+        unit="%",
+        from_zero=False,
+    )
+    incidents = charts.time_series(
+        "chart-fleet-incidents",
+        "Faults and offline episodes per charger-day",
+        [
+            Series(
+                "faults", [(t, _per(d.faults, d.chargers)) for t, d in zip(at, days, strict=True)]
+            ),
+            Series(
+                "offline episodes",
+                [(t, _per(d.offline_episodes, d.chargers)) for t, d in zip(at, days, strict=True)],
+            ),
+        ],
+        unit="per charger-day",
+    )
+    return {"availability": availability, "incidents": incidents}

@@ -8,7 +8,7 @@ operator could not list.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,6 +16,8 @@ from sqlalchemy import func, select
 from evota.api.approvals import visibilities
 from evota.api.deps import Principal, scope_filter
 from evota.console.overview import Release, VersionCount
+from evota.console.page_charts import FleetDay
+from evota.evidence.daily import day_date, day_number
 from evota.firmware.lifecycle import FirmwareState
 from evota.operators.four_eyes import ApprovalState
 from evota.rollout.campaign import CampaignState
@@ -25,6 +27,7 @@ from evota.store.models import (
     Approval,
     Campaign,
     Charger,
+    ChargerDay,
     ChargerEvent,
     ChargerSetting,
     Connector,
@@ -117,6 +120,42 @@ async def running_counts(rt: Runtime, who: Principal) -> dict[tuple[str, str], i
     async with rt.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return {(str(r[0] or ""), str(r[1])): int(r[2]) for r in rows}
+
+
+async def fleet_days(rt: Runtime, who: Principal, since: date) -> list[FleetDay]:
+    """The daily charger rollup summed per day from ``since`` on, over the chargers ``who``
+    may see (one grouped read; the overview shows it on a full page load, not on its polls)."""
+    ids = scope_filter(who)(select(Charger.id))
+    query = (
+        select(
+            ChargerDay.day,
+            func.count(),
+            func.sum(ChargerDay.observed_s),
+            func.sum(ChargerDay.available_s),
+            func.sum(ChargerDay.offline_episodes),
+            func.sum(ChargerDay.faults),
+            func.sum(ChargerDay.sessions),
+            func.sum(ChargerDay.failed_sessions),
+        )
+        .where(ChargerDay.day >= day_number(since), ChargerDay.charger_id.in_(ids))
+        .group_by(ChargerDay.day)
+        .order_by(ChargerDay.day)
+    )
+    async with rt.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        FleetDay(
+            day_date(int(r[0])),
+            int(r[1]),
+            float(r[2] or 0),
+            float(r[3] or 0),
+            int(r[4] or 0),
+            int(r[5] or 0),
+            int(r[6] or 0),
+            int(r[7] or 0),
+        )
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)
