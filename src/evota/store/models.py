@@ -203,7 +203,27 @@ class ChargerDay(Base):
     end_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     __table_args__ = (
         Index("ix_charger_days_day", "day"),
-        Index("ix_charger_days_version_day", "firmware_version", "day"),
+        # Covers the KPI sums of one version over days: an index-only scan (docs/kpis.md).
+        Index(
+            "ix_charger_days_version_day",
+            "firmware_version",
+            "day",
+            "vendor",
+            "model",
+            "complete",
+            "observed_s",
+            "connected_s",
+            "available_s",
+            "offline_episodes",
+            "reconnects",
+            "faults",
+            "sessions",
+            "failed_sessions",
+            "repairs",
+            "repair_s",
+            "repair_s2",
+            "charger_id",
+        ),
     )
 
 

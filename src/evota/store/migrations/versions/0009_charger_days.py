@@ -42,7 +42,31 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("charger_id", "day", name=op.f("pk_charger_days")),
     )
     op.create_index("ix_charger_days_day", "charger_days", ["day"])
-    op.create_index("ix_charger_days_version_day", "charger_days", ["firmware_version", "day"])
+    # Covering the KPI sums of one version over a range of days: an index-only scan (no row
+    # lookups: twice as fast on 300,000 rows, bench/kpis.py).
+    op.create_index(
+        "ix_charger_days_version_day",
+        "charger_days",
+        [
+            "firmware_version",
+            "day",
+            "vendor",
+            "model",
+            "complete",
+            "observed_s",
+            "connected_s",
+            "available_s",
+            "offline_episodes",
+            "reconnects",
+            "faults",
+            "sessions",
+            "failed_sessions",
+            "repairs",
+            "repair_s",
+            "repair_s2",
+            "charger_id",
+        ],
+    )
 
 
 def downgrade() -> None:
