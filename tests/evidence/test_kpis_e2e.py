@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -20,7 +21,7 @@ from evota.sim import Fleet, fleet_from_flags
 from evota.sim.fleet import FaultProfile
 from evota.store.models import ChargingSession
 
-from ..conftest import TOKEN, Keys, ShiftedClock, api_client, start_runtime
+from ..conftest import TOKEN, Keys, ShiftedClock, api_client, session_for, start_runtime
 from ..sim.conftest import fast
 from ..support import until
 from ..test_campaigns import POLICY, booted
@@ -174,6 +175,21 @@ async def test_a_degraded_version_shows_in_kpis_against_before_and_control(
         assert r.status_code == 422 and "days" in r.text
         r = await api.get("/api/v1/campaigns/nope/kpis")
         assert r.status_code == 404
+
+        # the console: a KPI section with its tables and chart on both pages
+        cookie = await session_for(rt, "vera", ["viewer"])
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{rt.http_port}", cookies={"evota_session": cookie}
+        ) as web:
+            page = await web.get(f"/console/campaigns/{campaign}")
+            assert page.status_code == 200, page.text
+            assert 'data-testid="campaign-kpis"' in page.text
+            assert 'data-kpi="session_success_rate"' in page.text and ">worse<" in page.text
+            assert 'id="campaign-kpis"' in page.text  # the chart
+            page = await web.get(f"/console/firmware/{fw['id']}")
+            assert page.status_code == 200, page.text
+            assert 'data-testid="firmware-kpis"' in page.text
+            assert 'data-testid="regression"' in page.text
 
         # the CLI: a table, --json, and one clear line for an unknown id
         env = {"EVOTA_URL": f"http://127.0.0.1:{rt.http_port}", "EVOTA_TOKEN": TOKEN}

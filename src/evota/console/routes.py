@@ -28,7 +28,7 @@ from evota import __version__
 from evota.api.deps import POLL_HEADER, SESSION_COOKIE, Principal, authenticate, principal
 from evota.api.problems import Problem, problem_response
 from evota.client import ApiError
-from evota.console import overview, page_charts, queries
+from evota.console import kpi_charts, overview, page_charts, queries
 from evota.console.client import Api
 from evota.console.forms import command_forms
 from evota.console.preview import preview
@@ -437,9 +437,14 @@ async def firmware_detail_page(request: Request, firmware_id: str) -> Response:
         jobs = await p.api.maybe("/api/v1/jobs", firmware_id=image["id"], limit=20)
         campaigns = await p.api.maybe("/api/v1/campaigns", limit=200)
         scorecard = await p.api.maybe(f"/api/v1/firmware/{_id(firmware_id)}/scorecard")
+        kpis = await p.api.maybe(f"/api/v1/firmware/{_id(firmware_id)}/kpis")
         return {
             "image": image,
             "scorecard": scorecard,
+            "kpis": kpis,
+            "kpi_chart": kpi_charts.difference_chart(
+                "firmware-kpis", "Version minus predecessor", (kpis or {}).get("comparison")
+            ),
             "running": running,
             "jobs": jobs["items"] if jobs else [],
             "campaigns": [
@@ -551,8 +556,13 @@ async def campaign_page(request: Request, campaign_id: str) -> Response:
             if (a.get("payload") or {}).get("campaign_id") == campaign["id"]
         ]
         images = await _firmware_names(p)
+        kpis = await p.api.maybe(f"/api/v1/campaigns/{_id(campaign_id)}/kpis")
         return {
             "campaign": campaign,
+            "kpis": kpis,
+            "kpi_chart": kpi_charts.difference_chart(
+                "campaign-kpis", "After minus before", (kpis or {}).get("before_after")
+            ),
             "approvals": approvals,
             "image": images.get(campaign["firmware_id"]),
             "final": campaign["state"] in CAMPAIGN_TERMINAL and not campaign["rollback"],
