@@ -57,13 +57,50 @@ class _Charger:
     state: daily.State
 
 
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    """A span's rows, as read: charger events, statuses, succeeded jobs, ended sessions."""
+
+    events: Sequence[Any]
+    statuses: Sequence[Any]
+    jobs: Sequence[Any]
+    sessions: Sequence[Any]
+
+
+def _grouped(raw: _Raw) -> dict[tuple[str, int], list[daily.Event]]:
+    """The rows as events, by (charger, day), in time order."""
+    found: dict[tuple[str, int], list[daily.Event]] = defaultdict(list)
+
+    def add(charger_id: str, event: daily.Event) -> None:
+        found[(charger_id, daily.day_number(event.at))].append(event)
+
+    for r in raw.events:
+        if r.kind == "connected":
+            add(r.charger_id, daily.Connected(r.received_at))
+        elif r.kind == "disconnected":
+            add(r.charger_id, daily.Disconnected(r.received_at))
+        else:
+            version = (r.data or {}).get("firmware_version")
+            if isinstance(version, str) and version:
+                add(r.charger_id, daily.VersionSeen(r.received_at, version))
+    for r in raw.statuses:
+        add(r.charger_id, daily.Status(r.received_at, r.connector_id, r.status, r.error_code))
+    for r in raw.jobs:
+        add(r.charger_id, daily.VersionSeen(r.finished_at, r.target_version))
+    for r in raw.sessions:
+        add(r.charger_id, daily.SessionEnded(r.stopped_at, failed=r.outcome == "interrupted"))
+    for events in found.values():
+        events.sort(key=lambda e: e.at)  # stable: same-instant events keep their order
+    return found
+
+
 class Rollup:
     def __init__(
         self,
         engine: AsyncEngine,
         clock: Clock,
         *,
-        chunk: int = 500,
+        chunk: int = 250,
         span_days: int = 7,
         max_days: int = 400,
         grace: timedelta = GRACE,
@@ -193,106 +230,105 @@ class Rollup:
         while day <= today:
             last = min(today, day + self.span_days - 1)
             active = [c for c in todo if c.first_day <= last]
-            events = await self._events([c.id for c in active], day, last)
-            rows = []
-            for c in active:
-                for d in range(max(day, c.first_day), last + 1):
-                    start = daily.day_start(d)
-                    end = min(start + daily.DAY, now)
-                    totals, after = daily.roll(
-                        states[c.id], events.get((c.id, d), ()), start, end, self.offline_after
-                    )
-                    states[c.id] = after
-                    rows.append(
-                        _row(c, d, totals, after, complete=now >= start + daily.DAY + self.grace)
-                    )
+            raw = await self._events([c.id for c in active], day, last)
+            # The day computation is CPU work: in a worker thread, so the event loop (the
+            # OCPP gateway, the console) keeps getting the GIL between its slices.
+            rows = await asyncio.to_thread(self._rows, active, states, raw, day, last, now)
             await self._write([c.id for c in active], day, last, rows)
             written += len(rows)
             day = last + 1
         return written
 
-    async def _events(
-        self, ids: list[str], first: int, last: int
-    ) -> dict[tuple[str, int], list[daily.Event]]:
-        """Every event of ``ids`` on days ``first..last``, by (charger, day), in time order."""
+    def _rows(
+        self,
+        active: Sequence[_Charger],
+        states: dict[str, daily.State],
+        raw: _Raw,
+        first: int,
+        last: int,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """Day rows of ``active`` for days ``first..last``, carrying ``states`` forward."""
+        events = _grouped(raw)
+        rows = []
+        for c in active:
+            for d in range(max(first, c.first_day), last + 1):
+                start = daily.day_start(d)
+                end = min(start + daily.DAY, now)
+                totals, after = daily.roll(
+                    states[c.id], events.get((c.id, d), ()), start, end, self.offline_after
+                )
+                states[c.id] = after
+                rows.append(
+                    _row(c, d, totals, after, complete=now >= start + daily.DAY + self.grace)
+                )
+        return rows
+
+    async def _events(self, ids: list[str], first: int, last: int) -> _Raw:
+        """The rows of every event of ``ids`` on days ``first..last`` (turned into events by
+        :func:`_grouped` in the worker thread)."""
         since, until = daily.day_start(first), daily.day_start(last + 1)
-        found: dict[tuple[str, int], list[daily.Event]] = defaultdict(list)
-
-        def add(charger_id: str, event: daily.Event) -> None:
-            found[(charger_id, daily.day_number(event.at))].append(event)
-
         async with self.engine.connect() as conn:
-            for r in await conn.execute(
-                select(
-                    ChargerEvent.charger_id,
-                    ChargerEvent.kind,
-                    ChargerEvent.data,
-                    ChargerEvent.received_at,
+            events = (
+                await conn.execute(
+                    select(
+                        ChargerEvent.charger_id,
+                        ChargerEvent.kind,
+                        ChargerEvent.data,
+                        ChargerEvent.received_at,
+                    )
+                    .where(
+                        ChargerEvent.charger_id.in_(ids),
+                        ChargerEvent.kind.in_(("connected", "disconnected", "boot")),
+                        ChargerEvent.received_at >= since,
+                        ChargerEvent.received_at < until,
+                    )
+                    .order_by(ChargerEvent.id)
                 )
-                .where(
-                    ChargerEvent.charger_id.in_(ids),
-                    ChargerEvent.kind.in_(("connected", "disconnected", "boot")),
-                    ChargerEvent.received_at >= since,
-                    ChargerEvent.received_at < until,
+            ).all()
+            statuses = (
+                await conn.execute(
+                    select(
+                        ConnectorStatus.charger_id,
+                        ConnectorStatus.connector_id,
+                        ConnectorStatus.status,
+                        ConnectorStatus.error_code,
+                        ConnectorStatus.received_at,
+                    )
+                    .where(
+                        ConnectorStatus.charger_id.in_(ids),
+                        ConnectorStatus.received_at >= since,
+                        ConnectorStatus.received_at < until,
+                    )
+                    .order_by(ConnectorStatus.id)
                 )
-                .order_by(ChargerEvent.id)
-            ):
-                if r.kind == "connected":
-                    add(r.charger_id, daily.Connected(r.received_at))
-                elif r.kind == "disconnected":
-                    add(r.charger_id, daily.Disconnected(r.received_at))
-                else:
-                    version = (r.data or {}).get("firmware_version")
-                    if isinstance(version, str) and version:
-                        add(r.charger_id, daily.VersionSeen(r.received_at, version))
-            for r in await conn.execute(
-                select(
-                    ConnectorStatus.charger_id,
-                    ConnectorStatus.connector_id,
-                    ConnectorStatus.status,
-                    ConnectorStatus.error_code,
-                    ConnectorStatus.received_at,
+            ).all()
+            jobs = (
+                await conn.execute(
+                    select(Job.charger_id, Job.target_version, Job.finished_at).where(
+                        Job.charger_id.in_(ids),
+                        Job.state == "succeeded",
+                        Job.kind.in_(("update", "rollback")),
+                        Job.finished_at >= since,
+                        Job.finished_at < until,
+                    )
                 )
-                .where(
-                    ConnectorStatus.charger_id.in_(ids),
-                    ConnectorStatus.received_at >= since,
-                    ConnectorStatus.received_at < until,
+            ).all()
+            sessions = (
+                await conn.execute(
+                    select(
+                        ChargingSession.charger_id,
+                        ChargingSession.outcome,
+                        ChargingSession.stopped_at,
+                    ).where(
+                        ChargingSession.charger_id.in_(ids),
+                        ChargingSession.stopped_at >= since,
+                        ChargingSession.stopped_at < until,
+                        ChargingSession.outcome != "active",
+                    )
                 )
-                .order_by(ConnectorStatus.id)
-            ):
-                add(
-                    r.charger_id,
-                    daily.Status(r.received_at, r.connector_id, r.status, r.error_code),
-                )
-            for r in await conn.execute(
-                select(Job.charger_id, Job.target_version, Job.finished_at).where(
-                    Job.charger_id.in_(ids),
-                    Job.state == "succeeded",
-                    Job.kind.in_(("update", "rollback")),
-                    Job.finished_at >= since,
-                    Job.finished_at < until,
-                )
-            ):
-                add(r.charger_id, daily.VersionSeen(r.finished_at, r.target_version))
-            for r in await conn.execute(
-                select(
-                    ChargingSession.charger_id,
-                    ChargingSession.outcome,
-                    ChargingSession.stopped_at,
-                ).where(
-                    ChargingSession.charger_id.in_(ids),
-                    ChargingSession.stopped_at >= since,
-                    ChargingSession.stopped_at < until,
-                    ChargingSession.outcome != "active",
-                )
-            ):
-                add(
-                    r.charger_id,
-                    daily.SessionEnded(r.stopped_at, failed=r.outcome == "interrupted"),
-                )
-        for events in found.values():
-            events.sort(key=lambda e: e.at)  # stable: same-instant events keep their order
-        return found
+            ).all()
+        return _Raw(events, statuses, jobs, sessions)
 
     async def _write(
         self, ids: list[str], first: int, last: int, rows: list[dict[str, Any]]
@@ -303,8 +339,8 @@ class Rollup:
                     ChargerDay.charger_id.in_(ids), ChargerDay.day >= first, ChargerDay.day <= last
                 )
             )
-            for i in range(0, len(rows), 2000):
-                await conn.execute(insert(ChargerDay), rows[i : i + 2000])
+            for i in range(0, len(rows), 250):  # small statements: short event-loop slices
+                await conn.execute(insert(ChargerDay), rows[i : i + 250])
 
 
 def _row(
