@@ -206,3 +206,30 @@ async def test_firmware_kpis_compare_a_version_with_its_predecessor(engine: Asyn
 
 def _comparable(found: dict[tuple[str, int], Any]) -> dict[tuple[str, int], Any]:
     return {k: tuple(v) for k, v in found.items()}
+
+
+async def test_kpis_count_only_the_callers_chargers(engine: AsyncEngine):
+    """A caller limited to a site (an API token's site limit, or a scoped grant) gets KPIs
+    over that site's chargers only: the API's own scope_filter narrows every sum."""
+    from evota.api.deps import Principal, scope_filter
+    from evota.operators import permissions as perms
+    from evota.store.models import Site
+
+    await seed(engine)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(Site),
+            [{"id": s, "name": s, "timezone": "UTC", "tags": [], "created_at": DAY0} for s in "ab"],
+        )
+        await conn.execute(Charger.__table__.update().where(Charger.id == "A").values(site_id="a"))
+        await conn.execute(Charger.__table__.update().where(Charger.id == "B").values(site_id="b"))
+    now = h(4, 1)
+    await Rollup(engine, FixedClock(now)).run()
+    viewer = (perms.RoleGrant("viewer"),)
+    only_b = scope_filter(Principal("b", viewer, site_limit=frozenset({"b"})))
+    everyone = scope_filter(Principal("all", viewer))
+    scoped = await kpi_service.firmware_kpis(engine, "fw-2", only_b, now, days=7)
+    assert scoped["kpis"]["charger_days"] == 0  # B never ran 2.0
+    assert scoped["predecessor_kpis"]["chargers"] == 1  # B on 1.0, not A
+    full = await kpi_service.firmware_kpis(engine, "fw-2", everyone, now, days=7)
+    assert full["kpis"]["charger_days"] == 2 and full["predecessor_kpis"]["chargers"] == 2

@@ -134,15 +134,18 @@ async def campaign_kpis(
         models = (
             (
                 await conn.execute(
-                    select(func.distinct(Charger.model)).where(
-                        Charger.id.in_(
-                            select(Job.charger_id).where(
-                                Job.campaign_id == campaign_id,
-                                Job.kind == "update",
-                                Job.state == "succeeded",
-                            )
+                    _over_chargers(
+                        select(func.distinct(Charger.model)).where(
+                            Charger.id.in_(
+                                select(Job.charger_id).where(
+                                    Job.campaign_id == campaign_id,
+                                    Job.kind == "update",
+                                    Job.state == "succeeded",
+                                )
+                            ),
+                            Charger.model.is_not(None),
                         ),
-                        Charger.model.is_not(None),
+                        scope,
                     )
                 )
             )
@@ -209,6 +212,11 @@ async def campaign_kpis(
             "comparison": compare(control, treated, ("not_updated", "updated")),
         },
     }
+
+
+def _over_chargers(query: Any, scope: Scope) -> Any:
+    """A query over ``chargers`` narrowed to the caller's."""
+    return query if scope is None else scope(query)
 
 
 def _scoped_jobs(query: Any, scope: Scope) -> Any:
