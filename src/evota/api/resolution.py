@@ -9,6 +9,7 @@ spreadsheet-safe cells.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from dataclasses import asdict
@@ -114,7 +115,9 @@ async def resolution(
     inputs = await data.resolution_inputs(
         rt.engine, scope_filter(who), since=start, until=end, window=window, now=now
     )
-    result = rs.report(
+    # In a thread: a large report takes a second of CPU, which must not stall the gateway.
+    result = await asyncio.to_thread(
+        rs.report,
         inputs.actions,
         inputs.reports,
         inputs.sessions,

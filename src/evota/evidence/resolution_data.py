@@ -7,7 +7,12 @@ linked to their charger through ``audit_chargers``; those that never reached the
 (offline, unsupported) are left out. Each read is narrowed by ``scoped``, a filter over a
 query on ``chargers`` (the API passes :func:`evota.api.deps.scope_filter` for the caller),
 so a scoped operator's numbers count only its own chargers; actions on chargers that no
-longer exist are left out too. Long reads go in keyset chunks.
+longer exist are left out too.
+
+Status histories and sessions are read only for the chargers that were Faulted before one
+of their actions (two scans that return one id per Faulted report): for every other charger
+the answer is "no fault before" whatever it reported. The audit log is read in keyset
+chunks, histories in chunks of :data:`IDS` chargers (bench/resolution.py, docs/analytics.md).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Select, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import aliased
 
 from evota.evidence import resolution as rs
 from evota.store.models import (
@@ -31,7 +37,7 @@ from evota.store.models import (
 
 Scoped = Callable[[Select[Any]], Select[Any]]
 CHUNK = 5000
-IDS = 500  # charger ids per IN (...) list
+IDS = 200  # charger ids per IN (...) list: short stalls of the event loop per chunk
 MAX_RANGE = timedelta(days=366)
 DEFAULT_RANGE = timedelta(days=30)
 _PREFIX = "command."
@@ -104,11 +110,42 @@ async def _facts(
     return facts
 
 
+async def _ever_faulted(
+    conn: AsyncConnection, ids: Sequence[str], since: datetime, until: datetime
+) -> list[str]:
+    """Those of ``ids`` that could have been Faulted before an action in ``[since, until)``:
+    a connector reported Faulted in that range, or its last report before ``since`` was
+    Faulted. The rest had no fault before any of their actions, whatever else they
+    reported, so their (much longer) histories are never read. Faults are rare: both
+    questions go to the whole table at once and return one charger id per faulted charger
+    (a scan in the database beats thousands of index look-ups that each fetch a row)."""
+    h = ConnectorStatus
+    later = aliased(ConnectorStatus)
+    in_range = select(h.charger_id).where(
+        h.status == rs.FAULTED, h.received_at >= since, h.received_at < until
+    )
+    still = ~exists().where(
+        later.charger_id == h.charger_id,
+        later.connector_id == h.connector_id,
+        later.id > h.id,
+        later.received_at < since,
+    )
+    before = select(h.charger_id).where(h.status == rs.FAULTED, h.received_at < since, still)
+    wanted = set(ids)
+    found: set[str] = set()
+    for query in (in_range, before):
+        # No DISTINCT: it would walk the charger index, fetching a row per report; one id per
+        # Faulted report is few rows, deduplicated here.
+        found.update(c for c in (await conn.execute(query)).scalars() if c in wanted)
+    return sorted(found)
+
+
 async def _reports(
     conn: AsyncConnection, ids: Sequence[str], since: datetime, end: datetime
 ) -> list[rs.StatusReport]:
     """Each connector's latest report before ``since`` (what it was when the range began),
-    then every report from ``since`` to ``end``, in the order received."""
+    then every report from ``since`` to ``end``, in the order received. One query per chunk
+    of chargers and per question, each through the history's charger index."""
     out: list[rs.StatusReport] = []
     cols = (
         ConnectorStatus.id,
@@ -126,31 +163,17 @@ async def _reports(
             .group_by(ConnectorStatus.charger_id, ConnectorStatus.connector_id)
             .subquery()
         )
-        rows = list(
+        rows = list(await conn.execute(select(*cols).join(latest, latest.c.id == cols[0])))
+        rows.extend(
             await conn.execute(
-                select(*cols).join(latest, latest.c.id == ConnectorStatus.id).order_by(cols[0])
+                select(*cols).where(
+                    ConnectorStatus.charger_id.in_(chunk),
+                    ConnectorStatus.received_at >= since,
+                    ConnectorStatus.received_at <= end,
+                )
             )
         )
-        last = 0
-        while True:
-            batch = (
-                await conn.execute(
-                    select(*cols)
-                    .where(
-                        ConnectorStatus.charger_id.in_(chunk),
-                        ConnectorStatus.id > last,
-                        and_(
-                            ConnectorStatus.received_at >= since, ConnectorStatus.received_at <= end
-                        ),
-                    )
-                    .order_by(ConnectorStatus.id)
-                    .limit(CHUNK)
-                )
-            ).all()
-            rows.extend(batch)
-            if len(batch) < CHUNK:
-                break
-            last = batch[-1].id
+        rows.sort(key=lambda r: r.id)  # the order received breaks ties between equal times
         out.extend(
             rs.StatusReport(r.charger_id, r.connector_id, r.status, r.error_code, r.received_at)
             for r in rows
@@ -192,7 +215,8 @@ async def resolution_inputs(
         ids = sorted({a.charger_id for a in actions})
         facts = await _facts(conn, ids, scoped)
         actions = [a for a in actions if a.charger_id in facts]
-        ids = sorted(facts)
-        reports = await _reports(conn, ids, since, end)
-        sessions = await _sessions(conn, ids, since, end)
+        # Only a charger that was Faulted before one of its actions needs its history read.
+        faulted = await _ever_faulted(conn, sorted(facts), since, until)
+        reports = await _reports(conn, faulted, since, end)
+        sessions = await _sessions(conn, faulted, since, end)
     return Inputs(actions, reports, sessions, facts)
