@@ -109,8 +109,8 @@ async def test_campaign_from_the_wizard_to_completion(console: Console):
     await page.locator("#chart-waves-data summary").click()
     await expect(table.get_by_role("row", name="Wave 2")).to_contain_text("6")
     await check_a11y(page)
-    await doc_shot(page.locator("#live .evchart-grid"), "campaign-charts")
-    await expect(page.locator("#live")).to_contain_text("2/2 succeeded")
+    await doc_shot(page.locator("#chart-waves").locator(".."), "campaign-charts")
+    await expect(rows.nth(0)).to_contain_text("so far 2/2 healthy")  # the gate's evidence
     assert "Start" not in await page.locator("#actions").inner_text()
     await shot(page, "campaign")
     assert all(ch.firmware_version == "2.0.0" for ch in fleet.chargers)
