@@ -121,6 +121,10 @@ async def test_every_page_is_accessible_and_live(console: Console):
     details = page.locator("#chart-fleet-standing-data")
     await details.locator("summary").click()
     await expect(details.get_by_role("row", name=f"{VENDOR} {MODEL}")).to_contain_text("9")
+    for chart in ("#chart-fleet-versions", "#chart-fleet-standing"):  # each links its export
+        href = await page.locator(f"{chart} a.evchart-csv").get_attribute("href")
+        export = await page.request.get(href or "")
+        assert export.ok and export.headers["content-type"].startswith("text/csv"), href
     # The next poll (every 5 s; skipped while the focus is inside the region) swaps #live.
     await page.evaluate("document.activeElement.blur()")
     await page.evaluate("window.__live = document.getElementById('live')")

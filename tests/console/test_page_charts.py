@@ -84,6 +84,10 @@ def test_overview_charts_per_model_and_against_the_release():
         ["EVBox AC22", "5", "3", "1", "9"],
     ]
     assert page_charts.overview_charts([]) == {}
+    assert "evchart-csv" not in str(out["versions"])  # no link without an export to follow
+    linked = page_charts.overview_charts(models, versions_csv="/v.csv", standing_csv="/s.csv")
+    assert 'href="/v.csv"' in str(linked["versions"])
+    assert 'href="/s.csv"' in str(linked["standing"])
 
 
 def test_overview_names_the_top_versions_and_groups_the_rest():

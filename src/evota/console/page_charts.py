@@ -160,9 +160,15 @@ def _fleet_versions(models: Sequence[overview.ModelSummary]) -> list[str]:
     return sorted(top, key=versions.version_key, reverse=True)
 
 
-def overview_charts(models: Sequence[overview.ModelSummary]) -> dict[str, Markup]:
+def overview_charts(
+    models: Sequence[overview.ModelSummary],
+    *,
+    versions_csv: str | None = None,
+    standing_csv: str | None = None,
+) -> dict[str, Markup]:
     """The overview's fleet-wide charts: ``versions`` (each model's chargers by firmware
-    version, as shares) and ``standing`` (each model against its latest release)."""
+    version, as shares) and ``standing`` (each model against its latest release), each with
+    a link to its CSV export when the operator may read it."""
     if not models:
         return {}
     named = _fleet_versions(models)
@@ -186,6 +192,7 @@ def overview_charts(models: Sequence[overview.ModelSummary]) -> dict[str, Markup
             layers,
             share=True,
             colours=colours,
+            csv_url=versions_csv,
         )
     }
     by_standing: dict[str, list[float]] = {name: [0.0] * len(models) for name in STANDING.values()}
@@ -199,6 +206,7 @@ def overview_charts(models: Sequence[overview.ModelSummary]) -> dict[str, Markup
         [Layer(name, values) for name, values in by_standing.items() if any(values)],
         unit="chargers",
         colours=_STANDING_COLOURS,
+        csv_url=standing_csv,
     )
     return out
 

@@ -30,9 +30,9 @@ from evota.api.problems import Problem, problem_response
 from evota.client import ApiError
 from evota.console import kpi_charts, overview, page_charts, queries
 from evota.console.client import Api
+from evota.console.fleet_firmware_view import fleet_firmware_context
 from evota.console.forms import command_forms
 from evota.console.preview import preview
-from evota.console.fleet_firmware_view import fleet_firmware_context
 from evota.console.resolution_view import resolution_context
 from evota.control.operation import ACTIVE, OperationState
 from evota.firmware import lifecycle
@@ -299,6 +299,7 @@ async def overview_page(request: Request) -> Response:
         releases = await queries.releases(p.rt) if p.can("firmware.read") else []
         models = overview.summarize(await queries.version_counts(p.rt, p.who), releases)
         charts = [(m, overview.bars(m.versions, 260.0)) for m in models]
+        exports = p.can("fleet.read")  # the fleet firmware exports' permission
         alerts = await p.api.maybe("/api/v1/alerts", open="true", limit=5)
         campaigns = await p.api.maybe("/api/v1/campaigns", limit=5)
         return {
@@ -306,7 +307,11 @@ async def overview_page(request: Request) -> Response:
             "models": models,
             "charts": charts,
             "behind": sum(m.behind for m in models),
-            "fleet_charts": page_charts.overview_charts(models),
+            "fleet_charts": page_charts.overview_charts(
+                models,
+                versions_csv="/api/v1/fleet/firmware?format=csv" if exports else None,
+                standing_csv="/api/v1/fleet/firmware/behind?format=csv" if exports else None,
+            ),
             "day_charts": await _day_charts(p),
             "overview_days": OVERVIEW_DAYS,
             "security_events": await queries.security_events(p.rt, p.who),
