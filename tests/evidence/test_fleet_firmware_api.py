@@ -293,3 +293,59 @@ async def test_console_pages_show_the_scorecard_and_the_fleet_picture(
         page = await web.get("/console/fleet/firmware")
         assert page.status_code == 200, page.text
         assert 'data-stat="behind">1<' in page.text and "=Evil" not in page.text
+
+
+async def test_history_keeps_every_version_change_and_drops_repeated_boots(
+    evota: Runtime, tmp_path: Path
+) -> None:
+    """The database drops boots that repeat the version before them; a boot back to the old
+    version after a job's update is a change, not a repeat (what a per-boot comparison
+    would miss)."""
+    await provision(evota, "Z1", KEY)
+    midnight = evota.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def at(days_ago: int, hour: int) -> Any:
+        return midnight - timedelta(days=days_ago) + timedelta(hours=hour)
+
+    async with evota.engine.begin() as conn:
+        await conn.execute(
+            update(Charger)
+            .where(Charger.id == "Z1")
+            .values(vendor="Zed", model="Z", firmware_version="1.0", created_at=at(10, 0))
+        )
+        for day, hour, version in ((6, 1, "1.0"), (5, 1, "1.0"), (4, 2, "2.0"), (3, 1, "1.0")):
+            await conn.execute(
+                insert(ChargerEvent).values(
+                    charger_id="Z1",
+                    kind="boot",
+                    data={"firmware_version": version},
+                    received_at=at(day, hour),
+                )
+            )
+        await conn.execute(
+            insert(ChargerEvent).values(
+                charger_id="Z1", kind="boot", data={"reason": "no version"}, received_at=at(2, 1)
+            )
+        )
+    async with api_client(evota) as admin:
+        await allow_unsigned(admin)  # the job below needs an image row, of any vendor
+        fw = await upload(admin, tmp_path, None, "2.0", size=512)
+    async with evota.engine.begin() as conn:
+        await conn.execute(
+            insert(Job).values(
+                charger_id="Z1",
+                firmware_id=fw["id"],
+                kind="update",
+                state="succeeded",
+                target_version="2.0",
+                previous_version="1.0",
+                created_at=at(4, 0),
+                updated_at=at(4, 1),
+                finished_at=at(4, 1),
+            )
+        )
+    async with api_client(evota) as admin:
+        r = await admin.get("/api/v1/fleet/firmware", params={"days": 7, "vendor": "zed"})
+        assert r.status_code == 200, r.text
+        days = [_day(r.json(), i) for i in range(7)]
+    assert days == [{"1.0": 1}, {"1.0": 1}, {"2.0": 1}] + [{"1.0": 1}] * 4
