@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.clock import Clock
@@ -183,26 +183,27 @@ class Rollup:
             if not rows:
                 return []
             ids = [r.id for r in rows]
+            # Each charger's last complete day, then those rows' end states: two index
+            # lookups (a join of the two made PostgreSQL scan the whole table).
             last = (
-                select(ChargerDay.charger_id, func.max(ChargerDay.day).label("day"))
-                .where(ChargerDay.charger_id.in_(ids), ChargerDay.complete)
-                .group_by(ChargerDay.charger_id)
-                .subquery()
-            )
-            ends = {
-                r.charger_id: (r.day, r.end_state)
+                await conn.execute(
+                    select(ChargerDay.charger_id, func.max(ChargerDay.day))
+                    .where(ChargerDay.charger_id.in_(ids), ChargerDay.complete)
+                    .group_by(ChargerDay.charger_id)
+                )
+            ).all()
+            ends: dict[str, tuple[int, Any]] = {}
+            if last:
                 for r in (
                     await conn.execute(
-                        select(ChargerDay.charger_id, ChargerDay.day, ChargerDay.end_state).join(
-                            last,
-                            and_(
-                                last.c.charger_id == ChargerDay.charger_id,
-                                last.c.day == ChargerDay.day,
-                            ),
+                        select(ChargerDay.charger_id, ChargerDay.day, ChargerDay.end_state).where(
+                            tuple_(ChargerDay.charger_id, ChargerDay.day).in_(
+                                [(cid, day) for cid, day in last]
+                            )
                         )
                     )
-                ).all()
-            }
+                ).all():
+                    ends[r.charger_id] = (r.day, r.end_state)
         out = []
         for r in rows:
             if r.id in ends:
