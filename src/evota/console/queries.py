@@ -127,18 +127,18 @@ async def fleet_days(rt: Runtime, who: Principal, since: date) -> list[FleetDay]
     may see (one grouped read; the overview shows it on a full page load, not on its polls).
     A join rather than ``IN (scoped ids)``: half the time on SQLite (10,000 chargers × 30
     days: 0.29 s against 0.53 s; PostgreSQL 0.12-0.18 s)."""
+    summed: Any = select(  # Any: scope_filter takes a Select[Any]
+        ChargerDay.day,
+        func.count(),
+        func.sum(ChargerDay.observed_s),
+        func.sum(ChargerDay.available_s),
+        func.sum(ChargerDay.offline_episodes),
+        func.sum(ChargerDay.faults),
+        func.sum(ChargerDay.sessions),
+        func.sum(ChargerDay.failed_sessions),
+    )
     query = scope_filter(who)(
-        select(
-            ChargerDay.day,
-            func.count(),
-            func.sum(ChargerDay.observed_s),
-            func.sum(ChargerDay.available_s),
-            func.sum(ChargerDay.offline_episodes),
-            func.sum(ChargerDay.faults),
-            func.sum(ChargerDay.sessions),
-            func.sum(ChargerDay.failed_sessions),
-        )
-        .join(Charger, Charger.id == ChargerDay.charger_id)
+        summed.join(Charger, Charger.id == ChargerDay.charger_id)
         .where(ChargerDay.day >= day_number(since))
         .group_by(ChargerDay.day)
         .order_by(ChargerDay.day)
