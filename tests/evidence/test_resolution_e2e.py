@@ -207,3 +207,39 @@ async def test_bad_parameters_are_refused_naming_the_field(world: Bench) -> None
         assert r.status_code == 422, (params, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
         assert r.json()["field"] == field, (params, r.json())
+
+
+async def test_a_bulk_operations_reset_counts_per_charger(world: Bench) -> None:
+    """Each charger of a bulk operation is one action (the operation's commands are audited
+    one per charger, tagged with the operation)."""
+    b = world
+    chargers = [
+        await b.charger(f"{p}-0001", roots=False, faults=FaultProfile(faulted_connectors=(1,)))
+        for p in ("OPA", "OPB")  # Bench.charger numbers from 0001 per prefix
+    ]
+    for c in chargers:
+        await until(lambda c=c: _status(b, c.identity, 1), lambda s: s == "Faulted")
+    boots = {c.identity: c.stats.boots_accepted for c in chargers}
+    r = await b.api.post(
+        "/api/v1/operations",
+        json={
+            "command": "reset",
+            "params": {"type": "Hard"},
+            "target": {"charger_ids": [c.identity for c in chargers]},
+            "reason": "connector 1 faulted on both",
+        },
+    )
+    assert r.status_code == 201, r.text
+    op = r.json()["id"]
+    await until(
+        lambda: b.api.get(f"/api/v1/operations/{op}"),
+        lambda res: res.json()["state"] == "completed",
+        timeout=20,
+    )
+    for c in chargers:
+        await until(lambda c=c: c.stats.boots_accepted > boots[c.identity] and c.accepted)
+        await until(lambda c=c: _status(b, c.identity, 1), lambda s: s == "Available")
+    await _charge(b, chargers[0], 1)  # only the first charges again
+    b.clock.advance(minutes=31)  # type: ignore[attr-defined]
+    reset = _row((await b.api.get(URL)).json(), "reset")
+    assert (reset["actions"], reset["faulted"], reset["resolved"]) == (2, 2, 1)
