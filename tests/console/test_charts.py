@@ -135,11 +135,16 @@ def test_empty_data_is_a_no_data_chart(markup: Markup):
 
 
 def test_one_point_and_gaps():
-    one = charts.time_series("a", "T", [Series("s", [(T0, 3.0)])], unit="kWh")
+    at = T0 + timedelta(hours=9, minutes=30)
+    one = charts.time_series("a", "T", [Series("s", [(at, 3.0)])], unit="kWh")
     svg = svg_of(parse(one))
     assert len(list(svg.iter(f"{SVG}circle"))) == 1  # a dot, not an invisible line
     ticks = [t.text for t in svg.iter(f"{SVG}text") if t.get("text-anchor") == "middle"]
-    assert ticks == ["2026-12-01 00:00"]  # its own time, not a made-up hour around it
+    assert ticks == ["2026-12-01 09:30"]  # its own time, not a made-up hour around it
+    day = parse(charts.time_series("a", "T", [Series("s", [(T0, 3.0)])]))  # daily data
+    ticks = [t.text for t in svg_of(day).iter(f"{SVG}text") if t.get("text-anchor") == "middle"]
+    assert ticks == ["2026-12-01"]
+    assert "".join(day.find("div/details/table/tbody/tr/th").itertext()) == "2026-12-01"  # type: ignore[union-attr]
     assert "latest 3 kWh" in svg.find(f"{SVG}desc").text  # type: ignore[operator,union-attr]
     # A NaN splits the line in two; the table shows it as a dash.
     pts = [(T0 + timedelta(hours=h), v) for h, v in enumerate([1.0, 2.0, math.nan, 3.0, 4.0])]

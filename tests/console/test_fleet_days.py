@@ -70,8 +70,8 @@ def test_day_charts_show_shares_and_rates_with_gaps():
     table = ET.fromstring(str(out["availability"])).find("div/details/table/tbody")
     assert table is not None
     assert [["".join(c.itertext()) for c in tr] for tr in table] == [
-        ["2026-11-30 00:00:00", "75", "92.8571"],
-        ["2026-12-01 00:00:00", "100", "—"],  # no sessions: a gap, not 0 %
+        ["2026-11-30", "75", "92.8571"],
+        ["2026-12-01", "100", "—"],  # no sessions: a gap, not 0 %
     ]
     rates = ET.fromstring(str(out["incidents"])).find("div/details/table/tbody")
     assert rates is not None

@@ -227,8 +227,14 @@ def _time_format(start: datetime, end: datetime) -> str:
     return "%H:%M:%S"
 
 
-def _when(at: datetime) -> str:
-    return _utc(at).strftime("%Y-%m-%d %H:%M:%S")
+def _when(at: datetime, days: bool = False) -> str:
+    """A time for the description and the table; ``days``: the date alone (daily data)."""
+    return _utc(at).strftime("%Y-%m-%d" if days else "%Y-%m-%d %H:%M:%S")
+
+
+def _daily(times: Sequence[datetime]) -> bool:
+    """Every time at a UTC midnight: the data is per day."""
+    return all(_utc(t).time() == datetime.min.time() for t in times)
 
 
 def _id(chart_id: str) -> str:
@@ -396,6 +402,7 @@ def time_series(
     ]
     finite = [v for ps in points for _, v in ps if _finite(v)]
     times = [t for ps in points for t, v in ps if _finite(v)]
+    daily = _daily([t for ps in points for t, _ in ps])
     if not finite:
         return _no_data(chart_id, title, head, csv_url)
     height, top, bottom, left, right = 240.0, 20.0, 212.0, 56.0, _W - 16
@@ -415,7 +422,7 @@ def time_series(
 
     parts = [_y_axis(ticks, y, left, right, unit)]
     one = min(times) == max(times)
-    fmt = "%Y-%m-%d %H:%M" if one else _time_format(t0, t1)
+    fmt = ("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M") if one else _time_format(t0, t1)
     for at in (min(times),) if one else time_ticks(t0, t1):
         parts.append(
             Markup(
@@ -478,13 +485,14 @@ def time_series(
         else:
             summary.append(f"{s.name}: no data")
     desc = description or (
-        f"Line chart from {_when(min(times))} to {_when(max(times))} UTC. " + "; ".join(summary)
+        f"Line chart from {_when(min(times), daily)} to {_when(max(times), daily)} UTC. "
+        + "; ".join(summary)
     )
     by_time: dict[datetime, list[str]] = {}
     for i, ps in enumerate(points):
         for t, v in ps:
             by_time.setdefault(t, ["—"] * len(series))[i] = _exact(v)
-    rows = [[_when(t), *cells] for t, cells in sorted(by_time.items())]
+    rows = [[_when(t, daily), *cells] for t, cells in sorted(by_time.items())]
     return _figure(
         chart_id,
         title,
@@ -530,6 +538,7 @@ def stacked_area(
         return _no_data(chart_id, title, head, csv_url)
     order = sorted(range(n), key=lambda j: _utc(times[j]))
     ts = [_utc(times[j]) for j in order]
+    daily = _daily(ts)
     columns = [[col[j] for j in order] for col in columns]
     totals = [totals[j] for j in order]
     if share:
@@ -554,7 +563,7 @@ def stacked_area(
         return left + (at - t0).total_seconds() * (right - left) / span
 
     parts = [_y_axis(ticks, y, left, right, shown_unit)]
-    fmt = _time_format(t0, t1) if not one else "%Y-%m-%d %H:%M"
+    fmt = _time_format(t0, t1) if not one else ("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M")
     for at in (ts[0],) if one else time_ticks(t0, t1):
         parts.append(
             Markup(
@@ -602,11 +611,15 @@ def stacked_area(
         for layer, col in zip(layers, columns, strict=True)
     ]
     desc = description or (
-        f"Stacked area chart of {len(layers)} series from {_when(ts[0])} to {_when(ts[-1])} UTC; "
+        f"Stacked area chart of {len(layers)} series from {_when(ts[0], daily)} "
+        f"to {_when(ts[-1], daily)} UTC; "
         f"at the end: " + ", ".join(last)
     )
     raw = [[_clean(layer.values, n)[j] for j in order] for layer in layers]
-    rows = [[_when(t), *[_exact(raw[i][j]) for i in range(len(layers))]] for j, t in enumerate(ts)]
+    rows = [
+        [_when(t, daily), *[_exact(raw[i][j]) for i in range(len(layers))]]
+        for j, t in enumerate(ts)
+    ]
     return _figure(
         chart_id,
         title,
