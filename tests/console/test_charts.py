@@ -109,6 +109,9 @@ def test_csv_link_and_ids():
     ids = [e.get("id") for e in fig.iter() if e.get("id")]
     assert len(ids) == len(set(ids)) == 4
     assert parse(charts.wave_progress("1st", "W", [])).get("id") == "chart-1st"
+    for unsafe in ("javascript:alert(1)", " javascript:x", "//evil.example/x", "data:text/csv,a"):
+        assert "evchart-csv" not in str(charts.wave_progress("w", "W", [], csv_url=unsafe))
+    assert "evchart-csv" in str(charts.wave_progress("w", "W", [], csv_url="https://x/y.csv"))
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,7 @@ _GRID = "#D0D7DE"
 _AXIS = "#57606A"
 _LIMIT = 1e12
 _W = 640.0
+_SAFE_URL = re.compile(r"^(/(?![/\\])|https?://)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +297,8 @@ def _figure(
     csv_url: str | None,
 ) -> Markup:
     cid = _id(chart_id)
+    if csv_url and not _SAFE_URL.match(csv_url):
+        csv_url = None  # a path on evota or an http(s) address, never javascript: and friends
     csv = (
         Markup(
             '<a class="evchart-csv" href="{}" download="">CSV<span class="visually-hidden">'
