@@ -145,3 +145,61 @@ async def test_actions_histories_and_scope(engine: AsyncEngine) -> None:
     )
     assert "OTHER-SITE" in {a.charger_id for a in everyone.actions}
     assert {r.charger_id for r in everyone.reports} == {"OLD-FAULT", "OTHER-SITE"}
+
+
+async def test_a_session_stamped_in_the_second_the_range_begins_is_read(
+    engine: AsyncEngine,
+) -> None:
+    """``since`` with a fraction of a second: a session the charger stamped in that second
+    (whole seconds) still resolves a reset sent just after ``since``."""
+    second = T0 + timedelta(days=1)
+    since = second + timedelta(milliseconds=500)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(Charger).values(
+                id="EDGE",
+                auth_salt="s",
+                auth_hash="h",
+                registration="Accepted",
+                tags=[],
+                created_at=T0,
+            )
+        )
+        await conn.execute(
+            insert(ConnectorStatus),
+            [
+                _status("EDGE", 1, "Faulted", T0),
+                _status("EDGE", 1, "Available", second + timedelta(seconds=2)),
+            ],
+        )
+        await conn.execute(
+            insert(ChargingSession).values(
+                charger_id="EDGE",
+                connector_id=1,
+                id_tag="T",
+                meter_start_wh=0,
+                started_at=second,
+                outcome="completed",
+            )
+        )
+        await conn.execute(
+            insert(AuditEntry).values(
+                id=1,
+                seq=1,
+                at=second + timedelta(milliseconds=700),
+                actor="op",
+                role="operator",
+                action="command.reset",
+                outcome="Accepted",
+                target="EDGE",
+                detail={},
+                prev_hash="0" * 64,
+                hash="0" * 64,
+            )
+        )
+        await conn.execute(insert(AuditCharger).values(entry_id=1, charger_id="EDGE"))
+    inputs = await resolution_inputs(
+        engine, lambda q: q, since=since, until=UNTIL, window=timedelta(minutes=30), now=NOW
+    )
+    out = rs.report(inputs.actions, inputs.reports, inputs.sessions, inputs.facts, NOW)
+    assert (out.total.faulted, out.total.resolved) == (1, 1)

@@ -218,5 +218,6 @@ async def resolution_inputs(
         # Only a charger that was Faulted before one of its actions needs its history read.
         faulted = await _ever_faulted(conn, sorted(facts), since, until)
         reports = await _reports(conn, faulted, since, end)
-        sessions = await _sessions(conn, faulted, since, end)
+        # Sessions are stamped in whole seconds: one in the first action's second counts.
+        sessions = await _sessions(conn, faulted, since.replace(microsecond=0), end)
     return Inputs(actions, reports, sessions, facts)
