@@ -100,3 +100,31 @@ def test_overview_names_the_top_versions_and_groups_the_rest():
     names = ["".join(th.itertext()) for th in head][1:-1]
     assert names == [f"1.{i}.0" for i in range(9, 2, -1)] + [page_charts.OTHER]
     assert rows(page_charts.overview_charts(models)["versions"])[0][-2:] == ["33", "145"]
+
+
+def test_the_latest_gate_per_model_marks_a_held_group():
+    def group(executed: int, succeeded: int, outcome: str) -> dict[str, object]:
+        return {"executed": executed, "succeeded": succeeded, "wilson_lower": 0.1,
+                "wilson_upper": 0.9, "outcome": outcome}  # fmt: skip
+
+    gate = {"executed": 8, "succeeded": 5, "threshold": 0.5, "outcome": "inconclusive",
+            "group_by": "model", "hold": {"DC50": "model DC50: 1/4 healthy"},
+            "by_model": {"AC22": group(4, 4, "passed"), "DC50": group(4, 1, "failed")},
+            "by_site": {"paris": group(8, 5, "inconclusive")}}  # fmt: skip
+    waves = [{"index": 0, "size": 8, "jobs": {"succeeded": 5, "failed": 3}, "gates": [gate]}]
+    out = page_charts.campaign_charts({"waves": waves, "held_groups": {}})
+    assert rows(out["gate_groups"]) == [
+        ["AC22: 4/4", "passed", "1", "0.1", "0.9"],
+        ["DC50: 1/4 (held)", "failed", "0.25", "0.1", "0.9"],
+    ]
+    fig = ET.fromstring(str(out["gate_groups"]))
+    assert "".join(fig.find("figcaption").itertext()).startswith("Latest gate by model")  # type: ignore[union-attr]
+    # Grouped by site: the site numbers; one model and no grouping: no per-group chart.
+    by_site = page_charts.campaign_charts(
+        {"waves": [{**waves[0], "gates": [{**gate, "group_by": "site"}]}], "held_groups": {}}
+    )
+    assert rows(by_site["gate_groups"]) == [["paris: 5/8", "inconclusive", "0.625", "0.1", "0.9"]]
+    one = {**gate, "group_by": None, "by_model": {"AC22": group(8, 5, "inconclusive")}}
+    assert "gate_groups" not in page_charts.campaign_charts(
+        {"waves": [{**waves[0], "gates": [one]}]}
+    )

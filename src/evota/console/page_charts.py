@@ -89,7 +89,8 @@ def _ratio(value: Any) -> float | None:
 
 def campaign_charts(campaign: Mapping[str, Any]) -> dict[str, Markup]:
     """The campaign page's charts: ``waves`` always; ``gate_counts`` and ``gate_rates`` once
-    a gate has been evaluated.
+    a gate has been evaluated; ``gate_groups`` when the latest gate saw several models (or
+    the policy groups by model or site).
 
     A gate's numbers are what it judged (the whole campaign so far, where the gate
     accumulates evidence); when the evaluation also carries the wave's own numbers
@@ -137,6 +138,18 @@ def campaign_charts(campaign: Mapping[str, Any]) -> dict[str, Markup]:
             )
         )
     threshold = _ratio(gates[-1][1].get("threshold"))
+    groups = gate_groups(gates[-1][1], campaign.get("held_groups") or {})
+    if groups is not None:
+        dimension, estimates_by_group = groups
+        out["gate_groups"] = charts.comparison(
+            "chart-gate-groups",
+            f"Latest gate by {dimension}: success rate and its 95% Wilson interval",
+            estimates_by_group,
+            reference=threshold,
+            reference_label="threshold",
+            interval_label="95% Wilson",
+            colours=OUTCOME_COLOURS,
+        )
     out["gate_rates"] = charts.comparison(
         "chart-gate-rates",
         "Gate evidence: success rate and its 95% Wilson interval",
@@ -147,6 +160,35 @@ def campaign_charts(campaign: Mapping[str, Any]) -> dict[str, Markup]:
         colours=OUTCOME_COLOURS,
     )
     return out
+
+
+def gate_groups(
+    gate: Mapping[str, Any], held: Mapping[str, Any]
+) -> tuple[str, list[Estimate]] | None:
+    """A gate's own numbers per model (or per site when the policy groups by site), each
+    with its interval and outcome; a held group says so. None when there is one group only
+    and the policy does not group: the gate's totals say it all."""
+    dimension = gate.get("group_by") or "model"
+    per = gate.get("by_site" if dimension == "site" else "by_model")
+    if not isinstance(per, Mapping) or (len(per) < 2 and not gate.get("group_by")):
+        return None
+    holding = set(held) | set(gate.get("hold") or ())
+    out = []
+    for name, g in sorted(per.items()):
+        if not isinstance(g, Mapping):
+            continue
+        executed, succeeded = _int(g.get("executed")), _int(g.get("succeeded"))
+        label = f"{name}: {succeeded}/{executed}" + (" (held)" if name in holding else "")
+        out.append(
+            Estimate(
+                label,
+                succeeded / executed if executed else math.nan,
+                _ratio(g.get("wilson_lower")),
+                _ratio(g.get("wilson_upper")),
+                group=str(g.get("outcome") or ""),
+            )
+        )
+    return (str(dimension), out) if out else None
 
 
 def _fleet_versions(models: Sequence[overview.ModelSummary]) -> list[str]:
