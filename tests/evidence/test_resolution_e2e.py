@@ -19,10 +19,12 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from evota.cli import app as cli_app
+from evota.sim import Fleet, fleet_from_flags
 from evota.sim.charger import SimulatedCharger
 from evota.sim.fleet import FaultProfile
 from evota.store.models import ChargingSession, ConnectorStatus
 from tests.conftest import TOKEN, Keys, ShiftedClock, api_client, session_for, start_runtime
+from tests.sim.conftest import fast
 from tests.support import until
 from tests.test_firmware_update import Bench
 
@@ -243,3 +245,26 @@ async def test_a_bulk_operations_reset_counts_per_charger(world: Bench) -> None:
     b.clock.advance(minutes=31)  # type: ignore[attr-defined]
     reset = _row((await b.api.get(URL)).json(), "reset")
     assert (reset["actions"], reset["faulted"], reset["resolved"]) == (2, 2, 1)
+
+
+async def test_a_2_0_1_charger_resolved_by_a_reset(world: Bench) -> None:
+    """The same on OCPP 2.0.1: the EVSE reports Faulted (stored with the adapter's error
+    code), an Immediate reset clears it, a TransactionEvent session resolves it."""
+    b = world
+    spec = fleet_from_flags(
+        1, prefix="V2-", seed="res", protocol="ocpp2.0.1", faults=["faulted_connectors=1"]
+    )
+    fleet = Fleet.from_spec(spec, f"ws://127.0.0.1:{b.rt.ocpp_port}/ocpp", config=fast(speed=600.0))
+    await fleet.provision(f"http://127.0.0.1:{b.rt.http_port}", TOKEN)
+    b.fleets.append(fleet)
+    await fleet.start()
+    charger = fleet["V2-0001"]
+    await fleet.wait_until(lambda f: charger.accepted, 10)
+    await until(lambda: _status(b, charger.identity, 1), lambda s: s == "Faulted")
+    await _reset(b, charger)
+    await until(lambda: _status(b, charger.identity, 1), lambda s: s == "Available")
+    await _charge(b, charger, 1)
+    by_code = (await b.api.get(URL, params={"group_by": "error_code"})).json()
+    assert [(r["key"], r["faulted"], r["resolved"]) for r in by_code["rows"]] == [
+        ("OtherError", 1, 1)
+    ]
