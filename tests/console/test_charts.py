@@ -199,6 +199,14 @@ def test_nice_ticks():
     assert charts.nice_ticks(0, 0) == (0, 0.2, 0.4, 0.6, 0.8, 1.0)
     assert charts.nice_ticks(-0.3, 0.2)[0] <= -0.3
     assert charts.nice_ticks(math.nan, math.inf) == charts.nice_ticks(0, 1)
+    assert charts.nice_ticks(0, 12, integer=True) == (0, 5, 10, 15)  # jobs: no 2.5 or 7.5
+    assert charts.nice_ticks(0, 12) == (0, 2.5, 5, 7.5, 10, 12.5)
+    assert charts.nice_ticks(0, 2, integer=True) == (0, 1, 2)  # not 0.5 steps
+    gate = charts.grouped_bars("g", "T", ["a", "b"], [Layer("x", [4, 12]), Layer("y", [4, 9])])
+    ticks = [
+        t.text for t in svg_of(parse(gate)).iter(f"{SVG}text") if t.get("text-anchor") == "end"
+    ]
+    assert ticks == ["0", "5", "10", "15"]
 
 
 def test_time_ticks_are_round():

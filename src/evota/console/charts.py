@@ -126,6 +126,11 @@ def _finite(v: float | None) -> bool:
     return v is not None and isinstance(v, int | float) and math.isfinite(v)
 
 
+def _whole(values: Sequence[float]) -> bool:
+    """Every value a whole number: the axis is a count."""
+    return all(float(v).is_integer() for v in values if _finite(v))
+
+
 def _clip(v: float) -> float:
     return max(-_LIMIT, min(_LIMIT, v))
 
@@ -164,8 +169,9 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(1, limit - 1)] + "…"
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> tuple[float, ...]:
-    """Round tick values (1, 2, 2.5 or 5 × 10ⁿ apart) covering ``lo``..``hi``."""
+def nice_ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -> tuple[float, ...]:
+    """Round tick values (1, 2, 2.5 or 5 × 10ⁿ apart) covering ``lo``..``hi``; ``integer``
+    (counts: chargers, jobs) keeps every tick a whole number."""
     if not (_finite(lo) and _finite(hi)):
         lo, hi = 0.0, 1.0
     lo, hi = _clip(min(lo, hi)), _clip(max(lo, hi))
@@ -173,8 +179,11 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> tuple[float, ...]:
         pad = abs(lo) * 0.5 or 1.0
         lo, hi = (lo - pad, hi + pad) if lo != 0 else (0.0, 1.0)
     raw = (hi - lo) / max(1, count)
+    if integer:
+        raw = max(raw, 1.0)
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * 0.999)
+    steps = (1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)
+    step = next(m * mag for m in steps if m * mag >= raw * 0.999)
     start = math.floor(lo / step + 1e-9) * step
     end = math.ceil(hi / step - 1e-9) * step
     digits = max(0, -math.floor(math.log10(step)) + 1)
@@ -552,7 +561,7 @@ def stacked_area(
         ticks: tuple[float, ...] = (0.0, 25.0, 50.0, 75.0, 100.0)
         shown_unit = "%"
     else:
-        ticks = nice_ticks(0.0, max(totals))
+        ticks = nice_ticks(0.0, max(totals), integer=_whole(totals))
         shown_unit = unit
     height, top, bottom, left, right = 240.0, 20.0, 212.0, 56.0, _W - 16
     y = _scale(ticks[0], ticks[-1], bottom, top)
@@ -665,7 +674,7 @@ def stacked_bars(
     if share:
         ticks: tuple[float, ...] = (0.0, 25.0, 50.0, 75.0, 100.0)
     else:
-        ticks = nice_ticks(0.0, max(totals) or 1.0)
+        ticks = nice_ticks(0.0, max(totals) or 1.0, integer=_whole(totals))
     x = _scale(ticks[0], ticks[-1], left, right)
     palette = [
         (colours or {}).get(layer.name, PALETTE[i % len(PALETTE)]) for i, layer in enumerate(layers)
@@ -804,7 +813,7 @@ def grouped_bars(
     if not n or not series or not finite:
         return _no_data(chart_id, title, head, csv_url)
     height, top, bottom, left, right = 240.0, 20.0, 200.0, 56.0, _W - 16
-    ticks = nice_ticks(min(0.0, *finite), max(0.0, *finite))
+    ticks = nice_ticks(min(0.0, *finite), max(0.0, *finite), integer=_whole(finite))
     y = _scale(ticks[0], ticks[-1], bottom, top)
     parts = [_y_axis(ticks, y, left, right, unit)]
     slot = (right - left) / n
