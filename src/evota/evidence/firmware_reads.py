@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, String, func, literal, or_, select, union_all
+from sqlalchemy import Select, String, and_, func, literal, not_, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from evota.evidence import fleet_versions as fv
@@ -190,10 +190,27 @@ def _version_changes(start: datetime, narrowed: Callable[[Any, Any], Any]) -> An
         partition_by=facts.c.charger_id, order_by=(facts.c.at, facts.c.src)
     )
     ranked = select(facts, previous.label("previous")).subquery()
-    return (
-        select(ranked.c.charger_id, ranked.c.at, ranked.c.version, ranked.c.before)
+    changed = (
+        select(
+            ranked,
+            func.count().over(partition_by=ranked.c.charger_id).label("facts"),
+        )
         .where(or_(ranked.c.previous.is_(None), ranked.c.previous != ranked.c.version))
-        .order_by(ranked.c.at, ranked.c.src)
+        .subquery()
+    )
+    # A charger whose one fact says what it runs now tells what having no fact tells: drop it
+    # too (in a quiet window that is nearly every charger).
+    quiet = and_(
+        changed.c.facts == 1,
+        changed.c.before.is_(None),
+        Charger.firmware_version.is_not(None),
+        changed.c.version == Charger.firmware_version,
+    )
+    return (
+        select(changed.c.charger_id, changed.c.at, changed.c.version, changed.c.before)
+        .join(Charger, Charger.id == changed.c.charger_id)
+        .where(not_(quiet))
+        .order_by(changed.c.at, changed.c.src)
     )
 
 
