@@ -192,6 +192,29 @@ async def test_rollup_is_incremental_idempotent_and_matches_the_history(engine: 
     assert (b3.sessions, b3.failed_sessions, b3.firmware_version) == (1, 0, "1.0")
 
 
+async def test_a_charger_is_observed_from_its_creation_not_from_midnight(engine: AsyncEngine):
+    """Provisioned at 18:00 and Available from then on: its first day is 6 hours observed
+    and fully available, not 24 hours of which 18 were 'down' before it existed."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(Charger).values(
+                id="NEW",
+                auth_salt="s",
+                auth_hash="h",
+                registration="Accepted",
+                model="AC22",
+                firmware_version="1.0",
+                created_at=h(0, 18),
+            )
+        )
+        await conn.execute(insert(ChargerEvent), [_ev("NEW", "connected", h(0, 18))])
+        await conn.execute(insert(ConnectorStatus), [_st("NEW", 1, "Available", h(0, 18))])
+    await Rollup(engine, FixedClock(h(2, 1))).run()
+    first, second = (await rows(engine))[("NEW", 0)], (await rows(engine))[("NEW", 1)]
+    assert (first.observed_s, first.connected_s, first.available_s) == (6 * 3600,) * 3
+    assert (second.observed_s, second.available_s) == (24 * 3600,) * 2
+
+
 async def test_firmware_kpis_compare_a_version_with_its_predecessor(engine: AsyncEngine):
     await seed(engine)
     now = h(4, 1)

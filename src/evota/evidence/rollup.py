@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,6 +55,9 @@ class _Charger:
     firmware_version: str | None
     first_day: int
     state: daily.State
+    # When its first rolled day starts observing: its creation, if it was created that day
+    # (the hours before it existed are not downtime).
+    observed_from: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +209,7 @@ class Rollup:
                     ends[r.charger_id] = (r.day, r.end_state)
         out = []
         for r in rows:
+            observed_from = None
             if r.id in ends:
                 day, end_state = ends[r.id]
                 first, state = day + 1, daily.State.from_json(end_state)
@@ -215,8 +219,19 @@ class Rollup:
                 # Provisioned long ago: its version before the first rolled day is unknown,
                 # the current one is the best guess (docs/kpis.md).
                 state = daily.State(version=r.firmware_version if created < oldest else None)
+                if created >= oldest:
+                    observed_from = r.created_at
             out.append(
-                _Charger(r.id, r.vendor, r.model, r.site_id, r.firmware_version, first, state)
+                _Charger(
+                    r.id,
+                    r.vendor,
+                    r.model,
+                    r.site_id,
+                    r.firmware_version,
+                    first,
+                    state,
+                    observed_from,
+                )
             )
         return out
 
@@ -254,14 +269,19 @@ class Rollup:
         rows = []
         for c in active:
             for d in range(max(first, c.first_day), last + 1):
-                start = daily.day_start(d)
-                end = min(start + daily.DAY, now)
+                day_start = daily.day_start(d)
+                end = min(day_start + daily.DAY, now)
                 totals, after = daily.roll(
-                    states[c.id], events.get((c.id, d), ()), start, end, self.offline_after
+                    states[c.id], events.get((c.id, d), ()), day_start, end, self.offline_after
                 )
+                if d == c.first_day and c.observed_from is not None:
+                    # Not there before it was created: those hours are not downtime. Its
+                    # events still count from midnight (a charger's clock may run behind).
+                    since = min(max(day_start, c.observed_from), end)
+                    totals = replace(totals, observed=max(end - since, totals.connected))
                 states[c.id] = after
                 rows.append(
-                    _row(c, d, totals, after, complete=now >= start + daily.DAY + self.grace)
+                    _row(c, d, totals, after, complete=now >= day_start + daily.DAY + self.grace)
                 )
         return rows
 
