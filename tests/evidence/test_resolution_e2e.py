@@ -157,7 +157,9 @@ async def test_a_reset_that_clears_the_fault_counts_resolved_one_that_does_not_u
 
     shown = await _cli(b, "resolution", "--by", "error_code", "--truck-roll-cost", "250")
     assert shown.exit_code == 0, shown.output
-    assert "InternalError" in shown.output and "1/2 50%" in shown.output, shown.output
+    # (the table's width is the terminal's: a cell may wrap, so its parts are checked)
+    assert "InternalError" in shown.output and "1/2" in shown.output, shown.output
+    assert "50%" in shown.output, shown.output
     as_json = await _cli(b, "resolution", "--json")
     assert as_json.exit_code == 0 and json.loads(as_json.stdout)["total"]["resolved"] == 1
     bad = await _cli(b, "resolution", "--since", "last week")

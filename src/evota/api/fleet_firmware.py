@@ -18,10 +18,12 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from evota.api.deps import Principal, RuntimeDep, require, scope_filter
 from evota.api.params import Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
+from evota.api.schemas import CSV_OR_JSON
 from evota.console import overview, queries
 from evota.csvcells import safe_cell
 from evota.evidence import fleet_versions as fv
@@ -32,12 +34,56 @@ router = APIRouter(tags=["firmware"], responses=AUTHENTICATED)
 
 Days = Annotated[int, Query(ge=1, le=fv.MAX_DAYS, description="days of history, ending today")]
 Format = Annotated[Literal["json", "csv"], Query(description="json (default) or csv")]
-_EXPORT: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "JSON, or CSV with a header row (format=csv)",
-        "content": {"text/csv": {"schema": {"type": "string"}}},
-    }
-}
+
+
+class VersionCount(BaseModel):
+    vendor: str | None
+    version: str | None
+    chargers: int
+
+
+class FirmwareDay(BaseModel):
+    day: str = Field(description="the UTC day (YYYY-MM-DD), counted at its end")
+    chargers: int
+    fragmentation: float = Field(description="chance two chargers ran different versions")
+    versions: list[VersionCount]
+
+
+class FleetFirmwareOut(BaseModel):
+    days: int
+    from_: str = Field(alias="from")
+    to: str
+    generated_at: str
+    series: list[dict[str, str | None]] = Field(description="every (vendor, version) seen")
+    items: list[FirmwareDay]
+
+
+class BehindModel(BaseModel):
+    vendor: str
+    model: str
+    chargers: int
+    latest: str | None
+    on_latest: int
+    behind: int
+    unknown: int
+    fragmentation: float
+
+
+class BehindRow(BaseModel):
+    vendor: str
+    model: str
+    version: str
+    chargers: int
+    latest: str
+    releases_behind: int | None
+    chargers_url: str
+
+
+class FleetBehindOut(BaseModel):
+    generated_at: str
+    behind: int
+    models: list[BehindModel]
+    items: list[BehindRow]
 
 
 @router.get("/api/v1/firmware/{firmware_id}/scorecard", responses=problems(404))
@@ -80,7 +126,12 @@ def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]], filename: str) ->
     )
 
 
-@router.get("/api/v1/fleet/firmware", tags=["fleet"], responses=_EXPORT)
+@router.get(
+    "/api/v1/fleet/firmware",
+    tags=["fleet"],
+    response_model=FleetFirmwareOut,
+    responses=CSV_OR_JSON,
+)
 async def fleet_firmware_history(
     rt: RuntimeDep,
     who: Principal = require("fleet.read"),
@@ -156,7 +207,12 @@ def behind_rows(
     return rows
 
 
-@router.get("/api/v1/fleet/firmware/behind", tags=["fleet"], responses=_EXPORT)
+@router.get(
+    "/api/v1/fleet/firmware/behind",
+    tags=["fleet"],
+    response_model=FleetBehindOut,
+    responses=CSV_OR_JSON,
+)
 async def fleet_firmware_behind(
     rt: RuntimeDep,
     who: Principal = require("fleet.read"),

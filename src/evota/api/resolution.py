@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from evota.api.deps import Principal, RuntimeDep, require, scope_filter
 from evota.api.params import Instant
 from evota.api.problems import AUTHENTICATED, Problem
+from evota.api.schemas import CSV_OR_JSON
 from evota.csvcells import safe_cell
 from evota.evidence import resolution as rs
 from evota.evidence import resolution_data as data
@@ -31,12 +32,6 @@ router = APIRouter(prefix="/api/v1/analytics", tags=["analytics"], responses=AUT
 _MIN_W = int(rs.MIN_WINDOW.total_seconds() // 60)
 _MAX_W = int(rs.MAX_WINDOW.total_seconds() // 60)
 _DEFAULT_W = int(rs.DEFAULT_WINDOW.total_seconds() // 60)
-_EXPORT: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "JSON, or CSV with a header row (format=csv)",
-        "content": {"text/csv": {"schema": {"type": "string"}}},
-    }
-}
 
 
 class ResolutionRowOut(BaseModel):
@@ -89,7 +84,7 @@ def period(
     return start, end
 
 
-@router.get("/resolution", response_model=ResolutionOut, responses=_EXPORT)
+@router.get("/resolution", response_model=ResolutionOut, responses=CSV_OR_JSON)
 async def resolution(
     rt: RuntimeDep,
     who: Principal = require("fleet.read"),

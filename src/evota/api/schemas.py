@@ -243,3 +243,13 @@ class CommandOut(BaseModel):
     command: str
     status: str
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+CSV_OR_JSON: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON, or CSV with a header row (format=csv)",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }
+}
+"""The 200 answer of a report route that also exports CSV (its JSON schema comes from the
+route's ``response_model``)."""
