@@ -158,6 +158,13 @@ async def test_a_degraded_version_shows_in_kpis_against_before_and_control(
         assert f["kpis"]["session_success_rate"] == 0.0
         assert f["predecessor_kpis"]["session_success_rate"] == 1.0
         assert [g["metric"] for g in f["regressions"]] == ["session_failure_rate"]
+        # the version's scorecard carries the same KPIs against the same predecessor
+        r = await api.get(f"/api/v1/firmware/{fw['id']}/scorecard")
+        assert r.status_code == 200, r.text
+        card = r.json()
+        assert card["predecessor"]["version"] == card["kpis"]["predecessor"] == "1.0.0"
+        assert card["kpis"]["kpis"]["session_success_rate"] == 0.0
+        assert [g["metric"] for g in card["kpis"]["regressions"]] == ["session_failure_rate"]
 
         # the rollup ran the regression check: one alert, linking to revoke and rollback
         r = await api.get("/api/v1/alerts", params={"rule": "firmware_regression"})

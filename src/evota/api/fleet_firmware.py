@@ -27,10 +27,12 @@ from evota.api.schemas import CSV_OR_JSON
 from evota.console import overview, queries
 from evota.csvcells import safe_cell
 from evota.evidence import fleet_versions as fv
+from evota.evidence import kpi_service
 from evota.evidence import scorecard as sc
 from evota.evidence.firmware_reads import history, scorecard_inputs
 
 router = APIRouter(tags=["firmware"], responses=AUTHENTICATED)
+KPI_DAYS = 30  # the scorecard's KPI span (docs/kpis.md; the KPI route takes 1..90)
 
 Days = Annotated[int, Query(ge=1, le=fv.MAX_DAYS, description="days of history, ending today")]
 Format = Annotated[Literal["json", "csv"], Query(description="json (default) or csv")]
@@ -97,8 +99,9 @@ async def firmware_scorecard(
 ) -> dict[str, Any]:
     """Where a version runs (by model, site, region), its incidents (failed jobs by reason,
     rollbacks to and away from it, security events of the chargers running it), the
-    campaigns that shipped it and its predecessor; counted over the caller's chargers only.
-    Its KPIs are at ``kpis_url``."""
+    campaigns that shipped it and its predecessor (its previous release), and its KPIs over
+    the last 30 complete days against the version its updated chargers ran before (``kpis``;
+    other spans at ``kpis_url``); counted over the caller's chargers only."""
     inputs = await scorecard_inputs(
         rt.engine,
         firmware_id,
@@ -110,7 +113,23 @@ async def firmware_scorecard(
     )
     if inputs is None:
         raise Problem(404, "Unknown firmware", f"no firmware with id {firmware_id!r}", "id")
-    return sc.to_json(sc.build(inputs))
+    card = sc.to_json(sc.build(inputs))
+    # Its KPIs against the version its chargers ran before, over the same (scoped) chargers;
+    # that version is the scorecard's predecessor too, so both name the same one.
+    kpis = await kpi_service.firmware_kpis(
+        rt.engine, firmware_id, scope_filter(who), rt.clock.now(), days=KPI_DAYS
+    )
+    card["kpis"] = kpis
+    ran_before = kpis["predecessor"]
+    if ran_before is not None and (card["predecessor"] or {}).get("version") != ran_before:
+        image = next((i for i in inputs.siblings if i.version == ran_before), None)
+        card["predecessor"] = {
+            "id": image.id if image else None,
+            "version": ran_before,
+            "state": image.state if image else None,
+            "scorecard_url": f"/api/v1/firmware/{image.id}/scorecard" if image else None,
+        }
+    return card
 
 
 def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]], filename: str) -> Response:

@@ -18,9 +18,8 @@ from sqlalchemy import Integer, Select, case, cast, func, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.audit import anomalies
-from evota.evidence import daily, regression
+from evota.evidence import daily, regression, scorecard
 from evota.evidence.kpis import Sums, compare, kpis
-from evota.firmware import versions
 from evota.store.models import Alert, Campaign, Charger, ChargerDay, Firmware, Job
 
 log = structlog.get_logger("evota.evidence")
@@ -242,7 +241,8 @@ async def _image(engine: AsyncEngine, firmware_id: str) -> Any:
 
 async def predecessor(engine: AsyncEngine, image: Any) -> str | None:
     """The version chargers most often ran before this image's succeeded updates; without
-    any, the highest lower version among the vendor's images."""
+    any, its previous release (:func:`evota.evidence.scorecard.predecessor`: the newest
+    older shipped image of the vendor for overlapping models), as the scorecard names it."""
     async with engine.connect() as conn:
         prev = (
             await conn.execute(
@@ -261,19 +261,22 @@ async def predecessor(engine: AsyncEngine, image: Any) -> str | None:
         ).first()
         if prev is not None:
             return str(prev.previous_version)
-        known = (
-            (await conn.execute(select(Firmware.version).where(Firmware.vendor == image.vendor)))
-            .scalars()
-            .all()
-        )
-    lower = []
-    for v in set(known):
-        try:
-            if versions.compare(v, image.version) < 0:
-                lower.append(v)
-        except ValueError:
-            continue
-    return versions.sort_versions(lower)[-1] if lower else None
+        siblings = (
+            await conn.execute(
+                select(
+                    Firmware.id, Firmware.vendor, Firmware.version, Firmware.models, Firmware.state
+                ).where(func.lower(Firmware.vendor) == image.vendor.lower())
+            )
+        ).all()
+    this = scorecard.Image(image.id, image.vendor, image.version, tuple(image.models or ()))
+    found = scorecard.predecessor(
+        this,
+        [
+            scorecard.Image(r.id, r.vendor, r.version, tuple(r.models or ()), r.state)
+            for r in siblings
+        ],
+    )
+    return found.version if found is not None else None
 
 
 def _version_rows(image: Any, version: str) -> list[Any]:

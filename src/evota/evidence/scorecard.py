@@ -242,7 +242,6 @@ def to_json(card: Scorecard, base: str = "/api/v1/firmware") -> dict[str, Any]:
             "state": prev.state,
             "scorecard_url": f"{base}/{prev.id}/scorecard",
         },
-        # The KPIs (availability, faults, sessions against the predecessor) are their own
-        # endpoint; the scorecard links to it rather than computing them twice.
+        # The API adds the KPIs of the last 30 days (``kpis``); other spans are here.
         "kpis_url": f"{base}/{card.image.id}/kpis",
     }
