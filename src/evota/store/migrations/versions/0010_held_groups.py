@@ -17,9 +17,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("campaigns") as batch:
-        batch.add_column(
-            sa.Column("held_groups", sa.JSON(), nullable=False, server_default="{}")
-        )
+        batch.add_column(sa.Column("held_groups", sa.JSON(), nullable=False, server_default="{}"))
 
 
 def downgrade() -> None:
