@@ -181,13 +181,6 @@ def test_reached_charger() -> None:
     assert not rs.reached_charger("error")
 
 
-def test_wilson_upper_mirrors_the_lower_bound() -> None:
-    assert rs.wilson_upper(0, 0) == 1.0
-    assert rs.wilson_upper(5, 5) == 1.0
-    assert abs(rs.wilson_upper(0, 10) - (1 - wilson_lower(10, 10))) < 1e-12
-    assert rs.wilson_upper(0, 10) < 0.31  # 0/10: at most ~0.28 at 95%
-
-
 # -- properties ------------------------------------------------------------------------------
 
 CHARGERS = ("A", "B", "C")

@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-Z95 = 1.959963984540054
+from evota.rollout.gate import Z95, wilson_lower, wilson_upper
+
 #: Fewest sessions / charger-days / repairs on each side before a comparison is shown.
 MIN_UNITS = {"sessions": 20, "charger_days": 7, "repairs": 5}
 TOO_LITTLE = "too little data"
@@ -90,14 +91,8 @@ def kpis(s: Sums) -> dict[str, Any]:
 
 # -- intervals ----------------------------------------------------------------------------------
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a proportion."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    """Wilson score interval of a proportion (the gates' own bounds, evota.rollout.gate)."""
+    return wilson_lower(successes, n, z), wilson_upper(successes, n, z)
 
 
 def newcombe(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float, float]:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from evota.rollout.gate import OPERATIVE, wilson_lower
+from evota.rollout.gate import OPERATIVE, wilson_lower, wilson_upper
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -56,7 +56,6 @@ __all__ = [
     "reached_charger",
     "report",
     "summarize",
-    "wilson_upper",
 ]
 
 DEFAULT_WINDOW = timedelta(minutes=30)
@@ -143,15 +142,6 @@ def reached_charger(outcome: str) -> bool:
     if outcome != "error" and not outcome.startswith("error:"):
         return True
     return outcome.startswith(("error:timeout", "error:callerror"))
-
-
-def wilson_upper(successes: int, n: int) -> float:
-    """Upper bound of the 95% Wilson score interval (1 if n=0): the interval is symmetric
-    under swapping successes and failures, so it is one minus the failures' lower bound."""
-    if n <= 0:
-        return 1.0
-    s = min(max(successes, 0), n)
-    return 1.0 - wilson_lower(n - s, n)
 
 
 class _Timeline:
