@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, require, scope_filter
 from evota.api.params import Uuid
 from evota.api.problems import AUTHENTICATED, Problem, problems
@@ -126,7 +127,10 @@ async def firmware_kpis(
 
 
 @router.post("/api/v1/kpis/rollup", response_model=RollupOut)
-async def rollup_now(rt: RuntimeDep, _who: Principal = require("campaign.write")) -> RollupOut:
+async def rollup_now(
+    request: Request, rt: RuntimeDep, _who: Principal = require("campaign.write")
+) -> RollupOut:
     """Roll the stored history up into ``charger_days`` now (and run the regression check)."""
+    note(request, "kpi_rollup", "charger_days")
     done = await rt.kpi_rollup.run()
     return RollupOut(chargers=done.chargers, rows=done.rows, seconds=done.seconds)
