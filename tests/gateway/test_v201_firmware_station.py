@@ -165,5 +165,12 @@ async def test_accepted_canceled_replaces_the_running_update(fw_bench: Bench) ->
         job_id, _ = await _start_update(b, cp, fw)
         await cp.call(call.FirmwareStatusNotification(status="Installing", request_id=old_id))
         await cp.call(call.FirmwareStatusNotification(status="Downloading", request_id=job_id))
-        job = await until(lambda: b.job(job_id), lambda j: j["state"] == "downloading")
-        assert "cancelled the update it had in progress" in (job["detail"] or "")
+        # The answer and the report travel separately (either may be applied first): wait
+        # for both to have been applied.
+        job = await until(
+            lambda: b.job(job_id),
+            lambda j: (
+                j["state"] == "downloading"
+                and "cancelled the update it had in progress" in (j["detail"] or "")
+            ),
+        )
