@@ -349,7 +349,7 @@ def evaluate_gate(
     executed = [
         (cid, j)
         for cid, j in _latest_updates(jobs).items()
-        if j.state in EXECUTED and group_of(chargers.get(cid), by) not in held
+        if j.state in EXECUTED and not (held and group_of(chargers.get(cid), by) in held)
     ]
     hold = _failed_groups(executed, chargers, health, policy) if by is not None else {}
     tally = _Tally()
@@ -357,7 +357,7 @@ def evaluate_gate(
     members = set(wave)
     for cid, j in executed:
         charger = chargers.get(cid)
-        if group_of(charger, by) in hold:
+        if hold and group_of(charger, by) in hold:
             continue
         ok = tally.add(cid, j, health.get(cid), charger)
         if cid in members:
