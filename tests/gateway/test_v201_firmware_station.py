@@ -167,7 +167,7 @@ async def test_accepted_canceled_replaces_the_running_update(fw_bench: Bench) ->
         await cp.call(call.FirmwareStatusNotification(status="Downloading", request_id=job_id))
         # The answer and the report travel separately (either may be applied first): wait
         # for both to have been applied.
-        job = await until(
+        await until(
             lambda: b.job(job_id),
             lambda j: (
                 j["state"] == "downloading"

@@ -442,7 +442,10 @@ async def firmware_detail_page(request: Request, firmware_id: str) -> Response:
         jobs = await p.api.maybe("/api/v1/jobs", firmware_id=image["id"], limit=20)
         campaigns = await p.api.maybe("/api/v1/campaigns", limit=200)
         scorecard = await p.api.maybe(f"/api/v1/firmware/{_id(firmware_id)}/scorecard")
-        kpis = await p.api.maybe(f"/api/v1/firmware/{_id(firmware_id)}/kpis")
+        # The scorecard carries the 30-day KPIs (computed once, not twice per page).
+        kpis = (scorecard or {}).get("kpis") or await p.api.maybe(
+            f"/api/v1/firmware/{_id(firmware_id)}/kpis"
+        )
         return {
             "image": image,
             "scorecard": scorecard,
