@@ -197,6 +197,9 @@ def test_nice_ticks():
     assert charts.nice_ticks(0, 0.95) == (0, 0.2, 0.4, 0.6, 0.8, 1.0)
     assert charts.nice_ticks(3, 3) == (1, 2, 3, 4, 5)
     assert charts.nice_ticks(0, 0) == (0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    # a span below what a float can divide (hypothesis found 0..5e-324: log10(0))
+    assert charts.nice_ticks(0, 5e-324) == (0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    assert charts.nice_ticks(5e-324, 1e-323) == (-1.0, -0.5, 0.0, 0.5, 1.0)
     assert charts.nice_ticks(-0.3, 0.2)[0] <= -0.3
     assert charts.nice_ticks(math.nan, math.inf) == charts.nice_ticks(0, 1)
     assert charts.nice_ticks(0, 12, integer=True) == (0, 5, 10, 15)  # jobs: no 2.5 or 7.5

@@ -175,7 +175,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -
     if not (_finite(lo) and _finite(hi)):
         lo, hi = 0.0, 1.0
     lo, hi = _clip(min(lo, hi)), _clip(max(lo, hi))
-    if hi == lo:
+    if not hi - lo > 1e-9 * max(1.0, abs(lo), abs(hi)):  # equal, or too close to tell apart
         pad = abs(lo) * 0.5 or 1.0
         lo, hi = (lo - pad, hi + pad) if lo != 0 else (0.0, 1.0)
     raw = (hi - lo) / max(1, count)
