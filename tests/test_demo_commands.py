@@ -145,7 +145,15 @@ async def test_printed_campaign_commands_complete_then_the_bad_image_rolls_back(
             ac22 = (await api.get("/api/v1/chargers", params={"model": "AC22"})).json()["items"]
             assert {c["firmware_version"] for c in ac22} == {"2.4.0"}
             gates = (await api.get(f"/api/v1/campaigns/{summary['id']}")).json()["waves"][0]
-            assert gates["gates"][-1]["passed"] is True
+            pilot = gates["gates"][-1]
+            # 5 of 5 healthy passes 0.5 (Wilson 0.57). On a loaded machine a simulated
+            # charger may report Available after available_within_seconds: that pilot is
+            # 4/5, inconclusive, and the campaign rightly goes on; it never fails.
+            shown = json.dumps({k: pilot[k] for k in ("outcome", "reasons", "health")}, indent=1)
+            if pilot["succeeded"] == pilot["executed"]:
+                assert pilot["outcome"] == "passed", shown
+            else:
+                assert pilot["outcome"] == "inconclusive", shown
 
             # the bad image: uploaded, signature checked; its pilot faults, the campaign
             # auto-stops and rolls the pilot back to 2.4.0
