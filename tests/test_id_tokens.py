@@ -630,6 +630,8 @@ async def test_cli_manages_tokens_and_reports_bad_csv_rows(
     rt = secure_sqlite
     async with api_client(rt) as api:
         await api.post("/api/v1/sites", json={"id": "depot", "name": "Depot"})
+    r = await invoke(rt, "id-token", "add", "CLI-0", "--expires", "next year")
+    assert r.exit_code == 1 and "--expires: not an ISO 8601 time" in r.output, r.output
     r = await invoke(rt, "id-token", "add", "CLI-1", "--site", "depot", "--expires", "2030-01-01")
     assert r.exit_code == 0, r.output
     assert "CLI-1" in r.stdout and "depot" in r.stdout

@@ -98,14 +98,16 @@ def resolve_firmware(c: Client, ref: str, vendor: str | None) -> dict[str, Any]:
     return item
 
 
-def when(value: str | None) -> str | None:
-    """ISO 8601 with an offset; a bare time is taken as UTC."""
+def when(value: str | None, option: str = "--at") -> str | None:
+    """ISO 8601 with an offset; a bare time is taken as UTC. A bad one fails naming
+    ``option`` (the flag the operator typed)."""
     if value is None:
         return None
     try:
         at = datetime.fromisoformat(value)
     except ValueError:
-        raise fail(f"--at: not an ISO 8601 time: {value!r} (e.g. 2026-12-01T02:00+01:00)") from None
+        example = "2026-12-01T02:00+01:00"
+        raise fail(f"{option}: not an ISO 8601 time: {value!r} (e.g. {example})") from None
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
 
 

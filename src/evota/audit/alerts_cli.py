@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -16,20 +15,12 @@ from evota.cli_support import (
     TokenOpt,
     UrlOpt,
     api,
-    fail,
     out,
     print_json,
+    when,
 )
 
 app = typer.Typer(help="Anomaly alerts: list, summary, acknowledge.", no_args_is_help=True)
-
-
-def _since(value: str) -> str:
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise fail(f"--since: not an ISO 8601 time: {value!r} (e.g. 2026-03-01T08:00)") from None
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
 
 
 @app.command("list")
@@ -53,7 +44,7 @@ def list_alerts(
     if open_only:
         params["open"] = "true"
     if since:
-        params["since"] = _since(since)
+        params["since"] = when(since, "--since")
     page = api(url, token, "GET", "/api/v1/alerts", params=params)
     if as_json:
         print_json(page)

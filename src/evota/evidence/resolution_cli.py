@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from evota.cli_support import JsonOpt, TokenOpt, UrlOpt, api, fail, out, print_json, query, table
+from evota.cli_support import (
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    api,
+    out,
+    print_json,
+    query,
+    table,
+    when,
+)
 
 app = typer.Typer(
     help="Analytics: which remote commands bring faulted chargers back.", no_args_is_help=True
@@ -22,16 +31,6 @@ class By(StrEnum):
     site = "site"
     vendor = "vendor"
     error_code = "error_code"
-
-
-def _instant(option: str, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise fail(f"{option}: not an ISO 8601 time: {value!r} (e.g. 2026-03-01T08:00)") from None
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
 
 
 def _rate(part: int, whole: int, rate: float | None, low: float, high: float) -> str:
@@ -94,8 +93,8 @@ def resolution(
     days, time to resolution and truck rolls avoided (docs/analytics.md)."""
     params = query(
         group_by=by.value,
-        since=_instant("--since", since),
-        until=_instant("--until", until),
+        since=when(since, "--since"),
+        until=when(until, "--until"),
         window_minutes=window,
         truck_roll_cost=truck_roll_cost,
     )

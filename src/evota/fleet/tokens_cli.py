@@ -71,7 +71,7 @@ def add(
         id_token=id_token,
         status=status,
         type=token_type,
-        expires_at=when(expires),
+        expires_at=when(expires, "--expires"),
         parent_id=parent,
         sites=site or [],
     )
