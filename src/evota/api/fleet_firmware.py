@@ -9,9 +9,7 @@ caller's chargers (:func:`evota.api.deps.scope_filter`); both fleet routes expor
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -23,9 +21,8 @@ from pydantic import BaseModel, Field
 from evota.api.deps import Principal, RuntimeDep, require, scope_filter
 from evota.api.params import Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
-from evota.api.schemas import CSV_OR_JSON
+from evota.api.schemas import CSV_OR_JSON, csv_response
 from evota.console import overview, queries
-from evota.csvcells import safe_cell
 from evota.evidence import fleet_versions as fv
 from evota.evidence import kpi_service
 from evota.evidence import scorecard as sc
@@ -132,19 +129,6 @@ async def firmware_scorecard(
     return card
 
 
-def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]], filename: str) -> Response:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([safe_cell(v) for v in row])
-    return Response(
-        buf.getvalue(),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
-
-
 @router.get(
     "/api/v1/fleet/firmware",
     tags=["fleet"],
@@ -168,7 +152,7 @@ async def fleet_firmware_history(
         rt.engine, scope_filter(who), now=now, days=days, vendor=vendor, model=model
     )
     if format == "csv":
-        return _csv(
+        return csv_response(
             ("day", "vendor", "version", "chargers"),
             ((d.day.isoformat(), v, ver, n) for d in result for (v, ver), n in d.counts),
             "evota-fleet-firmware.csv",
@@ -253,7 +237,7 @@ async def fleet_firmware_behind(
     rows = behind_rows(models, releases)
     if format == "csv":
         keys = ("vendor", "model", "version", "chargers", "latest", "releases_behind")
-        return _csv(keys, ([r[k] for k in keys] for r in rows), "evota-fleet-behind.csv")
+        return csv_response(keys, ([r[k] for k in keys] for r in rows), "evota-fleet-behind.csv")
     return JSONResponse(
         {
             "generated_at": rt.clock.now().astimezone(UTC).isoformat(),

@@ -10,8 +10,6 @@ spreadsheet-safe cells.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -22,8 +20,7 @@ from pydantic import BaseModel, Field
 from evota.api.deps import Principal, RuntimeDep, require, scope_filter
 from evota.api.params import Instant
 from evota.api.problems import AUTHENTICATED, Problem
-from evota.api.schemas import CSV_OR_JSON
-from evota.csvcells import safe_cell
+from evota.api.schemas import CSV_OR_JSON, csv_response
 from evota.evidence import resolution as rs
 from evota.evidence import resolution_data as data
 
@@ -138,14 +135,9 @@ async def resolution(
 
 
 def _csv(result: rs.Report) -> Response:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow((result.group_by.value, *COLUMNS[1:]))
-    for row in [*result.rows, result.total]:
-        values = asdict(row)
-        writer.writerow([safe_cell(values[c]) for c in COLUMNS])
-    return Response(
-        buf.getvalue(),
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="evota-resolution.csv"'},
+    rows = (asdict(row) for row in [*result.rows, result.total])
+    return csv_response(
+        (result.group_by.value, *COLUMNS[1:]),
+        ([values[c] for c in COLUMNS] for values in rows),
+        "evota-resolution.csv",
     )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import zoneinfo
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from evota.csvcells import safe_cell
 from evota.fleet.bounds import STORED, bound
 from evota.fleet.credentials import key_problem
 from evota.ocpp import identity
@@ -253,3 +258,17 @@ CSV_OR_JSON: dict[int | str, dict[str, Any]] = {
 }
 """The 200 answer of a report route that also exports CSV (its JSON schema comes from the
 route's ``response_model``)."""
+
+
+def csv_response(header: Sequence[str], rows: Iterable[Sequence[Any]], filename: str) -> Response:
+    """A report as a CSV download; every cell made safe for spreadsheets (:func:`safe_cell`)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([safe_cell(v) for v in row])
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -29,20 +29,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-#: Statuses that prove a connector works (the same set as ``rollout.gate.OPERATIVE``,
-#: repeated here so this module stays importable without the rollout core).
-OPERATIVE = frozenset(
-    {
-        "Available",
-        "Preparing",
-        "Charging",
-        "SuspendedEV",
-        "SuspendedEVSE",
-        "Finishing",
-        "Reserved",
-        "Occupied",
-    }
-)
+from evota.rollout.gate import OPERATIVE
+
 #: A connector in one of these is out of order: the charger is under repair until it is not.
 OUT_OF_ORDER = frozenset({"Faulted", "Unavailable"})
 OFFLINE_AFTER = timedelta(minutes=5)
