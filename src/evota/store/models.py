@@ -625,3 +625,48 @@ class LocalAuthList(Base):
     version: Mapped[int] = mapped_column(Integer)
     entries: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     synced_at: Mapped[datetime] = mapped_column(TS)
+
+
+class Playbook(Base):
+    """A self-healing playbook (evota.playbooks.spec): the parsed spec as JSON, its state.
+    ``version`` grows by one on every change, so runs and audit entries name what ran."""
+
+    __tablename__ = "playbooks"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # spec.to_dict
+    spec_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the canonical spec
+    suspended_reason: Mapped[str | None] = mapped_column(String(500))  # circuit breaker
+    suspended_at: Mapped[datetime | None] = mapped_column(TS)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_by: Mapped[str] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = mapped_column(TS)
+
+
+class PlaybookRun(Base):
+    """One run of a playbook version on one charger (and connector) for one fault: where it
+    stands and a bounded log of what it did, or in dry-run would have done."""
+
+    __tablename__ = "playbook_runs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    playbook: Mapped[str] = mapped_column(String(64), index=True)
+    playbook_version: Mapped[int] = mapped_column(Integer)
+    charger_id: Mapped[str] = mapped_column(String(48), index=True)
+    connector_id: Mapped[int | None] = mapped_column(Integer)
+    site_id: Mapped[str | None] = mapped_column(String(64))
+    fault_key: Mapped[str] = mapped_column(String(200))
+    trigger: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str | None] = mapped_column(String(24))  # resolved | escalated | ...
+    reason: Mapped[str | None] = mapped_column(String(500))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    wait_until: Mapped[datetime | None] = mapped_column(TS)  # deadline of the current wait
+    approval_id: Mapped[str | None] = mapped_column(String(36))
+    started_at: Mapped[datetime] = mapped_column(TS, index=True)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+    ended_at: Mapped[datetime | None] = mapped_column(TS)
+    log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # bounded
