@@ -289,6 +289,13 @@ class Firmware(Base):
     supersedes: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS)
+    # Where an imported image came from (evota.firmware.importer); NULL for uploads.
+    source_url: Mapped[str | None] = mapped_column(String(2048))
+    source_host: Mapped[str | None] = mapped_column(String(255))
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    source_certificate_sha256: Mapped[str | None] = mapped_column(String(64))
+    fetched_at: Mapped[datetime | None] = mapped_column(TS)
+    fetched_by: Mapped[str | None] = mapped_column(String(100))
     __table_args__ = (UniqueConstraint("vendor", "version", name="uq_firmware_vendor_version"),)
 
 
