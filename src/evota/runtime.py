@@ -36,6 +36,7 @@ from evota.firmware.storage import LocalFirmwareStore
 from evota.fleet import changes as charger_changes
 from evota.fleet.charger import ChargerState
 from evota.fleet.service import FleetService
+from evota.fleet.vendor_store import VendorStore
 from evota.gateway.limits import AuthFailures, Exhausted, parse_networks
 from evota.gateway.server import Gateway
 from evota.operators import four_eyes, user_approvals
@@ -66,6 +67,7 @@ class Runtime:
     configuration: ConfigurationService = field(init=False)
     local_lists: LocalListSync = field(init=False)
     fleet: FleetService = field(init=False)
+    vendor_profiles: VendorStore = field(init=False)  # vendor and model profiles, cached
     gateway: Gateway = field(init=False)
     firmware_store: LocalFirmwareStore = field(init=False)
     delivery: DeliveryServer = field(init=False)
@@ -113,6 +115,10 @@ class Runtime:
         )
         self.fleet.writer.start()
         self.fleet.security_listeners.append(self.alerts.security_event)
+        # Vendor profiles: every service reads them from memory (for_charger, no I/O).
+        self.vendor_profiles = VendorStore(self.engine, self.clock)
+        await self.vendor_profiles.load()
+        self.fleet.boot_listeners.append(self.vendor_profiles.charger_booted)
         await self._start_tokens()
         self.gateway = Gateway(
             self.fleet,
@@ -147,6 +153,7 @@ class Runtime:
             audit=self.audit,
             reset_scheduled=self.fleet.reset_scheduled,
             upload_url=self.uploads.url,
+            profile_for=self.vendor_profiles.for_charger,
         )
         await self._start_firmware()
         if serve_http:
@@ -199,6 +206,7 @@ class Runtime:
             base_url=lambda: s.download_base_url(self.download_port),
             take_bytes=self.delivery.take_bytes,
             audit=self.audit,
+            profile_for=self.vendor_profiles.for_charger,
         )
         await self.jobs.start()
         self.fleet.jobs = self.jobs
@@ -208,6 +216,7 @@ class Runtime:
             self.jobs,
             connected=self._ready,
             tick_interval=s.campaign_tick_seconds,
+            profile_for=self.vendor_profiles.for_identity,
         )
         await self.campaigns.start()
         self.kpi_rollup = Rollup(
@@ -250,6 +259,7 @@ class Runtime:
             poll_hours=s.config_poll_hours,
             boot_delay=s.config_boot_delay_seconds,
             concurrency=s.config_fetch_concurrency,
+            profile_for=self.vendor_profiles.for_charger,
         )
         self.fleet.ready_listeners.append(self.configuration.charger_ready)
         await self.configuration.start()  # adds the apply-config-profile step first

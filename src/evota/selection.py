@@ -32,6 +32,9 @@ class ChargerSnapshot:
     last_seen: datetime | None = None
     in_session: bool = False
     other_campaign: str | None = None  # the active campaign that already covers it
+    # From the charger's vendor profile (evota.fleet.vendors; None: no limit known).
+    max_per_site: int | None = None  # safe concurrent updates per site for this model
+    max_image_bytes: int | None = None  # larger images are refused before sending
 
 
 @dataclass(frozen=True, slots=True)

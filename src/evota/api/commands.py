@@ -28,6 +28,7 @@ _COMMAND_ERRORS = {
     commands.CommandTimeout: (504, "Charger did not answer"),
     commands.CommandRejected: (502, "Charger answered with an error"),
     commands.CommandNotSupported: (409, "Not supported by the charger's protocol"),
+    commands.UnsupportedByModel: (409, "Not supported by the charger's model"),
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "The charger is not connected, or its OCPP version cannot express this"},
@@ -44,7 +45,7 @@ def problem_for(exc: commands.CommandError) -> Problem:
     extra: dict[str, Any] = {"reason": exc.reason}
     if isinstance(exc, commands.CommandRejected):
         extra["ocpp_error_code"] = exc.code
-    return Problem(status, title, exc.message, None, **extra)
+    return Problem(status, title, exc.message, getattr(exc, "field", None), **extra)
 
 
 async def run_command(

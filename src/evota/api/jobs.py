@@ -126,6 +126,9 @@ async def update_firmware(
         model=charger.model,
         hardware_revision=charger.hardware_revision,
         firmware_version=charger.firmware_version,
+        max_image_bytes=rt.vendor_profiles.for_identity(
+            charger.vendor, charger.model, charger.firmware_version
+        ).max_image_bytes,
     )
     refusal = update_refusal(image_facts(fw), facts, allow_downgrade=body.allow_downgrade)
     if refusal is not None:

@@ -377,3 +377,14 @@ class CommandRejected(CommandError):
 
 class CommandNotSupported(CommandError):
     reason = "unsupported"
+
+
+class UnsupportedByModel(CommandNotSupported):
+    """Refused before sending: the charger's vendor profile says its model does not take it
+    (``field`` names the parameter at fault)."""
+
+    reason = "unsupported_by_model"
+
+    def __init__(self, charger_id: str, message: str, field: str | None = None) -> None:
+        super().__init__(charger_id, message)
+        self.field = field

@@ -33,6 +33,7 @@ from evota.clock import Clock
 from evota.control import catalog, commands, profiles
 from evota.control import operation as op
 from evota.control.operations import Info, OperationRunner, Outcome, SendFn
+from evota.fleet import vendors
 from evota.store.models import Charger, ChargerEvent, ChargerSetting, ConfigProfile
 
 log = structlog.get_logger("evota.configuration")
@@ -72,8 +73,12 @@ class ConfigurationService:
         poll_hours: float = 24.0,
         boot_delay: float = 1.0,
         concurrency: int = 10,
+        profile_for: Callable[[str], vendors.VendorProfile] | None = None,
     ) -> None:
         self._engine = engine
+        # The charger's vendor profile: its names for standard keys (config_keys). Drift is
+        # compared in standard names; ChangeConfiguration is sent with the vendor's name.
+        self._profile_for = profile_for or (lambda _charger_id: vendors.DEFAULT)
         self._clock = clock
         self._fetch_send = fetch_send
         self._send = send
@@ -180,12 +185,13 @@ class ConfigurationService:
         self._attempted[charger_id] = self._clock.now()
         result = await self._fetch_send(charger_id, commands.GetConfiguration())
         reported = reported_of(result.details)
+        standard = vendors.standard_keys(self._profile_for(charger_id), reported)
         now = self._clock.now()
         desired = await self._covering(charger_id)
         found = [
             {"profile": name, **row.to_dict()}
             for name, settings in desired
-            for row in profiles.drift(charger_id, settings, reported)
+            for row in profiles.drift(charger_id, settings, standard)
         ]
         status = "drift" if found else ("in_sync" if desired else "fetched")
         async with self._engine.begin() as conn:
@@ -241,7 +247,7 @@ class ConfigurationService:
         return out
 
     async def configs(self, charger_ids: Sequence[str]) -> dict[str, dict[str, profiles.Reported]]:
-        """The stored configuration of each charger that has one."""
+        """The stored configuration of each charger that has one, in standard key names."""
         out: dict[str, dict[str, profiles.Reported]] = {}
         ids = list(charger_ids)
         async with self._engine.connect() as conn:
@@ -258,7 +264,7 @@ class ConfigurationService:
                 ).all()
                 for r in rows:
                     out.setdefault(r.charger_id, {})[r.key] = profiles.Reported(r.value, r.readonly)
-        return out
+        return {cid: vendors.standard_keys(self._profile_for(cid), c) for cid, c in out.items()}
 
     # -- drift and apply ------------------------------------------------------------------------
     async def report(
@@ -296,9 +302,10 @@ class ConfigurationService:
 
     async def _apply_step(self, info: Info, actor: Actor, charger_id: str) -> Outcome:
         desired: dict[str, str] = dict(info.params.get("settings") or {})
+        profile = self._profile_for(charger_id)
         config = (await self.configs([charger_id])).get(charger_id)
         if config is None:
-            config = await self.fetch(charger_id)
+            config = vendors.standard_keys(profile, await self.fetch(charger_id))
         todo = [d for d in profiles.drift(charger_id, desired, config) if d.fixable]
         if not todo:
             return Outcome(True, "InSync", {"changed": {}})
@@ -307,7 +314,8 @@ class ConfigurationService:
             raise RuntimeError("change-configuration is not in the command catalog")
         answers: dict[str, str] = {}
         for d in todo:
-            params = spec.params.model_validate({"key": d.key, "value": d.desired})
+            key = vendors.config_key(profile, d.key)
+            params = spec.params.model_validate({"key": key, "value": d.desired})
             try:
                 result = await self._send(actor, charger_id, spec, params, info.reason)
                 answers[d.key] = result.status
@@ -317,7 +325,7 @@ class ConfigurationService:
                     break
         remaining: list[str] = []
         with contextlib.suppress(commands.CommandError):
-            after = await self.fetch(charger_id)
+            after = vendors.standard_keys(profile, await self.fetch(charger_id))
             remaining = [d.key for d in profiles.drift(charger_id, desired, after) if d.fixable]
         rebooting = [k for k, s in answers.items() if s == "RebootRequired"]
         failed = [s for k, s in answers.items() if s not in commands.SUCCESS]

@@ -19,6 +19,7 @@ import structlog
 from evota.audit.log import SYSTEM, Actor, AuditLog
 from evota.control import commands
 from evota.control.catalog import CommandSpec, Context, Params, UploadUrl
+from evota.fleet import vendors
 
 log = structlog.get_logger("evota.commands")
 _background: set[asyncio.Task[Any]] = set()
@@ -33,6 +34,20 @@ class CommandPath:
     # A Reset answered Scheduled: call ``done`` with what the next boot reported.
     reset_scheduled: Callable[[str, str, Callable[[dict[str, Any]], None]], None]
     upload_url: UploadUrl  # where a charger uploads diagnostics and logs
+    # The charger's effective vendor profile (evota.fleet.vendor_store.for_charger): commands
+    # its model is known not to take are refused before sending.
+    profile_for: Callable[[str], vendors.VendorProfile] = lambda _charger_id: vendors.DEFAULT
+
+
+def vendor_refusal(
+    profile: vendors.VendorProfile, charger_id: str, command: commands.Command
+) -> commands.UnsupportedByModel | None:
+    """Why the charger's vendor profile rules ``command`` out, or None (pure)."""
+    if isinstance(command, commands.TriggerMessage):
+        why = vendors.trigger_refusal(profile, command.message)
+        if why is not None:
+            return commands.UnsupportedByModel(charger_id, why, "message")
+    return None
 
 
 def outcome_of(result: commands.CommandResult | commands.CommandError) -> str:
@@ -62,6 +77,9 @@ async def send_command(
     detail: dict[str, Any] = {"params": params.audited()}
     try:
         command = spec.build(params, ctx)
+        refused = vendor_refusal(path.profile_for(charger_id), charger_id, command)
+        if refused is not None:
+            raise refused
         result = await path.send(charger_id, command)
     except commands.CommandError as exc:
         if not exc.charger_id:

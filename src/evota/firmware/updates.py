@@ -24,6 +24,7 @@ class ImageFacts:
     hardware_revisions: Sequence[str] = ()
     min_current_version: str | None = None
     supersedes: Sequence[str] = ()
+    size: int | None = None  # bytes
 
 
 def image_facts(fw: Any) -> ImageFacts:
@@ -38,6 +39,7 @@ def image_facts(fw: Any) -> ImageFacts:
         hardware_revisions=tuple(fw.hardware_revisions or ()),
         min_current_version=fw.min_current_version,
         supersedes=tuple(fw.supersedes or ()),
+        size=getattr(fw, "size", None),
     )
 
 
@@ -48,6 +50,8 @@ class ChargerFacts:
     model: str | None
     hardware_revision: str | None
     firmware_version: str | None
+    # The vendor profile's largest image (evota.fleet.vendors), None if not known.
+    max_image_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,12 @@ def update_refusal(
     problem = compatibility_problem(image, charger.vendor, charger.model, charger.hardware_revision)
     if problem:
         return Refusal("incompatible", problem)
+    limit = charger.max_image_bytes
+    if limit is not None and image.size is not None and image.size > limit:
+        return Refusal(
+            "image_too_large",
+            f"the image is {image.size} bytes; this model's vendor profile allows at most {limit}",
+        )
     current = charger.firmware_version or None
     if current is not None and versions.compare(current, image.version) == 0:
         return Refusal("already_on_target", f"charger already runs {image.version}")

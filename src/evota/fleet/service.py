@@ -115,6 +115,9 @@ class FleetService:
         self.jobs: FirmwareObserver | None = None
         # Called with the charger id when a charger boots and is accepted (must not block).
         self.ready_listeners: list[Callable[[str], None]] = []
+        # Called with (charger id, vendor, model, firmware version) on every BootNotification,
+        # the one message that reports them (the vendor profiles' view; must not block).
+        self.boot_listeners: list[Callable[[str, str | None, str | None, str | None], None]] = []
         # Called with (charger id, type, techInfo, charger's timestamp) for every security
         # event a charger reports (the alert monitor's rules; must not block).
         self.security_listeners: list[Callable[[str, str, str | None, datetime | None], None]] = []
@@ -328,6 +331,8 @@ class FleetService:
             fields["firmware_version"] = event.firmware_version
         self.writer.charger(state.id, **fields)
         state.booted = True
+        for boot_listener in self.boot_listeners:
+            boot_listener(state.id, event.vendor, event.model, event.firmware_version)
         self._event(
             state,
             "boot",

@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from evota import versions
 
@@ -32,17 +32,20 @@ __all__ = [
     "matches",
     "resolve",
     "specificity",
+    "standard_keys",
     "to_dict",
     "trigger_refusal",
     "validate",
     "with_changes",
 ]
 
+_T = TypeVar("_T")
+
 DownloadProtocol = Literal["http", "https", "ftp", "ftps"]
 DOWNLOAD_PROTOCOLS: tuple[str, ...] = get_args(DownloadProtocol)
 
-#: TriggerMessage values of OCPP 1.6 and 2.0.1 (MessageTriggerEnumType), the vocabulary of
-#: ``trigger_messages``.
+#: TriggerMessage values of OCPP 1.6 (with ExtendedTriggerMessage's) and 2.0.1, the vocabulary
+#: of ``trigger_messages`` (evota.control.catalog's ``trigger`` command takes the same).
 TRIGGER_MESSAGES: frozenset[str] = frozenset(
     {
         "BootNotification",
@@ -57,13 +60,14 @@ TRIGGER_MESSAGES: frozenset[str] = frozenset(
         "SignCombinedCertificate",
         "PublishFirmwareStatusNotification",
         "TransactionEvent",
-        "ExtendedTriggerMessage",
+        "SignChargePointCertificate",
     }
 )
 
 # Bounds on operator input: a profile is small, and a typo must not make a timeout absurd.
 MAX_SECONDS = 7 * 24 * 3600
 MAX_TEXT = 200
+MAX_IDENT = 50  # vendor, model and firmware version as chargers report them (CiString50)
 MAX_NOTES = 4000
 MAX_CONFIG_KEYS = 200
 
@@ -202,7 +206,9 @@ def trigger_refusal(profile: VendorProfile, message: str) -> str | None:
 # -- validation -------------------------------------------------------------------------------
 
 
-def _text(data: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
+def _text(
+    data: Mapping[str, Any], name: str, *, required: bool = False, limit: int = MAX_TEXT
+) -> str | None:
     value = data.get(name)
     if value is None:
         if required:
@@ -215,8 +221,8 @@ def _text(data: Mapping[str, Any], name: str, *, required: bool = False) -> str 
         if required:
             raise ProfileError(name, "must not be empty")
         return None
-    if len(value) > MAX_TEXT:
-        raise ProfileError(name, f"must be at most {MAX_TEXT} characters")
+    if len(value) > limit:
+        raise ProfileError(name, f"must be at most {limit} characters")
     if not value.isprintable():
         raise ProfileError(name, "must not contain control characters")
     return value
@@ -296,10 +302,10 @@ def validate(data: Mapping[str, Any]) -> VendorProfile:
     unknown = sorted(str(k)[:50] for k in data if k not in _FIELDS)
     if unknown:
         raise ProfileError(unknown[0], "is not a vendor profile field")
-    vendor = _text(data, "vendor", required=True)
+    vendor = _text(data, "vendor", required=True, limit=MAX_IDENT)
     assert vendor is not None
-    low = _text(data, "firmware_min")
-    high = _text(data, "firmware_max")
+    low = _text(data, "firmware_min", limit=MAX_IDENT)
+    high = _text(data, "firmware_max", limit=MAX_IDENT)
     if low is not None and high is not None and versions.compare(low, high) > 0:
         raise ProfileError("firmware_max", f"must not be older than firmware_min ({low})")
     protocol = data.get("download_protocol", "http")
@@ -314,7 +320,7 @@ def validate(data: Mapping[str, Any]) -> VendorProfile:
         raise ProfileError("notes", f"must be at most {MAX_NOTES} characters")
     return VendorProfile(
         vendor=vendor,
-        model=_text(data, "model"),
+        model=_text(data, "model", limit=MAX_IDENT),
         firmware_min=low,
         firmware_max=high,
         signed_updates=_flag(data, "signed_updates"),
@@ -357,3 +363,16 @@ def to_dict(profile: VendorProfile) -> dict[str, Any]:
 def with_changes(profile: VendorProfile, **changes: Any) -> VendorProfile:
     """A validated copy with ``changes`` applied (e.g. an accepted suggestion)."""
     return validate({**to_dict(profile), **changes})
+
+
+def standard_keys(profile: VendorProfile, reported: Mapping[str, _T]) -> dict[str, _T]:
+    """A charger's reported configuration with the vendor's key names turned back into the
+    standard ones (``config_keys`` reversed), so drift compares like with like."""
+    if not profile.config_keys:
+        return dict(reported)
+    out = dict(reported)
+    for standard, vendor_key in profile.config_keys.items():
+        if vendor_key in reported:
+            out.pop(vendor_key, None)
+            out[standard] = reported[vendor_key]
+    return out

@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from evota.clock import Clock
 from evota.firmware.lifecycle import FirmwareState
 from evota.firmware.updates import image_facts
+from evota.fleet import vendors
+from evota.fleet.vendors import VendorProfile
 from evota.rollout import engine as eng
 from evota.rollout.campaign import (
     ACTIVE,
@@ -105,8 +107,12 @@ class CampaignRunner:
         connected: Callable[[str], bool],
         tick_interval: float = 1.0,
         join_interval: float = 30.0,
+        profile_for: Callable[[str | None, str | None, str | None], VendorProfile] | None = None,
     ) -> None:
         self._engine = engine
+        # The effective vendor profile of a (vendor, model, firmware version): its safe
+        # concurrency per site and largest image (evota.fleet.vendor_store.for_identity).
+        self._profile_for = profile_for or (lambda _vendor, _model, _version: vendors.DEFAULT)
         self._clock = clock
         self._jobs = jobs
         self._connected = connected
@@ -163,8 +169,10 @@ class CampaignRunner:
                     )
                 ).scalars()
             )
-        return {
-            r.id: ChargerSnapshot(
+        snapshots: dict[str, ChargerSnapshot] = {}
+        for r in rows:
+            profile = self._profile_for(r.vendor, r.model, r.firmware_version)
+            snapshots[r.id] = ChargerSnapshot(
                 id=r.id,
                 vendor=r.vendor,
                 model=r.model,
@@ -177,9 +185,10 @@ class CampaignRunner:
                 connected=self._connected(r.id),
                 last_seen=r.last_seen,
                 in_session=r.id in busy,
+                max_per_site=profile.max_per_site,
+                max_image_bytes=profile.max_image_bytes,
             )
-            for r in rows
-        }
+        return snapshots
 
     async def create(
         self,

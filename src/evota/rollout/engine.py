@@ -189,8 +189,12 @@ class _Caps:
             self._site_cap[site] = cap
         return self._site_cap[site]
 
-    def blocked(self, site: str | None, *, rate: bool) -> str | None:
+    def blocked(self, site: str | None, *, rate: bool, model_cap: int | None = None) -> str | None:
+        """What holds a start back; ``model_cap`` is the charger's vendor profile's safe
+        concurrency per site: the smaller of it and the policy's cap applies."""
         cap = self.site_cap(site)
+        if model_cap is not None and (cap is None or model_cap < cap):
+            cap = model_cap
         if cap is not None and self.active_site[site] >= cap:
             return "site cap"
         if self.policy.max_concurrent is not None and self.active >= self.policy.max_concurrent:
@@ -403,7 +407,7 @@ class _Starter:
             self.notes.add("in session (rollback waits)", cid)
             return
         site = c.site_id if c else None
-        held = self.caps.blocked(site, rate=False)
+        held = self.caps.blocked(site, rate=False, model_cap=c.max_per_site if c else None)
         if held:
             self.notes.add(f"{held} (rollback waits)", cid)
             return
@@ -447,7 +451,7 @@ class _Starter:
         if not ok:
             self.wake = _min(self.wake, opening)
             return "window closed"
-        held = self.caps.blocked(c.site_id, rate=True)
+        held = self.caps.blocked(c.site_id, rate=True, model_cap=c.max_per_site)
         if held == "start rate":
             self.wake = _min(self.wake, self.caps.rate_wake)
         return held

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +30,9 @@ from evota.audit.log import SYSTEM, AuditLog
 from evota.clock import Clock
 from evota.control import commands
 from evota.firmware import delivery, tokens
+from evota.fleet import vendors
 from evota.rollout import job as jm
+from evota.rollout import vendor_fit
 from evota.store.models import Charger, Firmware, JobEvent
 from evota.store.models import Job as JobRow
 
@@ -78,8 +80,11 @@ class JobRunner:
         take_bytes: Callable[[], dict[str, int]] = dict,
         tick_interval: float = 1.0,
         audit: AuditLog | None = None,
+        profile_for: Callable[[str], vendors.VendorProfile] | None = None,
     ) -> None:
         self._engine = engine
+        # The charger's effective vendor profile (evota.fleet.vendor_store.for_charger).
+        self._profile_for = profile_for or (lambda _charger_id: vendors.DEFAULT)
         self._clock = clock
         self._send_command = send
         self._ready = ready
@@ -121,6 +126,8 @@ class JobRunner:
             ).all()
         for row in rows:
             job = _job_from_row(row)
+            if self._profile_for(job.charger_id).signed_updates is False:
+                job = replace(job, signed_available=False)
             self.active[job.charger_id] = job
             self._images[job.id] = Image(
                 firmware_id=row.firmware_id,
@@ -129,7 +136,7 @@ class JobRunner:
                 signature=row.signature,
                 signing_certificate=row.signing_certificate,
             )
-            s = jm.reconcile(job, row.reported, now, self.timeouts)
+            s = jm.reconcile(job, row.reported, now, self._timeouts(job.charger_id))
             if s.changed:
                 await self._persist(s.job, "reconciled", {"reported_version": row.reported})
         self._worker = asyncio.create_task(self._work(), name="jobs-worker")
@@ -167,9 +174,12 @@ class JobRunner:
         now = self._clock.now()
         image = _image(firmware)
         fallback = await self._protocol_of(charger_id) != V201
-        method = None
-        if image.signature is None or (fallback and learned_method == jm.Method.PLAIN.value):
-            method = jm.Method.PLAIN
+        method, signed_available = vendor_fit.method_for(
+            self._profile_for(charger_id),
+            signed_image=image.signature is not None,
+            learned_plain=learned_method == jm.Method.PLAIN.value,
+            fallback=fallback,
+        )
         async with self._engine.begin() as conn:
             job_id = (
                 await conn.execute(
@@ -201,16 +211,20 @@ class JobRunner:
             previous_version=previous_version,
             method=method,
             retrieve_at=retrieve_at,
-            signed_available=image.signature is not None,
+            signed_available=signed_available,
             fallback=fallback,
         )
         self._images[job.id] = image
         self.active[charger_id] = job
-        s = jm.step(job, jm.Created(), now, self.timeouts)
+        s = jm.step(job, jm.Created(), now, self._timeouts(charger_id))
         await self._persist(s.job, "created", {"by": created_by, "firmware_id": image.firmware_id})
         if self._ready(charger_id):
             self.notify(charger_id, jm.Dispatch(), "dispatch")
         return s.job
+
+    def _timeouts(self, charger_id: str) -> jm.Timeouts:
+        """The configured timeouts, raised to fit the charger's vendor profile."""
+        return vendor_fit.fit_timeouts(self.timeouts, self._profile_for(charger_id))
 
     async def _protocol_of(self, charger_id: str) -> str | None:
         async with self._engine.connect() as conn:
@@ -224,7 +238,7 @@ class JobRunner:
             job = next((j for j in self.active.values() if j.id == job_id), None)
             if job is None:
                 return None
-            s = jm.step(job, jm.Cancel(reason), self._clock.now(), self.timeouts)
+            s = jm.step(job, jm.Cancel(reason), self._clock.now(), self._timeouts(job.charger_id))
             if s.changed:
                 await self._persist(s.job, "cancel", {"reason": reason})
             return s
@@ -277,7 +291,7 @@ class JobRunner:
                 log.exception("job transition failed", job_id=job.id, input=name)
 
     async def _apply(self, job: jm.Job, event: jm.Input, name: str) -> None:
-        s = jm.step(job, event, self._clock.now(), self.timeouts)
+        s = jm.step(job, event, self._clock.now(), self._timeouts(job.charger_id))
         detail = _describe(event)
         if s.changed:
             await self._persist(s.job, name, detail)

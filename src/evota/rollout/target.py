@@ -75,8 +75,9 @@ def plan_eligibility(
     """Split the chargers the query selects into eligible ids and exclusions with reasons.
 
     Checks run in this order and the first one that applies is the reason: the image checks
-    (``incompatible``, ``already_on_target``, ``would_downgrade``, ``needs_intermediate``;
-    ``revoked`` for a revoked image), ``version_not_targeted``, ``in_other_campaign``,
+    (``incompatible``, ``image_too_large`` (the vendor profile's maximum),
+    ``already_on_target``, ``would_downgrade``, ``needs_intermediate``; ``revoked`` for a
+    revoked image), ``version_not_targeted``, ``in_other_campaign``,
     ``offline_too_long`` (not connected and last seen longer ago than ``max_offline_days``,
     or never seen). Output keeps the input order.
     """
@@ -85,7 +86,7 @@ def plan_eligibility(
         None if target.max_offline_days is None else timedelta(days=target.max_offline_days)
     )
     # Fleets have few distinct (vendor, model, revision, version) combinations: check each once.
-    refusals: dict[tuple[str | None, ...], Refusal | None] = {}
+    refusals: dict[tuple[str | int | None, ...], Refusal | None] = {}
     version_problems: dict[str | None, str | None] = {}
     eligible: list[str] = []
     excluded: list[Exclusion] = []
@@ -93,11 +94,14 @@ def plan_eligibility(
         if not match(c):
             continue
         facts = (c.vendor, c.model, c.hardware_revision, c.firmware_version)
-        if facts not in refusals:
-            refusals[facts] = update_refusal(
-                image, ChargerFacts("", *facts), allow_downgrade=allow_downgrade
+        key = (*facts, c.max_image_bytes)
+        if key not in refusals:
+            refusals[key] = update_refusal(
+                image,
+                ChargerFacts("", *facts, max_image_bytes=c.max_image_bytes),
+                allow_downgrade=allow_downgrade,
             )
-        refusal = refusals[facts]
+        refusal = refusals[key]
         if refusal is not None:
             reason = _REASONS.get(refusal.reason, refusal.reason)
             excluded.append(Exclusion(c.id, reason, refusal.detail))

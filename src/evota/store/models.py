@@ -677,3 +677,21 @@ class PlaybookRun(Base):
     updated_at: Mapped[datetime] = mapped_column(TS)
     ended_at: Mapped[datetime | None] = mapped_column(TS)
     log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # bounded
+
+
+class VendorProfile(Base):
+    """Known behaviour of a vendor's chargers, optionally one model and firmware range
+    (evota.fleet.vendors). ``scope_key`` is the case-folded scope: one profile per scope."""
+
+    __tablename__ = "vendor_profiles"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope_key: Mapped[str] = mapped_column(String(300), unique=True)
+    vendor: Mapped[str] = mapped_column(String(50), index=True)
+    model: Mapped[str | None] = mapped_column(String(50))
+    firmware_min: Mapped[str | None] = mapped_column(String(50))
+    firmware_max: Mapped[str | None] = mapped_column(String(50))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)  # vendors.to_dict
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_by: Mapped[str] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = mapped_column(TS)
