@@ -391,6 +391,9 @@ async def _scoped_world(rt: Runtime) -> dict[str, str]:
         )
         assert res.status_code == 201, res.text
         profile = res.json()["id"]
+        res = await admin.post("/api/v1/playbooks", json=PLAYBOOK_INSIDE)
+        assert res.status_code == 201, res.text
+    await _playbook_runs(rt)
     approval = await rt.approvals.request(
         Actor("requester", ("security_admin",)),
         "charger.disable",
@@ -408,7 +411,44 @@ async def _scoped_world(rt: Runtime) -> dict[str, str]:
         "operation_id": operation,
         "profile_id": profile,
         "firmware_id": firmware,
+        "playbook": "inside",
     }
+
+
+PLAYBOOK_INSIDE = {
+    "name": "inside",
+    "trigger": {"kind": "repeated_boots", "count": 3, "within_minutes": 60},
+    "target": {"sites": ["s-inside"]},
+    "steps": [{"escalate": {"message": "boot loop"}}],
+}
+
+
+async def _playbook_runs(rt: Runtime) -> None:
+    """A playbook run on each charger (a fleet-wide playbook's): lists show the caller's."""
+    from sqlalchemy import insert
+
+    from evota.store.models import PlaybookRun
+
+    now = rt.clock.now()
+    async with rt.engine.begin() as conn:
+        for cid in ("CP-INSIDE", "CP-OUTSIDE"):
+            await conn.execute(
+                insert(PlaybookRun).values(
+                    id=f"run-{cid}",
+                    playbook="fleet",
+                    playbook_version=1,
+                    charger_id=cid,
+                    fault_key="boots",
+                    trigger={},
+                    state="resolved",
+                    step_index=0,
+                    outcome="resolved",
+                    dry_run=False,
+                    started_at=now,
+                    updated_at=now,
+                    log=[],
+                )
+            )
 
 
 def _create_body(path: str, label: str, where: str) -> dict[str, Any]:
@@ -422,6 +462,7 @@ def _create_body(path: str, label: str, where: str) -> dict[str, Any]:
                                "target": {"charger_ids": ["CP-INSIDE"]}},
         "/api/v1/config-profiles": {"name": f"p-{label}", "target": {"sites": ["s-inside"]},
                                     "settings": {"HeartbeatInterval": "300"}},
+        "/api/v1/playbooks": {**PLAYBOOK_INSIDE, "name": f"p-{label}".replace("_", "-")},
     }  # fmt: skip
     assert path in bodies, f"add a create body for {path} to the scope matrix"
     return bodies[path]
@@ -511,6 +552,11 @@ async def test_every_route_keeps_a_scoped_role_inside_its_scope(
 
 
 async def _recreate(rt: Runtime, path: str) -> dict[str, str]:
+    if path == "/api/v1/playbooks/{playbook}":
+        async with api_client(rt) as admin:
+            res = await admin.post("/api/v1/playbooks", json=PLAYBOOK_INSIDE)
+            assert res.status_code == 201, res.text
+            return {"playbook": "inside"}
     assert path == "/api/v1/config-profiles/{profile_id}", f"recreate what {path} deleted"
     async with api_client(rt) as admin:
         res = await admin.post(

@@ -236,6 +236,10 @@ class Settings(BaseSettings):
         "than write_interval, so the boot's vendor and model are stored for profile targets)",
     )
     config_fetch_concurrency: int = Field(10, ge=1, le=200)
+    # Playbook definitions (evota.playbooks.spec, docs/playbooks.md)
+    playbook_webhook_allow_http: bool = Field(
+        False, description="labs only: let a playbook's escalation webhook be plain http"
+    )
     # Who may charge (evota.fleet.tokens, docs/id-tokens.md)
     authorize_all: bool = Field(
         False,

@@ -75,6 +75,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     from evota.api import kpis  # post-rollout KPIs (evota.evidence.kpi_service)
 
     app.include_router(kpis.router)
+    from evota.api import playbooks  # self-healing playbooks (evota.playbooks)
+
+    app.include_router(playbooks.router)
 
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "evota is failing"}})
     async def healthz() -> JSONResponse:

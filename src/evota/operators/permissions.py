@@ -15,7 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 READ = frozenset(
-    {"fleet.read", "firmware.read", "campaign.read", "job.read", "operation.read", "alert.read"}
+    {
+        "fleet.read",
+        "firmware.read",
+        "campaign.read",
+        "job.read",
+        "operation.read",
+        "alert.read",
+        "playbook.read",
+    }
 )
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
@@ -29,6 +37,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         "alert.ack",
         "idtoken.read",
         "idtoken.write",
+        "playbook.write",
+        "playbook.killswitch",
     },
     "firmware_manager": READ
     | {"firmware.write", "campaign.write", "job.write", "approval.decide", "alert.ack"},
@@ -43,6 +53,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         "audit.read",
         "idtoken.read",
         "idtoken.write",
+        "playbook.killswitch",
     },
     "auditor": READ | {"audit.read", "idtoken.read"},
 }
@@ -60,6 +71,9 @@ CHARGER_LEVEL = frozenset(
         "charger.write",
         "charger.credentials",
         "approval.decide",
+        # a playbook's target must stay inside the grant's scope (api/playbooks.py)
+        "playbook.read",
+        "playbook.write",
     }
 )
 ALL_PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())
