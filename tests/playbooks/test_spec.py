@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -69,6 +70,7 @@ def test_yaml_document_parses_and_round_trips():
     [
         ({"colour": "red"}, "colour"),
         ({"name": "Has Spaces"}, "name"),
+        ({"name": "kill-switch"}, "name"),
         ({"trigger": {"kind": "meteor"}}, "trigger.kind"),
         ({"trigger": {"kind": "connector_faulted"}}, "trigger.for_minutes"),
         ({"trigger": {"kind": "connector_faulted", "for_minutes": 0}}, "trigger.for_minutes"),
@@ -159,7 +161,7 @@ def test_http_webhook_only_when_allowed():
 
 
 def test_every_allowed_command_is_in_the_catalog():
-    assert spec.COMMANDS <= set(catalog.COMMANDS)
+    assert set(catalog.COMMANDS) >= spec.COMMANDS
 
 
 @pytest.mark.parametrize(
@@ -260,10 +262,8 @@ def test_parse_raises_nothing_but_spec_error(data):
 
 @given(st.text(max_size=300))
 def test_parse_text_raises_nothing_but_spec_error(text):
-    try:
+    with contextlib.suppress(SpecError):
         spec.parse_text(text)
-    except SpecError:
-        pass
 
 
 minutes = st.floats(min_value=0.01, max_value=spec.MAX_MINUTES)

@@ -41,6 +41,7 @@ __all__ = [
     "Trigger",
     "TriggerKind",
     "definition",
+    "load_text",
     "parse",
     "parse_text",
     "spec_hash",
@@ -180,6 +181,7 @@ MAX_MESSAGE = 500
 MAX_URL = 2000
 MAX_PARAMS_DEPTH = 8
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+RESERVED = frozenset({"runs", "kill-switch"})  # /api/v1/playbooks/<these> are other routes
 #: In a command step's params, this exact value stands for the triggering connector.
 CONNECTOR = "{connector}"
 
@@ -260,8 +262,13 @@ _TOP = (
 
 
 def parse_text(text: str | bytes, *, allow_http_webhooks: bool = False) -> Playbook:
-    """A playbook from a YAML or JSON document (JSON is YAML): at most
-    :data:`MAX_TEXT_BYTES`, no aliases (a small document must not expand into a huge one)."""
+    """A playbook from a YAML or JSON document (:func:`load_text`, then :func:`parse`)."""
+    return parse(load_text(text), allow_http_webhooks=allow_http_webhooks)
+
+
+def load_text(text: str | bytes) -> object:
+    """The data of a YAML or JSON document (JSON is YAML): at most :data:`MAX_TEXT_BYTES`,
+    no aliases (a small document must not expand into a huge one)."""
     raw = text.encode() if isinstance(text, str) else text
     if len(raw) > MAX_TEXT_BYTES:
         raise SpecError("", f"the document is larger than {MAX_TEXT_BYTES} bytes")
@@ -269,13 +276,13 @@ def parse_text(text: str | bytes, *, allow_http_webhooks: bool = False) -> Playb
         decoded = raw.decode("utf-8")
         if decoded.lstrip().startswith(("{", "[")):
             try:  # JSON first: YAML reads no surrogate-pair escapes, which JSON writers emit
-                return parse(json.loads(decoded), allow_http_webhooks=allow_http_webhooks)
+                return json.loads(decoded)
             except json.JSONDecodeError:
                 pass  # a YAML flow mapping such as {name: p}
         for event in yaml.parse(decoded, Loader=yaml.CSafeLoader):
             if isinstance(event, yaml.AliasEvent):
                 raise SpecError("", "YAML aliases (*name) are not accepted")
-        data = yaml.load(decoded, Loader=yaml.CSafeLoader)
+        return yaml.load(decoded, Loader=yaml.CSafeLoader)
     except SpecError:
         raise
     except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
@@ -283,7 +290,6 @@ def parse_text(text: str | bytes, *, allow_http_webhooks: bool = False) -> Playb
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise SpecError("", f"not valid YAML or JSON{at}: {problem}") from None
-    return parse(data, allow_http_webhooks=allow_http_webhooks)
 
 
 def parse(data: object, *, allow_http_webhooks: bool = False) -> Playbook:
@@ -295,6 +301,8 @@ def parse(data: object, *, allow_http_webhooks: bool = False) -> Playbook:
     name = d.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         raise SpecError("name", "must be 1-64 lowercase letters, digits and '-' (not first)")
+    if name in RESERVED:
+        raise SpecError("name", f"{name!r} is reserved (an API path)")
     version = d.get("version", 1)
     if not _is_int(version) or not 1 <= version <= 2**31 - 1:
         raise SpecError("version", "must be an integer >= 1")
