@@ -71,6 +71,61 @@ class Settings(BaseSettings):
     )
     download_max_concurrent: int = Field(200, ge=1)
     download_max_per_site: int = Field(20, ge=1)
+    # FTP/FTPS delivery for legacy chargers (evota.firmware.ftp_delivery, docs/updates.md)
+    ftp_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="FTP download listener for chargers whose vendor profile says ftp/ftps; "
+        "unset: off (0: any free port)",
+    )
+    ftp_passive_ports: str | None = Field(
+        None,
+        description="passive data ports as FIRST-LAST (e.g. 60000-60099), to open in the "
+        "firewall; unset: any free port",
+    )
+    ftp_public_host: str | None = Field(
+        None,
+        description="host chargers use in ftp:// URLs, and (resolved to IPv4) in PASV answers "
+        "behind NAT; default: the bind address",
+    )
+    ftp_tls: bool = Field(
+        False, description="offer explicit FTPS (AUTH TLS); needed for the ftps protocol"
+    )
+    ftp_tls_cert: Path | None = Field(
+        None, description="PEM certificate chain of the FTPS server (with ftp_tls)"
+    )
+    ftp_tls_key: Path | None = Field(
+        None, validate_default=True, description="PEM private key of the FTPS server"
+    )
+    ftp_max_connections: int = Field(512, ge=1, description="FTP control connections in total")
+    ftp_max_per_address: int = Field(
+        16, ge=1, description="FTP control connections per source address"
+    )
+    ftp_timeout: float = Field(
+        60, gt=0, le=3600, description="seconds an FTP session may idle or a transfer stall"
+    )
+    ftp_login_failures: int = Field(
+        10, ge=1, description="failed FTP logins per source address before it is refused"
+    )
+    ftp_login_failure_window_seconds: float = Field(
+        300, gt=0, le=86400, description="window of ftp_login_failures (seconds)"
+    )
+
+    @field_validator("ftp_passive_ports")
+    @classmethod
+    def _ftp_passive_ports(cls, value: str | None) -> str | None:
+        if value is not None:
+            passive_range(value)  # ValueError says what is wrong
+        return value
+
+    @field_validator("ftp_tls_key")
+    @classmethod
+    def _ftp_tls_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if info.data.get("ftp_tls") and (value is None or info.data.get("ftp_tls_cert") is None):
+            raise ValueError("ftp_tls needs ftp_tls_cert and ftp_tls_key")
+        return value
+
     # Update job phase timeouts (seconds)
     job_queue_timeout: float = Field(24 * 3600, gt=0, description="waiting for the charger")
     job_download_start_timeout: float = Field(900, gt=0, description="accepted, no download")
@@ -278,9 +333,26 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'evota.db').resolve()}"
 
+    def ftp_host(self) -> str:
+        """The host in ftp:// URLs: EVOTA_FTP_PUBLIC_HOST, else the bind address."""
+        if self.ftp_public_host:
+            return self.ftp_public_host
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
     def download_base_url(self, download_port: int) -> str:
         """Where chargers fetch firmware: EVOTA_PUBLIC_URL, else this host's listener."""
         if self.public_url:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{download_port}"
+
+
+def passive_range(text: str) -> range:
+    """``FIRST-LAST`` (inclusive) as a range of unprivileged ports, at most 10000 of them."""
+    first, sep, last = text.partition("-")
+    if not (sep and first.strip().isdigit() and last.strip().isdigit()):
+        raise ValueError("must be FIRST-LAST, e.g. 60000-60099")
+    lo, hi = int(first), int(last)
+    if not 1024 <= lo <= hi <= 65535 or hi - lo >= 10000:
+        raise ValueError("must be ports 1024..65535, FIRST <= LAST, at most 10000 of them")
+    return range(lo, hi + 1)

@@ -19,7 +19,7 @@ from evota.audit import anomalies
 from evota.audit.alerts import AlertMonitor
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
-from evota.config import Settings
+from evota.config import Settings, passive_range
 from evota.control import uploads as charger_uploads
 from evota.control.configuration import ConfigurationService
 from evota.control.dispatch import CommandPath, send_command
@@ -31,6 +31,14 @@ from evota.files import load_key, private_dir, private_sqlite
 from evota.firmware import state_changes as firmware_changes
 from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage
+from evota.firmware.ftp_delivery import (
+    FtpDelivery,
+    FtpEndpoint,
+    TlsFiles,
+    effective_protocol,
+    location,
+    resolve_ipv4,
+)
 from evota.firmware.lifecycle import FirmwareState
 from evota.firmware.storage import LocalFirmwareStore
 from evota.fleet import changes as charger_changes
@@ -75,6 +83,8 @@ class Runtime:
     campaigns: CampaignRunner = field(init=False)
     kpi_rollup: Rollup = field(init=False)  # charger_days and the regression check
     download_port: int = 0
+    ftp: FtpDelivery | None = None  # FTP/FTPS delivery, when EVOTA_FTP_PORT is set
+    ftp_endpoint: FtpEndpoint | None = None
     _revoked_sha256: frozenset[str] = frozenset()
     http_port: int = 0
     ocpp_port: int = 0
@@ -194,6 +204,7 @@ class Runtime:
             now=lambda: self.clock.now().timestamp(),  # the clock tokens are issued with
         )
         self.download_port = await asyncio.to_thread(self.delivery.start, s.host, s.download_port)
+        await self._start_ftp()
         gateway = self.gateway
         self.jobs = JobRunner(
             self.engine,
@@ -204,7 +215,8 @@ class Runtime:
             token_keys=[key],
             token_ttl=s.download_token_ttl,
             base_url=lambda: s.download_base_url(self.download_port),
-            take_bytes=self.delivery.take_bytes,
+            take_bytes=self.delivery.take_bytes,  # HTTP and FTP bytes alike
+            location=self._download_location,
             audit=self.audit,
             profile_for=self.vendor_profiles.for_charger,
         )
@@ -310,6 +322,49 @@ class Runtime:
         conn = self.gateway.connections.get(charger_id)
         return conn.state.site_id if conn is not None and conn.state is not None else None
 
+    async def _start_ftp(self) -> None:
+        """FTP/FTPS for legacy chargers, sharing the HTTP server's keys, caps and counters."""
+        s = self.settings
+        if s.ftp_port is None:
+            return
+        public = s.ftp_host()
+        tls = TlsFiles(s.ftp_tls_cert, s.ftp_tls_key) if s.ftp_tls_cert and s.ftp_tls_key else None
+        server = FtpDelivery(
+            self.delivery,
+            passive_ports=passive_range(s.ftp_passive_ports) if s.ftp_passive_ports else None,
+            masquerade_address=(
+                await asyncio.to_thread(resolve_ipv4, public) if s.ftp_public_host else None
+            ),
+            tls=tls if s.ftp_tls else None,
+            timeout=s.ftp_timeout,
+            max_connections=s.ftp_max_connections,
+            max_per_address=s.ftp_max_per_address,
+            max_failures=s.ftp_login_failures,
+            failure_window=s.ftp_login_failure_window_seconds,
+        )
+        port = await asyncio.to_thread(server.start, s.host, s.ftp_port)
+        self.ftp = server
+        self.ftp_endpoint = FtpEndpoint(public, port, tls=s.ftp_tls)
+
+    def _download_location(self, charger_id: str, sha256: str, token: str) -> str:
+        """UpdateFirmware's location: the charger's vendor profile picks HTTP(S) or FTP(S)."""
+        wanted = self.vendor_profiles.for_charger(charger_id).download_protocol
+        if effective_protocol(wanted, self.ftp_endpoint) != wanted and wanted.startswith("ftp"):
+            log.warning(
+                "download protocol not served here; sending an HTTP location",
+                charger_id=charger_id,
+                wanted=wanted,
+                hint="set EVOTA_FTP_PORT (and EVOTA_FTP_TLS for ftps)",
+            )
+        return location(
+            wanted,
+            charger_id=charger_id,
+            sha256=sha256,
+            token=token,
+            http_base=self.settings.download_base_url(self.download_port),
+            endpoint=self.ftp_endpoint,
+        )
+
     def _served_image(self, sha256: str) -> ServedImage | None:
         """Called from download threads: filesystem and an immutable set only."""
         path = self.firmware_store.path_of(sha256)
@@ -361,6 +416,8 @@ class Runtime:
         await self.campaigns.stop()
         await self.kpi_rollup.stop()
         await self.jobs.stop()
+        if self.ftp is not None:
+            await asyncio.to_thread(self.ftp.stop)
         await asyncio.to_thread(self.delivery.stop)
         await self.gateway.stop()
         await self.fleet.writer.stop()

@@ -38,7 +38,19 @@ from evota.store.models import Job as JobRow
 
 log = structlog.get_logger("evota.jobs")
 
-_TOKEN_IN_URL = re.compile(r"/[A-Za-z0-9_-]{40,}/")
+# A download token is a path segment of 80+ URL-safe characters (the shortest is 82; the
+# image's SHA-256 before it is 64 hex digits and stays readable).
+_TOKEN_IN_URL = re.compile(r"(?<=/)[A-Za-z0-9_-]{80,}(?=/|$)")
+# An FTP location's password is the download token: ftp://<charger>:<token>@host/...
+_PASSWORD_IN_URL = re.compile(r"^([a-z]+://[^/@:]*):[^/@]*@")
+
+
+def redacted(location: str) -> str:
+    """A download location without its token (in the path or as the FTP password), as it is
+    recorded in the job's history."""
+    return _PASSWORD_IN_URL.sub(r"\1:<token>@", _TOKEN_IN_URL.sub("<token>", location))
+
+
 V201 = "ocpp2.0.1"
 
 
@@ -77,6 +89,7 @@ class JobRunner:
         token_keys: list[bytes],
         token_ttl: int,
         base_url: Callable[[], str],
+        location: Callable[[str, str, str], str] | None = None,
         take_bytes: Callable[[], dict[str, int]] = dict,
         tick_interval: float = 1.0,
         audit: AuditLog | None = None,
@@ -92,6 +105,9 @@ class JobRunner:
         self._token_keys = token_keys
         self._token_ttl = token_ttl
         self._base_url = base_url
+        # (charger id, sha256, token) -> UpdateFirmware location; None: the HTTP download
+        # server. Injected so the rollout core stays protocol-neutral (FTP: firmware.ftp_delivery).
+        self._location = location
         self._take_bytes = take_bytes
         self._tick_interval = tick_interval
         self._audit = audit
@@ -313,7 +329,10 @@ class JobRunner:
             expires_at=int(now.timestamp()) + self._token_ttl,
         )
         token = tokens.issue(grant, self._token_keys[0])
-        location = delivery.download_url(self._base_url(), job.charger_id, image.sha256, token)
+        if self._location is not None:
+            location = self._location(job.charger_id, image.sha256, token)
+        else:
+            location = delivery.download_url(self._base_url(), job.charger_id, image.sha256, token)
         command: commands.Command
         if job.method is jm.Method.SIGNED:
             assert image.signature and image.signing_certificate
@@ -335,7 +354,7 @@ class JobRunner:
             "sent",
             {
                 "action": type(command).__name__,
-                "location": _TOKEN_IN_URL.sub("/<token>/", location),
+                "location": redacted(location),
                 "token_expires_at": grant.expires_at,
             },
         )

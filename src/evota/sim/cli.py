@@ -23,6 +23,7 @@ from evota.logging import configure as configure_logging
 from evota.sim.charger import SimConfig
 from evota.sim.fleet import (
     DEFAULT_CONNECTORS,
+    DEFAULT_DOWNLOAD_PROTOCOLS,
     DEFAULT_FIRMWARE,
     DEFAULT_MODEL,
     DEFAULT_SEED,
@@ -81,6 +82,18 @@ def sim_command(
         str | None,
         typer.Option(help="OCPP version of every charger: ocpp1.6 or ocpp2.0.1 [ocpp1.6]."),
     ] = None,
+    download_protocol: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--download-protocol",
+            help="URL scheme the chargers download firmware from: http, https, ftp or ftps "
+            "(repeatable) [http, https]; --download-protocol ftp makes FTP-only chargers.",
+        ),
+    ] = None,
+    download_ca: Annotated[
+        Path | None,
+        typer.Option(help="PEM CA certificate the chargers trust for FTPS (and HTTPS) servers."),
+    ] = None,
     v201_fraction: Annotated[
         float | None,
         typer.Option(
@@ -137,6 +150,7 @@ def sim_command(
         spec = _fleet_spec(
             fleet, count, prefix, vendor, model, firmware, connectors, seed,
             firmware_update, firmware_root, fault, protocol, v201_fraction,
+            download_protocol, download_ca,
         )  # fmt: skip
         if not url.startswith(("ws://", "wss://")):
             raise _UsageError(f"--url must start with ws:// or wss:// (got {url!r})")
@@ -184,6 +198,8 @@ def _fleet_spec(
     faults: list[str] | None = None,
     protocol: str | None = None,
     v201_fraction: float | None = None,
+    download_protocols: list[str] | None = None,
+    download_ca: Path | None = None,
 ) -> FleetSpec:
     if protocol is not None and v201_fraction is not None:
         raise _UsageError("give --protocol or --v201-fraction, not both")
@@ -201,6 +217,8 @@ def _fleet_spec(
             "--fault": faults or None,
             "--protocol": protocol,
             "--v201-fraction": v201_fraction,
+            "--download-protocol": download_protocols or None,
+            "--download-ca": download_ca,
         }
         clash = [name for name, value in flags.items() if value is not None]
         if clash:
@@ -219,6 +237,8 @@ def _fleet_spec(
         faults=faults or (),
         protocol=protocol or "ocpp1.6",
         v201_fraction=v201_fraction,
+        download_protocols=tuple(download_protocols or DEFAULT_DOWNLOAD_PROTOCOLS),
+        download_ca=download_ca,
     )
 
 

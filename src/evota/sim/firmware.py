@@ -5,9 +5,11 @@ The same agent runs OCPP 2.0.1's ``UpdateFirmware`` (signed L01, unsigned L02; i
 
 An update runs as a background task of the charger (it survives reconnects and the reboot it
 causes): wait for the retrieve time, download the real image over HTTP (resuming with
-``Range``/``If-Range``), verify the signature, wait for sessions to end, install, reboot into the
-new version, report the result. Status notifications that find the charger offline wait in an
-outbox and are sent after the next accepted boot, the way real chargers queue them.
+``Range``/``If-Range``) or, for a charger whose ``download_protocols`` allow it, over FTP/FTPS
+with the stdlib ``ftplib`` in a thread (resuming with ``REST``), verify the signature, wait
+for sessions to end, install, reboot into the new version, report the result. Status
+notifications that find the charger offline wait in an outbox and are sent after the next
+accepted boot, the way real chargers queue them.
 
 The new version comes from the image: an image that starts with the ASCII line
 ``EVOTA-SIM-FIRMWARE <version>\\n`` installs ``<version>``; any other image installs
@@ -20,10 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import ftplib
 import hashlib
+import ssl
+import threading
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +123,15 @@ class _DownloadError(Exception):
 
 class _LinkDropped(Exception):
     pass
+
+
+class _Stopped(Exception):
+    """The update was cancelled: the FTP thread stops at its next chunk."""
+
+
+FTP_SCHEMES = ("ftp", "ftps")
+# What a failed HTTP or FTP attempt raises (ftplib: its replies, sockets, TLS, a cut reply).
+_FETCH_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, *ftplib.all_errors)
 
 
 class _Partial:
@@ -384,10 +399,22 @@ class FirmwareAgent:
         partial = _Partial()
         drop = u.faults.link_drop
         error = "no attempt made"
+        scheme = urllib.parse.urlsplit(u.location).scheme.lower()
+        if scheme not in c.spec.download_protocols:  # e.g. an FTP-only charger given http://
+            speaks = ", ".join(c.spec.download_protocols)
+            raise _DownloadError(f"cannot download over {scheme or '?'} (speaks {speaks})")
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        async with httpx.AsyncClient(
-            timeout=c.config.download_timeout, follow_redirects=True, headers=headers
-        ) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            fetch: Callable[[_Partial, bool], Awaitable[None]]
+            if scheme in FTP_SCHEMES:
+                fetch = lambda p, d: self._fetch_ftp(u.location, p, drop=d)  # noqa: E731
+            else:
+                client = await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        timeout=c.config.download_timeout, follow_redirects=True, headers=headers
+                    )
+                )
+                fetch = lambda p, d: self._fetch(client, u.location, p, drop=d)  # noqa: E731
             attempt = 0
             while attempt < attempts:
                 if attempt > 0:
@@ -397,7 +424,7 @@ class FirmwareAgent:
                     error = "download failed (fault profile)"
                     continue
                 try:
-                    await self._fetch(client, u.location, partial, drop=drop)
+                    await fetch(partial, drop)
                 except _LinkDropped:
                     drop = False
                     await self._lose_link()
@@ -406,7 +433,7 @@ class FirmwareAgent:
                 except _DownloadError as exc:
                     error = str(exc)
                     continue
-                except httpx.HTTPError as exc:
+                except _FETCH_ERRORS as exc:
                     error = f"{type(exc).__name__}: {exc}"
                     continue
                 return partial.result()
@@ -470,6 +497,95 @@ class FirmwareAgent:
                         await asyncio.sleep(ahead)
         if partial.total is not None and partial.have != partial.total:
             raise _DownloadError(f"incomplete: {partial.have} of {partial.total} bytes")
+
+    async def _fetch_ftp(self, url: str, partial: _Partial, *, drop: bool) -> None:
+        """One FTP(S) attempt in a thread (ftplib blocks); a cancelled update stops it."""
+        c = self.charger
+        drop_fraction = c.rng.random() if drop else None  # drawn here: the rng is not shared
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(
+                _ftp_retrieve,
+                url,
+                partial,
+                drop_fraction=drop_fraction,
+                bps=c.spec.faults.slow_link_bps,
+                timeout=c.config.download_timeout,
+                ca=c.spec.download_ca,
+                stop=stop,
+            )
+        finally:
+            stop.set()
+
+
+def _ftp_retrieve(
+    url: str,
+    partial: _Partial,
+    *,
+    drop_fraction: float | None,
+    bps: int | None,
+    timeout: float,
+    ca: str | None,
+    stop: threading.Event,
+) -> None:
+    """Fetch the URL's file into ``partial`` (REST from what it has); blocking.
+
+    ``ftps://`` is explicit FTPS: AUTH TLS before the login, PROT P for the data, and the server
+    certificate checked against ``ca`` (else the system's CAs) and the URL's host. The user
+    and password come from the URL (percent-decoded).
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    ftp: ftplib.FTP
+    if parts.scheme.lower() == "ftps":
+        context = ssl.create_default_context(cadata=ca) if ca else ssl.create_default_context()
+        ftp = ftplib.FTP_TLS(context=context, timeout=timeout)
+    else:
+        ftp = ftplib.FTP(timeout=timeout)
+    try:
+        ftp.connect(host, parts.port or 21)
+        if isinstance(ftp, ftplib.FTP_TLS):
+            ftp.auth()
+        user = urllib.parse.unquote(parts.username or "anonymous")
+        ftp.login(user, urllib.parse.unquote(parts.password or ""))
+        if isinstance(ftp, ftplib.FTP_TLS):
+            ftp.prot_p()
+        ftp.voidcmd("TYPE I")
+        path = urllib.parse.unquote(parts.path)
+        total = ftp.size(path)
+        if total is None:
+            raise _DownloadError("the server did not tell the file size")
+        if partial.have and (partial.total != total or partial.have > total):
+            partial.restarts += 1  # the file changed: start over
+            partial.reset()
+        elif partial.have:
+            partial.resumed += 1
+        partial.total = total
+        drop_at: int | None = None
+        if drop_fraction is not None and total - partial.have > 1:
+            drop_at = partial.have + 1 + int(drop_fraction * (total - partial.have - 1))
+        started, received = time.monotonic(), 0
+
+        def take(chunk: bytes) -> None:
+            nonlocal received
+            if stop.is_set():
+                raise _Stopped
+            if drop_at is not None and partial.have + len(chunk) >= drop_at:
+                partial.feed(chunk[: drop_at - partial.have])
+                raise _LinkDropped
+            partial.feed(chunk)
+            if bps is not None:
+                received += len(chunk)
+                ahead = received * 8 / bps - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)  # this thread only
+
+        block = 65536 if bps is None else min(65536, max(1024, bps // 80))
+        ftp.retrbinary(f"RETR {path}", take, blocksize=block, rest=partial.have or None)
+    finally:
+        ftp.close()  # no QUIT: after a dropped link there is nobody to say goodbye to
+    if partial.have != partial.total:
+        raise _DownloadError(f"incomplete: {partial.have} of {partial.total} bytes")
 
 
 def _content_range(value: str) -> tuple[int, int | None]:

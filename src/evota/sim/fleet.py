@@ -40,6 +40,8 @@ Firmware update behaviour (``defaults``, groups and chargers; each replaces what
 
       firmware_update: both    # plain (UpdateFirmware), signed (SignedUpdateFirmware) or both
       firmware_roots: [roots/acme-root.pem]   # trusted manufacturer roots, relative to the file
+      download_protocols: [ftp]   # URL schemes it downloads from [http, https]; ftp/ftps: ftplib
+      download_ca: ca.pem         # CA that signs the FTPS/HTTPS server (default: system CAs)
       faults: {link_drop: 0.5, power_loss: 0.1, bad_versions: ["2.0.1"]}
       faults: {certificate_status: revoked, refuse_cancel: 1, install_verification_fails: 0.1}
 """
@@ -84,6 +86,8 @@ _MAX_NODES = 1_000_000
 _MAX_DEPTH = 32
 
 FIRMWARE_UPDATE_MODES = ("plain", "signed", "both")
+DOWNLOAD_PROTOCOLS = ("http", "https", "ftp", "ftps")
+DEFAULT_DOWNLOAD_PROTOCOLS = ("http", "https")  # a legacy FTP-only model says [ftp]
 #: Per-update probabilities (0..1), drawn with the charger's rng when a request arrives.
 FAULT_RATES = (
     "download_fails",
@@ -310,6 +314,8 @@ class ChargerSpec:
     firmware_update: str = "both"  # plain, signed or both (see FIRMWARE_UPDATE_MODES)
     firmware_roots: tuple[str, ...] = field(default=(), repr=False)  # trusted roots, PEM text
     faults: FaultProfile = NO_FAULTS
+    download_protocols: tuple[str, ...] = DEFAULT_DOWNLOAD_PROTOCOLS  # URL schemes it fetches
+    download_ca: str | None = field(default=None, repr=False)  # PEM: trusted by FTPS downloads
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +419,8 @@ def fleet_from_flags(
     faults: FaultProfile | Sequence[str] = NO_FAULTS,
     protocol: str = PROTOCOLS[0],
     v201_fraction: float | None = None,
+    download_protocols: Sequence[str] = DEFAULT_DOWNLOAD_PROTOCOLS,
+    download_ca: str | Path | None = None,
 ) -> FleetSpec:
     """``count`` identical chargers ``{prefix}0001..``; raises :class:`FleetError` on bad values.
 
@@ -434,6 +442,17 @@ def fleet_from_flags(
         problems.append(
             f"--firmware-update: must be plain, signed or both (got {firmware_update!r})"
         )
+    if not download_protocols or any(p not in DOWNLOAD_PROTOCOLS for p in download_protocols):
+        problems.append(
+            f"--download-protocol: must be {', '.join(DOWNLOAD_PROTOCOLS)} "
+            f"(got {', '.join(download_protocols) or 'none'})"
+        )
+    ca: str | None = None
+    if download_ca is not None:
+        try:
+            ca = read_root(str(download_ca))
+        except ValueError as exc:
+            problems.append(f"--download-ca: {exc}")
     roots: list[str] = []
     for entry in firmware_roots:
         try:
@@ -495,6 +514,8 @@ def fleet_from_flags(
             firmware_roots=tuple(roots),
             faults=profile,
             protocol=protocol if v201_fraction is None else mixed_protocol(i, v201_fraction),
+            download_protocols=tuple(dict.fromkeys(download_protocols)),
+            download_ca=ca,
         )
         for i, identity in enumerate(group_identities(prefix, count))
     )
@@ -608,6 +629,8 @@ _COMMON_KEYS = {
     "firmware_update",
     "firmware_roots",
     "faults",
+    "download_protocols",
+    "download_ca",
 }
 _GROUP_KEYS = _COMMON_KEYS | {"prefix", "count", "start", "digits", "site", "sites"}
 _CHARGER_KEYS = _COMMON_KEYS | {"identity", "auth_key", "serial_number", "site"}
@@ -696,6 +719,15 @@ class _Builder:
             )
         if "faults" in fields:
             out["faults"] = self.faults(fields["faults"])
+        if "download_protocols" in fields:
+            val = fields["download_protocols"]
+            chosen = tuple(self.text(v, 10) for v in self.seq(val, "download_protocols"))
+            if not chosen or any(p not in DOWNLOAD_PROTOCOLS for p in chosen):
+                known = ", ".join(DOWNLOAD_PROTOCOLS)
+                raise self.error(f"must be a non-empty list of {known}", val)
+            out["download_protocols"] = tuple(dict.fromkeys(chosen))
+        if "download_ca" in fields:
+            out["download_ca"] = self.root(fields["download_ca"])
         return out
 
     def root(self, val: _Val) -> str:
@@ -898,6 +930,10 @@ def _charger_doc(seed: str, c: ChargerSpec) -> dict[str, Any]:
         out["firmware_roots"] = list(c.firmware_roots)  # inline PEM: the file stands alone
     if faults := c.faults.active():
         out["faults"] = faults
+    if c.download_protocols != DEFAULT_DOWNLOAD_PROTOCOLS:
+        out["download_protocols"] = list(c.download_protocols)
+    if c.download_ca is not None:
+        out["download_ca"] = c.download_ca
     return out
 
 
