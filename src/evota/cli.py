@@ -967,6 +967,15 @@ def _register_analytics() -> None:
 _register_analytics()
 
 
+def _register_playbooks() -> None:
+    from evota.playbooks.cli import app as playbook_app
+
+    app.add_typer(playbook_app, name="playbook")
+
+
+_register_playbooks()
+
+
 db_app = typer.Typer(
     help="The database: schema revision, migrations (run at every start too).",
     no_args_is_help=True,

@@ -307,3 +307,19 @@ async def test_runs_and_outcomes_are_narrowed_to_the_callers_chargers(
             assert (await api.get("/api/v1/playbooks/fleet")).status_code == 404
     finally:
         await rt.stop()
+
+
+async def test_kill_switch_is_flipped_audited_and_shown(evota_sqlite: Runtime) -> None:
+    rt = evota_sqlite
+    async with api_client(rt) as api:
+        assert (await api.get("/api/v1/playbooks/kill-switch")).json() == {"kill_switch": False}
+        res = await api.put("/api/v1/playbooks/kill-switch", json={"kill_switch": True})
+        assert res.status_code == 200 and res.json() == {"kill_switch": True}, res.text
+        assert rt.playbooks.kill_switch is True  # the runner's own switch
+        assert (await api.get("/api/v1/playbooks")).json()["kill_switch"] is True
+        entry = await _audit(rt, "api.put_kill_switch")
+        assert entry["detail"]["changes"] == {"kill_switch": {"before": False, "after": True}}
+        res = await api.put("/api/v1/playbooks/kill-switch", json={"kill_switch": "maybe"})
+        assert res.status_code == 422 and res.json()["field"].endswith("kill_switch"), res.text
+        res = await api.put("/api/v1/playbooks/kill-switch", json={"kill_switch": False})
+        assert res.json() == {"kill_switch": False} and rt.playbooks.kill_switch is False
