@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from evota.audit.anomalies import Thresholds
+    from evota.firmware.importer import FetchPolicy
 
 
 class Settings(BaseSettings):
@@ -307,6 +308,50 @@ class Settings(BaseSettings):
     authorization_webhook_timeout: float = Field(
         2.0, gt=0, le=30, description="seconds to wait for the webhook before answering Invalid"
     )
+    # Firmware import from a vendor's URL and release feeds (evota.firmware.importer)
+    firmware_import_max_bytes: int | None = Field(
+        None, ge=1024, description="largest image an import fetches; default: firmware_max_bytes"
+    )
+    firmware_import_timeout: float = Field(
+        30, gt=0, le=600, description="seconds an import waits to connect and for each read"
+    )
+    firmware_import_deadline: float = Field(
+        600, gt=0, description="seconds a whole import fetch may take, redirects included"
+    )
+    firmware_import_allow_http: bool = Field(
+        False, description="labs only: also import over plain http (no transport security)"
+    )
+    firmware_import_allow_networks: list[str] = Field(
+        default_factory=list,
+        description="networks (CIDRs) imports may fetch from although they are private, "
+        "loopback or link-local (labs, tests)",
+    )
+    firmware_import_ca_file: Path | None = Field(
+        None, description="PEM CA bundle trusted for import servers besides the public CAs"
+    )
+
+    @field_validator("firmware_import_allow_networks")
+    @classmethod
+    def _import_networks(cls, value: list[str]) -> list[str]:
+        from evota.firmware.import_policy import parse_networks
+
+        parse_networks(value)  # ValueError names the entry that is not a network
+        return value
+
+    def firmware_fetch_policy(self) -> FetchPolicy:
+        """What an import fetch obeys (evota.firmware.importer), from these settings."""
+        from evota.firmware.import_policy import parse_networks
+        from evota.firmware.importer import FetchPolicy
+
+        return FetchPolicy(
+            max_bytes=self.firmware_import_max_bytes or self.firmware_max_bytes,
+            timeout=self.firmware_import_timeout,
+            deadline=self.firmware_import_deadline,
+            allow_http=self.firmware_import_allow_http,
+            allow_networks=parse_networks(self.firmware_import_allow_networks),
+            ca_file=self.firmware_import_ca_file,
+        )
+
     log_level: str = "info"
     log_json: bool = False
 

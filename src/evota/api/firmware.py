@@ -24,6 +24,7 @@ from evota.api.firmware_schemas import (
     FirmwareDetail,
     FirmwareOut,
     FirmwarePage,
+    ImportIn,
     OptionalReasonIn,
     ReasonIn,
     State,
@@ -50,7 +51,7 @@ from evota.api.params import BigLimit, IntId, Limit, Name, Offset, Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
 from evota.files import safe_filename
-from evota.firmware import intake, lifecycle, state_changes
+from evota.firmware import importer, intake, lifecycle, state_changes
 from evota.firmware import repository as repo
 from evota.firmware.intake import IntakeError, Refusal
 from evota.firmware.storage import StoredBlob, TooLarge
@@ -231,6 +232,7 @@ def _problem(exc: repo.RepositoryError) -> Problem:
 def _out(record: repo.FirmwareRecord) -> dict[str, Any]:
     data = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
     data["signed"] = record.signed
+    data["source"] = dataclasses.asdict(record.source) if record.source else None
     return data
 
 
@@ -267,6 +269,61 @@ async def upload_firmware(
         if upload.blob is not None:
             await intake.discard(rt.engine, rt.firmware_store, upload.blob)
         raise
+    note(request, "firmware", record.id, None, _audited(record))
+    return await _detail(rt, record)
+
+
+_FETCH_PROBLEMS: Final[dict[importer.FetchProblem, tuple[int, str]]] = {
+    importer.FetchProblem.SCHEME: (422, "Scheme not allowed"),
+    importer.FetchProblem.URL: (422, "Invalid URL"),
+    importer.FetchProblem.ADDRESS: (422, "Address not allowed"),
+    importer.FetchProblem.REDIRECTS: (422, "Too many redirects"),
+    importer.FetchProblem.TOO_LARGE: (413, "Firmware too large"),
+    importer.FetchProblem.TIMEOUT: (422, "Fetch timed out"),
+    importer.FetchProblem.STATUS: (422, "Fetch failed"),
+    importer.FetchProblem.UNREACHABLE: (422, "Fetch failed"),
+    importer.FetchProblem.ENCODING: (422, "Fetch failed"),
+    importer.FetchProblem.SHA256: (422, "Digest mismatch"),
+}
+
+
+@router.post(
+    "/import", status_code=201, response_model=FirmwareDetail, responses=problems(409, 413)
+)
+async def import_firmware(
+    body: ImportIn,
+    request: Request,
+    rt: RuntimeDep,
+    who: Principal = require("firmware.write"),
+) -> FirmwareDetail:
+    """Fetch an image from a vendor's https URL and add it like an upload.
+
+    Private, loopback, link-local and other non-public addresses are refused (SSRF), also
+    after a redirect; the signature is verified against the vendor's trusted roots as for an
+    upload; the image records where it came from (``source``). Fetch failures are 4xx
+    problems naming ``url`` (or ``sha256`` for a digest that does not match).
+    """
+    fields = body.model_dump(exclude={"url", "sha256", "filename"})
+    submission = intake.Submission(**fields, filename=safe_filename(body.filename))
+    try:
+        record = await importer.import_firmware(
+            rt.engine,
+            rt.firmware_store,
+            submission,
+            body.url.strip(),
+            rt.settings.firmware_fetch_policy(),
+            rt.clock.now,
+            by=who.name,
+            expected_sha256=body.sha256,
+        )
+    except importer.FetchError as exc:
+        status, title = _FETCH_PROBLEMS[exc.problem]
+        raise Problem(status, title, exc.detail, exc.field) from None
+    except IntakeError as exc:
+        status, title = _REFUSALS[exc.refusal]
+        raise Problem(status, title, exc.detail, exc.field) from None
+    except repo.RepositoryError as exc:
+        raise _problem(exc) from None
     note(request, "firmware", record.id, None, _audited(record))
     return await _detail(rt, record)
 
@@ -426,7 +483,16 @@ async def _noted(
 def _audited(record: repo.FirmwareRecord) -> dict[str, Any]:
     """An image as its audit entry shows it (no signature or certificate blobs)."""
     skip = ("signature", "signing_certificate", "release_notes", "created_at", "updated_at")
-    return {k: v for k, v in _out(record).items() if k not in skip}
+    data = {k: v for k, v in _out(record).items() if k not in skip}
+    if record.source is not None:  # when and by whom are the entry's own time and actor
+        source = record.source
+        data["source"] = {
+            "url": source.url,
+            "host": source.host,
+            "address": source.address,
+            "certificate_sha256": source.certificate_sha256,
+        }
+    return data
 
 
 _CHANGE = problems(404, 409)

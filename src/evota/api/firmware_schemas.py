@@ -69,6 +69,45 @@ class UploadFields(BaseModel):
         return value if value is not None and value.strip() else None
 
 
+class ImportIn(UploadFields):
+    """``POST /api/v1/firmware/import``: the upload's fields, and where to fetch the image."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://downloads.acme.example/fw/acme-2.4.1.bin",
+                    "vendor": "Acme",
+                    "version": "2.4.1",
+                    "models": ["AC22"],
+                    "signature": "MEUCIQ…",
+                    "signing_certificate": "-----BEGIN CERTIFICATE-----\n…",
+                    "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                }
+            ]
+        },
+    )
+    url: str = Field(min_length=1, max_length=2048, description="https URL of the image")
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] | None = Field(
+        None, description="expected SHA-256 (hex); the import is refused if the bytes differ"
+    )
+    filename: str | None = Field(None, max_length=255, description="label; default: from url")
+
+
+class SourceOut(BaseModel):
+    """Where an imported image came from (null for uploads)."""
+
+    url: str = Field(description="the URL fetched (last redirect hop), without query string")
+    host: str
+    address: str = Field(description="the IP address connected to")
+    certificate_sha256: str | None = Field(
+        description="SHA-256 of the server's TLS certificate (DER, hex)"
+    )
+    fetched_at: datetime
+    fetched_by: str | None
+
+
 class FirmwareOut(BaseModel):
     id: str
     vendor: str
@@ -88,6 +127,7 @@ class FirmwareOut(BaseModel):
     supersedes: list[str]
     created_at: datetime
     updated_at: datetime
+    source: SourceOut | None = None
 
 
 class FirmwareDetail(FirmwareOut):

@@ -1,10 +1,10 @@
 """``evota firmware``: the firmware repository on a running server, and offline signing.
 
-``add``, ``list``, ``show``, ``release``, ``deprecate``, ``revoke``, ``vendor`` and ``trust``
-talk to the REST API (``--url``/``--token`` or ``EVOTA_URL``/``EVOTA_TOKEN``); ``keygen``,
-``sign`` and ``verify`` are a thin shell over ``evota.firmware.signing`` and work offline.
-Every failure is one line on stderr and exit code 1, never a traceback, and private keys only
-ever go to 0600 files, never to the terminal or the server.
+``add``, ``import``, ``list``, ``show``, ``release``, ``deprecate``, ``revoke``, ``vendor``
+and ``trust`` talk to the REST API (``--url``/``--token`` or ``EVOTA_URL``/``EVOTA_TOKEN``);
+``keygen``, ``sign`` and ``verify`` are a thin shell over ``evota.firmware.signing`` and work
+offline. Every failure is one line on stderr and exit code 1, never a traceback, and private
+keys only ever go to 0600 files, never to the terminal or the server.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import httpx
 import typer
 
 from evota.cli_support import (
@@ -288,6 +289,77 @@ def add(
     typer.echo(f"added {_summary(fw)}  sha256 {fw['sha256']}")
 
 
+@app.command("import")
+def import_(
+    source: Annotated[str, typer.Argument(help="https URL of the image at the vendor")],
+    version: Annotated[str, typer.Option("--version", help="version the charger will report")],
+    vendor: Annotated[
+        str, typer.Option("--vendor", help="charger vendor (as in BootNotification)")
+    ],
+    model: Annotated[list[str], typer.Option("--model", help="compatible model (repeatable)")],
+    hardware_revision: Annotated[
+        list[str] | None,
+        typer.Option("--hardware-revision", help="compatible hardware revision (repeatable)"),
+    ] = None,
+    signature: Annotated[
+        str | None, typer.Option("--signature", help="Base64 signature, or a file (Base64 or DER)")
+    ] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", help="PEM signing certificate")] = None,
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="expected SHA-256 (hex) of the image")
+    ] = None,
+    notes: Annotated[str | None, typer.Option("--notes", help="release notes")] = None,
+    state: Annotated[
+        str, typer.Option("--state", help=" | ".join(UPLOAD_STATES))
+    ] = FirmwareState.DRAFT.value,
+    min_current_version: Annotated[
+        str | None, typer.Option("--min-current-version", help="must be installed first")
+    ] = None,
+    supersedes: Annotated[
+        list[str] | None, typer.Option("--supersedes", help="version this replaces (repeatable)")
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Have the server fetch an image from the vendor's https URL and add it like ``add``.
+
+    The server refuses non-public addresses, checks the signature against the vendor's
+    trusted roots and records where the image came from (see docs/firmware.md).
+    """
+    body: dict[str, Any] = {
+        "url": source,
+        "vendor": vendor,
+        "version": version,
+        "models": model,
+        "hardware_revisions": hardware_revision or [],
+        "state": state,
+        "supersedes": supersedes or [],
+    }
+    if signature is not None:
+        body["signature"] = "".join(_signature_arg(signature).split())
+    if cert is not None:
+        body["signing_certificate"] = _read(cert, "certificate").decode("utf-8", "replace")
+    for key, value in (
+        ("sha256", sha256),
+        ("release_notes", notes),
+        ("min_current_version", min_current_version),
+    ):
+        if value is not None:
+            body[key] = value
+    # The server bounds the fetch (EVOTA_FIRMWARE_IMPORT_DEADLINE): wait for its answer.
+    fw = api(url, token, "POST", "/api/v1/firmware/import", json=body, timeout=_NO_READ_LIMIT)
+    if as_json:
+        return print_json(fw)
+    source_info = fw.get("source") or {}
+    typer.echo(
+        f"imported {_summary(fw)}  sha256 {fw['sha256']}  from {source_info.get('url', source)}"
+    )
+
+
+_NO_READ_LIMIT = httpx.Timeout(60.0, read=None)
+
+
 @app.command("list")
 def list_(
     vendor: Annotated[str | None, typer.Option("--vendor")] = None,
@@ -441,6 +513,11 @@ def show(
         if isinstance(value, list):
             value = ", ".join(value) or ("" if key == "supersedes" else "any")
         typer.echo(f"{key + ':':21}{'' if value is None else value}")
+    source = fw.get("source")
+    if source:
+        for key in ("url", "host", "address", "certificate_sha256", "fetched_at", "fetched_by"):
+            label = f"source {key}:"
+            typer.echo(f"{label:21}{source[key] or ''}")
     if fw["release_notes"]:
         typer.echo("release notes:\n" + fw["release_notes"])
 

@@ -65,6 +65,7 @@ class Submission:
     min_current_version: str | None = None
     supersedes: Sequence[str] = ()
     filename: str | None = None  # a label only (evota.files.safe_filename)
+    source: repo.Source | None = None  # an import's origin (evota.firmware.importer)
 
 
 _blob_locks: weakref.WeakKeyDictionary[LocalFirmwareStore, asyncio.Lock] = (
@@ -192,6 +193,7 @@ async def accept(
         release_notes=submission.release_notes,
         min_current_version=submission.min_current_version,
         supersedes=submission.supersedes,
+        source=submission.source,
     )
     async with _blob_lock(store):
         # A concurrent refused upload of the same bytes may have deleted the blob after our

@@ -39,6 +39,7 @@ __all__ = [
     "NewFirmware",
     "NotFound",
     "RepositoryError",
+    "Source",
     "TrustedRootRecord",
     "VendorPolicy",
     "add_firmware",
@@ -91,6 +92,33 @@ class AmbiguousFirmware(Conflict):
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """Where an imported image came from (uploads have none): the URL without its query,
+    the host named and the address connected to, the TLS server certificate's SHA-256
+    (hex, of the DER; None over plain http), when and by whom it was fetched."""
+
+    url: str
+    host: str
+    address: str
+    certificate_sha256: str | None
+    fetched_at: dt.datetime
+    fetched_by: str | None
+
+
+def _source(m: Any) -> Source | None:
+    if m["source_url"] is None:
+        return None
+    return Source(
+        url=m["source_url"],
+        host=m["source_host"] or "",
+        address=m["source_address"] or "",
+        certificate_sha256=m["source_certificate_sha256"],
+        fetched_at=m["fetched_at"],
+        fetched_by=m["fetched_by"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class FirmwareRecord:
     """One row of ``firmware``; lists become tuples so the record is really immutable."""
 
@@ -111,6 +139,7 @@ class FirmwareRecord:
     supersedes: tuple[str, ...]
     created_at: dt.datetime
     updated_at: dt.datetime
+    source: Source | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> FirmwareRecord:
@@ -133,6 +162,7 @@ class FirmwareRecord:
             supersedes=tuple(m["supersedes"] or ()),
             created_at=m["created_at"],
             updated_at=m["updated_at"],
+            source=_source(m),
         )
 
     @property
@@ -157,6 +187,7 @@ class NewFirmware:
     release_notes: str = ""
     min_current_version: str | None = None
     supersedes: Sequence[str] = ()
+    source: Source | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +397,15 @@ async def add_firmware(engine: AsyncEngine, new: NewFirmware, now: dt.datetime) 
         "created_at": now,
         "updated_at": now,
     }
+    if new.source is not None:
+        values |= {
+            "source_url": new.source.url,
+            "source_host": new.source.host,
+            "source_address": new.source.address,
+            "source_certificate_sha256": new.source.certificate_sha256,
+            "fetched_at": new.source.fetched_at,
+            "fetched_by": new.source.fetched_by,
+        }
     try:
         async with engine.begin() as conn:
             await conn.execute(insert(Firmware).values(**values))
