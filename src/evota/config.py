@@ -174,6 +174,7 @@ class Settings(BaseSettings):
             "charger.credentials",
             "user.grant",
             "user.credentials",
+            "playbook.step",
         ],
         description="actions that wait for a second operator's approval",
     )
@@ -216,6 +217,18 @@ class Settings(BaseSettings):
         5, ge=0, description="failed logins per username or client address before an alert"
     )
     alert_failed_logins_window_minutes: float = Field(15, gt=0)
+    # Playbook engine (evota.playbooks.runner, docs/playbooks.md "How a run works")
+    playbooks_enabled: bool = Field(
+        True,
+        description="false: the global kill switch is on at start (no playbook run starts "
+        "or sends); the API can flip it while evota runs",
+    )
+    playbook_tick_seconds: float = Field(
+        5.0, gt=0, le=60, description="seconds between checks of fault durations and wait deadlines"
+    )
+    playbook_webhook_timeout: float = Field(
+        5.0, gt=0, le=60, description="seconds an escalation webhook POST may take"
+    )
 
     @field_validator("ocpp_max_preauth_per_address")
     @classmethod

@@ -50,6 +50,7 @@ from evota.gateway.server import Gateway
 from evota.operators import four_eyes, user_approvals
 from evota.operators.approvals import Approvals
 from evota.operators.credentials import token_hash
+from evota.playbooks.runner import PlaybookRunner
 from evota.rollout import approvals as campaign_approvals
 from evota.rollout.campaigns import CampaignRunner
 from evota.rollout.runner import JobRunner, job_timeouts
@@ -82,6 +83,7 @@ class Runtime:
     jobs: JobRunner = field(init=False)
     campaigns: CampaignRunner = field(init=False)
     kpi_rollup: Rollup = field(init=False)  # charger_days and the regression check
+    playbooks: PlaybookRunner = field(init=False)  # self-healing playbooks (evota.playbooks)
     download_port: int = 0
     ftp: FtpDelivery | None = None  # FTP/FTPS delivery, when EVOTA_FTP_PORT is set
     ftp_endpoint: FtpEndpoint | None = None
@@ -241,6 +243,7 @@ class Runtime:
         self.kpi_rollup.start(s.kpi_rollup_minutes * 60)
         self._register_approvals()
         await self._start_control()
+        await self._start_playbooks()
         await self.approvals.start()
         log.info("firmware downloads listening", host=s.host, port=self.download_port)
 
@@ -282,6 +285,24 @@ class Runtime:
         )
         await self.local_lists.start()
         self.fleet.ready_listeners.append(self.local_lists.charger_ready)
+
+    async def _start_playbooks(self) -> None:
+        """The playbook engine: it hears every charger's statuses and events, and registers
+        the ``playbook.step`` approval executor (before the approvals sweep)."""
+        s = self.settings
+        self.playbooks = PlaybookRunner(
+            self.engine,
+            self.clock,
+            send=partial(send_command, self.command_path),
+            alerts=self.alerts,
+            audit=self.audit,
+            approvals=self.approvals,
+            enabled=s.playbooks_enabled,
+            tick_seconds=s.playbook_tick_seconds,
+            webhook_timeout=s.playbook_webhook_timeout,
+        )
+        await self.playbooks.start()
+        self.fleet.charger_listeners.append(self.playbooks.charger_event)
 
     def _register_approvals(self) -> None:
         """What runs when each kind of four-eyes request is approved (defined next to each
@@ -410,6 +431,7 @@ class Runtime:
             if self._http_task:
                 await self._http_task
         await self.approvals.stop()
+        await self.playbooks.stop()
         await self.operations.stop()
         await self.configuration.stop()
         await self.local_lists.stop()

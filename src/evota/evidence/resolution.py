@@ -73,12 +73,14 @@ class GroupBy(StrEnum):
     SITE = "site"
     VENDOR = "vendor"
     ERROR_CODE = "error_code"
+    SOURCE = "source"  # command, operation:<id>, job, playbook:<name>@<version>
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
     """A remote action on ``charger_id`` at ``at``; ``kind`` is e.g. the command's name
-    (``reset``) and ``source`` where it came from (``command``, ``operation:<id>``, a job)."""
+    (``reset``) and ``source`` where it came from (``command``, ``operation:<id>``, a job,
+    ``playbook:<name>@<version>``)."""
 
     charger_id: str
     at: datetime
@@ -364,6 +366,8 @@ def _median(values: Sequence[float]) -> float | None:
 def _key(j: Judged, group_by: GroupBy, facts: Mapping[str, ChargerFacts]) -> str:
     if group_by is GroupBy.COMMAND:
         return j.action.kind
+    if group_by is GroupBy.SOURCE:
+        return j.action.source
     if group_by is GroupBy.ERROR_CODE:
         return j.error_code if j.faulted_before and j.error_code else NO_FAULT
     f = facts.get(j.action.charger_id) or ChargerFacts()

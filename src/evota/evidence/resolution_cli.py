@@ -31,6 +31,7 @@ class By(StrEnum):
     site = "site"
     vendor = "vendor"
     error_code = "error_code"
+    source = "source"
 
 
 def _rate(part: int, whole: int, rate: float | None, low: float, high: float) -> str:

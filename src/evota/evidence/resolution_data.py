@@ -56,6 +56,8 @@ class Inputs:
 def _source(actor: str, request_id: str | None) -> str:
     if request_id and request_id.startswith("operation:"):
         return request_id
+    if actor.startswith("playbook:"):  # a self-healing playbook's run: its name@version
+        return actor
     return "job" if actor == "system" else "command"
 
 

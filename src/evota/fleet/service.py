@@ -121,6 +121,11 @@ class FleetService:
         # Called with (charger id, type, techInfo, charger's timestamp) for every security
         # event a charger reports (the alert monitor's rules; must not block).
         self.security_listeners: list[Callable[[str, str, str | None, datetime | None], None]] = []
+        # Called with (charger id, kind, connector id, status, error code) for every connector
+        # status change ("status") and every charger event evota stores (kind: connected,
+        # disconnected, boot, firmware_status, security_event, ...; status: the event's
+        # status or type): the playbook engine's view (must not block, must not raise).
+        self.charger_listeners: list[Callable[[str, str, int, str | None, str | None], None]] = []
         # 2.0.1, per connected charger: its transactions (charger's id -> (session id,
         # EVSE id)) and the status of each connector of each EVSE.
         self._transactions: dict[str, dict[str, tuple[int, int]]] = {}
@@ -379,6 +384,8 @@ class FleetService:
         state.connectors[event.connector_id] = current
         if event.status == "Faulted" and self.jobs is not None and state.id in self.jobs.active:
             self.jobs.faulted(state.id, event.connector_id)
+        for listen in self.charger_listeners:
+            listen(state.id, "status", event.connector_id, event.status, event.error_code)
         self.writer.status(
             (
                 state.id,
@@ -586,6 +593,8 @@ class FleetService:
         data: dict[str, Any] | None = None,
         charger_timestamp: Any = None,
     ) -> None:
+        for listen in self.charger_listeners:
+            listen(state.id, kind, 0, status, None)
         self.writer.event(
             {
                 "charger_id": state.id,

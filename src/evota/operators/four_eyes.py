@@ -60,6 +60,8 @@ PERMISSION_FOR = {
     "charger.credentials": "charger.credentials",
     "user.grant": "user.admin",
     "user.credentials": "user.admin",
+    # a playbook's critical step (hard reset, availability ...) on one charger (evota.playbooks)
+    "playbook.step": "command.send",
 }
 ACTIONS = tuple(PERMISSION_FOR)
 # Actions about one user, who may not decide them either (``Pending.subject``).
@@ -75,6 +77,7 @@ READ_FOR = {
     "charger.credentials": "fleet.read",
     "user.grant": "user.admin",
     "user.credentials": "user.admin",
+    "playbook.step": "fleet.read",
 }
 
 # A charger takes part in charging only while its registration is Accepted: any other value

@@ -34,6 +34,8 @@ __all__ = [
     "target_to_dict",
     "waves_from_list",
     "waves_to_list",
+    "window_to_dict",
+    "windows_from_list",
     "with_defaults",
 ]
 
@@ -442,6 +444,17 @@ def _windows(v: object, path: str) -> tuple[Window, ...]:
         }
         out.append(_build(Window, kw, p))
     return tuple(out)
+
+
+def windows_from_list(v: object, path: str) -> tuple[Window, ...]:
+    """Windows from their JSON list (None: none), errors naming ``path[i].field``; what a
+    site's ``allowed_hours`` holds too (evota.playbooks)."""
+    return _windows(v, path)
+
+
+def window_to_dict(w: Window) -> dict[str, Any]:
+    """A window as :func:`windows_from_list` reads it."""
+    return _window_to_dict(w)
 
 
 def _window_to_dict(w: Window) -> dict[str, Any]:

@@ -67,6 +67,8 @@ class Site(Base):
     region: Mapped[str | None] = mapped_column(String(100))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(TS)
+    # when playbooks may act on its chargers (rollout.policy windows as dicts; None: any time)
+    allowed_hours: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class Charger(Base):

@@ -1,0 +1,360 @@
+"""The playbook engine end to end: simulated chargers with connector faults, a real evota,
+playbooks stored as operators store them, time moved by the injected clock (a fault's ten
+minutes take none), and every guard rail shown to hold — each test fails if its guard goes.
+
+``faulted_connectors`` report Faulted until the charger reboots (a Reset heals them);
+``stuck_connectors`` stay Faulted whatever is done remotely (a hardware fault)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from evota.playbooks import spec, store
+from evota.runtime import Runtime
+from evota.sim import Fleet, fleet_from_flags
+from evota.sim.charger import SimulatedCharger
+from evota.store.models import Alert, AuditEntry, PlaybookRun
+from evota.store.models import Playbook as PlaybookRow
+from tests.conftest import TOKEN, ShiftedClock, api_client, start_runtime
+from tests.sim.conftest import fast
+from tests.support import until
+
+STEPS: list[dict[str, Any]] = [
+    {
+        "command": "reset",
+        "params": {"type": "Soft"},
+        "wait": {"until": "connector_available", "minutes": 5},
+    },
+    {
+        "command": "reset",
+        "params": {"type": "Hard"},
+        "wait": {"until": "connector_available", "minutes": 5},
+    },
+    {"escalate": {"alert": True, "message": "connector still Faulted after two resets"}},
+]
+
+
+@dataclass
+class World:
+    rt: Runtime
+    clock: ShiftedClock
+    fleets: list[Fleet] = field(default_factory=list)
+
+    async def chargers(
+        self, prefix: str, count: int = 1, *, faults: list[str], site_id: str | None = None
+    ) -> list[SimulatedCharger]:
+        fleet_spec = fleet_from_flags(
+            count, prefix=prefix, seed="pb", faults=faults, site_id=site_id
+        )
+        fleet = Fleet.from_spec(
+            fleet_spec, f"ws://127.0.0.1:{self.rt.ocpp_port}/ocpp", config=fast(speed=600.0)
+        )
+        await fleet.provision(f"http://127.0.0.1:{self.rt.http_port}", TOKEN)
+        self.fleets.append(fleet)
+        await fleet.start()
+        await fleet.wait_until(lambda f: all(c.accepted for c in f), 15)
+        return list(fleet)
+
+    async def playbook(self, name: str = "stuck", **extra: Any) -> spec.Playbook:
+        doc: dict[str, Any] = {
+            "name": name,
+            "enabled": True,
+            "trigger": {
+                "kind": "connector_faulted",
+                "error_codes": ["InternalError"],
+                "for_minutes": 10,
+            },
+            "steps": STEPS,
+        }
+        doc.update(extra)
+        _, stored = await store.put(
+            self.rt.engine, spec.parse(doc), actor="test", now=self.clock.now()
+        )
+        await self.rt.playbooks.reload()
+        return stored.playbook
+
+    async def faulted(self, *chargers: SimulatedCharger, connector: int = 1) -> None:
+        """Until the engine has heard the connectors' faults (then time may move)."""
+        for c in chargers:
+            await until(
+                lambda c=c: self.rt.playbooks.facts(c.identity),
+                lambda f: (
+                    f is not None
+                    and connector in f.connectors
+                    and f.connectors[connector].status == "Faulted"
+                ),
+            )
+
+    async def ticks(self, n: int = 2) -> None:
+        """Until the engine has looked ``n`` more times (to show it did nothing)."""
+        first = self.rt.playbooks.ticks
+        await until(lambda: self.rt.playbooks.ticks, lambda t: t >= first + n)
+
+    async def runs(self, **where: Any) -> list[Any]:
+        query = select(PlaybookRun).order_by(PlaybookRun.started_at, PlaybookRun.id)
+        for k, v in where.items():
+            query = query.where(getattr(PlaybookRun, k) == v)
+        async with self.rt.engine.connect() as conn:
+            return list((await conn.execute(query)).all())
+
+    async def commands(self, action: str = "command.reset") -> list[Any]:
+        async with self.rt.engine.connect() as conn:
+            return list(
+                (
+                    await conn.execute(
+                        select(AuditEntry)
+                        .where(AuditEntry.action == action)
+                        .order_by(AuditEntry.id)
+                    )
+                ).all()
+            )
+
+    async def alerts(self, rule: str) -> list[Any]:
+        async with self.rt.engine.connect() as conn:
+            return list((await conn.execute(select(Alert).where(Alert.rule == rule))).all())
+
+
+@pytest.fixture
+async def world(
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str
+) -> AsyncIterator[World]:
+    """evota with a fast engine tick; settings overridden by an indirect parameter."""
+    clock = ShiftedClock()
+    overrides = getattr(request, "param", {})
+    rt = await start_runtime(
+        tmp_path, database_url, clock=clock, playbook_tick_seconds=0.05, **overrides
+    )
+    w = World(rt, clock)
+    try:
+        yield w
+    finally:
+        for fleet in w.fleets:
+            await fleet.stop()
+        await rt.stop()
+
+
+async def test_a_stuck_connector_is_healed_by_a_soft_reset(world: World) -> None:
+    w = world
+    await w.playbook()
+    [charger] = await w.chargers("HEAL-", faults=["faulted_connectors=1"])
+    await w.faulted(charger)
+
+    w.clock.advance(minutes=9)  # not yet ten minutes Faulted: nothing happens
+    await w.ticks()
+    assert await w.runs() == []
+
+    w.clock.advance(minutes=2)
+    [run] = await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "resolved")
+    assert (run.playbook, run.playbook_version, run.outcome) == ("stuck", 1, "resolved")
+    assert (run.charger_id, run.connector_id, run.fault_key) == (
+        charger.identity,
+        1,
+        "connector_faulted:1",
+    )
+    assert charger.connector_status[1] == "Available"
+    [reset] = await w.commands()
+    assert reset.actor == "playbook:stuck@1" and reset.outcome == "Accepted"
+    assert reset.request_id == f"playbook-run:{run.id}"
+    assert "connector 1 Faulted (InternalError)" in reset.reason
+    assert reset.detail["params"] == {"type": "Soft"}
+    events = [e["event"] for e in run.log]
+    assert events == ["triggered", "sending", "sent", "met"], events
+    [ended] = await w.commands("playbook.run")
+    assert ended.actor == "playbook:stuck@1" and ended.outcome == "resolved"
+
+    # The remote-resolution analytics count the reset under the playbook's name.
+    async with api_client(w.rt) as api:
+        body = (await api.get("/api/v1/analytics/resolution", params={"group_by": "source"})).json()
+    assert [(r["key"], r["actions"]) for r in body["rows"]] == [("playbook:stuck@1", 1)]
+
+
+async def test_a_charger_that_stays_faulted_escalates_after_the_hard_reset(world: World) -> None:
+    w = world
+    await w.playbook()
+    [charger] = await w.chargers("STUCK-", faults=["stuck_connectors=1"])
+    await w.faulted(charger)
+    w.clock.advance(minutes=11)
+    await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1 and rs[0].step_index == 0)
+    w.clock.advance(minutes=6)  # the soft reset did not help: the hard one follows
+    await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1 and rs[0].step_index == 1)
+    assert await w.alerts("playbook_escalation") == []
+    w.clock.advance(minutes=6)
+    [run] = await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "escalated")
+    assert [c.detail["params"]["type"] for c in await w.commands()] == ["Soft", "Hard"]
+    [alert] = await w.alerts("playbook_escalation")
+    assert alert.subject == charger.identity
+    assert alert.message == "connector still Faulted after two resets"
+    assert alert.detail["run_id"] == run.id and alert.detail["playbook"] == "stuck"
+    assert charger.connector_status[1] == "Faulted"
+
+
+async def test_a_fleet_wide_fault_trips_the_circuit_breaker(world: World) -> None:
+    """Six chargers fault at once; the playbook allows 3 triggers an hour: three resets go
+    out, the fourth trigger suspends the playbook, and no reset follows, ever."""
+    w = world
+    await w.playbook(guards={"breaker_triggers_per_hour": 3, "max_concurrent": 10})
+    chargers = await w.chargers("STORM-", 6, faults=["faulted_connectors=1"])
+    await w.faulted(*chargers)
+    w.clock.advance(minutes=11)
+    await until(lambda: w.alerts("playbook_suspended"), lambda a: len(a) == 1)
+    async with w.rt.engine.connect() as conn:
+        row = (await conn.execute(select(PlaybookRow).where(PlaybookRow.name == "stuck"))).one()
+    assert row.suspended_reason and "circuit breaker" in row.suspended_reason
+    assert "stuck" not in w.rt.playbooks.playbooks
+    await until(lambda: w.runs(), lambda rs: len(rs) == 3 and all(r.state != "running" for r in rs))
+    w.clock.advance(minutes=30)
+    await w.ticks(3)
+    assert len(await w.commands()) == 3
+    assert len(await w.runs()) == 3
+    faulted = [c for c in chargers if c.connector_status[1] == "Faulted"]
+    assert len(faulted) == 3  # left for people: the alert says why
+
+
+async def test_a_charger_in_a_session_is_never_touched(world: World) -> None:
+    w = world
+    await w.playbook()
+    [charger] = await w.chargers("BUSY-", faults=["faulted_connectors=1"])
+    await w.faulted(charger)
+    session = charger.begin_session(2, "TAG-1", duration=24 * 3600.0)
+    await until(
+        lambda: w.rt.playbooks.facts(charger.identity),
+        lambda f: f is not None and 2 in f.connectors and f.connectors[2].status == "Charging",
+    )
+    w.clock.advance(minutes=30)
+    await w.ticks(3)
+    assert await w.runs() == [] and await w.commands() == []
+    # The driver ends the session: then the fault gets its reset.
+    txn = charger.transactions[2]
+    txn.stop_requested = "Local"
+    txn.wake.set()
+    assert await session
+    await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "resolved")
+
+
+async def test_dry_run_sends_nothing_and_records_what_it_would_have_done(world: World) -> None:
+    w = world
+    await w.playbook(dry_run=True)
+    [charger] = await w.chargers("DRY-", faults=["faulted_connectors=1"])
+    await w.faulted(charger)
+    w.clock.advance(minutes=11)
+    [run] = await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "dry_run")
+    assert run.dry_run and run.outcome == "dry_run"
+    would = [e["detail"] for e in run.log if e["event"] == "would"]
+    assert would == [
+        'step 0: would send reset {"type": "Soft"}',
+        "step 0: would wait up to 5 min for connector_available",
+        'step 1: would send reset {"type": "Hard"}',
+        "step 1: would wait up to 5 min for connector_available",
+        "step 2: would escalate (alert)",
+    ]
+    await w.ticks(3)
+    assert await w.commands() == [] and await w.alerts("playbook_escalation") == []
+    assert charger.connector_status[1] == "Faulted"
+    assert len(await w.runs()) == 1  # one record per fault episode, not one per tick
+
+
+async def test_per_site_concurrency_and_the_daily_cap(world: World) -> None:
+    """Two stuck chargers at one site, one run at a time there: the second waits for the
+    first to end. Then a fault that comes back the same day is refused (1 run a day)."""
+    w = world
+    async with api_client(w.rt) as api:
+        site = {"id": "depot", "name": "Depot", "timezone": "Europe/Berlin"}
+        assert (await api.post("/api/v1/sites", json=site)).status_code == 201
+    one_step = [
+        {
+            "command": "reset",
+            "params": {"type": "Soft"},
+            "wait": {"until": "connector_available", "minutes": 30},
+        },
+        {"escalate": {"alert": True}},
+    ]
+    await w.playbook(
+        steps=one_step, guards={"max_concurrent_per_site": 1, "max_runs_per_charger_per_day": 1}
+    )
+    a, b = await w.chargers("SITE-", 2, faults=["stuck_connectors=1"], site_id="depot")
+    await w.faulted(a, b)
+    w.clock.advance(minutes=11)
+    [first] = await until(lambda: w.runs(), lambda rs: len(rs) == 1 and rs[0].state == "waiting")
+    await w.ticks(3)
+    assert len(await w.runs()) == 1 and len(await w.commands()) == 1
+    w.clock.advance(minutes=31)  # the first run escalates; the second charger's turn
+    runs = await until(lambda: w.runs(), lambda rs: len(rs) == 2 and rs[1].state == "waiting")
+    assert runs[0].id == first.id and runs[0].state == "escalated"
+    assert {r.charger_id for r in runs} == {a.identity, b.identity}
+
+    # The first charger's fault clears and comes back: a second run today is refused.
+    await a.send_status(1, "Available")
+    await a.send_status(1, "Faulted", "InternalError")
+    await until(
+        lambda: w.rt.playbooks.facts(a.identity),
+        lambda f: f is not None and f.connectors[1].since > first.started_at,
+    )
+    w.clock.advance(minutes=11)
+    refused = await until(lambda: w.runs(state="refused"), lambda rs: len(rs) == 1)
+    assert refused[0].charger_id == a.identity and refused[0].reason == "daily_cap"
+    assert len(await w.commands()) == 2
+
+
+async def test_the_kill_switch_stops_everything(world: World) -> None:
+    w = world
+    await w.playbook()
+    [charger] = await w.chargers("KILL-", faults=["faulted_connectors=1"])
+    await w.faulted(charger)
+    w.rt.playbooks.kill_switch = True
+    w.clock.advance(minutes=11)
+    await w.ticks(3)
+    assert await w.runs() == [] and await w.commands() == []
+    w.rt.playbooks.kill_switch = False
+    await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "resolved")
+
+
+APPROVALS = pytest.mark.parametrize(
+    "world", [{"approval_actions": ["playbook.step"]}], indirect=True
+)
+
+
+@APPROVALS
+async def test_a_hard_reset_waits_for_a_second_operator(world: World) -> None:
+    """With playbook.step guarded, the soft reset goes out by itself (it is what playbooks
+    are for) and the hard reset waits for an approval, then goes out as the playbook."""
+    w = world
+    await w.playbook()
+    [charger] = await w.chargers("APPR-", faults=["stuck_connectors=1"])
+    await w.faulted(charger)
+    w.clock.advance(minutes=11)
+    await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1)
+    w.clock.advance(minutes=6)
+    [run] = await until(lambda: w.runs(state="awaiting_approval"), lambda rs: len(rs) == 1)
+    assert [c.detail["params"]["type"] for c in await w.commands()] == ["Soft"]
+    async with api_client(w.rt) as api:
+        request = (await api.get(f"/api/v1/approvals/{run.approval_id}")).json()
+        assert (
+            request["action"] == "playbook.step" and request["requested_by"] == "playbook:stuck@1"
+        )
+        assert request["payload"]["command"] == "reset"
+        approved = await api.post(f"/api/v1/approvals/{run.approval_id}/approve", json={})
+        assert approved.status_code == 200, approved.text
+    await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1 and rs[0].step_index == 1)
+    hard = (await w.commands())[-1]
+    assert hard.detail["params"] == {"type": "Hard"} and hard.actor == "playbook:stuck@1"
+    assert "approved by" in hard.reason
+
+
+@APPROVALS
+async def test_a_playbook_that_refuses_guarded_steps_ends_refused(world: World) -> None:
+    w = world
+    await w.playbook(guards={"approval": "refuse"})
+    [charger] = await w.chargers("REFU-", faults=["stuck_connectors=1"])
+    await w.faulted(charger)
+    w.clock.advance(minutes=11)
+    await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1)
+    w.clock.advance(minutes=6)
+    [run] = await until(lambda: w.runs(state="refused"), lambda rs: len(rs) == 1)
+    assert "needs approval" in run.reason
+    assert [c.detail["params"]["type"] for c in await w.commands()] == ["Soft"]
