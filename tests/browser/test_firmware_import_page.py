@@ -1,0 +1,71 @@
+"""The firmware library's import form: a refused address is shown next to the URL field, and
+an image fetched from the vendor's (loopback HTTPS) site shows where it came from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import expect
+
+from evota.firmware import signing
+from tests.conftest import Keys
+from tests.firmware.vendor_site import Site
+from tests.test_firmware_update import MODEL, VENDOR, image_bytes, running
+
+from .conftest import Console, check_a11y, no_errors, shot
+
+
+async def test_import_an_image_from_a_vendor_url(
+    tmp_path: Path, sqlite_url: str, keys: Keys, browser: Any
+) -> None:
+    site = Site(tmp_path / "site")
+    data = image_bytes("2.2.0", 16 * 1024)
+    site.routes["/releases/acme-2.2.0.bin"] = ("file", data)
+    image = tmp_path / "acme-2.2.0.bin"
+    image.write_bytes(data)
+    settings = {
+        "firmware_import_ca_file": site.ca,
+        "firmware_import_allow_networks": ["127.0.0.0/8"],
+    }
+    try:
+        async with running(Console, tmp_path, sqlite_url, keys, **settings) as console:
+            console.browser, console.contexts, console.csp_violations = browser, [], []
+            try:
+                page = await console.page("fiona", ["firmware_manager"])
+                await page.goto("/console/firmware")
+                await check_a11y(page)
+                form = page.locator("#import-form")
+                await form.get_by_label("Image URL (https)").fill("https://10.0.0.1/acme.bin")
+                await form.get_by_label("Vendor").fill(VENDOR)
+                await form.get_by_role("textbox", name="Version", exact=True).fill("2.2.0")
+                await form.get_by_label("Models").fill(MODEL)
+                await form.get_by_label("Signature (Base64)").fill(
+                    signing.sign_file(image, keys.key)
+                )
+                await form.get_by_label("Signing certificate (PEM)").fill(keys.cert.decode())
+                await form.get_by_role("button", name="Fetch and check").click()
+                error = form.locator(".field:has(#import-url) .field-error")
+                await expect(error).to_contain_text("Address not allowed")
+                await expect(error).to_contain_text("private")
+                assert site.seen == []
+
+                url = site.url("/releases/acme-2.2.0.bin")
+                await form.get_by_label("Image URL (https)").fill(url)
+                await form.get_by_role("button", name="Fetch and check").click()
+                await page.wait_for_url("**/console/firmware/*?imported=1")
+                await expect(page.locator(".notice")).to_contain_text(f"{VENDOR} 2.2.0")
+                await expect(page.get_by_test_id("signature")).to_contain_text("Signature verified")
+                source = page.get_by_test_id("source")
+                await expect(source).to_contain_text(url)
+                await expect(source).to_contain_text("server certificate SHA-256")
+                await expect(source).to_contain_text("fiona")
+                await check_a11y(page)
+                await shot(page, "firmware-imported", full=False)
+                no_errors(page)
+            finally:
+                for context in console.contexts:
+                    await context.close()
+            assert console.csp_violations == [], console.csp_violations
+    finally:
+        site.close()
