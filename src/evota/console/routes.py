@@ -28,7 +28,7 @@ from evota import __version__
 from evota.api.deps import POLL_HEADER, SESSION_COOKIE, Principal, authenticate, principal
 from evota.api.problems import Problem, problem_response
 from evota.client import ApiError
-from evota.console import kpi_charts, overview, page_charts, queries
+from evota.console import kpi_charts, overview, page_charts, playbook_view, queries
 from evota.console.client import Api
 from evota.console.fleet_firmware_view import fleet_firmware_context
 from evota.console.forms import command_forms
@@ -138,6 +138,7 @@ NAV = (
     NavItem("/console/approvals", "Approvals", "fleet.read", "approvals"),
     NavItem("/console/alerts", "Alerts", "alert.read", "alerts"),
     NavItem("/console/resolution", "Remote resolution", "fleet.read"),
+    NavItem("/console/playbooks", "Playbooks", "playbook.read"),
     NavItem("/console/audit", "Audit log", "audit.read"),
     NavItem("/console/users", "Users", "user.admin"),
 )
@@ -712,6 +713,37 @@ async def resolution_page(request: Request) -> Response:
         return await resolution_context(p.api, request.query_params)
 
     return await render(request, "resolution.html", load, title="Remote resolution")
+
+
+# -- playbooks -------------------------------------------------------------------------------
+
+
+@router.get("/console/playbooks", response_class=HTMLResponse)
+async def playbooks_page(request: Request) -> Response:
+    async def load(p: Page) -> dict[str, Any]:
+        listed = await p.api.get("/api/v1/playbooks")
+        return {
+            "playbooks": listed["items"],
+            "kill_switch": listed["kill_switch"],
+            "example": playbook_view.EXAMPLE,
+        }
+
+    return await render(request, "playbooks.html", load, title="Playbooks")
+
+
+@router.get("/console/playbooks/{name}", response_class=HTMLResponse)
+async def playbook_page(request: Request, name: str) -> Response:
+    async def load(p: Page) -> dict[str, Any]:
+        playbook = await p.api.get(f"/api/v1/playbooks/{_id(name)}")
+        runs = await p.api.get("/api/v1/playbooks/runs", playbook=playbook["name"], limit=30)
+        return {
+            "pb": playbook,
+            "document": playbook_view.document(playbook),
+            "runs": runs["items"],
+            "runs_total": runs["total"],
+        }
+
+    return await render(request, "playbook.html", load, title=f"Playbook {name[:64]}")
 
 
 @router.get("/console/{rest:path}", response_class=HTMLResponse)

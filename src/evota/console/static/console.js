@@ -6,12 +6,20 @@
 
   const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
 
+  // A document sent as it is (a playbook's YAML): data-encoding="yaml" on the form.
+  class RawBody {
+    constructor(text, type) { this.text = text; this.type = type; }
+  }
+
   async function call(method, url, body, accept = "json") {
     const headers = { Accept: accept === "html" ? "text/html" : "application/json" };
     if (csrf()) headers["X-CSRF-Token"] = csrf();
     let payload;
     if (body instanceof FormData) payload = body;
-    else if (body !== undefined) {
+    else if (body instanceof RawBody) {
+      headers["Content-Type"] = body.type;
+      payload = body.text;
+    } else if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       payload = JSON.stringify(body);
     }
@@ -191,9 +199,11 @@
   function showProblem(form, problem, status) {
     problem = problem && typeof problem === "object" ? problem : { title: String(problem || "Error") };
     const title = problem.title || `Error ${status || ""}`;
-    const detail = problem.detail || "";
+    // In a document (YAML) the field is a path inside it: name it, next to the document.
+    const raw = form.dataset.encoding === "yaml";
+    const detail = (raw && problem.field ? `${problem.field}: ` : "") + (problem.detail || "");
     const text = detail ? `${title}: ${detail}` : title;
-    const el = fieldElement(form, problem.field);
+    const el = fieldElement(form, problem.field) || (raw ? form.querySelector("textarea") : null);
     const s = form.querySelector(".form-status");
     if (el) {
       const msg = document.createElement("p");
@@ -341,14 +351,17 @@
     clearErrors(form);
     let body;
     try {
-      body = form.dataset.encoding === "multipart" ? multipart(form) : serialize(form);
+      const enc = form.dataset.encoding;
+      if (enc === "multipart") body = multipart(form);
+      else if (enc === "yaml") body = new RawBody(form.querySelector("textarea").value, "application/yaml");
+      else body = serialize(form);
     } catch (e) {
       if (e instanceof FieldError) return showProblem(form, { title: "Invalid field", detail: e.message, field: e.field });
       throw e;
     }
     const confirmed = await confirmWith(form);
     if (confirmed === null) return;
-    if (confirmed.reason !== undefined && !(body instanceof FormData)) body[form.dataset.reasonField || "reason"] = confirmed.reason;
+    if (confirmed.reason !== undefined && !(body instanceof FormData) && !(body instanceof RawBody)) body[form.dataset.reasonField || "reason"] = confirmed.reason;
     if (submitter) submitter.disabled = true;
     form.setAttribute("aria-busy", "true");
     let r;
