@@ -179,6 +179,24 @@ def test_revoked_unknown_and_garbage_tokens(env: Env) -> None:
         ftp.close()
 
 
+def test_each_retr_rechecks_the_token_and_the_image(env: Env) -> None:
+    """As HTTP checks every request: a session that logged in earlier cannot download an image
+    revoked since, nor keep downloading once its token has expired."""
+    ftp = env.login()
+    assert _get(ftp) == DATA
+    image = env.images[DATA_SHA]
+    env.images[DATA_SHA] = ServedImage(image.path, image.size, revoked=True)
+    with pytest.raises(ftplib.error_perm, match="550 Image revoked"):
+        _get(ftp)
+    env.images[DATA_SHA] = image
+    assert _get(ftp) == DATA
+    env.clock[0] = NOW + 3600  # the token's expiry
+    with pytest.raises(ftplib.error_perm, match="550 Download token expired"):
+        _get(ftp)
+    ftp.quit()
+    assert env.http_server.active_downloads == 0
+
+
 def test_nothing_outside_and_nothing_writable(env: Env) -> None:
     ftp = env.login()
     ftp.sendcmd("CWD ..")  # the root is its own parent

@@ -58,7 +58,7 @@ from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from evota.firmware import tokens
-from evota.firmware.delivery import MAX_URL_CHARS, DeliveryServer, download_url
+from evota.firmware.delivery import MAX_URL_CHARS, DeliveryServer, ServedImage, download_url
 
 __all__ = [
     "FILE_NAME",
@@ -325,6 +325,41 @@ class _OneFileFS(AbstractedFS):  # type: ignore[misc]
         return "evota"
 
 
+class _Refused(Exception):
+    """A token or image refused at login or at a RETR (``why`` is safe to show and log)."""
+
+    def __init__(self, why: str, grant: tokens.DownloadGrant | None) -> None:
+        super().__init__(why)
+        self.why = why
+        self.grant = grant
+
+    def context(self, username: str) -> dict[str, Any]:
+        who = self.grant
+        return {
+            "charger": who.charger_id if who else ascii(username[:64]),
+            "job": who.job_id if who else None,
+            "why": self.why,
+        }
+
+
+def _admit(http: DeliveryServer, charger_id: str, token: str) -> tuple[Any, ServedImage]:
+    """The grant and image a charger's token opens, under the HTTP server's rules (keys,
+    clock, scope, expiry, known and not revoked); checked at login and again at each RETR,
+    as HTTP checks every request. Raises :class:`_Refused`."""
+    try:
+        grant = tokens.verify(token, http.keys, now=int(http.now()), charger_id=charger_id)
+    except tokens.TokenError as exc:
+        raise _Refused(f"download token {exc.reason}", exc.grant) from None
+    try:
+        image = http.lookup(grant.firmware_sha256)
+    except Exception:
+        log.exception("firmware lookup failed", charger=grant.charger_id, job=grant.job_id)
+        raise _Refused("lookup failed", grant) from None
+    if image is None or image.revoked:
+        raise _Refused("unknown image" if image is None else "image revoked", grant)
+    return grant, image
+
+
 class _Authorizer:
     """pyftpdlib's authorizer interface over download tokens (see the module docstring)."""
 
@@ -332,29 +367,11 @@ class _Authorizer:
         self.owner = owner
 
     def validate_authentication(self, username: str, password: str, handler: Any) -> None:
-        owner = self.owner
-        http = owner.http
         try:
-            grant = tokens.verify(password, http.keys, now=int(http.now()), charger_id=username)
-        except tokens.TokenError as exc:
-            who = exc.grant
-            log.warning(
-                "ftp login refused",
-                peer=handler.peer,
-                charger=who.charger_id if who else ascii(username[:64]),
-                job=who.job_id if who else None,
-                why=exc.reason,
-            )
-            raise AuthenticationFailed(f"download token {exc.reason}") from None
-        try:
-            image = http.lookup(grant.firmware_sha256)
-        except Exception:
-            log.exception("firmware lookup failed", charger=grant.charger_id, job=grant.job_id)
-            raise AuthenticationFailed("lookup failed") from None
-        if image is None or image.revoked:
-            why = "unknown image" if image is None else "image revoked"
-            log.warning("ftp login refused", peer=handler.peer, job=grant.job_id, why=why)
-            raise AuthenticationFailed(why)
+            grant, image = _admit(self.owner.http, username, password)
+        except _Refused as exc:
+            log.warning("ftp login refused", peer=handler.peer, **exc.context(username))
+            raise AuthenticationFailed(exc.why) from None
         handler.grant = grant
         handler.image_path = image.path
 
@@ -504,6 +521,14 @@ class _Handler(FTPHandler):  # type: ignore[misc]
             self.respond("425 A transfer is already in progress.")
             return None
         self._drop_queued()
+        try:  # still valid? (it may have expired, or the image been revoked, since the login)
+            grant, image = _admit(self.owner.http, self.username, self.password)
+        except _Refused as exc:
+            log.warning("firmware download refused", protocol="ftp", peer=self.peer,
+                        **exc.context(self.username))  # fmt: skip
+            self.respond(f"550 {exc.why.capitalize()}.")
+            return None
+        self.image_path = image.path
         try:
             site = self.owner.http.site_of(grant.charger_id)
         except Exception:
