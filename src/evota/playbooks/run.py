@@ -43,6 +43,7 @@ __all__ = [
     "condition_holds",
     "dry_run_log",
     "guarded",
+    "logged",
     "plan",
     "step_params",
 ]
@@ -198,6 +199,8 @@ def plan(
     wait for it or refuse the run)."""
     if run.state is not RunState.RUNNING:
         raise RunError(f"run is {run.state}: nothing to plan")
+    if run.dry_run:  # a dry run records its steps (dry_run_log) and takes none
+        return Finish(RunEvent.SIMULATE, "dry run: nothing sent")
     steps = playbook.steps
     if run.step >= len(steps):
         previous = steps[-1] if steps else None

@@ -460,8 +460,6 @@ class PlaybookRunner:
             for line in r.dry_run_log(playbook, firing.connector_id):
                 run = r.logged(run, now, "would", detail=line)
             self.runs[run.id] = run
-            await self._move(run, r.RunEvent.SIMULATE, reason="dry run: nothing sent")
-            return
         await self._advance(run)
 
     async def _place(self, charger_id: str) -> _Place | None:
