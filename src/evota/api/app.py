@@ -78,6 +78,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     from evota.api import playbooks  # self-healing playbooks (evota.playbooks)
 
     app.include_router(playbooks.router)
+    from evota.api import vendor_profiles  # vendor and model profiles (evota.fleet.vendors)
+
+    app.include_router(vendor_profiles.router)
 
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "evota is failing"}})
     async def healthz() -> JSONResponse:

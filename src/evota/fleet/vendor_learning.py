@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "MIN_SAMPLES",
+    "SUGGESTED",
     "Durations",
     "EventFact",
     "Learner",
@@ -32,6 +33,8 @@ __all__ = [
 
 #: Fewer observations than this give no suggested value (the numbers are still shown).
 MIN_SAMPLES = 3
+#: The profile fields learning may suggest.
+SUGGESTED = ("download_seconds", "install_seconds", "reboot_seconds", "installed_before_reboot")
 #: Suggested typical duration = p90 x MARGIN, so one slow charger in ten is still typical.
 MARGIN = 1.5
 

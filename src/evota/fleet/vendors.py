@@ -13,6 +13,7 @@ naming the field.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -153,13 +154,15 @@ def specificity(profile: VendorProfile) -> int:
     return (2 if profile.model is not None else 0) + (1 if ranged else 0)
 
 
-def _tie_break(profile: VendorProfile) -> tuple[str, str, str, str]:
-    """Deterministic order among equally specific matches (overlapping ranges)."""
+def _tie_break(profile: VendorProfile) -> tuple[str, ...]:
+    """A total order among equally specific matches (overlapping ranges, or profiles that
+    differ only in case), so ``resolve`` never depends on the order of its input."""
     return (
         _fold(profile.vendor),
         _fold(profile.model),
         profile.firmware_min or "",
         profile.firmware_max or "",
+        json.dumps(to_dict(profile), sort_keys=True, default=str),
     )
 
 
