@@ -92,3 +92,13 @@ async def test_errors_are_one_clear_line(evota_sqlite: Runtime, tmp_path: Path) 
     (tmp_path / "yaml.yaml").write_text("name: [unclosed")
     r = await invoke(rt, "playbook", "apply", str(tmp_path / "yaml.yaml"))
     assert r.exit_code == 1 and "not valid YAML" in r.output, r.output
+
+
+def test_every_playbook_in_the_docs_parses() -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "playbooks.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        spec.parse_text(block)  # SpecError names the field of a recipe gone stale
