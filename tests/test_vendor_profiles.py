@@ -280,3 +280,57 @@ async def test_configuration_drift_and_changes_use_the_vendors_key_name(
         assert d.configs[cid]["MeterInterval_s"] == ("30", False)
         assert "MeterValueSampleInterval" not in d.configs[cid]
         assert (await d.api.get(f"/api/v1/config-profiles/{pid}/drift")).json()["drifted"] == 0
+
+
+async def test_cli(sqlite_bench: Bench) -> None:
+    import asyncio
+    import json
+
+    from typer.testing import CliRunner
+
+    from evota.cli import app
+
+    from .conftest import TOKEN
+
+    b = sqlite_bench
+    await b.charger("CLI-0001")
+    env = {"EVOTA_URL": f"http://127.0.0.1:{b.rt.http_port}", "EVOTA_TOKEN": TOKEN}
+    cli = CliRunner()
+
+    async def run(*args: str) -> Any:
+        return await asyncio.to_thread(cli.invoke, app, ["vendor-profile", *args], env=env)
+
+    r = await run("set", VENDOR, "--no-signed", "--config-key", "HeartbeatInterval=HB")
+    assert r.exit_code == 0 and r.output.startswith("created"), r.output
+    r = await run("set", VENDOR.upper(), "--max-per-site", "2", "--json")
+    assert r.exit_code == 0, r.output
+    saved = json.loads(r.output)
+    assert (saved["signed_updates"], saved["max_per_site"]) == (False, 2)  # kept and added
+    assert saved["config_keys"] == {"HeartbeatInterval": "HB"}
+    r = await run("set", VENDOR, "--clear", "signed_updates", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["signed_updates"] is None, r.output
+    r = await run("list", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["total"] == 1, r.output
+    r = await run("list")
+    assert r.exit_code == 0 and VENDOR in r.output, r.output
+    r = await run("show", "--charger", "CLI-0001")
+    assert r.exit_code == 0 and f"#{saved['id']}" in r.output, r.output
+    r = await run("show", str(saved["id"]))
+    assert r.exit_code == 0 and "max_per_site: 2" in r.output, r.output
+    r = await run("suggest")
+    assert r.exit_code == 0, r.output
+    for args, words in (
+        (("set", VENDOR, "--protocol", "sftp"), "download_protocol"),
+        (("set", VENDOR, "--clear", "vendor"), "--clear"),
+        (("set", VENDOR, "--config-key", "nokey"), "--config-key"),
+        (("suggest", "--apply"), "--vendor"),
+        (("suggest", "--apply", "--vendor", VENDOR), "no suggestion"),
+        (("show",), "give a profile id or --charger"),
+        (("delete", "999"), "no vendor profile 999"),
+    ):
+        r = await run(*args)
+        assert r.exit_code == 1, (args, r.output)
+        assert words in r.output and len(r.output.strip().splitlines()) == 1, (args, r.output)
+    r = await run("delete", str(saved["id"]))
+    assert r.exit_code == 0, r.output
+    assert (await effective(b, "CLI-0001"))["default"] is True

@@ -939,6 +939,15 @@ def _register_id_tokens() -> None:
 _register_id_tokens()
 
 
+def _register_vendor_profiles() -> None:
+    from evota.fleet.vendors_cli import app as vendor_profile_app
+
+    app.add_typer(vendor_profile_app, name="vendor-profile")
+
+
+_register_vendor_profiles()
+
+
 def _register_control() -> None:
     from evota.control.cli import operation_app, profile_app
 
