@@ -402,3 +402,32 @@ def test_ftps_with_a_ca_made_here(env: Env, tmp_path: Path) -> None:
         stranger.close()
     finally:
         tls.stop()
+
+
+def test_pasv_answers_the_public_address_and_a_port_in_the_range(env: Env) -> None:
+    with socket.socket() as probe:  # a free block of ports on this machine
+        probe.bind(("127.0.0.1", 0))
+        first = probe.getsockname()[1]
+    ports = range(first, first + 3)
+    nat = FtpDelivery(env.http_server, passive_ports=ports, masquerade_address="192.0.2.10")
+    port = nat.start("127.0.0.1", 0)
+    try:
+        ftp = ftplib.FTP()
+        ftp.connect("127.0.0.1", port, timeout=5)
+        ftp.login("CP-1", env.token())
+        host, data_port = ftplib.parse227(ftp.sendcmd("PASV"))
+        assert host == "192.0.2.10" and data_port in ports
+        ftp.close()
+    finally:
+        nat.stop()
+    with pytest.raises(ValueError):
+        FtpDelivery(env.http_server, masquerade_address="ftp.example.net")  # PASV needs IPv4
+
+
+def test_a_bad_certificate_fails_start_not_a_login(env: Env, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    server = FtpDelivery(env.http_server, tls=ftp_delivery.TlsFiles(junk, junk))
+    with pytest.raises(Exception, match=r"(?i)PEM|SSL|certificate"):
+        server.start("127.0.0.1", 0)
+    server.stop()
