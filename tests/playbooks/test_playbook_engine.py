@@ -358,3 +358,37 @@ async def test_a_playbook_that_refuses_guarded_steps_ends_refused(world: World) 
     [run] = await until(lambda: w.runs(state="refused"), lambda rs: len(rs) == 1)
     assert "needs approval" in run.reason
     assert [c.detail["params"]["type"] for c in await w.commands()] == ["Soft"]
+
+
+async def test_only_inside_the_sites_allowed_hours(world: World) -> None:
+    """A site's allowed hours (the site API, checked naming the field) keep playbooks off
+    its chargers outside them; clearing them lets the waiting fault get its reset."""
+    w = world
+    closed_day = (w.clock.now().weekday() + 3) % 7  # a window on another day only
+    hours = [{"days": [closed_day], "start": "00:00", "end": "00:00"}]
+    async with api_client(w.rt) as api:
+        bad = await api.post(
+            "/api/v1/sites",
+            json={
+                "id": "night",
+                "name": "N",
+                "allowed_hours": [{"days": ["mon"], "start": "25:00", "end": "05:00"}],
+            },
+        )
+        assert bad.status_code == 422 and "allowed_hours[0].start" in bad.text, bad.text
+        made = await api.post(
+            "/api/v1/sites", json={"id": "night", "name": "Night", "allowed_hours": hours}
+        )
+        assert made.status_code == 201, made.text
+        day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[closed_day]
+        assert made.json()["allowed_hours"] == [{"days": [day], "start": "00:00", "end": "00:00"}]
+    await w.playbook()
+    [charger] = await w.chargers("HOURS-", faults=["faulted_connectors=1"], site_id="night")
+    await w.faulted(charger)
+    w.clock.advance(minutes=11)
+    await w.ticks(3)
+    assert await w.runs() == [] and await w.commands() == []
+    async with api_client(w.rt) as api:
+        cleared = await api.patch("/api/v1/sites/night", json={"allowed_hours": None})
+        assert cleared.status_code == 200 and cleared.json()["allowed_hours"] is None
+    await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "resolved")

@@ -17,6 +17,7 @@ from evota.csvcells import safe_cell
 from evota.fleet.bounds import STORED, bound
 from evota.fleet.credentials import key_problem
 from evota.ocpp import identity
+from evota.rollout.policy import PolicyError, window_to_dict, windows_from_list
 
 Identity = Annotated[
     str,
@@ -46,6 +47,29 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
+#: When self-healing playbooks may act on a site's chargers, in its timezone (docs/playbooks.md):
+#: maintenance windows as campaigns write them; null: any time.
+AllowedHours = Annotated[
+    list[Any] | None,
+    Field(
+        max_length=20,
+        description="windows in the site's timezone when playbooks may act on its chargers "
+        '([{"days": ["mon"], "start": "22:00", "end": "05:00"}]); null: any time',
+    ),
+]
+
+
+def allowed_hours(value: list[Any] | None) -> list[dict[str, Any]] | None:
+    """The windows, checked and in their canonical form; the error names the window's field."""
+    if value is None:
+        return None
+    try:
+        windows = windows_from_list(value, "allowed_hours")
+    except PolicyError as exc:
+        raise ValueError(f"{exc.field}: {exc.message}") from None
+    return [window_to_dict(w) for w in windows]
+
+
 class SiteIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -66,11 +90,17 @@ class SiteIn(BaseModel):
     timezone: str = "UTC"
     region: Annotated[str, StringConstraints(max_length=100)] | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=50)
+    allowed_hours: AllowedHours = None
 
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
         return _zone(value)
+
+    @field_validator("allowed_hours")
+    @classmethod
+    def _hours(cls, value: list[Any] | None) -> list[dict[str, Any]] | None:
+        return allowed_hours(value)
 
 
 def _zone(value: str) -> str:
@@ -92,6 +122,12 @@ class SitePatch(BaseModel):
     timezone: str | SkipJsonSchema[None] = None
     region: Annotated[str, StringConstraints(max_length=100)] | None = None
     tags: Tags | SkipJsonSchema[None] = None
+    allowed_hours: AllowedHours = None
+
+    @field_validator("allowed_hours")
+    @classmethod
+    def _hours(cls, value: list[Any] | None) -> list[dict[str, Any]] | None:
+        return allowed_hours(value)
 
     @field_validator("name", "timezone", "tags")
     @classmethod
@@ -113,6 +149,7 @@ class SiteOut(BaseModel):
     region: str | None
     tags: list[str]
     created_at: datetime
+    allowed_hours: list[dict[str, Any]] | None = None  # playbooks act only then (None: any time)
 
 
 class ChargerIn(BaseModel):
