@@ -250,3 +250,24 @@ def test_sim_flags_make_ftp_only_chargers(tmp_path: Path) -> None:
         fleet_from_flags(1, download_protocols=("gopher",))
     with pytest.raises(FleetError, match="--download-ca: cannot read"):
         fleet_from_flags(1, download_ca=tmp_path / "missing.pem")
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"ftp_tls": True}, "ftp_tls_key"),  # FTPS needs its certificate and key
+        ({"ftp_tls": True, "ftp_tls_key": "k.pem"}, "ftp_tls_key"),
+        ({"ftp_passive_ports": "60000"}, "ftp_passive_ports"),
+        ({"ftp_passive_ports": "70000-70010"}, "ftp_passive_ports"),
+        ({"ftp_passive_ports": "1000-20000"}, "ftp_passive_ports"),
+        ({"ftp_port": 70000}, "ftp_port"),
+    ],
+)
+def test_ftp_settings_are_checked(tmp_path: Path, values: dict[str, Any], field: str) -> None:
+    from pydantic import ValidationError
+
+    from evota.config import Settings
+
+    with pytest.raises(ValidationError) as exc:
+        Settings(data_dir=tmp_path, **values)
+    assert [e["loc"] for e in exc.value.errors()] == [(field,)]

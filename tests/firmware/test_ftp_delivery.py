@@ -4,6 +4,7 @@ real HTTP download server."""
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import hashlib
 import io
@@ -431,3 +432,38 @@ def test_a_bad_certificate_fails_start_not_a_login(env: Env, tmp_path: Path) -> 
     with pytest.raises(Exception, match=r"(?i)PEM|SSL|certificate"):
         server.start("127.0.0.1", 0)
     server.stop()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\xff\xfe\x00USER \x00\xc3\r\n",  # not UTF-8, NULs
+        b"A" * 200_000 + b"\r\n",  # a line far past any command
+        b"USER " + "é".encode() * 300 + b"\r\nPASS " + b"x" * 3000 + b"\r\n",
+        b"\r\n\r\n\r\nSITE\r\nSTAT /\r\nPASV\r\nRETR ../../x\r\n",
+        b"PORT 127,0,0,1,0,0\r\nEPRT |9|x|y|\r\nREST -5\r\nREST 99999999999999999999999\r\n",
+    ],
+)
+def test_garbage_on_the_control_connection_is_answered(env: Env, garbage: bytes) -> None:
+    sock = socket.create_connection(("127.0.0.1", env.port), timeout=5)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"220")
+    with contextlib.suppress(OSError):
+        sock.sendall(garbage)
+        sock.shutdown(socket.SHUT_WR)
+    replies = f.read()
+    sock.close()
+    assert replies == b"" or replies[:1] in b"2345"
+    assert _get(env.login()) == DATA  # the server is unharmed
+
+
+def test_failed_login_memory_is_bounded() -> None:
+    now = [0.0]
+    failures = ftp_delivery._Failures(limit=2, window=10, clock=lambda: now[0], max_addresses=3)
+    for address in ("a", "b", "c", "d"):
+        failures.add(address)
+    assert failures.blocked("a") is False and len(failures._seen) == 3  # "a" forgotten
+    failures.add("d")
+    assert failures.blocked("d") is True
+    now[0] = 10.0
+    assert failures.blocked("d") is False and "d" not in failures._seen  # the window passed
