@@ -173,6 +173,8 @@ def test_every_allowed_command_is_in_the_catalog():
         "name: p\n  bad: indent",
         b"\xff\xfe",
         "[" * 5000 + "]" * 5000,
+        "- " * 30000,  # libyaml's loader recursed in C and crashed the process on this
+        "a: " + "[" * 20000 + "]" * 20000,
         "when: 2024-01-01",
         "",
     ],

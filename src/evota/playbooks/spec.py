@@ -180,6 +180,7 @@ MAX_SELECTOR_ITEMS = 1000  # values of one target filter
 MAX_MESSAGE = 500
 MAX_URL = 2000
 MAX_PARAMS_DEPTH = 8
+MAX_YAML_DEPTH = 32  # a playbook nests about 5 levels, its params a few more
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 RESERVED = frozenset({"runs", "kill-switch"})  # /api/v1/playbooks/<these> are other routes
 #: In a command step's params, this exact value stands for the triggering connector.
@@ -279,9 +280,7 @@ def load_text(text: str | bytes) -> object:
                 return json.loads(decoded)
             except json.JSONDecodeError:
                 pass  # a YAML flow mapping such as {name: p}
-        for event in yaml.parse(decoded, Loader=yaml.CSafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                raise SpecError("", "YAML aliases (*name) are not accepted")
+        _check_events(decoded)
         return yaml.load(decoded, Loader=yaml.CSafeLoader)
     except SpecError:
         raise
@@ -290,6 +289,22 @@ def load_text(text: str | bytes) -> object:
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise SpecError("", f"not valid YAML or JSON{at}: {problem}") from None
+
+
+def _check_events(text: str) -> None:
+    """Walk the document's events with the pure-Python parser (iterative) before libyaml
+    builds it: aliases and nesting deeper than :data:`MAX_YAML_DEPTH` are refused, since
+    libyaml's loader recurses in C and a deeply nested document crashes the process."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise SpecError("", "YAML aliases (*name) are not accepted")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise SpecError("", f"nested deeper than {MAX_YAML_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def parse(data: object, *, allow_http_webhooks: bool = False) -> Playbook:
