@@ -16,7 +16,7 @@ import pytest
 import structlog.testing
 from sqlalchemy import select
 
-from evota.fleet.vendors import DownloadProtocol, VendorProfile
+from evota.fleet.vendors import DownloadProtocol
 from evota.sim import fleet_from_flags
 from evota.sim.charger import SimulatedCharger
 from evota.sim.fleet import ChargerSpec, FaultProfile, FleetSpec
@@ -63,10 +63,10 @@ async def world(tmp_path: Path, sqlite_url: str, keys: Keys) -> AsyncIterator[Wo
 
 
 async def profile(world: World, protocol: DownloadProtocol = "ftp") -> None:
-    """The vendor profile of the LEGACY model says how it downloads."""
-    await world.rt.vendor_profiles.create(
-        VendorProfile(vendor=VENDOR, model=LEGACY, download_protocol=protocol), "test"
-    )
+    """The vendor profile of the LEGACY model says how it downloads (as an operator sets it)."""
+    body = {"vendor": VENDOR, "model": LEGACY, "download_protocol": protocol}
+    r = await world.api.post("/api/v1/vendor-profiles", json=body)
+    assert r.status_code == 201, r.text
 
 
 async def recorded(world: World) -> str:
