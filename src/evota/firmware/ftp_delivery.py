@@ -43,6 +43,7 @@ import socket
 import stat
 import threading
 import time
+import warnings
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,11 +52,14 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import structlog
-from pyftpdlib.authorizers import AuthenticationFailed
-from pyftpdlib.filesystems import AbstractedFS, FilesystemError
-from pyftpdlib.handlers import DTPHandler, FTPHandler
-from pyftpdlib.ioloop import IOLoop
-from pyftpdlib.servers import FTPServer
+
+with warnings.catch_warnings():  # pyftpdlib builds on asyncore/asynchat (deprecated in 3.11)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pyftpdlib.authorizers import AuthenticationFailed
+    from pyftpdlib.filesystems import AbstractedFS, FilesystemError
+    from pyftpdlib.handlers import DTPHandler, FTPHandler
+    from pyftpdlib.ioloop import IOLoop
+    from pyftpdlib.servers import FTPServer
 
 from evota.firmware import tokens
 from evota.firmware.delivery import MAX_URL_CHARS, DeliveryServer, ServedImage, download_url
