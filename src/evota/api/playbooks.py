@@ -230,7 +230,7 @@ def _audited(stored: store.Stored | None) -> dict[str, Any] | None:
     return {**spec.to_dict(stored.playbook), "spec_hash": stored.spec_hash}
 
 
-def _noted(
+def _note(
     request: Request, before: store.Stored | None, after: store.Stored | None, **extra: Any
 ) -> None:
     """The audit entry: the target, what changed, and the version and spec hash now in
@@ -253,7 +253,6 @@ def _noted(
 
 
 async def _save(
-    request: Request,
     rt: Runtime,
     who: Principal,
     p: spec.Playbook,
@@ -274,7 +273,6 @@ async def _save(
         )
     except store.PlaybookConflict as exc:
         raise Problem(409, "Playbook conflict", exc.message, exc.field) from None
-    _noted(request, before, after)
     if before is None or before.playbook != after.playbook:
         await _changed(rt)
     return before, after
@@ -318,7 +316,8 @@ async def create_playbook(
     p, _stated = await _document(request, rt)
     if p.version != 1:
         raise Problem(422, "Invalid playbook", "a new playbook starts at version 1", "version")
-    _, after = await _save(request, rt, who, p, set(), create=True)
+    _, after = await _save(rt, who, p, set(), create=True)
+    _note(request, None, after)
     return await _out(rt, who, after)
 
 
@@ -423,7 +422,8 @@ async def put_playbook(
         raise Problem(
             422, "Invalid playbook", f"the document names {p.name!r}, not {playbook!r}", "name"
         )
-    before, after = await _save(request, rt, who, p, stated)
+    before, after = await _save(rt, who, p, stated)
+    _note(request, before, after)
     if before is None:
         response.status_code = 201
     return await _out(rt, who, after)
@@ -439,7 +439,7 @@ async def delete_playbook(
         await store.delete_playbook(rt.engine, playbook)
     except store.PlaybookNotFound:
         raise Problem(404, "Unknown playbook", f"no playbook {playbook!r}", "playbook") from None
-    _noted(request, stored, None)
+    _note(request, stored, None)
     await _changed(rt)
     return Response(status_code=204)
 
@@ -456,7 +456,7 @@ async def _switch(
         raise Problem(404, "Unknown playbook", f"no playbook {playbook!r}", "playbook") from None
     except store.PlaybookConflict as exc:
         raise Problem(409, "Playbook conflict", exc.message, exc.field) from None
-    _noted(
+    _note(
         request,
         before,
         after,
