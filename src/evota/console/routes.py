@@ -37,6 +37,7 @@ from evota.console.resolution_view import resolution_context
 from evota.control.operation import ACTIVE, OperationState
 from evota.firmware import lifecycle
 from evota.firmware.lifecycle import FirmwareState
+from evota.fleet import vendor_learning, vendors
 from evota.operators import permissions as perms
 from evota.operators import sessions
 from evota.operators.permissions import ROLES
@@ -133,6 +134,7 @@ NAV = (
     NavItem("/console/", "Overview", "fleet.read"),
     NavItem("/console/chargers", "Chargers", "fleet.read"),
     NavItem("/console/firmware", "Firmware", "firmware.read"),
+    NavItem("/console/vendor-profiles", "Vendor profiles", "firmware.read"),
     NavItem("/console/campaigns", "Campaigns", "campaign.read", "campaigns"),
     NavItem("/console/operations", "Operations", "operation.read"),
     NavItem("/console/approvals", "Approvals", "fleet.read", "approvals"),
@@ -401,6 +403,9 @@ async def charger_page(request: Request, charger_id: str) -> Response:
             "settings": await queries.settings_of(p.rt, charger["id"]),
             "drift": await queries.latest_drift(p.rt, charger["id"]),
             "commands": command_forms() if p.can("command.send") else (),
+            "vendor_profile": await p.api.maybe(
+                f"/api/v1/chargers/{_id(charger_id)}/vendor-profile"
+            ),
         }
 
     return await render(request, "charger.html", load, title=f"Charger {charger_id}")
@@ -744,6 +749,25 @@ async def playbook_page(request: Request, name: str) -> Response:
         }
 
     return await render(request, "playbook.html", load, title=f"Playbook {name[:64]}")
+
+
+# -- vendor profiles -------------------------------------------------------------------------
+
+
+@router.get("/console/vendor-profiles", response_class=HTMLResponse)
+async def vendor_profiles_page(request: Request) -> Response:
+    async def load(p: Page) -> dict[str, Any]:
+        profiles = await p.api.get("/api/v1/vendor-profiles", limit=1000)
+        return {
+            "profiles": profiles["items"],
+            "suggestions": await p.api.get("/api/v1/vendor-profiles/suggestions"),
+            "protocols": vendors.DOWNLOAD_PROTOCOLS,
+            "triggers": sorted(vendors.TRIGGER_MESSAGES),
+            "min_samples": vendor_learning.MIN_SAMPLES,
+            "blank": vendors.to_dict(vendors.DEFAULT),  # the new-profile form's values
+        }
+
+    return await render(request, "vendor_profiles.html", load, title="Vendor profiles")
 
 
 @router.get("/console/{rest:path}", response_class=HTMLResponse)
