@@ -7,8 +7,11 @@ minutes take none), and every guard rail shown to hold — each test fails if it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from evota.playbooks import spec, store
+from evota.playbooks.runner import QUEUE_MAX
 from evota.runtime import Runtime
 from evota.sim import Fleet, fleet_from_flags
 from evota.sim.charger import SimulatedCharger
@@ -23,7 +27,7 @@ from evota.store.models import Alert, AuditEntry, PlaybookRun
 from evota.store.models import Playbook as PlaybookRow
 from tests.conftest import TOKEN, ShiftedClock, api_client, start_runtime
 from tests.sim.conftest import fast
-from tests.support import until
+from tests.support import free_port, until
 
 STEPS: list[dict[str, Any]] = [
     {
@@ -73,9 +77,8 @@ class World:
             "steps": STEPS,
         }
         doc.update(extra)
-        _, stored = await store.put(
-            self.rt.engine, spec.parse(doc), actor="test", now=self.clock.now()
-        )
+        parsed = spec.parse(doc, allow_http_webhooks=True)  # the test's receiver is http
+        _, stored = await store.put(self.rt.engine, parsed, actor="test", now=self.clock.now())
         await self.rt.playbooks.reload()
         return stored.playbook
 
@@ -392,3 +395,95 @@ async def test_only_inside_the_sites_allowed_hours(world: World) -> None:
         cleared = await api.patch("/api/v1/sites/night", json={"allowed_hours": None})
         assert cleared.status_code == 200 and cleared.json()["allowed_hours"] is None
     await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "resolved")
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[tuple[str, Any]]]]:
+    """A ticketing system's webhook on loopback: it records each POST and answers with a
+    redirect (which evota must not follow)."""
+    got: list[tuple[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            got.append((self.path, json.loads(body)))
+            self.send_response(307)
+            self.send_header("Location", "/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_an_escalation_calls_the_webhook_once_without_following_redirects(
+    world: World, receiver: tuple[str, list[tuple[str, Any]]]
+) -> None:
+    w = world
+    url, got = receiver
+    await w.playbook(steps=[{"escalate": {"alert": False, "webhook_url": url, "message": "truck"}}])
+    [charger] = await w.chargers("HOOK-", faults=["stuck_connectors=1"])
+    await w.faulted(charger)
+    w.clock.advance(minutes=11)
+    [run] = await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "escalated")
+    await until(lambda: list(got), lambda g: len(g) == 1)
+    await w.ticks(3)
+    [(path, body)] = got  # the 307 was not followed to /elsewhere
+    assert path == "/hook"
+    assert body["run_id"] == run.id and body["charger_id"] == charger.identity
+    assert body["message"] == "truck" and body["playbook"] == "stuck"
+    assert await w.alerts("playbook_escalation") == []  # alert: false
+
+
+async def test_bad_input_never_kills_the_engine(world: World) -> None:
+    """Observations the engine cannot use and a flood beyond its queue are dropped, counted
+    and bounded; the engine goes on healing."""
+    w = world
+    engine = w.rt.playbooks
+    engine.charger_event("NOBODY", "status", 1, "Faulted", "InternalError")  # unknown charger
+    engine.charger_event("NOBODY", "no-such-kind", 7, None, None)
+    engine.charger_event("X" * 10_000, "status", 2**31, "\u0000" * 100, "\ud800")
+    for i in range(QUEUE_MAX + 500):
+        engine.charger_event(f"FLOOD-{i % 50}", "heartbeat", 0, None, None)  # not observed
+        engine.charger_event(f"FLOOD-{i % 50}", "status", 1, "Available", "NoError")
+    assert engine.dropped >= 500 and engine._queue.qsize() <= QUEUE_MAX
+    await w.playbook()
+    [charger] = await w.chargers("ALIVE-", faults=["faulted_connectors=1"])
+    await w.faulted(charger)
+    w.clock.advance(minutes=11)
+    await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "resolved", timeout=30)
+    assert w.rt.playbooks._task is not None and not w.rt.playbooks._task.done()
+
+
+async def test_a_waiting_run_survives_a_restart(tmp_path: Path, database_url: str) -> None:
+    clock = ShiftedClock()
+    settings = {"playbook_tick_seconds": 0.05, "ocpp_port": free_port()}
+    w = World(await start_runtime(tmp_path, database_url, clock=clock, **settings), clock)
+    try:
+        await w.playbook()
+        [charger] = await w.chargers("RST-", faults=["stuck_connectors=1"])
+        await w.faulted(charger)
+        clock.advance(minutes=11)
+        [run] = await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1)
+        await w.rt.stop()
+        w.rt = await start_runtime(tmp_path, database_url, clock=clock, **settings)
+        assert w.rt.playbooks.runs[run.id].wait_until == run.wait_until  # resumed, not lost
+        await until(lambda: charger.accepted and w.rt.playbooks.facts(charger.identity))
+        clock.advance(minutes=6)  # its deadline passes after the restart: the next step
+        await until(
+            lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1 and rs[0].step_index == 1
+        )
+        assert [c.detail["params"]["type"] for c in await w.commands()] == ["Soft", "Hard"]
+    finally:
+        for fleet in w.fleets:
+            await fleet.stop()
+        await w.rt.stop()
