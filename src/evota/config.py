@@ -342,6 +342,15 @@ class Settings(BaseSettings):
     firmware_import_ca_file: Path | None = Field(
         None, description="PEM CA bundle trusted for import servers besides the public CAs"
     )
+    firmware_feed_interval_hours: float = Field(
+        0, ge=0, description="check the vendors' release feeds this often; 0: only on request"
+    )
+    firmware_feed_max_new: int = Field(
+        5, ge=1, le=100, description="new versions one feed check imports at most (as drafts)"
+    )
+    firmware_feed_max_bytes: int = Field(
+        1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest release feed document"
+    )
 
     @field_validator("firmware_import_allow_networks")
     @classmethod

@@ -31,6 +31,7 @@ from evota.files import load_key, private_dir, private_sqlite
 from evota.firmware import state_changes as firmware_changes
 from evota.firmware import tokens
 from evota.firmware.delivery import DeliveryServer, ServedImage
+from evota.firmware.feeds import FeedWatcher
 from evota.firmware.ftp_delivery import (
     FtpDelivery,
     FtpEndpoint,
@@ -79,6 +80,7 @@ class Runtime:
     vendor_profiles: VendorStore = field(init=False)  # vendor and model profiles, cached
     gateway: Gateway = field(init=False)
     firmware_store: LocalFirmwareStore = field(init=False)
+    firmware_feeds: FeedWatcher = field(init=False)  # vendors' release feeds (drafts)
     delivery: DeliveryServer = field(init=False)
     jobs: JobRunner = field(init=False)
     campaigns: CampaignRunner = field(init=False)
@@ -241,6 +243,16 @@ class Runtime:
             ),
         )
         self.kpi_rollup.start(s.kpi_rollup_minutes * 60)
+        self.firmware_feeds = FeedWatcher(
+            self.engine,
+            self.firmware_store,
+            self.audit,
+            self.clock.now,
+            s.firmware_fetch_policy(),
+            max_new=s.firmware_feed_max_new,
+            max_feed_bytes=s.firmware_feed_max_bytes,
+        )
+        self.firmware_feeds.start(s.firmware_feed_interval_hours * 3600)
         self._register_approvals()
         await self._start_control()
         await self._start_playbooks()
@@ -437,6 +449,7 @@ class Runtime:
         await self.local_lists.stop()
         await self.campaigns.stop()
         await self.kpi_rollup.stop()
+        await self.firmware_feeds.stop()
         await self.jobs.stop()
         if self.ftp is not None:
             await asyncio.to_thread(self.ftp.stop)

@@ -37,13 +37,6 @@ LOOPBACK = ["127.0.0.0/8"]
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Any:
-    s = Site(tmp_path / "site")
-    yield s
-    s.close()
-
-
 def signed_fields(tmp_path: Path, keys: Keys, data: bytes) -> dict[str, str]:
     path = tmp_path / f"img-{hashlib.sha256(data).hexdigest()[:8]}.bin"
     path.write_bytes(data)
@@ -406,6 +399,16 @@ async def test_bad_requests_name_their_field(
         ]:
             r = await x.api.post("/api/v1/firmware/import", json=body)
             assert r.status_code == 422 and r.json()["field"] == field, r.text
+        for url in (
+            "https://ex%41mple.com/fw.bin",
+            "https://" + "a" * 64 + ".example/fw.bin",
+            "https://a..b/fw.bin",
+            "https://[::1/fw.bin",
+            "https://\u00e9xample.\u4e2d\u56fd/fw.bin",
+            "https://-bad-.example/fw.bin",
+        ):
+            r = await x.api.post("/api/v1/firmware/import", json=request(url))
+            assert r.status_code == 422 and r.json()["field"] == "url", (url, r.text)
         # a name that does not resolve: a 4xx naming url, not a 5xx
         r = await x.api.post(
             "/api/v1/firmware/import", json=request("https://no-such-host.invalid/fw.bin")

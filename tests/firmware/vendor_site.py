@@ -197,4 +197,3 @@ class Site:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
-

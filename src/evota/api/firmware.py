@@ -21,6 +21,10 @@ from evota.api.approvals import AWAITING, awaiting
 from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.firmware_schemas import (
+    FeedCheckOut,
+    FeedIn,
+    FeedOut,
+    FeedPage,
     FirmwareDetail,
     FirmwareOut,
     FirmwarePage,
@@ -51,7 +55,7 @@ from evota.api.params import BigLimit, IntId, Limit, Name, Offset, Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
 from evota.files import safe_filename
-from evota.firmware import importer, intake, lifecycle, state_changes
+from evota.firmware import feeds, import_policy, importer, intake, lifecycle, state_changes
 from evota.firmware import repository as repo
 from evota.firmware.intake import IntakeError, Refusal
 from evota.firmware.storage import StoredBlob, TooLarge
@@ -440,6 +444,73 @@ async def delete_trusted_root(
     if not await repo.delete_trusted_root(rt.engine, root_id):
         raise Problem(404, "Not found", f"no trusted root with id {root_id}", "id")
     return Response(status_code=204)
+
+
+def _feed_out(feed: feeds.FeedRecord) -> FeedOut:
+    data = dataclasses.asdict(feed)
+    data["url"] = import_policy.record_url(feed.url)
+    data["last_result"] = feed.last_result or None
+    return FeedOut.model_validate(data)
+
+
+@router.get("/feeds", response_model=FeedPage)
+async def list_feeds(rt: RuntimeDep, _who: Principal = require("firmware.read")) -> FeedPage:
+    """Vendors' release feeds, with each one's last check."""
+    items = [_feed_out(f) for f in await feeds.list_feeds(rt.engine)]
+    return FeedPage(items=items, total=len(items))
+
+
+@router.post("/feeds", status_code=201, response_model=FeedOut, responses=problems(409))
+async def add_feed(
+    body: FeedIn, request: Request, rt: RuntimeDep, who: Principal = require("firmware.write")
+) -> FeedOut:
+    """Watch a vendor's release feed: new versions are imported as drafts when it is
+    checked (``POST …/check``, or every ``EVOTA_FIRMWARE_FEED_INTERVAL_HOURS``)."""
+    try:
+        feed = await feeds.add_feed(
+            rt.engine,
+            body.vendor,
+            body.url.strip(),
+            who.name,
+            rt.clock.now(),
+            allow_http=rt.settings.firmware_import_allow_http,
+        )
+    except repo.RepositoryError as exc:
+        raise _problem(exc) from None
+    out = _feed_out(feed)
+    note(request, "firmware_feed", str(feed.id), None, {"vendor": out.vendor, "url": out.url})
+    return out
+
+
+@router.delete(
+    "/feeds/{feed_id}", status_code=204, response_class=Response, responses=problems(404)
+)
+async def delete_feed(
+    feed_id: IntId, request: Request, rt: RuntimeDep, _who: Principal = require("firmware.write")
+) -> Response:
+    """Stop watching a feed; the images it imported stay."""
+    if not await feeds.delete_feed(rt.engine, feed_id):
+        raise Problem(404, "Not found", f"no feed with id {feed_id}", "id")
+    note(request, "firmware_feed", str(feed_id))
+    return Response(status_code=204)
+
+
+@router.post("/feeds/{feed_id}/check", response_model=FeedCheckOut, responses=problems(404))
+async def check_feed(
+    feed_id: IntId,
+    request: Request,
+    rt: RuntimeDep,
+    _who: Principal = require("firmware.write"),
+    retry: bool = False,
+) -> FeedCheckOut:
+    """Check a feed now: import (as drafts) at most ``EVOTA_FIRMWARE_FEED_MAX_NEW`` versions
+    the repository lacks. ``retry=true`` tries entries refused before again."""
+    note(request, "firmware_feed", str(feed_id))
+    try:
+        result = await rt.firmware_feeds.check(feed_id, retry=retry)
+    except repo.RepositoryError as exc:
+        raise _problem(exc) from None
+    return FeedCheckOut.model_validate(result.as_dict())
 
 
 async def _get(rt: Runtime, firmware_id: str) -> repo.FirmwareRecord:

@@ -95,6 +95,55 @@ class ImportIn(UploadFields):
     filename: str | None = Field(None, max_length=255, description="label; default: from url")
 
 
+class FeedIn(BaseModel):
+    """``POST /api/v1/firmware/feeds``: a vendor's release feed (docs/firmware.md)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"vendor": "Acme", "url": "https://downloads.acme.example/feed.json"}]
+        },
+    )
+    vendor: Name
+    url: str = Field(min_length=1, max_length=2048, description="https URL of the JSON feed")
+
+    @field_validator("vendor")
+    @classmethod
+    def _no_controls(cls, value: str) -> str:
+        return _printable(value)
+
+
+class FeedEntryOut(BaseModel):
+    version: str
+    sha256: str
+    firmware_id: str | None = None
+    field: str | None = None
+    detail: str | None = None
+
+
+class FeedCheckOut(BaseModel):
+    releases: int = Field(description="entries in the feed")
+    created: list[FeedEntryOut] = Field(description="imported as drafts")
+    refused: list[FeedEntryOut] = Field(description="refused for their content or trust")
+    failed: list[FeedEntryOut] = Field(description="network failures, tried again next time")
+    error: dict[str, str] | None = Field(description="the feed itself could not be read")
+
+
+class FeedOut(BaseModel):
+    id: int
+    vendor: str
+    url: str = Field(description="the feed URL without its query string (which may hold a token)")
+    created_by: str
+    created_at: datetime
+    checked_at: datetime | None
+    last_result: FeedCheckOut | None
+
+
+class FeedPage(BaseModel):
+    items: list[FeedOut]
+    total: int
+
+
 class SourceOut(BaseModel):
     """Where an imported image came from (null for uploads)."""
 

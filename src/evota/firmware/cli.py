@@ -55,6 +55,10 @@ app = typer.Typer(
 )
 trust_app = typer.Typer(help="Trusted root certificates per vendor.", no_args_is_help=True)
 app.add_typer(trust_app, name="trust")
+feed_app = typer.Typer(
+    help="Vendors' release feeds: new versions are imported as drafts.", no_args_is_help=True
+)
+app.add_typer(feed_app, name="feed")
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -358,6 +362,97 @@ def import_(
 
 
 _NO_READ_LIMIT = httpx.Timeout(60.0, read=None)
+
+
+@feed_app.command("add")
+def feed_add(
+    feed_url: Annotated[str, typer.Argument(help="https URL of the vendor's JSON feed")],
+    vendor: Annotated[str, typer.Option("--vendor", help="the vendor every release is for")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Watch a release feed (see docs/firmware.md for its format)."""
+    feed = api(
+        url, token, "POST", "/api/v1/firmware/feeds", json={"vendor": vendor, "url": feed_url}
+    )
+    if as_json:
+        return print_json(feed)
+    typer.echo(f"feed {feed['id']}  {feed['vendor']}  {feed['url']}")
+
+
+@feed_app.command("list")
+def feed_list(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """The feeds and each one's last check."""
+    page = api(url, token, "GET", "/api/v1/firmware/feeds")
+    if as_json:
+        return print_json(page)
+    out.print(
+        table(
+            f"Feeds ({page['total']})",
+            ("id", "vendor", "url", "checked", "last check"),
+            (
+                (
+                    f["id"],
+                    f["vendor"],
+                    f["url"],
+                    f["checked_at"] or "never",
+                    _check_line(f["last_result"]),
+                )
+                for f in page["items"]
+            ),
+        )
+    )
+
+
+@feed_app.command("remove")
+def feed_remove(
+    feed_id: Annotated[int, typer.Argument(help="feed id")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Stop watching a feed; the images it imported stay."""
+    api(url, token, "DELETE", f"/api/v1/firmware/feeds/{feed_id}")
+    typer.echo(f"removed feed {feed_id}")
+
+
+@feed_app.command("check")
+def feed_check(
+    feed_id: Annotated[int, typer.Argument(help="feed id")],
+    retry: Annotated[
+        bool, typer.Option("--retry", help="try entries refused before again")
+    ] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a feed now and import its new versions as drafts."""
+    result = api(
+        url,
+        token,
+        "POST",
+        f"/api/v1/firmware/feeds/{feed_id}/check",
+        params={"retry": "true"} if retry else None,
+        timeout=_NO_READ_LIMIT,
+    )
+    if as_json:
+        return print_json(result)
+    typer.echo(_check_line(result))
+    for kind in ("created", "refused", "failed"):
+        for entry in result[kind]:
+            why = entry.get("firmware_id") or f"{entry.get('field')}: {entry.get('detail')}"
+            typer.echo(f"  {kind:8} {entry['version']}  {why}")
+
+
+def _check_line(result: dict[str, Any] | None) -> str:
+    if not result:
+        return "not checked yet"
+    if result.get("error"):
+        return f"feed unreadable: {result['error'].get('field')}: {result['error'].get('detail')}"
+    return (
+        f"{result['releases']} releases: {len(result['created'])} imported, "
+        f"{len(result['refused'])} refused, {len(result['failed'])} failed"
+    )
 
 
 @app.command("list")

@@ -6,9 +6,9 @@ them. Only ``https`` is fetched (``http`` only where a setting allows it); the h
 addresses are all checked, and every address that is not globally routable is refused:
 private, loopback, link-local, unique-local, multicast, unspecified, reserved and shared
 (CGNAT) ranges, IANA's other special-purpose blocks, Teredo tunnels, and IPv6 forms that
-carry such an IPv4 address (IPv4-mapped, -compatible, 6to4, NAT64). Networks an operator lists (labs, tests) are allowed anyway. The shell
-(:mod:`evota.firmware.importer`) resolves a name once, asks :func:`pick_address`, and then
-connects to exactly the address checked here.
+carry such an IPv4 address (IPv4-mapped, -compatible, 6to4, NAT64). Networks an operator
+lists (labs, tests) are allowed anyway. The shell (:mod:`evota.firmware.importer`) resolves a
+name once, asks :func:`pick_address`, and then connects to exactly the address checked here.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import urljoin
 
 import certifi
@@ -49,6 +49,7 @@ __all__ = [
     "FetchProblem",
     "Fetched",
     "Resolver",
+    "fetch_bytes",
     "fetch_into",
     "import_firmware",
 ]
@@ -56,6 +57,7 @@ __all__ = [
 MAX_REDIRECTS: Final = 5
 _USER_AGENT: Final = "evota-firmware-import"
 
+_T = TypeVar("_T")
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """``(host, port) -> addresses``: the system resolver by default, replaceable in tests."""
 
@@ -114,7 +116,7 @@ async def system_resolver(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a label the IDNA codec refuses
         raise FetchError(FetchProblem.UNREACHABLE, f"cannot resolve {host}: {exc}") from None
     seen: dict[str, None] = {}
     for _family, _type, _proto, _name, sockaddr in infos:
@@ -174,33 +176,59 @@ async def _pinned_request(
     return request, target, address
 
 
-async def _store_body(
-    response: httpx.Response, store: LocalFirmwareStore, max_bytes: int
-) -> StoredBlob:
+def _check_body(response: httpx.Response, max_bytes: int) -> None:
+    """Before reading: no compressed body, no declared length over the limit."""
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise FetchError(
             FetchProblem.ENCODING,
-            f"the server sent the image {encoding}-encoded although identity was asked for",
+            f"the server sent the body {encoding}-encoded although identity was asked for",
         )
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise FetchError(
             FetchProblem.TOO_LARGE,
-            f"the image is {declared} bytes, over the limit of {max_bytes} bytes",
+            f"the body is {declared} bytes, over the limit of {max_bytes} bytes",
         )
+
+
+def _too_large(max_bytes: int) -> FetchError:
+    return FetchError(FetchProblem.TOO_LARGE, f"the body exceeds the limit of {max_bytes} bytes")
+
+
+async def _into_store(
+    response: httpx.Response, store: LocalFirmwareStore, max_bytes: int
+) -> StoredBlob:
+    _check_body(response, max_bytes)
     chunks: AsyncIterator[bytes] = response.aiter_raw()
     try:
         return await store.put(chunks, max_bytes=max_bytes)
     except TooLarge:
-        raise FetchError(
-            FetchProblem.TOO_LARGE, f"the image exceeds the limit of {max_bytes} bytes"
-        ) from None
+        raise _too_large(max_bytes) from None
+
+
+async def _into_memory(response: httpx.Response, max_bytes: int) -> bytes:
+    """A small body (a feed, a signature), never more than ``max_bytes`` held."""
+    _check_body(response, max_bytes)
+    data = bytearray()
+    async for chunk in response.aiter_raw():
+        if len(data) + len(chunk) > max_bytes:
+            raise _too_large(max_bytes)
+        data += chunk
+    return bytes(data)
 
 
 async def _fetch(
-    store: LocalFirmwareStore, url: str, policy: FetchPolicy, resolve: Resolver
-) -> Fetched:
+    url: str,
+    policy: FetchPolicy,
+    resolve: Resolver,
+    consume: Callable[[httpx.Response], Awaitable[_T]],
+) -> tuple[_T, str, str, str, str | None]:
+    """GET ``url`` under the policy; ``consume`` reads the 200 answer's body.
+
+    Returns what ``consume`` returned, the last hop's URL, its host, the address connected
+    to and the server certificate's SHA-256.
+    """
     timeout = httpx.Timeout(policy.timeout)
     async with httpx.AsyncClient(
         verify=_ssl_context(policy.ca_file),
@@ -226,8 +254,8 @@ async def _fetch(
                         f"{response.reason_phrase}".rstrip(),
                     )
                 certificate = _peer_certificate_sha256(response)
-                blob = await _store_body(response, store, policy.max_bytes)
-                return Fetched(blob, current, target.host, address, certificate)
+                body = await consume(response)
+                return body, current, target.host, address, certificate
             finally:
                 await response.aclose()
         raise FetchError(FetchProblem.REDIRECTS, f"more than {MAX_REDIRECTS} redirects")
@@ -245,9 +273,36 @@ async def fetch_into(
     Nothing is left in the store's temp directory on any failure (the store's ``put``
     removes its partial file, also when the deadline cancels it).
     """
+
+    async def consume(response: httpx.Response) -> StoredBlob:
+        return await _into_store(response, store, policy.max_bytes)
+
+    blob, last, host, address, certificate = await _guarded(url, policy, resolve, consume)
+    return Fetched(blob, last, host, address, certificate)
+
+
+async def fetch_bytes(url: str, policy: FetchPolicy, *, resolve: Resolver | None = None) -> bytes:
+    """A small document (a release feed, a detached signature) into memory, at most
+    ``policy.max_bytes``, under the same rules as an image; :class:`FetchError` when refused.
+    """
+
+    async def consume(response: httpx.Response) -> bytes:
+        return await _into_memory(response, policy.max_bytes)
+
+    body, *_ = await _guarded(url, policy, resolve, consume)
+    return body
+
+
+async def _guarded(
+    url: str,
+    policy: FetchPolicy,
+    resolve: Resolver | None,
+    consume: Callable[[httpx.Response], Awaitable[_T]],
+) -> tuple[_T, str, str, str, str | None]:
+    """:func:`_fetch` within the deadline, its failures as :class:`FetchError`."""
     try:
         async with asyncio.timeout(policy.deadline):
-            return await _fetch(store, url, policy, resolve or system_resolver)
+            return await _fetch(url, policy, resolve or system_resolver, consume)
     except TimeoutError:
         raise FetchError(
             FetchProblem.TIMEOUT, f"the fetch did not finish within {policy.deadline:g} s"
@@ -260,6 +315,8 @@ async def fetch_into(
         raise FetchError(
             FetchProblem.UNREACHABLE, f"cannot fetch: {type(exc).__name__}: {exc}"
         ) from None
+    except (httpx.InvalidURL, ValueError) as exc:  # a name the TLS layer or httpx refuses
+        raise FetchError(FetchProblem.URL, f"cannot fetch this URL: {exc}") from None
 
 
 async def import_firmware(

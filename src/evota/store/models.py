@@ -697,3 +697,19 @@ class VendorProfile(Base):
     created_at: Mapped[datetime] = mapped_column(TS)
     updated_by: Mapped[str] = mapped_column(String(100))
     updated_at: Mapped[datetime] = mapped_column(TS)
+
+
+class FirmwareFeed(Base):
+    """A vendor's release feed (evota.firmware.feeds): a JSON index of images, checked for
+    versions the repository lacks, which are imported as drafts. ``refused`` remembers
+    entries refused for their content (version → sha256), so they are not fetched again."""
+
+    __tablename__ = "firmware_feeds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    vendor: Mapped[str] = mapped_column(String(50))
+    url: Mapped[str] = mapped_column(String(2048))
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    checked_at: Mapped[datetime | None] = mapped_column(TS)
+    last_result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    refused: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
