@@ -23,11 +23,13 @@ from evota.playbooks.runner import QUEUE_MAX
 from evota.runtime import Runtime
 from evota.sim import Fleet, fleet_from_flags
 from evota.sim.charger import SimulatedCharger
+from evota.sim.fleet import FaultProfile
 from evota.store.models import Alert, AuditEntry, PlaybookRun
 from evota.store.models import Playbook as PlaybookRow
-from tests.conftest import TOKEN, ShiftedClock, api_client, start_runtime
+from tests.conftest import TOKEN, Keys, ShiftedClock, api_client, start_runtime
 from tests.sim.conftest import fast
 from tests.support import free_port, until
+from tests.test_firmware_update import Bench, trust, upload
 
 STEPS: list[dict[str, Any]] = [
     {
@@ -487,3 +489,38 @@ async def test_a_waiting_run_survives_a_restart(tmp_path: Path, database_url: st
         for fleet in w.fleets:
             await fleet.stop()
         await w.rt.stop()
+
+
+async def test_a_stuck_firmware_job_is_escalated_once(
+    tmp_path: Path, database_url: str, keys: Keys
+) -> None:
+    """job_stuck: a charger that accepted an update and then went silent; ten minutes in
+    one state raise the alert, once for that job and state."""
+    clock = ShiftedClock()
+    rt = await start_runtime(tmp_path, database_url, clock=clock, playbook_tick_seconds=0.05)
+    b, w = Bench(rt, api_client(rt), keys, tmp_path), World(rt, clock)
+    try:
+        await trust(b.api, keys)
+        fw = await upload(b.api, tmp_path, keys, "2.0.0")
+        silent = await b.charger("SIL-0001", faults=FaultProfile(silent=1.0))
+        await w.playbook(
+            "job-stuck",
+            trigger={"kind": "job_stuck", "for_minutes": 10},
+            steps=[{"escalate": {"message": "firmware job stuck"}}],
+        )
+        job_id = (await b.update(silent.identity, fw["id"])).json()["job_id"]
+        await until(lambda: b.job(job_id), lambda j: j["state"] == "accepted")
+        await w.ticks(3)
+        assert await w.runs() == []
+        clock.advance(minutes=11)
+        [run] = await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "escalated")
+        assert (run.charger_id, run.fault_key) == (silent.identity, f"job_stuck:{job_id}")
+        assert run.trigger["reason"].startswith(f"firmware job {job_id} accepted since")
+        [alert] = await w.alerts("playbook_escalation")
+        assert alert.message == "firmware job stuck" and alert.subject == silent.identity
+        await w.ticks(3)
+        assert len(await w.runs()) == 1
+    finally:
+        await b.close()
+        await b.api.aclose()
+        await rt.stop()

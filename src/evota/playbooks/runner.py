@@ -44,9 +44,10 @@ from evota.playbooks import store
 from evota.playbooks import triggers as t
 from evota.playbooks.spec import Escalation, Playbook, TriggerKind
 from evota.playbooks.store import load_enabled
+from evota.rollout.job import TERMINAL as JOB_TERMINAL
 from evota.rollout.policy import PolicyError, Window, windows_from_list
 from evota.selection import ChargerSnapshot, matches
-from evota.store.models import Charger, ChargingSession, PlaybookRun, Site
+from evota.store.models import Charger, ChargingSession, Job, PlaybookRun, Site
 
 log = structlog.get_logger("evota.playbooks")
 
@@ -60,6 +61,7 @@ SUSPENSION_RULE = "playbook_suspended"
 REFUSED_ANSWERS = frozenset({"Rejected"})
 QUEUE_MAX = 10_000
 _HISTORY = 1_000  # trigger and start times kept per playbook (the breaker needs an hour's)
+_MAX_JOBS = 10_000  # unfinished jobs read per tick (a job_stuck playbook's view)
 _SESSION_MAX_AGE = timedelta(hours=24)  # an "active" session older than this is stale
 _background: set[asyncio.Task[Any]] = set()
 
@@ -356,19 +358,40 @@ class PlaybookRunner:
                 current = self.runs.get(run.id)
                 if current is not None and current.state is r.RunState.WAITING:
                     await self._move(current, r.RunEvent.DEADLINE)
+        live: set[tuple[tuple[str, str, str], datetime]] = set()  # conditions that hold
+        jobs = await self._unfinished_jobs()
         for playbook in list(self.playbooks.values()):
-            if playbook.trigger.kind is not TriggerKind.CONNECTOR_FAULTED:
-                continue
-            for charger_id in sorted(self._faulted):
-                facts = self._facts[charger_id]
-                for firing in t.due(playbook.trigger, charger_id, facts, now):
-                    await self._fire(playbook, firing, event=False)
-        # forget episodes that ended (the connector left Faulted): bounded by live faults
-        self._fired = {
-            k: since
-            for k, since in self._fired.items()
-            if _still_faulted(self._facts.get(k[1]), k[2], since)
-        }
+            firings: list[t.Firing] = []
+            if playbook.trigger.kind is TriggerKind.CONNECTOR_FAULTED:
+                for charger_id in sorted(self._faulted):
+                    firings += t.due(playbook.trigger, charger_id, self._facts[charger_id], now)
+            elif playbook.trigger.kind is TriggerKind.JOB_STUCK and jobs is not None:
+                firings = t.stuck_jobs(playbook.trigger, jobs, now)
+            for firing in firings:
+                live.add(((playbook.name, firing.charger_id, firing.fault_key), firing.since))
+                await self._fire(playbook, firing, event=False)
+        # forget episodes that ended (the connector left Faulted, the job moved): bounded by
+        # the conditions that hold now
+        self._fired = {k: v for k, v in self._fired.items() if (k, v) in live}
+
+    async def _unfinished_jobs(self) -> list[t.JobFact] | None:
+        """Firmware jobs not finished (None: no playbook asks, nothing read)."""
+        kinds = {p.trigger.kind for p in self.playbooks.values()}
+        if TriggerKind.JOB_STUCK not in kinds:
+            return None
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(Job.id, Job.charger_id, Job.state, Job.updated_at, Job.campaign_id)
+                    .where(Job.state.not_in([s.value for s in JOB_TERMINAL]))
+                    .order_by(Job.id)
+                    .limit(_MAX_JOBS)
+                )
+            ).all()
+        return [
+            t.JobFact(j.id, j.charger_id, j.state, _aware(j.updated_at), j.campaign_id)
+            for j in rows
+        ]
 
     async def _check_conditions(self, charger_id: str) -> None:
         facts = self._facts.get(charger_id)
@@ -885,17 +908,6 @@ def _run_of(row: Any) -> r.Run:
         approval_id=row.approval_id,
         log=log_entries,
     )
-
-
-def _still_faulted(facts: t.ChargerFacts | None, fault_key: str, since: datetime) -> bool:
-    if facts is None or not fault_key.startswith("connector_faulted:"):
-        return False
-    try:
-        connector = int(fault_key.rsplit(":", 1)[1])
-    except ValueError:
-        return False
-    fact = facts.connectors.get(connector)
-    return fact is not None and fact.status == "Faulted" and fact.since == since
 
 
 def _breaker_reason(refusal: g.Refusal, playbook: Playbook) -> str:

@@ -23,12 +23,14 @@ __all__ = [
     "ChargerFacts",
     "ConnectorFact",
     "Firing",
+    "JobFact",
     "ObservationKind",
     "Observed",
     "due",
     "in_session",
     "observe",
     "on_event",
+    "stuck_jobs",
 ]
 
 #: Connector statuses (1.6 and 2.0.1) that mean a vehicle is there or a session runs.
@@ -190,4 +192,33 @@ def due(trigger: Trigger, charger_id: str, facts: ChargerFacts, now: datetime) -
                 fact.error_code,
             )
         )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class JobFact:
+    """A firmware job that has not finished: in ``state`` since ``since``."""
+
+    job_id: int
+    charger_id: str
+    state: str
+    since: datetime
+    campaign_id: str | None = None
+
+
+def stuck_jobs(trigger: Trigger, jobs: list[JobFact], now: datetime) -> list[Firing]:
+    """``job_stuck``: each unfinished job in one state for at least ``for_minutes`` (the
+    episode is the state's ``since``: a job that moves on and sticks again fires again)."""
+    if trigger.kind is not TriggerKind.JOB_STUCK:
+        return []
+    out = []
+    for job in jobs:
+        if now - job.since < _minutes(trigger.for_minutes):
+            continue
+        campaign = f" of campaign {job.campaign_id}" if job.campaign_id else ""
+        reason = (
+            f"firmware job {job.job_id}{campaign} {job.state} "
+            f"since {job.since.isoformat(timespec='seconds')}"
+        )
+        out.append(Firing(job.charger_id, None, f"job_stuck:{job.job_id}", reason, job.since))
     return out
