@@ -140,6 +140,17 @@ def test_yaml_document_parses_and_round_trips():
         ({"target": {"planets": ["mars"]}}, "target.planets"),
         ({"target": {"sites": "berlin-1"}}, "target.sites"),
         ({"enabled": "yes"}, "enabled"),
+        # NUL never reaches the database or the audit log (the JSON API refuses it too)
+        ({"description": "a\x00b"}, "description"),
+        (
+            {"trigger": {"kind": "security_event", "event_types": ["x\x00"]}},
+            "trigger.event_types[0]",
+        ),
+        (
+            {"steps": [{"command": "data-transfer", "params": {"vendor_id": "v", "data": "\x00"}}]},
+            "steps[0].params.data",
+        ),
+        ({"steps": [{"escalate": {"message": "\x00"}}]}, "steps[0].escalate.message"),
     ],
 )
 def test_refusals_name_the_field(changes, field):
@@ -288,12 +299,16 @@ valid = st.builds(
     },
     st.from_regex(spec.NAME, fullmatch=True),
     minutes,
-    st.lists(st.text(min_size=1, max_size=20).filter(str.strip), max_size=5),
+    st.lists(
+        st.text(min_size=1, max_size=20).filter(lambda t: t.strip() and t.isprintable()), max_size=5
+    ),
     st.none() | minutes,
     st.floats(min_value=0.001, max_value=1),
     st.integers(1, 100),
     st.booleans(),
-    st.lists(st.text(min_size=1, max_size=10).filter(str.strip), max_size=3),
+    st.lists(
+        st.text(min_size=1, max_size=10).filter(lambda t: t.strip() and t.isprintable()), max_size=3
+    ),
 )
 
 

@@ -322,8 +322,8 @@ def parse(data: object, *, allow_http_webhooks: bool = False) -> Playbook:
     if not _is_int(version) or not 1 <= version <= 2**31 - 1:
         raise SpecError("version", "must be an integer >= 1")
     description = d.get("description", "")
-    if not isinstance(description, str) or len(description) > 2000:
-        raise SpecError("description", "must be a string of at most 2000 characters")
+    if not isinstance(description, str) or len(description) > 2000 or "\x00" in description:
+        raise SpecError("description", "must be a string of at most 2000 characters, no NUL")
     if "trigger" not in d:
         raise SpecError("trigger", "required")
     trigger = _trigger(d["trigger"], "trigger")
@@ -415,8 +415,8 @@ def _params(command: str, data: object, path: str, trigger: Trigger) -> dict[str
     against the catalog command with the placeholder standing for connector 1."""
     d = _mapping(data, path)
     for key, value in d.items():
-        if not isinstance(key, str):
-            raise SpecError(path, "keys must be strings")
+        if not isinstance(key, str) or "\x00" in key:
+            raise SpecError(path, "keys must be strings without NUL")
         _json_value(value, f"{path}.{key}", 0)
         if value == CONNECTOR and trigger.kind is not TriggerKind.CONNECTOR_FAULTED:
             raise SpecError(
@@ -442,6 +442,8 @@ def _json_value(v: object, path: str, depth: int) -> None:
     """Only JSON values (YAML dates, binary or NaN would not store), nested a few levels."""
     if depth > MAX_PARAMS_DEPTH:
         raise SpecError(path, f"nested deeper than {MAX_PARAMS_DEPTH} levels")
+    if isinstance(v, str) and "\x00" in v:
+        raise SpecError(path, "must not contain NUL characters")
     if v is None or isinstance(v, bool | str) or _is_int(v):
         return
     if isinstance(v, float):
@@ -454,8 +456,8 @@ def _json_value(v: object, path: str, depth: int) -> None:
         return
     if isinstance(v, dict):
         for key, item in v.items():
-            if not isinstance(key, str):
-                raise SpecError(path, "keys must be strings")
+            if not isinstance(key, str) or "\x00" in key:
+                raise SpecError(path, "keys must be strings without NUL")
             _json_value(item, f"{path}.{key}", depth + 1)
         return
     raise SpecError(path, "must be a JSON value (string, number, boolean, list, object or null)")
@@ -481,7 +483,9 @@ def _escalation(data: object, path: str, allow_http: bool) -> Escalation:
     if url is not None:
         url = _webhook(url, f"{path}.webhook_url", allow_http)
     message = d.get("message")
-    if message is not None and (not isinstance(message, str) or len(message) > MAX_MESSAGE):
+    if message is not None and (
+        not isinstance(message, str) or len(message) > MAX_MESSAGE or "\x00" in message
+    ):
         raise SpecError(f"{path}.message", f"must be a string of at most {MAX_MESSAGE} characters")
     if not alert and url is None:
         raise SpecError(path, "an escalation raises an alert, calls a webhook or both")
@@ -492,8 +496,8 @@ _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#\s
 
 
 def _webhook(v: object, path: str, allow_http: bool) -> str:
-    if not isinstance(v, str) or len(v) > MAX_URL:
-        raise SpecError(path, f"must be a URL of at most {MAX_URL} characters")
+    if not isinstance(v, str) or len(v) > MAX_URL or not v.isprintable():
+        raise SpecError(path, f"must be a URL of at most {MAX_URL} printable characters")
     m = _URL.match(v)
     scheme = m.group("scheme").lower() if m else ""
     if m is None or not m.group("authority") or scheme not in ("https", "http"):
@@ -577,6 +581,8 @@ def _strings(v: object, path: str, most: int, longest: int) -> tuple[str, ...]:
     for i, item in enumerate(v):
         if not isinstance(item, str) or not item.strip() or len(item) > longest:
             raise SpecError(f"{path}[{i}]", f"must be a non-empty string of at most {longest}")
+        if not item.isprintable():
+            raise SpecError(f"{path}[{i}]", "must be printable (no control characters)")
     return tuple(dict.fromkeys(v))
 
 
