@@ -323,3 +323,22 @@ async def test_kill_switch_is_flipped_audited_and_shown(evota_sqlite: Runtime) -
         assert res.status_code == 422 and res.json()["field"].endswith("kill_switch"), res.text
         res = await api.put("/api/v1/playbooks/kill-switch", json={"kill_switch": False})
         assert res.json() == {"kill_switch": False} and rt.playbooks.kill_switch is False
+
+
+async def test_enabling_a_suspended_playbook_resumes_it(evota_sqlite: Runtime) -> None:
+    rt = evota_sqlite
+    async with api_client(rt) as api:
+        res = await api.post("/api/v1/playbooks", json=doc(target={}, enabled=True))
+        assert res.status_code == 201, res.text
+        assert "boots" in rt.playbooks.playbooks  # the runner loaded it
+        await rt.playbooks.suspend("boots", "3 of 5 runs failed")
+        shown = (await api.get("/api/v1/playbooks/boots")).json()
+        assert shown["suspended_reason"] == "3 of 5 runs failed" and shown["enabled"] is True
+        assert "boots" not in rt.playbooks.playbooks
+
+        res = await api.post("/api/v1/playbooks/boots/enable")
+        assert res.status_code == 200, res.text
+        assert res.json()["suspended_reason"] is None and res.json()["version"] == 2
+        assert "boots" in rt.playbooks.playbooks
+        entry = await _audit(rt, "api.enable_playbook")
+        assert entry["detail"]["resumed"] is True

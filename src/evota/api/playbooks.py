@@ -456,13 +456,12 @@ async def _switch(
         raise Problem(404, "Unknown playbook", f"no playbook {playbook!r}", "playbook") from None
     except store.PlaybookConflict as exc:
         raise Problem(409, "Playbook conflict", exc.message, exc.field) from None
-    _note(
-        request,
-        before,
-        after,
-        resumed=before.suspended_reason is not None and after.suspended_reason is None,
-    )
-    if after is not before:
+    resumed = before.suspended_reason is not None and after.suspended_reason is None
+    _note(request, before, after, resumed=resumed)
+    runner = _runner(rt)
+    if resumed and runner is not None:
+        await runner.resume(playbook)  # the circuit breaker's memory starts afresh
+    elif after is not before:
         await _changed(rt)
     return await _out(rt, who, after)
 
