@@ -3,6 +3,8 @@ an image fetched from the vendor's (loopback HTTPS) site shows where it came fro
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,18 @@ async def test_import_an_image_from_a_vendor_url(
     site.routes["/releases/acme-2.2.0.bin"] = ("file", data)
     image = tmp_path / "acme-2.2.0.bin"
     image.write_bytes(data)
+    newer = image_bytes("2.3.0", 16 * 1024)
+    (tmp_path / "acme-2.3.0.bin").write_bytes(newer)
+    site.routes["/releases/acme-2.3.0.bin"] = ("file", newer)
+    release = {
+        "version": "2.3.0",
+        "url": site.url("/releases/acme-2.3.0.bin"),
+        "sha256": hashlib.sha256(newer).hexdigest(),
+        "signature": signing.sign_file(tmp_path / "acme-2.3.0.bin", keys.key),
+        "models": [MODEL],
+    }
+    feed = {"signing_certificate": keys.cert.decode(), "releases": [release]}
+    site.routes["/feed.json"] = ("file", json.dumps(feed).encode())
     settings = {
         "firmware_import_ca_file": site.ca,
         "firmware_import_allow_networks": ["127.0.0.0/8"],
@@ -62,6 +76,22 @@ async def test_import_an_image_from_a_vendor_url(
                 await expect(source).to_contain_text("fiona")
                 await check_a11y(page)
                 await shot(page, "firmware-imported", full=False)
+
+                # a release feed: watched from the library page, checked on demand
+                await page.goto("/console/firmware")
+                await page.get_by_text("Watch a release feed").click()
+                feed_form = page.locator("#feed-form")
+                await feed_form.get_by_label("Vendor").fill(VENDOR)
+                await feed_form.get_by_label("Feed URL (https)").fill(site.url("/feed.json"))
+                await feed_form.get_by_role("button", name="Watch").click()
+                row = page.get_by_test_id("feed-1")
+                await expect(row).to_contain_text("never")
+                await row.get_by_role("button", name="Check now").click()
+                await expect(page.get_by_test_id("feed-1")).to_contain_text("1 imported")
+                await expect(
+                    page.get_by_role("row").filter(has_text=f"{VENDOR} 2.3.0")
+                ).to_contain_text("draft")
+                await check_a11y(page)
                 no_errors(page)
             finally:
                 for context in console.contexts:

@@ -423,6 +423,7 @@ async def firmware_page(request: Request) -> Response:
         running = await queries.running_counts(p.rt, p.who)
         roots = await p.api.get("/api/v1/firmware/trusted-roots")
         vendors = await p.api.get("/api/v1/firmware/vendors")
+        feeds = await p.api.get("/api/v1/firmware/feeds")  # vendors' release feeds
         items = [
             {**i, "running": running.get((i["vendor"].lower(), i["version"]), 0)}
             for i in page["items"]
@@ -433,6 +434,7 @@ async def firmware_page(request: Request) -> Response:
             "pages": _pager(request, page["total"], offset),
             "roots": roots["items"],
             "vendor_policies": vendors["items"],
+            "feeds": feeds["items"],
             "states": lifecycle.STATES,
             "upload_states": lifecycle.UPLOAD_STATES,
         }
