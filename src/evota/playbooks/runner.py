@@ -61,6 +61,7 @@ SUSPENSION_RULE = "playbook_suspended"
 REFUSED_ANSWERS = frozenset({"Rejected"})
 QUEUE_MAX = 10_000
 _HISTORY = 1_000  # trigger and start times kept per playbook (the breaker needs an hour's)
+_KINDS = {k.value: k for k in t.ObservationKind}
 _MAX_JOBS = 10_000  # unfinished jobs read per tick (a job_stuck playbook's view)
 _SESSION_MAX_AGE = timedelta(hours=24)  # an "active" session older than this is stale
 _background: set[asyncio.Task[Any]] = set()
@@ -197,14 +198,15 @@ class PlaybookRunner:
         status: str | None = None,
         error_code: str | None = None,
     ) -> None:
-        """Called by the fleet service (synchronously, on the hot path): queue, never block."""
-        try:
-            what = t.ObservationKind(kind)
-        except ValueError:
+        """Called by the fleet service (synchronously, on the hot path): queue a plain tuple
+        (the worker makes it an Observed), never block, never raise."""
+        what = _KINDS.get(kind)
+        if what is None:
             return  # a kind no trigger or condition reads
-        o = t.Observed(charger_id, what, self._clock.now(), connector_id, status, error_code)
         try:
-            self._queue.put_nowait(o)
+            self._queue.put_nowait(
+                (charger_id, what, self._clock.now(), connector_id, status, error_code)
+            )
         except asyncio.QueueFull:
             self.dropped += 1
             if self.dropped % 1000 == 1:
@@ -249,8 +251,8 @@ class PlaybookRunner:
 
     async def _handle(self, item: Any) -> None:
         match item:
-            case t.Observed():
-                await self._observed(item)
+            case tuple():
+                await self._observed(t.Observed(*item))
             case _Answered():
                 await self._answered(item)
             case _Approved():
