@@ -63,6 +63,18 @@ def test_a_connector_faulted_long_enough_fires_once_per_episode() -> None:
     assert t.due(FAULTED, "CP-1", other, T0 + timedelta(hours=1)) == []
 
 
+def test_a_charger_cannot_grow_the_engines_memory() -> None:
+    facts = t.ChargerFacts()
+    for connector in range(10_000):
+        facts = t.observe(facts, _status(connector, "Faulted", T0))
+    assert len(facts.connectors) == t.MAX_CONNECTORS
+    for minute in range(1000):
+        facts = t.observe(
+            facts, t.Observed("CP-1", t.ObservationKind.BOOT, T0 + timedelta(minutes=minute))
+        )
+    assert len(facts.boots) == t.MAX_BOOTS
+
+
 def test_event_triggers() -> None:
     back = Trigger(TriggerKind.OFFLINE_THEN_BACK, offline_minutes=30)
     gone = t.observe(

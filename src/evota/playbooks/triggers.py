@@ -20,6 +20,7 @@ from evota.playbooks.spec import Trigger, TriggerKind
 
 __all__ = [
     "BUSY",
+    "MAX_CONNECTORS",
     "ChargerFacts",
     "ConnectorFact",
     "Firing",
@@ -39,6 +40,9 @@ BUSY = frozenset(
 )
 #: Boots remembered per charger: enough for any ``repeated_boots`` count the spec allows.
 MAX_BOOTS = 100
+#: Connectors remembered per charger. OCPP puts no bound on a connector id: a charger that
+#: reports thousands of them must not grow the engine's memory (or the copy per status).
+MAX_CONNECTORS = 64
 
 
 class ObservationKind(StrEnum):
@@ -100,6 +104,8 @@ def observe(facts: ChargerFacts, o: Observed) -> ChargerFacts:
         case ObservationKind.STATUS:
             status = o.status or ""
             old = facts.connectors.get(o.connector_id)
+            if old is None and len(facts.connectors) >= MAX_CONNECTORS:
+                return facts
             if old is not None and old.status == status:
                 if old.error_code == o.error_code:
                     return facts
