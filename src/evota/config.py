@@ -342,6 +342,9 @@ class Settings(BaseSettings):
     firmware_import_ca_file: Path | None = Field(
         None, description="PEM CA bundle trusted for import servers besides the public CAs"
     )
+    firmware_import_max_concurrent: int = Field(
+        4, ge=1, le=100, description="image imports (API and feeds) running at once; more: 429"
+    )
     firmware_feed_interval_hours: float = Field(
         0, ge=0, description="check the vendors' release feeds this often; 0: only on request"
     )
@@ -372,6 +375,7 @@ class Settings(BaseSettings):
             allow_http=self.firmware_import_allow_http,
             allow_networks=parse_networks(self.firmware_import_allow_networks),
             ca_file=self.firmware_import_ca_file,
+            max_concurrent=self.firmware_import_max_concurrent,
         )
 
     log_level: str = "info"

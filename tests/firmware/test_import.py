@@ -8,6 +8,7 @@ image, no stored blob, no temp file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -306,6 +307,32 @@ async def test_a_stalled_or_trickling_server_times_out(
         assert "0.5 s" in problem(r, 422, "url", "Fetch timed out")["detail"]
         r = await x.api.post("/api/v1/firmware/import", json=request(site.url("/trickle")))
         assert "1.5 s" in problem(r, 422, "url", "Fetch timed out")["detail"]
+        nothing_stored(x.rt)
+
+
+async def test_imports_in_flight_are_bounded(
+    tmp_path: Path, sqlite_url: str, keys: Keys, site: Site
+) -> None:
+    """A short request makes the server download up to the size limit: at most
+    firmware_import_max_concurrent imports run at once, the next is a 429 at once."""
+    site.routes["/stall"] = ("stall", None)
+    site.routes["/fw.bin"] = ("file", b"unsigned image")
+    nets = {"firmware_import_allow_networks": LOOPBACK, "firmware_import_max_concurrent": 2}
+    async with lab(tmp_path, sqlite_url, site, keys, **nets) as x:
+        url = "/api/v1/firmware/import"
+        stalled = [
+            asyncio.create_task(x.api.post(url, json=request(site.url("/stall"), f"9.{i}")))
+            for i in range(2)
+        ]
+        await until(lambda: len(site.seen), lambda n: n == 2)
+        r = await x.api.post(url, json=request(site.url("/fw.bin"), "9.9"))
+        problem(r, 429, "url", "Too many imports")
+        assert len(site.seen) == 2  # refused before fetching
+        site.release.set()
+        for task in stalled:
+            problem(await task, 422, "url", "Fetch failed")  # the body was cut short
+        r = await x.api.post(url, json=request(site.url("/fw.bin"), "9.9"))
+        problem(r, 422, "signature", "Unsigned firmware")  # fetched: the slots are free
         nothing_stored(x.rt)
 
 

@@ -159,6 +159,7 @@ class Site:
                 self.wfile.write(b"x")
                 self.wfile.flush()
                 site.release.wait(30)
+                self.close_connection = True  # the client sees the body cut short
 
             def _trickle(self, path: str, interval: float) -> None:
                 self.send_response(200)

@@ -288,11 +288,12 @@ _FETCH_PROBLEMS: Final[dict[importer.FetchProblem, tuple[int, str]]] = {
     importer.FetchProblem.UNREACHABLE: (422, "Fetch failed"),
     importer.FetchProblem.ENCODING: (422, "Fetch failed"),
     importer.FetchProblem.SHA256: (422, "Digest mismatch"),
+    importer.FetchProblem.BUSY: (429, "Too many imports"),
 }
 
 
 @router.post(
-    "/import", status_code=201, response_model=FirmwareDetail, responses=problems(409, 413)
+    "/import", status_code=201, response_model=FirmwareDetail, responses=problems(409, 413, 429)
 )
 async def import_firmware(
     body: ImportIn,

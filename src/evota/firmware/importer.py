@@ -25,6 +25,7 @@ import enum
 import hashlib
 import socket
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,7 @@ class FetchProblem(enum.StrEnum):
     UNREACHABLE = "unreachable"  # DNS, connect, TLS
     ENCODING = "encoding"  # a compressed body although identity was asked for
     SHA256 = "sha256"  # the bytes are not the expected ones
+    BUSY = "busy"  # max_concurrent imports are running already
 
 
 class FetchError(Exception):
@@ -98,6 +100,7 @@ class FetchPolicy:
     allow_http: bool = False
     allow_networks: tuple[Network, ...] = ()
     ca_file: Path | None = None  # trusted in addition to the public CAs (certifi)
+    max_concurrent: int = 4  # image imports at once per store (API and feeds together)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +345,38 @@ async def import_firmware(
         raise IntakeError(
             Refusal.EXISTS, f"{submission.vendor} firmware {submission.version} exists", "version"
         )
+    running = _in_flight.get(store, 0)
+    if running >= policy.max_concurrent:
+        raise FetchError(
+            FetchProblem.BUSY,
+            f"{running} imports are running (the limit); try again when one has finished",
+        )
+    _in_flight[store] = running + 1
+    try:
+        return await _import(
+            engine, store, submission, url, policy, now, by, expected_sha256, resolve
+        )
+    finally:
+        _in_flight[store] -= 1
+
+
+# A short request makes the server download up to max_bytes: imports in flight are bounded
+# so an operator's loop cannot fill the disk or the sockets (a counter per store, so each
+# runtime, and each test, has its own).
+_in_flight: weakref.WeakKeyDictionary[LocalFirmwareStore, int] = weakref.WeakKeyDictionary()
+
+
+async def _import(
+    engine: AsyncEngine,
+    store: LocalFirmwareStore,
+    submission: intake.Submission,
+    url: str,
+    policy: FetchPolicy,
+    now: Callable[[], dt.datetime],
+    by: str | None,
+    expected_sha256: str | None,
+    resolve: Resolver | None,
+) -> repo.FirmwareRecord:
     fetched = await fetch_into(store, url, policy, resolve=resolve)
     try:
         if expected_sha256 is not None and fetched.blob.sha256 != expected_sha256.lower():
