@@ -165,8 +165,9 @@ async def test_image_size_signed_support_and_timeouts_follow_the_profile(
 
 
 @pytest.fixture
-async def world(tmp_path: Path, sqlite_url: str, keys: Keys) -> AsyncIterator[World]:
-    async with running(World, tmp_path, sqlite_url, keys, campaign_tick_seconds=0.2) as w:
+async def world(tmp_path: Path, database_url: str, keys: Keys) -> AsyncIterator[World]:
+    """Both databases: learning extracts the status from each event's JSON in SQL."""
+    async with running(World, tmp_path, database_url, keys, campaign_tick_seconds=0.2) as w:
         yield w
 
 
