@@ -14,6 +14,7 @@ from sqlalchemy import insert
 
 from evota.playbooks import spec, store
 from evota.runtime import Runtime
+from evota.store.models import Playbook as PlaybookRow
 from evota.store.models import PlaybookRun
 from tests.conftest import api_client, session_for, start_runtime
 
@@ -342,3 +343,22 @@ async def test_enabling_a_suspended_playbook_resumes_it(evota_sqlite: Runtime) -
         assert "boots" in rt.playbooks.playbooks
         entry = await _audit(rt, "api.enable_playbook")
         assert entry["detail"]["resumed"] is True
+
+
+async def test_a_stored_playbook_the_rules_now_refuse_does_not_stop_loading(
+    evota_sqlite: Runtime,
+) -> None:
+    rt = evota_sqlite
+    async with api_client(rt) as api:
+        res = await api.post("/api/v1/playbooks", json=doc("good", target={}, enabled=True))
+        assert res.status_code == 201, res.text
+    now = rt.clock.now()
+    old = {"trigger": {"kind": "meteor_shower"}, "steps": []}  # valid once, say
+    async with rt.engine.begin() as conn:
+        await conn.execute(
+            insert(PlaybookRow).values(
+                name="legacy", version=1, enabled=True, dry_run=False, spec=old,
+                spec_hash="0" * 64, created_by="x", created_at=now, updated_by="x", updated_at=now,
+            )
+        )  # fmt: skip
+    assert [p.name for p in await store.load_enabled(rt.engine)] == ["good"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Select, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,6 +38,8 @@ __all__ = [
     "set_switches",
     "suspend",
 ]
+
+log = structlog.get_logger("evota.playbooks")
 
 #: A finished run's outcome (``dry_run``: what a dry run would have done, counted apart).
 OUTCOMES = ("resolved", "escalated", "failed", "refused", "suspended", "dry_run")
@@ -129,7 +132,13 @@ async def load_enabled(engine: AsyncEngine) -> list[Playbook]:
                 .order_by(PlaybookRow.name)
             )
         ).all()
-    return [_stored(r).playbook for r in rows]
+    loaded = []
+    for r in rows:
+        try:
+            loaded.append(_stored(r).playbook)
+        except spec.SpecError as exc:  # stored under older rules: skipped, never the runner's end
+            log.error("playbook not loaded", playbook=r.name, field=exc.field, error=exc.message)
+    return loaded
 
 
 def _values(p: Playbook) -> dict[str, Any]:
