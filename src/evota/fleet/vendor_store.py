@@ -38,6 +38,11 @@ Identity = tuple[str | None, str | None, str | None]  # vendor, model, firmware 
 _UNKNOWN: Identity = (None, None, None)
 #: Rows per fetch when reading job history for learning.
 CHUNK = 5000
+#: Distinct identities memoised: a charger controls the strings it boots with, so one that
+#: reboots with a new firmware version each time must not grow memory without bound.
+MAX_MEMO = 4096
+#: Profiles are a handful per vendor; the cap keeps the table and the cache small.
+MAX_PROFILES = 10_000
 
 
 class VendorProfileError(Exception):
@@ -120,6 +125,8 @@ class VendorStore:
         self._chargers = chargers
 
     def _intern(self, identity: Identity) -> Identity:
+        if len(self._identities) >= MAX_MEMO and identity not in self._identities:
+            self._identities = {}  # chargers keep their tuples; only sharing starts over
         return self._identities.setdefault(identity, identity)
 
     def charger_booted(
@@ -138,6 +145,8 @@ class VendorStore:
         found = self._resolved.get(identity)
         if found is None:
             found = vendors.resolve(self._profiles, vendor, model, firmware_version)
+            if len(self._resolved) >= MAX_MEMO:
+                self._resolved = {}
             self._resolved[identity] = found
         return found
 
@@ -172,6 +181,10 @@ class VendorStore:
         return next((s for s in self.stored if scope_key(s.profile) == key), None)
 
     async def create(self, profile: VendorProfile, by: str) -> StoredProfile:
+        if len(self.stored) >= MAX_PROFILES:
+            raise VendorProfileError(
+                "conflict", "vendor", f"at most {MAX_PROFILES} vendor profiles: delete one first"
+            )
         now = self._clock.now()
         try:
             async with self._engine.begin() as conn:
