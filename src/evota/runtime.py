@@ -6,7 +6,7 @@ import asyncio
 import gc
 import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -315,6 +315,14 @@ class Runtime:
         )
         await self.playbooks.start()
         self.fleet.charger_listeners.append(self.playbooks.charger_event)
+        regressions = self.kpi_rollup.after_run
+
+        async def after_rollup(now: datetime) -> None:  # kpi_threshold reads the new days
+            if regressions is not None:
+                await regressions(now)
+            await self.playbooks.kpis_rolled(now)
+
+        self.kpi_rollup.after_run = after_rollup
 
     def _register_approvals(self) -> None:
         """What runs when each kind of four-eyes request is approved (defined next to each

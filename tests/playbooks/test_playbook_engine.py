@@ -11,6 +11,7 @@ import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from evota.runtime import Runtime
 from evota.sim import Fleet, fleet_from_flags
 from evota.sim.charger import SimulatedCharger
 from evota.sim.fleet import FaultProfile
-from evota.store.models import Alert, AuditEntry, PlaybookRun
+from evota.store.models import Alert, AuditEntry, ConnectorStatus, PlaybookRun
 from evota.store.models import Playbook as PlaybookRow
 from tests.conftest import TOKEN, Keys, ShiftedClock, api_client, start_runtime
 from tests.sim.conftest import fast
@@ -119,6 +120,21 @@ class World:
                     )
                 ).all()
             )
+
+    async def stored_status(self, charger_id: str, connector: int) -> str | None:
+        """The latest status the writer stored (what the daily rollup reads)."""
+        async with self.rt.engine.connect() as conn:
+            return (
+                await conn.execute(
+                    select(ConnectorStatus.status)
+                    .where(
+                        ConnectorStatus.charger_id == charger_id,
+                        ConnectorStatus.connector_id == connector,
+                    )
+                    .order_by(ConnectorStatus.id.desc())
+                    .limit(1)
+                )
+            ).scalar()
 
     async def alerts(self, rule: str) -> list[Any]:
         async with self.rt.engine.connect() as conn:
@@ -524,3 +540,30 @@ async def test_a_stuck_firmware_job_is_escalated_once(
         await b.close()
         await b.api.aclose()
         await rt.stop()
+
+
+async def test_a_kpi_over_its_threshold_yesterday_is_escalated_once(world: World) -> None:
+    """kpi_threshold: after the daily rollup, a charger whose connector faulted yesterday
+    (faults above 0) gets its run, one that did not gets none; another rollup of the same
+    day adds nothing."""
+    w = world
+    await w.playbook(
+        "faulty-yesterday",
+        trigger={"kind": "kpi_threshold", "kpi": "faults", "above": 0},
+        steps=[{"escalate": {"message": "faults yesterday"}}],
+    )
+    bad, good = await w.chargers("KPI-", 2, faults=[])
+    await until(lambda: w.rt.playbooks.facts(good.identity))
+    await bad.send_status(1, "Faulted", "GroundFailure")  # a fault today, none on the other
+    await w.faulted(bad)
+    await until(lambda: w.stored_status(bad.identity, 1), lambda s: s == "Faulted")
+    now = w.clock.now()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    w.clock.advance(seconds=(midnight - now).total_seconds() + 11 * 60)  # today is complete
+    await w.rt.kpi_rollup.run()
+    [run] = await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "escalated")
+    assert run.charger_id == bad.identity and run.fault_key.startswith("kpi_threshold:faults:")
+    assert run.trigger["reason"] == f"faults 1 above 0 on {now.date()}"
+    await w.rt.kpi_rollup.run()
+    await w.ticks(3)
+    assert [r.charger_id for r in await w.runs()] == [bad.identity]

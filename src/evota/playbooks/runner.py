@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -47,7 +47,7 @@ from evota.playbooks.store import load_enabled
 from evota.rollout.job import TERMINAL as JOB_TERMINAL
 from evota.rollout.policy import PolicyError, Window, windows_from_list
 from evota.selection import ChargerSnapshot, matches
-from evota.store.models import Charger, ChargingSession, Job, PlaybookRun, Site
+from evota.store.models import Charger, ChargerDay, ChargingSession, Job, PlaybookRun, Site
 
 log = structlog.get_logger("evota.playbooks")
 
@@ -87,6 +87,13 @@ class _Approved:
 class _Denied:
     run_id: str
     why: str
+
+
+@dataclass(frozen=True, slots=True)
+class _KpisRolled:
+    """The daily KPI rollup ran: ``kpi_threshold`` playbooks read yesterday's rows."""
+
+    now: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +148,7 @@ class PlaybookRunner:
         self._sending: set[str] = set()
         self._fired: dict[tuple[str, str, str], datetime] = {}  # episodes already started
         self._counted: set[tuple[tuple[str, str, str], datetime]] = set()  # firings seen
+        self._kpi_seen: dict[str, tuple[int, set[str]]] = {}  # playbook -> (day, chargers)
         self._faulted: set[str] = set()  # chargers with a Faulted connector (ticks read these)
         self._triggers: dict[str, deque[datetime]] = {}
         self._starts: dict[str, deque[datetime]] = {}
@@ -212,6 +220,51 @@ class PlaybookRunner:
             if self.dropped % 1000 == 1:
                 log.warning("playbook queue full: observations dropped", dropped=self.dropped)
 
+    async def kpis_rolled(self, now: datetime) -> None:
+        """Called after each KPI rollup (evota.evidence.rollup's ``after_run``)."""
+        if any(p.trigger.kind is TriggerKind.KPI_THRESHOLD for p in self.playbooks.values()):
+            await self._queue.put(_KpisRolled(now))
+
+    async def _kpis(self, now: datetime) -> None:
+        """Yesterday's complete charger-days against every ``kpi_threshold`` playbook; a
+        charger-day is judged once per playbook (the rollup runs many times a day)."""
+        wanted = [p for p in self.playbooks.values() if p.trigger.kind is TriggerKind.KPI_THRESHOLD]
+        if not wanted:
+            return
+        day = (now.astimezone(UTC).date() - date(1970, 1, 1)).days - 1
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(ChargerDay)
+                    .where(ChargerDay.day == day, ChargerDay.complete.is_(True))
+                    .order_by(ChargerDay.charger_id)
+                )
+            ).all()
+        for playbook in wanted:
+            seen_day, seen = self._kpi_seen.get(playbook.name, (day, set()))
+            if seen_day != day:
+                seen = set()
+            fresh = [
+                t.KpiDay(
+                    r.charger_id,
+                    r.day,
+                    r.observed_s,
+                    r.connected_s,
+                    r.available_s,
+                    r.sessions,
+                    r.failed_sessions,
+                    r.faults,
+                    r.offline_episodes,
+                    r.reconnects,
+                )
+                for r in rows
+                if r.charger_id not in seen
+            ]
+            seen |= {d.charger_id for d in fresh}
+            self._kpi_seen[playbook.name] = (day, seen)
+            for firing in t.kpi_firings(playbook.trigger, fresh):
+                await self._fire(playbook, firing, event=True)
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self._approvals.register(APPROVAL_ACTION, self._approved, self._approval_ended)
@@ -261,6 +314,8 @@ class PlaybookRunner:
                 run = self.runs.get(item.run_id)
                 if run is not None and run.state is r.RunState.AWAITING_APPROVAL:
                     await self._move(run, r.RunEvent.DENIED, reason=f"approval {item.why}")
+            case _KpisRolled():
+                await self._kpis(item.now)
             case _Call():
                 result = await item.fn()
                 if not item.done.done():

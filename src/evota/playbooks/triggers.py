@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from evota.playbooks.spec import Trigger, TriggerKind
@@ -25,10 +25,13 @@ __all__ = [
     "ConnectorFact",
     "Firing",
     "JobFact",
+    "KpiDay",
     "ObservationKind",
     "Observed",
     "due",
     "in_session",
+    "kpi_firings",
+    "kpi_value",
     "observe",
     "on_event",
     "stuck_jobs",
@@ -227,4 +230,57 @@ def stuck_jobs(trigger: Trigger, jobs: list[JobFact], now: datetime) -> list[Fir
             f"since {job.since.isoformat(timespec='seconds')}"
         )
         out.append(Firing(job.charger_id, None, f"job_stuck:{job.job_id}", reason, job.since))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class KpiDay:
+    """One charger's complete UTC day (the ``charger_days`` row, evota.evidence.daily)."""
+
+    charger_id: str
+    day: int  # days since 1970-01-01
+    observed_s: float
+    connected_s: float
+    available_s: float
+    sessions: int
+    failed_sessions: int
+    faults: int
+    offline_episodes: int
+    reconnects: int
+
+
+def kpi_value(kpi: str, d: KpiDay) -> float | None:
+    """The charger-day's KPI as docs/kpis.md defines it (None: nothing to measure)."""
+    match kpi:
+        case "availability":
+            return d.available_s / d.observed_s if d.observed_s > 0 else None
+        case "connected_share":
+            return d.connected_s / d.observed_s if d.observed_s > 0 else None
+        case "session_success_rate":
+            return (d.sessions - d.failed_sessions) / d.sessions if d.sessions > 0 else None
+        case "faults" | "failed_sessions" | "offline_episodes" | "reconnects":
+            return float(getattr(d, kpi))
+    return None
+
+
+def kpi_firings(trigger: Trigger, days: list[KpiDay]) -> list[Firing]:
+    """``kpi_threshold``: each charger-day whose KPI is below ``below`` (or above ``above``);
+    the fault key names the day, so a day fires once."""
+    if trigger.kind is not TriggerKind.KPI_THRESHOLD or trigger.kpi is None:
+        return []
+    out = []
+    for d in days:
+        value = kpi_value(trigger.kpi, d)
+        if value is None:
+            continue
+        if trigger.below is not None and value < trigger.below:
+            side, limit = "below", trigger.below
+        elif trigger.above is not None and value > trigger.above:
+            side, limit = "above", trigger.above
+        else:
+            continue
+        end = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=d.day + 1)
+        reason = f"{trigger.kpi} {value:.4g} {side} {limit:g} on {(end - timedelta(days=1)).date()}"
+        key = f"kpi_threshold:{trigger.kpi}:{d.day}"
+        out.append(Firing(d.charger_id, None, key, reason, end))
     return out
