@@ -567,3 +567,37 @@ async def test_a_kpi_over_its_threshold_yesterday_is_escalated_once(world: World
     await w.rt.kpi_rollup.run()
     await w.ticks(3)
     assert [r.charger_id for r in await w.runs()] == [bad.identity]
+
+
+async def test_the_kill_switch_during_a_run_stops_its_next_command(world: World) -> None:
+    """A run waits after its soft reset when the kill switch goes on: at its deadline it
+    ends suspended instead of sending the hard reset."""
+    w = world
+    await w.playbook()
+    [charger] = await w.chargers("MID-", faults=["stuck_connectors=1"])
+    await w.faulted(charger)
+    w.clock.advance(minutes=11)
+    await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1)
+    w.rt.playbooks.kill_switch = True
+    w.clock.advance(minutes=6)
+    [run] = await until(lambda: w.runs(state="suspended"), lambda rs: len(rs) == 1)
+    assert run.reason == "kill_switch"
+    assert [c.detail["params"]["type"] for c in await w.commands()] == ["Soft"]
+
+
+async def test_a_session_that_starts_during_a_run_refuses_its_next_command(world: World) -> None:
+    w = world
+    await w.playbook()
+    [busy] = await w.chargers("SES-", faults=["stuck_connectors=1"])
+    await w.faulted(busy)
+    w.clock.advance(minutes=11)
+    await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1)
+    busy.begin_session(2, "TAG-1", duration=24 * 3600.0)
+    await until(
+        lambda: w.rt.playbooks.facts(busy.identity),
+        lambda f: f is not None and 2 in f.connectors and f.connectors[2].status == "Charging",
+    )
+    w.clock.advance(minutes=6)
+    [run] = await until(lambda: w.runs(state="refused"), lambda rs: len(rs) == 1)
+    assert run.reason == "in_session"
+    assert [c.detail["params"]["type"] for c in await w.commands()] == ["Soft"]
