@@ -27,7 +27,7 @@ from evota.sim.charger import SimulatedCharger
 from evota.sim.fleet import FaultProfile
 from evota.store.models import Alert, AuditEntry, ConnectorStatus, PlaybookRun
 from evota.store.models import Playbook as PlaybookRow
-from tests.conftest import TOKEN, Keys, ShiftedClock, api_client, start_runtime
+from tests.conftest import TOKEN, Keys, ShiftedClock, api_client, session_for, start_runtime
 from tests.sim.conftest import fast
 from tests.support import free_port, until
 from tests.test_firmware_update import Bench, trust, upload
@@ -359,6 +359,13 @@ async def test_a_hard_reset_waits_for_a_second_operator(world: World) -> None:
             request["action"] == "playbook.step" and request["requested_by"] == "playbook:stuck@1"
         )
         assert request["payload"]["command"] == "reset"
+    # An operator whose scope does not cover the charger neither sees nor decides it.
+    outsider = await session_for(w.rt, "elsewhere-op", ["operator"], sites=["elsewhere"])
+    async with api_client(w.rt, outsider) as other:
+        assert (await other.get(f"/api/v1/approvals/{run.approval_id}")).status_code == 404
+        refused = await other.post(f"/api/v1/approvals/{run.approval_id}/approve", json={})
+        assert refused.status_code in (403, 404), refused.text
+    async with api_client(w.rt) as api:
         approved = await api.post(f"/api/v1/approvals/{run.approval_id}/approve", json={})
         assert approved.status_code == 200, approved.text
     await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1 and rs[0].step_index == 1)
@@ -601,3 +608,30 @@ async def test_a_session_that_starts_during_a_run_refuses_its_next_command(world
     [run] = await until(lambda: w.runs(state="refused"), lambda rs: len(rs) == 1)
     assert run.reason == "in_session"
     assert [c.detail["params"]["type"] for c in await w.commands()] == ["Soft"]
+
+
+async def test_a_playbook_whose_runs_keep_failing_is_suspended(world: World) -> None:
+    """Failure-rate breaker: two runs in a row do not resolve their fault (escalated); the
+    next fault finds the playbook suspended and gets no reset."""
+    w = world
+    one_step = [
+        {
+            "command": "reset",
+            "params": {"type": "Soft"},
+            "wait": {"until": "connector_available", "minutes": 5},
+        }
+    ]
+    await w.playbook(steps=one_step, guards={"breaker_min_runs": 2, "breaker_failure_rate": 0.5})
+    first = await w.chargers("FAIL-", 2, faults=["stuck_connectors=1"])
+    await w.faulted(*first)
+    w.clock.advance(minutes=11)
+    await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 2)
+    w.clock.advance(minutes=6)
+    await until(lambda: w.runs(state="escalated"), lambda rs: len(rs) == 2)
+    [late] = await w.chargers("LATE-", faults=["faulted_connectors=1"])
+    await w.faulted(late)
+    w.clock.advance(minutes=11)
+    [alert] = await until(lambda: w.alerts("playbook_suspended"), lambda a: len(a) == 1)
+    assert "did not resolve" in alert.message
+    await w.ticks(3)
+    assert len(await w.commands()) == 2 and len(await w.runs()) == 2
