@@ -154,6 +154,9 @@ situations = st.builds(
     active_in_site=st.integers(0, 3),
     recent_starts=st.lists(st.just(T0 - timedelta(minutes=5)), max_size=40),
     recent_triggers=st.lists(st.just(T0 - timedelta(minutes=5)), max_size=60),
+    recent_outcomes=st.lists(
+        st.tuples(st.just(T0), st.sampled_from(["resolved", "failed", "escalated"])), max_size=30
+    ),
 )
 
 
@@ -166,7 +169,8 @@ def test_no_run_starts_where_a_rail_is_closed(s: g.Situation, per_site: int, tot
         assert not (s.kill_switch or s.suspended or s.in_session or s.already_running)
         assert s.active_in_site < per_site and s.active_total < total
         assert s.runs_today < gd.max_runs_per_charger_per_day
-    assert verdict.suspend == (verdict.refusal in (g.Refusal.BREAKER_TRIGGER_VOLUME,))
+    breakers = (g.Refusal.BREAKER_TRIGGER_VOLUME, g.Refusal.BREAKER_FAILURE_RATE)
+    assert verdict.suspend == (verdict.refusal in breakers)
 
 
 @settings(max_examples=300)

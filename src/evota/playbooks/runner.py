@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -64,7 +64,6 @@ _HISTORY = 1_000  # trigger and start times kept per playbook (the breaker needs
 _KINDS = {k.value: k for k in t.ObservationKind}
 _MAX_JOBS = 10_000  # unfinished jobs read per tick (a job_stuck playbook's view)
 _SESSION_MAX_AGE = timedelta(hours=24)  # an "active" session older than this is stale
-_background: set[asyncio.Task[Any]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +153,7 @@ class PlaybookRunner:
         self._starts: dict[str, deque[datetime]] = {}
         self._outcomes: dict[str, deque[tuple[datetime, str]]] = {}
         self.dropped = 0  # observations dropped on a full queue
+        self._background: set[asyncio.Task[Any]] = set()
         self.ticks = 0  # ticks done (a test waits for one to know the engine looked)
 
     # -- operator switches -------------------------------------------------------------------
@@ -185,6 +185,12 @@ class PlaybookRunner:
             await self._reload()
 
         await self._in_worker(lift)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A command on its way or a webhook: kept until done, cancelled by stop()."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _in_worker(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         if self._task is None or self._task.done():
@@ -278,8 +284,10 @@ class PlaybookRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for task in list(_background):
+        pending = list(self._background)  # a run being sent stays "running": failed at restart
+        for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -718,7 +726,7 @@ class PlaybookRunner:
                 result = CommandError(run.charger_id, f"internal error: {type(exc).__name__}")
             await self._queue.put(_Answered(run.id, action.step, result, done))
 
-        _spawn(send())
+        self._spawn(send())
 
     async def _answered(self, a: _Answered) -> None:
         self._sending.discard(a.run_id)
@@ -832,7 +840,7 @@ class PlaybookRunner:
             )
         if esc.webhook_url:
             body = {**detail, "charger_id": run.charger_id, "message": message}
-            _spawn(_post_webhook(esc.webhook_url, body, self.webhook_timeout, run.id))
+            self._spawn(_post_webhook(esc.webhook_url, body, self.webhook_timeout, run.id))
 
     async def _suspend(self, name: str, reason: str, actor: Actor) -> None:
         if self.playbooks.pop(name, None) is None:
@@ -978,12 +986,6 @@ def _breaker_reason(refusal: g.Refusal, playbook: Playbook) -> str:
         f"circuit breaker: at least {gd.breaker_failure_rate:.0%} of the latest "
         f"{gd.breaker_min_runs}+ runs did not resolve their fault"
     )
-
-
-def _spawn(coro: Awaitable[None]) -> None:
-    task = asyncio.ensure_future(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
 
 
 async def _post_webhook(url: str, body: dict[str, Any], timeout: float, run_id: str) -> None:
