@@ -635,3 +635,25 @@ async def test_a_playbook_whose_runs_keep_failing_is_suspended(world: World) -> 
     assert "did not resolve" in alert.message
     await w.ticks(3)
     assert len(await w.commands()) == 2 and len(await w.runs()) == 2
+
+
+async def test_a_boot_loop_raises_one_alert(world: World) -> None:
+    """repeated_boots (the shipped default's trigger): the third boot within the hour
+    escalates; a fourth one in the same storm does not start another run."""
+    w = world
+    await w.playbook(
+        "boot-loop",
+        trigger={"kind": "repeated_boots", "count": 3, "within_minutes": 60},
+        steps=[{"escalate": {"message": "boot loop"}}],
+    )
+    [charger] = await w.chargers("LOOP-", faults=[])
+    for _ in range(3):  # the first boot was the one the fleet started with
+        boots = charger.stats.boots_accepted
+        await charger.reboot(hard=True, reason="PowerUp")
+        await until(lambda b=boots: charger.stats.boots_accepted > b and charger.accepted)
+    [run] = await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "escalated")
+    assert run.fault_key == "repeated_boots" and run.trigger["kind"] == "repeated_boots"
+    [alert] = await w.alerts("playbook_escalation")
+    assert alert.message == "boot loop"
+    await w.ticks(3)
+    assert len(await w.runs()) == 1
