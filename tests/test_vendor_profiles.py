@@ -335,3 +335,35 @@ async def test_cli(sqlite_bench: Bench) -> None:
     r = await run("delete", str(saved["id"]))
     assert r.exit_code == 0, r.output
     assert (await effective(b, "CLI-0001"))["default"] is True
+
+
+async def test_access_is_checked_on_the_profile_and_the_charger(sqlite_bench: Bench) -> None:
+    from .conftest import api_client, session_for
+
+    b = sqlite_bench
+    await b.charger("SC-0001")
+    for site, region in (("s-in", "r-in"), ("s-out", "r-out")):
+        r = await b.api.post(
+            "/api/v1/sites", json={"id": site, "name": site, "timezone": "UTC", "region": region}
+        )
+        assert r.status_code == 201, r.text
+    r = await b.api.patch("/api/v1/chargers/SC-0001", json={"site_id": "s-out"})
+    assert r.status_code == 200, r.text
+    created = await create(b, vendor=VENDOR, max_per_site=1)
+    scoped = await session_for(b.rt, "scoped", ["firmware_manager"], regions=["r-in"])
+    viewer = await session_for(b.rt, "viewer", ["viewer"])
+    async with api_client(b.rt, scoped) as api:
+        # out of its scope the charger does not exist; fleet-wide profiles need a full grant
+        r = await api.get("/api/v1/chargers/SC-0001/vendor-profile")
+        assert r.status_code == 404 and r.json()["field"] == "id", r.text
+        assert (await api.get(PROFILES)).status_code == 403
+        r = await api.put(f"{PROFILES}/{created['id']}", json={"vendor": VENDOR})
+        assert r.status_code == 403, r.text
+    async with api_client(b.rt, viewer) as api:
+        assert (await api.get(PROFILES)).json()["total"] == 1
+        assert (await api.get("/api/v1/chargers/SC-0001/vendor-profile")).status_code == 200
+        r = await api.post(PROFILES, json={"vendor": "Other"})
+        assert r.status_code == 403 and r.json()["permission"] == "firmware.write", r.text
+        r = await api.delete(f"{PROFILES}/{created['id']}")
+        assert r.status_code == 403, r.text
+    assert (await b.api.get(f"{PROFILES}/{created['id']}")).json()["max_per_site"] == 1

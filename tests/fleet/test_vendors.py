@@ -261,3 +261,23 @@ def test_an_image_over_the_profiles_maximum_is_refused() -> None:
     assert "2000 bytes" in refusal.detail and "at most 1000" in refusal.detail
     assert update_refusal(image, replace(charger, max_image_bytes=2000)) is None
     assert update_refusal(image, replace(charger, max_image_bytes=None)) is None
+
+
+def test_campaign_eligibility_excludes_images_over_the_models_maximum() -> None:
+    from datetime import UTC, datetime
+
+    from evota.firmware.updates import ImageFacts
+    from evota.rollout.policy import Target
+    from evota.rollout.target import plan_eligibility
+    from evota.selection import ChargerSnapshot
+
+    image = ImageFacts("fw", "ACME", "2.0", "released", size=5000)
+    unknown = ChargerSnapshot("U", "ACME", "AC22", firmware_version="1.0", connected=True)
+    small = replace(unknown, id="S", max_image_bytes=4000)
+    large = replace(unknown, id="L", max_image_bytes=8000)
+    plan = plan_eligibility(
+        Target(vendors=("ACME",)), image, [small, large, unknown], datetime.now(UTC)
+    )
+    assert plan.eligible == ("L", "U")
+    [excluded] = plan.excluded
+    assert (excluded.charger_id, excluded.reason) == ("S", "image_too_large")
