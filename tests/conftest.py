@@ -27,6 +27,7 @@ from websockets.asyncio.client import ClientConnection
 from evota.config import Settings
 from evota.firmware import signing
 from evota.runtime import Runtime
+from tests.pki_fixtures import pki  # noqa: F401  (the test certificates, issue 16)
 
 # Server logs go to the process's own stdout (fd 1, which pytest captures), never to whatever
 # ``sys.stdout`` is at that moment: CLI tests run click's CliRunner in a thread beside a running
