@@ -384,11 +384,13 @@ def make_csr(
     cn: str | None,
     o: str | None = CPO,
     *,
-    algorithm: hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None = None,
+    algorithm: hashes.HashAlgorithm | None = None,
 ) -> bytes:
-    """A PEM CSR for ``key`` with the given subject (``None`` leaves an attribute out)."""
+    """A PEM CSR for ``key`` with the given subject (``None`` leaves an attribute out);
+    ``algorithm`` may be a weak one (SHA-1) for refusal tests."""
     request = x509.CertificateSigningRequestBuilder().subject_name(subject(cn, o))
-    return request.sign(key, algorithm or hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    signed = request.sign(key, algorithm or hashes.SHA256())  # type: ignore[arg-type]
+    return signed.public_bytes(serialization.Encoding.PEM)
 
 
 # --- openssl-made variants (interop) ---------------------------------------------------------
