@@ -129,6 +129,22 @@ class Runtime:
         )
         self.fleet.writer.start()
         self.fleet.security_listeners.append(self.alerts.security_event)
+        # The playbook engine hears the fleet from the first connection on: what arrives
+        # before it starts (_start_playbooks) waits in its queue.
+        self.playbooks = PlaybookRunner(
+            self.engine,
+            self.clock,
+            send=lambda actor, charger_id, spec, params, reason: send_command(
+                self.command_path, actor, charger_id, spec, params, reason
+            ),
+            alerts=self.alerts,
+            audit=self.audit,
+            approvals=self.approvals,
+            enabled=s.playbooks_enabled,
+            tick_seconds=s.playbook_tick_seconds,
+            webhook_timeout=s.playbook_webhook_timeout,
+        )
+        self.fleet.charger_listeners.append(self.playbooks.charger_event)
         # Vendor profiles: every service reads them from memory (for_charger, no I/O).
         self.vendor_profiles = VendorStore(self.engine, self.clock)
         await self.vendor_profiles.load()
@@ -299,22 +315,9 @@ class Runtime:
         self.fleet.ready_listeners.append(self.local_lists.charger_ready)
 
     async def _start_playbooks(self) -> None:
-        """The playbook engine: it hears every charger's statuses and events, and registers
-        the ``playbook.step`` approval executor (before the approvals sweep)."""
-        s = self.settings
-        self.playbooks = PlaybookRunner(
-            self.engine,
-            self.clock,
-            send=partial(send_command, self.command_path),
-            alerts=self.alerts,
-            audit=self.audit,
-            approvals=self.approvals,
-            enabled=s.playbooks_enabled,
-            tick_seconds=s.playbook_tick_seconds,
-            webhook_timeout=s.playbook_webhook_timeout,
-        )
+        """The playbook engine starts (it registers the ``playbook.step`` approval executor:
+        before the approvals sweep) and judges kpi_threshold after every KPI rollup."""
         await self.playbooks.start()
-        self.fleet.charger_listeners.append(self.playbooks.charger_event)
         regressions = self.kpi_rollup.after_run
 
         async def after_rollup(now: datetime) -> None:  # kpi_threshold reads the new days

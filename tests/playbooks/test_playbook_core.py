@@ -51,7 +51,7 @@ def _status(connector: int, status: str, at: datetime, code: str = "InternalErro
 
 
 def test_a_connector_faulted_long_enough_fires_once_per_episode() -> None:
-    facts = t.observe(t.ChargerFacts(), _status(1, "Faulted", T0))
+    facts = t.observe(t.ChargerFacts(connected=True), _status(1, "Faulted", T0))
     assert t.due(FAULTED, "CP-1", facts, T0 + timedelta(minutes=9, seconds=59)) == []
     [firing] = t.due(FAULTED, "CP-1", facts, T0 + timedelta(minutes=10))
     assert (firing.connector_id, firing.fault_key, firing.since) == (1, "connector_faulted:1", T0)
@@ -61,6 +61,11 @@ def test_a_connector_faulted_long_enough_fires_once_per_episode() -> None:
     # another error code than the trigger's: nothing
     other = t.observe(t.ChargerFacts(), _status(1, "Faulted", T0, "GroundFailure"))
     assert t.due(FAULTED, "CP-1", other, T0 + timedelta(hours=1)) == []
+    # offline: nothing can reach it, so nothing fires; back online, the episode goes on
+    gone = t.observe(facts, t.Observed("CP-1", t.ObservationKind.DISCONNECTED, T0))
+    assert t.due(FAULTED, "CP-1", gone, T0 + timedelta(hours=1)) == []
+    back = t.observe(gone, t.Observed("CP-1", t.ObservationKind.CONNECTED, T0))
+    assert [f.since for f in t.due(FAULTED, "CP-1", back, T0 + timedelta(hours=1))] == [T0]
 
 
 def test_a_charger_cannot_grow_the_engines_memory() -> None:

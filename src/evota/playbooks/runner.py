@@ -47,7 +47,15 @@ from evota.playbooks.store import load_enabled
 from evota.rollout.job import TERMINAL as JOB_TERMINAL
 from evota.rollout.policy import PolicyError, Window, windows_from_list
 from evota.selection import ChargerSnapshot, matches
-from evota.store.models import Charger, ChargerDay, ChargingSession, Job, PlaybookRun, Site
+from evota.store.models import (
+    Charger,
+    ChargerDay,
+    ChargingSession,
+    Connector,
+    Job,
+    PlaybookRun,
+    Site,
+)
 
 log = structlog.get_logger("evota.playbooks")
 
@@ -154,6 +162,7 @@ class PlaybookRunner:
         self._outcomes: dict[str, deque[tuple[datetime, str]]] = {}
         self.dropped = 0  # observations dropped on a full queue
         self._background: set[asyncio.Task[Any]] = set()
+        self._resync = False
         self.ticks = 0  # ticks done (a test waits for one to know the engine looked)
 
     # -- operator switches -------------------------------------------------------------------
@@ -223,6 +232,7 @@ class PlaybookRunner:
             )
         except asyncio.QueueFull:
             self.dropped += 1
+            self._resync = True  # the next tick reads the connectors' statuses again
             if self.dropped % 1000 == 1:
                 log.warning("playbook queue full: observations dropped", dropped=self.dropped)
 
@@ -275,6 +285,7 @@ class PlaybookRunner:
     async def start(self) -> None:
         self._approvals.register(APPROVAL_ACTION, self._approved, self._approval_ended)
         await self._reload()
+        await self._seed()
         await self._restore()
         self._task = asyncio.create_task(self._work(), name="playbooks")
 
@@ -398,6 +409,43 @@ class PlaybookRunner:
 
     # -- observations and ticks ---------------------------------------------------------------
     async def _observed(self, o: t.Observed) -> None:
+        before = self._note(o)
+        for playbook in list(self.playbooks.values()):
+            firing = t.on_event(playbook.trigger, before, o)
+            if firing is not None:
+                await self._fire(playbook, firing, event=True)
+        await self._check_conditions(o.charger_id)
+
+    async def _seed(self) -> None:
+        """Every connector's last status as the fleet writer stored it (with the time it
+        changed): what the engine knows at start, before its first observation, and again
+        after its queue overflowed (observations were lost)."""
+        self._resync = False
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        Connector.charger_id,
+                        Connector.connector_id,
+                        Connector.status,
+                        Connector.error_code,
+                        Connector.updated_at,
+                    )
+                )
+            ).all()
+        for row in rows:
+            o = t.Observed(
+                row.charger_id,
+                t.ObservationKind.STATUS,
+                _aware(row.updated_at),
+                row.connector_id,
+                row.status,
+                row.error_code,
+            )
+            self._note(o)
+
+    def _note(self, o: t.Observed) -> t.ChargerFacts:
+        """Fold an observation into the charger's facts; returns the facts before it."""
         before = self._facts.get(o.charger_id, t.ChargerFacts())
         after = t.observe(before, o)
         self._facts[o.charger_id] = after
@@ -405,13 +453,11 @@ class PlaybookRunner:
             self._faulted.add(o.charger_id)
         else:
             self._faulted.discard(o.charger_id)
-        for playbook in list(self.playbooks.values()):
-            firing = t.on_event(playbook.trigger, before, o)
-            if firing is not None:
-                await self._fire(playbook, firing, event=True)
-        await self._check_conditions(o.charger_id)
+        return before
 
     async def _tick(self) -> None:
+        if self._resync:
+            await self._seed()
         now = self._clock.now()
         for run in list(self.runs.values()):
             if (

@@ -176,8 +176,9 @@ def on_event(trigger: Trigger, before: ChargerFacts, o: Observed) -> Firing | No
 
 def due(trigger: Trigger, charger_id: str, facts: ChargerFacts, now: datetime) -> list[Firing]:
     """Condition triggers that hold at ``now``: every connector Faulted (with an error code in
-    the trigger's set, or any) for at least ``for_minutes``."""
-    if trigger.kind is not TriggerKind.CONNECTOR_FAULTED:
+    the trigger's set, or any) for at least ``for_minutes``, on a connected charger (nothing
+    reaches one that is offline; its episode goes on when it is back)."""
+    if trigger.kind is not TriggerKind.CONNECTOR_FAULTED or not facts.connected:
         return []
     out = []
     for connector, fact in sorted(facts.connectors.items()):
