@@ -433,7 +433,9 @@ class PlaybookRunner:
                     )
                 )
             ).all()
-        for row in rows:
+        for i, row in enumerate(rows):
+            if i and i % 5000 == 0:
+                await asyncio.sleep(0)  # 100,000 chargers take about a second: let the gateway in
             o = t.Observed(
                 row.charger_id,
                 t.ObservationKind.STATUS,
