@@ -309,6 +309,14 @@ class Settings(BaseSettings):
     playbook_webhook_allow_http: bool = Field(
         False, description="labs only: let a playbook's escalation webhook be plain http"
     )
+    playbook_webhook_allow_networks: list[str] = Field(
+        default_factory=list,
+        description="networks (CIDRs) escalation webhooks may reach although they are private, "
+        "loopback or link-local (an on-premises ticketing system)",
+    )
+    playbook_webhook_ca_file: Path | None = Field(
+        None, description="PEM CA bundle trusted for webhook servers besides the public CAs"
+    )
     # Who may charge (evota.fleet.tokens, docs/id-tokens.md)
     authorize_all: bool = Field(
         False,
@@ -355,7 +363,7 @@ class Settings(BaseSettings):
         1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest release feed document"
     )
 
-    @field_validator("firmware_import_allow_networks")
+    @field_validator("firmware_import_allow_networks", "playbook_webhook_allow_networks")
     @classmethod
     def _import_networks(cls, value: list[str]) -> list[str]:
         from evota.firmware.import_policy import parse_networks
@@ -376,6 +384,19 @@ class Settings(BaseSettings):
             allow_networks=parse_networks(self.firmware_import_allow_networks),
             ca_file=self.firmware_import_ca_file,
             max_concurrent=self.firmware_import_max_concurrent,
+        )
+
+    def playbook_webhook_policy(self) -> FetchPolicy:
+        """Where an escalation webhook may go (the import's address rules, its own networks)."""
+        from evota.firmware.import_policy import parse_networks
+        from evota.firmware.importer import FetchPolicy
+
+        return FetchPolicy(
+            max_bytes=0,
+            timeout=self.playbook_webhook_timeout,
+            allow_http=self.playbook_webhook_allow_http,
+            allow_networks=parse_networks(self.playbook_webhook_allow_networks),
+            ca_file=self.playbook_webhook_ca_file,
         )
 
     log_level: str = "info"

@@ -143,6 +143,7 @@ class Runtime:
             enabled=s.playbooks_enabled,
             tick_seconds=s.playbook_tick_seconds,
             webhook_timeout=s.playbook_webhook_timeout,
+            webhook_policy=s.playbook_webhook_policy(),
         )
         self.fleet.charger_listeners.append(self.playbooks.charger_event)
         # Vendor profiles: every service reads them from memory (for_charger, no I/O).

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from sqlalchemy import select
 
 from evota.playbooks import spec, store
@@ -450,6 +452,13 @@ def receiver() -> Iterator[tuple[str, list[tuple[str, Any]]]]:
         server.server_close()
 
 
+_LOOPBACK_HOOKS = {
+    "playbook_webhook_allow_http": True,
+    "playbook_webhook_allow_networks": ["127.0.0.0/8"],
+}
+
+
+@pytest.mark.parametrize("world", [_LOOPBACK_HOOKS], indirect=True)
 async def test_an_escalation_calls_the_webhook_once_without_following_redirects(
     world: World, receiver: tuple[str, list[tuple[str, Any]]]
 ) -> None:
@@ -467,6 +476,32 @@ async def test_an_escalation_calls_the_webhook_once_without_following_redirects(
     assert body["run_id"] == run.id and body["charger_id"] == charger.identity
     assert body["message"] == "truck" and body["playbook"] == "stuck"
     assert await w.alerts("playbook_escalation") == []  # alert: false
+
+
+@pytest.mark.parametrize("world", [{"playbook_webhook_allow_http": True}], indirect=True)
+async def test_a_webhook_to_a_loopback_address_is_not_sent_without_the_allowance(
+    world: World, receiver: tuple[str, list[tuple[str, Any]]]
+) -> None:
+    """An operator who may write playbooks must not make evota call services on its own
+    network: the webhook's host is resolved once and a loopback, private or link-local
+    address is refused (EVOTA_PLAYBOOK_WEBHOOK_ALLOW_NETWORKS opens one); the alert stays."""
+    w = world
+    url, got = receiver
+    await w.playbook(steps=[{"escalate": {"webhook_url": url, "message": "truck"}}])
+    [charger] = await w.chargers("SSRF-", faults=["stuck_connectors=1"])
+    await w.faulted(charger)
+    with structlog.testing.capture_logs() as logs:
+        w.clock.advance(minutes=11)
+        await until(lambda: w.runs(), lambda rs: rs and rs[0].state == "escalated")
+        await until(lambda: w.alerts("playbook_escalation"), lambda a: len(a) == 1)
+        [refused] = await until(
+            lambda: _events(logs, "escalation webhook not sent"), lambda e: len(e) == 1
+        )
+    assert refused["problem"] == "address" and got == []
+
+
+async def _events(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry.get("event") == event]
 
 
 async def test_bad_input_never_kills_the_engine(world: World) -> None:

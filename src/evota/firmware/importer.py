@@ -29,7 +29,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urljoin
 
 import certifi
@@ -149,7 +149,13 @@ def _policy_error(exc: PolicyError) -> FetchError:
 
 
 async def _pinned_request(
-    client: httpx.AsyncClient, url: str, policy: FetchPolicy, resolve: Resolver
+    client: httpx.AsyncClient,
+    url: str,
+    policy: FetchPolicy,
+    resolve: Resolver,
+    *,
+    method: str = "GET",
+    json_body: Any = None,
 ) -> tuple[httpx.Request, import_policy.Target, str]:
     """Check the URL, resolve its host once, check every address; a request to the first."""
     try:
@@ -167,13 +173,14 @@ async def _pinned_request(
     if target.scheme == "https" and not target.ip_literal:
         extensions["sni_hostname"] = target.host  # TLS name and certificate check
     request = client.build_request(
-        "GET",
+        method,
         pinned,
         headers={
             "Host": target.host_header,
             "Accept-Encoding": "identity",
             "User-Agent": _USER_AGENT,
         },
+        json=json_body,
         extensions=extensions,
     )
     return request, target, address
@@ -282,6 +289,33 @@ async def fetch_into(
 
     blob, last, host, address, certificate = await _guarded(url, policy, resolve, consume)
     return Fetched(blob, last, host, address, certificate)
+
+
+async def post_json(
+    url: str, body: Any, policy: FetchPolicy, *, resolve: Resolver | None = None
+) -> int:
+    """POST ``body`` as JSON to ``url`` under the same address rules as a fetch (the host
+    resolved once, every address checked, the connection pinned to the checked one; no
+    redirect followed, no proxy from the environment); returns the status code.
+
+    For outbound notifications whose URL an operator wrote (a playbook's escalation
+    webhook): without the check, anyone allowed to write one could make evota call
+    services on its own network. :class:`FetchError` when refused or unreachable.
+    """
+    async with httpx.AsyncClient(
+        verify=_ssl_context(policy.ca_file),
+        timeout=httpx.Timeout(policy.timeout),
+        follow_redirects=False,
+        trust_env=False,
+    ) as client:
+        request, _target, _address = await _pinned_request(
+            client, url, policy, resolve or system_resolver, method="POST", json_body=body
+        )
+        try:
+            response = await client.send(request)
+        except httpx.HTTPError as exc:
+            raise FetchError(FetchProblem.UNREACHABLE, f"{type(exc).__name__}") from None
+        return response.status_code
 
 
 async def fetch_bytes(url: str, policy: FetchPolicy, *, resolve: Resolver | None = None) -> bytes:

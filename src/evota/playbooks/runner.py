@@ -24,7 +24,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import structlog
 from pydantic import ValidationError
 from sqlalchemy import func, insert, select, update
@@ -37,6 +36,7 @@ from evota.clock import Clock
 from evota.control import catalog
 from evota.control.catalog import CommandSpec, Params
 from evota.control.commands import CommandError, CommandResult
+from evota.firmware.importer import FetchError, FetchPolicy, post_json
 from evota.operators.approvals import Approvals
 from evota.playbooks import guards as g
 from evota.playbooks import run as r
@@ -134,6 +134,7 @@ class PlaybookRunner:
         enabled: bool = True,
         tick_seconds: float = 5.0,
         webhook_timeout: float = 5.0,
+        webhook_policy: FetchPolicy | None = None,
         load: Callable[[AsyncEngine], Awaitable[list[Playbook]]] = load_enabled,
     ) -> None:
         self._engine = engine
@@ -145,6 +146,9 @@ class PlaybookRunner:
         self._kill = not enabled
         self.tick_seconds = tick_seconds
         self.webhook_timeout = webhook_timeout
+        # Where a webhook may go: the firmware import's address rules (no private,
+        # loopback or link-local address unless allowed), pinned to the checked address.
+        self.webhook_policy = webhook_policy or FetchPolicy(max_bytes=0, timeout=webhook_timeout)
         self._load = load
         self._queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_MAX)
         self._task: asyncio.Task[None] | None = None
@@ -888,7 +892,7 @@ class PlaybookRunner:
             )
         if esc.webhook_url:
             body = {**detail, "charger_id": run.charger_id, "message": message}
-            self._spawn(_post_webhook(esc.webhook_url, body, self.webhook_timeout, run.id))
+            self._spawn(_post_webhook(esc.webhook_url, body, self.webhook_policy, run.id))
 
     async def _suspend(self, name: str, reason: str, actor: Actor) -> None:
         if self.playbooks.pop(name, None) is None:
@@ -1036,12 +1040,14 @@ def _breaker_reason(refusal: g.Refusal, playbook: Playbook) -> str:
     )
 
 
-async def _post_webhook(url: str, body: dict[str, Any], timeout: float, run_id: str) -> None:
-    """POST the escalation; never follows redirects, errors are logged, never raised."""
+async def _post_webhook(url: str, body: dict[str, Any], policy: FetchPolicy, run_id: str) -> None:
+    """POST the escalation to an address the policy allows; never follows redirects, errors
+    are logged, never raised."""
     try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-            response = await client.post(url, json=body)
-        if response.status_code >= 300:
-            log.warning("escalation webhook refused", run_id=run_id, status=response.status_code)
+        status = await asyncio.wait_for(post_json(url, body, policy), policy.timeout * 2)
+        if status >= 300:
+            log.warning("escalation webhook refused", run_id=run_id, status=status)
+    except FetchError as exc:
+        log.warning("escalation webhook not sent", run_id=run_id, problem=str(exc.problem))
     except Exception as exc:
         log.warning("escalation webhook failed", run_id=run_id, error=type(exc).__name__)
