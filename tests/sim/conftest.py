@@ -1,6 +1,8 @@
 """A throwaway central system for simulator tests: real WebSockets on loopback, no evota.
 
-It checks Basic auth at the upgrade (401 wrong key, 404 unknown identity), validates every
+It checks Basic auth at the upgrade (401 wrong key, 404 unknown identity; over TLS
+(``tls=``) a verified client certificate whose CN is the identity stands in for it),
+validates every
 CALL against the 1.6 (or, with ``protocol="ocpp2.0.1"``, the 2.0.1) schemas, and the answers
 to its own CALLs too, records everything, flags a second CALL from a charger while the first
 is unanswered, and lets a test override any answer or send CALLs of its own.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -92,8 +95,13 @@ class FakeCsms:
         interval: int = 60,
         answer_delay: float = 0.0,
         protocol: str = "ocpp1.6",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.protocol = protocol
+        self.tls = tls
+        # (identity, the client certificate's CN, its serial in hex) per TLS handshake
+        self.peers: list[tuple[str, str | None, str | None]] = []
+        self.authorization: list[str | None] = []  # the Authorization header of each upgrade
         self.schemas: SchemaSet = v16() if protocol == "ocpp1.6" else v201()
         self.keys = keys  # identity -> key; None: any identity, key must be derive_key(SEED, id)
         self.boot_statuses = list(boot_statuses or [])  # consumed first, then Accepted
@@ -113,13 +121,14 @@ class FakeCsms:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ocpp"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/ocpp"
 
     async def start(self) -> None:
         self._server = await serve(
             self._handler,
             "127.0.0.1",
             0,
+            ssl=self.tls,
             process_request=self._check,
             subprotocols=[self.protocol],  # type: ignore[list-item]
             compression=None,
@@ -180,10 +189,17 @@ class FakeCsms:
         identity = unquote(request.path.removeprefix("/ocpp/"))
         credentials = parse_basic(request.headers.get("Authorization"))
         expected = derive_key(SEED, identity) if self.keys is None else self.keys.get(identity)
+        cn = None
+        if self.tls is not None:
+            peer = connection.transport.get_extra_info("peercert") or {}
+            names = [v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName"]
+            cn = names[0] if names else None
+            self.peers.append((identity, cn, peer.get("serialNumber")))
+        self.authorization.append(request.headers.get("Authorization"))
         status = HTTPStatus.SWITCHING_PROTOCOLS
         if expected is None:
             status = HTTPStatus.NOT_FOUND
-        elif credentials != (identity, expected):
+        elif cn != identity and credentials != (identity, expected):
             status = HTTPStatus.UNAUTHORIZED
         self.handshakes.append((identity, int(status), time.monotonic()))
         if status != HTTPStatus.SWITCHING_PROTOCOLS:
@@ -285,6 +301,16 @@ async def csms() -> AsyncIterator[FakeCsms]:
     await server.start()
     yield server
     await server.stop()
+
+
+def server_tls(server_cert: Any, server_key: Any, client_ca: Any) -> ssl.SSLContext:
+    """A server context: this certificate, client certificates optional but checked against
+    ``client_ca`` when presented (profile 2 and 3 chargers on one port)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server_cert, server_key)
+    context.load_verify_locations(client_ca)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    return context
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ from evota.ocpp import rpc
 from evota.ocpp.errors import ErrorKind, RpcError
 from evota.ocpp.schemas import SchemaSet
 from evota.sim.fleet import CONNECTOR_FAULT_CODE, ChargerSpec
+from evota.sim.tls import CSMS_ROOT_USES, TlsIdentity, mint
 
 if TYPE_CHECKING:
     from evota.sim.control.keys import ConfigKey
@@ -118,6 +119,8 @@ class ChargerStats:
     transactions_started: int = 0
     transactions_completed: int = 0
     energy_wh: int = 0  # delivered in completed transactions
+    certificates_installed: int = 0  # CertificateSigned answered Accepted
+    certificates_rejected: int = 0  # CertificateSigned answered Rejected
 
 
 # -- errors raised by SimulatedCharger.call -------------------------------------------------------
@@ -311,9 +314,20 @@ class SimulatedCharger:
         clock: Clock | None = None,
         schemas: SchemaSet | None = None,
         handlers: dict[str, Handler] | None = None,
+        tls_url: str | None = None,
     ) -> None:
+        """``tls_url`` (``wss://``) is where the charger connects once its security profile
+        is 2 or 3 if ``base_url`` is plain ``ws://`` (after a profile switch)."""
         self.spec = spec
         self.url = charger_url(base_url, spec.identity)
+        self.tls_url = charger_url(tls_url, spec.identity) if tls_url else None
+        # The security profile the charger believes it is on (1.6 SWP / 2.0.1 A00).
+        self.security_profile = spec.security_profile or (
+            3 if spec.client_cert or spec.client_ca else 2 if base_url.startswith("wss://") else 1
+        )
+        self.tls = TlsIdentity(spec.client_cert, spec.client_key)
+        self.offline_forever = False  # fault: never reconnects after a profile switch
+        self.certificate_problem: str | None = None  # why the last CertificateSigned failed
         self.config = config or SimConfig()
         self.initial_delay = initial_delay
         self.rng = rng or random.Random(spec.identity)
@@ -360,6 +374,7 @@ class SimulatedCharger:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._rebooting = False
+        self._reconnecting = False
         self._opened = False
         self._failures = 0
         self.boot_reason = "PowerUp"  # of the next BootNotification (2.0.1 sends it)
@@ -406,6 +421,39 @@ class SimulatedCharger:
             return "Unavailable", "NoError"
         return "Available", "NoError"
 
+    # -- security profiles (evota.sim.tls) ------------------------------------------------------
+    def csms_roots(self) -> list[str]:
+        """The CSMS root certificates the charger checks the server with (InstallCertificate
+        adds to them, DeleteCertificate removes)."""
+        if self.control is None:
+            return list(self.spec.ocpp_ca)
+        return [pem for use, pem in self.control.certificates if use in CSMS_ROOT_USES]
+
+    @property
+    def connect_url(self) -> str:
+        """Where the next connection goes: the TLS URL once on profile 2 or 3, if given."""
+        if self.security_profile >= 2 and self.tls_url is not None:
+            return self.tls_url
+        return self.url
+
+    def _client_certificate(self) -> None:
+        """Mint the client certificate from the fleet's CA the first time it is needed."""
+        if self.tls.cert is not None or self.spec.client_ca is None:
+            return
+        from evota.sim.control.state import state  # the CpoName key names the organisation
+
+        organization = state(self).setting("CpoName") or self.spec.organization
+        expired = self.rng.random() < self.spec.faults.expired_certificate
+        self.tls.cert, self.tls.key = mint(
+            self.identity, organization, *self.spec.client_ca, self.clock.now(), expired=expired
+        )
+
+    def reconnect(self) -> None:
+        """Close the connection and open a new one at once (a new certificate or profile)."""
+        if self._hangup is not None:
+            self._reconnecting = True
+            self._hangup.set()
+
     def __repr__(self) -> str:
         return (
             f"<SimulatedCharger {self.identity} connected={self.connected} "
@@ -437,13 +485,28 @@ class SimulatedCharger:
         if self.initial_delay > 0:
             await asyncio.sleep(self.initial_delay)
         while not self._stopping:
+            if self.offline_forever:
+                await asyncio.get_running_loop().create_future()  # until stop() cancels us
             self._opened = False
             try:
                 subprotocol = self.wire.subprotocol
+                url = self.connect_url
+                context = None
+                if url.startswith("wss://"):
+                    if self.security_profile == 3:
+                        self._client_certificate()
+                    context = self.tls.context(
+                        self.csms_roots(), present=self.security_profile == 3
+                    )
+                # Profile 3 identifies the charger by its certificate: no Basic auth then.
+                headers = {}
+                if self.security_profile < 3:
+                    headers["Authorization"] = basic_auth(self.identity, self.auth_key)
                 async with connect(
-                    self.url,
+                    url,
                     subprotocols=[Subprotocol(subprotocol)],
-                    additional_headers={"Authorization": basic_auth(self.identity, self.auth_key)},
+                    additional_headers=headers,
+                    ssl=context,
                     compression=None,
                     proxy=None,
                     user_agent_header=USER_AGENT,
@@ -469,6 +532,9 @@ class SimulatedCharger:
                 self._disconnected(None)
             if self._stopping:
                 break
+            if self._reconnecting:
+                self._reconnecting = False
+                continue
             if self._rebooting:
                 self._rebooting = False
                 self.stats.reboots += 1

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -94,6 +95,46 @@ def sim_command(
         Path | None,
         typer.Option(help="PEM CA certificate the chargers trust for FTPS (and HTTPS) servers."),
     ] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            help="PEM file of the CSMS root(s) the chargers check a wss:// server with "
+            "[system CAs].",
+        ),
+    ] = None,
+    client_cert: Annotated[
+        Path | None,
+        typer.Option(help="PEM client certificate (chain) for profile 3 (one charger: -n 1)."),
+    ] = None,
+    client_key: Annotated[
+        Path | None, typer.Option(help="PEM private key of --client-cert.")
+    ] = None,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option(help="PEM CA certificate that mints each charger a client certificate."),
+    ] = None,
+    client_ca_key: Annotated[
+        Path | None, typer.Option(help="PEM private key of --client-ca.")
+    ] = None,
+    security_profile: Annotated[
+        int | None,
+        typer.Option(
+            help="Security profile the chargers believe they are on: 1, 2 or 3 [3 with a "
+            "client certificate, 2 on wss://, else 1]."
+        ),
+    ] = None,
+    organization: Annotated[
+        str | None,
+        typer.Option(help="O of the chargers' CSRs and minted certificates (CpoName)."),
+    ] = None,
+    tls_url: Annotated[
+        str | None,
+        typer.Option(
+            help="wss:// endpoint chargers use on profile 2 or 3 when --url is ws:// "
+            "(after a security profile switch)."
+        ),
+    ] = None,
     v201_fraction: Annotated[
         float | None,
         typer.Option(
@@ -151,9 +192,13 @@ def sim_command(
             fleet, count, prefix, vendor, model, firmware, connectors, seed,
             firmware_update, firmware_root, fault, protocol, v201_fraction,
             download_protocol, download_ca,
+            tls=_Tls(ca, client_cert, client_key, client_ca, client_ca_key, security_profile,
+                     organization),
         )  # fmt: skip
         if not url.startswith(("ws://", "wss://")):
             raise _UsageError(f"--url must start with ws:// or wss:// (got {url!r})")
+        if tls_url is not None and not tls_url.startswith("wss://"):
+            raise _UsageError(f"--tls-url must start with wss:// (got {tls_url!r})")
         if provision and not token:
             raise _UsageError("--provision needs --token (or EVOTA_TOKEN)")
         if refresh <= 0:
@@ -171,7 +216,7 @@ def sim_command(
                 f"--log-level must be debug, info, warning or error (got {log_level!r})"
             )
         configure_logging(log_level)
-        sim = Fleet.from_spec(spec, url, config=config, ramp_up=ramp_up)
+        sim = Fleet.from_spec(spec, url, config=config, ramp_up=ramp_up, tls_url=tls_url)
         asyncio.run(
             _run(sim, provision=provision, api_url=api_url, token=token or "",
                  duration=duration, refresh=refresh)
@@ -182,6 +227,30 @@ def sim_command(
     except KeyboardInterrupt:  # a second Ctrl-C, or one during provisioning
         typer.echo("evota sim: interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+@dataclass(frozen=True)
+class _Tls:
+    """The security-profile flags (the fleet file's keys of the same names)."""
+
+    ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    client_ca: Path | None = None
+    client_ca_key: Path | None = None
+    security_profile: int | None = None
+    organization: str | None = None
+
+    def flags(self) -> dict[str, object]:
+        return {
+            "--ca": self.ca,
+            "--client-cert": self.client_cert,
+            "--client-key": self.client_key,
+            "--client-ca": self.client_ca,
+            "--client-ca-key": self.client_ca_key,
+            "--security-profile": self.security_profile,
+            "--organization": self.organization,
+        }
 
 
 def _fleet_spec(
@@ -200,6 +269,7 @@ def _fleet_spec(
     v201_fraction: float | None = None,
     download_protocols: list[str] | None = None,
     download_ca: Path | None = None,
+    tls: _Tls = _Tls(),
 ) -> FleetSpec:
     if protocol is not None and v201_fraction is not None:
         raise _UsageError("give --protocol or --v201-fraction, not both")
@@ -219,6 +289,7 @@ def _fleet_spec(
             "--v201-fraction": v201_fraction,
             "--download-protocol": download_protocols or None,
             "--download-ca": download_ca,
+            **tls.flags(),
         }
         clash = [name for name, value in flags.items() if value is not None]
         if clash:
@@ -239,6 +310,13 @@ def _fleet_spec(
         v201_fraction=v201_fraction,
         download_protocols=tuple(download_protocols or DEFAULT_DOWNLOAD_PROTOCOLS),
         download_ca=download_ca,
+        security_profile=tls.security_profile,
+        ocpp_ca=tls.ca,
+        organization=tls.organization or "",
+        client_cert=tls.client_cert,
+        client_key=tls.client_key,
+        client_ca=tls.client_ca,
+        client_ca_key=tls.client_ca_key,
     )
 
 

@@ -44,6 +44,18 @@ Firmware update behaviour (``defaults``, groups and chargers; each replaces what
       download_ca: ca.pem         # CA that signs the FTPS/HTTPS server (default: system CAs)
       faults: {link_drop: 0.5, power_loss: 0.1, bad_versions: ["2.0.1"]}
       faults: {certificate_status: revoked, refuse_cancel: 1, install_verification_fails: 0.1}
+
+Security profiles (docs/security-profiles.md, "Simulator"; ``defaults``, groups and chargers)::
+
+      security_profile: 3      # what the charger believes it is on (default: 3 with a client
+                               # certificate, 2 on a wss:// URL, else 1)
+      ocpp_ca: csms-root.pem   # CSMS root(s) it checks the server with (default: system CAs)
+      organization: acme-cpo   # O of its CSR and minted certificate (the CpoName key)
+      client_ca: charger-ca.pem          # mint each charger a client certificate (CN = id)
+      client_ca_key: charger-ca.key      #   with this CA (large fleets)
+      client_cert: cp-1.pem    # chargers: only: its own certificate (chain) and key
+      client_key: cp-1.key
+      faults: {reject_certificate: 1, no_reconnect_after_profile_switch: 1, expired_certificate: 1}
 """
 
 from __future__ import annotations
@@ -81,6 +93,7 @@ MAX_FIRMWARE = 50
 MAX_TAG = 64
 MAX_SITE_ID = 64
 MAX_NAME = 200
+MAX_ORGANIZATION = 64  # X.509's upper bound for O
 # Bounds the work a hostile file can cause (alias bombs, deep nesting).
 _MAX_NODES = 1_000_000
 _MAX_DEPTH = 32
@@ -101,12 +114,20 @@ FAULT_RATES = (
     "refuse_cancel",
     "defer_download",
 )
+#: Security-profile probabilities (0..1): per CertificateSigned, per profile switch, and once
+#: per charger when its client certificate is minted.
+SECURITY_FAULT_RATES = (
+    "reject_certificate",
+    "no_reconnect_after_profile_switch",
+    "expired_certificate",
+)
 #: Fault fields that list firmware versions.
 VERSION_LISTS = ("bad_versions", "unavailable_versions", "degraded_versions")
 #: Fault fields that list connectors (Faulted from power-up; see FaultProfile).
 CONNECTOR_LISTS = ("faulted_connectors", "stuck_connectors")
 FAULT_NAMES = (
     *FAULT_RATES,
+    *SECURITY_FAULT_RATES,
     "slow_link_bps",
     *VERSION_LISTS,
     "certificate_status",
@@ -182,6 +203,12 @@ class FaultProfile:
     defer_download: float = 0.0
     # the signing certificate is found invalid / revoked whatever it is (None: checked)
     certificate_status: str | None = None
+    # security profiles (evota.sim.tls): CertificateSigned is answered Rejected; after
+    # accepting a higher SecurityProfile the charger never connects again; its minted client
+    # certificate has expired (drawn once per charger)
+    reject_certificate: float = 0.0
+    no_reconnect_after_profile_switch: float = 0.0
+    expired_certificate: float = 0.0
     faulted_connectors: tuple[int, ...] = ()  # Faulted until the next reboot (Reset)
     stuck_connectors: tuple[int, ...] = ()  # Faulted whatever is done remotely
 
@@ -202,7 +229,7 @@ class FaultProfile:
 
 def fault_problem(name: str, value: Any) -> str | None:
     """Why ``value`` cannot be fault ``name`` (None if it can)."""
-    if name in FAULT_RATES:
+    if name in FAULT_RATES or name in SECURITY_FAULT_RATES:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             return f"must be a number from 0 to 1 (got {value!r})"
     elif name == "slow_link_bps":
@@ -241,7 +268,7 @@ def parse_fault_flag(text: str) -> tuple[str, Any]:
     if not sep:
         raise ValueError(f"expected NAME=VALUE (got {text!r})")
     value: Any = raw
-    if name in FAULT_RATES:
+    if name in FAULT_RATES or name in SECURITY_FAULT_RATES:
         try:
             value = float(raw)
         except ValueError:
@@ -316,6 +343,70 @@ class ChargerSpec:
     faults: FaultProfile = NO_FAULTS
     download_protocols: tuple[str, ...] = DEFAULT_DOWNLOAD_PROTOCOLS  # URL schemes it fetches
     download_ca: str | None = field(default=None, repr=False)  # PEM: trusted by FTPS downloads
+    # security profiles (evota.sim.tls); None: 3 with a client certificate, 2 on wss://, else 1
+    security_profile: int | None = None
+    ocpp_ca: tuple[str, ...] = field(default=(), repr=False)  # CSMS roots it trusts, PEM each
+    organization: str = ""  # O of its CSRs and minted certificate; the CpoName key's value
+    client_cert: str | None = field(default=None, repr=False)  # PEM chain, leaf first
+    client_key: str | None = field(default=None, repr=False)  # PEM
+    client_ca: tuple[str, str] | None = field(default=None, repr=False)  # (cert, key) to mint
+
+    def __post_init__(self) -> None:
+        if problem := tls_problem(self):
+            raise ValueError(problem)
+
+
+def tls_problem(spec: ChargerSpec) -> str | None:
+    """Why a charger's security-profile settings cannot work together (None if they can)."""
+    if spec.security_profile is not None and spec.security_profile not in (1, 2, 3):
+        return f"security_profile must be 1, 2 or 3 (got {spec.security_profile!r})"
+    if (spec.client_cert is None) != (spec.client_key is None):
+        return "client_cert and client_key go together"
+    has_certificate = spec.client_cert is not None or spec.client_ca is not None
+    if spec.security_profile == 3 and not has_certificate:
+        return "security_profile 3 needs a client certificate (client_cert or client_ca)"
+    if spec.faults.expired_certificate and spec.client_ca is None:
+        return "the expired_certificate fault needs client_ca (the simulator mints it)"
+    return None
+
+
+def read_pem_bundle(entry: str, base_dir: Path | None = None) -> tuple[str, ...]:
+    """The certificates of a PEM file (or PEM text), one PEM text each; ValueError naming the
+    problem."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    text, what = _read_pem(entry, base_dir)
+    try:
+        certs = x509.load_pem_x509_certificates(text.encode())
+    except ValueError:
+        raise ValueError(f"{what} is not a PEM X.509 certificate") from None
+    return tuple(c.public_bytes(Encoding.PEM).decode() for c in certs)
+
+
+def read_key_pair(cert_entry: str, key_entry: str, base_dir: Path | None = None) -> tuple[str, str]:
+    """A certificate (chain) and its private key, checked to belong together."""
+    from evota.sim.tls import pair_problem
+
+    cert, _ = _read_pem(cert_entry, base_dir)
+    key, _ = _read_pem(key_entry, base_dir)
+    if problem := pair_problem(cert, key):
+        raise ValueError(problem)
+    return cert, key
+
+
+def _read_pem(entry: str, base_dir: Path | None) -> tuple[str, str]:
+    if entry.lstrip().startswith(_PEM_START):
+        return entry, "the inline PEM"
+    path = Path(entry)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    try:
+        return path.read_text(encoding="ascii"), repr(entry)
+    except OSError as exc:
+        raise ValueError(f"cannot read {entry!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{entry!r} is not a PEM file") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +512,13 @@ def fleet_from_flags(
     v201_fraction: float | None = None,
     download_protocols: Sequence[str] = DEFAULT_DOWNLOAD_PROTOCOLS,
     download_ca: str | Path | None = None,
+    security_profile: int | None = None,
+    ocpp_ca: str | Path | None = None,
+    organization: str = "",
+    client_cert: str | Path | None = None,
+    client_key: str | Path | None = None,
+    client_ca: str | Path | None = None,
+    client_ca_key: str | Path | None = None,
 ) -> FleetSpec:
     """``count`` identical chargers ``{prefix}0001..``; raises :class:`FleetError` on bad values.
 
@@ -428,6 +526,7 @@ def fleet_from_flags(
     ``firmware_roots`` are paths or PEM texts; ``faults`` a profile or ``NAME=VALUE`` strings.
     ``protocol`` is every charger's, unless ``v201_fraction`` (0..1) makes that share of them,
     spread evenly through the fleet, speak ``ocpp2.0.1`` and the rest ``ocpp1.6``.
+    The security-profile arguments are the fleet file's keys (paths or PEM texts).
     """
     problems: list[str] = []
     if protocol not in PROTOCOLS:
@@ -475,6 +574,49 @@ def fleet_from_flags(
             profile = FaultProfile(**values)
     if site_id is not None and sites:
         problems.append("give site_id or sites, not both")
+    roots_ca: tuple[str, ...] = ()
+    if ocpp_ca is not None:
+        try:
+            roots_ca = read_pem_bundle(str(ocpp_ca))
+        except ValueError as exc:
+            problems.append(f"--ca: {exc}")
+    own = mint_ca = None
+    for flags, cert_entry, key_entry in (
+        (("--client-cert", "--client-key"), client_cert, client_key),
+        (("--client-ca", "--client-ca-key"), client_ca, client_ca_key),
+    ):
+        if cert_entry is None and key_entry is None:
+            continue
+        if cert_entry is None or key_entry is None:
+            problems.append(f"{flags[0]} and {flags[1]} go together")
+            continue
+        try:
+            pair = read_key_pair(str(cert_entry), str(key_entry))
+        except ValueError as exc:
+            problems.append(f"{flags[0]}: {exc}")
+            continue
+        if flags[0] == "--client-cert":
+            own = pair
+        else:
+            mint_ca = pair
+    if own is not None and count != 1:
+        problems.append(
+            "--client-cert is one charger's certificate: use --count 1, or --client-ca to "
+            "mint one per charger"
+        )
+    if organization and (problem := _text_problem(organization, MAX_ORGANIZATION)):
+        problems.append(f"--organization: {problem}")
+    if security_profile is not None and security_profile not in (1, 2, 3):
+        problems.append(f"--security-profile: must be 1, 2 or 3 (got {security_profile!r})")
+    elif security_profile == 3 and own is None and mint_ca is None:
+        problems.append(
+            "--security-profile 3 needs --client-cert/--client-key or --client-ca/--client-ca-key"
+        )
+    if profile.expired_certificate and mint_ca is None:
+        problems.append(
+            "--fault expired_certificate needs --client-ca/--client-ca-key (the simulator "
+            "mints the expired certificate)"
+        )
     if not 1 <= count <= MAX_CHARGERS:
         problems.append(f"--count: must be 1-{MAX_CHARGERS} (got {count})")
     if not 1 <= connectors <= MAX_CONNECTORS:
@@ -516,6 +658,12 @@ def fleet_from_flags(
             protocol=protocol if v201_fraction is None else mixed_protocol(i, v201_fraction),
             download_protocols=tuple(dict.fromkeys(download_protocols)),
             download_ca=ca,
+            security_profile=security_profile,
+            ocpp_ca=roots_ca,
+            organization=organization,
+            client_cert=own[0] if own else None,
+            client_key=own[1] if own else None,
+            client_ca=mint_ca,
         )
         for i, identity in enumerate(group_identities(prefix, count))
     )
@@ -631,9 +779,21 @@ _COMMON_KEYS = {
     "faults",
     "download_protocols",
     "download_ca",
+    "security_profile",
+    "ocpp_ca",
+    "organization",
+    "client_ca",
+    "client_ca_key",
 }
 _GROUP_KEYS = _COMMON_KEYS | {"prefix", "count", "start", "digits", "site", "sites"}
-_CHARGER_KEYS = _COMMON_KEYS | {"identity", "auth_key", "serial_number", "site"}
+_CHARGER_KEYS = _COMMON_KEYS | {
+    "identity",
+    "auth_key",
+    "serial_number",
+    "site",
+    "client_cert",
+    "client_key",
+}
 
 
 class _Builder:
@@ -728,7 +888,51 @@ class _Builder:
             out["download_protocols"] = tuple(dict.fromkeys(chosen))
         if "download_ca" in fields:
             out["download_ca"] = self.root(fields["download_ca"])
+        if "security_profile" in fields:
+            out["security_profile"] = self.integer(fields["security_profile"], 1, 3)
+        if "ocpp_ca" in fields:
+            val = fields["ocpp_ca"]
+            entries = self.seq(val, "ocpp_ca") if isinstance(val.value, list) else [val]
+            out["ocpp_ca"] = tuple(pem for v in entries for pem in self.bundle(v))
+        if "organization" in fields:
+            out["organization"] = self.text(fields["organization"], MAX_ORGANIZATION)
+        if pair := self.key_pair(fields, "client_ca", "client_ca_key"):
+            out["client_ca"] = pair
         return out
+
+    def bundle(self, val: _Val) -> tuple[str, ...]:
+        entry = val.value
+        if not isinstance(entry, str) or not entry.strip():
+            raise self.error("must be a path to a PEM file (or PEM text)", val)
+        try:
+            return read_pem_bundle(entry, self.base_dir)
+        except ValueError as exc:
+            raise self.error(str(exc), val) from None
+
+    def key_pair(
+        self, fields: dict[str, _Val], cert_key: str, key_key: str
+    ) -> tuple[str, str] | None:
+        """A certificate and its key, given side by side (``client_cert``/``client_key``)."""
+        if cert_key not in fields and key_key not in fields:
+            return None
+        if cert_key not in fields or key_key not in fields:
+            present = fields.get(cert_key) or fields[key_key]
+            raise self.error(f"{cert_key} and {key_key} go together", present)
+        cert, key = fields[cert_key], fields[key_key]
+        for val in (cert, key):
+            if not isinstance(val.value, str) or not val.value.strip():
+                raise self.error("must be a path to a PEM file (or PEM text)", val)
+        try:
+            return read_key_pair(cert.value, key.value, self.base_dir)
+        except ValueError as exc:
+            raise self.error(str(exc), cert) from None
+
+    def spec(self, where: _Val, **values: Any) -> ChargerSpec:
+        """A ChargerSpec; its cross-field rules (:func:`tls_problem`) located at ``where``."""
+        try:
+            return ChargerSpec(**values)
+        except ValueError as exc:
+            raise self.error(str(exc), where) from None
 
     def root(self, val: _Val) -> str:
         entry = val.value
@@ -836,7 +1040,8 @@ def parse_fleet(text: str, *, source: str = "", base_dir: str | Path | None = No
         values = b.common(f, base)
         for i, identity in enumerate(group_identities(prefix, count, start, digits)):
             b.identity(f["prefix"], identity)
-            spec = ChargerSpec(
+            spec = b.spec(
+                item,
                 identity=identity,
                 auth_key=derive_key(seed, identity),
                 serial_number=derive_serial(seed, identity),
@@ -855,7 +1060,9 @@ def parse_fleet(text: str, *, source: str = "", base_dir: str | Path | None = No
             auth_key = b.text(f["auth_key"], 40)
             if problem := key_problem(auth_key):
                 raise b.error(f"auth_key {problem}", f["auth_key"])
-        spec = ChargerSpec(
+        own = b.key_pair(f, "client_cert", "client_key")
+        spec = b.spec(
+            item,
             identity=identity,
             auth_key=auth_key,
             serial_number=(
@@ -864,6 +1071,8 @@ def parse_fleet(text: str, *, source: str = "", base_dir: str | Path | None = No
                 else derive_serial(seed, identity)
             ),
             site_id=b.site_ref(f["site"], sites) if "site" in f else None,
+            client_cert=own[0] if own else None,
+            client_key=own[1] if own else None,
             **b.common(f, base),
         )
         add(identity, item, spec)
@@ -934,6 +1143,17 @@ def _charger_doc(seed: str, c: ChargerSpec) -> dict[str, Any]:
         out["download_protocols"] = list(c.download_protocols)
     if c.download_ca is not None:
         out["download_ca"] = c.download_ca
+    if c.security_profile is not None:
+        out["security_profile"] = c.security_profile
+    if c.ocpp_ca:
+        out["ocpp_ca"] = list(c.ocpp_ca)
+    if c.organization:
+        out["organization"] = c.organization
+    # Inline PEM, keys included: a fleet with its own certificates is a secret file.
+    if c.client_cert is not None and c.client_key is not None:
+        out["client_cert"], out["client_key"] = c.client_cert, c.client_key
+    if c.client_ca is not None:
+        out["client_ca"], out["client_ca_key"] = c.client_ca
     return out
 
 

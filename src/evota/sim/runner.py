@@ -108,13 +108,18 @@ class Fleet:
         seed: str = "evota-sim",
         ramp_up: float | None = None,
         clock: Clock | None = None,
+        tls_url: str | None = None,
     ) -> None:
         """``url`` is the OCPP endpoint without identity, e.g. ``ws://127.0.0.1:9000/ocpp``.
 
         ``ramp_up`` (real seconds) spreads first connects uniformly; default count/200.
+        ``tls_url`` (``wss://``) is where chargers on profile 2 or 3 connect when ``url`` is
+        plain (a charger switched to a higher security profile goes there).
         """
         if not url.startswith(("ws://", "wss://")):
             raise ValueError(f"OCPP URL must start with ws:// or wss:// (got {url!r})")
+        if tls_url is not None and not tls_url.startswith("wss://"):
+            raise ValueError(f"the TLS URL must start with wss:// (got {tls_url!r})")
         self.url = url
         self.config = config or SimConfig()
         self.sites = tuple(sites)
@@ -131,6 +136,7 @@ class Fleet:
                     initial_delay=rng.uniform(0, window) if window > 0 else 0.0,
                     rng=rng,
                     clock=clock,
+                    tls_url=tls_url,
                 )
             )
         self.by_id = {c.identity: c for c in self.chargers}

@@ -180,6 +180,7 @@ HANDLERS: dict[str, Handler] = {
     # Remote Trigger
     "TriggerMessage": trigger.on_trigger_message,
     # Security Whitepaper extension (CALLERROR NotImplemented on a plain 1.6 charger)
+    "CertificateSigned": certificates.on_certificate_signed,
     "DeleteCertificate": certificates.on_delete_certificate,
     "ExtendedTriggerMessage": trigger.on_extended_trigger_message,
     "GetInstalledCertificateIds": certificates.on_get_installed_certificate_ids,

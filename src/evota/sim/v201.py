@@ -770,4 +770,5 @@ V201_HANDLERS |= {
     "GetLog": diagnostics.on_get_log,
     "InstallCertificate": certificates.on_install_certificate,
     "DeleteCertificate": certificates.on_delete_certificate,
+    "CertificateSigned": certificates.on_certificate_signed,
 }

@@ -1,6 +1,10 @@
 """Certificates (security extension): InstallCertificate, DeleteCertificate and
 GetInstalledCertificateIds over the charger's store, identified by OCPP's CertificateHashData
-(:func:`certificate_hash`, pure); :func:`csr` makes the request SignCertificate carries."""
+(:func:`certificate_hash`, pure); :func:`csr` makes the request SignCertificate carries (with
+a new key the charger keeps until CertificateSigned answers), :func:`on_certificate_signed`
+installs the signed certificate and reconnects with it on profile 3
+(:mod:`evota.sim.tls` decides). The CSMS roots in the store are what the charger checks the
+server with, so the last one cannot be deleted while the charger uses TLS."""
 
 from __future__ import annotations
 
@@ -8,13 +12,13 @@ import hashlib
 from collections.abc import Mapping
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from evota.ocpp import rpc
 from evota.sim.charger import Reply, SimulatedCharger
-from evota.sim.control.state import security_only, state
+from evota.sim.control.state import quietly, security_only, state
+from evota.sim.tls import CSMS_ROOT_USES, make_csr, new_key, signed_certificate_problem
 
 _HASHES = {"SHA256": hashlib.sha256, "SHA384": hashlib.sha384, "SHA512": hashlib.sha512}
 
@@ -56,15 +60,52 @@ def same_certificate(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
 
 
 def csr(charger: SimulatedCharger) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, charger.identity),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, charger.spec.vendor),
-        ]
+    """A certificate request for a new key pair (kept until CertificateSigned): CN = the
+    charger id, O = the CpoName key (2.0.1 OrganizationName), else the vendor."""
+    key = charger.tls.pending_key = new_key()
+    organization = state(charger).setting("CpoName") or charger.spec.vendor
+    return make_csr(key, charger.identity, organization)
+
+
+async def on_certificate_signed(charger: SimulatedCharger, call: rpc.Call) -> Reply:
+    """Install the certificate if it is for our pending request's key, valid now and names
+    us (else Rejected and a security event); on profile 3 reconnect with it at once."""
+    security_only(charger, "CertificateSigned")
+    chain = call.payload["certificateChain"]
+    kind = call.payload.get("certificateType", "ChargingStationCertificate")
+    problem = None
+    if kind != "ChargingStationCertificate":
+        problem = f"no {kind} request of ours is waiting"  # 2.0.1 V2GCertificate: no ISO 15118
+    problem = problem or signed_certificate_problem(
+        chain, charger.tls.pending_key, charger.identity, charger.clock.now()
     )
-    request = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
-    return request.public_bytes(serialization.Encoding.PEM).decode()
+    if problem is None and charger.rng.random() < charger.spec.faults.reject_certificate:
+        problem = "fault profile: reject_certificate"
+    if problem is not None or charger.tls.pending_key is None:
+        charger.stats.certificates_rejected += 1
+        charger.certificate_problem = problem
+        event = charger.wire.security_event(
+            charger,
+            "InvalidChargePointCertificate"
+            if charger.spec.protocol == "ocpp1.6"
+            else "InvalidChargingStationCertificate",
+            problem or "",
+        )
+
+        async def report() -> None:
+            if event is not None:
+                charger.spawn_background(quietly(charger.call(*event)))
+
+        return Reply({"status": "Rejected"}, then=report)
+    charger.tls.install(chain, charger.tls.pending_key)
+    charger.stats.certificates_installed += 1
+    charger.certificate_problem = None
+
+    async def use_it() -> None:
+        if charger.security_profile == 3 and charger.connect_url.startswith("wss://"):
+            charger.reconnect()
+
+    return Reply({"status": "Accepted"}, then=use_it)
 
 
 async def on_install_certificate(charger: SimulatedCharger, call: rpc.Call) -> Reply:
@@ -88,8 +129,11 @@ async def on_delete_certificate(charger: SimulatedCharger, call: rpc.Call) -> Re
     st = state(charger)
     wanted = call.payload["certificateHashData"]
     algorithm = wanted["hashAlgorithm"]
-    for i, (_use, pem) in enumerate(st.certificates):
+    for i, (use, pem) in enumerate(st.certificates):
         if same_certificate(certificate_hash(pem, algorithm), wanted):
+            roots = sum(u in CSMS_ROOT_USES for u, _ in st.certificates)
+            if use in CSMS_ROOT_USES and roots == 1 and charger.security_profile >= 2:
+                return Reply({"status": "Failed"})  # it would lock itself out of the CSMS
             del st.certificates[i]
             return Reply({"status": "Accepted"})
     return Reply({"status": "NotFound"})

@@ -1,6 +1,8 @@
 """Configuration: GetConfiguration and ChangeConfiguration over the key store
 (:mod:`evota.sim.control.keys`). ``HeartbeatInterval`` takes effect at once,
-``AuthorizationKey`` (write-only) on the next connection."""
+``AuthorizationKey`` (write-only) on the next connection, a raised ``SecurityProfile`` (1.6
+Security Whitepaper) by reconnecting on the new profile right after the answer, when
+:func:`evota.sim.tls.profile_change_answer` allows it."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from evota.ocpp.errors import ErrorKind, RpcError
 from evota.sim.charger import Reply, SimulatedCharger
 from evota.sim.control.keys import ConfigKey, change_answer
 from evota.sim.control.state import state
+from evota.sim.tls import profile_change_answer
 
 
 async def on_get_configuration(charger: SimulatedCharger, call: rpc.Call) -> Reply:
@@ -43,6 +46,14 @@ def apply_setting(charger: SimulatedCharger, key: str, value: str) -> str:
     :func:`change_answer`'s status, applying the change and its side effects when it allows."""
     st = state(charger)
     status = change_answer(st.configuration, key, value)
+    if key == "SecurityProfile" and status == "Accepted":
+        status = profile_change_answer(
+            charger.security_profile,
+            int(value),
+            has_root=bool(charger.csms_roots()),
+            has_certificate=charger.tls.cert is not None or charger.spec.client_ca is not None,
+            can_tls=charger.url.startswith("wss://") or charger.tls_url is not None,
+        )
     if status in ("Accepted", "RebootRequired"):
         entry = st.configuration[key]
         if entry.kind == "bool":
@@ -56,4 +67,18 @@ def apply_setting(charger: SimulatedCharger, key: str, value: str) -> str:
 
 
 async def on_change_configuration(charger: SimulatedCharger, call: rpc.Call) -> Reply:
-    return Reply({"status": apply_setting(charger, call.payload["key"], call.payload["value"])})
+    key, value = call.payload["key"], call.payload["value"]
+    before = charger.security_profile
+    status = apply_setting(charger, key, value)
+    if key == "SecurityProfile" and status == "Accepted" and int(value) != before:
+        return Reply({"status": status}, then=lambda: switch_profile(charger, int(value)))
+    return Reply({"status": status})
+
+
+async def switch_profile(charger: SimulatedCharger, profile: int) -> None:
+    """Reconnect on ``profile`` (after the answer is on the wire); the
+    ``no_reconnect_after_profile_switch`` fault makes the charger go dark instead."""
+    charger.security_profile = profile
+    if charger.rng.random() < charger.spec.faults.no_reconnect_after_profile_switch:
+        charger.offline_forever = True
+    charger.reconnect()

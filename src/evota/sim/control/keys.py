@@ -105,8 +105,8 @@ def change_answer(keys: Mapping[str, ConfigKey], key: str, value: str) -> str:
             return "Rejected"
         if key == "HeartbeatInterval" and int(value) < 1:
             return "Rejected"
-        if key == "SecurityProfile" and int(value) != int(entry.value or 0):
-            return "Rejected"  # lowering is forbidden; raising needs TLS the simulator lacks
+        if key == "SecurityProfile" and not int(entry.value or 0) <= int(value) <= 3:
+            return "Rejected"  # lowering is forbidden; raising is the charger's call (sim.tls)
     if entry.kind == "key" and not 16 <= len(value.encode()) <= 40:
         return "Rejected"
     if entry.options:

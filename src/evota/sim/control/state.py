@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from evota.ocpp.errors import ErrorKind, RpcError
@@ -96,7 +96,8 @@ class ControlState:
 def state(charger: SimulatedCharger) -> ControlState:
     """The charger's control state, created on first use."""
     if charger.control is None:
-        security = charger.spec.protocol != "ocpp1.6" or charger.spec.firmware_update != "plain"
+        v16 = charger.spec.protocol == "ocpp1.6"
+        security = not v16 or charger.spec.firmware_update != "plain"
         st = ControlState(
             charger,
             core_configuration(
@@ -110,6 +111,15 @@ def state(charger: SimulatedCharger) -> ControlState:
         st.certificates = [
             ("ManufacturerRootCertificate", pem) for pem in charger.spec.firmware_roots
         ]
+        # The CSMS roots it checks the server with are installed certificates too.
+        csms_root = "CentralSystemRootCertificate" if v16 else "CSMSRootCertificate"
+        st.certificates += [(csms_root, pem) for pem in charger.spec.ocpp_ca]
+        for key, value in (
+            ("SecurityProfile", str(charger.security_profile)),
+            ("CpoName", charger.spec.organization),
+        ):
+            if key in st.configuration:
+                st.configuration[key] = replace(st.configuration[key], value=value)
         charger.control = st
     return charger.control
 
