@@ -21,8 +21,9 @@ import typer
 from typer.testing import CliRunner
 
 from evota.sim.cli import sim_command
+from tests.pki_fixtures import Pki
 
-from .conftest import SEED, csms_in_thread
+from .conftest import SEED, csms_in_thread, server_tls
 
 app = typer.Typer()
 app.command()(sim_command)
@@ -55,16 +56,32 @@ def run(*args: str, env: dict[str, str] | None = None) -> Any:
         (["--fleet", "/nonexistent/fleet.yaml"], "cannot read the file"),
         (["--fleet", "FLEET", "--count", "3"], "--count cannot be combined with --fleet"),
         (["--fleet", "BAD"], "line 3, groups[0].count: must be a whole number"),
+        (["--fleet", "FLEET", "--ca", "x.pem"], "--ca cannot be combined with --fleet"),
+        (["--ca", "/nonexistent/ca.pem"], "--ca: cannot read '/nonexistent/ca.pem'"),
+        (["--client-cert", "PKI/good.pem"], "--client-cert and --client-key go together"),
+        (
+            ["--client-cert", "PKI/good.pem", "--client-key", "PKI/good.pem"],
+            "--client-cert: the client key is not an unencrypted PEM",
+        ),
+        (
+            ["--client-cert", "PKI/good.pem", "--client-key", "PKI/good.key"],
+            "--client-cert is one charger's certificate: use --count 1",
+        ),
+        (["--security-profile", "3"], "--security-profile 3 needs --client-cert"),
+        (["--security-profile", "0"], "--security-profile: must be 1, 2 or 3"),
+        (["--fault", "expired_certificate=1"], "--fault expired_certificate needs --client-ca"),
+        (["--tls-url", "ws://127.0.0.1:9000/ocpp"], "--tls-url must start with wss://"),
     ],
 )
 def test_bad_input_prints_one_line_and_exits_2(
-    tmp_path: Path, args: list[str], message: str
+    tmp_path: Path, args: list[str], message: str, pki: Pki
 ) -> None:
     good = tmp_path / "fleet.yaml"
     good.write_text("groups: [{prefix: A, count: 1}]\n")
     bad = tmp_path / "bad.yaml"
     bad.write_text("groups:\n  - prefix: A\n    count: many\n")
     args = [str(good) if a == "FLEET" else str(bad) if a == "BAD" else a for a in args]
+    args = [a.replace("PKI", str(pki.directory)) for a in args]
     result = run(*args)
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("evota sim: ")
@@ -82,6 +99,20 @@ def test_runs_a_flag_fleet_and_prints_the_summary() -> None:
     assert "3/3 connected, 3 accepted" in result.stdout
     assert result.stdout.rstrip().splitlines()[-1].startswith("stopped after 1s")
     assert csms.ever_connected == {"CLI-0001", "CLI-0002", "CLI-0003"}
+
+
+def test_runs_profile_3_chargers_with_minted_certificates(pki: Pki) -> None:
+    tls = server_tls(pki.server.cert_path, pki.server.key_path, pki.charger_ca)
+    with csms_in_thread(tls=tls) as csms:
+        result = run(
+            "--url", csms.url, "--count", "2", "--seed", SEED, "--prefix", "TLS-",
+            "--ca", str(pki.server_ca), "--client-ca", str(pki.charger_ca),
+            "--client-ca-key", str(pki.charger_ca_key), "--organization", pki.cpo,
+            "--duration", "1.2", "--refresh", "0.2", "--ramp-up", "0", "--speed", "60",
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2/2 connected, 2 accepted" in result.stdout
+    assert sorted(cn or "" for _, cn, _ in csms.peers) == ["TLS-0001", "TLS-0002"]
 
 
 def test_shows_a_live_table_on_a_terminal() -> None:
