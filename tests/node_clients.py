@@ -8,8 +8,11 @@ never run ``npm ci`` into the same directory at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,3 +59,42 @@ async def ensure_node_modules() -> str:
                 f"`npm ci` in {NODE_DIR} failed (exit {rc}; it needs the npm registry):\n{out}"
             )
     return node
+
+
+async def run_client(
+    script: str,
+    *args: str,
+    on_line: Callable[[str], Awaitable[None]] | None = None,
+    timeout: float = 60.0,
+) -> tuple[dict[str, Any], str]:
+    """Run ``tests/node/<script>`` to the end: ``on_line`` hears each stdout line as it comes
+    (a READY_... line is the test's turn); returns the JSON summary (the last line) and the
+    stderr frame log."""
+    node = await ensure_node_modules()
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(NODE_DIR / script),
+        *args,
+        cwd=NODE_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        limit=1 << 22,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr_task = asyncio.create_task(proc.stderr.read())
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while line := (await proc.stdout.readline()).decode():
+                lines.append(line.rstrip("\n"))
+                if on_line is not None:
+                    await on_line(lines[-1])
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = (await stderr_task).decode(errors="replace")
+    if proc.returncode != 0 or not lines:
+        pytest.fail(f"{script} exited {proc.returncode}:\n{log[-5000:]}")
+    return json.loads(lines[-1]), log
