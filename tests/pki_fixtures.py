@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -436,16 +437,24 @@ def openssl_csr(
     key_type: KeyType = "ec",
     bits: int = 2048,
     digest: str = "sha256",
+    newkey: list[str] | None = None,
+    addext: Sequence[str] = (),
 ) -> tuple[Path, Path]:
-    """``openssl req -new``: a fresh key and a CSR for it; returns (csr path, key path)."""
+    """``openssl req -new``: a fresh key and a CSR for it; returns (csr path, key path).
+
+    ``newkey`` replaces the key arguments (e.g. ``["-newkey", "ed25519"]``); each ``addext``
+    is an extension for the request (``basicConstraints=critical,CA:TRUE``)."""
     directory.mkdir(parents=True, exist_ok=True)
     csr, key = directory / f"{name}.csr", directory / f"{name}.key"
+    extensions = [arg for ext in addext for arg in ("-addext", ext)]
+    digest_args = [f"-{digest}"] if digest else []
     _run(
         "req",
         "-new",
-        *_newkey_args(key_type, bits),
+        *(newkey or _newkey_args(key_type, bits)),
         "-nodes",
-        f"-{digest}",
+        *digest_args,
+        *extensions,
         "-subj",
         _subj(cn, o),
         "-keyout",

@@ -5,12 +5,22 @@ valid and refused where not, and the test certificates (tests/pki_fixtures.py) m
 from __future__ import annotations
 
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.x509.oid import NameOID
 
-from tests.pki_fixtures import CHARGER_ID, KeyType, Pki, openssl, openssl_mint
+from tests.pki_fixtures import (
+    CHARGER_ID,
+    CPO,
+    KeyType,
+    Pki,
+    cert_pem,
+    openssl,
+    openssl_csr,
+    openssl_mint,
+)
 
 
 def _verify(pki: Pki, cert: Path, *, crl: bool = True) -> bool:
@@ -57,3 +67,70 @@ def test_openssl_made_charger_certificate_chains(pki: Pki, key_type: KeyType) ->
     subject = made.cert.subject
     assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == CHARGER_ID
     assert subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == pki.cpo
+
+
+# -- CSRs made by openssl against evota's CSR rules (evota.pki.csr) and its CA (evota.pki.ca) --
+
+CSR_CASES = {
+    # name: (openssl_csr keyword arguments, expected refusal reason or None: accepted)
+    "EC P-256": ({}, None),
+    "EC P-384": ({"newkey": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]}, None),
+    "RSA 2048": ({"key_type": "rsa", "bits": 2048}, None),
+    "RSA 3072 SHA-384": ({"key_type": "rsa", "bits": 3072, "digest": "sha384"}, None),
+    "RSA 1024": ({"key_type": "rsa", "bits": 1024}, "key_size"),
+    "secp256k1": (
+        {"newkey": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp256k1"]},
+        "key_curve",
+    ),
+    "Ed25519": ({"newkey": ["-newkey", "ed25519"], "digest": ""}, "key_type"),
+    "SHA-1": ({"digest": "sha1"}, "weak_signature_hash"),
+    "wrong CN": ({"cn": f"{CHARGER_ID}-OTHER"}, "subject_cn_mismatch"),
+    "wrong O": ({"o": "someone-else-cpo"}, "subject_o_mismatch"),
+    "no O": ({"o": None}, "subject_o_mismatch"),
+    "asks for a CA": ({"addext": ["basicConstraints=critical,CA:TRUE"]}, "ca_requested"),
+}
+
+
+@pytest.mark.parametrize("case", list(CSR_CASES))
+def test_openssl_csrs_are_accepted_where_valid_and_refused_where_not(pki: Pki, case: str) -> None:
+    from evota.pki.csr import CsrRefusal, ValidCsr, check_csr
+
+    options, refusal = CSR_CASES[case]
+    subject = {"cn": options.pop("cn", CHARGER_ID), "o": options.pop("o", CPO)}
+    csr, _ = openssl_csr(pki.directory, case.replace(" ", "_"), **subject, **options)
+    result = check_csr(csr.read_text(), CHARGER_ID, CPO)
+    if refusal is None:
+        assert isinstance(result, ValidCsr), result
+    else:
+        assert isinstance(result, CsrRefusal) and result.reason == refusal, result
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+async def test_evota_signs_an_openssl_csr_into_a_certificate_openssl_verifies(
+    pki: Pki, key_type: KeyType, tmp_path: Path
+) -> None:
+    from evota.pki.ca import BuiltinCA
+    from evota.pki.csr import ValidCsr, check_csr
+
+    csr, key = openssl_csr(pki.directory, f"sign-{key_type}", CHARGER_ID, key_type=key_type)
+    valid = check_csr(csr.read_text(), CHARGER_ID, CPO)
+    assert isinstance(valid, ValidCsr)
+    ca = BuiltinCA.in_data_dir(tmp_path, pki.now, CPO, timedelta(days=30))
+    issued = await ca.sign(valid, pki.now)
+    (tmp_path / "ca.pem").write_bytes(cert_pem(ca.certificates()[0]))
+    issued_path = tmp_path / "issued.pem"
+    issued_path.write_text(issued.certificate_pem)
+    rc, out = _openssl("verify", "-CAfile", str(tmp_path / "ca.pem"), "-purpose", "sslclient",
+                       str(issued_path))  # fmt: skip
+    assert rc == 0, out
+    # The certificate is for openssl's key, and says who the charger is.
+    assert _openssl("x509", "-in", str(issued_path), "-noout", "-pubkey") == _openssl(
+        "pkey", "-in", str(key), "-pubout"
+    )
+    subject = _openssl("x509", "-in", str(issued_path), "-noout", "-subject", "-nameopt", "RFC2253")
+    assert subject == (0, f"subject=O={CPO},CN={CHARGER_ID}\n")
+
+
+def _openssl(*argv: str) -> tuple[int, str]:
+    done = subprocess.run([openssl(), *argv], capture_output=True, text=True, check=False)
+    return done.returncode, done.stdout + done.stderr
