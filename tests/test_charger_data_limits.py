@@ -20,6 +20,7 @@ from websockets.asyncio.client import ClientConnection
 
 from evota.fleet import writer as writer_module
 from evota.fleet.bounds import FREE_FORM, STORED, Limits, bound, clean_text, safe_text
+from evota.ocpp.schemas import MAX_CONNECTOR_ID
 from evota.runtime import Runtime
 from evota.store.models import Charger, ChargerEvent, ChargingSession
 
@@ -234,6 +235,35 @@ async def test_what_evota_cannot_store_is_refused_with_the_field_named(rt: Runti
         await ws16.close()
         await ws201.close()
     await boot_is_stored(rt, "CP-OTHER", "after-the-refusals")
+
+
+async def test_connector_ids_are_bounded_so_a_charger_cannot_grow_its_status_map(
+    rt: Runtime,
+) -> None:
+    """evota keeps a status per connector id (in memory and in the ``connectors`` table): a
+    charger counting its ids upwards earns PropertyConstraintViolation past 255 instead of
+    one more entry per message."""
+    ws16 = await charger(rt, "CP-IDS-16", "ocpp1.6")
+    ws201 = await charger(rt, "CP-IDS-201", "ocpp2.0.1")
+    status16 = {"errorCode": "NoError", "status": "Available"}
+    status201 = {"timestamp": "2026-01-01T00:00:00Z", "connectorStatus": "Available"}
+    try:
+        for connector in range(250, 300):
+            answer = await call(ws16, "StatusNotification", {**status16, "connectorId": connector})
+            if connector <= MAX_CONNECTOR_ID:
+                assert answer[0] == 3, answer
+            else:
+                assert answer[2] == "PropertyConstraintViolation", answer
+                assert answer[4]["field"] == "connectorId", answer
+        for evse, connector, field in ((256, 1, "evseId"), (1, 256, "connectorId")):
+            payload = {**status201, "evseId": evse, "connectorId": connector}
+            answer = await call(ws201, "StatusNotification", payload)
+            assert answer[2] == "PropertyConstraintViolation" and answer[4]["field"] == field
+        state = rt.live_state("CP-IDS-16")
+        assert state is not None and max(state.connectors) == MAX_CONNECTOR_ID
+    finally:
+        await ws16.close()
+        await ws201.close()
 
 
 async def test_an_ended_writer_is_restarted_and_healthz_fails_when_it_stays_down(

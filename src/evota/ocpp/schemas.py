@@ -73,6 +73,7 @@ class SchemaSet:
             schema = json.loads((self._dir / f"{name}.json").read_text(encoding="utf-8"))
             schema.pop("$id", None)
             _int32(schema)
+            _connector_ids(schema)
             # The payload is freshly parsed JSON, so defaults need not be filled in.
             full = fastjsonschema.compile(schema, use_default=False, detailed_exceptions=True)
             accept = compile_acceptor(schema)
@@ -122,6 +123,36 @@ def _int32(node: Any) -> None:
     elif isinstance(node, list):
         for value in node:
             _int32(value)
+
+
+#: The largest connector or EVSE id evota accepts. The schemas leave them unbounded, and
+#: evota keeps a status per id per charger (in memory and in the ``connectors`` table): a
+#: charger counting its ids upwards must not grow either without limit. Real chargers have
+#: a handful; 255 leaves room for the largest hubs.
+MAX_CONNECTOR_ID = 255
+_ID_PROPERTIES = ("connectorId", "evseId")
+
+
+def _connector_ids(node: Any, evse: bool = False) -> None:
+    """Bound ``connectorId``, ``evseId`` and an EVSE's ``id`` to :data:`MAX_CONNECTOR_ID`."""
+    if isinstance(node, dict):
+        properties = node.get("properties")
+        if isinstance(properties, dict):
+            names = (*_ID_PROPERTIES, "id") if evse else _ID_PROPERTIES
+            for name in names:
+                prop = properties.get(name)
+                if isinstance(prop, dict) and prop.get("type") == "integer":
+                    prop["maximum"] = min(prop.get("maximum", MAX_CONNECTOR_ID), MAX_CONNECTOR_ID)
+        definitions = node.get("definitions")
+        for key, value in node.items():
+            if key == "definitions" and isinstance(definitions, dict):
+                for name, definition in definitions.items():
+                    _connector_ids(definition, evse=name == "EVSEType")
+            else:
+                _connector_ids(value)
+    elif isinstance(node, list):
+        for value in node:
+            _connector_ids(value)
 
 
 def _fast_first(accept: Callable[[Any], bool], full: Validator) -> Validator:
