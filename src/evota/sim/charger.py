@@ -443,10 +443,15 @@ class SimulatedCharger:
         from evota.sim.control.state import state  # the CpoName key names the organisation
 
         organization = state(self).setting("CpoName") or self.spec.organization
-        expired = self.rng.random() < self.spec.faults.expired_certificate
+        expired = self.draw(self.spec.faults.expired_certificate)
         self.tls.cert, self.tls.key = mint(
             self.identity, organization, *self.spec.client_ca, self.clock.now(), expired=expired
         )
+
+    def draw(self, rate: float) -> bool:
+        """A fault drawn with this charger's generator; a rate of zero leaves it alone, so
+        adding a fault to one charger does not change what the others do."""
+        return rate > 0 and self.rng.random() < rate
 
     def reconnect(self) -> None:
         """Close the connection and open a new one at once (a new certificate or profile)."""

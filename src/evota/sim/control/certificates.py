@@ -79,7 +79,7 @@ async def on_certificate_signed(charger: SimulatedCharger, call: rpc.Call) -> Re
     problem = problem or signed_certificate_problem(
         chain, charger.tls.pending_key, charger.identity, charger.clock.now()
     )
-    if problem is None and charger.rng.random() < charger.spec.faults.reject_certificate:
+    if problem is None and charger.draw(charger.spec.faults.reject_certificate):
         problem = "fault profile: reject_certificate"
     if problem is not None or charger.tls.pending_key is None:
         charger.stats.certificates_rejected += 1

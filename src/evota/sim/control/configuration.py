@@ -79,6 +79,6 @@ async def switch_profile(charger: SimulatedCharger, profile: int) -> None:
     """Reconnect on ``profile`` (after the answer is on the wire); the
     ``no_reconnect_after_profile_switch`` fault makes the charger go dark instead."""
     charger.security_profile = profile
-    if charger.rng.random() < charger.spec.faults.no_reconnect_after_profile_switch:
+    if charger.draw(charger.spec.faults.no_reconnect_after_profile_switch):
         charger.offline_forever = True
     charger.reconnect()
