@@ -99,8 +99,8 @@ class FakeCsms:
     ) -> None:
         self.protocol = protocol
         self.tls = tls
-        # (identity, the client certificate's CN, its serial in hex) per TLS handshake
-        self.peers: list[tuple[str, str | None, str | None]] = []
+        # (identity, the client certificate's CN, its serial) per TLS handshake
+        self.peers: list[tuple[str, str | None, int | None]] = []
         self.authorization: list[str | None] = []  # the Authorization header of each upgrade
         self.schemas: SchemaSet = v16() if protocol == "ocpp1.6" else v201()
         self.keys = keys  # identity -> key; None: any identity, key must be derive_key(SEED, id)
@@ -194,7 +194,8 @@ class FakeCsms:
             peer = connection.transport.get_extra_info("peercert") or {}
             names = [v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName"]
             cn = names[0] if names else None
-            self.peers.append((identity, cn, peer.get("serialNumber")))
+            serial = peer.get("serialNumber")
+            self.peers.append((identity, cn, int(serial, 16) if serial else None))
         self.authorization.append(request.headers.get("Authorization"))
         status = HTTPStatus.SWITCHING_PROTOCOLS
         if expected is None:

@@ -7,6 +7,7 @@ evota end-to-end flows are in tests/gateway (T) and tests/pki."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -23,7 +24,7 @@ from evota.sim.charger import SimConfig, SimulatedCharger
 from evota.sim.control.certificates import certificate_hash
 from evota.sim.fleet import FaultProfile, FleetFileError, fleet_from_flags, parse_fleet
 from evota.sim.runner import Fleet, wait_until
-from evota.sim.tls import profile_change_answer
+from evota.sim.tls import client_context, profile_change_answer
 from tests.pki_fixtures import CPO, Credential, Pki
 
 from .conftest import FakeCsms, fast, server_tls, spec
@@ -123,7 +124,7 @@ async def test_profile_3_presents_its_certificate_and_no_password(pki: Pki) -> N
         credentials = own(pki.good)
         async with charger(csms.url, ocpp_ca=(pem(pki.server_ca),), **credentials) as c:
             assert c.security_profile == 3
-            assert csms.peers == [(ID, ID, format(pki.good.serial, "X"))]
+            assert csms.peers == [(ID, ID, pki.good.serial)]
             assert csms.authorization == [None]
 
 
@@ -167,6 +168,21 @@ async def test_expired_certificate_fault_connects_with_an_expired_one_and_is_ref
         assert not csms.ever_connected
 
 
+@pytest.mark.parametrize("memfd", [True, False], ids=["in-memory files", "temporary directory"])
+async def test_the_client_certificate_loads_either_way(
+    pki: Pki, memfd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not memfd:
+        monkeypatch.delattr("os.memfd_create", raising=False)
+    async with (
+        tls_csms(pki) as csms,
+        charger(csms.url, ocpp_ca=(pem(pki.server_ca),), **own(pki.good)),
+    ):
+        assert csms.peers == [(ID, ID, pki.good.serial)]
+    with pytest.raises(ssl.SSLError):  # a key that is not the certificate's
+        client_context([], pem(pki.good.cert_path), pem(pki.wrong_o.key_path))
+
+
 # -- CSR and CertificateSigned ------------------------------------------------------------------
 
 
@@ -199,7 +215,7 @@ async def test_a_triggered_csr_is_signed_installed_and_used_on_reconnect(
         assert request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == ID
         assert request.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == CPO
         signed = sign(pki, csms.payloads("SignCertificate")[0]["csr"])
-        serial = format(x509.load_pem_x509_certificate(signed.encode()).serial_number, "X")
+        serial = x509.load_pem_x509_certificate(signed.encode()).serial_number
         reply = await answer(csms, "CertificateSigned", {"certificateChain": signed})
         assert reply == {"status": "Accepted"}
         # It reconnects at once and presents the new certificate.
