@@ -260,18 +260,33 @@ async def test_certificate_signed_is_refused_when_it_cannot_be_ours(pki: Pki, ca
 # -- the roots it holds -------------------------------------------------------------------------
 
 
-async def test_installed_roots_are_reported_and_the_last_csms_root_is_kept(pki: Pki) -> None:
+@pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
+async def test_installed_roots_are_reported_and_the_last_csms_root_is_kept(
+    pki: Pki, protocol: str
+) -> None:
     root = pem(pki.server_ca)
-    async with tls_csms(pki) as csms, charger(csms.url, ocpp_ca=(root,)) as c:
-        kind = {"certificateType": "CentralSystemRootCertificate"}
-        listed = await answer(csms, "GetInstalledCertificateIds", kind)
-        assert listed == {"status": "Accepted", "certificateHashData": [certificate_hash(root)]}
+    use = "CentralSystemRootCertificate" if protocol == "ocpp1.6" else "CSMSRootCertificate"
+    async with (
+        tls_csms(pki, protocol) as csms,
+        charger(csms.url, ocpp_ca=(root,), protocol=protocol) as c,
+    ):
+        listed = await answer(
+            csms,
+            "GetInstalledCertificateIds",
+            {"certificateType": use if protocol == "ocpp1.6" else [use]},
+        )
+        if protocol == "ocpp1.6":
+            assert listed["certificateHashData"] == [certificate_hash(root)]
+        else:
+            assert listed["certificateHashDataChain"] == [
+                {"certificateType": use, "certificateHashData": certificate_hash(root)}
+            ]
         # The only root it checks the server with: deleting it would lock it out.
         delete = {"certificateHashData": certificate_hash(root)}
         assert await answer(csms, "DeleteCertificate", delete) == {"status": "Failed"}
         # With a second root installed, the first may go; the charger then trusts the second.
         second = pem(pki.charger_ca)
-        install = {"certificateType": "CentralSystemRootCertificate", "certificate": second}
+        install = {"certificateType": use, "certificate": second}
         assert await answer(csms, "InstallCertificate", install) == {"status": "Accepted"}
         assert await answer(csms, "DeleteCertificate", delete) == {"status": "Accepted"}
         assert c.csms_roots() == [second]
