@@ -554,3 +554,19 @@ def openssl_mint(
     return Credential(
         cert_path, final_key, x509.load_pem_x509_certificate(cert_path.read_bytes()), key
     )
+
+
+def openssl_crl(pki: Pki, revoked: Credential, *, der: bool = False) -> Path:
+    """A CRL made by ``openssl ca -revoke`` / ``-gencrl`` listing ``revoked`` (made by
+    :func:`openssl_mint`, whose CA database it uses), signed by the charger CA; PEM or DER."""
+    work = pki.directory / f"{revoked.cert_path.stem}.ca"
+    config = work / "ca.cnf"
+    ca = ["-config", str(config), "-cert", str(pki.charger_ca), "-keyfile", str(pki.charger_ca_key)]
+    _run("ca", *ca, "-revoke", str(revoked.cert_path), cwd=work)
+    pem = work / "crl.pem"
+    _run("ca", *ca, "-gencrl", "-crldays", "7", "-out", str(pem), cwd=work)
+    if not der:
+        return pem
+    out = work / "crl.der"
+    _run("crl", "-in", str(pem), "-outform", "DER", "-out", str(out), cwd=work)
+    return out
