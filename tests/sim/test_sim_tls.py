@@ -22,7 +22,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from evota.ocpp import rpc
 from evota.sim.charger import SimConfig, SimulatedCharger
 from evota.sim.control.certificates import certificate_hash
-from evota.sim.fleet import FaultProfile, FleetFileError, fleet_from_flags, parse_fleet
+from evota.sim.fleet import (
+    FaultProfile,
+    FleetFileError,
+    dump_fleet,
+    fleet_from_flags,
+    parse_fleet,
+)
 from evota.sim.runner import Fleet, wait_until
 from evota.sim.tls import client_context, profile_change_answer
 from tests.pki_fixtures import CPO, Credential, Pki
@@ -364,6 +370,21 @@ chargers:
     assert minted.ocpp_ca == (pem(pki.server_ca),) and minted.client_ca is not None
     assert mine.client_cert == pem(pki.good.cert_path) and mine.security_profile == 3
     assert mine.organization == CPO
+
+
+def test_a_fleet_with_certificates_round_trips_through_dump(pki: Pki) -> None:
+    d = pki.directory
+    fleet = parse_fleet(
+        f"""
+defaults: {{ocpp_ca: {d}/csms-root.pem, organization: {CPO}, faults: {{reject_certificate: 0.5}}}}
+groups:
+  - {{prefix: M-, count: 2, client_ca: {d}/charger-ca.pem, client_ca_key: {d}/charger-ca.key}}
+chargers:
+  - {{identity: {ID}, client_cert: good.pem, client_key: good.key, security_profile: 3}}
+""",
+        base_dir=d,
+    )
+    assert parse_fleet(dump_fleet(fleet)) == fleet
 
 
 @pytest.mark.parametrize(
