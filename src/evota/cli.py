@@ -120,14 +120,20 @@ async def _serve_until_stopped(settings: Any, on_started: Any = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, AttributeError):  # SIGHUP: TLS files again
+        loop.add_signal_handler(signal.SIGHUP, runtime.reload_tls)
     if runtime.generated_admin_token:
         err.print(
             "[bold yellow]Generated the bootstrap admin API token (shown only this once):[/]\n"
             f"  {runtime.generated_admin_token}"
         )
+    listeners = [f"http://{settings.host}:{runtime.http_port}"]
+    if settings.ocpp_plain:
+        listeners.append(f"ocpp ws://{settings.host}:{runtime.ocpp_port}/ocpp/{{chargerId}}")
+    if runtime.ocpp_tls_port:
+        listeners.append(f"wss://{settings.host}:{runtime.ocpp_tls_port}/ocpp/{{chargerId}}")
     err.print(
-        f"evota listening: http://{settings.host}:{runtime.http_port}  "
-        f"ocpp ws://{settings.host}:{runtime.ocpp_port}/ocpp/{{chargerId}}",
+        f"evota listening: {'  '.join(listeners)}",
         soft_wrap=True,
     )
     try:
@@ -241,7 +247,7 @@ def charger_list(
         "vendor",
         "model",
         "firmware",
-        "registration",
+        "registration (profile)",
         "connected",
         "last seen",
     ):
@@ -253,7 +259,7 @@ def charger_list(
             c["vendor"] or "",
             c["model"] or "",
             c["firmware_version"] or "",
-            c["registration"],
+            f"{c['registration']} ({c['security_profile']})",  # the security profile
             "yes" if c["connected"] else "no",
             str(c["last_seen"] or ""),
         )
@@ -273,6 +279,7 @@ def charger_show(
     table = Table(show_header=False, title=f"Charger {c['id']}")
     for key in (
         "registration",
+        "security_profile",
         "connected",
         "site_id",
         "vendor",
@@ -299,6 +306,12 @@ def charger_show(
     out.print(events)
 
 
+_PROFILE_HELP = (
+    "the least OCPP security profile it may connect with: 1 ws://, 2 wss://, 3 wss:// with a "
+    "client certificate (lowering waits for approval)"
+)
+
+
 @charger_app.command("add")
 def charger_add(
     charger_id: str,
@@ -310,12 +323,21 @@ def charger_add(
     ],
     site: Annotated[str | None, typer.Option()] = None,
     tag: Annotated[list[str] | None, typer.Option(help="repeatable")] = None,
+    security_profile: Annotated[
+        int, typer.Option("--security-profile", min=1, max=3, help=_PROFILE_HELP)
+    ] = 1,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a charger and its AuthorizationKey."""
-    body = {"id": charger_id, "auth_key": auth_key, "site_id": site, "tags": tag or []}
+    body = {
+        "id": charger_id,
+        "auth_key": auth_key,
+        "site_id": site,
+        "tags": tag or [],
+        "security_profile": security_profile,
+    }
     c = call(client(url, token), "POST", "/api/v1/chargers", json=body)
     if as_json:
         return print_json(c)
@@ -345,6 +367,9 @@ def charger_update(
         str | None,
         typer.Option(help="its hardware revision (for images restricted by revision); '' clears"),
     ] = None,
+    security_profile: Annotated[
+        int | None, typer.Option("--security-profile", min=1, max=3, help=_PROFILE_HELP)
+    ] = None,
     reason: Annotated[str | None, typer.Option(help="why (needed when it waits)")] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -367,10 +392,12 @@ def charger_update(
         body["auth_key"] = typer.prompt("New AuthorizationKey", hide_input=True)
     if hardware_revision is not None:
         body["hardware_revision"] = hardware_revision.strip() or None
+    if security_profile is not None:
+        body["security_profile"] = security_profile
     if not body:
         raise fail(
-            "nothing to change: give --site, --no-site, --tag, --registration, --rotate-key"
-            " or --hardware-revision"
+            "nothing to change: give --site, --no-site, --tag, --registration, --rotate-key,"
+            " --hardware-revision or --security-profile"
         )
     if reason:
         body["reason"] = reason
@@ -387,7 +414,7 @@ def charger_update(
         return
     out.print(
         f"{charger_id}: {r['registration']}, site {r['site_id'] or '-'}, "
-        f"tags {', '.join(r['tags']) or '-'}",
+        f"tags {', '.join(r['tags']) or '-'}, security profile {r['security_profile']}",
         highlight=False,
     )
 

@@ -48,6 +48,50 @@ class Settings(BaseSettings):
         "from them the charger's address is taken from X-Forwarded-For, and the per-address "
         'limits do not count the proxy itself (JSON list, e.g. ["10.0.0.5"])',
     )
+    # Security profiles 2 and 3: TLS and mutual TLS on the OCPP listener, and the profile a
+    # trusted proxy vouches for (evota.gateway.tls, evota.pki.identity, docs/security-profiles.md)
+    ocpp_tls_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="wss:// listener for security profiles 2 and 3; unset: off (0: any free "
+        "port). Needs ocpp_tls_cert and ocpp_tls_key",
+    )
+    ocpp_tls_cert: Path | None = Field(
+        None,
+        description="PEM server certificate (then its intermediates) of the wss:// listener; "
+        "reloaded on SIGHUP or when the file changes",
+    )
+    ocpp_tls_key: Path | None = Field(None, description="PEM private key of ocpp_tls_cert")
+    ocpp_charger_ca: Path | None = Field(
+        None,
+        description="PEM file of the CA certificates charger client certificates must chain "
+        "to (profile 3); unset: no client certificates are asked for or accepted",
+    )
+    ocpp_crl: Path | None = Field(
+        None,
+        description="PEM or DER CRL(s) of those CAs: revoked client certificates are refused; "
+        "reloaded like the certificate",
+    )
+    cpo_name: str | None = Field(
+        None,
+        max_length=64,
+        description="the CPO name: the O every charger client certificate must carry (OCPP "
+        "security profile 3); unset: O is not checked",
+    )
+    ocpp_plain: bool = Field(
+        True,
+        description="false: no plain ws:// listener (profile 1 off; needs ocpp_tls_port)",
+    )
+    ocpp_client_cert_header: str | None = Field(
+        None,
+        max_length=64,
+        validate_default=True,
+        description="header in which a trusted proxy (ocpp_trusted_proxies) forwards the "
+        "client certificate it verified (URL-encoded PEM, e.g. X-Client-Cert); ignored from "
+        "anyone else; unset: none is taken",
+    )
+
     charger_auth_failures_per_id: int = Field(
         10, ge=1, description="failed charger authentications per identity per window"
     )
@@ -236,6 +280,22 @@ class Settings(BaseSettings):
         total = info.data.get("ocpp_max_preauth")
         if total is not None and value > total:
             raise ValueError(f"must not exceed ocpp_max_preauth ({total})")
+        return value
+
+    @field_validator("ocpp_client_cert_header")
+    @classmethod
+    def _tls_settings(cls, value: str | None, info: ValidationInfo) -> str | None:
+        d = info.data
+        if d.get("ocpp_tls_port") is not None and (
+            d.get("ocpp_tls_cert") is None or d.get("ocpp_tls_key") is None
+        ):
+            raise ValueError("ocpp_tls_port needs ocpp_tls_cert and ocpp_tls_key")
+        if d.get("ocpp_plain") is False and d.get("ocpp_tls_port") is None:
+            raise ValueError("ocpp_plain=false needs ocpp_tls_port (no listener left)")
+        if d.get("ocpp_crl") is not None and d.get("ocpp_charger_ca") is None:
+            raise ValueError("ocpp_crl needs ocpp_charger_ca")
+        if value is not None and (not value or not value.replace("-", "").isalnum()):
+            raise ValueError("must be an HTTP header name (letters, digits, '-')")
         return value
 
     @field_validator("ocpp_trusted_proxies")

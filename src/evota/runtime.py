@@ -46,6 +46,7 @@ from evota.fleet import changes as charger_changes
 from evota.fleet.charger import ChargerState
 from evota.fleet.service import FleetService
 from evota.fleet.vendor_store import VendorStore
+from evota.gateway import tls as ocpp_tls
 from evota.gateway.limits import AuthFailures, Exhausted, parse_networks
 from evota.gateway.server import Gateway
 from evota.operators import four_eyes, user_approvals
@@ -92,6 +93,7 @@ class Runtime:
     _revoked_sha256: frozenset[str] = frozenset()
     http_port: int = 0
     ocpp_port: int = 0
+    ocpp_tls_port: int = 0  # the wss:// listener's port, when EVOTA_OCPP_TLS_PORT is set
     generated_admin_token: str | None = None
     _uvicorn: uvicorn.Server | None = None
     _http_task: asyncio.Task[Any] | None = None
@@ -166,8 +168,14 @@ class Runtime:
             ),
             on_auth_failures=self._charger_auth_alert,
             clock=self.clock,
+            tls=self._tls_config(),
+            client_cert_header=s.ocpp_client_cert_header,
+            on_tls_reload_failed=self._tls_reload_alert,
         )
-        self.ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
+        if s.ocpp_plain:
+            self.ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
+        if s.ocpp_tls_port is not None:
+            self.ocpp_tls_port = await self.gateway.start_tls(s.host, s.ocpp_tls_port)
         self.uploads = charger_uploads.ChargerUploads(
             self.engine,
             self.clock,
@@ -336,6 +344,47 @@ class Runtime:
         user_approvals.register_approvals(self.approvals, self.engine, self.clock, self.audit)
         firmware_changes.register_approvals(
             self.approvals, self.engine, self.clock, self.on_firmware_revoked
+        )
+
+    def _tls_config(self) -> ocpp_tls.TlsConfig | None:
+        """The OCPP listener's TLS and client-certificate trust (profiles 2 and 3), if any."""
+        s = self.settings
+        tls_port = s.ocpp_tls_port is not None
+        if not tls_port and s.ocpp_charger_ca is None:
+            return None
+        files = ocpp_tls.TlsFiles(
+            s.ocpp_tls_cert if tls_port else None,
+            s.ocpp_tls_key if tls_port else None,
+            s.ocpp_charger_ca,
+            s.ocpp_crl,
+            s.cpo_name,
+        )
+        try:
+            return ocpp_tls.TlsConfig(files)
+        except ValueError as exc:  # IdentityError, a key that does not match: one clear line
+            raise OSError(f"OCPP TLS settings: {exc}") from None
+
+    def server_certificate_not_after(self) -> datetime | None:
+        """When the wss:// listener's certificate in use expires (None: no TLS listener);
+        a reload changes it."""
+        tls = self.gateway.tls
+        return tls.server_not_after if tls is not None else None
+
+    def reload_tls(self) -> str | None:
+        """SIGHUP: load the OCPP listener's certificate, key, charger CA and CRL again;
+        the reason when the old ones stay in use."""
+        return self.gateway.reload_tls()
+
+    async def _tls_reload_alert(self, problem: str) -> None:
+        await self.alerts.raise_alert(
+            anomalies.Alert(
+                anomalies.TLS_RELOAD_FAILED,
+                "ocpp-listener",
+                self.clock.now(),
+                f"the OCPP listener's TLS files were not reloaded: {problem}; "
+                "the previous certificate stays in use",
+                detail={"error": problem[:300]},
+            )
         )
 
     async def _charger_auth_alert(self, filled: Exhausted) -> None:

@@ -32,6 +32,7 @@ from evota.api.schemas import (
     RegistrationStatus,
 )
 from evota.fleet import changes as charger_changes
+from evota.fleet import security_profiles
 from evota.fleet.credentials import hash_key
 from evota.operators import four_eyes
 from evota.operators.permissions import ChargerPlace, site_place
@@ -44,7 +45,6 @@ router = APIRouter(prefix="/api/v1/chargers", tags=["chargers"], responses=AUTHE
 _OMITTED = {
     "auth_salt",
     "auth_hash",
-    "security_profile",
     "iccid",
     "imsi",
     "meter_type",
@@ -87,6 +87,7 @@ async def create_charger(
 ) -> dict[str, Any]:
     """Register a charger and its AuthorizationKey (stored as a salted HMAC, never in clear)."""
     await _site_must_exist(rt, body.site_id, who, frozenset(body.tags))
+    _profile_possible(rt, body.security_profile)
     region = await _region_of(rt, body.site_id)
     who.check("charger.write", ChargerPlace(body.id, body.site_id, region, frozenset(body.tags)))
     note(request, "charger", body.id)
@@ -95,7 +96,7 @@ async def create_charger(
         "id": body.id,
         "auth_salt": salt,
         "auth_hash": digest,
-        "security_profile": 1,
+        "security_profile": body.security_profile,
         "registration": body.registration,
         "site_id": body.site_id,
         "tags": body.tags,
@@ -114,11 +115,41 @@ async def create_charger(
     return created
 
 
+def _profile_possible(rt: Runtime, profile: int) -> None:
+    """422 for a profile this evota cannot serve: it would lock the charger out."""
+    tls = rt.gateway.tls
+    if profile >= 2 and not (rt.ocpp_tls_port or rt.gateway.trusted_proxies):
+        raise Problem(
+            422,
+            "Security profile not available",
+            f"security profile {profile} needs the wss:// listener (EVOTA_OCPP_TLS_PORT) or "
+            "a TLS proxy (EVOTA_OCPP_TRUSTED_PROXIES)",
+            "security_profile",
+        )
+    if profile >= 3 and (tls is None or tls.trust is None):
+        raise Problem(
+            422,
+            "Security profile not available",
+            "security profile 3 needs the charger CA (EVOTA_OCPP_CHARGER_CA)",
+            "security_profile",
+        )
+
+
 async def _region_of(rt: Runtime, site_id: str | None) -> str | None:
     if site_id is None:
         return None
     async with rt.engine.connect() as conn:
         return (await conn.execute(select(Site.region).where(Site.id == site_id))).scalar()
+
+
+async def _profile_of(rt: Runtime, charger_id: str) -> int:
+    async with rt.engine.connect() as conn:
+        value = (
+            await conn.execute(select(Charger.security_profile).where(Charger.id == charger_id))
+        ).scalar()
+    if value is None:
+        raise Problem(404, "Unknown charger", f"no charger with id {charger_id!r}", "id")
+    return int(value)
 
 
 async def _load(rt: Runtime, charger_id: str) -> dict[str, Any]:
@@ -202,12 +233,14 @@ async def update_charger(
     rt: RuntimeDep,
     who: Principal = require("charger.write"),
 ) -> Any:
-    """Accept or reject a charger, move it to a site, retag it, rotate its key or set its
-    hardware revision (OCPP 1.6 reports none: docs/firmware.md).
+    """Accept or reject a charger, move it to a site, retag it, rotate its key, raise or
+    lower its security profile or set its hardware revision (OCPP 1.6 reports none:
+    docs/firmware.md).
 
     Taking a charger out of service (registration ``Rejected`` or ``Pending``) and rotating
-    its key wait for a second operator (202) when ``charger.disable`` /
-    ``charger.credentials`` need approval (the default).
+    its key or lowering its security profile wait for a second operator (202) when
+    ``charger.disable`` / ``charger.credentials`` need approval (the default); raising the
+    profile needs the listener it asks for (422 otherwise).
     """
     place = await authorize_charger(rt, who, "charger.write", charger_id)
     changes = body.model_dump(exclude_unset=True)
@@ -221,7 +254,20 @@ async def update_charger(
     if key is not None:
         who.check("charger.credentials", place)
         changes["auth_salt"], changes["auth_hash"] = hash_key(key)
+    lowered = False
+    if "security_profile" in changes:
+        current = await _profile_of(rt, charger_id)
+        if changes["security_profile"] == current:
+            del changes["security_profile"]
+        elif security_profiles.lowers(current, changes["security_profile"]):
+            # Weaker authentication: a credential change (permission and four eyes).
+            who.check("charger.credentials", place)
+            lowered = True
+        else:
+            _profile_possible(rt, changes["security_profile"])
     actions = four_eyes.charger_change_actions(changes)
+    if lowered and "charger.credentials" not in actions:
+        actions.append("charger.credentials")
     gated = [a for a in actions if rt.approvals.required(a)]
     if gated:
         shown = sorted(k for k in changes if k not in ("auth_salt", "auth_hash"))

@@ -152,6 +152,18 @@ class SiteOut(BaseModel):
     allowed_hours: list[dict[str, Any]] | None = None  # playbooks act only then (None: any time)
 
 
+SecurityProfile = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=3,
+        description="the least OCPP security profile the charger may connect with: 1 Basic "
+        "over ws://, 2 Basic over wss://, 3 wss:// with a client certificate "
+        "(docs/security-profiles.md); a connection below it is refused as a downgrade",
+    ),
+]
+
+
 class ChargerIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -171,6 +183,7 @@ class ChargerIn(BaseModel):
     site_id: SiteId | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     registration: RegistrationStatus = "Accepted"
+    security_profile: SecurityProfile = 1
 
     @field_validator("auth_key")
     @classmethod
@@ -202,6 +215,7 @@ class ChargerPatch(BaseModel):
     site_id: SiteId | None = Field(None, description="null: no site")
     tags: Tags | SkipJsonSchema[None] = None
     auth_key: AuthKey | SkipJsonSchema[None] = None
+    security_profile: SecurityProfile | SkipJsonSchema[None] = None
     hardware_revision: HardwareRevision | None = Field(
         None,
         description="the charger's hardware revision, for images restricted by revision "
@@ -211,7 +225,7 @@ class ChargerPatch(BaseModel):
         None, max_length=1000, description="why: required when the change needs approval"
     )
 
-    @field_validator("registration", "tags", "auth_key")
+    @field_validator("registration", "tags", "auth_key", "security_profile")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -264,6 +278,9 @@ class ChargerOut(BaseModel):
         None, description="how the charger takes firmware (signed or plain), learned"
     )
     protocol: str | None
+    security_profile: int = Field(
+        description="the least OCPP security profile the charger may connect with (1-3)"
+    )
     connected: bool
     last_seen: datetime | None
     last_boot_at: datetime | None

@@ -39,7 +39,9 @@ FAILED_LOGINS = "failed_logins"
 AUDIT_RULES = (REPEATED_RESETS, COMMAND_VOLUME, OFF_HOURS, FAILED_LOGINS)
 #: Raised by the gateway (evota.gateway.limits): failed charger keys per identity or source.
 CHARGER_AUTH_FAILURES = "charger_auth_failures"
-RULES = (*AUDIT_RULES, CHARGER_AUTH_FAILURES)
+#: Raised by the gateway (evota.gateway.tls): new TLS files were bad, the old ones stay.
+TLS_RELOAD_FAILED = "tls_reload_failed"
+RULES = (*AUDIT_RULES, CHARGER_AUTH_FAILURES, TLS_RELOAD_FAILED)
 
 #: Login outcomes that count as a failed attempt (``locked``: tried while locked out).
 FAILED_OUTCOMES = frozenset({"failed", "locked"})

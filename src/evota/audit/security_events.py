@@ -50,6 +50,7 @@ ALERTING = frozenset(
         "AttemptedReplayAttacks",
         "InvalidTLSVersion",
         "InvalidTLSCipherSuite",
+        "SecurityProfileDowngrade",  # evota's own: a connection below the charger's profile
     }
 )
 #: These alert only when they repeat.

@@ -43,6 +43,8 @@ class FleetCounts:
     total: int
     online: int
     faulted: int
+    # chargers per stored security profile: ((1, n), (2, n), (3, n))
+    profiles: tuple[tuple[int, int], ...] = ()
 
     @property
     def offline(self) -> int:
@@ -66,7 +68,13 @@ async def fleet_counts(rt: Runtime, who: Principal) -> FleetCounts:
                 )
             )
         ).scalar()
-    return FleetCounts(int(total or 0), int(online or 0), int(faulted or 0))
+        grouped: Any = select(Charger.security_profile, func.count()).group_by(
+            Charger.security_profile
+        )
+        rows = (await conn.execute(scoped(grouped))).all()
+    by_profile: dict[int, int] = {int(r[0]): int(r[1]) for r in rows}
+    profiles = tuple((p, by_profile.get(p, 0)) for p in (1, 2, 3))
+    return FleetCounts(int(total or 0), int(online or 0), int(faulted or 0), profiles)
 
 
 async def version_counts(rt: Runtime, who: Principal) -> list[VersionCount]:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.clock import Clock
 from evota.fleet import events as ev
+from evota.fleet import security_profiles
 from evota.fleet.charger import ChargerState
 from evota.fleet.credentials import hash_key, key_problem, verify_key
 from evota.fleet.hardware import reported_revision
@@ -90,6 +91,9 @@ class AuthOutcome:
 
     state: ChargerState | None
     reason: str = ""
+    # The key (or certificate) was right but the connection is below the charger's security
+    # profile: answered 403 and recorded as a downgrade attempt.
+    downgrade: bool = False
 
 
 class FleetService:
@@ -136,7 +140,16 @@ class FleetService:
         self.tokens = TokenAuthority(engine, clock)
 
     # -- connection lifecycle --------------------------------------------------------------
-    async def authenticate(self, identity: str, password: str) -> AuthOutcome:
+    async def authenticate(
+        self,
+        identity: str,
+        password: str | None,
+        channel: security_profiles.Channel = security_profiles.PLAIN,
+    ) -> AuthOutcome:
+        """Admit a charger by its key and the connection's security (``password`` None: no
+        Basic header, which only a profile-3 charger with a verified certificate may omit).
+        The key is checked before the profile, so a refusal for a downgrade never tells an
+        attacker without the key which identities exist."""
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -146,15 +159,22 @@ class FleetService:
                         ChargerRow.registration,
                         ChargerRow.last_boot_at,
                         ChargerRow.site_id,
+                        ChargerRow.security_profile,
                     ).where(ChargerRow.id == identity)
                 )
             ).first()
         if row is None:
-            if not self.open_registration:
+            if not self.open_registration or password is None:
                 return AuthOutcome(None, "unknown charger")
             return await self._admit_unknown(identity, password)
-        if not verify_key(password, row.auth_salt, row.auth_hash):
-            return AuthOutcome(None, "wrong authorization key")
+        if password is not None:
+            if not verify_key(password, row.auth_salt, row.auth_hash):
+                return AuthOutcome(None, "wrong authorization key")
+        elif security_profiles.password_required(row.security_profile, channel):
+            return AuthOutcome(None, "no HTTP Basic credentials below security profile 3")
+        below = security_profiles.downgrade(row.security_profile, channel)
+        if below is not None:
+            return AuthOutcome(None, below, downgrade=True)
         state = ChargerState(
             id=identity,
             registration=ev.Registration(row.registration),
@@ -187,6 +207,27 @@ class FleetService:
             return await self.authenticate(identity, password)
         log.info("charger admitted as pending", charger_id=identity)
         return AuthOutcome(ChargerState(identity, ev.Registration.PENDING, booted=False))
+
+    def downgrade_attempt(self, charger_id: str, reason: str, peer: str) -> None:
+        """A charger's key was right but its connection below its security profile: stored
+        as a security event and passed to the security listeners (the alert rule)."""
+        now = self._clock.now()
+        kind, event = "security_event", security_profiles.DOWNGRADE
+        for listen in self.charger_listeners:
+            listen(charger_id, kind, 0, event, None)
+        self.writer.event(
+            {
+                "charger_id": charger_id,
+                "kind": kind,
+                "status": event,
+                "request_id": None,
+                "data": {"tech_info": reason, "peer": peer, "detected_by": "csms"},
+                "charger_timestamp": None,
+                "received_at": now,
+            }
+        )
+        for listen_security in self.security_listeners:
+            listen_security(charger_id, event, reason, None)
 
     def connected(self, state: ChargerState, protocol: str) -> None:
         now = self._clock.now()

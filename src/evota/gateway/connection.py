@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import structlog
+from cryptography import x509
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
@@ -25,6 +26,7 @@ from evota import metrics
 from evota.control.commands import ChargerOffline, CommandError, CommandRejected, CommandTimeout
 from evota.fleet.charger import ChargerState
 from evota.fleet.events import REPLY_TYPES
+from evota.fleet.security_profiles import Channel
 from evota.gateway import auth, frames
 from evota.gateway.frames import FrameError, FrameReader
 from evota.gateway.limits import client_source, is_trusted, source_of
@@ -32,6 +34,7 @@ from evota.ocpp import identity as identities
 from evota.ocpp import rpc
 from evota.ocpp.dialect import Dialect, choose
 from evota.ocpp.errors import V16_SPELLING, V201_SPELLING, ErrorKind, RpcError
+from evota.pki import identity as certificates
 
 if TYPE_CHECKING:
     from evota.gateway.server import Gateway
@@ -43,6 +46,10 @@ _ids = itertools.count(1)
 # Unknown identity, wrong key and a key the policy refuses get this one answer (the server
 # log keeps the difference): an attacker must not learn which identities exist.
 AUTH_FAILED = "HTTP Basic authentication failed"
+# A client certificate that fails evota's checks, and a connection below the charger's
+# security profile (the log and the security event say which).
+CERT_REFUSED = "client certificate refused"
+BELOW_PROFILE = "connection below the charger's security profile"
 # An OCPP upgrade request is well under 1 KiB; websockets alone would buffer up to 128 header
 # lines of 8 KiB each (1 MiB) per pending socket, times the pre-auth cap.
 MAX_REQUEST_HEAD = 16 * 1024
@@ -73,6 +80,7 @@ class ChargerConnection(asyncio.Protocol):
         "opened_at",
         "peer",
         "reader",
+        "secure",
         "source",
         "state",
         "transport",
@@ -80,8 +88,9 @@ class ChargerConnection(asyncio.Protocol):
         "ws",
     )
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, secure: bool = False) -> None:
         self.gateway = gateway
+        self.secure = secure  # accepted on the TLS listener (profiles 2 and 3)
         self.ws: ServerProtocol | None = ServerProtocol(
             extensions=None,  # no permessage-deflate: it costs ~100 KiB of zlib state per socket
             select_subprotocol=_select_none,
@@ -264,16 +273,34 @@ class ChargerConnection(asyncio.Protocol):
             host = self.peer.rsplit(":", 1)[0]
             forwarded = request.headers.get("X-Forwarded-For")
             self.source = client_source(host, forwarded, self.gateway.trusted_proxies)
+        channel = Channel(tls=self.secure)
         if response is None:
             response = self._throttled(identity)
         if response is None:
+            response, channel = self._channel(request, identity)
+            if response is None and password is None and not channel.certificate:
+                response = self._reject(
+                    HTTPStatus.UNAUTHORIZED, "HTTP Basic authentication required"
+                )
+        if response is None:
             try:
-                outcome = await self.gateway.fleet.authenticate(identity, password)
+                outcome = await self.gateway.fleet.authenticate(identity, password, channel)
             except Exception:
                 log.exception("charger authentication failed", charger_id=identity)
                 outcome = None
             if outcome is None:
                 response = self._reject(HTTPStatus.SERVICE_UNAVAILABLE, "try again later")
+            elif outcome.downgrade:
+                response = self._reject(HTTPStatus.FORBIDDEN, BELOW_PROFILE)
+                log.warning(
+                    "charger refused: downgrade attempt",
+                    charger_id=identity,
+                    status=403,
+                    reason=outcome.reason,
+                    peer=self.peer,
+                )
+                self.gateway.fleet.downgrade_attempt(identity, outcome.reason, self.peer)
+                self.gateway.auth_failed(identity, self.source)
             elif outcome.state is None:
                 response = self._reject(HTTPStatus.UNAUTHORIZED, AUTH_FAILED)
                 log.info(
@@ -290,6 +317,7 @@ class ChargerConnection(asyncio.Protocol):
                     response.headers["Sec-WebSocket-Protocol"] = dialect.subprotocol
                 self.state = outcome.state
                 self.dialect = dialect
+                log.debug("charger security", charger_id=identity, profile=channel.profile)
         if self.transport is None or self.transport.is_closing():
             return
         metrics.HANDSHAKES.labels(str(response.status_code)).inc()
@@ -329,7 +357,9 @@ class ChargerConnection(asyncio.Protocol):
         response.headers["Retry-After"] = str(math.ceil(wait))
         return response
 
-    def _check_request(self, request: Request) -> tuple[Response | None, str, str, Dialect | None]:
+    def _check_request(
+        self, request: Request
+    ) -> tuple[Response | None, str, str | None, Dialect | None]:
         path = request.path.split("?", 1)[0]
         prefix = self.gateway.path_prefix
         if not path.startswith(prefix) or len(path) <= len(prefix):
@@ -351,11 +381,64 @@ class ChargerConnection(asyncio.Protocol):
             for p in value.split(",")
         ]
         dialect = choose(offered)
-        credentials = auth.parse_basic(request.headers.get("Authorization"))
+        header = request.headers.get("Authorization")
+        credentials = auth.parse_basic(header)
+        if header is None:  # profile 3 may leave Basic out: the certificate decides
+            return None, identity, None, dialect
         if credentials is None or credentials[0] != identity:
             response = self._reject(HTTPStatus.UNAUTHORIZED, "HTTP Basic authentication required")
             return response, "", "", None
         return None, identity, credentials[1], dialect
+
+    def _channel(self, request: Request, identity: str) -> tuple[Response | None, Channel]:
+        """What the connection proves (TLS, a client certificate for ``identity``), or the
+        403 for a certificate that fails the checks. On the TLS listener the certificate is
+        the TLS peer's; on the plain listener only a trusted proxy may vouch for TLS
+        (``X-Forwarded-Proto: https``) and forward the certificate it verified; from anyone
+        else both headers are ignored."""
+        gateway = self.gateway
+        tls, cert = self.secure, None
+        header = gateway.client_cert_header
+        if self.secure:
+            ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            if der:
+                cert = x509.load_der_x509_certificate(der)
+        elif self.via_proxy:
+            tls = request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https"
+            forwarded = request.headers.get(header) if header else None
+            if forwarded:
+                try:
+                    cert = certificates.from_header(forwarded)
+                except certificates.IdentityError as exc:
+                    return self._cert_refused(identity, str(exc)), Channel(tls=tls)
+        elif header and request.headers.get(header):
+            log.warning(
+                "client certificate header from an untrusted peer ignored",
+                charger_id=identity,
+                peer=self.peer,
+            )
+        if cert is None:
+            return None, Channel(tls=tls)
+        trust = gateway.tls.trust if gateway.tls is not None else None
+        if trust is None:
+            problem: str | None = "no charger CA is configured (EVOTA_OCPP_CHARGER_CA)"
+        else:
+            problem = certificates.problem(cert, identity, trust, gateway.clock.now())
+        if problem is not None:
+            return self._cert_refused(identity, problem), Channel(tls=tls)
+        return None, Channel(tls=True, certificate=True)  # a client certificate means TLS
+
+    def _cert_refused(self, identity: str, reason: str) -> Response:
+        log.warning(
+            "charger refused: client certificate",
+            charger_id=identity,
+            status=403,
+            reason=reason,
+            peer=self.peer,
+        )
+        self.gateway.auth_failed(identity, self.source)
+        return self._reject(HTTPStatus.FORBIDDEN, CERT_REFUSED)
 
     def _reject(self, status: HTTPStatus, text: str) -> Response:
         assert self.ws is not None

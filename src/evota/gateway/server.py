@@ -17,6 +17,7 @@ from evota.control.commands import ChargerOffline, Command, CommandResult
 from evota.fleet.service import FleetService
 from evota.gateway.connection import ChargerConnection
 from evota.gateway.limits import AuthFailures, Exhausted, Network, PreAuthPool
+from evota.gateway.tls import TlsConfig
 
 log = structlog.get_logger("evota.gateway")
 
@@ -39,6 +40,9 @@ class Gateway:
         preauth_min_age: float = 2.0,
         trusted_proxies: tuple[Network, ...] = (),
         clock: Clock | None = None,
+        tls: TlsConfig | None = None,
+        client_cert_header: str | None = None,
+        on_tls_reload_failed: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.fleet = fleet
         self.path_prefix = path_prefix
@@ -61,7 +65,14 @@ class Gateway:
         # Called when failed keys fill a window (the runtime raises the alert).
         self.on_auth_failures = on_auth_failures
         self._alerting: set[asyncio.Task[object]] = set()
+        # Security profiles 2 and 3 (evota.gateway.tls, docs/security-profiles.md): the TLS
+        # listener's context and client-certificate trust, and the header a trusted proxy
+        # forwards a verified client certificate in (None: proxies forward none).
+        self.tls = tls
+        self.client_cert_header = client_cert_header
+        self.on_tls_reload_failed = on_tls_reload_failed
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -69,26 +80,82 @@ class Gateway:
         self._server = await loop.create_server(
             lambda: ChargerConnection(self), host, port, backlog=4096, reuse_address=True
         )
-        self._sweeper = asyncio.create_task(self._sweep(), name="gateway-sweeper")
+        self._start_sweeper()
         bound = self._server.sockets[0].getsockname()[1]
         log.info("ocpp listener started", host=host, port=bound)
         return int(bound)
+
+    async def start_tls(self, host: str, port: int) -> int:
+        """The ``wss://`` listener (profiles 2 and 3): the same connections over TLS."""
+        assert self.tls is not None and self.tls.context is not None
+        loop = asyncio.get_running_loop()
+        self._tls_server = await loop.create_server(
+            lambda: ChargerConnection(self, secure=True),
+            host,
+            port,
+            backlog=4096,
+            reuse_address=True,
+            ssl=self.tls.context,
+            ssl_handshake_timeout=self.handshake_timeout,
+        )
+        self._start_sweeper()
+        bound = self._tls_server.sockets[0].getsockname()[1]
+        log.info(
+            "ocpp tls listener started",
+            host=host,
+            port=bound,
+            certificate_expires=str(self.tls.server_not_after),
+            client_certificates=self.tls.trust is not None,
+        )
+        return int(bound)
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="gateway-sweeper")
+
+    def reload_tls(self) -> str | None:
+        """Load the TLS files again (SIGHUP, or a changed file seen by the sweep). A bad set
+        keeps the one in use; the reason is logged, returned and alerted once."""
+        if self.tls is None:
+            return None
+        problem = self.tls.reload()
+        if problem is None:
+            log.info(
+                "tls certificates reloaded",
+                certificate_expires=str(self.tls.server_not_after),
+            )
+            return None
+        log.error("tls certificates not reloaded; the previous ones stay in use", error=problem)
+        if self.on_tls_reload_failed is not None:
+            task = asyncio.get_running_loop().create_task(self._report_tls(problem))
+            self._alerting.add(task)
+            task.add_done_callback(self._alerting.discard)
+        return problem
+
+    async def _report_tls(self, problem: str) -> None:
+        assert self.on_tls_reload_failed is not None
+        try:
+            await self.on_tls_reload_failed(problem)
+        except Exception:
+            log.exception("could not raise the tls reload alert")
 
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
         if self._alerting:  # alerts being raised are written, not lost
             await asyncio.gather(*self._alerting, return_exceptions=True)
-        if self._server:
-            self._server.close()
+        for server in (self._server, self._tls_server):
+            if server:
+                server.close()
         for conn in list(self.sockets):
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
         await asyncio.sleep(0.05)
         for conn in list(self.sockets):
             if conn.transport:
                 conn.transport.abort()
-        if self._server:
-            await self._server.wait_closed()
+        for server in (self._server, self._tls_server):
+            if server:
+                await server.wait_closed()
 
     # -- before authentication ---------------------------------------------------------------
     def opened(self, conn: ChargerConnection) -> None:
@@ -213,3 +280,5 @@ class Gateway:
                     log.info("closing silent connection", charger_id=conn.charger_id)
                     conn.transport.abort()
             metrics.WRITE_BACKLOG.set(self.fleet.writer.backlog)
+            if self.tls is not None and self.tls.changed():
+                self.reload_tls()
