@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.x509.oid import NameOID
@@ -18,6 +19,7 @@ from tests.pki_fixtures import (
     Pki,
     cert_pem,
     openssl,
+    openssl_crl,
     openssl_csr,
     openssl_mint,
 )
@@ -134,3 +136,59 @@ async def test_evota_signs_an_openssl_csr_into_a_certificate_openssl_verifies(
 def _openssl(*argv: str) -> tuple[int, str]:
     done = subprocess.run([openssl(), *argv], capture_output=True, text=True, check=False)
     return done.returncode, done.stdout + done.stderr
+
+
+# -- certificates made by openssl against evota's client-certificate rules (evota.pki.identity) --
+
+
+def _trust(pki: Pki, crl: Path | None = None) -> Any:
+    from evota.pki import identity
+
+    authorities = identity.load_authorities(pki.charger_ca.read_bytes())
+    revoked = identity.load_revoked(crl.read_bytes(), authorities) if crl else frozenset()
+    return identity.Trust(authorities, revoked, CPO)
+
+
+IDENTITY_CASES: dict[str, tuple[dict[str, Any], str | None]] = {
+    # name: (openssl_mint keyword arguments, expected start of the refusal, None: accepted)
+    "EC P-256": ({}, None),
+    "RSA 2048": ({"key_type": "rsa"}, None),
+    "expired": ({"start": -60, "end": -30}, "expired"),
+    "not yet valid": ({"start": 30, "end": 60}, "not valid before"),
+    "wrong CA": ({"issuer": "forged"}, "not signed by a trusted charger CA"),
+    "wrong CN": ({"cn": f"{CHARGER_ID}-OTHER"}, "subject CN"),
+    "wrong O": ({"o": "someone-else-cpo"}, "subject O"),
+    "no O": ({"o": ""}, "subject O"),
+}
+
+
+@pytest.mark.parametrize("case", list(IDENTITY_CASES))
+def test_openssl_client_certificates_are_accepted_where_valid_and_refused_where_not(
+    pki: Pki, case: str
+) -> None:
+    from evota.pki import identity
+
+    options, refusal = IDENTITY_CASES[case]
+    for name in ("start", "end"):
+        if name in options:
+            options[name] = pki.now + timedelta(days=options[name])
+    if options.get("issuer") == "forged":
+        options["issuer"] = pki.forged_root
+    made = openssl_mint(pki, CHARGER_ID, **options)
+    reason = identity.problem(made.cert, CHARGER_ID, _trust(pki), pki.now)
+    if refusal is None:
+        assert reason is None
+    else:
+        assert reason is not None and reason.startswith(refusal), reason
+
+
+@pytest.mark.parametrize("der", [False, True], ids=["PEM CRL", "DER CRL"])
+def test_an_openssl_crl_revokes_exactly_the_certificate_it_lists(pki: Pki, der: bool) -> None:
+    from evota.pki import identity
+
+    revoked = openssl_mint(pki, CHARGER_ID, name="to-revoke")
+    kept = openssl_mint(pki, CHARGER_ID, name="kept")
+    trust = _trust(pki, openssl_crl(pki, revoked, der=der))
+    reason = identity.problem(revoked.cert, CHARGER_ID, trust, pki.now)
+    assert reason is not None and reason.startswith("revoked"), reason
+    assert identity.problem(kept.cert, CHARGER_ID, trust, pki.now) is None
