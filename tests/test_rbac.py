@@ -316,7 +316,7 @@ async def _scoped_world(rt: Runtime) -> dict[str, str]:
     from sqlalchemy import insert, update
 
     from evota.audit.log import Actor
-    from evota.store.models import Charger, ChargerFile
+    from evota.store.models import Charger, ChargerCertificate, ChargerFile
 
     async with api_client(rt) as admin:
         for site, region in (("s-inside", "r-inside"), ("s-outside", "r-outside")):
@@ -351,6 +351,24 @@ async def _scoped_world(rt: Runtime) -> dict[str, str]:
                     created_at=rt.clock.now(),
                 )
             )
+            # A certificate evota signed for each charger, expiring soon (the fleet's
+            # soonest-expiring list, evota.api.certificates).
+            for cid in ("CP-INSIDE", "CP-OUTSIDE"):
+                await conn.execute(
+                    insert(ChargerCertificate).values(
+                        charger_id=cid,
+                        certificate_type="ChargingStationCertificate",
+                        serial="1",
+                        sha256="0" * 64,
+                        subject=f"CN={cid}",
+                        key="EC P-256",
+                        not_before=rt.clock.now(),
+                        not_after=rt.clock.now(),
+                        certificate="",
+                        status="Accepted",
+                        created_at=rt.clock.now(),
+                    )
+                )
         # A command each charger answered: the resolution analytics, grouped by site
         # (LIST_QUERIES), then have a row inside and one outside.
         for cid in ("CP-INSIDE", "CP-OUTSIDE"):

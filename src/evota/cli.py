@@ -975,6 +975,15 @@ def _register_vendor_profiles() -> None:
 _register_vendor_profiles()
 
 
+def _register_certificates() -> None:
+    from evota.control.certificates_cli import app as certificate_app
+
+    app.add_typer(certificate_app, name="certificate")
+
+
+_register_certificates()
+
+
 def _register_control() -> None:
     from evota.control.cli import operation_app, profile_app
 

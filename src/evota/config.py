@@ -92,6 +92,50 @@ class Settings(BaseSettings):
         "anyone else; unset: none is taken",
     )
 
+    # The charger CA: SignCertificate -> CertificateSigned, certificate inventory, expiry and
+    # renewal (evota.pki.ca, evota.control.certificates, docs/security-profiles.md)
+    ca_cert: Path | None = Field(
+        None,
+        description="PEM certificate of your own charger CA (with ca_key); unset: evota's "
+        "built-in CA in data_dir/charger-ca, made on first start",
+    )
+    ca_key: Path | None = Field(
+        None, validate_default=True, description="unencrypted PEM private key of ca_cert"
+    )
+    ca_validity_days: int = Field(
+        365, ge=1, le=3650, description="validity of the charger certificates the CA signs"
+    )
+    ca_sign_interval_minutes: float = Field(
+        10,
+        ge=0,
+        le=10080,
+        description="at most one signed certificate per charger in this many minutes (a "
+        "charger with a valid key must not flood the CA); further requests are Rejected",
+    )
+    cert_expiry_alert_days: int = Field(
+        30,
+        ge=0,
+        le=3650,
+        description="alert this many days before a charger certificate or the server's TLS "
+        "certificate expires (0: off)",
+    )
+    cert_auto_renew: bool = Field(
+        True,
+        description="ask a charger whose certificate evota signed to renew it once it expires "
+        "within cert_expiry_alert_days (rate-limited, never during a session; false: alerts "
+        "only)",
+    )
+    cert_renew_per_hour: int = Field(
+        60, ge=1, le=100000, description="automatic renewals started per hour, fleet-wide"
+    )
+    cert_inventory_hours: float = Field(
+        24,
+        gt=0,
+        le=8760,
+        description="ask a booting charger for its installed certificates at most once in "
+        "this many hours (never again for a 1.6 charger without the security extension)",
+    )
+
     charger_auth_failures_per_id: int = Field(
         10, ge=1, description="failed charger authentications per identity per window"
     )
@@ -296,6 +340,13 @@ class Settings(BaseSettings):
             raise ValueError("ocpp_crl needs ocpp_charger_ca")
         if value is not None and (not value or not value.replace("-", "").isalnum()):
             raise ValueError("must be an HTTP header name (letters, digits, '-')")
+        return value
+
+    @field_validator("ca_key")
+    @classmethod
+    def _ca_files(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("ca_cert") is None):
+            raise ValueError("ca_cert and ca_key go together: set both or neither")
         return value
 
     @field_validator("ocpp_trusted_proxies")

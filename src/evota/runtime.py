@@ -21,6 +21,7 @@ from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
 from evota.config import Settings, passive_range
 from evota.control import uploads as charger_uploads
+from evota.control.certificates import CertificateService
 from evota.control.configuration import ConfigurationService
 from evota.control.dispatch import CommandPath, send_command
 from evota.control.local_lists import LocalListSync
@@ -52,6 +53,7 @@ from evota.gateway.server import Gateway
 from evota.operators import four_eyes, user_approvals
 from evota.operators.approvals import Approvals
 from evota.operators.credentials import token_hash
+from evota.pki.ca import BuiltinCA, CAError, ChargerCA
 from evota.playbooks.runner import PlaybookRunner
 from evota.rollout import approvals as campaign_approvals
 from evota.rollout.campaigns import CampaignRunner
@@ -78,6 +80,8 @@ class Runtime:
     configuration: ConfigurationService = field(init=False)
     local_lists: LocalListSync = field(init=False)
     fleet: FleetService = field(init=False)
+    charger_ca: ChargerCA = field(init=False)  # signs chargers' CSRs (evota.pki.ca)
+    certificates: CertificateService = field(init=False)  # SignCertificate, inventory, expiry
     vendor_profiles: VendorStore = field(init=False)  # vendor and model profiles, cached
     gateway: Gateway = field(init=False)
     firmware_store: LocalFirmwareStore = field(init=False)
@@ -153,6 +157,7 @@ class Runtime:
         await self.vendor_profiles.load()
         self.fleet.boot_listeners.append(self.vendor_profiles.charger_booted)
         await self._start_tokens()
+        self.charger_ca = self._charger_ca()
         self.gateway = Gateway(
             self.fleet,
             call_timeout=s.call_timeout,
@@ -194,6 +199,7 @@ class Runtime:
             upload_url=self.uploads.url,
             profile_for=self.vendor_profiles.for_charger,
         )
+        await self._start_certificates()
         await self._start_firmware()
         if serve_http:
             await self._start_http()
@@ -201,6 +207,40 @@ class Runtime:
         # keep it out of the cyclic GC's full collections, which otherwise stall the gateway.
         gc.collect()
         gc.freeze()
+
+    def _charger_ca(self) -> ChargerCA:
+        """The operator's CA files, else the built-in CA in the data directory."""
+        s = self.settings
+        validity = timedelta(days=s.ca_validity_days)
+        try:
+            if s.ca_cert is not None and s.ca_key is not None:
+                return BuiltinCA.from_files(s.ca_cert, s.ca_key, validity)
+            return BuiltinCA.in_data_dir(s.data_dir, self.clock.now(), s.cpo_name, validity)
+        except CAError as exc:
+            raise OSError(f"charger CA: {exc}") from None
+
+    async def _start_certificates(self) -> None:
+        """SignCertificate -> CertificateSigned, the inventory at boot, expiry and renewal."""
+        s = self.settings
+        self.certificates = CertificateService(
+            self.engine,
+            self.clock,
+            self.audit,
+            self.charger_ca,
+            self.command_path,
+            self.live_state,
+            self.alerts.raise_alert,
+            cpo_name=s.cpo_name,
+            sign_interval=timedelta(minutes=s.ca_sign_interval_minutes),
+            alert_days=s.cert_expiry_alert_days,
+            auto_renew=s.cert_auto_renew,
+            renew_per_hour=s.cert_renew_per_hour,
+            inventory_every=timedelta(hours=s.cert_inventory_hours),
+            server_certificate=s.ocpp_tls_cert,
+        )
+        self.fleet.certificates = self.certificates
+        self.fleet.ready_listeners.append(self.certificates.charger_ready)
+        await self.certificates.start()
 
     async def _start_tokens(self) -> None:
         """The token store in memory, and how tokens it does not know are decided."""
@@ -512,6 +552,7 @@ class Runtime:
         await self.kpi_rollup.stop()
         await self.firmware_feeds.stop()
         await self.jobs.stop()
+        await self.certificates.stop()
         if self.ftp is not None:
             await asyncio.to_thread(self.ftp.stop)
         await asyncio.to_thread(self.delivery.stop)

@@ -81,6 +81,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     from evota.api import vendor_profiles  # vendor and model profiles (evota.fleet.vendors)
 
     app.include_router(vendor_profiles.router)
+    from evota.api import certificates  # charger certificates (evota.control.certificates)
+
+    app.include_router(certificates.router)
 
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "evota is failing"}})
     async def healthz() -> JSONResponse:

@@ -244,6 +244,16 @@ class GetInstalledCertificateIds:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateSigned:
+    """The chain the charger CA signed for the charger's CSR (PEM, the certificate first):
+    the answer to its SignCertificate (1.6 security extension, 2.0.1 A02/A03)."""
+
+    certificate_chain: str
+    certificate_type: str | None = None  # 2.0.1: ChargingStationCertificate
+    name = "certificate_signed"
+
+
+@dataclass(frozen=True, slots=True)
 class DataTransfer:
     vendor_id: str
     message_id: str | None = None
@@ -323,6 +333,7 @@ Command = (
     | InstallCertificate
     | DeleteCertificate
     | GetInstalledCertificateIds
+    | CertificateSigned
     | DataTransfer
     | GetVariables
     | SetVariables

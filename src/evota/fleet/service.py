@@ -84,6 +84,13 @@ class FirmwareObserver(Protocol):
     def disconnected(self, charger_id: str) -> None: ...
 
 
+class CertificateSigner(Protocol):
+    """Answers a charger's SignCertificate at once (Accepted or Rejected) and signs in the
+    background (implemented by evota.control.certificates)."""
+
+    def sign_requested(self, charger_id: str, csr: str, certificate_type: str | None) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AuthOutcome:
     """``state`` when admitted; otherwise ``reason`` says why not, for the log only (the
@@ -117,6 +124,7 @@ class FleetService:
             engine, clock, interval=write_interval, last_seen_interval=last_seen_interval
         )
         self.jobs: FirmwareObserver | None = None
+        self.certificates: CertificateSigner | None = None  # the charger CA's SignCertificate
         # Called with the charger id when a charger boots and is accepted (must not block).
         self.ready_listeners: list[Callable[[str], None]] = []
         # Called with (charger id, vendor, model, firmware version) on every BootNotification,
@@ -356,8 +364,13 @@ class FleetService:
                 return ev.StatusReply("UnknownVendorId")
             case ev.CertificateSigningRequested():
                 data = {"csr": event.csr, "certificate_type": event.certificate_type}
-                self._event(state, "sign_certificate", now, "Rejected", None, data)
-                return ev.StatusReply("Rejected")  # no CA is configured to sign charger CSRs yet
+                status = "Rejected"  # no charger CA: nothing signs (evota.control.certificates)
+                if self.certificates is not None:
+                    status = self.certificates.sign_requested(
+                        state.id, event.csr, event.certificate_type
+                    )
+                self._event(state, "sign_certificate", now, status, None, data)
+                return ev.StatusReply(status)
         raise TypeError(f"unhandled event {event!r}")
 
     def _boot(self, state: ChargerState, event: ev.Booted, now: Any) -> ev.BootReply:

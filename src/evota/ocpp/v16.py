@@ -358,6 +358,8 @@ def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
             return "GetInstalledCertificateIds", {
                 "certificateType": _certificate_type(c.certificate_type)
             }
+        case commands.CertificateSigned():
+            return "CertificateSigned", {"certificateChain": c.certificate_chain}
         case commands.DataTransfer():
             payload = {"vendorId": c.vendor_id}
             _put(payload, "messageId", c.message_id)

@@ -464,6 +464,10 @@ def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
             return "GetInstalledCertificateIds", {
                 "certificateType": [CERTIFICATE_TYPES[c.certificate_type]]
             }
+        case commands.CertificateSigned():
+            payload = {"certificateChain": c.certificate_chain}
+            _put(payload, "certificateType", c.certificate_type)
+            return "CertificateSigned", payload
         case commands.DataTransfer():
             payload = {"vendorId": c.vendor_id}
             _put(payload, "messageId", c.message_id)

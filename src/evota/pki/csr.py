@@ -151,7 +151,14 @@ def check_csr(pem: object, charger_id: str, cpo_name: str | None = None) -> Vali
         return CsrRefusal("not_pem", f"not PEM: no {PEM_HEADER} line")
     try:
         return _check(pem, charger_id, cpo_name)
-    except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension):
-        # a structure that parses but whose parts cryptography cannot read (odd names,
-        # extensions or algorithms): the charger's fault, never the server's
+    except (
+        ValueError,
+        TypeError,
+        UnsupportedAlgorithm,
+        x509.InvalidVersion,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ):
+        # a structure that parses but whose parts cryptography cannot read (a bad version,
+        # odd names, extensions or algorithms): the charger's fault, never the server's
         return CsrRefusal("unreadable", "the CSR has parts evota cannot read")

@@ -713,3 +713,62 @@ class FirmwareFeed(Base):
     checked_at: Mapped[datetime | None] = mapped_column(TS)
     last_result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     refused: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+
+
+class ChargerCertificate(Base):
+    """A certificate the charger CA signed for a charger (SignCertificate → CertificateSigned,
+    evota.control.certificates) and what the charger answered (``status``: ``sent`` until it
+    does, then its status word or ``error:<reason>``)."""
+
+    __tablename__ = "charger_certificates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(48))
+    certificate_type: Mapped[str] = mapped_column(String(40))
+    serial: Mapped[str] = mapped_column(String(64))  # hex
+    sha256: Mapped[str] = mapped_column(String(64))  # fingerprint of the DER
+    subject: Mapped[str] = mapped_column(String(300))
+    key: Mapped[str] = mapped_column(String(16))  # "EC P-256", "RSA 2048"
+    not_before: Mapped[datetime] = mapped_column(TS)
+    not_after: Mapped[datetime] = mapped_column(TS)
+    certificate: Mapped[str] = mapped_column(Text)  # PEM
+    status: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    answered_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        Index("ix_charger_certificates_charger", "charger_id", "created_at"),
+        Index("ix_charger_certificates_not_after", "not_after"),
+    )
+
+
+class ChargerInstalledCertificate(Base):
+    """A certificate a charger reported holding (GetInstalledCertificateIds), replaced as a
+    whole at every inventory. ``not_after``/``subject``/``known_as`` are filled when evota
+    knows the certificate (one it signed, its charger CA, its server chain), else null."""
+
+    __tablename__ = "charger_installed_certificates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(48))
+    certificate_type: Mapped[str] = mapped_column(String(40))
+    hash_algorithm: Mapped[str] = mapped_column(String(8))
+    issuer_name_hash: Mapped[str] = mapped_column(String(128))
+    issuer_key_hash: Mapped[str] = mapped_column(String(128))
+    serial: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(300))
+    not_after: Mapped[datetime | None] = mapped_column(TS)
+    known_as: Mapped[str | None] = mapped_column(String(32))
+    seen_at: Mapped[datetime] = mapped_column(TS)
+    __table_args__ = (
+        Index("ix_charger_installed_certificates_charger", "charger_id"),
+        Index("ix_charger_installed_certificates_not_after", "not_after"),
+    )
+
+
+class ChargerCertificateCheck(Base):
+    """When a charger's certificate inventory was last asked for and how it went (``ok``,
+    ``unsupported``: a 1.6 charger without the security extension, never asked again at boot,
+    or ``error:<reason>``)."""
+
+    __tablename__ = "charger_certificate_checks"
+    charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(TS)
+    outcome: Mapped[str] = mapped_column(String(64))
