@@ -23,7 +23,15 @@ from evota.pki.inventory import hash_data
 from evota.runtime import Runtime
 from evota.sim import Fleet, fleet_from_flags
 from evota.store.models import Alert as AlertRow
-from tests.conftest import TOKEN, ShiftedClock, api_client, connect, provision, start_runtime
+from tests.conftest import (
+    TOKEN,
+    ShiftedClock,
+    api_client,
+    connect,
+    provision,
+    session_for,
+    start_runtime,
+)
 from tests.pki_fixtures import CPO, make_csr, new_key
 from tests.sim.conftest import fast
 from tests.support import until
@@ -391,6 +399,16 @@ async def test_cli_shows_renews_and_lists(rt_sqlite: Runtime) -> None:
     assert r.exit_code == 0 and cid in r.stdout, r.output
     r = await cli("certificate", "show", "NO-SUCH-CHARGER")
     assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1, r.output
+    # The console's charger page: the current certificate, and the renew button for operators
+    # (not for viewers, whose role cannot send commands).
+    serial = (await certificates(rt, cid))["current"]["serial"]
+    for role, button in (("operator", True), ("viewer", False)):
+        token = await session_for(rt, role, [role])
+        async with api_client(rt, None) as web:
+            web.cookies.set("evota_session", token)
+            page = await web.get(f"/console/chargers/{cid}")
+        assert page.status_code == 200 and serial in page.text
+        assert ('id="renew-certificate"' in page.text) is button
     await ch.close()
 
 

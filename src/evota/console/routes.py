@@ -406,6 +406,7 @@ async def charger_page(request: Request, charger_id: str) -> Response:
             "vendor_profile": await p.api.maybe(
                 f"/api/v1/chargers/{_id(charger_id)}/vendor-profile"
             ),
+            "certificates": await p.api.maybe(f"/api/v1/chargers/{_id(charger_id)}/certificates"),
         }
 
     return await render(request, "charger.html", load, title=f"Charger {charger_id}")

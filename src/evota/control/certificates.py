@@ -451,7 +451,7 @@ class CertificateService:
             seen = (
                 await conn.execute(
                     select(AlertRow.id)
-                    .where(AlertRow.rule == EXPIRY_RULE, AlertRow.subject == item.subject[:200])
+                    .where(AlertRow.rule == EXPIRY_RULE, AlertRow.subject == item.subject[:100])
                     .limit(1)
                 )
             ).first()
@@ -462,7 +462,7 @@ class CertificateService:
         await self._raise_alert(
             Alert(
                 rule=EXPIRY_RULE,
-                subject=item.subject[:200],
+                subject=item.subject[:100],
                 at=now,
                 message=f"{item.subject} {when} (at {item.not_after.isoformat()})",
                 chargers=(item.charger_id,) if item.charger_id else (),
