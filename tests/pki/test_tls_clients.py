@@ -119,6 +119,22 @@ async def test_a_simulator_with_a_bad_certificate_never_gets_in(
         await charger.stop()
 
 
+@pytest.mark.parametrize("stored", [2, 3])
+async def test_a_downgrading_simulator_is_refused(rt: Runtime, pki: Pki, stored: int) -> None:
+    """Stored profile 2: the simulator comes over plain ws://; stored 3: over wss:// but
+    without a certificate. Either way evota answers 403 and the charger stays out."""
+    await provision(rt, CHARGER_ID, KEY, security_profile=stored)
+    url = f"ws://127.0.0.1:{rt.ocpp_port}/ocpp" if stored == 2 else wss(rt)
+    spec = ChargerSpec(CHARGER_ID, KEY, ocpp_ca=(pem(pki.server_ca),), security_profile=2)
+    charger = SimulatedCharger(spec, url, fast())
+    charger.start()
+    try:
+        await until(lambda: charger.stats.connect_failures >= 2)
+        assert charger.stats.last_http_status == 403 and charger.stats.connects == 0
+    finally:
+        await charger.stop()
+
+
 # -- the Node ocpp-rpc client ---------------------------------------------------------------------
 
 
