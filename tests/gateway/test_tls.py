@@ -8,7 +8,10 @@ refusal; a trusted proxy's forwarded client certificate accepted and anyone else
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import ssl
+import sys
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,9 +26,9 @@ from websockets.asyncio.client import ClientConnection
 from evota.gateway.tls import CIPHERS_TLS12
 from evota.runtime import Runtime
 from tests import pki_fixtures
-from tests.conftest import ShiftedClock, api_client, basic, provision, start_runtime
+from tests.conftest import TOKEN, ShiftedClock, api_client, basic, provision, start_runtime
 from tests.pki_fixtures import CHARGER_ID, CPO, Credential, Pki, make_pki
-from tests.support import until
+from tests.support import free_port, serving, until
 
 pki = pki_fixtures.pki  # the fixture: fresh test certificates per test
 KEY = "tls-key-0123456789abcdef"
@@ -314,3 +317,61 @@ async def test_a_trusted_proxy_forwards_the_client_certificate(
         assert not rt.gateway.is_connected(CHARGER_ID)
     finally:
         await rt.stop()
+
+
+async def test_sighup_reloads_the_certificate_of_a_running_evota_serve(
+    tmp_path: Path,
+    pki: Pki,
+) -> None:
+    """``evota serve`` as a process: SIGHUP loads the new certificate and does not end it
+    (SIGHUP's default action would)."""
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = live / "server.pem", live / "server.key"
+    cert.write_bytes(pki.server.cert_path.read_bytes())
+    key.write_bytes(pki.server.key_path.read_bytes())
+    ports = {name: free_port() for name in ("http", "ocpp", "tls", "download")}
+    env = {
+        **os.environ,
+        "EVOTA_DATA_DIR": str(tmp_path / "data"),
+        "EVOTA_ADMIN_TOKEN": TOKEN,
+        "EVOTA_HTTP_PORT": str(ports["http"]),
+        "EVOTA_OCPP_PORT": str(ports["ocpp"]),
+        "EVOTA_DOWNLOAD_PORT": str(ports["download"]),
+        "EVOTA_OCPP_TLS_PORT": str(ports["tls"]),
+        "EVOTA_OCPP_TLS_CERT": str(cert),
+        "EVOTA_OCPP_TLS_KEY": str(key),
+        "EVOTA_LOG_LEVEL": "warning",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "evota", "serve"),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+    async def served_by(ca: Path) -> bool:
+        try:
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", ports["tls"], ssl=client_context(ca)
+            )
+        except (OSError, ssl.SSLError):
+            return False
+        writer.close()
+        return True
+
+    try:
+        await serving(f"http://127.0.0.1:{ports['http']}")
+        assert await served_by(pki.server_ca)
+        new = make_pki(tmp_path / "new")
+        cert.write_bytes(new.server.cert_path.read_bytes())
+        key.write_bytes(new.server.key_path.read_bytes())
+        proc.send_signal(signal.SIGHUP)
+        await until(lambda: served_by(new.server_ca), timeout=15)
+        assert proc.returncode is None  # still serving after the signal
+        assert not await served_by(pki.server_ca)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()

@@ -11,7 +11,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -27,7 +26,7 @@ from tests import pki_fixtures
 from tests.conftest import basic, provision, start_runtime
 from tests.gateway.test_tls import client_context, status_of
 from tests.pki_fixtures import CHARGER_ID, CPO, Credential, Pki
-from tests.support import until
+from tests.support import free_port, until
 
 pki = pki_fixtures.pki
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,12 +40,6 @@ def documented_nginx() -> str:
     blocks = re.findall(r"```nginx\n(.*?)```", section, re.S)
     assert len(blocks) == 1, "docs/security-profiles.md: one nginx block under Behind a proxy"
     return str(blocks[0])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -75,7 +68,7 @@ async def evota_behind_nginx(
         ocpp_crl=pki.crl,
         cpo_name=CPO,
     )
-    port = _free_port()
+    port = free_port()
     block = (
         documented_nginx()
         .replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
