@@ -14,6 +14,7 @@ import ssl
 import sys
 import warnings
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +22,9 @@ from urllib.parse import quote
 import orjson
 import pytest
 import websockets
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtensionOID
 from websockets.asyncio.client import ClientConnection
 
 from evota.gateway.tls import CIPHERS_TLS12
@@ -275,6 +279,25 @@ async def test_a_charger_ca_reload_takes_a_new_crl(rt: Runtime, pki: Pki) -> Non
 # -- behind a TLS-terminating proxy ----------------------------------------------------------
 
 
+def _malformed_extension(pki: Pki) -> x509.Certificate:
+    """Signed by the charger CA, with a basicConstraints value that is not DER."""
+    now = pki.now
+    return (
+        x509.CertificateBuilder()
+        .subject_name(pki.good.cert.subject)
+        .issuer_name(pki.charger_root.name)
+        .public_key(pki.good.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(
+            x509.UnrecognizedExtension(ExtensionOID.BASIC_CONSTRAINTS, b"\x01\x02\x03"),
+            critical=True,
+        )
+        .sign(pki.charger_root.key, hashes.SHA256())
+    )
+
+
 async def test_a_trusted_proxy_forwards_the_client_certificate(
     tmp_path: Path,
     sqlite_url: str,
@@ -311,6 +334,12 @@ async def test_a_trusted_proxy_forwards_the_client_certificate(
         assert await status_of(via("127.0.0.1", pki.wrong_cn)) == 403
         assert await status_of(via("127.0.0.1", pki.revoked)) == 403
         assert await status_of(via("127.0.0.1", pki.wrong_ca)) == 403  # checked again here
+        # A CA-signed certificate whose extension cannot be parsed: a 403, not a dead task.
+        malformed = tmp_path / "malformed.pem"
+        malformed.write_bytes(_malformed_extension(pki).public_bytes(serialization.Encoding.PEM))
+        odd = Credential(malformed, pki.good.key_path, pki.good.cert, pki.good.key)
+        assert await status_of(via("127.0.0.1", odd)) == 403
+        assert await status_of(via("127.0.0.1", None, https=True)) == 401
         # Anyone else sending the headers: ignored (no certificate, no TLS).
         assert await status_of(via("127.0.0.2", pki.good)) == 401
         assert await status_of(via("127.0.0.2", pki.good, KEY)) == 403  # a downgrade

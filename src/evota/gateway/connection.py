@@ -403,7 +403,10 @@ class ChargerConnection(asyncio.Protocol):
             ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
             der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
             if der:
-                cert = x509.load_der_x509_certificate(der)
+                try:
+                    cert = x509.load_der_x509_certificate(der)
+                except ValueError:  # OpenSSL took it, cryptography cannot read it: refuse
+                    return self._cert_refused(identity, "unreadable certificate"), Channel(tls)
         elif self.via_proxy:
             tls = request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https"
             forwarded = request.headers.get(header) if header else None
@@ -424,7 +427,10 @@ class ChargerConnection(asyncio.Protocol):
         if trust is None:
             problem: str | None = "no charger CA is configured (EVOTA_OCPP_CHARGER_CA)"
         else:
-            problem = certificates.problem(cert, identity, trust, gateway.clock.now())
+            try:
+                problem = certificates.problem(cert, identity, trust, gateway.clock.now())
+            except ValueError:  # a malformed extension is only parsed when it is read
+                problem = "unreadable certificate extensions"
         if problem is not None:
             return self._cert_refused(identity, problem), Channel(tls=tls)
         return None, Channel(tls=True, certificate=True)  # a client certificate means TLS
