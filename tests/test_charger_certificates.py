@@ -32,7 +32,7 @@ from tests.conftest import (
     session_for,
     start_runtime,
 )
-from tests.pki_fixtures import CPO, make_csr, new_key
+from tests.pki_fixtures import CPO, Pki, make_csr, new_key
 from tests.sim.conftest import fast
 from tests.support import until
 
@@ -441,5 +441,56 @@ async def test_the_simulator_renews_through_evotas_ca(
             assert sim.stats.certificates_rejected == 0
         finally:
             await fleet.stop()
+    finally:
+        await rt.stop()
+
+
+async def test_the_operators_own_ca_signs_and_the_server_certificate_is_watched(
+    tmp_path: Path, sqlite_url: str, pki: Pki
+) -> None:
+    """EVOTA_CA_CERT/EVOTA_CA_KEY replace the built-in CA (none is made in the data
+    directory), and the expiry watcher reads EVOTA_OCPP_TLS_CERT for the server's own."""
+    rt = await start_runtime(
+        tmp_path,
+        sqlite_url,
+        cpo_name=CPO,
+        ca_cert=pki.charger_ca,
+        ca_key=pki.charger_ca_key,
+        ocpp_tls_cert=pki.server.cert_path,
+        cert_expiry_alert_days=3650,
+        cert_auto_renew=False,
+    )
+    try:
+        assert rt.charger_ca.certificates() == [pki.charger_root.cert]
+        assert not (rt.settings.data_dir / "charger-ca").exists()
+        cid = "CERT-OWN-CA"
+        ch = await charger(rt, cid, "ocpp2.0.1")
+        assert await ch.sign(make_csr(new_key(), cid)) == "Accepted"
+        (sent,) = await until(lambda: ch.received("CertificateSigned"))
+        leaf = x509.load_pem_x509_certificates(sent["certificateChain"].encode())[0]
+        leaf.verify_directly_issued_by(pki.charger_root.cert)
+        await until(lambda: certificates(rt, cid), lambda v: v["current"] is not None)
+        done = await rt.certificates.check_expiry()
+        await rt.certificates.check_expiry()  # the watcher also ran once at start
+
+        async def subjects() -> list[str]:
+            async with rt.engine.connect() as conn:
+                rows = await conn.execute(
+                    select(AlertRow.subject).where(AlertRow.rule == "certificate_expiring")
+                )
+                return sorted(r.subject for r in rows)
+
+        expected = sorted(
+            [
+                f"server certificate {pki.server.serial:x}",
+                f"charger CA {pki.charger_root.cert.serial_number:x}",
+                f"{cid} {(await certificates(rt, cid))['current']['serial']}",
+            ]
+        )
+        assert await subjects() == expected
+        done = await rt.certificates.check_expiry()
+        assert done == {"alerted": [], "renewed": []}  # once per certificate; renewal off
+        assert await subjects() == expected
+        await ch.close()
     finally:
         await rt.stop()

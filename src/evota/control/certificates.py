@@ -126,6 +126,7 @@ class CertificateService:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._workers: list[asyncio.Task[Any]] = []
+        self._checking = asyncio.Lock()  # one expiry check at a time (alerts once each)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -424,6 +425,10 @@ class CertificateService:
     async def check_expiry(self) -> dict[str, Any]:
         """Alert on what expires within ``alert_days``; with ``auto_renew``, ask chargers
         for new CSRs. Returns what it did (tests, the CLI)."""
+        async with self._checking:
+            return await self._check_expiry()
+
+    async def _check_expiry(self) -> dict[str, Any]:
         now = self._clock.now()
         signed = await self._signed_views()
         items = [
