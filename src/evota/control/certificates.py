@@ -71,6 +71,9 @@ UNSUPPORTED_CODES: Final = frozenset({"NotImplemented", "NotSupported"})
 MAX_PENDING_SIGNINGS: Final = 64  # signings in flight, fleet-wide; more are Rejected (busy)
 MAX_INVENTORY_ROWS: Final = 200  # per charger: what a charger reports is its choice
 MAX_QUEUED_INVENTORIES: Final = 10_000
+#: Inventories at once: a charger that never answers holds one worker for a call timeout per
+#: type, so a reconnect storm's queue still drains, while the gateway sees a few calls at a time.
+INVENTORY_WORKERS: Final = 4
 EXPIRY_RULE: Final = "certificate_expiring"
 RENEW_RETRY: Final = timedelta(days=1)  # an automatic renewal is asked again at most daily
 
@@ -125,15 +128,17 @@ class CertificateService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
+        self._running: set[str] = set()  # inventories in progress
         self._workers: list[asyncio.Task[Any]] = []
         self._checking = asyncio.Lock()  # one expiry check at a time (alerts once each)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         self._workers = [
-            asyncio.create_task(self._inventory_worker(), name="certificate-inventory"),
-            asyncio.create_task(self._expiry_loop(), name="certificate-expiry"),
+            asyncio.create_task(self._inventory_worker(), name=f"certificate-inventory-{n}")
+            for n in range(INVENTORY_WORKERS)
         ]
+        self._workers.append(asyncio.create_task(self._expiry_loop(), name="certificate-expiry"))
 
     async def stop(self) -> None:
         for task in [*self._workers, *self._tasks]:
@@ -299,13 +304,18 @@ class CertificateService:
         while True:
             charger_id = await self._queue.get()
             self._queued.discard(charger_id)
+            if charger_id in self._running:
+                continue  # another worker asks it now (it rebooted meanwhile)
+            self._running.add(charger_id)
             try:
                 if await self._inventory_due(charger_id):
                     await self.inventory(charger_id)
             except commands.CommandError:
-                pass  # recorded by inventory()
+                pass  # the charger went away; asked again at its next boot
             except Exception:
                 log.exception("certificate inventory failed", charger_id=charger_id)
+            finally:
+                self._running.discard(charger_id)
 
     async def _inventory_due(self, charger_id: str) -> bool:
         async with self._engine.connect() as conn:
