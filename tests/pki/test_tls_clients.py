@@ -164,6 +164,16 @@ async def test_node_client_profile_3_accepted_and_a_wrong_certificate_refused(
     assert not rt.gateway.is_connected(CHARGER_ID)
 
 
+@same_worker
+async def test_node_client_profile_2_with_its_password(rt: Runtime, pki: Pki) -> None:
+    await provision(rt, "NODE-P2", KEY, security_profile=2)
+    args = ["--endpoint", wss(rt), "--identity", "NODE-P2", "--ca", str(pki.server_ca)]
+    summary, log = await run_client("tls_client.js", *args, "--password", KEY)
+    assert summary["error"] is None and summary["boot"]["status"] == "Accepted", log
+    wrong, log = await run_client("tls_client.js", *args, "--password", "wrong-key-0123456789")
+    assert wrong["connect"]["ok"] is False and wrong["connect"]["code"] == 401, log
+
+
 # -- openssl s_client -----------------------------------------------------------------------------
 
 
