@@ -495,3 +495,47 @@ async def test_the_operators_own_ca_signs_and_the_server_certificate_is_watched(
         await ch.close()
     finally:
         await rt.stop()
+
+
+async def test_a_root_an_operator_installed_is_named_with_its_expiry(
+    tmp_path: Path, sqlite_url: str, pki: Pki
+) -> None:
+    """install-certificate's audit entry keeps the root's hash data, so the inventory names
+    the root (known_as installed) with its expiry, and the watcher alerts on it."""
+    rt = await start_runtime(tmp_path, sqlite_url, cert_expiry_alert_days=3650)
+    try:
+        cid = "CERT-ROOT"
+        ch = await charger(rt, cid, "ocpp1.6")
+        root = pki.csms_root.cert
+        async with api_client(rt) as api:
+            r = await api.post(
+                f"/api/v1/chargers/{cid}/commands/install-certificate",
+                json={
+                    "certificate_type": "CentralSystemRootCertificate",
+                    "certificate": root.public_bytes(serialization.Encoding.PEM).decode(),
+                    "reason": "test",
+                },
+            )
+            assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
+            ch.answers["GetInstalledCertificateIds"] = lambda p: (
+                {"status": "Accepted", "certificateHashData": [_hash_item(root)]}
+                if p["certificateType"] == "CentralSystemRootCertificate"
+                else {"status": "NotFound"}
+            )
+            r = await api.post(f"/api/v1/chargers/{cid}/certificates/inventory")
+            assert r.status_code == 200 and r.json()["certificates"] == 1, r.text
+        (held,) = (await certificates(rt, cid))["installed"]
+        assert held["known_as"] == "installed"
+        assert held["subject"] == root.subject.rfc4514_string()
+        assert held["not_after"].startswith(root.not_valid_after_utc.isoformat()[:19])
+        await rt.certificates.check_expiry()
+        async with rt.engine.connect() as conn:
+            subjects = (
+                await conn.execute(
+                    select(AlertRow.subject).where(AlertRow.rule == "certificate_expiring")
+                )
+            ).scalars()
+            assert f"installed root {root.serial_number:x}" in list(subjects)
+        await ch.close()
+    finally:
+        await rt.stop()

@@ -489,11 +489,15 @@ class InstallCertificateParams(Params):
 
         from cryptography import x509
 
+        from evota.pki.inventory import install_record
+
         cert = x509.load_pem_x509_certificate(self.certificate.encode())
         return {
             "certificate_type": self.certificate_type,
             "subject": cert.subject.rfc4514_string(),
             "sha256": hashlib.sha256(self.certificate.encode()).hexdigest(),
+            # hash data and expiry: the certificate inventory names the root by them
+            **install_record(cert),
         }
 
 

@@ -48,6 +48,7 @@ from evota.store.models import (
     Alert as AlertRow,
 )
 from evota.store.models import (
+    AuditEntry,
     ChargerCertificate,
     ChargerCertificateCheck,
     ChargerInstalledCertificate,
@@ -75,6 +76,8 @@ MAX_QUEUED_INVENTORIES: Final = 10_000
 #: type, so a reconnect storm's queue still drains, while the gateway sees a few calls at a time.
 INVENTORY_WORKERS: Final = 4
 EXPIRY_RULE: Final = "certificate_expiring"
+INSTALL_ACTION: Final = "command.install-certificate"  # its parameters name the root
+MAX_INSTALLS_READ: Final = 1000  # the newest accepted installs an inventory matches against
 RENEW_RETRY: Final = timedelta(days=1)  # an automatic renewal is asked again at most daily
 
 
@@ -332,11 +335,20 @@ class CertificateService:
             return False  # a 1.6 charger without the security extension: not at every boot
         return self._clock.now() - row.checked_at >= self.inventory_every
 
-    def _known(self, signed: list[str]) -> dict[tuple[str, str, str, str], inv.Known]:
+    def _known(self, signed: list[str], installs: list[Any]) -> dict[inv.Key, inv.Seen]:
+        """What evota can name: roots operators installed (from their audit entries), its
+        charger CA, the server chain and the certificates it signed for this charger."""
+        index: dict[inv.Key, inv.Seen] = {}
+        for detail in installs:
+            params = detail.get("params") if isinstance(detail, dict) else None
+            found = inv.seen_from_record(params) if isinstance(params, dict) else None
+            if found is not None:
+                index[found[0]] = found[1]
         known = [inv.Known("charger-ca", c) for c in self.ca.certificates()]
         known += [inv.Known("server", c) for c in self._server_chain()]
         known += [inv.Known("signed", x509.load_pem_x509_certificate(p.encode())) for p in signed]
-        return inv.known_index(known)
+        index.update(inv.known_index(known))
+        return index
 
     def _server_chain(self) -> list[x509.Certificate]:
         if self.server_certificate is None:
@@ -383,7 +395,18 @@ class CertificateService:
                 ).scalars()
             )
             if outcome == "ok":
-                index = self._known(signed)
+                installs = (
+                    await conn.execute(
+                        select(AuditEntry.detail)
+                        .where(
+                            AuditEntry.action == INSTALL_ACTION,
+                            AuditEntry.outcome == "Accepted",
+                        )
+                        .order_by(AuditEntry.id.desc())
+                        .limit(MAX_INSTALLS_READ)
+                    )
+                ).scalars()
+                index = self._known(signed, list(installs))
                 await conn.execute(
                     delete(ChargerInstalledCertificate).where(
                         ChargerInstalledCertificate.charger_id == charger_id
@@ -452,6 +475,7 @@ class CertificateService:
         items += [
             inv.Expiry(f"{s.charger_id} {s.serial}", s.charger_id, s.not_after) for s in signed
         ]
+        items += await self._installed_roots()
         alerted = []
         for item in inv.expiring(items, now, self.alert_days):
             if await self._alert_once(item, now):
@@ -460,6 +484,26 @@ class CertificateService:
         if self.auto_renew:
             renewed = await self._auto_renew(signed, now)
         return {"alerted": alerted, "renewed": renewed}
+
+    async def _installed_roots(self) -> list[inv.Expiry]:
+        """Roots operators installed that chargers report holding: one alert per root (the
+        charger's certificates page and the expiring list show who holds it)."""
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        ChargerInstalledCertificate.serial,
+                        ChargerInstalledCertificate.not_after,
+                    ).where(
+                        ChargerInstalledCertificate.known_as == "installed",
+                        ChargerInstalledCertificate.not_after.is_not(None),
+                    )
+                )
+            ).all()
+        roots: dict[str, datetime] = {}
+        for row in rows:
+            roots[row.serial] = row.not_after
+        return [inv.Expiry(f"installed root {serial}", None, at) for serial, at in roots.items()]
 
     async def _alert_once(self, item: inv.Expiry, now: datetime) -> bool:
         async with self._engine.connect() as conn:
@@ -549,7 +593,7 @@ class CertificateService:
 def _installed_row(
     charger_id: str,
     item: dict[str, Any],
-    index: dict[tuple[str, str, str, str], inv.Known],
+    index: dict[inv.Key, inv.Seen],
     now: datetime,
 ) -> dict[str, Any] | None:
     try:
@@ -569,8 +613,8 @@ def _installed_row(
         "issuer_name_hash": data.issuer_name_hash,
         "issuer_key_hash": data.issuer_key_hash,
         "serial": data.serial,
-        "subject": known.certificate.subject.rfc4514_string()[:300] if known else None,
-        "not_after": known.certificate.not_valid_after_utc if known else None,
+        "subject": known.subject[:300] if known else None,
+        "not_after": known.not_after if known else None,
         "known_as": known.label if known else None,
         "seen_at": now,
     }

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -25,12 +25,15 @@ __all__ = [
     "Expiry",
     "HashData",
     "Known",
+    "Seen",
     "SignedView",
     "expiring",
     "hash_data",
+    "install_record",
     "known_index",
     "normal_serial",
     "renewals",
+    "seen_from_record",
 ]
 
 _HASHES: Final = {"SHA256": hashlib.sha256, "SHA384": hashlib.sha384, "SHA512": hashlib.sha512}
@@ -95,21 +98,67 @@ class Known:
     certificate: x509.Certificate
 
 
-def known_index(known: Iterable[Known]) -> dict[tuple[str, str, str, str], Known]:
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What evota can say about a certificate a charger reports by its hash data."""
+
+    label: str  # charger-ca, server, signed, installed
+    subject: str
+    not_after: datetime
+
+
+Key = tuple[str, str, str, str]
+
+
+def known_index(known: Iterable[Known]) -> dict[Key, Seen]:
     """Hash data (every algorithm OCPP allows) → the known certificate; a certificate's
     issuer is looked up among the others by subject, else taken to be itself."""
     items = list(known)
     by_subject = {k.certificate.subject.public_bytes(): k.certificate for k in items}
-    index: dict[tuple[str, str, str, str], Known] = {}
+    index: dict[Key, Seen] = {}
     for item in items:
         cert = item.certificate
         issuer = by_subject.get(cert.issuer.public_bytes(), cert)
+        seen = Seen(item.label, cert.subject.rfc4514_string(), cert.not_valid_after_utc)
         for algorithm in _HASHES:
             try:
-                index[hash_data(cert, issuer, algorithm).key()] = item
+                index[hash_data(cert, issuer, algorithm).key()] = seen
             except (ValueError, TypeError):  # a key type OCPP hash data cannot name
                 break
     return index
+
+
+def install_record(certificate: x509.Certificate) -> dict[str, str]:
+    """What the audit entry of an InstallCertificate keeps, so that a later inventory can
+    name the root and its expiry: its SHA-256 hash data as a charger reports it (a root is
+    its own issuer; for anything else the issuer's key is unknown here: nothing kept)."""
+    if certificate.issuer != certificate.subject:
+        return {}
+    try:
+        data = hash_data(certificate, certificate)
+    except (ValueError, TypeError):
+        return {}
+    return {
+        "serial": data.serial,
+        "not_after": certificate.not_valid_after_utc.isoformat(),
+        "issuer_name_hash": data.issuer_name_hash,
+        "issuer_key_hash": data.issuer_key_hash,
+    }
+
+
+def seen_from_record(record: Mapping[str, Any]) -> tuple[Key, Seen] | None:
+    """:func:`install_record` read back from an audit entry's parameters (None: not one)."""
+    try:
+        key = HashData(
+            "SHA256",
+            str(record["issuer_name_hash"]),
+            str(record["issuer_key_hash"]),
+            str(record["serial"]),
+        ).key()
+        not_after = datetime.fromisoformat(str(record["not_after"]))
+    except (KeyError, ValueError):
+        return None
+    return key, Seen("installed", str(record.get("subject", ""))[:300], not_after)
 
 
 @dataclass(frozen=True, slots=True)
