@@ -7,10 +7,11 @@ evota end-to-end flows are in tests/gateway (T) and tests/pki."""
 
 from __future__ import annotations
 
+import base64
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evota.ocpp import rpc
 from evota.sim.charger import SimConfig, SimulatedCharger
@@ -30,7 +33,12 @@ from evota.sim.fleet import (
     parse_fleet,
 )
 from evota.sim.runner import Fleet, wait_until
-from evota.sim.tls import client_context, profile_change_answer
+from evota.sim.tls import (
+    client_context,
+    new_key,
+    profile_change_answer,
+    signed_certificate_problem,
+)
 from tests.pki_fixtures import CPO, Credential, Pki
 
 from .conftest import FakeCsms, fast, server_tls, spec
@@ -261,6 +269,45 @@ async def test_certificate_signed_is_refused_when_it_cannot_be_ours(pki: Pki, ca
         )
         assert c.tls.cert == pem(pki.good.cert_path)  # still the old one
         assert c.stats.certificates_rejected == 1 and len(csms.peers) == 1  # no reconnect
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=300), st.binary(max_size=300))
+def test_whatever_certificate_signed_carries_is_refused_without_a_crash(
+    text: str, junk: bytes
+) -> None:
+    key = new_key()
+    wrapped = (
+        "-----BEGIN CERTIFICATE-----\n"
+        + base64.b64encode(junk).decode()
+        + "\n-----END CERTIFICATE-----\n"
+    )
+    for chain in (text, wrapped, wrapped + text):
+        assert signed_certificate_problem(chain, key, ID, datetime.now(UTC)) is not None
+
+
+def odd_key_certificate(pki: Pki) -> str:
+    """A certificate whose key algorithm nobody knows (cryptography parses it, but cannot
+    read its key)."""
+    der = pki.good.cert.public_bytes(serialization.Encoding.DER)
+    ec_public_key = bytes.fromhex("06072A8648CE3D0201")  # OID 1.2.840.10045.2.1
+    odd = der.replace(ec_public_key, bytes.fromhex("06072A8648CE3D0209"))
+    return x509.load_der_x509_certificate(odd).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_a_certificate_with_a_key_type_nobody_knows_is_refused(pki: Pki) -> None:
+    problem = signed_certificate_problem(odd_key_certificate(pki), new_key(), ID, pki.now)
+    assert problem == "not a PEM X.509 certificate chain the charger can read"
+
+
+async def test_installing_a_root_with_a_key_type_nobody_knows_is_rejected(pki: Pki) -> None:
+    async with tls_csms(pki) as csms, charger(csms.url, ocpp_ca=(pem(pki.server_ca),)) as c:
+        odd = {
+            "certificateType": "CentralSystemRootCertificate",
+            "certificate": odd_key_certificate(pki),
+        }
+        assert await answer(csms, "InstallCertificate", odd) == {"status": "Rejected"}
+        assert c.csms_roots() == [pem(pki.server_ca)] and c.accepted
 
 
 # -- the roots it holds -------------------------------------------------------------------------

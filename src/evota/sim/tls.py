@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -151,10 +152,12 @@ def signed_certificate_problem(
         return "no certificate request of ours is waiting"
     try:
         chain = load_chain(chain_pem)
-    except ValueError:
-        return "not a PEM X.509 certificate chain"
-    leaf = chain[0]
-    if not same_key(leaf, key):
+        leaf = chain[0]
+        ours = same_key(leaf, key)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # the CSMS controls every byte: what cryptography cannot read is refused, not a crash
+        return "not a PEM X.509 certificate chain the charger can read"
+    if not ours:
         return "the certificate is not for the key of our request"
     if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
         return "the certificate is not valid now"

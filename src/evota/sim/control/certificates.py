@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Mapping
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -114,7 +115,7 @@ async def on_install_certificate(charger: SimulatedCharger, call: rpc.Call) -> R
     use, pem = call.payload["certificateType"], call.payload["certificate"]
     try:
         new = certificate_hash(pem)
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):  # the CSMS controls every byte
         return Reply({"status": "Rejected"})
     if any(u == use and same_certificate(certificate_hash(p), new) for u, p in st.certificates):
         return Reply({"status": "Accepted"})
