@@ -400,6 +400,11 @@ async def test_cli_shows_renews_and_lists(rt_sqlite: Runtime) -> None:
     assert r.exit_code == 0 and cid in r.stdout, r.output
     r = await cli("certificate", "show", "NO-SUCH-CHARGER")
     assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1, r.output
+    await provision(rt, "CERT-CLI-OFF", KEY)  # known but not connected: one line, non-zero
+    for command in ("inventory", "renew"):
+        r = await cli("certificate", command, "CERT-CLI-OFF")
+        assert r.exit_code != 0 and "not connected" in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
     # The console's charger page: the current certificate, and the renew button for operators
     # (not for viewers, whose role cannot send commands).
     serial = (await certificates(rt, cid))["current"]["serial"]

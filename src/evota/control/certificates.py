@@ -364,7 +364,7 @@ class CertificateService:
         now = self._clock.now()
         protocol = self._protocol(charger_id)
         if protocol is None:
-            raise commands.ChargerOffline(f"{charger_id} is not connected", charger_id)
+            raise commands.ChargerOffline(charger_id, "charger is not connected")
         reported: list[dict[str, Any]] = []
         outcome = "ok"
         for kind in INVENTORY_TYPES.get(protocol, INVENTORY_TYPES["ocpp2.0.1"]):
