@@ -5,6 +5,7 @@ simulator had no CSR support when this was written), on 1.6 and 2.0.1."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -544,3 +545,23 @@ async def test_a_root_an_operator_installed_is_named_with_its_expiry(
         await ch.close()
     finally:
         await rt.stop()
+
+
+async def test_install_certificate_with_a_certificate_of_an_unknown_version_is_a_422(
+    rt_sqlite: Runtime, pki: Pki
+) -> None:
+    """cryptography raises InvalidVersion (not a ValueError) for an X.509 version it does
+    not know; the parameter check turned that into a 500 before."""
+    der = bytearray(pki.csms_root.cert.public_bytes(serialization.Encoding.DER))
+    at = der.find(bytes([0xA0, 0x03, 0x02, 0x01, 0x02]))  # [0] EXPLICIT INTEGER 2 (v3)
+    der[at + 4] = 0x05
+    body = base64.encodebytes(bytes(der)).decode()
+    pem = f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
+    await provision(rt_sqlite, "CERT-V5", KEY)
+    async with api_client(rt_sqlite) as api:
+        r = await api.post(
+            "/api/v1/chargers/CERT-V5/commands/install-certificate",
+            json={"certificate_type": "CSMSRootCertificate", "certificate": pem, "reason": "x"},
+        )
+    assert r.status_code == 422, r.text
+    assert "certificate" in r.text and "not a PEM X.509 certificate" in r.text

@@ -477,7 +477,7 @@ class InstallCertificateParams(Params):
 
         try:
             x509.load_pem_x509_certificate(v.encode())
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError: a 500
             raise ValueError("not a PEM X.509 certificate") from None
         return v
 

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -123,7 +124,7 @@ def known_index(known: Iterable[Known]) -> dict[Key, Seen]:
         for algorithm in _HASHES:
             try:
                 index[hash_data(cert, issuer, algorithm).key()] = seen
-            except (ValueError, TypeError):  # a key type OCPP hash data cannot name
+            except (ValueError, TypeError, UnsupportedAlgorithm):  # a key OCPP cannot name
                 break
     return index
 
@@ -136,7 +137,7 @@ def install_record(certificate: x509.Certificate) -> dict[str, str]:
         return {}
     try:
         data = hash_data(certificate, certificate)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # a key OCPP hash data cannot name
         return {}
     return {
         "serial": data.serial,
