@@ -6,6 +6,7 @@ and the checked subject."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from evota.pki.ca import CA_DIR, CERT_FILE, KEY_FILE, BuiltinCA, CAError
@@ -97,3 +99,24 @@ def test_operator_files_load_and_a_foreign_key_is_refused(tmp_path: Path) -> Non
     (tmp_path / "junk.pem").write_text("junk")
     with pytest.raises(CAError, match="cannot read"):
         BuiltinCA.from_files(tmp_path / "junk.pem", home / KEY_FILE, YEAR)
+
+
+def test_a_ca_certificate_of_an_unknown_version_is_a_clear_error(tmp_path: Path) -> None:
+    """cryptography raises InvalidVersion (no ValueError) for it: still one CAError line."""
+    BuiltinCA.in_data_dir(tmp_path, NOW, CPO, YEAR)
+    home = tmp_path / CA_DIR
+    der = bytearray(
+        x509.load_pem_x509_certificate((home / CERT_FILE).read_bytes()).public_bytes(
+            serialization.Encoding.DER
+        )
+    )
+    at = der.find(bytes([0xA0, 0x03, 0x02, 0x01, 0x02]))  # version v3
+    der[at + 4] = 0x05
+    odd = tmp_path / "odd.pem"
+    odd.write_text(
+        "-----BEGIN CERTIFICATE-----\n"
+        + base64.encodebytes(bytes(der)).decode()
+        + "-----END CERTIFICATE-----\n"
+    )
+    with pytest.raises(CAError, match="cannot read"):
+        BuiltinCA.from_files(odd, home / KEY_FILE, YEAR)
