@@ -247,7 +247,7 @@ def inspect_root_certificate(pem: str, at: dt.datetime) -> RootInfo:
         )
     try:
         cert = x509.load_pem_x509_certificate(pem.encode("utf-8"))
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, x509.InvalidVersion):  # InvalidVersion: no ValueError
         raise InvalidInput("certificate is not a PEM X.509 certificate", field) from None
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value

@@ -371,7 +371,7 @@ def _load_cert(cert_pem: bytes, error: type[FirmwareSigningError], what: str) ->
         )
     try:
         return x509.load_pem_x509_certificate(cert_pem)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
         raise error(f"{what} is not a PEM X.509 certificate") from None
 
 
