@@ -1,8 +1,10 @@
-"""The nginx configuration in docs/security-profiles.md ("Behind a proxy"), run as written in
-front of evota: Debian's nginx terminates TLS and forwards the verified client certificate.
+"""The nginx and HAProxy configurations in docs/security-profiles.md ("Behind a proxy"), run
+as written in front of evota: Debian's nginx / haproxy terminates TLS and forwards the
+verified client certificate.
 
-Only the paths and ports of the documented block are replaced; if the documentation changes,
-this test runs the new text. nginx is a Debian package that .ci/run and scripts/test install.
+Only the paths and ports of the documented blocks are replaced; if the documentation
+changes, this test runs the new text. Both are Debian packages .ci/run and scripts/test
+install.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import websockets
 from evota.runtime import Runtime
 from tests import pki_fixtures
 from tests.conftest import basic, provision, start_runtime
-from tests.gateway.test_tls import client_context, status_of
+from tests.gateway.test_tls import HANDSHAKE_REFUSED, client_context, status_of
 from tests.pki_fixtures import CHARGER_ID, CPO, Credential, Pki
 from tests.support import free_port, until
 
@@ -33,54 +35,36 @@ ROOT = Path(__file__).resolve().parents[2]
 KEY = "proxy-key-0123456789ab"
 
 
-def documented_nginx() -> str:
-    """The ```nginx block of the "Behind a proxy" section."""
+def documented(kind: str) -> str:
+    """The ```nginx or ```haproxy block of the "Behind a proxy" section."""
     text = (ROOT / "docs" / "security-profiles.md").read_text()
     section = text.split("## Behind a proxy", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```nginx\n(.*?)```", section, re.S)
-    assert len(blocks) == 1, "docs/security-profiles.md: one nginx block under Behind a proxy"
+    blocks = re.findall(rf"```{kind}\n(.*?)```", section, re.S)
+    assert len(blocks) == 1, f"docs/security-profiles.md: one {kind} block under Behind a proxy"
     return str(blocks[0])
 
 
-@pytest.fixture
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+def _binary(name: str) -> str:
+    found = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
     )
     if found is None:
-        pytest.fail("nginx is not installed: install Debian's nginx package (scripts/test does)")
+        pytest.fail(f"{name} is not installed: install Debian's {name} package (scripts/test does)")
     return found
 
 
-@pytest.fixture
-async def evota_behind_nginx(
-    tmp_path: Path,
-    sqlite_url: str,
-    pki: Pki,
-    nginx_binary: str,
-) -> AsyncIterator[tuple[Runtime, int]]:
-    rt = await start_runtime(
-        tmp_path,
-        sqlite_url,
-        ocpp_trusted_proxies=["127.0.0.1"],
-        ocpp_client_cert_header="X-Client-Cert",
-        ocpp_charger_ca=pki.charger_ca,
-        ocpp_crl=pki.crl,
-        cpo_name=CPO,
-    )
-    port = free_port()
+def _nginx(work: Path, port: int, pki: Pki, evota_port: int) -> list[str]:
+    """nginx's command line, with the documented block in a minimal configuration."""
     block = (
-        documented_nginx()
+        documented("nginx")
         .replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
         .replace("/etc/evota/tls/server.pem", str(pki.server.cert_path))
         .replace("/etc/evota/tls/server.key", str(pki.server.key_path))
         .replace("/etc/evota/tls/charger-ca.pem", str(pki.charger_ca))
         .replace("/etc/evota/tls/charger-ca.crl.pem", str(pki.crl))
-        .replace("127.0.0.1:9000", f"127.0.0.1:{rt.ocpp_port}")
+        .replace("127.0.0.1:9000", f"127.0.0.1:{evota_port}")
     )
     assert "/etc/evota" not in block and "9000" not in block
-    work = tmp_path / "nginx"
-    work.mkdir()
     temp_paths = "\n".join(
         f"    {kind}_temp_path {work}/{kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -102,16 +86,59 @@ http {{
 """
     )
     log = work / "error.log"
-    proc = await asyncio.create_subprocess_exec(
-        nginx_binary,
-        *("-p", str(work), "-c", str(conf), "-e", str(log)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
+    return [_binary("nginx"), "-p", str(work), "-c", str(conf), "-e", str(log)]
+
+
+def _haproxy(work: Path, port: int, pki: Pki, evota_port: int) -> list[str]:
+    """haproxy's command line (foreground), with the documented block after a global part."""
+    both = work / "server-and-key.pem"
+    both.write_bytes(pki.server.cert_path.read_bytes() + pki.server.key_path.read_bytes())
+    block = (
+        documented("haproxy")
+        .replace("bind :443 ssl", f"bind 127.0.0.1:{port} ssl")
+        .replace("/etc/evota/tls/server-and-key.pem", str(both))
+        .replace("/etc/evota/tls/charger-ca.pem", str(pki.charger_ca))
+        .replace("/etc/evota/tls/charger-ca.crl.pem", str(pki.crl))
+        .replace("127.0.0.1:9000", f"127.0.0.1:{evota_port}")
     )
+    assert "/etc/evota" not in block and "9000" not in block
+    conf = work / "haproxy.cfg"
+    conf.write_text(f"global\n    maxconn 64\n\n{block}")
+    return [_binary("haproxy"), "-db", "-f", str(conf)]
+
+
+PROXIES = {"nginx": _nginx, "haproxy": _haproxy}
+
+
+@pytest.fixture(params=sorted(PROXIES))
+async def evota_behind_proxy(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sqlite_url: str,
+    pki: Pki,
+) -> AsyncIterator[tuple[Runtime, int]]:
+    rt = await start_runtime(
+        tmp_path,
+        sqlite_url,
+        ocpp_trusted_proxies=["127.0.0.1"],
+        ocpp_client_cert_header="X-Client-Cert",
+        ocpp_charger_ca=pki.charger_ca,
+        ocpp_crl=pki.crl,
+        cpo_name=CPO,
+    )
+    port = free_port()
+    work = tmp_path / request.param
+    work.mkdir()
+    argv = PROXIES[request.param](work, port, pki, rt.ocpp_port)
+    output = work / "output.log"
+    with output.open("wb") as sink:
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=sink, stderr=subprocess.STDOUT)
     try:
         await until(
             lambda: _listening(port, proc),
-            describe=lambda _: f"nginx is not listening: {_read(log)}",
+            describe=lambda _: (
+                f"{request.param} is not listening: {_read(output)}{_read(work / 'error.log')}"
+            ),
         )
         yield rt, port
     finally:
@@ -126,8 +153,8 @@ def _read(path: Path) -> str:
 
 
 async def _listening(port: int, proc: asyncio.subprocess.Process) -> bool:
-    """nginx reports no readiness: its socket accepting is the sign (a crash fails at once)."""
-    assert proc.returncode is None, f"nginx exited with {proc.returncode}"
+    """Neither proxy reports readiness: its socket accepting is the sign (a crash fails)."""
+    assert proc.returncode is None, f"the proxy exited with {proc.returncode}"
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError:
@@ -155,14 +182,14 @@ def _forged(cred: Credential) -> dict[str, str]:
     return {"X-Client-Cert": quote(cred.cert_path.read_text()), "X-Forwarded-Proto": "https"}
 
 
-async def test_the_documented_nginx_config_carries_profiles_2_and_3(
-    evota_behind_nginx: tuple[Runtime, int],
+async def test_the_documented_proxy_configs_carry_profiles_2_and_3(
+    evota_behind_proxy: tuple[Runtime, int],
     pki: Pki,
 ) -> None:
-    rt, port = evota_behind_nginx
+    rt, port = evota_behind_proxy
     await provision(rt, CHARGER_ID, KEY, security_profile=3)
     await provision(rt, "CP-P2", KEY, security_profile=2)
-    # Profile 3: nginx verifies, forwards the certificate, evota checks it again.
+    # Profile 3: the proxy verifies, forwards the certificate, evota checks it again.
     async with _via(port, client_context(pki.server_ca, pki.good)):
         assert rt.gateway.is_connected(CHARGER_ID)
     # Profile 2 through the proxy: TLS, Basic auth, no certificate.
@@ -175,9 +202,9 @@ async def test_the_documented_nginx_config_carries_profiles_2_and_3(
     )
     async with two:
         assert rt.gateway.is_connected("CP-P2")
-    # nginx refuses what it cannot verify (400), evota what does not identify the charger.
-    assert await status_of(_via(port, client_context(pki.server_ca, pki.wrong_ca))) == 400
-    assert await status_of(_via(port, client_context(pki.server_ca, pki.revoked))) == 400
+    # The proxy refuses what it cannot verify, evota what does not identify the charger.
+    for bad in (pki.wrong_ca, pki.revoked, pki.expired):
+        await refused_by_proxy(_via(port, client_context(pki.server_ca, bad)))
     assert await status_of(_via(port, client_context(pki.server_ca, pki.wrong_cn))) == 403
     assert await status_of(_via(port, client_context(pki.server_ca, pki.wrong_o))) == 403
     # A client without a certificate cannot smuggle one in a header of its own.
@@ -188,9 +215,22 @@ async def test_the_documented_nginx_config_carries_profiles_2_and_3(
     assert not rt.gateway.is_connected(CHARGER_ID)
 
 
-def test_the_documented_block_is_the_one_run() -> None:
-    """The config names the four OCPP suites and forwards the verified certificate only."""
-    block = documented_nginx()
+async def refused_by_proxy(connecting: Any) -> None:
+    """nginx answers 400; HAProxy ends the handshake (or its deny rule answers 403)."""
+    try:
+        async with await connecting:
+            pass
+    except websockets.InvalidStatus as exc:
+        assert exc.response.status_code in (400, 403)
+    except HANDSHAKE_REFUSED:
+        pass
+    else:
+        pytest.fail("the proxy let an unverifiable certificate through")
+
+
+@pytest.mark.parametrize("kind", sorted(PROXIES))
+def test_the_documented_blocks_use_the_ocpp_suites_and_forward_only_verified(kind: str) -> None:
+    block = documented(kind)
     for suite in (
         "ECDHE-ECDSA-AES128-GCM-SHA256",
         "ECDHE-ECDSA-AES256-GCM-SHA384",
@@ -198,4 +238,4 @@ def test_the_documented_block_is_the_one_run() -> None:
         "ECDHE-RSA-AES256-GCM-SHA384",
     ):
         assert suite in block
-    assert "proxy_set_header X-Client-Cert $ssl_client_escaped_cert;" in block
+    assert "X-Client-Cert" in block and "X-Forwarded-Proto https" in block
