@@ -8,6 +8,7 @@ profile in the API, the CLI and the console, lowering it only through four eyes.
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,30 @@ def test_a_forwarded_certificate_is_parsed_strictly(pki: Pki) -> None:
     for junk in ("", "%ZZ", "-----BEGIN CERTIFICATE-----\nxx", "a" * (identity.MAX_PEM + 1), "é"):
         with pytest.raises(identity.IdentityError):
             identity.from_header(junk)
+
+
+def _odd_version_pem(pki: Pki) -> str:
+    """The good certificate with an X.509 version cryptography does not know (InvalidVersion,
+    which is no ValueError)."""
+    der = bytearray(pki.good.cert.public_bytes(serialization.Encoding.DER))
+    at = der.find(bytes([0xA0, 0x03, 0x02, 0x01, 0x02]))  # [0] EXPLICIT INTEGER 2 (v3)
+    der[at + 4] = 0x05
+    body = base64.encodebytes(bytes(der)).decode()
+    return f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
+
+
+def test_what_cryptography_cannot_read_is_a_refusal_not_a_crash(pki: Pki) -> None:
+    odd = _odd_version_pem(pki)
+    for header in (odd, quote(odd)):
+        with pytest.raises(identity.IdentityError):
+            identity.from_header(header)
+    with pytest.raises(identity.IdentityError):
+        identity.load_authorities(odd.encode())
+    # Signed by the charger CA, with a basicConstraints that is not DER: read only on use.
+    from tests.gateway.test_tls import _malformed_extension
+
+    reason = identity.problem(_malformed_extension(pki), CHARGER_ID, _trust(pki), pki.now)
+    assert reason is not None and reason.startswith("unreadable certificate")
 
 
 def test_the_profile_rules() -> None:

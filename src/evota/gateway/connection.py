@@ -405,7 +405,7 @@ class ChargerConnection(asyncio.Protocol):
             if der:
                 try:
                     cert = x509.load_der_x509_certificate(der)
-                except ValueError:  # OpenSSL took it, cryptography cannot read it: refuse
+                except certificates.UNREADABLE:  # OpenSSL took it; cryptography cannot read it
                     return self._cert_refused(identity, "unreadable certificate"), Channel(tls)
         elif self.via_proxy:
             tls = request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https"
@@ -427,10 +427,7 @@ class ChargerConnection(asyncio.Protocol):
         if trust is None:
             problem: str | None = "no charger CA is configured (EVOTA_OCPP_CHARGER_CA)"
         else:
-            try:
-                problem = certificates.problem(cert, identity, trust, gateway.clock.now())
-            except ValueError:  # a malformed extension is only parsed when it is read
-                problem = "unreadable certificate extensions"
+            problem = certificates.problem(cert, identity, trust, gateway.clock.now())
         if problem is not None:
             return self._cert_refused(identity, problem), Channel(tls=tls)
         return None, Channel(tls=True, certificate=True)  # a client certificate means TLS

@@ -21,12 +21,15 @@ from datetime import datetime
 from urllib.parse import unquote
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # A PEM header from a proxy: a certificate chain is a few KiB; anything far larger is refused
 # before parsing.
 MAX_PEM = 64 * 1024
+# What cryptography raises for input it cannot read: an X.509 version it does not know is an
+# InvalidVersion and an unknown key type an UnsupportedAlgorithm, neither a ValueError.
+UNREADABLE = (ValueError, x509.InvalidVersion, UnsupportedAlgorithm)
 
 
 class IdentityError(ValueError):
@@ -47,7 +50,7 @@ def load_certificates(pem: bytes, what: str = "certificate file") -> tuple[x509.
     """Every certificate in a PEM file; IdentityError when there is none or one is garbled."""
     try:
         certs = tuple(x509.load_pem_x509_certificates(pem))
-    except ValueError:
+    except UNREADABLE:
         raise IdentityError(f"{what} is not a PEM certificate list") from None
     if not certs:
         raise IdentityError(f"{what} holds no certificate")
@@ -78,7 +81,7 @@ def load_revoked(
                 crls.append(x509.load_pem_x509_crl(marker + part))
         else:
             crls.append(x509.load_der_x509_crl(pem_or_der))
-    except ValueError:
+    except UNREADABLE:
         raise IdentityError("CRL file is not a PEM or DER certificate revocation list") from None
     if not crls:
         raise IdentityError("CRL file holds no CRL")
@@ -102,7 +105,7 @@ def _issuer_of_crl(
             try:
                 if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
                     return ca
-            except TypeError:  # a key type CRLs cannot be signed with
+            except (TypeError, *UNREADABLE):  # a key type CRLs cannot be signed with
                 continue
     return None
 
@@ -125,7 +128,7 @@ def from_header(value: str) -> x509.Certificate:
         if "-----BEGIN" in text:
             return x509.load_pem_x509_certificate(text.encode("ascii"))
         return x509.load_der_x509_certificate(base64.b64decode(text, validate=True))
-    except (ValueError, UnicodeEncodeError):
+    except (*UNREADABLE, UnicodeEncodeError):
         raise IdentityError(
             "forwarded client certificate is not a PEM or base64 DER certificate"
         ) from None
@@ -140,7 +143,15 @@ def _one(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
 
 
 def problem(cert: x509.Certificate, charger_id: str, trust: Trust, now: datetime) -> str | None:
-    """Why ``cert`` does not authenticate ``charger_id`` now, or None if it does."""
+    """Why ``cert`` does not authenticate ``charger_id`` now, or None if it does (a part
+    cryptography cannot read, such as a malformed extension, is a refusal too)."""
+    try:
+        return _problem(cert, charger_id, trust, now)
+    except UNREADABLE:
+        return "unreadable certificate (an extension, key or version cryptography cannot read)"
+
+
+def _problem(cert: x509.Certificate, charger_id: str, trust: Trust, now: datetime) -> str | None:
     issuer = _issuer(cert, trust.authorities, now)
     if issuer is None:
         return "not signed by a trusted charger CA"
@@ -180,7 +191,7 @@ def _issuer(
             continue
         try:
             cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
+        except (TypeError, InvalidSignature, *UNREADABLE):
             continue
         return ca
     return None
