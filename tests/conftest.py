@@ -110,6 +110,9 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         # charger by hand (raw frames, one CALL and its answer) must not find that read in
         # place of their answer on a slow run; the configuration tests set a short delay.
         "config_boot_delay_seconds": 3600.0,
+        # The same for the certificate inventory after a boot (GetInstalledCertificateIds);
+        # tests/test_charger_certificates.py sets it to 0.
+        "cert_inventory_boot_delay_seconds": 3600.0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -139,7 +139,9 @@ async def certificates(rt: Runtime, cid: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def rt_sqlite(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Runtime]:
-    runtime = await start_runtime(tmp_path, sqlite_url, cpo_name=CPO)
+    runtime = await start_runtime(
+        tmp_path, sqlite_url, cpo_name=CPO, cert_inventory_boot_delay_seconds=0
+    )
     yield runtime
     await runtime.stop()
 

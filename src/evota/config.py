@@ -135,6 +135,13 @@ class Settings(BaseSettings):
         description="ask a booting charger for its installed certificates at most once in "
         "this many hours (never again for a 1.6 charger without the security extension)",
     )
+    cert_inventory_boot_delay_seconds: float = Field(
+        30,
+        ge=0,
+        le=3600,
+        description="wait after an accepted boot before asking for the installed certificates "
+        "(the charger settles first)",
+    )
 
     charger_auth_failures_per_id: int = Field(
         10, ge=1, description="failed charger authentications per identity per window"

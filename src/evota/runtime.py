@@ -236,6 +236,7 @@ class Runtime:
             auto_renew=s.cert_auto_renew,
             renew_per_hour=s.cert_renew_per_hour,
             inventory_every=timedelta(hours=s.cert_inventory_hours),
+            boot_delay=s.cert_inventory_boot_delay_seconds,
             server_certificate=s.ocpp_tls_cert,
         )
         self.fleet.certificates = self.certificates

@@ -106,6 +106,7 @@ class CertificateService:
         auto_renew: bool = True,
         renew_per_hour: int = 60,
         inventory_every: timedelta = timedelta(hours=24),
+        boot_delay: float = 30.0,
         server_certificate: Path | None = None,
         check_every: float = 3600.0,
     ) -> None:
@@ -122,6 +123,7 @@ class CertificateService:
         self.auto_renew = auto_renew
         self.renew_per_hour = renew_per_hour
         self.inventory_every = inventory_every
+        self.boot_delay = boot_delay
         self.server_certificate = server_certificate
         self.check_every = check_every
         self._signed_at: dict[str, datetime] = {}  # charger -> last accepted CSR
@@ -132,6 +134,7 @@ class CertificateService:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._running: set[str] = set()  # inventories in progress
+        self._timers: set[asyncio.TimerHandle] = set()  # boot delays not yet over
         self._workers: list[asyncio.Task[Any]] = []
         self._checking = asyncio.Lock()  # one expiry check at a time (alerts once each)
 
@@ -144,6 +147,9 @@ class CertificateService:
         self._workers.append(asyncio.create_task(self._expiry_loop(), name="certificate-expiry"))
 
     async def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         for task in [*self._workers, *self._tasks]:
             task.cancel()
         for task in [*self._workers, *self._tasks]:
@@ -297,11 +303,22 @@ class CertificateService:
 
     # -- inventory ---------------------------------------------------------------------------
     def charger_ready(self, charger_id: str) -> None:
-        """Ready listener (booted and accepted): queue an inventory if one is due."""
+        """Ready listener (booted and accepted): queue an inventory after ``boot_delay``
+        (the charger settles after its boot first); the worker asks only if one is due."""
         if charger_id in self._queued or len(self._queued) >= MAX_QUEUED_INVENTORIES:
             return
         self._queued.add(charger_id)
-        self._queue.put_nowait(charger_id)
+        if self.boot_delay <= 0:
+            self._queue.put_nowait(charger_id)
+            return
+        timer: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            self._timers.discard(timer)  # type: ignore[arg-type]
+            self._queue.put_nowait(charger_id)
+
+        timer = asyncio.get_running_loop().call_later(self.boot_delay, fire)
+        self._timers.add(timer)
 
     async def _inventory_worker(self) -> None:
         while True:
