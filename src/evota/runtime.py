@@ -53,6 +53,7 @@ from evota.gateway.server import Gateway
 from evota.operators import four_eyes, user_approvals
 from evota.operators.approvals import Approvals
 from evota.operators.credentials import token_hash
+from evota.pki import ca as ca_files
 from evota.pki.ca import BuiltinCA, CAError, ChargerCA
 from evota.playbooks.runner import PlaybookRunner
 from evota.rollout import approvals as campaign_approvals
@@ -391,14 +392,18 @@ class Runtime:
         """The OCPP listener's TLS and client-certificate trust (profiles 2 and 3), if any."""
         s = self.settings
         tls_port = s.ocpp_tls_port is not None
-        if not tls_port and s.ocpp_charger_ca is None:
+        if not tls_port and s.ocpp_charger_ca is None and not s.ocpp_client_cert_header:
             return None
+        # The CA evota signs chargers' CSRs with is trusted too: without it, a profile-3
+        # charger renewed through SignCertificate would be locked out at its next connect.
+        signing_ca = s.ca_cert or s.data_dir / ca_files.CA_DIR / ca_files.CERT_FILE
         files = ocpp_tls.TlsFiles(
             s.ocpp_tls_cert if tls_port else None,
             s.ocpp_tls_key if tls_port else None,
             s.ocpp_charger_ca,
             s.ocpp_crl,
             s.cpo_name,
+            extra_ca=(signing_ca,),
         )
         try:
             return ocpp_tls.TlsConfig(files)

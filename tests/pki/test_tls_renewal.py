@@ -143,3 +143,41 @@ async def test_node_client_renews_with_an_openssl_csr_and_reconnects_with_the_re
     assert summary["reconnect"] == {"ok": True, "protocol": protocol}
     assert summary["reboot"]["status"] == "Accepted"
     assert await current_serial(rt) == signed["serial"].lower().lstrip("0")
+
+
+async def test_a_certificate_from_evotas_built_in_ca_is_trusted_without_a_settings_change(
+    tmp_path: Path, sqlite_url: str, pki: Pki
+) -> None:
+    """The operator's charger CA issued the factory certificate; evota's own built-in CA (no
+    EVOTA_CA_CERT) signs the renewal. Mutual TLS trusts both, so the renewed charger gets
+    back in: without the built-in CA in the trust, its next connection would be refused."""
+    rt = await start_runtime(
+        tmp_path,
+        sqlite_url,
+        ocpp_tls_port=0,
+        ocpp_tls_cert=pki.server.cert_path,
+        ocpp_tls_key=pki.server.key_path,
+        ocpp_charger_ca=pki.charger_ca,
+        cpo_name=CPO,
+    )
+    try:
+        await provision(rt, CHARGER_ID, KEY, security_profile=3)
+        charger = sim(rt, pki, **own(pki.good))
+        charger.start()
+        try:
+            await until(lambda: charger.accepted)
+            connects = charger.stats.connects
+            assert (await renew(rt))["status"] == "Accepted"
+            await until(lambda: charger.stats.certificates_installed == 1)
+            await until(lambda: charger.stats.connects > connects and charger.accepted)
+            assert charger.tls.cert is not None
+            issued = x509.load_pem_x509_certificate(charger.tls.cert.encode())
+            built_in = x509.load_pem_x509_certificate(
+                (tmp_path / "data" / "charger-ca" / "ca.pem").read_bytes()
+            )
+            assert issued.issuer == built_in.subject  # signed by evota, not the factory CA
+            assert rt.gateway.is_connected(CHARGER_ID)
+        finally:
+            await charger.stop()
+    finally:
+        await rt.stop()

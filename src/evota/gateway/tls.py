@@ -40,9 +40,18 @@ class TlsFiles:
     charger_ca: Path | None = None  # PEM: the CA certificates client certificates chain to
     crl: Path | None = None  # PEM or DER CRL(s) of those CAs
     cpo_name: str | None = None  # the O every client certificate must carry
+    # PEM: CAs trusted besides charger_ca: evota's own signing CA, so a certificate it issued
+    # through SignCertificate is accepted on profile 3 without a settings change
+    extra_ca: tuple[Path, ...] = ()
 
     def paths(self) -> tuple[Path, ...]:
-        return tuple(p for p in (self.cert, self.key, self.charger_ca, self.crl) if p)
+        files = (self.cert, self.key, self.charger_ca, self.crl, *self.extra_ca)
+        return tuple(p for p in files if p)
+
+    def ca_files(self) -> tuple[Path, ...]:
+        """Every file of CA certificates client certificates may chain to."""
+        named = (self.charger_ca,) if self.charger_ca is not None else ()
+        return tuple(dict.fromkeys((*named, *self.extra_ca)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +68,9 @@ def build(files: TlsFiles) -> Loaded:
     """A server context and trust from the files; raises ValueError/OSError/ssl.SSLError
     naming what is wrong."""
     trust = None
-    if files.charger_ca is not None:
-        authorities = identity.load_authorities(files.charger_ca.read_bytes())
+    ca_files = files.ca_files()
+    if ca_files:
+        authorities = identity.load_authorities(b"\n".join(f.read_bytes() for f in ca_files))
         revoked = (
             identity.load_revoked(files.crl.read_bytes(), authorities) if files.crl else frozenset()
         )
@@ -77,8 +87,9 @@ def build(files: TlsFiles) -> Loaded:
     except ssl.SSLError as exc:
         raise ValueError(f"server certificate/key ({files.cert}, {files.key}): {exc}") from None
     not_after = identity.expiry(files.cert.read_bytes())
-    if files.charger_ca is not None:
-        ctx.load_verify_locations(cafile=str(files.charger_ca))
+    for ca_file in ca_files:
+        ctx.load_verify_locations(cafile=str(ca_file))
+    if ca_files:
         ctx.verify_mode = ssl.CERT_OPTIONAL
     return Loaded(ctx, trust, not_after)
 
