@@ -228,37 +228,41 @@ def _fw_path(firmware_id: str, suffix: str = "") -> str:
     return f"/api/v1/firmware/{quote(firmware_id, safe='')}{suffix}"
 
 
-@app.command("add")
-def add(
-    file: Annotated[Path, typer.Argument(help="firmware image")],
-    version: Annotated[str, typer.Option("--version", help="version the charger will report")],
-    vendor: Annotated[
-        str, typer.Option("--vendor", help="charger vendor (as in BootNotification)")
-    ],
-    model: Annotated[list[str], typer.Option("--model", help="compatible model (repeatable)")],
-    hardware_revision: Annotated[
-        list[str] | None,
-        typer.Option("--hardware-revision", help="compatible hardware revision (repeatable)"),
-    ] = None,
-    signature: Annotated[
-        str | None, typer.Option("--signature", help="Base64 signature, or a file (Base64 or DER)")
-    ] = None,
-    cert: Annotated[Path | None, typer.Option("--cert", help="PEM signing certificate")] = None,
-    notes: Annotated[str | None, typer.Option("--notes", help="release notes")] = None,
-    state: Annotated[
-        str, typer.Option("--state", help=" | ".join(UPLOAD_STATES))
-    ] = FirmwareState.DRAFT.value,
-    min_current_version: Annotated[
-        str | None, typer.Option("--min-current-version", help="must be installed first")
-    ] = None,
-    supersedes: Annotated[
-        list[str] | None, typer.Option("--supersedes", help="version this replaces (repeatable)")
-    ] = None,
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Upload an image with its metadata; the server checks the signature and hashes it."""
+# The image metadata options of `add` and `import` (one definition, one body builder).
+VersionOpt = Annotated[str, typer.Option("--version", help="version the charger will report")]
+VendorOpt = Annotated[str, typer.Option("--vendor", help="charger vendor (as in BootNotification)")]
+ModelOpt = Annotated[list[str], typer.Option("--model", help="compatible model (repeatable)")]
+HardwareOpt = Annotated[
+    list[str] | None,
+    typer.Option("--hardware-revision", help="compatible hardware revision (repeatable)"),
+]
+SignatureOpt = Annotated[
+    str | None, typer.Option("--signature", help="Base64 signature, or a file (Base64 or DER)")
+]
+CertOpt = Annotated[Path | None, typer.Option("--cert", help="PEM signing certificate")]
+NotesOpt = Annotated[str | None, typer.Option("--notes", help="release notes")]
+StateOpt = Annotated[str, typer.Option("--state", help=" | ".join(UPLOAD_STATES))]
+MinVersionOpt = Annotated[
+    str | None, typer.Option("--min-current-version", help="must be installed first")
+]
+SupersedesOpt = Annotated[
+    list[str] | None, typer.Option("--supersedes", help="version this replaces (repeatable)")
+]
+
+
+def _metadata(
+    version: str,
+    vendor: str,
+    model: list[str],
+    hardware_revision: list[str] | None,
+    signature: str | None,
+    cert: Path | None,
+    notes: str | None,
+    state: str,
+    min_current_version: str | None,
+    supersedes: list[str] | None,
+) -> dict[str, Any]:
+    """The API's image metadata from the options; files named by them are read here."""
     data: dict[str, Any] = {
         "vendor": vendor,
         "version": version,
@@ -275,6 +279,31 @@ def add(
         data["release_notes"] = notes
     if min_current_version is not None:
         data["min_current_version"] = min_current_version
+    return data
+
+
+@app.command("add")
+def add(
+    file: Annotated[Path, typer.Argument(help="firmware image")],
+    version: VersionOpt,
+    vendor: VendorOpt,
+    model: ModelOpt,
+    hardware_revision: HardwareOpt = None,
+    signature: SignatureOpt = None,
+    cert: CertOpt = None,
+    notes: NotesOpt = None,
+    state: StateOpt = FirmwareState.DRAFT.value,
+    min_current_version: MinVersionOpt = None,
+    supersedes: SupersedesOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload an image with its metadata; the server checks the signature and hashes it."""
+    data = _metadata(
+        version, vendor, model, hardware_revision, signature, cert, notes, state,
+        min_current_version, supersedes,
+    )  # fmt: skip
     try:
         handle = file.open("rb")
     except OSError as exc:
@@ -296,32 +325,19 @@ def add(
 @app.command("import")
 def import_(
     source: Annotated[str, typer.Argument(help="https URL of the image at the vendor")],
-    version: Annotated[str, typer.Option("--version", help="version the charger will report")],
-    vendor: Annotated[
-        str, typer.Option("--vendor", help="charger vendor (as in BootNotification)")
-    ],
-    model: Annotated[list[str], typer.Option("--model", help="compatible model (repeatable)")],
-    hardware_revision: Annotated[
-        list[str] | None,
-        typer.Option("--hardware-revision", help="compatible hardware revision (repeatable)"),
-    ] = None,
-    signature: Annotated[
-        str | None, typer.Option("--signature", help="Base64 signature, or a file (Base64 or DER)")
-    ] = None,
-    cert: Annotated[Path | None, typer.Option("--cert", help="PEM signing certificate")] = None,
+    version: VersionOpt,
+    vendor: VendorOpt,
+    model: ModelOpt,
+    hardware_revision: HardwareOpt = None,
+    signature: SignatureOpt = None,
+    cert: CertOpt = None,
     sha256: Annotated[
         str | None, typer.Option("--sha256", help="expected SHA-256 (hex) of the image")
     ] = None,
-    notes: Annotated[str | None, typer.Option("--notes", help="release notes")] = None,
-    state: Annotated[
-        str, typer.Option("--state", help=" | ".join(UPLOAD_STATES))
-    ] = FirmwareState.DRAFT.value,
-    min_current_version: Annotated[
-        str | None, typer.Option("--min-current-version", help="must be installed first")
-    ] = None,
-    supersedes: Annotated[
-        list[str] | None, typer.Option("--supersedes", help="version this replaces (repeatable)")
-    ] = None,
+    notes: NotesOpt = None,
+    state: StateOpt = FirmwareState.DRAFT.value,
+    min_current_version: MinVersionOpt = None,
+    supersedes: SupersedesOpt = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -331,26 +347,13 @@ def import_(
     The server refuses non-public addresses, checks the signature against the vendor's
     trusted roots and records where the image came from (see docs/firmware.md).
     """
-    body: dict[str, Any] = {
-        "url": source,
-        "vendor": vendor,
-        "version": version,
-        "models": model,
-        "hardware_revisions": hardware_revision or [],
-        "state": state,
-        "supersedes": supersedes or [],
-    }
-    if signature is not None:
-        body["signature"] = "".join(_signature_arg(signature).split())
-    if cert is not None:
-        body["signing_certificate"] = _read(cert, "certificate").decode("utf-8", "replace")
-    for key, value in (
-        ("sha256", sha256),
-        ("release_notes", notes),
-        ("min_current_version", min_current_version),
-    ):
-        if value is not None:
-            body[key] = value
+    body = _metadata(
+        version, vendor, model, hardware_revision, signature, cert, notes, state,
+        min_current_version, supersedes,
+    )  # fmt: skip
+    body["url"] = source
+    if sha256 is not None:
+        body["sha256"] = sha256
     # The server bounds the fetch (EVOTA_FIRMWARE_IMPORT_DEADLINE): wait for its answer.
     fw = api(url, token, "POST", "/api/v1/firmware/import", json=body, timeout=_NO_READ_LIMIT)
     if as_json:
