@@ -12,7 +12,6 @@ bounded whatever the fleet size. Rows of a chunk's span are replaced in one tran
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.clock import Clock
 from evota.evidence import daily
+from evota.periodic import Periodic
 from evota.store.models import (
     Charger,
     ChargerDay,
@@ -119,29 +119,16 @@ class Rollup:
         self.offline_after = offline_after
         self.after_run = after_run  # the regression check (evota.evidence.kpi_service)
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("kpi-rollup", self.run)
         self.last: RollupResult | None = None
 
     # -- background --------------------------------------------------------------------------
     def start(self, interval_seconds: float) -> None:
-        if self._task is None and interval_seconds > 0:
-            self._task = asyncio.create_task(self._loop(interval_seconds), name="kpi-rollup")
+        """Repeat every ``interval_seconds`` (the first run one interval after start)."""
+        self._periodic.start(interval_seconds)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self, interval: float) -> None:
-        """Every ``interval`` seconds, the first one after start (a start stays quick)."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.run()
-            except Exception:  # the database is down: try again next time
-                log.exception("kpi rollup failed")
+        await self._periodic.stop()
 
     # -- one run -----------------------------------------------------------------------------
     async def run(self, now: datetime | None = None) -> RollupResult:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from evota.firmware import repository as repo
 from evota.firmware.feed_format import FeedError, Release
 from evota.firmware.importer import FetchError, FetchPolicy, FetchProblem, Resolver
 from evota.firmware.storage import LocalFirmwareStore
+from evota.periodic import Periodic
 from evota.store.models import Firmware, FirmwareFeed
 
 __all__ = ["CheckResult", "FeedRecord", "FeedWatcher", "add_feed", "delete_feed", "list_feeds"]
@@ -185,28 +185,15 @@ class FeedWatcher:
         self.max_feed_bytes = max_feed_bytes
         self.resolve = resolve
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("firmware-feeds", self.check_all)
 
     # -- background ---------------------------------------------------------------------------
     def start(self, interval_seconds: float) -> None:
-        if self._task is None and interval_seconds > 0:
-            self._task = asyncio.create_task(self._loop(interval_seconds), name="firmware-feeds")
+        """Repeat every ``interval_seconds`` (the first run one interval after start)."""
+        self._periodic.start(interval_seconds)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self, interval: float) -> None:
-        """Every ``interval`` seconds, the first one after start (a start stays quick)."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.check_all()
-            except Exception:  # the database is down: try again next time
-                log.exception("firmware feed check failed")
+        await self._periodic.stop()
 
     async def check_all(self) -> dict[int, CheckResult]:
         results: dict[int, CheckResult] = {}
