@@ -70,6 +70,8 @@ async def test_every_page_is_accessible_and_live(console: Console):
         "approvals": "/console/approvals",
         "alerts": "/console/alerts",
         "resolution": "/console/resolution",
+        "playbooks": "/console/playbooks",
+        "vendor-profiles": "/console/vendor-profiles",
         "audit": "/console/audit",
         "users": "/console/users",
         "account": "/console/mfa",
