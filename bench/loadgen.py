@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import random
+import ssl
 import time
 from array import array
 from collections import Counter
@@ -103,6 +104,10 @@ class WorkerConfig:
     probe_validation: bool = False  # first connection sends one invalid StatusNotification
     cpus: list[int] | None = None  # sched_setaffinity for this worker
     protocol: str = "ocpp1.6"  # or "ocpp2.0.1"
+    # wss:// (bench/tls.py): the CA file the server is checked against, and per identity a
+    # client certificate and key (security profile 3: then no Basic auth is sent)
+    tls_ca: str | None = None
+    tls_certs: dict[str, tuple[str, str]] | None = None
 
 
 def _utc_ts() -> bytes:
@@ -148,6 +153,16 @@ class Stats:
     lat: array = field(default_factory=lambda: array("q"))  # window round trips, ns
 
 
+def client_context(ca: str, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
+    """A charger's TLS context: the server checked against ``ca``, optionally a client
+    certificate (profile 3)."""
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 class Generator:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
@@ -165,6 +180,13 @@ class Generator:
         self.masks: list[tuple[bytes, int]] = []
         self.closing = False
         self.validation_probe = ""
+        # TLS contexts are built before any connection (bench/tls.py times the connects)
+        self.tls: ssl.SSLContext | None = None
+        self.tls_per_charger: dict[str, ssl.SSLContext] = {}
+        if cfg.tls_ca is not None:
+            self.tls = client_context(cfg.tls_ca)
+            for ident, (cert, key) in (cfg.tls_certs or {}).items():
+                self.tls_per_charger[ident] = client_context(cfg.tls_ca, cert, key)
 
     # -- frame template ------------------------------------------------------------------
     def _prepare_masks(self, sample: bytes) -> None:
@@ -299,7 +321,10 @@ class ChargerConn(asyncio.Protocol):
         gen = self.gen
         cfg = gen.cfg
         self.waiter = gen.loop.create_future()
-        await gen.loop.create_connection(lambda: self, cfg.host, cfg.port)
+        tls = gen.tls_per_charger.get(self.ident, gen.tls)
+        await gen.loop.create_connection(
+            lambda: self, cfg.host, cfg.port, ssl=tls, server_hostname=cfg.host if tls else None
+        )
         await self.waiter  # handshake
         if cfg.protocol == "ocpp2.0.1":
             await self.setup_201()
@@ -386,8 +411,8 @@ class ChargerConn(asyncio.Protocol):
             f"Sec-WebSocket-Key: {self.ws_key.decode()}\r\n"
             "Sec-WebSocket-Version: 13\r\n"
             f"Sec-WebSocket-Protocol: {cfg.protocol}\r\n"
-            f"Authorization: Basic {auth}\r\n"
-            "\r\n"
+            + (f"Authorization: Basic {auth}\r\n" if self.key else "")
+            + "\r\n"
         )
         transport.write(req.encode())
 
