@@ -142,6 +142,14 @@ class Settings(BaseSettings):
         description="wait after an accepted boot before asking for the installed certificates "
         "(the charger settles first)",
     )
+    # Charger password changes (issue 16 §8, evota.control.passwords)
+    charger_password_grace_minutes: float = Field(
+        10,
+        gt=0,
+        le=1440,
+        description="after a charger accepts a new password, evota accepts the old one too for "
+        "this many minutes; without a connection with the new one by then, the old one stays",
+    )
 
     charger_auth_failures_per_id: int = Field(
         10, ge=1, description="failed charger authentications per identity per window"

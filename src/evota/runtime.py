@@ -26,6 +26,7 @@ from evota.control.configuration import ConfigurationService
 from evota.control.dispatch import CommandPath, send_command
 from evota.control.local_lists import LocalListSync
 from evota.control.operations import OperationRunner
+from evota.control.passwords import PasswordChanges
 from evota.evidence import kpi_service
 from evota.evidence.rollup import Rollup
 from evota.files import load_key, private_dir, private_sqlite
@@ -83,6 +84,7 @@ class Runtime:
     fleet: FleetService = field(init=False)
     charger_ca: ChargerCA = field(init=False)  # signs chargers' CSRs (evota.pki.ca)
     certificates: CertificateService = field(init=False)  # SignCertificate, inventory, expiry
+    passwords: PasswordChanges = field(init=False)  # charger password changes, no lock-outs
     vendor_profiles: VendorStore = field(init=False)  # vendor and model profiles, cached
     gateway: Gateway = field(init=False)
     firmware_store: LocalFirmwareStore = field(init=False)
@@ -243,6 +245,16 @@ class Runtime:
         self.fleet.certificates = self.certificates
         self.fleet.ready_listeners.append(self.certificates.charger_ready)
         await self.certificates.start()
+        self.passwords = PasswordChanges(
+            self.engine,
+            self.clock,
+            self.audit,
+            self.command_path,
+            self.alerts.raise_alert,
+            grace=timedelta(minutes=s.charger_password_grace_minutes),
+        )
+        self.fleet.key_listeners.append(self.passwords.promoted)
+        await self.passwords.start()
 
     async def _start_tokens(self) -> None:
         """The token store in memory, and how tokens it does not know are decided."""
@@ -381,7 +393,9 @@ class Runtime:
     def _register_approvals(self) -> None:
         """What runs when each kind of four-eyes request is approved (defined next to each
         domain's services; the API only creates the requests)."""
-        charger_changes.register_approvals(self.approvals, self.engine, self.live_state)
+        charger_changes.register_approvals(
+            self.approvals, self.engine, self.live_state, self.passwords.change
+        )
         campaign_approvals.register_approvals(self.approvals, self.campaigns)
         user_approvals.register_approvals(self.approvals, self.engine, self.clock, self.audit)
         firmware_changes.register_approvals(
@@ -559,6 +573,7 @@ class Runtime:
         await self.firmware_feeds.stop()
         await self.jobs.stop()
         await self.certificates.stop()
+        await self.passwords.stop()
         if self.ftp is not None:
             await asyncio.to_thread(self.ftp.stop)
         await asyncio.to_thread(self.delivery.stop)

@@ -360,7 +360,10 @@ async def test_get_and_set_variables(csms201: FakeCsms) -> None:
             var("ClockCtrlr", "DateTime", attributeValue="2020-01-01T00:00:00Z"),
             var("NoSuchCtrlr", "X", attributeValue="1"),
         ]
+        csms201.keys = {c.identity: new_key}  # the charger reconnects with it (A01)
+        link = csms201.links[c.identity]
         got = await answer(csms201, "SetVariables", {"setVariableData": sets})
+        await wait_until(lambda: csms201.links.get(c.identity) not in (None, link), 3)
         assert [r["attributeStatus"] for r in got["setVariableResult"]] == [
             "Accepted",
             "RebootRequired",

@@ -8,7 +8,7 @@ runtime), so the fleet does not import the socket layer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from sqlalchemy import update
@@ -39,10 +39,22 @@ async def apply(
             state.site_id = changes["site_id"]
 
 
-def register_approvals(approvals: Approvals, engine: AsyncEngine, live: LiveState) -> None:
-    """Disabling a charger and changing its credentials, once approved."""
+#: Sends a charger a new password (evota.control.passwords.PasswordChanges.change).
+ChangePassword = Callable[[Actor, str, str | None], Awaitable[dict[str, Any]]]
+
+
+def register_approvals(
+    approvals: Approvals,
+    engine: AsyncEngine,
+    live: LiveState,
+    change_password: ChangePassword | None = None,
+) -> None:
+    """Disabling a charger and changing its credentials (a stored key or profile, or a new
+    password sent to the charger: payload ``password``), once approved."""
 
     async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
+        if payload.get("password") and change_password is not None:
+            return await change_password(approver, payload["charger_id"], payload.get("reason"))
         await apply(engine, live, payload["charger_id"], payload["changes"])
         return {"charger_id": payload["charger_id"], "changed": sorted(payload["changes"])}
 

@@ -15,13 +15,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.clock import Clock
 from evota.fleet import events as ev
-from evota.fleet import security_profiles
+from evota.fleet import key_changes, security_profiles
 from evota.fleet.charger import ChargerState
 from evota.fleet.credentials import hash_key, key_problem, verify_key
 from evota.fleet.hardware import reported_revision
@@ -30,7 +30,7 @@ from evota.fleet.token_store import TokenAuthority
 from evota.fleet.tokens import Decision
 from evota.fleet.writer import FleetWriter
 from evota.store.models import Charger as ChargerRow
-from evota.store.models import ChargingSession
+from evota.store.models import ChargerKeyChange, ChargingSession
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +138,9 @@ class FleetService:
         # disconnected, boot, firmware_status, security_event, ...; status: the event's
         # status or type): the playbook engine's view (must not block, must not raise).
         self.charger_listeners: list[Callable[[str, str, int, str | None, str | None], None]] = []
+        # Called with (charger id, change id) when a charger connects with the new key of a
+        # pending password change, which is its only key from then on (must not block).
+        self.key_listeners: list[Callable[[str, int], None]] = []
         # 2.0.1, per connected charger: its transactions (charger's id -> (session id,
         # EVSE id)) and the status of each connector of each EVSE.
         self._transactions: dict[str, dict[str, tuple[int, int]]] = {}
@@ -176,7 +179,8 @@ class FleetService:
                 return AuthOutcome(None, "unknown charger")
             return await self._admit_unknown(identity, password)
         if password is not None:
-            if not verify_key(password, row.auth_salt, row.auth_hash):
+            stored = verify_key(password, row.auth_salt, row.auth_hash)
+            if not stored and not await self._new_key(identity, password):
                 return AuthOutcome(None, "wrong authorization key")
         elif security_profiles.password_required(row.security_profile, channel):
             return AuthOutcome(None, "no HTTP Basic credentials below security profile 3")
@@ -191,6 +195,57 @@ class FleetService:
             site_id=row.site_id,
         )
         return AuthOutcome(state)
+
+    async def _new_key(self, identity: str, password: str) -> bool:
+        """Whether ``password`` is the new key of a pending password change
+        (:mod:`evota.fleet.key_changes`); if so it becomes the charger's only key now, and the
+        key listeners hear of it. Read only when the stored key did not match."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        ChargerKeyChange.id,
+                        ChargerKeyChange.salt,
+                        ChargerKeyChange.hash,
+                        ChargerKeyChange.state,
+                        ChargerKeyChange.until,
+                    ).where(
+                        ChargerKeyChange.charger_id == identity,
+                        ChargerKeyChange.state.in_(key_changes.PENDING),
+                    )
+                )
+            ).all()
+            match = next(
+                (
+                    r
+                    for r in rows
+                    if key_changes.usable(r.state, r.until, now)
+                    and verify_key(password, r.salt, r.hash)
+                ),
+                None,
+            )
+            if match is None:
+                return False
+            taken = await conn.execute(
+                update(ChargerKeyChange)
+                .where(
+                    ChargerKeyChange.id == match.id,
+                    ChargerKeyChange.state.in_(key_changes.PENDING),
+                )
+                .values(state="active", finished_at=now, detail="connected with the new key")
+            )
+            if taken.rowcount == 0:  # the deadline closed it a moment ago
+                return False
+            await conn.execute(
+                update(ChargerRow)
+                .where(ChargerRow.id == identity)
+                .values(auth_salt=match.salt, auth_hash=match.hash)
+            )
+        log.info("charger connected with its new key", charger_id=identity)
+        for listen in self.key_listeners:
+            listen(identity, match.id)
+        return True
 
     async def _admit_unknown(self, identity: str, password: str) -> AuthOutcome:
         """Open registration: remember the presented key (trust on first use), as Pending."""

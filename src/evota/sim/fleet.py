@@ -120,6 +120,8 @@ SECURITY_FAULT_RATES = (
     "reject_certificate",
     "no_reconnect_after_profile_switch",
     "expired_certificate",
+    "reject_password",
+    "keep_old_password",
 )
 #: Fault fields that list firmware versions.
 VERSION_LISTS = ("bad_versions", "unavailable_versions", "degraded_versions")
@@ -209,6 +211,10 @@ class FaultProfile:
     reject_certificate: float = 0.0
     no_reconnect_after_profile_switch: float = 0.0
     expired_certificate: float = 0.0
+    # passwords (1.6 AuthorizationKey, 2.0.1 BasicAuthPassword): a new one is answered
+    # Rejected; a new one is answered Accepted but the charger keeps connecting with the old
+    reject_password: float = 0.0
+    keep_old_password: float = 0.0
     faulted_connectors: tuple[int, ...] = ()  # Faulted until the next reboot (Reset)
     stuck_connectors: tuple[int, ...] = ()  # Faulted whatever is done remotely
 

@@ -56,7 +56,7 @@ from evota.sim.control import (
     smartcharging,
     transactions,
 )
-from evota.sim.control.configuration import apply_setting
+from evota.sim.control.configuration import apply_setting, reconnect_with_new_key
 from evota.sim.control.keys import ConfigKey
 from evota.sim.control.locallist import apply_local_list
 from evota.sim.control.schedules import StoredProfile
@@ -551,6 +551,7 @@ async def _on_set_variables(charger: SimulatedCharger, call: rpc.Call) -> Reply:
     _too_many(charger, items, "SetVariables")
     m = model(charger.spec.connectors)
     results = []
+    new_password = False
     for item in items:
         result, key = devicemodel.set_decision(m, _refresh(charger), item)
         if key is not None:
@@ -558,7 +559,10 @@ async def _on_set_variables(charger: SimulatedCharger, call: rpc.Call) -> Reply:
             result["attributeStatus"] = "Rejected" if status == "NotSupported" else status
             if status == "Rejected":
                 result["attributeStatusInfo"] = {"reasonCode": "InvalidValue"}
+            new_password = new_password or (key == "AuthorizationKey" and status == "Accepted")
         results.append(result)
+    if new_password:  # reconnect with the new BasicAuthPassword after the answer (A01)
+        return Reply({"setVariableResult": results}, then=lambda: reconnect_with_new_key(charger))
     return Reply({"setVariableResult": results})
 
 

@@ -772,3 +772,23 @@ class ChargerCertificateCheck(Base):
     charger_id: Mapped[str] = mapped_column(String(48), primary_key=True)
     checked_at: Mapped[datetime] = mapped_column(TS)
     outcome: Mapped[str] = mapped_column(String(64))
+
+
+class ChargerKeyChange(Base):
+    """A charger password change (issue 16 §8): the new key evota accepts besides the stored
+    one while ``state`` is ``sending`` or ``accepted`` and ``until`` has not passed; it becomes
+    the charger's key only when the charger connects with it (``active``). ``rejected``,
+    ``expired`` and ``failed`` leave the old key in place."""
+
+    __tablename__ = "charger_key_changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    charger_id: Mapped[str] = mapped_column(String(48))
+    salt: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    until: Mapped[datetime] = mapped_column(TS)
+    actor: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    finished_at: Mapped[datetime | None] = mapped_column(TS)
+    detail: Mapped[str | None] = mapped_column(String(200))
+    __table_args__ = (Index("ix_charger_key_changes_charger", "charger_id", "state"),)

@@ -1,8 +1,9 @@
 """Configuration: GetConfiguration and ChangeConfiguration over the key store
 (:mod:`evota.sim.control.keys`). ``HeartbeatInterval`` takes effect at once,
-``AuthorizationKey`` (write-only) on the next connection, a raised ``SecurityProfile`` (1.6
-Security Whitepaper) by reconnecting on the new profile right after the answer, when
-:func:`evota.sim.tls.profile_change_answer` allows it."""
+``AuthorizationKey`` (write-only) by reconnecting with it right after the answer (OCTT
+TC_073; the ``reject_password`` and ``keep_old_password`` faults say no or ignore it), a
+raised ``SecurityProfile`` (1.6 Security Whitepaper) by reconnecting on the new profile right
+after the answer, when :func:`evota.sim.tls.profile_change_answer` allows it."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ def apply_setting(charger: SimulatedCharger, key: str, value: str) -> str:
             has_certificate=charger.tls.cert is not None or charger.spec.client_ca is not None,
             can_tls=charger.url.startswith("wss://") or charger.tls_url is not None,
         )
+    if key == "AuthorizationKey" and status == "Accepted":
+        if charger.draw(charger.spec.faults.reject_password):
+            return "Rejected"
+        if charger.draw(charger.spec.faults.keep_old_password):
+            return status  # says yes, goes on connecting with the old key
     if status in ("Accepted", "RebootRequired"):
         entry = st.configuration[key]
         if entry.kind == "bool":
@@ -72,6 +78,8 @@ async def on_change_configuration(charger: SimulatedCharger, call: rpc.Call) -> 
     status = apply_setting(charger, key, value)
     if key == "SecurityProfile" and status == "Accepted" and int(value) != before:
         return Reply({"status": status}, then=lambda: switch_profile(charger, int(value)))
+    if key == "AuthorizationKey" and status == "Accepted":
+        return Reply({"status": status}, then=lambda: reconnect_with_new_key(charger))
     return Reply({"status": status})
 
 
@@ -81,4 +89,9 @@ async def switch_profile(charger: SimulatedCharger, profile: int) -> None:
     charger.security_profile = profile
     if charger.draw(charger.spec.faults.no_reconnect_after_profile_switch):
         charger.offline_forever = True
+    charger.reconnect()
+
+
+async def reconnect_with_new_key(charger: SimulatedCharger) -> None:
+    """A new password is used from the next connection: reconnect at once (after the answer)."""
     charger.reconnect()
