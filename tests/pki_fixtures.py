@@ -210,6 +210,14 @@ class Pki:
     def charger_ca_key(self) -> Path:
         return self.charger_root.key_path
 
+    def next_csms_root(self, stem: str = "csms-root-next") -> tuple[Authority, Credential]:
+        """A second CSMS root and a server certificate under it (``<stem>.pem``/``.key``,
+        ``<stem>-server.pem``/``.key``): what a root rotation moves to."""
+        root = _authority(
+            self.directory, stem, subject(f"evota test CSMS root {stem}", self.cpo), self.now
+        )
+        return root, _server(self.directory, f"{stem}-server", root, self.cpo, self.now)
+
     def mint(
         self,
         charger_id: str,
@@ -273,6 +281,25 @@ def _authority(directory: Path, stem: str, name: x509.Name, now: datetime) -> Au
     return Authority(name, key, cert, cert_path, key_path)
 
 
+def _server(directory: Path, name: str, root: Authority, cpo: str, now: datetime) -> Credential:
+    """A server certificate under ``root`` for ``localhost``, ``127.0.0.1`` and ``::1``."""
+    key = new_key()
+    cert = _leaf(
+        subject("localhost", cpo),
+        key,
+        root,
+        now - timedelta(hours=1),
+        now + timedelta(days=365),
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        san=[
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ],
+    )
+    return _write(directory, name, cert, key)
+
+
 def make_crl(
     authority: Authority, serials: list[int], now: datetime
 ) -> x509.CertificateRevocationList:
@@ -297,21 +324,7 @@ def make_pki(directory: Path, *, cpo: str = CPO, now: datetime | None = None) ->
     directory.mkdir(parents=True, exist_ok=True)
     now = now or datetime.now(UTC)
     csms_root = _authority(directory, "csms-root", subject("evota test CSMS root", cpo), now)
-    server_key = new_key()
-    server_cert = _leaf(
-        subject("localhost", cpo),
-        server_key,
-        csms_root,
-        now - timedelta(hours=1),
-        now + timedelta(days=365),
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        san=[
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-        ],
-    )
-    server = _write(directory, "server", server_cert, server_key)
+    server = _server(directory, "server", csms_root, cpo, now)
     charger_name = subject("evota test charger CA", cpo)
     charger_root = _authority(directory, "charger-ca", charger_name, now)
     # Same name as the real charger CA, another key: an attacker's look-alike.
@@ -336,7 +349,7 @@ def make_pki(directory: Path, *, cpo: str = CPO, now: datetime | None = None) ->
         _leaf(
             ok,
             self_key,
-            Authority(ok, self_key, server_cert, Path(), Path()),
+            Authority(ok, self_key, server.cert, Path(), Path()),
             hour,
             year,
             usage=ExtendedKeyUsageOID.CLIENT_AUTH,

@@ -27,6 +27,7 @@ from evota.control.dispatch import CommandPath, send_command
 from evota.control.local_lists import LocalListSync
 from evota.control.operations import OperationRunner
 from evota.control.passwords import PasswordChanges
+from evota.control.rotation import RootRotations
 from evota.evidence import kpi_service
 from evota.evidence.rollup import Rollup
 from evota.files import load_key, private_dir, private_sqlite
@@ -84,6 +85,7 @@ class Runtime:
     fleet: FleetService = field(init=False)
     charger_ca: ChargerCA = field(init=False)  # signs chargers' CSRs (evota.pki.ca)
     certificates: CertificateService = field(init=False)  # SignCertificate, inventory, expiry
+    rotations: RootRotations = field(init=False)  # CSMS root rotation (evota.control.rotation)
     passwords: PasswordChanges = field(init=False)  # charger password changes, no lock-outs
     vendor_profiles: VendorStore = field(init=False)  # vendor and model profiles, cached
     gateway: Gateway = field(init=False)
@@ -369,6 +371,18 @@ class Runtime:
         )
         self.fleet.ready_listeners.append(self.configuration.charger_ready)
         await self.configuration.start()  # adds the apply-config-profile step first
+        # CSMS root rotation (issue 16 §7): its two steps exist before operations resume
+        self.rotations = RootRotations(
+            self.engine,
+            self.clock,
+            self.audit,
+            self.operations,
+            send,
+            self.certificates.inventory,
+            self.gateway,
+            lambda cid: state.protocol if (state := self.live_state(cid)) else None,
+        )
+        self.rotations.start()
         await self.operations.start()  # registers operation.start, resumes running ones
         # chargers' local lists follow the token store
         self.local_lists = LocalListSync(

@@ -84,6 +84,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     from evota.api import certificates  # charger certificates (evota.control.certificates)
 
     app.include_router(certificates.router)
+    from evota.api import rotation  # CSMS root rotation (evota.control.rotation)
+
+    app.include_router(rotation.router)
     from evota.api import charger_passwords  # password changes (evota.control.passwords)
 
     app.include_router(charger_passwords.router)

@@ -318,11 +318,26 @@ async def overview_page(request: Request) -> Response:
             "day_charts": await _day_charts(p),
             "overview_days": OVERVIEW_DAYS,
             "security_events": await queries.security_events(p.rt, p.who),
+            "rotation": await _root_rotation(p),
             "alerts": alerts,
             "campaigns": campaigns,
         }
 
     return await render(request, "overview.html", load, title="Fleet overview")
+
+
+async def _root_rotation(p: Page) -> dict[str, Any] | None:
+    """The newest CSMS root rotation unless it is over (docs/security-profiles.md); None
+    without ``firmware.trust`` (403) or when there is none (404)."""
+    try:
+        found = await p.api.maybe("/api/v1/certificates/root-rotation")
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    if found is None or found["state"] in {"finished", "stopped"}:
+        return None
+    return dict(found)
 
 
 #: How many days of the fleet's daily rollup the overview draws.

@@ -1,5 +1,7 @@
 """``evota certificate show|renew|inventory|expiring``: chargers' certificates over the REST
-API (docs/security-profiles.md "Certificate inventory and renewal")."""
+API (docs/security-profiles.md "Certificate inventory and renewal"); ``evota certificate
+rotate-root start|status|switch|finish|stop``: the CSMS root rotation ("Rotating the CSMS
+root")."""
 
 from __future__ import annotations
 
@@ -117,3 +119,127 @@ def expiring(
             rows,
         )
     )
+
+
+# -- rotate-root: the CSMS root rotation (docs/security-profiles.md "Rotating the CSMS root") --
+
+rotate_root = typer.Typer(
+    help="Rotate the CSMS root without locking chargers out: start (install the new root, "
+    "staged), status, switch (the server certificate), finish (remove the old root), stop.",
+    no_args_is_help=True,
+)
+app.add_typer(rotate_root, name="rotate-root")
+ROTATION = "/api/v1/certificates/root-rotation"
+PemFile = Annotated[
+    typer.FileText, typer.Option(help="PEM file", exists=True, dir_okay=False, readable=True)
+]
+RotationArg = Annotated[str, typer.Argument(help="the rotation id (see status)")]
+ReasonOpt = Annotated[str, typer.Option(help="why (kept in the audit log)")]
+
+
+def _rotation_line(found: dict[str, Any]) -> None:
+    out.print(
+        f"rotation {found['id']}: {found['state']}; new root {escape(found['new_root']['subject'])}"
+        f"; install {found['install_state'] or '-'}, remove {found['remove_state'] or '-'}; "
+        f"{found['holding_new_root']} of {found['connected']} connected chargers hold it",
+        soft_wrap=True,
+    )
+    for key, label in (("switch_problem", "switch"), ("finish_problem", "finish")):
+        if found[key]:
+            out.print(f"  {label}: {escape(found[key])}", soft_wrap=True)
+    for key, label in (("lacking_new_root", "lacking"), ("not_reconnected", "not reconnected")):
+        if found[key]:
+            out.print(f"  {label}: {escape(', '.join(found[key][:50]))}", soft_wrap=True)
+
+
+@rotate_root.command("start")
+def rotate_start(
+    new_root: PemFile,
+    old_root: PemFile,
+    reason: ReasonOpt,
+    charger: Annotated[
+        list[str] | None, typer.Option(help="a charger to include (default: every charger)")
+    ] = None,
+    stage: Annotated[list[int] | None, typer.Option(help="a stage size, in order")] = None,
+    min_share: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="share that must hold the new root")
+    ] = 1.0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Install the new root on the chargers in stages; the first that lacks it stops it."""
+    body: dict[str, Any] = {
+        "new_root": new_root.read(),
+        "old_root": old_root.read(),
+        "reason": reason,
+        "min_share": min_share,
+    }
+    if charger:
+        body["charger_ids"] = charger
+    if stage:
+        body["stages"] = stage
+    done = api(url, token, "POST", ROTATION, json=body)
+    if json:
+        print_json(done)
+        return
+    approval = done["detail"].get("approval_id")
+    waits = f" (awaiting approval {approval})" if approval else ""
+    out.print(f"rotation {done['id']}: installing the new root{waits}")
+
+
+@rotate_root.command("status")
+def rotate_status(
+    rotation: Annotated[
+        str | None, typer.Argument(help="the rotation id (default: newest)")
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Where the rotation is and what its next move waits for."""
+    found = api(url, token, "GET", f"{ROTATION}/{rotation}" if rotation else ROTATION)
+    if json:
+        print_json(found)
+        return
+    _rotation_line(found)
+
+
+@rotate_root.command("switch")
+def rotate_switch(
+    rotation: RotationArg, url: UrlOpt = None, token: TokenOpt = None, json: JsonOpt = False
+) -> None:
+    """Use the server certificate under the new root (EVOTA_OCPP_TLS_CERT.next / KEY.next)."""
+    done = api(url, token, "POST", f"{ROTATION}/{rotation}/switch")
+    if json:
+        print_json(done)
+        return
+    out.print(f"rotation {done['id']}: switched; {done['detail']['reconnecting']} reconnecting")
+
+
+@rotate_root.command("finish")
+def rotate_finish(
+    rotation: RotationArg,
+    reason: ReasonOpt,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Remove the old root from the chargers (staged, stop on failure)."""
+    done = api(url, token, "POST", f"{ROTATION}/{rotation}/finish", json={"reason": reason})
+    if json:
+        print_json(done)
+        return
+    out.print(f"rotation {done['id']}: removing the old root")
+
+
+@rotate_root.command("stop")
+def rotate_stop(
+    rotation: RotationArg, url: UrlOpt = None, token: TokenOpt = None, json: JsonOpt = False
+) -> None:
+    """End a rotation that has not switched."""
+    done = api(url, token, "POST", f"{ROTATION}/{rotation}/stop")
+    if json:
+        print_json(done)
+        return
+    out.print(f"rotation {done['id']}: stopped")

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -792,3 +793,26 @@ class ChargerKeyChange(Base):
     finished_at: Mapped[datetime | None] = mapped_column(TS)
     detail: Mapped[str | None] = mapped_column(String(200))
     __table_args__ = (Index("ix_charger_key_changes_charger", "charger_id", "state"),)
+
+
+class RootRotation(Base):
+    """A CSMS root rotation (issue 16 §7, evota.pki.rotation): ``installing`` the new root on
+    ``charger_ids`` (bulk operation ``install_operation_id``), ``switched`` to a server
+    certificate under it, ``removing`` the old root (``remove_operation_id``), ``finished``;
+    ``stopped`` when an operator ended it before the switch."""
+
+    __tablename__ = "root_rotations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    new_root: Mapped[str] = mapped_column(Text)
+    old_root: Mapped[str] = mapped_column(Text)
+    charger_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    min_share: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(1000))
+    install_operation_id: Mapped[str | None] = mapped_column(String(36))
+    remove_operation_id: Mapped[str | None] = mapped_column(String(36))
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TS)
+    switched_at: Mapped[datetime | None] = mapped_column(TS)
+    finished_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (Index("ix_root_rotations_state", "state"),)
