@@ -264,3 +264,43 @@ def test_removal_rules() -> None:
     assert rules.end_state("removing", "completed") == "finished"
     assert rules.end_state("removing", "stopped") == "switched"
     assert rules.end_state("removing", "running") is None
+
+
+async def test_a_restarted_evota_resumes_the_rotation(
+    tmp_path: Path, sqlite_url: str, pki: Pki
+) -> None:
+    """The rotation is stored: after a restart between install and switch the status is
+    read back, and the switch and the removal go on (every connection after the restart was
+    made under the then-configured certificate)."""
+    new_root, new_server = pki.next_csms_root()
+    settings = {
+        "ocpp_tls_cert": pki.server.cert_path,
+        "ocpp_tls_key": pki.server.key_path,
+        "cpo_name": CPO,
+    }
+    first = await start_runtime(tmp_path, sqlite_url, ocpp_tls_port=0, **settings)
+    port = first.ocpp_tls_port
+    (charger,) = await fleet(first, pki, {"ROT-RESUME": {"protocol": "ocpp2.0.1"}})
+    try:
+        rid = (await start(first, pki, new_root))["id"]
+        await until(lambda: status(first), lambda v: v["install_state"] == "completed")
+        await first.stop()
+        rt = await start_runtime(tmp_path, sqlite_url, ocpp_tls_port=port, **settings)
+        try:
+            await until(lambda: rt.gateway.is_connected("ROT-RESUME") and charger.accepted)
+            view = await status(rt)
+            assert view["id"] == rid and view["state"] == "installing"
+            assert view["switch_problem"] is None and view["holding_new_root"] == 1
+            stage_next(pki, new_server)
+            async with api_client(rt) as api:
+                r = await api.post(f"{BASE}/{rid}/switch")
+                assert r.status_code == 200, r.text
+                await until(lambda: charger.accepted and charger.stats.connects >= 3)
+                r = await api.post(f"{BASE}/{rid}/finish", json={"reason": "resumed"})
+                assert r.status_code == 200, r.text
+            await until(lambda: status(rt), lambda v: v["state"] == "finished")
+            assert len(charger.csms_roots()) == 1
+        finally:
+            await rt.stop()
+    finally:
+        await charger.stop()
