@@ -14,9 +14,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.params import Uuid
 from evota.api.problems import AUTHENTICATED, Problem, problems
@@ -101,7 +102,7 @@ def _unknown(rotation_id: str) -> Problem:
 
 @router.post(BASE, response_model=MoveOut, status_code=201, responses=problems(409))
 async def start_rotation(
-    body: RotationIn, rt: RuntimeDep, who: Principal = require(PERMISSION)
+    body: RotationIn, request: Request, rt: RuntimeDep, who: Principal = require(PERMISSION)
 ) -> MoveOut:
     """Start a rotation: the new root goes to the chargers in stages; the first charger that
     does not hold it afterwards (inventory) stops the installation."""
@@ -123,6 +124,7 @@ async def start_rotation(
     except RotationConflict as exc:
         raise _conflict(exc) from None
     install = out["install_operation"]
+    note(request, "root_rotation", out["id"], None, {"install_operation_id": install["id"]})
     return MoveOut(id=out["id"], state="installing", detail=install)
 
 
