@@ -79,9 +79,8 @@ def test_the_rules() -> None:
     for final in key_changes.FINAL:
         assert not key_changes.usable(final, later, now)
     assert key_changes.after_answer("Accepted") == "accepted"
-    assert {key_changes.after_answer(s) for s in ("Rejected", "RebootRequired", "NotSupported")} == {
-        "rejected"
-    }
+    others = ("Rejected", "RebootRequired", "NotSupported")
+    assert {key_changes.after_answer(s) for s in others} == {"rejected"}
     key = key_changes.new_key()
     assert len(key) == 40 and int(key, 16) >= 0 and key != key_changes.new_key()
 

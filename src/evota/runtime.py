@@ -27,6 +27,7 @@ from evota.control.dispatch import CommandPath, send_command
 from evota.control.local_lists import LocalListSync
 from evota.control.operations import OperationRunner
 from evota.control.passwords import PasswordChanges
+from evota.control.profile_upgrades import ProfileUpgrades
 from evota.control.rotation import RootRotations
 from evota.evidence import kpi_service
 from evota.evidence.rollup import Rollup
@@ -87,6 +88,7 @@ class Runtime:
     certificates: CertificateService = field(init=False)  # SignCertificate, inventory, expiry
     rotations: RootRotations = field(init=False)  # CSMS root rotation (evota.control.rotation)
     passwords: PasswordChanges = field(init=False)  # charger password changes, no lock-outs
+    profile_upgrades: ProfileUpgrades = field(init=False)  # security profile upgrades
     vendor_profiles: VendorStore = field(init=False)  # vendor and model profiles, cached
     gateway: Gateway = field(init=False)
     firmware_store: LocalFirmwareStore = field(init=False)
@@ -257,6 +259,16 @@ class Runtime:
         )
         self.fleet.key_listeners.append(self.passwords.promoted)
         await self.passwords.start()
+        self.profile_upgrades = ProfileUpgrades(
+            self.engine,
+            self.clock,
+            self.audit,
+            self.command_path,
+            self.live_state,
+            self.alerts.raise_alert,
+            self.fleet.upgrading,
+        )
+        self.fleet.channel_listeners.append(self.profile_upgrades.connected)
 
     async def _start_tokens(self) -> None:
         """The token store in memory, and how tokens it does not know are decided."""

@@ -90,6 +90,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     from evota.api import charger_passwords  # password changes (evota.control.passwords)
 
     app.include_router(charger_passwords.router)
+    from evota.api import profile_upgrades  # security profile upgrades (evota.control)
+
+    app.include_router(profile_upgrades.router)
 
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "evota is failing"}})
     async def healthz() -> JSONResponse:

@@ -141,6 +141,13 @@ class FleetService:
         # Called with (charger id, change id) when a charger connects with the new key of a
         # pending password change, which is its only key from then on (must not block).
         self.key_listeners: list[Callable[[str, int], None]] = []
+        # Called with (charger id, the profile its connection satisfies) for every admitted
+        # connection: the profile upgrade watches for it (must not block).
+        self.channel_listeners: list[Callable[[str, int], None]] = []
+        # Charger id -> the profile it is being upgraded to (evota.control.profile_upgrades):
+        # a connection on that profile is admitted as it will be after the upgrade (profile 3:
+        # without a password), while the stored profile still admits the old way in.
+        self.upgrading: dict[str, int] = {}
         # 2.0.1, per connected charger: its transactions (charger's id -> (session id,
         # EVSE id)) and the status of each connector of each EVSE.
         self._transactions: dict[str, dict[str, tuple[int, int]]] = {}
@@ -182,11 +189,15 @@ class FleetService:
             stored = verify_key(password, row.auth_salt, row.auth_hash)
             if not stored and not await self._new_key(identity, password):
                 return AuthOutcome(None, "wrong authorization key")
-        elif security_profiles.password_required(row.security_profile, channel):
+        elif security_profiles.password_required(
+            max(row.security_profile, self.upgrading.get(identity, 0)), channel
+        ):
             return AuthOutcome(None, "no HTTP Basic credentials below security profile 3")
         below = security_profiles.downgrade(row.security_profile, channel)
         if below is not None:
             return AuthOutcome(None, below, downgrade=True)
+        for listen in self.channel_listeners:
+            listen(identity, channel.profile)
         state = ChargerState(
             id=identity,
             registration=ev.Registration(row.registration),

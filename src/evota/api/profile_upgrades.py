@@ -1,0 +1,82 @@
+"""Raising a charger's security profile without a lock-out (issue 16 §4,
+:mod:`evota.control.profile_upgrades`): ``charger.write`` on the charger, as raising it in
+``PATCH /chargers/{id}`` is; the commands are audited by the command path, the outcome by the
+service. The request waits for the charger (at most ``deadline_seconds``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, field_validator
+
+from evota.api.commands import problem_for
+from evota.api.deps import Principal, RuntimeDep, require_charger
+from evota.api.params import ChargerId
+from evota.api.problems import AUTHENTICATED, Problem, problems
+from evota.control import commands
+from evota.control.profile_upgrades import UpgradeRefused
+
+router = APIRouter(prefix="/api/v1", tags=["chargers"], responses=AUTHENTICATED)
+
+
+class UpgradeIn(BaseModel):
+    profile: Literal[2, 3] = Field(description="the security profile to move the charger to")
+    root: str | None = Field(
+        None,
+        max_length=5500,
+        description="PEM of the CSMS root the server certificate chains to: installed first "
+        "unless the charger lists it",
+    )
+    deadline_seconds: float = Field(
+        120, ge=1, le=600, description="how long to wait for the reconnection"
+    )
+    reason: str | None = Field(None, max_length=1000, description="why (optional)")
+
+    @field_validator("root")
+    @classmethod
+    def _pem(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from cryptography import x509
+
+        try:
+            x509.load_pem_x509_certificate(v.encode())
+        except Exception:  # ValueError, InvalidVersion, UnsupportedAlgorithm: all a 422
+            raise ValueError("not a PEM X.509 certificate") from None
+        return v
+
+
+class UpgradeOut(BaseModel):
+    charger_id: str
+    state: str = Field(description="upgraded, or failed (the charger keeps its old profile)")
+    security_profile: int
+    why: str | None = None
+
+
+@router.post(
+    "/chargers/{charger_id}/security-profile/upgrade",
+    response_model=UpgradeOut,
+    responses=problems(404, 409, 502, 504),
+)
+async def upgrade_security_profile(
+    charger_id: ChargerId,
+    body: UpgradeIn,
+    request: Request,
+    rt: RuntimeDep,
+    who: Principal = require_charger("charger.write"),
+) -> Any:
+    """Install the CSMS root if needed, switch the profile, wait for the charger to reconnect
+    on it, and only then enforce it (docs/security-profiles.md, "Upgrading a charger's
+    security profile")."""
+    reason = (body.reason or "").strip() or None
+    request.state.audited = True  # the command path and the service record the entries
+    request.state.audit_reason = reason
+    try:
+        return await rt.profile_upgrades.upgrade(
+            who.actor, charger_id, body.profile, body.root, body.deadline_seconds, reason
+        )
+    except UpgradeRefused as exc:
+        raise Problem(409, "Upgrade refused", exc.message, "profile") from None
+    except commands.CommandError as exc:
+        raise problem_for(exc) from None

@@ -1,0 +1,166 @@
+"""Security profile upgrades without lock-outs (issue 16 §4, evota.control.profile_upgrades),
+through the simulator on OCPP 1.6: 1 → 2 (the CSMS root installed first, the charger back over
+wss, plain ws refused afterwards), 2 → 3 (after a renewal, back with its certificate), and a
+charger that never reconnects after the switch: evota keeps its old profile, so it can still
+come back the old way, and raises an alert."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from evota.control import profile_upgrade as plan
+from evota.pki import inventory as inv
+from evota.runtime import Runtime
+from evota.sim.charger import SimulatedCharger
+from evota.sim.fleet import ChargerSpec, FaultProfile
+from evota.store.models import Charger
+from tests.conftest import api_client, connect, provision, start_runtime
+from tests.gateway.test_tls import status_of
+from tests.pki_fixtures import CHARGER_ID, CPO, Pki
+from tests.sim.conftest import fast
+from tests.support import until
+
+KEY = "upgrade-key-0123456789"
+
+
+@pytest.fixture
+async def rt(tmp_path: Path, sqlite_url: str, pki: Pki) -> AsyncIterator[Runtime]:
+    runtime = await start_runtime(
+        tmp_path,
+        sqlite_url,
+        ocpp_tls_port=0,
+        ocpp_tls_cert=pki.server.cert_path,
+        ocpp_tls_key=pki.server.key_path,
+        ocpp_charger_ca=pki.charger_ca,
+        cpo_name=CPO,
+        ca_cert=pki.charger_ca,
+        ca_key=pki.charger_ca_key,
+    )
+    yield runtime
+    await runtime.stop()
+
+
+def sim(rt: Runtime, **kw: Any) -> SimulatedCharger:
+    spec = ChargerSpec(CHARGER_ID, KEY, organization=CPO, **kw)
+    return SimulatedCharger(
+        spec,
+        f"ws://127.0.0.1:{rt.ocpp_port}/ocpp",
+        fast(),
+        tls_url=f"wss://127.0.0.1:{rt.ocpp_tls_port}/ocpp",
+    )
+
+
+async def upgrade(rt: Runtime, profile: int, **body: Any) -> dict[str, Any]:
+    async with api_client(rt) as api:
+        r = await api.post(
+            f"/api/v1/chargers/{CHARGER_ID}/security-profile/upgrade",
+            json={"profile": profile, **body},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+async def stored_profile(rt: Runtime) -> int:
+    async with rt.engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(select(Charger.security_profile).where(Charger.id == CHARGER_ID))
+            ).scalar_one()
+        )
+
+
+def test_the_rules(pki: Pki) -> None:
+    assert plan.refusal(None, 1, 2, False) == "the charger is not connected"
+    assert "SetNetworkProfile" in (plan.refusal("ocpp2.0.1", 1, 2, False) or "")
+    assert "already on profile 2" in (plan.refusal("ocpp1.6", 2, 2, True) or "")
+    assert "renew it first" in (plan.refusal("ocpp1.6", 2, 3, False) or "")
+    assert plan.refusal("ocpp1.6", 1, 2, False) is None
+    assert plan.refusal("ocpp1.6", 2, 3, True) is None
+    root = pki.server_ca.read_bytes()
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(root)
+    h = inv.hash_data(cert, cert)
+    listed = {
+        "hash_algorithm": "sha256",
+        "issuer_name_hash": h.issuer_name_hash.upper(),
+        "issuer_key_hash": h.issuer_key_hash,
+        "serial_number": h.serial.upper(),
+    }
+    assert plan.holds([listed], h) and not plan.holds([{"junk": 1}], h)
+    assert plan.reconnected(2, 3) and not plan.reconnected(3, 2)
+
+
+async def test_upgrade_1_to_2_installs_the_root_and_then_refuses_plain_ws(
+    rt: Runtime, pki: Pki
+) -> None:
+    await provision(rt, CHARGER_ID, KEY)
+    charger = sim(rt)
+    charger.start()
+    try:
+        await until(lambda: charger.accepted)
+        assert charger.csms_roots() == []
+        answer = await upgrade(rt, 2, root=pki.server_ca.read_text(), deadline_seconds=20)
+        assert answer["state"] == "upgraded", answer
+        assert charger.csms_roots() == [pki.server_ca.read_text()]
+        assert charger.security_profile == 2 and charger.connect_url.startswith("wss://")
+        assert await stored_profile(rt) == 2
+        await charger.stop()
+        assert await status_of(connect(rt, CHARGER_ID, KEY)) in (401, 403)  # ws:// refused
+    finally:
+        await charger.stop()
+
+
+async def test_upgrade_2_to_3_after_a_renewal_reconnects_with_the_certificate(
+    rt: Runtime, pki: Pki
+) -> None:
+    await provision(rt, CHARGER_ID, KEY, security_profile=2)
+    charger = sim(rt, ocpp_ca=(pki.server_ca.read_text(),), security_profile=2)
+    charger.start()
+    try:
+        await until(lambda: charger.accepted)
+        async with api_client(rt) as api:
+            refused = await api.post(
+                f"/api/v1/chargers/{CHARGER_ID}/security-profile/upgrade", json={"profile": 3}
+            )
+            assert refused.status_code == 409 and "renew" in refused.json()["detail"]
+            r = await api.post(f"/api/v1/chargers/{CHARGER_ID}/certificates/renew", json={})
+            assert r.status_code == 200, r.text
+        await until(lambda: charger.stats.certificates_installed == 1 and charger.accepted)
+        await rt.certificates.settled()
+        answer = await upgrade(rt, 3, deadline_seconds=20)
+        assert answer["state"] == "upgraded", answer
+        assert await stored_profile(rt) == 3 and charger.security_profile == 3
+    finally:
+        await charger.stop()
+
+
+async def test_no_reconnect_falls_back_and_the_old_profile_still_works(
+    rt: Runtime, pki: Pki
+) -> None:
+    await provision(rt, CHARGER_ID, KEY)
+    charger = sim(
+        rt,
+        ocpp_ca=(pki.server_ca.read_text(),),
+        faults=FaultProfile(no_reconnect_after_profile_switch=1),
+    )
+    charger.start()
+    try:
+        await until(lambda: charger.accepted)
+        answer = await upgrade(rt, 2, deadline_seconds=1)
+        assert answer["state"] == "failed" and answer["security_profile"] == 1, answer
+        assert charger.offline_forever
+        assert await stored_profile(rt) == 1
+        ws = await connect(rt, CHARGER_ID, KEY)  # still reachable the old way
+        await ws.close()
+        async with api_client(rt) as api:
+            alerts = (await api.get("/api/v1/alerts")).json()
+        assert any(a["rule"] == "security_profile_upgrade_failed" for a in alerts["items"])
+    finally:
+        await charger.stop()
