@@ -278,6 +278,7 @@ class Settings(BaseSettings):
             "user.grant",
             "user.credentials",
             "playbook.step",
+            "certificate.rotate-root",
         ],
         description="actions that wait for a second operator's approval",
     )

@@ -393,6 +393,7 @@ class Runtime:
             self.certificates.inventory,
             self.gateway,
             lambda cid: state.protocol if (state := self.live_state(cid)) else None,
+            approvals=self.approvals,
         )
         self.rotations.start()
         await self.operations.start()  # registers operation.start, resumes running ones

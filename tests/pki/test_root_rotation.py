@@ -16,7 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
+from evota.audit.log import Actor
 from evota.cli import app as cli_app
+from evota.operators.approvals import ApprovalError
 from evota.pki import rotation as rules
 from evota.runtime import Runtime
 from evota.sim.charger import SimulatedCharger
@@ -304,3 +306,64 @@ async def test_a_restarted_evota_resumes_the_rotation(
             await rt.stop()
     finally:
         await charger.stop()
+
+
+async def test_the_start_waits_for_a_second_operator(
+    tmp_path: Path, sqlite_url: str, pki: Pki
+) -> None:
+    """Four eyes on the start (certificate.rotate-root): nothing is sent until another
+    operator approves; the requester cannot approve; once approved the install operation runs
+    without a second approval; a rejected start ends the rotation."""
+    new_root, _ = pki.next_csms_root()
+    rt = await start_runtime(
+        tmp_path,
+        sqlite_url,
+        ocpp_tls_port=0,
+        ocpp_tls_cert=pki.server.cert_path,
+        ocpp_tls_key=pki.server.key_path,
+        cpo_name=CPO,
+        approval_actions=["certificate.rotate-root", "operation.start"],
+        approval_charger_threshold=1,  # the install operation alone would need approval too
+    )
+    chargers = await fleet(
+        rt, pki, {"ROT-4E-1": {"protocol": "ocpp1.6"}, "ROT-4E-2": {"protocol": "ocpp2.0.1"}}
+    )
+    try:
+        async with api_client(rt) as api:
+            r = await api.post(
+                BASE,
+                json={
+                    "new_root": pem_of(new_root),
+                    "old_root": pem_of(pki.csms_root),
+                    "reason": "four eyes",
+                },
+            )
+            assert r.status_code == 202, r.text
+            rid, approval_id = r.json()["id"], r.json()["detail"]["approval_id"]
+        view = await status(rt)
+        assert view["state"] == "awaiting_approval" and view["install_operation_id"] is None
+        assert all(len(c.csms_roots()) == 1 for c in chargers)
+        asked = await rt.approvals.get(approval_id)
+        assert asked is not None and asked.action == "certificate.rotate-root"
+        with pytest.raises(ApprovalError):  # who asked cannot approve
+            await rt.approvals.decide(approval_id, Actor(asked.requested_by), True)
+        await rt.approvals.decide(approval_id, Actor("second-operator"), True)
+        view = await until(lambda: status(rt), lambda v: v["install_state"] == "completed")
+        assert view["state"] == "installing" and view["holding_new_root"] == 2
+        async with api_client(rt) as api:  # another start: rejected, the rotation is stopped
+            assert (await api.post(f"{BASE}/{rid}/stop")).status_code == 200
+            r = await api.post(
+                BASE,
+                json={
+                    "new_root": pem_of(new_root),
+                    "old_root": pem_of(pki.csms_root),
+                    "reason": "again",
+                },
+            )
+            assert r.status_code == 202, r.text
+            await rt.approvals.decide(r.json()["detail"]["approval_id"], Actor("second"), False)
+        assert (await status(rt))["state"] == "stopped"
+    finally:
+        for c in chargers:
+            await c.stop()
+        await rt.stop()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from evota.api.auditing import note
@@ -64,7 +64,9 @@ class RootOut(BaseModel):
 
 class RotationOut(BaseModel):
     id: str
-    state: str = Field(description="installing, switched, removing, finished or stopped")
+    state: str = Field(
+        description="awaiting_approval, installing, switched, removing, finished or stopped"
+    )
     reason: str
     new_root: RootOut
     old_root: RootOut
@@ -100,12 +102,23 @@ def _unknown(rotation_id: str) -> Problem:
     return Problem(404, "Not found", f"no root rotation {rotation_id}", "rotation_id")
 
 
-@router.post(BASE, response_model=MoveOut, status_code=201, responses=problems(409))
+@router.post(
+    BASE,
+    response_model=MoveOut,
+    status_code=201,
+    responses={**problems(409), 202: {"model": MoveOut, "description": "awaiting approval"}},
+)
 async def start_rotation(
-    body: RotationIn, request: Request, rt: RuntimeDep, who: Principal = require(PERMISSION)
+    body: RotationIn,
+    request: Request,
+    response: Response,
+    rt: RuntimeDep,
+    who: Principal = require(PERMISSION),
 ) -> MoveOut:
     """Start a rotation: the new root goes to the chargers in stages; the first charger that
-    does not hold it afterwards (inventory) stops the installation."""
+    does not hold it afterwards (inventory) stops the installation. With
+    ``certificate.rotate-root`` in EVOTA_APPROVAL_ACTIONS (the default): 202, awaiting a
+    second operator's approval."""
     try:
         out = await rt.rotations.begin(
             who.actor,
@@ -123,9 +136,14 @@ async def start_rotation(
         raise Problem(422, "Invalid rotation", str(exc), exc.field) from None
     except RotationConflict as exc:
         raise _conflict(exc) from None
+    if "approval_id" in out:  # four eyes: nothing is sent before a second operator approves
+        note(request, "root_rotation", out["id"], None, {"approval_id": out["approval_id"]})
+        response.status_code = 202
+        detail = {"approval_id": out["approval_id"], "action": "certificate.rotate-root"}
+        return MoveOut(id=out["id"], state=out["state"], detail=detail)
     install = out["install_operation"]
     note(request, "root_rotation", out["id"], None, {"install_operation_id": install["id"]})
-    return MoveOut(id=out["id"], state="installing", detail=install)
+    return MoveOut(id=out["id"], state=out["state"], detail=install)
 
 
 @router.get(BASE, response_model=RotationOut, responses=problems(404))

@@ -185,7 +185,8 @@ def rotate_start(
         return
     approval = done["detail"].get("approval_id")
     waits = f" (awaiting approval {approval})" if approval else ""
-    out.print(f"rotation {done['id']}: installing the new root{waits}")
+    state = "installing the new root" if done["state"] == "installing" else done["state"]
+    out.print(f"rotation {done['id']}: {state}{waits}")
 
 
 @rotate_root.command("status")

@@ -303,8 +303,11 @@ class OperationRunner:
         max_failure_rate: float = 0.2,
         rate_per_second: float = 10.0,
         profile_id: str | None = None,
+        approved: bool = False,
     ) -> dict[str, Any]:
-        """Store the operation and start it, or ask for approval; raises OperationError."""
+        """Store the operation and start it, or ask for approval; raises OperationError.
+        ``approved``: a second operator already approved what this operation is part of
+        (a CSMS root rotation's start), so it is not asked again."""
         draft = self._draft(
             command=command,
             params=params,
@@ -317,7 +320,7 @@ class OperationRunner:
             profile_id=profile_id,
         )
         op_id = str(uuid.uuid4())
-        needs = self._needs_approval(draft)
+        needs = not approved and self._needs_approval(draft)
         state = OperationState.AWAITING_APPROVAL if needs else OperationState.RUNNING
         await self._insert(op_id, draft, state, actor)
         await self._audit_created(op_id, draft, state, actor)

@@ -40,7 +40,8 @@ from websockets.frames import CloseCode
 from evota.audit.log import SYSTEM, Actor, AuditLog
 from evota.clock import Clock
 from evota.control import catalog, commands
-from evota.control.operations import Info, OperationRunner, Outcome
+from evota.control import operation as op
+from evota.control.operations import ApprovalsLike, Info, OperationRunner, Outcome
 from evota.pki import inventory as inv
 from evota.pki import rotation as rules
 from evota.pki.rotation import RotationError, RotationState
@@ -51,6 +52,7 @@ log = structlog.get_logger("evota.rotation")
 INSTALL = "rotate-root-install"
 REMOVE = "rotate-root-remove"
 ACTION = "certificate.rotate-root"  # audit action prefix of background phase changes
+APPROVAL = "certificate.rotate-root"  # the four-eyes action of a start
 NEXT, PREVIOUS = ".next", ".previous"
 _SHA256 = hashes.SHA256()
 
@@ -92,6 +94,7 @@ class RootRotations:
         inventory: Callable[[str], Awaitable[dict[str, Any]]],
         gateway: Connections,
         protocol: Callable[[str], str | None],
+        approvals: ApprovalsLike | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
@@ -101,6 +104,7 @@ class RootRotations:
         self._inventory = inventory
         self._gateway = gateway
         self._protocol = protocol
+        self._approvals = approvals
         # Connections of the targeted chargers on TLS when the server certificate switched,
         # by rotation id: a charger has reconnected when its connection is another object.
         self._at_switch: dict[str, dict[str, Any]] = {}
@@ -109,6 +113,56 @@ class RootRotations:
     def start(self) -> None:
         self._runner.add_step(INSTALL, self._install_step)
         self._runner.add_step(REMOVE, self._remove_step)
+        if self._approvals is not None:
+            self._approvals.register(APPROVAL, self._approved, self._approval_ended)
+
+    async def _approved(self, payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
+        """The second operator said yes: the install operation starts (not asked again)."""
+        async with self._lock:
+            row = await self._row(str(payload["rotation_id"]))
+            if row is None or row.state != RotationState.AWAITING_APPROVAL:
+                return {"rotation_id": payload["rotation_id"], "started": False}
+            created = await self._create_install(
+                approver, row.id, row.new_root, list(row.charger_ids), row.reason, payload, True
+            )
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(RootRotation)
+                    .where(RootRotation.id == row.id)
+                    .values(state=RotationState.INSTALLING, install_operation_id=created["id"])
+                )
+        return {"rotation_id": row.id, "install_operation_id": created["id"]}
+
+    async def _approval_ended(self, payload: dict[str, Any], why: str) -> None:
+        """Rejected or expired: the rotation ends before anything was sent."""
+        async with self._lock:
+            row = await self._row(str(payload["rotation_id"]))
+            if row is not None and row.state == RotationState.AWAITING_APPROVAL:
+                await self._set(row.id, RotationState.STOPPED, finished=True)
+        log.info("root rotation not approved", rotation_id=payload["rotation_id"], why=why)
+
+    async def _create_install(
+        self,
+        actor: Actor,
+        rotation_id: str,
+        new_root: str,
+        ids: list[str],
+        reason: str,
+        plan: Mapping[str, Any],
+        approved: bool,
+    ) -> dict[str, Any]:
+        return await self._runner.create(
+            actor=actor,
+            command=INSTALL,
+            params={"rotation_id": rotation_id, "certificate": new_root},
+            charger_ids=ids,
+            reason=reason,
+            target={"charger_ids": ids} if plan.get("named") else {},
+            stages=plan.get("stages"),
+            max_failure_rate=0.0,  # stop on the first charger that does not hold it
+            rate_per_second=float(plan.get("rate_per_second", 10.0)),
+            approved=approved,
+        )
 
     # -- the per-charger steps ----------------------------------------------------------------
     async def _install_step(self, info: Info, actor: Actor, charger_id: str) -> Outcome:
@@ -268,34 +322,55 @@ class RootRotations:
                 raise RotationConflict(f"rotation {active.id} is {active.state}")
             ids = await self._targets(charger_ids)
             rotation_id = str(uuid.uuid4())
-            created = await self._runner.create(
-                actor=actor,
-                command=INSTALL,
-                params={"rotation_id": rotation_id, "certificate": new_root},
-                charger_ids=ids,
-                reason=reason,
-                target={"charger_ids": ids} if charger_ids else {},
-                stages=stages,
-                max_failure_rate=0.0,  # stop on the first charger that does not hold it
-                rate_per_second=rate_per_second,
-            )
+            plan = {
+                "rotation_id": rotation_id,
+                "named": bool(charger_ids),
+                "stages": list(stages) if stages else None,
+                "rate_per_second": rate_per_second,
+            }
+            if not reason or not reason.strip():
+                raise RotationError("reason", "a reason is required")
+            op.plan_stages(len(ids), stages)  # a bad stage list is refused before approval
+            op.Limits(0.0, 1, rate_per_second)
+            waits = self._approvals is not None and self._approvals.required(APPROVAL)
+            created: dict[str, Any] = {}
+            if not waits:
+                created = await self._create_install(
+                    actor, rotation_id, new_root, ids, reason, plan, False
+                )
             async with self._engine.begin() as conn:
                 await conn.execute(
                     insert(RootRotation).values(
                         id=rotation_id,
-                        state=RotationState.INSTALLING,
+                        state=RotationState.AWAITING_APPROVAL
+                        if waits
+                        else RotationState.INSTALLING,
                         new_root=new_root,
                         old_root=old_root,
                         charger_ids=ids,
                         min_share=min_share,
                         reason=reason,
-                        install_operation_id=created["id"],
+                        install_operation_id=created.get("id"),
                         created_by=actor.name,
                         created_at=self._clock.now(),
                     )
                 )
+            if waits:
+                assert self._approvals is not None
+                summary = (
+                    f"rotate the CSMS root to {new.subject.rfc4514_string()} on {len(ids)} chargers"
+                )
+                approval_id = await self._approvals.request(
+                    actor, APPROVAL, summary[:300], plan, reason, len(ids)
+                )
+                log.info("root rotation awaits approval", rotation_id=rotation_id)
+                return {
+                    "id": rotation_id,
+                    "state": RotationState.AWAITING_APPROVAL,
+                    "approval_id": approval_id,
+                }
         log.info("root rotation started", rotation_id=rotation_id, chargers=len(ids))
-        return {"id": rotation_id, "install_operation": created}
+        return {"id": rotation_id, "state": RotationState.INSTALLING, "install_operation": created}
 
     async def _targets(self, charger_ids: Sequence[str] | None) -> list[str]:
         async with self._engine.connect() as conn:
@@ -404,8 +479,8 @@ class RootRotations:
             row = await self._row(rotation_id)
             if row is None:
                 raise KeyError(rotation_id)
-            if row.state != RotationState.INSTALLING:
-                raise RotationConflict(f"the rotation is {row.state}: only an installing one stops")
+            if row.state not in {RotationState.INSTALLING, RotationState.AWAITING_APPROVAL}:
+                raise RotationConflict(f"the rotation is {row.state}: only one not switched stops")
             await self._set(row.id, RotationState.STOPPED, finished=True)
         return {"id": rotation_id, "state": RotationState.STOPPED}
 

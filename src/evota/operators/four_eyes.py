@@ -62,6 +62,8 @@ PERMISSION_FOR = {
     "user.credentials": "user.admin",
     # a playbook's critical step (hard reset, availability ...) on one charger (evota.playbooks)
     "playbook.step": "command.send",
+    # a CSMS root rotation's start (evota.control.rotation): fleet-wide, the trusted roots
+    "certificate.rotate-root": "firmware.trust",
 }
 ACTIONS = tuple(PERMISSION_FOR)
 # Actions about one user, who may not decide them either (``Pending.subject``).
@@ -78,6 +80,7 @@ READ_FOR = {
     "user.grant": "user.admin",
     "user.credentials": "user.admin",
     "playbook.step": "fleet.read",
+    "certificate.rotate-root": "firmware.trust",
 }
 
 # A charger takes part in charging only while its registration is Accepted: any other value

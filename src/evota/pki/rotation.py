@@ -28,6 +28,7 @@ from evota.pki import inventory as inv
 
 
 class RotationState(enum.StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"  # four eyes on the start (certificate.rotate-root)
     INSTALLING = "installing"
     SWITCHED = "switched"
     REMOVING = "removing"
@@ -36,7 +37,14 @@ class RotationState(enum.StrEnum):
 
 
 #: States a new rotation may not start in parallel with.
-ACTIVE = frozenset({RotationState.INSTALLING, RotationState.SWITCHED, RotationState.REMOVING})
+ACTIVE = frozenset(
+    {
+        RotationState.AWAITING_APPROVAL,
+        RotationState.INSTALLING,
+        RotationState.SWITCHED,
+        RotationState.REMOVING,
+    }
+)
 
 #: InstallCertificate's certificate field holds at most this many characters (OCPP 1.6/2.0.1).
 MAX_PEM = 5500
@@ -176,7 +184,7 @@ def removal_readiness(
     """The finish rule: only after the switch, and after every charger that was on TLS at the
     switch reconnected (validating the new chain); else the old root is its only way back."""
     waiting = tuple(sorted(cid for cid in on_tls_at_switch if cid not in reconnected))
-    if state == RotationState.INSTALLING or switched_at is None:
+    if state in {RotationState.AWAITING_APPROVAL, RotationState.INSTALLING} or not switched_at:
         return Removal(
             "the server certificate has not been switched: the old root is what chargers "
             "check the server with until then",
