@@ -25,6 +25,7 @@ from tests.conftest import api_client, connect, provision, start_runtime
 from tests.gateway.test_tls import status_of
 from tests.sim.conftest import fast
 from tests.support import until
+from tests.test_cli import invoke
 
 CHARGER = "PW-CP-1"
 OLD = "old-password-0123456789"
@@ -197,6 +198,8 @@ async def test_an_offline_charger_fails_cleanly_and_keeps_its_key(
         assert r.status_code == 409, r.text
         assert r.headers["content-type"].startswith("application/problem+json")
     assert await states(rt) == ["failed"]
+    r = await invoke(rt, "charger-security", "password", CHARGER)
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
     assert await refused(rt, known_key)
     ws = await connect(rt, CHARGER, OLD)
     await ws.close()

@@ -984,6 +984,15 @@ def _register_certificates() -> None:
 _register_certificates()
 
 
+def _register_charger_security() -> None:
+    from evota.control.security_cli import app as charger_security_app
+
+    app.add_typer(charger_security_app, name="charger-security")
+
+
+_register_charger_security()
+
+
 def _register_control() -> None:
     from evota.control.cli import operation_app, profile_app
 

@@ -24,6 +24,7 @@ from tests.gateway.test_tls import status_of
 from tests.pki_fixtures import CHARGER_ID, CPO, Pki
 from tests.sim.conftest import fast
 from tests.support import until
+from tests.test_cli import invoke
 
 KEY = "upgrade-key-0123456789"
 
@@ -162,5 +163,9 @@ async def test_no_reconnect_falls_back_and_the_old_profile_still_works(
         async with api_client(rt) as api:
             alerts = (await api.get("/api/v1/alerts")).json()
         assert any(a["rule"] == "security_profile_upgrade_failed" for a in alerts["items"])
+        # The CLI: the charger is gone for good now, so one clear line and a non-zero exit.
+        r = await invoke(rt, "charger-security", "upgrade", CHARGER_ID, "--profile", "2")
+        assert r.exit_code == 1 and "not connected" in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1
     finally:
         await charger.stop()
