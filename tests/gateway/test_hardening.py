@@ -460,7 +460,14 @@ def test_escape_controls_in_every_string_field():
 @pytest.mark.slow
 async def test_hostile_identity_is_logged_escaped(tmp_path):
     """`evota serve` as operators run it; its real log output is read back."""
-    env = {**os.environ, "COLUMNS": "200", "EVOTA_ADMIN_TOKEN": "t" * 24}
+    # Every listener on a free port: the download listener's default (8001) is also the
+    # demo's, which another test worker may be running at the same moment.
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "EVOTA_ADMIN_TOKEN": "t" * 24,
+        "EVOTA_DOWNLOAD_PORT": "0",
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

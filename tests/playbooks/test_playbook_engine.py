@@ -282,6 +282,38 @@ async def test_dry_run_sends_nothing_and_records_what_it_would_have_done(world: 
     assert len(await w.runs()) == 1  # one record per fault episode, not one per tick
 
 
+async def test_a_fault_that_outlasts_a_reconnect_is_still_one_episode(world: World) -> None:
+    """The charger is away while the engine looks (a reboot, a network drop) and comes back
+    with the same fault: one run, not a second one once the first has ended (found on a busy
+    CI run: the playbook's own reset made the charger reboot across a tick)."""
+    w = world
+    steps = [
+        {
+            "command": "unlock-connector",
+            "params": {"connector_id": "{connector}"},
+            "wait": {"until": "connector_available", "minutes": 30},
+        },
+        {"escalate": {"alert": True}},
+    ]
+    await w.playbook(steps=steps)
+    [charger] = await w.chargers("AWAY-", faults=["stuck_connectors=1"])
+    await w.faulted(charger)
+    w.clock.advance(minutes=11)
+    await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1)
+    await charger.stop()  # away while the engine looks
+    await until(lambda: w.rt.playbooks.facts(charger.identity), lambda f: not f.connected)
+    await w.ticks(2)
+    charger.start()  # back, and still Faulted
+    await until(lambda: w.rt.playbooks.facts(charger.identity), lambda f: f.connected)
+    await w.faulted(charger)
+    await w.ticks(2)
+    w.clock.advance(minutes=31)  # the run escalates; the fault goes on
+    await until(lambda: w.runs(), lambda rs: rs[0].state == "escalated")
+    await w.ticks(3)
+    assert len(await w.runs()) == 1
+    assert len(await w.commands("command.unlock-connector")) == 1
+
+
 async def test_per_site_concurrency_and_the_daily_cap(world: World) -> None:
     """Two stuck chargers at one site, one run at a time there: the second waits for the
     first to end. Then a fault that comes back the same day is refused (1 run a day)."""

@@ -488,8 +488,14 @@ class PlaybookRunner:
                 live.add(((playbook.name, firing.charger_id, firing.fault_key), firing.since))
                 await self._fire(playbook, firing, event=False)
         # forget episodes that ended (the connector left Faulted, the job moved): bounded by
-        # the conditions that hold now
-        self._fired = {k: v for k, v in self._fired.items() if (k, v) in live}
+        # the conditions that hold now. A charger that is offline (rebooting after the run's
+        # own reset, say) is not judged, so its episodes are kept until it is back: forgotten,
+        # the same fault would start a second run once the first one ended.
+        self._fired = {k: v for k, v in self._fired.items() if (k, v) in live or self._away(k[1])}
+
+    def _away(self, charger_id: str) -> bool:
+        facts = self._facts.get(charger_id)
+        return facts is not None and not facts.connected
 
     async def _unfinished_jobs(self) -> list[t.JobFact] | None:
         """Firmware jobs not finished (None: no playbook asks, nothing read)."""
