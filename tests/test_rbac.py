@@ -481,6 +481,9 @@ def _create_body(path: str, label: str, where: str) -> dict[str, Any]:
         "/api/v1/config-profiles": {"name": f"p-{label}", "target": {"sites": ["s-inside"]},
                                     "settings": {"HeartbeatInterval": "300"}},
         "/api/v1/playbooks": {**PLAYBOOK_INSIDE, "name": f"p-{label}".replace("_", "-")},
+        "/api/v1/security-profile/upgrades": {"profile": 2, "deadline_seconds": 1,
+                                              "reason": "matrix",
+                                              "target": {"charger_ids": ["CP-INSIDE"]}},
     }  # fmt: skip
     assert path in bodies, f"add a create body for {path} to the scope matrix"
     return bodies[path]

@@ -27,6 +27,7 @@ from evota.control.dispatch import CommandPath, send_command
 from evota.control.local_lists import LocalListSync
 from evota.control.operations import OperationRunner
 from evota.control.passwords import PasswordChanges
+from evota.control.profile_upgrades import STEP as profile_upgrade_step
 from evota.control.profile_upgrades import ProfileUpgrades
 from evota.control.rotation import RootRotations
 from evota.evidence import kpi_service
@@ -396,6 +397,7 @@ class Runtime:
             approvals=self.approvals,
         )
         self.rotations.start()
+        self.operations.add_step(profile_upgrade_step, self.profile_upgrades.step)
         await self.operations.start()  # registers operation.start, resumes running ones
         # chargers' local lists follow the token store
         self.local_lists = LocalListSync(

@@ -46,8 +46,8 @@ async def rt(tmp_path: Path, sqlite_url: str, pki: Pki) -> AsyncIterator[Runtime
     await runtime.stop()
 
 
-def sim(rt: Runtime, **kw: Any) -> SimulatedCharger:
-    spec = ChargerSpec(CHARGER_ID, KEY, organization=CPO, **kw)
+def sim(rt: Runtime, identity: str = CHARGER_ID, **kw: Any) -> SimulatedCharger:
+    spec = ChargerSpec(identity, KEY, organization=CPO, **kw)
     return SimulatedCharger(
         spec,
         f"ws://127.0.0.1:{rt.ocpp_port}/ocpp",
@@ -169,3 +169,46 @@ async def test_no_reconnect_falls_back_and_the_old_profile_still_works(
         assert len(r.output.strip().splitlines()) == 1
     finally:
         await charger.stop()
+
+
+async def test_a_staged_upgrade_stops_after_the_first_stage_fails(rt: Runtime, pki: Pki) -> None:
+    root = pki.server_ca.read_text()
+    first, second = "STAGE-CP-1", "STAGE-CP-2"
+    for identity in (first, second):
+        await provision(rt, identity, KEY)
+    dark = sim(rt, first, faults=FaultProfile(no_reconnect_after_profile_switch=1))
+    fine = sim(rt, second)
+    chargers = [dark, fine]
+    for c in chargers:
+        c.start()
+    try:
+        await until(lambda: all(c.accepted for c in chargers))
+        async with api_client(rt) as api:
+            r = await api.post(
+                "/api/v1/security-profile/upgrades",
+                json={
+                    "profile": 2,
+                    "root": root,
+                    "deadline_seconds": 1,
+                    "target": {"charger_ids": [first, second]},
+                    "stages": [1],
+                    "reason": "move to TLS",
+                },
+            )
+            assert r.status_code == 201, r.text
+            op_id = r.json()["id"]
+
+            async def state() -> str:
+                return str((await api.get(f"/api/v1/operations/{op_id}")).json()["state"])
+
+            assert await until(state, lambda s: s != "running", timeout=20) == "stopped"
+        assert dark.offline_forever
+        # The second stage never ran: the second charger was not even sent the root.
+        assert fine.security_profile == 1 and fine.csms_roots() == [] and fine.accepted
+        async with rt.engine.connect() as conn:
+            rows = await conn.execute(select(Charger.id, Charger.security_profile))
+            stored = {r.id: r.security_profile for r in rows}
+        assert stored == {first: 1, second: 1}
+    finally:
+        for c in chargers:
+            await c.stop()

@@ -8,16 +8,40 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
 from evota.api.commands import problem_for
-from evota.api.deps import Principal, RuntimeDep, require_charger
+from evota.api.deps import Principal, RuntimeDep, require, require_charger
+from evota.api.operations import (
+    CREATED,
+    OperationDetail,
+    StageSize,
+    TargetIn,
+    created,
+    invalid,
+    runner,
+    targeted,
+)
 from evota.api.params import ChargerId
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.control import commands
-from evota.control.profile_upgrades import UpgradeRefused
+from evota.control import operation as op
+from evota.control.profile_upgrades import STEP, UpgradeRefused
 
 router = APIRouter(prefix="/api/v1", tags=["chargers"], responses=AUTHENTICATED)
+
+
+def _root_pem(v: str | None) -> str | None:
+    if v is None:
+        return v
+    from cryptography import x509
+
+    try:
+        x509.load_pem_x509_certificate(v.encode())
+    except Exception:  # ValueError, InvalidVersion, UnsupportedAlgorithm: all a 422
+        raise ValueError("not a PEM X.509 certificate") from None
+    return v
 
 
 class UpgradeIn(BaseModel):
@@ -36,15 +60,7 @@ class UpgradeIn(BaseModel):
     @field_validator("root")
     @classmethod
     def _pem(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from cryptography import x509
-
-        try:
-            x509.load_pem_x509_certificate(v.encode())
-        except Exception:  # ValueError, InvalidVersion, UnsupportedAlgorithm: all a 422
-            raise ValueError("not a PEM X.509 certificate") from None
-        return v
+        return _root_pem(v)
 
 
 class UpgradeOut(BaseModel):
@@ -80,3 +96,65 @@ async def upgrade_security_profile(
         raise Problem(409, "Upgrade refused", exc.message, "profile") from None
     except commands.CommandError as exc:
         raise problem_for(exc) from None
+
+
+class StagedUpgradeIn(BaseModel):
+    profile: Literal[2, 3] = Field(description="the security profile to move the chargers to")
+    root: str | None = Field(None, max_length=5500, description="PEM of the CSMS root")
+    deadline_seconds: float = Field(120, ge=1, le=600, description="per charger")
+    target: TargetIn
+    stages: list[StageSize] | None = Field(
+        None, max_length=50, description="stage sizes in order; default 10 % first"
+    )
+    max_failure_rate: float = Field(
+        0.0, ge=0, le=1, description="stop above this share (default: the first failure)"
+    )
+    reason: str = Field(min_length=1, max_length=1000, description="why (required)")
+
+    @field_validator("root")
+    @classmethod
+    def _pem(cls, v: str | None) -> str | None:
+        return _root_pem(v)
+
+
+@router.post(
+    "/security-profile/upgrades",
+    status_code=201,
+    response_model=OperationDetail,
+    responses={**CREATED, **problems(403)},
+)
+async def staged_upgrade(
+    body: StagedUpgradeIn,
+    request: Request,
+    rt: RuntimeDep,
+    who: Principal = require("charger.write"),
+) -> JSONResponse:
+    """Upgrade many chargers as a bulk operation (command ``upgrade-security-profile``):
+    staged, stopping at the first failure by default, and waiting for a second operator above
+    ``EVOTA_APPROVAL_CHARGER_THRESHOLD`` chargers like any bulk operation."""
+    reason = body.reason.strip()
+    request.state.audit_reason = reason or None
+    if not reason:
+        raise Problem(422, "Reason required", "say why in 'reason'", "reason")
+    query, ids = await targeted(rt, who, body.target, ("charger.write",))
+    params: dict[str, Any] = {"profile": body.profile, "deadline_seconds": body.deadline_seconds}
+    if body.root is not None:
+        params["root"] = body.root
+    request.state.audited = True  # the runner records operation.created with the chargers
+    try:
+        result = await runner(rt).create(
+            actor=who.actor,
+            command=STEP,
+            params=params,
+            charger_ids=ids,
+            reason=reason,
+            target=query.to_dict(),
+            stages=body.stages,
+            max_failure_rate=body.max_failure_rate,
+            rate_per_second=1.0,
+        )
+    except op.OperationError as exc:
+        request.state.audited = False
+        raise invalid(exc) from None
+    described = await runner(rt).describe(result["id"], limit=0)
+    return created(result, described or {})

@@ -26,6 +26,7 @@ from evota.clock import Clock
 from evota.control import catalog, commands
 from evota.control import profile_upgrade as plan
 from evota.control.dispatch import CommandPath, send_command
+from evota.control.operations import Info, Outcome
 from evota.fleet.charger import ChargerState
 from evota.pki import inventory as inv
 from evota.store.models import Charger, ChargerCertificate
@@ -33,6 +34,8 @@ from evota.store.models import Charger, ChargerCertificate
 log = structlog.get_logger(__name__)
 
 ACTION: Final = "security-profile.upgrade"
+#: The bulk operations' internal step: one charger's upgrade (staged, first failure stops).
+STEP: Final = "upgrade-security-profile"
 ALERT_RULE: Final = "security_profile_upgrade_failed"
 
 
@@ -67,6 +70,24 @@ class ProfileUpgrades:
         waiting = self._waiting.get(charger_id)
         if waiting and plan.reconnected(waiting[0], profile) and not waiting[1].done():
             waiting[1].set_result(profile)
+
+    async def step(self, info: Info, actor: Actor, charger_id: str) -> Outcome:
+        """One charger of a staged upgrade (an operation of :data:`STEP`)."""
+        p = info.params
+        try:
+            done = await self.upgrade(
+                actor,
+                charger_id,
+                int(p["profile"]),
+                p.get("root"),
+                float(p.get("deadline_seconds", 120)),
+                info.reason,
+            )
+        except UpgradeRefused as exc:
+            return Outcome(False, "Refused", {"reason": exc.message})
+        except commands.CommandError as exc:
+            return Outcome(False, f"error:{exc.reason}", {"reason": exc.message})
+        return Outcome(done["state"] == "upgraded", done["state"], {"why": done.get("why")})
 
     async def upgrade(
         self,
