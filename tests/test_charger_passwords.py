@@ -21,7 +21,7 @@ from evota.runtime import Runtime
 from evota.sim.charger import SimulatedCharger
 from evota.sim.fleet import ChargerSpec, FaultProfile
 from evota.store.models import AuditEntry, ChargerKeyChange
-from tests.conftest import api_client, connect, provision, start_runtime
+from tests.conftest import api_client, connect, provision, session_for, start_runtime
 from tests.gateway.test_tls import status_of
 from tests.sim.conftest import fast
 from tests.support import until
@@ -203,3 +203,30 @@ async def test_an_offline_charger_fails_cleanly_and_keeps_its_key(
     assert await refused(rt, known_key)
     ws = await connect(rt, CHARGER, OLD)
     await ws.close()
+
+
+async def test_with_four_eyes_the_change_runs_when_a_second_operator_approves(
+    tmp_path: Path, sqlite_url: str, known_key: str
+) -> None:
+    rt = await _runtime(tmp_path, sqlite_url, approval_actions=["charger.credentials"])
+    charger = sim(rt, "ocpp1.6")
+    try:
+        await provision(rt, CHARGER, OLD)
+        charger.start()
+        await until(lambda: charger.accepted)
+        alice = await session_for(rt, "alice", ["security_admin"])
+        bob = await session_for(rt, "bob", ["security_admin"])
+        async with api_client(rt, alice) as a, api_client(rt, bob) as b:
+            path = f"/api/v1/chargers/{CHARGER}/password"
+            res = await a.post(path, json={})
+            assert res.status_code == 422 and res.json()["field"] == "reason"
+            res = await a.post(path, json={"reason": "yearly rotation"})
+            assert res.status_code == 202, res.text
+            assert await states(rt) == [] and charger.auth_key == OLD  # nothing sent yet
+            res = await b.post(f"/api/v1/approvals/{res.json()['approval_id']}/approve")
+            assert res.status_code == 200 and res.json()["state"] == "executed", res.text
+        assert await until(lambda: states(rt)) == ["active"]
+        assert charger.auth_key == known_key and await refused(rt, OLD)
+    finally:
+        await charger.stop()
+        await rt.stop()
