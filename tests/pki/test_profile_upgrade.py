@@ -19,7 +19,7 @@ from evota.runtime import Runtime
 from evota.sim.charger import SimulatedCharger
 from evota.sim.fleet import ChargerSpec, FaultProfile
 from evota.store.models import Charger
-from tests.conftest import api_client, connect, provision, start_runtime
+from tests.conftest import api_client, connect, provision, session_for, start_runtime
 from tests.gateway.test_tls import status_of
 from tests.pki_fixtures import CHARGER_ID, CPO, Pki
 from tests.sim.conftest import fast
@@ -107,6 +107,13 @@ async def test_upgrade_1_to_2_installs_the_root_and_then_refuses_plain_ws(
     try:
         await until(lambda: charger.accepted)
         assert charger.csms_roots() == []
+        # The console: the upgrade form for a role with charger.write, not for a viewer.
+        for role, form in (("security_admin", True), ("viewer", False)):
+            session = await session_for(rt, role, [role])
+            async with api_client(rt, None) as web:
+                web.cookies.set("evota_session", session)
+                page = await web.get(f"/console/chargers/{CHARGER_ID}")
+            assert page.status_code == 200 and ('id="upgrade-profile"' in page.text) is form
         answer = await upgrade(rt, 2, root=pki.server_ca.read_text(), deadline_seconds=20)
         assert answer["state"] == "upgraded", answer
         assert charger.csms_roots() == [pki.server_ca.read_text()]
