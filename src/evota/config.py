@@ -63,6 +63,15 @@ class Settings(BaseSettings):
         "reloaded on SIGHUP or when the file changes",
     )
     ocpp_tls_key: Path | None = Field(None, description="PEM private key of ocpp_tls_cert")
+    # 2.0.1 security profile upgrades (evota.control.profile_upgrades): SetNetworkProfile's URL
+    ocpp_tls_public_url: str | None = Field(
+        None,
+        pattern=r"^wss://",
+        max_length=400,
+        description="wss:// URL a 2.0.1 charger is given by a security profile upgrade "
+        "(SetNetworkProfile), e.g. wss://csms.example.com/ocpp/ behind NAT or a proxy; "
+        "default: wss://HOST:OCPP_TLS_PORT/ocpp/",
+    )
     ocpp_charger_ca: Path | None = Field(
         None,
         description="PEM file of the CA certificates charger client certificates must chain "
@@ -557,6 +566,13 @@ class Settings(BaseSettings):
         if self.ftp_public_host:
             return self.ftp_public_host
         return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    def ocpp_tls_url(self, tls_port: int) -> str:
+        """The wss:// URL 2.0.1 chargers are given (they append their identity)."""
+        if self.ocpp_tls_public_url:
+            return self.ocpp_tls_public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"wss://{host}:{tls_port}/ocpp/"
 
     def download_base_url(self, download_port: int) -> str:
         """Where chargers fetch firmware: EVOTA_PUBLIC_URL, else this host's listener."""

@@ -268,6 +268,11 @@ class Runtime:
             self.live_state,
             self.alerts.raise_alert,
             self.fleet.upgrading,
+            csms_url=(
+                s.ocpp_tls_url(self.ocpp_tls_port)
+                if self.ocpp_tls_port or s.ocpp_tls_public_url
+                else None
+            ),
         )
         self.fleet.channel_listeners.append(self.profile_upgrades.connected)
 

@@ -17,6 +17,7 @@ from evota.control import profile_upgrade as plan
 from evota.pki import inventory as inv
 from evota.runtime import Runtime
 from evota.sim.charger import SimulatedCharger
+from evota.sim.control import network
 from evota.sim.fleet import ChargerSpec, FaultProfile
 from evota.store.models import Charger
 from tests.conftest import api_client, connect, provision, session_for, start_runtime
@@ -78,7 +79,8 @@ async def stored_profile(rt: Runtime) -> int:
 
 def test_the_rules(pki: Pki) -> None:
     assert plan.refusal(None, 1, 2, False) == "the charger is not connected"
-    assert "SetNetworkProfile" in (plan.refusal("ocpp2.0.1", 1, 2, False) or "")
+    assert plan.refusal("ocpp2.0.1", 1, 2, False) is None
+    assert "not supported" in (plan.refusal("ocpp2.1", 1, 2, False) or "")
     assert "already on profile 2" in (plan.refusal("ocpp1.6", 2, 2, True) or "")
     assert "renew it first" in (plan.refusal("ocpp1.6", 2, 3, False) or "")
     assert plan.refusal("ocpp1.6", 1, 2, False) is None
@@ -96,6 +98,12 @@ def test_the_rules(pki: Pki) -> None:
     }
     assert plan.holds([listed], h) and not plan.holds([{"junk": 1}], h)
     assert plan.reconnected(2, 3) and not plan.reconnected(3, 2)
+    # 2.0.1 (A05): a free slot for the new profile, the one in use kept behind it
+    assert plan.network_slots("0") == (1, 0) and plan.network_slots("1,0") == (2, 1)
+    assert plan.network_slots("2,0,1") == (3, 2)
+    for bad in (None, "", "x", "1,,0", "-1"):
+        assert plan.network_slots(bad) is None, bad
+    assert plan.new_priority(1, 0) == "1,0"
 
 
 async def test_upgrade_1_to_2_installs_the_root_and_then_refuses_plain_ws(
@@ -219,3 +227,78 @@ async def test_a_staged_upgrade_stops_after_the_first_stage_fails(rt: Runtime, p
     finally:
         for c in chargers:
             await c.stop()
+
+
+# -- OCPP 2.0.1 (A05): SetNetworkProfile into a free slot, NetworkConfigurationPriority with the
+# new slot first and the old one behind it, Reset OnIdle, then the same wait as on 1.6.
+
+V201 = "ocpp2.0.1"
+
+
+async def test_v201_upgrade_1_to_2_sets_a_network_profile_and_then_refuses_plain_ws(
+    rt: Runtime, pki: Pki
+) -> None:
+    await provision(rt, CHARGER_ID, KEY)
+    charger = sim(rt, protocol=V201)
+    charger.start()
+    try:
+        await until(lambda: charger.accepted)
+        answer = await upgrade(rt, 2, root=pki.server_ca.read_text(), deadline_seconds=20)
+        assert answer["state"] == "upgraded", answer
+        assert charger.csms_roots() == [pki.server_ca.read_text()]
+        assert charger.security_profile == 2 and charger.connect_url.startswith("wss://")
+        url = f"wss://127.0.0.1:{rt.ocpp_tls_port}/ocpp/{CHARGER_ID}"
+        assert charger.network_slots[1] == (url, 2)  # slot 0 is the one it came with
+        assert network.priority(charger) == [1, 0]
+        assert charger.stats.calls_received["Reset"] == 1
+        assert await stored_profile(rt) == 2
+        await charger.stop()
+        assert await status_of(connect(rt, CHARGER_ID, KEY)) in (401, 403)  # ws:// refused
+    finally:
+        await charger.stop()
+
+
+async def test_v201_upgrade_2_to_3_after_a_renewal(rt: Runtime, pki: Pki) -> None:
+    await provision(rt, CHARGER_ID, KEY, security_profile=2)
+    charger = sim(rt, protocol=V201, ocpp_ca=(pki.server_ca.read_text(),), security_profile=2)
+    charger.start()
+    try:
+        await until(lambda: charger.accepted)
+        async with api_client(rt) as api:
+            r = await api.post(f"/api/v1/chargers/{CHARGER_ID}/certificates/renew", json={})
+            assert r.status_code == 200, r.text
+        await until(lambda: charger.stats.certificates_installed == 1 and charger.accepted)
+        await rt.certificates.settled()
+        answer = await upgrade(rt, 3, deadline_seconds=20)
+        assert answer["state"] == "upgraded", answer
+        assert await stored_profile(rt) == 3 and charger.security_profile == 3
+        assert network.priority(charger) == [1, 0]
+    finally:
+        await charger.stop()
+
+
+async def test_v201_no_reconnect_falls_back_to_the_old_slot(rt: Runtime, pki: Pki) -> None:
+    """The new profile's connection fails: the charger comes back on its old slot (the
+    priority list kept it behind the new one) and evota keeps the old profile, alerted."""
+    await provision(rt, CHARGER_ID, KEY)
+    charger = sim(
+        rt,
+        protocol=V201,
+        ocpp_ca=(pki.server_ca.read_text(),),
+        faults=FaultProfile(no_reconnect_after_profile_switch=1),
+    )
+    charger.start()
+    try:
+        await until(lambda: charger.accepted)
+        answer = await upgrade(rt, 2, deadline_seconds=1)
+        assert answer["state"] == "failed" and answer["security_profile"] == 1, answer
+        assert await stored_profile(rt) == 1
+        # back on profile 1 over ws:// by itself, rebooted once, not locked out
+        await until(lambda: charger.accepted and charger.stats.reboots == 1)
+        assert charger.security_profile == 1 and charger.connect_url.startswith("ws://")
+        assert "no connection on profile 2" in (charger.stats.last_error or "")
+        async with api_client(rt) as api:
+            alerts = (await api.get("/api/v1/alerts")).json()
+        assert any(a["rule"] == "security_profile_upgrade_failed" for a in alerts["items"])
+    finally:
+        await charger.stop()

@@ -304,6 +304,20 @@ class SetVariables:
 
 
 @dataclass(frozen=True, slots=True)
+class SetNetworkProfile:
+    """2.0.1 only (A05/B09): a connection profile in ``configuration_slot``; it is used once
+    NetworkConfigurationPriority lists it first and the charger reboots. Not in the operator
+    catalog: only the security profile upgrade sends it (a wrong URL is a lock-out)."""
+
+    configuration_slot: int
+    csms_url: str  # wss://host:port/ocpp/ (the charger appends its identity)
+    security_profile: int
+    message_timeout: int = 30
+    ocpp_interface: str = "Wired0"
+    name = "set_network_profile"
+
+
+@dataclass(frozen=True, slots=True)
 class GetBaseReport:
     """2.0.1 only: the charger reports its device model in NotifyReport parts."""
 
@@ -338,6 +352,7 @@ Command = (
     | GetVariables
     | SetVariables
     | GetBaseReport
+    | SetNetworkProfile
 )
 
 #: Answers that mean the charger did (or will do) what was asked.

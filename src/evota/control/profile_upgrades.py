@@ -3,7 +3,9 @@ shell around :mod:`evota.control.profile_upgrade`.
 
 Steps, each audited (``security-profile.upgrade``; the commands by the command path): the
 CSMS root is installed if the charger does not list it (GetInstalledCertificateIds, then
-InstallCertificate); ChangeConfiguration ``SecurityProfile``; then evota waits for a connection
+InstallCertificate); 1.6: ChangeConfiguration ``SecurityProfile``; 2.0.1 (A05): SetNetworkProfile
+into a free slot, NetworkConfigurationPriority new-then-old, Reset OnIdle; then evota waits for a
+connection
 on the new profile (the fleet service's channel hook) until the deadline. Success: the stored
 profile is raised, so the old way in is refused from then on. Rejected or no reconnection:
 the stored profile stays (the charger can still come back the old way), an alert is raised.
@@ -37,6 +39,8 @@ ACTION: Final = "security-profile.upgrade"
 #: The bulk operations' internal step: one charger's upgrade (staged, first failure stops).
 STEP: Final = "upgrade-security-profile"
 ALERT_RULE: Final = "security_profile_upgrade_failed"
+#: 2.0.1: which network connection profile slots the charger tries, in order (A05).
+PRIORITY: Final = commands.VariableRef("OCPPCommCtrlr", "NetworkConfigurationPriority")
 
 
 class UpgradeRefused(Exception):
@@ -55,6 +59,8 @@ class ProfileUpgrades:
         live_state: Callable[[str], ChargerState | None],
         raise_alert: Callable[[Alert], Awaitable[int]],
         upgrading: dict[str, int],
+        *,
+        csms_url: str | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
@@ -64,6 +70,7 @@ class ProfileUpgrades:
         self._raise_alert = raise_alert
         self._waiting: dict[str, tuple[int, asyncio.Future[int]]] = {}
         self._upgrading = upgrading  # the fleet service's: admit the new profile meanwhile
+        self._csms_url = csms_url  # the wss:// URL 2.0.1 chargers are given (None: no TLS)
 
     def connected(self, charger_id: str, profile: int) -> None:
         """The fleet service's hook: a connection of ``charger_id`` satisfying ``profile``."""
@@ -120,13 +127,19 @@ class ProfileUpgrades:
                 )
             ).first() is not None
         why = plan.refusal(state.protocol if state else None, current, target, certified)
+        two = why is None and state is not None and state.protocol != "ocpp1.6"
+        if two and self._csms_url is None:  # 2.0.1 is given the URL to connect to
+            why = "profile: no wss:// URL to give the charger (EVOTA_OCPP_TLS_PORT)"
         if why is not None:
             raise UpgradeRefused(why)
+        assert state is not None and state.protocol is not None
         loop = asyncio.get_running_loop()
         self._waiting[charger_id] = (target, loop.create_future())
         self._upgrading[charger_id] = target
         try:
-            return await self._run(actor, charger_id, current, target, root_pem, deadline, reason)
+            return await self._run(
+                actor, charger_id, state.protocol, current, target, root_pem, deadline, reason
+            )
         finally:
             self._waiting.pop(charger_id, None)
             self._upgrading.pop(charger_id, None)
@@ -135,6 +148,7 @@ class ProfileUpgrades:
         self,
         actor: Actor,
         charger_id: str,
+        protocol: str,
         current: int,
         target: int,
         root_pem: str | None,
@@ -157,14 +171,19 @@ class ProfileUpgrades:
                     return await self._failed(
                         actor, charger_id, current, target, f"root install {installed.status}"
                     )
-        spec = catalog.get("change-configuration")
-        assert spec is not None
-        params_change = catalog.ChangeConfigurationParams(key="SecurityProfile", value=str(target))
-        answer = await send_command(self._path, actor, charger_id, spec, params_change, reason)
-        if answer.status != "Accepted":
-            return await self._failed(
-                actor, charger_id, current, target, f"the charger answered {answer.status}"
-            )
+        if protocol == "ocpp1.6":
+            spec = catalog.get("change-configuration")
+            assert spec is not None
+            change = catalog.ChangeConfigurationParams(key="SecurityProfile", value=str(target))
+            answer = await send_command(self._path, actor, charger_id, spec, change, reason)
+            if answer.status != "Accepted":
+                return await self._failed(
+                    actor, charger_id, current, target, f"the charger answered {answer.status}"
+                )
+        else:
+            why = await self._switch_network(actor, charger_id, target, reason)
+            if why is not None:
+                return await self._failed(actor, charger_id, current, target, why)
         try:
             await asyncio.wait_for(asyncio.shield(self._waiting[charger_id][1]), deadline)
         except TimeoutError:
@@ -189,6 +208,52 @@ class ProfileUpgrades:
             detail={"from": current, "to": target},
         )
         return {"charger_id": charger_id, "state": "upgraded", "security_profile": target}
+
+    async def _switch_network(
+        self, actor: Actor, charger_id: str, target: int, reason: str | None
+    ) -> str | None:
+        """2.0.1 (A05): the new profile into a free slot, that slot first in
+        NetworkConfigurationPriority with the old one kept behind it (the charger falls back
+        to it if the new one fails), then a Reset (OnIdle). Returns why it failed, or None."""
+        assert self._csms_url is not None
+        read = await self._path.send(charger_id, commands.GetVariables((PRIORITY,)))
+        rows = read.details.get("results", ())
+        value = rows[0].get("attribute_value") if read.status == "Accepted" and rows else None
+        slots = plan.network_slots(value if isinstance(value, str) else None)
+        if slots is None:
+            return f"NetworkConfigurationPriority unreadable ({read.status})"
+        new, old = slots
+        steps: tuple[tuple[str, commands.Command], ...] = (
+            (
+                "SetNetworkProfile",
+                commands.SetNetworkProfile(new, self._csms_url, target),
+            ),
+            (
+                "SetVariables",
+                commands.SetVariables((PRIORITY,), (plan.new_priority(new, old),)),
+            ),
+        )
+        for label, command in steps:
+            answer = await self._path.send(charger_id, command)
+            await self._audit.record(
+                actor,
+                ACTION,
+                label,
+                target=charger_id,
+                chargers=[charger_id],
+                reason=reason,
+                detail={"slot": new, "fallback": old, "to": target, "answer": answer.status},
+            )
+            if not answer.accepted:
+                return f"{label} {answer.status}"
+        spec = catalog.get("reset")
+        assert spec is not None
+        reset = await send_command(
+            self._path, actor, charger_id, spec, catalog.ResetParams(type="OnIdle"), reason
+        )
+        if not reset.accepted:
+            return f"Reset {reset.status}"
+        return None
 
     async def _failed(
         self, actor: Actor, charger_id: str, current: int, target: int, why: str

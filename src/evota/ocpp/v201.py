@@ -468,6 +468,18 @@ def encode_command(command: commands.Command) -> tuple[str, dict[str, Any]]:
             payload = {"certificateChain": c.certificate_chain}
             _put(payload, "certificateType", c.certificate_type)
             return "CertificateSigned", payload
+        case commands.SetNetworkProfile():
+            return "SetNetworkProfile", {
+                "configurationSlot": c.configuration_slot,
+                "connectionData": {
+                    "ocppVersion": "OCPP20",
+                    "ocppTransport": "JSON",
+                    "ocppCsmsUrl": c.csms_url,
+                    "messageTimeout": c.message_timeout,
+                    "securityProfile": c.security_profile,
+                    "ocppInterface": c.ocpp_interface,
+                },
+            }
         case commands.DataTransfer():
             payload = {"vendorId": c.vendor_id}
             _put(payload, "messageId", c.message_id)

@@ -327,6 +327,11 @@ class SimulatedCharger:
         )
         self.tls = TlsIdentity(spec.client_cert, spec.client_key)
         self.offline_forever = False  # fault: never reconnects after a profile switch
+        # 2.0.1 network connection profiles (evota.sim.control.network): slot -> (URL, profile),
+        # the slots to fall back to when the current one cannot connect, and the fault's flag.
+        self.network_slots: dict[int, tuple[str, int]] = {}
+        self.network_fallbacks: list[tuple[str, int]] = []
+        self.fail_next_connect = False
         self.certificate_problem: str | None = None  # why the last CertificateSigned failed
         self.config = config or SimConfig()
         self.initial_delay = initial_delay
@@ -436,6 +441,14 @@ class SimulatedCharger:
             return self.tls_url
         return self.url
 
+    def use_network(self, url: str, profile: int) -> None:
+        """Connect with ``url`` (the full URL) on ``profile`` from the next connection on."""
+        self.security_profile = profile
+        if url.startswith("wss://"):
+            self.tls_url = url
+        else:
+            self.url = url
+
     def _client_certificate(self) -> None:
         """Mint the client certificate from the fleet's CA the first time it is needed."""
         if self.tls.cert is not None or self.spec.client_ca is None:
@@ -496,6 +509,9 @@ class SimulatedCharger:
             try:
                 subprotocol = self.wire.subprotocol
                 url = self.connect_url
+                if self.fail_next_connect:  # fault: the new network profile does not work
+                    self.fail_next_connect = False
+                    raise _Refused(f"fault: no connection on profile {self.security_profile}")
                 context = None
                 if url.startswith("wss://"):
                     if self.security_profile == 3:
@@ -523,6 +539,7 @@ class SimulatedCharger:
                     if ws.subprotocol != subprotocol:
                         raise _Refused(f"CSMS selected subprotocol {ws.subprotocol!r}")
                     self._opened = True
+                    self.network_fallbacks = []  # this profile works: no falling back from it
                     await self._serve(ws)
             except InvalidURI:
                 raise
@@ -539,6 +556,9 @@ class SimulatedCharger:
                 break
             if self._reconnecting:
                 self._reconnecting = False
+                continue
+            if not self._opened and self.network_fallbacks:  # 2.0.1: the next priority slot
+                self.use_network(*self.network_fallbacks.pop(0))
                 continue
             if self._rebooting:
                 self._rebooting = False

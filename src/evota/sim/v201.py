@@ -53,6 +53,7 @@ from evota.sim.control import (
     certificates,
     datatransfer,
     diagnostics,
+    network,
     smartcharging,
     transactions,
 )
@@ -397,14 +398,19 @@ async def _on_reset(charger: SimulatedCharger, call: rpc.Call) -> Reply:
     if "evseId" in p:  # resetting one EVSE is optional in 2.0.1; this station does not
         return Reply({"status": "Rejected", "statusInfo": {"reasonCode": "NoEVSEReset"}})
     w = wire(charger)
+
+    async def reboot() -> None:
+        network.choose(charger)  # the first slot of NetworkConfigurationPriority (A05)
+        await charger.reboot(reason="RemoteReset")
+
     if p["type"] == "Immediate" or _idle(charger):
-        return Reply({"status": "Accepted"}, then=lambda: charger.reboot(reason="RemoteReset"))
+        return Reply({"status": "Accepted"}, then=reboot)
     if w.reset_task is None or w.reset_task.done():
 
         async def when_idle() -> None:
             while not _idle(charger):  # noqa: ASYNC110 -- sessions end by their own tasks
                 await asyncio.sleep(_IDLE_POLL)
-            await charger.reboot(reason="RemoteReset")
+            await reboot()
 
         w.reset_task = charger.spawn_background(when_idle())
     return Reply({"status": "Scheduled"})
@@ -555,7 +561,10 @@ async def _on_set_variables(charger: SimulatedCharger, call: rpc.Call) -> Reply:
     for item in items:
         result, key = devicemodel.set_decision(m, _refresh(charger), item)
         if key is not None:
-            status = apply_setting(charger, key, item["attributeValue"])
+            refused = None
+            if key == network.PRIORITY_KEY:
+                refused = network.priority_answer(charger, item["attributeValue"])
+            status = refused or apply_setting(charger, key, item["attributeValue"])
             result["attributeStatus"] = "Rejected" if status == "NotSupported" else status
             if status == "Rejected":
                 result["attributeStatusInfo"] = {"reasonCode": "InvalidValue"}
@@ -775,4 +784,5 @@ V201_HANDLERS |= {
     "InstallCertificate": certificates.on_install_certificate,
     "DeleteCertificate": certificates.on_delete_certificate,
     "CertificateSigned": certificates.on_certificate_signed,
+    "SetNetworkProfile": network.on_set_network_profile,
 }
