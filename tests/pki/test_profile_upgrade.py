@@ -7,6 +7,7 @@ come back the old way, and raises an alert."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from evota.pki import inventory as inv
 from evota.runtime import Runtime
 from evota.sim.charger import SimulatedCharger
 from evota.sim.control import network
+from evota.sim.control.state import state
 from evota.sim.fleet import ChargerSpec, FaultProfile
 from evota.store.models import Charger
 from tests.conftest import api_client, connect, provision, session_for, start_runtime
@@ -300,5 +302,26 @@ async def test_v201_no_reconnect_falls_back_to_the_old_slot(rt: Runtime, pki: Pk
         async with api_client(rt) as api:
             alerts = (await api.get("/api/v1/alerts")).json()
         assert any(a["rule"] == "security_profile_upgrade_failed" for a in alerts["items"])
+    finally:
+        await charger.stop()
+
+
+async def test_v201_an_unreadable_priority_list_fails_before_anything_is_sent(
+    rt: Runtime, pki: Pki
+) -> None:
+    """The charger controls its GetVariables answer: a NetworkConfigurationPriority that is
+    no slot list fails the upgrade cleanly, with no network profile sent and no reset."""
+    await provision(rt, CHARGER_ID, KEY)
+    charger = sim(rt, protocol=V201, ocpp_ca=(pki.server_ca.read_text(),))
+    charger.start()
+    try:
+        await until(lambda: charger.accepted)
+        store = state(charger).configuration
+        store[network.PRIORITY_KEY] = replace(store[network.PRIORITY_KEY], value="0,x")
+        answer = await upgrade(rt, 2, deadline_seconds=20)
+        assert answer["state"] == "failed" and "unreadable" in answer["why"], answer
+        assert charger.stats.calls_received["SetNetworkProfile"] == 0
+        assert charger.stats.calls_received["Reset"] == 0
+        assert await stored_profile(rt) == 1 and charger.accepted
     finally:
         await charger.stop()
