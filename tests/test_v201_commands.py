@@ -213,10 +213,18 @@ async def test_configuration_keys_and_variables(bench: Bench201):
     assert await change("LocalPreAuthorize", "maybe") == "Rejected"
     assert await change("WebSocketPingInterval", "60") == "RebootRequired"
     assert await change("TxCtrlr.TxStopPoint", "EVConnected,Authorized") == "Accepted"
-    assert await change("AuthorizationKey", "a-new-key-of-24-chars-xx") == "Accepted"
-    assert sim.auth_key == "a-new-key-of-24-chars-xx"
-    r = await bench.command(sim.identity, "change-configuration", key="SecurityProfile", value="2")
-    assert r.status_code == 409  # read-only on 2.0.1: refused before sending
+    for key in ("AuthorizationKey", "SecurityProfile"):  # only through their own flows
+        r = await bench.command(sim.identity, "change-configuration", key=key, value="2")
+        assert r.status_code == 422 and r.json()["field"] == "key", r.text
+    for component, variable in (
+        ("SecurityCtrlr", "BasicAuthPassword"),
+        ("securityctrlr", "SecurityProfile"),
+        ("OCPPCommCtrlr", "NetworkConfigurationPriority"),
+    ):
+        item = {"component": component, "variable": variable, "value": "2"}
+        r = await bench.command(sim.identity, "set-variables", variables=[item])
+        assert r.status_code == 422 and r.json()["field"] == "variables", r.text
+    assert sim.auth_key != "2"
 
     got = await bench.ok(
         sim.identity,

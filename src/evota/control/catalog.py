@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Final, Literal, Protocol
 
 from pydantic import (
     AwareDatetime,
@@ -287,9 +287,48 @@ class GetConfigurationParams(Params):
 SECRET_KEYS = frozenset({"authorizationkey"})
 
 
+#: Keys and variables that change how a charger connects to evota. Set as a plain
+#: configuration change, the charger would switch while evota still expects the old key or
+#: profile: a lock-out. Only the flows that keep both sides in step send them (the route named).
+_PASSWORD_ROUTE = "POST /api/v1/chargers/{id}/password"
+_UPGRADE_ROUTE = "POST /api/v1/chargers/{id}/security-profile/upgrade"
+CONNECTION_KEYS: Final = {
+    "authorizationkey": _PASSWORD_ROUTE,
+    "securityprofile": _UPGRADE_ROUTE,
+}
+CONNECTION_VARIABLES: Final = {
+    ("securityctrlr", "basicauthpassword"): _PASSWORD_ROUTE,
+    ("securityctrlr", "securityprofile"): _UPGRADE_ROUTE,
+    ("ocppcommctrlr", "networkconfigurationpriority"): _UPGRADE_ROUTE,
+}
+
+
+def _connection_setting(name: str, route: str) -> str:
+    return (
+        f"{name} changes how the charger connects to evota; use {route}, which switches "
+        "evota only once the charger is back with it"
+    )
+
+
 class ChangeConfigurationParams(Params):
     key: str = Field(min_length=1, max_length=50)
     value: str = Field(max_length=500)
+
+    @field_validator("key")
+    @classmethod
+    def _not_a_connection_key(cls, key: str) -> str:
+        route = CONNECTION_KEYS.get(key.lower())
+        if route is not None:
+            raise ValueError(_connection_setting(key, route))
+        return key
+
+    @classmethod
+    def connection_change(cls, key: str, value: str) -> ChangeConfigurationParams:
+        """The parameters the password and profile-upgrade flows send: they keep evota in
+        step with the charger, so the check above is theirs to skip."""
+        if key.lower() not in CONNECTION_KEYS:
+            raise ValueError(f"{key} is not a connection key")
+        return cls.model_construct(key=key, value=value)
 
     def to_command(self, ctx: Context) -> commands.Command:
         return commands.ChangeConfiguration(self.key, self.value)
@@ -585,6 +624,15 @@ class SetVariableIn(VariableIn):
 
 class SetVariablesParams(Params):
     variables: list[SetVariableIn] = Field(min_length=1, max_length=100)
+
+    @field_validator("variables")
+    @classmethod
+    def _no_connection_variable(cls, variables: list[SetVariableIn]) -> list[SetVariableIn]:
+        for v in variables:
+            route = CONNECTION_VARIABLES.get((v.component.lower(), v.variable.lower()))
+            if route is not None:
+                raise ValueError(_connection_setting(f"{v.component}.{v.variable}", route))
+        return variables
 
     def to_command(self, ctx: Context) -> commands.Command:
         return commands.SetVariables(

@@ -121,7 +121,7 @@ class PasswordChanges:
             ).inserted_primary_key[0]  # type: ignore[index]
         spec = catalog.get("change-configuration")
         assert spec is not None
-        params = catalog.ChangeConfigurationParams(key="AuthorizationKey", value=key)
+        params = catalog.ChangeConfigurationParams.connection_change("AuthorizationKey", key)
         try:
             result = await send_command(self._path, actor, charger_id, spec, params, reason)
         except commands.CommandError as exc:

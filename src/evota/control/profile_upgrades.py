@@ -174,7 +174,9 @@ class ProfileUpgrades:
         if protocol == "ocpp1.6":
             spec = catalog.get("change-configuration")
             assert spec is not None
-            change = catalog.ChangeConfigurationParams(key="SecurityProfile", value=str(target))
+            change = catalog.ChangeConfigurationParams.connection_change(
+                "SecurityProfile", str(target)
+            )
             answer = await send_command(self._path, actor, charger_id, spec, change, reason)
             if answer.status != "Accepted":
                 return await self._failed(
