@@ -470,6 +470,40 @@ async def test_scheduled_job_waits_and_can_be_cancelled(sqlite_bench: Bench):
     assert r.status_code == 409
 
 
+async def test_an_input_that_waited_for_a_cancel_does_not_bring_the_job_back(
+    sqlite_bench: Bench,
+):
+    """An input for a charger's job that waits for the runner's lock while the job is
+    cancelled (a campaign's abort) used to be applied to the stale copy it had read: the
+    cancelled job came back active (a busy CI run left a charger on a bad image without its
+    rollback). The interleaving is forced: the test holds the lock, queues the cancel and
+    then a dispatch behind it, and lets go. The charger is offline, so the runner itself
+    sends no input for the job meanwhile."""
+    from evota.rollout import job as jm
+
+    b = sqlite_bench
+    fw = await upload(b.api, b.tmp_path, b.keys, "2.0.0")
+    charger = await b.charger()
+    await charger.stop()
+    await until(lambda: not b.rt.gateway.is_connected(charger.identity))
+    job_id = (await b.update(charger.identity, fw["id"])).json()["job_id"]
+    assert (await b.job(job_id))["state"] == "queued"
+    jobs = b.rt.jobs
+    lock = jobs._lock
+    async with lock:
+        cancel = asyncio.create_task(jobs.cancel(job_id, "the campaign was aborted"))
+        await until(lambda: len(lock._waiters or ()) == 1)
+        jobs.notify(charger.identity, jm.Dispatch(), "dispatch")
+        await until(lambda: len(lock._waiters or ()) == 2)  # the worker waits behind it
+    step = await cancel
+    assert step is not None and step.job.state is jm.JobState.CANCELLED
+    for _ in range(3):  # the worker has had the lock and let it go again
+        await until(lambda: not lock.locked() and not lock._waiters)
+        await asyncio.sleep(0.05)
+    assert charger.identity not in jobs.active
+    assert (await b.job(job_id))["state"] == "cancelled"
+
+
 # -- CLI and metrics ------------------------------------------------------------------------------
 
 

@@ -113,7 +113,9 @@ class JobRunner:
         self._audit = audit
         self.active: dict[str, jm.Job] = {}  # charger id -> its one unfinished job
         self._images: dict[int, Image] = {}  # job id -> image
-        self._inbox: asyncio.Queue[tuple[str, jm.Input, str]] = asyncio.Queue()
+        # (charger, input, name, the job it is about: None for what the charger says, which is
+        # about whatever job is active; a CALL's answer names the job that sent it)
+        self._inbox: asyncio.Queue[tuple[str, jm.Input, str, int | None]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._worker: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -271,9 +273,11 @@ class JobRunner:
         return cancelled
 
     # -- charger reports (called synchronously from the fleet service) ------------------------
-    def notify(self, charger_id: str, event: jm.Input, name: str) -> None:
+    def notify(
+        self, charger_id: str, event: jm.Input, name: str, job_id: int | None = None
+    ) -> None:
         if charger_id in self.active:
-            self._inbox.put_nowait((charger_id, event, name))
+            self._inbox.put_nowait((charger_id, event, name, job_id))
 
     def booted(
         self, charger_id: str, firmware_version: str | None, reason: str | None = None
@@ -295,16 +299,18 @@ class JobRunner:
     # -- the worker ---------------------------------------------------------------------------
     async def _work(self) -> None:
         while True:
-            charger_id, event, name = await self._inbox.get()
-            job = self.active.get(charger_id)
-            if job is None:
-                continue
+            charger_id, event, name, job_id = await self._inbox.get()
             try:
                 async with self._lock:
-                    job = self.active.get(charger_id, job)
+                    # Read under the lock: a job that ended while this input waited (a
+                    # cancel from a campaign's abort, say) must not come back from a stale
+                    # copy, and an answer to one job's CALL is not another job's.
+                    job = self.active.get(charger_id)
+                    if job is None or (job_id is not None and job.id != job_id):
+                        continue
                     await self._apply(job, event, name)
             except Exception:  # one bad transition must not stop every other job
-                log.exception("job transition failed", job_id=job.id, input=name)
+                log.exception("job transition failed", charger_id=charger_id, input=name)
 
     async def _apply(self, job: jm.Job, event: jm.Input, name: str) -> None:
         s = jm.step(job, event, self._clock.now(), self._timeouts(job.charger_id))
@@ -388,7 +394,7 @@ class JobRunner:
                 chargers=[job.charger_id],
                 detail={"job_id": job.id, "target_version": job.target_version},
             )
-        self.notify(job.charger_id, event, "answer")
+        self.notify(job.charger_id, event, "answer", job.id)
 
     async def _remember_method(self, job: jm.Job, status: str) -> None:
         """1.6 only: which variant a charger takes is learned from its answers."""
