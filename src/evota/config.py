@@ -22,6 +22,22 @@ class Settings(BaseSettings):
     ocpp_port: int = Field(9000, ge=0, le=65535)
     database_url: str | None = None
     registration: Literal["known-only", "open"] = "known-only"
+    # Scale-out (docs/cluster.md): several nodes on one PostgreSQL and one Redis. Unset = one
+    # node owns every connection and runner (the default; no Redis needed).
+    redis_url: SecretStr | None = Field(
+        None, description="redis://HOST:PORT/DB of the cluster's Redis; unset = single node"
+    )
+    node_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="this node's name in the cluster (default: the host name)",
+    )
+    components: str = Field(
+        "ocpp,http,download,runners",
+        description="what this node runs: a comma list of ocpp, http, download, runners",
+    )
     admin_token: SecretStr | None = None
 
     heartbeat_interval: int = Field(300, ge=10, description="seconds, returned in BootNotification")
@@ -224,6 +240,31 @@ class Settings(BaseSettings):
     ftp_login_failure_window_seconds: float = Field(
         300, gt=0, le=86400, description="window of ftp_login_failures (seconds)"
     )
+
+    @field_validator("components")
+    @classmethod
+    def _components(cls, value: str) -> str:
+        from evota.cluster.node import parse_components
+
+        parse_components(value)  # ValueError names the unknown one
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_needs_postgres(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        url = info.data.get("database_url") or ""
+        if value is not None and not url.startswith("postgresql"):
+            raise ValueError(
+                "several nodes need PostgreSQL: set EVOTA_DATABASE_URL=postgresql+asyncpg://... "
+                "(a SQLite file cannot be shared by nodes)"
+            )
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
 
     @field_validator("ftp_passive_ports")
     @classmethod

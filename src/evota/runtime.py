@@ -8,17 +8,19 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import structlog
 import uvicorn
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, make_url, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.audit import anomalies
 from evota.audit.alerts import AlertMonitor
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
+from evota.cluster.node import Node, single_node_lock
 from evota.config import Settings, passive_range
 from evota.control import uploads as charger_uploads
 from evota.control.certificates import CertificateService
@@ -109,11 +111,17 @@ class Runtime:
     generated_admin_token: str | None = None
     _uvicorn: uvicorn.Server | None = None
     _http_task: asyncio.Task[Any] | None = None
+    node: Node = field(init=False)  # this process in the cluster (evota.cluster.node)
+    _node_lock: IO[bytes] | None = None  # SQLite: one node per database file
 
     async def start(self, serve_http: bool = True) -> None:
         s = self.settings
         private_dir(s.data_dir)  # keys, database and uploads: 0700 / 0600 (evota.files)
         private_sqlite(s.resolved_database_url())
+        self.node = Node.start(s.node_id)
+        url = make_url(s.resolved_database_url())
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            self._node_lock = single_node_lock(Path(url.database))
         self.engine = db.create_engine(s.resolved_database_url())
         await db.migrate(self.engine)
         self.audit, key_created = AuditLog.for_data_dir(
@@ -618,6 +626,9 @@ class Runtime:
         await self._reset_connected()
         self.audit.anchor()  # the last head, outside the database
         await self.engine.dispose()
+        if self._node_lock is not None:
+            self._node_lock.close()
+            self._node_lock = None
 
     async def on_firmware_revoked(self, firmware_id: str) -> None:
         """A revoked image must not be downloaded or installed any more: stop its jobs."""
