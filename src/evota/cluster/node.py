@@ -56,7 +56,9 @@ def single_node_lock(database_file: Path) -> IO[bytes]:
     when the process ends, however it ends.
     """
     path = database_file.with_name(database_file.name + ".node-lock")
-    handle = open(path, "a+b")  # noqa: SIM115 - held open until the process ends
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # in the private data directory
+    os.fchmod(fd, 0o600)
+    handle = os.fdopen(fd, "r+b")
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
