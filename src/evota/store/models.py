@@ -816,3 +816,14 @@ class RootRotation(Base):
     switched_at: Mapped[datetime | None] = mapped_column(TS)
     finished_at: Mapped[datetime | None] = mapped_column(TS)
     __table_args__ = (Index("ix_root_rotations_state", "state"),)
+
+
+class ClusterLeader(Base):
+    """The runner leader's fencing token (issue 15, evota.cluster.leader): one row (id 1);
+    every takeover increments ``token`` and names the new holder's node key."""
+
+    __tablename__ = "cluster_leader"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger)
+    node: Mapped[str] = mapped_column(String(120))
+    since: Mapped[datetime] = mapped_column(TS)
