@@ -1,8 +1,10 @@
 """The audit log's store: append sealed entries, read them back filtered, verify the chain.
 
 Appends are serialized by one writer task per process that commits every entry waiting
-at that moment in one transaction (group commit); the unique ``seq`` catches a second
-process, and the batch is relinked on the new head and retried. Listeners (anomaly rules)
+at that moment in one transaction (group commit). Several processes (cluster nodes on one
+PostgreSQL) take a transaction advisory lock before reading the head (:func:`lock_appends`),
+so their batches extend one chain in turn; the unique ``seq`` stays as the backstop (a
+batch that meets it is relinked on the new head and retried). Listeners (anomaly rules)
 see each entry after it is committed; a failing listener is logged and never loses it.
 
 The same transaction moves the sealed head (``audit_head``: seq, hash and an HMAC keyed by
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import structlog
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -109,14 +111,31 @@ def head_key(data_dir: Path, *, create: bool = False) -> tuple[bytes | None, boo
     return key, False
 
 
+#: The PostgreSQL advisory lock (two-int form, so it cannot meet a one-bigint key) that
+#: serializes appends across processes: ``evota`` in ASCII, then 1 for the audit log.
+APPEND_LOCK: Final = (0x65766F74, 1)
+
+
+async def lock_appends(conn: AsyncConnection) -> None:
+    """Serialize appends (and the archive's cut) across processes on PostgreSQL: taken first
+    in the transaction and held to its end, so the head is read only by the one writer that
+    will extend it; several nodes append to one chain instead of racing on ``seq`` and
+    retrying. SQLite needs none: one node per file, and its writes are serialized anyway."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:a, :b)"),
+            {"a": APPEND_LOCK[0], "b": APPEND_LOCK[1]},
+        )
+
+
 def read_anchor(path: Path) -> chain.Head | None:
     """The furthest head published to the anchor file (None if there is none)."""
     try:
-        text = path.read_text()
+        content = path.read_text()
     except FileNotFoundError:
         return None
     best: chain.Head | None = None
-    for line in text.splitlines():
+    for line in content.splitlines():
         try:
             item = json.loads(line)
             anchor = chain.Head(int(item["seq"]), str(item["hash"]), str(item.get("mac", "")))
@@ -301,6 +320,7 @@ class AuditLog:
         insert the sealed entries, link them to their chargers, move the sealed head."""
         out: list[chain.Entry] = []
         async with self.engine.begin() as conn:
+            await lock_appends(conn)
             head = (
                 await conn.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
             ).first()
