@@ -36,8 +36,20 @@ JOBS_FINISHED = Counter(
     ["state", "failure"],
     registry=REGISTRY,
 )
+CAMPAIGN_JOB_ROWS_READ = Counter(
+    "evota_campaign_job_rows_read",
+    "Job rows the campaign runner read (whole campaigns at first, then only changed jobs)",
+    registry=REGISTRY,
+)
 FIRMWARE_BYTES = Counter(
     "evota_firmware_bytes_served", "Firmware bytes sent to chargers", registry=REGISTRY
+)
+CLUSTER_EVENTS = Counter(
+    "evota_cluster_events",
+    "Charger events relayed to the runner leader (evota.cluster.events), by outcome: "
+    "published, handled, failed, dropped_flood (a charger over its rate), dropped_full",
+    ["outcome"],
+    registry=REGISTRY,
 )
 ALERTS = Counter(
     "evota_alerts", "Anomaly alerts raised, by rule (docs/alerts.md)", ["rule"], registry=REGISTRY

@@ -42,6 +42,7 @@ from evota.rollout.campaign import (
     refusal,
     transition,
 )
+from evota.rollout.campaign_jobs import CampaignJobs
 from evota.rollout.gate import Health, StatusReport, health_after_boot
 from evota.rollout.job import TERMINAL as JOB_TERMINAL
 from evota.rollout.job import JobState
@@ -123,6 +124,9 @@ class CampaignRunner:
         self.notes: dict[str, tuple[str, ...]] = {}  # campaign id -> why chargers wait
         self.join_interval = join_interval
         self._joined_at: dict[str, datetime] = {}
+        # A tick reads the jobs that changed, not every job of the campaign (campaign_jobs).
+        self.jobs_read = CampaignJobs()
+        jobs.change_listeners.append(self.jobs_read.changed)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="campaigns")
@@ -355,6 +359,7 @@ class CampaignRunner:
                             )
                         ).scalars()
                     )
+                self.jobs_read.retain(ids)
                 for cid in due:
                     await self.act(cid, CampaignAction.START, "scheduled start")
                 for cid in ids:
@@ -376,7 +381,7 @@ class CampaignRunner:
             ).first()
             if fw is None:
                 return None
-            jobs = await self._job_views(conn, campaign_id)
+            jobs = await self.jobs_read.read(conn, campaign_id, now)
             members = [c for wave in row.waves for c in wave]
             fleet = await self.snapshots(conn, members)
             aborted = row.state == CampaignState.ABORTED
@@ -454,41 +459,6 @@ class CampaignRunner:
                 {"chargers": list(eligible)[:100]},
             )
         log.info("chargers joined campaign", campaign_id=campaign_id, count=len(eligible))
-
-    async def _job_views(self, conn: AsyncConnection, campaign_id: str) -> dict[str, list[JobView]]:
-        rows = (
-            await conn.execute(
-                select(
-                    Job.id,
-                    Job.charger_id,
-                    Job.kind,
-                    Job.state,
-                    Job.failure,
-                    Job.previous_version,
-                    Job.target_version,
-                    Job.created_at,
-                    Job.finished_at,
-                )
-                .where(Job.campaign_id == campaign_id)
-                .order_by(Job.id)
-            )
-        ).all()
-        views: dict[str, list[JobView]] = defaultdict(list)
-        for r in rows:
-            views[r.charger_id].append(
-                JobView(
-                    charger_id=r.charger_id,
-                    job_id=r.id,
-                    kind=r.kind,
-                    state=r.state,
-                    failure=r.failure,
-                    previous_version=r.previous_version,
-                    target_version=r.target_version,
-                    created_at=r.created_at,
-                    finished_at=r.finished_at,
-                )
-            )
-        return dict(views)
 
     async def _health(
         self,

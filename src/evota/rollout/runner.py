@@ -120,6 +120,9 @@ class JobRunner:
         self._worker: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one transition at a time, worker or API
+        # Told the id of every job written, after the commit (the campaign runner's memory of
+        # its jobs, evota.rollout.campaign_jobs): every job transition goes through _persist.
+        self.change_listeners: list[Callable[[int], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -459,6 +462,8 @@ class JobRunner:
                     job_id=job.id, at=now, event=event, state=job.state.value, detail=detail
                 )
             )
+        for listen in self.change_listeners:
+            listen(job.id)
         if job.terminal:
             self.active.pop(job.charger_id, None)
             self._images.pop(job.id, None)
