@@ -495,6 +495,24 @@ class AuditCharger(Base):
     charger_id: Mapped[str] = mapped_column(String(48), primary_key=True, index=True)
 
 
+class AuditCheckpoint(Base):
+    """Where a pruned prefix of the audit log ended (evota.audit.archive): entries
+    ``prev_seq``+1..``seq`` went to the archive ``archive`` (its body's SHA-256), and the
+    remaining chain starts after ``seq``/``hash``. ``mac`` is the HMAC with the audit head
+    key over all of it, so a checkpoint cannot be written without the key."""
+
+    __tablename__ = "audit_checkpoints"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    prev_seq: Mapped[int] = mapped_column(BigInteger)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    archive: Mapped[str] = mapped_column(String(255))
+    archive_sha256: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(TS)
+
+
 class Approval(Base):
     """A four-eyes request: ``action`` with ``payload`` runs once a second operator approves."""
 
