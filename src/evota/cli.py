@@ -1130,5 +1130,42 @@ def db_upgrade(
     out.print(f"database revision {before or '(empty)'} -> {after}")
 
 
+@app.command("backup")
+def backup_command(
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="a new directory")],
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    pg_dump: Annotated[
+        Path | None, typer.Option("--pg-dump", help="pg_dump to use (default: from PATH)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Back up a running evota into OUT: the database (SQLite's online backup API, or
+    pg_dump) and the data directory's keys, firmware images and uploads
+    (docs/operations-guide.md#backup-and-restore)."""
+    from evota.backup import BackupError, backup
+
+    url = _database_url(data_dir, database_url)
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    try:
+        made = backup(settings.data_dir, url, out_dir, pg_dump)
+    except (BackupError, OSError) as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        return print_json(
+            {
+                "out": str(made.out),
+                "database": str(made.database),
+                "database_bytes": made.database_bytes,
+                "files": made.files,
+            }
+        )
+    out.print(
+        f"backup in {made.out}: {made.database.name} ({made.database_bytes} bytes)"
+        f" and {made.files} files of the data directory",
+        highlight=False,
+    )
+
+
 def main() -> None:
     app()
