@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -20,7 +21,8 @@ from evota.audit import anomalies
 from evota.audit.alerts import AlertMonitor
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
-from evota.cluster.node import Node, single_node_lock
+from evota.cluster.leader import Follower, Leadership, PgLeader, SoleLeader
+from evota.cluster.node import Node, parse_components, single_node_lock
 from evota.config import Settings, passive_range
 from evota.control import uploads as charger_uploads
 from evota.control.certificates import CertificateService
@@ -73,6 +75,19 @@ log = structlog.get_logger("evota")
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"
 
 
+def _started(start: Callable[..., None], *args: Any) -> Callable[[], Awaitable[None]]:
+    """A runner whose start is synchronous, as a leadership hook."""
+
+    async def hook() -> None:
+        start(*args)
+
+    return hook
+
+
+async def _nothing() -> None:
+    """The stop of a runner that only registers handlers."""
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -113,12 +128,16 @@ class Runtime:
     _http_task: asyncio.Task[Any] | None = None
     node: Node = field(init=False)  # this process in the cluster (evota.cluster.node)
     _node_lock: IO[bytes] | None = None  # SQLite: one node per database file
+    components: frozenset[str] = field(init=False)  # EVOTA_COMPONENTS
+    # who runs the runners: this process alone, or the cluster's elected leader
+    leadership: Leadership = field(init=False)
 
     async def start(self, serve_http: bool = True) -> None:
         s = self.settings
         private_dir(s.data_dir)  # keys, database and uploads: 0700 / 0600 (evota.files)
         private_sqlite(s.resolved_database_url())
         self.node = Node.start(s.node_id)
+        self.components = parse_components(s.components)
         url = make_url(s.resolved_database_url())
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             self._node_lock = single_node_lock(Path(url.database))
@@ -128,8 +147,9 @@ class Runtime:
             self.engine, self.clock, s.data_dir, create_key=True
         )
         await self.audit.start(key_created)
+        self.leadership = self._leadership()
         self.alerts = AlertMonitor(self.engine, self.clock, self.audit, s.alert_thresholds())
-        await self.alerts.start()
+        await self.leadership.add(self.alerts.start, self.alerts.stop)
         self.approvals = Approvals(
             self.engine,
             self.clock,
@@ -193,9 +213,9 @@ class Runtime:
             client_cert_header=s.ocpp_client_cert_header,
             on_tls_reload_failed=self._tls_reload_alert,
         )
-        if s.ocpp_plain:
+        if s.ocpp_plain and "ocpp" in self.components:
             self.ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
-        if s.ocpp_tls_port is not None:
+        if s.ocpp_tls_port is not None and "ocpp" in self.components:
             self.ocpp_tls_port = await self.gateway.start_tls(s.host, s.ocpp_tls_port)
         self.uploads = charger_uploads.ChargerUploads(
             self.engine,
@@ -217,12 +237,22 @@ class Runtime:
         )
         await self._start_certificates()
         await self._start_firmware()
-        if serve_http:
+        if serve_http and "http" in self.components:
             await self._start_http()
+        await self.leadership.start()  # cluster: stand for election (docs/cluster.md)
         # Everything allocated so far (modules, FastAPI app, schemas) lives for the whole run:
         # keep it out of the cyclic GC's full collections, which otherwise stall the gateway.
         gc.collect()
         gc.freeze()
+
+    def _leadership(self) -> Leadership:
+        """Single node: this process runs every runner; cluster: the elected leader does
+        (a node without the ``runners`` component never stands)."""
+        if "runners" not in self.components:
+            return Follower()
+        if self.settings.redis_url is None:
+            return SoleLeader()
+        return PgLeader(self.settings.resolved_database_url(), self.node.key, self.clock)
 
     def _charger_ca(self) -> ChargerCA:
         """The operator's CA files, else the built-in CA in the data directory."""
@@ -257,7 +287,7 @@ class Runtime:
         )
         self.fleet.certificates = self.certificates
         self.fleet.ready_listeners.append(self.certificates.charger_ready)
-        await self.certificates.start()
+        await self.leadership.add(self.certificates.start, self.certificates.stop)
         self.passwords = PasswordChanges(
             self.engine,
             self.clock,
@@ -267,7 +297,7 @@ class Runtime:
             grace=timedelta(minutes=s.charger_password_grace_minutes),
         )
         self.fleet.key_listeners.append(self.passwords.promoted)
-        await self.passwords.start()
+        await self.leadership.add(self.passwords.start, self.passwords.stop)
         self.profile_upgrades = ProfileUpgrades(
             self.engine,
             self.clock,
@@ -314,8 +344,11 @@ class Runtime:
             max_per_site=s.download_max_per_site,
             now=lambda: self.clock.now().timestamp(),  # the clock tokens are issued with
         )
-        self.download_port = await asyncio.to_thread(self.delivery.start, s.host, s.download_port)
-        await self._start_ftp()
+        if "download" in self.components:
+            self.download_port = await asyncio.to_thread(
+                self.delivery.start, s.host, s.download_port
+            )
+            await self._start_ftp()
         gateway = self.gateway
         self.jobs = JobRunner(
             self.engine,
@@ -331,7 +364,7 @@ class Runtime:
             audit=self.audit,
             profile_for=self.vendor_profiles.for_charger,
         )
-        await self.jobs.start()
+        await self.leadership.add(self.jobs.start, self.jobs.stop)
         self.fleet.jobs = self.jobs
         self.campaigns = CampaignRunner(
             self.engine,
@@ -341,7 +374,7 @@ class Runtime:
             tick_interval=s.campaign_tick_seconds,
             profile_for=self.vendor_profiles.for_identity,
         )
-        await self.campaigns.start()
+        await self.leadership.add(self.campaigns.start, self.campaigns.stop)
         self.kpi_rollup = Rollup(
             self.engine,
             self.clock,
@@ -349,7 +382,9 @@ class Runtime:
                 kpi_service.check_regressions, self.engine, raise_alert=self.alerts.raise_alert
             ),
         )
-        self.kpi_rollup.start(s.kpi_rollup_minutes * 60)
+        await self.leadership.add(
+            _started(self.kpi_rollup.start, s.kpi_rollup_minutes * 60), self.kpi_rollup.stop
+        )
         self.firmware_feeds = FeedWatcher(
             self.engine,
             self.firmware_store,
@@ -359,11 +394,14 @@ class Runtime:
             max_new=s.firmware_feed_max_new,
             max_feed_bytes=s.firmware_feed_max_bytes,
         )
-        self.firmware_feeds.start(s.firmware_feed_interval_hours * 3600)
+        await self.leadership.add(
+            _started(self.firmware_feeds.start, s.firmware_feed_interval_hours * 3600),
+            self.firmware_feeds.stop,
+        )
         self._register_approvals()
         await self._start_control()
         await self._start_playbooks()
-        await self.approvals.start()
+        await self.leadership.add(self.approvals.start, self.approvals.stop)
         log.info("firmware downloads listening", host=s.host, port=self.download_port)
 
     async def _start_control(self) -> None:
@@ -396,7 +434,8 @@ class Runtime:
             profile_for=self.vendor_profiles.for_charger,
         )
         self.fleet.ready_listeners.append(self.configuration.charger_ready)
-        await self.configuration.start()  # adds the apply-config-profile step first
+        # adds the apply-config-profile step first
+        await self.leadership.add(self.configuration.start, self.configuration.stop)
         # CSMS root rotation (issue 16 §7): its two steps exist before operations resume
         self.rotations = RootRotations(
             self.engine,
@@ -409,20 +448,21 @@ class Runtime:
             lambda cid: state.protocol if (state := self.live_state(cid)) else None,
             approvals=self.approvals,
         )
-        self.rotations.start()
+        await self.leadership.add(_started(self.rotations.start), _nothing)
         self.operations.add_step(profile_upgrade_step, self.profile_upgrades.step)
-        await self.operations.start()  # registers operation.start, resumes running ones
+        # registers operation.start, resumes running ones
+        await self.leadership.add(self.operations.start, self.operations.stop)
         # chargers' local lists follow the token store
         self.local_lists = LocalListSync(
             self.engine, self.clock, self.fleet.tokens, self.command_path, self._ready
         )
-        await self.local_lists.start()
+        await self.leadership.add(self.local_lists.start, self.local_lists.stop)
         self.fleet.ready_listeners.append(self.local_lists.charger_ready)
 
     async def _start_playbooks(self) -> None:
         """The playbook engine starts (it registers the ``playbook.step`` approval executor:
         before the approvals sweep) and judges kpi_threshold after every KPI rollup."""
-        await self.playbooks.start()
+        await self.leadership.add(self.playbooks.start, self.playbooks.stop)
         regressions = self.kpi_rollup.after_run
 
         async def after_rollup(now: datetime) -> None:  # kpi_threshold reads the new days
@@ -605,24 +645,13 @@ class Runtime:
             self._uvicorn.should_exit = True
             if self._http_task:
                 await self._http_task
-        await self.approvals.stop()
-        await self.playbooks.stop()
-        await self.operations.stop()
-        await self.configuration.stop()
-        await self.local_lists.stop()
-        await self.campaigns.stop()
-        await self.kpi_rollup.stop()
-        await self.firmware_feeds.stop()
-        await self.jobs.stop()
-        await self.certificates.stop()
-        await self.passwords.stop()
+        await self.leadership.stop()  # the runners, last started first
         if self.ftp is not None:
             await asyncio.to_thread(self.ftp.stop)
         await asyncio.to_thread(self.delivery.stop)
         await self.gateway.stop()
         await self.fleet.writer.stop()
         await self.fleet.tokens.close()
-        await self.alerts.stop()
         await self._reset_connected()
         self.audit.anchor()  # the last head, outside the database
         await self.engine.dispose()

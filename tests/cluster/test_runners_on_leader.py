@@ -1,0 +1,111 @@
+"""Runners with one leader (issue 15 item 3) and node components (``--components``): the
+runtime's runners run on the elected node only, move when it goes, and a node runs only the
+listeners its components name."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from evota.cluster.leader import Follower, PgLeader, SoleLeader
+from evota.runtime import Runtime
+from tests.cluster.harness import SHARED_KEYS, pg_database  # noqa: F401
+from tests.conftest import make_settings
+
+
+async def _node(
+    tmp_path: Path, url: str, name: str, first: Runtime | None, **kw: object
+) -> Runtime:
+    """An in-process node on the shared PostgreSQL and Redis, with the first node's keys."""
+    settings = make_settings(tmp_path / name, url, node_id=name, **kw)
+    if first is not None:
+        for key in SHARED_KEYS:
+            source = first.settings.data_dir / key
+            if source.exists():
+                target = settings.data_dir / key
+                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.chmod(settings.data_dir, 0o700)
+                target.write_bytes(source.read_bytes())
+                os.chmod(target, 0o600)
+    node = Runtime(settings)
+    await node.start()
+    return node
+
+
+def _runners_running(rt: Runtime) -> dict[str, bool]:
+    """What the leader gate starts, seen from the runners' own tasks."""
+    return {
+        "campaigns": rt.campaigns._task is not None and not rt.campaigns._task.done(),
+        "approvals": rt.approvals._task is not None and not rt.approvals._task.done(),
+        "kpi_rollup": rt.kpi_rollup._periodic._task is not None,
+        "configuration": bool(rt.configuration._tasks),
+        "certificates": bool(rt.certificates._workers),
+        "playbooks": rt.playbooks._task is not None,
+    }
+
+
+async def test_runners_run_on_the_leader_only_and_move_when_it_stops(
+    tmp_path: Path,
+    pg_database: str,  # noqa: F811
+    redis_url: str,
+) -> None:
+    a = await _node(tmp_path, pg_database, "a", None, redis_url=redis_url)
+    b: Runtime | None = None
+    try:
+        assert isinstance(a.leadership, PgLeader)
+        await asyncio.wait_for(a.leadership.wait(True), 10)
+        b = await _node(tmp_path, pg_database, "b", a, redis_url=redis_url)
+        assert isinstance(b.leadership, PgLeader)
+        await asyncio.wait_for(b.leadership.tried(1), 10)  # b stood and lost to a
+        assert all(_runners_running(a).values()), _runners_running(a)
+        assert not any(_runners_running(b).values()), _runners_running(b)
+
+        loop = asyncio.get_running_loop()
+        gone = loop.time()
+        await a.stop()
+        await asyncio.wait_for(b.leadership.wait(True), b.leadership.timing.takeover_bound())
+        assert loop.time() - gone <= b.leadership.timing.takeover_bound()
+        assert all(_runners_running(b).values()), _runners_running(b)
+    finally:
+        if b is not None:
+            await b.stop()
+        if a.leadership.is_leader:
+            await a.stop()
+
+
+async def test_single_node_is_its_own_leader(tmp_path: Path, sqlite_url: str) -> None:
+    rt = await _node(tmp_path, sqlite_url, "solo", None)
+    try:
+        assert isinstance(rt.leadership, SoleLeader)
+        assert all(_runners_running(rt).values()), _runners_running(rt)
+    finally:
+        await rt.stop()
+
+
+@pytest.mark.parametrize(
+    "components",
+    ["http,download,runners", "ocpp,download,runners", "ocpp,http,runners", "ocpp,http,download"],
+)
+async def test_a_node_runs_only_its_components(
+    tmp_path: Path, sqlite_url: str, components: str
+) -> None:
+    """Without ``ocpp`` no OCPP listener, without ``http`` no API, without ``download`` no
+    download listener, without ``runners`` no runner ever starts (it never leads)."""
+    rt = await _node(tmp_path, sqlite_url, "n", None, components=components)
+    try:
+        wanted = set(components.split(","))
+        assert (rt.ocpp_port != 0) == ("ocpp" in wanted)
+        assert (rt.gateway._server is not None) == ("ocpp" in wanted)
+        assert (rt._uvicorn is not None and rt.http_port != 0) == ("http" in wanted)
+        assert (rt.download_port != 0) == ("download" in wanted)
+        assert (rt.delivery._server is not None) == ("download" in wanted)
+        if "runners" in wanted:
+            assert all(_runners_running(rt).values())
+        else:
+            assert isinstance(rt.leadership, Follower)
+            assert not any(_runners_running(rt).values())
+    finally:
+        await rt.stop()
