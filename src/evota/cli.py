@@ -158,6 +158,13 @@ def serve(
     registration: Annotated[
         str | None, typer.Option(help="known-only | open [env EVOTA_REGISTRATION]")
     ] = None,
+    components: Annotated[
+        str | None,
+        typer.Option(
+            help="what this node runs: a comma list of ocpp, http, download, runners "
+            "(default all) [env EVOTA_COMPONENTS]"
+        ),
+    ] = None,
 ) -> None:
     """Run the CSMS: OCPP gateway, REST API and console."""
     settings = _settings(
@@ -167,6 +174,7 @@ def serve(
         ocpp_port=ocpp_port,
         database_url=database_url,
         registration=registration,
+        components=components,
     )
     try:
         _run(_serve_until_stopped(settings))

@@ -109,3 +109,15 @@ async def test_a_node_runs_only_its_components(
             assert not any(_runners_running(rt).values())
     finally:
         await rt.stop()
+
+
+def test_serve_names_an_unknown_component_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from evota.cli import app
+
+    r = CliRunner().invoke(
+        app, ["serve", "--components", "ocpp,gateway", "--data-dir", str(tmp_path)]
+    )
+    assert r.exit_code == 1
+    assert "unknown component 'gateway'" in r.output and len(r.output.strip().splitlines()) == 1
