@@ -22,6 +22,7 @@ from evota.audit.alerts import AlertMonitor
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
 from evota.cluster.leader import Follower, Leadership, PgLeader, SoleLeader
+from evota.cluster.limits import SharedLimits
 from evota.cluster.node import Node, parse_components, single_node_lock
 from evota.config import Settings, passive_range
 from evota.control import uploads as charger_uploads
@@ -128,6 +129,8 @@ class Runtime:
     _http_task: asyncio.Task[Any] | None = None
     node: Node = field(init=False)  # this process in the cluster (evota.cluster.node)
     _node_lock: IO[bytes] | None = None  # SQLite: one node per database file
+    # Cluster mode: login, charger-key and download limits in Redis (evota.cluster.limits)
+    shared_limits: SharedLimits | None = None
     components: frozenset[str] = field(init=False)  # EVOTA_COMPONENTS
     # who runs the runners: this process alone, or the cluster's elected leader
     leadership: Leadership = field(init=False)
@@ -137,6 +140,8 @@ class Runtime:
         private_dir(s.data_dir)  # keys, database and uploads: 0700 / 0600 (evota.files)
         private_sqlite(s.resolved_database_url())
         self.node = Node.start(s.node_id)
+        if s.redis_url is not None:
+            self.shared_limits = self._shared_limits(s.redis_url.get_secret_value())
         self.components = parse_components(s.components)
         url = make_url(s.resolved_database_url())
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
@@ -208,6 +213,7 @@ class Runtime:
                 s.charger_auth_failure_window_seconds,
             ),
             on_auth_failures=self._charger_auth_alert,
+            shared_auth_failures=self.shared_limits.auth_failures if self.shared_limits else None,
             clock=self.clock,
             tls=self._tls_config(),
             client_cert_header=s.ocpp_client_cert_header,
@@ -343,6 +349,7 @@ class Runtime:
             max_concurrent=s.download_max_concurrent,
             max_per_site=s.download_max_per_site,
             now=lambda: self.clock.now().timestamp(),  # the clock tokens are issued with
+            caps=self.shared_limits.downloads if self.shared_limits else None,
         )
         if "download" in self.components:
             self.download_port = await asyncio.to_thread(
@@ -650,6 +657,9 @@ class Runtime:
             await asyncio.to_thread(self.ftp.stop)
         await asyncio.to_thread(self.delivery.stop)
         await self.gateway.stop()
+        if self.shared_limits is not None:
+            await self.shared_limits.close()
+            self.shared_limits = None
         await self.fleet.writer.stop()
         await self.fleet.tokens.close()
         await self._reset_connected()
@@ -667,6 +677,20 @@ class Runtime:
             log.info("campaigns stopped by revocation", campaigns=stopped)
         cancelled = await self.jobs.firmware_revoked(firmware_id)
         log.info("firmware revoked", firmware_id=firmware_id, jobs_cancelled=len(cancelled))
+
+    def _shared_limits(self, url: str) -> SharedLimits:
+        """Cluster mode: the limits every node shares, on the nodes' common wall clock."""
+        s = self.settings
+        return SharedLimits(
+            url,
+            login_per_minute=s.login_rate_per_minute,
+            auth_per_identity=s.charger_auth_failures_per_id,
+            auth_per_source=s.charger_auth_failures_per_address,
+            auth_window=s.charger_auth_failure_window_seconds,
+            download_max=s.download_max_concurrent,
+            download_max_per_site=s.download_max_per_site,
+            now=lambda: self.clock.now().timestamp(),
+        )
 
     async def _reset_connected(self) -> None:
         """A single node owns every connection: after a restart none are open."""

@@ -114,7 +114,10 @@ async def login(body: LoginIn, request: Request, response: Response, rt: Runtime
     client = _client(request)
     request_id = getattr(request.state, "request_id", None)
     tried = svc.normalize_username(body.username)[:100]
-    retry_after = _throttle(request, rt).check(client, rt.clock.monotonic())
+    if rt.shared_limits is not None:  # a cluster: the attempts of every node count
+        retry_after = await rt.shared_limits.login.check(client)
+    else:
+        retry_after = _throttle(request, rt).check(client, rt.clock.monotonic())
     if retry_after is not None:
         await rt.audit.record(
             Actor(tried, (), request_id),

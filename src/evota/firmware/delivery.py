@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 from urllib.parse import quote, unquote
 
 import h11
@@ -239,6 +239,20 @@ def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
     return False
 
 
+class Caps(Protocol):
+    """The download caps: in process here (one node), leases in Redis in a cluster
+    (:class:`evota.cluster.limits.SharedDownloadCaps`). Called from the server threads."""
+
+    @property
+    def active(self) -> int: ...
+
+    def acquire(self, site: str | None) -> str | None:
+        """None if a slot was taken, else the name of the cap that is full."""
+        ...
+
+    def release(self, site: str | None) -> None: ...
+
+
 class _Caps:
     """Counting semaphores for the global and per-site download caps (non-blocking)."""
 
@@ -324,6 +338,7 @@ class DeliveryServer:
         max_connections: int | None = None,
         head_timeout: float = 10.0,
         max_pending: int = 256,
+        caps: Caps | None = None,
     ) -> None:
         if not keys or any(len(k) < MIN_KEY_BYTES for k in keys):
             raise ValueError(f"at least one token key of >= {MIN_KEY_BYTES} bytes is required")
@@ -342,7 +357,8 @@ class DeliveryServer:
         self.max_connections = max_connections or max(4 * max_concurrent, 256)
         # Connections waiting for (or sending) a request head; the oldest is evicted.
         self.max_pending = max_pending
-        self._caps = _Caps(max_concurrent, max_per_site)
+        # Shared in a cluster (``caps``); this process's counters otherwise.
+        self._caps: Caps = caps or _Caps(max_concurrent, max_per_site)
         self._bytes_lock = threading.Lock()
         self._bytes: dict[str, int] = {}
         self._conns_lock = threading.Lock()

@@ -275,10 +275,20 @@ class ChargerConnection(asyncio.Protocol):
             self.source = client_source(host, forwarded, self.gateway.trusted_proxies)
         channel = Channel(tls=self.secure)
         if response is None:
-            response = self._throttled(identity)
+            shared = self.gateway.shared_auth_failures
+            if shared is None:
+                wait = self.gateway.auth_failures.blocked(
+                    identity, self.source, self.gateway.clock.monotonic()
+                )
+            else:
+                wait = await shared.blocked(identity, self.source)
+            response = self._throttled(identity, wait)
+        counting: asyncio.Task[None] | None = None  # a failure counted in shared windows
         if response is None:
             response, channel = self._channel(request, identity)
-            if response is None and password is None and not channel.certificate:
+            if response is not None:  # a refused client certificate counts as a failure
+                counting = self.gateway.auth_failed(identity, self.source)
+            elif password is None and not channel.certificate:
                 response = self._reject(
                     HTTPStatus.UNAUTHORIZED, "HTTP Basic authentication required"
                 )
@@ -300,7 +310,7 @@ class ChargerConnection(asyncio.Protocol):
                     peer=self.peer,
                 )
                 self.gateway.fleet.downgrade_attempt(identity, outcome.reason, self.peer)
-                self.gateway.auth_failed(identity, self.source)
+                counting = self.gateway.auth_failed(identity, self.source)
             elif outcome.state is None:
                 response = self._reject(HTTPStatus.UNAUTHORIZED, AUTH_FAILED)
                 log.info(
@@ -310,7 +320,7 @@ class ChargerConnection(asyncio.Protocol):
                     reason=outcome.reason,  # "unknown charger", "wrong authorization key", …
                     peer=self.peer,
                 )
-                self.gateway.auth_failed(identity, self.source)
+                counting = self.gateway.auth_failed(identity, self.source)
             else:
                 response = self.ws.accept(request)
                 if dialect is not None:
@@ -318,6 +328,8 @@ class ChargerConnection(asyncio.Protocol):
                 self.state = outcome.state
                 self.dialect = dialect
                 log.debug("charger security", charger_id=identity, profile=channel.profile)
+        if counting is not None:  # counted before the answer: the next attempt sees it
+            await counting
         if self.transport is None or self.transport.is_closing():
             return
         metrics.HANDSHAKES.labels(str(response.status_code)).inc()
@@ -337,12 +349,9 @@ class ChargerConnection(asyncio.Protocol):
         assert self.state is not None
         self.gateway.attach(self)
 
-    def _throttled(self, identity: str) -> Response | None:
+    def _throttled(self, identity: str, wait: float | None) -> Response | None:
         """429 while the identity or the source has used up its failed attempts (checked
         before the database is asked, so a flood of guesses costs nothing there)."""
-        wait = self.gateway.auth_failures.blocked(
-            identity, self.source, self.gateway.clock.monotonic()
-        )
         if wait is None:
             return None
         log.info(
@@ -440,7 +449,6 @@ class ChargerConnection(asyncio.Protocol):
             reason=reason,
             peer=self.peer,
         )
-        self.gateway.auth_failed(identity, self.source)
         return self._reject(HTTPStatus.FORBIDDEN, CERT_REFUSED)
 
     def _reject(self, status: HTTPStatus, text: str) -> Response:

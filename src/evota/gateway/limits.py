@@ -25,7 +25,7 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from evota.operators.login import LoginThrottle
 
@@ -145,6 +145,16 @@ class Exhausted:
     subject: str  # the charger identity, or ``client:<source>``
     failures: int
     window: float
+
+
+class SharedFailures(Protocol):
+    """The failed-key throttle kept outside the process (in a cluster:
+    :class:`evota.cluster.limits.SharedAuthFailures`), the same rules as
+    :class:`AuthFailures` with the clock its own."""
+
+    async def blocked(self, identity: str, source: str) -> float | None: ...
+
+    async def failed(self, identity: str, source: str) -> list[Exhausted]: ...
 
 
 class AuthFailures:

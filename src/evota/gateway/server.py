@@ -16,7 +16,13 @@ from evota.control import commands
 from evota.control.commands import ChargerOffline, Command, CommandResult
 from evota.fleet.service import FleetService
 from evota.gateway.connection import ChargerConnection
-from evota.gateway.limits import AuthFailures, Exhausted, Network, PreAuthPool
+from evota.gateway.limits import (
+    AuthFailures,
+    Exhausted,
+    Network,
+    PreAuthPool,
+    SharedFailures,
+)
 from evota.gateway.tls import TlsConfig
 
 log = structlog.get_logger("evota.gateway")
@@ -37,6 +43,7 @@ class Gateway:
         max_preauth_per_address: int = 32,
         auth_failures: AuthFailures | None = None,
         on_auth_failures: Callable[[Exhausted], Awaitable[object]] | None = None,
+        shared_auth_failures: SharedFailures | None = None,
         preauth_min_age: float = 2.0,
         trusted_proxies: tuple[Network, ...] = (),
         clock: Clock | None = None,
@@ -60,6 +67,8 @@ class Gateway:
             max_preauth, max_preauth_per_address, preauth_min_age
         )
         self.auth_failures = auth_failures or AuthFailures(10, 50, 60.0)
+        # In a cluster the failed-key windows are the cluster's (evota.cluster.limits).
+        self.shared_auth_failures = shared_auth_failures
         # Proxies whose X-Forwarded-For names the charger's address (limits.client_source).
         self.trusted_proxies = trusted_proxies
         # Called when failed keys fill a window (the runtime raises the alert).
@@ -175,8 +184,24 @@ class Gateway:
         conn.disarm_deadline()
         self.preauth.discard(conn)
 
-    def auth_failed(self, identity: str, source: str) -> None:
-        for filled in self.auth_failures.failed(identity, source, self.clock.monotonic()):
+    def auth_failed(self, identity: str, source: str) -> asyncio.Task[None] | None:
+        """Count a failed authentication. Shared windows are counted by the returned task,
+        which the handshake awaits before it answers, so the charger's next attempt (on any
+        node) already sees the failure."""
+        if self.shared_auth_failures is not None:
+            return asyncio.get_running_loop().create_task(self._shared_failed(identity, source))
+        self._filled(self.auth_failures.failed(identity, source, self.clock.monotonic()))
+        return None
+
+    async def _shared_failed(self, identity: str, source: str) -> None:
+        assert self.shared_auth_failures is not None
+        try:
+            self._filled(await self.shared_auth_failures.failed(identity, source))
+        except Exception:
+            log.exception("could not count a failed charger authentication")
+
+    def _filled(self, windows: list[Exhausted]) -> None:
+        for filled in windows:
             log.warning(
                 "repeated failed charger authentications",
                 subject=filled.subject,
