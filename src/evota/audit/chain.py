@@ -84,6 +84,8 @@ EXPLAIN = {
     "head_forged": "the stored head (entry {head}) fails its MAC: it was written without the key",
     "head_missing": "the sealed head is missing from the database: it was deleted",
     "head_mismatch": "entry {seq} does not match the sealed head: it was replaced",
+    "checkpoint_forged": "the checkpoint at entry {head} fails its MAC: it was written without "
+    "the key",
 }
 
 
@@ -142,8 +144,60 @@ def seal(previous: Entry | None, entry: Entry) -> Entry:
     return replace(linked, hash=digest(linked))
 
 
-def verify(entries: Iterable[Entry]) -> tuple[int, Break | None]:
-    """Check a whole chain, from entry 1, in order; returns (entries checked, first break).
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where an archived and pruned prefix of the log ended: entries ``prev_seq``+1 ..
+    ``seq`` are in the archive named ``archive`` (the SHA-256 of its body), and the chain
+    in the database goes on after ``seq``/``hash``. ``mac`` binds all of it to the key."""
+
+    prev_seq: int
+    prev_hash: str
+    seq: int
+    hash: str
+    archive: str
+    archive_sha256: str
+    mac: str = ""
+
+    @property
+    def start(self) -> Head:
+        """What the remaining chain links to."""
+        return Head(self.seq, self.hash)
+
+
+def checkpoint_mac(key: bytes, cp: Checkpoint) -> str:
+    message = (
+        f"evota-audit-checkpoint:{cp.prev_seq}:{cp.prev_hash}:{cp.seq}:{cp.hash}:"
+        f"{cp.archive}:{cp.archive_sha256}"
+    ).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def seal_checkpoint(key: bytes, cp: Checkpoint) -> Checkpoint:
+    return replace(cp, mac=checkpoint_mac(key, cp))
+
+
+def checkpoint_valid(cp: Checkpoint, key: bytes) -> bool:
+    return hmac.compare_digest(cp.mac, checkpoint_mac(key, cp))
+
+
+def check_checkpoints(checkpoints: Sequence[Checkpoint], key: bytes | None) -> Break | None:
+    """Checkpoints (oldest first) must each follow the one before (the first: the start of
+    the log) and, when ``key`` is known, carry its MAC: a pruned prefix without a valid
+    checkpoint cannot pass for an archived one."""
+    prev_seq, prev_hash = 0, GENESIS
+    for position, cp in enumerate(checkpoints):
+        if key is not None and not checkpoint_valid(cp, key):
+            return Break(cp.seq, position, "checkpoint_forged", head=cp.seq)
+        if (cp.prev_seq, cp.prev_hash) != (prev_seq, prev_hash) or cp.seq <= cp.prev_seq:
+            return Break(prev_seq + 1, position, "missing")
+        prev_seq, prev_hash = cp.seq, cp.hash
+    return None
+
+
+def verify(entries: Iterable[Entry], start: Head | None = None) -> tuple[int, Break | None]:
+    """Check a whole chain in order, from entry 1 or, after an archived prefix, from the
+    entry after ``start`` (the last checkpoint: its seq and hash); returns (entries checked,
+    first break).
 
     Deleting the newest entries leaves a shorter valid chain: that is caught by comparing
     its end with the sealed head (``check_head``) and the latest anchor (``check_anchor``).
@@ -160,10 +214,11 @@ def verify(entries: Iterable[Entry]) -> tuple[int, Break | None]:
     items = list(entries)
     seqs = {e.seq for e in items}
     previous: Entry | None = None
+    base = start.seq if start is not None else 0
     count = 0
     for position, entry in enumerate(items):
         count += 1
-        expected = previous.seq + 1 if previous else 1
+        expected = previous.seq + 1 if previous else base + 1
         if entry.seq != expected:
             # The expected entry is elsewhere in storage: the order was changed. Otherwise
             # it is gone (or the sequence repeats, which is a reordering too).
@@ -173,7 +228,7 @@ def verify(entries: Iterable[Entry]) -> tuple[int, Break | None]:
         if digest(entry) != entry.hash:
             return count, Break(entry.seq, position, "edited")
         if previous is None:
-            if entry.prev_hash != GENESIS:
+            if entry.prev_hash != (start.hash if start is not None else GENESIS):
                 return count, Break(entry.seq, position, "bad_start")
         elif entry.prev_hash != previous.hash:
             return count, Break(entry.seq, position, "edited")
@@ -200,7 +255,12 @@ def head_valid(head: Head, key: bytes) -> bool:
 
 
 def check_head(
-    entries: Sequence[Entry], head: Head | None, key: bytes, *, after: Head | None = None
+    entries: Sequence[Entry],
+    head: Head | None,
+    key: bytes,
+    *,
+    after: Head | None = None,
+    start: Head | None = None,
 ) -> Break | None:
     """Compare an intact chain with the sealed head read *before* it (``head``) and the
     one read after it (``after``; appends may move it meanwhile).
@@ -209,32 +269,49 @@ def check_head(
     ``head_forged``: a MAC does not match (the row was rewritten without the key).
     ``truncated``: the head is further than the chain. ``head_mismatch``: the entry at the
     head's number is not the one that was sealed (replaced after a truncation).
-    ``unsealed``: entries past even the later head (appended without the key)."""
+    ``unsealed``: entries past even the later head (appended without the key).
+    ``entries`` begin after ``start`` (the last checkpoint) when a prefix was archived."""
     end = len(entries)
+    base = start.seq if start is not None else 0
     for h in (head, after):
         if h is None:
             return Break(end + 1, end, "head_missing")
         if not head_valid(h, key):
             return Break(h.seq, end, "head_forged", head=h.seq)
     assert head is not None and after is not None
-    last = entries[-1].seq if entries else 0
+    last = entries[-1].seq if entries else base
     if head.seq > last:
         return Break(last + 1, end, "truncated", head=head.seq)
-    if (entries[head.seq - 1].hash if head.seq else GENESIS) != head.hash:
-        return Break(head.seq, head.seq - 1, "head_mismatch", head=head.seq)
+    if head.seq < base:  # a checkpoint is never past the head: the head was replaced
+        return Break(head.seq, 0, "head_mismatch", head=head.seq)
+    if _hash_at(entries, head.seq, start) != head.hash:
+        return Break(head.seq, head.seq - base - 1, "head_mismatch", head=head.seq)
     if after.seq < last:
         return Break(after.seq + 1, after.seq, "unsealed", head=after.seq)
     return None
 
 
-def check_anchor(entries: Sequence[Entry], anchor: Head | None) -> Break | None:
+def _hash_at(entries: Sequence[Entry], seq: int, start: Head | None) -> str:
+    """The hash of entry ``seq`` in a verified chain beginning after ``start``."""
+    base = start.seq if start is not None else 0
+    if seq == base:
+        return start.hash if start is not None else GENESIS
+    return entries[seq - base - 1].hash
+
+
+def check_anchor(
+    entries: Sequence[Entry], anchor: Head | None, start: Head | None = None
+) -> Break | None:
     """An anchor (a head published outside the database) must still be in the chain: this
-    catches a rollback of the whole database, head row included, to an older state."""
-    if anchor is None or anchor.seq == 0:
+    catches a rollback of the whole database, head row included, to an older state. An
+    anchor inside an archived prefix is the archive's to check (``evota audit archive
+    verify``)."""
+    base = start.seq if start is not None else 0
+    if anchor is None or anchor.seq == 0 or anchor.seq < base:
         return None
-    if anchor.seq > len(entries):
-        last = entries[-1].seq if entries else 0
+    if anchor.seq > base + len(entries):
+        last = entries[-1].seq if entries else base
         return Break(last + 1, len(entries), "truncated", head=anchor.seq, source="anchor")
-    if entries[anchor.seq - 1].hash != anchor.hash:
-        return Break(anchor.seq, anchor.seq - 1, "head_mismatch", head=anchor.seq)
+    if _hash_at(entries, anchor.seq, start) != anchor.hash:
+        return Break(anchor.seq, anchor.seq - base - 1, "head_mismatch", head=anchor.seq)
     return None

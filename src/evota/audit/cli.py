@@ -121,6 +121,138 @@ def verify(
     raise typer.Exit(1)
 
 
+def _db_target(data_dir: Path | None, database_url: str | None) -> tuple[str, Path]:
+    """The database URL and data directory (for the head key) a direct command works on."""
+    if database_url is not None:
+        db_url = database_url
+    elif data_dir is not None:
+        if not (data_dir / "evota.db").exists():
+            raise fail(f"no evota database in {data_dir}")
+        db_url = f"sqlite+aiosqlite:///{(data_dir / 'evota.db').resolve()}"
+    else:
+        raise fail("pass --data-dir or --database-url")
+    if data_dir is None:
+        from evota.config import Settings
+
+        data_dir = Settings.model_validate({}).data_dir
+    return db_url, data_dir
+
+
+async def _archive_db(
+    url: str, data_dir: Path, output: Path, older_than_days: float
+) -> dict[str, Any]:
+    from datetime import timedelta
+
+    from evota.audit.archive import archive
+    from evota.audit.log import AuditLog
+    from evota.clock import SystemClock
+    from evota.store import db
+
+    engine = db.create_engine(url)
+    try:
+        audit, _ = AuditLog.for_data_dir(engine, SystemClock(), data_dir)
+        done = await archive(
+            audit, output, before=audit.clock.now() - timedelta(days=older_than_days)
+        )
+    finally:
+        await engine.dispose()
+    if done is None:
+        return {"archived": 0}
+    cp = done.checkpoint
+    return {
+        "archived": done.entries,
+        "deleted": done.deleted,
+        "first": cp.prev_seq + 1,
+        "last": cp.seq,
+        "archive": str(done.path),
+    }
+
+
+@app.command()
+def archive(
+    older_than_days: Annotated[
+        float, typer.Option("--older-than-days", help="archive entries older than this")
+    ],
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", help="where archives go (default DATA_DIR/audit-archive)"),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Archive the oldest entries to a file, check it, then prune them from the database,
+    leaving a checkpoint signed with the head key (needs audit-head.key in --data-dir).
+    Runs straight against the database, beside a running server."""
+    if older_than_days < 0:
+        raise fail("--older-than-days must be 0 or more")
+    from evota.audit.archive import ARCHIVE_DIR, ArchiveError
+
+    db_url, key_dir = _db_target(data_dir, database_url)
+    try:
+        result = asyncio.run(
+            _archive_db(db_url, key_dir, output_dir or key_dir / ARCHIVE_DIR, older_than_days)
+        )
+    except ArchiveError as exc:
+        raise fail(str(exc)) from None
+    except Exception as exc:  # unreachable database, not an evota database, ...
+        raise fail(f"cannot archive the audit log: {exc}") from None
+    if as_json:
+        print_json(result)
+    elif result["archived"]:
+        out.print(
+            f"archived entries {result['first']}-{result['last']} to {result['archive']} "
+            f"and pruned {result['deleted']}"
+        )
+    else:
+        out.print("nothing to archive")
+
+
+@app.command("verify-archive")
+def verify_archive(
+    path: Annotated[Path, typer.Argument(help="an archive file written by evota audit archive")],
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check an archive on its own: its entries' chain, its end against its checkpoint and
+    the checkpoint's signature (with audit-head.key from --data-dir, else EVOTA_DATA_DIR)."""
+    from evota.audit import archive_format
+    from evota.audit.log import head_key
+
+    if data_dir is None:
+        from evota.config import Settings
+
+        data_dir = Settings.model_validate({}).data_dir
+    try:
+        data = path.read_bytes()
+        key, _ = head_key(data_dir)
+    except (OSError, RuntimeError) as exc:
+        raise fail(f"cannot read: {exc}") from None
+    checked = archive_format.check(data, key)
+    cp = checked.checkpoint
+    result = {
+        "ok": checked.problem is None,
+        "entries": checked.entries,
+        "signature_checked": checked.signed,
+        "problem": checked.problem,
+        "checkpoint": None if cp is None else {"seq": cp.seq, "hash": cp.hash},
+    }
+    if as_json:
+        print_json(result)
+    if not checked.signed and not as_json:
+        err.print("[yellow]signature not checked: no audit-head.key (pass --data-dir)[/yellow]")
+    if checked.problem is not None:
+        if as_json:
+            raise typer.Exit(1)
+        raise fail(f"archive {path.name}: {checked.problem}")
+    if not as_json:
+        assert cp is not None
+        out.print(
+            f"archive intact: entries {cp.prev_seq + 1}-{cp.seq} ({checked.entries}), "
+            f"ends at checkpoint {cp.seq}"
+        )
+
+
 @app.command("list")
 def list_entries(
     url: UrlOpt = None,

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from evota.audit import chain
 from evota.clock import Clock
 from evota.signed_tokens import MIN_KEY_BYTES, new_key
-from evota.store.models import AuditCharger, AuditEntry, AuditHead
+from evota.store.models import AuditCharger, AuditCheckpoint, AuditEntry, AuditHead
 
 log = structlog.get_logger("evota.audit")
 
@@ -324,7 +324,8 @@ class AuditLog:
             head = (
                 await conn.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
             ).first()
-            previous = _entry(head) if head is not None else None
+            previous = _entry(head) if head is not None else await _after_checkpoint(conn)
+            linked_to = previous
             for draft, _, _ in batch:
                 previous = chain.seal(previous, draft)
                 out.append(previous)
@@ -366,16 +367,17 @@ class AuditLog:
                     ],
                 )
             if self.key is not None:
-                await self._move_head(conn, head, out[-1])
+                await self._move_head(conn, linked_to, out[-1])
         return out
 
-    async def _move_head(self, conn: AsyncConnection, last_row: Any, newest: chain.Entry) -> None:
+    async def _move_head(
+        self, conn: AsyncConnection, linked_to: chain.Entry | None, newest: chain.Entry
+    ) -> None:
         """Seal ``newest`` as the head, but only if the stored head is the valid seal of the
         entry this batch was linked to (one conditional UPDATE): after a truncation, a
         forged or a deleted head it stays as it is, so the evidence survives the next
         append."""
         assert self.key is not None
-        linked_to = _entry(last_row) if last_row is not None else None
         expected = chain.seal_head(self.key, linked_to)
         sealed = chain.seal_head(self.key, newest)
         moved = await conn.execute(
@@ -433,21 +435,66 @@ class AuditLog:
         """Whether ``verify`` can check the sealed head (it needs the key)."""
         return self.key is not None
 
+    async def checkpoints(self) -> list[chain.Checkpoint]:
+        """Every checkpoint an archived prefix left, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq))).all()
+        return [_checkpoint(row) for row in rows]
+
     async def verify(self) -> tuple[int, chain.Break | None]:
-        """Walk the whole chain, then compare its end with the sealed head (when this
-        process has the key) and the latest anchor; (entries checked, first break)."""
+        """Walk the whole chain (from the last checkpoint when a prefix was archived), then
+        compare its end with the sealed head (when this process has the key) and the latest
+        anchor; (entries checked, first break)."""
         before = await self.stored_head() if self.key is not None else None
-        collected = [e async for e in self.entries()]
-        count, broken = await asyncio.to_thread(chain.verify, collected)
+        checkpoints = await self.checkpoints()
+        broken = chain.check_checkpoints(checkpoints, self.key)
+        if broken is not None:
+            return 0, broken
+        start = checkpoints[-1].start if checkpoints else None
+        base = start.seq if start is not None else 0
+        # Entries at or before the checkpoint are archived; a prune that was interrupted
+        # leaves some until the next run deletes them.
+        collected = [e async for e in self.entries() if e.seq > base]
+        count, broken = await asyncio.to_thread(chain.verify, collected, start)
         if broken is not None:
             return count, broken
         if self.key is not None:
             after = await self.stored_head()
-            broken = chain.check_head(collected, before, self.key, after=after)
+            broken = chain.check_head(collected, before, self.key, after=after, start=start)
         if broken is None and self.anchors is not None:
             anchor = await asyncio.to_thread(read_anchor, self.anchors)
-            broken = chain.check_anchor(collected, anchor)
+            broken = chain.check_anchor(collected, anchor, start)
         return count, broken
+
+
+def _checkpoint(row: Any) -> chain.Checkpoint:
+    return chain.Checkpoint(
+        prev_seq=row.prev_seq,
+        prev_hash=row.prev_hash,
+        seq=row.seq,
+        hash=row.hash,
+        archive=row.archive,
+        archive_sha256=row.archive_sha256,
+        mac=row.mac,
+    )
+
+
+async def latest_checkpoint(conn: AsyncConnection) -> chain.Checkpoint | None:
+    row = (
+        await conn.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(1))
+    ).first()
+    return None if row is None else _checkpoint(row)
+
+
+async def _after_checkpoint(conn: AsyncConnection) -> chain.Entry | None:
+    """What the first entry after a wholly archived log links to: the last checkpoint, as
+    an entry stub (only its seq and hash are read)."""
+    cp = await latest_checkpoint(conn)
+    if cp is None:
+        return None
+    return chain.Entry(
+        seq=cp.seq, at=datetime.min, actor="", role="", action="", outcome="", hash=cp.hash
+    )
 
 
 def _jsonable(value: Any) -> Any:
