@@ -29,6 +29,7 @@ from evota.firmware import signing
 from evota.runtime import Runtime
 from tests.pki_fixtures import pki  # noqa: F401  (the test certificates, issue 16)
 from tests.redis_fixtures import redis_server, redis_url  # noqa: F401  (cluster tests, issue 15)
+from tests.s3_fixtures import s3, s3_server  # noqa: F401  (S3 firmware store, issue 15)
 
 # Server logs go to the process's own stdout (fd 1, which pytest captures), never to whatever
 # ``sys.stdout`` is at that moment: CLI tests run click's CliRunner in a thread beside a running

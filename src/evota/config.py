@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from evota.audit.anomalies import Thresholds
     from evota.firmware.importer import FetchPolicy
+    from evota.firmware.s3_storage import S3Config
+    from evota.store.retention import Retention
 
 
 class Settings(BaseSettings):
@@ -200,6 +202,32 @@ class Settings(BaseSettings):
     )
     download_max_concurrent: int = Field(200, ge=1)
     download_max_per_site: int = Field(20, ge=1)
+    # Where images and charger files live (evota.firmware.s3_storage, docs/firmware.md)
+    firmware_store: str = Field(
+        "local",
+        description="local (data_dir/firmware) or s3://BUCKET[/PREFIX] (an S3-compatible "
+        "object store every node shares)",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, pattern=r"^https?://", description="S3 API URL (MinIO, Ceph...); unset: AWS"
+    )
+    s3_region: str | None = Field(None, max_length=64, description="S3 region; unset: boto3's")
+    s3_access_key_id: str | None = Field(
+        None, max_length=128, description="unset: AWS_ACCESS_KEY_ID, a profile or a role"
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None,
+        validate_default=True,
+        description="with s3_access_key_id; unset: AWS_SECRET_ACCESS_KEY, a profile or a role",
+    )
+    firmware_cache_dir: Path | None = Field(
+        None,
+        description="S3 store: this node's local copies of images; default data_dir/"
+        "firmware-cache",
+    )
+    firmware_cache_max_bytes: int = Field(
+        20 * 1024**3, ge=1024 * 1024, description="S3 store: the cache's size limit"
+    )
     # FTP/FTPS delivery for legacy chargers (evota.firmware.ftp_delivery, docs/updates.md)
     ftp_port: int | None = Field(
         None,
@@ -265,6 +293,38 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("firmware_store")
+    @classmethod
+    def _firmware_store(cls, value: str) -> str:
+        if value != "local":
+            from evota.firmware.s3_storage import parse_store_url
+
+            parse_store_url(value)  # ValueError in one line
+        return value
+
+    @field_validator("s3_secret_access_key")
+    @classmethod
+    def _s3_key_pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (value is None) != (info.data.get("s3_access_key_id") is None):
+            raise ValueError("set both s3_access_key_id and s3_secret_access_key, or neither")
+        return value
+
+    def s3_config(self) -> S3Config | None:
+        """How to reach the S3 store (evota.firmware.s3_storage); None for the local one."""
+        from evota.firmware.s3_storage import S3Config, parse_store_url
+
+        location = parse_store_url(self.firmware_store)
+        if location is None:
+            return None
+        secret = self.s3_secret_access_key
+        return S3Config(
+            location,
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret is not None else None,
+        )
 
     @field_validator("ftp_passive_ports")
     @classmethod

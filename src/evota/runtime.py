@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
@@ -51,7 +51,7 @@ from evota.firmware.ftp_delivery import (
     resolve_ipv4,
 )
 from evota.firmware.lifecycle import FirmwareState
-from evota.firmware.storage import LocalFirmwareStore
+from evota.firmware.storage import FirmwareStore, LocalFirmwareStore
 from evota.fleet import changes as charger_changes
 from evota.fleet.charger import ChargerState
 from evota.fleet.service import FleetService
@@ -70,6 +70,9 @@ from evota.rollout.campaigns import CampaignRunner
 from evota.rollout.runner import JobRunner, job_timeouts
 from evota.store import db
 from evota.store.models import ApiToken, Charger, Firmware
+
+if TYPE_CHECKING:
+    from evota.firmware.s3_storage import FirmwareCache
 
 log = structlog.get_logger("evota")
 
@@ -110,7 +113,8 @@ class Runtime:
     profile_upgrades: ProfileUpgrades = field(init=False)  # security profile upgrades
     vendor_profiles: VendorStore = field(init=False)  # vendor and model profiles, cached
     gateway: Gateway = field(init=False)
-    firmware_store: LocalFirmwareStore = field(init=False)
+    firmware_store: FirmwareStore = field(init=False)  # local, or S3 (evota.firmware.s3_storage)
+    firmware_cache: FirmwareCache | None = None  # the S3 store's local copies, served by sendfile
     firmware_feeds: FeedWatcher = field(init=False)  # vendors' release feeds (drafts)
     delivery: DeliveryServer = field(init=False)
     jobs: JobRunner = field(init=False)
@@ -164,7 +168,7 @@ class Runtime:
         )
         await self._reset_connected()
         await self._bootstrap_admin_token()
-        self.firmware_store = LocalFirmwareStore(s.data_dir / "firmware")
+        self.firmware_store = self._firmware_store()
         self.fleet = FleetService(
             self.engine,
             self.clock,
@@ -233,6 +237,7 @@ class Runtime:
             ),
             max_bytes=s.upload_max_bytes,
             token_ttl=s.upload_token_ttl,
+            remote=getattr(self.firmware_store, "files", None),  # S3: charger files there too
         )
         self.command_path = CommandPath(
             send=self.gateway.send,
@@ -608,8 +613,30 @@ class Runtime:
             endpoint=self.ftp_endpoint,
         )
 
+    def _firmware_store(self) -> FirmwareStore:
+        """EVOTA_FIRMWARE_STORE: the data directory, or an S3 bucket with a local cache."""
+        s = self.settings
+        config = s.s3_config()
+        if config is None:
+            return LocalFirmwareStore(s.data_dir / "firmware")
+        from evota.firmware.s3_storage import S3FirmwareStore
+
+        cache_dir = s.firmware_cache_dir or s.data_dir / "firmware-cache"
+        store = S3FirmwareStore(config, cache_dir, s.firmware_cache_max_bytes)
+        self.firmware_cache = store.cache
+        log.info("firmware store", store=str(config.location), cache=str(cache_dir))
+        return store
+
     def _served_image(self, sha256: str) -> ServedImage | None:
-        """Called from download threads: filesystem and an immutable set only."""
+        """Called from download threads: filesystem and an immutable set only (S3: the
+        local cache, which fetches a missing image in this thread)."""
+        if self.firmware_cache is not None:
+            if sha256 in self._revoked_sha256:
+                return ServedImage(Path(), 0, revoked=True)
+            cached = self.firmware_cache.lookup(sha256)
+            if cached is None:
+                return None
+            return ServedImage(cached.path, cached.size, release=cached.release)
         path = self.firmware_store.path_of(sha256)
         if path is None:
             return None

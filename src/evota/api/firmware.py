@@ -9,6 +9,7 @@ here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from typing import Any, Final
@@ -58,7 +59,7 @@ from evota.files import safe_filename
 from evota.firmware import feeds, import_policy, importer, intake, lifecycle, state_changes
 from evota.firmware import repository as repo
 from evota.firmware.intake import IntakeError, Refusal
-from evota.firmware.storage import StoredBlob, TooLarge
+from evota.firmware.storage import StoredBlob, StoreUnavailable, TooLarge
 from evota.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/firmware", tags=["firmware"], responses=AUTHENTICATED)
@@ -271,7 +272,8 @@ async def upload_firmware(
         record = await _accept(rt, upload)
     except BaseException:
         if upload.blob is not None:
-            await intake.discard(rt.engine, rt.firmware_store, upload.blob)
+            with contextlib.suppress(StoreUnavailable):  # the first failure is the answer
+                await intake.discard(rt.engine, rt.firmware_store, upload.blob)
         raise
     note(request, "firmware", record.id, None, _audited(record))
     return await _detail(rt, record)

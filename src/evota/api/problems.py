@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from evota.firmware.storage import StoreUnavailable
+
 PROBLEM = "application/problem+json"
 log = structlog.get_logger("evota.api")
 
@@ -189,6 +191,14 @@ def install(app: FastAPI) -> None:
                 f"a value cannot be stored (SQLSTATE {sqlstate}): check lengths and characters",
             )
         return await _unexpected(request, exc)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        """The S3 store is down or refuses (evota.firmware.s3_storage): retry later."""
+        log.warning("storage unavailable", path=request.url.path, why=str(exc))
+        return problem_response(
+            503, "Storage unavailable", str(exc), "file", headers={"Retry-After": "30"}
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -16,9 +16,10 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from python_multipart.multipart import parse_options_header
 from sqlalchemy import select
@@ -283,7 +284,7 @@ async def list_files(
 )
 async def download_file(
     file_id: Uuid, rt: RuntimeDep, who: Principal = require("fleet.read")
-) -> FileResponse:
+) -> Response:
     """Download an uploaded file, byte for byte as the charger sent it."""
     unknown = Problem(404, "Unknown file", f"no file with id {file_id!r}", "file_id")
     try:
@@ -300,6 +301,25 @@ async def download_file(
         if exc.status == 404:
             raise unknown from None
         raise
+    if rt.uploads.remote is not None:  # the S3 store: streamed from the bucket
+        stream = await rt.uploads.open_remote(row.id)
+        if stream is None:
+            raise Problem(410, "File gone", "the stored file was removed from the store", "file_id")
+        name = quote(row.filename)
+        disposition = (
+            f'attachment; filename="{row.filename}"'
+            if name == row.filename
+            else f"attachment; filename*=utf-8''{name}"
+        )
+        return StreamingResponse(
+            stream,
+            media_type="application/octet-stream",
+            headers={
+                "X-Content-SHA256": row.sha256,
+                "Content-Disposition": disposition,
+                "Content-Length": str(row.size),
+            },
+        )
     path = rt.uploads.path_of(row.id)
     if not path.is_file():
         raise Problem(410, "File gone", "the stored file was removed from disk", "file_id")

@@ -21,10 +21,14 @@ Files are streamed to ``data_dir/uploads/<file id>`` under a name evota chose (n
 charger's), counted against ``upload_max_bytes`` as they arrive, and only become visible (a
 ``ChargerFile`` row) once complete; a refused or broken upload leaves nothing behind (and
 leaves an earlier upload with the same token as it was). Files are private (0600 in 0700).
+With the S3 store (``EVOTA_FIRMWARE_STORE=s3://...``) they go to ``uploads/<file id>`` in the
+bucket instead, streamed as a multipart upload, so every node can serve them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import struct
@@ -32,7 +36,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
@@ -41,8 +45,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from evota import signed_tokens
 from evota.clock import Clock
 from evota.files import FILE_MODE, private_dir
+from evota.firmware.storage import StoreUnavailable, TooLarge
 from evota.signed_tokens import TAG_BYTES, TokenExpired, TokenInvalid
 from evota.store.models import ChargerFile
+
+if TYPE_CHECKING:
+    from evota.firmware.s3_storage import S3Files
 
 __all__ = [
     "DOMAIN",
@@ -179,6 +187,7 @@ class ChargerUploads:
     base_url: Callable[[], str]  # :func:`base_url` of the running listener
     max_bytes: int
     token_ttl: int
+    remote: S3Files | None = None  # the S3 store's bucket (uploads/<file id>), if configured
 
     def url(self, charger_id: str, kind: str, request_id: int | None = None) -> str:
         """The ``location`` for GetDiagnostics / GetLog: ``POST`` it multipart, or ``PUT`` to
@@ -206,6 +215,8 @@ class ChargerUploads:
         """
         limit = self.max_bytes
         file_id = grant.upload_id or str(uuid.uuid4())
+        if self.remote is not None:
+            return await self._store_remote(self.remote, grant, file_id, filename, chunks)
         final = self.path_of(file_id)
         private_dir(final.parent)
         part = final.with_name(f"{final.name}.{uuid.uuid4().hex}.part")  # concurrent retries
@@ -224,28 +235,66 @@ class ChargerUploads:
         except BaseException:
             part.unlink(missing_ok=True)
             raise
+        try:
+            return await self._record(grant, file_id, filename, digest.hexdigest(), size)
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+
+    async def _store_remote(
+        self,
+        remote: S3Files,
+        grant: UploadGrant,
+        file_id: str,
+        filename: str,
+        chunks: AsyncIterator[bytes],
+    ) -> dict[str, Any]:
+        """:meth:`store` into the bucket: a multipart upload to the file's key, which keeps
+        an earlier upload until it completes (and stays untouched when it fails)."""
+        key = remote.location.key("uploads", uuid.UUID(file_id).hex)
+        try:
+            sha256, size = await remote.upload(key, chunks, max_bytes=self.max_bytes)
+        except TooLarge:
+            raise FileTooLarge(self.max_bytes) from None
+        try:
+            return await self._record(grant, file_id, filename, sha256, size)
+        except BaseException:
+            await _blocking_delete(remote, key)
+            raise
+
+    async def open_remote(self, file_id: str) -> AsyncIterator[bytes] | None:
+        """A stored file's bytes from the bucket (None: gone); S3 store only."""
+        assert self.remote is not None
+        return await self.remote.stream(self.remote.location.key("uploads", uuid.UUID(file_id).hex))
+
+    async def _record(
+        self, grant: UploadGrant, file_id: str, filename: str, sha256: str, size: int
+    ) -> dict[str, Any]:
+        """The file's row: inserted, or updated for a retry with the same token."""
         row = {
             "id": file_id,
             "charger_id": grant.charger_id,
             "kind": grant.kind,
             "request_id": grant.request_id,
             "filename": filename,
-            "sha256": digest.hexdigest(),
+            "sha256": sha256,
             "size": size,
             "created_at": self.clock.now(),
         }
         try:
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(insert(ChargerFile).values(**row))
-            except IntegrityError:  # a retry with the same token: the new file replaced the old
-                async with self.engine.begin() as conn:
-                    values = {k: v for k, v in row.items() if k != "id"}
-                    await conn.execute(
-                        update(ChargerFile).where(ChargerFile.id == file_id).values(**values)
-                    )
-                row["replaced"] = True
-        except BaseException:
-            final.unlink(missing_ok=True)
-            raise
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(ChargerFile).values(**row))
+        except IntegrityError:  # a retry with the same token: the new file replaced the old
+            async with self.engine.begin() as conn:
+                values = {k: v for k, v in row.items() if k != "id"}
+                await conn.execute(
+                    update(ChargerFile).where(ChargerFile.id == file_id).values(**values)
+                )
+            row["replaced"] = True
         return row
+
+
+async def _blocking_delete(remote: S3Files, key: str) -> None:
+    """Remove an object whose row could not be written (best effort: it is unreachable)."""
+    with contextlib.suppress(StoreUnavailable):
+        await asyncio.to_thread(remote.delete, key)

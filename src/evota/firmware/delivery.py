@@ -57,6 +57,7 @@ import h11
 import structlog
 
 from evota.firmware import tokens
+from evota.firmware.storage import StoreUnavailable
 from evota.signed_tokens import MIN_KEY_BYTES
 
 __all__ = [
@@ -102,6 +103,9 @@ class ServedImage:
     path: Path
     size: int
     revoked: bool = False
+    # Called once the request is answered: a cached copy of a remote blob (the S3 store,
+    # evota.firmware.s3_storage) stays pinned against eviction until then.
+    release: Callable[[], None] | None = None
 
 
 def _check_prefix(path_prefix: str) -> str:
@@ -732,10 +736,36 @@ class _Handler(socketserver.BaseRequestHandler):
         ctx: dict[str, Any] = {"peer": self.peer, "charger": grant.charger_id, "job": grant.job_id}
         try:
             image = self.owner.lookup(sha256)
+        except StoreUnavailable as exc:  # the object store is down, the cache full: retry
+            log.warning("firmware store unavailable", status=503, why=str(exc), **ctx)
+            self._problem(
+                503,
+                f"{exc}; retry later",
+                close=not keep,
+                head_only=head_only,
+                extra=[("Retry-After", str(RETRY_AFTER))],
+            )
+            return keep
         except Exception:
             log.exception("firmware lookup failed", **ctx)
             self._problem(500, "lookup failed", close=True, head_only=head_only)
             return False
+        try:
+            return self._serve_image(req, sha256, image, keep, head_only, grant, ctx)
+        finally:
+            if image is not None and image.release is not None:
+                image.release()
+
+    def _serve_image(
+        self,
+        req: _Request,
+        sha256: str,
+        image: ServedImage | None,
+        keep: bool,
+        head_only: bool,
+        grant: tokens.DownloadGrant,
+        ctx: dict[str, Any],
+    ) -> bool:
         if image is None or image.revoked:
             status = 404 if image is None else 410
             log.info("firmware download refused", status=status, **ctx)

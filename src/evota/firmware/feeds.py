@@ -32,7 +32,7 @@ from evota.firmware import feed_format, import_policy, importer, intake
 from evota.firmware import repository as repo
 from evota.firmware.feed_format import FeedError, Release
 from evota.firmware.importer import FetchError, FetchPolicy, FetchProblem, Resolver
-from evota.firmware.storage import LocalFirmwareStore
+from evota.firmware.storage import FirmwareStore
 from evota.periodic import Periodic
 from evota.store.models import Firmware, FirmwareFeed
 
@@ -167,7 +167,7 @@ class FeedWatcher:
     def __init__(
         self,
         engine: AsyncEngine,
-        store: LocalFirmwareStore,
+        store: FirmwareStore,
         audit: AuditLog,
         now: Callable[[], dt.datetime],
         policy: FetchPolicy,

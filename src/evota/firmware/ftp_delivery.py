@@ -359,6 +359,10 @@ def _admit(http: DeliveryServer, charger_id: str, token: str) -> tuple[Any, Serv
     except Exception:
         log.exception("firmware lookup failed", charger=grant.charger_id, job=grant.job_id)
         raise _Refused("lookup failed", grant) from None
+    if image is not None and image.release is not None:
+        # A cached copy of a remote blob (S3) is pinned only for this check: RETR opens it
+        # right after its own check, and a copy evicted meanwhile is fetched again next time.
+        image.release()
     if image is None or image.revoked:
         raise _Refused("unknown image" if image is None else "image revoked", grant)
     return grant, image

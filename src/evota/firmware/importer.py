@@ -1,7 +1,7 @@
 """Importing an image from a vendor's URL: fetch it safely, then take it in like an upload.
 
 The fetch streams the response into the content-addressed store exactly as an upload does
-(:meth:`LocalFirmwareStore.put`, with the same size limit check before a chunk is buffered),
+(:meth:`FirmwareStore.put`, with the same size limit check before a chunk is buffered),
 and :func:`evota.firmware.intake.accept` then applies the same trust policy. What is
 particular to a fetch the server makes on an operator's behalf:
 
@@ -41,7 +41,7 @@ from evota.firmware import import_policy, intake
 from evota.firmware import repository as repo
 from evota.firmware.import_policy import Network, PolicyError
 from evota.firmware.intake import IntakeError, Refusal
-from evota.firmware.storage import LocalFirmwareStore, StoredBlob, TooLarge
+from evota.firmware.storage import FirmwareStore, StoredBlob, TooLarge
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -207,7 +207,7 @@ def _too_large(max_bytes: int) -> FetchError:
 
 
 async def _into_store(
-    response: httpx.Response, store: LocalFirmwareStore, max_bytes: int
+    response: httpx.Response, store: FirmwareStore, max_bytes: int
 ) -> StoredBlob:
     _check_body(response, max_bytes)
     chunks: AsyncIterator[bytes] = response.aiter_raw()
@@ -272,7 +272,7 @@ async def _fetch(
 
 
 async def fetch_into(
-    store: LocalFirmwareStore,
+    store: FirmwareStore,
     url: str,
     policy: FetchPolicy,
     *,
@@ -358,7 +358,7 @@ async def _guarded(
 
 async def import_firmware(
     engine: AsyncEngine,
-    store: LocalFirmwareStore,
+    store: FirmwareStore,
     submission: intake.Submission,
     url: str,
     policy: FetchPolicy,
@@ -397,12 +397,12 @@ async def import_firmware(
 # A short request makes the server download up to max_bytes: imports in flight are bounded
 # so an operator's loop cannot fill the disk or the sockets (a counter per store, so each
 # runtime, and each test, has its own).
-_in_flight: weakref.WeakKeyDictionary[LocalFirmwareStore, int] = weakref.WeakKeyDictionary()
+_in_flight: weakref.WeakKeyDictionary[FirmwareStore, int] = weakref.WeakKeyDictionary()
 
 
 async def _import(
     engine: AsyncEngine,
-    store: LocalFirmwareStore,
+    store: FirmwareStore,
     submission: intake.Submission,
     url: str,
     policy: FetchPolicy,

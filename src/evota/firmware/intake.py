@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from evota.firmware import repository as repo
 from evota.firmware import signing
 from evota.firmware.lifecycle import FirmwareState
-from evota.firmware.storage import LocalFirmwareStore, StoredBlob
+from evota.firmware.storage import FirmwareStore, StoredBlob
 
 __all__ = ["IntakeError", "Refusal", "Submission", "accept", "discard"]
 
@@ -68,12 +68,12 @@ class Submission:
     source: repo.Source | None = None  # an import's origin (evota.firmware.importer)
 
 
-_blob_locks: weakref.WeakKeyDictionary[LocalFirmwareStore, asyncio.Lock] = (
+_blob_locks: weakref.WeakKeyDictionary[FirmwareStore, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _blob_lock(store: LocalFirmwareStore) -> asyncio.Lock:
+def _blob_lock(store: FirmwareStore) -> asyncio.Lock:
     """Serialises "is this blob still referenced? then delete it" against new references."""
     lock = _blob_locks.get(store)
     if lock is None:
@@ -81,7 +81,7 @@ def _blob_lock(store: LocalFirmwareStore) -> asyncio.Lock:
     return lock
 
 
-async def discard(engine: AsyncEngine, store: LocalFirmwareStore, blob: StoredBlob) -> None:
+async def discard(engine: AsyncEngine, store: FirmwareStore, blob: StoredBlob) -> None:
     """Remove a blob a refused upload created, unless an image references it by now."""
     if not blob.created:
         return
@@ -92,7 +92,7 @@ async def discard(engine: AsyncEngine, store: LocalFirmwareStore, blob: StoredBl
 
 async def check_trust(
     engine: AsyncEngine,
-    store: LocalFirmwareStore,
+    store: FirmwareStore,
     submission: Submission,
     blob: StoredBlob,
     now: dt.datetime,
@@ -146,11 +146,13 @@ async def check_trust(
             f"certificate is not issued by a trusted root for vendor {vendor}: {exc.reason}",
             "signing_certificate",
         ) from None
-    path = store.path_of(blob.sha256)
-    if path is None:
+    if not await store.exists(blob.sha256):
         raise IntakeError(Refusal.RACED, "the stored file vanished; upload again", "file")
+    # The store hashed the bytes while taking them in (the blob's key): the signature is
+    # checked over that digest, with no second read of the file (it may be in S3).
+    digest = bytes.fromhex(blob.sha256)
     try:
-        await asyncio.to_thread(signing.verify_file, path, signature, cert_pem, at=now)
+        await asyncio.to_thread(signing.verify_digest, digest, signature, cert_pem, at=now)
     except signing.SignatureError as exc:
         raise IntakeError(
             Refusal.INVALID_SIGNATURE,
@@ -161,7 +163,7 @@ async def check_trust(
 
 async def accept(
     engine: AsyncEngine,
-    store: LocalFirmwareStore,
+    store: FirmwareStore,
     submission: Submission,
     blob: StoredBlob,
     now: dt.datetime,

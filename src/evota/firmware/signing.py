@@ -38,6 +38,7 @@ __all__ = [
     "public_key_pem",
     "sign_file",
     "verify_certificate",
+    "verify_digest",
     "verify_file",
 ]
 
@@ -198,6 +199,18 @@ def verify_file(
     The certificate must be valid at ``at`` (default: now). This does not check who issued the
     certificate: call ``verify_certificate`` for that. Raises ``SignatureError``.
     """
+    verify_digest(file_sha256(path), signature_b64, cert_pem, at=at)
+
+
+def verify_digest(
+    digest: bytes,
+    signature_b64: str,
+    cert_pem: bytes,
+    *,
+    at: dt.datetime | None = None,
+) -> None:
+    """:func:`verify_file` for a file whose SHA-256 is already known (a content-addressed
+    blob's key, computed while it was stored, possibly in a remote store)."""
     raw = decode_signature(signature_b64)
     cert = _load_cert(cert_pem, SignatureError, "signing certificate")
     when = _utc(at) if at is not None else dt.datetime.now(dt.UTC)
@@ -205,7 +218,6 @@ def verify_file(
     if problem:
         raise SignatureError(problem)
     pub = _verifying_key(cert, SignatureError)
-    digest = file_sha256(path)
     prehashed = Prehashed(hashes.SHA256())
     try:
         if isinstance(pub, ec.EllipticCurvePublicKey):

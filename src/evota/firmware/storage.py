@@ -29,6 +29,7 @@ __all__ = [
     "FirmwareStore",
     "LocalFirmwareStore",
     "RangeNotSatisfiable",
+    "StoreUnavailable",
     "StoredBlob",
     "TooLarge",
     "validate_sha256",
@@ -48,6 +49,14 @@ class TooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"upload exceeds the limit of {limit} bytes")
         self.limit = limit
+
+
+class StoreUnavailable(Exception):
+    """The blob store cannot be reached or refused the request now (a remote backend is down,
+    its credentials are wrong, the local cache is full); callers answer 503 and retry later.
+
+    The message is safe to show: it never holds a credential.
+    """
 
 
 class BlobNotFound(LookupError):
@@ -131,6 +140,10 @@ class FirmwareStore(Protocol):
 
     def size_of(self, sha256: str) -> int | None:
         """Size in bytes, None if absent."""
+        ...
+
+    def sweep_temp(self, older_than_seconds: float = 0) -> int:
+        """Remove what uploads a crash interrupted left behind locally; return how many."""
         ...
 
 
