@@ -365,6 +365,54 @@ class Settings(BaseSettings):
         description="minutes between KPI rollups into charger_days and the firmware regression "
         "check (docs/kpis.md); 0: only on demand (`POST /api/v1/kpis/rollup`)",
     )
+    # Data retention (evota.store.retention, docs/cluster.md "Data retention"); 0: forever
+    retention_status_days: float = Field(
+        90, ge=0, description="days connector status changes are kept (0 or at least 2)"
+    )
+    retention_events_days: float = Field(
+        180, ge=0, description="days charger events (boots, firmware status, ...) are kept"
+    )
+    retention_job_events_days: float = Field(
+        365, ge=0, description="days a finished job's history is kept after it finished"
+    )
+    retention_sessions_days: float = Field(
+        0, ge=0, description="days a stopped charging session is kept (0: forever)"
+    )
+    retention_audit_days: float = Field(
+        0,
+        ge=0,
+        description="days audit entries stay in the database; older ones are archived to "
+        "audit_archive_dir and pruned behind a signed checkpoint (0: never)",
+    )
+    retention_interval_minutes: float = Field(
+        60, ge=0, description="minutes between retention runs (the leader's); 0: never"
+    )
+    retention_batch: int = Field(
+        5000, ge=100, le=100_000, description="rows one retention statement deletes at most"
+    )
+    audit_archive_dir: Path | None = Field(
+        None, description="where audit archives go (default: DATA_DIR/audit-archive)"
+    )
+
+    @field_validator("retention_status_days", "retention_events_days")
+    @classmethod
+    def _history_outlives_the_rollup(cls, value: float) -> float:
+        if 0 < value < 2:
+            raise ValueError("must be 0 (keep forever) or at least 2 days: the KPI rollup reads it")
+        return value
+
+    def retention(self) -> Retention:
+        """The retention periods (evota.store.retention) from these settings."""
+        from evota.store.retention import Retention
+
+        return Retention(
+            status_days=self.retention_status_days,
+            events_days=self.retention_events_days,
+            job_events_days=self.retention_job_events_days,
+            sessions_days=self.retention_sessions_days,
+            audit_days=self.retention_audit_days,
+        )
+
     # Operators: sessions, MFA, login throttling (evota.operators)
     session_idle_minutes: float = Field(30, gt=0, description="idle time before a login ends")
     session_max_hours: float = Field(12, gt=0, description="a login's absolute lifetime")

@@ -19,11 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.audit import anomalies
 from evota.audit.alerts import AlertMonitor
+from evota.audit.archive import ARCHIVE_DIR
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
 from evota.cluster.leader import Follower, Leadership, PgLeader, SoleLeader
 from evota.cluster.limits import SharedLimits
 from evota.cluster.node import Node, parse_components, single_node_lock
+from evota.cluster.pruner import Pruner
 from evota.config import Settings, passive_range
 from evota.control import uploads as charger_uploads
 from evota.control.certificates import CertificateService
@@ -120,6 +122,7 @@ class Runtime:
     jobs: JobRunner = field(init=False)
     campaigns: CampaignRunner = field(init=False)
     kpi_rollup: Rollup = field(init=False)  # charger_days and the regression check
+    pruner: Pruner = field(init=False)  # data retention (evota.store.retention)
     playbooks: PlaybookRunner = field(init=False)  # self-healing playbooks (evota.playbooks)
     download_port: int = 0
     ftp: FtpDelivery | None = None  # FTP/FTPS delivery, when EVOTA_FTP_PORT is set
@@ -396,6 +399,18 @@ class Runtime:
         )
         await self.leadership.add(
             _started(self.kpi_rollup.start, s.kpi_rollup_minutes * 60), self.kpi_rollup.stop
+        )
+        self.pruner = Pruner(
+            self.engine,
+            self.clock,
+            s.retention(),
+            audit=self.audit,
+            archive_dir=s.audit_archive_dir or s.data_dir / ARCHIVE_DIR,
+            batch=s.retention_batch,
+            rollup=s.kpi_rollup_minutes > 0,
+        )
+        await self.leadership.add(
+            _started(self.pruner.start, s.retention_interval_minutes * 60), self.pruner.stop
         )
         self.firmware_feeds = FeedWatcher(
             self.engine,
