@@ -191,6 +191,12 @@ class Settings(BaseSettings):
     write_interval: float = Field(
         0.25, gt=0, le=5, description="seconds between batched writes of charger reports"
     )
+    write_backlog_max: int = Field(
+        1_000_000,
+        ge=1000,
+        description="status history and charger event rows queued while the database is "
+        "unreachable; beyond this the oldest are shed (docs/cluster.md)",
+    )
     # Firmware repository and delivery
     public_url: str | None = Field(
         None, description="base URL chargers use for firmware downloads (NAT, proxies)"

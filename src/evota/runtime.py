@@ -181,6 +181,7 @@ class Runtime:
             last_seen_interval=s.last_seen_flush_seconds,
             write_interval=s.write_interval,
         )
+        self.fleet.writer.max_backlog = s.write_backlog_max  # bounded while the database is away
         self.fleet.writer.start()
         self.fleet.security_listeners.append(self.alerts.security_event)
         # The playbook engine hears the fleet from the first connection on: what arrives

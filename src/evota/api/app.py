@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
 
 from evota import __version__, metrics
 from evota.api import (
@@ -27,6 +29,19 @@ from evota.api.middleware import AuditMiddleware
 
 if TYPE_CHECKING:
     from evota.runtime import Runtime
+
+
+async def _database_problem(runtime: Runtime) -> str | None:
+    """None if the database answers ``SELECT 1`` within two seconds, else why not."""
+    try:
+        async with asyncio.timeout(2.0):
+            async with runtime.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except TimeoutError:
+        return "no answer within 2 s"
+    except Exception as exc:  # refused, reset, shutting down: the reason is in the type
+        return type(exc).__name__
+    return None
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -98,14 +113,23 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def healthz() -> JSONResponse:
         writer = runtime.fleet.writer
         problem = writer.problem()  # a stopped writer loses every charger's data: not healthy
+        # The database unreachable (a PostgreSQL restart): degraded, not failing. The node
+        # still serves its chargers and queues their writes; a load balancer that took
+        # every node out because the shared database restarted would drop the whole fleet.
+        database = writer.database_error or await _database_problem(runtime)
+        status = "failing" if problem is not None else "degraded" if database else "ok"
         body: dict[str, object] = {
-            "status": "ok" if problem is None else "failing",
+            "status": status,
             "connected_chargers": len(runtime.gateway.connections),
             "write_backlog": writer.backlog,
             "writer_restarts": writer.restarts,
         }
+        if writer.shed:  # rows lost to a full backlog during a long database outage
+            body["writes_shed"] = writer.shed
         if problem is not None:
             body["reason"] = problem
+        elif database:
+            body["reason"] = f"database unreachable; charger writes are queued: {database}"
         return JSONResponse(body, status_code=200 if problem is None else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=Response)

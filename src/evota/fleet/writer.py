@@ -5,6 +5,14 @@ meter and event writes are queued here and flushed together every ``interval`` s
 transaction, and ``last_seen`` is coalesced to one write per charger per flush period. A failed
 flush is retried, so a database hiccup delays data but does not drop it.
 
+While the database is unreachable (a PostgreSQL restart) everything stays queued in order and
+is written when it is back; :attr:`FleetWriter.database_error` says why meanwhile (``/healthz``:
+degraded). The queue is bounded: charger and session fields coalesce per charger and session,
+and the two lists that grow with every message, status history and charger events, together
+hold at most ``max_backlog`` rows. Beyond that the *oldest* rows are shed (status history
+before events, counted in :attr:`FleetWriter.shed`), so a long outage costs the oldest
+history, never the memory of the node or the latest state of a connector.
+
 What a charger sent must never stop the writer (every charger's data would then be lost
 until restart): queued data is bounded on the way in (:mod:`evota.fleet.bounds`), an item
 the database refuses is written alone, logged with its charger and dropped, and log lines
@@ -25,7 +33,7 @@ import structlog
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.clock import Clock
@@ -41,6 +49,30 @@ log = structlog.get_logger(__name__)
 MAX_RESTARTS = 5
 #: ``charger_events.status`` column width.
 _EVENT_STATUS_CHARS = 64
+
+
+#: SQLSTATE classes of a database that is away rather than refusing an item: connection
+#: exceptions (08) and operator intervention (57P01 shutdown, 57P02 crash, 57P03 starting up).
+_AWAY_SQLSTATES = ("08", "57P")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """The database is away (refused, reset, restarting), as opposed to refusing an item.
+
+    Queued writes are kept for the first and dropped item by item for the second, so this
+    must not mistake an outage for a bad item: asyncpg reports a refused connection as a bare
+    ``ConnectionRefusedError``, not SQLAlchemy's ``OperationalError``, and a PostgreSQL
+    restart once dropped every report queued meanwhile as "refused by the database".
+    """
+    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        code = getattr(cause, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return isinstance(code, str) and code.startswith(_AWAY_SQLSTATES)
+    return False
 
 
 @dataclass
@@ -114,8 +146,10 @@ class FleetWriter:
         clock: Clock,
         interval: float = 0.25,
         last_seen_interval: float = 5.0,
+        max_backlog: int = 1_000_000,
     ) -> None:
         self._engine = engine
+        self.max_backlog = max_backlog
         self._sync_engine = sqlite_writer_engine(engine)
         self._clock = clock
         self._interval = interval
@@ -132,6 +166,9 @@ class FleetWriter:
         self._last_seen_flushed = clock.monotonic()
         self.failures = 0
         self.dropped = 0
+        self.shed = 0  # rows shed from a full backlog (oldest first)
+        self._shedding = False
+        self.database_error: str | None = None  # the database is unreachable: why
         self.restarts = 0
         self.last_failure: str | None = None  # why the task last ended, for /healthz
         self._ended_at: list[float] = []
@@ -143,6 +180,8 @@ class FleetWriter:
         if row[4] is not None or row[5] is not None:  # the charger's free text: 50 chars
             row = (*row[:4], clean_optional(row[4], 50), clean_optional(row[5], 50), *row[6:])
         self._history.append(row)
+        if len(self._history) + len(self._events) > self.max_backlog:
+            self._shed()
 
     def event(self, row: dict[str, Any]) -> None:
         """Queue a charger event; its ``data`` is bounded here (:data:`bounds.STORED`)."""
@@ -153,6 +192,28 @@ class FleetWriter:
         if data:
             row["data"] = bound(data, STORED)
         self._events.append(row)
+        if len(self._history) + len(self._events) > self.max_backlog:
+            self._shed()
+
+    def _shed(self) -> None:
+        """Drop the oldest rows over the bound, and a hundredth of it more, so shedding is
+        not paid on every message: status history first, then events."""
+        over = len(self._history) + len(self._events) - self.max_backlog
+        if over <= 0:
+            return
+        over += self.max_backlog // 100
+        history = min(over, len(self._history))
+        del self._history[:history]
+        events = min(over - history, len(self._events))
+        del self._events[:events]
+        self.shed += history + events
+        if not self._shedding:
+            self._shedding = True
+            log.error(
+                "fleet write backlog full: shedding the oldest status history and events",
+                max_backlog=self.max_backlog,
+                database=self.database_error,
+            )
 
     def charger(self, charger_id: str, **fields: Any) -> None:
         for name, value in fields.items():
@@ -222,9 +283,9 @@ class FleetWriter:
         async with self._flush_lock:
             try:
                 await self._flush(include_last_seen=True)
-            except OperationalError:
-                raise
-            except Exception:
+            except Exception as exc:
+                if unavailable(exc):
+                    raise
                 await self._flush_isolating()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
@@ -237,20 +298,21 @@ class FleetWriter:
             try:
                 try:
                     await self.flush(include_last_seen=due)
-                except OperationalError:
-                    raise
                 except Exception as exc:
+                    if unavailable(exc):
+                        raise
                     # Some queued item cannot be written (e.g. it references a deleted
                     # charger): write item by item so one bad item does not hold the rest back.
                     self._failed(exc)
                     async with self._flush_lock:
                         await self._flush_isolating()
-            except OperationalError as exc:
-                # The database is unreachable or busy: everything stays queued; try again.
-                self._failed(exc)
-                if not self._stopping.is_set():
-                    await asyncio.sleep(min(5.0, self._interval * 10))
-            except Exception as exc:  # a defect in the isolation itself: keep the loop alive
+            except Exception as exc:
+                if unavailable(exc):
+                    # The database is unreachable or busy: everything stays queued; retry.
+                    if self.database_error is None:
+                        log.error("database unreachable: charger writes are queued")
+                    self.database_error = safe_text(exc)[:200]
+                # else a defect in the isolation itself: keep the loop alive
                 self._failed(exc)
                 if not self._stopping.is_set():
                     await asyncio.sleep(min(5.0, self._interval * 10))
@@ -284,6 +346,8 @@ class FleetWriter:
             self._sessions[txn] = {**fields, **self._sessions.get(txn, {})}
         for cid, ts in batch.last_seen.items():
             self._last_seen.setdefault(cid, ts)
+        if len(self._history) + len(self._events) > self.max_backlog:
+            self._shed()
 
     async def _flush(self, include_last_seen: bool) -> None:
         batch = self._take(include_last_seen)
@@ -302,9 +366,9 @@ class FleetWriter:
             for single in batch.split():
                 try:
                     await self._write(single)
-                except OperationalError:
-                    raise
                 except Exception as exc:
+                    if unavailable(exc):
+                        raise
                     self.dropped += 1
                     log.error(
                         "dropping a charger report the database refuses",
@@ -327,6 +391,10 @@ class FleetWriter:
         else:
             async with self._engine.begin() as conn:
                 await conn.run_sync(self._write_batch, batch)
+        if self.database_error is not None or self._shedding:
+            log.info("database writes resumed", backlog=self.backlog, shed=self.shed)
+            self.database_error = None
+            self._shedding = False
 
     def _write_in_thread(self, batch: _Batch) -> None:
         assert self._sync_engine is not None
