@@ -179,6 +179,7 @@ async def test_login_attempts_from_one_address_are_throttled_across_nodes(
         r = await _login(node, "nobody", "wrong-password")
         assert r.status_code == 429, r.text
         assert int(r.headers["Retry-After"]) >= 1
+    assert isinstance(a.clock, ShiftedClock) and a.clock is b.clock
     a.clock.advance(seconds=61)  # both nodes read the same (moved) clock
     assert (await _login(b, "nobody", "wrong-password")).status_code == 401
 
@@ -213,6 +214,7 @@ async def test_a_charger_id_brute_forced_across_two_nodes_is_throttled(
     for node in (a, b):  # even the right key waits: the identity is throttled everywhere
         assert await _handshake(node, "CP-victim", KEY) == 429
     assert await _handshake(a, "CP-other", KEY) == 401  # another identity is not
+    assert isinstance(a.clock, ShiftedClock) and a.clock is b.clock
     a.clock.advance(seconds=61)
     assert await _handshake(b, "CP-victim", KEY) == 101
 
@@ -383,6 +385,27 @@ async def test_without_redis_login_attempts_fall_back_to_this_nodes_window(
         assert await client.exists("evota:login:10.0.0.1") == 1
     finally:
         await client.aclose()
+
+
+async def test_a_node_without_redis_still_answers_logins_and_throttles_them(
+    tmp_path: Path,
+    pg_database: str,  # noqa: F811
+    cluster_redis: RedisServer,  # noqa: F811
+) -> None:
+    (node,) = await _nodes(
+        tmp_path, pg_database, cluster_redis.url, ShiftedClock(), n=1, login_rate_per_minute=2
+    )
+    try:
+        cluster_redis.stop()
+        assert node.shared_limits is not None
+        node.shared_limits.login._breaker.retry = 0.0  # ask Redis every time
+        for _ in range(2):
+            assert (await _login(node, "nobody", "wrong-password")).status_code == 401
+        assert (await _login(node, "nobody", "wrong-password")).status_code == 429
+    finally:
+        if cluster_redis.process is None:
+            cluster_redis.start()
+        await node.stop()
 
 
 async def test_without_redis_failed_charger_keys_fall_back_to_this_nodes_windows(
