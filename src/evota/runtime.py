@@ -22,7 +22,7 @@ from evota.audit.alerts import AlertMonitor
 from evota.audit.archive import ARCHIVE_DIR
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
-from evota.cluster.leader import Follower, Leadership, PgLeader, SoleLeader
+from evota.cluster.leader import Follower, LeaderCalls, Leadership, PgLeader, SoleLeader
 from evota.cluster.limits import SharedLimits
 from evota.cluster.node import Node, parse_components, single_node_lock
 from evota.cluster.pruner import Pruner
@@ -141,6 +141,7 @@ class Runtime:
     components: frozenset[str] = field(init=False)  # EVOTA_COMPONENTS
     # who runs the runners: this process alone, or the cluster's elected leader
     leadership: Leadership = field(init=False)
+    leader_calls: LeaderCalls = field(init=False)  # API calls into the runners
 
     async def start(self, serve_http: bool = True) -> None:
         s = self.settings
@@ -160,6 +161,7 @@ class Runtime:
         )
         await self.audit.start(key_created)
         self.leadership = self._leadership()
+        self.leader_calls = self._leader_calls()
         self.alerts = AlertMonitor(self.engine, self.clock, self.audit, s.alert_thresholds())
         await self.leadership.add(self.alerts.start, self.alerts.stop)
         self.approvals = Approvals(
@@ -268,6 +270,23 @@ class Runtime:
         if self.settings.redis_url is None:
             return SoleLeader()
         return PgLeader(self.settings.resolved_database_url(), self.node.key, self.clock)
+
+    def _leader_calls(self) -> LeaderCalls:
+        url = self.settings.redis_url
+        if url is None:
+            return LeaderCalls(self.leadership, self.node.key)  # always in process
+        from evota.cluster.redis import connect
+
+        return LeaderCalls(self.leadership, self.node.key, connect(url.get_secret_value()))
+
+    async def _start_leader_calls(self) -> None:
+        """API calls into the runners (evota.api.leader_calls): the leader takes other
+        nodes' calls once every runner before runs."""
+        from evota.api import leader_calls
+
+        leader_calls.register(self, self.leader_calls)
+        await self.leadership.add(self.leader_calls.opened, self.leader_calls.closed)
+        await self.leader_calls.start()
 
     def _charger_ca(self) -> ChargerCA:
         """The operator's CA files, else the built-in CA in the data directory."""
@@ -430,6 +449,7 @@ class Runtime:
         await self._start_control()
         await self._start_playbooks()
         await self.leadership.add(self.approvals.start, self.approvals.stop)
+        await self._start_leader_calls()
         log.info("firmware downloads listening", host=s.host, port=self.download_port)
 
     async def _start_control(self) -> None:
@@ -695,6 +715,7 @@ class Runtime:
             self._uvicorn.should_exit = True
             if self._http_task:
                 await self._http_task
+        await self.leader_calls.stop()
         await self.leadership.stop()  # the runners, last started first
         if self.ftp is not None:
             await asyncio.to_thread(self.ftp.stop)

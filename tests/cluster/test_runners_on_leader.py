@@ -121,3 +121,47 @@ def test_serve_names_an_unknown_component_in_one_line(tmp_path: Path) -> None:
     )
     assert r.exit_code == 1
     assert "unknown component 'gateway'" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+async def test_an_api_call_into_a_runner_on_another_node_runs_on_the_leader(
+    tmp_path: Path,
+    pg_database: str,  # noqa: F811
+    redis_url: str,
+) -> None:
+    """Node b has no runners: its API's calls into them are answered by the leader a (the
+    KPI rollup runs there, not on b), a domain error crosses as itself (404 for an unknown
+    campaign), and with no leader left b answers 503 with a problem, promptly."""
+    from tests.conftest import api_client
+
+    a = await _node(tmp_path, pg_database, "a", None, redis_url=redis_url)
+    b = await _node(
+        tmp_path, pg_database, "b", a, redis_url=redis_url, components="ocpp,http,download"
+    )
+    a_stopped = False
+    try:
+        assert isinstance(b.leadership, Follower)
+        await asyncio.wait_for(a.leadership.wait(True), 10)
+        assert a.leader_calls.serving
+        async with api_client(b) as api:
+            r = await api.post("/api/v1/kpis/rollup")
+            assert r.status_code == 200, r.text
+            assert set(r.json()) >= {"chargers", "rows", "seconds"}
+            assert a.kpi_rollup.last is not None and b.kpi_rollup.last is None
+
+            unknown = "00000000-0000-4000-8000-000000000000"
+            r = await api.post(f"/api/v1/campaigns/{unknown}/pause", json={"reason": "x"})
+            assert r.status_code == 404 and r.json()["field"] == "campaign_id", r.text
+
+            await a.stop()
+            a_stopped = True
+            loop = asyncio.get_running_loop()
+            asked = loop.time()
+            r = await api.post("/api/v1/kpis/rollup")
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert "leader" in r.json()["detail"]
+            assert loop.time() - asked < b.leader_calls.timeout  # not a wait for the timeout
+    finally:
+        await b.stop()
+        if not a_stopped:
+            await a.stop()

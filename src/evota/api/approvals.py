@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from evota.api import leader_calls
 from evota.api.deps import (
     Principal,
     RuntimeDep,
@@ -271,7 +272,14 @@ async def _decide(
     row, _seen = await _load(rt, approval_id, who)
     await _may_decide(rt, who, row)
     try:
-        await rt.approvals.decide(approval_id, who.actor, approve, body.note if body else None)
+        await leader_calls.call(
+            rt,
+            "approvals.decide",
+            approval_id=approval_id,
+            decider=leader_calls.actor_json(who.actor),
+            approve=approve,
+            note=body.note if body else None,
+        )
     except ApprovalError as exc:
         status = 403 if exc.reason == "self_approval" else 409
         raise Problem(

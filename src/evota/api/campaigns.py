@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
+from evota.api import leader_calls
 from evota.api.approvals import AWAITING, awaiting
 from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, require
@@ -275,7 +276,8 @@ async def _summary(rt: Runtime, campaign_id: str, *, events: int = 50) -> dict[s
         "rollbacks": dict(rollbacks),
         "rollback": row.rollback,
         "held_groups": row.held_groups or {},
-        "notes": _draft_notes(row) or list(rt.campaigns.notes.get(row.id, ()))[:50],
+        "notes": _draft_notes(row)
+        or await leader_calls.call(rt, "campaigns.notes", campaign_id=row.id),
         "created_by": row.created_by,
         "created_at": row.created_at,
         "started_at": row.started_at,
@@ -296,9 +298,11 @@ async def create_campaign(
     if fw.state == FirmwareState.REVOKED:
         raise Problem(409, "Firmware revoked", f"{fw.version} is revoked", "firmware_id")
     try:
-        created = await rt.campaigns.create(
+        created = await leader_calls.call(
+            rt,
+            "campaigns.create",
             name=body.name,
-            firmware=fw,
+            firmware_id=fw.id,
             target=body.target,
             waves=body.waves,
             pilot=body.pilot,
@@ -363,8 +367,14 @@ async def get_campaign(
 async def _act(rt: Runtime, campaign_id: str, action: str, body: ActionIn | None) -> dict[str, Any]:
     body = body or ActionIn(reason="", rollback=False, at=None)
     try:
-        await rt.campaigns.act(
-            campaign_id, action, body.reason or action, rollback=body.rollback, at=body.at
+        await leader_calls.call(
+            rt,
+            "campaigns.act",
+            campaign_id=campaign_id,
+            action=action,
+            reason=body.reason or action,
+            rollback=body.rollback,
+            at=body.at.isoformat() if body.at else None,
         )
     except LookupError:
         raise Problem(

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
+from evota.api import leader_calls
 from evota.api.commands import problem_for
 from evota.api.deps import Principal, RuntimeDep, require, require_charger, scope_filter
 from evota.api.params import ChargerId, Limit
@@ -156,14 +157,20 @@ async def renew_certificate(
     request.state.audited = True  # the command path records the entry, with the answer
     request.state.audit_reason = reason
     try:
-        result = await rt.certificates.renew(who.actor, charger_id, reason)
+        result = await leader_calls.call(
+            rt,
+            "certificates.renew",
+            actor=leader_calls.actor_json(who.actor),
+            charger_id=charger_id,
+            reason=reason,
+        )
     except commands.CommandError as exc:
         raise problem_for(exc) from None
     return CommandOut(
         charger_id=charger_id,
         command="trigger-message",
-        status=result.status,
-        details=result.details,
+        status=result["status"],
+        details=result["details"],
     )
 
 
@@ -178,7 +185,7 @@ async def certificate_inventory(
     """Ask the charger now which certificates it holds (GetInstalledCertificateIds, every
     type its OCPP version knows) and store the answer."""
     try:
-        done = await rt.certificates.inventory(charger_id)
+        done = await leader_calls.call(rt, "certificates.inventory", charger_id=charger_id)
     except commands.CommandError as exc:
         raise problem_for(exc) from None
     return InventoryOut(charger_id=charger_id, **done)

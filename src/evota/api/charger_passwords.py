@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from evota.api import leader_calls
 from evota.api.approvals import AWAITING, awaiting
 from evota.api.commands import problem_for
 from evota.api.deps import Principal, RuntimeDep, require_charger
@@ -65,7 +66,14 @@ async def change_password(
         )
     request.state.audited = True  # the command path and the service record the entries
     try:
-        return await rt.passwords.change(who.actor, charger_id, reason)
+        changed: dict[str, Any] = await leader_calls.call(
+            rt,
+            "passwords.change",
+            actor=leader_calls.actor_json(who.actor),
+            charger_id=charger_id,
+            reason=reason,
+        )
+        return changed
     except ChangePending:
         raise Problem(
             409,

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
+from evota.api import leader_calls
 from evota.api.approvals import AWAITING, awaiting
 from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, require
@@ -510,10 +511,10 @@ async def check_feed(
     the repository lacks. ``retry=true`` tries entries refused before again."""
     note(request, "firmware_feed", str(feed_id))
     try:
-        result = await rt.firmware_feeds.check(feed_id, retry=retry)
+        result = await leader_calls.call(rt, "firmware_feeds.check", feed_id=feed_id, retry=retry)
     except repo.RepositoryError as exc:
         raise _problem(exc) from None
-    return FeedCheckOut.model_validate(result.as_dict())
+    return FeedCheckOut.model_validate(result)
 
 
 async def _get(rt: Runtime, firmware_id: str) -> repo.FirmwareRecord:

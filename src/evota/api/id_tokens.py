@@ -19,6 +19,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import String, cast, func, select
 from sqlalchemy.exc import IntegrityError
 
+from evota.api import leader_calls
 from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, authorize_chargers, charger_places, require
 from evota.api.pages import fetch_page
@@ -162,7 +163,9 @@ def _audited(token: IdTokenOut) -> dict[str, Any]:
 async def _changed(rt: Runtime, who: Principal) -> None:
     """The next Authorize sees the change; chargers holding a list get the differences."""
     await rt.fleet.tokens.reload()
-    rt.local_lists.tokens_changed(who.actor)
+    await leader_calls.tell(
+        rt, "local_lists.tokens_changed", actor=leader_calls.actor_json(who.actor)
+    )
 
 
 @router.get("", response_model=Page[IdTokenOut])

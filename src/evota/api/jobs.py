@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from evota.api import leader_calls
 from evota.api.deps import Principal, RuntimeDep, authorize_charger, require, scope_filter
 from evota.api.pages import fetch_page
 from evota.api.params import AwareInstant, ChargerId, IntId, Limit, Offset, text
@@ -140,12 +141,14 @@ async def update_firmware(
             reason=refusal.reason,
         )
     try:
-        job = await rt.jobs.create(
+        job = await leader_calls.call(
+            rt,
+            "jobs.create",
             charger_id=charger.id,
-            firmware=fw,
+            firmware_id=fw.id,
             previous_version=charger.firmware_version,
             learned_method=charger.firmware_delivery,
-            retrieve_at=body.retrieve_at,
+            retrieve_at=body.retrieve_at.isoformat() if body.retrieve_at else None,
             allow_downgrade=body.allow_downgrade,
             created_by=who.name,
         )
@@ -158,7 +161,7 @@ async def update_firmware(
             reason="in_progress",
             job_id=exc.job_id,
         ) from None
-    return {"job_id": job.id, "state": job.state.value}
+    return {"job_id": job["job_id"], "state": job["state"]}
 
 
 @router.get("/api/v1/jobs", response_model=JobPage)
@@ -238,8 +241,8 @@ async def cancel_job(
     """Cancel a job that has not reached the charger (OCPP 1.6 cannot recall one)."""
     reason = body.reason if body else "cancelled by operator"
     current = await _job_detail(rt, job_id, who, "job.write")
-    s = await rt.jobs.cancel(job_id, reason)
-    if s is None or not s.changed:
-        why = s.note if s is not None else f"job is {current['state']}"
+    s = await leader_calls.call(rt, "jobs.cancel", job_id=job_id, reason=reason)
+    if s is None or not s["changed"]:
+        why = s["note"] if s is not None else f"job is {current['state']}"
         raise Problem(409, "Cannot cancel", why or "", "job_id")
     return await _job_detail(rt, job_id)

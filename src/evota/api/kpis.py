@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from evota.api import leader_calls
 from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, require, scope_filter
 from evota.api.params import Uuid
@@ -132,5 +133,5 @@ async def rollup_now(
 ) -> RollupOut:
     """Roll the stored history up into ``charger_days`` now (and run the regression check)."""
     note(request, "kpi_rollup", "charger_days")
-    done = await rt.kpi_rollup.run()
-    return RollupOut(chargers=done.chargers, rows=done.rows, seconds=done.seconds)
+    done = await leader_calls.call(rt, "kpi_rollup.run")
+    return RollupOut(**done)

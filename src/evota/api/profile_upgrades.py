@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
+from evota.api import leader_calls
 from evota.api.commands import problem_for
 from evota.api.deps import Principal, RuntimeDep, require, require_charger
 from evota.api.operations import (
@@ -89,8 +90,15 @@ async def upgrade_security_profile(
     request.state.audited = True  # the command path and the service record the entries
     request.state.audit_reason = reason
     try:
-        return await rt.profile_upgrades.upgrade(
-            who.actor, charger_id, body.profile, body.root, body.deadline_seconds, reason
+        return await leader_calls.call(
+            rt,
+            "profile_upgrades.upgrade",
+            actor=leader_calls.actor_json(who.actor),
+            charger_id=charger_id,
+            profile=body.profile,
+            root=body.root,
+            deadline_seconds=body.deadline_seconds,
+            reason=reason,
         )
     except UpgradeRefused as exc:
         raise Problem(409, "Upgrade refused", exc.message, "profile") from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -198,9 +199,12 @@ class PgLeader(Leadership):
             self._task = asyncio.create_task(self._run(), name="leader-election")
 
     async def wait(self, leading: bool) -> None:
-        """Until this node leads (or does not); tests and the harness wait on this."""
+        """Until this node leads with every runner started (or does not lead)."""
         async with self.changed:
-            await self.changed.wait_for(lambda: self._leading == leading)
+            await self.changed.wait_for(lambda: self._settled() if leading else not self._leading)
+
+    def _settled(self) -> bool:
+        return self._leading and self._running == len(self._hooks)
 
     async def tried(self, attempts: int) -> None:
         """Until this node has tried the lock (or checked its session) ``attempts`` times."""
@@ -303,3 +307,264 @@ class PgLeader(Leadership):
                 await self._on_change(self._leading, self._token)
             except Exception:
                 log.exception("leadership listener failed")
+
+
+# -- calls to the leader's runners ----------------------------------------------------------
+
+Handler = Callable[..., Awaitable[Any]]  # JSON keyword arguments -> a JSON result
+
+
+class NoLeader(Exception):
+    """No leader answered: none elected yet, Redis unreachable, or the call timed out.
+    The API answers 503 (the caller may retry; the leader may have done it)."""
+
+
+class LeaderCalls:
+    """An API call into a runner, run where the runners are.
+
+    On the leader (and always in single-node mode, ``redis`` None) the handler runs in
+    process. Elsewhere the call is published on the leader's channel
+    (``evota:leader-calls:<node key>``; the leader's key is ``evota:leader``, refreshed while
+    it leads) and the answer comes back on the caller's ``evota:leader-replies:<node key>``,
+    bounded by ``timeout``. Exceptions of the registered types cross with their attributes,
+    so the API maps them as if the call had been local.
+    """
+
+    def __init__(
+        self,
+        leadership: Leadership,
+        node_key: str,
+        redis: Any = None,  # redis.asyncio.Redis (cluster mode)
+        *,
+        timeout: float = 60.0,
+        refresh: float = 2.0,
+    ) -> None:
+        self.leadership = leadership
+        self.node_key = node_key
+        self.redis = redis
+        self.timeout = timeout
+        self.refresh = refresh
+        self.handlers: dict[str, Handler] = {}
+        self._errors: dict[str, type[Exception]] = {}
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running: set[asyncio.Task[None]] = set()
+        self._ready = False  # this node leads and its runners have started
+
+    @property
+    def serving(self) -> bool:
+        return self._ready and self.leadership.is_leader
+
+    async def opened(self) -> None:
+        """Leadership hook, added after every runner: calls are taken from now on."""
+        self._ready = True
+        await self.advertise_now()
+
+    async def closed(self) -> None:
+        """Leadership hook: the runners are about to stop; calls go elsewhere."""
+        self._ready = False
+
+    def register(self, name: str, handler: Handler) -> None:
+        self.handlers[name] = handler
+
+    def crossing(self, *types: type[Exception]) -> None:
+        """Exceptions (and their subclasses) that reach a remote caller as themselves."""
+        pending = list(types)
+        while pending:
+            cls = pending.pop()
+            self._errors[_type_name(cls)] = cls
+            pending.extend(cls.__subclasses__())
+
+    async def call(self, name: str, /, **kwargs: Any) -> Any:
+        handler = self.handlers[name]  # KeyError: a programming error, on any node
+        if self.redis is None or self.serving:
+            return await handler(**kwargs)
+        return await self._forward(name, kwargs)
+
+    # -- the caller's side ---------------------------------------------------------------------
+    async def _forward(self, name: str, kwargs: dict[str, Any]) -> Any:
+        import orjson
+
+        from evota.cluster.redis import key
+
+        call_id = secrets.token_hex(8)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[call_id] = future
+        try:
+            try:
+                leader = await self.redis.get(key("leader"))
+                if leader is None:
+                    raise NoLeader("no runner leader is elected now; try again shortly")
+                message = orjson.dumps(
+                    {"id": call_id, "from": self.node_key, "name": name, "kwargs": kwargs}
+                )
+                heard = await self.redis.publish(key("leader-calls", leader.decode()), message)
+            except NoLeader:
+                raise
+            except Exception as exc:  # Redis down or slow: bounded by the client's timeouts
+                raise NoLeader(
+                    f"the runner leader cannot be reached: {type(exc).__name__}"
+                ) from None
+            if not heard:
+                raise NoLeader("the runner leader is not listening (it may have just stopped)")
+            try:
+                answer = await asyncio.wait_for(future, self.timeout)
+            except TimeoutError:
+                raise NoLeader(
+                    f"the runner leader did not answer within {self.timeout:g} s"
+                ) from None
+        finally:
+            self._waiting.pop(call_id, None)
+        if "error" in answer:
+            raise self._error(answer["error"])
+        if answer.get("not_leader"):
+            raise NoLeader("the runner leadership is moving; try again shortly")
+        return answer.get("result")
+
+    def _error(self, error: dict[str, Any]) -> Exception:
+        cls = self._errors.get(str(error.get("type")))
+        message = str(error.get("message") or "the leader could not do it")
+        if cls is None:
+            return RuntimeError(f"on the runner leader: {message}")
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, message)
+        exc.__dict__.update(error.get("attrs") or {})
+        return exc
+
+    # -- the leader's side ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Listen for calls and replies (every node); advertise this node while it leads."""
+        if self.redis is None:
+            return
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="leader-calls"),
+            asyncio.create_task(self._advertise(), name="leader-advertise"),
+        ]
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._running]:
+            task.cancel()
+        for task in [*self._tasks, *self._running]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(NoLeader("this node is stopping"))
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+
+    async def _advertise(self) -> None:
+        from evota.cluster.redis import key
+
+        while True:
+            try:
+                if self.serving:
+                    await self.redis.set(
+                        key("leader"), self.node_key, px=int(self.refresh * 5 * 1000)
+                    )
+            except Exception as exc:  # Redis down: callers answer 503 until it is back
+                log.warning("cannot advertise the leader", error=type(exc).__name__)
+            await asyncio.sleep(self.refresh)
+
+    async def advertise_now(self) -> None:
+        """On gaining leadership: callers find this node at once, not at the next refresh."""
+        from evota.cluster.redis import key
+
+        if self.redis is not None and self.serving:
+            with contextlib.suppress(Exception):
+                await self.redis.set(key("leader"), self.node_key, px=int(self.refresh * 5 * 1000))
+
+    async def _listen(self) -> None:
+        from evota.cluster.redis import key
+
+        calls = key("leader-calls", self.node_key)
+        replies = key("leader-replies", self.node_key)
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(calls, replies)
+                while True:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=self.refresh
+                    )
+                    if message is None:
+                        continue
+                    if message["channel"].decode() == replies:
+                        self._answered(message["data"])
+                    else:
+                        task = asyncio.create_task(self._serve(message["data"]))
+                        self._running.add(task)
+                        task.add_done_callback(self._running.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away: subscribe again when it is back
+                log.warning("leader calls: Redis lost", error=type(exc).__name__)
+                await asyncio.sleep(self.refresh)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _answered(self, data: bytes) -> None:
+        import orjson
+
+        try:
+            answer = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        future = self._waiting.get(str(answer.get("id")))
+        if future is not None and not future.done():
+            future.set_result(answer)
+
+    async def _serve(self, data: bytes) -> None:
+        import orjson
+
+        from evota.cluster.redis import key
+
+        try:
+            call = orjson.loads(data)
+            call_id, caller, name = str(call["id"]), str(call["from"]), str(call["name"])
+            kwargs = dict(call.get("kwargs") or {})
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("leader calls: a malformed call was ignored")
+            return
+        answer: dict[str, Any] = {"id": call_id}
+        handler = self.handlers.get(name)
+        if not self.serving:
+            answer["not_leader"] = True
+        elif handler is None:
+            answer["error"] = {"type": "", "message": f"no leader call {name!r}"}
+        else:
+            try:
+                answer["result"] = await handler(**kwargs)
+            except Exception as exc:
+                answer["error"] = self._error_json(exc)
+        try:
+            await self.redis.publish(
+                key("leader-replies", caller), orjson.dumps(answer, default=str)
+            )
+        except Exception as exc:  # the caller times out with a 503
+            log.warning("leader calls: cannot answer", call=name, error=type(exc).__name__)
+
+    def _error_json(self, exc: Exception) -> dict[str, Any]:
+        name = _type_name(type(exc))
+        if name not in self._errors:
+            log.exception("leader call failed", error=name)
+            return {"type": "", "message": "the runner leader failed to do it (see its log)"}
+        attrs = {k: v for k, v in vars(exc).items() if _jsonable(v)}
+        return {"type": name, "message": str(exc), "attrs": attrs}
+
+
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _jsonable(value: Any) -> bool:
+    if value is None or isinstance(value, str | int | float | bool):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_jsonable(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _jsonable(v) for k, v in value.items())
+    return False
