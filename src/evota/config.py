@@ -40,6 +40,14 @@ class Settings(BaseSettings):
         "ocpp,http,download,runners",
         description="what this node runs: a comma list of ocpp, http, download, runners",
     )
+    # Charger ownership (evota.cluster.presence): a node not heard of for node_ttl is dead and
+    # its chargers' claims lapse; it renews its liveness every heartbeat.
+    cluster_node_ttl_seconds: float = Field(
+        10.0, ge=1.0, le=300.0, description="seconds after which a silent node's claims lapse"
+    )
+    cluster_heartbeat_seconds: float = Field(
+        3.0, ge=0.1, le=60.0, description="seconds between a node's liveness renewals"
+    )
     admin_token: SecretStr | None = None
 
     heartbeat_interval: int = Field(300, ge=10, description="seconds, returned in BootNotification")

@@ -22,10 +22,13 @@ from evota.audit.alerts import AlertMonitor
 from evota.audit.archive import ARCHIVE_DIR
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
+from evota.cluster import redis as cluster_redis
 from evota.cluster.leader import Follower, LeaderCalls, Leadership, PgLeader, SoleLeader
 from evota.cluster.limits import SharedLimits
 from evota.cluster.node import Node, parse_components, single_node_lock
+from evota.cluster.presence import ChargerPresence, Presence, connected_anywhere
 from evota.cluster.pruner import Pruner
+from evota.cluster.routing import ClusterSend
 from evota.config import Settings, passive_range
 from evota.control import uploads as charger_uploads
 from evota.control.certificates import CertificateService
@@ -56,6 +59,7 @@ from evota.firmware.lifecycle import FirmwareState
 from evota.firmware.storage import FirmwareStore, LocalFirmwareStore
 from evota.fleet import changes as charger_changes
 from evota.fleet.charger import ChargerState
+from evota.fleet.events import Registration
 from evota.fleet.service import FleetService
 from evota.fleet.vendor_store import VendorStore
 from evota.gateway import tls as ocpp_tls
@@ -138,6 +142,9 @@ class Runtime:
     _node_lock: IO[bytes] | None = None  # SQLite: one node per database file
     # Cluster mode: login, charger-key and download limits in Redis (evota.cluster.limits)
     shared_limits: SharedLimits | None = None
+    # Cluster mode: who holds which charger (evota.cluster.presence), commands routed to it
+    presence: ChargerPresence | None = None
+    send: Any = field(init=False)  # Gateway.send, or ClusterSend in cluster mode
     components: frozenset[str] = field(init=False)  # EVOTA_COMPONENTS
     # who runs the runners: this process alone, or the cluster's elected leader
     leadership: Leadership = field(init=False)
@@ -171,7 +178,8 @@ class Runtime:
             four_eyes.Policy.of(s.approval_actions, s.approval_charger_threshold),
             timedelta(hours=s.approval_ttl_hours),
         )
-        await self._reset_connected()
+        if s.redis_url is None:  # cluster: only a node alone may (_start_presence)
+            await self._reset_connected()
         await self._bootstrap_admin_token()
         self.firmware_store = self._firmware_store()
         self.fleet = FleetService(
@@ -233,6 +241,10 @@ class Runtime:
             self.ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
         if s.ocpp_tls_port is not None and "ocpp" in self.components:
             self.ocpp_tls_port = await self.gateway.start_tls(s.host, s.ocpp_tls_port)
+        self.send = self.gateway.send
+        if s.redis_url is not None:  # commands to chargers on other nodes go there
+            self.presence = self._presence(s.redis_url.get_secret_value())
+            self.send = ClusterSend(self.presence, self.gateway)
         self.uploads = charger_uploads.ChargerUploads(
             self.engine,
             self.clock,
@@ -246,7 +258,7 @@ class Runtime:
             remote=getattr(self.firmware_store, "files", None),  # S3: charger files there too
         )
         self.command_path = CommandPath(
-            send=self.gateway.send,
+            send=self.send,
             audit=self.audit,
             reset_scheduled=self.fleet.reset_scheduled,
             upload_url=self.uploads.url,
@@ -254,6 +266,8 @@ class Runtime:
         )
         await self._start_certificates()
         await self._start_firmware()
+        if self.presence is not None:
+            await self._start_presence()
         if serve_http and "http" in self.components:
             await self._start_http()
         await self.leadership.start()  # cluster: stand for election (docs/cluster.md)
@@ -384,11 +398,10 @@ class Runtime:
                 self.delivery.start, s.host, s.download_port
             )
             await self._start_ftp()
-        gateway = self.gateway
         self.jobs = JobRunner(
             self.engine,
             self.clock,
-            send=gateway.send,
+            send=self.send,
             ready=self._ready,
             timeouts=job_timeouts(s),
             token_keys=[key],
@@ -471,11 +484,11 @@ class Runtime:
         self.configuration = ConfigurationService(
             self.engine,
             self.clock,
-            fetch_send=self.gateway.send,
+            fetch_send=self.send,
             send=send,
             runner=self.operations,
             ready=self._ready,
-            connected_ids=lambda: list(self.gateway.connections),
+            connected_ids=self._connected_ids,
             poll_hours=s.config_poll_hours,
             boot_delay=s.config_boot_delay_seconds,
             concurrency=s.config_fetch_concurrency,
@@ -594,17 +607,54 @@ class Runtime:
         )
 
     def live_state(self, charger_id: str) -> ChargerState | None:
-        """The state the open connection of a charger keeps in memory (None: not connected)."""
+        """The state the open connection of a charger keeps in memory (None: not connected).
+        Cluster mode: for a charger on another node, its claim (accepted, protocol, site) as
+        a detached ChargerState (no connectors; writes to it change nothing)."""
         conn = self.gateway.connections.get(charger_id)
-        return conn.state if conn is not None else None
+        if conn is not None:
+            return conn.state
+        where = self._elsewhere(charger_id)
+        if where is None:
+            return None
+        registration = Registration.ACCEPTED if where.accepted else Registration.PENDING
+        return ChargerState(charger_id, registration, where.accepted, where.site_id, where.protocol)
+
+    def _elsewhere(self, charger_id: str) -> Presence | None:
+        """Cluster mode: the charger's claim on another live node."""
+        if self.presence is None or not self.presence.directory.available:
+            return None
+        where = self.presence.directory.get(charger_id)
+        return where if where is not None and where.node != self.node.key else None
+
+    def is_connected(self, charger_id: str) -> bool:
+        """Connected to this node, or (cluster mode) to another live node."""
+        return charger_id in self.gateway.connections or self._elsewhere(charger_id) is not None
+
+    def node_of(self, charger_id: str) -> str | None:
+        """The name of the node holding the charger's connection (None: not connected)."""
+        if charger_id in self.gateway.connections:
+            return self.node.name
+        where = self._elsewhere(charger_id)
+        return where.node_name if where is not None else None
+
+    def _connected_ids(self) -> list[str]:
+        if self.presence is None:
+            return list(self.gateway.connections)
+        return connected_anywhere(self.presence.directory, self.gateway.connections)
 
     def _ready(self, charger_id: str) -> bool:
         conn = self.gateway.connections.get(charger_id)
-        return conn is not None and conn.state is not None and conn.state.accepted
+        if conn is not None:
+            return conn.state is not None and conn.state.accepted
+        where = self._elsewhere(charger_id)
+        return where is not None and where.accepted
 
     def _site_of(self, charger_id: str) -> str | None:
         conn = self.gateway.connections.get(charger_id)
-        return conn.state.site_id if conn is not None and conn.state is not None else None
+        if conn is not None:
+            return conn.state.site_id if conn.state is not None else None
+        where = self._elsewhere(charger_id)
+        return where.site_id if where is not None else None
 
     async def _start_ftp(self) -> None:
         """FTP/FTPS for legacy chargers, sharing the HTTP server's keys, caps and counters."""
@@ -721,12 +771,16 @@ class Runtime:
             await asyncio.to_thread(self.ftp.stop)
         await asyncio.to_thread(self.delivery.stop)
         await self.gateway.stop()
+        if self.presence is not None:  # this node's claims go now, not after the TTL
+            await self.presence.stop()
+            await self.presence.redis.aclose()
         if self.shared_limits is not None:
             await self.shared_limits.close()
             self.shared_limits = None
         await self.fleet.writer.stop()
         await self.fleet.tokens.close()
-        await self._reset_connected()
+        if self.presence is None:  # cluster: the other nodes' chargers stay connected
+            await self._reset_connected()
         self.audit.anchor()  # the last head, outside the database
         await self.engine.dispose()
         if self._node_lock is not None:
@@ -755,6 +809,40 @@ class Runtime:
             download_max_per_site=s.download_max_per_site,
             now=lambda: self.clock.now().timestamp(),
         )
+
+    def _presence(self, url: str) -> ChargerPresence:
+        s = self.settings
+        ttl = s.cluster_node_ttl_seconds
+        return ChargerPresence(
+            cluster_redis.connect(url),
+            self.node,
+            self.gateway,
+            on_lapsed=self._lapsed,
+            heartbeat=min(s.cluster_heartbeat_seconds, ttl / 3),
+            node_ttl_ms=int(ttl * 1000),
+        )
+
+    async def _start_presence(self) -> None:
+        """Claims for this node's connections, the mirror of the others'. The listener is
+        added after the event relay took the fleet's listeners to the leader: it is local."""
+        assert self.presence is not None
+        self.fleet.charger_listeners.append(self.presence.charger_event)
+        await self.presence.start()
+        if self.presence.directory.available and self.presence.directory.live_nodes == {
+            self.node.key
+        }:
+            await self._reset_connected()  # alone: no connection is open anywhere
+
+    async def _lapsed(self, charger_ids: list[str]) -> None:
+        """A dead node's chargers no live node claimed: not connected any more."""
+        async with self.engine.begin() as conn:
+            for start in range(0, len(charger_ids), 1000):
+                chunk = charger_ids[start : start + 1000]
+                await conn.execute(
+                    update(Charger)
+                    .where(Charger.id.in_(chunk), Charger.connected)
+                    .values(connected=False)
+                )
 
     async def _reset_connected(self) -> None:
         """A single node owns every connection: after a restart none are open."""

@@ -55,13 +55,15 @@ _PUBLIC_COLUMNS = [c for c in Charger.__table__.c if c.name not in _OMITTED]
 
 def _audited(charger: dict[str, Any]) -> dict[str, Any]:
     """The fields an audit entry compares (not the live ones)."""
-    return {k: v for k, v in charger.items() if k not in ("connected", "last_seen")}
+    return {k: v for k, v in charger.items() if k not in ("connected", "node", "last_seen")}
 
 
 def _out(rt: Runtime, row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     # The gateway knows the truth about live connections; the database may lag by a flush.
-    data["connected"] = rt.gateway.is_connected(data["id"])
+    # In a cluster the claims in Redis do (evota.cluster.presence): any node's charger.
+    data["connected"] = rt.is_connected(data["id"])
+    data["node"] = rt.node_of(data["id"])
     return data
 
 

@@ -18,6 +18,7 @@ from evota.api.deps import Principal, RuntimeDep, require_charger
 from evota.api.params import ChargerId
 from evota.api.problems import Problem, documented
 from evota.api.schemas import CommandOut
+from evota.cluster.routing import ClusterUnavailable, NodeLost
 from evota.control import catalog, commands, dispatch
 from evota.runtime import Runtime
 
@@ -29,11 +30,16 @@ _COMMAND_ERRORS = {
     commands.CommandRejected: (502, "Charger answered with an error"),
     commands.CommandNotSupported: (409, "Not supported by the charger's protocol"),
     commands.UnsupportedByModel: (409, "Not supported by the charger's model"),
+    # Cluster mode (evota.cluster.routing): the charger's node died with the CALL open, or
+    # Redis is away so chargers on other nodes cannot be reached; both pass, so 503.
+    NodeLost: (503, "The charger's node was lost"),
+    ClusterUnavailable: (503, "Cluster coordination unavailable"),
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "The charger is not connected, or its OCPP version cannot express this"},
     422: {"description": "Invalid parameters, or no reason for a critical command"},
     502: {"description": "The charger answered with a CALLERROR (or an invalid answer)"},
+    503: {"description": "Cluster mode: the charger's node was lost, or Redis is unavailable"},
     504: {"description": "The charger did not answer in time"},
 }
 _RESPONSES = documented(_RESPONSES)  # problem+json bodies, and 401/403/404

@@ -282,6 +282,9 @@ class ChargerOut(BaseModel):
         description="the least OCPP security profile the charger may connect with (1-3)"
     )
     connected: bool
+    node: str | None = Field(
+        None, description="the evota node holding the charger's connection (None: not connected)"
+    )
     last_seen: datetime | None
     last_boot_at: datetime | None
     created_at: datetime

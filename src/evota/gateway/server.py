@@ -271,6 +271,10 @@ class Gateway:
         answer = await conn.call(action, payload, timeout or self.call_timeout)
         return conn.dialect.decode_result(command, answer)
 
+    async def with_transaction_ids(self, charger_id: str, command: Command) -> Command:
+        """What ``send`` sends a 2.0.1 charger (evota.cluster.routing encodes it elsewhere)."""
+        return await self._with_transaction_ids(charger_id, command)
+
     async def _with_transaction_ids(self, charger_id: str, command: Command) -> Command:
         """Commands may name a session by evota's id; a 2.0.1 charger knows its own id."""
         match command:
