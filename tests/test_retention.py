@@ -60,6 +60,15 @@ def test_daily_partitions_are_created_ahead_and_dropped_when_wholly_expired() ->
     cut = datetime(2026, 5, 31, 6, tzinfo=UTC)  # the 31st is partly kept: stays whole
     assert retention.partitions_to_drop(t, existing, cut) == [f"{t}_p20260529", f"{t}_p20260530"]
     assert retention.parse_partition(t, f"{t}_default") is None
+    # The table as it was before partitioning covers everything before its day.
+    before = [f"{t}_before20260603", f"{t}_p20260603"]
+    assert [p.name for p in retention.partitions_to_create(t, before, today, ahead=3)] == [
+        f"{t}_p20260604"
+    ]
+    assert retention.partitions_to_drop(t, before, datetime(2026, 6, 2, tzinfo=UTC)) == []
+    assert retention.partitions_to_drop(t, before, datetime(2026, 6, 3, tzinfo=UTC)) == [
+        f"{t}_before20260603"
+    ]
 
 
 def test_rollup_floor_is_the_start_of_the_earliest_day_still_to_roll() -> None:

@@ -1,7 +1,8 @@
 """The retention pruner: the leader's periodic runner that applies evota.store.retention.
 
 Every run: daily partitions are created ahead and whole expired days dropped (PostgreSQL,
-partitioned tables), other expired rows are deleted ``batch`` at a time, each batch its own
+partitioned tables), then the expired rows left are deleted ``batch`` at a time (the part
+of a day that is partly kept; all of them on SQLite), each batch its own
 short transaction, and audit entries past their retention are archived, then pruned behind
 a signed checkpoint (evota.audit.archive). DDL on a partitioned table waits at most
 ``LOCK_TIMEOUT`` for its lock and is tried again next run: it never queues readers and
@@ -105,7 +106,7 @@ class Pruner:
             before = retention.cutoff(now, days, floors)
             if await self._partitioned(table.name):
                 await self._partitions(table.name, now.date(), before, result)
-            elif before is not None:
+            if before is not None:  # what is left of a partly expired day, in batches
                 result.deleted[table.name] = await self._delete_by_id(table, before)
         before = retention.cutoff(now, p.job_events_days)
         if before is not None:
@@ -240,7 +241,8 @@ class Pruner:
         async with self.engine.connect() as conn:
             kind = (
                 await conn.execute(
-                    text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table}
+                    text("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(:t)"),
+                    {"t": table},
                 )
             ).scalar()
         return kind == "p"

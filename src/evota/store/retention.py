@@ -105,20 +105,24 @@ def day_partition(table: str, day: date) -> Partition:
 
 
 def parse_partition(table: str, name: str) -> Partition | None:
-    """The day partition a name stands for (None: the default partition or another table)."""
-    m = re.fullmatch(re.escape(table) + r"_p(\d{8})", name)
+    """The partition a name stands for: a day, or everything received before a day (the
+    table as it was before migration 0021); None for the default partition."""
+    m = re.fullmatch(re.escape(table) + r"_(p|before)(\d{8})", name)
     if m is None:
         return None
-    return day_partition(table, datetime.strptime(m.group(1), "%Y%m%d").date())
+    day = datetime.strptime(m.group(2), "%Y%m%d").date()
+    if m.group(1) == "before":
+        return Partition(name, datetime.min.replace(tzinfo=UTC), day_partition(table, day).start)
+    return day_partition(table, day)
 
 
 def partitions_to_create(
     table: str, existing: Iterable[str], today: date, ahead: int = DAYS_AHEAD
 ) -> list[Partition]:
-    """Today's partition and ``ahead`` days after it, where missing."""
-    have = set(existing)
+    """Today's partition and ``ahead`` days after it, where no partition covers them."""
+    have = [p for name in existing if (p := parse_partition(table, name)) is not None]
     wanted = [day_partition(table, today + timedelta(days=i)) for i in range(ahead + 1)]
-    return [p for p in wanted if p.name not in have]
+    return [w for w in wanted if not any(h.start < w.end and w.start < h.end for h in have)]
 
 
 def partitions_to_drop(table: str, existing: Iterable[str], before: datetime) -> list[str]:
