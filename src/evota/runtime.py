@@ -23,8 +23,10 @@ from evota.audit.archive import ARCHIVE_DIR
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
 from evota.cluster import redis as cluster_redis
+from evota.cluster.events import EventRelay
 from evota.cluster.leader import Follower, LeaderCalls, Leadership, PgLeader, SoleLeader
 from evota.cluster.limits import SharedLimits
+from evota.cluster.live import LiveBus
 from evota.cluster.node import Node, parse_components, single_node_lock
 from evota.cluster.presence import ChargerPresence, Presence, connected_anywhere
 from evota.cluster.pruner import Pruner
@@ -142,6 +144,9 @@ class Runtime:
     _node_lock: IO[bytes] | None = None  # SQLite: one node per database file
     # Cluster mode: login, charger-key and download limits in Redis (evota.cluster.limits)
     shared_limits: SharedLimits | None = None
+    # Cluster mode: charger events to the leader's services, live updates from every node
+    events: EventRelay | None = None  # evota.cluster.events
+    live: LiveBus | None = None  # evota.cluster.live
     # Cluster mode: who holds which charger (evota.cluster.presence), commands routed to it
     presence: ChargerPresence | None = None
     send: Any = field(init=False)  # Gateway.send, or ClusterSend in cluster mode
@@ -268,6 +273,8 @@ class Runtime:
         await self._start_firmware()
         if self.presence is not None:
             await self._start_presence()
+        if s.redis_url is not None:
+            await self._start_cluster_events(s.redis_url.get_secret_value())
         if serve_http and "http" in self.components:
             await self._start_http()
         await self.leadership.start()  # cluster: stand for election (docs/cluster.md)
@@ -771,6 +778,7 @@ class Runtime:
             await asyncio.to_thread(self.ftp.stop)
         await asyncio.to_thread(self.delivery.stop)
         await self.gateway.stop()
+        await self._stop_cluster_events()
         if self.presence is not None:  # this node's claims go now, not after the TTL
             await self.presence.stop()
             await self.presence.redis.aclose()
@@ -843,6 +851,29 @@ class Runtime:
                     .where(Charger.id.in_(chunk), Charger.connected)
                     .values(connected=False)
                 )
+
+    async def _start_cluster_events(self, url: str) -> None:
+        """Cluster mode: what chargers cause reaches the leader's services whichever node
+        they are on (evota.cluster.events); the campaign runner's notes and change notices
+        reach every node's API (evota.cluster.live)."""
+        client = cluster_redis.connect(url)
+        self.events = EventRelay(client, self.node)
+        self.events.install(self.fleet, local_boot=[self.vendor_profiles.charger_booted])
+        self.alerts.local_audit = False
+        self.events.install_audit(self.audit, self.alerts.observe)
+        self.events.start()
+        self.live = LiveBus(client, self.node)
+        self.campaigns.notes = self.live.replicated("campaign")
+        self.live.start()
+        await self.leadership.add(self.events.lead, self.events.unlead)
+
+    async def _stop_cluster_events(self) -> None:
+        if self.events is not None:
+            await self.events.stop()
+        if self.live is not None:
+            await self.live.stop()
+        if self.events is not None:
+            await self.events.redis.aclose()
 
     async def _reset_connected(self) -> None:
         """A single node owns every connection: after a restart none are open."""

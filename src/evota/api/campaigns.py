@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -22,6 +21,7 @@ from evota.api.pages import fetch_page
 from evota.api.params import AwareInstant, Limit, Offset, Uuid, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page
+from evota.cluster import live
 from evota.firmware import repository as repo
 from evota.firmware.lifecycle import FirmwareState
 from evota.rollout.campaign import TERMINAL, CampaignError, CampaignErrorKind, CampaignState
@@ -464,20 +464,22 @@ async def abort(
 async def stream(
     campaign_id: Uuid, request: Request, rt: RuntimeDep, _who: Principal = require("campaign.read")
 ) -> StreamingResponse:
-    """Server-sent events: the campaign summary whenever it changes (checked every second)."""
+    """Server-sent events: the campaign summary whenever it changes (checked every second,
+    and at once on a change notice from any node in a cluster: evota.cluster.live)."""
     await _summary(rt, campaign_id, events=0)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[bytes]:
         last = ""
-        while not await request.is_disconnected():
-            summary = await _summary(rt, campaign_id, events=10)
-            text = json.dumps(summary, default=_json_default)
-            if text != last:
-                last = text
-                yield f"event: campaign\ndata: {text}\n\n".encode()
-                if summary["state"] in TERMINAL and not summary["rollback"]:
-                    return
-            await asyncio.sleep(1.0)
+        async with live.waiter(rt.live, f"campaign:{campaign_id}") as wait:
+            while not await request.is_disconnected():
+                summary = await _summary(rt, campaign_id, events=10)
+                text = json.dumps(summary, default=_json_default)
+                if text != last:
+                    last = text
+                    yield f"event: campaign\ndata: {text}\n\n".encode()
+                    if summary["state"] in TERMINAL and not summary["rollback"]:
+                        return
+                await wait(1.0)
 
     return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -48,6 +48,9 @@ class AlertMonitor:
         # path, stored by tasks that stop() waits for.
         self.security = security_events.State(security_events.Thresholds())
         self._raising: set[asyncio.Task[Any]] = set()
+        # Cluster mode: every node's entries reach the leader's rules through the event relay
+        # (evota.cluster.events calls observe), so the local listener stands aside.
+        self.local_audit = True
 
     async def start(self) -> None:
         await self._rebuild()
@@ -135,10 +138,16 @@ class AlertMonitor:
         self.security = security_events.prune(state, now)
 
     async def _heard(self, recorded: Recorded) -> None:
-        if not self._running:
+        if not self._running or not self.local_audit:
             return
         event = anomalies.event_of(recorded.entry, recorded.chargers)
         if event is None:
+            return
+        await self.observe(event)
+
+    async def observe(self, event: anomalies.Event) -> None:
+        """Feed one audit event to the rules (this node's, or any node's in a cluster)."""
+        if not self._running:
             return
         self.state, alerts = anomalies.observe(self.state, event, self.clock.now())
         for alert in alerts:
