@@ -136,6 +136,12 @@ async def test_an_unreachable_store_answers_503_problems_and_evota_keeps_running
         assert got.status_code == 503 and got.headers["retry-after"] == "30"
         assert "firmware store unavailable" in got.json()["detail"]
 
+        # a charger's diagnostics upload is told the same
+        url = rt.uploads.url("CP-1", "diagnostics")
+        async with httpx.AsyncClient() as charger:
+            put = await charger.put(f"{url}/diag.txt", content=b"log line\n" * 100)
+        assert put.status_code == 503 and put.json()["field"] == "file"
+
         assert (await api.get("/healthz")).status_code == 200  # still serving
         assert (await api.get("/api/v1/firmware")).status_code == 200
     finally:

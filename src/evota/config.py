@@ -326,6 +326,8 @@ class Settings(BaseSettings):
 
     def s3_config(self) -> S3Config | None:
         """How to reach the S3 store (evota.firmware.s3_storage); None for the local one."""
+        if self.firmware_store == "local":
+            return None
         from evota.firmware.s3_storage import S3Config, parse_store_url
 
         location = parse_store_url(self.firmware_store)
