@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.redis_fixtures import free_port
+from tests.support import free_port
 
 MOTO = Path(sys.executable).parent / "moto_server"
 ACCESS_KEY = "evota-test-key"

@@ -18,11 +18,10 @@ from evota.files import load_key
 from evota.firmware import tokens
 from evota.firmware.delivery import download_path
 from evota.sim.fleet import FaultProfile
-from tests.redis_fixtures import free_port
 from tests.s3_fixtures import Bucket
 
 from .conftest import Keys, api_client, start_runtime
-from .support import until
+from .support import free_port, until
 from .test_commands import CommandBench, control
 from .test_firmware_update import FAST_JOBS, Bench, running, upload
 

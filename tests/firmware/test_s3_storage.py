@@ -27,8 +27,8 @@ from evota.firmware.s3_storage import (
     parse_store_url,
 )
 from evota.firmware.storage import RangeNotSatisfiable, StoreUnavailable, TooLarge
-from tests.redis_fixtures import free_port
 from tests.s3_fixtures import SECRET_KEY, Bucket, damage
+from tests.support import free_port
 
 MiB = 1024 * 1024
 
