@@ -198,6 +198,10 @@ class Runtime:
         )
         self.fleet.writer.max_backlog = s.write_backlog_max  # bounded while the database is away
         self.fleet.writer.start()
+        if s.redis_url is not None:  # the leader's state a charger's node reads (cluster.live)
+            self.live = LiveBus(cluster_redis.connect(s.redis_url.get_secret_value()), self.node)
+            self.fleet.upgrading = self.live.replicated("upgrading")
+            self.live.start()
         self.fleet.security_listeners.append(self.alerts.security_event)
         # The playbook engine hears the fleet from the first connection on: what arrives
         # before it starts (_start_playbooks) waits in its queue.
@@ -273,8 +277,8 @@ class Runtime:
         await self._start_firmware()
         if self.presence is not None:
             await self._start_presence()
-        if s.redis_url is not None:
-            await self._start_cluster_events(s.redis_url.get_secret_value())
+        if self.live is not None:
+            await self._start_cluster_events(self.live)
         if serve_http and "http" in self.components:
             await self._start_http()
         await self.leadership.start()  # cluster: stand for election (docs/cluster.md)
@@ -852,19 +856,16 @@ class Runtime:
                     .values(connected=False)
                 )
 
-    async def _start_cluster_events(self, url: str) -> None:
+    async def _start_cluster_events(self, live: LiveBus) -> None:
         """Cluster mode: what chargers cause reaches the leader's services whichever node
         they are on (evota.cluster.events); the campaign runner's notes and change notices
         reach every node's API (evota.cluster.live)."""
-        client = cluster_redis.connect(url)
-        self.events = EventRelay(client, self.node)
+        self.events = EventRelay(live.redis, self.node)
         self.events.install(self.fleet, local_boot=[self.vendor_profiles.charger_booted])
         self.alerts.local_audit = False
         self.events.install_audit(self.audit, self.alerts.observe)
         self.events.start()
-        self.live = LiveBus(client, self.node)
-        self.campaigns.notes = self.live.replicated("campaign")
-        self.live.start()
+        self.campaigns.notes = live.replicated("campaign", limit=50)
         await self.leadership.add(self.events.lead, self.events.unlead)
 
     async def _stop_cluster_events(self) -> None:
@@ -872,8 +873,7 @@ class Runtime:
             await self.events.stop()
         if self.live is not None:
             await self.live.stop()
-        if self.events is not None:
-            await self.events.redis.aclose()
+            await self.live.redis.aclose()
 
     async def _reset_connected(self) -> None:
         """A single node owns every connection: after a restart none are open."""

@@ -28,7 +28,9 @@ from evota.audit import security_events
 from evota.audit.log import Actor
 from evota.cluster.events import GROUP, STREAM, EventRelay, Limits, decode, encode, take
 from evota.cluster.leader import PgLeader
+from evota.cluster.live import LiveBus
 from evota.cluster.node import Node
+from evota.fleet.security_profiles import Channel
 from evota.runtime import Runtime
 from evota.store.models import Alert, PlaybookRun
 
@@ -277,6 +279,53 @@ async def test_sse_on_a_node_that_does_not_lead_shows_the_leaders_campaign_notes
         await until(lambda: list(c.b.campaigns.notes.get(cid, ())) == seen)
     finally:
         await charger.close()
+
+
+async def test_a_profile_upgrade_on_the_leader_admits_the_new_way_in_on_every_node(
+    cluster: Cluster,
+) -> None:
+    """While the leader's profile upgrade waits for the charger on its new profile
+    (``FleetService.upgrading``), the node the charger reconnects to must admit a profile-3
+    connection without a password, as the leader would; once the upgrade ends, no longer.
+    Without the fan-out B refuses it and the upgrade fails on a charger that did switch."""
+    c = cluster
+    await provision(c.a, "EV-U1", KEY)
+    mtls = Channel(tls=True, certificate=True)
+    refused = await c.b.fleet.authenticate("EV-U1", None, mtls)
+    assert refused.state is None and "profile 3" in refused.reason
+    c.a.fleet.upgrading["EV-U1"] = 3  # what ProfileUpgrades does on the leader
+    await until(lambda: c.b.fleet.upgrading.get("EV-U1") == 3)
+    admitted = await c.b.fleet.authenticate("EV-U1", None, mtls)
+    assert admitted.state is not None
+    c.a.fleet.upgrading.pop("EV-U1", None)  # the upgrade ended
+    await until(lambda: "EV-U1" not in c.b.fleet.upgrading)
+    assert (await c.b.fleet.authenticate("EV-U1", None, mtls)).state is None
+
+
+async def test_a_node_that_starts_later_reads_the_replicated_state(redis_url: str) -> None:
+    """Pub/sub reaches only who listens: a node that starts (or reconnects) later loads the
+    current values from the state hash, and a removal removes them there too."""
+    first = LiveBus(Redis.from_url(redis_url), Node.start("first"))
+    first.start()
+    later = LiveBus(Redis.from_url(redis_url), Node.start("later"))
+    try:
+        mine = first.replicated("upgrading")
+        await asyncio.wait_for(first.subscribed.wait(), 10)
+        mine["C-1"], mine["C-2"] = 3, 2
+        del mine["C-2"]
+        await until(lambda: dict(mine) == {"C-1": 3} and not first._outbox)
+        theirs = later.replicated("upgrading")
+        later.start()
+        await asyncio.wait_for(later.subscribed.wait(), 10)
+        assert dict(theirs) == {"C-1": 3}
+        sub = later.subscribe("upgrading:C-1")
+        mine["C-1"] = 2
+        assert await sub.get(10) == {"mapping": "upgrading", "key": "C-1", "value": 2}
+        assert theirs["C-1"] == 2
+    finally:
+        for bus in (first, later):
+            await bus.stop()
+            await bus.redis.aclose()
 
 
 async def test_events_left_pending_when_the_leader_goes_are_handled_by_the_next(

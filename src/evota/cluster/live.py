@@ -73,7 +73,7 @@ class LiveBus:
         self.redis = redis
         self.node = node
         self.queue_size = queue_size
-        self._outbox: deque[tuple[str, bytes, str | None]] = deque()
+        self._outbox: deque[tuple[bytes, str | None, bool]] = deque()
         self._outbox_max = outbox
         self._wake = asyncio.Event()
         self._topics: dict[str, set[Subscription]] = {}
@@ -95,21 +95,25 @@ class LiveBus:
             if not subs:
                 del self._topics[sub.topic]
 
-    def replicated(self, name: str, limit: int = 50) -> Replicated:
-        """A mapping whose writes reach every node's copy (values: sequences of JSON)."""
+    def replicated(self, name: str, limit: int | None = None) -> Replicated:
+        """A mapping whose writes reach every node's copy (values: JSON; ``limit``: keep
+        that many items of a sequence)."""
         mapping = Replicated(self, name, limit)
         self._mappings[name] = mapping
         return mapping
 
     # -- publishing -------------------------------------------------------------------------
-    def publish(self, topic: str, data: dict[str, Any], *, state: str | None = None) -> None:
+    def publish(
+        self, topic: str, data: dict[str, Any], *, state: str | None = None, forget: bool = False
+    ) -> None:
         """Fan ``data`` out to every node's subscribers of ``topic``; never blocks.
-        ``state``: also keep it under that field of the state hash (Replicated)."""
+        ``state``: also keep it under that field of the state hash (Replicated), or remove
+        the field (``forget``)."""
         if len(self._outbox) >= self._outbox_max:
             self.dropped += 1
             return
         message = orjson.dumps({"t": topic, "d": data, "n": self.node.name})
-        self._outbox.append((topic, message, state))
+        self._outbox.append((message, state, forget))
         self._wake.set()
 
     def start(self) -> None:
@@ -133,10 +137,12 @@ class LiveBus:
             await self._wake.wait()
             self._wake.clear()
             while self._outbox:
-                _topic, message, state = self._outbox[0]
+                message, state, forget = self._outbox[0]
                 try:
                     async with self.redis.pipeline(transaction=False) as pipe:
-                        if state is not None:
+                        if state is not None and forget:
+                            pipe.hdel(STATE, state)
+                        elif state is not None:
                             pipe.hset(STATE, state, message)
                         pipe.publish(CHANNEL, message)
                         await pipe.execute()
@@ -184,34 +190,56 @@ class LiveBus:
             return
         mapping = self._mappings.get(data.get("mapping", "")) if isinstance(data, dict) else None
         if mapping is not None:
-            mapping.received(data["key"], data["value"])
+            mapping.received(data["key"], data.get("value"), deleted=bool(data.get("deleted")))
         if notify:
             for sub in list(self._topics.get(topic, ())):
                 sub.put(data)
 
 
 class Replicated(dict[str, Any]):
-    """A dict written on one node (the leader's runner) and read on all: each write that
-    changes a value is published (truncated to ``limit`` items) and applied everywhere."""
+    """A dict written on one node (a runner on the leader) and read on all: each write or
+    removal that changes it is published and applied to every node's copy (a sequence is
+    cut to ``limit`` items on the way; it arrives as a tuple)."""
 
-    def __init__(self, bus: LiveBus, name: str, limit: int) -> None:
+    def __init__(self, bus: LiveBus, name: str, limit: int | None) -> None:
         super().__init__()
         self._bus = bus
         self._name = name
         self._limit = limit
 
+    def _wire(self, value: Any) -> Any:
+        if self._limit is not None:
+            return list(value)[: self._limit]
+        return list(value) if isinstance(value, tuple) else value
+
     def __setitem__(self, item: str, value: Any) -> None:
-        shown = list(value)[: self._limit]
-        if list(self.get(item, ()))[: self._limit] == shown:
+        shown = self._wire(value)
+        if item in self and self._wire(self[item]) == shown:
             return
         super().__setitem__(item, value)
-        data = {"mapping": self._name, "key": item, "value": shown}
-        self._bus.publish(f"{self._name}:{item}", data, state=f"{self._name}|{item}")
+        self._send(item, {"mapping": self._name, "key": item, "value": shown})
 
-    def received(self, item: str, value: Any) -> None:
-        current = self.get(item)
-        if current is None or list(current)[: self._limit] != value:
-            super().__setitem__(item, tuple(value))
+    def __delitem__(self, item: str) -> None:
+        super().__delitem__(item)
+        self._send(item, {"mapping": self._name, "key": item, "deleted": True}, forget=True)
+
+    def pop(self, item: str, *default: Any) -> Any:
+        if item not in self:
+            return super().pop(item, *default)
+        value = super().pop(item)
+        self._send(item, {"mapping": self._name, "key": item, "deleted": True}, forget=True)
+        return value
+
+    def _send(self, item: str, data: dict[str, Any], *, forget: bool = False) -> None:
+        state = f"{self._name}|{item}"
+        self._bus.publish(f"{self._name}:{item}", data, state=state, forget=forget)
+
+    def received(self, item: str, value: Any, *, deleted: bool = False) -> None:
+        """Another node's (or this node's own) change, as published: applied, not resent."""
+        if deleted:
+            super().pop(item, None)
+        elif item not in self or self._wire(self[item]) != value:
+            super().__setitem__(item, tuple(value) if isinstance(value, list) else value)
 
 
 @contextlib.asynccontextmanager
