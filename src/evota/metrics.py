@@ -44,6 +44,13 @@ CAMPAIGN_JOB_ROWS_READ = Counter(
 FIRMWARE_BYTES = Counter(
     "evota_firmware_bytes_served", "Firmware bytes sent to chargers", registry=REGISTRY
 )
+FIRMWARE_CACHE = Counter(
+    "evota_firmware_cache",
+    "S3 store: the node's image cache (evota.firmware.s3_storage), by event: fetched (from "
+    "the bucket), damaged (a copy failed its SHA-256 and was removed), evicted, full (503)",
+    ["event"],
+    registry=REGISTRY,
+)
 CLUSTER_EVENTS = Counter(
     "evota_cluster_events",
     "Charger events relayed to the runner leader (evota.cluster.events), by outcome: "

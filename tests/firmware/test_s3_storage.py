@@ -17,6 +17,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from evota import metrics
 from evota.cli import app
 from evota.config import Settings
 from evota.firmware.s3_storage import (
@@ -199,9 +200,12 @@ async def test_the_cache_fetches_once_verifies_and_refetches_a_damaged_copy(
 
     path = cache.path_for(blob.sha256)
     damage(path, MiB, b"\x00" * 16)  # a damaged copy on disk
+    damaged = metrics.REGISTRY.get_sample_value("evota_firmware_cache_total", {"event": "damaged"})
     again = cache.lookup(blob.sha256)
     assert again is not None and again.path.read_bytes() == data
     assert (cache.damaged, cache.fetches) == (1, 2)
+    after = metrics.REGISTRY.get_sample_value("evota_firmware_cache_total", {"event": "damaged"})
+    assert (after or 0) - (damaged or 0) == 1  # operators see it in /metrics
     again.release()
 
     # after a restart the copies found are checked before they are served, even a copy

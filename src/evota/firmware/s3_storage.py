@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import structlog
 
+from evota import metrics
 from evota.firmware.storage import (
     BlobNotFound,
     RangeNotSatisfiable,
@@ -633,6 +634,7 @@ class FirmwareCache:
             entry.size = st.st_size
             return True
         log.warning("firmware cache copy damaged; fetching it again", sha256=sha256)
+        metrics.FIRMWARE_CACHE.labels("damaged").inc()
         with self._lock:
             self.damaged += 1
             entry.pins -= 1
@@ -683,6 +685,7 @@ class FirmwareCache:
             raise
         st = os.stat(path)
         entry = _Entry(size, 0, pins=1, verified=_identity(st))
+        metrics.FIRMWARE_CACHE.labels("fetched").inc()
         with self._lock:
             self.fetches += 1
             entry.used = next(self._clock)
@@ -694,6 +697,7 @@ class FirmwareCache:
 
     def _make_room(self, size: int) -> None:
         if size > self.max_bytes:
+            metrics.FIRMWARE_CACHE.labels("full").inc()
             raise CacheFull(
                 f"the image ({size} bytes) is larger than the firmware cache "
                 f"(EVOTA_FIRMWARE_CACHE_MAX_BYTES={self.max_bytes})"
@@ -706,9 +710,11 @@ class FirmwareCache:
                 continue
             self._forget(sha256, entry)
             self.evicted += 1
+            metrics.FIRMWARE_CACHE.labels("evicted").inc()
             used -= entry.size
             if used + size <= self.max_bytes:
                 return
+        metrics.FIRMWARE_CACHE.labels("full").inc()
         raise CacheFull(
             "the firmware cache is full of images being downloaded "
             f"(EVOTA_FIRMWARE_CACHE_MAX_BYTES={self.max_bytes})"
