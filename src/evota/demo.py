@@ -215,6 +215,11 @@ def time_scale(defaults: dict[str, Any], settings: Any, install_seconds: float) 
 
 def demo_fleet(count: int) -> FleetSpec:
     """A fleet of ``count`` chargers: 2 vendors, 3 models, spread over the 3 sites."""
+    return parse_fleet(demo_fleet_file(count), source="demo fleet")
+
+
+def demo_fleet_file(count: int) -> str:
+    """:func:`demo_fleet` as a fleet file (``evota sim --fleet``; scripts/cluster runs it)."""
     counts = [max(1, int(count * share)) for *_, share in GROUPS]
     counts[0] += count - sum(counts)
     lines = ["seed: evota-demo", SITES, "groups:"]
@@ -226,7 +231,7 @@ def demo_fleet(count: int) -> FleetSpec:
             f'firmware_version: "{firmware}", connectors: {connectors}, '
             "sites: [berlin, new-york, tokyo], tags: [demo]}"
         )
-    return parse_fleet("\n".join(lines), source="demo fleet")
+    return "\n".join(lines) + "\n"
 
 
 DEMO_USERS = ("ann", "ben")
