@@ -152,6 +152,21 @@ async def test_an_api_call_into_a_runner_on_another_node_runs_on_the_leader(
             r = await api.post(f"/api/v1/campaigns/{unknown}/pause", json={"reason": "x"})
             assert r.status_code == 404 and r.json()["field"] == "campaign_id", r.text
 
+            # a bulk operation created through b runs in a's operations runner; the runner's
+            # own refusal (a stage below 1) still names the field
+            r = await api.post("/api/v1/chargers", json={"id": "CP-1", "auth_key": "k" * 16})
+            assert r.status_code == 201, r.text
+            body = {"command": "reset", "params": {"type": "Soft"}, "reason": "test"}
+            body["target"] = {"charger_ids": ["CP-1"]}
+            r = await api.post("/api/v1/operations", json={**body, "stages": [0]})
+            assert r.status_code == 422 and r.json()["field"] == "stages[0]", r.text
+            r = await api.post("/api/v1/operations", json=body)
+            assert r.status_code == 201, r.text
+            operation = r.json()["id"]
+            assert operation in a.operations._live and operation not in b.operations._live
+            r = await api.post(f"/api/v1/operations/{operation}/cancel", json={"reason": "x"})
+            assert r.status_code == 200, r.text
+
             await a.stop()
             a_stopped = True
             loop = asyncio.get_running_loop()

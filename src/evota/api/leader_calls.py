@@ -14,18 +14,23 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from sqlalchemy import select
 
 from evota.api.problems import Problem
 from evota.audit.log import Actor
 from evota.cluster.leader import Handler, LeaderCalls, NoLeader
 from evota.control.commands import CommandError
+from evota.control.operation import OperationError
+from evota.control.operations import OperationConflict
 from evota.control.passwords import ChangePending
 from evota.control.profile_upgrades import UpgradeRefused
+from evota.control.rotation import RotationConflict, RotationError
 from evota.firmware import repository as repo
 from evota.operators.approvals import ApprovalError
 from evota.rollout.campaign import CampaignError
 from evota.rollout.policy import PolicyError
 from evota.rollout.runner import JobConflict
+from evota.store.models import ConfigProfile
 
 if TYPE_CHECKING:
     from evota.runtime import Runtime
@@ -43,6 +48,10 @@ CROSSING: tuple[type[Exception], ...] = (
     ChangePending,
     UpgradeRefused,
     repo.RepositoryError,
+    OperationError,
+    OperationConflict,
+    RotationError,
+    RotationConflict,
 )
 
 
@@ -165,6 +174,36 @@ def register(rt: Runtime, calls: LeaderCalls) -> None:
     async def tokens_changed(*, actor: dict[str, Any]) -> None:
         rt.local_lists.tokens_changed(_actor(actor))
 
+    async def operations_create(*, actor: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return await rt.operations.create(actor=_actor(actor), **kwargs)
+
+    async def operations_cancel(*, operation_id: str, actor: dict[str, Any], reason: str) -> str:
+        return str(await rt.operations.cancel(operation_id, _actor(actor), reason))
+
+    async def configuration_apply(
+        *, profile_id: str, actor: dict[str, Any], **kwargs: Any
+    ) -> dict[str, Any]:
+        async with rt.engine.connect() as conn:
+            query = select(ConfigProfile).where(ConfigProfile.id == profile_id)
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise LookupError(profile_id)
+        return await rt.configuration.apply(row, actor=_actor(actor), **kwargs)
+
+    async def rotations_begin(*, actor: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return await rt.rotations.begin(_actor(actor), **kwargs)
+
+    async def rotations_switch(*, rotation_id: str) -> dict[str, Any]:
+        return await rt.rotations.switch(rotation_id)
+
+    async def rotations_finish(
+        *, actor: dict[str, Any], rotation_id: str, reason: str
+    ) -> dict[str, Any]:
+        return await rt.rotations.finish(_actor(actor), rotation_id, reason)
+
+    async def rotations_stop(*, rotation_id: str) -> dict[str, Any]:
+        return await rt.rotations.stop(rotation_id)
+
     handlers: dict[str, Handler] = {
         "jobs.create": jobs_create,
         "jobs.cancel": jobs_cancel,
@@ -179,6 +218,13 @@ def register(rt: Runtime, calls: LeaderCalls) -> None:
         "passwords.change": passwords_change,
         "profile_upgrades.upgrade": profile_upgrade,
         "local_lists.tokens_changed": tokens_changed,
+        "operations.create": operations_create,
+        "operations.cancel": operations_cancel,
+        "configuration.apply": configuration_apply,
+        "rotations.begin": rotations_begin,
+        "rotations.switch": rotations_switch,
+        "rotations.finish": rotations_finish,
+        "rotations.stop": rotations_stop,
     }
     for name, handler in handlers.items():
         calls.register(name, handler)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 
+from evota.api import leader_calls
 from evota.api.deps import Principal, RuntimeDep, authorize_chargers, require, scope_filter
 from evota.api.pages import fetch_page
 from evota.api.params import PRINTABLE, Limit, Offset, Uuid, text
@@ -228,8 +229,10 @@ async def create_operation(
     _query, ids = await targeted(rt, who, body.target, ("operation.write", spec.permission))
     request.state.audited = True  # the runner records operation.created with the chargers
     try:
-        result = await runner(rt).create(
-            actor=who.actor,
+        result = await leader_calls.call(
+            rt,
+            "operations.create",
+            actor=leader_calls.actor_json(who.actor),
             command=body.command,
             params=body.params,
             charger_ids=ids,
@@ -325,7 +328,13 @@ async def cancel_operation(
     await forbid_denied(rt, who, list(ids), ("operation.write",))
     request.state.audited = True
     try:
-        await runner(rt).cancel(operation_id, who.actor, reason)
+        await leader_calls.call(
+            rt,
+            "operations.cancel",
+            operation_id=operation_id,
+            actor=leader_calls.actor_json(who.actor),
+            reason=reason,
+        )
     except LookupError:
         raise Problem(
             404, "Unknown operation", f"no operation {operation_id!r}", "operation_id"

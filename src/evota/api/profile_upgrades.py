@@ -150,8 +150,10 @@ async def staged_upgrade(
         params["root"] = body.root
     request.state.audited = True  # the runner records operation.created with the chargers
     try:
-        result = await runner(rt).create(
-            actor=who.actor,
+        result = await leader_calls.call(
+            rt,
+            "operations.create",
+            actor=leader_calls.actor_json(who.actor),
             command=STEP,
             params=params,
             charger_ids=ids,

@@ -14,6 +14,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from evota.api import leader_calls
 from evota.api.deps import Principal, RuntimeDep, require, scope_filter, target_allowed
 from evota.api.operations import (
     CREATED,
@@ -356,9 +357,11 @@ async def apply(
     await forbid_denied(rt, who, ids, ("operation.write", "config.write"))
     request.state.audited = True
     try:
-        result = await service(rt).apply(
-            row,
-            actor=who.actor,
+        result = await leader_calls.call(
+            rt,
+            "configuration.apply",
+            profile_id=row.id,
+            actor=leader_calls.actor_json(who.actor),
             reason=reason,
             charger_ids=ids,
             stages=body.stages,

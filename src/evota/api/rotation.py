@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from evota.api import leader_calls
 from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, require
 from evota.api.params import Uuid
@@ -120,8 +121,10 @@ async def start_rotation(
     ``certificate.rotate-root`` in EVOTA_APPROVAL_ACTIONS (the default): 202, awaiting a
     second operator's approval."""
     try:
-        out = await rt.rotations.begin(
-            who.actor,
+        out = await leader_calls.call(
+            rt,
+            "rotations.begin",
+            actor=leader_calls.actor_json(who.actor),
             new_root=body.new_root,
             old_root=body.old_root,
             reason=body.reason,
@@ -172,7 +175,7 @@ async def switch_rotation(
     """Put the server certificate under the new root in place (``<EVOTA_OCPP_TLS_CERT>.next``
     and ``<EVOTA_OCPP_TLS_KEY>.next``); 409 while any connected charger lacks the new root."""
     try:
-        out = await rt.rotations.switch(rotation_id)
+        out = await leader_calls.call(rt, "rotations.switch", rotation_id=rotation_id)
     except KeyError:
         raise _unknown(rotation_id) from None
     except RotationConflict as exc:
@@ -187,7 +190,13 @@ async def finish_rotation(
     """Remove the old root from the chargers (staged, stop on failure); 409 before the switch
     or while a charger has not reconnected under the new certificate."""
     try:
-        out = await rt.rotations.finish(who.actor, rotation_id, body.reason)
+        out = await leader_calls.call(
+            rt,
+            "rotations.finish",
+            actor=leader_calls.actor_json(who.actor),
+            rotation_id=rotation_id,
+            reason=body.reason,
+        )
     except KeyError:
         raise _unknown(rotation_id) from None
     except RotationConflict as exc:
@@ -203,7 +212,7 @@ async def stop_rotation(
 ) -> MoveOut:
     """End a rotation that has not switched (a new one can start then)."""
     try:
-        out = await rt.rotations.stop(rotation_id)
+        out = await leader_calls.call(rt, "rotations.stop", rotation_id=rotation_id)
     except KeyError:
         raise _unknown(rotation_id) from None
     except RotationConflict as exc:

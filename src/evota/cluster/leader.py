@@ -390,14 +390,14 @@ class LeaderCalls:
         call_id = secrets.token_hex(8)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[call_id] = future
+        message = orjson.dumps(  # not JSON: a programming error, not a missing leader
+            {"id": call_id, "from": self.node_key, "name": name, "kwargs": kwargs}
+        )
         try:
             try:
                 leader = await self.redis.get(key("leader"))
                 if leader is None:
                     raise NoLeader("no runner leader is elected now; try again shortly")
-                message = orjson.dumps(
-                    {"id": call_id, "from": self.node_key, "name": name, "kwargs": kwargs}
-                )
                 heard = await self.redis.publish(key("leader-calls", leader.decode()), message)
             except NoLeader:
                 raise
