@@ -6,6 +6,7 @@ problems, never a crash."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from evota.backup import backup
 from evota.files import load_key
 from evota.firmware import tokens
 from evota.firmware.delivery import download_path
@@ -50,6 +52,13 @@ async def test_an_uploaded_image_lands_in_s3_and_a_charger_resumes_its_download(
     job = await until(lambda: b.job(job["id"]), lambda j: j["bytes_served"] >= fw["size"])
     assert fw["size"] <= job["bytes_served"] < 2 * fw["size"]  # resumed, not restarted
     assert cache.cached() == {fw["sha256"]} and cache.fetches == 1  # fetched once
+
+    # a backup leaves the cache out: the bucket holds the images (docs/cluster.md)
+    out = b.tmp_path / "backup"
+    await asyncio.to_thread(
+        backup, b.rt.settings.data_dir, b.rt.settings.resolved_database_url(), out
+    )
+    assert (out / tokens.KEY_FILE).is_file() and not (out / "firmware-cache").exists()
 
 
 async def test_a_refused_upload_leaves_no_object_in_the_bucket(s3_bench: Bench, s3: Bucket) -> None:

@@ -37,7 +37,8 @@ SQLITE_FILE: Final = "evota.db"
 DUMP_FILE: Final = "evota.dump"
 #: Scratch and per-process files that are never part of a backup.
 _SKIPPED_SUFFIXES: Final = ("-wal", "-shm", "-journal", ".node-lock")
-_SKIPPED_DIRS: Final = (Path("firmware") / "tmp",)
+#: The S3 store's cache (evota.firmware.s3_storage) holds copies of what is in the bucket.
+_SKIPPED_DIRS: Final = (Path("firmware") / "tmp", Path("firmware-cache"))
 
 
 class BackupError(Exception):
