@@ -1,13 +1,14 @@
 """An evota cluster on loopback to try scale-out: ``./scripts/cluster`` (docs/cluster.md).
 
-PostgreSQL (its own data directory and port), Redis, HAProxy in front
+PostgreSQL (its own data directory and port), Redis, moto's S3 server as the shared firmware
+store (when the development dependencies are installed), HAProxy in front
 (deploy/haproxy/evota-cluster.cfg, filled in) and N ``evota serve`` nodes, then the demo's
 simulated fleet (``evota sim``) connecting through HAProxy and so spread over the nodes.
 Prints the console URL and the admin token; Ctrl-C (or SIGTERM) stops everything in order.
 Everything lives in ``--dir`` and is reused by the next run (keys, database, token).
 
 Ports, from ``--port-base B`` (8000): the console and API on B, downloads on B+1, chargers on
-``--ocpp-port`` (B+1000: ws://127.0.0.1:9000/ocpp/{id}); PostgreSQL B+2, Redis B+3; node i
+``--ocpp-port`` (B+1000: ws://127.0.0.1:9000/ocpp/{id}); PostgreSQL B+2, Redis B+3, S3 B+4; node i
 (1..N) HTTP on B+10+i, OCPP on B+20+i, downloads on B+30+i.
 """
 
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "deploy" / "haproxy" / "evota-cluster.cfg"
 PG_BIN = Path(os.environ.get("EVOTA_PG_BIN", "/usr/lib/postgresql/15/bin"))
 #: What every node must share from the first node's data directory (docs/cluster.md).
+BUCKET = "evota"
 SHARED_KEYS = (
     "audit-head.key",
     "download-token.key",
@@ -73,6 +75,7 @@ class Cluster:
     base: int
     ocpp_port: int
     procs: list[Proc] = field(default_factory=list)
+    s3: bool = False  # a shared firmware store: moto's S3 server, when installed
     pg_started: bool = False
     as_postgres: list[str] = field(default_factory=list)
 
@@ -93,6 +96,10 @@ class Cluster:
     @property
     def redis_port(self) -> int:
         return self.base + 3
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.base + 4}"
 
     def node_ports(self, i: int) -> tuple[int, int, int]:
         """(http, ocpp, download) of node ``i`` (1-based)."""
@@ -222,6 +229,16 @@ class Cluster:
             "EVOTA_MFA_REQUIRED_ROLES": "[]",
             "EVOTA_LOG_LEVEL": "warning",
         }
+        if self.s3:  # every node serves every image: one bucket (docs/cluster.md)
+            env.update(
+                {
+                    "EVOTA_FIRMWARE_STORE": f"s3://{BUCKET}/firmware",
+                    "EVOTA_S3_ENDPOINT_URL": self.s3_url,
+                    "EVOTA_S3_REGION": "us-east-1",
+                    "EVOTA_S3_ACCESS_KEY_ID": "evota-cluster",
+                    "EVOTA_S3_SECRET_ACCESS_KEY": "evota-cluster-secret",
+                }
+            )
         return self.spawn(
             f"node{i}",
             [sys.executable, "-m", "evota", "serve",
@@ -229,6 +246,26 @@ class Cluster:
              "--http-port", str(http), "--ocpp-port", str(ocpp)],
             env,
         )  # fmt: skip
+
+    def start_s3(self) -> Proc | None:
+        """moto's standalone S3 server (a development dependency), else None: local stores."""
+        moto = Path(sys.executable).parent / "moto_server"
+        if not moto.exists():
+            return None
+        self.s3 = True
+        return self.spawn("s3", [str(moto), "-H", "127.0.0.1", "-p", str(self.base + 4)])
+
+    def create_bucket(self) -> None:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.s3_url,
+            region_name="us-east-1",
+            aws_access_key_id="evota-cluster",
+            aws_secret_access_key="evota-cluster-secret",
+        )
+        client.create_bucket(Bucket=BUCKET)
 
     def copy_keys(self, i: int) -> None:
         source, target = self.directory / "node1", self.directory / f"node{i}"
@@ -289,7 +326,7 @@ class Cluster:
         )  # fmt: skip
 
     def stop(self) -> None:
-        """The fleet first (clean closes), then the nodes, HAProxy, Redis, PostgreSQL."""
+        """The fleet first (clean closes), then HAProxy, the nodes, S3, Redis, PostgreSQL."""
         for proc in reversed(self.procs):
             if proc.alive():
                 proc.popen.send_signal(signal.SIGINT if proc.name == "sim" else signal.SIGTERM)
@@ -353,6 +390,14 @@ async def run(cluster: Cluster, stopping: asyncio.Event, out: IO[str]) -> None:
     redis = cluster.start_redis()
     await cluster.until("Redis", lambda: listening(cluster.redis_port), 20, [redis])
     say(f"Redis on 127.0.0.1:{cluster.redis_port}")
+    s3 = cluster.start_s3()
+    if s3 is not None:
+        await cluster.until("S3", lambda: listening(cluster.base + 4), 30, [s3])
+        await asyncio.to_thread(cluster.create_bucket)
+        store = f"s3://{BUCKET}/firmware on moto's S3 server {cluster.s3_url} (in memory)"
+    else:
+        store = "local on each node: an image is served only by the node it was uploaded to"
+    say(f"firmware store {store}")
     first = cluster.start_node(1, token)  # creates the keys and migrates the database
     await cluster.until(
         "node1", lambda: healthy(f"http://127.0.0.1:{cluster.node_ports(1)[0]}"), 120, [first]
@@ -389,6 +434,7 @@ async def run(cluster: Cluster, stopping: asyncio.Event, out: IO[str]) -> None:
         f"  admin token    {token}\n"
         f"  OCPP endpoint  {cluster.ocpp}/{{chargerId}}  (HAProxy: least connections)\n"
         f"  downloads      http://127.0.0.1:{cluster.base + 1}/\n"
+        f"  firmware store {store}\n"
         f"  fleet          {cluster.chargers} simulated chargers connected: {spread}\n"
         f"{node_lines}"
         f"  PostgreSQL     {cluster.database_url}\n"
@@ -449,7 +495,7 @@ def main() -> int:
         # A second Ctrl-C must not interrupt the stop and leave processes behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("stopping: fleet, nodes, HAProxy, Redis, PostgreSQL", file=sys.stderr)
+        print("stopping: fleet, HAProxy, nodes, S3, Redis, PostgreSQL", file=sys.stderr)
         cluster.stop()
     print("stopped", file=sys.stderr)
     return 0

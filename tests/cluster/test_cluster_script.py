@@ -90,6 +90,7 @@ async def test_scripts_cluster_comes_up_spreads_the_fleet_and_stops_on_ctrl_c(
         spread = re.search(r"connected: node1 (\d+), node2 (\d+), node3 (\d+)$", banner, re.M)
         assert console and token and spread, banner
         assert console.group(1) == f"http://127.0.0.1:{base}"
+        assert "firmware store s3://evota/firmware" in banner, banner  # one bucket for all
         counts = [int(n) for n in spread.groups()]
         assert sum(counts) == CHARGERS and min(counts) > 0, counts  # spread over every node
         async with httpx.AsyncClient(
@@ -104,8 +105,8 @@ async def test_scripts_cluster_comes_up_spreads_the_fleet_and_stops_on_ctrl_c(
         code = await proc.wait()
     assert code == 0, rest.decode()
     assert b"Traceback" not in rest and rest.decode().rstrip().endswith("stopped"), rest
-    # Everything it started is gone: the balancer, every node, Redis and PostgreSQL.
-    ports = [base, base + 1, ocpp, base + 2, base + 3]
+    # Everything it started is gone: the balancer, every node, S3, Redis and PostgreSQL.
+    ports = [base, base + 1, ocpp, base + 2, base + 3, base + 4]
     ports += [base + offset + i for offset in (10, 20, 30) for i in (1, 2, 3)]
     assert [p for p in ports if _listening(p)] == []
     assert not (cluster_dir / "postgres" / "postmaster.pid").exists()
