@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -200,3 +201,42 @@ async def test_backup_refuses_a_directory_that_is_not_new(tmp_path: Path) -> Non
     assert code == 1 and "exists and is not empty" in output, output
     code, output = await evota_cli("backup", str(data / "b"), "--data-dir", str(data))
     assert code == 1 and "inside the data directory" in output, output
+
+
+async def test_backup_keeps_keys_images_and_archives_and_leaves_scratch_and_caches(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    files = {
+        "download-token.key": b"k" * 32,
+        "audit-head.key": b"h" * 32,
+        "audit-anchors.jsonl": b'{"seq": 1, "hash": "x", "mac": "y"}\n',
+        "charger-ca/ca-key.pem": b"ca key",
+        "firmware/sha256/ab/abcd": b"image",
+        "uploads/7/diagnostics.zip": b"zip",
+        "audit-archive/audit-1.jsonl": b"archived",
+        # never part of a backup: scratch, the node lock, the S3 store's local copies
+        "firmware/tmp/upload-1": b"partial",
+        "firmware-cache/abcd": b"cached image",
+        "evota.db.node-lock": b"",
+    }
+    for name, content in files.items():
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(content)
+    with sqlite3.connect(data / "evota.db") as db:
+        db.execute("CREATE TABLE t (x)")
+        db.execute("INSERT INTO t VALUES (42)")
+    db.close()
+    code, output = await evota_cli("backup", str(tmp_path / "b"), "--data-dir", str(data))
+    assert code == 0, output
+    copied = {
+        str(p.relative_to(tmp_path / "b")) for p in (tmp_path / "b").rglob("*") if p.is_file()
+    }
+    kept = {n for n in files if not n.startswith(("firmware/tmp", "firmware-cache", "evota.db"))}
+    assert copied == kept | {"evota.db"}
+    for name in kept:
+        assert (tmp_path / "b" / name).read_bytes() == files[name], name
+        assert (tmp_path / "b" / name).stat().st_mode & 0o777 == 0o600, name
+    with sqlite3.connect(tmp_path / "b" / "evota.db") as db:
+        assert db.execute("SELECT x FROM t").fetchall() == [(42,)]
+    db.close()
