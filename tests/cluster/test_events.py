@@ -32,11 +32,13 @@ from evota.cluster.live import LiveBus
 from evota.cluster.node import Node
 from evota.fleet.security_profiles import Channel
 from evota.runtime import Runtime
+from evota.sim import Fleet, fleet_from_flags
 from evota.store.models import Alert, PlaybookRun
 
-from ..conftest import api_client, connect, provision, start_runtime
+from ..conftest import TOKEN, api_client, connect, provision, start_runtime
+from ..sim.conftest import fast
 from ..support import until
-from ..test_firmware_update import MODEL, VENDOR, allow_unsigned, upload
+from ..test_firmware_update import FAST_JOBS, MODEL, VENDOR, allow_unsigned, upload
 
 KEY = "cluster-events-key-0001"
 
@@ -121,6 +123,7 @@ async def node(tmp_path: Path, name: str, pg_url: str, redis_url: str, **extra: 
         redis_url=redis_url,
         node_id=name,
         alert_restricted_roles=[],  # no off-hours alerts by wall time
+        **FAST_JOBS,
         **extra,
     )
 
@@ -228,6 +231,62 @@ async def test_a_charger_on_node_b_reaches_the_leaders_runners_and_alert_monitor
         assert ("failed_logins", "client:10.9.9.9") in got
     finally:
         await charger.close()
+
+
+async def test_a_simulated_charger_on_node_b_is_updated_by_the_leaders_job_runner(
+    cluster: Cluster,
+) -> None:
+    """End to end with the simulator: the job runs on A, the charger is on B. A's UpdateFirmware
+    reaches the charger through B (evota.cluster.routing); every report the job needs after
+    that (download and install statuses, the boot on the new version) comes back through B
+    and the relay to A's runner, and the job succeeds."""
+    c = cluster
+    spec = fleet_from_flags(1, prefix="EV-S", seed="events", firmware_version="1.0.0")
+    fleet = Fleet.from_spec(
+        spec,
+        f"ws://127.0.0.1:{c.b.ocpp_port}/ocpp",
+        config=fast(speed=600.0, install_duration=1.0, download_retry_interval=0.2),
+    )
+    await fleet.provision(f"http://127.0.0.1:{c.a.http_port}", TOKEN)
+    await fleet.start()
+    try:
+        [charger] = fleet.chargers
+        await fleet.wait_until(lambda f: charger.accepted, 10)
+        async with api_client(c.a) as api:
+            await until(
+                lambda: api.get(f"/api/v1/chargers/{charger.identity}"),
+                lambda r: r.json()["vendor"] == charger.spec.vendor,
+            )
+            r = await api.put(
+                f"/api/v1/firmware/vendors/{charger.spec.vendor}", json={"allow_unsigned": True}
+            )
+            assert r.status_code in (200, 201), r.text
+            fw = await upload(
+                api,
+                c.tmp_path,
+                None,
+                "2.0.0",
+                size=16 * 1024,
+                vendor=charger.spec.vendor,
+                models=(charger.spec.model,),
+            )
+            r = await api.post(
+                f"/api/v1/chargers/{charger.identity}/firmware-update",
+                json={"firmware_id": fw["id"]},
+            )
+            assert r.status_code == 202, r.text
+            job_id = r.json()["job_id"]
+        history = await until(
+            lambda: _job_history(c.a, job_id),
+            lambda h: h[-1]["state"] in ("succeeded", "failed", "cancelled"),
+            timeout=30,
+        )
+        assert history[-1]["state"] == "succeeded", history
+        assert charger.firmware_version == "2.0.0"
+        assert c.b.gateway.is_connected(charger.identity)
+        assert not c.a.gateway.connections  # every report came through B
+    finally:
+        await fleet.stop()
 
 
 async def test_sse_on_a_node_that_does_not_lead_shows_the_leaders_campaign_notes(
