@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -548,7 +548,11 @@ class Runtime:
         """What runs when each kind of four-eyes request is approved (defined next to each
         domain's services; the API only creates the requests)."""
         charger_changes.register_approvals(
-            self.approvals, self.engine, self.live_state, self.passwords.change
+            self.approvals,
+            self.engine,
+            self.live_state,
+            self.passwords.change,
+            self.charger_changed,
         )
         campaign_approvals.register_approvals(self.approvals, self.campaigns)
         user_approvals.register_approvals(self.approvals, self.engine, self.clock, self.audit)
@@ -647,6 +651,12 @@ class Runtime:
             return self.node.name
         where = self._elsewhere(charger_id)
         return where.node_name if where is not None else None
+
+    def charger_changed(self, charger_id: str, changes: Mapping[str, Any]) -> None:
+        """An operator changed a charger's registration or site: cluster mode, the node
+        holding its connection applies it there too (a disabled charger stops at once)."""
+        if self.presence is not None:
+            self.presence.changed(charger_id, changes)
 
     def _connected_ids(self) -> list[str]:
         if self.presence is None:

@@ -189,6 +189,24 @@ async def test_a_second_connection_on_another_node_replaces_the_first(nodes):
     await new.close()
 
 
+async def test_disabling_a_charger_on_another_node_stops_it_there(nodes):
+    """The operator's node is not the charger's: the owner applies the change at once."""
+    a, b = nodes
+    await provision(a, "CP-R8", KEY)
+    ws = await _booted(b, "CP-R8")
+    await _seen_from(a, "CP-R8", "node-b")
+    async with api_client(a) as api:
+        r = await api.patch(
+            "/api/v1/chargers/CP-R8", json={"registration": "Rejected", "reason": "stolen"}
+        )
+    assert r.status_code == 200, r.text
+    state = b.gateway.connections["CP-R8"].state
+    assert state is not None
+    await until(lambda: not state.accepted, timeout=10)  # on the node holding it
+    await until(lambda: not a._ready("CP-R8"), timeout=10)  # and in the cluster's view
+    await ws.close()
+
+
 async def test_node_lost_mid_call(nodes):
     """The owner dies with the CALL open: node_lost once its liveness lapses, not a hang;
     the API answers 503 and the audit entry says node_lost."""

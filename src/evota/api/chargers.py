@@ -283,7 +283,7 @@ async def update_charger(
             charger_count=1,
         )
     old = await _load(rt, charger_id)
-    await charger_changes.apply(rt.engine, rt.live_state, charger_id, changes)
+    await charger_changes.apply(rt.engine, rt.live_state, charger_id, changes, rt.charger_changed)
     new = await _load(rt, charger_id)
     before, after = _audited(old), _audited(new)
     if key is not None:  # redacted by name: the entry says the key changed, never what to

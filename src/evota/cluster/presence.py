@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 
 from evota.cluster.node import Node
 from evota.cluster.redis import key
+from evota.fleet.events import Registration
 
 if TYPE_CHECKING:  # the gateway sits below the cluster layer; only its registry is read
     from evota.gateway.server import Gateway
@@ -289,7 +290,10 @@ class ChargerPresence:
         self.node_ttl_ms = node_ttl_ms
         self.resync_interval = resync
         self.directory = Directory(node.key)
-        self.inbox: dict[str, InboxHandler] = {"close": self._close_replaced}
+        self.inbox: dict[str, InboxHandler] = {
+            "close": self._close_replaced,
+            "changed": self._apply_changed,
+        }
         self._mine: dict[str, int] = {}  # charger id -> epoch of this node's claim
         self._queue: asyncio.Queue[_Op] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -344,10 +348,43 @@ class ChargerPresence:
         elif kind == "disconnected" and charger_id not in self.gateway.connections:
             self._queue.put_nowait(_Op("release", charger_id))
 
-    def changed(self, charger_id: str) -> None:
-        """The local connection's registration or site changed (an operator's edit)."""
+    def changed(self, charger_id: str, changes: Mapping[str, Any]) -> None:
+        """An operator changed the charger's registration or site (already in the database):
+        a connection here gets its claim updated; another node holding it is told, so that
+        it applies them to its connection (a disabled charger stops at once)."""
         if charger_id in self.gateway.connections:
             self._queue.put_nowait(_Op("update", charger_id))
+            return
+        fields = {k: changes[k] for k in ("registration", "site_id") if k in changes}
+        where = self.directory.get(charger_id)
+        if not fields or where is None or where.node == self.node.key:
+            return
+        message = orjson.dumps({"t": "changed", "id": charger_id, **fields})
+        task = asyncio.get_running_loop().create_task(self._tell(where.node, message))
+        self._handling.add(task)
+        task.add_done_callback(self._handling.discard)
+
+    async def _tell(self, node: str, message: bytes) -> None:
+        try:
+            await self.redis.publish(node_key(node), message)
+        except Exception as exc:  # the owner reads the database at the charger's next boot
+            log.warning("could not tell the charger's node of a change", error=str(exc))
+
+    def _apply_changed(self, msg: dict[str, Any]) -> None:
+        """Another node's operator changed a charger connected here."""
+        conn = self.gateway.connections.get(str(msg.get("id")))
+        state = conn.state if conn is not None else None
+        if state is None:
+            return
+        if "registration" in msg:
+            try:
+                state.registration = Registration(msg["registration"])
+            except ValueError:
+                return
+        site = msg.get("site_id", state.site_id)
+        if site is None or (isinstance(site, str) and len(site) <= 255):
+            state.site_id = site
+        self._queue.put_nowait(_Op("update", state.id))
 
     # -- the writer
 

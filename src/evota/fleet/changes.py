@@ -21,10 +21,17 @@ from evota.operators.approvals import Approvals
 from evota.store.models import Charger
 
 LiveState = Callable[[str], ChargerState | None]
+#: Told of every applied change (charger id, changes): in a cluster the node holding the
+#: charger's connection mirrors them there (evota.cluster.presence).
+Applied = Callable[[str, Mapping[str, Any]], None]
 
 
 async def apply(
-    engine: AsyncEngine, live: LiveState, charger_id: str, changes: Mapping[str, Any]
+    engine: AsyncEngine,
+    live: LiveState,
+    charger_id: str,
+    changes: Mapping[str, Any],
+    applied: Applied | None = None,
 ) -> None:
     """Write ``changes`` (column values) to the charger's row and mirror what the running
     connection keeps in memory (registration, site), so they act without a reconnect."""
@@ -37,6 +44,8 @@ async def apply(
             state.registration = Registration(changes["registration"])
         if "site_id" in changes:
             state.site_id = changes["site_id"]
+    if applied is not None:
+        applied(charger_id, changes)
 
 
 #: Sends a charger a new password (evota.control.passwords.PasswordChanges.change).
@@ -48,6 +57,7 @@ def register_approvals(
     engine: AsyncEngine,
     live: LiveState,
     change_password: ChangePassword | None = None,
+    applied: Applied | None = None,
 ) -> None:
     """Disabling a charger and changing its credentials (a stored key or profile, or a new
     password sent to the charger: payload ``password``), once approved."""
@@ -55,7 +65,7 @@ def register_approvals(
     async def execute(payload: dict[str, Any], approver: Actor) -> dict[str, Any]:
         if payload.get("password") and change_password is not None:
             return await change_password(approver, payload["charger_id"], payload.get("reason"))
-        await apply(engine, live, payload["charger_id"], payload["changes"])
+        await apply(engine, live, payload["charger_id"], payload["changes"], applied)
         return {"charger_id": payload["charger_id"], "changed": sorted(payload["changes"])}
 
     approvals.register("charger.disable", execute)
