@@ -240,3 +240,22 @@ async def test_backup_keeps_keys_images_and_archives_and_leaves_scratch_and_cach
     with sqlite3.connect(tmp_path / "b" / "evota.db") as db:
         assert db.execute("SELECT x FROM t").fetchall() == [(42,)]
     db.close()
+
+
+async def test_a_failed_backup_is_one_line_and_leaves_no_partial_copy(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "audit-anchors.jsonl").write_text('{"seq": 1, "hash": "x", "mac": "y"}\n')
+    out = tmp_path / "b"
+    nobody = "postgresql+asyncpg://evota:secret-pw@127.0.0.1:1/evota"  # nothing listens
+    code, output = await evota_cli(
+        "backup", str(out), "--data-dir", str(data), "--database-url", nobody,
+        "--pg-dump", str(PG_BIN / "pg_dump"),
+    )  # fmt: skip
+    assert code == 1 and output.startswith("error: pg_dump failed:"), output
+    assert output.count("\n") == 1 and "secret-pw" not in output, output
+    assert not out.exists()
+    code, output = await evota_cli(
+        "backup", str(out), "--data-dir", str(data), "--database-url", "mysql://x/y"
+    )
+    assert code == 1 and "SQLite or PostgreSQL only" in output and not out.exists(), output

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from evota.audit.log import ANCHOR_FILE
 from evota.files import private_dir
@@ -81,7 +82,10 @@ def backup(data_dir: Path, database_url: str, out: Path, pg_dump: Path | None = 
         raise BackupError(f"{out} is inside the data directory: choose a directory outside it")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BackupError(f"{out} exists and is not empty: choose a new directory")
-    url = make_url(database_url)
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise BackupError("the database URL is not a SQLAlchemy URL") from None
     backend = url.get_backend_name()
     if backend == "sqlite":
         source = Path(url.database or "")
@@ -93,21 +97,33 @@ def backup(data_dir: Path, database_url: str, out: Path, pg_dump: Path | None = 
         skip = set()
     else:
         raise BackupError(f"cannot back up a {backend} database: SQLite or PostgreSQL only")
+    created = not out.exists()
     private_dir(out)
-    copied = 0
-    anchors = data_dir / ANCHOR_FILE
-    if anchors.is_file():  # before the database: see the module's docstring
-        _copy(anchors, out / ANCHOR_FILE)
-        copied += 1
-    if backend == "sqlite":
-        target = out / SQLITE_FILE
-        _sqlite_backup(source, target)
-    else:
-        target = out / DUMP_FILE
-        _pg_dump(dump_tool, url, target)
-    for path in _data_files(data_dir, skip | {anchors}):
-        _copy(path, out / path.relative_to(data_dir))
-        copied += 1
+    try:
+        copied = 0
+        anchors = data_dir / ANCHOR_FILE
+        if anchors.is_file():  # before the database: see the module's docstring
+            _copy(anchors, out / ANCHOR_FILE)
+            copied += 1
+        if backend == "sqlite":
+            target = out / SQLITE_FILE
+            _sqlite_backup(source, target)
+        else:
+            target = out / DUMP_FILE
+            _pg_dump(dump_tool, url, target)
+        for path in _data_files(data_dir, skip | {anchors}):
+            _copy(path, out / path.relative_to(data_dir))
+            copied += 1
+    except BaseException:  # no half backup that looks like a whole one
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for child in out.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
     return Backup(out, target, target.stat().st_size, copied)
 
 
