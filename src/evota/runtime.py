@@ -246,10 +246,13 @@ class Runtime:
             client_cert_header=s.ocpp_client_cert_header,
             on_tls_reload_failed=self._tls_reload_alert,
         )
+        cluster = self.live is not None  # chargers are admitted once the relay is in place
         if s.ocpp_plain and "ocpp" in self.components:
-            self.ocpp_port = await self.gateway.start(s.host, s.ocpp_port)
+            self.ocpp_port = await self.gateway.start(s.host, s.ocpp_port, serving=not cluster)
         if s.ocpp_tls_port is not None and "ocpp" in self.components:
-            self.ocpp_tls_port = await self.gateway.start_tls(s.host, s.ocpp_tls_port)
+            self.ocpp_tls_port = await self.gateway.start_tls(
+                s.host, s.ocpp_tls_port, serving=not cluster
+            )
         self.send = self.gateway.send
         if s.redis_url is not None:  # commands to chargers on other nodes go there
             self.presence = self._presence(s.redis_url.get_secret_value())
@@ -275,10 +278,11 @@ class Runtime:
         )
         await self._start_certificates()
         await self._start_firmware()
+        if self.live is not None:  # the relay first: the presence listener stays local
+            await self._start_cluster_events(self.live)
         if self.presence is not None:
             await self._start_presence()
-        if self.live is not None:
-            await self._start_cluster_events(self.live)
+        await self.gateway.serve()  # cluster: chargers only now (single node: already serving)
         if serve_http and "http" in self.components:
             await self._start_http()
         await self.leadership.start()  # cluster: stand for election (docs/cluster.md)

@@ -31,6 +31,7 @@ from evota.cluster.leader import PgLeader
 from evota.cluster.live import LiveBus
 from evota.cluster.node import Node
 from evota.fleet.security_profiles import Channel
+from evota.gateway.server import Gateway
 from evota.runtime import Runtime
 from evota.sim import Fleet, fleet_from_flags
 from evota.store.models import Alert, PlaybookRun
@@ -521,4 +522,25 @@ async def test_single_node_mode_has_no_relay(tmp_path: Path, sqlite_url: str) ->
         assert rt.fleet.jobs is rt.jobs  # the fleet calls its services directly, as before
         assert rt.alerts.local_audit
     finally:
+        await rt.stop()
+
+
+async def test_a_listener_bound_before_the_relay_admits_no_charger_until_served(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A cluster node binds its OCPP ports early (the TLS port goes into the profile
+    upgrade's URL) but accepts only after the relay is installed: a charger that connected
+    before would have its events handed to this node's own services, which run only on the
+    leader. Refused connections are retried by chargers (and the load balancer)."""
+    rt = await start_runtime(tmp_path, sqlite_url)
+    gateway = Gateway(rt.fleet)
+    try:
+        port = await gateway.start("127.0.0.1", 0, serving=False)
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+        await gateway.serve()
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+    finally:
+        await gateway.stop()
         await rt.stop()

@@ -84,17 +84,30 @@ class Gateway:
         self._tls_server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, serving: bool = True) -> int:
+        """Bind the ``ws://`` listener; ``serving=False``: accept only after :meth:`serve`."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: ChargerConnection(self), host, port, backlog=4096, reuse_address=True
+            lambda: ChargerConnection(self),
+            host,
+            port,
+            backlog=4096,
+            reuse_address=True,
+            start_serving=serving,
         )
         self._start_sweeper()
         bound = self._server.sockets[0].getsockname()[1]
         log.info("ocpp listener started", host=host, port=bound)
         return int(bound)
 
-    async def start_tls(self, host: str, port: int) -> int:
+    async def serve(self) -> None:
+        """Start accepting on listeners bound with ``serving=False`` (cluster mode: once
+        what a charger says has somewhere to go, evota.cluster.events)."""
+        for server in (self._server, self._tls_server):
+            if server is not None and not server.is_serving():
+                await server.start_serving()
+
+    async def start_tls(self, host: str, port: int, *, serving: bool = True) -> int:
         """The ``wss://`` listener (profiles 2 and 3): the same connections over TLS."""
         assert self.tls is not None and self.tls.context is not None
         loop = asyncio.get_running_loop()
@@ -106,6 +119,7 @@ class Gateway:
             reuse_address=True,
             ssl=self.tls.context,
             ssl_handshake_timeout=self.handshake_timeout,
+            start_serving=serving,
         )
         self._start_sweeper()
         bound = self._tls_server.sockets[0].getsockname()[1]
