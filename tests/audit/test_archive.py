@@ -200,9 +200,20 @@ async def test_cli_archives_and_verifies_an_archive(
     )
     assert res.exit_code == 0, res.output
     assert "archive intact: entries 1-5 (5), ends at checkpoint 5" in res.output
+    linked = ["audit", "verify-archive", str(path), *args]  # and the database has its checkpoint
+    res = await asyncio.to_thread(runner.invoke, cli_app, linked)
+    assert res.exit_code == 0, res.output
     res = await asyncio.to_thread(runner.invoke, cli_app, ["audit", "verify", *args])
     assert res.exit_code == 0, res.output
     assert "1 entries verified" in res.output
+    async with audit.engine.begin() as conn:
+        cps = (await conn.execute(select(AuditCheckpoint))).mappings().all()
+        await conn.execute(delete(AuditCheckpoint))
+    res = await asyncio.to_thread(runner.invoke, cli_app, linked)
+    assert res.exit_code == 1
+    assert "its checkpoint is not in the database" in res.output
+    async with audit.engine.begin() as conn:
+        await conn.execute(insert(AuditCheckpoint), [dict(cp) for cp in cps])
     path.write_bytes(path.read_bytes().replace(b'"alice"', b'"mallory"', 1))
     res = await asyncio.to_thread(
         runner.invoke, cli_app, ["audit", "verify-archive", str(path), "--data-dir", str(tmp_path)]

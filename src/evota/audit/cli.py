@@ -208,17 +208,34 @@ def archive(
         out.print("nothing to archive")
 
 
+async def _checkpoints(url: str) -> list[Any]:
+    from evota.audit.log import AuditLog
+    from evota.clock import SystemClock
+    from evota.store import db
+
+    engine = db.create_engine(url)
+    try:
+        return await AuditLog(engine, SystemClock()).checkpoints()
+    finally:
+        await engine.dispose()
+
+
 @app.command("verify-archive")
 def verify_archive(
     path: Annotated[Path, typer.Argument(help="an archive file written by evota audit archive")],
     data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check an archive on its own: its entries' chain, its end against its checkpoint and
-    the checkpoint's signature (with audit-head.key from --data-dir, else EVOTA_DATA_DIR)."""
+    the checkpoint's signature (with audit-head.key from --data-dir, else EVOTA_DATA_DIR).
+    With a database (--database-url, or the data directory's evota.db) also check that the
+    database holds the same checkpoint: the link from the archive to the remaining chain."""
     from evota.audit import archive_format
     from evota.audit.log import head_key
 
+    if database_url is None and data_dir is not None and (data_dir / "evota.db").exists():
+        database_url = f"sqlite+aiosqlite:///{(data_dir / 'evota.db').resolve()}"
     if data_dir is None:
         from evota.config import Settings
 
@@ -230,6 +247,15 @@ def verify_archive(
         raise fail(f"cannot read: {exc}") from None
     checked = archive_format.check(data, key)
     cp = checked.checkpoint
+    if checked.problem is None and cp is not None and database_url is not None:
+        try:
+            stored = asyncio.run(_checkpoints(database_url))
+        except Exception as exc:  # unreachable database, not an evota database, ...
+            raise fail(f"cannot read the checkpoints: {exc}") from None
+        if cp not in stored:
+            checked = archive_format.Checked(
+                checked.entries, cp, "its checkpoint is not in the database", checked.signed
+            )
     result = {
         "ok": checked.problem is None,
         "entries": checked.entries,
