@@ -31,7 +31,7 @@ from typing import IO
 
 import httpx
 
-from evota.demo import DEMO_CARDS, demo_fleet_file, seed_cards
+from evota.demo import DEMO_CARDS, demo_fleet_file, seed_cards, seed_users
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "deploy" / "haproxy" / "evota-cluster.cfg"
@@ -379,6 +379,22 @@ def admin_token(directory: Path) -> str:
     return token
 
 
+async def console_users(cluster: Cluster) -> dict[str, str]:
+    """The demo's two console users (all roles, so one can approve the other's campaign
+    start), written straight to the database; passwords kept in the cluster's directory."""
+    from types import SimpleNamespace
+
+    from evota.clock import SystemClock
+    from evota.store import db
+
+    engine = db.create_engine(cluster.database_url)
+    try:
+        runtime = SimpleNamespace(engine=engine, clock=SystemClock())
+        return await seed_users(runtime, cluster.directory)
+    finally:
+        await engine.dispose()
+
+
 async def run(cluster: Cluster, stopping: asyncio.Event, out: IO[str]) -> None:
     def say(line: str) -> None:
         out.write(line + "\n")
@@ -412,6 +428,7 @@ async def run(cluster: Cluster, stopping: asyncio.Event, out: IO[str]) -> None:
     lb = cluster.start_haproxy()
     await cluster.until("HAProxy", lambda: healthy(cluster.api), 30, [lb])
     await seed_cards(cluster.api, token)
+    users = await console_users(cluster)
     sim = cluster.start_fleet(token)
     say(f"{cluster.chargers} simulated chargers connecting through HAProxy ({cluster.ocpp})")
     nodes = [f"http://127.0.0.1:{cluster.node_ports(i)[0]}" for i in range(1, cluster.nodes + 1)]
@@ -432,7 +449,11 @@ async def run(cluster: Cluster, stopping: asyncio.Event, out: IO[str]) -> None:
         "\nevota cluster is running\n"
         f"  console        {cluster.api}/  (HAProxy: any node answers)\n"
         f"  admin token    {token}\n"
-        f"  OCPP endpoint  {cluster.ocpp}/{{chargerId}}  (HAProxy: least connections)\n"
+        + "".join(
+            f"  console login  {name} / {password}  (all roles)\n"
+            for name, password in users.items()
+        )
+        + f"  OCPP endpoint  {cluster.ocpp}/{{chargerId}}  (HAProxy: least connections)\n"
         f"  downloads      http://127.0.0.1:{cluster.base + 1}/\n"
         f"  firmware store {store}\n"
         f"  fleet          {cluster.chargers} simulated chargers connected: {spread}\n"

@@ -98,6 +98,13 @@ async def test_scripts_cluster_comes_up_spreads_the_fleet_and_stops_on_ctrl_c(
         ) as api:
             page = (await api.get("/api/v1/chargers", params={"limit": 1})).json()
             assert page["total"] == CHARGERS, page
+        logins = dict(re.findall(r"console login\s+(\w+) / (\S+)", banner))
+        assert set(logins) == {"ann", "ben"}, banner
+        async with httpx.AsyncClient(base_url=console.group(1)) as browser:
+            r = await browser.post(
+                "/api/v1/auth/login", json={"username": "ann", "password": logins["ann"]}
+            )
+            assert r.status_code == 200, r.text
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
