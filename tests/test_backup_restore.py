@@ -113,6 +113,7 @@ async def inventory(api: httpx.AsyncClient) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 async def test_backup_of_a_running_evota_restores_everything(
     tmp_path: Path, database_url: str, new_database: str | None, keys: Keys
 ) -> None:
