@@ -24,7 +24,14 @@ from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
 from evota.cluster import redis as cluster_redis
 from evota.cluster.events import EventRelay
-from evota.cluster.leader import Follower, LeaderCalls, Leadership, PgLeader, SoleLeader
+from evota.cluster.leader import (
+    Follower,
+    LeaderCalls,
+    Leadership,
+    NoLeader,
+    PgLeader,
+    SoleLeader,
+)
 from evota.cluster.limits import SharedLimits
 from evota.cluster.live import LiveBus
 from evota.cluster.node import Node, parse_components, single_node_lock
@@ -814,8 +821,20 @@ class Runtime:
             self._node_lock = None
 
     async def on_firmware_revoked(self, firmware_id: str) -> None:
-        """A revoked image must not be downloaded or installed any more: stop its jobs."""
+        """A revoked image must not be downloaded or installed any more: stop its jobs
+        where the runners run (the leader, in a cluster)."""
         await self._load_revoked()
+        try:
+            await self.leader_calls.call("firmware.revoked", firmware_id=firmware_id)
+        except NoLeader as exc:  # the revocation is stored; its jobs are not stopped
+            log.error(
+                "revoked image's jobs not stopped: no runner leader answered",
+                firmware_id=firmware_id,
+                reason=str(exc),
+            )
+
+    async def stop_revoked_jobs(self, firmware_id: str) -> None:
+        """On the leader: stop the campaigns and cancel the jobs of a revoked image."""
         stopped = await self.campaigns.firmware_revoked(firmware_id)
         if stopped:
             log.info("campaigns stopped by revocation", campaigns=stopped)

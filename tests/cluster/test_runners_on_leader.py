@@ -147,6 +147,7 @@ async def test_an_api_call_into_a_runner_on_another_node_runs_on_the_leader(
             assert r.status_code == 200, r.text
             assert set(r.json()) >= {"chargers", "rows", "seconds"}
             assert a.kpi_rollup.last is not None and b.kpi_rollup.last is None
+            assert a.leader_calls.served["kpi_rollup.run"] == 1
 
             unknown = "00000000-0000-4000-8000-000000000000"
             r = await api.post(f"/api/v1/campaigns/{unknown}/pause", json={"reason": "x"})
@@ -163,9 +164,12 @@ async def test_an_api_call_into_a_runner_on_another_node_runs_on_the_leader(
             r = await api.post("/api/v1/operations", json=body)
             assert r.status_code == 201, r.text
             operation = r.json()["id"]
-            assert operation in a.operations._live and operation not in b.operations._live
+            assert a.leader_calls.served["operations.create"] == 2  # the refused one, this one
             r = await api.post(f"/api/v1/operations/{operation}/cancel", json={"reason": "x"})
-            assert r.status_code == 200, r.text
+            # cancelled, or already stopped by its offline charger: the leader's runner says
+            assert r.status_code in (200, 409), r.text
+            assert a.leader_calls.served["operations.cancel"] == 1
+            assert not b.leader_calls.served
 
             await a.stop()
             a_stopped = True
@@ -180,3 +184,51 @@ async def test_an_api_call_into_a_runner_on_another_node_runs_on_the_leader(
         await b.stop()
         if not a_stopped:
             await a.stop()
+
+
+async def test_a_job_and_a_revocation_through_another_node_reach_the_leaders_runner(
+    tmp_path: Path,
+    pg_database: str,  # noqa: F811
+    redis_url: str,
+) -> None:
+    """An update created through a node without runners is queued in the leader's job runner;
+    revoking its image through that node cancels it there (the revocation used to stop the
+    jobs of the node's own, idle job runner: none)."""
+    from sqlalchemy import update
+
+    from evota.store.models import Charger
+    from tests.conftest import api_client
+    from tests.test_firmware_update import MODEL, VENDOR, allow_unsigned, upload
+
+    a = await _node(tmp_path, pg_database, "a", None, redis_url=redis_url)
+    b = await _node(
+        tmp_path, pg_database, "b", a, redis_url=redis_url, components="ocpp,http,download"
+    )
+    try:
+        await asyncio.wait_for(a.leadership.wait(True), 10)
+        async with api_client(b) as api:
+            await allow_unsigned(api)
+            fw = await upload(api, tmp_path, None, "2.0.0", size=1024)
+            r = await api.post("/api/v1/chargers", json={"id": "OFF-1", "auth_key": "x" * 20})
+            assert r.status_code == 201, r.text
+            async with b.engine.begin() as conn:  # as if it had booted once
+                await conn.execute(
+                    update(Charger)
+                    .where(Charger.id == "OFF-1")
+                    .values(vendor=VENDOR, model=MODEL, firmware_version="1.0.0")
+                )
+            r = await api.post(
+                "/api/v1/chargers/OFF-1/firmware-update", json={"firmware_id": fw["id"]}
+            )
+            assert r.status_code in (200, 201, 202), r.text
+            job_id = r.json()["job_id"]
+            assert "OFF-1" in a.jobs.active and "OFF-1" not in b.jobs.active
+
+            r = await api.post(f"/api/v1/firmware/{fw['id']}/revoke", json={"reason": "bricks"})
+            assert r.status_code == 200, r.text
+            assert "OFF-1" not in a.jobs.active
+            r = await api.get(f"/api/v1/jobs/{job_id}")
+            assert r.json()["state"] == "cancelled", r.text
+    finally:
+        await b.stop()
+        await a.stop()

@@ -204,6 +204,9 @@ def register(rt: Runtime, calls: LeaderCalls) -> None:
     async def rotations_stop(*, rotation_id: str) -> dict[str, Any]:
         return await rt.rotations.stop(rotation_id)
 
+    async def firmware_revoked(*, firmware_id: str) -> None:
+        await rt.stop_revoked_jobs(firmware_id)
+
     handlers: dict[str, Handler] = {
         "jobs.create": jobs_create,
         "jobs.cancel": jobs_cancel,
@@ -225,6 +228,7 @@ def register(rt: Runtime, calls: LeaderCalls) -> None:
         "rotations.switch": rotations_switch,
         "rotations.finish": rotations_finish,
         "rotations.stop": rotations_stop,
+        "firmware.revoked": firmware_revoked,
     }
     for name, handler in handlers.items():
         calls.register(name, handler)

@@ -19,6 +19,7 @@ import abc
 import asyncio
 import contextlib
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -350,6 +351,7 @@ class LeaderCalls:
         self._tasks: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._ready = False  # this node leads and its runners have started
+        self.served: Counter[str] = Counter()  # other nodes' calls answered here, by name
 
     @property
     def serving(self) -> bool:
@@ -536,6 +538,7 @@ class LeaderCalls:
         elif handler is None:
             answer["error"] = {"type": "", "message": f"no leader call {name!r}"}
         else:
+            self.served[name] += 1
             try:
                 answer["result"] = await handler(**kwargs)
             except Exception as exc:
