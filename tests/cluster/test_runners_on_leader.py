@@ -169,6 +169,11 @@ async def test_an_api_call_into_a_runner_on_another_node_runs_on_the_leader(
             # cancelled, or already stopped by its offline charger: the leader's runner says
             assert r.status_code in (200, 409), r.text
             assert a.leader_calls.served["operations.cancel"] == 1
+            # a local-list sync runs on the leader, whose sync keeps the managed chargers
+            r = await api.post("/api/v1/id-tokens/sync", json={"charger_ids": ["CP-1"]})
+            assert r.status_code == 200, r.text
+            assert [x["charger_id"] for x in r.json()["results"]] == ["CP-1"]
+            assert a.leader_calls.served["local_lists.sync"] == 1
             assert not b.leader_calls.served
 
             await a.stop()

@@ -26,7 +26,6 @@ from evota.api.pages import fetch_page
 from evota.api.params import AwareInstant, Limit, Offset, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Identity, Page, SiteId
-from evota.control import local_lists
 from evota.fleet import token_store
 from evota.runtime import Runtime
 from evota.store.jsonlist import json_list_has
@@ -338,26 +337,15 @@ async def sync_local_lists(
     reason = (body.reason or "").strip() or None
     request.state.audit_reason = reason
     note(request, "id_token", None, chargers=len(ids), full=body.full)
-    results = await local_lists.sync(
-        rt.local_lists,
-        who.actor,
-        {c: places[c].site_id for c in ids},
+    results = await leader_calls.call(
+        rt,
+        "local_lists.sync",
+        actor=leader_calls.actor_json(who.actor),
+        chargers={c: places[c].site_id for c in ids},
         full=body.full,
         reason=reason,
     )
-    return SyncOut(
-        results=[
-            SyncItem(
-                charger_id=r.charger_id,
-                status=r.status,
-                update_type=r.update_type,
-                version=r.version,
-                entries=r.entries,
-                message=r.message,
-            )
-            for r in results
-        ]
-    )
+    return SyncOut(results=[SyncItem(**r) for r in results])
 
 
 @router.get("/{id_token}", response_model=IdTokenOut, responses=problems(404))

@@ -10,6 +10,7 @@ results are JSON (ids, not rows), so a call means the same wherever it runs.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import select
 from evota.api.problems import Problem
 from evota.audit.log import Actor
 from evota.cluster.leader import Handler, LeaderCalls, NoLeader
+from evota.control import local_lists
 from evota.control.commands import CommandError
 from evota.control.operation import OperationError
 from evota.control.operations import OperationConflict
@@ -204,6 +206,14 @@ def register(rt: Runtime, calls: LeaderCalls) -> None:
     async def rotations_stop(*, rotation_id: str) -> dict[str, Any]:
         return await rt.rotations.stop(rotation_id)
 
+    async def local_lists_sync(
+        *, actor: dict[str, Any], chargers: dict[str, str | None], full: bool, reason: str | None
+    ) -> list[dict[str, Any]]:
+        results = await local_lists.sync(
+            rt.local_lists, _actor(actor), chargers, full=full, reason=reason
+        )
+        return [dataclasses.asdict(r) for r in results]
+
     async def firmware_revoked(*, firmware_id: str) -> None:
         await rt.stop_revoked_jobs(firmware_id)
 
@@ -229,6 +239,7 @@ def register(rt: Runtime, calls: LeaderCalls) -> None:
         "rotations.finish": rotations_finish,
         "rotations.stop": rotations_stop,
         "firmware.revoked": firmware_revoked,
+        "local_lists.sync": local_lists_sync,
     }
     for name, handler in handlers.items():
         calls.register(name, handler)
