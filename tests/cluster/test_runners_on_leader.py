@@ -12,8 +12,10 @@ import pytest
 
 from evota.cluster.leader import Follower, PgLeader, SoleLeader
 from evota.runtime import Runtime
-from tests.cluster.harness import SHARED_KEYS, pg_database  # noqa: F401
+from tests.cluster.harness import SHARED_KEYS, cluster_redis, pg_database  # noqa: F401
 from tests.conftest import make_settings
+from tests.redis_fixtures import RedisServer
+from tests.support import until
 
 
 async def _node(
@@ -234,6 +236,41 @@ async def test_a_job_and_a_revocation_through_another_node_reach_the_leaders_run
             assert "OFF-1" not in a.jobs.active
             r = await api.get(f"/api/v1/jobs/{job_id}")
             assert r.json()["state"] == "cancelled", r.text
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def test_forwarded_calls_answer_503_while_redis_is_down_and_work_when_it_is_back(
+    tmp_path: Path,
+    pg_database: str,  # noqa: F811
+    cluster_redis: RedisServer,  # noqa: F811
+) -> None:
+    """Redis restarts (empty): a node's call into the leader's runners is a prompt 503 while it
+    is away; once it is back the leader advertises itself and listens again, and the call
+    works without restarting anything."""
+    from tests.conftest import api_client
+
+    url = cluster_redis.url
+    a = await _node(tmp_path, pg_database, "a", None, redis_url=url)
+    b = await _node(tmp_path, pg_database, "b", a, redis_url=url, components="http")
+    try:
+        await asyncio.wait_for(a.leadership.wait(True), 10)
+        async with api_client(b) as api:
+            assert (await api.post("/api/v1/kpis/rollup")).status_code == 200
+            cluster_redis.stop()
+            r = await api.post("/api/v1/kpis/rollup")
+            assert r.status_code == 503 and "leader" in r.json()["detail"], r.text
+            assert a.leadership.is_leader  # the lock is in PostgreSQL: the runners go on
+            cluster_redis.start()
+
+            r = await until(
+                lambda: api.post("/api/v1/kpis/rollup"),
+                lambda r: r.status_code != 503,
+                timeout=20,
+                interval=0.2,
+            )
+            assert r.status_code == 200, r.text
     finally:
         await b.stop()
         await a.stop()
