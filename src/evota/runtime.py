@@ -149,6 +149,7 @@ class Runtime:
     _http_task: asyncio.Task[Any] | None = None
     node: Node = field(init=False)  # this process in the cluster (evota.cluster.node)
     _node_lock: IO[bytes] | None = None  # SQLite: one node per database file
+    _stopping: bool = False  # stop() has begun
     # Cluster mode: login, charger-key and download limits in Redis (evota.cluster.limits)
     shared_limits: SharedLimits | None = None
     # Cluster mode: charger events to the leader's services, live updates from every node
@@ -182,7 +183,7 @@ class Runtime:
         self.leadership = self._leadership()
         self.leader_calls = self._leader_calls()
         self.alerts = AlertMonitor(self.engine, self.clock, self.audit, s.alert_thresholds())
-        await self.leadership.add(self.alerts.start, self.alerts.stop)
+        await self.leadership.add(self.alerts.start, self._alerts_deposed)
         self.approvals = Approvals(
             self.engine,
             self.clock,
@@ -797,6 +798,7 @@ class Runtime:
             self._uvicorn.should_exit = True
             if self._http_task:
                 await self._http_task
+        self._stopping = True
         await self.leader_calls.stop()
         await self.leadership.stop()  # the runners, last started first
         if self.ftp is not None:
@@ -812,6 +814,7 @@ class Runtime:
             self.shared_limits = None
         await self.fleet.writer.stop()
         await self.fleet.tokens.close()
+        await self.alerts.stop()  # last: what the closing listeners cause still counts
         if self.presence is None:  # cluster: the other nodes' chargers stay connected
             await self._reset_connected()
         self.audit.anchor()  # the last head, outside the database
@@ -819,6 +822,12 @@ class Runtime:
         if self._node_lock is not None:
             self._node_lock.close()
             self._node_lock = None
+
+    async def _alerts_deposed(self) -> None:
+        """The alert monitor stops when this node loses the leadership; at shutdown it
+        stops after the listeners, as it always did."""
+        if not self._stopping:
+            await self.alerts.stop()
 
     async def on_firmware_revoked(self, firmware_id: str) -> None:
         """A revoked image must not be downloaded or installed any more: stop its jobs

@@ -46,6 +46,7 @@ def _runners_running(rt: Runtime) -> dict[str, bool]:
         "configuration": bool(rt.configuration._tasks),
         "certificates": bool(rt.certificates._workers),
         "playbooks": rt.playbooks._task is not None,
+        "alerts": rt.alerts._running,
     }
 
 
@@ -273,4 +274,40 @@ async def test_forwarded_calls_answer_503_while_redis_is_down_and_work_when_it_i
             assert r.status_code == 200, r.text
     finally:
         await b.stop()
+        await a.stop()
+
+
+async def test_a_deposed_leader_stops_its_runners_and_starts_them_again_when_it_leads(
+    tmp_path: Path,
+    pg_database: str,  # noqa: F811
+    redis_url: str,
+) -> None:
+    """The leader's database session is cut (a PostgreSQL restart, a partition): the node
+    stops every runner, alert monitor included, while it keeps serving; alone, it takes the
+    lock again with a new fencing token and every runner runs again."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    from evota.cluster.leader import asyncpg_dsn
+
+    a = await _node(tmp_path, pg_database, "a", None, redis_url=redis_url)
+    try:
+        assert isinstance(a.leadership, PgLeader)
+        await asyncio.wait_for(a.leadership.wait(True), 10)
+        first = a.leadership.token
+        assert all(_runners_running(a).values()), _runners_running(a)
+        admin = await asyncpg.connect(asyncpg_dsn(pg_database))
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'evota-leader a:%'"
+            )
+        finally:
+            await admin.close()
+        await asyncio.wait_for(a.leadership.wait(False), 10)
+        assert not any(_runners_running(a).values()), _runners_running(a)
+        a.leadership.poke()
+        await asyncio.wait_for(a.leadership.wait(True), 10)
+        assert a.leadership.token == first + 1
+        assert all(_runners_running(a).values()), _runners_running(a)
+    finally:
         await a.stop()
