@@ -872,6 +872,8 @@ class Runtime:
             self.node,
             self.gateway,
             on_lapsed=self._lapsed,
+            # replaced by a connection on another node: the stored flag stays connected
+            on_superseded=lambda cid: self.fleet.writer.charger(cid, connected=True),
             heartbeat=min(s.cluster_heartbeat_seconds, ttl / 3),
             node_ttl_ms=int(ttl * 1000),
         )

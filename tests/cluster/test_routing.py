@@ -24,7 +24,7 @@ from evota.cluster.presence import Directory, Presence, decode_change, wins
 from evota.cluster.routing import ClusterUnavailable, NodeLost, call_of, error_of, reply_of
 from evota.control import commands
 from evota.runtime import Runtime
-from evota.store.models import AuditEntry, Charger
+from evota.store.models import AuditEntry, Charger, ChargerEvent
 from tests.cluster.harness import SHARED_KEYS, cluster_redis, pg_database  # noqa: F401
 from tests.conftest import api_client, connect, provision, start_runtime
 from tests.redis_fixtures import RedisServer
@@ -177,10 +177,18 @@ async def test_a_second_connection_on_another_node_replaces_the_first(nodes):
     old = await _booted(b, "CP-R4")
     await _seen_from(a, "CP-R4", "node-b")
     new = await _booted(a, "CP-R4")
+    await a.fleet.writer.flush()  # node-a stored it connected
     await asyncio.wait_for(old.wait_closed(), 10)  # node-b closed the older connection
     assert old.close_reason == "replaced by a new connection"
     await _seen_from(b, "CP-R4", "node-a")
     assert "CP-R4" not in b.gateway.connections
+    # node-b stored the close of its connection, then that the charger is connected still
+    gone = select(ChargerEvent.id).where(
+        ChargerEvent.charger_id == "CP-R4", ChargerEvent.kind == "disconnected"
+    )
+    await until(lambda: _scalar(b, gone), lambda v: v is not None, timeout=10)
+    flag = select(Charger.connected).where(Charger.id == "CP-R4")
+    await until(lambda: _scalar(b, flag), lambda v: v is True, timeout=10)
     # node-b's close did not release node-a's newer claim: commands from b reach a
     sent = asyncio.create_task(b.send("CP-R4", commands.Reset("Soft")))
     call = await _call(new)

@@ -237,12 +237,15 @@ return 1
 """
 
 # KEYS: charger hash, owner's charger set. ARGV: charger id, epoch (or ''), node, key prefix.
-# With an epoch: release that claim only; without: drop whatever claim ``node`` still holds
-# (a dead node's, swept by a live one).
+# With an epoch: release that claim only (2: another node holds a newer one); without: drop
+# whatever claim ``node`` still holds (a dead node's, swept by a live one).
 _RELEASE = """
 local e = redis.call('HGET', KEYS[1], 'epoch')
 if ARGV[2] ~= '' then
-  if e ~= ARGV[2] then return 0 end
+  if e ~= ARGV[2] then
+    if e and redis.call('HGET', KEYS[1], 'node') ~= ARGV[3] then return 2 end
+    return 0
+  end
 elseif redis.call('HGET', KEYS[1], 'node') ~= ARGV[3] then
   redis.call('SREM', KEYS[2], ARGV[1])
   return 0
@@ -278,6 +281,7 @@ class ChargerPresence:
         gateway: Gateway,
         *,
         on_lapsed: Callable[[list[str]], Awaitable[None]] | None = None,
+        on_superseded: Callable[[str], None] | None = None,
         heartbeat: float = HEARTBEAT,
         node_ttl_ms: int = NODE_TTL_MS,
         resync: float = RESYNC,
@@ -286,6 +290,9 @@ class ChargerPresence:
         self.node = node
         self.gateway = gateway
         self.on_lapsed = on_lapsed  # chargers of a dead node no one claimed (the database)
+        # A connection closed here while another node holds the charger: what this node
+        # wrote on the close (disconnected) is not the truth; the callee says it is connected.
+        self.on_superseded = on_superseded
         self.heartbeat = heartbeat
         self.node_ttl_ms = node_ttl_ms
         self.resync_interval = resync
@@ -303,6 +310,10 @@ class ChargerPresence:
         self._update = redis.register_script(_UPDATE)
         self._release = redis.register_script(_RELEASE)
         self._synced = asyncio.Event()
+        # Cross-node commands need both: Redis answers the heartbeat, and this node's inbox is
+        # subscribed (else the answers to its own CALLs would be lost).
+        self._beat_ok = False
+        self._subscribed = asyncio.Event()
 
     # -- life cycle
 
@@ -317,6 +328,9 @@ class ChargerPresence:
             asyncio.create_task(self._subscriber(), name="presence-subscriber"),
             asyncio.create_task(self._heartbeats(), name="presence-heartbeat"),
         ]
+        if self._beat_ok:  # Redis is there: serve once the inbox is subscribed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._subscribed.wait(), 5.0)
 
     async def stop(self) -> None:
         """A clean stop: this node's claims and liveness go at once (no wait for the TTL)."""
@@ -451,6 +465,8 @@ class ChargerPresence:
                 raise result
             if op.kind in ("claim", "reclaim"):
                 self._claimed(op, result)
+            elif op.kind == "release" and result == 2 and self.on_superseded is not None:
+                self.on_superseded(op.charger_id)
 
     def _claimed(self, op: _Op, result: Any) -> None:
         epoch, previous = int(result[0]), _text(result[1])
@@ -476,10 +492,25 @@ class ChargerPresence:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self.directory.available:
-                    log.warning("redis unavailable; cross-node commands refused", error=str(exc))
-                self.directory.available = False
+                self._available(beat_ok=False, error=str(exc))
                 self._dirty = True
+
+    def _available(
+        self, *, beat_ok: bool | None = None, subscribed: bool | None = None, error: str = ""
+    ) -> None:
+        if beat_ok is not None:
+            self._beat_ok = beat_ok
+        if subscribed is True:
+            self._subscribed.set()
+        elif subscribed is False:
+            self._subscribed.clear()
+        now = self._beat_ok and self._subscribed.is_set()
+        if now != self.directory.available:
+            if now:
+                log.info("redis available; presence current", nodes=len(self.directory.live_nodes))
+            else:
+                log.warning("redis unavailable; cross-node commands refused", error=error)
+        self.directory.available = now
 
     async def _beat(self) -> None:
         me = self.node.key
@@ -491,9 +522,7 @@ class ChargerPresence:
         others = sorted(_text(m) for m in members if _text(m) != me)
         alive = await self._alive(others)
         self.directory.live_nodes = frozenset({me, *alive})
-        if not self.directory.available:
-            log.info("redis available; presence current", nodes=len(alive) + 1)
-        self.directory.available = True
+        self._available(beat_ok=True)
         if previous is None or self._dirty:  # Redis lost our claims (or never had them)
             self._dirty = False
             for cid in list(self.gateway.connections):
@@ -568,6 +597,7 @@ class ChargerPresence:
             try:
                 await pubsub.subscribe(CHANNEL, node_key(self.node.key))
                 await self._resync()
+                self._available(subscribed=True)
                 delay = 0.1
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
@@ -580,6 +610,7 @@ class ChargerPresence:
                 raise
             except Exception as exc:
                 log.debug("presence subscription lost", error=str(exc))
+                self._available(subscribed=False, error=str(exc))
                 self._dirty = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -190,16 +190,7 @@ class ClusterSend:
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[rid] = future
         try:
-            try:
-                receivers = await self.presence.redis.publish(node_key(owner), message)
-            except Exception as exc:
-                raise ClusterUnavailable(
-                    charger_id, f"the cluster's Redis is unavailable: {_short(exc, 200)}"
-                ) from None
-            if not receivers:
-                raise NodeLost(
-                    charger_id, f"node {owner_name} holding the charger's connection is gone"
-                )
+            await self._publish(owner, owner_name, charger_id, message, min(timeout, 5.0))
             deadline = loop.time() + timeout + self.grace
             while True:
                 remaining = deadline - loop.time()
@@ -220,6 +211,27 @@ class ClusterSend:
             self._pending.pop(rid, None)
             if not future.done():
                 future.cancel()
+
+    async def _publish(
+        self, owner: str, owner_name: str, charger_id: str, message: bytes, patience: float
+    ) -> None:
+        """Hand the CALL to the owner's inbox. Nobody listening: the owner is resubscribing
+        (Redis just came back) while it is alive, else it is gone."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while True:
+            try:
+                if await self.presence.redis.publish(node_key(owner), message):
+                    return
+            except Exception as exc:
+                raise ClusterUnavailable(
+                    charger_id, f"the cluster's Redis is unavailable: {_short(exc, 200)}"
+                ) from None
+            if owner not in self.presence.directory.live_nodes or loop.time() > deadline:
+                raise NodeLost(
+                    charger_id, f"node {owner_name} holding the charger's connection is gone"
+                )
+            await asyncio.sleep(self.poll)
 
     def _answered(self, msg: dict[str, Any]) -> None:
         future = self._pending.get(str(msg.get("id")))
