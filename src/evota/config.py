@@ -236,8 +236,7 @@ class Settings(BaseSettings):
     )
     firmware_cache_dir: Path | None = Field(
         None,
-        description="S3 store: this node's local copies of images; default data_dir/"
-        "firmware-cache",
+        description="S3 store: this node's local copies of images; default data_dir/firmware-cache",
     )
     firmware_cache_max_bytes: int = Field(
         20 * 1024**3, ge=1024 * 1024, description="S3 store: the cache's size limit"

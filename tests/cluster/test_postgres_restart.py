@@ -182,8 +182,8 @@ async def test_a_full_backlog_sheds_the_oldest_history_first_and_keeps_the_lates
     writer = FleetWriter(engine, SystemClock(), interval=0.05, max_backlog=100)
     now = datetime.now(UTC)
     try:
-        writer.event({"charger_id": "CP-1", "kind": "boot", "status": "Accepted", "data": {},
-                      "request_id": None, "charger_timestamp": None, "received_at": now})  # fmt: skip
+        boot = {"charger_id": "CP-1", "kind": "boot", "status": "Accepted", "data": {}}
+        writer.event({**boot, "request_id": None, "charger_timestamp": None, "received_at": now})
         for i in range(150):
             writer.status(("CP-1", 1, f"S{i}", "NoError", None, None, None, now))
         assert 90 <= writer.backlog <= 100  # shed in steps of a hundredth of the bound

@@ -206,9 +206,7 @@ def _too_large(max_bytes: int) -> FetchError:
     return FetchError(FetchProblem.TOO_LARGE, f"the body exceeds the limit of {max_bytes} bytes")
 
 
-async def _into_store(
-    response: httpx.Response, store: FirmwareStore, max_bytes: int
-) -> StoredBlob:
+async def _into_store(response: httpx.Response, store: FirmwareStore, max_bytes: int) -> StoredBlob:
     _check_body(response, max_bytes)
     chunks: AsyncIterator[bytes] = response.aiter_raw()
     try:

@@ -68,9 +68,7 @@ class Submission:
     source: repo.Source | None = None  # an import's origin (evota.firmware.importer)
 
 
-_blob_locks: weakref.WeakKeyDictionary[FirmwareStore, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
+_blob_locks: weakref.WeakKeyDictionary[FirmwareStore, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 def _blob_lock(store: FirmwareStore) -> asyncio.Lock:

@@ -4,9 +4,10 @@ Two brakes on password guessing. The lockout is per account and survives restart
 state lives in the ``users`` row): after ``max_failures`` consecutive failures the account
 refuses every attempt, even the right password, until the lockout ends; a success resets
 the count. The rate limit is per client address, in memory on one node (a cluster keeps the
-same windows in Redis, :mod:`evota.cluster.limits`): a sliding window (:mod:`evota.pacing`) of ``limit`` attempts per ``window`` seconds, checked
-before any password is hashed, so a flood costs no Argon2 time. Callers pass the time in;
-nothing here reads a clock or touches storage.
+same windows in Redis, :mod:`evota.cluster.limits`): a sliding window (:mod:`evota.pacing`)
+of ``limit`` attempts per ``window`` seconds, checked before any password is hashed, so a
+flood costs no Argon2 time. Callers pass the time in; nothing here reads a clock or touches
+storage.
 """
 
 from __future__ import annotations
