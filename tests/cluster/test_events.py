@@ -409,7 +409,7 @@ async def test_events_left_pending_when_the_leader_goes_are_handled_by_the_next(
         assert c.b.events is not None
         for status in ("Downloading", "Downloaded", "Installing"):
             await charger.call("FirmwareStatusNotification", {"status": status})
-        await c.b.events.flushed()
+            await c.b.events.flushed()  # one entry each
         # a leader that read two entries and died before acknowledging them
         read: Any = await client.xreadgroup(GROUP, "dead-leader:0", {STREAM: ">"}, count=2)
         assert sum(len(entries) for _, entries in read) == 2
@@ -489,14 +489,17 @@ def test_a_bucket_lets_a_burst_through_then_the_rate() -> None:
 
 def test_entries_round_trip_and_unreadable_ones_are_refused() -> None:
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert decode(encode("security", ["C-1", "Tamper", None, at], "n:1")) == (
-        "security",
-        ["C-1", "Tamper", None, at.isoformat()],
-    )
+    calls = [("security", ("C-1", "Tamper", None, at)), ("ready", ("C-2",))]
+    assert decode(encode(calls, "n:1")) == [
+        ("security", ["C-1", "Tamper", None, at.isoformat()]),
+        ("ready", ["C-2"]),
+    ]
     with pytest.raises(ValueError, match="unreadable"):
-        decode({b"k": b"ready", b"a": b"{not json"})
+        decode({b"c": b"{not json", b"n": b"n:1"})
     with pytest.raises(ValueError, match="unreadable"):
-        decode({b"a": b"[]"})
+        decode({b"n": b"n:1"})
+    with pytest.raises(ValueError, match="unreadable"):
+        decode({b"c": b'[["ready"]]'})
 
 
 async def test_the_outbox_is_bounded_while_redis_is_away() -> None:
@@ -544,3 +547,36 @@ async def test_a_listener_bound_before_the_relay_admits_no_charger_until_served(
     finally:
         await gateway.stop()
         await rt.stop()
+
+
+async def test_losing_the_leadership_stops_the_reader_while_it_waits_on_the_stream(
+    redis_url: str,
+) -> None:
+    """redis-py can take a cancel in while XREADGROUP blocks and return normally; the reader
+    then blocked again, forever, and a node losing the leadership (or stopping) hung."""
+    publisher = EventRelay(Redis.from_url(redis_url), Node.start("gateway"))
+    leader_relay = EventRelay(Redis.from_url(redis_url), Node.start("leader"))
+    heard: list[str] = []
+    all_heard = asyncio.Event()
+
+    def ready(charger_id: str) -> None:
+        heard.append(charger_id)
+        if len(heard) == 2000:
+            all_heard.set()
+
+    leader_relay.handlers.ready.append(ready)
+    publisher.start()
+    await leader_relay.lead()
+    try:
+        for i in range(2000):
+            publisher.publish("ready", f"C-{i}")
+        await asyncio.wait_for(all_heard.wait(), 10)
+        await publisher.stop()  # as a node stopping: its own publisher first
+        stopping = asyncio.create_task(leader_relay.unlead())
+        done, _ = await asyncio.wait({stopping}, timeout=3)  # a read blocks for 1 s at most
+        assert done, "the stream reader did not stop"
+    finally:
+        for relay in (publisher, leader_relay):
+            relay._consumer = None  # the stuck reader (without the fix) is abandoned
+            await relay.stop()
+            await relay.redis.aclose()

@@ -8,7 +8,8 @@ cluster mode :meth:`EventRelay.install` swaps the fleet's listeners for publishe
 the originals as the leader's handlers:
 
 - every node appends what its chargers cause to one Redis Stream (``evota:events``), from a
-  bounded outbox by one task, pipelined: the hot path never waits for Redis;
+  bounded outbox by one task, whatever queued meanwhile in one entry: the hot path never
+  waits for Redis, and a storm costs few Redis commands;
 - the leader reads it through a consumer group and calls the original listeners in the
   order the node published them; it acknowledges (and deletes) an entry once called. A new
   leader first claims what the previous one read and did not acknowledge, then reads on:
@@ -20,7 +21,7 @@ the originals as the leader's handlers:
 Everything a charger can cause is bounded: each charger has a token bucket on its node (a
 flood of status changes is cut at the source, counted in ``evota_cluster_events``), the
 outbox holds at most ``Limits.outbox`` entries while Redis is away, the stream is trimmed to
-``Limits.maxlen`` and the leader reads ``Limits.batch`` at a time.
+``Limits.maxlen`` entries of at most ``Limits.batch`` calls each.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,14 @@ from evota.audit.log import AuditLog, Recorded
 from evota.cluster.node import Node
 from evota.cluster.redis import key
 from evota.fleet.service import FleetService
+
+
+def _cancelled() -> None:
+    """Re-raise a pending cancel: a loop that retries on Redis errors must still stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
 
 log = structlog.get_logger("evota.cluster.events")
 
@@ -64,8 +73,9 @@ class Limits:
     outbox: int = 10_000  # entries a node holds while Redis is slow or away
     burst: float = 120.0  # events one charger may cause at once ...
     rate: float = 2.0  # ... and per second after that
-    maxlen: int = 100_000  # the stream's length (approximate trim)
-    batch: int = 256  # entries per pipeline / per read
+    maxlen: int = 20_000  # the stream's length in entries (approximate trim)
+    batch: int = 256  # calls per entry: one XADD carries what queued meanwhile
+    read: int = 16  # entries per read on the leader
     buckets: int = 100_000  # chargers whose buckets are remembered
 
 
@@ -87,25 +97,27 @@ def take(bucket: Bucket | None, now: float, limits: Limits) -> tuple[Bucket, boo
     return Bucket(tokens - 1.0, now), True
 
 
-def encode(kind: str, args: Iterable[Any], origin: str) -> dict[bytes, bytes]:
-    """A stream entry: the kind, its JSON arguments (datetimes as ISO text), the origin."""
-    return {
-        b"k": kind.encode(),
-        b"a": orjson.dumps([a.isoformat() if isinstance(a, datetime) else a for a in args]),
-        b"n": origin.encode(),
-    }
+Call = tuple[str, Sequence[Any]]  # (kind, arguments)
 
 
-def decode(fields: dict[bytes, bytes]) -> tuple[str, list[Any]]:
-    """``(kind, arguments)``; ValueError for an entry this version cannot read."""
+def encode(calls: Iterable[Call], origin: str) -> dict[bytes, bytes]:
+    """A stream entry: the calls in order as one JSON array (datetimes as ISO text), and the
+    node they come from. Many calls per entry: Redis and its client cost per command."""
+    return {b"c": orjson.dumps([[kind, list(args)] for kind, args in calls]), b"n": origin.encode()}
+
+
+def decode(fields: dict[bytes, bytes]) -> list[tuple[str, list[Any]]]:
+    """The entry's calls; ValueError for an entry this version cannot read."""
     try:
-        kind = fields[b"k"].decode()
-        args = orjson.loads(fields[b"a"])
-    except (KeyError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        calls = orjson.loads(fields[b"c"])
+    except (KeyError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"unreadable event entry: {exc}") from None
-    if not isinstance(args, list):
-        raise ValueError("unreadable event entry: arguments are not a list")
-    return kind, args
+    if not isinstance(calls, list) or not all(
+        isinstance(c, list) and len(c) == 2 and isinstance(c[0], str) and isinstance(c[1], list)
+        for c in calls
+    ):
+        raise ValueError("unreadable event entry: not a list of [kind, arguments]")
+    return [(kind, args) for kind, args in calls]
 
 
 def audit_event(args: list[Any]) -> anomalies.Event:
@@ -194,13 +206,13 @@ class EventRelay:
         self.handlers = Handlers()
         self._monotonic = monotonic
         self._buckets: dict[str, Bucket] = {}
-        self._outbox: deque[dict[bytes, bytes]] = deque()
+        self._outbox: deque[Call] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._publisher: asyncio.Task[None] | None = None
         self._consumer: asyncio.Task[None] | None = None
-        self._seen: deque[bytes] = deque(maxlen=4 * self.limits.batch)  # ids just handled
+        self._seen: deque[bytes] = deque(maxlen=4 * self.limits.read)  # entries just handled
         self.handled = 0  # entries this node handled as leader (tests, metrics)
         self.dropped_flood = 0  # a charger over its rate
         self.dropped_full = 0  # the outbox full (Redis away for long)
@@ -255,7 +267,7 @@ class EventRelay:
         if event is not None:  # most entries are not for the rules: nothing to send
             e = event
             args = [e.at, e.actor, e.action, e.outcome, sorted(e.roles), list(e.chargers), e.client]
-            self._queue(encode(AUDIT, args, self.node.key))
+            self._queue((AUDIT, args))
 
     # -- publishing (every node) ------------------------------------------------------------
     def publish(self, kind: str, charger_id: str, *args: Any) -> None:
@@ -268,9 +280,9 @@ class EventRelay:
             self.dropped_flood += 1
             metrics.CLUSTER_EVENTS.labels("dropped_flood").inc()
             return
-        self._queue(encode(kind, (charger_id, *args), self.node.key))
+        self._queue((kind, (charger_id, *args)))
 
-    def _queue(self, entry: dict[bytes, bytes]) -> None:
+    def _queue(self, entry: Call) -> None:
         if len(self._outbox) >= self.limits.outbox:
             self.dropped_full += 1
             metrics.CLUSTER_EVENTS.labels("dropped_full").inc()
@@ -314,16 +326,14 @@ class EventRelay:
             while self._outbox:
                 batch = [self._outbox[i] for i in range(min(len(self._outbox), self.limits.batch))]
                 try:
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for entry in batch:
-                            pipe.xadd(
-                                STREAM,
-                                entry,  # type: ignore[arg-type]
-                                maxlen=self.limits.maxlen,
-                                approximate=True,
-                            )
-                        await pipe.execute()
+                    await self.redis.xadd(
+                        STREAM,
+                        encode(batch, self.node.key),  # type: ignore[arg-type]
+                        maxlen=self.limits.maxlen,
+                        approximate=True,
+                    )
                 except (RedisError, OSError) as exc:  # kept in order, retried
+                    _cancelled()  # redis-py may turn a cancel into a connection error
                     log.warning("events not relayed yet", error=str(exc), queued=len(self._outbox))
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
@@ -369,12 +379,14 @@ class EventRelay:
                 await self._claim_pending(me)
                 while True:
                     got: Any = await self.redis.xreadgroup(
-                        GROUP, me, {STREAM: ">"}, count=self.limits.batch, block=1000
+                        GROUP, me, {STREAM: ">"}, count=self.limits.read, block=1000
                     )
+                    _cancelled()  # a cancel redis-py took in while blocked: stop now
                     for _stream, entries in got or ():
                         await self._handle(entries)
                     delay = 0.05
             except (RedisError, OSError) as exc:  # Redis away: read again when it is back
+                _cancelled()  # redis-py may turn a cancel into a connection error
                 log.warning("event stream unreadable", error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -393,7 +405,7 @@ class EventRelay:
         start: bytes | str = "0-0"
         while True:
             reply = await self.redis.xautoclaim(
-                STREAM, GROUP, me, min_idle_time=0, start_id=start, count=self.limits.batch
+                STREAM, GROUP, me, min_idle_time=0, start_id=start, count=self.limits.read
             )
             start, entries = reply[0], reply[1]
             entries = [(i, f) for i, f in entries if f is not None]  # deleted meanwhile
@@ -413,14 +425,20 @@ class EventRelay:
             if entry_id in self._seen:
                 continue
             try:
-                kind, args = decode(fields)
-                await self._call(kind, args)
-                metrics.CLUSTER_EVENTS.labels("handled").inc()
-            except Exception:  # one bad entry or listener never stops the others
+                calls = decode(fields)
+            except ValueError:
                 metrics.CLUSTER_EVENTS.labels("failed").inc()
-                log.exception("relayed event failed", entry=entry_id)
+                log.exception("relayed events unreadable", entry=entry_id)
+                calls = []
+            for kind, args in calls:
+                try:
+                    await self._call(kind, args)
+                    metrics.CLUSTER_EVENTS.labels("handled").inc()
+                except Exception:  # one bad call or listener never stops the others
+                    metrics.CLUSTER_EVENTS.labels("failed").inc()
+                    log.exception("relayed event failed", entry=entry_id, kind=kind)
+                self.handled += 1
             self._seen.append(entry_id)
-            self.handled += 1
         ids = [entry_id for entry_id, _ in entries]
         if ids:
             async with self.redis.pipeline(transaction=False) as pipe:

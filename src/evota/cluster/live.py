@@ -32,6 +32,14 @@ from redis.exceptions import RedisError
 from evota.cluster.node import Node
 from evota.cluster.redis import key
 
+
+def _cancelled() -> None:
+    """Re-raise a pending cancel: a loop that retries on Redis errors must still stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 log = structlog.get_logger("evota.cluster.live")
 
 CHANNEL = key("live")
@@ -147,6 +155,7 @@ class LiveBus:
                         pipe.publish(CHANNEL, message)
                         await pipe.execute()
                 except (RedisError, OSError) as exc:
+                    _cancelled()  # redis-py may turn a cancel into a connection error
                     log.warning("live update not published yet", error=str(exc))
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
@@ -165,9 +174,11 @@ class LiveBus:
                 delay = 0.05
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    _cancelled()  # a cancel redis-py took in while waiting: stop now
                     if message is not None and message.get("type") == "message":
                         self._deliver(message["data"])
             except (RedisError, OSError) as exc:
+                _cancelled()  # redis-py may turn a cancel into a connection error
                 self.subscribed.clear()
                 log.warning("live updates unheard", error=str(exc))
                 await asyncio.sleep(delay)
