@@ -31,6 +31,7 @@ from typing import IO
 
 import httpx
 
+from evota.cluster.node import copy_shared_files
 from evota.demo import DEMO_CARDS, demo_fleet_file, seed_cards, seed_users
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,13 +39,6 @@ TEMPLATE = ROOT / "deploy" / "haproxy" / "evota-cluster.cfg"
 PG_BIN = Path(os.environ.get("EVOTA_PG_BIN", "/usr/lib/postgresql/15/bin"))
 #: What every node must share from the first node's data directory (docs/cluster.md).
 BUCKET = "evota"
-SHARED_KEYS = (
-    "audit-head.key",
-    "download-token.key",
-    "upload-token.key",
-    "charger-ca/ca.pem",
-    "charger-ca/ca-key.pem",
-)
 
 
 class Failed(Exception):
@@ -268,16 +262,7 @@ class Cluster:
         client.create_bucket(Bucket=BUCKET)
 
     def copy_keys(self, i: int) -> None:
-        source, target = self.directory / "node1", self.directory / f"node{i}"
-        for name in SHARED_KEYS:
-            src = source / name
-            if not src.exists():
-                continue
-            dst = target / name
-            dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(target, 0o700)
-            shutil.copyfile(src, dst)
-            os.chmod(dst, 0o600)
+        copy_shared_files(self.directory / "node1", self.directory / f"node{i}")
 
     def start_haproxy(self) -> Proc:
         binary = shutil.which("haproxy") or (

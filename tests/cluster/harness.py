@@ -35,11 +35,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import PG_URL, TOKEN
+from evota.cluster.node import SHARED_FILES, copy_shared_files
+from evota.runtime import Runtime
+from tests.conftest import PG_URL, TOKEN, start_runtime
 from tests.redis_fixtures import REDIS, RedisServer, free_port
 
 HAPROXY = shutil.which("haproxy") or (
@@ -50,13 +53,17 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "haproxy" / "evota-c
 # What evota keeps in a data directory that every node of a cluster must share: the audit
 # head key (the chain's keyed head), the download and upload token keys (a URL issued by one
 # node is honoured by another), the built-in charger CA (any node signs chargers' CSRs).
-SHARED_KEYS = (
-    "audit-head.key",
-    "download-token.key",
-    "upload-token.key",
-    "charger-ca/ca.pem",
-    "charger-ca/ca-key.pem",
-)
+SHARED_KEYS = SHARED_FILES  # evota.cluster.node: what every node must hold
+
+
+async def start_node(
+    home: Path, database_url: str, name: str, first: Runtime | None = None, **overrides: Any
+) -> Runtime:
+    """An in-process node: its own data directory (``home/data``) holding the first node's
+    shared files, as an operator copies them (docs/cluster.md)."""
+    if first is not None:
+        copy_shared_files(first.settings.data_dir, home / "data")
+    return await start_runtime(home, database_url, node_id=name, **overrides)
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -383,15 +390,7 @@ class Cluster:
 
     @staticmethod
     def _copy_keys(source: Path, target: Path) -> None:
-        for name in SHARED_KEYS:
-            src = source / name
-            if not src.exists():
-                continue
-            dst = target / name
-            dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(target, 0o700)
-            shutil.copy2(src, dst)
-            os.chmod(dst, 0o600)
+        copy_shared_files(source, target)
 
     def render_haproxy(self) -> str:
         """The deploy template with this cluster's addresses."""

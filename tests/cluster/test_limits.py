@@ -5,7 +5,6 @@ lapse with their lease, and an unreachable Redis never opens a security limit.""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -35,8 +34,8 @@ from evota.firmware.delivery import DeliveryServer, ServedImage, download_path
 from evota.operators.login import LoginThrottle
 from evota.runtime import Runtime
 from evota.signed_tokens import new_key
-from tests.cluster.harness import SHARED_KEYS, cluster_redis, pg_database  # noqa: F401
-from tests.conftest import ShiftedClock, basic, make_settings, provision
+from tests.cluster.harness import cluster_redis, pg_database, start_node  # noqa: F401
+from tests.conftest import ShiftedClock, basic, provision
 from tests.redis_fixtures import RedisServer
 
 KEY = "correct-horse-battery"
@@ -97,19 +96,11 @@ async def _nodes(
     """``n`` in-process nodes on one PostgreSQL and one Redis, the first node's keys shared."""
     nodes: list[Runtime] = []
     for i in range(n):
-        home = tmp_path / f"node{i}"
-        settings = make_settings(home, url, redis_url=redis_url, node_id=f"node{i}", **overrides)
-        if nodes:
-            first = nodes[0].settings.data_dir
-            for name in SHARED_KEYS:
-                if (first / name).exists():
-                    target = settings.data_dir / name
-                    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                    os.chmod(settings.data_dir, 0o700)
-                    target.write_bytes((first / name).read_bytes())
-                    os.chmod(target, 0o600)
-        node = Runtime(settings, clock=clock)
-        await node.start()
+        first = nodes[0] if nodes else None
+        node = await start_node(
+            tmp_path / f"node{i}", url, f"node{i}", first, clock=clock,
+            redis_url=redis_url, **overrides,
+        )  # fmt: skip
         nodes.append(node)
     return nodes
 

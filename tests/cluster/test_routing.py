@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ from evota.cluster.routing import ClusterUnavailable, NodeLost, call_of, error_o
 from evota.control import commands
 from evota.runtime import Runtime
 from evota.store.models import AuditEntry, Charger, ChargerEvent
-from tests.cluster.harness import SHARED_KEYS, cluster_redis, pg_database  # noqa: F401
-from tests.conftest import api_client, connect, provision, start_runtime
+from tests.cluster.harness import cluster_redis, pg_database, start_node  # noqa: F401
+from tests.conftest import api_client, connect, provision
 from tests.redis_fixtures import RedisServer
 from tests.support import until
 
@@ -40,13 +39,7 @@ FAST = {
 
 
 async def _node(tmp_path: Path, name: str, db: str, redis: str, first: Runtime | None) -> Runtime:
-    home = tmp_path / name
-    if first is not None:  # the cluster's nodes share the data directory's keys
-        for key in SHARED_KEYS:
-            target = home / "data" / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(first.settings.data_dir / key, target)
-    return await start_runtime(home, db, redis_url=redis, node_id=name, **FAST)
+    return await start_node(tmp_path / name, db, name, first, redis_url=redis, **FAST)
 
 
 @pytest.fixture
@@ -100,8 +93,14 @@ async def test_a_command_reaches_a_charger_on_the_other_node(nodes):
     async with api_client(a) as api:
         detail = (await api.get("/api/v1/chargers/CP-R1")).json()
         assert detail["connected"] is True and detail["node"] == "node-b"
-        listed = (await api.get("/api/v1/chargers", params={"connected": "true"})).json()
-        assert [c["node"] for c in listed["items"]] == ["node-b"]
+        # the list's filter reads the stored flag, which node b's writer writes behind the
+        # connection (EVOTA_WRITE_INTERVAL): wait for it, then the row names node b
+        listed = await until(
+            lambda: api.get("/api/v1/chargers", params={"connected": "true"}),
+            lambda r: r.json()["items"] != [],
+            timeout=10,
+        )
+        assert [c["node"] for c in listed.json()["items"]] == ["node-b"]
         sent = asyncio.create_task(
             api.post(
                 "/api/v1/chargers/CP-R1/commands/reset", json={"type": "Soft", "reason": "test"}

@@ -5,15 +5,13 @@ listeners its components name."""
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
 
 from evota.cluster.leader import Follower, PgLeader, SoleLeader
 from evota.runtime import Runtime
-from tests.cluster.harness import SHARED_KEYS, cluster_redis, pg_database  # noqa: F401
-from tests.conftest import make_settings
+from tests.cluster.harness import cluster_redis, pg_database, start_node  # noqa: F401
 from tests.redis_fixtures import RedisServer
 from tests.support import until
 
@@ -22,19 +20,7 @@ async def _node(
     tmp_path: Path, url: str, name: str, first: Runtime | None, **kw: object
 ) -> Runtime:
     """An in-process node on the shared PostgreSQL and Redis, with the first node's keys."""
-    settings = make_settings(tmp_path / name, url, node_id=name, **kw)
-    if first is not None:
-        for key in SHARED_KEYS:
-            source = first.settings.data_dir / key
-            if source.exists():
-                target = settings.data_dir / key
-                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                os.chmod(settings.data_dir, 0o700)
-                target.write_bytes(source.read_bytes())
-                os.chmod(target, 0o600)
-    node = Runtime(settings)
-    await node.start()
-    return node
+    return await start_node(tmp_path / name, url, name, first, **kw)
 
 
 def _runners_running(rt: Runtime) -> dict[str, bool]:

@@ -10,10 +10,16 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from evota.audit.log import HEAD_KEY_FILE
+from evota.control import uploads
+from evota.firmware import tokens
+from evota.pki import ca
 
 COMPONENTS = ("ocpp", "http", "download", "runners")
 
@@ -69,3 +75,34 @@ def single_node_lock(database_file: Path) -> IO[bytes]:
         ) from None
     os.set_inheritable(handle.fileno(), False)
     return handle
+
+
+#: The data directory's files every node of a cluster must hold the same copy of: the audit
+#: head key (else a node's entries fail verification), the download and upload token keys
+#: (else a link one node handed out fails on another) and the charger CA (else a certificate
+#: one node signed is unknown to the others). docs/cluster.md, "Topology".
+SHARED_FILES: tuple[str, ...] = (
+    HEAD_KEY_FILE,
+    tokens.KEY_FILE,
+    uploads.KEY_FILE,
+    f"{ca.CA_DIR}/{ca.CERT_FILE}",
+    f"{ca.CA_DIR}/{ca.KEY_FILE}",
+)
+
+
+def copy_shared_files(source: Path, target: Path) -> list[str]:
+    """Copy the shared files a first node created into another node's data directory
+    (private: 0700 directories, 0600 files); the names copied (a missing one is skipped)."""
+    copied = []
+    for name in SHARED_FILES:
+        src = source / name
+        if not src.exists():
+            continue
+        dst = target / name
+        dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(target, 0o700)
+        os.chmod(dst.parent, 0o700)
+        shutil.copyfile(src, dst)
+        os.chmod(dst, 0o600)
+        copied.append(name)
+    return copied
