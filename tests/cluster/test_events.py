@@ -431,6 +431,33 @@ async def test_events_left_pending_when_the_leader_goes_are_handled_by_the_next(
         await client.aclose()
 
 
+async def test_audit_entries_waiting_in_the_stream_count_once_for_the_next_leader(
+    cluster: Cluster,
+) -> None:
+    """Two failed logins on B while no node leads wait in the stream; B takes over, rebuilds
+    its windows from the audit log (which has them) and then reads the stream: they must
+    count once, not twice (4 > 3 would raise a false alert). Two more do raise it."""
+    c = cluster
+    await c.stop(c.a)
+    assert c.b.events is not None
+
+    async def failed_login() -> None:
+        await c.b.audit.record(Actor("eve"), "auth.login", "failed", detail={"client": "10.7.7.7"})
+
+    for _ in range(2):
+        await failed_login()
+    await c.b.events.flushed()
+    leader(c.b).poke()
+    await asyncio.wait_for(leader(c.b).wait(True), 20)
+    relay = c.b.events
+    await until(lambda: relay.handled, lambda n: n >= 2)  # the two entries were read
+    assert await _alerts(c.b) == []
+    for _ in range(2):
+        await failed_login()
+    got = await until(lambda: _alerts(c.b), lambda a: len(a) >= 2)
+    assert ("failed_logins", "user:eve") in got
+
+
 async def test_a_flooding_charger_is_cut_at_its_node(cluster: Cluster) -> None:
     """A charger flapping its connector 400 times as fast as it can: its node relays at
     most the burst plus the refill for the time it took; the rest is counted and dropped,

@@ -51,6 +51,7 @@ class AlertMonitor:
         # Cluster mode: every node's entries reach the leader's rules through the event relay
         # (evota.cluster.events calls observe), so the local listener stands aside.
         self.local_audit = True
+        self._replayed_seq = 0  # the last entry the windows were rebuilt from
 
     async def start(self) -> None:
         await self._rebuild()
@@ -145,9 +146,11 @@ class AlertMonitor:
             return
         await self.observe(event)
 
-    async def observe(self, event: anomalies.Event) -> None:
-        """Feed one audit event to the rules (this node's, or any node's in a cluster)."""
-        if not self._running:
+    async def observe(self, event: anomalies.Event, seq: int | None = None) -> None:
+        """Feed one audit event to the rules (this node's, or any node's in a cluster). An
+        entry the start already replayed (``seq``: relayed events a new leader finds waiting)
+        counts once."""
+        if not self._running or (seq is not None and seq <= self._replayed_seq):
             return
         self.state, alerts = anomalies.observe(self.state, event, self.clock.now())
         for alert in alerts:
@@ -194,6 +197,7 @@ class AlertMonitor:
         state = anomalies.State(self.state.thresholds)
         replayed = 0
         async for entry, chargers in _recent(self.engine, since):
+            self._replayed_seq = max(self._replayed_seq, entry.seq)
             event = anomalies.event_of(entry, chargers)
             if event is None:
                 continue

@@ -120,9 +120,10 @@ def decode(fields: dict[bytes, bytes]) -> list[tuple[str, list[Any]]]:
     return [(kind, args) for kind, args in calls]
 
 
-def audit_event(args: list[Any]) -> anomalies.Event:
-    at, actor, action, outcome, roles, chargers, client = args
-    return anomalies.Event(
+def audit_event(args: list[Any]) -> tuple[anomalies.Event, int | None]:
+    """The rules' view of an audit entry and the entry's sequence number."""
+    at, actor, action, outcome, roles, chargers, client, *seq = args
+    event = anomalies.Event(
         datetime.fromisoformat(at),
         actor,
         action,
@@ -131,6 +132,7 @@ def audit_event(args: list[Any]) -> anomalies.Event:
         tuple(chargers),
         client,
     )
+    return event, int(seq[0]) if seq and seq[0] is not None else None
 
 
 def _when(text: Any) -> datetime | None:
@@ -188,7 +190,7 @@ class Handlers:
     key: list[Callable[[str, int], None]] = field(default_factory=list)
     channel: list[Callable[[str, int], None]] = field(default_factory=list)
     jobs: Any = None  # FirmwareObserver (the job runner)
-    audit: Callable[[anomalies.Event], Awaitable[None]] | None = None
+    audit: Callable[[anomalies.Event, int | None], Awaitable[None]] | None = None
 
 
 class EventRelay:
@@ -234,7 +236,7 @@ class EventRelay:
         h.jobs, fleet.jobs = fleet.jobs, RelayedObserver(self)
 
     def install_audit(
-        self, audit: AuditLog, observe: Callable[[anomalies.Event], Awaitable[None]]
+        self, audit: AuditLog, observe: Callable[[anomalies.Event, int | None], Awaitable[None]]
     ) -> None:
         """Every node's audit entries reach the leader's anomaly rules (``observe``)."""
         self.handlers.audit = observe
@@ -267,6 +269,7 @@ class EventRelay:
         if event is not None:  # most entries are not for the rules: nothing to send
             e = event
             args = [e.at, e.actor, e.action, e.outcome, sorted(e.roles), list(e.chargers), e.client]
+            args.append(recorded.entry.seq)  # a new leader's rebuild may have counted it
             self._queue((AUDIT, args))
 
     # -- publishing (every node) ------------------------------------------------------------
@@ -469,7 +472,7 @@ class EventRelay:
                     channel(args[0], int(args[1]))
             case "audit":
                 if h.audit is not None:
-                    await h.audit(audit_event(args))
+                    await h.audit(*audit_event(args))
             case _ if kind.startswith("job."):
                 self._job(kind, args)
             case _:
