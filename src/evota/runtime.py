@@ -22,7 +22,9 @@ from evota.audit.alerts import AlertMonitor
 from evota.audit.archive import ARCHIVE_DIR
 from evota.audit.log import AuditLog
 from evota.clock import Clock, SystemClock
+from evota.cluster import envelope
 from evota.cluster import redis as cluster_redis
+from evota.cluster.envelope import Seal
 from evota.cluster.events import EventRelay
 from evota.cluster.leader import (
     Follower,
@@ -148,6 +150,7 @@ class Runtime:
     _uvicorn: uvicorn.Server | None = None
     _http_task: asyncio.Task[Any] | None = None
     node: Node = field(init=False)  # this process in the cluster (evota.cluster.node)
+    seal: Seal | None = None  # cluster mode: the cluster key (evota.cluster.envelope)
     _node_lock: IO[bytes] | None = None  # SQLite: one node per database file
     _stopping: bool = False  # stop() has begun
     # Cluster mode: login, charger-key and download limits in Redis (evota.cluster.limits)
@@ -168,6 +171,8 @@ class Runtime:
         private_dir(s.data_dir)  # keys, database and uploads: 0700 / 0600 (evota.files)
         private_sqlite(s.resolved_database_url())
         self.node = Node.start(s.node_id)
+        if s.redis_url is not None:  # messages between nodes carry the cluster key's seal
+            self.seal = Seal(load_key(s.data_dir / envelope.KEY_FILE))
         if s.redis_url is not None:
             self.shared_limits = self._shared_limits(s.redis_url.get_secret_value())
         self.components = parse_components(s.components)
@@ -314,7 +319,9 @@ class Runtime:
             return LeaderCalls(self.leadership, self.node.key)  # always in process
         from evota.cluster.redis import connect
 
-        return LeaderCalls(self.leadership, self.node.key, connect(url.get_secret_value()))
+        calls = LeaderCalls(self.leadership, self.node.key, connect(url.get_secret_value()))
+        calls.seal = self.seal
+        return calls
 
     async def _start_leader_calls(self) -> None:
         """API calls into the runners (evota.api.leader_calls): the leader takes other
@@ -867,7 +874,7 @@ class Runtime:
     def _presence(self, url: str) -> ChargerPresence:
         s = self.settings
         ttl = s.cluster_node_ttl_seconds
-        return ChargerPresence(
+        presence = ChargerPresence(
             cluster_redis.connect(url),
             self.node,
             self.gateway,
@@ -877,6 +884,8 @@ class Runtime:
             heartbeat=min(s.cluster_heartbeat_seconds, ttl / 3),
             node_ttl_ms=int(ttl * 1000),
         )
+        presence.seal = self.seal
+        return presence
 
     async def _start_presence(self) -> None:
         """Claims for this node's connections, the mirror of the others'. The listener is
@@ -904,7 +913,7 @@ class Runtime:
         """Cluster mode: what chargers cause reaches the leader's services whichever node
         they are on (evota.cluster.events); the campaign runner's notes and change notices
         reach every node's API (evota.cluster.live)."""
-        self.events = EventRelay(live.redis, self.node)
+        self.events = EventRelay(live.redis, self.node, seal=self.seal)
         self.events.install(self.fleet, local_boot=[self.vendor_profiles.charger_booted])
         self.alerts.local_audit = False
         self.events.install_audit(self.audit, self.alerts.observe)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from evota.audit.log import Actor
 from evota.cluster.events import GROUP, STREAM, EventRelay, Limits, decode, encode, take
 from evota.cluster.leader import PgLeader
 from evota.cluster.live import LiveBus
+from evota.cluster.envelope import Seal
 from evota.cluster.node import Node
 from evota.fleet.security_profiles import Channel
 from evota.gateway.server import Gateway
@@ -581,8 +583,9 @@ async def test_losing_the_leadership_stops_the_reader_while_it_waits_on_the_stre
 ) -> None:
     """redis-py can take a cancel in while XREADGROUP blocks and return normally; the reader
     then blocked again, forever, and a node losing the leadership (or stopping) hung."""
-    publisher = EventRelay(Redis.from_url(redis_url), Node.start("gateway"))
-    leader_relay = EventRelay(Redis.from_url(redis_url), Node.start("leader"))
+    key = secrets.token_bytes(32)  # the cluster key both nodes share
+    publisher = EventRelay(Redis.from_url(redis_url), Node.start("gateway"), seal=Seal(key))
+    leader_relay = EventRelay(Redis.from_url(redis_url), Node.start("leader"), seal=Seal(key))
     heard: list[str] = []
     all_heard = asyncio.Event()
 

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection
 
-from evota.cluster.presence import Directory, Presence, decode_change, wins
+from evota.cluster.envelope import Seal
+from evota.cluster.presence import Directory, Presence, decode_change, node_key, wins
 from evota.cluster.routing import ClusterUnavailable, NodeLost, call_of, error_of, reply_of
 from evota.control import commands
 from evota.runtime import Runtime
@@ -380,3 +381,44 @@ def test_remote_calls_and_errors_round_trip():
         back = error_of("CP", reply_of(exc))
         assert type(back) is type(exc) and back.message == exc.message
     assert isinstance(NodeLost("CP", "x"), commands.ChargerOffline)
+
+
+# -- messages between nodes are sealed (evota.cluster.envelope) --------------------------------
+
+
+async def test_a_call_written_to_redis_without_the_cluster_key_reaches_no_charger(nodes):
+    """Whoever can write to Redis must not be able to command chargers: a routed CALL
+    without the seal, with a seal of another key, or replayed is refused by the owner."""
+    a, b = nodes
+    await provision(a, "CP-SEAL", KEY)
+    ws = await _booted(b, "CP-SEAL")
+    await _seen_from(a, "CP-SEAL", "node-b")
+    assert a.presence is not None and b.presence is not None and a.seal is not None
+    channel = node_key(b.node.key)
+    forged = {
+        "t": "call",
+        "id": "forged-1",
+        "from": a.node.key,
+        "c": "CP-SEAL",
+        "a": "UnlockConnector",
+        "p": {"connectorId": 1},
+        "to": 5,
+    }
+    redis = a.presence.redis
+    assert await redis.publish(channel, json.dumps(forged))  # b listens, and must refuse
+    wrong_key = Seal(b"k" * 32).seal({**forged, "id": "forged-2"})
+    assert await redis.publish(channel, wrong_key)
+    genuine = a.seal.seal({**forged, "id": "replayed", "a": "Reset", "p": {"type": "Soft"}})
+    assert await redis.publish(channel, genuine)  # once: the owner sends it
+    call = await _call(ws)  # not the unsealed or wrongly sealed unlocks before it
+    assert call[2:] == ["Reset", {"type": "Soft"}]
+    await ws.send(json.dumps([3, call[1], {"status": "Accepted"}]))
+    assert await redis.publish(channel, genuine)  # twice: a replay, refused
+    # the next CALL the charger sees is the operator's, not the replayed soft reset
+    sent = asyncio.create_task(a.send("CP-SEAL", commands.Reset("Hard")))
+    call = await _call(ws)
+    assert call[2:] == ["Reset", {"type": "Hard"}]
+    await ws.send(json.dumps([3, call[1], {"status": "Accepted"}]))
+    assert (await sent).status == "Accepted"
+    assert b.seal is not None and b.seal.refused >= 3
+    await ws.close()

@@ -43,6 +43,7 @@ from redis.exceptions import RedisError, ResponseError
 from evota import metrics
 from evota.audit import anomalies
 from evota.audit.log import AuditLog, Recorded
+from evota.cluster.envelope import Seal
 from evota.cluster.node import Node
 from evota.cluster.redis import key
 from evota.fleet.service import FleetService
@@ -201,9 +202,11 @@ class EventRelay:
         *,
         limits: Limits | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        seal: Seal | None = None,
     ) -> None:
         self.redis = redis
         self.node = node
+        self.seal = seal  # the cluster key (evota.cluster.envelope); None relays nothing
         self.limits = limits or Limits()
         self.handlers = Handlers()
         self._monotonic = monotonic
@@ -317,6 +320,17 @@ class EventRelay:
         if self._publisher is None:
             self._publisher = asyncio.create_task(self._publish_loop(), name="events-publish")
 
+    def _sealed(self, fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        """The entry with its tag: the leader acts on what the cluster key vouches for, not
+        on whatever someone able to write to Redis appends (evota.cluster.envelope)."""
+        if self.seal is None:
+            raise RedisError("no cluster key to tag relayed events")
+        return {**fields, b"m": self.seal.tag(fields[b"n"] + b"|" + fields[b"c"])}
+
+    def _genuine(self, fields: dict[bytes, bytes]) -> bool:
+        body = fields.get(b"n", b"") + b"|" + fields.get(b"c", b"")
+        return self.seal is not None and self.seal.check(body, fields.get(b"m"))
+
     async def flushed(self) -> None:
         """Wait until every queued entry is in Redis (tests, a clean stop)."""
         await self._idle.wait()
@@ -331,7 +345,7 @@ class EventRelay:
                 try:
                     await self.redis.xadd(
                         STREAM,
-                        encode(batch, self.node.key),  # type: ignore[arg-type]
+                        self._sealed(encode(batch, self.node.key)),  # type: ignore[arg-type]
                         maxlen=self.limits.maxlen,
                         approximate=True,
                     )
@@ -428,6 +442,8 @@ class EventRelay:
             if entry_id in self._seen:
                 continue
             try:
+                if not self._genuine(fields):
+                    raise ValueError("an entry without the cluster key's tag")
                 calls = decode(fields)
             except ValueError:
                 metrics.CLUSTER_EVENTS.labels("failed").inc()

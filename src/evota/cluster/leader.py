@@ -28,6 +28,7 @@ import structlog
 from sqlalchemy import make_url
 
 from evota.clock import Clock
+from evota.cluster.envelope import Seal
 
 log = structlog.get_logger("evota.cluster.leader")
 
@@ -351,6 +352,9 @@ class LeaderCalls:
         self._tasks: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._ready = False  # this node leads and its runners have started
+        # The cluster key's seal (evota.cluster.envelope), set by the runtime in cluster mode:
+        # a call is an operator's action, so one that Redis alone vouches for is refused.
+        self.seal: Seal | None = None
         self.served: Counter[str] = Counter()  # other nodes' calls answered here, by name
 
     @property
@@ -385,15 +389,16 @@ class LeaderCalls:
 
     # -- the caller's side ---------------------------------------------------------------------
     async def _forward(self, name: str, kwargs: dict[str, Any]) -> Any:
-        import orjson
 
         from evota.cluster.redis import key
 
         call_id = secrets.token_hex(8)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[call_id] = future
-        message = orjson.dumps(  # not JSON: a programming error, not a missing leader
-            {"id": call_id, "from": self.node_key, "name": name, "kwargs": kwargs}
+        if self.seal is None:
+            raise NoLeader("no cluster key to seal the call to the runner leader")
+        message = self.seal.seal(  # not JSON: a programming error, not a missing leader
+            {"t": "lcall", "id": call_id, "from": self.node_key, "name": name, "kwargs": kwargs}
         )
         try:
             try:
@@ -509,11 +514,10 @@ class LeaderCalls:
                     await pubsub.aclose()
 
     def _answered(self, data: bytes) -> None:
-        import orjson
 
-        try:
-            answer = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        answer = self.seal.open(data) if self.seal is not None else None
+        if answer is None or answer.get("t") != "lreply":
+            log.warning("leader calls: an unsealed, stale or replayed answer refused")
             return
         future = self._waiting.get(str(answer.get("id")))
         if future is not None and not future.done():
@@ -524,14 +528,19 @@ class LeaderCalls:
 
         from evota.cluster.redis import key
 
+        seal = self.seal
+        call = seal.open(data) if seal is not None else None
+        # Redis carries calls, it does not vouch for them (evota.cluster.envelope)
+        if seal is None or call is None or call.get("t") != "lcall":
+            log.warning("leader calls: an unsealed, stale or replayed call refused")
+            return
         try:
-            call = orjson.loads(data)
             call_id, caller, name = str(call["id"]), str(call["from"]), str(call["name"])
             kwargs = dict(call.get("kwargs") or {})
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("leader calls: a malformed call was ignored")
             return
-        answer: dict[str, Any] = {"id": call_id}
+        answer: dict[str, Any] = {"t": "lreply", "id": call_id}
         handler = self.handlers.get(name)
         if not self.serving:
             answer["not_leader"] = True
@@ -545,7 +554,7 @@ class LeaderCalls:
                 answer["error"] = self._error_json(exc)
         try:
             await self.redis.publish(
-                key("leader-replies", caller), orjson.dumps(answer, default=str)
+                key("leader-replies", caller), seal.seal(answer, default=str)
             )
         except Exception as exc:  # the caller times out with a 503
             log.warning("leader calls: cannot answer", call=name, error=type(exc).__name__)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from evota.audit.log import HEAD_KEY_FILE
+from evota.cluster import envelope
 from evota.control import uploads
 from evota.firmware import tokens
 from evota.pki import ca
@@ -80,8 +81,10 @@ def single_node_lock(database_file: Path) -> IO[bytes]:
 #: The data directory's files every node of a cluster must hold the same copy of: the audit
 #: head key (else a node's entries fail verification), the download and upload token keys
 #: (else a link one node handed out fails on another) and the charger CA (else a certificate
-#: one node signed is unknown to the others). docs/cluster.md, "Topology".
+#: one node signed is unknown to the others), and the cluster key that seals messages between
+#: nodes (evota.cluster.envelope). docs/cluster.md, "Topology".
 SHARED_FILES: tuple[str, ...] = (
+    envelope.KEY_FILE,
     HEAD_KEY_FILE,
     tokens.KEY_FILE,
     uploads.KEY_FILE,

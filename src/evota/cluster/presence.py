@@ -31,6 +31,7 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
+from evota.cluster.envelope import Seal
 from evota.cluster.node import Node
 from evota.cluster.redis import key
 from evota.fleet.events import Registration
@@ -49,6 +50,10 @@ BATCH = 500  # claim operations per Redis round trip (a reconnect storm)
 CHANNEL = key("presence")  # every claim change, for every node's mirror
 NODES = key("nodes")  # the node keys that ever announced themselves (live or not yet swept)
 EPOCH = key("presence", "epoch")
+
+
+# Node channel messages that must carry the cluster key's seal (routed CALLs and answers).
+SEALED = frozenset({"call", "reply"})
 
 
 def node_key(node: str) -> str:
@@ -297,6 +302,9 @@ class ChargerPresence:
         self.node_ttl_ms = node_ttl_ms
         self.resync_interval = resync
         self.directory = Directory(node.key)
+        # The cluster key's seal (evota.cluster.envelope): routed CALLs and their answers are
+        # refused without it. The runtime sets it; None refuses every sealed message.
+        self.seal: Seal | None = None
         self.inbox: dict[str, InboxHandler] = {
             "close": self._close_replaced,
             "changed": self._apply_changed,
@@ -637,12 +645,19 @@ class ChargerPresence:
             return
         try:
             msg = orjson.loads(data)
-            handler = self.inbox.get(str(msg.get("t"))) if isinstance(msg, dict) else None
+            kind = str(msg.get("t")) if isinstance(msg, dict) else ""
         except orjson.JSONDecodeError:
-            handler = None
+            kind = ""
+        handler = self.inbox.get(kind)
         if handler is None:
             log.warning("unknown message on the node channel", size=len(data))
             return
+        if kind in SEALED:  # what makes this node act on a charger must be genuine
+            opened = self.seal.open(data) if self.seal is not None else None
+            if opened is None:
+                log.warning("node channel: an unsealed, stale or replayed message refused", t=kind)
+                return
+            msg = opened
         result = handler(msg)
         if result is not None:
             task = asyncio.ensure_future(result)

@@ -24,7 +24,6 @@ import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import structlog
 
 from evota.cluster.presence import MAX_INBOX_BYTES, ChargerPresence, node_key
@@ -157,6 +156,11 @@ class ClusterSend:
             raise error_of(charger_id, reply)
         return dialect.decode_result(command, answer)
 
+    def _seal(self, msg: dict[str, Any]) -> bytes:
+        if self.presence.seal is None:
+            raise ClusterUnavailable(str(msg.get("c") or ""), "no cluster key to seal messages")
+        return self.presence.seal.seal(msg)
+
     @property
     def inflight(self) -> int:
         return len(self._pending)
@@ -173,7 +177,7 @@ class ClusterSend:
         if len(self._pending) >= self.max_inflight:
             raise commands.CommandError(charger_id, "too many commands in flight to other nodes")
         rid = secrets.token_hex(12)
-        message = orjson.dumps(
+        message = self._seal(
             {
                 "t": "call",
                 "id": rid,
@@ -273,6 +277,6 @@ class ClusterSend:
             reply = {"err": "error", "msg": f"{action} failed on the charger's node"}
         reply.update(t="reply", id=rid)
         try:
-            await self.presence.redis.publish(node_key(origin), orjson.dumps(reply))
+            await self.presence.redis.publish(node_key(origin), self._seal(reply))
         except Exception as exc:
             log.warning("could not return a remote call's answer", error=str(exc))
