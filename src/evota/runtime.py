@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -94,6 +95,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("evota")
 
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"
+REVOKED_TOPIC = "firmware:revoked"  # live-bus notice: reload the revoked images
+REVOKED_RELOAD = 30.0  # seconds: cluster nodes reload them at least this often
 
 
 def _started(start: Callable[..., None], *args: Any) -> Callable[[], Awaitable[None]]:
@@ -143,6 +146,7 @@ class Runtime:
     ftp: FtpDelivery | None = None  # FTP/FTPS delivery, when EVOTA_FTP_PORT is set
     ftp_endpoint: FtpEndpoint | None = None
     _revoked_sha256: frozenset[str] = frozenset()
+    _revoked_watch: asyncio.Task[None] | None = None  # cluster: other nodes' revocations
     http_port: int = 0
     ocpp_port: int = 0
     ocpp_tls_port: int = 0  # the wss:// listener's port, when EVOTA_OCPP_TLS_PORT is set
@@ -413,6 +417,10 @@ class Runtime:
         if swept:
             log.info("removed unfinished uploads", count=swept)
         await self._load_revoked()
+        if self.live is not None:
+            self._revoked_watch = asyncio.create_task(
+                self._watch_revoked(self.live), name="revoked-images"
+            )
         key = load_key(s.data_dir / tokens.KEY_FILE)
         self.delivery = DeliveryServer(
             keys=[key],
@@ -769,6 +777,21 @@ class Runtime:
         size = self.firmware_store.size_of(sha256)
         return ServedImage(path, size or 0, revoked=sha256 in self._revoked_sha256)
 
+    async def _watch_revoked(self, live: LiveBus) -> None:
+        """Cluster mode: reload the revoked images when any node revokes one (a notice over
+        the live bus) and at least every ``REVOKED_RELOAD`` seconds, so a notice lost while
+        Redis was away delays a node's refusal by that much at most."""
+        notices = live.subscribe(REVOKED_TOPIC)
+        try:
+            while True:
+                await notices.get(REVOKED_RELOAD)
+                try:
+                    await self._load_revoked()
+                except Exception as exc:  # the database away: the old set stays, try again
+                    log.warning("revoked images not reloaded", error=str(exc)[:200])
+        finally:
+            notices.close()
+
     async def _load_revoked(self) -> None:
         """Blobs whose every image is revoked (identical bytes may back a live image too)."""
         async with self.engine.connect() as conn:
@@ -812,6 +835,10 @@ class Runtime:
             await asyncio.to_thread(self.ftp.stop)
         await asyncio.to_thread(self.delivery.stop)
         await self.gateway.stop()
+        if self._revoked_watch is not None:
+            self._revoked_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._revoked_watch
         await self._stop_cluster_events()
         if self.presence is not None:  # this node's claims go now, not after the TTL
             await self.presence.stop()
@@ -840,6 +867,8 @@ class Runtime:
         """A revoked image must not be downloaded or installed any more: stop its jobs
         where the runners run (the leader, in a cluster)."""
         await self._load_revoked()
+        if self.live is not None:  # every node's download server stops serving it now
+            self.live.publish(REVOKED_TOPIC, {"firmware_id": firmware_id})
         try:
             await self.leader_calls.call("firmware.revoked", firmware_id=firmware_id)
         except NoLeader as exc:  # the revocation is stored; its jobs are not stopped

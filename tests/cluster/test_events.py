@@ -27,10 +27,10 @@ from websockets.asyncio.client import ClientConnection
 
 from evota.audit import security_events
 from evota.audit.log import Actor
+from evota.cluster.envelope import Seal
 from evota.cluster.events import GROUP, STREAM, EventRelay, Limits, decode, encode, take
 from evota.cluster.leader import PgLeader
 from evota.cluster.live import LiveBus
-from evota.cluster.envelope import Seal
 from evota.cluster.node import Node
 from evota.fleet.security_profiles import Channel
 from evota.gateway.server import Gateway
@@ -38,6 +38,7 @@ from evota.runtime import Runtime
 from evota.sim import Fleet, fleet_from_flags
 from evota.store.models import Alert, PlaybookRun
 
+from ..cluster.harness import pg_database  # noqa: F401
 from ..conftest import TOKEN, api_client, connect, provision, start_runtime
 from ..sim.conftest import fast
 from ..support import until
@@ -47,10 +48,9 @@ KEY = "cluster-events-key-0001"
 
 
 @pytest.fixture
-def pg_url(database_url: str) -> str:
-    if database_url.startswith("sqlite"):
-        pytest.skip("several nodes share PostgreSQL only")
-    return database_url
+def pg_url(pg_database: str) -> str:  # noqa: F811
+    """Several nodes share PostgreSQL (a fresh database per test)."""
+    return pg_database
 
 
 class RawCharger:
@@ -610,3 +610,20 @@ async def test_losing_the_leadership_stops_the_reader_while_it_waits_on_the_stre
             relay._consumer = None  # the stuck reader (without the fix) is abandoned
             await relay.stop()
             await relay.redis.aclose()
+
+
+async def test_an_image_revoked_through_one_node_is_refused_by_every_nodes_downloads(
+    cluster: Cluster,
+) -> None:
+    """Each node's download server holds its own set of revoked images: a revocation on
+    node a reaches node b's at once (a notice on the live bus), well before b's periodic
+    reload (REVOKED_RELOAD, 30 s), so a charger holding a download link cannot fetch the
+    image from b."""
+    c = cluster
+    async with api_client(c.a) as api:
+        await allow_unsigned(api)
+        fw = await upload(api, c.tmp_path, None, "9.9.9", size=4096)
+        assert fw["sha256"] not in c.b._revoked_sha256
+        r = await api.post(f"/api/v1/firmware/{fw['id']}/revoke", json={"reason": "bricks"})
+        assert r.status_code == 200, r.text
+    await until(lambda: fw["sha256"] in c.b._revoked_sha256, timeout=10)
