@@ -284,10 +284,15 @@ class Settings(BaseSettings):
 
     @field_validator("components")
     @classmethod
-    def _components(cls, value: str) -> str:
+    def _components(cls, value: str, info: ValidationInfo) -> str:
         from evota.cluster.node import parse_components
 
-        parse_components(value)  # ValueError names the unknown one
+        # ValueError names the unknown one
+        if "runners" not in parse_components(value) and info.data.get("redis_url") is None:
+            raise ValueError(
+                "a single node must run the runners (jobs, campaigns, operations): leave "
+                "out runners only in a cluster (EVOTA_REDIS_URL)"
+            )
         return value
 
     @field_validator("redis_url")

@@ -79,11 +79,14 @@ async def test_single_node_is_its_own_leader(tmp_path: Path, sqlite_url: str) ->
     ["http,download,runners", "ocpp,download,runners", "ocpp,http,runners", "ocpp,http,download"],
 )
 async def test_a_node_runs_only_its_components(
-    tmp_path: Path, sqlite_url: str, components: str
+    tmp_path: Path,
+    pg_database: str,  # noqa: F811
+    redis_url: str,
+    components: str,
 ) -> None:
     """Without ``ocpp`` no OCPP listener, without ``http`` no API, without ``download`` no
     download listener, without ``runners`` no runner ever starts (it never leads)."""
-    rt = await _node(tmp_path, sqlite_url, "n", None, components=components)
+    rt = await _node(tmp_path, pg_database, "n", None, components=components, redis_url=redis_url)
     try:
         wanted = set(components.split(","))
         assert (rt.ocpp_port != 0) == ("ocpp" in wanted)
@@ -91,13 +94,27 @@ async def test_a_node_runs_only_its_components(
         assert (rt._uvicorn is not None and rt.http_port != 0) == ("http" in wanted)
         assert (rt.download_port != 0) == ("download" in wanted)
         assert (rt.delivery._server is not None) == ("download" in wanted)
-        if "runners" in wanted:
-            assert all(_runners_running(rt).values())
+        if "runners" in wanted:  # alone in its cluster, it wins the election
+            await until(lambda: all(_runners_running(rt).values()), timeout=20)
         else:
             assert isinstance(rt.leadership, Follower)
             assert not any(_runners_running(rt).values())
     finally:
         await rt.stop()
+
+
+def test_a_single_node_without_runners_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Alone, a node without runners would take jobs and campaigns that nothing ever runs."""
+    from typer.testing import CliRunner
+
+    from evota.cli import app
+
+    r = CliRunner().invoke(
+        app, ["serve", "--components", "ocpp,http,download", "--data-dir", str(tmp_path)]
+    )
+    assert r.exit_code == 1
+    assert "a single node must run the runners" in r.output
+    assert len(r.output.strip().splitlines()) == 1
 
 
 def test_serve_names_an_unknown_component_in_one_line(tmp_path: Path) -> None:
