@@ -13,13 +13,13 @@ from evota.audit.log import Actor, AuditLog, head_key
 from evota.clock import SystemClock
 from evota.store import db
 from evota.store.models import AuditEntry
+from tests.cluster.harness import pg_database  # noqa: F401
 
 
 @pytest.fixture
-def pg_url(database_url: str) -> str:
-    if database_url.startswith("sqlite"):
-        pytest.skip("several nodes share PostgreSQL only")
-    return database_url
+def pg_url(pg_database: str) -> str:  # noqa: F811
+    """PostgreSQL only (a fresh database per test)."""
+    return pg_database
 
 
 async def test_concurrent_appends_from_several_nodes_make_one_verifying_chain(

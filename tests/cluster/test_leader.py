@@ -12,13 +12,13 @@ from evota.clock import SystemClock
 from evota.cluster.leader import Follower, PgLeader, SoleLeader, Timing
 from evota.store import db
 from evota.store.models import ClusterLeader
+from tests.cluster.harness import pg_database  # noqa: F401
 
 
 @pytest.fixture
-def pg_url(database_url: str) -> str:
-    if database_url.startswith("sqlite"):
-        pytest.skip("leadership needs PostgreSQL")
-    return database_url
+def pg_url(pg_database: str) -> str:  # noqa: F811
+    """PostgreSQL only (a fresh database per test)."""
+    return pg_database
 
 
 async def _migrated(url: str) -> None:
