@@ -109,6 +109,13 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app.include_router(profile_upgrades.router)
 
+    probing: list[asyncio.Task[str | None]] = []  # the probe in flight, shared by callers
+
+    async def probe() -> str | None:
+        if not probing or probing[0].done():
+            probing[:] = [asyncio.ensure_future(_database_problem(runtime))]
+        return await asyncio.shield(probing[0])
+
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "evota is failing"}})
     async def healthz() -> JSONResponse:
         writer = runtime.fleet.writer
@@ -116,7 +123,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         # The database unreachable (a PostgreSQL restart): degraded, not failing. The node
         # still serves its chargers and queues their writes; a load balancer that took
         # every node out because the shared database restarted would drop the whole fleet.
-        database = writer.database_error or await _database_problem(runtime)
+        # The reason is the kind of failure, never the driver's text (it names hosts and
+        # users, and /healthz answers anyone); one probe at a time, however many ask.
+        database = "writes failing" if writer.database_error else await probe()
         status = "failing" if problem is not None else "degraded" if database else "ok"
         body: dict[str, object] = {
             "status": status,
