@@ -553,9 +553,7 @@ class LeaderCalls:
             except Exception as exc:
                 answer["error"] = self._error_json(exc)
         try:
-            await self.redis.publish(
-                key("leader-replies", caller), seal.seal(answer, default=str)
-            )
+            await self.redis.publish(key("leader-replies", caller), seal.seal(answer, default=str))
         except Exception as exc:  # the caller times out with a 503
             log.warning("leader calls: cannot answer", call=name, error=type(exc).__name__)
 
