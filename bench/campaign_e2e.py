@@ -64,6 +64,7 @@ async def main(args: argparse.Namespace) -> None:
         "EVOTA_OCPP_PORT": str(ports["ocpp"]),
         "EVOTA_DOWNLOAD_PORT": str(ports["download"]),
         "EVOTA_JOB_VERIFY_SECONDS": "1",
+        "EVOTA_APPROVAL_ACTIONS": "[]",  # campaign.start needs a second person by default
         "EVOTA_LOG_LEVEL": "warning",
         # every simulated charger connects from loopback: one source, as behind one NAT
         "EVOTA_OCPP_MAX_PREAUTH_PER_ADDRESS": "512",
