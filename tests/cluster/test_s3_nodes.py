@@ -18,6 +18,7 @@ from evota.files import load_key
 from evota.firmware import tokens
 from evota.firmware.delivery import download_path
 from evota.runtime import Runtime
+from tests.cluster.harness import pg_database  # noqa: F401
 from tests.conftest import api_client, start_runtime
 from tests.s3_fixtures import Bucket, damage
 from tests.test_firmware_update import allow_unsigned, upload
@@ -26,10 +27,9 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-def pg_url(database_url: str) -> str:
-    if database_url.startswith("sqlite"):
-        pytest.skip("several nodes share PostgreSQL")
-    return database_url
+def pg_url(pg_database: str) -> str:  # noqa: F811
+    """Several nodes share PostgreSQL (a fresh database per test)."""
+    return pg_database
 
 
 async def _ranged(rt: Runtime, charger_id: str, sha256: str) -> tuple[bytes, list[int]]:

@@ -40,6 +40,16 @@ from evota.firmware.signing import (
 )
 
 NOW = dt.datetime.now(dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """``NOW`` is each test's own start, not the module's import: under xdist a module is
+    imported at collection and may run many minutes later, after certificates its fixtures
+    made (notBefore = their creation - 5 min) — verifying "at NOW" then found them not yet
+    valid (a 19-minute suite on a busy machine failed 8 tests here)."""
+    global NOW
+    NOW = dt.datetime.now(dt.UTC)
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl binary not installed")
 
