@@ -48,8 +48,8 @@ from evota.firmware.storage import (
     RangeNotSatisfiable,
     StoredBlob,
     StoreUnavailable,
-    TooLarge,
     _blocking,
+    batched,
     validate_sha256,
 )
 
@@ -270,28 +270,20 @@ class S3Files:
             raise ValueError("max_bytes must be >= 0")
         hasher = hashlib.sha256()
         size = 0
-        buf = bytearray()
+        buf = bytearray()  # the tail, shorter than a part
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
         try:
-            async for chunk in chunks:
-                if not chunk:
+            async for piece in batched(chunks, max_bytes=max_bytes, batch=PART_BYTES):
+                size += len(piece)
+                if len(piece) < PART_BYTES:
+                    buf = piece
                     continue
-                size += len(chunk)
-                if size > max_bytes:
-                    aclose = getattr(chunks, "aclose", None)
-                    if aclose is not None:
-                        with contextlib.suppress(Exception):
-                            await aclose()
-                    raise TooLarge(max_bytes)
-                buf += chunk
-                if len(buf) >= PART_BYTES:
-                    pending, buf = buf, bytearray()
-                    if upload_id is None:
-                        upload_id = await _blocking(self._create, key)
-                    parts.append(
-                        await _blocking(self._part, key, upload_id, len(parts) + 1, pending, hasher)
-                    )
+                if upload_id is None:
+                    upload_id = await _blocking(self._create, key)
+                parts.append(
+                    await _blocking(self._part, key, upload_id, len(parts) + 1, piece, hasher)
+                )
             if upload_id is None:  # small: one PUT
                 await _blocking(self._put, key, buf, hasher)
             else:

@@ -147,6 +147,33 @@ class FirmwareStore(Protocol):
         ...
 
 
+async def batched(
+    chunks: AsyncIterator[bytes], *, max_bytes: int, batch: int
+) -> AsyncIterator[bytearray]:
+    """``chunks`` regrouped into pieces of at least ``batch`` bytes (the last one shorter, if
+    any bytes are left), so a store writes in large steps and holds about one piece.
+    :class:`TooLarge` as soon as more than ``max_bytes`` arrived, checked before a chunk is
+    buffered, after the source is closed (an upload stream stops being read)."""
+    size = 0
+    buf = bytearray()
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        size += len(chunk)
+        if size > max_bytes:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+            raise TooLarge(max_bytes)
+        buf += chunk
+        if len(buf) >= batch:
+            piece, buf = buf, bytearray()
+            yield piece
+    if buf:
+        yield buf
+
+
 def validate_sha256(sha256: str) -> str:
     """Return ``sha256`` if it is 64 lowercase hex chars, else raise ``ValueError``.
 
@@ -338,23 +365,9 @@ class LocalFirmwareStore:
         upload = _TempUpload(self.tmp_dir)
         try:
             size = 0
-            buf = bytearray()
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                size += len(chunk)
-                if size > max_bytes:
-                    aclose = getattr(chunks, "aclose", None)
-                    if aclose is not None:
-                        with contextlib.suppress(Exception):
-                            await aclose()
-                    raise TooLarge(max_bytes)
-                buf += chunk
-                if len(buf) >= self._write_batch:
-                    pending, buf = buf, bytearray()
-                    await _blocking(upload.write, pending)
-            if buf:
-                await _blocking(upload.write, buf)
+            async for piece in batched(chunks, max_bytes=max_bytes, batch=self._write_batch):
+                size += len(piece)
+                await _blocking(upload.write, piece)
             digest, created = await _blocking(upload.publish, self.blob_dir, self._path_for)
         finally:
             # After a successful publish the temp name is already gone; otherwise this
