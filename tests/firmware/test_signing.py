@@ -50,6 +50,8 @@ def _now() -> None:
     valid (a 19-minute suite on a busy machine failed 8 tests here)."""
     global NOW
     NOW = dt.datetime.now(dt.UTC)
+
+
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl binary not installed")
 
