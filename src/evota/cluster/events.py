@@ -45,15 +45,10 @@ from evota.audit import anomalies
 from evota.audit.log import AuditLog, Recorded
 from evota.cluster.envelope import Seal
 from evota.cluster.node import Node
-from evota.cluster.redis import key
+from evota.cluster.redis import key, raise_if_cancelled
 from evota.fleet.service import FleetService
 
-
-def _cancelled() -> None:
-    """Re-raise a pending cancel: a loop that retries on Redis errors must still stop."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+_cancelled = raise_if_cancelled  # evota.cluster.redis
 
 
 log = structlog.get_logger("evota.cluster.events")

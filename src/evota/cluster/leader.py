@@ -29,6 +29,7 @@ from sqlalchemy import make_url
 
 from evota.clock import Clock
 from evota.cluster.envelope import Seal
+from evota.cluster.redis import raise_if_cancelled
 
 log = structlog.get_logger("evota.cluster.leader")
 
@@ -241,6 +242,7 @@ class PgLeader(Leadership):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the session is gone or hangs: the lock may be gone too
+                raise_if_cancelled()
                 await self._step_down(f"{type(exc).__name__}: {exc}"[:200])
             self.attempts += 1
             async with self.changed:
@@ -472,6 +474,7 @@ class LeaderCalls:
                         key("leader"), self.node_key, px=int(self.refresh * 5 * 1000)
                     )
             except Exception as exc:  # Redis down: callers answer 503 until it is back
+                raise_if_cancelled()
                 log.warning("cannot advertise the leader", error=type(exc).__name__)
             await asyncio.sleep(self.refresh)
 
@@ -496,6 +499,7 @@ class LeaderCalls:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=self.refresh
                     )
+                    raise_if_cancelled()
                     if message is None:
                         continue
                     if message["channel"].decode() == replies:
@@ -507,6 +511,7 @@ class LeaderCalls:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away: subscribe again when it is back
+                raise_if_cancelled()
                 log.warning("leader calls: Redis lost", error=type(exc).__name__)
                 await asyncio.sleep(self.refresh)
             finally:

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 
 from evota.cluster.envelope import Seal
 from evota.cluster.node import Node
-from evota.cluster.redis import key
+from evota.cluster.redis import key, raise_if_cancelled
 from evota.fleet.events import Registration
 
 if TYPE_CHECKING:  # the gateway sits below the cluster layer; only its registry is read
@@ -425,6 +425,7 @@ class ChargerPresence:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelled()
                 # Lost writes are made good at the next heartbeat after Redis answers again.
                 self._dirty = True
                 log.warning("presence writes failed; reasserting later", error=str(exc))
@@ -500,6 +501,7 @@ class ChargerPresence:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelled()
                 self._available(beat_ok=False, error=str(exc))
                 self._dirty = True
 
@@ -609,6 +611,7 @@ class ChargerPresence:
                 delay = 0.1
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
+                    raise_if_cancelled()
                     if message is None:
                         if self._resync_due():
                             await self._resync()
@@ -617,6 +620,7 @@ class ChargerPresence:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelled()
                 log.debug("presence subscription lost", error=str(exc))
                 self._available(subscribed=False, error=str(exc))
                 self._dirty = True
