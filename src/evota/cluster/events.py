@@ -45,7 +45,7 @@ from evota.audit import anomalies
 from evota.audit.log import AuditLog, Recorded
 from evota.cluster.envelope import Seal
 from evota.cluster.node import Node
-from evota.cluster.redis import key, raise_if_cancelled
+from evota.cluster.redis import key, raise_if_cancelled, stop_tasks
 from evota.fleet.service import FleetService
 
 _cancelled = raise_if_cancelled  # evota.cluster.redis
@@ -362,9 +362,7 @@ class EventRelay:
             if flush and self._outbox:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.flushed(), timeout=5.0)
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
+            await stop_tasks([self._publisher], "event relay")
             self._publisher = None
         await self.unlead()
 
@@ -378,9 +376,7 @@ class EventRelay:
         """Leadership lost: stop reading; what was read and not acknowledged stays pending."""
         task, self._consumer = self._consumer, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_tasks([task], "event reader")
 
     async def _consume(self) -> None:
         me = self.node.key

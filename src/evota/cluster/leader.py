@@ -29,7 +29,7 @@ from sqlalchemy import make_url
 
 from evota.clock import Clock
 from evota.cluster.envelope import Seal
-from evota.cluster.redis import raise_if_cancelled
+from evota.cluster.redis import raise_if_cancelled, stop_tasks
 
 log = structlog.get_logger("evota.cluster.leader")
 
@@ -451,11 +451,7 @@ class LeaderCalls:
         ]
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *self._running]:
-            task.cancel()
-        for task in [*self._tasks, *self._running]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks([*self._tasks, *self._running], "leader calls")
         self._tasks = []
         for future in self._waiting.values():
             if not future.done():

@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from evota.cluster.node import Node
-from evota.cluster.redis import key, raise_if_cancelled
+from evota.cluster.redis import key, raise_if_cancelled, stop_tasks
 
 _cancelled = raise_if_cancelled  # evota.cluster.redis
 
@@ -127,11 +127,7 @@ class LiveBus:
             ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks, "live bus")
         self._tasks = []
 
     async def _publish_loop(self) -> None:

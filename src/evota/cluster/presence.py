@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 
 from evota.cluster.envelope import Seal
 from evota.cluster.node import Node
-from evota.cluster.redis import key, raise_if_cancelled
+from evota.cluster.redis import key, raise_if_cancelled, stop_tasks
 from evota.fleet.events import Registration
 
 if TYPE_CHECKING:  # the gateway sits below the cluster layer; only its registry is read
@@ -342,11 +342,7 @@ class ChargerPresence:
 
     async def stop(self) -> None:
         """A clean stop: this node's claims and liveness go at once (no wait for the TTL)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks, "presence")
         self._tasks = []
         with contextlib.suppress(Exception):
             await self._flush(self._drain())

@@ -7,8 +7,12 @@ costs a bounded wait (``socket_timeout``), never a hung request or runner.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
+import structlog
 from redis.asyncio import Redis
+
+log = structlog.get_logger("evota.cluster")
 
 PREFIX = "evota:"  # every key and channel evota uses starts with this
 
@@ -41,3 +45,27 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def stop_tasks(
+    tasks: Iterable[asyncio.Task[object]], what: str, timeout: float = 10.0
+) -> None:
+    """Cancel background tasks and wait for them, at most ``timeout`` seconds.
+
+    A node's stop must end even if a client library holds on to a task: a task still running
+    after ``timeout`` is logged with its stack (so the cause can be found) and left behind,
+    instead of the stop hanging forever (seen twice in busy test runs while stopping a node).
+    """
+    tasks = [t for t in tasks if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        frames = [
+            f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in task.get_stack()
+        ]
+        log.error(
+            "a task did not stop when cancelled", part=what, task=task.get_name(), stack=frames
+        )
