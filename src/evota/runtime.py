@@ -27,6 +27,7 @@ from evota.cluster import envelope
 from evota.cluster import redis as cluster_redis
 from evota.cluster.envelope import Seal
 from evota.cluster.events import EventRelay
+from evota.cluster.fence import fenced
 from evota.cluster.leader import (
     Follower,
     LeaderCalls,
@@ -117,6 +118,8 @@ class Runtime:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     engine: AsyncEngine = field(init=False)
+    # the runners' writes: the engine, fenced by the leader's term in cluster mode
+    runner_engine: AsyncEngine = field(init=False)
     audit: AuditLog = field(init=False)
     approvals: Approvals = field(init=False)
     command_path: CommandPath = field(init=False)
@@ -190,6 +193,7 @@ class Runtime:
         )
         await self.audit.start(key_created)
         self.leadership = self._leadership()
+        self.runner_engine = self._runner_engine()
         self.leader_calls = self._leader_calls()
         self.alerts = AlertMonitor(self.engine, self.clock, self.audit, s.alert_thresholds())
         await self.leadership.add(self.alerts.start, self._alerts_deposed)
@@ -317,6 +321,14 @@ class Runtime:
             return SoleLeader()
         return PgLeader(self.settings.resolved_database_url(), self.node.key, self.clock)
 
+    def _runner_engine(self) -> AsyncEngine:
+        """Cluster mode: the runners' commits are fenced by this node's term, so a deposed
+        leader's writes fail instead of landing (evota.cluster.fence); one node: the engine."""
+        leadership = self.leadership
+        if not isinstance(leadership, PgLeader):
+            return self.engine
+        return fenced(self.engine, lambda: leadership.token, leadership.deposed)
+
     def _leader_calls(self) -> LeaderCalls:
         url = self.settings.redis_url
         if url is None:
@@ -371,7 +383,7 @@ class Runtime:
         self.fleet.ready_listeners.append(self.certificates.charger_ready)
         await self.leadership.add(self.certificates.start, self.certificates.stop)
         self.passwords = PasswordChanges(
-            self.engine,
+            self.runner_engine,
             self.clock,
             self.audit,
             self.command_path,
@@ -381,7 +393,7 @@ class Runtime:
         self.fleet.key_listeners.append(self.passwords.promoted)
         await self.leadership.add(self.passwords.start, self.passwords.stop)
         self.profile_upgrades = ProfileUpgrades(
-            self.engine,
+            self.runner_engine,
             self.clock,
             self.audit,
             self.command_path,
@@ -437,7 +449,7 @@ class Runtime:
             )
             await self._start_ftp()
         self.jobs = JobRunner(
-            self.engine,
+            self.runner_engine,
             self.clock,
             send=self.send,
             ready=self._ready,
@@ -453,7 +465,7 @@ class Runtime:
         await self.leadership.add(self.jobs.start, self.jobs.stop)
         self.fleet.jobs = self.jobs
         self.campaigns = CampaignRunner(
-            self.engine,
+            self.runner_engine,
             self.clock,
             self.jobs,
             connected=self._ready,
@@ -462,7 +474,7 @@ class Runtime:
         )
         await self.leadership.add(self.campaigns.start, self.campaigns.stop)
         self.kpi_rollup = Rollup(
-            self.engine,
+            self.runner_engine,
             self.clock,
             after_run=partial(
                 kpi_service.check_regressions, self.engine, raise_alert=self.alerts.raise_alert
@@ -472,7 +484,7 @@ class Runtime:
             _started(self.kpi_rollup.start, s.kpi_rollup_minutes * 60), self.kpi_rollup.stop
         )
         self.pruner = Pruner(
-            self.engine,
+            self.runner_engine,
             self.clock,
             s.retention(),
             audit=self.audit,
@@ -484,7 +496,7 @@ class Runtime:
             _started(self.pruner.start, s.retention_interval_minutes * 60), self.pruner.stop
         )
         self.firmware_feeds = FeedWatcher(
-            self.engine,
+            self.runner_engine,
             self.firmware_store,
             self.audit,
             self.clock.now,
@@ -509,7 +521,7 @@ class Runtime:
         s = self.settings
         send = partial(send_command, self.command_path)
         self.operations = OperationRunner(
-            self.engine,
+            self.runner_engine,
             self.clock,
             send,
             self.audit,
@@ -520,7 +532,7 @@ class Runtime:
             resume_delay=s.operation_resume_delay_seconds,
         )
         self.configuration = ConfigurationService(
-            self.engine,
+            self.runner_engine,
             self.clock,
             fetch_send=self.send,
             send=send,
@@ -537,7 +549,7 @@ class Runtime:
         await self.leadership.add(self.configuration.start, self.configuration.stop)
         # CSMS root rotation (issue 16 §7): its two steps exist before operations resume
         self.rotations = RootRotations(
-            self.engine,
+            self.runner_engine,
             self.clock,
             self.audit,
             self.operations,
@@ -553,7 +565,7 @@ class Runtime:
         await self.leadership.add(self.operations.start, self.operations.stop)
         # chargers' local lists follow the token store
         self.local_lists = LocalListSync(
-            self.engine, self.clock, self.fleet.tokens, self.command_path, self._ready
+            self.runner_engine, self.clock, self.fleet.tokens, self.command_path, self._ready
         )
         await self.leadership.add(self.local_lists.start, self.local_lists.stop)
         self.fleet.ready_listeners.append(self.local_lists.charger_ready)

@@ -10,7 +10,8 @@ must run exactly once per cluster. The runtime hands each one's ``start`` and ``
 - ``PgLeader`` (cluster): a PostgreSQL session advisory lock on a dedicated connection. The
   lock lives and dies with that session, so a killed leader frees it at once and a partitioned
   one within the keepalive bound; each takeover increments a fencing token in the database
-  (table ``cluster_leader``), so a deposed leader's writes can be told apart.
+  (table ``cluster_leader``); the runners' commits check it (evota.cluster.fence), so a
+  deposed leader's writes fail instead of landing.
 """
 
 from __future__ import annotations
@@ -218,6 +219,12 @@ class PgLeader(Leadership):
         """Try the lock (or check the session) now rather than at the next retry."""
         self._wake.set()
 
+    def deposed(self, why: str) -> None:
+        """A runner's commit was refused by the fence (evota.cluster.fence): check the
+        session and the term now, and step down (stopping the runners) without waiting."""
+        log.warning("runner write refused: deposed", node=self._node_key, reason=why)
+        self.poke()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -228,11 +235,17 @@ class PgLeader(Leadership):
 
     async def _run(self) -> None:
         while True:
+            raise_if_cancelled()  # a cancel a library swallowed ends the loop here
             try:
                 if self._conn is None:
                     self._conn = await self._connect()
                 if self._leading:
-                    await self._conn.fetchval("SELECT 1", timeout=self.timing.check_timeout)
+                    token = await self._conn.fetchval(
+                        "SELECT token FROM cluster_leader WHERE id = 1",
+                        timeout=self.timing.check_timeout,
+                    )
+                    if token != self._token:  # another node took over (our lock is gone)
+                        await self._step_down(f"deposed: the cluster's term is now {token}")
                 elif await self._conn.fetchval(
                     "SELECT pg_try_advisory_lock($1)",
                     LOCK_KEY,
@@ -464,6 +477,7 @@ class LeaderCalls:
         from evota.cluster.redis import key
 
         while True:
+            raise_if_cancelled()
             try:
                 if self.serving:
                     await self.redis.set(
@@ -488,6 +502,7 @@ class LeaderCalls:
         calls = key("leader-calls", self.node_key)
         replies = key("leader-replies", self.node_key)
         while True:
+            raise_if_cancelled()
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(calls, replies)
