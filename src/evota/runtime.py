@@ -41,6 +41,7 @@ from evota.cluster.live import LiveBus
 from evota.cluster.node import Node, parse_components, single_node_lock
 from evota.cluster.presence import ChargerPresence, Presence, connected_anywhere
 from evota.cluster.pruner import Pruner
+from evota.cluster.resets import SharedResets
 from evota.cluster.routing import ClusterSend
 from evota.config import Settings, passive_range
 from evota.control import uploads as charger_uploads
@@ -167,6 +168,8 @@ class Runtime:
     live: LiveBus | None = None  # evota.cluster.live
     # Cluster mode: who holds which charger (evota.cluster.presence), commands routed to it
     presence: ChargerPresence | None = None
+    # Cluster mode: a scheduled Reset completed on whichever node its charger boots onto
+    resets: SharedResets | None = None  # evota.cluster.resets
     send: Any = field(init=False)  # Gateway.send, or ClusterSend in cluster mode
     components: frozenset[str] = field(init=False)  # EVOTA_COMPONENTS
     # who runs the runners: this process alone, or the cluster's elected leader
@@ -290,12 +293,19 @@ class Runtime:
             token_ttl=s.upload_token_ttl,
             remote=getattr(self.firmware_store, "files", None),  # S3: charger files there too
         )
+        if self.live is not None and self.seal is not None:  # cluster: resets on any node
+            self.resets = SharedResets(
+                self.live.redis, self.seal, self.fleet, self.audit, self.clock
+            )
+            self.fleet.reset_claim = self.resets.booted
+            self.resets.start()
         self.command_path = CommandPath(
             send=self.send,
             audit=self.audit,
             reset_scheduled=self.fleet.reset_scheduled,
             upload_url=self.uploads.url,
             profile_for=self.vendor_profiles.for_charger,
+            reset_shared=self.resets.scheduled if self.resets is not None else None,
         )
         await self._start_certificates()
         await self._start_firmware()
@@ -851,6 +861,8 @@ class Runtime:
             self._revoked_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._revoked_watch
+        if self.resets is not None:
+            await self.resets.stop()
         await self._stop_cluster_events()
         if self.presence is not None:  # this node's claims go now, not after the TTL
             await self.presence.stop()

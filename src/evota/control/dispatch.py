@@ -37,6 +37,9 @@ class CommandPath:
     # The charger's effective vendor profile (evota.fleet.vendor_store.for_charger): commands
     # its model is known not to take are refused before sending.
     profile_for: Callable[[str], vendors.VendorProfile] = lambda _charger_id: vendors.DEFAULT
+    # Cluster mode (evota.cluster.resets): a Reset answered Scheduled is stored where every
+    # node sees it, with who asked, since the charger may boot onto any node.
+    reset_shared: Callable[[str, str, str], Awaitable[None]] | None = None
 
 
 def vendor_refusal(
@@ -90,13 +93,19 @@ async def send_command(
     answer = {"status": result.status, **result.details}
     await _record(path.audit, actor, charger_id, spec, reason, result, {**detail, "answer": answer})
     if isinstance(command, commands.Reset) and result.status == "Scheduled":
-        done = partial(_reset_completed, path.audit, actor, charger_id)
-        path.reset_scheduled(charger_id, command.type, done)
+        if path.reset_shared is not None:
+            await path.reset_shared(charger_id, command.type, actor.name)
+        else:
+            done = partial(reset_completed, path.audit, actor.name, charger_id)
+            path.reset_scheduled(charger_id, command.type, done)
     return result
 
 
-def _reset_completed(audit: AuditLog, actor: Actor, charger_id: str, info: dict[str, Any]) -> None:
-    """Called from the fleet service (synchronously) when the scheduled reset happened."""
+def reset_completed(
+    audit: AuditLog, requested_by: str, charger_id: str, info: dict[str, Any]
+) -> None:
+    """Called from the fleet service (synchronously) when the scheduled reset happened, on
+    whichever node the charger booted onto (the entry is the same on each)."""
 
     async def record() -> None:
         try:
@@ -106,7 +115,7 @@ def _reset_completed(audit: AuditLog, actor: Actor, charger_id: str, info: dict[
                 "completed",
                 target=charger_id,
                 chargers=[charger_id],
-                detail={**info, "requested_by": actor.name},
+                detail={**info, "requested_by": requested_by},
             )
         except Exception:
             log.exception("could not audit a completed reset", charger_id=charger_id)

@@ -153,6 +153,9 @@ class FleetService:
         self._transactions: dict[str, dict[str, tuple[int, int]]] = {}
         self._connectors: dict[str, dict[int, dict[int, str]]] = {}
         self._resets: dict[str, PendingReset] = {}
+        # Cluster mode (evota.cluster.resets): asked with (charger id, boot reason, now) at a
+        # 2.0.1 boot with no reset pending here, since the Reset may have come from any node.
+        self.reset_claim: Callable[[str, str | None, Any], None] | None = None
         # Who may charge: the token store in memory (evota.fleet.token_store); the runtime
         # loads it and sets the lab's accept-all and the webhook.
         self.tokens = TokenAuthority(engine, clock)
@@ -473,14 +476,9 @@ class FleetService:
         )
         reset = self._resets.pop(state.id, None)
         if reset is not None:
-            done = {
-                "type": reset.type,
-                "scheduled_at": reset.scheduled_at.isoformat(),
-                "boot_reason": event.reason,
-            }
-            self._event(state, "reset", now, "completed", None, done)
-            if reset.done is not None:
-                reset.done(done)
+            self.reset_done(state.id, reset, event.reason, now)
+        elif self.reset_claim is not None and state.protocol == "ocpp2.0.1":
+            self.reset_claim(state.id, event.reason, now)  # cluster: pending on any node
         if self.jobs is not None and state.id in self.jobs.active:
             self.jobs.booted(state.id, event.firmware_version, event.reason)
             if registration is ev.Registration.ACCEPTED:
@@ -542,6 +540,31 @@ class FleetService:
     ) -> None:
         """A Reset was answered Scheduled: the next BootNotification completes it."""
         self._resets[charger_id] = PendingReset(reset_type, self._clock.now(), done)
+
+    def reset_done(
+        self, charger_id: str, reset: PendingReset, boot_reason: str | None, now: Any
+    ) -> None:
+        """The charger booted after a scheduled reset: the ``reset`` event, then ``done``."""
+        done = {
+            "type": reset.type,
+            "scheduled_at": reset.scheduled_at.isoformat(),
+            "boot_reason": boot_reason,
+        }
+        for listen in self.charger_listeners:
+            listen(charger_id, "reset", 0, "completed", None)
+        self.writer.event(
+            {
+                "charger_id": charger_id,
+                "kind": "reset",
+                "status": "completed",
+                "request_id": None,
+                "data": done,
+                "charger_timestamp": None,
+                "received_at": now,
+            }
+        )
+        if reset.done is not None:
+            reset.done(done)
 
     # -- id tokens (evota.fleet.tokens) -------------------------------------------------------
     def _authorize(
