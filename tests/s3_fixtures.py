@@ -8,12 +8,15 @@ worker; ``s3`` gives each test its own empty bucket and the settings that point 
 from __future__ import annotations
 
 import http.client
+import http.server
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +106,101 @@ class Bucket:
         return bytes(self.client.get_object(Bucket=self.name, Key=key)["Body"].read())
 
 
+@dataclass
+class Gate:
+    """One request a :class:`GatedS3` proxy holds: ``arrived`` is set when it is held,
+    and it goes on when the test sets ``release``. ``after_answer``: the request has
+    reached the store and its answer is held (the caller acts on a stale answer)."""
+
+    method: str
+    key_part: str
+    after_answer: bool = False
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+class GatedS3:
+    """A real HTTP reverse proxy on loopback in front of the moto server, which holds a
+    chosen request until the test releases it: a slow fetch or an interleaving of two
+    nodes' calls made deterministic, with evota's S3 client unchanged (it only gets this
+    proxy as its endpoint)."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+        self._gates: list[Gate] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                gate = proxy._take(self.command, self.path)
+                if gate is not None and not gate.after_answer:
+                    gate.arrived.set()
+                    gate.release.wait(30)
+                upstream = http.client.HTTPConnection("127.0.0.1", bucket.server.port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                data = answer.read()
+                upstream.close()
+                if gate is not None and gate.after_answer:
+                    gate.arrived.set()
+                    gate.release.wait(30)
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(k, v)
+                length_out = answer.getheader("Content-Length")
+                if self.command == "HEAD" and length_out is not None:
+                    self.send_header("Content-Length", length_out)
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def hold(self, method: str, key_part: str, *, after_answer: bool = False) -> Gate:
+        """Hold the next ``method`` request whose path contains ``key_part``."""
+        gate = Gate(method, key_part, after_answer)
+        with self._lock:
+            self._gates.append(gate)
+        return gate
+
+    def _take(self, method: str, path: str) -> Gate | None:
+        with self._lock:
+            for gate in self._gates:
+                if gate.method == method and gate.key_part in path:
+                    self._gates.remove(gate)
+                    return gate
+        return None
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        """evota's settings for the bucket, through this proxy."""
+        return self.bucket.settings(s3_endpoint_url=self.url, **extra)
+
+    def close(self) -> None:
+        with self._lock:
+            for gate in self._gates:
+                gate.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def damage(path: Path, offset: int, data: bytes, *, keep_mtime: bool = False) -> None:
     """Overwrite bytes of a file in place (a damaged cached copy); optionally as bit rot
     would, with its mtime kept."""
@@ -128,3 +226,11 @@ def s3(s3_server: S3Server) -> Bucket:
     bucket = Bucket(s3_server, "evota-" + uuid.uuid4().hex[:16])
     bucket.client.create_bucket(Bucket=bucket.name)
     return bucket
+
+
+@pytest.fixture
+def gated_s3(s3: Bucket) -> Iterator[GatedS3]:
+    """The test's bucket behind a :class:`GatedS3` proxy."""
+    proxy = GatedS3(s3)
+    yield proxy
+    proxy.close()

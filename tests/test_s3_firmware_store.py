@@ -7,6 +7,7 @@ problems, never a crash."""
 from __future__ import annotations
 
 import asyncio
+import ftplib
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -17,15 +18,15 @@ import pytest
 
 from evota.backup import backup
 from evota.files import load_key
-from evota.firmware import tokens
+from evota.firmware import ftp_delivery, tokens
 from evota.firmware.delivery import download_path
 from evota.sim.fleet import FaultProfile
-from tests.s3_fixtures import Bucket
+from tests.s3_fixtures import Bucket, GatedS3, gated_s3  # noqa: F401
 
 from .conftest import Keys, api_client, start_runtime
 from .support import free_port, until
 from .test_commands import CommandBench, control
-from .test_firmware_update import FAST_JOBS, Bench, running, upload
+from .test_firmware_update import FAST_JOBS, Bench, allow_unsigned, running, upload
 
 MiB = 1024 * 1024
 
@@ -116,6 +117,7 @@ async def test_an_unreachable_store_answers_503_problems_and_evota_keeps_running
         tmp_path,
         sqlite_url,
         **FAST_JOBS,
+        ftp_port=0,
         firmware_store="s3://evota-down/fw",
         s3_endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
         s3_access_key_id="key",
@@ -144,6 +146,17 @@ async def test_an_unreachable_store_answers_503_problems_and_evota_keeps_running
         assert got.status_code == 503 and got.headers["retry-after"] == "30"
         assert "firmware store unavailable" in got.json()["detail"]
 
+        # over FTP too: a 421 to come back later, not a 530 counted as a failed login
+        assert rt.ftp is not None and rt.ftp.port is not None
+        ftp = ftplib.FTP()
+        await asyncio.to_thread(ftp.connect, "127.0.0.1", rt.ftp.port, timeout=30)
+        with pytest.raises(ftplib.error_temp) as later:
+            await asyncio.to_thread(ftp.login, "CP-1", tokens.issue(grant, key))
+        ftp.close()
+        assert str(later.value).startswith("421 firmware store unavailable")
+        assert str(later.value).endswith("try again later.")
+        assert not rt.ftp.failures.blocked("127.0.0.1") and not rt.ftp.failures._seen
+
         # a charger's diagnostics upload is told the same
         url = rt.uploads.url("CP-1", "diagnostics")
         async with httpx.AsyncClient() as charger:
@@ -152,6 +165,58 @@ async def test_an_unreachable_store_answers_503_problems_and_evota_keeps_running
 
         assert (await api.get("/healthz")).status_code == 200  # still serving
         assert (await api.get("/api/v1/firmware")).status_code == 200
+    finally:
+        await api.aclose()
+        await rt.stop()
+
+
+async def test_an_ftp_cache_fill_does_not_stall_the_nodes_other_ftp_sessions(
+    tmp_path: Path,
+    sqlite_url: str,
+    gated_s3: GatedS3,  # noqa: F811
+) -> None:
+    """A charger's login over FTP on a cold cache fetches the image from the bucket; that
+    fetch (held at the proxy) runs off pyftpdlib's one IO thread, so another charger's
+    session on the same node is answered meanwhile, and the first gets its image after."""
+    rt = await start_runtime(tmp_path, sqlite_url, ftp_port=0, **gated_s3.settings())
+    api = api_client(rt)
+    try:
+        await allow_unsigned(api)
+        fw = await upload(api, tmp_path, None, "4.0.0", size=MiB)
+        assert rt.ftp is not None and rt.ftp.port is not None
+        port = rt.ftp.port
+        key = load_key(rt.settings.data_dir / tokens.KEY_FILE)
+        grant = tokens.DownloadGrant("job-1", "CP-1", fw["sha256"], int(time.time()) + 600)
+        fetch = gated_s3.hold("GET", f"firmware/sha256/{fw['sha256']}")
+
+        def first() -> bytes:  # a charger whose login fills the cache
+            with ftplib.FTP() as ftp:
+                ftp.connect("127.0.0.1", port, timeout=10)
+                ftp.login("CP-1", tokens.issue(grant, key))
+                out = bytearray()
+                ftp.retrbinary(f"RETR {ftp_delivery.FILE_NAME}", out.extend)
+                return bytes(out)
+
+        def second() -> list[str]:  # another charger's session meanwhile
+            with ftplib.FTP() as ftp:
+                replies = [ftp.connect("127.0.0.1", port, timeout=5)]
+                replies.append(ftp.sendcmd("NOOP"))
+                with pytest.raises(ftplib.error_perm) as refused:  # a login checked at once
+                    ftp.login("CP-2", "not-a-token")
+                replies.append(str(refused.value))
+                return replies
+
+        downloading = asyncio.create_task(asyncio.to_thread(first))
+        try:
+            assert await asyncio.to_thread(fetch.arrived.wait, 10), "no fetch reached S3"
+            replies = await asyncio.to_thread(second)
+            assert not downloading.done()  # still waiting on its fill
+        finally:
+            fetch.release.set()
+        assert [r[:3] for r in replies] == ["220", "200", "530"]
+        body = await downloading
+        assert hashlib.sha256(body).hexdigest() == fw["sha256"]
+        assert rt.firmware_cache is not None and rt.firmware_cache.fetches == 1
     finally:
         await api.aclose()
         await rt.stop()

@@ -457,6 +457,18 @@ def test_garbage_on_the_control_connection_is_answered(env: Env, garbage: bytes)
     assert _get(env.login()) == DATA  # the server is unharmed
 
 
+def test_commands_sent_with_a_login_are_answered_after_it(env: Env) -> None:
+    """The login's image check runs in a worker thread; commands the client pipelined
+    behind PASS wait for its reply and are answered in order, as logged in."""
+    sock = socket.create_connection(("127.0.0.1", env.port), timeout=5)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"220")
+    sock.sendall(f"USER CP-1\r\nPASS {env.token()}\r\nPWD\r\nNOOP\r\n".encode())
+    replies = [f.readline()[:3] for _ in range(4)]
+    sock.close()
+    assert replies == [b"331", b"230", b"257", b"200"]
+
+
 def test_failed_login_memory_is_bounded() -> None:
     now = [0.0]
     failures = ftp_delivery._Failures(limit=2, window=10, clock=lambda: now[0], max_addresses=3)

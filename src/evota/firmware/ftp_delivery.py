@@ -24,9 +24,15 @@ the HTTP download server (:mod:`evota.firmware.delivery`) does, under the same r
   window (then the address is refused until the window passes).
 
 The protocol is pyftpdlib's (one IO loop thread of its own); this module supplies the
-virtual filesystem, the authorizer and the limits. The token (the FTP password) is never
-logged: pyftpdlib's own logger is replaced by evota's structured events, which name the
-charger and job but never the password.
+virtual filesystem, the authorizer and the limits. The image lookup of a login or a RETR may
+fetch the image from an object store into the local cache (S3, seconds for a large image),
+so it runs in a worker thread: that session reads no further command until its reply is
+sent, while every other session of the node goes on. The reply is delayed rather than a
+``450`` sent at once, because a charger's FTP client takes a 4xx as a failed download (the
+charger reports DownloadFailed and waits for the OCPP retry, minutes later), while a slow
+reply only looks like a slow server; the wait is bounded by the session's idle timeout.
+The token (the FTP password) is never logged: pyftpdlib's own logger is replaced by
+evota's structured events, which name the charger and job but never the password.
 
 :func:`location` is the pure choice of a job's download URL from the charger's download
 protocol; the job runner gets it injected, so the rollout core stays protocol-neutral.
@@ -34,6 +40,7 @@ protocol; the job runner gets it injected, so the rollout core stays protocol-ne
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import ipaddress
@@ -47,6 +54,7 @@ import warnings
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
@@ -63,6 +71,7 @@ with warnings.catch_warnings():  # pyftpdlib builds on asyncore/asynchat (deprec
 
 from evota.firmware import tokens
 from evota.firmware.delivery import MAX_URL_CHARS, DeliveryServer, ServedImage, download_url
+from evota.firmware.storage import StoreUnavailable
 
 __all__ = [
     "FILE_NAME",
@@ -330,12 +339,16 @@ class _OneFileFS(AbstractedFS):  # type: ignore[misc]
 
 
 class _Refused(Exception):
-    """A token or image refused at login or at a RETR (``why`` is safe to show and log)."""
+    """A token or image refused at login or at a RETR (``why`` is safe to show and log);
+    ``transient`` when the object store is down or the cache full (try again later)."""
 
-    def __init__(self, why: str, grant: tokens.DownloadGrant | None) -> None:
+    def __init__(
+        self, why: str, grant: tokens.DownloadGrant | None, *, transient: bool = False
+    ) -> None:
         super().__init__(why)
         self.why = why
         self.grant = grant
+        self.transient = transient
 
     def context(self, username: str) -> dict[str, Any]:
         who = self.grant
@@ -356,6 +369,8 @@ def _admit(http: DeliveryServer, charger_id: str, token: str) -> tuple[Any, Serv
         raise _Refused(f"download token {exc.reason}", exc.grant) from None
     try:
         image = http.lookup(grant.firmware_sha256)
+    except StoreUnavailable as exc:  # its message is safe to show (no credential)
+        raise _Refused(str(exc), grant, transient=True) from None
     except Exception:
         log.exception("firmware lookup failed", charger=grant.charger_id, job=grant.job_id)
         raise _Refused("lookup failed", grant) from None
@@ -375,11 +390,18 @@ class _Authorizer:
         self.owner = owner
 
     def validate_authentication(self, username: str, password: str, handler: Any) -> None:
+        # The handler's PASS ran _admit in a worker thread (it may fetch the image) and
+        # left its outcome here; without one (never expected) it is checked in place.
+        admitted, handler.admitted = handler.admitted, None
         try:
-            grant, image = _admit(self.owner.http, username, password)
+            if admitted is None:
+                admitted = _admit(self.owner.http, username, password)
+            if isinstance(admitted, _Refused):
+                raise admitted
         except _Refused as exc:
             log.warning("ftp login refused", peer=handler.peer, **exc.context(username))
             raise AuthenticationFailed(exc.why) from None
+        grant, image = admitted
         handler.grant = grant
         handler.image_path = image.path
 
@@ -443,6 +465,52 @@ def _without_removed(table: dict[str, Any]) -> dict[str, Any]:
     return {name: spec for name, spec in table.items() if name not in _REMOVED}
 
 
+class _Waker:
+    """Runs functions queued by worker threads on the IO loop thread (pyftpdlib's scheduler
+    is not thread-safe): a socket pair registered with the loop wakes it at once."""
+
+    def __init__(self, ioloop: Any) -> None:
+        self._recv, self._send = socket.socketpair()
+        self._recv.setblocking(False)
+        self._send.setblocking(False)
+        self._fileno = self._recv.fileno()
+        self._calls: deque[Callable[[], None]] = deque()
+        ioloop.register(self._fileno, self, ioloop.READ)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Any thread: run ``fn`` on the IO loop thread (dropped once the server stopped)."""
+        self._calls.append(fn)
+        with contextlib.suppress(OSError):  # full: a wake-up is pending anyway; closed: stopped
+            self._send.send(b"\0")
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read_event(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._recv.recv(4096):
+                pass
+        while self._calls:
+            fn = self._calls.popleft()
+            try:
+                fn()
+            except Exception:
+                log.exception("ftp deferred reply failed")
+
+    def handle_close(self) -> None:
+        pass
+
+    def handle_error(self) -> None:
+        log.exception("ftp waker failed")
+
+    def close(self) -> None:
+        self._recv.close()
+        self._send.close()
+
+
 class _Handler(FTPHandler):  # type: ignore[misc]
     """The control connection; class attributes are set per server by :meth:`FtpDelivery.start`."""
 
@@ -457,7 +525,10 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         self.grant: tokens.DownloadGrant | None = None
         self.image_path: Path | None = None
         self.slot: _Slot | None = None
+        self.admitted: tuple[Any, ServedImage] | _Refused | None = None  # PASS's outcome
         self._login_timer: Any = None
+        self._waiting = False  # a command's lookup runs in a worker thread
+        self._held: deque[bytes] = deque()  # lines the client sent meanwhile (pipelined)
         try:
             address = conn.getpeername()
             self.peer = f"{address[0]}:{address[1]}"
@@ -482,12 +553,77 @@ class _Handler(FTPHandler):  # type: ignore[misc]
             self.respond("421 Login timed out.")
             self.close_when_done()
 
+    # -- commands whose lookup may fetch the image run it off the IO loop thread ---------
+    def _defer(self, work: Callable[[], Any], then: Callable[[Any], object]) -> None:
+        """Run ``work`` in a worker thread, then ``then(its future)`` on the IO loop thread.
+        This session reads no further command meanwhile (pyftpdlib's own pause after a
+        failed login does the same), so its replies keep their order."""
+        self._waiting = True
+        self.del_channel()
+        waker, workers = self.owner._waker, self.owner._workers
+        assert waker is not None and workers is not None
+
+        def done(future: concurrent.futures.Future[Any]) -> None:
+            waker.call_soon(partial(self._resume, future, then))
+
+        workers.submit(work).add_done_callback(done)
+
+    def _resume(
+        self, future: concurrent.futures.Future[Any], then: Callable[[Any], object]
+    ) -> None:
+        self._waiting = False
+        if self._closed or self._closing:
+            return
+        self.add_channel()
+        try:
+            then(future)
+        except Exception:
+            self.handle_error()
+            return
+        while self._held and not self._waiting and not self._closed:
+            line = self._held.popleft()
+            self._in_buffer, self._in_buffer_len = [line], len(line)
+            super().found_terminator()
+
+    def found_terminator(self) -> None:
+        if self._waiting:  # a line read along with the deferred command: after its reply
+            self._held.append(b"".join(self._in_buffer))
+            self._in_buffer, self._in_buffer_len = [], 0
+            return
+        super().found_terminator()
+
+    @staticmethod
+    def _outcome(future: concurrent.futures.Future[Any]) -> tuple[Any, ServedImage] | _Refused:
+        try:
+            result: tuple[Any, ServedImage] = future.result()
+        except _Refused as exc:
+            return exc
+        except Exception:  # _admit catches the lookup's errors; anything else is a bug
+            log.exception("ftp image check failed")
+            return _Refused("lookup failed", None)
+        return result
+
     def ftp_PASS(self, line: str) -> None:
         if self.owner.failures.blocked(self.remote_ip):
             self.respond("421 Too many failed logins from your address; try again later.")
             self.close_when_done()
             return
-        super().ftp_PASS(line)
+        if self.authenticated or not self.username:
+            super().ftp_PASS(line)  # its 503 answers
+            return
+        self._defer(
+            partial(_admit, self.owner.http, self.username, line), partial(self._pass_checked, line)
+        )
+
+    def _pass_checked(self, line: str, future: concurrent.futures.Future[Any]) -> None:
+        outcome = self._outcome(future)
+        if isinstance(outcome, _Refused) and outcome.transient:
+            log.warning("ftp login deferred", peer=self.peer, **outcome.context(self.username))
+            self.respond(f"421 {outcome.why}; try again later.")
+            self.close_when_done()
+            return
+        self.admitted = outcome
+        super().ftp_PASS(line)  # the authorizer takes self.admitted
 
     def on_login(self, username: str) -> None:
         if self._login_timer is not None and not self._login_timer.cancelled:
@@ -522,20 +658,29 @@ class _Handler(FTPHandler):  # type: ignore[misc]
             self._out_dtp_queue = None
 
     # -- the download -------------------------------------------------------------------
-    def ftp_RETR(self, file: str) -> str | None:
-        grant = self.grant
-        assert grant is not None  # RETR needs a login
+    def ftp_RETR(self, file: str) -> None:
+        assert self.grant is not None  # RETR needs a login
         if self.data_channel is not None and self.data_channel.transfer_in_progress():
             self.respond("425 A transfer is already in progress.")
-            return None
+            return
         self._drop_queued()
-        try:  # still valid? (it may have expired, or the image been revoked, since the login)
-            grant, image = _admit(self.owner.http, self.username, self.password)
-        except _Refused as exc:
+        # still valid? (it may have expired, or the image been revoked, since the login)
+        self._defer(
+            partial(_admit, self.owner.http, self.username, self.password),
+            partial(self._retr_checked, file),
+        )
+
+    def _retr_checked(self, file: str, future: concurrent.futures.Future[Any]) -> str | None:
+        outcome = self._outcome(future)
+        if isinstance(outcome, _Refused):
             log.warning("firmware download refused", protocol="ftp", peer=self.peer,
-                        **exc.context(self.username))  # fmt: skip
-            self.respond(f"550 {exc.why.capitalize()}.")
+                        **outcome.context(self.username))  # fmt: skip
+            if outcome.transient:
+                self.respond(f"450 {outcome.why}; try again later.")
+            else:
+                self.respond(f"550 {outcome.why.capitalize()}.")
             return None
+        grant, image = outcome
         self.image_path = image.path
         try:
             site = self.owner.http.site_of(grant.charger_id)
@@ -631,6 +776,8 @@ class FtpDelivery:
         self.max_per_address = max_per_address
         self.auth_failed_delay = auth_failed_delay
         self.failures = _Failures(max_failures, failure_window)
+        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._waker: _Waker | None = None
         self._server: FTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -676,6 +823,12 @@ class FtpDelivery:
         server = FTPServer((host, port), handler, ioloop=IOLoop())
         server.max_cons = self.max_connections
         server.max_cons_per_ip = self.max_per_address
+        # Image lookups (a cache fill from the object store) run off the IO loop thread; the
+        # cache lets one thread fill an image while the others wait for that same fill.
+        self._workers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=32, thread_name_prefix="evota-ftp-lookup"
+        )
+        self._waker = _Waker(server.ioloop)
         self._server = server
         self._thread = threading.Thread(
             target=self._loop, args=(server,), name="evota-firmware-ftp", daemon=True
@@ -705,6 +858,9 @@ class FtpDelivery:
         self._stopping.set()
         if thread is not None:
             thread.join(timeout=5)
+        # a lookup still filling the cache finishes in its thread; its reply is dropped
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
 
     @property
     def port(self) -> int | None:
