@@ -5,25 +5,39 @@ copies; a damaged copy on one node is detected and fetched again."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import hashlib
 import os
 import shutil
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from evota.config import Settings
 from evota.files import load_key
-from evota.firmware import tokens
+from evota.firmware import intake, tokens
+from evota.firmware import repository as repo
 from evota.firmware.delivery import download_path
+from evota.firmware.intake import IntakeError, Refusal, Submission
+from evota.firmware.s3_storage import S3FirmwareStore
 from evota.runtime import Runtime
+from evota.store import db
+from evota.store.models import Firmware
 from tests.cluster.harness import pg_database  # noqa: F401
 from tests.conftest import api_client, start_runtime
-from tests.s3_fixtures import Bucket, damage
+from tests.s3_fixtures import Bucket, GatedS3, damage, gated_s3  # noqa: F401
+from tests.support import until
 from tests.test_firmware_update import allow_unsigned, upload
 
 MiB = 1024 * 1024
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -76,3 +90,83 @@ async def test_two_nodes_serve_the_same_image_from_their_own_caches(
         await api.aclose()
         await b.stop()
         await a.stop()
+
+
+async def _advisory_waiters(engine: AsyncEngine) -> int:
+    """Sessions of this test's database waiting for an advisory lock."""
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        )
+        return int(found.scalar_one())
+
+
+async def _until_done_or_waiting(task: asyncio.Task[Any], engine: AsyncEngine) -> None:
+    """The task has finished, or it waits for the blob's lock another node holds."""
+    await until(lambda: task.done() or _advisory_waiters(engine))
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.mark.parametrize("interleaving", ["stale_exists", "delete_in_flight"])
+async def test_two_nodes_taking_in_the_same_bytes_never_leave_a_row_without_its_object(
+    tmp_path: Path,
+    pg_url: str,
+    gated_s3: GatedS3,  # noqa: F811
+    interleaving: str,
+) -> None:
+    """Nodes A and B take in identical bytes (one object, content-addressed); A's upload is
+    refused and discarded while B's is accepted. Each interleaving is made deterministic by
+    holding one S3 request at a real proxy: B acting on a stale "the object is there" while A
+    deletes it, or A's DELETE in flight while B checks and commits. Afterwards every image
+    row's object exists and hashes to its digest."""
+    data = os.urandom(64 * 1024)
+    sha256 = hashlib.sha256(data).hexdigest()
+    engines = [db.create_engine(pg_url) for _ in "ab"]
+    await db.migrate(engines[0])
+    config = Settings(**gated_s3.settings(data_dir=tmp_path)).s3_config()
+    assert config is not None
+    store_a, store_b = (S3FirmwareStore(config, tmp_path / n / "cache", 64 * MiB) for n in "ab")
+    engine_a, engine_b = engines
+    try:
+        await repo.set_vendor_policy(engine_a, "Acme", True, NOW)
+        blob_a = await store_a.put(_chunks(data), max_bytes=MiB)
+        blob_b = await store_b.put(_chunks(data), max_bytes=MiB)
+        assert (blob_a.created, blob_b.created) == (True, False)
+        key = f"firmware/sha256/{sha256}"
+        wanted = Submission("Acme", "1.0", ["M1"])
+        accepting = discarding = None
+        if interleaving == "stale_exists":  # B has seen the object; A's discard comes
+            gate = gated_s3.hold("HEAD", key, after_answer=True)
+            accepting = asyncio.create_task(intake.accept(engine_b, store_b, wanted, blob_b, NOW))
+            assert await asyncio.to_thread(gate.arrived.wait, 10)
+            discarding = asyncio.create_task(intake.discard(engine_a, store_a, blob_a))
+            await _until_done_or_waiting(discarding, engine_a)
+        else:  # A found no image and sent its DELETE; B's accept comes
+            gate = gated_s3.hold("DELETE", key)
+            discarding = asyncio.create_task(intake.discard(engine_a, store_a, blob_a))
+            assert await asyncio.to_thread(gate.arrived.wait, 10)
+            accepting = asyncio.create_task(intake.accept(engine_b, store_b, wanted, blob_b, NOW))
+            await _until_done_or_waiting(accepting, engine_b)
+        gate.release.set()
+        await discarding
+        try:
+            await accepting
+        except IntakeError as exc:  # the object went first: B is told to upload again
+            assert interleaving == "delete_in_flight" and exc.refusal == Refusal.RACED
+
+        async with engine_a.connect() as conn:
+            rows = (await conn.execute(select(Firmware.sha256))).scalars().all()
+        for digest in rows:  # every image row's object is there and verifies
+            assert f"evota/firmware/sha256/{digest}" in gated_s3.bucket.keys()
+            body = gated_s3.bucket.get(f"evota/firmware/sha256/{digest}")
+            assert hashlib.sha256(body).hexdigest() == digest
+        assert len(rows) == (1 if interleaving == "stale_exists" else 0)
+    finally:
+        for engine in engines:
+            await engine.dispose()

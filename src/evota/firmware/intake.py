@@ -11,12 +11,15 @@ errors; the API maps them to problem responses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import enum
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Final
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.firmware import repository as repo
@@ -79,11 +82,43 @@ def _blob_lock(store: FirmwareStore) -> asyncio.Lock:
     return lock
 
 
+#: The class of PostgreSQL advisory locks (two-int form: ``evfb``, then the digest's first
+#: 32 bits) that serialize the decisions about one blob across the nodes of a cluster.
+BLOB_LOCK_CLASS: Final = 0x65766662
+
+
+def blob_lock_key(sha256: str) -> tuple[int, int]:
+    """The advisory lock of a blob: (class, the digest's first 32 bits as a signed int4)."""
+    return BLOB_LOCK_CLASS, int(sha256[:8], 16) - 2**31
+
+
+@contextlib.asynccontextmanager
+async def _blob_guard(
+    engine: AsyncEngine, store: FirmwareStore, sha256: str
+) -> AsyncIterator[None]:
+    """Hold "is the blob referenced? then delete it" and "is the blob there? then add its
+    image" apart. In one process a lock per store does; nodes sharing a bucket (S3) also take
+    the blob's transaction advisory lock in PostgreSQL, held to the end of the block (a
+    connection of its own; a lost connection releases it). Without it a node could delete
+    the object another node's image row was just committed with."""
+    async with _blob_lock(store):
+        if engine.dialect.name != "postgresql":
+            yield
+            return
+        cls, key = blob_lock_key(sha256)
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:c, :k)"), {"c": cls, "k": key})
+            try:
+                yield
+            finally:
+                await conn.rollback()  # ends the transaction: the lock goes with it
+
+
 async def discard(engine: AsyncEngine, store: FirmwareStore, blob: StoredBlob) -> None:
     """Remove a blob a refused upload created, unless an image references it by now."""
     if not blob.created:
         return
-    async with _blob_lock(store):
+    async with _blob_guard(engine, store, blob.sha256):
         if not await repo.sha256_in_use(engine, blob.sha256):
             await store.delete(blob.sha256)
 
@@ -195,9 +230,10 @@ async def accept(
         supersedes=submission.supersedes,
         source=submission.source,
     )
-    async with _blob_lock(store):
-        # A concurrent refused upload of the same bytes may have deleted the blob after our
-        # put found it already stored; never insert an image without its file.
+    async with _blob_guard(engine, store, blob.sha256):
+        # A concurrent refused upload of the same bytes (here or on another node) may have
+        # deleted the blob after our put found it already stored; never insert an image
+        # without its file.
         if not await store.exists(blob.sha256):
             raise IntakeError(Refusal.RACED, "the stored file vanished; upload again", "file")
         return await repo.add_firmware(engine, new, now)
