@@ -42,6 +42,7 @@ from evota.cluster.node import Node, parse_components, single_node_lock
 from evota.cluster.presence import ChargerPresence, Presence, connected_anywhere
 from evota.cluster.pruner import Pruner
 from evota.cluster.resets import SharedResets
+from evota.cluster.rotation import RotationSpread
 from evota.cluster.routing import ClusterSend
 from evota.config import Settings, passive_range
 from evota.control import uploads as charger_uploads
@@ -170,6 +171,8 @@ class Runtime:
     presence: ChargerPresence | None = None
     # Cluster mode: a scheduled Reset completed on whichever node its charger boots onto
     resets: SharedResets | None = None  # evota.cluster.resets
+    # Cluster mode: the root rotation's switch on every node's listener (evota.cluster.rotation)
+    rotation_spread: RotationSpread | None = None
     send: Any = field(init=False)  # Gateway.send, or ClusterSend in cluster mode
     components: frozenset[str] = field(init=False)  # EVOTA_COMPONENTS
     # who runs the runners: this process alone, or the cluster's elected leader
@@ -570,6 +573,20 @@ class Runtime:
             approvals=self.approvals,
         )
         await self.leadership.add(_started(self.rotations.start), _nothing)
+        if self.live is not None and self.presence is not None:  # cluster: every node switches
+            self.rotation_spread = RotationSpread(
+                self.live.redis,
+                self.live,
+                self.node,
+                self.engine,
+                self.gateway,
+                self.rotations,
+                self.presence.directory,
+                self.is_connected,
+                listening=bool(self.ocpp_tls_port),
+            )
+            self.rotations.fleetwide = self.rotation_spread
+            self.rotation_spread.start()
         self.operations.add_step(profile_upgrade_step, self.profile_upgrades.step)
         # registers operation.start, resumes running ones
         await self.leadership.add(self.operations.start, self.operations.stop)
@@ -863,6 +880,8 @@ class Runtime:
                 await self._revoked_watch
         if self.resets is not None:
             await self.resets.stop()
+        if self.rotation_spread is not None:
+            await self.rotation_spread.stop()
         await self._stop_cluster_events()
         if self.presence is not None:  # this node's claims go now, not after the TTL
             await self.presence.stop()

@@ -262,6 +262,9 @@ def test_removal_rules() -> None:
     waiting = rules.removal_readiness("switched", now, {"A", "B"}, {"A"})
     assert waiting.problem and waiting.waiting == ("B",)
     assert rules.removal_readiness("switched", now, {"A", "B"}, {"A", "B"}).problem is None
+    # A cluster node still serving the old chain holds the removal back (evota.cluster.rotation).
+    lagging = rules.removal_readiness("switched", now, {"A"}, {"A"}, ["node-b"])
+    assert lagging.problem is not None and "node-b" in lagging.problem
     assert rules.removal_readiness("removing", now, set(), set()).problem
     assert rules.end_state("removing", "completed") == "finished"
     assert rules.end_state("removing", "stopped") == "switched"

@@ -83,6 +83,17 @@ class Connections(Protocol):
     def reload_tls(self) -> str | None: ...
 
 
+class Fleetwide(Protocol):
+    """Cluster mode (evota.cluster.rotation): the switch reaches every node's listener and
+    the status counts every node's chargers."""
+
+    def connected(self, charger_ids: Sequence[str]) -> set[str]: ...
+
+    async def switched(self, rotation_id: str) -> int: ...
+
+    async def reconnection(self, rotation_id: str) -> tuple[set[str], set[str], list[str]]: ...
+
+
 class RootRotations:
     def __init__(
         self,
@@ -109,6 +120,8 @@ class RootRotations:
         # by rotation id: a charger has reconnected when its connection is another object.
         self._at_switch: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
+        # Cluster mode: every node reloads and reconnects its chargers (the runtime sets it).
+        self.fleetwide: Fleetwide | None = None
 
     def start(self) -> None:
         self._runner.add_step(INSTALL, self._install_step)
@@ -223,6 +236,8 @@ class RootRotations:
             return found.scalar_one_or_none()
 
     def _connected(self, ids: Sequence[str]) -> set[str]:
+        if self.fleetwide is not None:
+            return self.fleetwide.connected(ids)
         return {cid for cid in ids if cid in self._gateway.connections}
 
     def _reconnected(self, rotation_id: str) -> tuple[set[str], set[str]]:
@@ -262,8 +277,12 @@ class RootRotations:
         ready = rules.switch_readiness(
             row.state, install_state, targets, self._connected(targets), holding, row.min_share
         )
-        on_tls, again = self._reconnected(row.id)
-        removal = rules.removal_readiness(row.state, row.switched_at, on_tls, again)
+        lagging: list[str] = []
+        if self.fleetwide is not None:  # every node's chargers and listeners
+            on_tls, again, lagging = await self.fleetwide.reconnection(row.id)
+        else:
+            on_tls, again = self._reconnected(row.id)
+        removal = rules.removal_readiness(row.state, row.switched_at, on_tls, again, lagging)
         return {
             "id": row.id,
             "state": row.state,
@@ -405,18 +424,25 @@ class RootRotations:
                 raise RotationConflict(
                     view["switch_problem"], {"lacking_new_root": view["lacking_new_root"]}
                 )
-            self._replace_server_certificate(row.new_root)
+            self.replace_server_certificate(row.new_root)
             targets = list(row.charger_ids)
             conns = self._gateway.connections
             on_tls = {cid: conns[cid] for cid in targets if cid in conns and conns[cid].secure}
-            self._at_switch[row.id] = on_tls
+            if self.fleetwide is None:
+                self._at_switch[row.id] = on_tls
             await self._set(row.id, RotationState.SWITCHED, switched=True)
-        for conn in on_tls.values():  # reconnect now, checking the new chain
-            conn.close(CloseCode.SERVICE_RESTART, "server certificate rotated")
-        log.info("server certificate switched", rotation_id=rotation_id, reconnecting=len(on_tls))
-        return {"id": rotation_id, "state": RotationState.SWITCHED, "reconnecting": len(on_tls)}
+        if self.fleetwide is not None:  # this node's chargers now, the other nodes' on notice
+            reconnecting = await self.fleetwide.switched(row.id)
+        else:
+            for conn in on_tls.values():  # reconnect now, checking the new chain
+                conn.close(CloseCode.SERVICE_RESTART, "server certificate rotated")
+            reconnecting = len(on_tls)
+        log.info("server certificate switched", rotation_id=rotation_id, reconnecting=reconnecting)
+        return {"id": rotation_id, "state": RotationState.SWITCHED, "reconnecting": reconnecting}
 
-    def _replace_server_certificate(self, new_root_pem: str) -> None:
+    def replace_server_certificate(self, new_root_pem: str) -> None:
+        """The ``.next`` pair (chaining to the new root) in place of the configured files,
+        the listener reloaded; RotationConflict says why not (nothing changed then)."""
         tls = self._gateway.tls
         if tls is None or tls.files.cert is None or tls.files.key is None:
             raise RotationConflict("evota has no TLS listener (EVOTA_OCPP_TLS_PORT): no switch")

@@ -180,9 +180,12 @@ def removal_readiness(
     switched_at: datetime | None,
     on_tls_at_switch: Collection[str],
     reconnected: Collection[str],
+    lagging: Sequence[str] = (),
 ) -> Removal:
     """The finish rule: only after the switch, and after every charger that was on TLS at the
-    switch reconnected (validating the new chain); else the old root is its only way back."""
+    switch reconnected (validating the new chain); else the old root is its only way back.
+    ``lagging``: nodes of a cluster whose listener does not serve the new chain yet (a charger
+    without the old root could not connect to them)."""
     waiting = tuple(sorted(cid for cid in on_tls_at_switch if cid not in reconnected))
     if state in {RotationState.AWAITING_APPROVAL, RotationState.INSTALLING} or not switched_at:
         return Removal(
@@ -192,6 +195,11 @@ def removal_readiness(
         )
     if state != RotationState.SWITCHED:
         return Removal(f"the rotation is {state}: the old root's removal is not pending", waiting)
+    if lagging:
+        return Removal(
+            f"node(s) {', '.join(lagging)} do not serve the new server certificate yet",
+            waiting,
+        )
     if waiting:
         return Removal(
             f"{len(waiting)} charger(s) have not reconnected under the new server certificate",
