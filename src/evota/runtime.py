@@ -391,6 +391,7 @@ class Runtime:
             inventory_every=timedelta(hours=s.cert_inventory_hours),
             boot_delay=s.cert_inventory_boot_delay_seconds,
             server_certificate=s.ocpp_tls_cert,
+            shared=self.shared_limits.signings if self.shared_limits else None,
         )
         self.fleet.certificates = self.certificates
         self.fleet.ready_listeners.append(self.certificates.charger_ready)
@@ -516,6 +517,7 @@ class Runtime:
             s.firmware_fetch_policy(),
             max_new=s.firmware_feed_max_new,
             max_feed_bytes=s.firmware_feed_max_bytes,
+            slots=self.shared_limits.imports if self.shared_limits else None,
         )
         await self.leadership.add(
             _started(self.firmware_feeds.start, s.firmware_feed_interval_hours * 3600),
@@ -941,6 +943,7 @@ class Runtime:
             download_max=s.download_max_concurrent,
             download_max_per_site=s.download_max_per_site,
             now=lambda: self.clock.now().timestamp(),
+            sign_interval=s.ca_sign_interval_minutes * 60,
         )
 
     def _presence(self, url: str) -> ChargerPresence:

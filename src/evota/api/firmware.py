@@ -292,11 +292,15 @@ _FETCH_PROBLEMS: Final[dict[importer.FetchProblem, tuple[int, str]]] = {
     importer.FetchProblem.ENCODING: (422, "Fetch failed"),
     importer.FetchProblem.SHA256: (422, "Digest mismatch"),
     importer.FetchProblem.BUSY: (429, "Too many imports"),
+    importer.FetchProblem.UNAVAILABLE: (503, "Imports unavailable"),  # cluster: Redis down
 }
 
 
 @router.post(
-    "/import", status_code=201, response_model=FirmwareDetail, responses=problems(409, 413, 429)
+    "/import",
+    status_code=201,
+    response_model=FirmwareDetail,
+    responses=problems(409, 413, 429, 503),
 )
 async def import_firmware(
     body: ImportIn,
@@ -323,10 +327,12 @@ async def import_firmware(
             rt.clock.now,
             by=who.name,
             expected_sha256=body.sha256,
+            slots=rt.shared_limits.imports if rt.shared_limits is not None else None,
         )
     except importer.FetchError as exc:
         status, title = _FETCH_PROBLEMS[exc.problem]
-        raise Problem(status, title, exc.detail, exc.field) from None
+        retry = {"Retry-After": "30"} if status == 503 else None
+        raise Problem(status, title, exc.detail, exc.field, headers=retry) from None
     except IntakeError as exc:
         status, title = _REFUSALS[exc.refusal]
         raise Problem(status, title, exc.detail, exc.field) from None

@@ -121,6 +121,7 @@ class Problem(Exception):
         detail: str = "",
         field: str | None = None,
         type_: str = "about:blank",
+        headers: dict[str, str] | None = None,  # e.g. Retry-After
         **extra: Any,
     ) -> None:
         super().__init__(detail or title)
@@ -129,6 +130,7 @@ class Problem(Exception):
         self.detail = detail
         self.field = field
         self.type = type_
+        self.headers = headers
         self.extra = extra
 
 
@@ -158,7 +160,9 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_req: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.title, exc.detail, exc.field, exc.type, **exc.extra)
+        return problem_response(
+            exc.status, exc.title, exc.detail, exc.field, exc.type, exc.headers, **exc.extra
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,7 +14,13 @@ slot), every key with a TTL so nothing grows forever:
 * **download slots** (``evota:downloads:all``, ``evota:downloads:site:<site>``): a sorted
   set of *leases* scored by their expiry, renewed by the node that holds them every third
   of :data:`LEASE_SECONDS`; a node that dies mid-download stops renewing and its slots
-  lapse within one lease, without anybody releasing them.
+  lapse within one lease, without anybody releasing them;
+* **firmware imports at once** (``evota:imports``): leases as for downloads, renewed by a
+  task per running import;
+* **the last signing per charger** (``evota:sign:<charger>``, and ``evota:sign:refused:
+  <charger>`` for the audited refusal): the time of the last SignCertificate accepted,
+  set only if absent or older than the interval (SET NX with the nodes' clock deciding),
+  with the interval as TTL.
 
 Times are the nodes' wall clocks (``now`` callables, NTP-synchronised in any cluster): a
 window of a minute does not notice milliseconds of skew, and tests can move one clock for
@@ -28,19 +34,28 @@ and every charger handshake instead would lock operators out of the console and 
 reconnecting fleet off the air exactly while something is broken. Download slots fail
 closed: a new download is answered 503 with ``Retry-After`` (the charger retries), because
 the caps protect sites' uplinks and a node cannot know what the others are sending;
-downloads already running go on. After a failure Redis is not asked again for
-:data:`RETRY_SECONDS`, so a handshake storm during an outage does not queue on timeouts.
+downloads already running go on. The SignCertificate interval falls back to this node's
+own memory like the security limits: the interval guards the CA against a flooding charger,
+it does not decide who may be signed (the authenticated connection and the CSR's checks do,
+without Redis), and refusing every signing would let certificates expire during an outage;
+at worst a charger is signed once per node over the outage, each signing audited. Firmware
+imports fail closed (a 503 with ``Retry-After``): an import is never urgent, the operator
+retries and a release feed is checked again at its next interval, while N nodes each
+fetching their own cap would be N times the bound on fetches into the shared store. After a
+failure Redis is not asked again for :data:`RETRY_SECONDS`, so a handshake storm during an
+outage does not queue on timeouts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import structlog
@@ -49,7 +64,8 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from evota.cluster.redis import connect, key
+from evota.cluster.redis import connect, key, raise_if_cancelled, stop_tasks
+from evota.firmware.importer import FetchError, FetchProblem
 from evota.gateway.limits import AuthFailures, Exhausted
 from evota.operators.login import LoginThrottle
 
@@ -60,8 +76,10 @@ __all__ = [
     "RETRY_SECONDS",
     "SharedAuthFailures",
     "SharedDownloadCaps",
+    "SharedImportSlots",
     "SharedLimits",
     "SharedLoginThrottle",
+    "SharedSignings",
     "SlidingWindows",
 ]
 
@@ -107,6 +125,18 @@ end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return ''
+"""
+
+
+# The last time something happened to a charger (a signing, an audited refusal): answer
+# the time when it is within the interval (nothing written), else record ``now`` when asked,
+# with the interval as TTL so the key goes by itself. The nodes' clock decides, as for the
+# windows; Redis's TTL only collects the key.
+_SINCE = """
+local last = redis.call('GET', KEYS[1])
+if last and tonumber(ARGV[1]) - tonumber(last) < tonumber(ARGV[2]) then return last end
+if ARGV[4] == '1' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3]) end
+return false
 """
 
 
@@ -412,6 +442,145 @@ class SharedDownloadCaps:
             pass  # they lapse within one lease
 
 
+class SharedImportSlots:
+    """Firmware imports at once (``EVOTA_FIRMWARE_IMPORT_MAX_CONCURRENT``) for the cluster:
+    one lease per running import in ``evota:imports``, renewed by a task of the import every
+    third of the lease, so a node that dies mid-import frees its slot within one lease.
+    :meth:`hold` is :class:`evota.firmware.importer.ImportSlots`; Redis unreachable fails
+    closed (see the module docstring)."""
+
+    def __init__(self, redis: Redis, now: Callable[[], float], lease: float = LEASE_SECONDS):
+        self.redis = redis
+        self.now = now
+        self.lease = lease
+        self.key = key("imports")
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._tag = secrets.token_hex(6)
+        self._ids = itertools.count()
+        self._breaker = _Breaker("firmware imports")
+        self.held: set[str] = set()  # this node's leases (its running imports)
+
+    async def acquire(self, limit: int) -> str:
+        """Take a slot: its lease. FetchError BUSY when ``limit`` imports run in the
+        cluster, UNAVAILABLE while Redis does not answer."""
+        if not self._breaker.closed():
+            raise _import_unavailable()
+        lease = f"{self._tag}.{next(self._ids)}"
+        now = self.now()
+        try:
+            full = await self._acquire(
+                keys=[self.key],
+                args=[repr(now), repr(now + self.lease), limit, 0, lease, _ms(self.lease)],
+            )
+        except (RedisError, OSError) as exc:
+            self._breaker.failed(exc)
+            raise _import_unavailable() from None
+        self._breaker.ok()
+        if full:
+            raise FetchError(
+                FetchProblem.BUSY,
+                f"{limit} imports are running in the cluster (the limit); "
+                "try again when one has finished",
+            )
+        self.held.add(lease)
+        return lease
+
+    async def release(self, lease: str) -> None:
+        self.held.discard(lease)
+        try:
+            await self.redis.zrem(self.key, lease)
+        except (RedisError, OSError) as exc:  # it lapses within one lease
+            log.warning("import slot not released; it lapses", error=type(exc).__name__)
+
+    async def renew(self, lease: str) -> bool:
+        """Push the lease one lease ahead; False if it lapsed meanwhile (not re-added: its
+        slot may have gone to another import)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.key, {lease: self.now() + self.lease}, xx=True)
+            pipe.zscore(self.key, lease)
+            pipe.pexpire(self.key, _ms(self.lease))
+            _, score, _ = await pipe.execute()
+        return score is not None
+
+    async def _keep(self, lease: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                if not await self.renew(lease):
+                    log.warning("import slot lapsed while the import runs", lease=lease)
+                    return
+            except (RedisError, OSError) as exc:
+                raise_if_cancelled()
+                log.warning("import slot not renewed", error=type(exc).__name__)
+            raise_if_cancelled()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, limit: int) -> AsyncIterator[None]:
+        """A slot while the block runs (renewed meanwhile, released after)."""
+        lease = await self.acquire(limit)
+        keeper = asyncio.create_task(self._keep(lease), name="import-lease")
+        try:
+            yield
+        finally:
+            await stop_tasks([keeper], "import lease")
+            await self.release(lease)
+
+
+def _import_unavailable() -> FetchError:
+    return FetchError(
+        FetchProblem.UNAVAILABLE,
+        "imports cannot be counted across the cluster now (Redis unreachable); try again shortly",
+    )
+
+
+class SharedSignings:
+    """The SignCertificate interval per charger for the cluster, and the one audited refusal
+    per charger and interval (:class:`evota.control.certificates.SignIntervals`). Each
+    answer is True (admitted; recorded when asked), False (within the interval: refused) or
+    None (Redis unreachable: the caller decides with this node's own memory)."""
+
+    def __init__(self, redis: Redis, interval: float, now: Callable[[], float]) -> None:
+        self.redis = redis
+        self.interval = interval
+        self.now = now
+        self._since = redis.register_script(_SINCE)
+        self._breaker = _Breaker("certificate signing")
+
+    async def _ask(self, name: str, record: bool) -> bool | None:
+        if not self._breaker.closed():
+            return None
+        try:
+            last = await self._since(
+                keys=[name],
+                args=[repr(self.now()), repr(self.interval), _ms(self.interval), int(record)],
+            )
+        except (RedisError, OSError) as exc:
+            self._breaker.failed(exc)
+            return None
+        self._breaker.ok()
+        return last is None
+
+    async def may_sign(self, charger_id: str) -> bool | None:
+        """Whether no signing for the charger is within the interval (records nothing)."""
+        return await self._ask(key("sign", charger_id), record=False)
+
+    async def signing(self, charger_id: str) -> bool | None:
+        """Record a signing unless one is within the interval (atomic: of two nodes
+        asking at once one gets True)."""
+        return await self._ask(key("sign", charger_id), record=True)
+
+    async def refusal_audited(self, charger_id: str) -> bool | None:
+        """Record an audited refusal unless one is within the interval."""
+        return await self._ask(key("sign", "refused", charger_id), record=True)
+
+    async def lift(self, charger_id: str) -> None:
+        """A renewal asked by evota: the charger's next CSR is not held back, on any node."""
+        try:
+            await self.redis.delete(key("sign", charger_id))
+        except (RedisError, OSError) as exc:
+            log.warning("signing interval not lifted in redis", error=type(exc).__name__)
+
+
 def sync_client(url: str, *, timeout: float = 2.0) -> SyncRedis:
     """The synchronous client for the download threads, with the same bounded timeouts as
     :func:`evota.cluster.redis.connect`. A blocking pool: a wave of download threads waits
@@ -444,6 +613,7 @@ class SharedLimits:
         download_max_per_site: int,
         now: Callable[[], float],
         lease: float = LEASE_SECONDS,
+        sign_interval: float = 600.0,
     ) -> None:
         self.redis = connect(url)
         self.login = SharedLoginThrottle(self.redis, login_per_minute, now)
@@ -453,6 +623,8 @@ class SharedLimits:
         self.downloads = SharedDownloadCaps(
             sync_client(url), download_max, download_max_per_site, now, lease
         )
+        self.imports = SharedImportSlots(self.redis, now, lease)
+        self.signings = SharedSignings(self.redis, sign_interval, now)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.downloads.close)

@@ -8,7 +8,10 @@ The shell around :mod:`evota.pki` (issue 16 §5/§6, docs/security-profiles.md):
   ``sign_interval`` (a charger with a valid key must not flood the CA), else Rejected and
   audited with the named reason (at most once per charger per interval, so a flood cannot
   flood the audit log either). The signing, the stored record and CertificateSigned follow
-  in a background task; the charger's answer is stored with the certificate.
+  in a background task; the charger's answer is stored with the certificate. In a cluster
+  the interval and the audited refusal hold for every node (``shared``, kept in Redis by
+  :class:`evota.cluster.limits.SharedSignings`): the answer waits for Redis, and falls back
+  to this node's memory while Redis is unreachable.
 * :meth:`inventory` asks a charger which certificates it holds (GetInstalledCertificateIds,
   every type its version knows) and keeps them, with expiry where evota knows the
   certificate; :meth:`charger_ready` does it at boot, at most once per ``inventory_every``,
@@ -28,7 +31,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 from cryptography import x509
@@ -89,6 +92,17 @@ class SignOutcome:
     reason: str | None = None
 
 
+class SignIntervals(Protocol):
+    """The interval kept for the cluster (evota.cluster.limits.SharedSignings): each answer
+    True (admitted, recorded where the name says), False (within the interval) or None
+    (unknown: Redis unreachable, this node's memory decides)."""
+
+    async def may_sign(self, charger_id: str) -> bool | None: ...
+    async def signing(self, charger_id: str) -> bool | None: ...
+    async def refusal_audited(self, charger_id: str) -> bool | None: ...
+    async def lift(self, charger_id: str) -> None: ...
+
+
 class CertificateService:
     def __init__(
         self,
@@ -109,8 +123,10 @@ class CertificateService:
         boot_delay: float = 30.0,
         server_certificate: Path | None = None,
         check_every: float = 3600.0,
+        shared: SignIntervals | None = None,
     ) -> None:
         self._engine = engine
+        self._shared = shared
         self._clock = clock
         self._audit = audit
         self.ca = ca
@@ -168,26 +184,78 @@ class CertificateService:
         task.add_done_callback(self._tasks.discard)
 
     # -- SignCertificate ---------------------------------------------------------------------
-    def sign_requested(self, charger_id: str, csr: str, certificate_type: str | None) -> str:
-        """The fleet hook: the status to answer SignCertificate with (synchronous)."""
-        outcome = self._judge(charger_id, csr, certificate_type)
+    def sign_requested(
+        self, charger_id: str, csr: str, certificate_type: str | None
+    ) -> str | Awaitable[str]:
+        """The fleet hook: the status to answer SignCertificate with (synchronous on one
+        node; in a cluster it waits for the shared interval)."""
+        if self._shared is not None:
+            return self._sign_shared(self._shared, charger_id, csr, certificate_type)
+        now = self._clock.now()
+        outcome = self._before_csr(charger_id, certificate_type, self._recent(charger_id, now))
+        if outcome is None:
+            outcome = self._judge_csr(charger_id, csr, certificate_type, now)
+        return self._answer(charger_id, certificate_type, outcome)
+
+    async def _sign_shared(
+        self, shared: SignIntervals, charger_id: str, csr: str, certificate_type: str | None
+    ) -> str:
+        """The same decisions in the same order, the interval asked of Redis before the CSR
+        is checked (a flood costs a round trip, not a CSR check) and taken atomically after
+        (of two nodes signing at once one wins)."""
+        now = self._clock.now()
+        outcome = self._before_csr(charger_id, certificate_type, False)  # no Redis for a V2G
+        if outcome is None:
+            may = await shared.may_sign(charger_id)
+            recent = self._recent(charger_id, now) if may is None else not may
+            outcome = self._before_csr(charger_id, certificate_type, recent)
+        if outcome is None:
+            checked = check_csr(csr, charger_id, self.cpo_name)
+            if isinstance(checked, CsrRefusal):
+                outcome = SignOutcome("Rejected", checked.reason)
+            else:
+                taken = await shared.signing(charger_id)
+                if taken is False or (taken is None and self._recent(charger_id, now)):
+                    outcome = SignOutcome("Rejected", "rate_limited")
+                else:
+                    outcome = self._start(charger_id, checked, certificate_type, now)
+        return self._answer(charger_id, certificate_type, outcome)
+
+    def _answer(self, charger_id: str, certificate_type: str | None, outcome: SignOutcome) -> str:
         if outcome.status != "Accepted":
             self._refused(charger_id, outcome.reason or "rejected", certificate_type)
         return outcome.status
 
-    def _judge(self, charger_id: str, csr: str, certificate_type: str | None) -> SignOutcome:
-        now = self._clock.now()
+    def _recent(self, charger_id: str, now: datetime) -> bool:
+        """Whether this node accepted a CSR of the charger within the interval."""
+        last = self._signed_at.get(charger_id)
+        return last is not None and now - last < self.sign_interval
+
+    def _before_csr(
+        self, charger_id: str, certificate_type: str | None, recent: bool
+    ) -> SignOutcome | None:
+        """The refusals decided before the CSR is read (cheap), in their order."""
         if certificate_type not in (None, "ChargingStationCertificate"):
             # ISO 15118 certificates come from a V2G PKI, not the CPO's charger CA
             return SignOutcome("Rejected", "v2g_not_supported")
-        last = self._signed_at.get(charger_id)
-        if last is not None and now - last < self.sign_interval:
+        if recent:
             return SignOutcome("Rejected", "rate_limited")
         if len(self._tasks) >= MAX_PENDING_SIGNINGS:
             return SignOutcome("Rejected", "busy")
+        return None
+
+    def _judge_csr(
+        self, charger_id: str, csr: str, certificate_type: str | None, now: datetime
+    ) -> SignOutcome:
         checked = check_csr(csr, charger_id, self.cpo_name)
         if isinstance(checked, CsrRefusal):
             return SignOutcome("Rejected", checked.reason)
+        return self._start(charger_id, checked, certificate_type, now)
+
+    def _start(
+        self, charger_id: str, checked: Any, certificate_type: str | None, now: datetime
+    ) -> SignOutcome:
+        """Accepted: remember the signing and sign in the background."""
         self._forget_before(self._signed_at, now - self.sign_interval)
         self._signed_at[charger_id] = now
         protocol = self._protocol(charger_id)
@@ -214,17 +282,21 @@ class CertificateService:
             return  # audited once per interval: a flood must not flood the audit log
         self._forget_before(self._refusal_audited, now - self.sign_interval)
         self._refusal_audited[charger_id] = now
-        detail = {"reason": reason, "certificate_type": certificate_type}
-        self._spawn(
-            self._audit.record(
-                SYSTEM,
-                "certificate.sign_refused",
-                reason,
-                target=charger_id,
-                chargers=[charger_id],
-                reason=f"SignCertificate rejected: {reason}",
-                detail=detail,
-            )
+        self._spawn(self._audit_refusal(charger_id, reason, certificate_type))
+
+    async def _audit_refusal(
+        self, charger_id: str, reason: str, certificate_type: str | None
+    ) -> None:
+        if self._shared is not None and await self._shared.refusal_audited(charger_id) is False:
+            return  # another node audited one within the interval
+        await self._audit.record(
+            SYSTEM,
+            "certificate.sign_refused",
+            reason,
+            target=charger_id,
+            chargers=[charger_id],
+            reason=f"SignCertificate rejected: {reason}",
+            detail={"reason": reason, "certificate_type": certificate_type},
         )
 
     async def _issue(self, charger_id: str, request: Any, certificate_type: str | None) -> None:
@@ -298,6 +370,8 @@ class CertificateService:
         spec = catalog.get("trigger-message")
         assert spec is not None
         self._signed_at.pop(charger_id, None)
+        if self._shared is not None:  # whichever node the charger's CSR reaches
+            await self._shared.lift(charger_id)
         params = catalog.TriggerParams(message="SignChargePointCertificate", connector_id=None)
         return await send_command(self._path, actor, charger_id, spec, params, reason)
 

@@ -175,7 +175,9 @@ class FeedWatcher:
         max_new: int,
         max_feed_bytes: int,
         resolve: Resolver | None = None,
+        slots: importer.ImportSlots | None = None,  # cluster: imports counted in Redis
     ) -> None:
+        self.slots = slots
         self.engine = engine
         self.store = store
         self.audit = audit
@@ -288,6 +290,7 @@ class FeedWatcher:
                 by=actor.name,
                 expected_sha256=release.sha256,
                 resolve=self.resolve,
+                slots=self.slots,
             )
         except FetchError as exc:
             detail = {**entry, "field": exc.field, "detail": exc.detail}

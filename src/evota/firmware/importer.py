@@ -19,6 +19,7 @@ particular to a fetch the server makes on an operator's behalf:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -27,9 +28,10 @@ import socket
 import ssl
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import urljoin
 
 import certifi
@@ -49,6 +51,7 @@ __all__ = [
     "FetchPolicy",
     "FetchProblem",
     "Fetched",
+    "ImportSlots",
     "Resolver",
     "fetch_bytes",
     "fetch_into",
@@ -77,6 +80,7 @@ class FetchProblem(enum.StrEnum):
     ENCODING = "encoding"  # a compressed body although identity was asked for
     SHA256 = "sha256"  # the bytes are not the expected ones
     BUSY = "busy"  # max_concurrent imports are running already
+    UNAVAILABLE = "unavailable"  # cluster: the imports running cannot be counted (Redis down)
 
 
 class FetchError(Exception):
@@ -354,6 +358,16 @@ async def _guarded(
         raise FetchError(FetchProblem.URL, f"cannot fetch this URL: {exc}") from None
 
 
+class ImportSlots(Protocol):
+    """Where imports at once are counted: this process (the default, per store) or, in a
+    cluster, every node's (:class:`evota.cluster.limits.SharedImportSlots`)."""
+
+    def hold(self, limit: int) -> AbstractAsyncContextManager[None]:
+        """A slot while the block runs; FetchError BUSY when ``limit`` imports run already,
+        UNAVAILABLE when that cannot be known."""
+        ...
+
+
 async def import_firmware(
     engine: AsyncEngine,
     store: FirmwareStore,
@@ -365,10 +379,12 @@ async def import_firmware(
     by: str | None,
     expected_sha256: str | None = None,
     resolve: Resolver | None = None,
+    slots: ImportSlots | None = None,
 ) -> repo.FirmwareRecord:
     """Fetch an image and add it like an upload: the trust policy, then the repository.
 
-    Refused before fetching when the vendor already has the version; after fetching when
+    Refused before fetching when the vendor already has the version or ``policy.
+    max_concurrent`` imports run (in ``slots``, else in this process); after fetching when
     the digest is not ``expected_sha256`` or the trust policy refuses it, and then the
     fetched bytes are discarded (unless another image uses them). Raises
     :class:`FetchError`, :class:`~evota.firmware.intake.IntakeError` or a repository error.
@@ -377,6 +393,15 @@ async def import_firmware(
         raise IntakeError(
             Refusal.EXISTS, f"{submission.vendor} firmware {submission.version} exists", "version"
         )
+    hold = slots.hold(policy.max_concurrent) if slots is not None else _local_slot(store, policy)
+    async with hold:
+        return await _import(
+            engine, store, submission, url, policy, now, by, expected_sha256, resolve
+        )
+
+
+@contextlib.asynccontextmanager
+async def _local_slot(store: FirmwareStore, policy: FetchPolicy) -> AsyncIterator[None]:
     running = _in_flight.get(store, 0)
     if running >= policy.max_concurrent:
         raise FetchError(
@@ -385,16 +410,14 @@ async def import_firmware(
         )
     _in_flight[store] = running + 1
     try:
-        return await _import(
-            engine, store, submission, url, policy, now, by, expected_sha256, resolve
-        )
+        yield
     finally:
         _in_flight[store] -= 1
 
 
 # A short request makes the server download up to max_bytes: imports in flight are bounded
 # so an operator's loop cannot fill the disk or the sockets (a counter per store, so each
-# runtime, and each test, has its own).
+# runtime, and each test, has its own; a cluster counts every node's in Redis).
 _in_flight: weakref.WeakKeyDictionary[FirmwareStore, int] = weakref.WeakKeyDictionary()
 
 

@@ -85,10 +85,12 @@ class FirmwareObserver(Protocol):
 
 
 class CertificateSigner(Protocol):
-    """Answers a charger's SignCertificate at once (Accepted or Rejected) and signs in the
-    background (implemented by evota.control.certificates)."""
+    """Answers a charger's SignCertificate at once (Accepted or Rejected; in a cluster after
+    asking Redis) and signs in the background (implemented by evota.control.certificates)."""
 
-    def sign_requested(self, charger_id: str, csr: str, certificate_type: str | None) -> str: ...
+    def sign_requested(
+        self, charger_id: str, csr: str, certificate_type: str | None
+    ) -> str | Awaitable[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,14 +435,23 @@ class FleetService:
                 return ev.StatusReply("UnknownVendorId")
             case ev.CertificateSigningRequested():
                 data = {"csr": event.csr, "certificate_type": event.certificate_type}
-                status = "Rejected"  # no charger CA: nothing signs (evota.control.certificates)
+                status: str | Awaitable[str] = "Rejected"  # no charger CA: nothing signs
                 if self.certificates is not None:
                     status = self.certificates.sign_requested(
                         state.id, event.csr, event.certificate_type
                     )
+                if not isinstance(status, str):
+                    return self._signing_answered(state, now, status, data)
                 self._event(state, "sign_certificate", now, status, None, data)
                 return ev.StatusReply(status)
         raise TypeError(f"unhandled event {event!r}")
+
+    async def _signing_answered(
+        self, state: ChargerState, now: Any, pending: Awaitable[str], data: dict[str, Any]
+    ) -> ev.Reply:
+        status = await pending
+        self._event(state, "sign_certificate", now, status, None, data)
+        return ev.StatusReply(status)
 
     def _boot(self, state: ChargerState, event: ev.Booted, now: Any) -> ev.BootReply:
         registration = state.registration
