@@ -54,7 +54,13 @@ sys.path.insert(0, str(ROOT))
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from tests.cluster.harness import Cluster, create_database, drop_database  # noqa: E402
+from tests.cluster.harness import (  # noqa: E402
+    HAPROXY,
+    Cluster,
+    create_database,
+    drop_database,
+    free_port,
+)
 from tests.conftest import PG_URL, TOKEN  # noqa: E402
 from tests.redis_fixtures import RedisServer  # noqa: E402
 from tests.s3_fixtures import S3Server  # noqa: E402
@@ -108,13 +114,89 @@ def raise_nofile(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+# HAProxy holds two files per proxied connection and refuses to start when its file limit
+# (the container's hard limit: 20,000) is below 2 x maxconn + a few; a bigger storm is split
+# over several HAProxy processes in front of the same nodes
+LB_MAXCONN = 9000
+
+
 class BenchCluster(Cluster):
-    """The test harness's cluster with HAProxy sized for the storm."""
+    """The test harness's cluster with HAProxy sized for the storm, and as many more HAProxy
+    processes (same nodes, own ports) as the storm needs (``lbs``)."""
 
     maxconn = 4000
+    lbs = 1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.extra: list[subprocess.Popen[bytes]] = []
+        self.extra_ports: list[int] = []
 
     def render_haproxy(self) -> str:
         return super().render_haproxy().replace("maxconn 4000", f"maxconn {self.maxconn}")
+
+    @property
+    def ocpp_urls(self) -> list[str]:
+        """Where chargers connect: one URL per HAProxy process."""
+        return [self.ocpp_url] + [f"ws://127.0.0.1:{p}/ocpp" for p in self.extra_ports]
+
+    @property
+    def lb_pids(self) -> list[int]:
+        procs = ([self.haproxy] if self.haproxy is not None else []) + self.extra
+        return [p.pid for p in procs]
+
+    async def start(self) -> None:
+        await super().start()
+        base = self.render_haproxy()
+        for k in range(1, self.lbs):
+            ports = [free_port(), free_port(), free_port()]
+            text = base.replace(str(self.stats_socket), str(self.directory / f"haproxy{k}.sock"))
+            for old, new in zip(
+                (self.lb_ocpp_port, self.lb_http_port, self.lb_download_port), ports, strict=True
+            ):
+                text = text.replace(f":{old}\n", f":{new}\n")
+            cfg = self.directory / f"haproxy{k}.cfg"
+            cfg.write_text(text)
+            with (self.directory / f"haproxy{k}.log").open("wb") as out:
+                proc = subprocess.Popen(  # noqa: ASYNC220
+                    [str(HAPROXY), "-db", "-f", str(cfg)],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self.extra.append(proc)
+            self.extra_ports.append(ports[0])
+            sock = self.directory / f"haproxy{k}.sock"
+            await self.wait_until(
+                lambda s=sock, p=proc: s.exists() or p.poll() is not None,  # type: ignore[misc]
+                10,
+                message=f"HAProxy {k}'s stats socket",
+            )
+            if proc.poll() is not None:
+                raise RuntimeError(f"haproxy {k} exited, see {cfg.parent}/haproxy{k}.log")
+            await self.wait_until(
+                lambda s=sock: self._ocpp_up(s),  # type: ignore[misc]
+                30,
+                message=f"HAProxy {k} seeing every node UP",
+            )
+
+    def _ocpp_up(self, sock: Path) -> bool:
+        """Every node UP in the OCPP backend of the HAProxy behind stats socket ``sock``."""
+        saved, self.stats_socket = self.stats_socket, sock
+        try:
+            rows = [r.split(",") for r in self._stats("show stat\n").splitlines()]
+        finally:
+            self.stats_socket = saved
+        up = {r[1] for r in rows if len(r) > 17 and r[0] == "evota_ocpp" and r[17] == "UP"}
+        return all(n.name in up for n in self.nodes)
+
+    async def stop(self) -> None:
+        for proc in self.extra:
+            if proc.poll() is None:
+                proc.kill()
+                await asyncio.to_thread(proc.wait, 10)
+        self.extra = []
+        await super().stop()
 
 
 def fleet_spec(args: argparse.Namespace, ca_pem: str) -> FleetSpec:
@@ -155,13 +237,14 @@ async def _sim_worker(spec: FleetSpec, url: str, pipe: Any) -> None:
 
 
 class Sims:
-    def __init__(self, spec: FleetSpec, url: str, procs: int) -> None:
+    def __init__(self, spec: FleetSpec, urls: list[str], procs: int) -> None:
         ctx = mp.get_context("spawn")
         self.pipes: list[Any] = []
         self.procs: list[Any] = []
         for i in range(procs):
             part = replace(spec, chargers=spec.chargers[i::procs])
             parent, child = ctx.Pipe()
+            url = urls[i % len(urls)]  # process i through HAProxy i (several: a big storm)
             proc = ctx.Process(target=sim_worker, args=(part, url, child), daemon=True)
             proc.start()
             child.close()
@@ -272,8 +355,8 @@ def side_cpu(cluster: Cluster, sims: Sims) -> tuple[float, float]:
             return 0.0
         return float(t.user + t.system)
 
-    lb = cluster.haproxy.pid if cluster.haproxy is not None else None
-    return sum(cpu(p.pid) for p in sims.procs), cpu(lb)
+    lbs = cluster.lb_pids if isinstance(cluster, BenchCluster) else []
+    return sum(cpu(p.pid) for p in sims.procs), sum(cpu(p) for p in lbs)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -292,20 +375,27 @@ async def storm(
     redis = RedisServer(args.tmp / f"redis-{nodes}")
     redis.start()
     cluster = BenchCluster(args.tmp / f"c{nodes}", db, redis, nodes=nodes, env=env)
-    # one proxied connection holds two of HAProxy's files; it refuses to start if the
-    # process's file limit (20,000 here, hard) is below 2 x maxconn + a few
-    cluster.maxconn = min(args.chargers + 500, 9900)
+    cluster.lbs = -(-args.chargers // args.lb_conns) if nodes > 1 else 1
+    cluster.maxconn = min(-(-args.chargers // cluster.lbs) + 500, LB_MAXCONN + 500)
+    if args.procs % cluster.lbs:
+        raise SystemExit(f"--procs must be a multiple of the {cluster.lbs} HAProxy processes")
     try:
         await cluster.start()
     except BaseException:
         await cluster.stop()
         redis.stop()
         raise
-    sims = Sims(spec, cluster.ocpp_url, args.procs)
+    sims = Sims(spec, cluster.ocpp_urls, args.procs)
     expected_b = len(spec.chargers)
     expected_s = sum(c.connectors + 1 for c in spec.chargers)
     conn = await pg(db)
     cpu0, others0, idle0 = node_cpu(cluster), side_cpu(cluster, sims), psutil.cpu_times().idle
+    spies = []
+    if args.spy_storm and nodes in args.spy_nodes:
+        spies = [
+            py_spy(args, n, f"{args.spy_storm}.{nodes}-{n.name}.txt", args.spy_seconds, 100)
+            for n in cluster.nodes
+        ]
     since = datetime.now(UTC)
     t0 = time.time()
     sims.start(args.storm_timeout)
@@ -320,6 +410,8 @@ async def storm(
     await conn.close()
     cpu1, others1, idle1 = node_cpu(cluster), side_cpu(cluster, sims), psutil.cpu_times().idle
     accepted_at, err = sims.accepted(60)
+    for spy in spies:
+        await asyncio.to_thread(spy.wait, args.spy_seconds + 60)
     result = {
         "nodes": nodes,
         "accepted_s": None if accepted_at is None else accepted_at - t0,
@@ -541,8 +633,9 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def report(args: argparse.Namespace, res: dict[str, Any]) -> None:
     n = args.chargers
-    if "storm" in res:
-        one, three = res["storm"][1], res["storm"][3]
+    if 3 in res.get("storm", {}):
+        three = res["storm"][3]
+        one = res["storm"].get(1) or {k: None for k in three} | {"booted": "—", "statuses": "—"}
         t = Table(title=f"reconnect storm: {n} chargers at once through HAProxy")
         for col in ("", "1 node", "3 nodes", "3 / 1"):
             t.add_column(col)
@@ -566,7 +659,7 @@ def report(args: argparse.Namespace, res: dict[str, Any]) -> None:
         )
         t.add_row(
             "evota CPU per charger",
-            fmt(1000 * one["cpu_s"] / n, "ms", 2),
+            fmt(None if one["cpu_s"] is None else 1000 * one["cpu_s"] / n, "ms", 2),
             fmt(1000 * three["cpu_s"] / n, "ms", 2),
             "",
         )
@@ -704,13 +797,23 @@ async def main(args: argparse.Namespace) -> None:
         "EVOTA_S3_SECRET_ACCESS_KEY": "evota-test-secret-never-logged",
     }
     res: dict[str, Any] = {"storm": {}}
+    if args.idle:
+        try:
+            await idle(args, template, spec, env)
+        finally:
+            s3.stop()
+            await drop_database(template)
+        return
     try:
-        r1, c1, sims1, db1 = await storm(args, template, spec, 1, env)
-        res["storm"][1] = r1
-        await close(c1, sims1, db1)
+        if not args.skip_single:
+            r1, c1, sims1, db1 = await storm(args, template, spec, 1, env)
+            res["storm"][1] = r1
+            await close(c1, sims1, db1)
         r3, c3, sims, db = await storm(args, template, spec, 3, env)
         res["storm"][3] = r3
         try:
+            if args.storm_only:
+                return
             if args.commands:
                 res["latency"] = await latency(args, c3, ids)
                 # the reset chargers reboot; wait until all are back before the next part
@@ -722,12 +825,62 @@ async def main(args: argparse.Namespace) -> None:
                 res["campaign"] = await campaign(args, c3, db, keys)
         finally:
             await close(c3, sims, db)
-        if args.campaign_baseline:
+        if args.campaign_baseline and not args.storm_only:
             res["campaign_baseline"] = campaign_baseline(args)
     finally:
         s3.stop()
         await drop_database(template)
-    report(args, res)
+        report(args, res)
+
+
+def py_spy(
+    args: argparse.Namespace, node: Any, out: str, seconds: float, rate: int
+) -> subprocess.Popen[bytes]:
+    """py-spy recording ``node``'s process for ``seconds`` (.json speedscope, .svg
+    flamegraph, else collapsed stacks); it samples from outside the process."""
+    fmt_ = {".json": "speedscope", ".svg": "flamegraph"}.get(Path(out).suffix, "raw")
+    return subprocess.Popen(
+        [args.py_spy_bin, "record", "--pid", str(node.process.pid), "--rate", str(rate),
+         "--duration", str(int(seconds)), "--format", fmt_, "--output", out, "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def idle(
+    args: argparse.Namespace, template: str, spec: FleetSpec, env: dict[str, str]
+) -> None:
+    """Three nodes holding the whole fleet, connected and doing nothing, for ``--idle`` s.
+
+    Reports each node's CPU over the window (the runner leader marked) after a settle time;
+    with ``--py-spy FILE`` the leader is recorded by py-spy meanwhile (.json speedscope,
+    .svg flamegraph, else collapsed stacks).
+    """
+    _, cluster, sims, db = await storm(args, template, spec, 3, env)
+    try:
+        await asyncio.sleep(args.settle)
+        leader, _, _ = await leader_of(db)
+        spy = None
+        lead = next(n for n in cluster.nodes if n.name == leader)
+        if args.py_spy:
+            spy = py_spy(args, lead, args.py_spy, args.idle, 200)
+        cpu0, t0 = node_cpu(cluster), time.monotonic()
+        await asyncio.sleep(args.idle)
+        cpu1, wall = node_cpu(cluster), time.monotonic() - t0
+        if spy is not None:
+            await asyncio.to_thread(spy.wait, 60)
+        t = Table(title=f"idle: 3 nodes holding {args.chargers} chargers, {wall:.0f} s")
+        for col in ("node", "CPU s", "cores"):
+            t.add_column(col)
+        for n in cluster.nodes:
+            used = cpu1.get(n.index, 0.0) - cpu0.get(n.index, 0.0)
+            name = n.name + (" (runner leader)" if n.name == leader else "")
+            t.add_row(name, f"{used:.2f}", f"{used / wall:.3f}")
+        console.print(t)
+        la = os.getloadavg()
+        console.print(f"load average at the end: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
+    finally:
+        await close(cluster, sims, db)
 
 
 async def wait_all_accepted(cluster: Cluster, ids: list[str], timeout: float = 180) -> None:
@@ -749,7 +902,29 @@ if __name__ == "__main__":
     p.add_argument("--storm-timeout", type=float, default=600.0)
     p.add_argument("--image-kb", type=int, default=256)
     p.add_argument("--no-campaign", action="store_true")
+    p.add_argument(
+        "--lb-conns", type=int, default=LB_MAXCONN, help="chargers per HAProxy process at most"
+    )
+    p.add_argument("--storm-only", action="store_true", help="the two storms, nothing after")
+    p.add_argument(
+        "--skip-single",
+        action="store_true",
+        help="no one-node storm (one process cannot hold 20,000 sockets under a 20,000 file limit)",
+    )
     p.add_argument("--kill-leader", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--campaign-baseline", action="store_true", help="run bench/campaign_e2e.py too")
+    p.add_argument(
+        "--idle", type=float, default=0.0, help="only: 3 nodes holding the fleet idle, N s"
+    )
+    p.add_argument("--settle", type=float, default=20.0, help="--idle: wait before measuring")
+    p.add_argument("--py-spy", default="", help="--idle: record the leader to this file")
+    p.add_argument(
+        "--spy-storm", default="", help="record each node's storm with py-spy: PREFIX.N-node.txt"
+    )
+    p.add_argument("--spy-seconds", type=float, default=30.0, help="--spy-storm: how long")
+    p.add_argument(
+        "--spy-nodes", type=int, nargs="+", default=[1, 3], help="--spy-storm: which storms"
+    )
+    p.add_argument("--py-spy-bin", default="/tmp/pyspy/bin/py-spy")
     p.add_argument("--baseline-chargers", type=int, default=2000, help="its fleet (docs: 2,000)")
     asyncio.run(main(p.parse_args()))
