@@ -146,7 +146,7 @@ async def test_a_switch_on_the_leader_moves_every_nodes_listener_and_chargers(
             view = await until(
                 lambda: _status(a), lambda v: other.node.name in (v["finish_problem"] or "")
             )
-            assert "do not serve the new server certificate" in view["finish_problem"]
+            assert "not every node serves the new server certificate" in view["finish_problem"]
             assert (await _served(other.ocpp_tls_port)) == pki.server.cert
             r = await api.post(f"{BASE}/{rid}/finish", json={"reason": "too early"})
             assert r.status_code == 409, r.text

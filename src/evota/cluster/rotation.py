@@ -31,6 +31,7 @@ import orjson
 import structlog
 from cryptography import x509
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.frames import CloseCode
@@ -38,7 +39,7 @@ from websockets.frames import CloseCode
 from evota.cluster.live import LiveBus
 from evota.cluster.node import Node
 from evota.cluster.presence import Directory
-from evota.cluster.redis import key
+from evota.cluster.redis import key, raise_if_cancelled, stop_tasks
 from evota.control.rotation import RootRotations, RotationConflict
 from evota.gateway.server import Gateway
 from evota.pki import rotation as rules
@@ -49,6 +50,7 @@ log = structlog.get_logger("evota.cluster.rotation")
 TOPIC = "rotation:switched"  # live-bus notice: read the newest switched rotation now
 RECHECK = 30.0  # seconds between a node's own checks (a notice may be lost)
 KEEP = 90 * 24 * 3600  # seconds the per-rotation records live after their last write
+UNKNOWN = "unknown (Redis unreachable)"  # what the status says of the nodes without Redis
 
 
 def closed_key(rotation_id: str) -> str:
@@ -119,7 +121,7 @@ class RotationSpread:
         self._done: set[str] = set()  # rotations this process has converged on
         self._warned: dict[str, str] = {}
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- what the rotation asks ---------------------------------------------------------------
     def connected(self, charger_ids: Sequence[str]) -> set[str]:
@@ -127,17 +129,27 @@ class RotationSpread:
 
     async def switched(self, rotation_id: str) -> int:
         """On the leader, after the switch is stored: this node now, the others on notice."""
-        closing = await self.converge()
+        closing = 0
+        try:
+            closing = await self.converge()
+        except Exception as exc:  # the switch is stored: this node's next check does it
+            raise_if_cancelled()
+            log.warning("root rotation switch not applied here yet", error=str(exc)[:200])
         self.live.publish(TOPIC, {"rotation_id": rotation_id})
         return closing
 
     async def reconnection(self, rotation_id: str) -> tuple[set[str], set[str], list[str]]:
         """(chargers closed at the switch on any node, those connected again since, live
         nodes not serving the new chain)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(closed_key(rotation_id))
-            pipe.hgetall(nodes_key(rotation_id))
-            closed_raw, nodes_raw = await pipe.execute()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(closed_key(rotation_id))
+                pipe.hgetall(nodes_key(rotation_id))
+                closed_raw, nodes_raw = await pipe.execute()
+        except (RedisError, OSError) as exc:  # the status still answers; finish waits
+            raise_if_cancelled()
+            log.warning("root rotation's node records unread", error=str(exc)[:200])
+            return set(), set(), [UNKNOWN]
         closed = {_text(k): int(v) for k, v in closed_raw.items()}
         nodes: dict[str, dict[str, Any]] = {}
         for node, raw in nodes_raw.items():
@@ -157,15 +169,12 @@ class RotationSpread:
 
     # -- every node ---------------------------------------------------------------------------
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._watch(), name="rotation-switch")
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._watch(), name="rotation-switch")]
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks, "rotation switch")
+        self._tasks = []
 
     async def _watch(self) -> None:
         notices = self.live.subscribe(TOPIC)
@@ -176,6 +185,7 @@ class RotationSpread:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the database or Redis away: the next check retries
+                    raise_if_cancelled()
                     log.warning("root rotation switch not checked", error=str(exc)[:200])
                 await notices.get(self.recheck)
         finally:

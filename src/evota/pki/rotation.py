@@ -197,7 +197,7 @@ def removal_readiness(
         return Removal(f"the rotation is {state}: the old root's removal is not pending", waiting)
     if lagging:
         return Removal(
-            f"node(s) {', '.join(lagging)} do not serve the new server certificate yet",
+            f"not every node serves the new server certificate yet: {', '.join(lagging)}",
             waiting,
         )
     if waiting:
