@@ -7,10 +7,7 @@ served each request, so the test sees the spreading instead of assuming it.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import pytest
 from evota.sim import Fleet, fleet_from_flags
 from tests.cluster.harness import Cluster, cluster_redis, pg_database  # noqa: F401
 from tests.conftest import TOKEN
-from tests.gateway.test_tls_proxy import _binary, _listening, _read
+from tests.proxies import nginx_command, read, running
 from tests.sim.conftest import fast
 from tests.support import free_port, until
 
@@ -58,51 +55,20 @@ async def behind_nginx(
         work = tmp_path / "nginx"
         work.mkdir()
         listen = {"ocpp": free_port(), "http": free_port(), "download": free_port()}
-        temp_paths = "\n".join(
-            f"    {kind}_temp_path {work}/{kind};"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
         access = work / "access.log"
-        conf = work / "nginx.conf"
-        conf.write_text(
-            f"""{"user root;" if os.geteuid() == 0 else ""}
-worker_processes 1;
-daemon off;
-master_process off;
-pid {work}/nginx.pid;
-error_log {work}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    log_format upstream '$request_uri $status $upstream_addr';
-    access_log {access} upstream;
-{temp_paths}
-{rendered(cluster, listen)}
-}}
-"""
+        http = (
+            "    log_format upstream '$request_uri $status $upstream_addr';\n"
+            f"    access_log {access} upstream;\n{rendered(cluster, listen)}"
         )
-        argv = [_binary("nginx"), "-p", str(work), "-c", str(conf), "-e", str(work / "error.log")]
-        with (work / "output.log").open("wb") as sink:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=sink, stderr=subprocess.STDOUT
-            )
-        try:
-            await until(
-                lambda: _listening(listen["http"], proc),
-                describe=lambda _: (
-                    f"nginx: {_read(work / 'output.log')}{_read(work / 'error.log')}"
-                ),
-            )
+        argv = nginx_command(work, http, worker_connections=256)
+        async with running(argv, work, listen["http"], "nginx"):
             yield cluster, listen, access
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-                await proc.wait()
 
 
 def served_by(access: Path, prefix: str) -> set[str]:
     """The upstream addresses nginx logged for requests under ``prefix``."""
     seen: set[str] = set()
-    for line in _read(access).splitlines():
+    for line in read(access).splitlines():
         uri, _, upstreams = line.split(" ", 2)
         if uri.startswith(prefix):
             seen.update(re.findall(r"127\.0\.0\.1:\d+", upstreams))

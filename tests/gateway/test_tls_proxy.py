@@ -9,12 +9,8 @@ install.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +24,8 @@ from tests import pki_fixtures
 from tests.conftest import basic, provision, start_runtime
 from tests.gateway.test_tls import HANDSHAKE_REFUSED, client_context, status_of
 from tests.pki_fixtures import CHARGER_ID, CPO, Credential, Pki
-from tests.support import free_port, until
+from tests.proxies import binary, nginx_command, running
+from tests.support import free_port
 
 pki = pki_fixtures.pki
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,15 +41,6 @@ def documented(kind: str) -> str:
     return str(blocks[0])
 
 
-def _binary(name: str) -> str:
-    found = shutil.which(name) or (
-        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
-    )
-    if found is None:
-        pytest.fail(f"{name} is not installed: install Debian's {name} package (scripts/test does)")
-    return found
-
-
 def _nginx(work: Path, port: int, pki: Pki, evota_port: int) -> list[str]:
     """nginx's command line, with the documented block in a minimal configuration."""
     block = (
@@ -65,28 +53,7 @@ def _nginx(work: Path, port: int, pki: Pki, evota_port: int) -> list[str]:
         .replace("127.0.0.1:9000", f"127.0.0.1:{evota_port}")
     )
     assert "/etc/evota" not in block and "9000" not in block
-    temp_paths = "\n".join(
-        f"    {kind}_temp_path {work}/{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = work / "nginx.conf"
-    conf.write_text(
-        f"""{"user root;" if os.geteuid() == 0 else ""}
-worker_processes 1;
-daemon off;
-master_process off;
-pid {work}/nginx.pid;
-error_log {work}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-{temp_paths}
-{block}
-}}
-"""
-    )
-    log = work / "error.log"
-    return [_binary("nginx"), "-p", str(work), "-c", str(conf), "-e", str(log)]
+    return nginx_command(work, f"    access_log off;\n{block}")
 
 
 def _haproxy(work: Path, port: int, pki: Pki, evota_port: int) -> list[str]:
@@ -104,7 +71,7 @@ def _haproxy(work: Path, port: int, pki: Pki, evota_port: int) -> list[str]:
     assert "/etc/evota" not in block and "9000" not in block
     conf = work / "haproxy.cfg"
     conf.write_text(f"global\n    maxconn 64\n\n{block}")
-    return [_binary("haproxy"), "-db", "-f", str(conf)]
+    return [binary("haproxy"), "-db", "-f", str(conf)]
 
 
 PROXIES = {"nginx": _nginx, "haproxy": _haproxy}
@@ -130,37 +97,11 @@ async def evota_behind_proxy(
     work = tmp_path / request.param
     work.mkdir()
     argv = PROXIES[request.param](work, port, pki, rt.ocpp_port)
-    output = work / "output.log"
-    with output.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        await until(
-            lambda: _listening(port, proc),
-            describe=lambda _: (
-                f"{request.param} is not listening: {_read(output)}{_read(work / 'error.log')}"
-            ),
-        )
-        yield rt, port
+        async with running(argv, work, port, request.param):
+            yield rt, port
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await proc.wait()
         await rt.stop()
-
-
-def _read(path: Path) -> str:
-    return path.read_text() if path.exists() else ""
-
-
-async def _listening(port: int, proc: asyncio.subprocess.Process) -> bool:
-    """Neither proxy reports readiness: its socket accepting is the sign (a crash fails)."""
-    assert proc.returncode is None, f"the proxy exited with {proc.returncode}"
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 def _via(
