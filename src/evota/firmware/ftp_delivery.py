@@ -560,13 +560,20 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         failed login does the same), so its replies keep their order."""
         self._waiting = True
         self.del_channel()
-        waker, workers = self.owner._waker, self.owner._workers
-        assert waker is not None and workers is not None
+        waker = self.owner._waker
+        assert waker is not None
 
-        def done(future: concurrent.futures.Future[Any]) -> None:
+        def run() -> None:
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            try:
+                future.set_result(work())
+            except Exception as exc:
+                future.set_exception(exc)
             waker.call_soon(partial(self._resume, future, then))
 
-        workers.submit(work).add_done_callback(done)
+        # A daemon thread per waiting session (at most one each, so bounded by the
+        # connection cap): a fill still running at shutdown does not hold the process.
+        threading.Thread(target=run, name="evota-ftp-lookup", daemon=True).start()
 
     def _resume(
         self, future: concurrent.futures.Future[Any], then: Callable[[Any], object]
@@ -776,7 +783,6 @@ class FtpDelivery:
         self.max_per_address = max_per_address
         self.auth_failed_delay = auth_failed_delay
         self.failures = _Failures(max_failures, failure_window)
-        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
         self._waker: _Waker | None = None
         self._server: FTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -823,11 +829,6 @@ class FtpDelivery:
         server = FTPServer((host, port), handler, ioloop=IOLoop())
         server.max_cons = self.max_connections
         server.max_cons_per_ip = self.max_per_address
-        # Image lookups (a cache fill from the object store) run off the IO loop thread; the
-        # cache lets one thread fill an image while the others wait for that same fill.
-        self._workers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=32, thread_name_prefix="evota-ftp-lookup"
-        )
         self._waker = _Waker(server.ioloop)
         self._server = server
         self._thread = threading.Thread(
@@ -859,8 +860,6 @@ class FtpDelivery:
         if thread is not None:
             thread.join(timeout=5)
         # a lookup still filling the cache finishes in its thread; its reply is dropped
-        if self._workers is not None:
-            self._workers.shutdown(wait=False, cancel_futures=True)
 
     @property
     def port(self) -> int | None:
