@@ -130,6 +130,33 @@ async def test_a_pending_reset_written_into_redis_without_the_cluster_key_comple
         await charger.stop()
 
 
+async def test_with_redis_away_a_scheduled_reset_waits_on_the_sending_node_as_on_one(
+    nodes: tuple[Runtime, Runtime],
+    cluster_redis: RedisServer,  # noqa: F811
+) -> None:
+    a, _ = nodes
+    await provision(a, "RST-3", KEY)
+    charger = SimulatedCharger(ChargerSpec("RST-3", KEY, protocol="ocpp2.0.1"), _url(a), fast())
+    charger.start()
+    try:
+        await until(lambda: charger.accepted and "RST-3" in a.gateway.connections, timeout=15)
+        session = charger.begin_session(1, duration=10**9)
+        await until(lambda: 1 in charger.transactions and charger.transactions[1].transaction_id)
+        cluster_redis.stop()
+        async with api_client(a) as api:
+            r = await api.post(
+                "/api/v1/chargers/RST-3/commands/reset", json={"type": "Soft", "reason": "test"}
+            )
+        assert r.status_code == 200 and r.json()["status"] == "Scheduled", r.text
+        request_stop(charger, 1, "Local")
+        await session
+        [entry] = await until(lambda: _completed(a), timeout=15)
+        assert entry.target == "RST-3" and entry.detail["requested_by"] == "bootstrap-admin"
+    finally:
+        await charger.stop()
+        cluster_redis.start()
+
+
 def _pending(**extra: Any) -> dict[str, Any]:
     return {"type": "Soft", "at": "2026-01-01T00:00:00+00:00", "by": "op", "until": 2e9, **extra}
 
