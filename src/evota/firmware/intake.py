@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from evota.firmware import repository as repo
 from evota.firmware import signing
 from evota.firmware.lifecycle import FirmwareState
-from evota.firmware.storage import FirmwareStore, StoredBlob
+from evota.firmware.storage import FirmwareStore, LocalFirmwareStore, StoredBlob
 
 __all__ = ["IntakeError", "Refusal", "Submission", "accept", "discard"]
 
@@ -100,9 +100,11 @@ async def _blob_guard(
     image" apart. In one process a lock per store does; nodes sharing a bucket (S3) also take
     the blob's transaction advisory lock in PostgreSQL, held to the end of the block (a
     connection of its own; a lost connection releases it). Without it a node could delete
-    the object another node's image row was just committed with."""
+    the object another node's image row was just committed with. A local store belongs to
+    one node, which needs no more than its own lock (no extra connection: the default
+    single node costs what it did)."""
     async with _blob_lock(store):
-        if engine.dialect.name != "postgresql":
+        if engine.dialect.name != "postgresql" or isinstance(store, LocalFirmwareStore):
             yield
             return
         cls, key = blob_lock_key(sha256)
