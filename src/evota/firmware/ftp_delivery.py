@@ -383,6 +383,30 @@ def _admit(http: DeliveryServer, charger_id: str, token: str) -> tuple[Any, Serv
     return grant, image
 
 
+def _admit_retr(
+    http: DeliveryServer, charger_id: str, token: str
+) -> tuple[tokens.DownloadGrant, ServedImage, str | None, _Slot | str]:
+    """What a RETR asks of the image store and of the download caps (Redis in a cluster),
+    all in a worker thread: :func:`_admit`, then a cap slot for the charger's site (the
+    slot, or the name of the cap that is full). Raises :class:`_Refused`."""
+    grant, image = _admit(http, charger_id, token)
+    try:
+        site = http.site_of(grant.charger_id)
+    except Exception:
+        log.exception("firmware site lookup failed", charger=grant.charger_id)
+        raise _Refused("site lookup failed", grant, transient=True) from None
+    full = http._caps.acquire(site)
+    return grant, image, site, _Slot(http._caps, site) if full is None else full
+
+
+def _release_slot(future: concurrent.futures.Future[Any]) -> None:
+    """A RETR whose session closed while its slot was taken: give the slot back."""
+    with contextlib.suppress(Exception):
+        slot = future.result()[3]
+        if isinstance(slot, _Slot):
+            slot.release()
+
+
 class _Authorizer:
     """pyftpdlib's authorizer interface over download tokens (see the module docstring)."""
 
@@ -554,10 +578,16 @@ class _Handler(FTPHandler):  # type: ignore[misc]
             self.close_when_done()
 
     # -- commands whose lookup may fetch the image run it off the IO loop thread ---------
-    def _defer(self, work: Callable[[], Any], then: Callable[[Any], object]) -> None:
-        """Run ``work`` in a worker thread, then ``then(its future)`` on the IO loop thread.
-        This session reads no further command meanwhile (pyftpdlib's own pause after a
-        failed login does the same), so its replies keep their order."""
+    def _defer(
+        self,
+        work: Callable[[], Any],
+        then: Callable[[Any], object],
+        abandon: Callable[[Any], object] | None = None,
+    ) -> None:
+        """Run ``work`` in a worker thread, then ``then(its future)`` on the IO loop thread
+        (``abandon(its future)`` instead if the session closed meanwhile). This session reads
+        no further command meanwhile (pyftpdlib's own pause after a failed login does the
+        same), so its replies keep their order."""
         self._waiting = True
         self.del_channel()
         waker = self.owner._waker
@@ -569,17 +599,22 @@ class _Handler(FTPHandler):  # type: ignore[misc]
                 future.set_result(work())
             except Exception as exc:
                 future.set_exception(exc)
-            waker.call_soon(partial(self._resume, future, then))
+            waker.call_soon(partial(self._resume, future, then, abandon))
 
         # A daemon thread per waiting session (at most one each, so bounded by the
         # connection cap): a fill still running at shutdown does not hold the process.
         threading.Thread(target=run, name="evota-ftp-lookup", daemon=True).start()
 
     def _resume(
-        self, future: concurrent.futures.Future[Any], then: Callable[[Any], object]
+        self,
+        future: concurrent.futures.Future[Any],
+        then: Callable[[Any], object],
+        abandon: Callable[[Any], object] | None,
     ) -> None:
         self._waiting = False
         if self._closed or self._closing:
+            if abandon is not None:
+                abandon(future)
             return
         self.add_channel()
         try:
@@ -600,9 +635,10 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         super().found_terminator()
 
     @staticmethod
-    def _outcome(future: concurrent.futures.Future[Any]) -> tuple[Any, ServedImage] | _Refused:
+    def _outcome(future: concurrent.futures.Future[Any]) -> Any:
+        """The work's result, or the :class:`_Refused` it raised."""
         try:
-            result: tuple[Any, ServedImage] = future.result()
+            result = future.result()
         except _Refused as exc:
             return exc
         except Exception:  # _admit catches the lookup's errors; anything else is a bug
@@ -673,8 +709,9 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         self._drop_queued()
         # still valid? (it may have expired, or the image been revoked, since the login)
         self._defer(
-            partial(_admit, self.owner.http, self.username, self.password),
+            partial(_admit_retr, self.owner.http, self.username, self.password),
             partial(self._retr_checked, file),
+            abandon=_release_slot,
         )
 
     def _retr_checked(self, file: str, future: concurrent.futures.Future[Any]) -> str | None:
@@ -687,21 +724,14 @@ class _Handler(FTPHandler):  # type: ignore[misc]
             else:
                 self.respond(f"550 {outcome.why.capitalize()}.")
             return None
-        grant, image = outcome
+        grant, image, site, slot = outcome
         self.image_path = image.path
-        try:
-            site = self.owner.http.site_of(grant.charger_id)
-        except Exception:
-            log.exception("firmware site lookup failed", charger=grant.charger_id)
-            self.respond("451 Site lookup failed; try again later.")
-            return None
-        full = self.owner.http._caps.acquire(site)
-        if full is not None:
-            log.warning("firmware download deferred", protocol="ftp", cap=full, site=site,
+        if isinstance(slot, str):
+            log.warning("firmware download deferred", protocol="ftp", cap=slot, site=site,
                         charger=grant.charger_id, job=grant.job_id)  # fmt: skip
-            self.respond(f"450 Too many concurrent downloads ({full}); try again later.")
+            self.respond(f"450 Too many concurrent downloads ({slot}); try again later.")
             return None
-        self.slot = _Slot(self.owner.http._caps, site)
+        self.slot = slot
         try:
             result: str | None = super().ftp_RETR(file)
             return result
