@@ -48,6 +48,8 @@ hypothesis.settings.load_profile(
     "evota-ci" if os.environ.get("EVOTA_HYPOTHESIS_DERANDOMIZE") == "1" else "evota"
 )
 
+pytest_plugins = ["tests.hang_report"]  # a hung test's asyncio stacks, before its timeout
+
 TOKEN = "test-admin-token-0123456789"
 PG_URL = os.environ.get("EVOTA_TEST_POSTGRES_URL")
 

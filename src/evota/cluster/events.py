@@ -333,6 +333,7 @@ class EventRelay:
     async def _publish_loop(self) -> None:
         delay = 0.05
         while True:
+            _cancelled()  # a cancel a library swallowed ends the loop here
             await self._wake.wait()
             self._wake.clear()
             while self._outbox:
@@ -382,6 +383,7 @@ class EventRelay:
         me = self.node.key
         delay = 0.05
         while True:
+            _cancelled()
             try:
                 await self._create_group()
                 await self._claim_pending(me)

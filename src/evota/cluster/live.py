@@ -133,6 +133,7 @@ class LiveBus:
     async def _publish_loop(self) -> None:
         delay = 0.05
         while True:
+            _cancelled()  # a cancel a library swallowed ends the loop here
             await self._wake.wait()
             self._wake.clear()
             while self._outbox:
@@ -157,6 +158,7 @@ class LiveBus:
     async def _listen_loop(self) -> None:
         delay = 0.05
         while True:
+            _cancelled()
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(CHANNEL)

@@ -414,6 +414,7 @@ class ChargerPresence:
 
     async def _writer(self) -> None:
         while True:
+            raise_if_cancelled()
             first = await self._queue.get()
             ops = [first, *self._drain()]
             try:
@@ -491,6 +492,7 @@ class ChargerPresence:
 
     async def _heartbeats(self) -> None:
         while True:
+            raise_if_cancelled()  # a cancel a library swallowed mid-beat ends the loop here
             await asyncio.sleep(self.heartbeat)
             try:
                 await self._beat()
@@ -599,6 +601,7 @@ class ChargerPresence:
         """The presence channel and this node's inbox; reconnects and re-reads on loss."""
         delay = 0.1
         while True:
+            raise_if_cancelled()
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CHANNEL, node_key(self.node.key))

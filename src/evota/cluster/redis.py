@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -63,9 +64,27 @@ async def stop_tasks(
         return
     _, pending = await asyncio.wait(tasks, timeout=timeout)
     for task in pending:
-        frames = [
-            f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in task.get_stack()
-        ]
         log.error(
-            "a task did not stop when cancelled", part=what, task=task.get_name(), stack=frames
+            "a task did not stop when cancelled",
+            part=what,
+            task=task.get_name(),
+            awaiting=" > ".join(awaiting(task.get_coro())),
         )
+
+
+def awaiting(coro: Any, limit: int = 40) -> list[str]:
+    """Where a coroutine waits: its chain of awaits, outermost first (``Task.get_stack``
+    shows only the outermost frame of a suspended task)."""
+    chain: list[str] = []
+    while coro is not None and len(chain) < limit:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        frame = frame or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        inner = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        coro = inner or getattr(coro, "ag_await", None)
+        framed = any(hasattr(coro, a) for a in ("cr_frame", "gi_frame", "ag_frame"))
+        if coro is not None and not framed:
+            chain.append(f"awaits {coro!r}"[:300])
+            break
+    return chain
