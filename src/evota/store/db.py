@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, exc
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -34,16 +35,50 @@ def _json_loads(text: str | bytes) -> Any:
         return {"\u2026": "nested too deep to read"}
 
 
-def create_engine(url: str) -> AsyncEngine:
+# A pooled PostgreSQL connection idle this long is pinged before it is handed out (it may
+# have been closed meanwhile: a restarted server, a proxy's idle timeout); one back from use
+# more recently is not. SQLAlchemy's pool_pre_ping pings at every checkout, which for asyncpg
+# is BEGIN, an empty query and ROLLBACK: three round trips before every transaction, 13-16%
+# of a node's CPU in a reconnect storm (docs/performance.md, "Cluster").
+PING_AFTER_IDLE: Final = 1.0
+_IDLE_SINCE: Final = "evota_idle_since"
+
+
+def create_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE) -> AsyncEngine:
+    """SQLite with WAL and its pragmas; PostgreSQL pooled, a connection pinged only when it
+    sat idle in the pool for ``ping_after_idle`` seconds (see :data:`PING_AFTER_IDLE`)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(
             url, connect_args={"timeout": 30}, json_deserializer=_json_loads
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(
-        url, pool_size=10, max_overflow=10, pool_pre_ping=True, json_deserializer=_json_loads
-    )
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, json_deserializer=_json_loads)
+    _ping_when_idle(engine, ping_after_idle)
+    return engine
+
+
+def ping_due(idle_since: float | None, now: float, after: float) -> bool:
+    """Whether a pooled connection back in the pool since ``idle_since`` (None: never
+    checked in, i.e. just opened) needs a ping before use."""
+    return idle_since is not None and now - idle_since >= after
+
+
+def _ping_when_idle(engine: AsyncEngine, after: float) -> None:
+    def checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    def checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if not ping_due(record.info.pop(_IDLE_SINCE, None), time.monotonic(), after):
+            return
+        try:
+            dbapi_conn.ping()
+        except Exception as error:  # the pool replaces it with a new connection
+            raise exc.DisconnectionError(str(error)) from error
+
+    event.listen(engine.sync_engine.pool, "checkin", checkin)
+    event.listen(engine.sync_engine.pool, "checkout", checkout)
 
 
 def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
