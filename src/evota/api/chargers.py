@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import func, insert, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from evota.api.approvals import AWAITING, awaiting
@@ -117,6 +117,23 @@ async def create_charger(
     return created
 
 
+def recent_events(charger_id: str, limit: int) -> Select[Any]:
+    """A charger's newest events, newest first, by ``received_at`` (id breaks ties).
+
+    Not by id alone: on PostgreSQL ``charger_events`` is partitioned by day (migration 0021),
+    and ``ORDER BY id DESC`` makes the planner walk each partition's primary key backwards
+    until it meets the charger — the whole table for a quiet charger (225 ms with 2 million
+    rows in 98 partitions, docs/performance.md). Ordered by ``received_at``, each partition
+    answers from its (charger_id, received_at) index in two pages (1 ms).
+    """
+    return (
+        select(ChargerEvent)
+        .where(ChargerEvent.charger_id == charger_id)
+        .order_by(ChargerEvent.received_at.desc(), ChargerEvent.id.desc())
+        .limit(limit)
+    )
+
+
 def _profile_possible(rt: Runtime, profile: int) -> None:
     """422 for a profile this evota cannot serve: it would lock the charger out."""
     tls = rt.gateway.tls
@@ -214,14 +231,7 @@ async def show_charger(
                 .order_by(Connector.connector_id)
             )
         ).all()
-        events = (
-            await conn.execute(
-                select(ChargerEvent)
-                .where(ChargerEvent.charger_id == charger_id)
-                .order_by(ChargerEvent.id.desc())
-                .limit(25)
-            )
-        ).all()
+        events = (await conn.execute(recent_events(charger_id, 25))).all()
     data["connectors"] = [ConnectorOut.model_validate(r._mapping) for r in connectors]
     data["recent_events"] = [EventOut.model_validate(r._mapping) for r in events]
     return data

@@ -235,7 +235,9 @@ async def latest_drift(rt: Runtime, charger_id: str) -> dict[str, Any] | None:
             await conn.execute(
                 select(ChargerEvent.status, ChargerEvent.data, ChargerEvent.received_at)
                 .where(ChargerEvent.charger_id == charger_id, ChargerEvent.kind == "configuration")
-                .order_by(ChargerEvent.id.desc())
+                # by received_at: on partitioned PostgreSQL, id order walks every partition
+                # (evota.api.chargers.recent_events)
+                .order_by(ChargerEvent.received_at.desc(), ChargerEvent.id.desc())
                 .limit(1)
             )
         ).first()
