@@ -5,7 +5,7 @@ the new leader's land. Single node: no fence."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,9 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, text
 
-from evota.cluster.fence import Deposed, refusal
+from evota.clock import SystemClock
+from evota.cluster.fence import Deposed, fenced, refusal
 from evota.cluster.leader import PgLeader, SoleLeader, Timing, asyncpg_dsn
 from evota.runtime import Runtime
+from evota.store import db
 from evota.store.models import ChargerEvent
 from tests.cluster.harness import pg_database, start_node  # noqa: F401
 
@@ -109,6 +111,39 @@ async def test_a_deposed_leaders_runner_write_is_refused_and_the_new_leaders_lan
         if b is not None:
             await b.stop()
         await a.stop()
+
+
+async def test_a_leader_whose_term_was_taken_under_a_live_session_steps_down(
+    pg_database: str,  # noqa: F811
+) -> None:
+    """The token moved on while this leader's lock session still answers (the takeover SQL
+    run by hand, or a lock lost and retaken between two checks): its fenced write is refused
+    and the refusal's check compares the token, not only the session, and steps down."""
+    engine = db.create_engine(pg_database)
+    await db.migrate(engine)
+    leader = PgLeader(pg_database, "a:x", SystemClock(), Timing(retry=3600.0))
+    guarded = fenced(engine, lambda: leader.token, leader.deposed)
+    try:
+        await leader.start()
+        await asyncio.wait_for(leader.wait(True), 10)
+        async with guarded.begin() as conn:  # in its term: lands
+            await conn.execute(insert(ChargerEvent).values(_event(leader.token)))
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE cluster_leader SET token = token + 1"))
+        with pytest.raises(Deposed):
+            async with guarded.begin() as conn:
+                await conn.execute(insert(ChargerEvent).values(_event(leader.token)))
+        await asyncio.wait_for(leader.wait(False), 10)  # not an hour: the refusal checked
+        async with engine.connect() as conn:
+            kinds = (await conn.execute(select(ChargerEvent.kind))).scalars().all()
+        assert kinds == ["term 1"]
+    finally:
+        await leader.stop()
+        await engine.dispose()
+
+
+def _event(term: int) -> dict[str, object]:
+    return {"charger_id": "CP-1", "kind": f"term {term}", "received_at": datetime.now(UTC)}
 
 
 async def test_the_fence_bounds_how_long_a_stalled_leader_holds_the_takeover_off(
