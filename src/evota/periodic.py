@@ -14,9 +14,24 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-__all__ = ["Periodic"]
+__all__ = ["Periodic", "raise_if_cancelled"]
 
 log = structlog.get_logger("evota.periodic")
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancel that a library took in.
+
+    A task cancelled while it waits in a client library may see the library return normally
+    or raise another error instead of CancelledError (redis-py; SQLAlchemy when its cleanup
+    of the cancelled statement fails; ``asyncio.wait_for`` on 3.11 when the inner result is
+    ready). A background loop that logs errors and goes on would then run forever and the
+    stop that cancelled it would hang. Every such loop calls this in its error handler and
+    at the top of each turn.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class Periodic:
@@ -49,4 +64,5 @@ class Periodic:
             try:
                 await self.work()
             except Exception:
+                raise_if_cancelled()
                 log.exception("periodic work failed", task=self.name)

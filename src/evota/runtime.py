@@ -83,6 +83,7 @@ from evota.gateway.server import Gateway
 from evota.operators import four_eyes, user_approvals
 from evota.operators.approvals import Approvals
 from evota.operators.credentials import token_hash
+from evota.periodic import raise_if_cancelled
 from evota.pki import ca as ca_files
 from evota.pki.ca import BuiltinCA, CAError, ChargerCA
 from evota.playbooks.runner import PlaybookRunner
@@ -829,6 +830,7 @@ class Runtime:
                 try:
                     await self._load_revoked()
                 except Exception as exc:  # the database away: the old set stays, try again
+                    raise_if_cancelled()
                     log.warning("revoked images not reloaded", error=str(exc)[:200])
         finally:
             notices.close()

@@ -20,6 +20,7 @@ the check and its COMMIT cannot hold the takeover off for longer than ``IDLE_TIM
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -86,7 +87,12 @@ def fenced(
             raise Deposed(f"runner write refused: {why}")
 
     def rollback(conn: Connection) -> None:
-        conn.info.pop(_TERM, None)
+        # Also called while SQLAlchemy closes a connection whose statement was cancelled:
+        # an invalidated connection raises on ``info``, and an error here would replace the
+        # cancel and keep the cancelled runner's loop going (its stop hung). The invalidated
+        # connection's ``info`` goes with it; ``begin`` sets the term again anyway.
+        with contextlib.suppress(Exception):
+            conn.info.pop(_TERM, None)
 
     sync: Any = copy.sync_engine
     event.listen(sync, "begin", begin)

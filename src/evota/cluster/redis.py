@@ -13,7 +13,11 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
+from evota.periodic import raise_if_cancelled
+
 log = structlog.get_logger("evota.cluster")
+
+__all__ = ["awaiting", "connect", "key", "raise_if_cancelled", "stop_tasks"]
 
 PREFIX = "evota:"  # every key and channel evota uses starts with this
 
@@ -33,19 +37,6 @@ def connect(url: str, *, timeout: float = 2.0) -> Redis:
 def key(*parts: str) -> str:
     """``evota:a:b`` — the one place key names are joined."""
     return PREFIX + ":".join(parts)
-
-
-def raise_if_cancelled() -> None:
-    """Re-raise a cancel that redis-py took in.
-
-    A task cancelled while it waits on Redis may see redis-py return normally or raise a
-    connection error instead of CancelledError; a loop that retries on errors would then run
-    forever, and stopping the node would hang. Every background loop that waits on Redis
-    calls this after each wait and in its error handler.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 async def stop_tasks(

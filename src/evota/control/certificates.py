@@ -44,6 +44,7 @@ from evota.clock import Clock
 from evota.control import catalog, commands
 from evota.control.dispatch import CommandPath, send_command
 from evota.fleet.charger import ChargerState
+from evota.periodic import raise_if_cancelled
 from evota.pki import inventory as inv
 from evota.pki.ca import CAError, ChargerCA
 from evota.pki.csr import CsrRefusal, check_csr
@@ -407,6 +408,7 @@ class CertificateService:
             except commands.CommandError:
                 pass  # the charger went away; asked again at its next boot
             except Exception:
+                raise_if_cancelled()
                 log.exception("certificate inventory failed", charger_id=charger_id)
             finally:
                 self._running.discard(charger_id)
@@ -526,6 +528,7 @@ class CertificateService:
             try:
                 await self.check_expiry()
             except Exception:
+                raise_if_cancelled()
                 log.exception("certificate expiry check failed")
             await asyncio.sleep(self.check_every)
 

@@ -34,6 +34,7 @@ from evota.control import catalog, commands, profiles
 from evota.control import operation as op
 from evota.control.operations import Info, OperationRunner, Outcome, SendFn
 from evota.fleet import vendors
+from evota.periodic import raise_if_cancelled
 from evota.store.models import Charger, ChargerEvent, ChargerSetting, ConfigProfile
 
 log = structlog.get_logger("evota.configuration")
@@ -146,6 +147,7 @@ class ConfigurationService:
             except commands.CommandError as exc:
                 log.info("configuration fetch failed", charger_id=cid, reason=exc.reason)
             except Exception:
+                raise_if_cancelled()
                 log.exception("configuration fetch failed", charger_id=cid)
 
     async def _poll(self) -> None:
@@ -157,6 +159,7 @@ class ConfigurationService:
                 for cid in await self.due():
                     self.enqueue(cid)
             except Exception:
+                raise_if_cancelled()
                 log.exception("configuration poll failed")
 
     async def due(self) -> list[str]:

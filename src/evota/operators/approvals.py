@@ -24,6 +24,7 @@ from evota.audit.log import SYSTEM, Actor, AuditLog
 from evota.clock import Clock
 from evota.operators import four_eyes
 from evota.operators.four_eyes import ApprovalState, transition
+from evota.periodic import raise_if_cancelled
 from evota.store.models import Approval
 
 log = structlog.get_logger("evota.approvals")
@@ -262,6 +263,7 @@ class Approvals:
             try:
                 await self.sweep()
             except Exception:
+                raise_if_cancelled()
                 log.exception("approval sweep failed")
             await asyncio.sleep(self.sweep_seconds)
 

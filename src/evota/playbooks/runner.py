@@ -38,6 +38,7 @@ from evota.control.catalog import CommandSpec, Params
 from evota.control.commands import CommandError, CommandResult
 from evota.firmware.importer import FetchError, FetchPolicy, post_json
 from evota.operators.approvals import Approvals
+from evota.periodic import raise_if_cancelled
 from evota.playbooks import guards as g
 from evota.playbooks import run as r
 from evota.playbooks import store
@@ -321,6 +322,7 @@ class PlaybookRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # nothing a charger sends may end the engine
+                raise_if_cancelled()
                 log.exception("playbook engine step failed", item=type(item).__name__)
                 if isinstance(item, _Call | _Approved) and not item.done.done():
                     item.done.set_exception(exc)

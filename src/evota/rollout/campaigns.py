@@ -29,6 +29,7 @@ from evota.firmware.lifecycle import FirmwareState
 from evota.firmware.updates import image_facts
 from evota.fleet import vendors
 from evota.fleet.vendors import VendorProfile
+from evota.periodic import raise_if_cancelled
 from evota.rollout import engine as eng
 from evota.rollout.campaign import (
     ACTIVE,
@@ -367,6 +368,7 @@ class CampaignRunner:
                         await self._join_newcomers(cid)
                         await self.evaluate(cid)
             except Exception:  # one bad evaluation must not stop every campaign
+                raise_if_cancelled()
                 log.exception("campaign evaluation failed")
 
     async def evaluate(self, campaign_id: str) -> eng.Decision | None:

@@ -31,6 +31,7 @@ from evota.clock import Clock
 from evota.control import commands
 from evota.firmware import delivery, tokens
 from evota.fleet import vendors
+from evota.periodic import raise_if_cancelled
 from evota.rollout import job as jm
 from evota.rollout import vendor_fit
 from evota.store.models import Charger, Firmware, JobEvent
@@ -313,6 +314,7 @@ class JobRunner:
                         continue
                     await self._apply(job, event, name)
             except Exception:  # one bad transition must not stop every other job
+                raise_if_cancelled()
                 log.exception("job transition failed", charger_id=charger_id, input=name)
 
     async def _apply(self, job: jm.Job, event: jm.Input, name: str) -> None:
@@ -425,6 +427,7 @@ class JobRunner:
             try:
                 await self._flush_bytes()
             except Exception:
+                raise_if_cancelled()
                 log.exception("could not record bytes served")
 
     async def _flush_bytes(self) -> None:
