@@ -13,6 +13,7 @@ import gc
 import sys
 import threading
 import traceback
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +36,12 @@ def dump(nodeid: str) -> None:
     for task in pending_tasks():
         lines.append(f"--- {task.get_name()}: {task.get_coro()!r}")
         lines.extend(f"    {line}" for line in awaiting(task.get_coro()))
+    # a fixture's teardown is an async generator the task awaits through asend(), which
+    # hides the chain: every suspended async generator's own chain
+    for gen in gc.get_objects():
+        if isinstance(gen, types.AsyncGeneratorType) and gen.ag_await is not None:
+            lines.append(f"--- async generator {gen.ag_code.co_qualname}")
+            lines.extend(f"    {line}" for line in awaiting(gen))
     names = {t.ident: t.name for t in threading.enumerate()}
     for ident, frame in sys._current_frames().items():
         lines.append(f"--- thread {names.get(ident, ident)}")
