@@ -83,13 +83,13 @@ from evota.gateway.server import Gateway
 from evota.operators import four_eyes, user_approvals
 from evota.operators.approvals import Approvals
 from evota.operators.credentials import token_hash
-from evota.periodic import raise_if_cancelled
+from evota.periodic import Periodic, raise_if_cancelled
 from evota.pki import ca as ca_files
 from evota.pki.ca import BuiltinCA, CAError, ChargerCA
 from evota.playbooks.runner import PlaybookRunner
 from evota.rollout import approvals as campaign_approvals
 from evota.rollout.campaigns import CampaignRunner
-from evota.rollout.runner import JobRunner, job_timeouts
+from evota.rollout.runner import JobRunner, job_timeouts, record_bytes_served
 from evota.store import db
 from evota.store.models import ApiToken, Charger, Firmware
 
@@ -101,6 +101,9 @@ log = structlog.get_logger("evota")
 BOOTSTRAP_TOKEN_NAME = "bootstrap-admin"
 REVOKED_TOPIC = "firmware:revoked"  # live-bus notice: reload the revoked images
 REVOKED_RELOAD = 30.0  # seconds: cluster nodes reload them at least this often
+
+
+BYTES_FLUSH_SECONDS = 2.0  # cluster: how often a node records its downloads' bytes
 
 
 def _started(start: Callable[..., None], *args: Any) -> Callable[[], Awaitable[None]]:
@@ -163,6 +166,8 @@ class Runtime:
     seal: Seal | None = None  # cluster mode: the cluster key (evota.cluster.envelope)
     _node_lock: IO[bytes] | None = None  # SQLite: one node per database file
     _stopping: bool = False  # stop() has begun
+    _bytes_flush: Periodic | None = None  # cluster: this node's download bytes, recorded
+    _bytes_pending: dict[str, int] = field(default_factory=dict)  # not recorded yet
     # Cluster mode: login, charger-key and download limits in Redis (evota.cluster.limits)
     shared_limits: SharedLimits | None = None
     # Cluster mode: charger events to the leader's services, live updates from every node
@@ -463,6 +468,9 @@ class Runtime:
                 self.delivery.start, s.host, s.download_port
             )
             await self._start_ftp()
+        if s.redis_url is not None:  # every node serves downloads, only the leader runs jobs
+            self._bytes_flush = Periodic("bytes-served", self._record_bytes_served)
+            self._bytes_flush.start(BYTES_FLUSH_SECONDS)
         self.jobs = JobRunner(
             self.runner_engine,
             self.clock,
@@ -472,7 +480,8 @@ class Runtime:
             token_keys=[key],
             token_ttl=s.download_token_ttl,
             base_url=lambda: s.download_base_url(self.download_port),
-            take_bytes=self.delivery.take_bytes,  # HTTP and FTP bytes alike
+            # HTTP and FTP bytes alike; in a cluster each node records its own (below)
+            take_bytes=dict if self._bytes_flush is not None else self.delivery.take_bytes,
             location=self._download_location,
             audit=self.audit,
             profile_for=self.vendor_profiles.for_charger,
@@ -877,6 +886,10 @@ class Runtime:
         if self.ftp is not None:
             await asyncio.to_thread(self.ftp.stop)
         await asyncio.to_thread(self.delivery.stop)
+        if self._bytes_flush is not None:  # what this node's downloads sent, to the last byte
+            await self._bytes_flush.stop()
+            with contextlib.suppress(Exception):
+                await self._record_bytes_served()
         await self.gateway.stop()
         if self._revoked_watch is not None:
             self._revoked_watch.cancel()
@@ -903,6 +916,15 @@ class Runtime:
         if self._node_lock is not None:
             self._node_lock.close()
             self._node_lock = None
+
+    async def _record_bytes_served(self) -> None:
+        """Cluster mode: this node's download bytes per job, added to the jobs' rows (kept
+        for the next time while the database is away)."""
+        pending = self._bytes_pending
+        for job_id, count in self.delivery.take_bytes().items():
+            pending[job_id] = pending.get(job_id, 0) + count
+        await record_bytes_served(self.engine, pending)
+        pending.clear()
 
     async def _alerts_deposed(self) -> None:
         """The alert monitor stops when this node loses the leadership; at shutdown it

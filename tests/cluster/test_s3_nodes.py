@@ -46,10 +46,12 @@ def pg_url(pg_database: str) -> str:  # noqa: F811
     return pg_database
 
 
-async def _ranged(rt: Runtime, charger_id: str, sha256: str) -> tuple[bytes, list[int]]:
+async def _ranged(
+    rt: Runtime, charger_id: str, sha256: str, job_id: str = "job-1"
+) -> tuple[bytes, list[int]]:
     """The image in two Range requests from ``rt``'s download server (a resumed download)."""
     key = load_key(rt.settings.data_dir / tokens.KEY_FILE)
-    grant = tokens.DownloadGrant("job-1", charger_id, sha256, int(time.time()) + 600)
+    grant = tokens.DownloadGrant(job_id, charger_id, sha256, int(time.time()) + 600)
     path = download_path(charger_id, sha256, tokens.issue(grant, key))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rt.download_port}") as dl:
         first = await dl.get(path, headers={"Range": "bytes=0-99999"})

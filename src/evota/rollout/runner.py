@@ -78,6 +78,25 @@ Send = Callable[[str, commands.Command], Any]  # Gateway.send: awaitable Command
 Ready = Callable[[str], bool]  # is the charger connected and accepted?
 
 
+async def record_bytes_served(engine: AsyncEngine, served: dict[str, int]) -> None:
+    """Add what the download servers sent per job id to each job's ``bytes_served``.
+
+    An increment, so any node may record what its own download server sent (in a cluster
+    every node serves downloads; the job runner runs only on the leader).
+    """
+    if not served:
+        return
+    metrics.FIRMWARE_BYTES.inc(sum(served.values()))
+    async with engine.begin() as conn:
+        for job_id, count in served.items():
+            if job_id.isdigit():
+                await conn.execute(
+                    update(JobRow)
+                    .where(JobRow.id == int(job_id))
+                    .values(bytes_served=JobRow.bytes_served + count)
+                )
+
+
 class JobRunner:
     def __init__(
         self,
@@ -431,18 +450,7 @@ class JobRunner:
                 log.exception("could not record bytes served")
 
     async def _flush_bytes(self) -> None:
-        served = self._take_bytes()
-        if not served:
-            return
-        metrics.FIRMWARE_BYTES.inc(sum(served.values()))
-        async with self._engine.begin() as conn:
-            for job_id, count in served.items():
-                if job_id.isdigit():
-                    await conn.execute(
-                        update(JobRow)
-                        .where(JobRow.id == int(job_id))
-                        .values(bytes_served=JobRow.bytes_served + count)
-                    )
+        await record_bytes_served(self._engine, self._take_bytes())
 
     # -- persistence --------------------------------------------------------------------------
     async def _persist(self, job: jm.Job, event: str, detail: dict[str, Any]) -> None:
