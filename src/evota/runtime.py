@@ -584,6 +584,11 @@ class Runtime:
             lambda cid: state.protocol if (state := self.live_state(cid)) else None,
             approvals=self.approvals,
         )
+        if self.settings.redis_url is not None:  # cluster: writes only on the leader
+            self.rotations.leading = lambda: self.leadership.is_leader
+            self.rotations.settle_on_leader = lambda rotation_id: self.leader_calls.call(
+                "rotations.settle", rotation_id=rotation_id
+            )
         await self.leadership.add(_started(self.rotations.start), _nothing)
         if self.live is not None and self.presence is not None:  # cluster: every node switches
             self.rotation_spread = RotationSpread(

@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from evota.cluster.leader import PgLeader
 from tests.cluster.harness import pg_database, start_node  # noqa: F401
+from tests.support import until
 
 
 async def test_a_statement_cancelled_on_the_fenced_engine_ends_its_task_as_cancelled(
@@ -47,8 +48,7 @@ async def test_a_statement_cancelled_on_the_fenced_engine_ends_its_task_as_cance
 
         task = asyncio.create_task(runner_read())
         await running.wait()
-        while not await asleep():  # the statement is on the server
-            await asyncio.sleep(0.02)
+        await until(asleep)  # the statement is on the server
         task.cancel()
         await asyncio.wait([task], timeout=30)
         assert task.done() and task.cancelled(), task  # not PendingRollbackError
@@ -56,3 +56,27 @@ async def test_a_statement_cancelled_on_the_fenced_engine_ends_its_task_as_cance
             assert (await conn.execute(text("SELECT 1"))).scalar() == 1
     finally:
         await node.stop()
+
+
+async def test_a_refused_runner_write_in_a_request_is_a_503_problem() -> None:
+    """A request whose runner write the fence refused (this node lost the leadership
+    meanwhile) answers 503 with a problem and Retry-After, never a 500."""
+    import httpx
+    from fastapi import FastAPI
+
+    from evota.api import problems
+    from evota.cluster.fence import Deposed
+
+    app = FastAPI()
+    problems.install(app)
+
+    @app.get("/write")
+    async def write() -> None:
+        raise Deposed("runner write refused: this node does not lead")
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://evota") as client:
+        r = await client.get("/write")
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["title"] == "No runner leader"

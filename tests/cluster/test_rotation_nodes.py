@@ -178,6 +178,14 @@ async def test_a_switch_on_the_leader_moves_every_nodes_listener_and_chargers(
                 timeout=15,
             )
             assert view["state"] == "switched"
+        # The old root's removal, asked and read on the node that does not lead: the
+        # leader settles the finished removal (a status write on this node would be refused
+        # by the fence: only the leader writes)
+        async with api_client(other) as api:
+            r = await api.post(f"{BASE}/{rid}/finish", json={"reason": "old root out"})
+            assert r.status_code == 200, r.text
+        view = await until(lambda: _status(other), lambda v: v["state"] == "finished")
+        assert view["remove_state"] == "completed"
     finally:
         for c in chargers.values():
             await c.stop()

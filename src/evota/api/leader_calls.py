@@ -206,6 +206,9 @@ def register(rt: Runtime, calls: LeaderCalls) -> None:
     async def rotations_stop(*, rotation_id: str) -> dict[str, Any]:
         return await rt.rotations.stop(rotation_id)
 
+    async def rotations_settle(*, rotation_id: str) -> None:
+        await rt.rotations.status(rotation_id)  # on the leader: settles a finished removal
+
     async def local_lists_sync(
         *, actor: dict[str, Any], chargers: dict[str, str | None], full: bool, reason: str | None
     ) -> list[dict[str, Any]]:
@@ -238,6 +241,7 @@ def register(rt: Runtime, calls: LeaderCalls) -> None:
         "rotations.switch": rotations_switch,
         "rotations.finish": rotations_finish,
         "rotations.stop": rotations_stop,
+        "rotations.settle": rotations_settle,
         "firmware.revoked": firmware_revoked,
         "local_lists.sync": local_lists_sync,
     }

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from evota.cluster.fence import Deposed
 from evota.firmware.storage import StoreUnavailable
 
 PROBLEM = "application/problem+json"
@@ -203,6 +204,13 @@ def install(app: FastAPI) -> None:
         return problem_response(
             503, "Storage unavailable", str(exc), "file", headers={"Retry-After": "30"}
         )
+
+    @app.exception_handler(Deposed)
+    async def _deposed(request: Request, exc: Deposed) -> JSONResponse:
+        """A runner write refused because this node lost the leadership meanwhile
+        (evota.cluster.fence): nothing landed; the next leader takes the call."""
+        log.warning("runner write refused: not the leader", path=request.url.path)
+        return problem_response(503, "No runner leader", str(exc), headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -122,6 +122,10 @@ class RootRotations:
         self._lock = asyncio.Lock()
         # Cluster mode: every node reloads and reconnects its chargers (the runtime sets it).
         self.fleetwide: Fleetwide | None = None
+        # Cluster mode: whether this node leads, and how to ask the leader to settle a
+        # finished removal. Only the leader writes (its writes are fenced by its term).
+        self.leading: Callable[[], bool] = lambda: True
+        self.settle_on_leader: Callable[[str], Awaitable[object]] | None = None
 
     def start(self) -> None:
         self._runner.add_step(INSTALL, self._install_step)
@@ -256,7 +260,7 @@ class RootRotations:
                 return None
             remove_state = await self._op_state(row.remove_operation_id)
             after = rules.end_state(row.state, remove_state)
-            if after is not None:
+            if after is not None and self.leading():
                 await self._set(row.id, after, finished=after == RotationState.FINISHED)
                 await self._audit.record(
                     SYSTEM,
@@ -265,6 +269,12 @@ class RootRotations:
                     target=row.id,
                     detail={"remove_operation_id": row.remove_operation_id},
                 )
+                row = await self._row(row.id)
+            elif after is not None and self.settle_on_leader is not None:
+                try:  # the leader settles it; without one the stored phase is shown
+                    await self.settle_on_leader(row.id)
+                except Exception as exc:
+                    log.warning("rotation not settled by the leader", reason=str(exc)[:200])
                 row = await self._row(row.id)
             return await self._view(row)
 
