@@ -395,6 +395,7 @@ async def storm(
     except BaseException:
         await cluster.stop()
         redis.stop()
+        await drop_database(db)
         raise
     sims = Sims(spec, cluster.ocpp_urls, args.procs)
     expected_b = len(spec.chargers)
