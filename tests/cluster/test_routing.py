@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 from websockets.asyncio.client import ClientConnection
 
 from evota.cluster.envelope import Seal
@@ -195,6 +195,33 @@ async def test_a_second_connection_on_another_node_replaces_the_first(nodes):
     await new.send(json.dumps([3, call[1], {"status": "Accepted"}]))
     assert (await sent).status == "Accepted"
     await new.close()
+
+
+async def test_a_connected_flag_cleared_by_another_nodes_late_write_is_stored_again(nodes):
+    """Under a storm a charger's old node's disconnect can land after its new node's connect
+    (two nodes' write queues): the stored flag says disconnected while node-b holds it. The
+    holder's periodic check stores it connected again; a charger it does not hold is left."""
+    a, b = nodes
+    await provision(a, "CP-R9", KEY)
+    await provision(a, "CP-R10", KEY)
+    ws = await _booted(b, "CP-R9")
+    other = await _booted(a, "CP-R10")
+    await _seen_from(b, "CP-R9", "node-b")
+    await _seen_from(b, "CP-R10", "node-a")
+    await b.fleet.writer.flush()
+    await a.fleet.writer.flush()
+    async with a.engine.begin() as conn:  # what the old node's late write leaves behind
+        await conn.execute(
+            update(Charger).where(Charger.id.in_(["CP-R9", "CP-R10"])).values(connected=False)
+        )
+    assert await b._reassert_connected() == 1  # only the charger node-b holds
+    await b.fleet.writer.flush()
+    flags = select(Charger.id, Charger.connected).where(Charger.id.in_(["CP-R9", "CP-R10"]))
+    async with a.engine.connect() as conn:
+        assert dict((await conn.execute(flags)).all()) == {"CP-R9": True, "CP-R10": False}
+    assert await b._reassert_connected() == 0  # nothing left to fix
+    await ws.close()
+    await other.close()
 
 
 async def test_disabling_a_charger_on_another_node_stops_it_there(nodes):
