@@ -66,6 +66,21 @@ async def start_node(
     return await start_runtime(home, database_url, node_id=name, **overrides)
 
 
+async def start_nodes(
+    home: Path, database_url: str, redis_url: str, n: int = 2, **overrides: Any
+) -> list[Runtime]:
+    """``n`` in-process cluster nodes (``node0``…) on one PostgreSQL and one Redis, each
+    holding the first node's shared files."""
+    nodes: list[Runtime] = []
+    for i in range(n):
+        first = nodes[0] if nodes else None
+        node = await start_node(
+            home / f"node{i}", database_url, f"node{i}", first, redis_url=redis_url, **overrides
+        )
+        nodes.append(node)
+    return nodes
+
+
 # -- fixtures ---------------------------------------------------------------------------------
 
 

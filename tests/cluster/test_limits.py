@@ -34,7 +34,7 @@ from evota.firmware.delivery import DeliveryServer, ServedImage, download_path
 from evota.operators.login import LoginThrottle
 from evota.runtime import Runtime
 from evota.signed_tokens import new_key
-from tests.cluster.harness import cluster_redis, pg_database, start_node  # noqa: F401
+from tests.cluster.harness import cluster_redis, pg_database, start_nodes  # noqa: F401
 from tests.conftest import ShiftedClock, basic, provision
 from tests.redis_fixtures import RedisServer
 
@@ -90,21 +90,6 @@ async def test_window_keys_expire(redis_url: str) -> None:
 # -- two nodes ---------------------------------------------------------------------------------
 
 
-async def _nodes(
-    tmp_path: Path, url: str, redis_url: str, clock: ShiftedClock, n: int = 2, **overrides: object
-) -> list[Runtime]:
-    """``n`` in-process nodes on one PostgreSQL and one Redis, the first node's keys shared."""
-    nodes: list[Runtime] = []
-    for i in range(n):
-        first = nodes[0] if nodes else None
-        node = await start_node(
-            tmp_path / f"node{i}", url, f"node{i}", first, clock=clock,
-            redis_url=redis_url, **overrides,
-        )  # fmt: skip
-        nodes.append(node)
-    return nodes
-
-
 @pytest.fixture
 async def two_nodes(
     tmp_path: Path,
@@ -113,7 +98,7 @@ async def two_nodes(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[list[Runtime]]:
     overrides = getattr(request, "param", {})
-    nodes = await _nodes(tmp_path, pg_database, redis_url, ShiftedClock(), **overrides)
+    nodes = await start_nodes(tmp_path, pg_database, redis_url, clock=ShiftedClock(), **overrides)
     yield nodes
     for node in reversed(nodes):
         await node.stop()
@@ -383,8 +368,8 @@ async def test_a_node_without_redis_still_answers_logins_and_throttles_them(
     pg_database: str,  # noqa: F811
     cluster_redis: RedisServer,  # noqa: F811
 ) -> None:
-    (node,) = await _nodes(
-        tmp_path, pg_database, cluster_redis.url, ShiftedClock(), n=1, login_rate_per_minute=2
+    (node,) = await start_nodes(
+        tmp_path, pg_database, cluster_redis.url, n=1, clock=ShiftedClock(), login_rate_per_minute=2
     )
     try:
         cluster_redis.stop()

@@ -20,7 +20,7 @@ from evota.cluster.limits import SharedImportSlots
 from evota.cluster.redis import connect as redis_client
 from evota.firmware.importer import FetchError, FetchProblem
 from evota.runtime import Runtime
-from tests.cluster.harness import cluster_redis, pg_database, start_node  # noqa: F401
+from tests.cluster.harness import cluster_redis, pg_database, start_nodes  # noqa: F401
 from tests.conftest import ShiftedClock, api_client, connect, provision
 from tests.firmware.conftest import site  # noqa: F401
 from tests.firmware.test_import import LOOPBACK, problem, request
@@ -36,17 +36,8 @@ INTERVAL_MINUTES = 10
 async def _nodes(
     tmp_path: Path, url: str, redis_url: str, n: int = 2, **overrides: Any
 ) -> list[Runtime]:
-    """``n`` in-process nodes on one PostgreSQL and one Redis and one (movable) clock."""
-    clock = ShiftedClock()
-    nodes: list[Runtime] = []
-    for i in range(n):
-        first = nodes[0] if nodes else None
-        node = await start_node(
-            tmp_path / f"node{i}", url, f"node{i}", first, clock=clock,
-            redis_url=redis_url, **overrides,
-        )  # fmt: skip
-        nodes.append(node)
-    return nodes
+    """``n`` nodes sharing one (movable) clock."""
+    return await start_nodes(tmp_path, url, redis_url, n, clock=ShiftedClock(), **overrides)
 
 
 @pytest.fixture
