@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 BENCH = Path(__file__).resolve().parent
@@ -553,9 +554,16 @@ async def campaign(
         assert r.status_code == 200, r.text
         killed: dict[str, Any] = {}
         cpu_dead = 0.0
+        api_errors = 0  # status polls the balancer answered with an error or dropped
         while True:
-            r = await api.get(f"/api/v1/campaigns/{cid}")
+            try:
+                r = await api.get(f"/api/v1/campaigns/{cid}")
+            except httpx.TransportError:  # the balancer dropped the request: ask again
+                api_errors += 1
+                await asyncio.sleep(0.5)
+                continue
             if r.status_code != 200:  # HAProxy noticing a killed node: 503 for a moment
+                api_errors += 1
                 await asyncio.sleep(0.2)
                 continue
             c = r.json()
@@ -594,6 +602,7 @@ async def campaign(
             await conn.close()
         gate_s = None if at is None else (at - killed["at"]).total_seconds()
     result = {
+        "api_errors": api_errors,
         "state": c["state"],
         "reason": c.get("state_reason"),
         "waves": " ".join(str(w["size"]) for w in c["waves"]),
