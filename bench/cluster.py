@@ -191,6 +191,24 @@ class BenchCluster(Cluster):
         up = {r[1] for r in rows if len(r) > 17 and r[0] == "evota_ocpp" and r[17] == "UP"}
         return all(n.name in up for n in self.nodes)
 
+    def marked_down(self) -> int:
+        """Servers marked DOWN by a failed health check so far, over every HAProxy process
+        (the stats' ``chkdown``): a node cut off while it was only busy shows here."""
+        total = 0
+        saved = self.stats_socket
+        socks = [saved] + [self.directory / f"haproxy{k}.sock" for k in range(1, self.lbs)]
+        try:
+            for sock in socks:
+                self.stats_socket = sock
+                for row in (r.split(",") for r in self._stats("show stat\n").splitlines()):
+                    if len(row) > 22 and row[1] not in ("FRONTEND", "BACKEND", "svname"):
+                        total += int(row[22] or 0)
+        except (OSError, ValueError):  # a benchmark figure, not worth failing the run for
+            return -1
+        finally:
+            self.stats_socket = saved
+        return total
+
     async def stop(self) -> None:
         for proc in self.extra:
             if proc.poll() is None:
@@ -549,6 +567,7 @@ async def campaign(
         assert r.status_code == 201, r.text
         cid = r.json()["id"]
         cpu0 = node_cpu(cluster)
+        down0 = cluster.marked_down() if isinstance(cluster, BenchCluster) else 0
         t0 = time.perf_counter()
         r = await api.post(f"/api/v1/campaigns/{cid}/start", json={"reason": "bench"})
         assert r.status_code == 200, r.text
@@ -601,8 +620,10 @@ async def campaign(
         finally:
             await conn.close()
         gate_s = None if at is None else (at - killed["at"]).total_seconds()
+    down = (cluster.marked_down() if isinstance(cluster, BenchCluster) else 0) - down0
     result = {
         "api_errors": api_errors,
+        "lb_marked_down": down,
         "state": c["state"],
         "reason": c.get("state_reason"),
         "waves": " ".join(str(w["size"]) for w in c["waves"]),
