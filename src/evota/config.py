@@ -145,7 +145,8 @@ class Settings(BaseSettings):
         ge=0,
         le=10080,
         description="at most one signed certificate per charger in this many minutes (a "
-        "charger with a valid key must not flood the CA); further requests are Rejected",
+        "charger with a valid key must not flood the CA); further requests are Rejected; "
+        "in a cluster per charger for all nodes",
     )
     cert_expiry_alert_days: int = Field(
         30,
@@ -656,7 +657,11 @@ class Settings(BaseSettings):
         None, description="PEM CA bundle trusted for import servers besides the public CAs"
     )
     firmware_import_max_concurrent: int = Field(
-        4, ge=1, le=100, description="image imports (API and feeds) running at once; more: 429"
+        4,
+        ge=1,
+        le=100,
+        description="image imports (API and feeds) running at once, in a cluster for all nodes "
+        "together; more: 429 (cluster with Redis unreachable: 503)",
     )
     firmware_feed_interval_hours: float = Field(
         0, ge=0, description="check the vendors' release feeds this often; 0: only on request"
