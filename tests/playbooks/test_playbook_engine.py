@@ -673,8 +673,12 @@ async def test_a_session_that_starts_during_a_run_refuses_its_next_command(world
     await w.playbook()
     [busy] = await w.chargers("SES-", faults=["stuck_connectors=1"])
     await w.faulted(busy)
+    connects = busy.stats.connects
     w.clock.advance(minutes=11)
     await until(lambda: w.runs(state="waiting"), lambda rs: len(rs) == 1)
+    # the run's soft reset reboots the charger: a session begins once it is back (before,
+    # a busy run began it while the charger was reconnecting: NotConnected)
+    await until(lambda: busy.stats.connects > connects and busy.accepted, timeout=15)
     busy.begin_session(2, "TAG-1", duration=24 * 3600.0)
     await until(
         lambda: w.rt.playbooks.facts(busy.identity),
