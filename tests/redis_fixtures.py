@@ -18,13 +18,16 @@ from pathlib import Path
 
 import pytest
 
+from tests import support
+
 REDIS = shutil.which("redis-server")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# Ports come from the worker's own block below the kernel's ephemeral range (tests.support):
+# a port numbered by bind(0) is in that range, where any outgoing connection can take it
+# between the pick and the server's bind (HAProxy failed to start once that way, with two
+# suites on the machine).
+free_port = support.free_port
 
 
 class RedisServer:
