@@ -251,11 +251,15 @@ class Cluster:
         """The first node (it creates the keys and migrates), then the others, then HAProxy."""
         require_haproxy()
         first, *rest = self.nodes
-        await self._start_node(first)
-        for node in rest:
-            self._copy_keys(first.data_dir, node.data_dir)
-        await asyncio.gather(*(self._start_node(node) for node in rest))
-        await self._start_haproxy()
+        try:
+            await self._start_node(first)
+            for node in rest:
+                self._copy_keys(first.data_dir, node.data_dir)
+            await asyncio.gather(*(self._start_node(node) for node in rest))
+            await self._start_haproxy()
+        except BaseException:  # a failed start leaves no node running (they outlived the run)
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         """SIGTERM every node (a clean stop), then HAProxy; SIGKILL what does not stop."""
