@@ -561,19 +561,7 @@ class FleetService:
             "scheduled_at": reset.scheduled_at.isoformat(),
             "boot_reason": boot_reason,
         }
-        for listen in self.charger_listeners:
-            listen(charger_id, "reset", 0, "completed", None)
-        self.writer.event(
-            {
-                "charger_id": charger_id,
-                "kind": "reset",
-                "status": "completed",
-                "request_id": None,
-                "data": done,
-                "charger_timestamp": None,
-                "received_at": now,
-            }
-        )
+        self._charger_event(charger_id, "reset", now, "completed", None, done)
         if reset.done is not None:
             reset.done(done)
 
@@ -747,11 +735,25 @@ class FleetService:
         data: dict[str, Any] | None = None,
         charger_timestamp: Any = None,
     ) -> None:
+        self._charger_event(state.id, kind, now, status, request_id, data, charger_timestamp)
+
+    def _charger_event(
+        self,
+        charger_id: str,
+        kind: str,
+        now: Any,
+        status: str | None = None,
+        request_id: int | None = None,
+        data: dict[str, Any] | None = None,
+        charger_timestamp: Any = None,
+    ) -> None:
+        """A charger event for the listeners and the database (no connection needed: a reset
+        completed on another node is recorded by charger id)."""
         for listen in self.charger_listeners:
-            listen(state.id, kind, 0, status, None)
+            listen(charger_id, kind, 0, status, None)
         self.writer.event(
             {
-                "charger_id": state.id,
+                "charger_id": charger_id,
                 "kind": kind,
                 "status": status,
                 "request_id": request_id,
