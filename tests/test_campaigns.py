@@ -28,7 +28,7 @@ from evota.runtime import Runtime
 from evota.sim import Fleet, SiteSpec, fleet_from_flags
 from evota.sim.fleet import FaultProfile, FleetSpec
 from evota.store import db
-from evota.store.models import ChargingSession, Job, JobEvent
+from evota.store.models import ChargerEvent, ChargingSession, Job, JobEvent
 
 from .conftest import TOKEN, Keys
 from .sim.conftest import fast
@@ -132,7 +132,9 @@ async def jobs_of(rt: Runtime, campaign_id: str) -> list[Any]:
 async def test_healthy_fleet_completes_every_wave(world: World):
     fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=32 * 1024)
     fleet = await world.fleet(fleet_spec(100, world.keys), session_rate=0.0)
+    world.rt.campaigns.facts.full_every = timedelta(hours=1)  # only notices re-read chargers
     rows_before = metrics.CAMPAIGN_JOB_ROWS_READ._value.get()
+    chargers_before = metrics.CAMPAIGN_CHARGER_ROWS_READ._value.get()
     c = await world.campaign(fw["id"], waves=[{"count": 4}, {"percent": 25}, {"percent": 100}])
     assert c["eligible"] == 100 and c["excluded"] == []
     assert [w["size"] for w in c["waves"]] == [4, 21, 75]  # percentages are cumulative
@@ -165,6 +167,59 @@ async def test_healthy_fleet_completes_every_wave(world: World):
         ).scalar_one()
     rows_read = metrics.CAMPAIGN_JOB_ROWS_READ._value.get() - rows_before
     assert 0 < rows_read <= 100 + writes, (rows_read, writes)
+    # Nor every member charger (evota.rollout.charger_facts): one whole read, then each boot
+    # notice reads its charger at most three times (at once, after settling, and once more
+    # when noticed at the instant of a read). Re-reading them all every tick reads thousands.
+    async with world.rt.engine.connect() as conn:
+        boots = (
+            await conn.execute(
+                select(func.count())
+                .select_from(ChargerEvent)
+                .where(ChargerEvent.kind == "boot", ChargerEvent.charger_id.like("CMP-%"))
+            )
+        ).scalar_one()
+    chargers_read = metrics.CAMPAIGN_CHARGER_ROWS_READ._value.get() - chargers_before
+    assert 100 <= chargers_read <= 100 + 3 * boots, (chargers_read, boots)
+
+
+async def test_an_operators_site_and_charger_edits_reach_a_running_campaign(world: World):
+    """A campaign keeps its chargers' facts between evaluations; editing a site's timezone
+    or moving a charger to another site is noticed at once, not at the next whole read."""
+    facts = world.rt.campaigns.facts
+    facts.full_every = facts.settle = timedelta(hours=1)  # only the edits' notices re-read
+    fw = await upload(world.api, world.tmp_path, world.keys, "2.0.0", size=16 * 1024)
+    fleet = await world.fleet(fleet_spec(8, world.keys))
+    by_site: dict[str, set[str]] = {}
+    for ch in fleet.chargers:
+        by_site.setdefault(str(ch.spec.site_id), set()).add(ch.identity)
+    # Open two hours ahead of UTC, closed at every site (UTC) now; open in UTC+6 now.
+    hour = datetime.now(UTC).hour
+    window = {"start": f"{(hour + 6) % 24:02d}:00", "end": f"{(hour + 8) % 24:02d}:00"}
+    c = await world.campaign(
+        fw["id"], waves=[{"percent": 100}], policy={**POLICY, "windows": [window]}
+    )
+    r = await world.api.post(f"/api/v1/campaigns/{c['id']}/start", json={"reason": "test"})
+    assert r.status_code == 200
+    await world.until(c["id"], lambda c: any("window" in n for n in c["notes"]))
+    assert await jobs_of(world.rt, c["id"]) == []
+    r = await world.api.patch("/api/v1/sites/site-0", json={"timezone": "Asia/Dhaka"})
+    assert r.status_code == 200, r.text
+    await until(
+        lambda: jobs_of(world.rt, c["id"]),
+        lambda jobs: {j.charger_id for j in jobs} == by_site["site-0"],
+        timeout=30,
+        describe=lambda jobs: str(jobs),
+    )
+    moved = sorted(by_site["site-1"])[0]
+    r = await world.api.patch(f"/api/v1/chargers/{moved}", json={"site_id": "site-0"})
+    assert r.status_code == 200, r.text
+    jobs = await until(
+        lambda: jobs_of(world.rt, c["id"]),
+        lambda jobs: {j.charger_id for j in jobs} == by_site["site-0"] | {moved},
+        timeout=30,
+        describe=lambda jobs: str(jobs),
+    )
+    assert {j.charger_id for j in jobs} == by_site["site-0"] | {moved}
 
 
 async def test_bad_image_stops_in_the_pilot_and_rolls_it_back(world: World):

@@ -36,6 +36,11 @@ JOBS_FINISHED = Counter(
     ["state", "failure"],
     registry=REGISTRY,
 )
+CAMPAIGN_CHARGER_ROWS_READ = Counter(
+    "evota_campaign_charger_rows_read",
+    "Charger rows the campaign runner read (whole campaigns at first, then noticed chargers)",
+    registry=REGISTRY,
+)
 CAMPAIGN_JOB_ROWS_READ = Counter(
     "evota_campaign_job_rows_read",
     "Job rows the campaign runner read (whole campaigns at first, then only changed jobs)",

@@ -89,6 +89,7 @@ from evota.pki.ca import BuiltinCA, CAError, ChargerCA
 from evota.playbooks.runner import PlaybookRunner
 from evota.rollout import approvals as campaign_approvals
 from evota.rollout.campaigns import CampaignRunner
+from evota.rollout.charger_facts import CHARGER_FACTS
 from evota.rollout.runner import JobRunner, job_timeouts, record_bytes_served
 from evota.store import db
 from evota.store.models import ApiToken, Charger, Firmware
@@ -498,6 +499,7 @@ class Runtime:
             tick_interval=s.campaign_tick_seconds,
             profile_for=self.vendor_profiles.for_identity,
         )
+        self.fleet.boot_listeners.append(self.campaigns.charger_booted)  # the leader's, relayed
         await self.leadership.add(self.campaigns.start, self.campaigns.stop)
         self.kpi_rollup = Rollup(
             self.runner_engine,
@@ -739,7 +741,11 @@ class Runtime:
 
     def charger_changed(self, charger_id: str, changes: Mapping[str, Any]) -> None:
         """An operator changed a charger's registration or site: cluster mode, the node
-        holding its connection applies it there too (a disabled charger stops at once)."""
+        holding its connection applies it there too (a disabled charger stops at once).
+        Running campaigns here read it again (an approved change runs on the leader; the
+        edit route also tells the leader, evota.api.chargers)."""
+        if CHARGER_FACTS.intersection(changes):
+            self.campaigns.facts_changed([charger_id])
         if self.presence is not None:
             self.presence.changed(charger_id, changes)
 

@@ -18,6 +18,7 @@ from evota.api.deps import (
     require,
     scope_filter,
 )
+from evota.api.leader_calls import tell
 from evota.api.pages import fetch_page
 from evota.api.params import ChargerId, Limit, Offset, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
@@ -36,6 +37,7 @@ from evota.fleet import security_profiles
 from evota.fleet.credentials import hash_key
 from evota.operators import four_eyes
 from evota.operators.permissions import ChargerPlace, site_place
+from evota.rollout.charger_facts import CHARGER_FACTS
 from evota.runtime import Runtime
 from evota.store.models import Charger, ChargerEvent, Connector, Site
 
@@ -294,6 +296,8 @@ async def update_charger(
         )
     old = await _load(rt, charger_id)
     await charger_changes.apply(rt.engine, rt.live_state, charger_id, changes, rt.charger_changed)
+    if CHARGER_FACTS.intersection(changes):  # running campaigns read the charger again
+        await tell(rt, "campaigns.facts", charger_ids=[charger_id])
     new = await _load(rt, charger_id)
     before, after = _audited(old), _audited(new)
     if key is not None:  # redacted by name: the entry says the key changed, never what to

@@ -220,12 +220,18 @@ def register(rt: Runtime, calls: LeaderCalls) -> None:
     async def firmware_revoked(*, firmware_id: str) -> None:
         await rt.stop_revoked_jobs(firmware_id)
 
+    async def campaigns_facts(
+        *, charger_ids: list[str] | None = None, site_id: str | None = None
+    ) -> None:
+        rt.campaigns.facts_changed(charger_ids or (), site_id)
+
     handlers: dict[str, Handler] = {
         "jobs.create": jobs_create,
         "jobs.cancel": jobs_cancel,
         "campaigns.create": campaigns_create,
         "campaigns.act": campaigns_act,
         "campaigns.notes": campaigns_notes,
+        "campaigns.facts": campaigns_facts,
         "approvals.decide": approvals_decide,
         "kpi_rollup.run": kpi_rollup_run,
         "firmware_feeds.check": feeds_check,

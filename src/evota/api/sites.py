@@ -18,11 +18,13 @@ from evota.api.deps import (
     require,
     site_filter,
 )
+from evota.api.leader_calls import tell
 from evota.api.pages import fetch_page
 from evota.api.params import Limit, Offset, SitePath, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
 from evota.api.schemas import Page, SiteIn, SiteOut, SitePatch
 from evota.operators import permissions as perms
+from evota.rollout.charger_facts import SITE_FACTS
 from evota.runtime import Runtime
 from evota.store.jsonlist import json_list_has
 from evota.store.models import Charger, Site
@@ -117,6 +119,8 @@ async def update_site(
     if changes:
         async with rt.engine.begin() as conn:
             await conn.execute(update(Site).where(Site.id == site_id).values(**changes))
+        if SITE_FACTS.intersection(changes):  # running campaigns read its chargers again
+            await tell(rt, "campaigns.facts", site_id=site_id)
     new = await _load(rt, site_id)
     note(request, "site", site_id, old.model_dump(), new.model_dump())
     return new

@@ -30,6 +30,7 @@ from evota.firmware.updates import image_facts
 from evota.fleet import vendors
 from evota.fleet.vendors import VendorProfile
 from evota.periodic import raise_if_cancelled
+from evota.rollout import charger_facts as facts
 from evota.rollout import engine as eng
 from evota.rollout.campaign import (
     ACTIVE,
@@ -72,7 +73,6 @@ from evota.store.models import (
     Firmware,
     GateEvaluation,
     Job,
-    Site,
 )
 
 log = structlog.get_logger("evota.campaigns")
@@ -128,6 +128,8 @@ class CampaignRunner:
         # A tick reads the jobs that changed, not every job of the campaign (campaign_jobs).
         self.jobs_read = CampaignJobs()
         jobs.change_listeners.append(self.jobs_read.changed)
+        # Nor every member charger: their facts are kept and re-read when noticed.
+        self.facts = facts.ChargerFacts(connected, self._profile_for)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="campaigns")
@@ -142,58 +144,18 @@ class CampaignRunner:
     async def snapshots(
         self, conn: AsyncConnection, ids: Sequence[str] | None = None
     ) -> dict[str, ChargerSnapshot]:
-        """The engine's view of chargers (all of them when ``ids`` is None)."""
-        query = select(
-            Charger.id,
-            Charger.vendor,
-            Charger.model,
-            Charger.hardware_revision,
-            Charger.firmware_version,
-            Charger.site_id,
-            Charger.tags,
-            Charger.last_seen,
-            Site.region,
-            Site.timezone,
-        ).join(Site, Site.id == Charger.site_id, isouter=True)
-        rows: list[Any] = []
-        if ids is None:
-            rows = list((await conn.execute(query)).all())
-        else:
-            for chunk in _chunks(list(ids)):
-                rows += (await conn.execute(query.where(Charger.id.in_(chunk)))).all()
-        busy: set[str] = set()
-        all_ids = [r.id for r in rows]
-        for chunk in _chunks(all_ids):
-            busy.update(
-                (
-                    await conn.execute(
-                        select(ChargingSession.charger_id).where(
-                            ChargingSession.outcome == "active",
-                            ChargingSession.charger_id.in_(chunk),
-                        )
-                    )
-                ).scalars()
-            )
-        snapshots: dict[str, ChargerSnapshot] = {}
-        for r in rows:
-            profile = self._profile_for(r.vendor, r.model, r.firmware_version)
-            snapshots[r.id] = ChargerSnapshot(
-                id=r.id,
-                vendor=r.vendor,
-                model=r.model,
-                hardware_revision=r.hardware_revision,
-                firmware_version=r.firmware_version,
-                site_id=r.site_id,
-                region=r.region,
-                tags=frozenset(r.tags or ()),
-                timezone=r.timezone or "UTC",
+        """The engine's view of chargers, read now (all of them when ``ids`` is None)."""
+        rows = await facts.read_rows(conn, None if ids is None else list(ids))
+        busy = await facts.in_session(conn, [r.id for r in rows])
+        return {
+            r.id: facts.snapshot(
+                r,
                 connected=self._connected(r.id),
-                last_seen=r.last_seen,
-                in_session=r.id in busy,
-                max_per_site=profile.max_per_site,
-                max_image_bytes=profile.max_image_bytes,
+                busy=r.id in busy,
+                profile=self._profile_for(r.vendor, r.model, r.firmware_version),
             )
-        return snapshots
+            for r in rows
+        }
 
     async def create(
         self,
@@ -332,6 +294,19 @@ class CampaignRunner:
                 await self.act(cid, CampaignAction.ABORT, "firmware revoked")
         return stopped
 
+    # -- notices ------------------------------------------------------------------------------
+    def charger_booted(self, charger_id: str, *_identity: str | None) -> None:
+        """A boot reports vendor, model and firmware version (a fleet boot listener)."""
+        self.facts.changed(charger_id, self._clock.now())
+
+    def facts_changed(self, charger_ids: Sequence[str] = (), site_id: str | None = None) -> None:
+        """An operator changed chargers' site or tags, or a site's region or timezone."""
+        now = self._clock.now()
+        for charger_id in charger_ids:
+            self.facts.changed(charger_id, now)
+        if site_id is not None:
+            self.facts.site_changed(site_id, now)
+
     # -- the loop -----------------------------------------------------------------------------
     async def _loop(self) -> None:
         while True:
@@ -361,6 +336,7 @@ class CampaignRunner:
                         ).scalars()
                     )
                 self.jobs_read.retain(ids)
+                self.facts.retain(ids)
                 for cid in due:
                     await self.act(cid, CampaignAction.START, "scheduled start")
                 for cid in ids:
@@ -385,7 +361,7 @@ class CampaignRunner:
                 return None
             jobs = await self.jobs_read.read(conn, campaign_id, now)
             members = [c for wave in row.waves for c in wave]
-            fleet = await self.snapshots(conn, members)
+            fleet = await self.facts.read(conn, campaign_id, members, now)
             aborted = row.state == CampaignState.ABORTED
             view = CampaignView(
                 id=row.id,
