@@ -562,7 +562,10 @@ async def campaign(
                 files={"file": ("fw.bin", f)},
             )
         assert r.status_code == 201, r.text
-        body = {"name": "bench", "firmware_id": r.json()["id"], "waves": WAVES, "policy": POLICY}
+        policy = dict(POLICY)
+        if args.max_concurrent:  # updates at once, sized to the download caps
+            policy["max_concurrent"] = args.max_concurrent
+        body = {"name": "bench", "firmware_id": r.json()["id"], "waves": WAVES, "policy": policy}
         r = await api.post("/api/v1/campaigns", json=body)
         assert r.status_code == 201, r.text
         cid = r.json()["id"]
@@ -588,6 +591,9 @@ async def campaign(
             c = r.json()
             if c["state"] != "running":
                 break
+            if time.perf_counter() - t0 > args.campaign_timeout:
+                console.print(f"campaign still running after {args.campaign_timeout:.0f} s")
+                break
             if args.kill_leader and not killed and c["current_wave"] >= 1:
                 leader, token, _ = await leader_of(db)
                 victim = next(n for n in cluster.nodes if n.name == leader)
@@ -605,7 +611,8 @@ async def campaign(
             await asyncio.sleep(0.5)
         wall = time.perf_counter() - t0
         cpu1 = node_cpu(cluster)
-        cpu = cpu_dead + sum(v - cpu0.get(i, 0.0) for i, v in cpu1.items() if i in cpu0)
+        by_node = {i: round(v - cpu0[i], 1) for i, v in cpu1.items() if i in cpu0}
+        cpu = cpu_dead + sum(by_node.values())
     jobs = sum(n for w in c["waves"] for state, n in w["jobs"].items() if state != "pending")
     succeeded = sum(w["jobs"].get("succeeded", 0) for w in c["waves"])
     gate_s = None
@@ -631,6 +638,7 @@ async def campaign(
         "succeeded": succeeded,
         "wall_s": wall,
         "cpu_s": cpu,
+        "cpu_by_node": by_node,
         "killed": {k: v for k, v in killed.items() if k not in ("at", "mono")},
         "gate_s": gate_s,
     }
@@ -956,6 +964,8 @@ if __name__ == "__main__":
         help="no one-node storm (one process cannot hold 20,000 sockets under a 20,000 file limit)",
     )
     p.add_argument("--kill-leader", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--max-concurrent", type=int, default=0, help="campaign policy (0: none)")
+    p.add_argument("--campaign-timeout", type=float, default=7200.0, help="stop polling after")
     p.add_argument("--campaign-baseline", action="store_true", help="run bench/campaign_e2e.py too")
     p.add_argument(
         "--idle", type=float, default=0.0, help="only: 3 nodes holding the fleet idle, N s"

@@ -503,8 +503,8 @@ class Settings(BaseSettings):
     # Playbook engine (evota.playbooks.runner, docs/playbooks.md "How a run works")
     playbooks_enabled: bool = Field(
         True,
-        description="false: the global kill switch is on at start (no playbook run starts "
-        "or sends); the API can flip it while evota runs",
+        description="false: the global kill switch is engaged (stored) whenever the runner "
+        "starts (no playbook run starts or sends); the API can flip it, and the flip is stored",
     )
     playbook_tick_seconds: float = Field(
         5.0, gt=0, le=60, description="seconds between checks of fault durations and wait deadlines"

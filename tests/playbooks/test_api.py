@@ -326,6 +326,39 @@ async def test_kill_switch_is_flipped_audited_and_shown(evota_sqlite: Runtime) -
         assert res.json() == {"kill_switch": False} and rt.playbooks.kill_switch is False
 
 
+async def test_the_kill_switch_outlives_a_restart(tmp_path: Path, sqlite_url: str) -> None:
+    """Kept in the runner's memory, a restart let every playbook run again."""
+    rt = await start_runtime(tmp_path, sqlite_url)
+    try:
+        async with api_client(rt) as api:
+            res = await api.put("/api/v1/playbooks/kill-switch", json={"kill_switch": True})
+            assert res.json() == {"kill_switch": True}
+    finally:
+        await rt.stop()
+    rt = await start_runtime(tmp_path, sqlite_url)
+    try:
+        assert rt.playbooks.kill_switch is True
+        async with api_client(rt) as api:
+            assert (await api.get("/api/v1/playbooks/kill-switch")).json() == {"kill_switch": True}
+    finally:
+        await rt.stop()
+
+
+async def test_playbooks_disabled_at_start_engage_the_switch_an_operator_may_lift(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    rt = await start_runtime(tmp_path, sqlite_url, playbooks_enabled=False)
+    try:
+        assert rt.playbooks.kill_switch is True
+        async with api_client(rt) as api:
+            assert (await api.get("/api/v1/playbooks/kill-switch")).json() == {"kill_switch": True}
+            res = await api.put("/api/v1/playbooks/kill-switch", json={"kill_switch": False})
+            assert res.json() == {"kill_switch": False}
+        assert rt.playbooks.kill_switch is False
+    finally:
+        await rt.stop()
+
+
 async def test_enabling_a_suspended_playbook_resumes_it(evota_sqlite: Runtime) -> None:
     rt = evota_sqlite
     async with api_client(rt) as api:

@@ -220,6 +220,15 @@ def register(rt: Runtime, calls: LeaderCalls) -> None:
     async def firmware_revoked(*, firmware_id: str) -> None:
         await rt.stop_revoked_jobs(firmware_id)
 
+    async def playbooks_reload() -> None:
+        await rt.playbooks.reload()
+
+    async def playbooks_resume(*, name: str) -> None:
+        await rt.playbooks.resume(name)
+
+    async def playbooks_kill_switch() -> bool:
+        return await rt.playbooks.read_switch()
+
     async def campaigns_facts(
         *, charger_ids: list[str] | None = None, site_id: str | None = None
     ) -> None:
@@ -232,6 +241,9 @@ def register(rt: Runtime, calls: LeaderCalls) -> None:
         "campaigns.act": campaigns_act,
         "campaigns.notes": campaigns_notes,
         "campaigns.facts": campaigns_facts,
+        "playbooks.reload": playbooks_reload,
+        "playbooks.resume": playbooks_resume,
+        "playbooks.kill_switch": playbooks_kill_switch,
         "approvals.decide": approvals_decide,
         "kpi_rollup.run": kpi_rollup_run,
         "firmware_feeds.check": feeds_check,

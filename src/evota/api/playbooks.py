@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evota.api.auditing import note
 from evota.api.deps import Principal, RuntimeDep, require, scope_filter, target_allowed
+from evota.api.leader_calls import tell
 from evota.api.pages import fetch_page
 from evota.api.params import Limit, Offset, text
 from evota.api.problems import AUTHENTICATED, Problem, problems
@@ -148,10 +149,16 @@ def _runner(rt: Runtime) -> Any:
 
 
 async def _changed(rt: Runtime) -> None:
-    """Tell the runner, so the next trigger sees the new version."""
-    runner = _runner(rt)
-    if runner is not None:
-        await runner.reload()
+    """Tell the runner (the runner leader's, in a cluster), so the next trigger sees the
+    new version."""
+    if _runner(rt) is not None:
+        await tell(rt, "playbooks.reload")
+
+
+async def _kill_switch(rt: Runtime) -> bool:
+    """As stored (the runner stores it engaged when it starts with
+    ``EVOTA_PLAYBOOKS_ENABLED=false``): the same on every node."""
+    return await store.kill_switch(rt.engine)
 
 
 def _invalid(exc: SpecError) -> Problem:
@@ -301,11 +308,10 @@ async def list_playbooks(
         if await target_allowed(rt, who, "playbook.read", _target(s.playbook))
     ]
     counts = await store.outcome_counts(rt.engine, scope_filter(who, "playbook.read"))
-    runner = _runner(rt)
     return {
         "items": [_item(s, counts) for s in visible],
         "total": len(visible),
-        "kill_switch": bool(runner.kill_switch) if runner is not None else False,
+        "kill_switch": await _kill_switch(rt),
     }
 
 
@@ -364,8 +370,7 @@ async def list_runs(
 async def get_kill_switch(
     rt: RuntimeDep, _who: Principal = require("playbook.killswitch")
 ) -> dict[str, Any]:
-    runner = _runner(rt)
-    return {"kill_switch": bool(runner.kill_switch) if runner is not None else False}
+    return {"kill_switch": await _kill_switch(rt)}
 
 
 @router.put("/kill-switch", response_model=KillSwitch, responses=problems(503))
@@ -373,23 +378,19 @@ async def put_kill_switch(
     body: KillSwitch,
     request: Request,
     rt: RuntimeDep,
-    _who: Principal = require("playbook.killswitch"),
+    who: Principal = require("playbook.killswitch"),
 ) -> dict[str, Any]:
     """On: no playbook starts a run, and runs in progress end (``suspended``) before their
-    next command. Until the next start of evota, which reads ``EVOTA_PLAYBOOKS_ENABLED``."""
-    runner = _runner(rt)
-    if runner is None:
+    next command. Stored, so it holds across restarts and a new runner leader
+    (``EVOTA_PLAYBOOKS_ENABLED=false`` engages it at every start)."""
+    if _runner(rt) is None:
         raise Problem(503, "No playbook runner", "this process runs no playbooks", "kill_switch")
-    before = bool(runner.kill_switch)
-    runner.kill_switch = body.kill_switch
-    note(
-        request,
-        "playbooks",
-        "kill-switch",
-        {"kill_switch": before},
-        {"kill_switch": body.kill_switch},
-    )
-    return {"kill_switch": bool(runner.kill_switch)}
+    before = await _kill_switch(rt)
+    await store.set_kill_switch(rt.engine, body.kill_switch, who.name, rt.clock.now())
+    await tell(rt, "playbooks.kill_switch")  # applied by the runner (the leader's) now
+    after = await _kill_switch(rt)
+    note(request, "playbooks", "kill-switch", {"kill_switch": before}, {"kill_switch": after})
+    return {"kill_switch": after}
 
 
 @router.get("/{playbook}", response_model=PlaybookOut, responses=problems(404))
@@ -467,8 +468,8 @@ async def _switch(
     resumed = before.suspended_reason is not None and after.suspended_reason is None
     _note(request, before, after, resumed=resumed)
     runner = _runner(rt)
-    if resumed and runner is not None:
-        await runner.resume(playbook)  # the circuit breaker's memory starts afresh
+    if resumed and runner is not None:  # the circuit breaker's memory starts afresh
+        await tell(rt, "playbooks.resume", name=playbook)
     elif after is not before:
         await _changed(rt)
     return await _out(rt, who, after)

@@ -144,7 +144,7 @@ class PlaybookRunner:
         self._alerts = alerts
         self._audit = audit
         self._approvals = approvals
-        self._kill = not enabled
+        self._kill = self._off_at_start = not enabled  # EVOTA_PLAYBOOKS_ENABLED=false
         self.tick_seconds = tick_seconds
         self.webhook_timeout = webhook_timeout
         # Where a webhook may go: the firmware import's address rules (no private,
@@ -180,6 +180,19 @@ class PlaybookRunner:
     def kill_switch(self, engaged: bool) -> None:
         self._kill = bool(engaged)
         log.warning("playbook kill switch", engaged=self._kill)
+
+    async def read_switch(self) -> bool:
+        """The kill switch as stored (evota.playbooks.store), applied here: at start, and
+        when an operator flips it through any node. ``EVOTA_PLAYBOOKS_ENABLED=false``
+        stores it engaged at start; an operator may flip it from there."""
+        if self._off_at_start:
+            self._off_at_start = False
+            at = self._clock.now()
+            await store.set_kill_switch(self._engine, True, "EVOTA_PLAYBOOKS_ENABLED", at)
+        engaged = await store.kill_switch(self._engine)
+        if engaged != self._kill:
+            self.kill_switch = engaged
+        return self._kill
 
     async def reload(self) -> None:
         """Read the enabled playbooks again (the API calls this after every change)."""
@@ -289,6 +302,7 @@ class PlaybookRunner:
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self._approvals.register(APPROVAL_ACTION, self._approved, self._approval_ended)
+        await self.read_switch()
         await self._reload()
         await self._seed()
         await self._restore()

@@ -1,8 +1,9 @@
 """Playbooks in the database: create, change (the version grows by one on every change),
 switch on and off, delete; and reading their runs. The shell around :mod:`.spec`.
 
-The runner reads what it runs with :func:`load_enabled`; the API tells it about a change
-(``runtime.playbooks.reload()``) after every write here.
+The runner reads what it runs with :func:`load_enabled` and :func:`kill_switch`; the API
+tells it about a change (leader calls ``playbooks.*``: the runner leader's, in a cluster)
+after every write here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from evota.playbooks import spec
 from evota.playbooks.spec import Playbook
-from evota.store.models import Charger, PlaybookRun
+from evota.store.models import Charger, PlaybookRun, Switch
 from evota.store.models import Playbook as PlaybookRow
 
 __all__ = [
@@ -29,12 +30,14 @@ __all__ = [
     "Stored",
     "delete_playbook",
     "get",
+    "kill_switch",
     "list_playbooks",
     "load_enabled",
     "outcome_counts",
     "put",
     "resume",
     "runs_query",
+    "set_kill_switch",
     "set_switches",
     "suspend",
 ]
@@ -255,6 +258,42 @@ async def resume(engine: AsyncEngine, name: str) -> None:
             .where(PlaybookRow.name == name)
             .values(suspended_reason=None, suspended_at=None)
         )
+
+
+KILL_SWITCH = "playbooks.kill_switch"
+
+
+async def kill_switch(engine: AsyncEngine) -> bool:
+    """The operators' kill switch as stored (False when never set)."""
+    async with engine.connect() as conn:
+        engaged = (
+            await conn.execute(select(Switch.engaged).where(Switch.name == KILL_SWITCH))
+        ).scalar()
+    return bool(engaged)
+
+
+async def set_kill_switch(engine: AsyncEngine, engaged: bool, by: str, now: datetime) -> None:
+    """Stored, so that a restart or a new runner leader keeps it (the runner applies it)."""
+    async with engine.begin() as conn:
+        changed = await conn.execute(
+            update(Switch)
+            .where(Switch.name == KILL_SWITCH)
+            .values(engaged=engaged, set_by=by[:120], set_at=now)
+        )
+        if changed.rowcount == 0:
+            try:
+                async with conn.begin_nested():
+                    await conn.execute(
+                        insert(Switch).values(
+                            name=KILL_SWITCH, engaged=engaged, set_by=by[:120], set_at=now
+                        )
+                    )
+            except IntegrityError:  # set at the same moment elsewhere: this one is the last
+                await conn.execute(
+                    update(Switch)
+                    .where(Switch.name == KILL_SWITCH)
+                    .values(engaged=engaged, set_by=by[:120], set_at=now)
+                )
 
 
 async def delete_playbook(engine: AsyncEngine, name: str) -> Stored:

@@ -845,3 +845,14 @@ class ClusterLeader(Base):
     token: Mapped[int] = mapped_column(BigInteger)
     node: Mapped[str] = mapped_column(String(120))
     since: Mapped[datetime] = mapped_column(TS)
+
+
+class Switch(Base):
+    """An operator switch that outlives a process (the playbooks' kill switch): what the
+    runner leader reads when it starts, whichever node it is on."""
+
+    __tablename__ = "switches"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    engaged: Mapped[bool] = mapped_column(Boolean)
+    set_by: Mapped[str | None] = mapped_column(String(120))
+    set_at: Mapped[datetime] = mapped_column(TS)
