@@ -210,7 +210,13 @@ class Runtime:
         self.leadership = self._leadership()
         self.runner_engine = self._runner_engine()
         self.leader_calls = self._leader_calls()
-        self.alerts = AlertMonitor(self.engine, self.clock, self.audit, s.alert_thresholds())
+        self.alerts = AlertMonitor(
+            self.engine,
+            self.clock,
+            self.audit,
+            s.alert_thresholds(),
+            rules_engine=self.runner_engine,
+        )
         await self.leadership.add(self.alerts.start, self._alerts_deposed)
         self.approvals = Approvals(
             self.engine,
@@ -218,6 +224,7 @@ class Runtime:
             self.audit,
             four_eyes.Policy.of(s.approval_actions, s.approval_charger_threshold),
             timedelta(hours=s.approval_ttl_hours),
+            decisions_engine=self.runner_engine,
         )
         if s.redis_url is None:  # cluster: only a node alone may (_start_presence)
             await self._reset_connected()
@@ -242,7 +249,7 @@ class Runtime:
         # The playbook engine hears the fleet from the first connection on: what arrives
         # before it starts (_start_playbooks) waits in its queue.
         self.playbooks = PlaybookRunner(
-            self.engine,
+            self.runner_engine,  # the leader's worker writes; the API tells it (leader calls)
             self.clock,
             send=lambda actor, charger_id, spec, params, reason: send_command(
                 self.command_path, actor, charger_id, spec, params, reason
@@ -392,6 +399,7 @@ class Runtime:
             self.command_path,
             self.live_state,
             self.alerts.raise_alert,
+            runner_engine=self.runner_engine,
             cpo_name=s.cpo_name,
             sign_interval=timedelta(minutes=s.ca_sign_interval_minutes),
             alert_days=s.cert_expiry_alert_days,

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, text
 
+from evota.audit.log import Actor
 from evota.clock import SystemClock
 from evota.cluster.fence import Deposed, fenced, refusal
 from evota.cluster.leader import PgLeader, SoleLeader, Timing, asyncpg_dsn
@@ -106,6 +107,19 @@ async def test_a_deposed_leaders_runner_write_is_refused_and_the_new_leaders_lan
 
         await b.pruner.run_once()
         assert await _count(b) == 0  # the leader's writes land
+
+        # The other leader-only writers are fenced alike: approval decisions (requests are
+        # any node's), the alert rules, the playbook runner, the certificate inventory.
+        assert a.alerts._rules_engine is a.runner_engine
+        assert a.playbooks._engine is a.runner_engine
+        assert a.certificates._runner_engine is a.runner_engine
+        ann, ben = Actor("ann", ("admin",)), Actor("ben", ("admin",))
+        asked = await a.approvals.request(ann, "campaign.start", "start", {}, "test")
+        with pytest.raises(Deposed, match="this node does not lead"):
+            await a.approvals.decide(asked, ben, approve=False)
+        assert (await b.approvals.get(asked)).state == "pending"
+        await b.approvals.decide(asked, ben, approve=False)
+        assert (await b.approvals.get(asked)).state == "rejected"
     finally:
         await admin.close()
         if b is not None:

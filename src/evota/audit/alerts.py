@@ -38,8 +38,13 @@ class AlertMonitor:
         clock: Clock,
         audit: AuditLog,
         thresholds: anomalies.Thresholds,
+        *,
+        rules_engine: AsyncEngine | None = None,
     ) -> None:
         self.engine = engine
+        # The rules run on the runner leader (observe, security_event): what they raise is
+        # written fenced in a cluster (evota.cluster.fence). raise_alert is any node's.
+        self._rules_engine = rules_engine or engine
         self.clock = clock
         self.audit = audit
         self.state = anomalies.State(thresholds)
@@ -99,7 +104,7 @@ class AlertMonitor:
 
     async def _raise_logged(self, alert: anomalies.Alert) -> None:
         try:
-            await self._raise(alert)
+            await self._raise(alert, self._rules_engine)
         except Exception:  # the database is down: the event itself is still stored
             log.exception("could not raise alert", rule=alert.rule, subject=alert.subject)
 
@@ -154,18 +159,18 @@ class AlertMonitor:
             return
         self.state, alerts = anomalies.observe(self.state, event, self.clock.now())
         for alert in alerts:
-            await self._raise(alert)
+            await self._raise(alert, self._rules_engine)
 
     async def raise_alert(self, alert: anomalies.Alert) -> int:
         """Raise an alert decided outside the audit rules (the gateway's failed charger keys);
         the caller keeps its own quiet period."""
-        return await self._raise(alert)
+        return await self._raise(alert, self.engine)
 
-    async def _raise(self, alert: anomalies.Alert) -> int:
+    async def _raise(self, alert: anomalies.Alert, engine: AsyncEngine) -> int:
         detail = {"subject": alert.subject, **alert.detail}
         if alert.chargers:
             detail["chargers"] = list(alert.chargers)
-        async with self.engine.begin() as conn:
+        async with engine.begin() as conn:
             result = await conn.execute(
                 insert(Alert).values(
                     rule=alert.rule,

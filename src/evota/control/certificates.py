@@ -125,8 +125,12 @@ class CertificateService:
         server_certificate: Path | None = None,
         check_every: float = 3600.0,
         shared: SignIntervals | None = None,
+        runner_engine: AsyncEngine | None = None,
     ) -> None:
         self._engine = engine
+        # What only the runner leader writes (the inventory); fenced in a cluster
+        # (evota.cluster.fence). A CSR is signed and stored on the charger's own node.
+        self._runner_engine = runner_engine or engine
         self._shared = shared
         self._clock = clock
         self._audit = audit
@@ -477,7 +481,7 @@ class CertificateService:
             for item in result.details.get("certificates", ()):
                 if isinstance(item, dict):
                     reported.append({"certificate_type": kind, **item})
-        async with self._engine.begin() as conn:
+        async with self._runner_engine.begin() as conn:
             signed = list(
                 (
                     await conn.execute(

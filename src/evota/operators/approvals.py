@@ -64,8 +64,12 @@ class Approvals:
         policy: four_eyes.Policy,
         ttl: timedelta,
         sweep_seconds: float = 30.0,
+        decisions_engine: AsyncEngine | None = None,
     ) -> None:
-        self.engine = engine
+        self.engine = engine  # requests: made through any node's API
+        # Decisions, outcomes and expiry: the runner leader's (leader call approvals.decide,
+        # the sweep), fenced in a cluster (evota.cluster.fence) so a deposed leader's fail.
+        self._decisions = decisions_engine or engine
         self.clock = clock
         self.audit = audit
         self.policy = policy
@@ -137,7 +141,7 @@ class Approvals:
             if problem is not None:
                 raise ApprovalError(problem, _MESSAGES.get(problem, f"request is {problem}"))
             state = transition(ApprovalState.PENDING, "approve" if approve else "reject")
-            async with self.engine.begin() as conn:
+            async with self._decisions.begin() as conn:
                 changed = await conn.execute(
                     update(Approval)
                     .where(Approval.id == approval_id, Approval.state == ApprovalState.PENDING)
@@ -172,7 +176,7 @@ class Approvals:
     async def withdraw(self, approval_id: str, actor: Actor, reason: str | None) -> bool:
         """The work a pending request was for went away (e.g. its operation was cancelled):
         close the request so nobody approves a stale change. False if not pending."""
-        async with self.engine.begin() as conn:
+        async with self._decisions.begin() as conn:
             changed = await conn.execute(
                 update(Approval)
                 .where(Approval.id == approval_id, Approval.state == ApprovalState.PENDING)
@@ -197,7 +201,7 @@ class Approvals:
     async def _finish(self, row: Any, outcome: str, result: dict[str, Any]) -> dict[str, Any]:
         """Record how the approved action went (``outcome``: executed or failed)."""
         state = transition(ApprovalState.APPROVED, outcome)
-        async with self.engine.begin() as conn:
+        async with self._decisions.begin() as conn:
             await conn.execute(
                 update(Approval).where(Approval.id == row.id).values(state=state, result=result)
             )
@@ -211,7 +215,7 @@ class Approvals:
         return {"state": state, "result": result}
 
     async def _expire(self, row: Any) -> None:
-        async with self.engine.begin() as conn:
+        async with self._decisions.begin() as conn:
             changed = await conn.execute(
                 update(Approval)
                 .where(Approval.id == row.id, Approval.state == ApprovalState.PENDING)
