@@ -549,6 +549,46 @@ async def test_a_root_an_operator_installed_is_named_with_its_expiry(
         await rt.stop()
 
 
+async def test_the_installed_roots_are_kept_between_inventories_and_new_ones_read(
+    tmp_path: Path, sqlite_url: str, pki: Pki
+) -> None:
+    """Every inventory read the newest 1,000 install entries of the whole fleet; now they are
+    read whole once (and every INSTALLS_FULL_EVERY), then only newer ones: a root installed
+    after the first inventory is still named by the next."""
+    rt = await start_runtime(tmp_path, sqlite_url)
+    try:
+        roots = {"ROOT-1": pki.csms_root.cert, "ROOT-2": pki.forged_root.cert}
+        async with api_client(rt) as api:
+            for cid, root in roots.items():
+                ch = await charger(rt, cid, "ocpp1.6")
+                r = await api.post(
+                    f"/api/v1/chargers/{cid}/commands/install-certificate",
+                    json={
+                        "certificate_type": "CentralSystemRootCertificate",
+                        "certificate": root.public_bytes(serialization.Encoding.PEM).decode(),
+                        "reason": "test",
+                    },
+                )
+                assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
+                ch.answers["GetInstalledCertificateIds"] = lambda p, root=root: (
+                    {"status": "Accepted", "certificateHashData": [_hash_item(root)]}
+                    if p["certificateType"] == "CentralSystemRootCertificate"
+                    else {"status": "NotFound"}
+                )
+                r = await api.post(f"/api/v1/chargers/{cid}/certificates/inventory")
+                assert r.status_code == 200 and r.json()["certificates"] == 1, r.text
+                if cid == "ROOT-1":
+                    read_whole_at = rt.certificates._installs_read_at
+                    assert read_whole_at is not None
+        assert rt.certificates._installs_read_at == read_whole_at  # ROOT-2: only newer ones
+        for cid, root in roots.items():
+            (held,) = (await certificates(rt, cid))["installed"]
+            assert held["known_as"] == "installed", (cid, held)
+            assert held["subject"] == root.subject.rfc4514_string()
+    finally:
+        await rt.stop()
+
+
 async def test_install_certificate_with_a_certificate_of_an_unknown_version_is_a_422(
     rt_sqlite: Runtime, pki: Pki
 ) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Final, Protocol
 import structlog
 from cryptography import x509
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from evota.audit.anomalies import Alert
 from evota.audit.log import SYSTEM, Actor, AuditLog
@@ -82,6 +82,9 @@ INVENTORY_WORKERS: Final = 4
 EXPIRY_RULE: Final = "certificate_expiring"
 INSTALL_ACTION: Final = "command.install-certificate"  # its parameters name the root
 MAX_INSTALLS_READ: Final = 1000  # the newest accepted installs an inventory matches against
+#: The installs are read whole this often; in between an inventory reads only newer ones.
+INSTALLS_FULL_EVERY: Final = timedelta(minutes=10)
+MAX_INSTALLED_KEYS: Final = 10_000  # beyond this many roots the next inventory reads whole
 RENEW_RETRY: Final = timedelta(days=1)  # an automatic renewal is asked again at most daily
 
 
@@ -158,6 +161,12 @@ class CertificateService:
         self._timers: set[asyncio.TimerHandle] = set()  # boot delays not yet over
         self._workers: list[asyncio.Task[Any]] = []
         self._checking = asyncio.Lock()  # one expiry check at a time (alerts once each)
+        # The roots operators installed (from their audit entries), kept between inventories:
+        # reading the newest 1,000 entries for every charger's inventory was most of a
+        # leader's CPU after a 20,000-charger storm.
+        self._installs: dict[inv.Key, inv.Seen] = {}
+        self._installs_id = 0  # the newest entry read
+        self._installs_read_at: datetime | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -432,15 +441,39 @@ class CertificateService:
             return False  # a 1.6 charger without the security extension: not at every boot
         return self._clock.now() - row.checked_at >= self.inventory_every
 
-    def _known(self, signed: list[str], installs: list[Any]) -> dict[inv.Key, inv.Seen]:
-        """What evota can name: roots operators installed (from their audit entries), its
-        charger CA, the server chain and the certificates it signed for this charger."""
-        index: dict[inv.Key, inv.Seen] = {}
-        for detail in installs:
-            params = detail.get("params") if isinstance(detail, dict) else None
+    async def _installed(self, conn: AsyncConnection) -> dict[inv.Key, inv.Seen]:
+        """The roots operators installed, from their accepted audit entries: the newest
+        ``MAX_INSTALLS_READ`` read whole every ``INSTALLS_FULL_EVERY``, and in between only
+        entries newer than the last read (one committed out of id order, by another node,
+        is named from the next whole read on). The oldest entry of a root names it."""
+        now = self._clock.now()
+        query = select(AuditEntry.id, AuditEntry.detail).where(
+            AuditEntry.action == INSTALL_ACTION, AuditEntry.outcome == "Accepted"
+        )
+        read_at = self._installs_read_at
+        if read_at is None or now - read_at >= INSTALLS_FULL_EVERY:
+            newest = query.order_by(AuditEntry.id.desc()).limit(MAX_INSTALLS_READ)
+            rows = list(reversed((await conn.execute(newest)).all()))
+            self._installs, self._installs_read_at = {}, now
+        else:
+            newer = query.where(AuditEntry.id > self._installs_id).order_by(AuditEntry.id)
+            rows = list((await conn.execute(newer.limit(MAX_INSTALLS_READ))).all())
+        for row in rows:
+            self._installs_id = max(self._installs_id, row.id)
+            params = row.detail.get("params") if isinstance(row.detail, dict) else None
             found = inv.seen_from_record(params) if isinstance(params, dict) else None
             if found is not None:
-                index[found[0]] = found[1]
+                self._installs.setdefault(found[0], found[1])
+        if len(self._installs) > MAX_INSTALLED_KEYS:
+            self._installs_read_at = None
+        return self._installs
+
+    def _known(
+        self, signed: list[str], installs: dict[inv.Key, inv.Seen]
+    ) -> dict[inv.Key, inv.Seen]:
+        """What evota can name: roots operators installed (from their audit entries), its
+        charger CA, the server chain and the certificates it signed for this charger."""
+        index = dict(installs)
         known = [inv.Known("charger-ca", c) for c in self.ca.certificates()]
         known += [inv.Known("server", c) for c in self._server_chain()]
         known += [inv.Known("signed", x509.load_pem_x509_certificate(p.encode())) for p in signed]
@@ -492,18 +525,7 @@ class CertificateService:
                 ).scalars()
             )
             if outcome == "ok":
-                installs = (
-                    await conn.execute(
-                        select(AuditEntry.detail)
-                        .where(
-                            AuditEntry.action == INSTALL_ACTION,
-                            AuditEntry.outcome == "Accepted",
-                        )
-                        .order_by(AuditEntry.id.desc())
-                        .limit(MAX_INSTALLS_READ)
-                    )
-                ).scalars()
-                index = self._known(signed, list(installs))
+                index = self._known(signed, await self._installed(conn))
                 await conn.execute(
                     delete(ChargerInstalledCertificate).where(
                         ChargerInstalledCertificate.charger_id == charger_id
