@@ -143,7 +143,7 @@ class ChargerFacts:
         connected: Connected,
         profile_for: ProfileFor,
         *,
-        full_every: timedelta = timedelta(seconds=60),
+        full_every: timedelta = timedelta(minutes=5),
         settle: timedelta = timedelta(seconds=10),
     ) -> None:
         self._connected = connected
