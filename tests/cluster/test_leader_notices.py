@@ -1,8 +1,11 @@
-"""Playbooks in a cluster: the runner runs on the leader, so a change made through any
-node's API reaches it (leader calls ``playbooks.*``), and the kill switch is stored, so a
-new leader keeps it. Before, both acted on the node the request reached: a kill switch
-flipped through a non-leader node stopped nothing, and a playbook enabled there did not run
-until the leader restarted."""
+"""Changes made through any node's API reach the runner leader's services (leader calls).
+
+Playbooks: the runner runs on the leader, so a change reaches it (``playbooks.*``), and the
+kill switch is stored, so a new leader keeps it. Before, both acted on the node the request
+reached: a kill switch flipped through a non-leader node stopped nothing, and a playbook
+enabled there did not run until the leader restarted. Campaigns: a charger's site or tags,
+or a site's timezone, edited through another node is noticed by the leader's campaign
+runner (``campaigns.facts``), which keeps its members' facts between evaluations."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from tests.conftest import api_client
 from tests.redis_fixtures import RedisServer
 from tests.support import until
 
+KEY = "key-0123456789abcdef"
 PLAYBOOK = {
     "name": "boots",
     "enabled": True,
@@ -36,6 +40,17 @@ async def test_a_change_through_another_node_reaches_the_leaders_runner(
         b = await start_node(tmp_path / "b", pg_database, "b", a, redis_url=cluster_redis.url)
         assert not b.leadership.is_leader
         async with api_client(b) as api:
+            r = await api.post("/api/v1/sites", json={"id": "s1", "name": "s1", "timezone": "UTC"})
+            assert r.status_code == 201, r.text
+            r = await api.post("/api/v1/chargers", json={"id": "CP-1", "auth_key": KEY})
+            assert r.status_code == 201, r.text
+            r = await api.patch("/api/v1/chargers/CP-1", json={"site_id": "s1", "tags": ["x"]})
+            assert r.status_code == 200, r.text
+            assert "CP-1" in a.campaigns.facts._noticed  # the leader reads it again
+            r = await api.patch("/api/v1/sites/s1", json={"timezone": "Europe/Paris"})
+            assert r.status_code == 200, r.text
+            assert "s1" in a.campaigns.facts._sites
+            assert not b.campaigns.facts._sites  # told to the leader, not kept here
             r = await api.post("/api/v1/playbooks", json=PLAYBOOK)
             assert r.status_code == 201, r.text
             assert "boots" in a.playbooks.playbooks  # the leader's runner runs it now
