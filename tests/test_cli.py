@@ -97,7 +97,7 @@ def _lines(output: str) -> list[Any]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
-async def test_sites_chargers_files_and_completion(evota_sqlite, tmp_path):
+async def test_sites_chargers_files_and_completion(evota_sqlite, tmp_path, monkeypatch):
     rt = evota_sqlite
     assert (await invoke(rt, "site", "add", "Depot", "--id", "depot")).exit_code == 0
     assert (await invoke(rt, "site", "add", "Yard", "--id", "yard")).exit_code == 0
@@ -153,8 +153,13 @@ async def test_sites_chargers_files_and_completion(evota_sqlite, tmp_path):
     r = await invoke(rt, "file", "download", "00000000-0000-0000-0000-000000000000")
     assert r.exit_code == 1 and "404" in r.output
 
-    # shell completion: the script, and charger ids completed from the server
-    r = runner.invoke(app, ["--show-completion", "bash"], prog_name="evota")
+    # shell completion: the script, and charger ids completed from the server. Typer finds
+    # the shell among the process's ancestors (shellingham): a run started detached from any
+    # shell (nohup in a subshell that exits) found none and failed, so the test says it.
+    import shellingham
+
+    monkeypatch.setattr(shellingham, "detect_shell", lambda: ("bash", "/bin/bash"))
+    r = runner.invoke(app, ["--show-completion"], prog_name="evota")
     assert r.exit_code == 0 and "complete -o default -F _evota_completion evota" in r.output
     env = {
         **_env(rt),
