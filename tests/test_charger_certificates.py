@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -505,6 +506,28 @@ async def test_the_operators_own_ca_signs_and_the_server_certificate_is_watched(
         await rt.stop()
 
 
+async def _install_and_take_inventory(
+    api: httpx.AsyncClient, ch: RawCharger, cid: str, root: x509.Certificate
+) -> None:
+    """An operator installs ``root`` on the charger, which then reports holding it."""
+    r = await api.post(
+        f"/api/v1/chargers/{cid}/commands/install-certificate",
+        json={
+            "certificate_type": "CentralSystemRootCertificate",
+            "certificate": root.public_bytes(serialization.Encoding.PEM).decode(),
+            "reason": "test",
+        },
+    )
+    assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
+    ch.answers["GetInstalledCertificateIds"] = lambda p: (
+        {"status": "Accepted", "certificateHashData": [_hash_item(root)]}
+        if p["certificateType"] == "CentralSystemRootCertificate"
+        else {"status": "NotFound"}
+    )
+    r = await api.post(f"/api/v1/chargers/{cid}/certificates/inventory")
+    assert r.status_code == 200 and r.json()["certificates"] == 1, r.text
+
+
 async def test_a_root_an_operator_installed_is_named_with_its_expiry(
     tmp_path: Path, sqlite_url: str, pki: Pki
 ) -> None:
@@ -516,22 +539,7 @@ async def test_a_root_an_operator_installed_is_named_with_its_expiry(
         ch = await charger(rt, cid, "ocpp1.6")
         root = pki.csms_root.cert
         async with api_client(rt) as api:
-            r = await api.post(
-                f"/api/v1/chargers/{cid}/commands/install-certificate",
-                json={
-                    "certificate_type": "CentralSystemRootCertificate",
-                    "certificate": root.public_bytes(serialization.Encoding.PEM).decode(),
-                    "reason": "test",
-                },
-            )
-            assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
-            ch.answers["GetInstalledCertificateIds"] = lambda p: (
-                {"status": "Accepted", "certificateHashData": [_hash_item(root)]}
-                if p["certificateType"] == "CentralSystemRootCertificate"
-                else {"status": "NotFound"}
-            )
-            r = await api.post(f"/api/v1/chargers/{cid}/certificates/inventory")
-            assert r.status_code == 200 and r.json()["certificates"] == 1, r.text
+            await _install_and_take_inventory(api, ch, cid, root)
         (held,) = (await certificates(rt, cid))["installed"]
         assert held["known_as"] == "installed"
         assert held["subject"] == root.subject.rfc4514_string()
@@ -561,22 +569,7 @@ async def test_the_installed_roots_are_kept_between_inventories_and_new_ones_rea
         async with api_client(rt) as api:
             for cid, root in roots.items():
                 ch = await charger(rt, cid, "ocpp1.6")
-                r = await api.post(
-                    f"/api/v1/chargers/{cid}/commands/install-certificate",
-                    json={
-                        "certificate_type": "CentralSystemRootCertificate",
-                        "certificate": root.public_bytes(serialization.Encoding.PEM).decode(),
-                        "reason": "test",
-                    },
-                )
-                assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
-                ch.answers["GetInstalledCertificateIds"] = lambda p, root=root: (
-                    {"status": "Accepted", "certificateHashData": [_hash_item(root)]}
-                    if p["certificateType"] == "CentralSystemRootCertificate"
-                    else {"status": "NotFound"}
-                )
-                r = await api.post(f"/api/v1/chargers/{cid}/certificates/inventory")
-                assert r.status_code == 200 and r.json()["certificates"] == 1, r.text
+                await _install_and_take_inventory(api, ch, cid, root)
                 if cid == "ROOT-1":
                     read_whole_at = rt.certificates._installs_read_at
                     assert read_whole_at is not None
