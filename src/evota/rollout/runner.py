@@ -209,56 +209,63 @@ class JobRunner:
         kind: str = "update",
         campaign_id: str | None = None,
     ) -> jm.Job:
-        current = self.active.get(charger_id)
-        if current is not None:
-            raise JobConflict(current.id)
-        now = self._clock.now()
-        image = _image(firmware)
-        fallback = await self._protocol_of(charger_id) != V201
-        method, signed_available = vendor_fit.method_for(
-            self._profile_for(charger_id),
-            signed_image=image.signature is not None,
-            learned_plain=learned_method == jm.Method.PLAIN.value,
-            fallback=fallback,
-        )
-        async with self._engine.begin() as conn:
-            job_id = (
-                await conn.execute(
-                    insert(JobRow)
-                    .values(
-                        charger_id=charger_id,
-                        firmware_id=image.firmware_id,
-                        campaign_id=campaign_id,
-                        kind=kind,
-                        state=jm.JobState.QUEUED.value,
-                        target_version=image.version,
-                        previous_version=previous_version,
-                        method=method.value if method else None,
-                        attempts=0,
-                        retrieve_at=retrieve_at,
-                        allow_downgrade=allow_downgrade,
-                        bytes_served=0,
-                        created_by=created_by,
-                        created_at=now,
-                        updated_at=now,
+        # Under the transition lock: the job is in ``active`` before its "created" row is
+        # written, and a dispatch, a send and the job's whole run could otherwise complete
+        # while that write waited (SQLite's writer), after which it wrote "queued" over the
+        # finished job and put it back in ``active`` (a second UpdateFirmware, then timed_out).
+        async with self._lock:
+            current = self.active.get(charger_id)
+            if current is not None:
+                raise JobConflict(current.id)
+            now = self._clock.now()
+            image = _image(firmware)
+            fallback = await self._protocol_of(charger_id) != V201
+            method, signed_available = vendor_fit.method_for(
+                self._profile_for(charger_id),
+                signed_image=image.signature is not None,
+                learned_plain=learned_method == jm.Method.PLAIN.value,
+                fallback=fallback,
+            )
+            async with self._engine.begin() as conn:
+                job_id = (
+                    await conn.execute(
+                        insert(JobRow)
+                        .values(
+                            charger_id=charger_id,
+                            firmware_id=image.firmware_id,
+                            campaign_id=campaign_id,
+                            kind=kind,
+                            state=jm.JobState.QUEUED.value,
+                            target_version=image.version,
+                            previous_version=previous_version,
+                            method=method.value if method else None,
+                            attempts=0,
+                            retrieve_at=retrieve_at,
+                            allow_downgrade=allow_downgrade,
+                            bytes_served=0,
+                            created_by=created_by,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                        .returning(JobRow.id)
                     )
-                    .returning(JobRow.id)
-                )
-            ).scalar_one()
-        job = jm.Job(
-            id=int(job_id),
-            charger_id=charger_id,
-            target_version=image.version,
-            previous_version=previous_version,
-            method=method,
-            retrieve_at=retrieve_at,
-            signed_available=signed_available,
-            fallback=fallback,
-        )
-        self._images[job.id] = image
-        self.active[charger_id] = job
-        s = jm.step(job, jm.Created(), now, self._timeouts(charger_id))
-        await self._persist(s.job, "created", {"by": created_by, "firmware_id": image.firmware_id})
+                ).scalar_one()
+            job = jm.Job(
+                id=int(job_id),
+                charger_id=charger_id,
+                target_version=image.version,
+                previous_version=previous_version,
+                method=method,
+                retrieve_at=retrieve_at,
+                signed_available=signed_available,
+                fallback=fallback,
+            )
+            self._images[job.id] = image
+            self.active[charger_id] = job
+            s = jm.step(job, jm.Created(), now, self._timeouts(charger_id))
+            await self._persist(
+                s.job, "created", {"by": created_by, "firmware_id": image.firmware_id}
+            )
         if self._ready(charger_id):
             self.notify(charger_id, jm.Dispatch(), "dispatch")
         return s.job
