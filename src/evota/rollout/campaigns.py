@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -79,7 +79,6 @@ log = structlog.get_logger("evota.campaigns")
 
 # Campaigns the loop evaluates (an aborted one while its rollbacks run).
 _EVALUATED = (CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.ABORTED)
-_CHUNK = 500  # ids per IN (...) query, well under every driver's parameter limit
 
 
 async def _refuse_empty(conn: AsyncConnection, campaign_id: str) -> None:
@@ -92,11 +91,6 @@ async def _refuse_empty(conn: AsyncConnection, campaign_id: str) -> None:
     empty = nothing_to_update(sum(map(len, plan.waves)), plan.excluded or [])
     if empty is not None:
         raise CampaignError(CampaignErrorKind.CONFLICT, empty, "target")
-
-
-def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
-    for i in range(0, len(ids), _CHUNK):
-        yield ids[i : i + _CHUNK]
 
 
 class CampaignRunner:
@@ -622,7 +616,7 @@ async def _observe(
     """Sessions and connects since ``since`` (the earliest baseline window), boots and
     connector statuses since ``booted_since`` (the first job), and the known connectors."""
     seen: defaultdict[str, _Observed] = defaultdict(_Observed)
-    for chunk in _chunks(ids):
+    for chunk in facts.chunks(ids):
         sessions = await conn.execute(
             select(
                 ChargingSession.charger_id, ChargingSession.started_at, ChargingSession.outcome

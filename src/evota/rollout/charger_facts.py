@@ -68,7 +68,8 @@ _QUERY = select(
 ).join(Site, Site.id == Charger.site_id, isouter=True)
 
 
-def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
+def chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
+    """``ids`` in slices of at most ``_CHUNK``: one IN (...) list each."""
     for i in range(0, len(ids), _CHUNK):
         yield ids[i : i + _CHUNK]
 
@@ -79,7 +80,7 @@ async def read_rows(conn: AsyncConnection, ids: Sequence[str] | None) -> list[An
         rows = list((await conn.execute(_QUERY)).all())
     else:
         rows = []
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             rows += (await conn.execute(_QUERY.where(Charger.id.in_(chunk)))).all()
     return rows
 
@@ -91,7 +92,7 @@ async def in_session(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
         wanted = set(ids)
         return {c for c in (await conn.execute(active.distinct())).scalars() if c in wanted}
     busy: set[str] = set()
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         busy.update(
             (await conn.execute(active.where(ChargingSession.charger_id.in_(chunk)))).scalars()
         )
